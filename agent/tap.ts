@@ -1,0 +1,277 @@
+// The data tap, seen from TypeScript.
+//
+// A thin facade over the native tap (native/src/tap.h): it validates
+// arguments, turns volume names into indexes, and turns the native "records
+// are available" event into an async iterator. Everything on the I/O path
+// runs on native threads; nothing here is called per NBD request.
+import { EventEmitter } from 'node:events'
+import fs from 'node:fs'
+import path from 'node:path'
+import type { Logger } from 'pino'
+import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats } from '../native/index'
+import { TidemarkError } from './errors'
+import { RecordBatch } from './record-batch'
+
+export interface TapVolume {
+  name: string
+  path: string
+  /** volumes in one group share one seq space (one TimeMark covers all) */
+  group?: string
+  readOnly?: boolean
+}
+
+export interface TapOptions {
+  stateDir: string
+  volumes: TapVolume[]
+  /** unix socket path for the NBD listener */
+  unix?: string
+  /** TCP listener; port 0 picks a free one (see Tap.tcpPort) */
+  tcp?: { host: string; port: number }
+  /** record buffer per volume, bytes (default 64 MiB, at least 1 MiB) */
+  bufferBytes?: number
+  logger?: Logger
+}
+
+export type VolumeStats = NativeVolumeStats
+
+export interface DirtyRange {
+  offset: number
+  length: number
+}
+
+export const DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+export const DEFAULT_BATCH_BYTES = 1024 * 1024
+export const REGION_SIZE: number = native.regionSize
+
+const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/
+
+export class Tap extends EventEmitter {
+  readonly volumes: readonly string[]
+  private readonly handle: NativeTap
+  private readonly index = new Map<string, number>()
+  private readonly sizes: number[]
+  private readonly waiters: Array<(() => void) | null>
+  private readonly groups = new Map<string, number>()
+  private closed = false
+
+  private constructor(handle: NativeTap, opts: TapOptions, waiters: Array<(() => void) | null>) {
+    super()
+    this.handle = handle
+    this.waiters = waiters
+    this.volumes = opts.volumes.map((v) => v.name)
+    opts.volumes.forEach((v, i) => {
+      this.index.set(v.name, i)
+      if (v.group && !this.groups.has(v.group)) this.groups.set(v.group, i)
+    })
+    this.sizes = handle.stats().map((s) => s.size)
+  }
+
+  static open(opts: TapOptions): Tap {
+    if (!opts || typeof opts !== 'object') throw new TidemarkError('TAP_INVALID_ARGUMENT', 'tap options are required')
+    if (typeof opts.stateDir !== 'string' || !opts.stateDir) {
+      throw new TidemarkError('TAP_INVALID_ARGUMENT', 'stateDir is required')
+    }
+    if (!Array.isArray(opts.volumes) || opts.volumes.length === 0) {
+      throw new TidemarkError('TAP_INVALID_ARGUMENT', 'at least one volume is required')
+    }
+    const seen = new Set<string>()
+    for (const v of opts.volumes) {
+      if (!v || typeof v.name !== 'string' || !NAME_RE.test(v.name)) {
+        throw new TidemarkError(
+          'TAP_INVALID_ARGUMENT',
+          `volume name ${JSON.stringify(v?.name)} is not valid (letters, digits, '-', '_', '.'; at most 128)`
+        )
+      }
+      if (seen.has(v.name)) throw new TidemarkError('TAP_INVALID_ARGUMENT', `volume ${v.name} is named twice`)
+      seen.add(v.name)
+      if (typeof v.path !== 'string' || !v.path) {
+        throw new TidemarkError('TAP_INVALID_ARGUMENT', `volume ${v.name} has no path`)
+      }
+      if (v.group !== undefined && !NAME_RE.test(v.group)) {
+        throw new TidemarkError('TAP_INVALID_ARGUMENT', `group name ${JSON.stringify(v.group)} is not valid`)
+      }
+    }
+    if (!opts.unix && !opts.tcp) {
+      throw new TidemarkError('TAP_INVALID_ARGUMENT', 'give an NBD listener: a unix socket path or a TCP address')
+    }
+    const bufferBytes = opts.bufferBytes ?? DEFAULT_BUFFER_BYTES
+    if (!Number.isSafeInteger(bufferBytes) || bufferBytes < 1024 * 1024) {
+      throw new TidemarkError('TAP_INVALID_ARGUMENT', `bufferBytes must be an integer of at least 1 MiB, not ${bufferBytes}`)
+    }
+    fs.mkdirSync(opts.stateDir, { recursive: true })
+    if (opts.unix) fs.mkdirSync(path.dirname(opts.unix), { recursive: true })
+
+    const log = opts.logger
+    const waiters: Array<(() => void) | null> = opts.volumes.map(() => null)
+    let tap: Tap | null = null
+    const onEvent = (type: number, volume: number, level: number, message: string): void => {
+      if (type === EVENT_READABLE) {
+        const w = waiters[volume]
+        waiters[volume] = null
+        if (w) w()
+        tap?.emit('readable', volume)
+      } else if (type === EVENT_LOG && log) {
+        if (level >= 50) log.error(message)
+        else if (level >= 40) log.warn(message)
+        else if (level >= 30) log.info(message)
+        else log.debug(message)
+      }
+    }
+    let handle: NativeTap
+    try {
+      handle = new native.NativeTap(
+        {
+          stateDir: opts.stateDir,
+          bufferBytes,
+          unix: opts.unix,
+          tcpHost: opts.tcp?.host,
+          tcpPort: opts.tcp?.port ?? 0,
+          volumes: opts.volumes.map((v) => ({ name: v.name, path: v.path, group: v.group, readOnly: !!v.readOnly })),
+        },
+        onEvent
+      )
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      throw new TidemarkError(e.code ?? 'TAP_OPEN_FAILED', e.message)
+    }
+    tap = new Tap(handle, opts, waiters)
+    return tap
+  }
+
+  /** The TCP port the NBD listener bound (useful with port 0), or 0. */
+  get tcpPort(): number {
+    return this.handle.tcpPort()
+  }
+
+  volumeIndex(volume: string | number): number {
+    if (typeof volume === 'number') {
+      if (Number.isInteger(volume) && volume >= 0 && volume < this.volumes.length) return volume
+    } else {
+      const i = this.index.get(volume)
+      if (i !== undefined) return i
+    }
+    throw new TidemarkError('TAP_UNKNOWN_VOLUME', `no volume ${JSON.stringify(volume)} in this tap`)
+  }
+
+  volumeSize(volume: string | number): number {
+    return this.sizes[this.volumeIndex(volume)]
+  }
+
+  private live(): void {
+    if (this.closed) throw new TidemarkError('TAP_CLOSED', 'the tap is closed')
+  }
+
+  /** Takes the next batch of records (up to maxBytes, at least one record), or null if none is held. */
+  next(volume: string | number, maxBytes = DEFAULT_BATCH_BYTES): RecordBatch | null {
+    this.live()
+    const buf = this.handle.pull(this.volumeIndex(volume), maxBytes)
+    return buf ? new RecordBatch(buf) : null
+  }
+
+  /** Waits until records may be available for the volume (or the tap closes). */
+  wait(volume: string | number): Promise<void> {
+    const i = this.volumeIndex(volume)
+    return new Promise((resolve) => {
+      const prev = this.waiters[i]
+      this.waiters[i] = () => {
+        prev?.()
+        resolve()
+      }
+    })
+  }
+
+  /** Batches as they are captured, until the tap closes or the signal aborts. */
+  async *records(
+    volume: string | number,
+    opts: { maxBytes?: number; signal?: AbortSignal } = {}
+  ): AsyncGenerator<RecordBatch> {
+    const i = this.volumeIndex(volume)
+    const onAbort = (): void => {
+      const w = this.waiters[i]
+      this.waiters[i] = null
+      w?.()
+    }
+    opts.signal?.addEventListener('abort', onAbort)
+    try {
+      while (!this.closed && !opts.signal?.aborted) {
+        const batch = this.next(i, opts.maxBytes)
+        if (batch) {
+          yield batch
+          continue
+        }
+        // An empty pull arms the native notification; it is delivered on this
+        // thread later, so waiting now cannot miss it.
+        await this.wait(i)
+      }
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** The appliance (or sink) holds every record up to seq: its regions may leave the dirty map. */
+  ack(volume: string | number, seq: number): void {
+    this.live()
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new TidemarkError('TAP_INVALID_ARGUMENT', `bad seq ${seq}`)
+    this.handle.ack(this.volumeIndex(volume), seq)
+  }
+
+  /**
+   * A barrier: every write acknowledged to a client before this call has a
+   * seq at or below the returned one; every later write is above it.
+   */
+  mark(volume: string | number): number {
+    this.live()
+    return this.handle.mark(this.volumeIndex(volume))
+  }
+
+  /** The barrier for a consistency group (its volumes share one seq space). */
+  markGroup(group: string): number {
+    const i = this.groups.get(group)
+    if (i === undefined) throw new TidemarkError('TAP_UNKNOWN_GROUP', `no group ${JSON.stringify(group)} in this tap`)
+    return this.mark(i)
+  }
+
+  /** The dirty map as byte ranges of the volume (adjacent regions merged). */
+  dirtyRegions(volume: string | number): DirtyRange[] {
+    this.live()
+    const i = this.volumeIndex(volume)
+    const bits = this.handle.dirty(i)
+    const size = this.sizes[i]
+    const out: DirtyRange[] = []
+    for (let byte = 0; byte < bits.length; byte++) {
+      if (bits[byte] === 0) continue
+      for (let b = 0; b < 8; b++) {
+        if (!(bits[byte] & (1 << b))) continue
+        const offset = (byte * 8 + b) * REGION_SIZE
+        const length = Math.min(REGION_SIZE, size - offset)
+        const last = out[out.length - 1]
+        if (last && last.offset + last.length === offset) last.length += length
+        else out.push({ offset, length })
+      }
+    }
+    return out
+  }
+
+  /** Reads the volume's current contents (for resync), off the event loop. */
+  read(volume: string | number, offset: number, length: number): Promise<Buffer> {
+    this.live()
+    return this.handle.read(this.volumeIndex(volume), offset, length)
+  }
+
+  stats(): VolumeStats[] {
+    return this.handle.stats()
+  }
+
+  /** Stops listening, lets in-flight requests finish, closes the volumes. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.handle.close()
+    for (let i = 0; i < this.waiters.length; i++) {
+      const w = this.waiters[i]
+      this.waiters[i] = null
+      w?.()
+    }
+    this.emit('close')
+  }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+'use strict'
+// The installed command: runs the compiled CLI (npm install builds it into dist/).
+const path = require('node:path')
+const fs = require('node:fs')
+const main = path.join(__dirname, '..', 'dist', 'cli', 'main.js')
+if (!fs.existsSync(main)) {
+  process.stderr.write('tidemark: not built (dist/cli/main.js is missing): run npm install\n')
+  process.exit(1)
+}
+require(main)
+  .main(process.argv.slice(2))
+  .then(
+    (code) => {
+      process.exitCode = code
+    },
+    (err) => {
+      process.stderr.write(`${err && err.name === 'TidemarkError' ? err.message : `tidemark: ${err && err.stack}`}\n`)
+      process.exitCode = err && err.code === 'USAGE' ? 2 : 1
+    }
+  )

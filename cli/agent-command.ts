@@ -1,0 +1,174 @@
+// tidemark agent: parse, build the agent, run until SIGTERM/SIGINT.
+import fs from 'node:fs'
+import path from 'node:path'
+import pino from 'pino'
+import { Agent, type AgentOptions } from '../agent/agent'
+import { TidemarkError } from '../agent/errors'
+import { parseArgs, parseEndpoint, parseSize, usage } from './args'
+
+export const AGENT_HELP = `Usage:
+  tidemark agent --state DIR --nbd unix:PATH|tcp:HOST:PORT --volume NAME=PATH [--volume NAME=PATH ...]
+                 [--group NAME] [--buffer SIZE] [--capture-log DIR] [--stats-interval SECONDS]
+                 [--log-level LEVEL]
+  tidemark agent --config FILE
+
+Serves each volume as an NBD export (export name = volume name) and captures
+every write, trim and write-zeroes as change records at 512-byte sectors.
+
+  --state DIR          agent state: dirty maps (NAME.dirty) and seq leases; created if missing
+  --nbd ENDPOINT       where NBD clients connect: unix:PATH or tcp:HOST:PORT
+  --volume NAME=PATH   a protected volume: a regular file or a block device (repeatable)
+  --group NAME         put every volume in one consistency group (one seq space)
+  --buffer SIZE        record buffer per volume (default 64M); when the consumer falls
+                       this far behind, the volume keeps only its dirty map until it resyncs
+  --capture-log DIR    make records durable in DIR/NAME.tmcap before acknowledging them
+                       (the local sink until an appliance is configured)
+  --stats-interval S   log counts every S seconds (default 10, 0 = never)
+  --log-level LEVEL    trace, debug, info (default), warn, error
+  --config FILE        the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},
+                       "group", "buffer", "captureLog", "statsInterval", "logLevel"}
+
+Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
+                  qemu-system-x86_64 -drive file=nbd+unix:///NAME?socket=PATH,format=raw
+`
+
+const SPEC = {
+  help: {},
+  state: { value: true },
+  nbd: { value: true },
+  volume: { value: true, repeat: true },
+  group: { value: true },
+  buffer: { value: true },
+  'capture-log': { value: true },
+  'stats-interval': { value: true },
+  'log-level': { value: true },
+  config: { value: true },
+  appliance: { value: true },
+  control: { value: true },
+  throttle: { value: true },
+  'tls-cert': { value: true },
+  'tls-key': { value: true },
+  'tls-ca': { value: true },
+}
+
+type Settings = {
+  state?: string
+  nbd?: string
+  volumes: Array<[string, string]>
+  group?: string
+  buffer?: string
+  captureLog?: string
+  statsInterval?: string
+  logLevel?: string
+}
+
+function fromConfig(file: string): Settings {
+  let j: Record<string, unknown>
+  try {
+    j = JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw usage('agent', `cannot read config ${file}: ${(err as Error).message}`)
+  }
+  if (!j || typeof j !== 'object' || Array.isArray(j)) throw usage('agent', `config ${file} must be a JSON object`)
+  const known = new Set(['state', 'nbd', 'volumes', 'group', 'buffer', 'captureLog', 'statsInterval', 'logLevel'])
+  for (const k of Object.keys(j)) if (!known.has(k)) throw usage('agent', `config ${file}: unknown key "${k}"`)
+  const vols = j.volumes ?? {}
+  if (typeof vols !== 'object' || Array.isArray(vols)) throw usage('agent', `config ${file}: "volumes" must map names to paths`)
+  const str = (k: string): string | undefined => {
+    const v = j[k]
+    if (v === undefined) return undefined
+    if (typeof v !== 'string' && typeof v !== 'number') throw usage('agent', `config ${file}: "${k}" must be a string`)
+    return String(v)
+  }
+  return {
+    state: str('state'),
+    nbd: str('nbd'),
+    volumes: Object.entries(vols as Record<string, unknown>).map(([n, p]) => {
+      if (typeof p !== 'string') throw usage('agent', `config ${file}: volume "${n}" must map to a path`)
+      return [n, p]
+    }),
+    group: str('group'),
+    buffer: str('buffer'),
+    captureLog: str('captureLog'),
+    statsInterval: str('statsInterval'),
+    logLevel: str('logLevel'),
+  }
+}
+
+export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: string }) | 'help' {
+  const a = parseArgs(argv, SPEC, 'agent')
+  if (a.has('help')) return 'help'
+  for (const later of ['appliance', 'control', 'throttle', 'tls-cert', 'tls-key', 'tls-ca']) {
+    if (a.has(later)) {
+      throw usage('agent', `--${later} needs replication to an appliance, which this build does not have yet`)
+    }
+  }
+  let s: Settings
+  if (a.has('config')) {
+    if (a.size > 1) throw usage('agent', '--config cannot be combined with other options')
+    s = fromConfig(a.get('config')![0])
+  } else {
+    s = {
+      state: a.get('state')?.[0],
+      nbd: a.get('nbd')?.[0],
+      volumes: (a.get('volume') ?? []).map((v) => {
+        const eq = v.indexOf('=')
+        if (eq <= 0 || eq === v.length - 1) throw usage('agent', `--volume '${v}' must be NAME=PATH`)
+        return [v.slice(0, eq), v.slice(eq + 1)]
+      }),
+      group: a.get('group')?.[0],
+      buffer: a.get('buffer')?.[0],
+      captureLog: a.get('capture-log')?.[0],
+      statsInterval: a.get('stats-interval')?.[0],
+      logLevel: a.get('log-level')?.[0],
+    }
+  }
+  if (!s.state) throw usage('agent', '--state DIR is required')
+  if (!s.nbd) throw usage('agent', '--nbd unix:PATH|tcp:HOST:PORT is required')
+  if (s.volumes.length === 0) throw usage('agent', 'at least one --volume NAME=PATH is required')
+  for (const [name, p] of s.volumes) {
+    if (!fs.existsSync(p)) throw usage('agent', `volume ${name}: ${p} does not exist`)
+  }
+  const ep = parseEndpoint(s.nbd, '--nbd', 'agent')
+  const interval = s.statsInterval === undefined ? 10 : Number(s.statsInterval)
+  if (!Number.isFinite(interval) || interval < 0) throw usage('agent', `--stats-interval '${s.statsInterval}' is not a number of seconds`)
+  const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
+  const logLevel = s.logLevel ?? 'info'
+  if (!levels.includes(logLevel)) throw usage('agent', `--log-level must be one of ${levels.join(', ')}`)
+  if (s.captureLog) fs.mkdirSync(s.captureLog, { recursive: true })
+  return {
+    stateDir: path.resolve(s.state),
+    nbd: 'unix' in ep ? { unix: path.resolve(ep.unix) } : { tcp: ep.tcp },
+    volumes: s.volumes.map(([name, p]) => ({ name, path: path.resolve(p) })),
+    group: s.group,
+    bufferBytes: s.buffer ? parseSize(s.buffer, '--buffer', 'agent') : undefined,
+    captureLogDir: s.captureLog ? path.resolve(s.captureLog) : undefined,
+    statsIntervalMs: interval * 1000,
+    logger: pino({ level: logLevel, base: { pid: process.pid, component: 'agent' } }),
+    logLevel,
+  }
+}
+
+export async function runAgent(argv: string[]): Promise<number> {
+  const opts = parseAgentArgs(argv)
+  if (opts === 'help') {
+    process.stdout.write(AGENT_HELP)
+    return 0
+  }
+  let agent: Agent
+  try {
+    agent = await Agent.start(opts)
+  } catch (err) {
+    if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark agent: ${err.message}`)
+    throw err
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string): void => {
+      opts.logger.info({ signal: sig }, 'stopping')
+      agent.stop().then(resolve, resolve)
+    }
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+  })
+  return 0
+}

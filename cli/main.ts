@@ -1,0 +1,49 @@
+// The tidemark command: dispatches to one module per command.
+import { TidemarkError } from '../agent/errors'
+import { runAgent } from './agent-command'
+
+const HELP = `tidemark: continuous data protection for block volumes
+
+Usage: tidemark COMMAND [options]   (tidemark COMMAND --help for each)
+
+Commands:
+  agent      serve protected volumes over NBD and capture every write
+  appliance  the recovery-site journal (not in this build yet)
+  timemark   create and list TimeMarks (not in this build yet)
+  restore    write an image of a volume at a point in time (not in this build yet)
+  timeview   serve a volume at a point in time over NBD (not in this build yet)
+  journal    inspect an appliance's journal (not in this build yet)
+  stats      an appliance's counters (not in this build yet)
+`
+
+const LATER = new Set(['appliance', 'timemark', 'restore', 'timeview', 'journal', 'stats'])
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HELP)
+    return cmd ? 0 : 2
+  }
+  if (cmd === 'agent') return runAgent(rest)
+  if (LATER.has(cmd)) {
+    if (rest.includes('--help')) {
+      process.stdout.write(`tidemark ${cmd}: not in this build yet; see tidemark --help\n`)
+      return 0
+    }
+    throw new TidemarkError('USAGE', `tidemark ${cmd}: not in this build yet (it comes with replication to an appliance)`)
+  }
+  throw new TidemarkError('USAGE', `tidemark: unknown command '${cmd}' (see tidemark --help)`)
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code
+    },
+    (err: unknown) => {
+      const e = err as Error & { code?: string }
+      process.stderr.write(`${e instanceof TidemarkError ? e.message : `tidemark: ${e.stack ?? e}`}\n`)
+      process.exitCode = e instanceof TidemarkError && e.code === 'USAGE' ? 2 : 1
+    }
+  )
+}

@@ -1,0 +1,89 @@
+// Loads the native addon (build/Release/tidemark_native.node) from the
+// repository root, whether this file runs from source or from dist/.
+import fs from 'node:fs'
+import path from 'node:path'
+
+export interface NativeVolumeStats {
+  name: string
+  size: number
+  reads: number
+  writes: number
+  trims: number
+  zeroes: number
+  flushes: number
+  bytesRead: number
+  bytesWritten: number
+  records: number
+  recordBytes: number
+  droppedRecords: number
+  droppedBytes: number
+  resyncRecords: number
+  behindEvents: number
+  rejected: number
+  ioErrors: number
+  connections: number
+  connectionsTotal: number
+  lastSeq: number
+  ackedSeq: number
+  ringUsed: number
+  ringCapacity: number
+  ringRecords: number
+  dirtyRegions: number
+  staleRegions: number
+  regions: number
+  regionSize: number
+  mode: 'normal' | 'behind' | 'resyncing'
+}
+
+export interface NativeTapConfig {
+  stateDir: string
+  bufferBytes: number
+  unix?: string
+  tcpHost?: string
+  tcpPort?: number
+  volumes: Array<{ name: string; path: string; group?: string; readOnly?: boolean }>
+}
+
+export const EVENT_LOG = 0
+export const EVENT_READABLE = 1
+
+export interface NativeTap {
+  pull(volume: number, maxBytes: number): Buffer | undefined
+  ack(volume: number, seq: number): void
+  mark(volume: number): number
+  dirty(volume: number): Buffer
+  read(volume: number, offset: number, length: number): Promise<Buffer>
+  stats(): NativeVolumeStats[]
+  close(): Promise<void>
+  tcpPort(): number
+  droppedEvents(): number
+}
+
+export interface NativeModule {
+  NativeTap: new (
+    config: NativeTapConfig,
+    onEvent: (type: number, volume: number, level: number, message: string) => void
+  ) => NativeTap
+  regionSize: number
+  recordHeaderSize: number
+}
+
+function findRoot(start: string): string {
+  let dir = start
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'CMakeLists.txt'))) return dir
+    const up = path.dirname(dir)
+    if (up === dir) throw new Error(`cannot find the tidemark repository root above ${start}`)
+    dir = up
+  }
+}
+
+const addonPath = path.join(findRoot(__dirname), 'build', 'Release', 'tidemark_native.node')
+if (!fs.existsSync(addonPath)) {
+  throw Object.assign(new Error(`the native addon is not built (${addonPath} is missing): run npm install`), {
+    code: 'TAP_NOT_BUILT',
+  })
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const native: NativeModule = require(addonPath)

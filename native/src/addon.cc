@@ -1,0 +1,307 @@
+// The Node boundary: one class, few and cheap crossings (classic-level's
+// binding.cc is the model). Records cross a batch at a time as one Buffer;
+// events (log lines, "records are available") come back through one
+// thread-safe function that never blocks the thread calling it.
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+
+#include "tap.h"
+
+namespace {
+
+using tidemark::Tap;
+using tidemark::TapConfig;
+using tidemark::Volume;
+
+enum EventType { kEventLog = 0, kEventReadable = 1 };
+
+struct Event {
+  int type;
+  int volume;
+  int level;
+  std::string message;
+};
+
+void CallEvent(Napi::Env env, Napi::Function fn, std::nullptr_t*, Event* e) {
+  if (env != nullptr && fn != nullptr) {
+    fn.Call({Napi::Number::New(env, e->type), Napi::Number::New(env, e->volume), Napi::Number::New(env, e->level),
+             Napi::String::New(env, e->message)});
+  }
+  delete e;
+}
+
+using EventFn = Napi::TypedThreadSafeFunction<std::nullptr_t, Event, CallEvent>;
+
+Napi::Error Fail(Napi::Env env, const char* code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+class NativeTap : public Napi::ObjectWrap<NativeTap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeTap",
+                       {InstanceMethod("pull", &NativeTap::Pull), InstanceMethod("ack", &NativeTap::Ack),
+                        InstanceMethod("mark", &NativeTap::Mark), InstanceMethod("dirty", &NativeTap::Dirty),
+                        InstanceMethod("read", &NativeTap::Read), InstanceMethod("stats", &NativeTap::Stats),
+                        InstanceMethod("close", &NativeTap::Close), InstanceMethod("tcpPort", &NativeTap::TcpPort),
+                        InstanceMethod("droppedEvents", &NativeTap::DroppedEvents)});
+  }
+
+  // new NativeTap(config, onEvent(type, volume, level, message))
+  explicit NativeTap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Fail(env, "TAP_INVALID_ARGUMENT", "NativeTap(config, onEvent) expects an object and a function")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    TapConfig c;
+    c.state_dir = o.Get("stateDir").As<Napi::String>();
+    c.buffer_bytes = size_t(o.Get("bufferBytes").As<Napi::Number>().Int64Value());
+    if (o.Get("unix").IsString()) c.unix_path = o.Get("unix").As<Napi::String>();
+    if (o.Get("tcpHost").IsString()) {
+      c.tcp_host = o.Get("tcpHost").As<Napi::String>();
+      c.tcp_port = o.Get("tcpPort").As<Napi::Number>().Int32Value();
+    }
+    Napi::Array vols = o.Get("volumes").As<Napi::Array>();
+    for (uint32_t i = 0; i < vols.Length(); i++) {
+      Napi::Object v = vols.Get(i).As<Napi::Object>();
+      tidemark::TapVolumeConfig vc;
+      vc.name = v.Get("name").As<Napi::String>();
+      vc.path = v.Get("path").As<Napi::String>();
+      if (v.Get("group").IsString()) vc.group = v.Get("group").As<Napi::String>();
+      vc.read_only = v.Get("readOnly").ToBoolean();
+      c.volumes.push_back(vc);
+    }
+    events_ = EventFn::New(env, info[1].As<Napi::Function>(), "tidemark-tap-events", 4096, 1);
+    auto* self = this;
+    tap_ = std::make_unique<Tap>([self](int level, const std::string& msg) { self->Emit(kEventLog, -1, level, msg); });
+    std::string error;
+    if (!tap_->Open(c, &error)) {
+      tap_.reset();
+      events_.Release();
+      closed_ = true;
+      Fail(env, "TAP_OPEN_FAILED", error).ThrowAsJavaScriptException();
+      return;
+    }
+    for (size_t i = 0; i < tap_->volume_count(); i++) {
+      tap_->volume(i)->SetReadable([self, i] { self->Emit(kEventReadable, int(i), 0, std::string()); });
+    }
+  }
+
+  ~NativeTap() override {
+    if (tap_) tap_->Close();
+  }
+
+  void Emit(int type, int volume, int level, const std::string& message) {
+    if (events_released_.load()) return;
+    auto* e = new Event{type, volume, level, message};
+    if (events_.NonBlockingCall(e) != napi_ok) {
+      delete e;
+      dropped_events_++;
+    }
+  }
+
+ private:
+  Volume* Vol(const Napi::CallbackInfo& info) {
+    if (closed_ || !tap_) {
+      Fail(info.Env(), "TAP_CLOSED", "the tap is closed").ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Fail(info.Env(), "TAP_INVALID_ARGUMENT", "volume index must be a number").ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    const int64_t i = info[0].As<Napi::Number>().Int64Value();
+    if (i < 0 || size_t(i) >= tap_->volume_count()) {
+      Fail(info.Env(), "TAP_INVALID_ARGUMENT", "no volume with index " + std::to_string(i))
+          .ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    return tap_->volume(size_t(i));
+  }
+
+  // pull(volume, maxBytes) -> Buffer | undefined
+  Napi::Value Pull(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (!v) return info.Env().Undefined();
+    const size_t max = size_t(info[1].As<Napi::Number>().Int64Value());
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    v->Pull(max, [&](size_t n) {
+      auto b = Napi::Buffer<uint8_t>::New(env, n);
+      result = b;
+      return b.Data();
+    });
+    return result;
+  }
+
+  Napi::Value Ack(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (v) v->Ack(uint64_t(info[1].As<Napi::Number>().Int64Value()));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Mark(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (!v) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), double(v->Mark()));
+  }
+
+  // dirty(volume) -> Buffer: the dirty bitmap, one bit per 64 KiB region (LSB first)
+  Napi::Value Dirty(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (!v) return info.Env().Undefined();
+    std::vector<uint8_t> bits = v->DirtyBitmap();
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), bits.data(), bits.size());
+  }
+
+  class ReadWorker : public Napi::AsyncWorker {
+   public:
+    ReadWorker(Napi::Env env, Volume* v, uint64_t off, uint32_t len, Napi::ObjectReference keep)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), v_(v), off_(off), buf_(len),
+          keep_(std::move(keep)) {}
+    void Execute() override { err_ = v_->Read(off_, uint32_t(buf_.size()), buf_.data()); }
+    void OnOK() override {
+      Napi::Env env = Env();
+      if (err_) {
+        deferred_.Reject(Fail(env, "TAP_IO_ERROR", "read of volume " + v_->name() + " failed").Value());
+      } else {
+        deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(env, buf_.data(), buf_.size()));
+      }
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    Volume* v_;
+    uint64_t off_;
+    std::vector<uint8_t> buf_;
+    uint32_t err_ = 0;
+    Napi::ObjectReference keep_;
+  };
+
+  // read(volume, offset, length) -> Promise<Buffer>
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (!v) return info.Env().Undefined();
+    const int64_t off = info[1].As<Napi::Number>().Int64Value();
+    const int64_t len = info[2].As<Napi::Number>().Int64Value();
+    if (off < 0 || len <= 0 || len > (32 << 20) || uint64_t(off + len) > v->size()) {
+      Fail(info.Env(), "TAP_INVALID_ARGUMENT", "read of volume " + v->name() + " at " + std::to_string(off) +
+                                                   "+" + std::to_string(len) + " is outside the volume (" +
+                                                   std::to_string(v->size()) + " bytes) or over 32 MiB")
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    auto* w = new ReadWorker(info.Env(), v, uint64_t(off), uint32_t(len), Napi::Persistent(Value()));
+    w->Queue();
+    return w->Promise();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env);
+    if (!tap_) return out;
+    for (size_t i = 0; i < tap_->volume_count(); i++) {
+      Volume* v = tap_->volume(i);
+      const tidemark::VolumeStats s = v->Stats();
+      Napi::Object o = Napi::Object::New(env);
+      auto n = [&](const char* k, uint64_t x) { o.Set(k, Napi::Number::New(env, double(x))); };
+      o.Set("name", v->name());
+      n("size", v->size());
+      n("reads", s.reads);
+      n("writes", s.writes);
+      n("trims", s.trims);
+      n("zeroes", s.zeroes);
+      n("flushes", s.flushes);
+      n("bytesRead", s.bytes_read);
+      n("bytesWritten", s.bytes_written);
+      n("records", s.records);
+      n("recordBytes", s.record_bytes);
+      n("droppedRecords", s.dropped_records);
+      n("droppedBytes", s.dropped_bytes);
+      n("resyncRecords", s.resync_records);
+      n("behindEvents", s.behind_events);
+      n("rejected", s.rejected);
+      n("ioErrors", s.io_errors);
+      n("connections", s.connections);
+      n("connectionsTotal", s.connections_total);
+      n("lastSeq", s.last_seq);
+      n("ackedSeq", s.acked_seq);
+      n("ringUsed", s.ring_used);
+      n("ringCapacity", s.ring_capacity);
+      n("ringRecords", s.ring_records);
+      n("dirtyRegions", s.dirty_regions);
+      n("staleRegions", s.stale_regions);
+      n("regions", s.regions);
+      n("regionSize", tidemark::kRegionSize);
+      o.Set("mode", s.mode == 0 ? "normal" : s.mode == 1 ? "behind" : "resyncing");
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+
+  Napi::Value TcpPort(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), tap_ ? tap_->tcp_port() : 0);
+  }
+  Napi::Value DroppedEvents(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(dropped_events_.load()));
+  }
+
+  class CloseWorker : public Napi::AsyncWorker {
+   public:
+    CloseWorker(Napi::Env env, NativeTap* t, Napi::ObjectReference keep)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), t_(t), keep_(std::move(keep)) {}
+    void Execute() override {
+      if (t_->tap_) t_->tap_->Close();
+    }
+    void OnOK() override {
+      t_->events_released_ = true;
+      t_->events_.Release();
+      deferred_.Resolve(Env().Undefined());
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    NativeTap* t_;
+    Napi::ObjectReference keep_;
+  };
+
+  // close() -> Promise: stops listening, waits for in-flight requests.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    closed_ = true;
+    auto* w = new CloseWorker(env, this, Napi::Persistent(Value()));
+    w->Queue();
+    return w->Promise();
+  }
+
+  std::unique_ptr<Tap> tap_;
+  EventFn events_;
+  std::atomic<bool> events_released_{false};
+  std::atomic<uint64_t> dropped_events_{0};
+  bool closed_ = false;
+};
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeTap", NativeTap::Init(env));
+  exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
+  exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tidemark_native, InitModule)

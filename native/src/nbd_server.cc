@@ -1,0 +1,588 @@
+#include "nbd_server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "nbd_proto.h"
+
+namespace tidemark {
+
+using namespace nbd;
+
+namespace {
+
+constexpr size_t kInBuffer = 256 * 1024;
+constexpr size_t kOutFlushAt = 1024 * 1024;
+constexpr uint32_t kMaxWarnings = 10;
+
+std::string Hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+const char* CommandName(uint16_t t) {
+  switch (t) {
+    case kCmdRead: return "READ";
+    case kCmdWrite: return "WRITE";
+    case kCmdDisc: return "DISC";
+    case kCmdFlush: return "FLUSH";
+    case kCmdTrim: return "TRIM";
+    case kCmdWriteZeroes: return "WRITE_ZEROES";
+    default: return "command";
+  }
+}
+
+// One client connection: handshake, then requests served in order.
+class Connection {
+ public:
+  Connection(int fd, uint64_t id, const std::vector<std::shared_ptr<Volume>>& volumes, const LogFn& log,
+             std::atomic<uint64_t>& rejected_handshakes)
+      : fd_(fd), id_(id), volumes_(volumes), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
+
+  void Run() {
+    if (Handshake()) {
+      vol_->CountConnection(1);
+      Transmission();
+      vol_->CountConnection(-1);
+      if (rejected_ > kMaxWarnings) {
+        Log(kLogWarn, std::to_string(rejected_) + " requests were rejected on this connection in all");
+      }
+    }
+    FlushOut();
+  }
+
+ private:
+  void Log(int level, const std::string& msg) {
+    std::string who = "nbd connection " + std::to_string(id_);
+    if (vol_) who += " (volume " + vol_->name() + ")";
+    log_(level, who + ": " + msg);
+  }
+  void Warn(const std::string& msg) {
+    warnings_++;
+    if (warnings_ <= kMaxWarnings) Log(kLogWarn, msg);
+    if (warnings_ == kMaxWarnings) Log(kLogWarn, "further warnings on this connection are not logged (still counted)");
+  }
+  void RejectHandshake(const std::string& msg) {
+    rejected_handshakes_++;
+    Warn(msg + "; closing the connection");
+  }
+
+  // ---- buffered I/O ----
+  bool Recv(uint8_t* dst, size_t n, size_t* got) {
+    for (;;) {
+      const ssize_t r = recv(fd_, dst, n, 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      *got = size_t(r);
+      return true;
+    }
+  }
+  // Reads exactly n bytes; *partial says whether any were read before a failure.
+  bool ReadExact(uint8_t* dst, size_t n, bool* partial = nullptr) {
+    size_t done = 0;
+    while (done < n) {
+      if (in_pos_ < in_len_) {
+        const size_t take = std::min(n - done, in_len_ - in_pos_);
+        std::memcpy(dst + done, &in_[in_pos_], take);
+        in_pos_ += take;
+        done += take;
+        continue;
+      }
+      // About to block: send the replies we owe first.
+      if (!FlushOut()) break;
+      size_t got = 0;
+      if (n - done >= in_.size()) {
+        if (!Recv(dst + done, n - done, &got)) break;
+        done += got;
+      } else {
+        if (!Recv(in_.data(), in_.size(), &got)) break;
+        in_pos_ = 0;
+        in_len_ = got;
+      }
+    }
+    if (partial) *partial = done > 0 && done < n;
+    return done == n;
+  }
+  // A payload: a pointer into the input buffer when it is all there already
+  // (the common small write: no copy), else read into payload_.
+  const uint8_t* ReadPayload(size_t n) {
+    if (in_len_ - in_pos_ >= n) {
+      const uint8_t* p = &in_[in_pos_];
+      in_pos_ += n;
+      return p;
+    }
+    if (payload_.size() < n) payload_.resize(n);
+    return ReadExact(payload_.data(), n) ? payload_.data() : nullptr;
+  }
+  bool Discard(size_t n) {
+    uint8_t scratch[4096];
+    while (n > 0) {
+      const size_t k = std::min(n, sizeof scratch);
+      if (!ReadExact(scratch, k)) return false;
+      n -= k;
+    }
+    return true;
+  }
+  bool FlushOut() {
+    size_t off = 0;
+    while (off < out_.size()) {
+      const ssize_t r = send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        out_.clear();
+        return false;
+      }
+      off += size_t(r);
+    }
+    out_.clear();
+    return true;
+  }
+  uint8_t* Append(size_t n) {
+    const size_t at = out_.size();
+    out_.resize(at + n);
+    return out_.data() + at;
+  }
+
+  // ---- handshake ----
+  Volume* Find(const std::string& name) {
+    if (name.empty()) return volumes_.empty() ? nullptr : volumes_[0].get();  // the default export
+    for (auto& v : volumes_)
+      if (v->name() == name) return v.get();
+    return nullptr;
+  }
+  uint16_t TransmissionFlags(const Volume* v) const {
+    uint16_t f = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxCanMultiConn;
+    if (v->read_only()) f |= kTxReadOnly;
+    return f;
+  }
+  bool OptReply(uint32_t opt, uint32_t type, const void* data, size_t len) {
+    uint8_t* p = Append(20 + len);
+    Put64(p, kOptReplyMagic);
+    Put32(p + 8, opt);
+    Put32(p + 12, type);
+    Put32(p + 16, uint32_t(len));
+    if (len) std::memcpy(p + 20, data, len);
+    return true;
+  }
+  bool OptError(uint32_t opt, uint32_t type, const std::string& msg) {
+    if (type == kRepErrUnsup) {
+      // Clients probe for extensions (structured replies, meta contexts) as a matter of course.
+      Log(kLogDebug, "option " + std::to_string(opt) + " answered unsupported");
+    } else {
+      rejected_handshakes_++;
+      Warn("option " + std::to_string(opt) + " refused: " + msg);
+    }
+    return OptReply(opt, type, msg.data(), msg.size());
+  }
+  bool SendInfo(uint32_t opt, uint16_t info, const std::string& bytes) {
+    std::string d(2, '\0');
+    Put16(reinterpret_cast<uint8_t*>(&d[0]), info);
+    d += bytes;
+    return OptReply(opt, kRepInfo, d.data(), d.size());
+  }
+
+  bool Handshake() {
+    uint8_t hello[18];
+    Put64(hello, kNbdMagic);
+    Put64(hello + 8, kOptMagic);
+    Put16(hello + 16, kFlagFixedNewstyle | kFlagNoZeroes);
+    std::memcpy(Append(sizeof hello), hello, sizeof hello);
+    if (!FlushOut()) return false;
+
+    uint8_t cf[4];
+    if (!ReadExact(cf, 4)) return false;
+    const uint32_t client_flags = Get32(cf);
+    if (client_flags & ~(kClientFlagFixedNewstyle | kClientFlagNoZeroes)) {
+      RejectHandshake("unknown client flags " + Hex(client_flags));
+      return false;
+    }
+    no_zeroes_ = client_flags & kClientFlagNoZeroes;
+
+    for (;;) {
+      uint8_t h[16];
+      bool partial = false;
+      if (!ReadExact(h, 16, &partial)) {
+        if (partial) RejectHandshake("truncated option header");
+        return false;
+      }
+      if (Get64(h) != kOptMagic) {
+        RejectHandshake("bad option magic " + Hex(Get64(h)));
+        return false;
+      }
+      const uint32_t opt = Get32(h + 8);
+      const uint32_t len = Get32(h + 12);
+      if (len > kMaxOptionLength) {
+        RejectHandshake("option " + std::to_string(opt) + " has length " + std::to_string(len) + ", over the " +
+                        std::to_string(kMaxOptionLength) + "-byte limit");
+        return false;
+      }
+      std::vector<uint8_t> data(len);
+      if (len && !ReadExact(data.data(), len)) {
+        RejectHandshake("truncated option " + std::to_string(opt) + " (" + std::to_string(len) + " bytes announced)");
+        return false;
+      }
+      switch (opt) {
+        case kOptExportName: {
+          const std::string name(data.begin(), data.end());
+          Volume* v = Find(name);
+          if (!v) {
+            RejectHandshake("EXPORT_NAME asked for unknown export '" + name + "'");
+            return false;
+          }
+          vol_ = v;
+          uint8_t* p = Append(10 + (no_zeroes_ ? 0 : 124));
+          Put64(p, v->size());
+          Put16(p + 8, TransmissionFlags(v));
+          if (!no_zeroes_) std::memset(p + 10, 0, 124);
+          return FlushOut();
+        }
+        case kOptAbort:
+          OptReply(opt, kRepAck, nullptr, 0);
+          FlushOut();
+          return false;
+        case kOptList: {
+          if (len != 0) {
+            OptError(opt, kRepErrInvalid, "LIST takes no data");
+            break;
+          }
+          for (auto& v : volumes_) {
+            std::string d(4, '\0');
+            Put32(reinterpret_cast<uint8_t*>(&d[0]), uint32_t(v->name().size()));
+            d += v->name();
+            OptReply(opt, kRepServer, d.data(), d.size());
+          }
+          OptReply(opt, kRepAck, nullptr, 0);
+          break;
+        }
+        case kOptInfo:
+        case kOptGo: {
+          const char* what = opt == kOptGo ? "GO" : "INFO";
+          if (len < 6) {
+            OptError(opt, kRepErrInvalid, std::string(what) + " data is truncated");
+            break;
+          }
+          const uint32_t nlen = Get32(data.data());
+          if (uint64_t(nlen) + 6 > len) {
+            OptError(opt, kRepErrInvalid, std::string(what) + " export name length runs past the option");
+            break;
+          }
+          const uint16_t nreq = Get16(data.data() + 4 + nlen);
+          if (uint64_t(nlen) + 6 + 2 * uint64_t(nreq) != len) {
+            OptError(opt, kRepErrInvalid, std::string(what) + " information request count does not match its length");
+            break;
+          }
+          const std::string name(data.begin() + 4, data.begin() + 4 + nlen);
+          Volume* v = Find(name);
+          if (!v) {
+            OptError(opt, kRepErrUnknown, "no export named '" + name + "'");
+            break;
+          }
+          bool want_name = false, want_desc = false;
+          for (uint16_t i = 0; i < nreq; i++) {
+            const uint16_t t = Get16(data.data() + 6 + nlen + 2 * i);
+            want_name |= t == kInfoName;
+            want_desc |= t == kInfoDescription;
+          }
+          std::string ex(10, '\0');
+          Put64(reinterpret_cast<uint8_t*>(&ex[0]), v->size());
+          Put16(reinterpret_cast<uint8_t*>(&ex[8]), TransmissionFlags(v));
+          SendInfo(opt, kInfoExport, ex);
+          std::string bs(12, '\0');
+          Put32(reinterpret_cast<uint8_t*>(&bs[0]), 1);
+          Put32(reinterpret_cast<uint8_t*>(&bs[4]), kPreferredBlock);
+          Put32(reinterpret_cast<uint8_t*>(&bs[8]), kMaxPayload);
+          SendInfo(opt, kInfoBlockSize, bs);
+          if (want_name) SendInfo(opt, kInfoName, v->name());
+          if (want_desc) SendInfo(opt, kInfoDescription, "tidemark protected volume " + v->name());
+          OptReply(opt, kRepAck, nullptr, 0);
+          if (opt == kOptGo) {
+            vol_ = v;
+            return FlushOut();
+          }
+          break;
+        }
+        default:
+          OptError(opt, kRepErrUnsup, "option " + std::to_string(opt) + " is not supported by this server");
+          break;
+      }
+      if (!FlushOut()) return false;
+    }
+  }
+
+  // ---- transmission ----
+  void Reply(uint64_t cookie, uint32_t error) {
+    uint8_t* p = Append(kSimpleReplySize);
+    Put32(p, kSimpleReplyMagic);
+    Put32(p + 4, error);
+    Put64(p + 8, cookie);
+  }
+
+  void Transmission() {
+    const uint64_t size = vol_->size();
+    for (;;) {
+      uint8_t h[kRequestSize];
+      bool partial = false;
+      if (!ReadExact(h, kRequestSize, &partial)) {
+        if (partial) Warn("client disconnected in the middle of a request header");
+        return;
+      }
+      const Request r = ParseRequest(h);
+      const Verdict v = ValidateRequest(r, size, vol_->read_only());
+      if (v.disconnect || v.error) {
+        rejected_++;
+        vol_->CountRejected();
+        Warn(std::string(v.why) + " (" + CommandName(r.type) + " type " + std::to_string(r.type) + ", flags " +
+             Hex(r.flags) + ", offset " + std::to_string(r.offset) + ", length " + std::to_string(r.length) +
+             ", export size " + std::to_string(size) + ")" + (v.disconnect ? "; disconnecting" : ""));
+        if (v.disconnect) return;
+        if (v.discard && !Discard(v.discard)) {
+          Warn("client disconnected in the middle of a WRITE payload");
+          return;
+        }
+        Reply(r.cookie, v.error);
+        continue;
+      }
+      const bool fua = r.flags & kCmdFlagFua;
+      switch (r.type) {
+        case kCmdRead: {
+          const size_t at = out_.size();
+          uint8_t* p = Append(kSimpleReplySize + r.length);
+          const uint32_t e = vol_->Read(r.offset, r.length, p + kSimpleReplySize);
+          if (e) out_.resize(at + kSimpleReplySize);  // an error reply carries no data
+          p = out_.data() + at;
+          Put32(p, kSimpleReplyMagic);
+          Put32(p + 4, e);
+          Put64(p + 8, r.cookie);
+          break;
+        }
+        case kCmdWrite: {
+          const uint8_t* data = ReadPayload(r.length);
+          if (!data) {
+            Warn("client disconnected in the middle of a WRITE payload; the write was not applied");
+            return;
+          }
+          Reply(r.cookie, vol_->Write(r.offset, r.length, data, fua));
+          break;
+        }
+        case kCmdDisc:
+          return;
+        case kCmdFlush:
+          Reply(r.cookie, vol_->Flush());
+          break;
+        case kCmdTrim:
+          Reply(r.cookie, vol_->Trim(r.offset, r.length, fua));
+          break;
+        case kCmdWriteZeroes:
+          Reply(r.cookie, vol_->Zero(r.offset, r.length, fua, r.flags & kCmdFlagNoHole));
+          break;
+      }
+      if (out_.size() >= kOutFlushAt && !FlushOut()) return;
+    }
+  }
+
+  int fd_;
+  uint64_t id_;
+  const std::vector<std::shared_ptr<Volume>>& volumes_;
+  const LogFn& log_;
+  std::atomic<uint64_t>& rejected_handshakes_;
+  Volume* vol_ = nullptr;
+  bool no_zeroes_ = false;
+  uint32_t warnings_ = 0;
+  uint64_t rejected_ = 0;
+  std::vector<uint8_t> in_;
+  size_t in_pos_ = 0, in_len_ = 0;
+  std::vector<uint8_t> out_;
+  std::vector<uint8_t> payload_;
+};
+
+}  // namespace
+
+NbdServer::NbdServer(std::vector<std::shared_ptr<Volume>> volumes, LogFn log)
+    : volumes_(std::move(volumes)), log_(std::move(log)) {}
+
+NbdServer::~NbdServer() { Stop(); }
+
+bool NbdServer::ListenUnix(const std::string& path, std::string* error) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    *error = "unix socket path is too long (" + std::to_string(path.size()) + " bytes, at most " +
+             std::to_string(sizeof addr.sun_path - 1) + "): " + path;
+    return false;
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::string("socket: ") + std::strerror(errno);
+    return false;
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno != EADDRINUSE) {
+      *error = "cannot bind " + path + ": " + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+    // A socket file is there. If nobody answers on it, it is left over from
+    // a process that died: replace it. If somebody does, refuse.
+    const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool live = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(probe);
+    if (live) {
+      ::close(fd);
+      *error = "unix socket " + path + " is in use by another server";
+      return false;
+    }
+    unlink(path.c_str());
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      *error = "cannot bind " + path + ": " + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+  }
+  if (listen(fd, 64) != 0) {
+    *error = "cannot listen on " + path + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  unix_path_ = path;
+  listeners_.push_back(fd);
+  return true;
+}
+
+bool NbdServer::ListenTcp(const std::string& host, int port, int* bound, std::string* error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+  addrinfo* res = nullptr;
+  const std::string ps = std::to_string(port);
+  if (int rc = getaddrinfo(host.c_str(), ps.c_str(), &hints, &res); rc != 0) {
+    *error = "cannot resolve " + host + ": " + gai_strerror(rc);
+    return false;
+  }
+  const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+    *error = "cannot listen on " + host + ":" + ps + ": " + std::strerror(errno);
+    freeaddrinfo(res);
+    if (fd >= 0) ::close(fd);
+    return false;
+  }
+  freeaddrinfo(res);
+  sockaddr_storage ss{};
+  socklen_t sl = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl);
+  *bound = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                    : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  listeners_.push_back(fd);
+  return true;
+}
+
+void NbdServer::Start() {
+  if (pipe2(wake_, O_CLOEXEC) != 0) wake_[0] = wake_[1] = -1;
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+void NbdServer::AcceptLoop() {
+  std::vector<pollfd> fds;
+  for (int l : listeners_) fds.push_back({l, POLLIN, 0});
+  if (wake_[0] >= 0) fds.push_back({wake_[0], POLLIN, 0});
+  while (!stopping_) {
+    const int n = poll(fds.data(), fds.size(), 1000);
+    if (stopping_) break;
+    Reap(false);
+    if (n <= 0) continue;
+    for (size_t i = 0; i < listeners_.size(); i++) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      const int c = accept4(listeners_[i], nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      const int one = 1;
+      setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on unix sockets
+      auto conn = std::make_unique<Conn>();
+      conn->fd = c;
+      Conn* raw = conn.get();
+      const uint64_t id = next_conn_id_++;
+      std::lock_guard<std::mutex> lk(conns_mu_);
+      conn->thread = std::thread([this, raw, id] {
+        Connection(raw->fd, id, volumes_, log_, rejected_handshakes_).Run();
+        raw->done = true;
+      });
+      conns_.push_back(std::move(conn));
+    }
+  }
+}
+
+void NbdServer::Reap(bool all) {
+  std::list<std::unique_ptr<Conn>> finished;
+  {
+    std::lock_guard<std::mutex> lk(conns_mu_);
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (all || (*it)->done) {
+        finished.push_back(std::move(*it));
+        it = conns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& c : finished) {
+    c->thread.join();
+    ::close(c->fd);
+  }
+}
+
+void NbdServer::ServeConnection(int fd) { Connection(fd, next_conn_id_++, volumes_, log_, rejected_handshakes_).Run(); }
+
+void NbdServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (wake_[1] >= 0) {
+    const char b = 1;
+    (void)!write(wake_[1], &b, 1);
+  }
+  if (acceptor_.joinable()) acceptor_.join();
+  for (int l : listeners_) ::close(l);
+  listeners_.clear();
+  if (!unix_path_.empty()) unlink(unix_path_.c_str());
+  for (int i = 0; i < 2; i++)
+    if (wake_[i] >= 0) ::close(wake_[i]);
+  // Stop reading: each connection finishes the request it is serving, sends
+  // its replies and sees end-of-file. One that cannot (a client that does not
+  // read its replies) is cut after a grace period.
+  {
+    std::lock_guard<std::mutex> lk(conns_mu_);
+    for (auto& c : conns_) shutdown(c->fd, SHUT_RD);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    bool all_done = true;
+    {
+      std::lock_guard<std::mutex> lk(conns_mu_);
+      for (auto& c : conns_) all_done &= c->done.load();
+    }
+    if (all_done || std::chrono::steady_clock::now() > deadline) break;
+    usleep(10000);
+  }
+  {
+    std::lock_guard<std::mutex> lk(conns_mu_);
+    for (auto& c : conns_)
+      if (!c->done) shutdown(c->fd, SHUT_RDWR);
+  }
+  Reap(true);
+}
+
+}  // namespace tidemark

@@ -1,0 +1,64 @@
+// The NBD front: listeners, the fixed-newstyle handshake and the
+// transmission phase, over a set of volumes (one export name each).
+//
+// One thread per connection serves its requests in order. Replies to
+// requests that were already buffered are sent together (one send for many
+// replies), which is where a pipelining client's throughput comes from; the
+// JavaScript event loop is never on this path.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "volume.h"
+
+namespace tidemark {
+
+class NbdServer {
+ public:
+  NbdServer(std::vector<std::shared_ptr<Volume>> volumes, LogFn log);
+  ~NbdServer();
+
+  bool ListenUnix(const std::string& path, std::string* error);
+  // port 0 picks a free port; *bound receives it.
+  bool ListenTcp(const std::string& host, int port, int* bound, std::string* error);
+  void Start();
+  // Stops accepting, lets every connection finish the request it is serving,
+  // then closes them all.
+  void Stop();
+
+  // Serves one already-connected socket on the calling thread (fuzzing, tests).
+  void ServeConnection(int fd);
+
+  uint64_t rejected_handshakes() const { return rejected_handshakes_; }
+
+ private:
+  struct Conn {
+    int fd;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  void AcceptLoop();
+  void Reap(bool all);
+
+  std::vector<std::shared_ptr<Volume>> volumes_;
+  LogFn log_;
+  std::vector<int> listeners_;
+  std::string unix_path_;
+  int wake_[2] = {-1, -1};
+  std::thread acceptor_;
+  std::mutex conns_mu_;
+  std::list<std::unique_ptr<Conn>> conns_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> rejected_handshakes_{0};
+  std::atomic<uint64_t> next_conn_id_{1};
+};
+
+}  // namespace tidemark

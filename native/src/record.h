@@ -1,0 +1,119 @@
+// Change records and the bounded ring that holds them until TypeScript pulls.
+//
+// A change record on the native side and in a pulled batch is a 32-byte
+// little-endian header followed by its sector data (WRITE and RESYNC only):
+//
+//   0  u64 seq            8  u64 first sector     16 u32 sector count
+//   20 u8  kind           21 u8  flags            22 u16 reserved (0)
+//   24 u32 data length    28 u32 reserved (0)     32 data[data length]
+//
+// agent/record-batch.ts reads exactly this layout; keep the two together.
+//
+// The ring never grows: when a record does not fit, the volume falls behind
+// (see volume.h) instead of blocking the NBD client.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace tidemark {
+
+constexpr uint32_t kSectorSize = 512;
+constexpr uint32_t kSectorShift = 9;
+constexpr size_t kRecordHeaderSize = 32;
+
+enum RecordKind : uint8_t {
+  kRecordWrite = 1,   // data = the sectors' new contents
+  kRecordTrim = 2,    // the sectors now read as zeroes (discarded)
+  kRecordZero = 3,    // the sectors now read as zeroes (WRITE_ZEROES)
+  kRecordFlush = 4,   // a flush point: every record below this seq was flushed
+  kRecordResync = 5,  // data = the sectors' full contents at this seq (dirty-map resync)
+};
+
+enum RecordFlags : uint8_t {
+  kRecordFlagFua = 1,
+};
+
+struct RecordHeader {
+  uint64_t seq;
+  uint64_t sector;
+  uint32_t count;
+  uint8_t kind;
+  uint8_t flags;
+  uint16_t reserved0;
+  uint32_t data_length;
+  uint32_t reserved1;
+};
+static_assert(sizeof(RecordHeader) == kRecordHeaderSize, "record header is 32 bytes");
+
+// A byte ring of whole records. Not thread-safe: the owner locks around it.
+class RecordRing {
+ public:
+  explicit RecordRing(size_t capacity) : buf_(capacity), limit_(capacity) {}
+
+  size_t capacity() const { return buf_.size(); }
+  size_t used() const { return used_; }
+  size_t records() const { return records_; }
+  bool empty() const { return used_ == 0; }
+
+  // Returns space for a record of n bytes, or nullptr if it does not fit now.
+  // The caller fills it and calls Commit(n) before any other call.
+  uint8_t* Reserve(size_t n) {
+    if (used_ == 0) { head_ = tail_ = 0; limit_ = buf_.size(); }
+    const bool wrapped = tail_ < head_ || (tail_ == head_ && used_ > 0);
+    if (!wrapped) {
+      if (buf_.size() - tail_ >= n) return &buf_[tail_];
+      if (head_ >= n) {  // wrap: the bytes from tail_ to the end are a gap
+        limit_ = tail_;
+        tail_ = 0;
+        return &buf_[0];
+      }
+      return nullptr;
+    }
+    if (head_ - tail_ >= n) return &buf_[tail_];
+    return nullptr;
+  }
+  void Commit(size_t n) { tail_ += n; used_ += n; records_++; }
+
+  // Bytes of whole records from the head that fit in max (at least one record
+  // if any is held, even if it is larger than max).
+  size_t PeekBytes(size_t max) const {
+    size_t pos = head_, lim = limit_, total = 0, left = used_;
+    while (left > 0) {
+      if (pos == lim) { pos = 0; lim = buf_.size(); }
+      const auto* h = reinterpret_cast<const RecordHeader*>(&buf_[pos]);
+      const size_t n = kRecordHeaderSize + h->data_length;
+      if (total > 0 && total + n > max) break;
+      total += n;
+      pos += n;
+      left -= n;
+    }
+    return total;
+  }
+
+  // Moves exactly `bytes` (a value PeekBytes returned) of records into dst.
+  void Take(uint8_t* dst, size_t bytes) {
+    while (bytes > 0) {
+      if (head_ == limit_) { head_ = 0; limit_ = buf_.size(); }
+      const auto* h = reinterpret_cast<const RecordHeader*>(&buf_[head_]);
+      const size_t n = kRecordHeaderSize + h->data_length;
+      std::memcpy(dst, &buf_[head_], n);
+      dst += n;
+      head_ += n;
+      used_ -= n;
+      records_--;
+      bytes -= n;
+    }
+    if (used_ == 0) { head_ = tail_ = 0; limit_ = buf_.size(); }
+  }
+
+  void Clear() { head_ = tail_ = used_ = records_ = 0; limit_ = buf_.size(); }
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t head_ = 0, tail_ = 0, used_ = 0, records_ = 0;
+  size_t limit_;  // end of valid bytes in the segment that head_ is in
+};
+
+}  // namespace tidemark

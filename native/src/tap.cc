@@ -1,0 +1,117 @@
+#include "tap.h"
+
+#include <sys/stat.h>
+
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <set>
+
+namespace tidemark {
+
+namespace {
+bool ValidName(const std::string& n) {
+  if (n.empty() || n.size() > 128 || n[0] == '.') return false;
+  for (char c : n)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+}  // namespace
+
+bool Tap::Open(const TapConfig& config, std::string* error) {
+  if (config.volumes.empty()) {
+    *error = "no volumes to serve";
+    return false;
+  }
+  if (config.buffer_bytes < (1 << 20)) {
+    *error = "the record buffer must be at least 1 MiB";
+    return false;
+  }
+  struct stat st;
+  if (stat(config.state_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *error = "state directory " + config.state_dir + " does not exist or is not a directory";
+    return false;
+  }
+  std::set<std::string> names;
+  for (const auto& vc : config.volumes) {
+    if (!ValidName(vc.name)) {
+      *error = "volume name '" + vc.name + "' is not valid (letters, digits, '-', '_', '.'; at most 128)";
+      return false;
+    }
+    if (!names.insert(vc.name).second) {
+      *error = "volume " + vc.name + " is named twice";
+      return false;
+    }
+    if (!vc.group.empty() && !ValidName(vc.group)) {
+      *error = "group name '" + vc.group + "' is not valid";
+      return false;
+    }
+    const std::string key = vc.group.empty() ? "volume-" + vc.name : "group-" + vc.group;
+    auto& seq = seqs_[key];
+    if (!seq) {
+      seq = std::make_shared<SeqSpace>();
+      if (!seq->Open(config.state_dir + "/" + key + ".seq", error)) return false;
+    }
+    VolumeConfig c;
+    c.name = vc.name;
+    c.path = vc.path;
+    c.state_dir = config.state_dir;
+    c.buffer_bytes = config.buffer_bytes;
+    c.read_only = vc.read_only;
+    auto v = std::make_shared<Volume>(c, seq, log_);
+    if (!v->Open(error)) return false;
+    v->SetResyncWake([this] {
+      std::lock_guard<std::mutex> lk(resync_mu_);
+      resync_kick_ = true;
+      resync_cv_.notify_one();
+    });
+    volumes_.push_back(std::move(v));
+  }
+  server_ = std::make_unique<NbdServer>(volumes_, log_);
+  if (!config.unix_path.empty() && !server_->ListenUnix(config.unix_path, error)) return false;
+  if (!config.tcp_host.empty() && !server_->ListenTcp(config.tcp_host, config.tcp_port, &tcp_port_, error))
+    return false;
+  if (config.unix_path.empty() && config.tcp_host.empty()) {
+    *error = "no listener: give a unix socket path or a TCP address";
+    return false;
+  }
+  server_->Start();
+  resync_ = std::thread([this] { ResyncLoop(); });
+  open_ = true;
+  return true;
+}
+
+void Tap::ResyncLoop() {
+  std::unique_lock<std::mutex> lk(resync_mu_);
+  while (!resync_stop_) {
+    bool any_wants = false;
+    lk.unlock();
+    for (auto& v : volumes_) {
+      for (int i = 0; i < 256 && v->ResyncStep(); i++) {
+      }
+      any_wants |= v->wants_resync();
+    }
+    lk.lock();
+    if (resync_stop_) break;
+    // While a resync runs, look again soon (the consumer frees ring space);
+    // otherwise sleep until a pull ends a behind period.
+    resync_cv_.wait_for(lk, any_wants ? std::chrono::milliseconds(2) : std::chrono::seconds(1),
+                        [this] { return resync_stop_ || resync_kick_; });
+    resync_kick_ = false;
+  }
+}
+
+void Tap::Close() {
+  if (server_) server_->Stop();
+  {
+    std::lock_guard<std::mutex> lk(resync_mu_);
+    resync_stop_ = true;
+    resync_cv_.notify_one();
+  }
+  if (resync_.joinable()) resync_.join();
+  for (auto& v : volumes_) v->Close();
+  open_ = false;
+}
+
+}  // namespace tidemark

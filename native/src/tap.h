@@ -1,0 +1,64 @@
+// The data tap: volumes, their sequence spaces, the NBD server in front of
+// them and the resync thread behind them. Independent of Node, so the native
+// tests and the fuzz target drive the same object the addon does.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nbd_server.h"
+#include "volume.h"
+
+namespace tidemark {
+
+struct TapVolumeConfig {
+  std::string name;
+  std::string path;
+  std::string group;  // empty: the volume has its own sequence space
+  bool read_only = false;
+};
+
+struct TapConfig {
+  std::vector<TapVolumeConfig> volumes;
+  std::string state_dir;
+  size_t buffer_bytes = 64 << 20;  // per volume
+  std::string unix_path;           // empty: no unix listener
+  std::string tcp_host;            // empty: no TCP listener
+  int tcp_port = 0;
+};
+
+class Tap {
+ public:
+  explicit Tap(LogFn log) : log_(std::move(log)) {}
+  ~Tap() { Close(); }
+
+  bool Open(const TapConfig& config, std::string* error);
+  void Close();
+
+  int tcp_port() const { return tcp_port_; }
+  size_t volume_count() const { return volumes_.size(); }
+  Volume* volume(size_t i) { return volumes_[i].get(); }
+  NbdServer* server() { return server_.get(); }
+
+ private:
+  void ResyncLoop();
+
+  LogFn log_;
+  std::map<std::string, std::shared_ptr<SeqSpace>> seqs_;
+  std::vector<std::shared_ptr<Volume>> volumes_;
+  std::unique_ptr<NbdServer> server_;
+  int tcp_port_ = 0;
+  std::thread resync_;
+  std::mutex resync_mu_;
+  std::condition_variable resync_cv_;
+  bool resync_stop_ = false;
+  bool resync_kick_ = false;
+  bool open_ = false;
+};
+
+}  // namespace tidemark

@@ -1,0 +1,450 @@
+#include "volume.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "nbd_proto.h"
+
+namespace tidemark {
+
+namespace {
+
+constexpr uint64_t kSectorsPerRegion = kRegionSize >> kSectorShift;
+constexpr size_t kZeroChunk = 1 << 20;
+
+const uint8_t* ZeroBuffer() {
+  static const std::vector<uint8_t>* zeroes = new std::vector<uint8_t>(kZeroChunk, 0);
+  return zeroes->data();
+}
+
+bool PreadFull(int fd, uint8_t* buf, size_t len, uint64_t off) {
+  while (len > 0) {
+    const ssize_t n = pread(fd, buf, len, off_t(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;  // short file: the backing store shrank under us
+      return false;
+    }
+    buf += n;
+    len -= size_t(n);
+    off += uint64_t(n);
+  }
+  return true;
+}
+
+bool PwriteFull(int fd, const uint8_t* buf, size_t len, uint64_t off) {
+  while (len > 0) {
+    const ssize_t n = pwrite(fd, buf, len, off_t(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    buf += n;
+    len -= size_t(n);
+    off += uint64_t(n);
+  }
+  return true;
+}
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+Volume::Volume(VolumeConfig config, std::shared_ptr<SeqSpace> seq, LogFn log)
+    : config_(std::move(config)), seq_(std::move(seq)), log_(std::move(log)), ring_(config_.buffer_bytes) {}
+
+Volume::~Volume() { Close(); }
+
+bool Volume::Open(std::string* error) {
+  const std::string& p = config_.path;
+  fd_ = ::open(p.c_str(), (config_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd_ < 0) {
+    *error = "volume " + config_.name + ": cannot open " + p + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd_, &st) != 0) {
+    *error = "volume " + config_.name + ": cannot stat " + p + ": " + std::strerror(errno);
+    return false;
+  }
+  if (S_ISBLK(st.st_mode)) {
+    is_block_ = true;
+    if (ioctl(fd_, BLKGETSIZE64, &size_) != 0) {
+      *error = "volume " + config_.name + ": cannot get the size of " + p + ": " + std::strerror(errno);
+      return false;
+    }
+  } else if (S_ISREG(st.st_mode)) {
+    size_ = uint64_t(st.st_size);
+  } else {
+    *error = "volume " + config_.name + ": " + p + " is neither a regular file nor a block device";
+    return false;
+  }
+  if (size_ == 0 || size_ % kSectorSize != 0) {
+    *error = "volume " + config_.name + ": " + p + " is " + Num(size_) +
+             " bytes; a volume must be a non-zero multiple of 512 bytes";
+    return false;
+  }
+  bool reset = false;
+  if (!dirty_.Open(config_.state_dir + "/" + config_.name + ".dirty", size_, &reset, error)) {
+    *error = "volume " + config_.name + ": " + *error;
+    return false;
+  }
+  stale_.assign((dirty_.regions() + 63) / 64, 0);
+  for (uint64_t r = 0; r < dirty_.regions(); r++)
+    if (dirty_.Test(r)) SetStale(r);
+  resync_buf_.resize(kRegionSize);
+  if (reset) {
+    log_(kLogWarn, "volume " + config_.name + ": the dirty map was made for another size of volume; " +
+                       "every region will be resynced");
+  }
+  if (stale_count_ > 0) {
+    mode_ = Mode::kBehind;
+    log_(kLogInfo, "volume " + config_.name + ": " + Num(stale_count_) +
+                       " regions were not acknowledged before the last stop; they will be resynced");
+  }
+  return true;
+}
+
+void Volume::Close() {
+  dirty_.Close();
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+bool Volume::SetStale(uint64_t r) {
+  uint64_t& w = stale_[r >> 6];
+  const uint64_t m = uint64_t(1) << (r & 63);
+  if (w & m) return false;
+  w |= m;
+  stale_count_++;
+  return true;
+}
+
+uint32_t Volume::IoError(const char* op, int err) {
+  io_errors_++;
+  log_(kLogError, "volume " + config_.name + ": " + op + " failed on " + config_.path + ": " + std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return nbd::kEnospc;
+  return nbd::kEio;
+}
+
+void Volume::MarkDirty(uint64_t first, uint64_t count, uint64_t seq) {
+  const uint64_t r0 = first / kSectorsPerRegion;
+  const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
+  const bool behind = mode_.load(std::memory_order_relaxed) == Mode::kBehind;
+  for (uint64_t r = r0; r <= r1; r++) {
+    dirty_.Set(r);
+    if (behind) {
+      SetStale(r);
+    } else {
+      last_seq_[r] = seq;
+      pending_.emplace_back(seq, r);
+    }
+  }
+}
+
+uint8_t* Volume::BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
+                             uint32_t data_length) {
+  if (mode_.load(std::memory_order_relaxed) == Mode::kBehind) return nullptr;
+  const size_t n = kRecordHeaderSize + data_length;
+  ring_mu_.lock();
+  uint8_t* slot = n <= ring_.capacity() ? ring_.Reserve(n) : nullptr;
+  if (!slot) {
+    FallBehind(n > ring_.capacity() ? "a single write is larger than the record buffer"
+                                    : "the record buffer is full (the consumer is not draining)");
+    ring_mu_.unlock();
+    return nullptr;
+  }
+  RecordHeader h{};
+  h.seq = seq;
+  h.sector = first;
+  h.count = count;
+  h.kind = kind;
+  h.flags = flags;
+  h.data_length = data_length;
+  std::memcpy(slot, &h, sizeof h);
+  pending_commit_ = n;
+  return slot + kRecordHeaderSize;
+}
+
+void Volume::EndRecord() {
+  const size_t n = pending_commit_;
+  ring_.Commit(n);
+  records_.fetch_add(1, std::memory_order_relaxed);
+  record_bytes_.fetch_add(n, std::memory_order_relaxed);
+  const bool notify = want_notify_;
+  want_notify_ = false;
+  ring_mu_.unlock();
+  if (notify && readable_) readable_();
+}
+
+void Volume::FallBehind(const char* why) {
+  const uint64_t dropped = ring_.records();
+  const uint64_t dropped_bytes = ring_.used();
+  dropped_records_ += dropped;
+  dropped_bytes_ += dropped_bytes;
+  ring_.Clear();
+  for (const auto& e : last_seq_) SetStale(e.first);
+  last_seq_.clear();
+  pending_.clear();
+  mode_ = Mode::kBehind;
+  behind_events_++;
+  log_(kLogWarn, "volume " + config_.name + " is behind: " + why + "; dropped " + Num(dropped) + " held records (" +
+                     Num(dropped_bytes) + " bytes), tracking " + Num(stale_count_) +
+                     " stale regions in the dirty map until the consumer drains");
+}
+
+uint32_t Volume::SyncForFua() {
+  if (!dirty_.Sync()) return IoError("dirty map sync", errno);
+  if (fdatasync(fd_) != 0) return IoError("fdatasync", errno);
+  return 0;
+}
+
+uint32_t Volume::Read(uint64_t offset, uint32_t length, uint8_t* out) {
+  if (!PreadFull(fd_, out, length, offset)) return IoError("read", errno);
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  bytes_read_.fetch_add(length, std::memory_order_relaxed);
+  return 0;
+}
+
+uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) {
+  const uint64_t end = offset + length;
+  const uint64_t first = offset >> kSectorShift;
+  const uint64_t last = (end + kSectorSize - 1) >> kSectorShift;
+  const uint32_t count = uint32_t(last - first);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!PwriteFull(fd_, data, length, offset)) return IoError("write", errno);
+    const uint64_t seq = seq_->Next();
+    MarkDirty(first, count, seq);
+    uint8_t* d = BeginRecord(seq, first, count, kRecordWrite, fua ? kRecordFlagFua : 0, count << kSectorShift);
+    if (d) {
+      // An unaligned write is widened to whole sectors with the current bytes
+      // of its edge sectors (read after the write, under the lock).
+      const uint64_t head = offset - (first << kSectorShift);
+      const uint64_t tail = (last << kSectorShift) - end;
+      bool ok = true;
+      if (head) ok = PreadFull(fd_, d, head, first << kSectorShift);
+      std::memcpy(d + head, data, length);
+      if (tail && ok) ok = PreadFull(fd_, d + head + length, tail, end);
+      if (!ok) {
+        // The record would lie about its edges: keep the region for resync instead.
+        const int err = errno;
+        EndRecord();
+        ring_mu_.lock();
+        FallBehind("reading the edge sectors of an unaligned write failed");
+        ring_mu_.unlock();
+        return IoError("read of edge sectors", err);
+      }
+      EndRecord();
+    }
+  }
+  writes_.fetch_add(1, std::memory_order_relaxed);
+  bytes_written_.fetch_add(length, std::memory_order_relaxed);
+  return fua ? SyncForFua() : 0;
+}
+
+uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch) {
+  const uint64_t off = first << kSectorShift;
+  const uint64_t len = count << kSectorShift;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    int rc = -1;
+    if (is_block_) {
+      uint64_t range[2] = {off, len};
+      rc = ioctl(fd_, BLKZEROOUT, range);
+    } else {
+      rc = fallocate(fd_, punch ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) : FALLOC_FL_ZERO_RANGE, off_t(off),
+                     off_t(len));
+    }
+    if (rc != 0) {
+      // Not supported by this file system or device: write the zeroes.
+      for (uint64_t done = 0; done < len;) {
+        const size_t n = size_t(std::min<uint64_t>(kZeroChunk, len - done));
+        if (!PwriteFull(fd_, ZeroBuffer(), n, off + done)) return IoError("write of zeroes", errno);
+        done += n;
+      }
+    }
+    const uint64_t seq = seq_->Next();
+    MarkDirty(first, count, seq);
+    if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord();
+  }
+  (kind == kRecordTrim ? trims_ : zeroes_).fetch_add(1, std::memory_order_relaxed);
+  return fua ? SyncForFua() : 0;
+}
+
+uint32_t Volume::Trim(uint64_t offset, uint64_t length, bool fua) {
+  // TRIM is advisory: only the whole sectors inside the range are discarded,
+  // and they read back as zeroes afterwards (a hole, or zeroes written).
+  const uint64_t first = (offset + kSectorSize - 1) >> kSectorShift;
+  const uint64_t last = (offset + length) >> kSectorShift;
+  if (first >= last) {
+    trims_.fetch_add(1, std::memory_order_relaxed);
+    return fua ? SyncForFua() : 0;
+  }
+  return ZeroAligned(first, last - first, fua, kRecordTrim, true);
+}
+
+uint32_t Volume::Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) {
+  uint64_t end = offset + length;
+  // Partial edge sectors are ordinary writes of zeroes.
+  if (offset & (kSectorSize - 1)) {
+    const uint64_t edge = std::min(end, (offset | (kSectorSize - 1)) + 1);
+    if (uint32_t e = Write(offset, uint32_t(edge - offset), ZeroBuffer(), false)) return e;
+    offset = edge;
+  }
+  if (offset < end && (end & (kSectorSize - 1))) {
+    const uint64_t edge = std::max(offset, end & ~uint64_t(kSectorSize - 1));
+    if (uint32_t e = Write(edge, uint32_t(end - edge), ZeroBuffer(), false)) return e;
+    end = edge;
+  }
+  if (offset < end) return ZeroAligned(offset >> kSectorShift, (end - offset) >> kSectorShift, fua, kRecordZero, !no_hole);
+  zeroes_.fetch_add(1, std::memory_order_relaxed);
+  return fua ? SyncForFua() : 0;
+}
+
+uint32_t Volume::Flush() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const uint64_t seq = seq_->Next();
+    if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord();
+  }
+  flushes_.fetch_add(1, std::memory_order_relaxed);
+  return SyncForFua();
+}
+
+size_t Volume::Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc) {
+  Mode m = Mode::kBehind;
+  if (mode_.compare_exchange_strong(m, Mode::kResyncing)) {
+    log_(kLogInfo, "volume " + config_.name + ": the consumer is draining again; resyncing " + Num(stale_count_) +
+                       " stale regions");
+    if (wake_resync_) wake_resync_();
+  }
+  std::lock_guard<std::mutex> lk(ring_mu_);
+  const size_t n = ring_.PeekBytes(max);
+  if (n == 0) {
+    want_notify_ = true;
+    return 0;
+  }
+  ring_.Take(alloc(n), n);
+  return n;
+}
+
+bool Volume::ResyncStep() {
+  if (mode_.load() != Mode::kResyncing) return false;
+  std::lock_guard<std::mutex> lk(mu_);
+  if (mode_.load() != Mode::kResyncing) return false;
+  if (stale_count_ == 0) {
+    mode_ = Mode::kNormal;
+    log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
+    return false;
+  }
+  {
+    // Leave half of the ring to the application's writes, so a resync never
+    // pushes the volume behind by itself.
+    std::lock_guard<std::mutex> rl(ring_mu_);
+    if (ring_.used() + kRecordHeaderSize + kRegionSize > ring_.capacity() / 2) return false;
+  }
+  const uint64_t regions = dirty_.regions();
+  uint64_t r = resync_cursor_ % regions;
+  for (;;) {
+    const uint64_t w = stale_[r >> 6] >> (r & 63);
+    if (w) {
+      r += uint64_t(__builtin_ctzll(w));
+      break;
+    }
+    r = ((r >> 6) + 1) << 6;
+    if (r >= regions) r = 0;
+  }
+  resync_cursor_ = r + 1;
+  const uint64_t first = r * kSectorsPerRegion;
+  const uint64_t total = size_ >> kSectorShift;
+  const uint32_t count = uint32_t(std::min(kSectorsPerRegion, total - first));
+  const size_t bytes = size_t(count) << kSectorShift;
+  if (!PreadFull(fd_, resync_buf_.data(), bytes, first << kSectorShift)) {
+    IoError("resync read", errno);
+    return false;
+  }
+  stale_[r >> 6] &= ~(uint64_t(1) << (r & 63));
+  stale_count_--;
+  const uint64_t seq = seq_->Next();
+  dirty_.Set(r);
+  last_seq_[r] = seq;
+  pending_.emplace_back(seq, r);
+  if (uint8_t* d = BeginRecord(seq, first, count, kRecordResync, 0, uint32_t(bytes))) {
+    std::memcpy(d, resync_buf_.data(), bytes);
+    EndRecord();
+    resync_records_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (stale_count_ == 0 && mode_.load() == Mode::kResyncing) {
+    mode_ = Mode::kNormal;
+    log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
+  }
+  return true;
+}
+
+void Volume::Ack(uint64_t seq) {
+  std::lock_guard<std::mutex> lk(mu_);
+  while (!pending_.empty() && pending_.front().first <= seq) {
+    const uint64_t r = pending_.front().second;
+    pending_.pop_front();
+    auto it = last_seq_.find(r);
+    if (it == last_seq_.end() || it->second > seq) continue;
+    last_seq_.erase(it);
+    if (!(stale_[r >> 6] & (uint64_t(1) << (r & 63)))) dirty_.Clear(r);
+  }
+  uint64_t cur = acked_seq_.load();
+  while (cur < seq && !acked_seq_.compare_exchange_weak(cur, seq)) {
+  }
+}
+
+std::vector<uint8_t> Volume::DirtyBitmap() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return dirty_.Copy();
+}
+
+VolumeStats Volume::Stats() {
+  VolumeStats s{};
+  s.reads = reads_;
+  s.writes = writes_;
+  s.trims = trims_;
+  s.zeroes = zeroes_;
+  s.flushes = flushes_;
+  s.bytes_read = bytes_read_;
+  s.bytes_written = bytes_written_;
+  s.records = records_;
+  s.record_bytes = record_bytes_;
+  s.dropped_records = dropped_records_;
+  s.dropped_bytes = dropped_bytes_;
+  s.resync_records = resync_records_;
+  s.behind_events = behind_events_;
+  s.rejected = rejected_;
+  s.io_errors = io_errors_;
+  s.connections = connections_;
+  s.connections_total = connections_total_;
+  s.last_seq = seq_->Current();
+  s.acked_seq = acked_seq_;
+  s.mode = int(mode_.load());
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    s.dirty_regions = dirty_.count();
+    s.stale_regions = stale_count_;
+    s.regions = dirty_.regions();
+  }
+  {
+    std::lock_guard<std::mutex> lk(ring_mu_);
+    s.ring_used = ring_.used();
+    s.ring_capacity = ring_.capacity();
+    s.ring_records = ring_.records();
+  }
+  return s;
+}
+
+}  // namespace tidemark

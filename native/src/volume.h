@@ -1,0 +1,157 @@
+// A protected volume: the backing store and the recorder behind one export.
+//
+// Every successful WRITE, TRIM and WRITE_ZEROES is applied to the backing
+// file and turned into a change record under the volume's lock, so seq order
+// is exactly the order in which changes reached the backing store (replaying
+// records in seq order reproduces the file even when connections race on the
+// same sectors).
+//
+// Recording has three modes:
+//   normal     records go to the ring; the dirty map holds their regions until
+//              TypeScript acks their seq.
+//   behind     a record did not fit: the ring's held data was dropped, and
+//              changes are tracked only as stale regions in the dirty map. The
+//              NBD client is never blocked on the consumer.
+//   resyncing  the consumer pulls again: new changes are recorded, and the
+//              resync thread emits each stale region's full contents as a
+//              RESYNC record (read under the lock, so it is exact at its seq)
+//              while the ring has headroom. When no stale region is left the
+//              volume is normal again.
+// After a restart every region the persistent map names is stale, so a crash
+// costs a resync of those regions, never a full copy.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dirty_map.h"
+#include "record.h"
+#include "seq.h"
+
+namespace tidemark {
+
+// pino's numeric levels.
+enum LogLevel { kLogDebug = 20, kLogInfo = 30, kLogWarn = 40, kLogError = 50 };
+using LogFn = std::function<void(int level, const std::string& msg)>;
+
+struct VolumeConfig {
+  std::string name;
+  std::string path;
+  std::string state_dir;
+  size_t buffer_bytes = 64 << 20;
+  bool read_only = false;
+};
+
+enum class Mode : int { kNormal = 0, kBehind = 1, kResyncing = 2 };
+
+struct VolumeStats {
+  uint64_t reads, writes, trims, zeroes, flushes;
+  uint64_t bytes_read, bytes_written;
+  uint64_t records, record_bytes, dropped_records, dropped_bytes, resync_records, behind_events;
+  uint64_t rejected, io_errors, connections, connections_total;
+  uint64_t last_seq, acked_seq;
+  uint64_t ring_used, ring_capacity, ring_records;
+  uint64_t dirty_regions, stale_regions, regions;
+  int mode;
+};
+
+class Volume {
+ public:
+  Volume(VolumeConfig config, std::shared_ptr<SeqSpace> seq, LogFn log);
+  ~Volume();
+
+  bool Open(std::string* error);
+  void Close();
+
+  const std::string& name() const { return config_.name; }
+  uint64_t size() const { return size_; }
+  bool read_only() const { return config_.read_only; }
+
+  // NBD operations, already validated (range, flags). Return an NBD error or 0.
+  uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out);
+  uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua);
+  uint32_t Trim(uint64_t offset, uint64_t length, bool fua);
+  uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole);
+  uint32_t Flush();
+
+  // Consumer side (TypeScript). Moves whole records (up to max bytes, at
+  // least one) out of the ring into memory from alloc(bytes); returns the
+  // byte count, 0 if none is held. A pull is also the sign that the consumer
+  // is draining again, which ends a behind period.
+  size_t Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc);
+  void SetResyncWake(std::function<void()> fn) { wake_resync_ = std::move(fn); }
+  void Ack(uint64_t seq);
+  uint64_t Mark() const { return seq_->Current(); }
+  std::vector<uint8_t> DirtyBitmap();
+  VolumeStats Stats();
+  // Called (from any thread) when records become available after a pull
+  // found none. Coalesced: once per drain.
+  void SetReadable(std::function<void()> fn) { readable_ = std::move(fn); }
+
+  // Resync thread: emit at most one stale region if there is headroom.
+  // Returns true if it emitted one (call again), false if it has nothing to
+  // do or no room.
+  bool ResyncStep();
+  bool wants_resync() const { return mode_.load() == Mode::kResyncing; }
+
+  void CountRejected() { rejected_++; }
+  void CountConnection(int delta) {
+    if (delta > 0) connections_total_++;
+    connections_ += delta;
+  }
+
+ private:
+  uint32_t ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch);
+  // With mu_ held: mark the regions of [first, first+count) sectors dirty.
+  void MarkDirty(uint64_t first, uint64_t count, uint64_t seq);
+  // With mu_ held: reserve a record slot or fall behind. Returns the slot's
+  // data pointer (after the header), or nullptr if the record is not kept.
+  uint8_t* BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
+                       uint32_t data_length);
+  void EndRecord();
+  void FallBehind(const char* why);
+  bool SetStale(uint64_t r);
+  uint32_t SyncForFua();
+  uint32_t IoError(const char* op, int err);
+
+  VolumeConfig config_;
+  std::shared_ptr<SeqSpace> seq_;
+  LogFn log_;
+  int fd_ = -1;
+  bool is_block_ = false;
+  uint64_t size_ = 0;
+
+  std::mutex mu_;  // serialises changes: backing store + seq + record + dirty map
+  DirtyMap dirty_;
+  std::vector<uint64_t> stale_;  // bitset, one bit per region
+  uint64_t stale_count_ = 0;
+  uint64_t resync_cursor_ = 0;
+  std::unordered_map<uint64_t, uint64_t> last_seq_;  // region -> newest unacked seq
+  std::deque<std::pair<uint64_t, uint64_t>> pending_;  // (seq, region) in seq order
+  std::atomic<Mode> mode_{Mode::kNormal};
+
+  std::mutex ring_mu_;  // the ring and its cursor; taken inside mu_ by producers
+  RecordRing ring_;
+  size_t pending_commit_ = 0;
+  bool want_notify_ = true;
+  std::function<void()> readable_;
+  std::function<void()> wake_resync_;
+  std::vector<uint8_t> resync_buf_;
+
+  std::atomic<uint64_t> reads_{0}, writes_{0}, trims_{0}, zeroes_{0}, flushes_{0};
+  std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
+  std::atomic<uint64_t> records_{0}, record_bytes_{0}, dropped_records_{0}, dropped_bytes_{0};
+  std::atomic<uint64_t> resync_records_{0}, behind_events_{0};
+  std::atomic<uint64_t> rejected_{0}, io_errors_{0}, connections_{0}, connections_total_{0};
+  std::atomic<uint64_t> acked_seq_{0};
+};
+
+}  // namespace tidemark
