@@ -135,12 +135,18 @@ uint32_t Volume::IoError(const char* op, int err) {
   return nbd::kEio;
 }
 
+void Volume::SetDirtyBits(uint64_t first, uint64_t count) {
+  // Before the backing store changes: a kill -9 between the two must not
+  // leave a changed region the map does not name.
+  const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
+  for (uint64_t r = first / kSectorsPerRegion; r <= r1; r++) dirty_.Set(r);
+}
+
 void Volume::MarkDirty(uint64_t first, uint64_t count, uint64_t seq) {
   const uint64_t r0 = first / kSectorsPerRegion;
   const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
   const bool behind = mode_.load(std::memory_order_relaxed) == Mode::kBehind;
   for (uint64_t r = r0; r <= r1; r++) {
-    dirty_.Set(r);
     if (behind) {
       SetStale(r);
     } else {
@@ -221,6 +227,7 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
   const uint32_t count = uint32_t(last - first);
   {
     std::lock_guard<std::mutex> lk(mu_);
+    SetDirtyBits(first, count);
     if (!PwriteFull(fd_, data, length, offset)) return IoError("write", errno);
     const uint64_t seq = seq_->Next();
     MarkDirty(first, count, seq);
@@ -256,6 +263,7 @@ uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t k
   const uint64_t len = count << kSectorShift;
   {
     std::lock_guard<std::mutex> lk(mu_);
+    SetDirtyBits(first, count);
     int rc = -1;
     if (is_block_) {
       uint64_t range[2] = {off, len};

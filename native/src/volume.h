@@ -110,6 +110,7 @@ class Volume {
 
  private:
   uint32_t ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch);
+  void SetDirtyBits(uint64_t first, uint64_t count);
   // With mu_ held: mark the regions of [first, first+count) sectors dirty.
   void MarkDirty(uint64_t first, uint64_t count, uint64_t seq);
   // With mu_ held: reserve a record slot or fall behind. Returns the slot's

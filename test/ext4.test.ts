@@ -1,0 +1,80 @@
+// The kernel's own ext4 on a tidemark volume: nbdfuse exposes the volume as a
+// file, mount -o loop puts ext4 on it, sqlite3 writes a database there. The
+// captured records must replay to an image that e2fsck accepts and that holds
+// the database.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { replayCaptureLog, scanCaptureLog } from '../agent/capture-log'
+import { RecordKind } from '../agent/record-batch'
+import { makeImage, must, nbdUri, run, sha256, sleep, startAgent, tmpdir } from './helpers'
+
+const MiB = 1024 * 1024
+
+t.test('ext4 + sqlite on nbdfuse + loop mount; records replay to an fsck-clean image', async (t) => {
+  const dir = tmpdir(t)
+  const img = path.join(dir, 'disk.img')
+  makeImage(img, 128 * MiB, null)
+  fs.copyFileSync(img, path.join(dir, 'replay.img'))
+  const sock = path.join(dir, 'nbd.sock')
+  const mnt = path.join(dir, 'fuse')
+  const fsdir = path.join(dir, 'fs')
+  fs.mkdirSync(mnt)
+  fs.mkdirSync(fsdir)
+  const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, captureLog: path.join(dir, 'cap') })
+
+  const fuse = spawn('nbdfuse', [path.join(mnt, 'disk'), nbdUri(sock, 'vol')], { stdio: 'ignore' })
+  const fuseExited = new Promise((r) => fuse.once('exit', r))
+  let fuseUp = true
+  t.teardown(async () => {
+    if (fuseUp) await run('fusermount3', ['-u', mnt])
+    fuse.kill()
+  })
+  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
+    if (i > 200) throw new Error('nbdfuse did not expose the volume')
+    await sleep(50)
+  }
+  await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
+  await must('mount', ['-o', 'loop', path.join(mnt, 'disk'), fsdir])
+  let mounted = true
+  t.teardown(async () => {
+    if (mounted) await run('umount', [fsdir])
+  })
+  const db = path.join(fsdir, 'app.db')
+  await must('sqlite3', [db, 'create table t(id integer primary key, v text);'])
+  const inserts = ['begin;']
+  for (let i = 0; i < 2000; i++) inserts.push(`insert into t(v) values('row ${i} ${'x'.repeat(100)}');`)
+  inserts.push('commit;')
+  await must('sqlite3', [db], { input: inserts.join('\n') })
+  const before = (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes
+  await must('sync', [])
+  await sleep(300)
+  const after = (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes
+  t.ok(after > before, `sync arrives as NBD FLUSH (${before} -> ${after} flush records)`)
+
+  await must('umount', [fsdir])
+  mounted = false
+  await must('fusermount3', ['-u', mnt])
+  fuseUp = false
+  await fuseExited
+  await agent.stop()
+
+  const replay = path.join(dir, 'replay.img')
+  await replayCaptureLog(path.join(dir, 'cap', 'vol.tmcap'), replay)
+  t.equal(sha256(replay), sha256(img), 'replay equals the volume')
+  const fsck = await run('e2fsck', ['-fn', replay])
+  t.equal(fsck.code, 0, 'e2fsck -fn accepts the replayed image', { output: fsck.stdout + fsck.stderr })
+  await must('mount', ['-o', 'loop,ro', replay, fsdir])
+  mounted = true
+  const count = await must('sqlite3', [path.join(fsdir, 'app.db'), 'select count(*) from t;'])
+  t.equal(count.trim(), '2000', 'the database on the replayed image holds every row')
+  await must('umount', [fsdir])
+  mounted = false
+})
+
+async function scanCount(file: string): Promise<{ flushes: number }> {
+  let flushes = 0
+  await scanCaptureLog(file, (b) => b.forEach((r) => (flushes += r.kind === RecordKind.Flush ? 1 : 0)))
+  return { flushes }
+}

@@ -1,0 +1,207 @@
+// Shared test helpers: temp dirs, starting and stopping a real agent process,
+// running the real NBD clients, hashing images.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+
+export const ROOT = path.resolve(__dirname, '..')
+export const BIN = path.join(ROOT, 'bin', 'tidemark.js')
+
+export function tmpdir(t: { teardown(fn: () => unknown): void }, prefix = 'tidemark-test-'): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }))
+  return d
+}
+
+/** A file of `size` bytes of seeded pseudo-random data (or zeroes). */
+export function makeImage(file: string, size: number, seed: number | null = 1): void {
+  const fd = fs.openSync(file, 'w')
+  if (seed === null) {
+    fs.ftruncateSync(fd, size)
+  } else {
+    const chunk = Buffer.alloc(1 << 20)
+    let x = seed >>> 0 || 1
+    for (let off = 0; off < size; off += chunk.length) {
+      for (let i = 0; i < chunk.length; i += 4) {
+        x ^= x << 13
+        x ^= x >>> 17
+        x ^= x << 5
+        chunk.writeUInt32LE(x >>> 0, i)
+      }
+      fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off)
+    }
+  }
+  fs.closeSync(fd)
+}
+
+export function sha256(file: string): string {
+  const h = crypto.createHash('sha256')
+  const fd = fs.openSync(file, 'r')
+  const buf = Buffer.alloc(1 << 20)
+  for (;;) {
+    const n = fs.readSync(fd, buf, 0, buf.length, null)
+    if (n === 0) break
+    h.update(buf.subarray(0, n))
+  }
+  fs.closeSync(fd)
+  return h.digest('hex')
+}
+
+export interface RunResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs a command to completion (asynchronously: the tap keeps serving meanwhile). */
+export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd })
+    let stdout = ''
+    let stderr = ''
+    p.stdout.on('data', (d) => (stdout += d))
+    p.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 240_000)
+    p.on('error', reject)
+    p.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+    if (opts.input !== undefined) p.stdin.end(opts.input)
+    else p.stdin.end()
+  })
+}
+
+/** Runs a command and fails with its output if it does not exit 0. */
+export async function must(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<string> {
+  const r = await run(cmd, args, opts)
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`)
+  return r.stdout
+}
+
+export function nbdUri(sock: string, name: string): string {
+  return `nbd+unix:///${name}?socket=${sock}`
+}
+
+function connectable(sock: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(sock)
+    c.on('connect', () => {
+      c.destroy()
+      resolve(true)
+    })
+    c.on('error', () => resolve(false))
+  })
+}
+
+export class AgentProcess {
+  readonly proc: ChildProcess
+  readonly sock: string
+  out = ''
+  err = ''
+  exited: Promise<number | null>
+
+  constructor(proc: ChildProcess, sock: string) {
+    this.proc = proc
+    this.sock = sock
+    proc.stdout!.on('data', (d) => (this.out += d))
+    proc.stderr!.on('data', (d) => (this.err += d))
+    this.exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)))
+  }
+
+  /** The pino lines logged so far. */
+  logs(): Array<Record<string, unknown>> {
+    return this.out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l))
+  }
+
+  async waitForLog(re: RegExp, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const end = Date.now() + timeoutMs
+    for (;;) {
+      const hit = this.logs().find((l) => re.test(String(l.msg)))
+      if (hit) return hit
+      if (Date.now() > end) throw new Error(`no log line matching ${re} within ${timeoutMs} ms; log:\n${this.out}\n${this.err}`)
+      await sleep(50)
+    }
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM')
+    return this.exited
+  }
+
+  async kill9(): Promise<void> {
+    this.proc.kill('SIGKILL')
+    await this.exited
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+/** Starts `tidemark agent` as the CLI would and waits until its socket answers. */
+export async function startAgent(
+  t: { teardown(fn: () => unknown): void },
+  args: { state: string; sock: string; volumes: Record<string, string>; captureLog?: string; extra?: string[] }
+): Promise<AgentProcess> {
+  const argv = [BIN, 'agent', '--state', args.state, '--nbd', `unix:${args.sock}`, '--stats-interval', '0']
+  for (const [n, p] of Object.entries(args.volumes)) argv.push('--volume', `${n}=${p}`)
+  if (args.captureLog) argv.push('--capture-log', args.captureLog)
+  argv.push(...(args.extra ?? []))
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const a = new AgentProcess(proc, args.sock)
+  t.teardown(() => a.stop())
+  const end = Date.now() + 30_000
+  while (!(await connectable(args.sock))) {
+    if (proc.exitCode !== null) throw new Error(`agent exited ${proc.exitCode}:\n${a.out}\n${a.err}`)
+    if (Date.now() > end) throw new Error(`agent did not listen on ${args.sock}:\n${a.out}\n${a.err}`)
+    await sleep(30)
+  }
+  return a
+}
+
+export function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
+}
+
+/** Reads a dirty map file (native/src/dirty_map.h): the set of dirty region indexes. */
+export function readDirtyMapFile(file: string): { regionSize: number; regions: Set<number> } {
+  const b = fs.readFileSync(file)
+  if (b.subarray(0, 8).toString() !== 'TMDIRTY1') throw new Error(`${file} is not a dirty map`)
+  const shift = b.readUInt32LE(12)
+  const count = Number(b.readBigUInt64LE(24))
+  const regions = new Set<number>()
+  for (let r = 0; r < count; r++) if (b[4096 + (r >> 3)] & (1 << (r & 7))) regions.add(r)
+  return { regionSize: 2 ** shift, regions }
+}
+
+/** Sector indexes (512 B) where two equal-sized files differ. */
+export function differingSectors(a: string, b: string): number[] {
+  const fa = fs.openSync(a, 'r')
+  const fb = fs.openSync(b, 'r')
+  const ba = Buffer.alloc(1 << 20)
+  const bb = Buffer.alloc(1 << 20)
+  const out: number[] = []
+  try {
+    for (let off = 0; ; off += ba.length) {
+      const na = fs.readSync(fa, ba, 0, ba.length, off)
+      const nb = fs.readSync(fb, bb, 0, bb.length, off)
+      if (na !== nb) throw new Error(`${a} and ${b} differ in size`)
+      if (na === 0) break
+      if (ba.subarray(0, na).equals(bb.subarray(0, nb))) continue
+      for (let s = 0; s < na; s += 512) {
+        if (!ba.subarray(s, s + 512).equals(bb.subarray(s, s + 512))) out.push((off + s) / 512)
+      }
+    }
+  } finally {
+    fs.closeSync(fa)
+    fs.closeSync(fb)
+  }
+  return out
+}
