@@ -159,7 +159,10 @@ export async function runAgent(argv: string[]): Promise<number> {
   try {
     agent = await Agent.start(opts)
   } catch (err) {
-    if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark agent: ${err.message}`)
+    if (err instanceof TidemarkError) {
+      // A setting the tap refuses is a usage error (exit 2); a volume it cannot open is not.
+      throw new TidemarkError(err.code === 'TAP_INVALID_ARGUMENT' ? 'USAGE' : err.code, `tidemark agent: ${err.message}`)
+    }
     throw err
   }
   await new Promise<void>((resolve) => {
