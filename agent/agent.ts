@@ -69,6 +69,9 @@ export class Agent {
       {
         nbd: opts.nbd.unix ? `unix:${opts.nbd.unix}` : `tcp:${opts.nbd.tcp?.host}:${tap.tcpPort}`,
         volumes: tap.stats().map((s) => ({ name: s.name, size: s.size, mode: s.mode, dirtyRegions: s.dirtyRegions })),
+        try: opts.nbd.unix
+          ? `qemu-io -f raw -c 'write -P 0xab 0 64k' 'nbd+unix:///${opts.volumes[0].name}?socket=${opts.nbd.unix}'`
+          : undefined,
         sink: opts.captureLogDir ? `capture log in ${opts.captureLogDir}` : 'none (records are counted and acknowledged)',
       },
       'serving'

@@ -11,6 +11,7 @@ export const AGENT_HELP = `Usage:
                  [--group NAME] [--buffer SIZE] [--capture-log DIR] [--stats-interval SECONDS]
                  [--log-level LEVEL]
   tidemark agent --config FILE
+  tidemark agent --demo
 
 Serves each volume as an NBD export (export name = volume name) and captures
 every write, trim and write-zeroes as change records at 512-byte sectors.
@@ -25,6 +26,9 @@ every write, trim and write-zeroes as change records at 512-byte sectors.
                        (the local sink until an appliance is configured)
   --stats-interval S   log counts every S seconds (default 10, 0 = never)
   --log-level LEVEL    trace, debug, info (default), warn, error
+  --demo               the embedded default: a 1 GiB sparse volume "demo" in ./.tidemark
+                       (created if missing), served on unix:./.tidemark/nbd.sock, records
+                       kept in a capture log in ./.tidemark/capture
   --config FILE        the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},
                        "group", "buffer", "captureLog", "statsInterval", "logLevel"}
 
@@ -43,6 +47,7 @@ const SPEC = {
   'stats-interval': { value: true },
   'log-level': { value: true },
   config: { value: true },
+  demo: {},
   appliance: { value: true },
   control: { value: true },
   throttle: { value: true },
@@ -104,7 +109,24 @@ export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: stri
     }
   }
   let s: Settings
-  if (a.has('config')) {
+  if (a.has('demo')) {
+    if (a.size > 1) throw usage('agent', '--demo cannot be combined with other options')
+    const home = path.resolve('.tidemark')
+    fs.mkdirSync(home, { recursive: true })
+    const img = path.join(home, 'demo.img')
+    if (!fs.existsSync(img)) {
+      const fd = fs.openSync(img, 'w')
+      fs.ftruncateSync(fd, 1024 ** 3)
+      fs.closeSync(fd)
+    }
+    s = {
+      state: path.join(home, 'state'),
+      nbd: `unix:${path.join(home, 'nbd.sock')}`,
+      volumes: [['demo', img]],
+      captureLog: path.join(home, 'capture'),
+      statsInterval: '10',
+    }
+  } else if (a.has('config')) {
     if (a.size > 1) throw usage('agent', '--config cannot be combined with other options')
     s = fromConfig(a.get('config')![0])
   } else {
