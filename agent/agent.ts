@@ -22,6 +22,7 @@ export interface AgentOptions {
 }
 
 const PULL_BYTES = 4 * 1024 * 1024
+const DRAIN_ON_STOP_MS = 10_000
 
 export class Agent {
   readonly tap: Tap
@@ -130,6 +131,13 @@ export class Agent {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.timer) clearInterval(this.timer)
+      // Serve no more, then let the consumers drain what was captured (and
+      // finish a resync in progress) so a clean stop leaves a clean dirty map.
+      await this.tap.stopServing()
+      const deadline = Date.now() + DRAIN_ON_STOP_MS
+      while (Date.now() < deadline && this.tap.stats().some((s) => s.ringRecords > 0 || s.mode === 'resyncing')) {
+        await new Promise((r) => setTimeout(r, 10))
+      }
       await this.tap.close()
       this.abort.abort()
       await Promise.all(this.loops)

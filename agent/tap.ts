@@ -262,6 +262,15 @@ export class Tap extends EventEmitter {
     return this.handle.stats()
   }
 
+  /**
+   * Stops serving NBD: no new connections, in-flight requests finish, then
+   * every connection closes. Captured records can still be pulled and acked.
+   */
+  async stopServing(): Promise<void> {
+    this.live()
+    await this.handle.stopServing()
+  }
+
   /** Stops listening, lets in-flight requests finish, closes the volumes. */
   async close(): Promise<void> {
     if (this.closed) return

@@ -55,6 +55,7 @@ export interface NativeTap {
   read(volume: number, offset: number, length: number): Promise<Buffer>
   stats(): NativeVolumeStats[]
   close(): Promise<void>
+  stopServing(): Promise<void>
   tcpPort(): number
   droppedEvents(): number
 }

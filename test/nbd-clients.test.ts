@@ -24,7 +24,8 @@ t.test('qemu-io writes at aligned and unaligned offsets read back through the ta
   await agent.stop()
   const stats = agent.logs().find((l) => l.msg === 'final stats')!
   t.equal(stats.writes, 4, 'four writes captured')
-  t.equal(stats.flushes, 1, 'the flush arrived as NBD FLUSH')
+  t.ok((stats.flushes as number) >= 1, 'the flush arrived as NBD FLUSH')
+  t.equal(stats.dirtyRegions, 0, 'a clean stop drains and acknowledges everything: the dirty map is clean')
   const replay = path.join(dir, 'initial.img')
   await replayCaptureLog(path.join(dir, 'cap', 'vol.tmcap'), replay)
   t.equal(sha256(replay), sha256(img), 'replaying the captured records reproduces the volume')

@@ -47,7 +47,8 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
                        {InstanceMethod("pull", &NativeTap::Pull), InstanceMethod("ack", &NativeTap::Ack),
                         InstanceMethod("mark", &NativeTap::Mark), InstanceMethod("dirty", &NativeTap::Dirty),
                         InstanceMethod("read", &NativeTap::Read), InstanceMethod("stats", &NativeTap::Stats),
-                        InstanceMethod("close", &NativeTap::Close), InstanceMethod("tcpPort", &NativeTap::TcpPort),
+                        InstanceMethod("close", &NativeTap::Close),
+                        InstanceMethod("stopServing", &NativeTap::StopServing), InstanceMethod("tcpPort", &NativeTap::TcpPort),
                         InstanceMethod("droppedEvents", &NativeTap::DroppedEvents)});
   }
 
@@ -252,6 +253,32 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
   }
   Napi::Value DroppedEvents(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), double(dropped_events_.load()));
+  }
+
+  class StopWorker : public Napi::AsyncWorker {
+   public:
+    StopWorker(Napi::Env env, Tap* t, Napi::ObjectReference keep)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), t_(t), keep_(std::move(keep)) {}
+    void Execute() override { t_->StopServing(); }
+    void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    Tap* t_;
+    Napi::ObjectReference keep_;
+  };
+
+  // stopServing() -> Promise: no new NBD connections; in-flight requests finish.
+  Napi::Value StopServing(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_ || !tap_) {
+      Fail(env, "TAP_CLOSED", "the tap is closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto* w = new StopWorker(env, tap_.get(), Napi::Persistent(Value()));
+    w->Queue();
+    return w->Promise();
   }
 
   class CloseWorker : public Napi::AsyncWorker {

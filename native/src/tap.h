@@ -38,6 +38,11 @@ class Tap {
   ~Tap() { Close(); }
 
   bool Open(const TapConfig& config, std::string* error);
+  // Stops accepting NBD connections and lets in-flight requests finish; the
+  // volumes stay open so the consumer can drain what was captured.
+  void StopServing() {
+    if (server_) server_->Stop();
+  }
   void Close();
 
   int tcp_port() const { return tcp_port_; }
