@@ -20,7 +20,7 @@ t.test('fio randwrite with crc32c verify over 4 connections, then replay is byte
     '--name=verify', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
     '--numjobs=4', '--size=16M', '--offset_increment=16M', '--verify=crc32c', '--do_verify=1',
     '--verify_fatal=1', '--group_reporting', '--output-format=json',
-  ])
+  ], { cwd: dir })
   const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0]
   t.equal(job.error, 0, 'fio reports no error (verification passed)')
   t.ok(job.write.total_ios >= 16384, `fio wrote ${job.write.total_ios} blocks`)
