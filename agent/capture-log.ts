@@ -13,8 +13,8 @@
 // frame whose checksum does not match is corruption, reported with its offset.
 import fs from 'node:fs'
 import xxhash from 'xxhash-wasm'
-import { TidemarkError } from './errors'
-import { RecordBatch, RecordKind, SECTOR_SIZE } from './record-batch'
+import { TidemarkError } from '../proto/errors'
+import { RecordBatch, RecordKind, SECTOR_SIZE } from '../native/record-batch'
 
 const FILE_MAGIC = Buffer.from('TMCAPLG1')
 const FILE_HEADER = 16

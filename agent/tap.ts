@@ -9,8 +9,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats } from '../native/index'
-import { TidemarkError } from './errors'
-import { RecordBatch } from './record-batch'
+import { TidemarkError } from '../proto/errors'
+import { RecordBatch } from '../native/record-batch'
 
 export interface TapVolume {
   name: string

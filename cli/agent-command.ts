@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import pino from 'pino'
 import { Agent, type AgentOptions } from '../agent/agent'
-import { TidemarkError } from '../agent/errors'
+import { TidemarkError } from '../proto/errors'
 import { parseArgs, parseEndpoint, parseSize, usage } from './args'
 
 export const AGENT_HELP = `Usage:

@@ -1,6 +1,6 @@
 // Command-line parsing shared by every tidemark command: --flag VALUE,
 // --flag=VALUE, repeatable flags, booleans; one clear line on any mistake.
-import { TidemarkError } from '../agent/errors'
+import { TidemarkError } from '../proto/errors'
 
 export interface FlagSpec {
   /** takes a value (else boolean) */

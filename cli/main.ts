@@ -1,5 +1,5 @@
 // The tidemark command: dispatches to one module per command.
-import { TidemarkError } from '../agent/errors'
+import { TidemarkError } from '../proto/errors'
 import { runAgent } from './agent-command'
 
 const HELP = `tidemark: continuous data protection for block volumes

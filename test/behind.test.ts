@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { RecordKind, SECTOR_SIZE } from '../agent/record-batch'
+import { RecordKind, SECTOR_SIZE } from '../native/record-batch'
 import { Tap } from '../agent/tap'
 import { makeImage, must, nbdUri, sha256, sleep, tmpdir } from './helpers'
 

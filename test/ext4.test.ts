@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { replayCaptureLog, scanCaptureLog } from '../agent/capture-log'
-import { RecordKind } from '../agent/record-batch'
+import { RecordKind } from '../native/record-batch'
 import { makeImage, must, nbdUri, run, sha256, sleep, startAgent, tmpdir } from './helpers'
 
 const MiB = 1024 * 1024

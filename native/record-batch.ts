@@ -1,8 +1,10 @@
-// A batch of change records as the native tap hands them over: one Buffer of
+// A batch of change records as the native tap hands them over (and as they
+// travel in a ChangeBatch payload): one Buffer of
 // records, each a 32-byte little-endian header and its sector data. The layout
 // is defined in native/src/record.h; this file is its only reader in
 // TypeScript. Reading a batch allocates no object per record: forEach hands
-// the same cursor to the callback each time.
+// the same cursor to the callback each time. Seqs never go back; pieces of one
+// captured write that MicroScan split share its seq.
 
 export const SECTOR_SIZE = 512
 export const RECORD_HEADER_SIZE = 32
@@ -74,7 +76,7 @@ export class RecordBatch {
       if (off + RECORD_HEADER_SIZE > buffer.length) throw new Error(`truncated record header at byte ${off}`)
       const seq = Number(buffer.readBigUInt64LE(off))
       if (n === 0) first = seq
-      else if (seq <= last) throw new Error(`record seq ${seq} at byte ${off} does not follow ${last}`)
+      else if (seq < last) throw new Error(`record seq ${seq} at byte ${off} goes back from ${last}`)
       last = seq
       const len = buffer.readUInt32LE(off + 24)
       off += RECORD_HEADER_SIZE + len

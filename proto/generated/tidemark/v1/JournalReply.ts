@@ -1,0 +1,10 @@
+// Original file: proto/tidemark/v1/admin.proto
+
+
+export interface JournalReply {
+  'json'?: (string);
+}
+
+export interface JournalReply__Output {
+  'json': (string);
+}
