@@ -62,3 +62,23 @@ export function parseEndpoint(s: string, what: string, command: string): Endpoin
   }
   throw usage(command, `${what} '${s}' must be unix:PATH or tcp:HOST:PORT`)
 }
+
+/** HOST:PORT ([v6]:PORT too) */
+export function parseHostPort(s: string, what: string, command: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(s)
+  if (!m || Number(m[2]) > 65535) throw usage(command, `${what} '${s}' must be HOST:PORT`)
+  return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) }
+}
+
+/** The three TLS flags: all or none. */
+export function parseTlsFlags(
+  get: (name: string) => string | undefined,
+  command: string
+): { cert: string; key: string; ca: string } | undefined {
+  const cert = get('tls-cert')
+  const key = get('tls-key')
+  const ca = get('tls-ca')
+  if (!cert && !key && !ca) return undefined
+  if (!cert || !key || !ca) throw usage(command, 'mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca')
+  return { cert, key, ca }
+}

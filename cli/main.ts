@@ -1,6 +1,9 @@
 // The tidemark command: dispatches to one module per command.
 import { TidemarkError } from '../proto/errors'
 import { runAgent } from './agent-command'
+import { runAppliance } from './appliance-command'
+import { runJournal, runStats } from './inspect-commands'
+import { runRestore } from './restore-command'
 
 const HELP = `tidemark: continuous data protection for block volumes
 
@@ -8,15 +11,15 @@ Usage: tidemark COMMAND [options]   (tidemark COMMAND --help for each)
 
 Commands:
   agent      serve protected volumes over NBD and capture every write
-  appliance  the recovery-site journal (not in this build yet)
+  appliance  the recovery-site journal that agents replicate to
+  restore    write a byte-exact image of a volume at a point
+  journal    inspect an appliance's journal: ls, show, verify
+  stats      an appliance's counters per volume
   timemark   create and list TimeMarks (not in this build yet)
-  restore    write an image of a volume at a point in time (not in this build yet)
   timeview   serve a volume at a point in time over NBD (not in this build yet)
-  journal    inspect an appliance's journal (not in this build yet)
-  stats      an appliance's counters (not in this build yet)
 `
 
-const LATER = new Set(['appliance', 'timemark', 'restore', 'timeview', 'journal', 'stats'])
+const LATER = new Set(['timemark', 'timeview'])
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
@@ -25,12 +28,16 @@ export async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2
   }
   if (cmd === 'agent') return runAgent(rest)
+  if (cmd === 'appliance') return runAppliance(rest)
+  if (cmd === 'restore') return runRestore(rest)
+  if (cmd === 'stats') return runStats(rest)
+  if (cmd === 'journal') return runJournal(rest)
   if (LATER.has(cmd)) {
     if (rest.includes('--help')) {
       process.stdout.write(`tidemark ${cmd}: not in this build yet; see tidemark --help\n`)
       return 0
     }
-    throw new TidemarkError('USAGE', `tidemark ${cmd}: not in this build yet (it comes with replication to an appliance)`)
+    throw new TidemarkError('USAGE', `tidemark ${cmd}: not in this build yet (it comes with TimeMarks and TimeViews)`)
   }
   throw new TidemarkError('USAGE', `tidemark: unknown command '${cmd}' (see tidemark --help)`)
 }

@@ -205,3 +205,83 @@ export function differingSectors(a: string, b: string): number[] {
   }
   return out
 }
+
+export class ApplianceProcess {
+  readonly proc: ChildProcess
+  out = ''
+  err = ''
+  port = 0
+  exited: Promise<number | null>
+
+  constructor(proc: ChildProcess) {
+    this.proc = proc
+    proc.stdout!.on('data', (d) => (this.out += d))
+    proc.stderr!.on('data', (d) => (this.err += d))
+    this.exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)))
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`
+  }
+
+  logs(): Array<Record<string, unknown>> {
+    return this.out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l))
+  }
+
+  async waitForLog(re: RegExp, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const end = Date.now() + timeoutMs
+    for (;;) {
+      const hit = this.logs().find((l) => re.test(String(l.msg)))
+      if (hit) return hit
+      if (Date.now() > end) throw new Error(`no appliance log line matching ${re} within ${timeoutMs} ms; log:\n${this.out}\n${this.err}`)
+      await sleep(50)
+    }
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM')
+    return this.exited
+  }
+
+  async kill9(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL')
+    await this.exited
+  }
+}
+
+/**
+ * Starts `tidemark appliance` as the CLI would, on 127.0.0.1 (port 0 picks a
+ * free one unless `port` is given: a restart reuses the old port so agents
+ * find it again), and waits for its "listening on" line.
+ */
+export async function startAppliance(
+  t: { teardown(fn: () => unknown): void },
+  args: { data: string; port?: number; extra?: string[] }
+): Promise<ApplianceProcess> {
+  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `127.0.0.1:${args.port ?? 0}`, '--stats-interval', '0']
+  argv.push(...(args.extra ?? []))
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const a = new ApplianceProcess(proc)
+  t.teardown(() => a.stop())
+  const end = Date.now() + 30_000
+  for (;;) {
+    const m = /listening on [^\s]+:(\d+)/.exec(a.err)
+    if (m) {
+      a.port = Number(m[1])
+      return a
+    }
+    if (proc.exitCode !== null) throw new Error(`appliance exited ${proc.exitCode}:\n${a.out}\n${a.err}`)
+    if (Date.now() > end) throw new Error(`appliance did not start:\n${a.out}\n${a.err}`)
+    await sleep(30)
+  }
+}
+
+/** `tidemark restore ... --seq SEQ --out FILE`; returns the parsed --json result. */
+export async function restore(appliance: string, volume: string, seq: number | 'latest', out: string, extra: string[] = []): Promise<Record<string, unknown>> {
+  const r = await run(process.execPath, [BIN, 'restore', '--appliance', appliance, '--volume', volume, '--seq', String(seq), '--out', out, '--json', ...extra])
+  if (r.code !== 0) throw new Error(`restore exited ${r.code}: ${r.stderr}`)
+  return JSON.parse(r.stdout)
+}

@@ -1,0 +1,155 @@
+// The Admin service: restore, stats and journal inspection for the CLI.
+//
+// Restore streams the image of a volume at a point as extents that are not
+// all zero, in offset order, ~1 MiB each, respecting the client's flow
+// control (a slow disk at the client pauses the reads here, it never buffers
+// the volume in memory). The caller needs the same right to the volume as an
+// agent writing it.
+import * as grpc from '@grpc/grpc-js'
+import type { Logger } from 'pino'
+import { TidemarkError } from '../proto/errors'
+import type { ImageChunk } from '../proto/generated/tidemark/v1/ImageChunk'
+import type { JournalReply } from '../proto/generated/tidemark/v1/JournalReply'
+import type { JournalRequest__Output } from '../proto/generated/tidemark/v1/JournalRequest'
+import type { RestoreRequest__Output } from '../proto/generated/tidemark/v1/RestoreRequest'
+import type { StatsReply } from '../proto/generated/tidemark/v1/StatsReply'
+import type { StatsRequest__Output } from '../proto/generated/tidemark/v1/StatsRequest'
+import { adminProto } from '../proto/load'
+import type { Authorizer } from './authorizer'
+import type { ReplicationService } from './replication-service'
+import type { ApplianceStore } from './store'
+import type { VolumeStore } from './volume-store'
+
+const STATUS: Record<string, grpc.status> = {
+  UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
+  POINT_IN_FUTURE: grpc.status.OUT_OF_RANGE,
+  BAD_POINT: grpc.status.INVALID_ARGUMENT,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
+  JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
+}
+
+function toStatus(err: unknown): Partial<grpc.StatusObject> {
+  const e = err as { code?: string; message?: string }
+  const code = (e.code && STATUS[e.code]) ?? grpc.status.INTERNAL
+  return { code, details: e.code ? `${e.code}: ${e.message}` : String(e.message ?? err) }
+}
+
+export class AdminService {
+  constructor(
+    private readonly store: ApplianceStore,
+    private readonly replication: ReplicationService,
+    private readonly auth: Authorizer,
+    private readonly log: Logger,
+    private readonly applianceId: string,
+    private readonly startedAt = new Date()
+  ) {}
+
+  addToServer(server: grpc.Server): void {
+    server.addService(adminProto.Admin.service, {
+      restore: (call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>) => {
+        this.restore(call).catch((err) => {
+          this.log.warn({ volume: call.request.volume, err: (err as Error).message }, 'restore failed')
+          call.emit('error', toStatus(err))
+        })
+      },
+      stats: (call: grpc.ServerUnaryCall<StatsRequest__Output, StatsReply>, cb: grpc.sendUnaryData<StatsReply>) => {
+        try {
+          cb(null, { json: JSON.stringify(this.stats(call.request.volume, call)) })
+        } catch (err) {
+          cb(toStatus(err))
+        }
+      },
+      journal: (call: grpc.ServerUnaryCall<JournalRequest__Output, JournalReply>, cb: grpc.sendUnaryData<JournalReply>) => {
+        this.journal(call).then(
+          (j) => cb(null, { json: JSON.stringify(j) }),
+          (err) => cb(toStatus(err))
+        )
+      },
+    })
+  }
+
+  private volume(name: string, caller: { getAuthContext(): grpc.AuthContext }): VolumeStore {
+    const v = this.store.get(name)
+    const who = this.auth.identity(caller)
+    if (this.auth.tls && !this.auth.mayWrite(who, name)) {
+      throw new TidemarkError('PERMISSION_DENIED', `certificate identity "${who}" may not read volume ${name}`)
+    }
+    if (!v) throw new TidemarkError('UNKNOWN_VOLUME', `no volume named ${JSON.stringify(name)} on this appliance`)
+    return v
+  }
+
+  private resolveSeq(v: VolumeStore, req: RestoreRequest__Output): number {
+    const p = req.point
+    if (!p || p.point === 'latest' || (p.point === undefined && !p.seq)) return v.durableSeq
+    if (p.point === 'seq') {
+      if (p.seq > v.durableSeq) {
+        throw new TidemarkError(
+          'POINT_IN_FUTURE',
+          `seq ${p.seq} of volume ${v.meta.name} is not durable here yet (the newest is ${v.durableSeq})`
+        )
+      }
+      return p.seq
+    }
+    throw new TidemarkError('BAD_POINT', 'give a point: a seq or latest')
+  }
+
+  private async restore(call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>): Promise<void> {
+    const v = this.volume(call.request.volume, call)
+    const seq = this.resolveSeq(v, call.request)
+    if (!v.fullSyncDone) {
+      this.log.warn({ volume: v.meta.name, seq }, 'restoring a volume whose initial copy is not complete')
+    }
+    let cancelled = false
+    call.on('cancelled', () => (cancelled = true))
+    const t0 = Date.now()
+    let bytes = 0
+    call.write({ offset: 0, data: Buffer.alloc(0), volumeSize: v.meta.size, seq, scanned: 0 })
+    for await (const e of v.extents(seq)) {
+      if (cancelled) return
+      bytes += e.data.length
+      if (!call.write({ offset: e.offset, data: e.data, volumeSize: 0, seq: 0, scanned: e.offset + e.data.length })) {
+        await new Promise<void>((resolve) => {
+          const go = (): void => {
+            call.off('cancelled', go)
+            call.off('drain', go)
+            resolve()
+          }
+          call.once('drain', go)
+          call.once('cancelled', go)
+        })
+      }
+    }
+    call.end()
+    this.log.info({ volume: v.meta.name, seq, bytes, ms: Date.now() - t0 }, 'restore served')
+  }
+
+  private stats(name: string, caller: { getAuthContext(): grpc.AuthContext }): Record<string, unknown> {
+    const vols = name ? [this.volume(name, caller)] : this.store.volumes()
+    const streams = this.replication.info()
+    return {
+      appliance: {
+        id: this.applianceId,
+        startedAt: this.startedAt.toISOString(),
+        streams: streams.length,
+        rejected: this.replication.rejected,
+      },
+      volumes: vols.map((v) => ({
+        name: v.meta.name,
+        ...v.stats(),
+        agent: streams.find((s) => s.volume === v.meta.name) ?? null,
+      })),
+    }
+  }
+
+  private async journal(call: grpc.ServerUnaryCall<JournalRequest__Output, JournalReply>): Promise<unknown> {
+    const r = call.request
+    const vols = r.volume ? [this.volume(r.volume, call)] : this.store.volumes()
+    const out: Record<string, unknown> = {}
+    for (const v of vols) {
+      if (r.action === 'SHOW') out[v.meta.name] = await v.show(r.fromSeq, r.limit || 100)
+      else if (r.action === 'VERIFY') out[v.meta.name] = await v.verify()
+      else out[v.meta.name] = await v.journal()
+    }
+    return out
+  }
+}

@@ -1,0 +1,160 @@
+// `tidemark appliance`: the recovery-site daemon. Opens (and recovers) the
+// store under --data, serves Replication and Admin on one gRPC listener, and
+// logs counts now and then. Without TLS it listens on loopback only, unless
+// told --insecure: an appliance reachable from the network without mutual TLS
+// would journal whatever anyone sends it.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import * as grpc from '@grpc/grpc-js'
+import type { Logger } from 'pino'
+import { TidemarkError } from '../proto/errors'
+import { MAX_MESSAGE_BYTES } from '../proto/load'
+import { initHash } from '../proto/hash'
+import { AdminService } from './admin-service'
+import { Authorizer, type AllowList } from './authorizer'
+import { ReplicationService } from './replication-service'
+import { ApplianceStore } from './store'
+
+export interface ApplianceOptions {
+  dataDir: string
+  listen: { host: string; port: number }
+  tls?: { cert: string; key: string; ca: string }
+  insecure?: boolean
+  allow?: AllowList | null
+  segmentBytes?: number
+  statsIntervalMs?: number
+  logger: Logger
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true
+  if (net.isIPv4(host)) return host.startsWith('127.')
+  if (net.isIPv6(host)) return host === '::1' || host === '0:0:0:0:0:0:0:1'
+  return false
+}
+
+/** The appliance's id: made once, kept in DATA/appliance-id. */
+function applianceId(dataDir: string): string {
+  const file = path.join(dataDir, 'appliance-id')
+  try {
+    return fs.readFileSync(file, 'utf8').trim()
+  } catch {
+    const id = crypto.randomUUID()
+    fs.writeFileSync(`${file}.tmp`, `${id}\n`)
+    fs.renameSync(`${file}.tmp`, file)
+    return id
+  }
+}
+
+export class Appliance {
+  readonly port: number
+  private timer: NodeJS.Timeout | null = null
+  private stopping: Promise<void> | null = null
+
+  private constructor(
+    private readonly server: grpc.Server,
+    readonly store: ApplianceStore,
+    readonly replication: ReplicationService,
+    private readonly log: Logger,
+    port: number
+  ) {
+    this.port = port
+  }
+
+  static async start(opts: ApplianceOptions): Promise<Appliance> {
+    const log = opts.logger
+    if (!opts.tls && !opts.insecure && !isLoopback(opts.listen.host)) {
+      throw new TidemarkError(
+        'USAGE',
+        `refusing to listen on ${opts.listen.host} without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure`
+      )
+    }
+    let creds: grpc.ServerCredentials
+    if (opts.tls) {
+      const read = (f: string, what: string): Buffer => {
+        try {
+          return fs.readFileSync(f)
+        } catch (err) {
+          throw new TidemarkError('USAGE', `cannot read ${what} ${f}: ${(err as Error).message}`)
+        }
+      }
+      creds = grpc.ServerCredentials.createSsl(
+        read(opts.tls.ca, '--tls-ca'),
+        [{ cert_chain: read(opts.tls.cert, '--tls-cert'), private_key: read(opts.tls.key, '--tls-key') }],
+        true
+      )
+    } else {
+      creds = grpc.ServerCredentials.createInsecure()
+    }
+    fs.mkdirSync(opts.dataDir, { recursive: true })
+    await initHash()
+    const id = applianceId(opts.dataDir)
+    const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes })
+    const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
+    const replication = new ReplicationService(store, auth, log, id)
+    const admin = new AdminService(store, replication, auth, log, id)
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    })
+    replication.addToServer(server)
+    admin.addToServer(server)
+    const host = opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host
+    let port: number
+    try {
+      port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(`${host}:${opts.listen.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
+      )
+    } catch (err) {
+      await store.close()
+      throw new TidemarkError('LISTEN_FAILED', `cannot listen on ${host}:${opts.listen.port}: ${(err as Error).message}`)
+    }
+    const a = new Appliance(server, store, replication, log, port)
+    log.info(
+      {
+        listen: `${host}:${port}`,
+        data: opts.dataDir,
+        tls: !!opts.tls,
+        allowList: opts.allow ? Object.fromEntries(opts.allow) : null,
+        volumes: store.volumes().map((v) => ({ name: v.meta.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
+      },
+      'appliance listening'
+    )
+    const every = opts.statsIntervalMs ?? 10_000
+    if (every > 0) {
+      a.timer = setInterval(() => a.logStats('stats'), every)
+      a.timer.unref()
+    }
+    return a
+  }
+
+  private logStats(msg: string): void {
+    for (const v of this.store.volumes()) this.log.info({ volume: v.meta.name, ...v.stats() }, msg)
+    if (Object.keys(this.replication.rejected).length) this.log.info({ rejected: this.replication.rejected }, `${msg}: rejections`)
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      if (this.timer) clearInterval(this.timer)
+      this.replication.closeAll()
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          this.server.forceShutdown()
+          resolve()
+        }, 5000)
+        this.server.tryShutdown(() => {
+          clearTimeout(t)
+          resolve()
+        })
+      })
+      this.logStats('final stats')
+      await this.store.close()
+    })()
+    return this.stopping
+  }
+}

@@ -1,0 +1,306 @@
+// The Replication service: one bidirectional stream per protected volume.
+//
+// A stream is a small state machine: it waits for a Hello, checks that the
+// caller may write the volume, attaches it in the store (which decides
+// whether the agent must copy the whole volume) and answers a Welcome. Then
+// every ChangeBatch is decoded (LZ4, xxh64) and handed to the volume store,
+// which validates the records, journals them and resolves once they are
+// durable; the durable seq goes back as an Ack. Appends are issued in arrival
+// order and may overlap (the store group-commits them), so a fast agent keeps
+// several batches in flight; past MAX_PENDING_BYTES the stream is paused,
+// which is gRPC flow control pushing back on the agent.
+//
+// Bad input ends the stream with a status that says what and why; nothing of
+// the offending batch reaches the journal, and the agent's other streams
+// (other volumes) go on. Every rejection is counted by code and logged.
+import * as grpc from '@grpc/grpc-js'
+import type { Logger } from 'pino'
+import { decodeBatch } from '../proto/change-batch'
+import { TidemarkError } from '../proto/errors'
+import type { AgentMessage__Output } from '../proto/generated/tidemark/v1/AgentMessage'
+import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceMessage'
+import { MAX_BATCH_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
+import type { Authorizer } from './authorizer'
+import type { ApplianceStore } from './store'
+import type { VolumeStore } from './volume-store'
+
+const MAX_PENDING_BYTES = 64 * 1024 * 1024
+const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/
+
+type Call = grpc.ServerDuplexStream<AgentMessage__Output, ApplianceMessage>
+
+/** The gRPC status for each error code a stream can end with. */
+const STATUS: Record<string, grpc.status> = {
+  BATCH_CHECKSUM: grpc.status.DATA_LOSS,
+  BATCH_CORRUPT: grpc.status.INVALID_ARGUMENT,
+  BATCH_TOO_LARGE: grpc.status.RESOURCE_EXHAUSTED,
+  SEQ_OUT_OF_ORDER: grpc.status.FAILED_PRECONDITION,
+  RECORD_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
+  RECORD_MALFORMED: grpc.status.INVALID_ARGUMENT,
+  PROTOCOL: grpc.status.INVALID_ARGUMENT,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
+  UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
+  JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
+}
+
+export interface StreamInfo {
+  volume: string
+  agentId: string
+  identity: string
+  peer: string
+  since: string
+  batches: number
+  lastAckMs: number
+}
+
+export class ReplicationService {
+  /** rejections by code, across every stream */
+  readonly rejected: Record<string, number> = {}
+  private readonly streams = new Map<Call, StreamInfo>()
+  /** the stream that owns each volume, and how to retire it */
+  private readonly active = new Map<string, { call: Call; retire: () => Promise<void> }>()
+
+  constructor(
+    private readonly store: ApplianceStore,
+    private readonly auth: Authorizer,
+    private readonly log: Logger,
+    private readonly applianceId: string
+  ) {}
+
+  addToServer(server: grpc.Server): void {
+    server.addService(replicationProto.Replication.service, {
+      replicate: (call: Call) => this.replicate(call),
+    })
+  }
+
+  info(): StreamInfo[] {
+    return [...this.streams.values()]
+  }
+
+  /** Ends every stream (the appliance is stopping); agents reconnect later. */
+  closeAll(): void {
+    for (const call of this.streams.keys()) {
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'the appliance is stopping' })
+    }
+  }
+
+  private reject(call: Call, err: unknown, ctx: Record<string, unknown>): void {
+    const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error)?.message ?? String(err))
+    this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
+    const code = STATUS[e.code] ?? grpc.status.INTERNAL
+    if (code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
+    else this.log.warn({ ...ctx, code: e.code }, `replication stream rejected: ${e.message}`)
+    call.emit('error', { code, details: `${e.code}: ${e.message}` })
+  }
+
+  private replicate(call: Call): void {
+    const peer = call.getPeer()
+    const identity = this.auth.identity(call)
+    let vol: VolumeStore | null = null
+    let info: StreamInfo | null = null
+    let done = false
+    let pendingBytes = 0
+    let paused = false
+    let attaching = false
+    // Every reply is ordered after the appends issued before it: acks and
+    // fingerprints chain on the same promise.
+    let tail: Promise<unknown> = Promise.resolve()
+    const queued: AgentMessage__Output[] = []
+    const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume })
+    const retire = async (): Promise<void> => {
+      if (!done) {
+        done = true
+        call.emit('error', { code: grpc.status.ABORTED, details: 'ABORTED: a newer stream from the agent replaced this one' })
+      }
+      await tail.catch(() => undefined)
+    }
+
+    const fail = (err: unknown): void => {
+      if (done) return
+      done = true
+      this.reject(call, err, ctx())
+    }
+    const send = (m: ApplianceMessage): void => {
+      if (!done) call.write(m)
+    }
+
+    const onHello = async (m: AgentMessage__Output): Promise<void> => {
+      const h = m.hello!
+      if (h.protocol !== PROTOCOL_VERSION) {
+        throw new TidemarkError('PROTOCOL', `protocol version ${h.protocol} is not supported (this appliance speaks ${PROTOCOL_VERSION})`)
+      }
+      if (!NAME_RE.test(h.volume)) throw new TidemarkError('PROTOCOL', `volume name ${JSON.stringify(h.volume)} is not valid`)
+      if (!h.generation || h.generation.length > 128) throw new TidemarkError('PROTOCOL', 'hello has no valid generation id')
+      if (!Number.isSafeInteger(h.size) || h.size <= 0 || h.size % 512 !== 0) {
+        throw new TidemarkError('PROTOCOL', `volume ${h.volume}: size ${h.size} is not a positive multiple of 512`)
+      }
+      const who = identity ?? h.agentId
+      if (!this.auth.mayWrite(who, h.volume)) {
+        throw new TidemarkError(
+          'PERMISSION_DENIED',
+          `${identity ? `certificate identity "${identity}"` : `agent "${h.agentId}"`} may not write volume ${h.volume}`
+        )
+      }
+      // One writer per volume. A newer stream wins: the agent reconnected
+      // (after a crash or a cut link) before the old stream's end reached us.
+      // The old one is ended and its appends settle before this one starts.
+      const other = this.active.get(h.volume)
+      if (other && other.call !== call) {
+        this.log.info({ ...ctx() }, 'a newer stream replaces the one replicating this volume')
+        await other.retire()
+      }
+      this.active.set(h.volume, { call, retire })
+      const { volume, fullSync } = await this.store.attach({
+        volume: h.volume,
+        generation: h.generation,
+        size: h.size,
+        group: h.group,
+        agentId: h.agentId,
+      })
+      vol = volume
+      info = {
+        volume: h.volume,
+        agentId: h.agentId,
+        identity: identity ?? '',
+        peer,
+        since: new Date().toISOString(),
+        batches: 0,
+        lastAckMs: 0,
+      }
+      this.streams.set(call, info)
+      this.log.info(
+        { ...ctx(), agentId: h.agentId, generation: h.generation, durableSeq: volume.durableSeq, fullSync },
+        'agent attached'
+      )
+      send({
+        welcome: {
+          durableSeq: volume.durableSeq,
+          generation: volume.meta.generation,
+          fullSync,
+          applianceId: this.applianceId,
+          maxBatchBytes: MAX_BATCH_BYTES,
+        },
+      })
+    }
+
+    const onBatch = (m: AgentMessage__Output): void => {
+      const b = m.batch!
+      const wireBytes = b.payload.length
+      const raw = decodeBatch(b)
+      const v = vol!
+      pendingBytes += raw.length
+      if (pendingBytes > MAX_PENDING_BYTES && !paused) {
+        paused = true
+        call.pause()
+      }
+      // Issued now, in arrival order; resolves when durable.
+      const appended = v.append(raw, {
+        firstSeq: b.firstSeq,
+        lastSeq: b.lastSeq,
+        recordCount: b.recordCount,
+        appBytes: b.appBytes,
+        changedBytes: b.changedBytes,
+        wireBytes,
+      })
+      // The store validates synchronously enough that a bad batch rejects
+      // this promise; nothing of it is journaled.
+      tail = Promise.all([tail, appended]).then(([, durable]) => {
+        pendingBytes -= raw.length
+        if (paused && pendingBytes <= MAX_PENDING_BYTES / 2) {
+          paused = false
+          call.resume()
+        }
+        info!.batches++
+        info!.lastAckMs = Date.now()
+        send({ ack: { durableSeq: durable as number } })
+      })
+      tail.catch(fail)
+    }
+
+    const onFingerprints = (m: AgentMessage__Output): void => {
+      const r = m.fingerprintRequest!
+      const v = vol!
+      const regions = r.regions
+      const max = Math.ceil(v.meta.size / 65536)
+      for (const region of regions) {
+        if (!Number.isSafeInteger(region) || region < 0 || region >= max) {
+          throw new TidemarkError('RECORD_OUT_OF_RANGE', `fingerprint request for region ${region}; volume ${v.meta.name} has ${max}`)
+        }
+      }
+      if (regions.length > 4096) throw new TidemarkError('PROTOCOL', `fingerprint request for ${regions.length} regions (at most 4096)`)
+      const fps = tail.then(() => v.fingerprints(regions))
+      tail = fps.then((buf) => send({ fingerprints: { id: r.id, regions, fingerprints: buf } }))
+      tail.catch(fail)
+    }
+
+    const onProgress = (m: AgentMessage__Output): void => {
+      const p = m.progress!
+      const v = vol!
+      if (p.regionsTotal > 0 && p.regionsDone >= p.regionsTotal && !v.fullSyncDone) {
+        tail = tail.then(async () => {
+          await v.markFullSyncDone()
+          this.log.info({ ...ctx(), durableSeq: v.durableSeq }, 'initial copy complete')
+        })
+        tail.catch(fail)
+      }
+    }
+
+    const handle = (m: AgentMessage__Output): void => {
+      if (done) return
+      try {
+        if (!vol) {
+          if (m.body !== 'hello') {
+            throw new TidemarkError('UNKNOWN_VOLUME', `a ${m.body ?? 'empty message'} before the hello: no volume is attached to this stream`)
+          }
+          if (attaching) throw new TidemarkError('PROTOCOL', 'a second hello on one stream')
+          attaching = true
+          call.pause()
+          onHello(m).then(
+            () => {
+              call.resume()
+              while (queued.length && !done) handle(queued.shift()!)
+            },
+            fail
+          )
+          return
+        }
+        switch (m.body) {
+          case 'batch':
+            return onBatch(m)
+          case 'fingerprintRequest':
+            return onFingerprints(m)
+          case 'progress':
+            return onProgress(m)
+          case 'hello':
+            throw new TidemarkError('PROTOCOL', 'a second hello on one stream')
+          default:
+            throw new TidemarkError('PROTOCOL', 'an empty message')
+        }
+      } catch (err) {
+        fail(err)
+      }
+    }
+
+    call.on('data', (m: AgentMessage__Output) => {
+      if (attaching && !vol) queued.push(m)
+      else handle(m)
+    })
+    const cleanup = (): void => {
+      done = true
+      this.streams.delete(call)
+      if (info && this.active.get(info.volume)?.call === call) this.active.delete(info.volume)
+    }
+    call.on('end', () => {
+      tail.then(
+        () => {
+          cleanup()
+          call.end()
+        },
+        () => cleanup()
+      )
+    })
+    call.on('cancelled', cleanup)
+    call.on('error', cleanup)
+    call.on('close', cleanup)
+  }
+}

@@ -1,0 +1,56 @@
+// A client of an appliance's Admin service, for the CLI commands.
+import fs from 'node:fs'
+import * as grpc from '@grpc/grpc-js'
+import { TidemarkError } from '../proto/errors'
+import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
+import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
+import { parseHostPort, parseTlsFlags, usage, type Parsed } from './args'
+
+export const CLIENT_FLAGS = {
+  appliance: { value: true },
+  'tls-cert': { value: true },
+  'tls-key': { value: true },
+  'tls-ca': { value: true },
+}
+
+export function adminClient(a: Parsed, command: string): AdminClient {
+  const ep = a.get('appliance')?.[0]
+  if (!ep) throw usage(command, '--appliance HOST:PORT is required')
+  const { host, port } = parseHostPort(ep, '--appliance', command)
+  const tls = parseTlsFlags((n) => a.get(n)?.[0], command)
+  let creds: grpc.ChannelCredentials
+  if (tls) {
+    const read = (f: string): Buffer => {
+      try {
+        return fs.readFileSync(f)
+      } catch (err) {
+        throw usage(command, `cannot read ${f}: ${(err as Error).message}`)
+      }
+    }
+    creds = grpc.credentials.createSsl(read(tls.ca), read(tls.key), read(tls.cert))
+  } else {
+    creds = grpc.credentials.createInsecure()
+  }
+  const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+  return new adminProto.Admin(target, creds, {
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  })
+}
+
+/** A gRPC error as one line: the appliance's own message when it sent one. */
+export function clientError(command: string, err: unknown): TidemarkError {
+  const e = err as grpc.ServiceError
+  const detail = e.details || e.message
+  const code = typeof e.code === 'number' ? grpc.status[e.code] : 'ERROR'
+  return new TidemarkError(code ?? 'ERROR', `tidemark ${command}: ${detail}`)
+}
+
+export function unary<Req, Res>(
+  fn: (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown,
+  req: Req
+): Promise<Res> {
+  return new Promise((resolve, reject) =>
+    fn(req, { deadline: Date.now() + 60_000 }, (err, res) => (err ? reject(err) : resolve(res!)))
+  )
+}

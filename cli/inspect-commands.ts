@@ -1,0 +1,117 @@
+// tidemark stats and tidemark journal: what an appliance holds, for people
+// (a table) and for scripts (--json).
+import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
+import { parseArgs, usage } from './args'
+
+export const STATS_HELP = `Usage:
+  tidemark stats --appliance HOST:PORT [--volume NAME] [--json] [--tls-cert F --tls-key F --tls-ca F]
+
+Per volume: durable seq, journal size, records, application bytes : changed-sector
+bytes : wire bytes (MicroScan and LZ4 at work), the agent attached, rejections.
+`
+
+export const JOURNAL_HELP = `Usage:
+  tidemark journal ls     --appliance HOST:PORT [--volume NAME] [--json]
+  tidemark journal show   --appliance HOST:PORT --volume NAME [--from SEQ] [--limit N] [--json]
+  tidemark journal verify --appliance HOST:PORT [--volume NAME] [--json]
+
+ls lists segments; show lists records from a seq; verify re-reads every
+segment, checks every checksum and the index, and exits 1 if anything is wrong.
+`
+
+const STATS_SPEC = { help: {}, ...CLIENT_FLAGS, volume: { value: true }, json: {} }
+const JOURNAL_SPEC = { ...STATS_SPEC, from: { value: true }, limit: { value: true } }
+
+function mb(n: unknown): string {
+  return typeof n === 'number' ? (n / 1e6).toFixed(1) : '-'
+}
+
+export async function runStats(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, STATS_SPEC, 'stats')
+  if (a.has('help')) {
+    process.stdout.write(STATS_HELP)
+    return 0
+  }
+  const client = adminClient(a, 'stats')
+  let json: string
+  try {
+    json = (await unary(client.stats.bind(client), { volume: a.get('volume')?.[0] ?? '' })).json
+  } catch (err) {
+    throw clientError('stats', err)
+  } finally {
+    client.close()
+  }
+  if (a.has('json')) {
+    process.stdout.write(`${json}\n`)
+    return 0
+  }
+  const s = JSON.parse(json) as { appliance: Record<string, unknown>; volumes: Array<Record<string, unknown>> }
+  const lines = [
+    `appliance ${s.appliance.id}: ${s.appliance.streams} agent streams, rejected ${JSON.stringify(s.appliance.rejected)}`,
+    '',
+    '| volume | durable seq | journal MB | records | app MB | changed MB | wire MB | full copy | agent |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for (const v of s.volumes) {
+    const agent = v.agent as { agentId?: string } | null
+    lines.push(
+      `| ${v.name} | ${v.durableSeq} | ${mb(v.journalBytes)} | ${v.records} | ${mb(v.appBytes)} | ${mb(v.changedBytes)} | ${mb(v.wireBytes)} | ${v.fullSyncDone ? 'done' : 'in progress'} | ${agent?.agentId ?? '-'} |`
+    )
+  }
+  process.stdout.write(`${lines.join('\n')}\n`)
+  return 0
+}
+
+export async function runJournal(argv: string[]): Promise<number> {
+  const [action, ...rest] = argv
+  if (!action || action === '--help') {
+    process.stdout.write(JOURNAL_HELP)
+    return action ? 0 : 2
+  }
+  const actions: Record<string, 'LS' | 'SHOW' | 'VERIFY'> = { ls: 'LS', show: 'SHOW', verify: 'VERIFY' }
+  if (!actions[action]) throw usage('journal', `unknown action '${action}' (ls, show or verify)`)
+  const a = parseArgs(rest, JOURNAL_SPEC, 'journal')
+  if (a.has('help')) {
+    process.stdout.write(JOURNAL_HELP)
+    return 0
+  }
+  const volume = a.get('volume')?.[0] ?? ''
+  if (action === 'show' && !volume) throw usage('journal', 'journal show needs --volume NAME')
+  const from = a.get('from')?.[0] ?? '0'
+  const limit = a.get('limit')?.[0] ?? '100'
+  if (!/^\d+$/.test(from)) throw usage('journal', `--from '${from}' must be a seq`)
+  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 100000) throw usage('journal', `--limit '${limit}' must be 1..100000`)
+  const client = adminClient(a, 'journal')
+  let json: string
+  try {
+    json = (await unary(client.journal.bind(client), { action: actions[action], volume, fromSeq: Number(from), limit: Number(limit) })).json
+  } catch (err) {
+    throw clientError('journal', err)
+  } finally {
+    client.close()
+  }
+  const r = JSON.parse(json) as Record<string, unknown>
+  let ok = true
+  if (action === 'verify') for (const v of Object.values(r)) ok &&= (v as { ok: boolean }).ok
+  if (a.has('json')) {
+    process.stdout.write(`${json}\n`)
+    return ok ? 0 : 1
+  }
+  for (const [name, v] of Object.entries(r)) {
+    if (action === 'verify') {
+      const x = v as { ok: boolean; records: number; bytes: number; problems: string[] }
+      process.stdout.write(`${name}: ${x.ok ? 'ok' : 'PROBLEMS'} (${x.records} records, ${x.bytes} bytes)\n`)
+      for (const p of x.problems) process.stdout.write(`  ${p}\n`)
+    } else if (action === 'ls') {
+      process.stdout.write(`${name}:\n`)
+      for (const s of v as Array<Record<string, unknown>>) {
+        process.stdout.write(`  ${s.segment}  ${s.bytes} bytes  ${s.records} records  seq ${s.firstSeq}..${s.lastSeq}\n`)
+      }
+    } else {
+      for (const x of v as Array<Record<string, unknown>>) {
+        process.stdout.write(`${x.seq}\t${x.kind}\tsector ${x.sector}\tcount ${x.count}\tflags ${x.flags}\t${x.segment}@${x.offset}\n`)
+      }
+    }
+  }
+  return ok ? 0 : 1
+}
