@@ -216,6 +216,30 @@ export class Tap extends EventEmitter {
   }
 
   /**
+   * Copies the volume from `region` (64 KiB regions) to its end through the
+   * resync machinery: every region there becomes stale and comes back as a
+   * RESYNC record whose seq orders it exactly among the application's writes.
+   * The initial copy calls it with 0, a resumed copy with where it got to.
+   * Returns the number of regions newly marked.
+   */
+  resyncFrom(volume: string | number, region: number): number {
+    this.live()
+    const i = this.volumeIndex(volume)
+    const regions = Math.ceil(this.sizes[i] / REGION_SIZE)
+    if (!Number.isSafeInteger(region) || region < 0 || region > regions) {
+      throw new TidemarkError('TAP_INVALID_ARGUMENT', `region ${region} is outside volume ${this.volumes[i]} (${regions} regions)`)
+    }
+    return this.handle.resyncFrom(i, region)
+  }
+
+  /** Never hand out a seq at or below floor (for the volume's whole group). */
+  raiseSeq(volume: string | number, floor: number): void {
+    this.live()
+    if (!Number.isSafeInteger(floor) || floor < 0) throw new TidemarkError('TAP_INVALID_ARGUMENT', `bad seq ${floor}`)
+    this.handle.raiseSeq(this.volumeIndex(volume), floor)
+  }
+
+  /**
    * A barrier: every write acknowledged to a client before this call has a
    * seq at or below the returned one; every later write is above it.
    */

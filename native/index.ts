@@ -32,6 +32,10 @@ export interface NativeVolumeStats {
   staleRegions: number
   regions: number
   regionSize: number
+  /** the next region the resync (or the initial copy) looks at */
+  resyncCursor: number
+  /** the newest seq of a change to this volume (a group's other volumes excluded) */
+  volumeSeq: number
   mode: 'normal' | 'behind' | 'resyncing'
 }
 
@@ -58,6 +62,8 @@ export interface NativeTap {
   stopServing(): Promise<void>
   tcpPort(): number
   droppedEvents(): number
+  resyncFrom(volume: number, region: number): number
+  raiseSeq(volume: number, floor: number): void
 }
 
 export interface NativeModule {

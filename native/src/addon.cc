@@ -49,7 +49,9 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
                         InstanceMethod("read", &NativeTap::Read), InstanceMethod("stats", &NativeTap::Stats),
                         InstanceMethod("close", &NativeTap::Close),
                         InstanceMethod("stopServing", &NativeTap::StopServing), InstanceMethod("tcpPort", &NativeTap::TcpPort),
-                        InstanceMethod("droppedEvents", &NativeTap::DroppedEvents)});
+                        InstanceMethod("droppedEvents", &NativeTap::DroppedEvents),
+                        InstanceMethod("resyncFrom", &NativeTap::ResyncFrom),
+                        InstanceMethod("raiseSeq", &NativeTap::RaiseSeq)});
   }
 
   // new NativeTap(config, onEvent(type, volume, level, message))
@@ -148,6 +150,31 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
     return info.Env().Undefined();
   }
 
+  // resyncFrom(volume, region) -> number of regions newly marked stale
+  Napi::Value ResyncFrom(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (!v) return info.Env().Undefined();
+    if (info.Length() < 2 || !info[1].IsNumber() || info[1].As<Napi::Number>().Int64Value() < 0) {
+      Fail(info.Env(), "TAP_INVALID_ARGUMENT", "resyncFrom(volume, region) needs a region number")
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    const uint64_t r = uint64_t(info[1].As<Napi::Number>().Int64Value());
+    return Napi::Number::New(info.Env(), double(v->ResyncFrom(r)));
+  }
+
+  // raiseSeq(volume, floor): never hand out a seq at or below floor (shared by the volume's group)
+  Napi::Value RaiseSeq(const Napi::CallbackInfo& info) {
+    Volume* v = Vol(info);
+    if (!v) return info.Env().Undefined();
+    if (info.Length() < 2 || !info[1].IsNumber() || info[1].As<Napi::Number>().Int64Value() < 0) {
+      Fail(info.Env(), "TAP_INVALID_ARGUMENT", "raiseSeq(volume, floor) needs a seq").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    v->RaiseSeq(uint64_t(info[1].As<Napi::Number>().Int64Value()));
+    return info.Env().Undefined();
+  }
+
   Napi::Value Mark(const Napi::CallbackInfo& info) {
     Volume* v = Vol(info);
     if (!v) return info.Env().Undefined();
@@ -242,6 +269,8 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       n("staleRegions", s.stale_regions);
       n("regions", s.regions);
       n("regionSize", tidemark::kRegionSize);
+      n("resyncCursor", s.resync_cursor);
+      n("volumeSeq", s.volume_seq);
       o.Set("mode", s.mode == 0 ? "normal" : s.mode == 1 ? "behind" : "resyncing");
       out.Set(uint32_t(i), o);
     }

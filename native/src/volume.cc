@@ -224,23 +224,31 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
   const uint64_t end = offset + length;
   const uint64_t first = offset >> kSectorShift;
   const uint64_t last = (end + kSectorSize - 1) >> kSectorShift;
-  const uint32_t count = uint32_t(last - first);
   {
     std::lock_guard<std::mutex> lk(mu_);
-    SetDirtyBits(first, count);
+    SetDirtyBits(first, last - first);
     if (!PwriteFull(fd_, data, length, offset)) return IoError("write", errno);
-    const uint64_t seq = seq_->Next();
-    MarkDirty(first, count, seq);
-    uint8_t* d = BeginRecord(seq, first, count, kRecordWrite, fua ? kRecordFlagFua : 0, count << kSectorShift);
-    if (d) {
+    // One record per kMaxRecordSectors piece, each with its own seq (the
+    // client has not been answered yet, so a point between pieces is as
+    // valid as any other).
+    for (uint64_t ps = first; ps < last; ps += kMaxRecordSectors) {
+      const uint64_t pe = std::min<uint64_t>(last, ps + kMaxRecordSectors);
+      const uint32_t count = uint32_t(pe - ps);
+      const uint64_t seq = seq_->Next();
+      volume_seq_.store(seq, std::memory_order_relaxed);
+      MarkDirty(ps, count, seq);
+      uint8_t* d = BeginRecord(seq, ps, count, kRecordWrite, fua ? kRecordFlagFua : 0, count << kSectorShift);
+      if (!d) continue;
       // An unaligned write is widened to whole sectors with the current bytes
       // of its edge sectors (read after the write, under the lock).
-      const uint64_t head = offset - (first << kSectorShift);
-      const uint64_t tail = (last << kSectorShift) - end;
+      const uint64_t lo_b = ps << kSectorShift;
+      const uint64_t hi_b = pe << kSectorShift;
+      const uint64_t lo = std::max(lo_b, offset);
+      const uint64_t hi = std::min(hi_b, end);
       bool ok = true;
-      if (head) ok = PreadFull(fd_, d, head, first << kSectorShift);
-      std::memcpy(d + head, data, length);
-      if (tail && ok) ok = PreadFull(fd_, d + head + length, tail, end);
+      if (lo > lo_b) ok = PreadFull(fd_, d, lo - lo_b, lo_b);
+      std::memcpy(d + (lo - lo_b), data + (lo - offset), hi - lo);
+      if (ok && hi < hi_b) ok = PreadFull(fd_, d + (hi - lo_b), hi_b - hi, hi);
       if (!ok) {
         // The record would lie about its edges: keep the region for resync instead.
         const int err = errno;
@@ -281,6 +289,7 @@ uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t k
       }
     }
     const uint64_t seq = seq_->Next();
+    volume_seq_.store(seq, std::memory_order_relaxed);
     MarkDirty(first, count, seq);
     if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord();
   }
@@ -322,6 +331,7 @@ uint32_t Volume::Flush() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     const uint64_t seq = seq_->Next();
+    volume_seq_.store(seq, std::memory_order_relaxed);
     if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord();
   }
   flushes_.fetch_add(1, std::memory_order_relaxed);
@@ -383,6 +393,7 @@ bool Volume::ResyncStep() {
   stale_[r >> 6] &= ~(uint64_t(1) << (r & 63));
   stale_count_--;
   const uint64_t seq = seq_->Next();
+  volume_seq_.store(seq, std::memory_order_relaxed);
   dirty_.Set(r);
   last_seq_[r] = seq;
   pending_.emplace_back(seq, r);
@@ -396,6 +407,36 @@ bool Volume::ResyncStep() {
     log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
   }
   return true;
+}
+
+uint64_t Volume::ResyncFrom(uint64_t region) {
+  uint64_t marked = 0;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const uint64_t regions = dirty_.regions();
+    if (region >= regions) return 0;
+    // Word at a time: a 1 TiB volume has 16 M regions, and writers wait on mu_.
+    uint64_t r = region;
+    const uint64_t before = stale_count_;
+    for (; r < regions && (r & 63); r++) SetStale(r);
+    for (; r + 64 <= regions; r += 64) {
+      uint64_t& w = stale_[r >> 6];
+      stale_count_ += uint64_t(64 - __builtin_popcountll(w));
+      w = ~uint64_t(0);
+    }
+    for (; r < regions; r++) SetStale(r);
+    marked = stale_count_ - before;
+    resync_cursor_ = region;
+    // Behind: the next pull starts the resync. Resyncing: it goes on from the
+    // new cursor. Normal: start now; the ring keeps what it holds.
+    Mode m = Mode::kNormal;
+    wake = mode_.compare_exchange_strong(m, Mode::kResyncing);
+  }
+  log_(kLogInfo, "volume " + config_.name + ": copying regions " + Num(region) + ".." + Num(dirty_.regions() - 1) +
+                     " (" + Num(marked) + " newly stale) as RESYNC records");
+  if (wake && wake_resync_) wake_resync_();
+  return marked;
 }
 
 void Volume::Ack(uint64_t seq) {
@@ -445,7 +486,9 @@ VolumeStats Volume::Stats() {
     s.dirty_regions = dirty_.count();
     s.stale_regions = stale_count_;
     s.regions = dirty_.regions();
+    s.resync_cursor = resync_cursor_;
   }
+  s.volume_seq = volume_seq_;
   {
     std::lock_guard<std::mutex> lk(ring_mu_);
     s.ring_used = ring_.used();

@@ -19,6 +19,16 @@
 //              volume is normal again.
 // After a restart every region the persistent map names is stale, so a crash
 // costs a resync of those regions, never a full copy.
+//
+// The initial copy of a volume uses the same machinery: ResyncFrom(r) marks
+// every region from r to the end stale, and the resync thread emits them as
+// RESYNC records with seqs assigned under the lock, so replaying in seq order
+// is exact while the application keeps writing. The stale bits of a copy are
+// not written to the dirty map (it would name the whole volume); the agent
+// keeps the copy's progress itself and calls ResyncFrom again after a restart.
+//
+// A write larger than kMaxRecordSectors becomes several records with
+// consecutive seqs, so no record is larger than a ChangeBatch may be.
 #pragma once
 
 #include <atomic>
@@ -50,6 +60,9 @@ struct VolumeConfig {
   bool read_only = false;
 };
 
+// The largest record's data: 1 MiB (2048 sectors). Larger writes are split.
+constexpr uint32_t kMaxRecordSectors = 2048;
+
 enum class Mode : int { kNormal = 0, kBehind = 1, kResyncing = 2 };
 
 struct VolumeStats {
@@ -60,6 +73,8 @@ struct VolumeStats {
   uint64_t last_seq, acked_seq;
   uint64_t ring_used, ring_capacity, ring_records;
   uint64_t dirty_regions, stale_regions, regions;
+  uint64_t resync_cursor;  // the next region the resync looks at
+  uint64_t volume_seq;     // the newest seq of a change to this volume (not its group)
   int mode;
 };
 
@@ -101,6 +116,13 @@ class Volume {
   // do or no room.
   bool ResyncStep();
   bool wants_resync() const { return mode_.load() == Mode::kResyncing; }
+
+  // Marks every region from `region` to the end stale and starts resyncing
+  // there (the initial copy, or a copy resumed after a restart). Returns the
+  // number of regions it marked. Wakes the resync thread if it was idle.
+  uint64_t ResyncFrom(uint64_t region);
+  // Never hand out a seq at or below floor (the appliance holds a higher one).
+  void RaiseSeq(uint64_t floor) { seq_->Raise(floor); }
 
   void CountRejected() { rejected_++; }
   void CountConnection(int delta) {
@@ -153,6 +175,7 @@ class Volume {
   std::atomic<uint64_t> resync_records_{0}, behind_events_{0};
   std::atomic<uint64_t> rejected_{0}, io_errors_{0}, connections_{0}, connections_total_{0};
   std::atomic<uint64_t> acked_seq_{0};
+  std::atomic<uint64_t> volume_seq_{0};
 };
 
 }  // namespace tidemark
