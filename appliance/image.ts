@@ -1,0 +1,326 @@
+// Reading a volume's image at any seq from the index and the segments:
+// whole-volume restore extents, random reads (TimeViews), and the data
+// behind fingerprints.
+//
+// For one 64 KiB chunk the index holds every version (record) that touched
+// it, ordered by seq. A plan for the chunk says, per sector, where its
+// newest contents at the point live: a segment and a file offset, or zero
+// (never written, trimmed or zeroed). Two ways to build it:
+//   - forward (extents): one iterator over every 'c' key in volume order,
+//     versions oldest first, each painting its sectors over the older ones.
+//     A whole-volume restore is one pass over the index with no seek per
+//     chunk, and memory is one plan per chunk, however many versions it has.
+//     Entries newer than the point are skipped (a seek to the next chunk when
+//     they run past the iterator's batch).
+//   - backward (read): per chunk, a reverse iterator from the point down,
+//     newest first, painting only sectors no newer version covered (a
+//     coverage mask), stopping when every wanted sector is covered, so a
+//     random read of a hot chunk does not walk its whole history.
+// Range entries ('r' keys, huge trims and zeroes) are merged into either walk
+// in (seq, segment, offset) order, the journal's order.
+//
+// The plan becomes preads: runs of sectors contiguous in one segment become
+// one read straight into the output buffer (the journal stores data raw for
+// this). Restores keep a few 1 MiB windows of reads in flight and skip
+// windows and chunks that are all zero.
+import { TidemarkError } from '../proto/errors'
+import {
+  CHUNK_BYTES,
+  CHUNK_SECTORS,
+  chunkKey,
+  keyChunk,
+  keySegment,
+  keyOffset,
+  keySeq,
+  valueCount,
+  valueDataOffset,
+  valueKind,
+  valueSector,
+  type ChunkIndex,
+  type RangeEntry,
+} from './chunk-index'
+import { CHANGE_DATA_OFFSET } from './journal-format'
+import type { SegmentFile } from './segment'
+
+const SECTOR = 512
+export const EXTENT_BYTES = 1 << 20
+const WINDOW_CHUNKS = EXTENT_BYTES / CHUNK_BYTES
+/** Windows of preads in flight ahead of the consumer during a restore. */
+const READ_AHEAD = 4
+const ZERO_CHUNK = Buffer.alloc(CHUNK_BYTES)
+
+export interface ImageSource {
+  readonly volume: string
+  readonly sizeBytes: number
+  readonly index: ChunkIndex
+  segment(n: number): SegmentFile | undefined
+}
+
+function isData(kind: number): boolean {
+  return kind === 1 || kind === 5
+}
+
+/** Where each sector of one chunk lives: segment (-1: zero) and file offset. */
+class ChunkPlan {
+  readonly seg = new Int32Array(CHUNK_SECTORS)
+  readonly off = new Float64Array(CHUNK_SECTORS)
+  readonly covered = new Uint8Array(CHUNK_SECTORS)
+  first = 0 // first sector of the chunk
+  n = 0 // sectors in the chunk (the last chunk of a volume may be short)
+  left = 0 // backward walk: sectors still uncovered
+
+  reset(chunk: number, sizeSectors: number): void {
+    this.first = chunk * CHUNK_SECTORS
+    this.n = Math.min(CHUNK_SECTORS, sizeSectors - this.first)
+    this.seg.fill(-1)
+    this.covered.fill(0)
+    this.left = this.n
+  }
+
+  /** Forward: a newer version overwrites. */
+  paint(sector: number, count: number, kind: number, segment: number, dataOffset: number): void {
+    const a = Math.max(sector, this.first)
+    const b = Math.min(sector + count, this.first + this.n)
+    if (a >= b) return
+    if (!isData(kind)) {
+      this.seg.fill(-1, a - this.first, b - this.first)
+      return
+    }
+    for (let s = a; s < b; s++) {
+      this.seg[s - this.first] = segment
+      this.off[s - this.first] = dataOffset + (s - sector) * SECTOR
+    }
+  }
+
+  /** Backward: an older version fills only what no newer one covered. */
+  fill(sector: number, count: number, kind: number, segment: number, dataOffset: number): void {
+    const a = Math.max(sector, this.first)
+    const b = Math.min(sector + count, this.first + this.n)
+    const data = isData(kind)
+    for (let s = a; s < b; s++) {
+      const i = s - this.first
+      if (this.covered[i]) continue
+      this.covered[i] = 1
+      this.left--
+      if (data) {
+        this.seg[i] = segment
+        this.off[i] = dataOffset + (s - sector) * SECTOR
+      }
+    }
+  }
+
+  /** Marks sectors outside [lo, hi) as not wanted (backward walk of a partial read). */
+  want(lo: number, hi: number): void {
+    for (let i = 0; i < this.n; i++) {
+      const s = this.first + i
+      if (s < lo || s >= hi) {
+        this.covered[i] = 1
+        this.left--
+      }
+    }
+  }
+
+  allZero(): boolean {
+    for (let i = 0; i < this.n; i++) if (this.seg[i] >= 0) return false
+    return true
+  }
+}
+
+function rangeBefore(r: RangeEntry, seq: number, segment: number, offset: number): boolean {
+  if (r.seq !== seq) return r.seq < seq
+  if (r.segment !== segment) return r.segment < segment
+  return r.offset < offset
+}
+
+function rangeTouches(r: RangeEntry, first: number, n: number): boolean {
+  return r.sector < first + n && r.sector + r.count > first
+}
+
+/** A pending pread into a window buffer. */
+interface Read {
+  seg: SegmentFile
+  bufOff: number
+  len: number
+  pos: number
+}
+
+/** Turns a chunk plan into preads into buf at bufBase (the chunk's byte offset in buf). */
+function planReads(src: ImageSource, p: ChunkPlan, buf: Buffer, bufBase: number, reads: Read[], from = 0, to = p.n): void {
+  let i = from
+  while (i < to) {
+    const s = p.seg[i]
+    if (s < 0) {
+      i++
+      continue
+    }
+    let j = i + 1
+    while (j < to && p.seg[j] === s && p.off[j] === p.off[j - 1] + SECTOR) j++
+    const seg = src.segment(s)
+    if (!seg) throw new TidemarkError('JOURNAL_MISSING', `volume ${src.volume}: segment ${s} named by the index is missing`)
+    // Join with the previous read when the file and the buffer both continue.
+    const last = reads.at(-1)
+    const bufOff = bufBase + i * SECTOR
+    if (last && last.seg === seg && last.bufOff + last.len === bufOff && last.pos + last.len === p.off[i]) {
+      last.len += (j - i) * SECTOR
+    } else {
+      reads.push({ seg, bufOff, len: (j - i) * SECTOR, pos: p.off[i] })
+    }
+    i = j
+  }
+}
+
+async function runReads(buf: Buffer, reads: Read[]): Promise<void> {
+  await Promise.all(reads.map((r) => r.seg.readExact(buf, r.bufOff, r.len, r.pos)))
+}
+
+/**
+ * The image at `seq`: extents that are not all zero, in offset order, each at
+ * most 1 MiB. The caller has checked that seq is readable.
+ */
+export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {
+  const sizeSectors = src.sizeBytes / SECTOR
+  const nChunks = Math.ceil(sizeSectors / CHUNK_SECTORS)
+  const ranges = src.index.ranges.filter((r) => r.seq <= seq)
+  const it = src.index.chunkIterator({ gte: chunkKey(0, 0), lt: chunkKey(nChunks, 0) })
+  let batch: Array<[Buffer, Buffer]> = []
+  let bi = 0
+  let done = false
+  const plan = new ChunkPlan()
+  const inflight: Array<Promise<Array<{ offset: number; data: Buffer }>>> = []
+  try {
+    for (let w = 0; w < nChunks; w += WINDOW_CHUNKS) {
+      const wEnd = Math.min(nChunks, w + WINDOW_CHUNKS)
+      const windowBytes = Math.min(EXTENT_BYTES, src.sizeBytes - w * CHUNK_BYTES)
+      let buf: Buffer | null = null
+      const reads: Read[] = []
+      const dataChunks: number[] = []
+      for (let c = w; c < wEnd; c++) {
+        plan.reset(c, sizeSectors)
+        const rs = ranges.length ? ranges.filter((r) => rangeTouches(r, plan.first, plan.n)) : ranges
+        let ri = 0
+        for (;;) {
+          if (bi === batch.length) {
+            if (done) break
+            batch = await it.nextv(1000)
+            bi = 0
+            if (batch.length === 0) {
+              done = true
+              break
+            }
+          }
+          const [k, v] = batch[bi]
+          if (keyChunk(k) !== c) break
+          const kseq = keySeq(k)
+          if (kseq > seq) {
+            // The rest of this chunk is newer than the point: skip it.
+            while (bi < batch.length && keyChunk(batch[bi][0]) === c) bi++
+            if (bi === batch.length && !done) {
+              it.seek(chunkKey(c + 1, 0))
+              batch = []
+              bi = 0
+            }
+            break
+          }
+          const kseg = keySegment(k)
+          const koff = keyOffset(k)
+          while (ri < rs.length && rangeBefore(rs[ri], kseq, kseg, koff)) {
+            const r = rs[ri++]
+            plan.paint(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
+          }
+          plan.paint(valueSector(v), valueCount(v), valueKind(v), kseg, valueDataOffset(v))
+          bi++
+        }
+        while (ri < rs.length) {
+          const r = rs[ri++]
+          plan.paint(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
+        }
+        if (plan.allZero()) continue
+        buf ??= Buffer.alloc(windowBytes)
+        planReads(src, plan, buf, (c - w) * CHUNK_BYTES, reads)
+        dataChunks.push(c - w)
+      }
+      if (!buf) continue
+      const wBuf = buf
+      const base = w * CHUNK_BYTES
+      const p = runReads(wBuf, reads).then(() => windowExtents(wBuf, base, dataChunks))
+      p.catch(() => {}) // observed when its turn comes; never an unhandled rejection meanwhile
+      inflight.push(p)
+      while (inflight.length >= READ_AHEAD) for (const e of await inflight.shift()!) yield e
+    }
+    while (inflight.length) for (const e of await inflight.shift()!) yield e
+  } finally {
+    await Promise.allSettled(inflight)
+    await it.close()
+  }
+}
+
+/** The runs of chunks in a window that hold data and are not all zero. */
+function windowExtents(buf: Buffer, base: number, dataChunks: number[]): Array<{ offset: number; data: Buffer }> {
+  const out: Array<{ offset: number; data: Buffer }> = []
+  let runStart = -1
+  let runEnd = -1
+  for (const c of dataChunks) {
+    const a = c * CHUNK_BYTES
+    const b = Math.min(buf.length, a + CHUNK_BYTES)
+    if (buf.subarray(a, b).equals(ZERO_CHUNK.subarray(0, b - a))) continue
+    if (runEnd === a) {
+      runEnd = b
+      continue
+    }
+    if (runStart >= 0) out.push({ offset: base + runStart, data: buf.subarray(runStart, runEnd) })
+    runStart = a
+    runEnd = b
+  }
+  if (runStart >= 0) out.push({ offset: base + runStart, data: buf.subarray(runStart, runEnd) })
+  return out
+}
+
+/** `length` bytes at byte `offset` of the image at `seq` (any alignment). */
+export async function readImage(src: ImageSource, seq: number, offset: number, length: number): Promise<Buffer> {
+  const out = Buffer.alloc(length)
+  if (length === 0) return out
+  const sizeSectors = src.sizeBytes / SECTOR
+  const s0 = Math.floor(offset / SECTOR)
+  const s1 = Math.ceil((offset + length) / SECTOR)
+  const aligned = s0 * SECTOR === offset && s1 * SECTOR === offset + length
+  const buf = aligned ? out : Buffer.alloc((s1 - s0) * SECTOR)
+  const ranges = src.index.ranges.filter((r) => r.seq <= seq && r.sector < s1 && r.sector + r.count > s0)
+  const plan = new ChunkPlan()
+  const reads: Read[] = []
+  for (let c = Math.floor(s0 / CHUNK_SECTORS); c * CHUNK_SECTORS < s1; c++) {
+    plan.reset(c, sizeSectors)
+    const lo = Math.max(s0, plan.first)
+    const hi = Math.min(s1, plan.first + plan.n)
+    plan.want(lo, hi)
+    const rs = ranges.filter((r) => rangeTouches(r, lo, hi - lo))
+    let ri = rs.length - 1
+    const it = src.index.chunkIterator({ gte: chunkKey(c, 0), lt: chunkKey(c, seq + 1), reverse: true })
+    try {
+      while (plan.left > 0) {
+        const entries = await it.nextv(64)
+        if (entries.length === 0) break
+        for (const [k, v] of entries) {
+          const kseq = keySeq(k)
+          const kseg = keySegment(k)
+          const koff = keyOffset(k)
+          while (ri >= 0 && !rangeBefore(rs[ri], kseq, kseg, koff)) {
+            const r = rs[ri--]
+            plan.fill(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
+          }
+          plan.fill(valueSector(v), valueCount(v), valueKind(v), kseg, valueDataOffset(v))
+          if (plan.left === 0) break
+        }
+      }
+    } finally {
+      await it.close()
+    }
+    while (ri >= 0 && plan.left > 0) {
+      const r = rs[ri--]
+      plan.fill(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
+    }
+    planReads(src, plan, buf, (plan.first - s0) * SECTOR + 0, reads, lo - plan.first, hi - plan.first)
+  }
+  await runReads(buf, reads)
+  if (!aligned) buf.copy(out, 0, offset - s0 * SECTOR, offset - s0 * SECTOR + length)
+  return out
+}

@@ -1,0 +1,328 @@
+// One volume's journal: its segment files, where the next batch goes, the
+// writes themselves, and the scan that recovery and verify() share.
+//
+// Positions. append() is synchronous up to this point: every accepted batch
+// is given its segment and offset at once, in call order (assign()), so
+// pipelined batches can be framed and queued without waiting for each other
+// and the writes are positioned (pwrite/pwritev), never "at the cursor".
+// A batch never spans segments: one that would cross segmentBytes starts a
+// new segment. Before the first write into a new segment the previous one is
+// fdatasynced, so a torn tail can only ever be in the newest segment; a
+// damaged end of any older segment is corruption.
+//
+// The scan (LevelDB's log_reader, with the policy decided here):
+//   - a batch counts once its COMMIT is read back intact and agrees with the
+//     CHANGE records before it (count, seqs inside first..last, first above
+//     the previous batch);
+//   - in the newest segment, a frame cut off by the end of the file, a bad
+//     frame with nothing intact after it, or CHANGE records after the last
+//     COMMIT are a torn tail (a crash mid-write): recovery truncates the file
+//     to the end of the last COMMIT, which is never data that was acknowledged
+//     (acks wait for the fsync of the whole batch);
+//   - a bad frame (checksum or header) followed by an intact frame is
+//     corruption: nothing is truncated; the damage is reported with the seq
+//     it follows, so reads of points at or after it refuse and points before
+//     it still restore; the scan carries on at the next intact frame.
+import fs from 'node:fs'
+import type { Logger } from 'pino'
+import { TidemarkError } from '../proto/errors'
+import {
+  FRAME_CHANGE,
+  FRAME_COMMIT,
+  SEGMENT_HEADER_SIZE,
+  decodeCommit,
+  readU64,
+  type CommitBody,
+} from './journal-format'
+import { SegmentFile, SegmentReader, listSegments, syncDir } from './segment'
+import type { PendingWrite } from './group-commit'
+
+export interface Position {
+  segment: number
+  offset: number
+}
+
+export interface CorruptRange {
+  segment: string
+  offset: number
+  /** Bytes skipped to the next intact frame (or to the end of the segment). */
+  bytes: number
+  /** Last seq of the last intact batch before the damage: points above it cannot be read. */
+  afterSeq: number
+  message: string
+}
+
+/** A batch read back by the scan. Record i: recs[i*6 ..]: seq, sector, count, kind, flags, frame offset. */
+export interface ScannedBatch {
+  commit: CommitBody
+  segment: number
+  start: number
+  end: number
+  recs: Float64Array
+  count: number
+}
+export const SCAN_STRIDE = 6
+
+export interface ScanResult {
+  /** End of the last intact COMMIT. */
+  end: Position
+  lastSeq: number
+  corrupt: CorruptRange[]
+  /** Newest segment only: where an incomplete tail starts, and why (null: clean end). */
+  torn: { segment: number; at: number; bytes: number; why: string } | null
+  /** Other problems verify() reports (batches whose COMMIT disagrees with their records). */
+  problems: string[]
+}
+
+/** One queued batch, framed and placed. */
+export interface JournalWrite extends PendingWrite {
+  buf: Buffer
+  segment: number
+  offset: number
+}
+
+export class Journal {
+  readonly segments = new Map<number, SegmentFile>()
+  /** Where the next batch goes. */
+  tail: Position = { segment: 1, offset: SEGMENT_HEADER_SIZE }
+  /** End of the last batch known durable. */
+  durableEnd: Position = { segment: 1, offset: SEGMENT_HEADER_SIZE }
+
+  constructor(
+    readonly dir: string,
+    readonly volume: string,
+    readonly generation: string,
+    readonly segmentBytes: number,
+    private readonly log: Logger
+  ) {}
+
+  /** Opens every segment file (creating the first one for a new volume). */
+  async open(): Promise<void> {
+    await fs.promises.mkdir(this.dir, { recursive: true })
+    const numbers = await listSegments(this.dir)
+    for (const n of numbers) this.segments.set(n, await SegmentFile.open(this.dir, n))
+    // A newest segment shorter than a header was being created when the
+    // process died: it never held a batch.
+    const last = numbers.at(-1)
+    if (last !== undefined && this.segments.get(last)!.size < SEGMENT_HEADER_SIZE) {
+      const seg = this.segments.get(last)!
+      this.log.warn({ segment: seg.name, bytes: seg.size }, 'removing a segment cut off while its header was written')
+      await seg.close()
+      await fs.promises.rm(seg.path)
+      await syncDir(this.dir)
+      this.segments.delete(last)
+    }
+    if (this.segments.size === 0) {
+      const seg = await SegmentFile.create(this.dir, 1, this.headerFields())
+      this.segments.set(1, seg)
+    }
+    const newest = this.newest()
+    this.tail = { segment: newest.number, offset: newest.size }
+    this.durableEnd = { ...this.tail }
+  }
+
+  private headerFields() {
+    return { created: Date.now(), volume: this.volume, generation: this.generation }
+  }
+
+  newest(): SegmentFile {
+    let best: SegmentFile | undefined
+    for (const s of this.segments.values()) if (!best || s.number > best.number) best = s
+    return best!
+  }
+
+  ordered(): SegmentFile[] {
+    return [...this.segments.values()].sort((a, b) => a.number - b.number)
+  }
+
+  get bytes(): number {
+    let n = 0
+    for (const s of this.segments.values()) n += s.size
+    return n
+  }
+
+  /** Places a batch of `len` framed bytes; synchronous, in call order. */
+  assign(len: number): Position {
+    if (this.tail.offset + len > this.segmentBytes && this.tail.offset > SEGMENT_HEADER_SIZE) {
+      this.tail = { segment: this.tail.segment + 1, offset: SEGMENT_HEADER_SIZE }
+    }
+    const p = { ...this.tail }
+    this.tail.offset += len
+    return p
+  }
+
+  /** Writes queued batches in order: one pwritev per run of batches in one segment. */
+  async writeAll(items: JournalWrite[]): Promise<Set<SegmentFile>> {
+    const touched = new Set<SegmentFile>()
+    let i = 0
+    while (i < items.length) {
+      const first = items[i]
+      let j = i + 1
+      let end = first.offset + first.buf.length
+      while (j < items.length && items[j].segment === first.segment && items[j].offset === end) {
+        end += items[j].buf.length
+        j++
+      }
+      let seg = this.segments.get(first.segment)
+      if (!seg) {
+        const prev = this.segments.get(first.segment - 1)
+        if (prev) await prev.fh.datasync() // older segments are whole before a newer one holds a batch
+        seg = await SegmentFile.create(this.dir, first.segment, this.headerFields())
+        this.segments.set(seg.number, seg)
+      }
+      const bufs = items.slice(i, j).map((w) => w.buf)
+      const total = end - first.offset
+      const { bytesWritten } = await seg.fh.writev(bufs, first.offset)
+      if (bytesWritten !== total) {
+        throw new TidemarkError('JOURNAL_IO', `short write to ${seg.path} at ${first.offset}: ${bytesWritten} of ${total} bytes`)
+      }
+      if (end > seg.size) seg.size = end
+      touched.add(seg)
+      i = j
+    }
+    return touched
+  }
+
+  /**
+   * Reads the journal from `from` to the end (or to `until`), calling
+   * onBatch for each batch that is intact. `tailMayTear`: recovery (a bad
+   * end of the newest segment is a torn tail) vs verify (up to the durable
+   * end, where nothing may be torn).
+   */
+  async scan(
+    from: Position,
+    fromSeq: number,
+    opts: { until?: Position; tailMayTear: boolean },
+    onBatch: (b: ScannedBatch) => Promise<void> | void
+  ): Promise<ScanResult> {
+    const res: ScanResult = { end: { ...from }, lastSeq: fromSeq, corrupt: [], torn: null, problems: [] }
+    const segs = this.ordered().filter((s) => s.number >= from.segment && (!opts.until || s.number <= opts.until.segment))
+    const newestNumber = segs.at(-1)?.number
+    let recs = new Float64Array(1024 * SCAN_STRIDE)
+    let count = 0
+    let batchStart = -1
+    for (const seg of segs) {
+      const isNewest = seg.number === newestNumber
+      const limit = opts.until && seg.number === opts.until.segment ? Math.min(opts.until.offset, seg.size) : seg.size
+      const tornOk = isNewest && opts.tailMayTear
+      const h = await seg.readHeader()
+      if (typeof h === 'string' || h.volume !== this.volume || h.generation !== this.generation || h.segment !== seg.number) {
+        const why =
+          typeof h === 'string' ? h : `header names volume ${h.volume} generation ${h.generation} segment ${h.segment}`
+        res.corrupt.push({ segment: seg.name, offset: 0, bytes: seg.size, afterSeq: res.lastSeq, message: `segment header: ${why}` })
+        continue
+      }
+      const start = seg.number === from.segment ? from.offset : SEGMENT_HEADER_SIZE
+      const r = new SegmentReader(seg, limit, start)
+      count = 0
+      batchStart = start
+      for (;;) {
+        const at = r.pos
+        const o = await r.next()
+        if (o === 'end') break
+        if (o === 'frame') {
+          const b = r.body
+          if (r.type === FRAME_CHANGE) {
+            if ((count + 1) * SCAN_STRIDE > recs.length) {
+              const bigger = new Float64Array(recs.length * 2)
+              bigger.set(recs)
+              recs = bigger
+            }
+            const k = count * SCAN_STRIDE
+            const p = r.bodyAt
+            recs[k] = readU64(b, p)
+            recs[k + 1] = readU64(b, p + 8)
+            recs[k + 2] = b.readUInt32LE(p + 16)
+            recs[k + 3] = b[p + 20]
+            recs[k + 4] = b[p + 21]
+            recs[k + 5] = at
+            count++
+            continue
+          }
+          // COMMIT
+          const c = decodeCommit(b.subarray(r.bodyAt, r.bodyAt + r.length))
+          const why = commitDisagrees(c, recs, count, res.lastSeq)
+          if (why) {
+            res.problems.push(`${seg.name} offset ${at}: COMMIT of seqs ${c.firstSeq}..${c.lastSeq} ${why}; batch not indexed`)
+          } else {
+            await onBatch({ commit: c, segment: seg.number, start: batchStart, end: r.pos, recs, count })
+          }
+          if (c.lastSeq > res.lastSeq) res.lastSeq = c.lastSeq
+          res.end = { segment: seg.number, offset: r.pos }
+          count = 0
+          batchStart = r.pos
+          continue
+        }
+        // 'torn' or 'bad'
+        const next = o === 'bad' ? await r.resync(at) : null
+        if (next === null && tornOk) {
+          const cut = cutPoint(res.end, seg.number)
+          res.torn = { segment: seg.number, at: cut, bytes: limit - cut, why: `${r.problem} at offset ${at}` }
+          break
+        }
+        const bytes = (next ?? limit) - at
+        res.corrupt.push({
+          segment: seg.name,
+          offset: at,
+          bytes,
+          afterSeq: res.lastSeq,
+          message: `${r.problem}; ${next === null ? 'nothing intact after it in this segment' : `${bytes} bytes skipped to the next intact frame`}`,
+        })
+        count = 0 // the batch the damage fell in cannot be trusted
+        if (next === null) break
+        r.pos = next
+        batchStart = next
+      }
+      if (count > 0 && !res.torn) {
+        // CHANGE records with no COMMIT after them.
+        const at = recs[5]
+        const cut = cutPoint(res.end, seg.number)
+        if (tornOk) res.torn = { segment: seg.number, at: cut, bytes: limit - cut, why: `${count} CHANGE records after the last COMMIT` }
+        else
+          res.corrupt.push({
+            segment: seg.name,
+            offset: at,
+            bytes: limit - at,
+            afterSeq: res.lastSeq,
+            message: `${count} CHANGE records with no COMMIT after them`,
+          })
+      }
+    }
+    if (res.torn) {
+      // Whatever the scan called corruption past the cut is part of the torn tail.
+      const t = res.torn
+      const name = this.segments.get(t.segment)!.name
+      res.corrupt = res.corrupt.filter((c) => c.segment !== name || c.offset < t.at)
+    }
+    return res
+  }
+
+  /** Cuts the newest segment back to `offset` (the end of its last COMMIT). */
+  async truncate(segment: number, offset: number): Promise<void> {
+    const seg = this.segments.get(segment)!
+    await seg.truncate(offset)
+    if (segment === this.tail.segment) this.tail = { segment, offset }
+    this.durableEnd = { segment, offset }
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.segments.values()) await s.close().catch(() => {})
+    this.segments.clear()
+  }
+}
+
+/** Where a torn newest segment is cut: the end of its last COMMIT, or just after its header. */
+function cutPoint(end: Position, segment: number): number {
+  return end.segment === segment ? end.offset : SEGMENT_HEADER_SIZE
+}
+
+function commitDisagrees(c: CommitBody, recs: Float64Array, count: number, prevSeq: number): string | null {
+  if (c.recordCount !== count) return `declares ${c.recordCount} records, ${count} precede it`
+  if (c.lastSeq < c.firstSeq) return 'has last seq below first seq'
+  if (c.firstSeq <= prevSeq) return `does not follow the previous batch's last seq ${prevSeq}`
+  for (let i = 0; i < count; i++) {
+    const s = recs[i * SCAN_STRIDE]
+    if (s < c.firstSeq || s > c.lastSeq) return `holds a record of seq ${s} outside it`
+  }
+  return null
+}

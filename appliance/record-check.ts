@@ -1,0 +1,117 @@
+// Validation of a ChangeBatch payload at the appliance's boundary, before a
+// byte of it reaches the journal (DESIGN contract 5; nbdkit's
+// server/backend.c validates once so the layers below never re-check).
+//
+// Input: the raw payload (already decompressed and checksum-verified by
+// proto/change-batch.ts decodeBatch) and the batch's declared seqs and
+// record count. Output: the records as a flat Float64Array (no object per
+// record): for record i, at i*STRIDE: seq, first sector, sector count, kind,
+// offset of its 32-byte header in the payload. Any problem throws a
+// TidemarkError with a stable code:
+//   SEQ_OUT_OF_ORDER    first seq not above the last accepted seq, last < first,
+//                       a record seq outside [first, last] or going back
+//                       (equal consecutive seqs are allowed: MicroScan splits
+//                       one captured write into pieces that share its seq)
+//   RECORD_OUT_OF_RANGE sectors past the end of the volume
+//   RECORD_MALFORMED    unknown kind, data length != count*512 for WRITE and
+//                       RESYNC, data on TRIM/ZERO/FLUSH, nonzero reserved
+//                       fields, a truncated record, a record count that does
+//                       not match the batch
+import { TidemarkError } from '../proto/errors'
+import { RECORD_HEADER_SIZE, SECTOR_SIZE } from '../native/record-batch'
+import { readU64 } from './journal-format'
+
+export const STRIDE = 5
+export const R_SEQ = 0
+export const R_SECTOR = 1
+export const R_COUNT = 2
+export const R_KIND = 3
+export const R_OFFSET = 4
+
+export interface BatchDecl {
+  firstSeq: number
+  lastSeq: number
+  recordCount: number
+}
+
+const MAX_SAFE_HI = 0x1fffff // high u32 word of a u64 that is still a safe JS integer
+
+export function checkBatch(
+  raw: Buffer,
+  b: BatchDecl,
+  ctx: { volume: string; lastAcceptedSeq: number; sizeSectors: number }
+): Float64Array {
+  const where = `volume ${ctx.volume}, batch seqs ${b.firstSeq}..${b.lastSeq}`
+  if (!Number.isSafeInteger(b.firstSeq) || !Number.isSafeInteger(b.lastSeq) || b.firstSeq < 1) {
+    throw new TidemarkError('SEQ_OUT_OF_ORDER', `${where}: seqs must be positive integers`)
+  }
+  if (b.firstSeq <= ctx.lastAcceptedSeq) {
+    throw new TidemarkError('SEQ_OUT_OF_ORDER', `${where}: first seq ${b.firstSeq} is not above the last accepted seq ${ctx.lastAcceptedSeq}`)
+  }
+  if (b.lastSeq < b.firstSeq) {
+    throw new TidemarkError('SEQ_OUT_OF_ORDER', `${where}: last seq ${b.lastSeq} is below first seq ${b.firstSeq}`)
+  }
+  if (!Number.isInteger(b.recordCount) || b.recordCount < 0 || b.recordCount * RECORD_HEADER_SIZE > raw.length) {
+    throw new TidemarkError('RECORD_MALFORMED', `${where}: record count ${b.recordCount} does not fit ${raw.length} payload bytes`)
+  }
+  const out = new Float64Array(b.recordCount * STRIDE)
+  let prev = b.firstSeq
+  let n = 0
+  let off = 0
+  while (off < raw.length) {
+    if (off + RECORD_HEADER_SIZE > raw.length) {
+      throw new TidemarkError('RECORD_MALFORMED', `${where}: truncated record header at payload byte ${off} (${raw.length - off} bytes left)`)
+    }
+    if (raw.readUInt32LE(off + 4) > MAX_SAFE_HI || raw.readUInt32LE(off + 12) > MAX_SAFE_HI) {
+      throw new TidemarkError('RECORD_MALFORMED', `${where}: record at payload byte ${off} has a seq or sector beyond 2^53`)
+    }
+    const seq = readU64(raw, off)
+    const sector = readU64(raw, off + 8)
+    const count = raw.readUInt32LE(off + 16)
+    const kind = raw[off + 20]
+    const dataLen = raw.readUInt32LE(off + 24)
+    const at = `${where}: record ${n} (seq ${seq}, payload byte ${off})`
+    if (seq < prev) {
+      throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq goes back from ${prev}`)
+    }
+    if (seq > b.lastSeq) {
+      throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq is past the batch's last seq ${b.lastSeq}`)
+    }
+    prev = seq
+    if (kind < 1 || kind > 5) throw new TidemarkError('RECORD_MALFORMED', `${at}: unknown kind ${kind}`)
+    if (raw.readUInt16LE(off + 22) !== 0 || raw.readUInt32LE(off + 28) !== 0) {
+      throw new TidemarkError('RECORD_MALFORMED', `${at}: reserved header fields are not zero`)
+    }
+    if (kind === 1 || kind === 5) {
+      if (dataLen !== count * SECTOR_SIZE) {
+        throw new TidemarkError('RECORD_MALFORMED', `${at}: ${count} sectors need ${count * SECTOR_SIZE} data bytes, record has ${dataLen}`)
+      }
+    } else if (dataLen !== 0) {
+      throw new TidemarkError('RECORD_MALFORMED', `${at}: ${kind === 2 ? 'TRIM' : kind === 3 ? 'ZERO' : 'FLUSH'} record carries ${dataLen} data bytes`)
+    }
+    if (off + RECORD_HEADER_SIZE + dataLen > raw.length) {
+      throw new TidemarkError('RECORD_MALFORMED', `${at}: data runs past the end of the ${raw.length}-byte payload`)
+    }
+    if (kind !== 4 && sector + count > ctx.sizeSectors) {
+      throw new TidemarkError(
+        'RECORD_OUT_OF_RANGE',
+        `${at}: sectors ${sector}..${sector + count - 1} are past the end of the volume (${ctx.sizeSectors} sectors)`
+      )
+    }
+    if (n >= b.recordCount) {
+      throw new TidemarkError('RECORD_MALFORMED', `${where}: payload holds more than the ${b.recordCount} records the batch declares`)
+    }
+    const o = n * STRIDE
+    out[o + R_SEQ] = seq
+    out[o + R_SECTOR] = sector
+    out[o + R_COUNT] = kind === 4 ? 0 : count
+    out[o + R_KIND] = kind
+    out[o + R_OFFSET] = off
+    n++
+    off += RECORD_HEADER_SIZE + dataLen
+  }
+  if (n !== b.recordCount) {
+    throw new TidemarkError('RECORD_MALFORMED', `${where}: payload holds ${n} records, the batch declares ${b.recordCount}`)
+  }
+  return out
+}
