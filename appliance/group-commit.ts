@@ -29,55 +29,65 @@ export interface CommitSink {
 export class GroupCommit {
   private queue: PendingWrite[] = []
   private running: Promise<void> | null = null
+  /** Set and cleared synchronously with the loop's own check of the queue: a submit never finds a loop that is about to end. */
+  private active = false
   rounds = 0
   syncs = 0
 
   submit(w: PendingWrite): void {
     this.queue.push(w)
-    this.running ??= this.loop().finally(() => {
-      this.running = null
-    })
+    if (!this.active) {
+      this.active = true
+      this.running = this.loop()
+    }
   }
 
   /** Resolves when nothing is queued or on the disk. */
   async idle(): Promise<void> {
-    while (this.running) await this.running
+    while (this.active) await this.running
   }
 
   private async loop(): Promise<void> {
-    while (this.queue.length > 0) {
-      const items = this.queue
-      this.queue = []
-      this.rounds++
-      const bySink = new Map<CommitSink, PendingWrite[]>()
-      for (const w of items) {
-        let l = bySink.get(w.sink)
-        if (!l) bySink.set(w.sink, (l = []))
-        l.push(w)
-      }
-      const sinks = [...bySink.keys()]
-      await Promise.all(
-        sinks.map(async (s) => {
-          const mine = bySink.get(s)!
-          try {
-            const files = await s.writeAll(mine)
-            this.syncs += files.size
-            await Promise.all([...files].map((f) => f.fh.datasync()))
-          } catch (err) {
-            bySink.delete(s)
-            s.failed(mine, err as Error)
-          }
-        })
-      )
-      await Promise.all(
-        [...bySink].map(async ([s, mine]) => {
-          try {
-            await s.committed(mine)
-          } catch (err) {
-            s.failed(mine, err as Error)
-          }
-        })
-      )
+    // The queue check and `active = false` run in one synchronous step (no await between them).
+    try {
+      while (this.queue.length > 0) await this.round()
+    } finally {
+      this.active = false
     }
+  }
+
+  private async round(): Promise<void> {
+    const items = this.queue
+    this.queue = []
+    this.rounds++
+    const bySink = new Map<CommitSink, PendingWrite[]>()
+    for (const w of items) {
+      let l = bySink.get(w.sink)
+      if (!l) bySink.set(w.sink, (l = []))
+      l.push(w)
+    }
+    const sinks = [...bySink.keys()]
+    await Promise.all(
+      sinks.map(async (s) => {
+        const mine = bySink.get(s)!
+        try {
+          const files = await s.writeAll(mine)
+          this.syncs += files.size
+          await Promise.all([...files].map((f) => f.fh.datasync()))
+        } catch (err) {
+          bySink.delete(s)
+          s.failed(mine, err as Error)
+        }
+      })
+    )
+    await Promise.all(
+      [...bySink].map(async ([s, mine]) => {
+        try {
+          await s.committed(mine)
+        } catch (err) {
+          s.failed(mine, err as Error)
+        }
+      })
+    )
   }
 }
