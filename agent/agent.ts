@@ -1,12 +1,20 @@
 // `tidemark agent`: the data tap plus the consumers that drain it.
 //
-// Until replication lands, a volume's records go to one of two sinks: the
-// capture log (durable, then acknowledged, so the dirty map tracks exactly
-// what the log lacks), or nowhere (consumed, counted, acknowledged).
+// With an appliance, each volume has a Replicator (agent/replicator.ts) that
+// streams its records over one shared gRPC channel, MicroScan in front and
+// one throttle for the link. Without one, a volume's records go to one of two
+// local sinks: the capture log (durable, then acknowledged, so the dirty map
+// tracks exactly what the log lacks), or nowhere (consumed, counted,
+// acknowledged).
 import path from 'node:path'
 import type { Logger } from 'pino'
+import { initHash } from '../proto/hash'
+import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import { CaptureLogWriter } from './capture-log'
+import { DEFAULT_CACHE_BYTES, MicroScan } from './microscan'
+import { applianceClient, Replicator, type ReplicatorStats, type TlsFiles } from './replicator'
 import { Tap, type VolumeStats } from './tap'
+import { Throttle } from './throttle'
 
 export interface AgentOptions {
   stateDir: string
@@ -18,8 +26,23 @@ export interface AgentOptions {
   captureLogDir?: string
   /** how often to log counts, ms (0: never) */
   statsIntervalMs?: number
+  /** replicate to this appliance (HOST:PORT) instead of a local sink */
+  appliance?: { address: string; tls?: TlsFiles }
+  /** data bytes per second on the wire, all volumes together (0 or absent: no limit) */
+  throttleBytesPerSecond?: number
+  /** budget for sent, unacknowledged batches, all volumes together (default 64 MiB) */
+  memoryBytes?: number
+  /** MicroScan fingerprint cache, all volumes together (default 256 MiB) */
+  fingerprintCacheBytes?: number
+  /** false: send every captured sector (for comparisons) */
+  microscan?: boolean
+  /** how this agent names itself to the appliance (default: the host name) */
+  agentId?: string
   logger: Logger
 }
+
+export const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
+const LAG_SAMPLE_MS = 100
 
 const PULL_BYTES = 4 * 1024 * 1024
 const DRAIN_ON_STOP_MS = 10_000
@@ -31,7 +54,10 @@ export class Agent {
   private readonly abort = new AbortController()
   private readonly loops: Array<Promise<void>> = []
   private timer: NodeJS.Timeout | null = null
+  private lagTimer: NodeJS.Timeout | null = null
   private stopping: Promise<void> | null = null
+  private replicators: Replicator[] = []
+  private client: ReplicationClient | null = null
 
   private constructor(tap: Tap, writers: Array<CaptureLogWriter | null>, log: Logger) {
     this.tap = tap
@@ -42,8 +68,9 @@ export class Agent {
   static async start(opts: AgentOptions): Promise<Agent> {
     const log = opts.logger
     const writers: Array<CaptureLogWriter | null> = []
+    if (opts.appliance) await initHash()
     for (const v of opts.volumes) {
-      if (!opts.captureLogDir) {
+      if (!opts.captureLogDir || opts.appliance) {
         writers.push(null)
         continue
       }
@@ -60,7 +87,16 @@ export class Agent {
       logger: log,
     })
     const agent = new Agent(tap, writers, log)
-    tap.volumes.forEach((_, i) => agent.loops.push(agent.drain(i)))
+    if (opts.appliance) {
+      try {
+        agent.startReplication(opts, opts.appliance)
+      } catch (err) {
+        await tap.close()
+        throw err
+      }
+    } else {
+      tap.volumes.forEach((_, i) => agent.loops.push(agent.drain(i)))
+    }
     const every = opts.statsIntervalMs ?? 10_000
     if (every > 0) {
       agent.timer = setInterval(() => agent.logStats('stats'), every)
@@ -73,11 +109,57 @@ export class Agent {
         try: opts.nbd.unix
           ? `qemu-io -f raw -c 'write -P 0xab 0 64k' 'nbd+unix:///${opts.volumes[0].name}?socket=${opts.nbd.unix}'`
           : undefined,
-        sink: opts.captureLogDir ? `capture log in ${opts.captureLogDir}` : 'none (records are counted and acknowledged)',
+        sink: opts.appliance
+          ? `appliance ${opts.appliance.address}${opts.appliance.tls ? ' (mutual TLS)' : ''}`
+          : opts.captureLogDir
+            ? `capture log in ${opts.captureLogDir}`
+            : 'none (records are counted and acknowledged)',
       },
       'serving'
     )
     return agent
+  }
+
+  private startReplication(opts: AgentOptions, appliance: { address: string; tls?: TlsFiles }): void {
+    const n = this.tap.volumes.length
+    const client = applianceClient(appliance.address, appliance.tls)
+    this.client = client
+    const throttle = new Throttle(opts.throttleBytesPerSecond ?? 0)
+    const memory = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES
+    const cache = opts.fingerprintCacheBytes ?? DEFAULT_CACHE_BYTES
+    this.replicators = this.tap.volumes.map(
+      (name) =>
+        new Replicator({
+          tap: this.tap,
+          volume: name,
+          group: opts.group,
+          stateDir: opts.stateDir,
+          agentId: opts.agentId ?? 'agent',
+          client,
+          appliance: appliance.address,
+          throttle,
+          // Shares of the budgets: a volume whose link is down cannot starve the others.
+          memoryBytes: Math.floor(memory / n),
+          microscan: new MicroScan({
+            volumeBytes: this.tap.volumeSize(name),
+            cacheBytes: Math.floor(cache / n),
+            enabled: opts.microscan ?? true,
+          }),
+          logger: this.log,
+        })
+    )
+    for (const r of this.replicators) r.start()
+    this.lagTimer = setInterval(() => {
+      const now = performance.now()
+      const stats = this.tap.stats()
+      this.replicators.forEach((r, i) => r.sample(stats[i].volumeSeq, now))
+    }, LAG_SAMPLE_MS)
+    this.lagTimer.unref()
+  }
+
+  /** Per-volume replication counters (empty without an appliance). */
+  replicationStats(): ReplicatorStats[] {
+    return this.replicators.map((r) => r.stats())
   }
 
   private async drain(i: number): Promise<void> {
@@ -101,7 +183,9 @@ export class Agent {
   }
 
   private logStats(msg: string): void {
-    for (const s of this.tap.stats()) {
+    const repl = this.replicationStats()
+    for (const [i, s] of this.tap.stats().entries()) {
+      const r = repl[i]
       this.log.info(
         {
           volume: s.name,
@@ -121,6 +205,19 @@ export class Agent {
           ackedSeq: s.ackedSeq,
           rejected: s.rejected,
           connections: s.connections,
+          ...(r && {
+            connected: r.connected,
+            appBytes: r.appBytes,
+            changedBytes: r.changedBytes,
+            wireBytes: r.wireBytes,
+            batches: r.batches,
+            resentBatches: r.resentBatches,
+            durableSeq: r.durableSeq,
+            rpoLagMs: r.rpoLagMs,
+            windowBytes: r.windowBytes,
+            streamErrors: r.streamErrors,
+            syncProgress: r.syncProgress,
+          }),
         },
         msg
       )
@@ -135,9 +232,20 @@ export class Agent {
       // finish a resync in progress) so a clean stop leaves a clean dirty map.
       await this.tap.stopServing()
       const deadline = Date.now() + DRAIN_ON_STOP_MS
-      while (Date.now() < deadline && this.tap.stats().some((s) => s.ringRecords > 0 || s.mode === 'resyncing')) {
+      const busy = (): boolean =>
+        this.replicators.length
+          ? // A volume whose stream is down has nothing to wait for: its dirty map keeps what it lacks.
+            this.replicators.some((r) => r.stats().connected && !r.caughtUp())
+          : this.tap.stats().some((s) => s.ringRecords > 0 || s.mode === 'resyncing')
+      while (Date.now() < deadline && busy()) {
         await new Promise((r) => setTimeout(r, 10))
       }
+      if (this.replicators.length && busy()) {
+        this.log.warn('stopping before the appliance acknowledged everything; the dirty map keeps what it lacks')
+      }
+      if (this.lagTimer) clearInterval(this.lagTimer)
+      await Promise.all(this.replicators.map((r) => r.stop()))
+      this.client?.close()
       await this.tap.close()
       this.abort.abort()
       await Promise.all(this.loops)

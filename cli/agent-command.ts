@@ -1,5 +1,6 @@
 // tidemark agent: parse, build the agent, run until SIGTERM/SIGINT.
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
 import { Agent, type AgentOptions } from '../agent/agent'
@@ -8,29 +9,48 @@ import { parseArgs, parseEndpoint, parseSize, usage } from './args'
 
 export const AGENT_HELP = `Usage:
   tidemark agent --state DIR --nbd unix:PATH|tcp:HOST:PORT --volume NAME=PATH [--volume NAME=PATH ...]
+                 [--appliance HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
+                  [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--buffer SIZE] [--capture-log DIR] [--stats-interval SECONDS]
                  [--log-level LEVEL]
   tidemark agent --config FILE
   tidemark agent --demo
 
-Serves each volume as an NBD export (export name = volume name) and captures
-every write, trim and write-zeroes as change records at 512-byte sectors.
+Serves each volume as an NBD export (export name = volume name), captures
+every write, trim and write-zeroes as change records at 512-byte sectors and,
+with --appliance, streams the sectors that really changed to the appliance.
 
-  --state DIR          agent state: dirty maps (NAME.dirty) and seq leases; created if missing
+  --state DIR          agent state: dirty maps (NAME.dirty), seq leases, generation ids
+                       (NAME.gen) and initial-copy progress (NAME.sync); created if missing
   --nbd ENDPOINT       where NBD clients connect: unix:PATH or tcp:HOST:PORT
   --volume NAME=PATH   a protected volume: a regular file or a block device (repeatable)
+  --appliance H:P      replicate every volume to the appliance at HOST:PORT (the first time a
+                       volume is protected, it is copied whole, all-zero sectors skipped)
+  --tls-cert F         this agent's certificate (PEM) for mutual TLS; with --tls-key and
+  --tls-key F          --tls-ca (the CA that signed the appliance's certificate); without
+  --tls-ca F           them the connection is not encrypted
+  --throttle MBPS      cap data on the wire at MBPS megabytes (10^6 bytes) per second, all
+                       volumes together; acks and control messages are never held back
+  --memory SIZE        memory for sent, unacknowledged batches (default 64M); past it the
+                       agent stops pulling and the tap keeps only its dirty map
+  --fingerprint-cache SIZE  MicroScan's cache of what the replica holds (default 256M); a
+                       miss costs bandwidth, never correctness
+  --agent-id ID        how this agent names itself to the appliance (default: the host name)
+  --no-microscan       send every captured sector (to measure what MicroScan saves)
   --group NAME         put every volume in one consistency group (one seq space)
   --buffer SIZE        record buffer per volume (default 64M); when the consumer falls
                        this far behind, the volume keeps only its dirty map until it resyncs
-  --capture-log DIR    make records durable in DIR/NAME.tmcap before acknowledging them
-                       (the local sink until an appliance is configured)
+  --capture-log DIR    without --appliance: make records durable in DIR/NAME.tmcap before
+                       acknowledging them (a local sink)
   --stats-interval S   log counts every S seconds (default 10, 0 = never)
   --log-level LEVEL    trace, debug, info (default), warn, error
   --demo               the embedded default: a 1 GiB sparse volume "demo" in ./.tidemark
                        (created if missing), served on unix:./.tidemark/nbd.sock, records
                        kept in a capture log in ./.tidemark/capture
   --config FILE        the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},
-                       "group", "buffer", "captureLog", "statsInterval", "logLevel"}
+                       "appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",
+                       "fingerprintCache", "agentId", "microscan" (true/false), "group",
+                       "buffer", "captureLog", "statsInterval", "logLevel"}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
                   qemu-system-x86_64 -drive file=nbd+unix:///NAME?socket=PATH,format=raw
@@ -54,6 +74,10 @@ const SPEC = {
   'tls-cert': { value: true },
   'tls-key': { value: true },
   'tls-ca': { value: true },
+  memory: { value: true },
+  'fingerprint-cache': { value: true },
+  'agent-id': { value: true },
+  'no-microscan': {},
 }
 
 type Settings = {
@@ -65,6 +89,15 @@ type Settings = {
   captureLog?: string
   statsInterval?: string
   logLevel?: string
+  appliance?: string
+  tlsCert?: string
+  tlsKey?: string
+  tlsCa?: string
+  throttle?: string
+  memory?: string
+  fingerprintCache?: string
+  agentId?: string
+  microscan?: boolean
 }
 
 function fromConfig(file: string): Settings {
@@ -75,7 +108,10 @@ function fromConfig(file: string): Settings {
     throw usage('agent', `cannot read config ${file}: ${(err as Error).message}`)
   }
   if (!j || typeof j !== 'object' || Array.isArray(j)) throw usage('agent', `config ${file} must be a JSON object`)
-  const known = new Set(['state', 'nbd', 'volumes', 'group', 'buffer', 'captureLog', 'statsInterval', 'logLevel'])
+  const known = new Set([
+    'state', 'nbd', 'volumes', 'group', 'buffer', 'captureLog', 'statsInterval', 'logLevel',
+    'appliance', 'tlsCert', 'tlsKey', 'tlsCa', 'throttle', 'memory', 'fingerprintCache', 'agentId', 'microscan',
+  ])
   for (const k of Object.keys(j)) if (!known.has(k)) throw usage('agent', `config ${file}: unknown key "${k}"`)
   const vols = j.volumes ?? {}
   if (typeof vols !== 'object' || Array.isArray(vols)) throw usage('agent', `config ${file}: "volumes" must map names to paths`)
@@ -97,17 +133,79 @@ function fromConfig(file: string): Settings {
     captureLog: str('captureLog'),
     statsInterval: str('statsInterval'),
     logLevel: str('logLevel'),
+    appliance: str('appliance'),
+    tlsCert: str('tlsCert'),
+    tlsKey: str('tlsKey'),
+    tlsCa: str('tlsCa'),
+    throttle: str('throttle'),
+    memory: str('memory'),
+    fingerprintCache: str('fingerprintCache'),
+    agentId: str('agentId'),
+    microscan: (() => {
+      const v = j.microscan
+      if (v === undefined) return undefined
+      if (typeof v !== 'boolean') throw usage('agent', `config ${file}: "microscan" must be true or false`)
+      return v
+    })(),
+  }
+}
+
+/** The appliance and its knobs; every one of them needs --appliance. */
+function replicationSettings(s: Settings): Partial<AgentOptions> {
+  const needs: Array<[keyof Settings, string]> = [
+    ['tlsCert', '--tls-cert'],
+    ['tlsKey', '--tls-key'],
+    ['tlsCa', '--tls-ca'],
+    ['throttle', '--throttle'],
+    ['memory', '--memory'],
+    ['fingerprintCache', '--fingerprint-cache'],
+    ['agentId', '--agent-id'],
+    ['microscan', '--no-microscan'],
+  ]
+  if (!s.appliance) {
+    for (const [k, flag] of needs) if (s[k] !== undefined) throw usage('agent', `${flag} needs --appliance HOST:PORT`)
+    return {}
+  }
+  if (s.captureLog) throw usage('agent', '--capture-log is the local sink when there is no appliance; give one or the other')
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/.exec(s.appliance)
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw usage('agent', `--appliance '${s.appliance}' must be HOST:PORT (a port from 1 to 65535)`)
+  }
+  const tlsGiven = [s.tlsCert, s.tlsKey, s.tlsCa].filter((x) => x !== undefined).length
+  if (tlsGiven !== 0 && tlsGiven !== 3) throw usage('agent', '--tls-cert, --tls-key and --tls-ca go together: give all three or none')
+  for (const [f, flag] of [[s.tlsCert, '--tls-cert'], [s.tlsKey, '--tls-key'], [s.tlsCa, '--tls-ca']] as const) {
+    if (f !== undefined && !fs.existsSync(f)) throw usage('agent', `${flag} ${f} does not exist`)
+  }
+  let throttle: number | undefined
+  if (s.throttle !== undefined) {
+    const mbps = Number(s.throttle)
+    if (!/^\d+(\.\d+)?$/.test(s.throttle.trim()) || !(mbps > 0)) {
+      throw usage('agent', `--throttle '${s.throttle}' is not a positive number of megabytes per second`)
+    }
+    throttle = Math.round(mbps * 1e6)
+  }
+  const memory = s.memory !== undefined ? parseSize(s.memory, '--memory', 'agent') : undefined
+  if (memory !== undefined && memory < 4 * 1024 * 1024) throw usage('agent', `--memory ${s.memory} is less than the 4M a batch in flight needs`)
+  const cache = s.fingerprintCache !== undefined ? parseSize(s.fingerprintCache, '--fingerprint-cache', 'agent') : undefined
+  const agentId = s.agentId ?? os.hostname()
+  if (!/^[\x21-\x7e]{1,128}$/.test(agentId)) throw usage('agent', `--agent-id '${agentId}' must be 1 to 128 printable characters without spaces`)
+  return {
+    appliance: {
+      address: s.appliance,
+      tls: tlsGiven ? { cert: path.resolve(s.tlsCert!), key: path.resolve(s.tlsKey!), ca: path.resolve(s.tlsCa!) } : undefined,
+    },
+    throttleBytesPerSecond: throttle,
+    memoryBytes: memory,
+    fingerprintCacheBytes: cache,
+    agentId,
+    microscan: s.microscan,
   }
 }
 
 export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: string }) | 'help' {
   const a = parseArgs(argv, SPEC, 'agent')
   if (a.has('help')) return 'help'
-  for (const later of ['appliance', 'control', 'throttle', 'tls-cert', 'tls-key', 'tls-ca']) {
-    if (a.has(later)) {
-      throw usage('agent', `--${later} needs replication to an appliance, which this build does not have yet`)
-    }
-  }
+  if (a.has('control')) throw usage('agent', '--control comes with TimeMarks, which this build does not have yet')
   let s: Settings
   if (a.has('demo')) {
     if (a.size > 1) throw usage('agent', '--demo cannot be combined with other options')
@@ -143,6 +241,15 @@ export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: stri
       captureLog: a.get('capture-log')?.[0],
       statsInterval: a.get('stats-interval')?.[0],
       logLevel: a.get('log-level')?.[0],
+      appliance: a.get('appliance')?.[0],
+      tlsCert: a.get('tls-cert')?.[0],
+      tlsKey: a.get('tls-key')?.[0],
+      tlsCa: a.get('tls-ca')?.[0],
+      throttle: a.get('throttle')?.[0],
+      memory: a.get('memory')?.[0],
+      fingerprintCache: a.get('fingerprint-cache')?.[0],
+      agentId: a.get('agent-id')?.[0],
+      microscan: a.has('no-microscan') ? false : undefined,
     }
   }
   if (!s.state) throw usage('agent', '--state DIR is required')
@@ -157,8 +264,10 @@ export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: stri
   const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
   const logLevel = s.logLevel ?? 'info'
   if (!levels.includes(logLevel)) throw usage('agent', `--log-level must be one of ${levels.join(', ')}`)
+  const repl = replicationSettings(s)
   if (s.captureLog) fs.mkdirSync(s.captureLog, { recursive: true })
   return {
+    ...repl,
     stateDir: path.resolve(s.state),
     nbd: 'unix' in ep ? { unix: path.resolve(ep.unix) } : { tcp: ep.tcp },
     volumes: s.volumes.map(([name, p]) => ({ name, path: path.resolve(p) })),
