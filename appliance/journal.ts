@@ -11,18 +11,23 @@
 // damaged end of any older segment is corruption.
 //
 // The scan (LevelDB's log_reader, with the policy decided here):
-//   - a batch counts once its COMMIT is read back intact and agrees with the
-//     CHANGE records before it (count, seqs inside first..last, first above
-//     the previous batch);
-//   - in the newest segment, a frame cut off by the end of the file, a bad
-//     frame with nothing intact after it, or CHANGE records after the last
-//     COMMIT are a torn tail (a crash mid-write): recovery truncates the file
-//     to the end of the last COMMIT, which is never data that was acknowledged
-//     (acks wait for the fsync of the whole batch);
-//   - a bad frame (checksum or header) followed by an intact frame is
-//     corruption: nothing is truncated; the damage is reported with the seq
-//     it follows, so reads of points at or after it refuse and points before
+//   - a batch is intact when its COMMIT is read back intact and agrees with
+//     the CHANGE records before it (count, seqs inside first..last, first
+//     above the previous intact batch), every one of them intact too;
+//   - damage (a frame cut off by the end of the file, a bad header or
+//     checksum, CHANGE records with no COMMIT, a COMMIT that disagrees) in
+//     the newest segment with no intact batch after it is a torn tail: a
+//     crash while the last group commit was on its way to the disk (its pages
+//     can land in any order). Recovery truncates the file to the end of the
+//     last intact batch, which is never data that was acknowledged: acks
+//     wait for the fsync of the whole round;
+//   - damage followed by an intact batch, or anywhere in an older segment,
+//     is corruption: nothing is truncated; it is reported with the last seq
+//     before it, so reads of points above that seq refuse and points before
 //     it still restore; the scan carries on at the next intact frame.
+//   The ambiguity every log has remains: a bit flipped by the disk in the
+//   very last batch of the newest segment looks like a torn write, and is
+//   cut (and logged at warn) like one.
 import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
@@ -70,8 +75,6 @@ export interface ScanResult {
   corrupt: CorruptRange[]
   /** Newest segment only: where an incomplete tail starts, and why (null: clean end). */
   torn: { segment: number; at: number; bytes: number; why: string } | null
-  /** Other problems verify() reports (batches whose COMMIT disagrees with their records). */
-  problems: string[]
 }
 
 /** One queued batch, framed and placed. */
@@ -185,9 +188,10 @@ export class Journal {
 
   /**
    * Reads the journal from `from` to the end (or to `until`), calling
-   * onBatch for each batch that is intact. `tailMayTear`: recovery (a bad
-   * end of the newest segment is a torn tail) vs verify (up to the durable
-   * end, where nothing may be torn).
+   * onBatch for each intact batch (its COMMIT and every CHANGE record before
+   * it read back intact and agreeing). `tailMayTear`: recovery, where damage
+   * in the newest segment that no intact batch follows is a torn tail, vs
+   * verify (up to the durable end), where any damage is corruption.
    */
   async scan(
     from: Position,
@@ -195,27 +199,29 @@ export class Journal {
     opts: { until?: Position; tailMayTear: boolean },
     onBatch: (b: ScannedBatch) => Promise<void> | void
   ): Promise<ScanResult> {
-    const res: ScanResult = { end: { ...from }, lastSeq: fromSeq, corrupt: [], torn: null, problems: [] }
+    const res: ScanResult = { end: { ...from }, lastSeq: fromSeq, corrupt: [], torn: null }
     const segs = this.ordered().filter((s) => s.number >= from.segment && (!opts.until || s.number <= opts.until.segment))
     const newestNumber = segs.at(-1)?.number
     let recs = new Float64Array(1024 * SCAN_STRIDE)
-    let count = 0
-    let batchStart = -1
     for (const seg of segs) {
-      const isNewest = seg.number === newestNumber
       const limit = opts.until && seg.number === opts.until.segment ? Math.min(opts.until.offset, seg.size) : seg.size
-      const tornOk = isNewest && opts.tailMayTear
+      const tornOk = seg.number === newestNumber && opts.tailMayTear
       const h = await seg.readHeader()
       if (typeof h === 'string' || h.volume !== this.volume || h.generation !== this.generation || h.segment !== seg.number) {
-        const why =
-          typeof h === 'string' ? h : `header names volume ${h.volume} generation ${h.generation} segment ${h.segment}`
+        const why = typeof h === 'string' ? h : `header names volume ${h.volume} generation ${h.generation} segment ${h.segment}`
         res.corrupt.push({ segment: seg.name, offset: 0, bytes: seg.size, afterSeq: res.lastSeq, message: `segment header: ${why}` })
         continue
       }
       const start = seg.number === from.segment ? from.offset : SEGMENT_HEADER_SIZE
       const r = new SegmentReader(seg, limit, start)
-      count = 0
-      batchStart = start
+      let count = 0
+      let batchStart = start
+      let damageInBatch = false
+      // Damage since the last intact batch: corruption once an intact batch
+      // follows it, part of a torn tail if none does in the newest segment.
+      let damage: CorruptRange[] = []
+      const damaged = (offset: number, bytes: number, message: string) =>
+        damage.push({ segment: seg.name, offset, bytes, afterSeq: res.lastSeq, message })
       for (;;) {
         const at = r.pos
         const o = await r.next()
@@ -239,60 +245,49 @@ export class Journal {
             count++
             continue
           }
-          // COMMIT
           const c = decodeCommit(b.subarray(r.bodyAt, r.bodyAt + r.length))
           const why = commitDisagrees(c, recs, count, res.lastSeq)
           if (why) {
-            res.problems.push(`${seg.name} offset ${at}: COMMIT of seqs ${c.firstSeq}..${c.lastSeq} ${why}; batch not indexed`)
+            const last = damage.at(-1)
+            if (last && damageInBatch) {
+              // The damage already reported inside this batch is why it disagrees: one entry.
+              last.message += `; the batch of seqs ${c.firstSeq}..${c.lastSeq} it fell in is lost`
+            } else {
+              damaged(batchStart, r.pos - batchStart, `COMMIT of seqs ${c.firstSeq}..${c.lastSeq} at offset ${at} ${why}`)
+            }
           } else {
+            for (const d of damage) res.corrupt.push(d)
+            damage = []
             await onBatch({ commit: c, segment: seg.number, start: batchStart, end: r.pos, recs, count })
+            res.lastSeq = c.lastSeq
+            res.end = { segment: seg.number, offset: r.pos }
           }
-          if (c.lastSeq > res.lastSeq) res.lastSeq = c.lastSeq
-          res.end = { segment: seg.number, offset: r.pos }
           count = 0
           batchStart = r.pos
+          damageInBatch = false
           continue
         }
-        // 'torn' or 'bad'
-        const next = o === 'bad' ? await r.resync(at) : null
-        if (next === null && tornOk) {
-          const cut = cutPoint(res.end, seg.number)
-          res.torn = { segment: seg.number, at: cut, bytes: limit - cut, why: `${r.problem} at offset ${at}` }
-          break
-        }
+        // 'torn' (runs past the end) or 'bad': is anything intact after it?
+        const next = await r.resync(at)
         const bytes = (next ?? limit) - at
-        res.corrupt.push({
-          segment: seg.name,
-          offset: at,
+        damaged(
+          at,
           bytes,
-          afterSeq: res.lastSeq,
-          message: `${r.problem}; ${next === null ? 'nothing intact after it in this segment' : `${bytes} bytes skipped to the next intact frame`}`,
-        })
+          `${r.problem}; ${next === null ? 'nothing intact after it in this segment' : `${bytes} bytes skipped to the next intact frame`}`
+        )
         count = 0 // the batch the damage fell in cannot be trusted
+        damageInBatch = true
         if (next === null) break
         r.pos = next
         batchStart = next
       }
-      if (count > 0 && !res.torn) {
-        // CHANGE records with no COMMIT after them.
-        const at = recs[5]
-        const cut = cutPoint(res.end, seg.number)
-        if (tornOk) res.torn = { segment: seg.number, at: cut, bytes: limit - cut, why: `${count} CHANGE records after the last COMMIT` }
-        else
-          res.corrupt.push({
-            segment: seg.name,
-            offset: at,
-            bytes: limit - at,
-            afterSeq: res.lastSeq,
-            message: `${count} CHANGE records with no COMMIT after them`,
-          })
+      if (count > 0) damaged(recs[5], limit - recs[5], `${count} CHANGE records with no COMMIT after them`)
+      if (damage.length > 0 && tornOk) {
+        const cut = res.end.segment === seg.number ? res.end.offset : start
+        res.torn = { segment: seg.number, at: cut, bytes: limit - cut, why: damage.map((d) => `offset ${d.offset}: ${d.message}`).join('; ') }
+      } else {
+        for (const d of damage) res.corrupt.push(d)
       }
-    }
-    if (res.torn) {
-      // Whatever the scan called corruption past the cut is part of the torn tail.
-      const t = res.torn
-      const name = this.segments.get(t.segment)!.name
-      res.corrupt = res.corrupt.filter((c) => c.segment !== name || c.offset < t.at)
     }
     return res
   }
@@ -309,11 +304,6 @@ export class Journal {
     for (const s of this.segments.values()) await s.close().catch(() => {})
     this.segments.clear()
   }
-}
-
-/** Where a torn newest segment is cut: the end of its last COMMIT, or just after its header. */
-function cutPoint(end: Position, segment: number): number {
-  return end.segment === segment ? end.offset : SEGMENT_HEADER_SIZE
 }
 
 function commitDisagrees(c: CommitBody, recs: Float64Array, count: number, prevSeq: number): string | null {

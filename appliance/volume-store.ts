@@ -492,7 +492,6 @@ export class VolumeStore implements CommitSink, ImageSource {
       })
       for (const s of j.ordered()) if (s.number <= until.segment) bytes += s.number === until.segment ? until.offset : s.size
       for (const c of res.corrupt) problems.push(`corruption in ${c.segment} at offset ${c.offset} (${c.bytes} bytes, after seq ${c.afterSeq}): ${c.message}`)
-      problems.push(...res.problems)
       if (res.end.segment !== until.segment || res.end.offset !== until.offset) {
         problems.push(`the last intact COMMIT ends at ${res.end.segment}:${res.end.offset}, the durable end is ${until.segment}:${until.offset}`)
       }
