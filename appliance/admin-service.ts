@@ -15,7 +15,7 @@ import type { RestoreRequest__Output } from '../proto/generated/tidemark/v1/Rest
 import type { StatsReply } from '../proto/generated/tidemark/v1/StatsReply'
 import type { StatsRequest__Output } from '../proto/generated/tidemark/v1/StatsRequest'
 import { adminProto } from '../proto/load'
-import type { Authorizer } from './authorizer'
+import type { Authorizer, Caller } from './authorizer'
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
@@ -30,7 +30,7 @@ const STATUS: Record<string, grpc.status> = {
 
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
   const e = err as { code?: string; message?: string }
-  const code = (e.code && STATUS[e.code]) ?? grpc.status.INTERNAL
+  const code = (e.code ? STATUS[e.code] : undefined) ?? grpc.status.INTERNAL
   return { code, details: e.code ? `${e.code}: ${e.message}` : String(e.message ?? err) }
 }
 
@@ -68,7 +68,7 @@ export class AdminService {
     })
   }
 
-  private volume(name: string, caller: { getAuthContext(): grpc.AuthContext }): VolumeStore {
+  private volume(name: string, caller: Caller): VolumeStore {
     const v = this.store.get(name)
     const who = this.auth.identity(caller)
     if (this.auth.tls && !this.auth.mayWrite(who, name)) {
@@ -81,7 +81,7 @@ export class AdminService {
   private resolveSeq(v: VolumeStore, req: RestoreRequest__Output): number {
     const p = req.point
     if (!p || p.point === 'latest' || (p.point === undefined && !p.seq)) return v.durableSeq
-    if (p.point === 'seq') {
+    if (p.point === 'seq' && p.seq !== undefined) {
       if (p.seq > v.durableSeq) {
         throw new TidemarkError(
           'POINT_IN_FUTURE',
@@ -123,7 +123,7 @@ export class AdminService {
     this.log.info({ volume: v.meta.name, seq, bytes, ms: Date.now() - t0 }, 'restore served')
   }
 
-  private stats(name: string, caller: { getAuthContext(): grpc.AuthContext }): Record<string, unknown> {
+  private stats(name: string, caller: Caller): Record<string, unknown> {
     const vols = name ? [this.volume(name, caller)] : this.store.volumes()
     const streams = this.replication.info()
     return {

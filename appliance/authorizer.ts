@@ -11,10 +11,15 @@
 // the agent id the hello states, which stops mistakes, not attackers. That is
 // why the appliance refuses to listen beyond loopback without TLS unless it is
 // told --insecure.
-import type * as grpc from '@grpc/grpc-js'
+import type { PeerCertificate } from 'node:tls'
 import { TidemarkError } from '../proto/errors'
 
 export type AllowList = Map<string, string[]>
+
+/** A gRPC call, as far as identity goes. */
+export interface Caller {
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate }
+}
 
 export class Authorizer {
   constructor(
@@ -23,7 +28,7 @@ export class Authorizer {
   ) {}
 
   /** The certificate identity of the caller, or null without TLS. */
-  identity(call: { getAuthContext(): grpc.AuthContext }): string | null {
+  identity(call: Caller): string | null {
     if (!this.tls) return null
     const cert = call.getAuthContext()?.sslPeerCertificate
     if (!cert) return null

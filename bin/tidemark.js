@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 'use strict'
 // The installed command: runs the compiled CLI (npm install builds it into dist/).
+// grpc-js sets the TLS server name to an IP address when connecting to one
+// (DEP0123); a one-line-error CLI must not print that warning.
+process.noDeprecation = true
 const path = require('node:path')
 const fs = require('node:fs')
 const main = path.join(__dirname, '..', 'dist', 'cli', 'main.js')

@@ -1,5 +1,9 @@
 // tidemark stats and tidemark journal: what an appliance holds, for people
 // (a table) and for scripts (--json).
+import type { JournalReply__Output } from '../proto/generated/tidemark/v1/JournalReply'
+import type { JournalRequest } from '../proto/generated/tidemark/v1/JournalRequest'
+import type { StatsReply__Output } from '../proto/generated/tidemark/v1/StatsReply'
+import type { StatsRequest } from '../proto/generated/tidemark/v1/StatsRequest'
 import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
 import { parseArgs, usage } from './args'
 
@@ -35,7 +39,7 @@ export async function runStats(argv: string[]): Promise<number> {
   const client = adminClient(a, 'stats')
   let json: string
   try {
-    json = (await unary(client.stats.bind(client), { volume: a.get('volume')?.[0] ?? '' })).json
+    json = (await unary<StatsRequest, StatsReply__Output>(client.stats.bind(client), { volume: a.get('volume')?.[0] ?? '' })).json
   } catch (err) {
     throw clientError('stats', err)
   } finally {
@@ -84,7 +88,7 @@ export async function runJournal(argv: string[]): Promise<number> {
   const client = adminClient(a, 'journal')
   let json: string
   try {
-    json = (await unary(client.journal.bind(client), { action: actions[action], volume, fromSeq: Number(from), limit: Number(limit) })).json
+    json = (await unary<JournalRequest, JournalReply__Output>(client.journal.bind(client), { action: actions[action], volume, fromSeq: Number(from), limit: Number(limit) })).json
   } catch (err) {
     throw clientError('journal', err)
   } finally {

@@ -25,9 +25,9 @@ function record(seq: number, sector: number, count: number, kind: number, data?:
   return data ? Buffer.concat([h, data]) : h
 }
 
-function batch(records: Buffer[], firstSeq: number, lastSeq: number) {
+function batch(records: Buffer[], firstSeq: number, lastSeq: number, compress = true) {
   const raw = Buffer.concat(records)
-  return encodeBatch(raw, { firstSeq, lastSeq, recordCount: records.length, appBytes: 0, changedBytes: 0 })
+  return encodeBatch(raw, { firstSeq, lastSeq, recordCount: records.length, appBytes: 0, changedBytes: 0 }, compress)
 }
 
 /** A Replicate stream: send messages, read what comes back, see how it ends. */
@@ -99,9 +99,13 @@ t.test('bad batches are refused with a reason, counted, and never journaled', as
   const ok = batch([record(5, 0, 8, 1, data)], 5, 5)
   await refused('first batch is fine', [{ batch: ok }, { batch: batch([record(3, 0, 8, 1, data)], 3, 3) }],
     grpc.status.FAILED_PRECONDITION, /SEQ_OUT_OF_ORDER/)
-  const flipped = batch([record(20, 0, 8, 1, data)], 20, 20)
+  const flipped = batch([record(20, 0, 8, 1, data)], 20, 20, false)
   ;(flipped.payload as Buffer)[40] ^= 0xff
   await refused('flipped byte', [{ batch: flipped }], grpc.status.DATA_LOSS, /BATCH_CHECKSUM.*mismatch/)
+  const mangled = batch([record(20, 0, 8, 1, data)], 20, 20)
+  t.equal(mangled.compression, 'COMPRESSION_LZ4', 'the repetitive batch is compressed')
+  ;(mangled.payload as Buffer)[0] ^= 0x01
+  await refused('LZ4 length lies', [{ batch: mangled }], grpc.status.INVALID_ARGUMENT, /BATCH_CORRUPT: LZ4 payload does not announce/)
   await refused('past the end', [{ batch: batch([record(21, SIZE / 512 - 4, 8, 1, data)], 21, 21) }],
     grpc.status.OUT_OF_RANGE, /RECORD_OUT_OF_RANGE/)
   await refused('data length lies', [{ batch: batch([record(22, 0, 16, 1, data)], 22, 22) }],
@@ -138,7 +142,7 @@ t.test('bad batches are refused with a reason, counted, and never journaled', as
   const s = JSON.parse(stats.stdout)
   const vol = s.volumes.find((v: { name: string }) => v.name === 'vol')
   t.equal(vol.durableSeq, 5, 'vol holds only the good batch')
-  for (const code of ['SEQ_OUT_OF_ORDER', 'BATCH_CHECKSUM', 'RECORD_OUT_OF_RANGE', 'RECORD_MALFORMED', 'BATCH_TOO_LARGE', 'UNKNOWN_VOLUME']) {
+  for (const code of ['SEQ_OUT_OF_ORDER', 'BATCH_CHECKSUM', 'BATCH_CORRUPT', 'RECORD_OUT_OF_RANGE', 'RECORD_MALFORMED', 'BATCH_TOO_LARGE', 'UNKNOWN_VOLUME']) {
     t.ok(s.appliance.rejected[code] >= 1, `rejections counted: ${code}`)
   }
   const logged = app.logs().filter((l) => /rejected/.test(String(l.msg)))

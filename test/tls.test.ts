@@ -1,0 +1,110 @@
+// Mutual TLS at the appliance: certificates made with openssl, a real
+// appliance process, real gRPC clients. An agent may write only the volumes
+// its certificate identity is allowed; anything else is PERMISSION_DENIED and
+// logged; a certificate from another CA does not get a connection at all.
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import * as grpc from '@grpc/grpc-js'
+import t from 'tap'
+import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
+import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
+import { BIN, run, startAppliance, tmpdir } from './helpers'
+
+function openssl(args: string[], cwd: string): void {
+  execFileSync('openssl', args, { cwd, stdio: 'pipe' })
+}
+
+/** A CA and certificates it signs: CN=name, plus SANs for the server. */
+function makePki(dir: string, names: string[], caName = 'ca'): void {
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=tidemark test ${caName}`,
+    '-keyout', `${caName}.key`, '-out', `${caName}.pem`], dir)
+  for (const n of names) {
+    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`], dir)
+    openssl(['x509', '-req', '-in', `${n}.csr`, '-CA', `${caName}.pem`, '-CAkey', `${caName}.key`, '-CAcreateserial',
+      '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`], dir)
+  }
+}
+
+function hello(volume: string) {
+  return { hello: { protocol: PROTOCOL_VERSION, agentId: 'whoever-i-say', volume, generation: 'g1', size: 1 << 20, group: '', ackedSeq: 0 } }
+}
+
+/** Opens a stream as `who` and says hello for `volume`: the first reply, or how it ended. */
+function attempt(address: string, pki: string, who: string, volume: string): Promise<{ welcome?: boolean; code?: number; details?: string }> {
+  const creds = grpc.credentials.createSsl(
+    fs.readFileSync(path.join(pki, 'ca.pem')),
+    fs.readFileSync(path.join(pki, `${who}.key`)),
+    fs.readFileSync(path.join(pki, `${who}.pem`))
+  )
+  const client = new replicationProto.Replication(address, creds)
+  return new Promise((resolve) => {
+    const call = client.replicate()
+    call.on('data', (m: ApplianceMessage__Output) => {
+      if (m.body === 'welcome') {
+        call.cancel()
+        client.close()
+        resolve({ welcome: true })
+      }
+    })
+    call.on('error', (e: grpc.ServiceError) => {
+      client.close()
+      resolve({ code: e.code, details: e.details })
+    })
+    call.write(hello(volume))
+  })
+}
+
+t.test('mutual TLS: identities map to volumes; others are refused', async (t) => {
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  fs.mkdirSync(pki)
+  makePki(pki, ['appliance', 'agent-a', 'agent-b'])
+  const rogue = path.join(dir, 'rogue')
+  fs.mkdirSync(rogue)
+  makePki(rogue, ['agent-a'], 'ca')
+  // the rogue agent-a presents a certificate from another CA, but trusts ours
+  fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(rogue, 'trust.pem'))
+
+  const app = await startAppliance(t, {
+    data: path.join(dir, 'data'),
+    extra: ['--tls-cert', path.join(pki, 'appliance.pem'), '--tls-key', path.join(pki, 'appliance.key'),
+      '--tls-ca', path.join(pki, 'ca.pem'), '--allow', 'agent-a=vol-a,db-*'],
+  })
+
+  t.same(await attempt(app.address, pki, 'agent-a', 'vol-a'), { welcome: true }, 'agent-a may write vol-a')
+  t.same(await attempt(app.address, pki, 'agent-a', 'db-log'), { welcome: true }, 'agent-a may write db-* volumes')
+  const denied = await attempt(app.address, pki, 'agent-a', 'vol-b')
+  t.equal(denied.code, grpc.status.PERMISSION_DENIED, 'agent-a may not write vol-b')
+  t.match(denied.details, /certificate identity "agent-a" may not write volume vol-b/)
+  const other = await attempt(app.address, pki, 'agent-b', 'vol-a')
+  t.equal(other.code, grpc.status.PERMISSION_DENIED, 'agent-b is not in the allow-list')
+
+  // A certificate from another CA never gets a stream.
+  const creds = grpc.credentials.createSsl(
+    fs.readFileSync(path.join(rogue, 'trust.pem')),
+    fs.readFileSync(path.join(rogue, 'agent-a.key')),
+    fs.readFileSync(path.join(rogue, 'agent-a.pem'))
+  )
+  const client = new replicationProto.Replication(app.address, creds)
+  const r = await new Promise<grpc.ServiceError>((resolve) => {
+    const call = client.replicate({ deadline: Date.now() + 10_000 })
+    call.on('data', () => undefined)
+    call.on('error', resolve)
+    call.write(hello('vol-a'))
+  })
+  client.close()
+  t.equal(r.code, grpc.status.UNAVAILABLE, `a certificate from another CA gets no connection (${r.details})`)
+
+  // Without a client certificate the CLI gets nothing either.
+  const plain = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--json'])
+  t.not(plain.code, 0, 'a client without TLS is refused')
+  const withCert = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--json',
+    '--tls-cert', path.join(pki, 'agent-a.pem'), '--tls-key', path.join(pki, 'agent-a.key'), '--tls-ca', path.join(pki, 'ca.pem')])
+  t.equal(withCert.code, 0, `stats over mutual TLS (${withCert.stderr.trim()})`)
+  t.same(JSON.parse(withCert.stdout).volumes.map((v: { name: string }) => v.name).sort(), ['db-log', 'vol-a'], 'only the allowed volumes were created')
+
+  const denials = app.logs().filter((l) => /rejected/.test(String(l.msg)) && l.code === 'PERMISSION_DENIED')
+  t.equal(denials.length, 2, 'each denial is logged')
+})
