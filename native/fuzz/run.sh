@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Fuzzes the NBD front: builds native/fuzz/nbd_fuzz.cc with the tap core
+# under libFuzzer, AddressSanitizer and UBSan into build-fuzz/, seeds a corpus
+# with valid conversations, and runs for ${FUZZ_SECONDS:-60} seconds.
+# Exits non-zero if libFuzzer finds a crash, a sanitizer error, a leak or a
+# hang (-timeout); crash inputs are left in build-fuzz/ as crash-*, timeout-*.
+# Needs clang++ and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+seconds=${FUZZ_SECONDS:-60}
+cxx=${FUZZ_CXX:-clang++}
+out=build-fuzz
+bin=$out/nbd_fuzz
+srcs=(native/src/dirty_map.cc native/src/seq.cc native/src/volume.cc native/src/nbd_server.cc native/src/tap.cc
+      native/fuzz/nbd_fuzz.cc)
+flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+       -I native/src -pthread)
+
+command -v "$cxx" >/dev/null || { echo "fuzz: $cxx not found (install clang and libclang-rt-14-dev)" >&2; exit 1; }
+mkdir -p "$out/obj" "$out/corpus" "$out/seeds"
+
+# ---- build (objects two at a time; only what changed)
+stale=0
+pids=()
+for src in "${srcs[@]}"; do
+  obj=$out/obj/$(basename "${src%.cc}").o
+  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find native/src -name '*.h' -newer "$obj")" ] ||
+     [ native/fuzz/run.sh -nt "$obj" ]; then
+    stale=1
+    # -fsanitize=fuzzer on the core too, for coverage; it only links in the target.
+    "$cxx" "${flags[@]}" -c "$src" -o "$obj" &
+    pids+=($!)
+    if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
+if [ $stale = 1 ] || [ ! -x "$bin" ]; then
+  echo "fuzz: linking $bin"
+  "$cxx" "${flags[@]}" "$out"/obj/*.o -o "$bin"
+fi
+
+# ---- seeds: whole client conversations, written as hex (no python needed)
+bytes() { printf '%b' "$(sed 's/../\\x&/g' <<<"$1")"; }
+u16() { printf '%04x' "$1"; }
+u32() { printf '%08x' "$1"; }
+u64() { printf '%016x' "$1"; }
+str() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+fill() { printf "%0$(($1 * 2))d" 0 | sed "s/00/$2/g"; }    # fill N BYTE
+opt() { printf '49484156454f5054%s%s%s' "$(u32 "$1")" "$(u32 $((${#2} / 2)))" "$2"; }
+go() { opt 7 "$(u32 ${#1})$(str "$1")0000"; }               # GO NAME, no info requests
+req() { printf '25609513%s%s%s%s%s' "$(u16 "$2")" "$(u16 "$1")" "$(u64 "$3")" "$(u64 "$4")" "$(u32 "$5")"; }
+# req TYPE FLAGS COOKIE OFFSET LENGTH; types: 0 READ 1 WRITE 2 DISC 3 FLUSH 4 TRIM 6 WRITE_ZEROES
+hello=00000003  # fixed newstyle, no zeroes
+seed() { bytes "$2" > "$out/seeds/$1"; }
+
+seed go-write-read-disc "$hello$(go vol)$(req 1 0 1 4096 512)$(fill 512 ab)$(req 0 0 2 4096 512)$(req 3 0 3 0 0)$(req 2 0 4 0 0)"
+seed ops "$hello$(go vol)$(req 1 1 1 65536 1024)$(fill 1024 5a)$(req 4 0 2 131072 65536)$(req 6 2 3 196608 8192)$(req 6 1 4 1000 3000)$(req 0 0 5 0 4096)$(req 3 0 6 0 0)$(req 2 0 7 0 0)"
+seed unaligned "$hello$(go vol)$(req 1 0 1 1000 100)$(fill 100 c3)$(req 1 0 2 70000 600)$(fill 600 3c)$(req 4 1 3 100 1000)$(req 0 0 4 512 1024)$(req 2 0 5 0 0)"
+seed list-info-exportname "00000001$(opt 3 '')$(opt 6 "$(u32 3)$(str vol)00020001")$(opt 6 "$(u32 3)$(str vol)000200010002")$(opt 1 "$(str vol)")$(req 0 0 1 0 512)$(req 2 0 2 0 0)"
+seed read-only "$hello$(go ro)$(req 1 0 1 0 512)$(fill 512 11)$(req 4 0 2 0 512)$(req 0 0 3 0 512)$(req 2 0 4 0 0)"
+seed rejected "$hello$(go nope)$(go vol)$(req 0 0 1 1048064 1024)$(req 1 0 2 1048064 1024)$(fill 1024 77)$(req 5 0 3 0 0)$(req 3 1 4 0 0)$(req 0 0 5 0 0)$(req 0 0 6 0 512)"
+seed bad-magic "$hello$(go vol)$(req 0 0 1 0 512)1234567800000000000000000000000000000000000000000000000000000000"
+seed abort "$hello$(opt 8 '')$(opt 2 '')"
+# a last byte of 0xf0..0xff also starts a copy from region (byte & 15) during the conversation
+seed copy-during-writes "$hello$(go vol)$(req 1 0 1 200000 4096)$(fill 4096 e7)$(req 6 0 2 300000 70000)$(req 2 0 3 0 0)f3"
+
+# ---- fuzz
+echo "fuzz: $seconds s on $bin, corpus $out/corpus (+ $(ls "$out/seeds" | wc -l) seeds)"
+log=$out/fuzz.log
+set +e
+"$bin" -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  -artifact_prefix="$out/" "$out/corpus" "$out/seeds" > "$log" 2>&1
+status=$?
+set -e
+# (a crash can leave no stats or coverage lines: these must not stop the script)
+execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log" | tail -1 || true)
+rate=$(sed -nE 's/^stat::average_exec_per_sec: *([0-9]+).*/\1/p' "$log" | tail -1 || true)
+cov=$({ grep -E '^#[0-9]+' "$log" || true; } | tail -1 |
+      sed -nE 's/.*cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+).*/cov \1, features \2, corpus \3/p')
+if [ $status -ne 0 ]; then
+  tail -60 "$log"
+  echo "fuzz: FAILED (libFuzzer exit $status) after ${execs:-?} execs; see $log and $out/crash-* / timeout-*"
+  exit 1
+fi
+echo "fuzz: ok, ${execs:-?} execs in $seconds s (${rate:-?}/s), ${cov:-no coverage line}, no crash"

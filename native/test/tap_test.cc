@@ -1,0 +1,1223 @@
+// Native tests of the tap core, run under AddressSanitizer and UBSan
+// (`npm run test:native`).
+//
+// No framework: each CHECK prints "ok - what" or "not ok - what (file:line)",
+// and the program ends with the line "N passed, N failed" that .ci/run reads;
+// it exits non-zero if anything failed. Sections follow the layers bottom-up:
+// request validation, the record ring, the dirty map, the seq space, the
+// volume (recording, behind mode, resync, restart), the NBD server over a
+// socketpair and a unix socket, and the Tap that ties them together. Every
+// test works on real files in its own temporary directory.
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dirty_map.h"
+#include "nbd_proto.h"
+#include "nbd_server.h"
+#include "record.h"
+#include "seq.h"
+#include "tap.h"
+#include "volume.h"
+
+using namespace tidemark;
+
+namespace {
+
+// ---------------------------------------------------------------- harness
+
+int g_passed = 0, g_failed = 0;
+
+void Check(bool ok, const std::string& what, const char* file, int line) {
+  if (ok) {
+    g_passed++;
+    std::printf("ok - %s\n", what.c_str());
+  } else {
+    g_failed++;
+    std::printf("not ok - %s (%s:%d)\n", what.c_str(), file, line);
+  }
+  std::fflush(stdout);
+}
+// The condition is evaluated before the message, so a message may show what
+// the condition left behind (an error string).
+#define CHECK(cond, what)                           \
+  do {                                              \
+    const bool check_ok_ = static_cast<bool>(cond); \
+    Check(check_ok_, (what), __FILE__, __LINE__);   \
+  } while (0)
+
+// " (the error)" when there is one, for check messages.
+std::string Said(const std::string& error) { return error.empty() ? "" : " (" + error + ")"; }
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string t = std::string(base && *base ? base : "/tmp") + "/tidemark-test-XXXXXX";
+    if (!mkdtemp(&t[0])) {
+      std::perror("mkdtemp");
+      std::exit(2);
+    }
+    path_ = t;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Deterministic bytes that differ from zeroes and from each other.
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    b = uint8_t(x);
+  }
+  return v;
+}
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fclose(f) != 0) {
+    std::perror(path.c_str());
+    std::exit(2);
+  }
+}
+
+std::vector<uint8_t> ReadFile(const std::string& path) {
+  std::vector<uint8_t> out;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return out;
+  uint8_t buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
+  std::fclose(f);
+  return out;
+}
+
+bool AllZero(const uint8_t* p, size_t n) { return std::all_of(p, p + n, [](uint8_t b) { return b == 0; }); }
+
+// Log lines from the core, kept so tests can check what a user would read.
+class Log {
+ public:
+  LogFn Fn() {
+    return [this](int, const std::string& m) {
+      std::lock_guard<std::mutex> lk(mu_);
+      lines_.push_back(m);
+    };
+  }
+  bool Has(const std::string& s) {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& l : lines_)
+      if (l.find(s) != std::string::npos) return true;
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// A change record as the consumer sees it.
+struct Rec {
+  RecordHeader h;
+  std::vector<uint8_t> data;
+};
+
+std::vector<Rec> ParseRecords(const uint8_t* p, size_t n) {
+  std::vector<Rec> out;
+  for (size_t at = 0; at + kRecordHeaderSize <= n;) {
+    Rec r;
+    std::memcpy(&r.h, p + at, kRecordHeaderSize);
+    r.data.assign(p + at + kRecordHeaderSize, p + at + kRecordHeaderSize + r.h.data_length);
+    at += kRecordHeaderSize + r.h.data_length;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<Rec> PullAll(Volume& v, size_t max = 1 << 20) {
+  std::vector<Rec> out;
+  for (;;) {
+    std::vector<uint8_t> buf;
+    const size_t n = v.Pull(max, [&](size_t k) {
+      buf.resize(k);
+      return buf.data();
+    });
+    if (n == 0) return out;
+    for (auto& r : ParseRecords(buf.data(), n)) out.push_back(std::move(r));
+  }
+}
+
+// What the appliance does: apply records in seq order to an image.
+void Replay(std::vector<uint8_t>& img, const std::vector<Rec>& recs) {
+  for (const auto& r : recs) {
+    const size_t off = size_t(r.h.sector) << kSectorShift, len = size_t(r.h.count) << kSectorShift;
+    if (r.h.kind == kRecordWrite || r.h.kind == kRecordResync) std::memcpy(&img[off], r.data.data(), r.data.size());
+    if (r.h.kind == kRecordTrim || r.h.kind == kRecordZero) std::memset(&img[off], 0, len);
+  }
+}
+
+bool SeqsIncrease(const std::vector<Rec>& recs, uint64_t after = 0) {
+  for (const auto& r : recs) {
+    if (r.h.seq <= after) return false;
+    after = r.h.seq;
+  }
+  return true;
+}
+
+bool RegionDirty(const std::vector<uint8_t>& bitmap, uint64_t r) { return bitmap[r >> 3] & (1u << (r & 7)); }
+
+// A volume over a patterned file in its own state directory.
+struct VolumeFixture {
+  TempDir dir;
+  Log log;
+  std::vector<uint8_t> initial;
+  std::shared_ptr<SeqSpace> seq;
+  std::shared_ptr<Volume> vol;
+  std::string error;
+
+  bool Create(size_t size, size_t buffer_bytes) {
+    initial = Pattern(size, 1);
+    WriteFile(disk(), initial);
+    return Reopen(buffer_bytes);
+  }
+  // A new SeqSpace and Volume over the same files, as after a restart.
+  bool Reopen(size_t buffer_bytes, bool read_only = false, const std::string& name = "vol") {
+    vol.reset();
+    seq = std::make_shared<SeqSpace>();
+    if (!seq->Open(dir / (name + ".seq"), &error)) return false;
+    VolumeConfig c;
+    c.name = name;
+    c.path = disk();
+    c.state_dir = dir.path();
+    c.buffer_bytes = buffer_bytes;
+    c.read_only = read_only;
+    vol = std::make_shared<Volume>(c, seq, log.Fn());
+    return vol->Open(&error);
+  }
+  std::string disk() const { return dir / "disk.img"; }
+  std::vector<uint8_t> Backing() const { return ReadFile(disk()); }
+};
+
+// ---------------------------------------------------------------- nbd::ValidateRequest
+
+void TestValidateRequest() {
+  using namespace nbd;
+  const uint64_t size = 1 << 20, big = uint64_t(1) << 40, near_max = UINT64_MAX - 100;
+  auto V = [](uint16_t type, uint16_t flags, uint64_t off, uint32_t len, bool ro = false, uint64_t sz = 1 << 20,
+              uint32_t magic = kRequestMagic) { return ValidateRequest(Request{magic, flags, type, 7, off, len}, sz, ro); };
+  auto Ok = [](const Verdict& v) { return v.error == 0 && !v.disconnect && v.discard == 0 && v.why == nullptr; };
+  auto Err = [](const Verdict& v, uint32_t e, uint32_t discard = 0) {
+    return v.error == e && !v.disconnect && v.discard == discard && v.why != nullptr;
+  };
+  auto Disc = [](const Verdict& v) { return v.disconnect && v.error == 0 && v.why != nullptr; };
+
+  uint8_t wire[kRequestSize];
+  Put32(wire, kRequestMagic);
+  Put16(wire + 4, kCmdFlagFua);
+  Put16(wire + 6, kCmdWrite);
+  Put64(wire + 8, 0x0102030405060708ULL);
+  Put64(wire + 16, 0x1122334455667788ULL);
+  Put32(wire + 24, 0xa0b0c0d0);
+  const Request p = ParseRequest(wire);
+  CHECK(p.magic == kRequestMagic && p.flags == kCmdFlagFua && p.type == kCmdWrite && p.cookie == 0x0102030405060708ULL &&
+            p.offset == 0x1122334455667788ULL && p.length == 0xa0b0c0d0,
+        "ParseRequest reads the 28-byte big-endian request header");
+
+  CHECK(Disc(V(kCmdRead, 0, 0, 512, false, size, 0x25609514)), "bad request magic -> disconnect");
+  CHECK(Disc(V(kCmdFlush, 0, 0, 0, false, size, 0)), "bad magic disconnects whatever the command");
+
+  CHECK(Ok(V(kCmdRead, kCmdFlagFua, 0, 4096)), "READ inside the export is valid");
+  CHECK(Ok(V(kCmdRead, 0, size - 512, 512)), "READ ending exactly at the end is valid");
+  CHECK(Ok(V(kCmdRead, 0, 0, 512, true)), "READ on a read-only export is valid");
+  CHECK(Err(V(kCmdRead, 0, size - 512, 1024), kEinval), "READ past the end -> EINVAL");
+  CHECK(Err(V(kCmdRead, 0, size, 1), kEinval), "READ starting at the end -> EINVAL");
+  CHECK(Err(V(kCmdRead, 0, near_max, 512, false, UINT64_MAX), kEinval), "READ whose offset+length overflows -> EINVAL");
+  CHECK(Err(V(kCmdRead, 0, 0, 0), kEinval), "zero-length READ -> EINVAL");
+  CHECK(Err(V(kCmdRead, 0, 0, kMaxPayload + 1, false, big), kEinval), "oversize READ -> EINVAL, connection kept");
+  CHECK(Ok(V(kCmdRead, 0, 0, kMaxPayload, false, big)), "READ of exactly the maximum block size is valid");
+  CHECK(Err(V(kCmdRead, kCmdFlagNoHole, 0, 512), kEinval), "READ with an unknown flag -> EINVAL");
+
+  CHECK(Ok(V(kCmdWrite, kCmdFlagFua, 0, 4096)), "WRITE (FUA) inside the export is valid");
+  CHECK(Err(V(kCmdWrite, 0, size - 512, 1024), kEnospc, 1024), "WRITE past the end -> ENOSPC, payload discarded");
+  CHECK(Err(V(kCmdWrite, 0, near_max, 512, false, UINT64_MAX), kEnospc, 512),
+        "WRITE whose offset+length overflows -> ENOSPC, payload discarded");
+  CHECK(Err(V(kCmdWrite, 0, 0, 0), kEinval, 0), "zero-length WRITE -> EINVAL, nothing to discard");
+  CHECK(Disc(V(kCmdWrite, 0, 0, kMaxPayload + 1, false, big)), "oversize WRITE -> disconnect");
+  CHECK(Disc(V(kCmdWrite, 0, 0, 0xffffffff, true, big)), "oversize WRITE disconnects even on a read-only export");
+  CHECK(Err(V(kCmdWrite, 1 << 5, 0, 4096), kEinval, 4096), "WRITE with an unknown flag -> EINVAL, payload discarded");
+  CHECK(Err(V(kCmdWrite, 0, 0, 4096, true), kEperm, 4096), "WRITE to a read-only export -> EPERM, payload discarded");
+
+  CHECK(Ok(V(kCmdTrim, kCmdFlagFua, 0, size)), "TRIM of the whole export is valid");
+  CHECK(Ok(V(kCmdTrim, 0, 0, kMaxPayload * 2u, false, big)), "TRIM larger than the maximum block size is valid");
+  CHECK(Err(V(kCmdTrim, 0, size - 512, 1024), kEinval), "TRIM past the end -> EINVAL");
+  CHECK(Err(V(kCmdTrim, 0, near_max, 512, false, UINT64_MAX), kEinval), "TRIM whose offset+length overflows -> EINVAL");
+  CHECK(Err(V(kCmdTrim, 0, 0, 0), kEinval), "zero-length TRIM -> EINVAL");
+  CHECK(Err(V(kCmdTrim, kCmdFlagNoHole, 0, 512), kEinval), "TRIM with an unknown flag -> EINVAL");
+  CHECK(Err(V(kCmdTrim, 0, 0, 512, true), kEperm), "TRIM on a read-only export -> EPERM");
+
+  CHECK(Ok(V(kCmdWriteZeroes, kCmdFlagFua | kCmdFlagNoHole, 0, 8192)), "WRITE_ZEROES with FUA|NO_HOLE is valid");
+  CHECK(Err(V(kCmdWriteZeroes, 0, size - 512, 1024), kEnospc), "WRITE_ZEROES past the end -> ENOSPC, no payload");
+  CHECK(Err(V(kCmdWriteZeroes, 0, near_max, 512, false, UINT64_MAX), kEnospc),
+        "WRITE_ZEROES whose offset+length overflows -> ENOSPC");
+  CHECK(Err(V(kCmdWriteZeroes, 0, 0, 0), kEinval), "zero-length WRITE_ZEROES -> EINVAL");
+  CHECK(Err(V(kCmdWriteZeroes, 1 << 2, 0, 512), kEinval), "WRITE_ZEROES with an unknown flag -> EINVAL");
+  CHECK(Err(V(kCmdWriteZeroes, 0, 0, 512, true), kEperm), "WRITE_ZEROES on a read-only export -> EPERM");
+
+  CHECK(Ok(V(kCmdFlush, 0, 0, 0)) && Ok(V(kCmdFlush, 0, 0, 0, true)), "FLUSH is valid, also read-only");
+  CHECK(Err(V(kCmdFlush, kCmdFlagFua, 0, 0), kEinval), "FLUSH with a flag -> EINVAL");
+  CHECK(Ok(V(kCmdDisc, 0, 0, 0)), "DISC is valid");
+  CHECK(Err(V(5, 0, 0, 512), kEinval) && Err(V(7, 0, 0, 512), kEinval) && Err(V(0xffff, 0, 0, 0), kEinval),
+        "unknown commands -> EINVAL, connection kept");
+}
+
+// ---------------------------------------------------------------- RecordRing
+
+// Records with a recognisable body: every data byte is the seq's low byte.
+uint8_t* PutRecord(RecordRing& ring, uint64_t seq, uint32_t data_len) {
+  uint8_t* p = ring.Reserve(kRecordHeaderSize + data_len);
+  if (!p) return nullptr;
+  RecordHeader h{};
+  h.seq = seq;
+  h.kind = kRecordWrite;
+  h.data_length = data_len;
+  std::memcpy(p, &h, sizeof h);
+  std::memset(p + kRecordHeaderSize, uint8_t(seq), data_len);
+  ring.Commit(kRecordHeaderSize + data_len);
+  return p;
+}
+
+std::vector<Rec> TakeRecords(RecordRing& ring, size_t max) {
+  const size_t n = ring.PeekBytes(max);
+  std::vector<uint8_t> buf(n);
+  if (n) ring.Take(buf.data(), n);
+  return ParseRecords(buf.data(), n);
+}
+
+bool Intact(const Rec& r, uint64_t seq) {
+  return r.h.seq == seq && std::all_of(r.data.begin(), r.data.end(), [&](uint8_t b) { return b == uint8_t(seq); });
+}
+
+void TestRecordRing() {
+  RecordRing ring(1024);
+  CHECK(ring.empty() && ring.PeekBytes(4096) == 0, "an empty ring has nothing to peek");
+  uint8_t* base = PutRecord(ring, 1, 200);  // 232 bytes each
+  PutRecord(ring, 2, 200);
+  PutRecord(ring, 3, 200);
+  CHECK(base && ring.used() == 696 && ring.records() == 3, "three records are held");
+  CHECK(ring.PeekBytes(1) == 232 && ring.PeekBytes(500) == 464 && ring.PeekBytes(10000) == 696,
+        "PeekBytes counts whole records, at least one");
+  auto got = TakeRecords(ring, 1);
+  CHECK(got.size() == 1 && Intact(got[0], 1) && ring.used() == 464, "Take moves the oldest record out");
+  uint8_t* p4 = PutRecord(ring, 4, 200);
+  CHECK(p4 == base + 696, "a record that fits before the end goes at the tail");
+  uint8_t* p5 = PutRecord(ring, 5, 200);
+  CHECK(p5 == base, "a record that does not fit before the end wraps to the start");
+  CHECK(p5 && p5 + 232 <= base + 232, "the wrapped record ends before the oldest unread record");
+  CHECK(ring.Reserve(kRecordHeaderSize + 8) == nullptr, "a full ring returns nullptr instead of unread space");
+  got = TakeRecords(ring, 1 << 20);
+  CHECK(got.size() == 4 && Intact(got[0], 2) && Intact(got[1], 3) && Intact(got[2], 4) && Intact(got[3], 5),
+        "records come out across the wrap in order, intact");
+  CHECK(ring.empty() && ring.records() == 0, "the ring is empty after taking everything");
+
+  PutRecord(ring, 6, 600);
+  CHECK(ring.Reserve(kRecordHeaderSize + 400) == nullptr && ring.records() == 1,
+        "a record larger than the free space returns nullptr");
+  TakeRecords(ring, 1 << 20);
+  CHECK(ring.Reserve(1025) == nullptr, "a record larger than the ring returns nullptr");
+  CHECK(ring.Reserve(1024) == base, "an empty ring takes a record of its whole capacity");
+
+  // Random traffic against a model: every reservation must lie inside the
+  // ring and clear of every unread record, and records come out FIFO, intact.
+  RecordRing r2(4096);
+  struct Held { uint64_t seq; const uint8_t* at; size_t n; };
+  std::deque<Held> model;
+  uint8_t* b2 = nullptr;
+  uint64_t seq = 0, puts = 0, wraps = 0;
+  bool in_bounds = true, no_overlap = true, fifo = true, accounting = true;
+  uint32_t x = 12345;
+  auto rnd = [&] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5; };
+  for (int step = 0; step < 20000; step++) {
+    if (rnd() % 3 != 0) {
+      const uint32_t len = (rnd() % 129) * 8;  // the volume's records are 8-byte multiples too
+      uint8_t* p = PutRecord(r2, seq + 1, len);
+      if (!p) continue;
+      seq++;
+      puts++;
+      if (!b2) b2 = p;
+      const size_t n = kRecordHeaderSize + len;
+      if (p < b2 || p + n > b2 + 4096) in_bounds = false;
+      for (const auto& h : model)
+        if (p < h.at + h.n && h.at < p + n) no_overlap = false;
+      if (!model.empty() && p < model.back().at) wraps++;
+      model.push_back({seq, p, n});
+    } else {
+      for (const auto& r : TakeRecords(r2, rnd() % 3000)) {
+        if (model.empty() || !Intact(r, model.front().seq)) fifo = false;
+        if (!model.empty()) model.pop_front();
+      }
+    }
+    size_t used = 0;
+    for (const auto& h : model) used += h.n;
+    if (used != r2.used() || model.size() != r2.records()) accounting = false;
+  }
+  CHECK(puts > 5000 && wraps > 100, "random traffic exercised the wrap (" + std::to_string(puts) + " records, " +
+                                        std::to_string(wraps) + " wraps)");
+  CHECK(in_bounds, "every reservation lies inside the ring");
+  CHECK(no_overlap, "no reservation overlaps an unread record");
+  CHECK(fifo, "records come out in order with their bytes intact");
+  CHECK(accounting, "used() and records() match the records held");
+}
+
+// ---------------------------------------------------------------- DirtyMap
+
+void TestDirtyMap() {
+  TempDir dir;
+  const std::string path = dir / "vol.dirty";
+  const uint64_t size = 10 * kRegionSize + 512;  // 11 regions, the last one partial
+  std::string error;
+  bool reset = true;
+  {
+    DirtyMap m;
+    CHECK(m.Open(path, size, &reset, &error) && !reset, "a new dirty map opens clean");
+    CHECK(m.regions() == 11 && m.count() == 0, "one region per 64 KiB, rounded up");
+    const bool first = m.Set(3), again = m.Set(3);
+    m.Set(10);
+    CHECK(first && !again && m.count() == 2, "Set reports whether the bit was clear, count() follows");
+    CHECK(m.Test(3) && m.Test(10) && !m.Test(4), "Test reads the bits back");
+    m.Set(7);
+    m.Clear(7);
+    m.Clear(7);
+    m.Clear(5);
+    CHECK(m.count() == 2 && !m.Test(7), "Clear clears once and ignores clear bits");
+    CHECK(m.Sync(), "Sync succeeds");
+    m.Close();
+  }
+  {
+    DirtyMap m;
+    CHECK(m.Open(path, size, &reset, &error) && !reset, "the map reopens for the same volume size");
+    CHECK(m.count() == 2 && m.Test(3) && m.Test(10) && !m.Test(7), "set bits survive close and reopen");
+    const auto copy = m.Copy();
+    CHECK(copy.size() == 2 && copy[0] == 0x08 && copy[1] == 0x04, "Copy returns the bitmap bytes");
+  }
+  {
+    DirtyMap m;
+    CHECK(m.Open(path, size + kRegionSize, &reset, &error) && reset, "a size mismatch sets *reset");
+    CHECK(m.regions() == 12 && m.count() == 12, "after a size mismatch every region is dirty, and only those");
+  }
+  {
+    DirtyMap m;
+    CHECK(m.Open(path, size + kRegionSize, &reset, &error) && !reset && m.count() == 12,
+          "the reset map persists for the new size");
+  }
+  {
+    int fd = ::open(path.c_str(), O_WRONLY);
+    const bool wrote = fd >= 0 && pwrite(fd, "XXXXXXXX", 8, 0) == 8;
+    if (fd >= 0) ::close(fd);
+    DirtyMap m;
+    CHECK(wrote && m.Open(path, size, &reset, &error) && reset && m.count() == 11,
+          "a map with a corrupt header resets to all dirty");
+  }
+  DirtyMap m;
+  CHECK(!m.Open(dir / "no/such/dir/x.dirty", size, &reset, &error) && error.find("cannot open") != std::string::npos,
+        "an unopenable map path fails with a message" + Said(error));
+}
+
+// ---------------------------------------------------------------- SeqSpace
+
+void TestSeqSpace() {
+  TempDir dir;
+  std::string error;
+  uint64_t last = 0;
+  {
+    SeqSpace s;
+    CHECK(s.Open(dir / "a.seq", &error) && s.Current() == 0, "a new seq space opens at 0");
+    bool increasing = true;
+    for (int i = 0; i < 1000; i++) {
+      const uint64_t n = s.Next();
+      increasing &= n > last;
+      last = n;
+    }
+    CHECK(increasing && last == 1000 && s.Current() == 1000, "Next is strictly increasing");
+    // A crash: the file is whatever the running process left; no clean close.
+    SeqSpace after;
+    CHECK(after.Open(dir / "a.seq", &error) && after.Next() > last, "after a crash the next seq is above all given");
+  }
+  {
+    SeqSpace s;
+    s.Open(dir / "b.seq", &error);
+    for (uint64_t i = 0; i < SeqSpace::kLease; i++) last = s.Next();
+    SeqSpace at_limit;
+    CHECK(at_limit.Open(dir / "b.seq", &error) && at_limit.Next() > last,
+          "a crash with the whole lease handed out restarts above it");
+    for (int i = 0; i < 10; i++) last = s.Next();
+    SeqSpace after;
+    CHECK(after.Open(dir / "b.seq", &error) && after.Next() > last, "seqs stay above a lease renewal across a crash");
+  }
+  {
+    SeqSpace s;
+    s.Open(dir / "c.seq", &error);
+    s.Next();
+    s.Raise(5000000);
+    const uint64_t n = s.Next();
+    CHECK(n > 5000000, "Raise moves the next seq above the floor");
+    SeqSpace after;
+    CHECK(after.Open(dir / "c.seq", &error) && after.Next() > n, "a raised floor survives a crash");
+  }
+  {
+    SeqSpace s;
+    s.Open(dir / "d.seq", &error);
+    std::vector<std::vector<uint64_t>> got(4);
+    std::vector<std::thread> ts;
+    for (auto& g : got)
+      ts.emplace_back([&s, &g] {
+        for (int i = 0; i < 20000; i++) g.push_back(s.Next());
+      });
+    for (auto& t : ts) t.join();
+    std::set<uint64_t> all;
+    bool ordered = true;
+    for (auto& g : got) {
+      ordered &= std::is_sorted(g.begin(), g.end());
+      all.insert(g.begin(), g.end());
+    }
+    CHECK(ordered && all.size() == 80000 && *all.begin() == 1 && *all.rbegin() == 80000,
+          "concurrent Next hands out every seq once");
+  }
+  WriteFile(dir / "bad.seq", std::vector<uint8_t>(16, 0x55));
+  SeqSpace bad;
+  CHECK(!bad.Open(dir / "bad.seq", &error) && error.find("not a tidemark seq file") != std::string::npos,
+        "a foreign seq file is refused" + Said(error));
+  WriteFile(dir / "short.seq", std::vector<uint8_t>(5, 0));
+  SeqSpace short_file;
+  CHECK(!short_file.Open(dir / "short.seq", &error) && error.find("truncated") != std::string::npos,
+        "a truncated seq file is refused" + Said(error));
+}
+
+// ---------------------------------------------------------------- Volume
+
+void TestVolumeRecording() {
+  VolumeFixture f;
+  CHECK(f.Create(1 << 20, 4 << 20), "a volume opens over a 1 MiB file " + Said(f.error));
+  Volume& v = *f.vol;
+  CHECK(v.size() == 1 << 20 && v.Stats().mode == int(Mode::kNormal), "the volume reports its size, mode normal");
+  std::vector<uint8_t> model = f.initial;
+  std::vector<Rec> all;
+
+  const auto data = Pattern(65536, 7);
+  const uint64_t before = v.Mark();
+  CHECK(v.Write(4096, 1024, data.data(), false) == 0, "an aligned write succeeds");
+  auto recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.kind == kRecordWrite && recs[0].h.seq == before + 1 && recs[0].h.seq == v.Mark() &&
+            recs[0].h.sector == 8 && recs[0].h.count == 2 && recs[0].h.flags == 0 && recs[0].h.data_length == 1024 &&
+            std::equal(recs[0].data.begin(), recs[0].data.end(), data.begin()),
+        "an aligned write is one WRITE record with its seq, sector, count and data");
+  Replay(model, recs);
+  all.insert(all.end(), recs.begin(), recs.end());
+  CHECK(f.Backing() == model, "the backing file holds the write");
+
+  v.Write(8192, 512, data.data(), true);
+  recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.flags == kRecordFlagFua, "a FUA write's record carries the FUA flag");
+  Replay(model, recs);
+  all.insert(all.end(), recs.begin(), recs.end());
+
+  // Unaligned writes: the record covers whole sectors, edges from the file.
+  std::memcpy(&model[20 * 512 + 100], data.data(), 300);
+  CHECK(v.Write(20 * 512 + 100, 300, data.data(), false) == 0, "an unaligned write inside one sector succeeds");
+  recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.sector == 20 && recs[0].h.count == 1 && recs[0].data.size() == 512 &&
+            std::equal(recs[0].data.begin(), recs[0].data.end(), model.begin() + 20 * 512),
+        "an unaligned write is widened to its sector with the current edge bytes");
+  all.insert(all.end(), recs.begin(), recs.end());
+  std::memcpy(&model[30 * 512 + 500], data.data() + 1000, 600);
+  v.Write(30 * 512 + 500, 600, data.data() + 1000, false);
+  recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.sector == 30 && recs[0].h.count == 3 && recs[0].data.size() == 1536 &&
+            std::equal(recs[0].data.begin(), recs[0].data.end(), model.begin() + 30 * 512),
+        "an unaligned write across sectors is widened to all three");
+  all.insert(all.end(), recs.begin(), recs.end());
+
+  // TRIM and WRITE_ZEROES: records without data; the range reads as zeroes.
+  CHECK(v.Trim(2 * kRegionSize, kRegionSize, false) == 0, "an aligned trim succeeds");
+  recs = PullAll(v);
+  std::vector<uint8_t> buf(kRegionSize, 0xee);
+  CHECK(recs.size() == 1 && recs[0].h.kind == kRecordTrim && recs[0].h.sector == 256 && recs[0].h.count == 128 &&
+            recs[0].h.data_length == 0,
+        "a trim is one TRIM record with no data");
+  CHECK(v.Read(2 * kRegionSize, kRegionSize, buf.data()) == 0 && AllZero(buf.data(), buf.size()),
+        "trimmed sectors read back as zeroes");
+  Replay(model, recs);
+  all.insert(all.end(), recs.begin(), recs.end());
+  v.Trim(100, 1000, false);
+  recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.kind == kRecordTrim && recs[0].h.sector == 1 && recs[0].h.count == 1,
+        "an unaligned trim discards only the whole sectors inside it");
+  Replay(model, recs);
+  all.insert(all.end(), recs.begin(), recs.end());
+
+  CHECK(v.Zero(50 * 512 + 10, 2000, false, false) == 0, "an unaligned WRITE_ZEROES succeeds");
+  recs = PullAll(v);
+  CHECK(recs.size() == 3 && recs[0].h.kind == kRecordWrite && recs[0].h.sector == 50 && recs[1].h.kind == kRecordWrite &&
+            recs[1].h.sector == 53 && recs[2].h.kind == kRecordZero && recs[2].h.sector == 51 && recs[2].h.count == 2 &&
+            recs[2].h.data_length == 0,
+        "its partial edge sectors are WRITE records, the middle one ZERO record without data");
+  Replay(model, recs);
+  all.insert(all.end(), recs.begin(), recs.end());
+  CHECK(v.Read(50 * 512, 2048, buf.data()) == 0 && std::equal(buf.begin(), buf.begin() + 2048, model.begin() + 50 * 512) &&
+            AllZero(buf.data() + 10, 2000) && buf[9] != 0,
+        "the zeroed range reads back as zeroes, the bytes around it unchanged");
+  v.Zero(4 * kRegionSize, 8192, true, true);
+  recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.kind == kRecordZero && recs[0].h.flags == kRecordFlagFua && recs[0].h.count == 16,
+        "an aligned NO_HOLE|FUA WRITE_ZEROES is one ZERO record with FUA");
+  Replay(model, recs);
+  all.insert(all.end(), recs.begin(), recs.end());
+
+  CHECK(v.Flush() == 0, "flush succeeds");
+  recs = PullAll(v);
+  CHECK(recs.size() == 1 && recs[0].h.kind == kRecordFlush && recs[0].h.count == 0 && recs[0].h.data_length == 0 &&
+            recs[0].h.seq == v.Mark(),
+        "a flush is a FLUSH record at the newest seq");
+  all.insert(all.end(), recs.begin(), recs.end());
+
+  CHECK(SeqsIncrease(all), "record seqs are strictly increasing");
+  CHECK(f.Backing() == model, "replaying the records reproduces the backing file");
+  VolumeStats s = v.Stats();
+  CHECK(s.writes == 6 && s.trims == 2 && s.zeroes == 2 && s.flushes == 1 && s.records == all.size() &&
+            s.dropped_records == 0,
+        "stats count the operations and records");
+
+  // Acknowledgement clears the dirty map, region by region.
+  CHECK(s.dirty_regions == 3, "written regions are dirty until acked (" + std::to_string(s.dirty_regions) + ")");
+  v.Ack(v.Mark());
+  auto bm = v.DirtyBitmap();
+  CHECK(v.Stats().dirty_regions == 0 && AllZero(bm.data(), bm.size()) && v.Stats().acked_seq == v.Mark(),
+        "acking the newest seq clears every dirty region");
+  v.Write(5 * kRegionSize, 4096, data.data(), false);
+  const uint64_t s5 = v.Mark();
+  v.Write(6 * kRegionSize, 4096, data.data(), false);
+  const uint64_t s6 = v.Mark();
+  v.Ack(s5);
+  bm = v.DirtyBitmap();
+  CHECK(!RegionDirty(bm, 5) && RegionDirty(bm, 6), "an ack clears only the regions whose changes it covers");
+  v.Write(6 * kRegionSize + 8192, 4096, data.data(), false);
+  v.Ack(s6);
+  CHECK(RegionDirty(v.DirtyBitmap(), 6), "a region with a newer unacked change stays dirty");
+  v.Ack(v.Mark());
+  CHECK(v.Stats().dirty_regions == 0, "acking the newer change clears it");
+  PullAll(v);
+}
+
+void TestVolumeBehindAndResync() {
+  VolumeFixture f;
+  // Room for two 64 KiB records; the resync needs half the ring for one.
+  CHECK(f.Create(1 << 20, 160 << 10), "a volume opens with a 160 KiB record buffer " + Said(f.error));
+  Volume& v = *f.vol;
+  const auto data = Pattern(kRegionSize, 9);
+  std::vector<Rec> all;
+
+  v.Write(0, kRegionSize, data.data(), false);
+  all = PullAll(v);
+  CHECK(all.size() == 1, "the consumer pulls the first write");
+  v.Write(1 * kRegionSize, kRegionSize, data.data(), false);
+  v.Write(2 * kRegionSize, kRegionSize, data.data(), false);
+  CHECK(v.Stats().ring_records == 2 && v.Stats().mode == int(Mode::kNormal), "two records fit the ring");
+  CHECK(v.Write(3 * kRegionSize, kRegionSize, data.data(), false) == 0, "a write that does not fit still succeeds");
+  VolumeStats s = v.Stats();
+  CHECK(s.mode == int(Mode::kBehind) && s.dropped_records == 2 && s.behind_events == 1 && s.ring_records == 0,
+        "the volume goes behind and drops the held records (" + std::to_string(s.dropped_records) + ")");
+  CHECK(f.log.Has("is behind"), "going behind is logged");
+  v.Write(7 * kRegionSize + 512, 4096, data.data(), false);
+  v.Trim(9 * kRegionSize, kRegionSize, false);
+  s = v.Stats();
+  CHECK(s.ring_records == 0 && s.stale_regions == 6, "while behind, changes are only stale regions (" +
+                                                         std::to_string(s.stale_regions) + ")");
+
+  CHECK(PullAll(v).empty() && v.Stats().mode == int(Mode::kResyncing) && v.wants_resync(),
+        "a pull ends the behind period: resyncing");
+  int resync_steps = 0;
+  bool wrote = false;
+  for (int i = 0; i < 100 && v.wants_resync(); i++) {
+    while (v.ResyncStep()) resync_steps++;
+    if (!wrote && resync_steps >= 2) {  // the application keeps writing during the resync
+      v.Write(1 * kRegionSize + 1000, 3000, data.data() + 5, false);
+      v.Write(12 * kRegionSize, 512, data.data() + 7, false);
+      wrote = true;
+    }
+    auto got = PullAll(v);
+    all.insert(all.end(), got.begin(), got.end());
+  }
+  auto rest = PullAll(v);
+  all.insert(all.end(), rest.begin(), rest.end());
+  s = v.Stats();
+  CHECK(s.mode == int(Mode::kNormal) && s.stale_regions == 0, "the resync completes and the volume is normal again");
+  std::set<uint64_t> resynced;
+  bool whole_regions = true;
+  for (const auto& r : all)
+    if (r.h.kind == kRecordResync) {
+      resynced.insert(r.h.sector / 128);
+      whole_regions &= r.h.sector % 128 == 0 && r.h.count == 128 && r.data.size() == kRegionSize;
+    }
+  CHECK(resynced == std::set<uint64_t>({0, 1, 2, 3, 7, 9}) && s.resync_records == 6 && whole_regions,
+        "each stale region is emitted once as a whole-region RESYNC record");
+  CHECK(SeqsIncrease(all), "pulled seqs are strictly increasing across behind and resync");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, all);
+  CHECK(image == f.Backing(), "replaying every pulled record onto the initial image gives the backing file");
+  CHECK(v.Stats().dirty_regions == 7, "resynced and rewritten regions stay dirty until acked (" +
+                                          std::to_string(v.Stats().dirty_regions) + ")");
+  v.Ack(v.Mark());
+  CHECK(v.Stats().dirty_regions == 0, "acking after the resync clears the dirty map");
+}
+
+void TestVolumeLargeWrite() {
+  VolumeFixture f;
+  CHECK(f.Create(4 << 20, 8 << 20), "a 4 MiB volume opens" + Said(f.error));
+  Volume& v = *f.vol;
+  const uint32_t length = (5 << 19) + 300;  // 2.5 MiB and change, unaligned at both ends
+  const uint64_t offset = 3 * 512 + 100;
+  const auto data = Pattern(length, 21);
+  const uint64_t before = v.Mark();
+  CHECK(v.Write(offset, length, data.data(), false) == 0, "a 2.5 MiB unaligned write succeeds");
+  auto recs = PullAll(v, 16 << 20);
+  bool pieces = !recs.empty() && recs.front().h.sector == 3, consecutive = true;
+  for (size_t i = 0; i < recs.size(); i++) {
+    const auto& h = recs[i].h;
+    pieces &= h.kind == kRecordWrite && h.count >= 1 && h.count <= kMaxRecordSectors &&
+              recs[i].data.size() == size_t(h.count) << kSectorShift;
+    if (i > 0) {
+      pieces &= h.sector == recs[i - 1].h.sector + recs[i - 1].h.count;
+      consecutive &= h.seq == recs[i - 1].h.seq + 1;
+    }
+  }
+  const uint64_t last_sector = (offset + length + 511) / 512;
+  CHECK(recs.size() == 3 && pieces && recs.back().h.sector + recs.back().h.count == last_sector,
+        "a write over 1 MiB becomes contiguous records of at most 1 MiB each (" + std::to_string(recs.size()) + ")");
+  CHECK(consecutive && recs.front().h.seq == before + 1 && v.Stats().volume_seq == v.Mark(),
+        "the pieces have consecutive seqs, the last one the volume's newest");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, recs);
+  CHECK(image == f.Backing(), "replaying the pieces reproduces the write, edges included");
+}
+
+void TestVolumeResyncFrom() {
+  VolumeFixture f;
+  CHECK(f.Create(1 << 20, 4 << 20), "a volume opens" + Said(f.error));
+  Volume& v = *f.vol;
+  const auto data = Pattern(8192, 23);
+  v.Write(11 * kRegionSize, 4096, data.data(), false);
+  std::vector<Rec> all = PullAll(v);
+  CHECK(v.ResyncFrom(16) == 0 && v.Stats().mode == int(Mode::kNormal), "ResyncFrom past the end marks nothing");
+  CHECK(v.ResyncFrom(10) == 6 && v.Stats().stale_regions == 6 && v.Stats().resync_cursor == 10 && v.wants_resync(),
+        "ResyncFrom marks every region from there to the end stale and starts resyncing");
+  CHECK(v.Stats().dirty_regions == 1, "the copy's stale regions are not written to the dirty map");
+  bool wrote = false;
+  for (int i = 0; i < 100 && v.wants_resync(); i++) {
+    if (!v.ResyncStep()) {
+      auto got = PullAll(v);
+      all.insert(all.end(), got.begin(), got.end());
+    }
+    if (!wrote && v.Stats().stale_regions == 3) {  // the application writes during the copy
+      v.Write(12 * kRegionSize + 100, 5000, data.data(), false);
+      v.Write(15 * kRegionSize, 8192, data.data(), false);
+      wrote = true;
+    }
+  }
+  auto rest = PullAll(v);
+  all.insert(all.end(), rest.begin(), rest.end());
+  auto bm = v.DirtyBitmap();
+  bool copied_dirty = true;
+  for (uint64_t r = 10; r < 16; r++) copied_dirty &= RegionDirty(bm, r);
+  CHECK(copied_dirty && v.Stats().dirty_regions == 6, "copied regions are dirty until their RESYNC records are acked");
+  std::set<uint64_t> copied;
+  for (const auto& r : all)
+    if (r.h.kind == kRecordResync) copied.insert(r.h.sector / 128);
+  CHECK(wrote && copied == std::set<uint64_t>({10, 11, 12, 13, 14, 15}) && v.Stats().mode == int(Mode::kNormal),
+        "the copy emits regions 10..15 as RESYNC records and ends normal");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, all);
+  CHECK(SeqsIncrease(all) && image == f.Backing(), "replaying in seq order is exact while the application writes");
+  v.Ack(v.Mark());
+  CHECK(v.Stats().dirty_regions == 0, "acking the copy leaves the dirty map clean");
+}
+
+void TestVolumeRestart() {
+  VolumeFixture f;
+  CHECK(f.Create(1 << 20, 4 << 20), "a volume opens " + Said(f.error));
+  const auto data = Pattern(8192, 3);
+  f.vol->Write(2 * kRegionSize + 512, 8192, data.data(), false);
+  f.vol->Write(5 * kRegionSize, 512, data.data(), false);
+  const uint64_t last = f.vol->Mark();
+  // Stop without acks (the agent was killed): unacked regions must be resynced.
+  CHECK(f.Reopen(4 << 20), "the volume reopens over the same state " + Said(f.error));
+  Volume& v = *f.vol;
+  VolumeStats s = v.Stats();
+  CHECK(s.mode == int(Mode::kBehind) && s.stale_regions == 2 && s.dirty_regions == 2,
+        "regions not acked before the stop are stale after a restart");
+  CHECK(f.log.Has("were not acknowledged"), "the restart resync is logged");
+  PullAll(v);
+  while (v.ResyncStep()) {
+  }
+  auto recs = PullAll(v);
+  CHECK(recs.size() == 2 && recs[0].h.kind == kRecordResync && recs[1].h.kind == kRecordResync && recs[0].h.seq > last,
+        "they are resynced with seqs above those given before the stop");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, recs);
+  CHECK(image == f.Backing() && v.Stats().mode == int(Mode::kNormal), "the resync carries exactly the changed data");
+
+  // A backing file that changed size cannot trust the old map.
+  const auto bigger = Pattern((1 << 20) + kRegionSize, 4);
+  WriteFile(f.disk(), bigger);
+  CHECK(f.Reopen(4 << 20) && f.vol->Stats().stale_regions == 17 && f.log.Has("another size"),
+        "a volume whose size changed resyncs every region");
+
+  WriteFile(f.disk(), std::vector<uint8_t>(1000, 1));
+  CHECK(!f.Reopen(4 << 20) && f.error.find("multiple of 512") != std::string::npos,
+        "a backing file that is not whole sectors is refused: " + Said(f.error));
+  std::filesystem::remove(f.disk());
+  CHECK(!f.Reopen(4 << 20) && f.error.find("cannot open") != std::string::npos,
+        "a missing backing file is refused: " + Said(f.error));
+}
+
+// ---------------------------------------------------------------- NbdServer
+
+// A blocking NBD client on one end of a socket, with a timeout so that a
+// server that stops answering fails the test instead of hanging it.
+struct Client {
+  int fd = -1;
+  explicit Client(int f) : fd(f) {
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  ~Client() {
+    if (fd >= 0) ::close(fd);
+  }
+  bool Send(const std::vector<uint8_t>& b) {
+    for (size_t off = 0; off < b.size();) {
+      const ssize_t n = send(fd, b.data() + off, b.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += size_t(n);
+    }
+    return true;
+  }
+  bool Recv(void* dst, size_t n) {
+    auto* p = static_cast<uint8_t*>(dst);
+    for (size_t off = 0; off < n;) {
+      const ssize_t r = recv(fd, p + off, n - off, 0);
+      if (r <= 0) return false;
+      off += size_t(r);
+    }
+    return true;
+  }
+  bool AtEof() {
+    uint8_t b;
+    return recv(fd, &b, 1, 0) == 0;
+  }
+
+  struct OptReply {
+    uint64_t magic = 0;
+    uint32_t opt = 0, type = 0;
+    std::vector<uint8_t> data;
+  };
+  bool ReadOptReply(OptReply* r) {
+    uint8_t h[20];
+    if (!Recv(h, 20)) return false;
+    r->magic = nbd::Get64(h);
+    r->opt = nbd::Get32(h + 8);
+    r->type = nbd::Get32(h + 12);
+    r->data.resize(nbd::Get32(h + 16));
+    return r->data.empty() || Recv(r->data.data(), r->data.size());
+  }
+  struct Reply {
+    uint32_t magic = 0, error = 0xffffffff;
+    uint64_t cookie = 0;
+  };
+  bool ReadReply(Reply* r) {
+    uint8_t h[nbd::kSimpleReplySize];
+    if (!Recv(h, sizeof h)) return false;
+    r->magic = nbd::Get32(h);
+    r->error = nbd::Get32(h + 4);
+    r->cookie = nbd::Get64(h + 8);
+    return true;
+  }
+  // The server's greeting; then the client's flags.
+  bool Greet(uint32_t client_flags) {
+    uint8_t g[18];
+    if (!Recv(g, 18) || nbd::Get64(g) != nbd::kNbdMagic || nbd::Get64(g + 8) != nbd::kOptMagic) return false;
+    std::vector<uint8_t> cf(4);
+    nbd::Put32(cf.data(), client_flags);
+    return nbd::Get16(g + 16) == (nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes) && Send(cf);
+  }
+};
+
+std::vector<uint8_t> Option(uint32_t opt, const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> b(16);
+  nbd::Put64(b.data(), nbd::kOptMagic);
+  nbd::Put32(b.data() + 8, opt);
+  nbd::Put32(b.data() + 12, uint32_t(data.size()));
+  b.insert(b.end(), data.begin(), data.end());
+  return b;
+}
+
+std::vector<uint8_t> GoData(const std::string& name, const std::vector<uint16_t>& infos) {
+  std::vector<uint8_t> d(4 + name.size() + 2 + 2 * infos.size());
+  nbd::Put32(d.data(), uint32_t(name.size()));
+  std::memcpy(d.data() + 4, name.data(), name.size());
+  nbd::Put16(d.data() + 4 + name.size(), uint16_t(infos.size()));
+  for (size_t i = 0; i < infos.size(); i++) nbd::Put16(d.data() + 6 + name.size() + 2 * i, infos[i]);
+  return d;
+}
+
+std::vector<uint8_t> Request(uint16_t type, uint16_t flags, uint64_t cookie, uint64_t offset, uint32_t length,
+                             const std::vector<uint8_t>& payload = {}, uint32_t magic = nbd::kRequestMagic) {
+  std::vector<uint8_t> b(nbd::kRequestSize);
+  nbd::Put32(b.data(), magic);
+  nbd::Put16(b.data() + 4, flags);
+  nbd::Put16(b.data() + 6, type);
+  nbd::Put64(b.data() + 8, cookie);
+  nbd::Put64(b.data() + 16, offset);
+  nbd::Put32(b.data() + 24, length);
+  b.insert(b.end(), payload.begin(), payload.end());
+  return b;
+}
+
+std::vector<uint8_t> Cat(std::initializer_list<std::vector<uint8_t>> parts) {
+  std::vector<uint8_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// ServeConnection on a thread over a socketpair; the server end is closed
+// when the connection ends, so the client sees end-of-file.
+struct Served {
+  std::thread thread;
+  std::atomic<bool> done{false};
+  std::unique_ptr<Client> client;
+  explicit Served(NbdServer& server) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::exit(2);
+    client = std::make_unique<Client>(sv[0]);
+    thread = std::thread([this, &server, s = sv[1]] {
+      server.ServeConnection(s);
+      ::close(s);
+      done = true;
+    });
+  }
+  bool WaitDone() {
+    for (int i = 0; i < 500 && !done; i++) usleep(10000);
+    return done;
+  }
+  ~Served() {
+    shutdown(client->fd, SHUT_RDWR);  // unblocks a server still reading
+    thread.join();
+  }
+};
+
+void TestNbdServer() {
+  using namespace nbd;
+  VolumeFixture f;
+  CHECK(f.Create(1 << 20, 4 << 20), "a volume for the server " + Said(f.error));
+  const uint64_t size = f.vol->size();
+  Log log;
+  NbdServer server({f.vol}, log.Fn());
+  {
+    Served sv(server);
+    Client& c = *sv.client;
+    CHECK(c.Greet(kClientFlagFixedNewstyle | kClientFlagNoZeroes), "fixed newstyle greeting, client flags accepted");
+    Client::OptReply r;
+    c.Send(Option(kOptList, {}));
+    bool listed = c.ReadOptReply(&r) && r.magic == kOptReplyMagic && r.type == kRepServer && r.data.size() == 7 &&
+                  Get32(r.data.data()) == 3 && std::string(r.data.begin() + 4, r.data.end()) == "vol";
+    CHECK(listed && c.ReadOptReply(&r) && r.type == kRepAck && r.opt == kOptList, "LIST names the export, then ACK");
+    c.Send(Option(8, {}));  // STRUCTURED_REPLY, which this server does not do
+    CHECK(c.ReadOptReply(&r) && r.type == kRepErrUnsup && r.opt == 8, "an unsupported option gets ERR_UNSUP");
+    c.Send(Option(kOptGo, GoData("nope", {})));
+    CHECK(c.ReadOptReply(&r) && r.type == kRepErrUnknown && r.opt == kOptGo, "GO for an unknown export gets ERR_UNKNOWN");
+    c.Send(Option(kOptGo, {0, 0, 0, 9, 'v'}));
+    CHECK(c.ReadOptReply(&r) && r.type == kRepErrInvalid, "GO with a truncated name gets ERR_INVALID");
+
+    c.Send(Option(kOptGo, GoData("vol", {kInfoName})));
+    bool export_ok = false, block_ok = false, name_ok = false, acked = false;
+    for (int i = 0; i < 10 && c.ReadOptReply(&r) && r.opt == kOptGo; i++) {
+      if (r.type == kRepAck) {
+        acked = true;
+        break;
+      }
+      const uint16_t info = r.data.size() >= 2 ? Get16(r.data.data()) : 0xffff;
+      if (info == kInfoExport && r.data.size() == 12) {
+        const uint16_t fl = Get16(r.data.data() + 10);
+        export_ok = Get64(r.data.data() + 2) == size && (fl & kTxHasFlags) && (fl & kTxSendFlush) &&
+                    (fl & kTxSendFua) && (fl & kTxSendTrim) && (fl & kTxSendWriteZeroes) && !(fl & kTxReadOnly);
+      }
+      if (info == kInfoBlockSize && r.data.size() == 14)
+        block_ok = Get32(r.data.data() + 2) == 1 && Get32(r.data.data() + 6) == kPreferredBlock &&
+                   Get32(r.data.data() + 10) == kMaxPayload;
+      if (info == kInfoName) name_ok = std::string(r.data.begin() + 2, r.data.end()) == "vol";
+    }
+    CHECK(export_ok && block_ok && name_ok && acked, "GO answers size, flags, block sizes and name, then ACK");
+
+    const auto data = Pattern(8192, 11);
+    Client::Reply rep;
+    c.Send(Request(kCmdWrite, 0, 1, 4096, 8192, data));
+    CHECK(c.ReadReply(&rep) && rep.magic == kSimpleReplyMagic && rep.error == 0 && rep.cookie == 1, "WRITE succeeds");
+    c.Send(Request(kCmdRead, 0, 2, 4096, 8192));
+    std::vector<uint8_t> got(8192);
+    CHECK(c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 2 && c.Recv(got.data(), got.size()) && got == data,
+          "READ returns what was written");
+    c.Send(Request(kCmdFlush, 0, 3, 0, 0));
+    CHECK(c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 3, "FLUSH succeeds");
+    c.Send(Request(kCmdRead, 0, 4, size - 512, 1024));
+    CHECK(c.ReadReply(&rep) && rep.error == kEinval && rep.cookie == 4, "an out-of-range READ gets EINVAL");
+    c.Send(Request(kCmdRead, 0, 5, 0, 512));
+    got.resize(512);
+    CHECK(c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 5 && c.Recv(got.data(), 512) &&
+              std::equal(got.begin(), got.end(), f.initial.begin()),
+          "the connection keeps working after the rejected READ");
+    c.Send(Request(kCmdWrite, 0, 6, size - 512, 1024, Pattern(1024, 12)));
+    c.Send(Request(kCmdRead, 0, 7, 4096, 512));
+    CHECK(c.ReadReply(&rep) && rep.error == kEnospc && rep.cookie == 6, "a WRITE past the end gets ENOSPC");
+    CHECK(c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 7 && c.Recv(got.data(), 512) &&
+              std::equal(got.begin(), got.end(), data.begin()),
+          "its payload is discarded and the next request is read in step");
+    // Pipelined: three requests in one send, three replies in order.
+    c.Send(Cat({Request(kCmdTrim, 0, 8, kRegionSize, kRegionSize), Request(kCmdWriteZeroes, 0, 9, 0, 4096),
+                Request(kCmdRead, 0, 10, kRegionSize - 2048, 4096)}));
+    Client::Reply r8, r9, r10;
+    got.resize(4096);
+    CHECK(c.ReadReply(&r8) && c.ReadReply(&r9) && c.ReadReply(&r10) && r8.cookie == 8 && r8.error == 0 && r9.cookie == 9 &&
+              r9.error == 0 && r10.cookie == 10 && r10.error == 0 && c.Recv(got.data(), 4096) &&
+              std::equal(got.begin(), got.begin() + 2048, f.initial.begin() + kRegionSize - 2048) &&
+              AllZero(got.data() + 2048, 2048),
+          "pipelined TRIM, WRITE_ZEROES, READ are answered in order");
+    c.Send(Request(5, 0, 11, 0, 512));
+    CHECK(c.ReadReply(&rep) && rep.error == kEinval && rep.cookie == 11, "an unknown command gets EINVAL");
+
+    c.Send(Request(kCmdRead, 0, 12, 0, 512, {}, 0x12345678));
+    CHECK(sv.WaitDone() && c.AtEof(), "a bad request magic disconnects");
+  }
+  auto recs = PullAll(*f.vol);
+  std::vector<int> kinds;
+  for (const auto& r : recs) kinds.push_back(r.h.kind);
+  CHECK(kinds == std::vector<int>({kRecordWrite, kRecordFlush, kRecordTrim, kRecordZero}),
+        "only the accepted changes were recorded");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, recs);
+  CHECK(image == f.Backing(), "the records reproduce what the client wrote");
+  CHECK(f.vol->Stats().rejected == 4, "rejected requests are counted (" + std::to_string(f.vol->Stats().rejected) + ")");
+
+  // Oldstyle EXPORT_NAME, zero padding, a read-only export, DISC.
+  VolumeConfig ro_cfg;
+  ro_cfg.name = "ro";
+  ro_cfg.path = f.disk();
+  ro_cfg.state_dir = f.dir.path();
+  ro_cfg.read_only = true;
+  auto ro = std::make_shared<Volume>(ro_cfg, f.seq, log.Fn());
+  std::string error;
+  CHECK(ro->Open(&error), "a read-only volume opens" + Said(error));
+  NbdServer two({f.vol, ro}, log.Fn());
+  {
+    Served sv(two);
+    Client& c = *sv.client;
+    c.Greet(kClientFlagFixedNewstyle);
+    c.Send(Option(kOptExportName, {'r', 'o'}));
+    uint8_t ex[134];
+    CHECK(c.Recv(ex, sizeof ex) && Get64(ex) == size && (Get16(ex + 8) & kTxReadOnly) && AllZero(ex + 10, 124),
+          "EXPORT_NAME answers size and read-only flag, padded without NO_ZEROES");
+    Client::Reply rep;
+    c.Send(Request(kCmdWrite, 0, 1, 0, 512, Pattern(512, 5)));
+    c.Send(Request(kCmdRead, 0, 2, 4096, 512));
+    std::vector<uint8_t> got(512);
+    CHECK(c.ReadReply(&rep) && rep.error == kEperm && c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 2 &&
+              c.Recv(got.data(), 512) && std::equal(got.begin(), got.end(), f.Backing().begin() + 4096),
+          "a WRITE to the read-only export gets EPERM and the stream stays in step");
+    c.Send(Request(kCmdDisc, 0, 3, 0, 0));
+    CHECK(sv.WaitDone() && c.AtEof(), "DISC ends the connection");
+  }
+  {
+    Served sv(two);
+    Client& c = *sv.client;
+    c.Greet(kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+    std::vector<uint8_t> bad = Option(kOptGo, GoData("vol", {}));
+    bad[0] ^= 0xff;
+    c.Send(bad);
+    CHECK(sv.WaitDone() && c.AtEof() && two.rejected_handshakes() >= 1, "a bad option magic closes the connection");
+  }
+  {
+    Served sv(two);
+    Client& c = *sv.client;
+    c.Greet(0x80);
+    CHECK(sv.WaitDone() && c.AtEof(), "unknown client flags close the connection");
+  }
+  {
+    Served sv(two);
+    Client& c = *sv.client;
+    c.Greet(kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+    std::vector<uint8_t> huge = Option(kOptGo, {});
+    Put32(huge.data() + 12, kMaxOptionLength + 1);
+    c.Send(huge);
+    CHECK(sv.WaitDone() && c.AtEof(), "an option longer than the limit closes the connection");
+  }
+}
+
+int ConnectUnix(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool HandshakeGo(Client& c, const std::string& name) {
+  if (!c.Greet(nbd::kClientFlagFixedNewstyle | nbd::kClientFlagNoZeroes)) return false;
+  c.Send(Option(nbd::kOptGo, GoData(name, {})));
+  Client::OptReply r;
+  while (c.ReadOptReply(&r))
+    if (r.type != nbd::kRepInfo) return r.type == nbd::kRepAck;
+  return false;
+}
+
+void TestUnixListenerAndStop() {
+  VolumeFixture f;
+  f.Create(1 << 20, 4 << 20);
+  const std::string sock = f.dir / "nbd.sock";
+  // A socket file left by a dead server is replaced.
+  {
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::close(fd);
+  }
+  Log log;
+  NbdServer server({f.vol}, log.Fn());
+  std::string error;
+  CHECK(server.ListenUnix(sock, &error), "a stale socket file is replaced" + Said(error));
+  server.Start();
+  NbdServer other({f.vol}, log.Fn());
+  CHECK(!other.ListenUnix(sock, &error) && error.find("in use") != std::string::npos,
+        "a socket in use by a live server is refused" + Said(error));
+  Client c(ConnectUnix(sock));
+  CHECK(c.fd >= 0 && HandshakeGo(c, "vol"), "a client connects over the unix socket and GOes");
+  Client::Reply rep;
+  c.Send(Request(nbd::kCmdWrite, nbd::kCmdFlagFua, 1, 0, 4096, Pattern(4096, 2)));
+  CHECK(c.ReadReply(&rep) && rep.error == 0, "a FUA WRITE over the unix socket succeeds");
+  const auto t0 = std::chrono::steady_clock::now();
+  server.Stop();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(secs < 3 && c.AtEof(), "Stop ends an idle connection at once (" + std::to_string(secs) + " s)");
+  struct stat st;
+  CHECK(stat(sock.c_str(), &st) != 0, "Stop removes the socket file");
+}
+
+// ---------------------------------------------------------------- Tap
+
+void TestTap() {
+  TempDir dir;
+  WriteFile(dir / "a.img", Pattern(1 << 20, 5));
+  std::string error;
+  TapConfig c;
+  c.state_dir = dir.path();
+  c.unix_path = dir / "tap.sock";
+  Log log;
+  {
+    Tap t(log.Fn());
+    CHECK(!t.Open(c, &error) && error.find("no volumes") != std::string::npos, "a tap needs volumes" + Said(error));
+  }
+  c.volumes.push_back({"../a", dir / "a.img", "", false});
+  {
+    Tap t(log.Fn());
+    CHECK(!t.Open(c, &error) && error.find("not valid") != std::string::npos, "a bad volume name is refused" + Said(error));
+  }
+  c.volumes[0].name = "a";
+  c.buffer_bytes = 4096;
+  {
+    Tap t(log.Fn());
+    CHECK(!t.Open(c, &error) && error.find("at least 1 MiB") != std::string::npos,
+          "a tiny record buffer is refused" + Said(error));
+  }
+  c.buffer_bytes = 1 << 20;
+  Tap tap(log.Fn());
+  CHECK(tap.Open(c, &error) && tap.volume_count() == 1, "a tap opens with one volume" + Said(error));
+  if (tap.volume_count() != 1) return;
+  Volume& v = *tap.volume(0);
+  Client cl(ConnectUnix(c.unix_path));
+  CHECK(HandshakeGo(cl, "a"), "a client GOes to the tap's volume");
+  // 24 writes of 64 KiB overflow the 1 MiB ring: the tap goes behind, and
+  // the resync thread catches up once the consumer pulls again.
+  const auto data = Pattern(kRegionSize, 6);
+  bool ok = true;
+  for (uint32_t i = 0; i < 24; i++) {
+    cl.Send(Request(nbd::kCmdWrite, 0, i, uint64_t(i % 16) * kRegionSize, kRegionSize, data));
+    Client::Reply rep;
+    ok &= cl.ReadReply(&rep) && rep.error == 0;
+  }
+  CHECK(ok && v.Stats().mode == int(Mode::kBehind), "writes never wait for the consumer; the volume is behind");
+  std::vector<Rec> all;
+  for (int i = 0; i < 500 && (v.Stats().mode != int(Mode::kNormal) || v.Stats().ring_records > 0); i++) {
+    auto got = PullAll(v);
+    all.insert(all.end(), got.begin(), got.end());
+    usleep(10000);
+  }
+  auto got = PullAll(v);
+  all.insert(all.end(), got.begin(), got.end());
+  CHECK(v.Stats().mode == int(Mode::kNormal) && v.Stats().resync_records == 16,
+        "the resync thread brings the volume back to normal (" + std::to_string(v.Stats().resync_records) +
+            " regions)");
+  std::vector<uint8_t> image = Pattern(1 << 20, 5);
+  Replay(image, all);
+  CHECK(image == ReadFile(dir / "a.img"), "the pulled records reproduce the tap's volume");
+  tap.Close();
+  CHECK(cl.AtEof(), "closing the tap ends its connections");
+}
+
+}  // namespace
+
+int main() {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  TestValidateRequest();
+  TestRecordRing();
+  TestDirtyMap();
+  TestSeqSpace();
+  TestVolumeRecording();
+  TestVolumeBehindAndResync();
+  TestVolumeLargeWrite();
+  TestVolumeResyncFrom();
+  TestVolumeRestart();
+  TestNbdServer();
+  TestUnixListenerAndStop();
+  TestTap();
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
