@@ -46,6 +46,8 @@ const LAG_SAMPLE_MS = 100
 
 const PULL_BYTES = 4 * 1024 * 1024
 const DRAIN_ON_STOP_MS = 10_000
+/** With an appliance, a stop waits this long for it to acknowledge what was captured (a reconnect included). */
+const DRAIN_TO_APPLIANCE_ON_STOP_MS = 30_000
 
 export class Agent {
   readonly tap: Tap
@@ -231,12 +233,13 @@ export class Agent {
       // Serve no more, then let the consumers drain what was captured (and
       // finish a resync in progress) so a clean stop leaves a clean dirty map.
       await this.tap.stopServing()
-      const deadline = Date.now() + DRAIN_ON_STOP_MS
+      const deadline = Date.now() + (this.replicators.length ? DRAIN_TO_APPLIANCE_ON_STOP_MS : DRAIN_ON_STOP_MS)
       const busy = (): boolean =>
         this.replicators.length
-          ? // A volume whose stream is down has nothing to wait for: its dirty map keeps what it lacks.
-            this.replicators.some((r) => r.stats().connected && !r.caughtUp())
+          ? this.replicators.some((r) => !r.caughtUp())
           : this.tap.stats().some((s) => s.ringRecords > 0 || s.mode === 'resyncing')
+      if (busy()) this.log.info('draining: waiting for the appliance to acknowledge what was captured')
+      for (const r of this.replicators) r.hurry()
       while (Date.now() < deadline && busy()) {
         await new Promise((r) => setTimeout(r, 10))
       }

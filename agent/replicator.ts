@@ -57,12 +57,20 @@ import type { ChangeBatch } from '../proto/generated/tidemark/v1/ChangeBatch'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import type { Welcome__Output } from '../proto/generated/tidemark/v1/Welcome'
 import { MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
-import { RecordKind, type RecordBatch } from '../native/record-batch'
+import { RecordBatch, RecordKind } from '../native/record-batch'
 import { MicroScan, REGION_BYTES, type ReplicaFingerprints } from './microscan'
 import type { Tap } from './tap'
 import type { Throttle } from './throttle'
 
 const PULL_BYTES = 1024 * 1024
+/**
+ * Nagle for batches: a small pull while earlier batches are still in flight
+ * waits up to COALESCE_MS (or the next ack) for more records, so a stream of
+ * small synchronous writes becomes a few batches worth compressing instead of
+ * one message per write. With nothing in flight it leaves at once.
+ */
+const COALESCE_BYTES = 256 * 1024
+const COALESCE_MS = 5
 /** While the stream pushes back (or a resync runs), pull this much at once. */
 const PULL_BYTES_BLOCKED = 4 * 1024 * 1024
 /** Bookkeeping counted against the memory budget for each window entry. */
@@ -333,7 +341,8 @@ export class Replicator {
   private stopped = false
   private stopWake: (() => void) | null = null
   private readonly stopPromise: Promise<void>
-  private ackWake: (() => void) | null = null
+  private ackWaiters: Array<() => void> = []
+  private backoffWake: (() => void) | null = null
   private readable: Promise<void> | null = null
   private loop: Promise<void> | null = null
   private fpId = 0
@@ -398,6 +407,12 @@ export class Replicator {
     if (this.window.length || this.held) return false
     const s = this.tap.stats().find((v) => v.name === this.volume)
     return !!s && s.ringRecords === 0 && s.mode === 'normal' && this.durableSeq >= s.volumeSeq
+  }
+
+  /** Reconnects now if waiting out a backoff (the agent is draining to stop). */
+  hurry(): void {
+    this.attempts = 0
+    this.backoffWake?.()
   }
 
   async stop(): Promise<void> {
@@ -473,7 +488,16 @@ export class Replicator {
       }
       if (this.stopped) break
       const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.attempts++, 10)) * (0.5 + Math.random() / 2)
-      await Promise.race([new Promise((r) => setTimeout(r, delay)), this.stopPromise])
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((r) => {
+          this.backoffWake = r
+          timer = setTimeout(r, delay)
+        }),
+        this.stopPromise,
+      ])
+      clearTimeout(timer)
+      this.backoffWake = null
     }
   }
 
@@ -570,18 +594,31 @@ export class Replicator {
     if (this.copy?.complete) this.sendProgress(s)
     while (!this.stopped && !s.isClosed) {
       if (this.windowBytes >= this.o.memoryBytes) {
-        await Promise.race([new Promise<void>((r) => (this.ackWake = r)), s.closed, this.stopPromise])
+        await Promise.race([this.nextAck(), s.closed, this.stopPromise])
         continue
       }
       // Coalesce while the stream pushes back, and during a resync (one
       // fingerprint round trip per pulled batch).
       const want = s.blocked || this.lastHadResync ? PULL_BYTES_BLOCKED : PULL_BYTES
-      const batch = this.held ?? this.tap.next(this.volume, Math.min(want, Math.floor(this.maxBatch / 2)))
+      const max = Math.min(want, Math.floor(this.maxBatch / 2))
+      let batch = this.held ?? this.tap.next(this.volume, max)
+      if (batch && !this.held && batch.buffer.length < COALESCE_BYTES && this.window.length > 0) {
+        this.held = batch
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([this.nextAck(), s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, COALESCE_MS)))])
+        clearTimeout(timer)
+        const more = this.tap.next(this.volume, Math.max(1, max - batch.buffer.length))
+        if (more) batch = this.held = new RecordBatch(Buffer.concat([batch.buffer, more.buffer]))
+      }
       if (!batch) {
         this.readable ??= this.tap.wait(this.volume).then(() => {
           this.readable = null
         })
-        await Promise.race([this.readable, s.closed, this.stopPromise])
+        // The tap wakes us when records arrive or when it falls behind; the
+        // timer is a safety net (a pull is what starts a resync).
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([this.readable, s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, 1000)))])
+        clearTimeout(timer)
         continue
       }
       this.held = batch
@@ -673,10 +710,14 @@ export class Replicator {
       this.attempts = 0
       this.lastErrorKey = null
     }
-    const w = this.ackWake
-    this.ackWake = null
-    w?.()
+    const waiters = this.ackWaiters
+    this.ackWaiters = []
+    for (const w of waiters) w()
     this.maybeFinishCopy()
+  }
+
+  private nextAck(): Promise<void> {
+    return new Promise((resolve) => this.ackWaiters.push(resolve))
   }
 
   private persistAcked(seq: number): void {

@@ -185,7 +185,7 @@ function replicationSettings(s: Settings): Partial<AgentOptions> {
     throttle = Math.round(mbps * 1e6)
   }
   const memory = s.memory !== undefined ? parseSize(s.memory, '--memory', 'agent') : undefined
-  if (memory !== undefined && memory < 4 * 1024 * 1024) throw usage('agent', `--memory ${s.memory} is less than the 4M a batch in flight needs`)
+  if (memory !== undefined && memory < 1024 * 1024) throw usage('agent', `--memory ${s.memory} is less than the 1M a batch in flight needs`)
   const cache = s.fingerprintCache !== undefined ? parseSize(s.fingerprintCache, '--fingerprint-cache', 'agent') : undefined
   const agentId = s.agentId ?? os.hostname()
   if (!/^[\x21-\x7e]{1,128}$/.test(agentId)) throw usage('agent', `--agent-id '${agentId}' must be 1 to 128 printable characters without spaces`)

@@ -202,6 +202,12 @@ void Volume::FallBehind(const char* why) {
   pending_.clear();
   mode_ = Mode::kBehind;
   behind_events_++;
+  // A consumer waiting for records would wait forever: none come while
+  // behind, and only its next pull starts the resync. Wake it (non-blocking).
+  if (want_notify_) {
+    want_notify_ = false;
+    if (readable_) readable_();
+  }
   log_(kLogWarn, "volume " + config_.name + " is behind: " + why + "; dropped " + Num(dropped) + " held records (" +
                      Num(dropped_bytes) + " bytes), tracking " + Num(stale_count_) +
                      " stale regions in the dirty map until the consumer drains");
