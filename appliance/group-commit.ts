@@ -3,12 +3,22 @@
 // batches in one segment), fdatasyncs every touched segment in parallel,
 // lets each volume index what became durable, and only then resolves the
 // appends. Batches queued while a round is on the disk wait for the next
-// round, so under load one fsync covers many batches of many volumes (the
-// classic database log's group commit), and an idle appliance still
-// commits a lone batch at once.
+// round, so under load one fsync covers many batches (the classic database
+// log's group commit), and an idle appliance still commits a lone batch at
+// once.
+//
+// Three stages, overlapped across rounds: round N+2 is written while round
+// N+1 is fsynced and round N indexed (run one after the other, the disk
+// idles while LevelDB works and LevelDB's own log appends wait behind the
+// fsyncs). Each stage takes rounds strictly in order, so each volume indexes
+// and resolves its batches in call order; at most three rounds are in flight.
 //
 // A failure in one volume (a write or fsync error) rejects that volume's
-// batches only; the other volumes of the round carry on.
+// batches only; the other volumes carry on. The failed volume rejects
+// everything after it too (a later round may already be written when an
+// earlier round's fsync fails; it must not be acknowledged: after a failed
+// fsync the kernel may have dropped the dirty pages, so a later fsync that
+// succeeds proves nothing).
 import type { SegmentFile } from './segment'
 
 export interface PendingWrite {
@@ -20,19 +30,26 @@ export interface PendingWrite {
 export interface CommitSink {
   /** Writes these batches (in call order) and returns the segment files to sync. */
   writeAll(items: PendingWrite[]): Promise<Set<SegmentFile>>
-  /** After the sync: index, then resolve each item. Must resolve or reject every item. */
+  /** After the sync: index, then resolve each item (or reject all if the sink failed earlier). */
   committed(items: PendingWrite[]): Promise<void>
-  /** The write or the sync failed: reject every item. */
+  /** The write or the sync failed: reject every item, and refuse everything after. */
   failed(items: PendingWrite[], err: Error): void
+}
+
+interface Written {
+  bySink: Map<CommitSink, PendingWrite[]>
+  files: Map<CommitSink, Set<SegmentFile>>
 }
 
 export class GroupCommit {
   private queue: PendingWrite[] = []
-  private running: Promise<void> | null = null
   /** Set and cleared synchronously with the loop's own check of the queue: a submit never finds a loop that is about to end. */
   private active = false
+  private running: Promise<void> | null = null
   rounds = 0
   syncs = 0
+  /** Milliseconds spent in each stage, summed over rounds (stages of two rounds overlap). */
+  readonly ms = { write: 0, sync: 0, index: 0 }
 
   submit(w: PendingWrite): void {
     this.queue.push(w)
@@ -48,38 +65,83 @@ export class GroupCommit {
   }
 
   private async loop(): Promise<void> {
-    // The queue check and `active = false` run in one synchronous step (no await between them).
+    let synced: Promise<void> | null = null // the last round's fsync stage
+    let indexed: Promise<void> | null = null // the last round's index stage
     try {
-      while (this.queue.length > 0) await this.round()
+      for (;;) {
+        if (this.queue.length === 0) {
+          // The queue check and `active = false` below run in one synchronous step.
+          if (!indexed) break
+          await indexed
+          indexed = synced = null
+          continue
+        }
+        const items = this.queue
+        this.queue = []
+        this.rounds++
+        const w = await this.write(items)
+        const prevSync: Promise<void> | null = synced
+        const prevIndex: Promise<void> | null = indexed
+        synced = (async () => {
+          if (prevSync) await prevSync
+          await this.sync(w)
+        })()
+        const mySync = synced
+        indexed = (async () => {
+          await mySync
+          if (prevIndex) await prevIndex
+          await this.index(w)
+        })()
+        // At most three rounds in flight: the next write waits for the fsync before this one.
+        if (prevSync) await prevSync
+      }
     } finally {
       this.active = false
     }
   }
 
-  private async round(): Promise<void> {
-    const items = this.queue
-    this.queue = []
-    this.rounds++
+  private async write(items: PendingWrite[]): Promise<Written> {
+    const t0 = performance.now()
     const bySink = new Map<CommitSink, PendingWrite[]>()
     for (const w of items) {
       let l = bySink.get(w.sink)
       if (!l) bySink.set(w.sink, (l = []))
       l.push(w)
     }
-    const sinks = [...bySink.keys()]
+    const files = new Map<CommitSink, Set<SegmentFile>>()
     await Promise.all(
-      sinks.map(async (s) => {
-        const mine = bySink.get(s)!
+      [...bySink].map(async ([s, mine]) => {
         try {
-          const files = await s.writeAll(mine)
-          this.syncs += files.size
-          await Promise.all([...files].map((f) => f.fh.datasync()))
+          files.set(s, await s.writeAll(mine))
         } catch (err) {
           bySink.delete(s)
           s.failed(mine, err as Error)
         }
       })
     )
+    this.ms.write += performance.now() - t0
+    return { bySink, files }
+  }
+
+  private async sync({ bySink, files }: Written): Promise<void> {
+    const t0 = performance.now()
+    await Promise.all(
+      [...bySink].map(async ([s, mine]) => {
+        const fs = files.get(s)!
+        this.syncs += fs.size
+        try {
+          await Promise.all([...fs].map((f) => f.fh.datasync()))
+        } catch (err) {
+          bySink.delete(s)
+          s.failed(mine, err as Error)
+        }
+      })
+    )
+    this.ms.sync += performance.now() - t0
+  }
+
+  private async index({ bySink }: Written): Promise<void> {
+    const t0 = performance.now()
     await Promise.all(
       [...bySink].map(async ([s, mine]) => {
         try {
@@ -89,5 +151,6 @@ export class GroupCommit {
         }
       })
     )
+    this.ms.index += performance.now() - t0
   }
 }

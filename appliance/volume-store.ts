@@ -286,10 +286,14 @@ export class VolumeStore implements CommitSink, ImageSource {
   }
 
   async writeAll(items: PendingWrite[]) {
+    // After a failed write or fsync nothing more may land behind it: a hole
+    // followed by intact batches would read back as corruption.
+    if (this.failure) throw this.failure
     return this.journalRef.writeAll(items as VolumeWrite[])
   }
 
   async committed(items: PendingWrite[]): Promise<void> {
+    if (this.failure) throw this.failure // an earlier round failed: this one proves nothing
     const ws = items as VolumeWrite[]
     const ib = new IndexBatch()
     const touched = new Set<number>()
