@@ -147,6 +147,9 @@ export interface ReplicatorStats {
   windowBatches: number
   windowBytes: number
   fingerprintRequests: number
+  waitDrainMs: number
+  waitBudgetMs: number
+  waitFingerprintsMs: number
   streamErrors: number
   lastError: string | null
   syncProgress: SyncProgressStats | null
@@ -361,6 +364,10 @@ export class Replicator {
     fingerprintRequests: 0,
     streamErrors: 0,
     lastError: null as string | null,
+    // Where the loop waits (ms): flow control, the memory budget, fingerprint replies.
+    waitDrainMs: 0,
+    waitBudgetMs: 0,
+    waitFingerprintsMs: 0,
   }
 
   constructor(o: ReplicatorOptions) {
@@ -451,6 +458,9 @@ export class Replicator {
       windowBatches: this.window.length,
       windowBytes: this.windowBytes,
       fingerprintRequests: this.st.fingerprintRequests,
+      waitDrainMs: Math.round(this.st.waitDrainMs),
+      waitBudgetMs: Math.round(this.st.waitBudgetMs),
+      waitFingerprintsMs: Math.round(this.st.waitFingerprintsMs),
       streamErrors: this.st.streamErrors,
       lastError: this.st.lastError,
       syncProgress: this.progress(),
@@ -594,7 +604,9 @@ export class Replicator {
     if (this.copy?.complete) this.sendProgress(s)
     while (!this.stopped && !s.isClosed) {
       if (this.windowBytes >= this.o.memoryBytes) {
+        const t0 = performance.now()
         await Promise.race([this.nextAck(), s.closed, this.stopPromise])
+        this.st.waitBudgetMs += performance.now() - t0
         continue
       }
       // Coalesce while the stream pushes back, and during a resync (one
@@ -665,7 +677,9 @@ export class Replicator {
     for (let i = 0; i < regions.length; i += MAX_REGIONS_PER_REQUEST) {
       const part = regions.slice(i, i + MAX_REGIONS_PER_REQUEST)
       this.st.fingerprintRequests++
+      const t0 = performance.now()
       const bytes = await s.fingerprints(++this.fpId, part)
+      this.st.waitFingerprintsMs += performance.now() - t0
       for (const [g, fp] of this.ms.parseFingerprints(part, bytes)) replica.set(g, fp)
     }
     return replica
@@ -674,7 +688,11 @@ export class Replicator {
   private async send(s: Session, e: Entry): Promise<void> {
     const payload = e.msg.payload as Buffer
     await this.o.throttle.take(payload.length)
-    if (s.blocked) await s.drain()
+    if (s.blocked) {
+      const t0 = performance.now()
+      await s.drain()
+      this.st.waitDrainMs += performance.now() - t0
+    }
     // The ack may have come while we waited.
     if (e.lastSeq <= this.durableSeq && e.sends > 0) return
     s.write({ batch: e.msg })
