@@ -351,7 +351,8 @@ export class Replicator {
   private fpId = 0
   private lastHadResync = false
   private attempts = 0
-  private lastErrorKey: string | null = null
+  /** errors logged since the stream last made progress: each is logged once */
+  private seenErrors = new Set<string>()
   private lagSamples: Array<[number, number]> = []
   private progressTimer: NodeJS.Timeout | null = null
   private maxBatch = MAX_BATCH_BYTES
@@ -518,12 +519,13 @@ export class Replicator {
     const code = typeof e.code === 'number' ? grpc.status[e.code] ?? String(e.code) : String(e.code ?? 'ERROR')
     const message = e.details ?? e.message
     this.st.lastError = `${code}: ${message}`
-    const key = `${code} ${message}`
-    if (key === this.lastErrorKey) {
+    // grpc-js puts the time of the last connection attempt into the message.
+    const key = `${code} ${message.replace(/\(\d{4}-\d\d-\d\dT[^)]*\)/g, '')}`
+    if (this.seenErrors.has(key)) {
       this.log.debug({ code, appliance: this.o.appliance }, `replication stream failed again: ${message}`)
       return
     }
-    this.lastErrorKey = key
+    if (this.seenErrors.size < 32) this.seenErrors.add(key)
     // The appliance refused something we sent: that is a bug or an attack, not weather.
     const refused = [
       grpc.status.INVALID_ARGUMENT,
@@ -726,7 +728,7 @@ export class Replicator {
     if (i || seq > 0) {
       // Progress: the next failure is news again, and reconnects start fast.
       this.attempts = 0
-      this.lastErrorKey = null
+      this.seenErrors.clear()
     }
     const waiters = this.ackWaiters
     this.ackWaiters = []

@@ -1,0 +1,70 @@
+// The agent over mutual TLS: with a certificate the appliance's CA signed and
+// an allow-list entry it replicates byte-exact; with a certificate from
+// another CA, or one not allowed the volume, it gets nothing in, says so once
+// at error level with the appliance's reason, and keeps retrying.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { have, makeImage, must, nbdUri, restore, sha256, sleep, startAgent, startAppliance, tmpdir } from './helpers'
+
+const MiB = 1024 * 1024
+
+async function makePki(dir: string, names: string[], caName = 'ca'): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true })
+  const ssl = (args: string[]): Promise<string> => must('openssl', args, { cwd: dir })
+  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=tidemark test ${caName}`, '-keyout', `${caName}.key`, '-out', `${caName}.pem`])
+  for (const n of names) {
+    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+    await ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`])
+    await ssl(['x509', '-req', '-in', `${n}.csr`, '-CA', `${caName}.pem`, '-CAkey', `${caName}.key`, '-CAcreateserial', '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`])
+  }
+}
+
+const tls = (dir: string, who: string): string[] => ['--tls-cert', path.join(dir, `${who}.pem`), '--tls-key', path.join(dir, `${who}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
+
+t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs why once and keeps retrying', { skip: !have('openssl') && 'openssl is not installed' }, async (t) => {
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  const rogue = path.join(dir, 'rogue')
+  await makePki(pki, ['appliance', 'agent-a', 'agent-b'])
+  await makePki(rogue, ['agent-a'])
+  // The rogue agent trusts our CA but presents a certificate from its own.
+  fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(rogue, 'ca.pem'))
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: [...tls(pki, 'appliance'), '--allow', 'agent-a=vol-a'] })
+
+  const img = path.join(dir, 'a.img')
+  makeImage(img, 8 * MiB, 5)
+  const sock = path.join(dir, 'a.sock')
+  const good = await startAgent(t, { state: path.join(dir, 'sa'), sock, volumes: { 'vol-a': img }, extra: ['--appliance', app.address, ...tls(pki, 'agent-a')] })
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 1M 64k', '-c', 'flush', nbdUri(sock, 'vol-a')])
+  await app.waitForLog(/initial copy complete/)
+  t.equal(await good.stop(), 0, 'the agent with an allowed certificate drains and stops')
+  const out = path.join(dir, 'a.restored')
+  await restore(app.address, 'vol-a', 'latest', out, tls(pki, 'agent-a'))
+  t.equal(sha256(out), sha256(img), 'byte-exact over mutual TLS')
+
+  // agent-b is signed by the CA but may not write vol-b.
+  const imgB = path.join(dir, 'b.img')
+  makeImage(imgB, MiB, null)
+  const denied = await startAgent(t, { state: path.join(dir, 'sb'), sock: path.join(dir, 'b.sock'), volumes: { 'vol-b': imgB }, extra: ['--appliance', app.address, ...tls(pki, 'agent-b')] })
+  const line = await denied.waitForLog(/the appliance ended the replication stream/)
+  t.equal(line.level, 50, 'logged at error level')
+  t.equal(line.code, 'PERMISSION_DENIED')
+  t.match(String(line.msg), /may not write volume vol-b/, 'with the appliance\'s reason')
+  await sleep(1500)
+  const again = denied.logs().filter((l) => /ended the replication stream/.test(String(l.msg)))
+  t.equal(again.length, 1, 'the same refusal is logged once, however often it is retried')
+  const attaches = app.logs().filter((l) => /rejected/.test(String(l.msg)) && l.code === 'PERMISSION_DENIED').length
+  t.ok(attaches >= 2, `the agent kept retrying with backoff (${attaches} attempts refused)`)
+  t.equal(await denied.stop(), 0, 'it still stops cleanly')
+
+  // A certificate from another CA gets no connection at all.
+  const rogueAgent = await startAgent(t, { state: path.join(dir, 'sr'), sock: path.join(dir, 'r.sock'), volumes: { 'vol-a': imgB }, extra: ['--appliance', app.address, ...tls(rogue, 'agent-a')] })
+  const fail = await rogueAgent.waitForLog(/replication stream to .* failed/)
+  t.equal(fail.code, 'UNAVAILABLE', `no connection for a foreign certificate (${fail.msg})`)
+  await sleep(1500)
+  const lines = rogueAgent.logs().filter((l) => /replication stream to .* failed/.test(String(l.msg)))
+  const distinct = new Set(lines.map((l) => String(l.msg).replace(/\(\d{4}-[^)]*\)/g, '')))
+  t.equal(lines.length, distinct.size, `each distinct failure is logged once while it retries (${distinct.size})`)
+  t.equal(await rogueAgent.stop(), 0)
+})
