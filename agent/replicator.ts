@@ -36,7 +36,11 @@
 // so a restart after kill -9 resumes there instead of at zero. When every
 // region has been copied and acknowledged and the tap is recording normally
 // again, SyncProgress{done == total} tells the appliance the generation is
-// complete. If the appliance holds another generation, or less than it once
+// complete. A copy to a replica that held nothing when it began (durable
+// seq 0) knows that every region no batch has written since still reads as
+// zeroes there, and asks fingerprints only for the others: the copy of a new
+// volume costs no round trips for regions the application leaves alone.
+// If the appliance holds another generation, or less than it once
 // acknowledged, the replica lost data: the MicroScan cache is cleared and the
 // whole volume is copied again.
 //
@@ -58,7 +62,8 @@ import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replicati
 import type { Welcome__Output } from '../proto/generated/tidemark/v1/Welcome'
 import { MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { RecordBatch, RecordKind } from '../native/record-batch'
-import { MicroScan, REGION_BYTES, type ReplicaFingerprints } from './microscan'
+import { MicroScan, REGION_BYTES, SECTORS_PER_REGION, type ReplicaFingerprints } from './microscan'
+import { zeroSectorFingerprint } from '../proto/hash'
 import type { Tap } from './tap'
 import type { Throttle } from './throttle'
 
@@ -84,6 +89,8 @@ const SYNC_FILE_EVERY_MS = 1_000
 const MAX_REGIONS_PER_REQUEST = 4096
 /** Samples kept for the RPO lag estimate (thinned beyond this). */
 const MAX_LAG_SAMPLES = 2048
+/** Resolved lag samples kept for the percentiles (the newest; about 7 minutes of writing). */
+const LAG_RESOLVED_KEPT = 4096
 
 export interface TlsFiles {
   cert: string
@@ -144,6 +151,10 @@ export interface ReplicatorStats {
   resentBatches: number
   durableSeq: number
   rpoLagMs: number
+  /** over the newest resolved samples (a sample resolves when an ack covers its seq) */
+  rpoP50Ms: number | null
+  rpoP99Ms: number | null
+  rpoSamples: number
   windowBatches: number
   windowBytes: number
   fingerprintRequests: number
@@ -341,6 +352,14 @@ export class Replicator {
   private held: RecordBatch | null = null
   private session: Session | null = null
   private copy: CopyState | null = null
+  /**
+   * While copying to a replica that held nothing when the copy began (durable
+   * seq 0): one bit per region that any batch since then may have written.
+   * Every other region still reads as zeroes there, so its RESYNC needs no
+   * fingerprint round trip. Null otherwise.
+   */
+  private fresh: Uint32Array | null = null
+  private zeroPage: BigUint64Array | null = null
   private stopped = false
   private stopWake: (() => void) | null = null
   private readonly stopPromise: Promise<void>
@@ -354,6 +373,9 @@ export class Replicator {
   /** errors logged since the stream last made progress: each is logged once */
   private seenErrors = new Set<string>()
   private lagSamples: Array<[number, number]> = []
+  /** ack time - sample time, ms, of resolved samples: a ring of the newest LAG_RESOLVED_KEPT */
+  private readonly lagResolved = new Float64Array(LAG_RESOLVED_KEPT)
+  private lagResolvedCount = 0
   private progressTimer: NodeJS.Timeout | null = null
   private maxBatch = MAX_BATCH_BYTES
   private readonly st = {
@@ -444,6 +466,14 @@ export class Replicator {
     }
   }
 
+  private lagPercentiles(): { rpoP50Ms: number | null; rpoP99Ms: number | null; rpoSamples: number } {
+    const n = Math.min(this.lagResolvedCount, LAG_RESOLVED_KEPT)
+    if (n === 0) return { rpoP50Ms: null, rpoP99Ms: null, rpoSamples: 0 }
+    const xs = this.lagResolved.slice(0, n).sort()
+    const at = (p: number): number => Math.round(xs[Math.min(n - 1, Math.ceil(p * n) - 1)])
+    return { rpoP50Ms: at(0.5), rpoP99Ms: at(0.99), rpoSamples: n }
+  }
+
   stats(): ReplicatorStats {
     return {
       volume: this.volume,
@@ -456,6 +486,7 @@ export class Replicator {
       resentBatches: this.st.resentBatches,
       durableSeq: this.durableSeq,
       rpoLagMs: this.lagSamples.length ? Math.round(performance.now() - this.lagSamples[0][1]) : 0,
+      ...this.lagPercentiles(),
       windowBatches: this.window.length,
       windowBytes: this.windowBytes,
       fingerprintRequests: this.st.fingerprintRequests,
@@ -569,6 +600,7 @@ export class Replicator {
       this.persistAcked(w.durableSeq)
       this.durableSeq = w.durableSeq
       this.lagSamples = this.lagSamples.filter((x) => x[0] > w.durableSeq)
+      this.fresh = w.durableSeq === 0 ? new Uint32Array(Math.ceil(this.regions / 32)) : null
       this.startCopy(0)
       return
     }
@@ -589,6 +621,8 @@ export class Replicator {
         from = 0
       }
       if (from > 0) this.log.info({ nextRegion: from, regions: this.regions }, `resuming the initial copy at ${((100 * from) / this.regions).toFixed(1)} %`)
+      // A replica that holds nothing yet, and nothing of ours on the way to it.
+      this.fresh = from === 0 && w.durableSeq === 0 && this.window.length === 0 ? new Uint32Array(Math.ceil(this.regions / 32)) : null
       this.startCopy(from)
     } else if (!this.copy || this.copy.complete) {
       if (this.copy) this.log.info('the appliance holds a complete copy')
@@ -644,8 +678,18 @@ export class Replicator {
       if (hasResync) regions = this.ms.resyncRegions(batch)
       this.lastHadResync = hasResync
       let replica: ReplicaFingerprints | null = null
-      if (hasResync && this.ms.enabled) replica = await this.fetchFingerprints(s, regions)
+      if (hasResync && this.ms.enabled) {
+        const fresh = this.fresh
+        if (fresh) {
+          const ask = regions.filter((g) => (fresh[g >>> 5] & (1 << (g & 31))) !== 0)
+          replica = ask.length ? await this.fetchFingerprints(s, ask) : new Map()
+          for (const g of regions) if (!replica.has(g)) replica.set(g, this.zeroFingerprints(g))
+        } else {
+          replica = await this.fetchFingerprints(s, regions)
+        }
+      }
       const out = this.ms.scan(batch, replica)
+      if (this.fresh) this.markWritten(this.fresh, batch)
       this.held = null
       if (out.raw.length > this.maxBatch) {
         throw new TidemarkError('BATCH_TOO_LARGE', `a batch of ${out.raw.length} bytes is over the appliance's ${this.maxBatch}-byte limit`)
@@ -672,6 +716,22 @@ export class Replicator {
       this.windowBytes += e.bytes
       await this.send(s, e)
     }
+  }
+
+  /** The fingerprints of a region that reads as zeroes. */
+  private zeroFingerprints(g: number): BigUint64Array {
+    if (!this.zeroPage) this.zeroPage = new BigUint64Array(SECTORS_PER_REGION).fill(zeroSectorFingerprint())
+    return this.zeroPage.subarray(0, this.ms.regionSectors(g))
+  }
+
+  /** Notes the regions the batch's WRITE and RESYNC records may change at the replica (trims leave zeroes zero). */
+  private markWritten(bits: Uint32Array, batch: RecordBatch): void {
+    batch.forEach((r) => {
+      if (r.kind !== RecordKind.Write && r.kind !== RecordKind.Resync) return
+      const first = r.sector
+      const g1 = Math.floor((first + r.count - 1) / SECTORS_PER_REGION)
+      for (let g = Math.floor(first / SECTORS_PER_REGION); g <= g1; g++) bits[g >>> 5] |= 1 << (g & 31)
+    })
   }
 
   private async fetchFingerprints(s: Session, regions: number[]): Promise<ReplicaFingerprints> {
@@ -724,7 +784,11 @@ export class Replicator {
     if (i) this.window.splice(0, i)
     let k = 0
     while (k < this.lagSamples.length && this.lagSamples[k][0] <= seq) k++
-    if (k) this.lagSamples.splice(0, k)
+    if (k) {
+      const now = performance.now()
+      for (let j = 0; j < k; j++) this.lagResolved[this.lagResolvedCount++ % LAG_RESOLVED_KEPT] = now - this.lagSamples[j][1]
+      this.lagSamples.splice(0, k)
+    }
     if (i || seq > 0) {
       // Progress: the next failure is news again, and reconnects start fast.
       this.attempts = 0
@@ -816,6 +880,7 @@ export class Replicator {
     }
     if (this.durableSeq < c.finishSeq && s.volumeSeq > 0) return
     c.complete = true
+    this.fresh = null
     this.saveSync(true)
     const secs = (performance.now() - c.startedAt) / 1000
     this.log.info(
