@@ -102,9 +102,19 @@ export class ReplicationService {
     let pendingBytes = 0
     let paused = false
     let attaching = false
-    // Every reply is ordered after the appends issued before it: acks and
-    // fingerprints chain on the same promise.
+    // Acks go out in append order, as each append becomes durable.
+    // Fingerprints are computed when the request arrives (the store makes
+    // them reflect every append issued before) and answered in request
+    // order; they never hold an ack back, nor an ack them. `tail` settles
+    // when everything issued so far has been answered.
+    let ackTail: Promise<unknown> = Promise.resolve()
+    let fpTail: Promise<unknown> = Promise.resolve()
     let tail: Promise<unknown> = Promise.resolve()
+    const track = (p: Promise<unknown>): void => {
+      p.catch(fail)
+      tail = Promise.all([tail, p])
+      tail.catch(() => undefined) // reported through fail() above
+    }
     const queued: AgentMessage__Output[] = []
     const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume })
     const retire = async (): Promise<void> => {
@@ -204,7 +214,7 @@ export class ReplicationService {
       })
       // The store validates synchronously enough that a bad batch rejects
       // this promise; nothing of it is journaled.
-      tail = Promise.all([tail, appended]).then(([, durable]) => {
+      ackTail = Promise.all([ackTail, appended]).then(([, durable]) => {
         pendingBytes -= raw.length
         if (paused && pendingBytes <= MAX_PENDING_BYTES / 2) {
           paused = false
@@ -214,7 +224,7 @@ export class ReplicationService {
         info!.lastAckMs = Date.now()
         send({ ack: { durableSeq: durable as number } })
       })
-      tail.catch(fail)
+      track(ackTail)
     }
 
     const onFingerprints = (m: AgentMessage__Output): void => {
@@ -228,20 +238,20 @@ export class ReplicationService {
         }
       }
       if (regions.length > 4096) throw new TidemarkError('PROTOCOL', `fingerprint request for ${regions.length} regions (at most 4096)`)
-      const fps = tail.then(() => v.fingerprints(regions))
-      tail = fps.then((buf) => send({ fingerprints: { id: r.id, regions, fingerprints: buf } }))
-      tail.catch(fail)
+      const fps = v.fingerprints(regions)
+      fpTail = Promise.all([fpTail, fps]).then(([, buf]) => send({ fingerprints: { id: r.id, regions, fingerprints: buf } }))
+      track(fpTail)
     }
 
     const onProgress = (m: AgentMessage__Output): void => {
       const p = m.progress!
       const v = vol!
       if (p.regionsTotal > 0 && p.regionsDone >= p.regionsTotal && !v.fullSyncDone) {
-        tail = tail.then(async () => {
-          await v.markFullSyncDone()
-          this.log.info({ ...ctx(), durableSeq: v.durableSeq }, 'initial copy complete')
-        })
-        tail.catch(fail)
+        track(
+          v.markFullSyncDone().then(() => {
+            this.log.info({ ...ctx(), durableSeq: v.durableSeq }, 'initial copy complete')
+          })
+        )
       }
     }
 

@@ -1,4 +1,5 @@
 // tidemark agent: parse, build the agent, run until SIGTERM/SIGINT.
+import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -45,8 +46,9 @@ with --appliance, streams the sectors that really changed to the appliance.
   --stats-interval S   log counts every S seconds (default 10, 0 = never)
   --log-level LEVEL    trace, debug, info (default), warn, error
   --demo               the embedded default: a 1 GiB sparse volume "demo" in ./.tidemark
-                       (created if missing), served on unix:./.tidemark/nbd.sock, records
-                       kept in a capture log in ./.tidemark/capture
+                       (created if missing), served on unix:./.tidemark/nbd.sock and
+                       replicated to an appliance of its own (./.tidemark/appliance, on
+                       127.0.0.1, started and stopped with the agent)
   --config FILE        the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},
                        "appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",
                        "fingerprintCache", "agentId", "microscan" (true/false), "group",
@@ -202,11 +204,14 @@ function replicationSettings(s: Settings): Partial<AgentOptions> {
   }
 }
 
-export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: string }) | 'help' {
+type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string }
+
+export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   const a = parseArgs(argv, SPEC, 'agent')
   if (a.has('help')) return 'help'
   if (a.has('control')) throw usage('agent', '--control comes with TimeMarks, which this build does not have yet')
   let s: Settings
+  let demoApplianceDir: string | undefined
   if (a.has('demo')) {
     if (a.size > 1) throw usage('agent', '--demo cannot be combined with other options')
     const home = path.resolve('.tidemark')
@@ -221,9 +226,9 @@ export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: stri
       state: path.join(home, 'state'),
       nbd: `unix:${path.join(home, 'nbd.sock')}`,
       volumes: [['demo', img]],
-      captureLog: path.join(home, 'capture'),
       statsInterval: '10',
     }
+    demoApplianceDir = path.join(home, 'appliance')
   } else if (a.has('config')) {
     if (a.size > 1) throw usage('agent', '--config cannot be combined with other options')
     s = fromConfig(a.get('config')![0])
@@ -277,7 +282,31 @@ export function parseAgentArgs(argv: string[]): (AgentOptions & { logLevel: stri
     statsIntervalMs: interval * 1000,
     logger: pino({ level: logLevel, base: { pid: process.pid, component: 'agent' } }),
     logLevel,
+    demoApplianceDir,
   }
+}
+
+/**
+ * --demo: an appliance of its own, as a child process on 127.0.0.1 (port 0:
+ * any free one), so the embedded default shows the whole job: capture,
+ * replication, restore. Resolves with its address once it listens.
+ */
+async function startDemoAppliance(dataDir: string): Promise<{ address: string; child: ChildProcess }> {
+  const bin = path.join(__dirname, '..', '..', 'bin', 'tidemark.js')
+  const child = spawn(process.execPath, [bin, 'appliance', '--data', dataDir, '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'inherit', 'pipe'],
+  })
+  let err = ''
+  const address = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (d) => {
+      err += d
+      const m = /listening on (127\.0\.0\.1:\d+)/.exec(err)
+      if (m) resolve(m[1])
+    })
+    child.once('exit', (code) => reject(new TidemarkError('DEMO_FAILED', `tidemark agent: the demo appliance exited ${code}: ${err.trim()}`)))
+  })
+  child.stderr!.pipe(process.stderr)
+  return { address, child }
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
@@ -286,10 +315,23 @@ export async function runAgent(argv: string[]): Promise<number> {
     process.stdout.write(AGENT_HELP)
     return 0
   }
+  let demo: { address: string; child: ChildProcess } | undefined
+  if (opts.demoApplianceDir) {
+    demo = await startDemoAppliance(opts.demoApplianceDir)
+    opts.appliance = { address: demo.address }
+    opts.logger.info({ appliance: demo.address, data: opts.demoApplianceDir, restore: `npx tidemark restore --appliance ${demo.address} --volume demo --seq latest --out demo-copy.img` }, 'demo: replicating to an appliance of its own')
+  }
+  const stopDemo = async (): Promise<void> => {
+    if (!demo || demo.child.exitCode !== null) return
+    const exited = new Promise((r) => demo!.child.once('exit', r))
+    demo.child.kill('SIGTERM')
+    await exited
+  }
   let agent: Agent
   try {
     agent = await Agent.start(opts)
   } catch (err) {
+    await stopDemo()
     if (err instanceof TidemarkError) {
       // A setting the tap refuses is a usage error (exit 2); a volume it cannot open is not.
       throw new TidemarkError(err.code === 'TAP_INVALID_ARGUMENT' ? 'USAGE' : err.code, `tidemark agent: ${err.message}`)
@@ -299,7 +341,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       opts.logger.info({ signal: sig }, 'stopping')
-      agent.stop().then(resolve, resolve)
+      agent.stop().then(stopDemo).then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
