@@ -94,6 +94,15 @@ export class VolumeStore implements CommitSink, ImageSource {
   private _fullSyncDone = false
   /** Settles after every append called so far has settled. */
   private tailPromise: Promise<unknown> = Promise.resolve()
+  /**
+   * Chunks that batches accepted but not yet durable and indexed will change
+   * (a count per chunk), and how many such batches hold a record too wide to
+   * count chunk by chunk. fingerprints() waits for those batches only when it
+   * asks about one of their chunks: an initial copy asks about regions
+   * nothing has touched yet, and must not pay an fsync round per request.
+   */
+  private readonly pendingChunks = new Map<number, number>()
+  private pendingWide = 0
   private failure: Error | null = null
   private closed = false
   private counters!: IndexMeta
@@ -277,6 +286,7 @@ export class VolumeStore implements CommitSink, ImageSource {
     encodeCommit(buf, at, { ...batch, wallMs })
     const pos = this.journalRef.assign(buf.length)
     this.acceptedSeq = batch.lastSeq
+    this.notePending(recs, batch.recordCount, 1)
     const p = new Promise<number>((resolve, reject) => {
       const w: VolumeWrite = { sink: this, resolve, reject, buf, segment: pos.segment, offset: pos.offset, batch, recs, wallMs }
       this.commits.submit(w)
@@ -310,7 +320,31 @@ export class VolumeStore implements CommitSink, ImageSource {
     const last = ws[ws.length - 1]
     this.journalRef.durableEnd = { segment: last.segment, offset: last.offset + last.buf.length }
     this._durableSeq = last.batch.lastSeq
-    for (const w of ws) w.resolve(w.batch.lastSeq)
+    for (const w of ws) {
+      this.notePending(w.recs, w.batch.recordCount, -1)
+      w.resolve(w.batch.lastSeq)
+    }
+  }
+
+  /** Counts (+1) or releases (-1) the chunks a batch's records change. */
+  private notePending(recs: Float64Array, count: number, delta: 1 | -1): void {
+    const per = CHUNK_BYTES / 512
+    for (let i = 0; i < count; i++) {
+      const o = i * STRIDE
+      const n = recs[o + R_COUNT]
+      if (n === 0) continue
+      const c0 = Math.floor(recs[o + R_SECTOR] / per)
+      const c1 = Math.floor((recs[o + R_SECTOR] + n - 1) / per)
+      if (c1 - c0 >= 256) {
+        this.pendingWide += delta
+        continue
+      }
+      for (let c = c0; c <= c1; c++) {
+        const v = (this.pendingChunks.get(c) ?? 0) + delta
+        if (v === 0) this.pendingChunks.delete(c)
+        else this.pendingChunks.set(c, v)
+      }
+    }
   }
 
   failed(items: PendingWrite[], err: Error): void {
@@ -319,7 +353,10 @@ export class VolumeStore implements CommitSink, ImageSource {
       this.log.error({ err: err.message }, `volume ${this.meta.name}: journal write failed; no more batches until it is reopened`)
     }
     const e = new TidemarkError('JOURNAL_IO', `volume ${this.meta.name}: journal write failed: ${err.message}`)
-    for (const w of items) w.reject(e)
+    for (const w of items) {
+      this.notePending((w as VolumeWrite).recs, (w as VolumeWrite).batch.recordCount, -1)
+      w.reject(e)
+    }
   }
 
   /** Waits until every append called before this is settled. */
@@ -365,7 +402,10 @@ export class VolumeStore implements CommitSink, ImageSource {
   }
 
   async fingerprints(regions: number[]): Promise<Buffer> {
-    await this.settled()
+    // Every append called before this must be reflected. A batch still on its
+    // way to the disk matters only if it changes one of these regions (chunks
+    // and regions are both 64 KiB); otherwise the durable image is the answer.
+    if (this.pendingWide > 0 || regions.some((r) => this.pendingChunks.has(r))) await this.settled()
     const seq = this._durableSeq
     this.checkReadable(seq)
     const sizes = regions.map((r) => {
