@@ -26,6 +26,8 @@ const STATUS: Record<string, grpc.status> = {
   BAD_POINT: grpc.status.INVALID_ARGUMENT,
   PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
+  SEQ_NOT_DURABLE: grpc.status.OUT_OF_RANGE,
+  INITIAL_COPY_INCOMPLETE: grpc.status.FAILED_PRECONDITION,
 }
 
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
@@ -97,7 +99,12 @@ export class AdminService {
     const v = this.volume(call.request.volume, call)
     const seq = this.resolveSeq(v, call.request)
     if (!v.fullSyncDone) {
-      this.log.warn({ volume: v.meta.name, seq }, 'restoring a volume whose initial copy is not complete')
+      // Sectors the copy has not reached yet would read as zeroes: no point
+      // of this volume is a true image until the copy completes.
+      throw new TidemarkError(
+        'INITIAL_COPY_INCOMPLETE',
+        `volume ${v.meta.name}: the initial copy is not complete yet, so no point restores exactly (see tidemark stats)`
+      )
     }
     let cancelled = false
     call.on('cancelled', () => (cancelled = true))

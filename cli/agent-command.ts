@@ -295,17 +295,27 @@ async function startDemoAppliance(dataDir: string): Promise<{ address: string; c
   const bin = path.join(__dirname, '..', '..', 'bin', 'tidemark.js')
   const child = spawn(process.execPath, [bin, 'appliance', '--data', dataDir, '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'inherit', 'pipe'],
+    // Its own process group: Ctrl-C reaches the agent only, which drains to
+    // the appliance first and then stops it.
+    detached: true,
   })
   let err = ''
   const address = await new Promise<string>((resolve, reject) => {
-    child.stderr!.on('data', (d) => {
+    const onData = (d: Buffer): void => {
       err += d
       const m = /listening on (127\.0\.0\.1:\d+)/.exec(err)
-      if (m) resolve(m[1])
-    })
-    child.once('exit', (code) => reject(new TidemarkError('DEMO_FAILED', `tidemark agent: the demo appliance exited ${code}: ${err.trim()}`)))
+      if (!m) return
+      child.stderr!.off('data', onData)
+      child.off('exit', onExit)
+      process.stderr.write(err)
+      child.stderr!.pipe(process.stderr)
+      resolve(m[1])
+    }
+    const onExit = (code: number | null): void =>
+      reject(new TidemarkError('DEMO_FAILED', `tidemark agent: the demo appliance exited ${code}: ${err.trim()}`))
+    child.stderr!.on('data', onData)
+    child.once('exit', onExit)
   })
-  child.stderr!.pipe(process.stderr)
   return { address, child }
 }
 

@@ -97,7 +97,9 @@ t.test('bad batches are refused with a reason, counted, and never journaled', as
   }
 
   const ok = batch([record(5, 0, 8, 1, data)], 5, 5)
-  await refused('first batch is fine', [{ batch: ok }, { batch: batch([record(3, 0, 8, 1, data)], 3, 3) }],
+  // The agent says its initial copy is done (64 regions of 64 KiB), so 'vol' restores later.
+  const done = { progress: { regionsDone: 64, regionsTotal: 64, bytesPerSecond: 0 } }
+  await refused('first batch is fine', [{ batch: ok }, done, { batch: batch([record(3, 0, 8, 1, data)], 3, 3) }],
     grpc.status.FAILED_PRECONDITION, /SEQ_OUT_OF_ORDER/)
   const flipped = batch([record(20, 0, 8, 1, data)], 20, 20, false)
   ;(flipped.payload as Buffer)[40] ^= 0xff
@@ -159,4 +161,8 @@ t.test('bad batches are refused with a reason, counted, and never journaled', as
   t.match(future.stderr, /seq 99 .* not durable here yet/, 'a point in the future is refused')
   const unknown = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'nope', '--seq', 'latest', '--out', img])
   t.match(unknown.stderr, /no volume named "nope"/, 'an unknown volume is refused')
+  const incomplete = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'good', '--seq', 'latest', '--out', img])
+  t.equal(incomplete.code, 1)
+  t.match(incomplete.stderr, /initial copy is not complete yet/, 'a volume whose initial copy is incomplete is refused')
+  t.notOk(fs.existsSync(`${img}.partial`), 'no partial image is left behind')
 })
