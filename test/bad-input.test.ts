@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { makeImage, must, nbdUri, sha256, sleep, startAgent, tmpdir, type AgentProcess } from './helpers'
 
 const MiB = 1024 * 1024
@@ -118,7 +118,7 @@ class RawClient {
   }
 }
 
-async function setup(t: Parameters<Parameters<typeof tap.test>[1]>[0]): Promise<{ sock: string; img: string; agent: AgentProcess }> {
+async function setup(t: Test): Promise<{ sock: string; img: string; agent: AgentProcess }> {
   const dir = tmpdir(t)
   const img = path.join(dir, 'disk.img')
   makeImage(img, 4 * MiB, 77)

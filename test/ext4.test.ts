@@ -2,13 +2,12 @@
 // file, mount -o loop puts ext4 on it, sqlite3 writes a database there. The
 // captured records must replay to an image that e2fsck accepts and that holds
 // the database.
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { replayCaptureLog, scanCaptureLog } from '../agent/capture-log'
 import { RecordKind } from '../native/record-batch'
-import { makeImage, must, nbdUri, run, sha256, sleep, startAgent, tmpdir } from './helpers'
+import { makeImage, mountExt4OverNbd, must, nbdUri, run, sha256, sleep, startAgent, tmpdir } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -18,26 +17,10 @@ t.test('ext4 + sqlite on nbdfuse + loop mount; records replay to an fsck-clean i
   makeImage(img, 128 * MiB, null)
   fs.copyFileSync(img, path.join(dir, 'replay.img'))
   const sock = path.join(dir, 'nbd.sock')
-  const mnt = path.join(dir, 'fuse')
-  const fsdir = path.join(dir, 'fs')
-  fs.mkdirSync(mnt)
-  fs.mkdirSync(fsdir)
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, captureLog: path.join(dir, 'cap') })
 
-  const fuse = spawn('nbdfuse', [path.join(mnt, 'disk'), nbdUri(sock, 'vol')], { stdio: 'ignore' })
-  const fuseExited = new Promise((r) => fuse.once('exit', r))
-  let fuseUp = true
-  t.teardown(async () => {
-    if (fuseUp) await run('fusermount3', ['-u', mnt])
-    fuse.kill()
-  })
-  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
-    if (i > 200) throw new Error('nbdfuse did not expose the volume')
-    await sleep(50)
-  }
-  await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
-  await must('mount', ['-o', 'loop', path.join(mnt, 'disk'), fsdir])
-  let mounted = true
+  const { fsdir, unmount } = await mountExt4OverNbd(t, nbdUri(sock, 'vol'), dir)
+  let mounted = false
   t.teardown(async () => {
     if (mounted) await run('umount', [fsdir])
   })
@@ -53,11 +36,7 @@ t.test('ext4 + sqlite on nbdfuse + loop mount; records replay to an fsck-clean i
   const after = (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes
   t.ok(after > before, `sync arrives as NBD FLUSH (${before} -> ${after} flush records)`)
 
-  await must('umount', [fsdir])
-  mounted = false
-  await must('fusermount3', ['-u', mnt])
-  fuseUp = false
-  await fuseExited
+  await unmount()
   await agent.stop()
 
   const replay = path.join(dir, 'replay.img')

@@ -97,16 +97,15 @@ function connectable(sock: string): Promise<boolean> {
   })
 }
 
-export class AgentProcess {
+/** A tidemark process started by a test: its output, its pino lines, stopping it. */
+export class ServiceProcess {
   readonly proc: ChildProcess
-  readonly sock: string
   out = ''
   err = ''
   exited: Promise<number | null>
 
-  constructor(proc: ChildProcess, sock: string) {
+  constructor(proc: ChildProcess) {
     this.proc = proc
-    this.sock = sock
     proc.stdout!.on('data', (d) => (this.out += d))
     proc.stderr!.on('data', (d) => (this.err += d))
     this.exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)))
@@ -136,8 +135,17 @@ export class AgentProcess {
   }
 
   async kill9(): Promise<void> {
-    this.proc.kill('SIGKILL')
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL')
     await this.exited
+  }
+}
+
+export class AgentProcess extends ServiceProcess {
+  readonly sock: string
+
+  constructor(proc: ChildProcess, sock: string) {
+    super(proc)
+    this.sock = sock
   }
 }
 
@@ -206,49 +214,11 @@ export function differingSectors(a: string, b: string): number[] {
   return out
 }
 
-export class ApplianceProcess {
-  readonly proc: ChildProcess
-  out = ''
-  err = ''
+export class ApplianceProcess extends ServiceProcess {
   port = 0
-  exited: Promise<number | null>
-
-  constructor(proc: ChildProcess) {
-    this.proc = proc
-    proc.stdout!.on('data', (d) => (this.out += d))
-    proc.stderr!.on('data', (d) => (this.err += d))
-    this.exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)))
-  }
 
   get address(): string {
     return `127.0.0.1:${this.port}`
-  }
-
-  logs(): Array<Record<string, unknown>> {
-    return this.out
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l))
-  }
-
-  async waitForLog(re: RegExp, timeoutMs = 30_000): Promise<Record<string, unknown>> {
-    const end = Date.now() + timeoutMs
-    for (;;) {
-      const hit = this.logs().find((l) => re.test(String(l.msg)))
-      if (hit) return hit
-      if (Date.now() > end) throw new Error(`no appliance log line matching ${re} within ${timeoutMs} ms; log:\n${this.out}\n${this.err}`)
-      await sleep(50)
-    }
-  }
-
-  async stop(): Promise<number | null> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM')
-    return this.exited
-  }
-
-  async kill9(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL')
-    await this.exited
   }
 }
 
@@ -284,4 +254,45 @@ export async function restore(appliance: string, volume: string, seq: number | '
   const r = await run(process.execPath, [BIN, 'restore', '--appliance', appliance, '--volume', volume, '--seq', String(seq), '--out', out, '--json', ...extra])
   if (r.code !== 0) throw new Error(`restore exited ${r.code}: ${r.stderr}`)
   return JSON.parse(r.stdout)
+}
+
+/**
+ * The kernel's ext4 on an NBD export, with no nbd module: nbdfuse exposes the
+ * export as DIR/fuse/disk, mkfs.ext4 formats it, mount -o loop mounts it on
+ * DIR/fs. unmount() takes it all down (also done at teardown if the test did
+ * not), before the server stops.
+ */
+export async function mountExt4OverNbd(
+  t: { teardown(fn: () => unknown): void },
+  uri: string,
+  dir: string
+): Promise<{ fsdir: string; unmount(): Promise<void> }> {
+  const mnt = path.join(dir, 'fuse')
+  const fsdir = path.join(dir, 'fs')
+  fs.mkdirSync(mnt, { recursive: true })
+  fs.mkdirSync(fsdir, { recursive: true })
+  const fuse = spawn('nbdfuse', [path.join(mnt, 'disk'), uri], { stdio: 'ignore' })
+  const fuseExited = new Promise((r) => fuse.once('exit', r))
+  let fuseUp = true
+  let mounted = false
+  const unmount = async (): Promise<void> => {
+    if (mounted) await must('umount', [fsdir])
+    mounted = false
+    if (fuseUp) await must('fusermount3', ['-u', mnt])
+    fuseUp = false
+    await fuseExited
+  }
+  t.teardown(async () => {
+    if (mounted) await run('umount', [fsdir])
+    if (fuseUp) await run('fusermount3', ['-u', mnt])
+    fuse.kill()
+  })
+  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
+    if (i > 200) throw new Error('nbdfuse did not expose the volume')
+    await sleep(50)
+  }
+  await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
+  await must('mount', ['-o', 'loop', path.join(mnt, 'disk'), fsdir])
+  mounted = true
+  return { fsdir, unmount }
 }

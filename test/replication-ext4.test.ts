@@ -2,11 +2,9 @@
 // file, mount -o loop puts ext4 on it, sqlite3 writes a database there. The
 // image restored from the appliance equals the volume, passes e2fsck, and
 // holds every row.
-import { spawn } from 'node:child_process'
-import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { makeImage, must, nbdUri, restore, run, sha256, sleep, startAgent, startAppliance, tmpdir } from './helpers'
+import { makeImage, mountExt4OverNbd, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -15,27 +13,11 @@ t.test('ext4 + sqlite on a replicated volume: the restored image is byte-exact, 
   const img = path.join(dir, 'disk.img')
   makeImage(img, 128 * MiB, null)
   const sock = path.join(dir, 'nbd.sock')
-  const mnt = path.join(dir, 'fuse')
-  const fsdir = path.join(dir, 'fs')
-  fs.mkdirSync(mnt)
-  fs.mkdirSync(fsdir)
   const app = await startAppliance(t, { data: path.join(dir, 'data') })
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address] })
 
-  const fuse = spawn('nbdfuse', [path.join(mnt, 'disk'), nbdUri(sock, 'vol')], { stdio: 'ignore' })
-  const fuseExited = new Promise((r) => fuse.once('exit', r))
-  let fuseUp = true
-  t.teardown(async () => {
-    if (fuseUp) await run('fusermount3', ['-u', mnt])
-    fuse.kill()
-  })
-  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
-    if (i > 200) throw new Error('nbdfuse did not expose the volume')
-    await sleep(50)
-  }
-  await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
-  await must('mount', ['-o', 'loop', path.join(mnt, 'disk'), fsdir])
-  let mounted = true
+  const { fsdir, unmount } = await mountExt4OverNbd(t, nbdUri(sock, 'vol'), dir)
+  let mounted = false
   t.teardown(async () => {
     if (mounted) await run('umount', [fsdir])
   })
@@ -48,11 +30,7 @@ t.test('ext4 + sqlite on a replicated volume: the restored image is byte-exact, 
     await must('sqlite3', [db], { input: inserts.join('\n') })
   }
   await must('sync', [])
-  await must('umount', [fsdir])
-  mounted = false
-  await must('fusermount3', ['-u', mnt])
-  fuseUp = false
-  await fuseExited
+  await unmount()
   t.equal(await agent.stop(), 0, 'the agent drains to the appliance and stops')
 
   const out = path.join(dir, 'restored.img')
