@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import * as grpc from '@grpc/grpc-js'
 import { TidemarkError } from '../proto/errors'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
-import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
+import { adminProto, FLOW_CONTROL_WINDOW, MAX_MESSAGE_BYTES } from '../proto/load'
 import { parseHostPort, parseTlsFlags, usage, type Parsed } from './args'
 
 export const CLIENT_FLAGS = {
@@ -35,6 +35,9 @@ export function adminClient(a: Parsed, command: string): AdminClient {
   return new adminProto.Admin(target, creds, {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    // A restore streams the volume to us: HTTP/2's default 64 KiB window
+    // would make every megabyte wait for window updates.
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
   })
 }
 

@@ -31,3 +31,9 @@ export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 /** Largest raw (uncompressed) ChangeBatch payload. */
 export const MAX_BATCH_BYTES = 8 * 1024 * 1024
 export const PROTOCOL_VERSION = 1
+/**
+ * HTTP/2 flow-control window for a client that receives bulk data (the CLI
+ * during a restore). Node's default of 64 KiB holds every megabyte up for 16
+ * window updates; measured, a 2 GiB restore went from 128 to 166 MB/s.
+ */
+export const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024
