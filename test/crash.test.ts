@@ -22,13 +22,14 @@ t.test('kill -9 during fio: the dirty map covers every unacknowledged change; re
   const cap = path.join(dir, 'cap')
   // fio churns a 32 MiB window of the 256 MiB volume, as an application's hot set would.
   const agent = await startAgent(t, { state, sock, volumes: { vol: img }, captureLog: cap })
-  const fio = spawn('fio', ['--name=load', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
+  const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
     '--iodepth=16', '--numjobs=2', '--offset=64M', '--size=32M', '--time_based', '--runtime=30'], { stdio: 'ignore' })
   const fioDone = new Promise((r) => fio.once('exit', r))
   t.teardown(() => fio.kill('SIGKILL'))
   await sleep(2500)
   await agent.kill9()
-  // fio's nbd engine does not always give up on a server that died: stop it.
+  // fio's nbd engine does not always give up on a server that died: stop it
+  // (--thread keeps its jobs in this one process, so SIGKILL ends them all).
   fio.kill('SIGKILL')
   await fioDone
 

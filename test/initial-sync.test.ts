@@ -35,7 +35,7 @@ function makeStriped(file: string): number {
 
 function fio(sock: string, dir: string, seconds: number) {
   // The application's hot set: the last 64 MiB (a zero stripe when the copy starts).
-  const p = spawn('fio', ['--name=app', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
+  const p = spawn('fio', ['--name=app', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
     '--iodepth=4', '--offset=960M', '--size=64M', '--rate=8m', '--time_based', `--runtime=${seconds}`], { stdio: 'ignore', cwd: dir })
   return { proc: p, done: new Promise<number | null>((r) => p.once('exit', r)) }
 }
@@ -63,7 +63,8 @@ t.test('initial copy of 1 GiB under fio, killed at half way, resumes and ends by
     }
   }
   await first.kill9()
-  // fio's nbd engine does not always give up on a server that died: stop it.
+  // fio's nbd engine does not always give up on a server that died: stop it
+  // (--thread keeps its jobs in this one process, so SIGKILL ends them all).
   load1.proc.kill('SIGKILL')
   await load1.done
   const progress = first.logs().filter((l) => /initial copy/.test(String(l.msg)) && l.percent !== undefined)

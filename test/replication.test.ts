@@ -74,13 +74,14 @@ t.test('kill -9 of the agent mid-stream: converges byte-exact, resending only wh
   const args = { state, sock, volumes: { vol: img }, extra: ['--appliance', app.address] }
   const agent = await startAgent(t, args)
   await app.waitForLog(/initial copy complete/, 120_000)
-  const fio = spawn('fio', ['--name=load', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
+  const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
     '--iodepth=16', '--numjobs=2', '--offset=32M', '--size=8M', '--time_based', '--runtime=30'], { stdio: 'ignore', cwd: dir })
   const fioDone = new Promise((r) => fio.once('exit', r))
   t.teardown(() => fio.kill('SIGKILL'))
   await sleep(2000)
   await agent.kill9()
-  // fio's nbd engine does not always give up on a server that died: stop it.
+  // fio's nbd engine does not always give up on a server that died: stop it
+  // (--thread keeps its jobs in this one process, so SIGKILL ends them all).
   fio.kill('SIGKILL')
   await fioDone
   const map = readDirtyMapFile(path.join(state, 'vol.dirty'))
@@ -105,7 +106,7 @@ t.test('kill -9 of the appliance mid-stream: the agent reconnects, the replica c
   const sock = path.join(dir, 'nbd.sock')
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address] })
   await app.waitForLog(/initial copy complete/, 120_000)
-  const fio = spawn('fio', ['--name=load', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=16k',
+  const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=16k',
     '--iodepth=8', '--numjobs=1', '--size=32M', '--time_based', '--runtime=6', '--output-format=json'], { stdio: ['ignore', 'pipe', 'ignore'], cwd: dir })
   let fioOut = ''
   fio.stdout!.on('data', (d) => (fioOut += d))
