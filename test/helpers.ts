@@ -158,7 +158,8 @@ export async function startAgent(
   t: { teardown(fn: () => unknown): void },
   args: { state: string; sock: string; volumes: Record<string, string>; captureLog?: string; extra?: string[] }
 ): Promise<AgentProcess> {
-  const argv = [BIN, 'agent', '--state', args.state, '--nbd', `unix:${args.sock}`, '--stats-interval', '0']
+  const argv = [BIN, 'agent', '--state', args.state, '--nbd', `unix:${args.sock}`]
+  if (!args.extra?.includes('--stats-interval')) argv.push('--stats-interval', '0')
   for (const [n, p] of Object.entries(args.volumes)) argv.push('--volume', `${n}=${p}`)
   if (args.captureLog) argv.push('--capture-log', args.captureLog)
   argv.push(...(args.extra ?? []))
