@@ -15,6 +15,15 @@ import type { RestoreRequest__Output } from '../proto/generated/tidemark/v1/Rest
 import type { StatsReply } from '../proto/generated/tidemark/v1/StatsReply'
 import type { StatsRequest__Output } from '../proto/generated/tidemark/v1/StatsRequest'
 import { adminProto } from '../proto/load'
+import type { PointInTime__Output } from '../proto/generated/tidemark/v1/PointInTime'
+import type { ResolveRequest__Output } from '../proto/generated/tidemark/v1/ResolveRequest'
+import type { ResolveReply } from '../proto/generated/tidemark/v1/ResolveReply'
+import type { ReadRequest__Output } from '../proto/generated/tidemark/v1/ReadRequest'
+import type { ReadReply } from '../proto/generated/tidemark/v1/ReadReply'
+import type { ListTimeMarksRequest__Output } from '../proto/generated/tidemark/v1/ListTimeMarksRequest'
+import type { ListTimeMarksReply } from '../proto/generated/tidemark/v1/ListTimeMarksReply'
+import type { TimeMark } from '../proto/generated/tidemark/v1/TimeMark'
+import type { CatalogEntry } from './chunk-index'
 import type { Authorizer, Caller } from './authorizer'
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
@@ -28,6 +37,34 @@ const STATUS: Record<string, grpc.status> = {
   JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
   SEQ_NOT_DURABLE: grpc.status.OUT_OF_RANGE,
   INITIAL_COPY_INCOMPLETE: grpc.status.FAILED_PRECONDITION,
+  POINT_INEXACT: grpc.status.FAILED_PRECONDITION,
+  UNKNOWN_TIMEMARK: grpc.status.NOT_FOUND,
+  AMBIGUOUS_TIMEMARK: grpc.status.FAILED_PRECONDITION,
+  POINT_BEFORE_HISTORY: grpc.status.OUT_OF_RANGE,
+  READ_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
+  READ_TOO_LARGE: grpc.status.INVALID_ARGUMENT,
+}
+
+/** Largest Read (TimeView) request. */
+export const MAX_READ_BYTES = 4 * 1024 * 1024
+
+function toTimeMark(e: CatalogEntry): TimeMark {
+  return {
+    id: e.seq,
+    seq: e.seq,
+    label: e.label,
+    wallTimeMs: e.wallMs,
+    consistency: e.consistency,
+    group: e.group,
+    pinned: e.pinned,
+    note: e.note,
+  }
+}
+
+export interface ResolvedPoint {
+  seq: number
+  timemark: CatalogEntry | null
+  timeMs: number
 }
 
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
@@ -67,6 +104,48 @@ export class AdminService {
           (err) => cb(toStatus(err))
         )
       },
+      resolve: (call: grpc.ServerUnaryCall<ResolveRequest__Output, ResolveReply>, cb: grpc.sendUnaryData<ResolveReply>) => {
+        const run = async (): Promise<ResolveReply> => {
+          const v = this.volume(call.request.volume, call)
+          const p = await this.resolvePoint(v, call.request.point)
+          return { seq: p.seq, volumeSize: v.meta.size, timemark: p.timemark ? toTimeMark(p.timemark) : null, timeMs: p.timeMs }
+        }
+        run().then(
+          (r) => cb(null, r),
+          (err) => cb(toStatus(err))
+        )
+      },
+      read: (call: grpc.ServerUnaryCall<ReadRequest__Output, ReadReply>, cb: grpc.sendUnaryData<ReadReply>) => {
+        const run = async (): Promise<ReadReply> => {
+          const r = call.request
+          const v = this.volume(r.volume, call)
+          if (r.length > MAX_READ_BYTES) {
+            throw new TidemarkError('READ_TOO_LARGE', `a read of ${r.length} bytes is over the ${MAX_READ_BYTES}-byte limit`)
+          }
+          this.checkPoint(v, r.seq)
+          return { data: await v.read(r.seq, r.offset, r.length) }
+        }
+        run().then(
+          (r) => cb(null, r),
+          (err) => {
+            this.log.warn({ volume: call.request.volume, seq: call.request.seq, err: (err as Error).message }, 'read refused')
+            cb(toStatus(err))
+          }
+        )
+      },
+      listTimeMarks: (
+        call: grpc.ServerUnaryCall<ListTimeMarksRequest__Output, ListTimeMarksReply>,
+        cb: grpc.sendUnaryData<ListTimeMarksReply>
+      ) => {
+        const run = async (): Promise<ListTimeMarksReply> => {
+          const v = this.volume(call.request.volume, call)
+          return { timemarks: (await v.timemarks()).map(toTimeMark) }
+        }
+        run().then(
+          (r) => cb(null, r),
+          (err) => cb(toStatus(err))
+        )
+      },
     })
   }
 
@@ -80,24 +159,54 @@ export class AdminService {
     return v
   }
 
-  private resolveSeq(v: VolumeStore, req: RestoreRequest__Output): number {
-    const p = req.point
-    if (!p || p.point === 'latest' || (p.point === undefined && !p.seq)) return v.durableSeq
-    if (p.point === 'seq' && p.seq !== undefined) {
-      if (p.seq > v.durableSeq) {
-        throw new TidemarkError(
-          'POINT_IN_FUTURE',
-          `seq ${p.seq} of volume ${v.meta.name} is not durable here yet (the newest is ${v.durableSeq})`
-        )
+  /**
+   * The seq a point names, refusing what cannot be restored exactly: a point
+   * not yet durable, before the first exact point, inside an inexact window,
+   * or before the initial copy completed.
+   */
+  async resolvePoint(v: VolumeStore, p: PointInTime__Output | null): Promise<ResolvedPoint> {
+    const name = v.meta.name
+    let seq: number
+    let timemark: CatalogEntry | null = null
+    let timeMs = 0
+    if (!p || p.point === 'latest' || (p.point === undefined && !p.seq)) {
+      seq = v.exactSeq
+    } else if (p.point === 'seq') {
+      seq = p.seq ?? 0
+      if (seq > v.durableSeq) throw new TidemarkError('POINT_IN_FUTURE', `seq ${seq} of volume ${name} is not durable here yet (the newest is ${v.durableSeq})`)
+    } else if (p.point === 'timemark') {
+      const t = p.timemark ?? ''
+      if (/^\d+$/.test(t)) {
+        timemark = await v.timemarkById(Number(t))
+        if (!timemark) throw new TidemarkError('UNKNOWN_TIMEMARK', `volume ${name} has no TimeMark with id ${t} (see tidemark timemark list)`)
+      } else {
+        const found = await v.timemarksByLabel(t)
+        if (found.length === 0) throw new TidemarkError('UNKNOWN_TIMEMARK', `volume ${name} has no TimeMark labelled ${JSON.stringify(t)} (see tidemark timemark list)`)
+        if (found.length > 1) {
+          throw new TidemarkError(
+            'AMBIGUOUS_TIMEMARK',
+            `volume ${name} has ${found.length} TimeMarks labelled ${JSON.stringify(t)} (ids ${found.map((e) => e.seq).join(', ')}); give an id`
+          )
+        }
+        timemark = found[0]
       }
-      return p.seq
+      seq = timemark.seq
+      timeMs = timemark.wallMs
+    } else if (p.point === 'atMs') {
+      const atMs = p.atMs ?? 0
+      if (atMs > Date.now() + 1000) throw new TidemarkError('POINT_IN_FUTURE', `${new Date(atMs).toISOString()} is in the future`)
+      const at = await v.seqAt(atMs)
+      if (!at) throw new TidemarkError('POINT_BEFORE_HISTORY', `volume ${name} holds nothing recorded at or before ${new Date(atMs).toISOString()}`)
+      seq = Math.min(at.seq, v.durableSeq)
+      timeMs = at.ms
+    } else {
+      throw new TidemarkError('BAD_POINT', 'give a point: a seq, latest, a TimeMark or a time')
     }
-    throw new TidemarkError('BAD_POINT', 'give a point: a seq or latest')
+    this.checkPoint(v, seq)
+    return { seq, timemark, timeMs }
   }
 
-  private async restore(call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>): Promise<void> {
-    const v = this.volume(call.request.volume, call)
-    const seq = this.resolveSeq(v, call.request)
+  private checkPoint(v: VolumeStore, seq: number): void {
     if (!v.fullSyncDone) {
       // Sectors the copy has not reached yet would read as zeroes: no point
       // of this volume is a true image until the copy completes.
@@ -106,6 +215,13 @@ export class AdminService {
         `volume ${v.meta.name}: the initial copy is not complete yet, so no point restores exactly (see tidemark stats)`
       )
     }
+    if (seq > v.durableSeq) throw new TidemarkError('POINT_IN_FUTURE', `seq ${seq} of volume ${v.meta.name} is not durable here yet (the newest is ${v.durableSeq})`)
+    v.checkExact(seq)
+  }
+
+  private async restore(call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>): Promise<void> {
+    const v = this.volume(call.request.volume, call)
+    const { seq } = await this.resolvePoint(v, call.request.point)
     let cancelled = false
     call.on('cancelled', () => (cancelled = true))
     const t0 = Date.now()

@@ -20,6 +20,14 @@
 //   'b' last seq u64 -> where a batch starts and ends, its first seq, record
 //       count and wall time: `journal show` from a seq, points in time.
 //   's' segment u32  -> JSON summary of a segment (records, first/last seq).
+// Points in time (appliance/points.ts derives them from the journal too):
+//   'k' seq u64      -> TimeMark JSON (label, consistency, wall time, group,
+//       note, pinned): the catalog, one key per mark, in seq order.
+//   'l' label, 0x00, seq u64 -> empty: TimeMarks by label.
+//   'g' start seq u64 -> u64 LE end seq: a window of inexact points (start,
+//       end) from a GAP marker to its EXACT one (end 0: still open).
+//   't' ms u64 | seq u64 -> empty: the newest seq recorded at each capture
+//       millisecond (--at), at most a few keys per batch.
 //   'm'              -> JSON: the journal position the index covers (end of
 //       the last indexed COMMIT: segment, offset, seq) and the volume's
 //       counters. Written in the same LevelDB batch as the entries it
@@ -44,8 +52,12 @@ const K_CHUNK = 0x63 // 'c'
 const K_RANGE = 0x72 // 'r'
 const K_BATCH = 0x62 // 'b'
 const K_SEGMENT = 0x73 // 's'
+const K_MARK = 0x6b // 'k'
+const K_LABEL = 0x6c // 'l'
+const K_WINDOW = 0x67 // 'g'
+const K_TIME = 0x74 // 't'
 const META_KEY = Buffer.from('m')
-const INDEX_VERSION = 1
+const INDEX_VERSION = 2
 
 export const CHUNK_KEY_SIZE = 25
 export const ENTRY_VALUE_SIZE = 17
@@ -174,7 +186,58 @@ function segmentKey(n: number): Buffer {
   return k
 }
 
-type Op = { type: 'put'; key: Buffer; value: Buffer }
+function markKey(seq: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = K_MARK
+  writeU64BE(k, 1, seq)
+  return k
+}
+
+function labelKey(label: string, seq: number): Buffer {
+  const l = Buffer.from(label, 'utf8')
+  const k = Buffer.allocUnsafe(1 + l.length + 1 + 8)
+  k[0] = K_LABEL
+  l.copy(k, 1)
+  k[1 + l.length] = 0
+  writeU64BE(k, 2 + l.length, seq)
+  return k
+}
+
+function windowKey(start: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = K_WINDOW
+  writeU64BE(k, 1, start)
+  return k
+}
+
+function timeKey(ms: number, seq: number): Buffer {
+  const k = Buffer.allocUnsafe(17)
+  k[0] = K_TIME
+  writeU64BE(k, 1, ms)
+  writeU64BE(k, 9, seq)
+  return k
+}
+
+/** A catalogued TimeMark (the 'k' value plus its seq). */
+export interface CatalogEntry {
+  seq: number
+  label: string
+  consistency: 'app' | 'crash'
+  wallMs: number
+  group: string
+  note: string
+  pinned: boolean
+}
+
+/** Inexact points: every seq s with start < s < end (end 0: no end yet). */
+export interface InexactWindow {
+  start: number
+  end: number
+}
+
+const EMPTY = Buffer.alloc(0)
+
+type Op = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }
 
 /**
  * The LevelDB operations for some committed batches, built up before one
@@ -223,6 +286,22 @@ export class IndexBatch {
     writeU64(v, 24, b.wallMs)
     v.writeUInt32LE(0, 32)
     this.ops.push({ type: 'put', key: batchKey(b.lastSeq), value: v })
+  }
+
+  putTimeMark(e: CatalogEntry): void {
+    const { seq, ...rest } = e
+    this.ops.push({ type: 'put', key: markKey(seq), value: Buffer.from(JSON.stringify(rest)) })
+    if (e.label) this.ops.push({ type: 'put', key: labelKey(e.label, seq), value: EMPTY })
+  }
+
+  putWindow(w: InexactWindow): void {
+    const v = Buffer.allocUnsafe(8)
+    writeU64(v, 0, w.end)
+    this.ops.push({ type: 'put', key: windowKey(w.start), value: v })
+  }
+
+  putTime(ms: number, seq: number): void {
+    this.ops.push({ type: 'put', key: timeKey(ms, seq), value: EMPTY })
   }
 
   setSegment(n: number, s: SegmentSummary): void {
@@ -324,6 +403,45 @@ export class ChunkIndex {
     } finally {
       await it.close()
     }
+  }
+
+  // ---- points in time ----
+
+  async timemarks(opts: { fromSeq?: number; limit?: number } = {}): Promise<CatalogEntry[]> {
+    const out: CatalogEntry[] = []
+    const it = this.db.iterator({ gte: markKey(opts.fromSeq ?? 0), lt: Buffer.from([K_MARK + 1]), limit: opts.limit ?? -1 })
+    for await (const [k, v] of it) out.push({ seq: readU64BE(k, 1), ...(JSON.parse(v.toString()) as Omit<CatalogEntry, 'seq'>) })
+    return out
+  }
+
+  async timemark(seq: number): Promise<CatalogEntry | null> {
+    const v = await this.db.get(markKey(seq))
+    return v ? { seq, ...(JSON.parse(v.toString()) as Omit<CatalogEntry, 'seq'>) } : null
+  }
+
+  /** Seqs of the TimeMarks with this label, oldest first. */
+  async labelled(label: string): Promise<number[]> {
+    const lo = labelKey(label, 0)
+    const hi = Buffer.from(lo)
+    hi.fill(0xff, hi.length - 8)
+    const out: number[] = []
+    for await (const k of this.db.keys({ gte: lo, lte: hi })) out.push(readU64BE(k, k.length - 8))
+    return out
+  }
+
+  async windows(): Promise<InexactWindow[]> {
+    const out: InexactWindow[] = []
+    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_WINDOW]), lt: Buffer.from([K_WINDOW + 1]) })) {
+      out.push({ start: readU64BE(k, 1), end: readU64(v, 0) })
+    }
+    return out
+  }
+
+  /** The newest (time, seq) recorded at or before ms, or null. */
+  async seqAtOrBefore(ms: number): Promise<{ ms: number; seq: number } | null> {
+    const it = this.db.keys({ gte: Buffer.from([K_TIME]), lt: timeKey(ms + 1, 0), reverse: true, limit: 1 })
+    for await (const k of it) return { ms: readU64BE(k, 1), seq: readU64BE(k, 9) }
+    return null
   }
 
   /** Iterator over chunk entries of chunks [c0, c1), forward, optionally bounded to one chunk's seqs. */

@@ -31,6 +31,7 @@
 import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
+import { RecordKind } from '../native/record-batch'
 import {
   FRAME_CHANGE,
   FRAME_COMMIT,
@@ -57,7 +58,10 @@ export interface CorruptRange {
   message: string
 }
 
-/** A batch read back by the scan. Record i: recs[i*6 ..]: seq, sector, count, kind, flags, frame offset. */
+/**
+ * A batch read back by the scan. Record i: recs[i*7 ..]: seq, sector, count,
+ * kind, flags, frame offset, capture time (ms, low 32 bits).
+ */
 export interface ScannedBatch {
   commit: CommitBody
   segment: number
@@ -65,8 +69,10 @@ export interface ScannedBatch {
   end: number
   recs: Float64Array
   count: number
+  /** Record index -> the data of a MARK record (a TimeMark's metadata). */
+  marks: Map<number, Buffer>
 }
-export const SCAN_STRIDE = 6
+export const SCAN_STRIDE = 7
 
 export interface ScanResult {
   /** End of the last intact COMMIT. */
@@ -215,6 +221,7 @@ export class Journal {
       const start = seg.number === from.segment ? from.offset : SEGMENT_HEADER_SIZE
       const r = new SegmentReader(seg, limit, start)
       let count = 0
+      let marks = new Map<number, Buffer>()
       let batchStart = start
       let damageInBatch = false
       // Damage since the last intact batch: corruption once an intact batch
@@ -242,6 +249,11 @@ export class Journal {
             recs[k + 3] = b[p + 20]
             recs[k + 4] = b[p + 21]
             recs[k + 5] = at
+            recs[k + 6] = b.readUInt32LE(p + 28)
+            if (b[p + 20] === RecordKind.Mark) {
+              const len = b.readUInt32LE(p + 24)
+              marks.set(count, Buffer.from(b.subarray(p + 32, p + 32 + len)))
+            }
             count++
             continue
           }
@@ -258,11 +270,12 @@ export class Journal {
           } else {
             for (const d of damage) res.corrupt.push(d)
             damage = []
-            await onBatch({ commit: c, segment: seg.number, start: batchStart, end: r.pos, recs, count })
+            await onBatch({ commit: c, segment: seg.number, start: batchStart, end: r.pos, recs, count, marks })
             res.lastSeq = c.lastSeq
             res.end = { segment: seg.number, offset: r.pos }
           }
           count = 0
+          marks = new Map()
           batchStart = r.pos
           damageInBatch = false
           continue
@@ -276,6 +289,7 @@ export class Journal {
           `${r.problem}; ${next === null ? 'nothing intact after it in this segment' : `${bytes} bytes skipped to the next intact frame`}`
         )
         count = 0 // the batch the damage fell in cannot be trusted
+        marks = new Map()
         damageInBatch = true
         if (next === null) break
         r.pos = next

@@ -14,11 +14,13 @@
 //                       one captured write into pieces that share its seq)
 //   RECORD_OUT_OF_RANGE sectors past the end of the volume
 //   RECORD_MALFORMED    unknown kind, data length != count*512 for WRITE and
-//                       RESYNC, data on TRIM/ZERO/FLUSH, nonzero reserved
-//                       fields, a truncated record, a record count that does
-//                       not match the batch
+//                       RESYNC, data on TRIM/ZERO/FLUSH/GAP/EXACT, a marker
+//                       with sectors, MARK metadata that is not a TimeMark's
+//                       JSON, a nonzero reserved field, a truncated record,
+//                       a record count that does not match the batch
 import { TidemarkError } from '../proto/errors'
-import { RECORD_HEADER_SIZE, SECTOR_SIZE } from '../native/record-batch'
+import { MAX_MARK_DATA, RECORD_HEADER_SIZE, SECTOR_SIZE } from '../native/record-batch'
+import { parseMarkMeta } from '../proto/timemark-meta'
 import { readU64 } from './journal-format'
 
 export const STRIDE = 5
@@ -78,11 +80,21 @@ export function checkBatch(
       throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq is past the batch's last seq ${b.lastSeq}`)
     }
     prev = seq
-    if (kind < 1 || kind > 5) throw new TidemarkError('RECORD_MALFORMED', `${at}: unknown kind ${kind}`)
-    if (raw.readUInt16LE(off + 22) !== 0 || raw.readUInt32LE(off + 28) !== 0) {
-      throw new TidemarkError('RECORD_MALFORMED', `${at}: reserved header fields are not zero`)
+    if (kind < 1 || kind > 8) throw new TidemarkError('RECORD_MALFORMED', `${at}: unknown kind ${kind}`)
+    if (raw.readUInt16LE(off + 22) !== 0) {
+      throw new TidemarkError('RECORD_MALFORMED', `${at}: reserved header field is not zero`)
     }
-    if (kind === 1 || kind === 5) {
+    if (kind >= 6) {
+      if (count !== 0 || sector !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${kind === 6 ? 'MARK' : kind === 7 ? 'GAP' : 'EXACT'} marker names sectors`)
+      if (kind !== 6 && dataLen !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${kind === 7 ? 'GAP' : 'EXACT'} marker carries ${dataLen} data bytes`)
+      if (kind === 6) {
+        if (dataLen > MAX_MARK_DATA || off + RECORD_HEADER_SIZE + dataLen > raw.length) {
+          throw new TidemarkError('RECORD_MALFORMED', `${at}: MARK metadata of ${dataLen} bytes is over ${MAX_MARK_DATA} or runs past the payload`)
+        }
+        const why = parseMarkMeta(raw.subarray(off + RECORD_HEADER_SIZE, off + RECORD_HEADER_SIZE + dataLen))
+        if (typeof why === 'string') throw new TidemarkError('RECORD_MALFORMED', `${at}: MARK metadata ${why}`)
+      }
+    } else if (kind === 1 || kind === 5) {
       if (dataLen !== count * SECTOR_SIZE) {
         throw new TidemarkError('RECORD_MALFORMED', `${at}: ${count} sectors need ${count * SECTOR_SIZE} data bytes, record has ${dataLen}`)
       }
@@ -92,7 +104,7 @@ export function checkBatch(
     if (off + RECORD_HEADER_SIZE + dataLen > raw.length) {
       throw new TidemarkError('RECORD_MALFORMED', `${at}: data runs past the end of the ${raw.length}-byte payload`)
     }
-    if (kind !== 4 && sector + count > ctx.sizeSectors) {
+    if (kind !== 4 && kind < 6 && sector + count > ctx.sizeSectors) {
       throw new TidemarkError(
         'RECORD_OUT_OF_RANGE',
         `${at}: sectors ${sector}..${sector + count - 1} are past the end of the volume (${ctx.sizeSectors} sectors)`
@@ -104,7 +116,7 @@ export function checkBatch(
     const o = n * STRIDE
     out[o + R_SEQ] = seq
     out[o + R_SECTOR] = sector
-    out[o + R_COUNT] = kind === 4 ? 0 : count
+    out[o + R_COUNT] = kind === 4 || kind >= 6 ? 0 : count
     out[o + R_KIND] = kind
     out[o + R_OFFSET] = off
     n++

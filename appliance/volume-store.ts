@@ -27,7 +27,17 @@ import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import { h64, sectorFingerprints } from '../proto/hash'
 import { KIND_NAMES } from '../native/record-batch'
-import { CHUNK_BYTES, ChunkIndex, IndexBatch, emptyMeta, type IndexMeta, type SegmentSummary } from './chunk-index'
+import {
+  CHUNK_BYTES,
+  ChunkIndex,
+  IndexBatch,
+  emptyMeta,
+  type CatalogEntry,
+  type IndexMeta,
+  type InexactWindow,
+  type SegmentSummary,
+} from './chunk-index'
+import { PointsBuilder, inexactAt } from './points'
 import { Journal, SCAN_STRIDE, type CorruptRange, type JournalWrite, type Position, type ScannedBatch } from './journal'
 import {
   FRAME_CHANGE,
@@ -109,6 +119,11 @@ export class VolumeStore implements CommitSink, ImageSource {
   private readonly rejected: Record<string, number> = {}
   private corrupt: CorruptRange[] = []
   private summaries = new Map<number, SegmentSummary>()
+  /** Inexact windows, oldest first (points.ts); loaded at open, extended as batches commit. */
+  private windows: InexactWindow[] = []
+  /** TimeMarks catalogued since open (counted in stats). */
+  private readonly catalog = { added: [] as CatalogEntry[] }
+  private timemarkCount = 0
 
   private constructor(dir: string, meta: VolumeMeta, commits: GroupCommit, log: Logger, segmentBytes: number) {
     this.dir = dir
@@ -181,6 +196,8 @@ export class VolumeStore implements CommitSink, ImageSource {
     }
     this.counters = { ...m }
     this.summaries = this.index.meta ? await this.index.segmentSummaries() : new Map()
+    this.windows = this.index.meta ? await this.index.windows() : []
+    this.timemarkCount = this.index.meta ? (await this.index.timemarks()).length : 0
     const from: Position = { segment: m.segment, offset: m.offset }
     const started = Date.now()
     let pending = new IndexBatch()
@@ -193,16 +210,21 @@ export class VolumeStore implements CommitSink, ImageSource {
       touched = new Set()
     }
     const res = await j.scan(from, m.seq, { tailMayTear: true }, async (b: ScannedBatch) => {
+      const points = new PointsBuilder(pending, this.windows, this.catalog, this.counters.seq, b.commit.wallMs)
       for (let i = 0; i < b.count; i++) {
         const k = i * SCAN_STRIDE
         pending.addChange(b.recs[k], b.recs[k + 1], b.recs[k + 2], b.recs[k + 3], b.segment, b.recs[k + 5])
+        points.record(b.recs[k], b.recs[k + 3], b.recs[k + 6], () => b.marks.get(i)!)
       }
+      points.finish(b.commit.lastSeq)
       this.noteBatch(pending, b.segment, b.start, b.end, b.count, b.commit)
       touched.add(b.segment)
       caughtUp++
       if (pending.ops.length >= 50_000) await flush()
     })
     if (pending.ops.length > 0) await flush()
+    this.timemarkCount += this.catalog.added.length
+    this.catalog.added.length = 0
     if (res.torn) {
       const seg = j.segments.get(res.torn.segment)!
       this.log.warn(
@@ -308,15 +330,23 @@ export class VolumeStore implements CommitSink, ImageSource {
     const ib = new IndexBatch()
     const touched = new Set<number>()
     for (const w of ws) {
+      const points = new PointsBuilder(ib, this.windows, this.catalog, this.counters.seq, w.wallMs)
       for (let i = 0; i < w.batch.recordCount; i++) {
         const o = i * STRIDE
+        const at = w.recs[o + R_OFFSET] + FRAME_HEADER_SIZE // the record's header in the framed buffer
         ib.addChange(w.recs[o + R_SEQ], w.recs[o + R_SECTOR], w.recs[o + R_COUNT], w.recs[o + R_KIND], w.segment, w.offset + w.recs[o + R_OFFSET])
+        points.record(w.recs[o + R_SEQ], w.recs[o + R_KIND], w.buf.readUInt32LE(at + 28), () =>
+          w.buf.subarray(at + RECORD_HEADER_SIZE, at + RECORD_HEADER_SIZE + w.buf.readUInt32LE(at + 24))
+        )
       }
+      points.finish(w.batch.lastSeq)
       this.noteBatch(ib, w.segment, w.offset, w.offset + w.buf.length, w.batch.recordCount, { ...w.batch, wallMs: w.wallMs })
       touched.add(w.segment)
     }
     for (const n of touched) ib.setSegment(n, this.summaries.get(n)!)
     await this.index.write(ib, { ...this.counters })
+    this.timemarkCount += this.catalog.added.length
+    this.catalog.added.length = 0
     const last = ws[ws.length - 1]
     this.journalRef.durableEnd = { segment: last.segment, offset: last.offset + last.buf.length }
     this._durableSeq = last.batch.lastSeq
@@ -386,6 +416,57 @@ export class VolumeStore implements CommitSink, ImageSource {
         )
       }
     }
+  }
+
+  /**
+   * Refuses a point that is durable but not an exact image: inside a window
+   * where the agent resent regions instead of changes (points.ts).
+   */
+  checkExact(seq: number): void {
+    const w = inexactAt(this.windows, seq)
+    if (!w) return
+    throw new TidemarkError(
+      'POINT_INEXACT',
+      w.end === 0
+        ? `volume ${this.meta.name}: seq ${seq} is after seq ${w.start}, where the agent lost changes and began resending regions; points are exact again once that resync completes`
+        : `volume ${this.meta.name}: seq ${seq} lies in ${w.start + 1}..${w.end - 1}, where the agent resent regions instead of changes (after it fell behind, restarted or copied the volume); the nearest exact points are ${w.start} and ${w.end}`
+    )
+  }
+
+  /** Exact points end where the newest inexact window starts, if it is still open. */
+  get exactSeq(): number {
+    const w = this.windows.at(-1)
+    return w && w.end === 0 ? Math.min(w.start, this._durableSeq) : this._durableSeq
+  }
+
+  /** The oldest exact point (0 when none is known). */
+  get oldestExactSeq(): number {
+    // The history starts inexact until the initial copy's EXACT marker.
+    const w = this.windows[0]
+    return w && w.start === 0 ? w.end : this.counters?.firstSeq ?? 0
+  }
+
+  async timemarks(): Promise<CatalogEntry[]> {
+    return this.index.timemarks()
+  }
+
+  async timemarkById(seq: number): Promise<CatalogEntry | null> {
+    if (!Number.isSafeInteger(seq) || seq <= 0 || seq > this._durableSeq) return null
+    return this.index.timemark(seq)
+  }
+
+  async timemarksByLabel(label: string): Promise<CatalogEntry[]> {
+    const out: CatalogEntry[] = []
+    for (const seq of await this.index.labelled(label)) {
+      const e = seq <= this._durableSeq ? await this.index.timemark(seq) : null
+      if (e) out.push(e)
+    }
+    return out
+  }
+
+  /** The newest seq recorded at or before ms (capture time), or null if none is that old. */
+  async seqAt(ms: number): Promise<{ ms: number; seq: number } | null> {
+    return this.index.seqAtOrBefore(ms)
   }
 
   async *extents(seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {

@@ -15,6 +15,12 @@ export const enum RecordKind {
   Zero = 3,
   Flush = 4,
   Resync = 5,
+  /** A TimeMark: no sectors; data = its metadata (UTF-8 JSON). */
+  Mark = 6,
+  /** Points after the last change before this marker are inexact ... */
+  Gap = 7,
+  /** ... until this marker. */
+  Exact = 8,
 }
 
 export const RECORD_FLAG_FUA = 1
@@ -25,6 +31,23 @@ export const KIND_NAMES: Record<number, string> = {
   3: 'zero',
   4: 'flush',
   5: 'resync',
+  6: 'mark',
+  7: 'gap',
+  8: 'exact',
+}
+
+/** Largest MARK metadata (native kMaxMarkData). */
+export const MAX_MARK_DATA = 4096
+
+/**
+ * A record's capture time: the header holds the wall clock in ms modulo 2^32;
+ * `near` is any full time within 24 days of it (a batch's commit time).
+ * Returns 0 for an unstamped record.
+ */
+export function fullTimeMs(low32: number, near: number): number {
+  if (low32 === 0) return 0
+  const delta = ((low32 - (near % 0x100000000)) | 0) // int32 difference
+  return near + delta
 }
 
 /** A view of one record inside a batch. Valid only during the callback. */
@@ -49,6 +72,10 @@ export class RecordCursor {
   }
   get dataLength(): number {
     return this.buf.readUInt32LE(this.offset + 24)
+  }
+  /** Capture wall clock, ms modulo 2^32 (see fullTimeMs). */
+  get timeLow(): number {
+    return this.buf.readUInt32LE(this.offset + 28)
   }
   /** The sector data (WRITE and RESYNC), as a view into the batch. */
   data(): Buffer {

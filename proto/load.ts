@@ -6,6 +6,7 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import type { ProtoGrpcType as AdminProto } from './generated/admin'
+import type { ProtoGrpcType as ControlProto } from './generated/control'
 import type { ProtoGrpcType as ReplicationProto } from './generated/replication'
 
 const LOADER_OPTIONS: protoLoader.Options = {
@@ -25,6 +26,7 @@ function load<T>(file: string): T {
 
 export const replicationProto = load<ReplicationProto>('tidemark/v1/replication.proto').tidemark.v1
 export const adminProto = load<AdminProto>('tidemark/v1/admin.proto').tidemark.v1
+export const controlProto = load<ControlProto>('tidemark/v1/control.proto').tidemark.v1
 
 /** Largest gRPC message either side accepts: a batch of 8 MiB raw plus framing. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024

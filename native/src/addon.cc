@@ -51,7 +51,8 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
                         InstanceMethod("stopServing", &NativeTap::StopServing), InstanceMethod("tcpPort", &NativeTap::TcpPort),
                         InstanceMethod("droppedEvents", &NativeTap::DroppedEvents),
                         InstanceMethod("resyncFrom", &NativeTap::ResyncFrom),
-                        InstanceMethod("raiseSeq", &NativeTap::RaiseSeq)});
+                        InstanceMethod("raiseSeq", &NativeTap::RaiseSeq),
+                        InstanceMethod("timemark", &NativeTap::TimeMark)});
   }
 
   // new NativeTap(config, onEvent(type, volume, level, message))
@@ -181,6 +182,38 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
     return Napi::Number::New(info.Env(), double(v->Mark()));
   }
 
+  // timemark(volumes: number[], metadata: Buffer) -> seq; throws TAP_MARK_REFUSED with the reason
+  Napi::Value TimeMark(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_ || !tap_) {
+      Fail(env, "TAP_CLOSED", "the tap is closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsBuffer()) {
+      Fail(env, "TAP_INVALID_ARGUMENT", "timemark(volumes, metadata) expects an array and a Buffer").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array a = info[0].As<Napi::Array>();
+    std::vector<size_t> vols;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value x = a.Get(i);
+      const int64_t k = x.IsNumber() ? x.As<Napi::Number>().Int64Value() : -1;
+      if (k < 0 || size_t(k) >= tap_->volume_count()) {
+        Fail(env, "TAP_INVALID_ARGUMENT", "no volume with index " + std::to_string(k)).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      vols.push_back(size_t(k));
+    }
+    auto data = info[1].As<Napi::Buffer<uint8_t>>();
+    uint64_t seq = 0;
+    std::string error;
+    if (!tap_->Mark(vols, data.Data(), data.Length(), &seq, &error)) {
+      Fail(env, "TAP_MARK_REFUSED", error).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, double(seq));
+  }
+
   // dirty(volume) -> Buffer: the dirty bitmap, one bit per 64 KiB region (LSB first)
   Napi::Value Dirty(const Napi::CallbackInfo& info) {
     Volume* v = Vol(info);
@@ -256,6 +289,8 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       n("droppedBytes", s.dropped_bytes);
       n("resyncRecords", s.resync_records);
       n("behindEvents", s.behind_events);
+      n("marks", s.marks);
+      n("gaps", s.gaps);
       n("rejected", s.rejected);
       n("ioErrors", s.io_errors);
       n("connections", s.connections);

@@ -5,7 +5,22 @@
 //
 //   0  u64 seq            8  u64 first sector     16 u32 sector count
 //   20 u8  kind           21 u8  flags            22 u16 reserved (0)
-//   24 u32 data length    28 u32 reserved (0)     32 data[data length]
+//   24 u32 data length    28 u32 time             32 data[data length]
+//
+// time is the wall clock (CLOCK_REALTIME) in milliseconds when the change was
+// recorded, before the client is answered, modulo 2^32. A reader restores the
+// full value from any nearby full time t (the appliance uses the batch's
+// commit time): full = t + int32(time - uint32(t)), exact while the two are
+// less than 24 days apart. 0 means "not stamped".
+//
+// Besides changes, the ring carries markers with no sectors (count 0):
+//   MARK   a TimeMark: every change below its seq is in the stream before it,
+//          every later one after it. data = the mark's metadata as the agent
+//          gave it (UTF-8 JSON, at most kMaxMarkData bytes).
+//   GAP    the stream lost changes (the volume fell behind, or restarted with
+//          stale regions, or a copy began): points after the last change the
+//          reader holds before this marker cannot be restored exactly ...
+//   EXACT  ... until this one, when every stale region has been resent.
 //
 // agent/record-batch.ts reads exactly this layout; keep the two together.
 //
@@ -13,6 +28,7 @@
 // (see volume.h) instead of blocking the NBD client.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -29,7 +45,12 @@ enum RecordKind : uint8_t {
   kRecordZero = 3,    // the sectors now read as zeroes (WRITE_ZEROES)
   kRecordFlush = 4,   // a flush point: every record below this seq was flushed
   kRecordResync = 5,  // data = the sectors' full contents at this seq (dirty-map resync)
+  kRecordMark = 6,    // a TimeMark (see above); data = its metadata
+  kRecordGap = 7,     // points from here on are inexact ...
+  kRecordExact = 8,   // ... until here
 };
+
+constexpr uint32_t kMaxMarkData = 4096;
 
 enum RecordFlags : uint8_t {
   kRecordFlagFua = 1,
@@ -43,7 +64,7 @@ struct RecordHeader {
   uint8_t flags;
   uint16_t reserved0;
   uint32_t data_length;
-  uint32_t reserved1;
+  uint32_t time_ms;
 };
 static_assert(sizeof(RecordHeader) == kRecordHeaderSize, "record header is 32 bytes");
 
@@ -82,8 +103,7 @@ class RecordRing {
     size_t pos = head_, lim = limit_, total = 0, left = used_;
     while (left > 0) {
       if (pos == lim) { pos = 0; lim = buf_.size(); }
-      const auto* h = reinterpret_cast<const RecordHeader*>(&buf_[pos]);
-      const size_t n = kRecordHeaderSize + h->data_length;
+      const size_t n = kRecordHeaderSize + DataLength(&buf_[pos]);
       if (total > 0 && total + n > max) break;
       total += n;
       pos += n;
@@ -96,8 +116,7 @@ class RecordRing {
   void Take(uint8_t* dst, size_t bytes) {
     while (bytes > 0) {
       if (head_ == limit_) { head_ = 0; limit_ = buf_.size(); }
-      const auto* h = reinterpret_cast<const RecordHeader*>(&buf_[head_]);
-      const size_t n = kRecordHeaderSize + h->data_length;
+      const size_t n = kRecordHeaderSize + DataLength(&buf_[head_]);
       std::memcpy(dst, &buf_[head_], n);
       dst += n;
       head_ += n;
@@ -109,6 +128,14 @@ class RecordRing {
   }
 
   void Clear() { head_ = tail_ = used_ = records_ = 0; limit_ = buf_.size(); }
+
+  // A record's data length. Records need not be 8-byte aligned in the ring
+  // (a MARK's metadata has any length), so the header is never cast in place.
+  static uint32_t DataLength(const uint8_t* record) {
+    uint32_t n;
+    std::memcpy(&n, record + offsetof(RecordHeader, data_length), sizeof n);
+    return n;
+  }
 
  private:
   std::vector<uint8_t> buf_;

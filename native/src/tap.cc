@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <set>
 
 namespace tidemark {
@@ -79,6 +80,41 @@ bool Tap::Open(const TapConfig& config, std::string* error) {
   server_->Start();
   resync_ = std::thread([this] { ResyncLoop(); });
   open_ = true;
+  return true;
+}
+
+bool Tap::Mark(const std::vector<size_t>& volumes, const uint8_t* data, size_t length, uint64_t* seq,
+               std::string* error) {
+  if (volumes.empty()) {
+    *error = "a TimeMark needs at least one volume";
+    return false;
+  }
+  SeqSpace* space = nullptr;
+  for (size_t i : volumes) {
+    if (i >= volumes_.size()) {
+      *error = "no volume " + std::to_string(i) + " in this tap";
+      return false;
+    }
+    if (space && volumes_[i]->seq_space() != space) {
+      *error = "volumes " + volumes_[volumes[0]]->name() + " and " + volumes_[i]->name() +
+               " do not share a seq space (they are not one consistency group)";
+      return false;
+    }
+    space = volumes_[i]->seq_space();
+  }
+  // Always in tap order, so two marks never wait on each other's locks; a
+  // write holds one volume lock only.
+  std::vector<size_t> order(volumes);
+  std::sort(order.begin(), order.end());
+  order.erase(std::unique(order.begin(), order.end()), order.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(order.size());
+  for (size_t i : order) locks.push_back(volumes_[i]->MarkLock());
+  for (size_t i : order)
+    if (!volumes_[i]->CanMarkLocked(length, error)) return false;
+  const uint64_t s = space->Next();
+  for (size_t i : order) volumes_[i]->MarkLocked(s, data, uint32_t(length));
+  *seq = s;
   return true;
 }
 

@@ -50,6 +50,15 @@ class Tap {
   Volume* volume(size_t i) { return volumes_[i].get(); }
   NbdServer* server() { return server_.get(); }
 
+  // A TimeMark: with the change locks of every named volume held (they must
+  // share one seq space: one volume, or a whole consistency group), takes a
+  // fresh seq S and puts a MARK record carrying `data` at S into each
+  // volume's stream. Every write acknowledged before the call is below S,
+  // every later one above it, and no write is half-recorded at S. Refuses
+  // (false, *error) when a volume is behind or resyncing or its buffer is full.
+  bool Mark(const std::vector<size_t>& volumes, const uint8_t* data, size_t length, uint64_t* seq,
+            std::string* error);
+
  private:
   void ResyncLoop();
 

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -53,6 +55,12 @@ bool PwriteFull(int fd, const uint8_t* buf, size_t len, uint64_t off) {
 }
 
 std::string Num(uint64_t v) { return std::to_string(v); }
+
+uint32_t NowMs32() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint32_t(uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000);
+}
 
 }  // namespace
 
@@ -175,6 +183,7 @@ uint8_t* Volume::BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8
   h.kind = kind;
   h.flags = flags;
   h.data_length = data_length;
+  h.time_ms = NowMs32();
   std::memcpy(slot, &h, sizeof h);
   pending_commit_ = n;
   return slot + kRecordHeaderSize;
@@ -189,6 +198,44 @@ void Volume::EndRecord() {
   want_notify_ = false;
   ring_mu_.unlock();
   if (notify && readable_) readable_();
+}
+
+void Volume::Marker(uint8_t kind) {
+  const uint64_t seq = seq_->Next();
+  if (BeginRecord(seq, 0, 0, kind, 0, 0)) {
+    EndRecord();
+    if (kind == kRecordGap) gaps_++;
+  }
+}
+
+bool Volume::CanMarkLocked(size_t data_length, std::string* why) {
+  const Mode m = mode_.load();
+  if (m != Mode::kNormal) {
+    *why = "volume " + config_.name +
+           (m == Mode::kBehind ? " is behind (its held records were dropped)"
+                               : " is resyncing (" + Num(stale_count_) + " regions left)") +
+           "; a TimeMark now could not be restored exactly, so none is taken until it catches up";
+    return false;
+  }
+  if (data_length > kMaxMarkData) {
+    *why = "TimeMark metadata of " + Num(data_length) + " bytes is over the " + Num(kMaxMarkData) + "-byte limit";
+    return false;
+  }
+  std::lock_guard<std::mutex> rl(ring_mu_);
+  const size_t n = kRecordHeaderSize + data_length;
+  if (ring_.used() + n > ring_.capacity()) {
+    *why = "volume " + config_.name + ": the record buffer is full (the stream is not draining)";
+    return false;
+  }
+  return true;
+}
+
+void Volume::MarkLocked(uint64_t seq, const uint8_t* data, uint32_t data_length) {
+  uint8_t* d = BeginRecord(seq, 0, 0, kRecordMark, 0, data_length);
+  if (!d) return;  // CanMarkLocked said it fits; only a wrapped ring can refuse, and then it fell behind
+  if (data_length) std::memcpy(d, data, data_length);
+  EndRecord();
+  marks_++;
 }
 
 void Volume::FallBehind(const char* why) {
@@ -345,11 +392,23 @@ uint32_t Volume::Flush() {
 }
 
 size_t Volume::Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc) {
-  Mode m = Mode::kBehind;
-  if (mode_.compare_exchange_strong(m, Mode::kResyncing)) {
-    log_(kLogInfo, "volume " + config_.name + ": the consumer is draining again; resyncing " + Num(stale_count_) +
-                       " stale regions");
-    if (wake_resync_) wake_resync_();
+  if (mode_.load() == Mode::kBehind) {
+    bool started = false;
+    {
+      // Under the change lock: the GAP marker goes into the ring before any
+      // change recorded after the switch (ring order is seq order).
+      std::lock_guard<std::mutex> lk(mu_);
+      Mode m = Mode::kBehind;
+      if (mode_.compare_exchange_strong(m, Mode::kResyncing)) {
+        started = true;
+        Marker(kRecordGap);
+      }
+    }
+    if (started) {
+      log_(kLogInfo, "volume " + config_.name + ": the consumer is draining again; resyncing " + Num(stale_count_) +
+                         " stale regions");
+      if (wake_resync_) wake_resync_();
+    }
   }
   std::lock_guard<std::mutex> lk(ring_mu_);
   const size_t n = ring_.PeekBytes(max);
@@ -367,6 +426,7 @@ bool Volume::ResyncStep() {
   if (mode_.load() != Mode::kResyncing) return false;
   if (stale_count_ == 0) {
     mode_ = Mode::kNormal;
+    Marker(kRecordExact);
     log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
     return false;
   }
@@ -410,6 +470,7 @@ bool Volume::ResyncStep() {
   }
   if (stale_count_ == 0 && mode_.load() == Mode::kResyncing) {
     mode_ = Mode::kNormal;
+    Marker(kRecordExact);
     log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
   }
   return true;
@@ -438,6 +499,7 @@ uint64_t Volume::ResyncFrom(uint64_t region) {
     // new cursor. Normal: start now; the ring keeps what it holds.
     Mode m = Mode::kNormal;
     wake = mode_.compare_exchange_strong(m, Mode::kResyncing);
+    if (wake) Marker(kRecordGap);
   }
   log_(kLogInfo, "volume " + config_.name + ": copying regions " + Num(region) + ".." + Num(dirty_.regions() - 1) +
                      " (" + Num(marked) + " newly stale) as RESYNC records");
@@ -480,6 +542,8 @@ VolumeStats Volume::Stats() {
   s.dropped_bytes = dropped_bytes_;
   s.resync_records = resync_records_;
   s.behind_events = behind_events_;
+  s.marks = marks_;
+  s.gaps = gaps_;
   s.rejected = rejected_;
   s.io_errors = io_errors_;
   s.connections = connections_;

@@ -69,6 +69,7 @@ struct VolumeStats {
   uint64_t reads, writes, trims, zeroes, flushes;
   uint64_t bytes_read, bytes_written;
   uint64_t records, record_bytes, dropped_records, dropped_bytes, resync_records, behind_events;
+  uint64_t marks, gaps;
   uint64_t rejected, io_errors, connections, connections_total;
   uint64_t last_seq, acked_seq;
   uint64_t ring_used, ring_capacity, ring_records;
@@ -105,6 +106,15 @@ class Volume {
   void SetResyncWake(std::function<void()> fn) { wake_resync_ = std::move(fn); }
   void Ack(uint64_t seq);
   uint64_t Mark() const { return seq_->Current(); }
+
+  // TimeMarks (Tap::Mark): with the change lock held (MarkLock), check that
+  // a MARK record of data_length bytes can go into the stream now, then put
+  // it there. A volume that is behind or resyncing refuses: a point inside a
+  // resync cannot be restored exactly.
+  std::unique_lock<std::mutex> MarkLock() { return std::unique_lock<std::mutex>(mu_); }
+  bool CanMarkLocked(size_t data_length, std::string* why);
+  void MarkLocked(uint64_t seq, const uint8_t* data, uint32_t data_length);
+  SeqSpace* seq_space() const { return seq_.get(); }
   std::vector<uint8_t> DirtyBitmap();
   VolumeStats Stats();
   // Called (from any thread) when records become available after a pull
@@ -140,6 +150,8 @@ class Volume {
   uint8_t* BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
                        uint32_t data_length);
   void EndRecord();
+  // With mu_ held: put a GAP (or EXACT) marker with a fresh seq in the ring.
+  void Marker(uint8_t kind);
   void FallBehind(const char* why);
   bool SetStale(uint64_t r);
   uint32_t SyncForFua();
@@ -173,6 +185,7 @@ class Volume {
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
   std::atomic<uint64_t> records_{0}, record_bytes_{0}, dropped_records_{0}, dropped_bytes_{0};
   std::atomic<uint64_t> resync_records_{0}, behind_events_{0};
+  std::atomic<uint64_t> marks_{0}, gaps_{0};
   std::atomic<uint64_t> rejected_{0}, io_errors_{0}, connections_{0}, connections_total_{0};
   std::atomic<uint64_t> acked_seq_{0};
   std::atomic<uint64_t> volume_seq_{0};

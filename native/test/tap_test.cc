@@ -659,8 +659,12 @@ void TestVolumeBehindAndResync() {
   CHECK(s.ring_records == 0 && s.stale_regions == 6, "while behind, changes are only stale regions (" +
                                                          std::to_string(s.stale_regions) + ")");
 
-  CHECK(PullAll(v).empty() && v.Stats().mode == int(Mode::kResyncing) && v.wants_resync(),
-        "a pull ends the behind period: resyncing");
+  const uint64_t before_gap = v.Mark();
+  auto gap = PullAll(v);
+  CHECK(gap.size() == 1 && gap[0].h.kind == kRecordGap && gap[0].h.count == 0 && gap[0].h.seq > before_gap &&
+            v.Stats().mode == int(Mode::kResyncing) && v.wants_resync() && v.Stats().gaps == 1,
+        "a pull ends the behind period: resyncing, with a GAP marker first");
+  all.insert(all.end(), gap.begin(), gap.end());
   int resync_steps = 0;
   bool wrote = false;
   for (int i = 0; i < 100 && v.wants_resync(); i++) {
@@ -687,6 +691,16 @@ void TestVolumeBehindAndResync() {
   CHECK(resynced == std::set<uint64_t>({0, 1, 2, 3, 7, 9}) && s.resync_records == 6 && whole_regions,
         "each stale region is emitted once as a whole-region RESYNC record");
   CHECK(SeqsIncrease(all), "pulled seqs are strictly increasing across behind and resync");
+  uint64_t last_resync = 0, exact_seq = 0, exacts = 0;
+  for (const auto& r : all) {
+    if (r.h.kind == kRecordResync) last_resync = r.h.seq;
+    if (r.h.kind == kRecordExact) exact_seq = r.h.seq, exacts++;
+  }
+  CHECK(exacts == 1 && exact_seq > last_resync, "one EXACT marker follows the last RESYNC record");
+  bool stamped = true;
+  const uint32_t now32 = uint32_t(uint64_t(time(nullptr)) * 1000);
+  for (const auto& r : all) stamped &= uint32_t(now32 - r.h.time_ms) < 600000 || uint32_t(r.h.time_ms - now32) < 600000;
+  CHECK(stamped, "every record carries the wall clock of its capture (ms, low 32 bits)");
   std::vector<uint8_t> image = f.initial;
   Replay(image, all);
   CHECK(image == f.Backing(), "replaying every pulled record onto the initial image gives the backing file");
@@ -781,12 +795,15 @@ void TestVolumeRestart() {
   CHECK(s.mode == int(Mode::kBehind) && s.stale_regions == 2 && s.dirty_regions == 2,
         "regions not acked before the stop are stale after a restart");
   CHECK(f.log.Has("were not acknowledged"), "the restart resync is logged");
-  PullAll(v);
+  auto first = PullAll(v);
+  CHECK(first.size() == 1 && first[0].h.kind == kRecordGap && first[0].h.seq > last,
+        "the first pull after a restart with stale regions yields a GAP marker");
   while (v.ResyncStep()) {
   }
   auto recs = PullAll(v);
-  CHECK(recs.size() == 2 && recs[0].h.kind == kRecordResync && recs[1].h.kind == kRecordResync && recs[0].h.seq > last,
-        "they are resynced with seqs above those given before the stop");
+  CHECK(recs.size() == 3 && recs[0].h.kind == kRecordResync && recs[1].h.kind == kRecordResync && recs[0].h.seq > last &&
+            recs[2].h.kind == kRecordExact && recs[2].h.seq > recs[1].h.seq,
+        "they are resynced with seqs above those given before the stop, then an EXACT marker");
   std::vector<uint8_t> image = f.initial;
   Replay(image, recs);
   CHECK(image == f.Backing() && v.Stats().mode == int(Mode::kNormal), "the resync carries exactly the changed data");
@@ -1202,6 +1219,80 @@ void TestTap() {
   CHECK(cl.AtEof(), "closing the tap ends its connections");
 }
 
+// TimeMarks over a consistency group: one seq, a MARK in each volume's
+// stream, every change before it below it and every later one above it.
+void TestTapMark() {
+  TempDir dir;
+  WriteFile(dir / "data.img", Pattern(1 << 20, 1));
+  WriteFile(dir / "log.img", Pattern(1 << 20, 2));
+  WriteFile(dir / "solo.img", Pattern(1 << 20, 3));
+  std::string error;
+  TapConfig c;
+  c.state_dir = dir.path();
+  c.unix_path = dir / "tap.sock";
+  c.buffer_bytes = 1 << 20;
+  c.volumes.push_back({"data", dir / "data.img", "db", false});
+  c.volumes.push_back({"log", dir / "log.img", "db", false});
+  c.volumes.push_back({"solo", dir / "solo.img", "", false});
+  Log log;
+  Tap tap(log.Fn());
+  CHECK(tap.Open(c, &error) && tap.volume_count() == 3, "a tap opens with a group of two and one lone volume" + Said(error));
+  if (tap.volume_count() != 3) return;
+  Volume& d = *tap.volume(0);
+  Volume& l = *tap.volume(1);
+  const auto data = Pattern(8192, 4);
+  d.Write(0, 4096, data.data(), false);
+  l.Write(4096, 4096, data.data(), false);
+  d.Write(8192, 512, data.data(), false);
+  const std::string meta = "{\"label\":\"nightly\"}";
+  uint64_t s1 = 0;
+  CHECK(tap.Mark({0, 1}, reinterpret_cast<const uint8_t*>(meta.data()), meta.size(), &s1, &error) && s1 == l.Mark(),
+        "a group TimeMark takes a fresh seq of the group" + Said(error));
+  l.Write(0, 512, data.data(), false);
+  d.Write(0, 512, data.data(), false);
+  auto rd = PullAll(d), rl = PullAll(l);
+  auto find_mark = [&](const std::vector<Rec>& rs, size_t* at) {
+    for (size_t i = 0; i < rs.size(); i++)
+      if (rs[i].h.kind == kRecordMark) return *at = i, true;
+    return false;
+  };
+  size_t md = 0, ml = 0;
+  bool ok = find_mark(rd, &md) && find_mark(rl, &ml);
+  CHECK(ok && rd[md].h.seq == s1 && rl[ml].h.seq == s1 && rd[md].h.count == 0 &&
+            std::string(rd[md].data.begin(), rd[md].data.end()) == meta && rl[ml].data == rd[md].data,
+        "both volumes' streams carry the MARK at the same seq with its metadata");
+  bool split = ok;
+  for (size_t i = 0; ok && i < rd.size(); i++) split &= (i < md) == (rd[i].h.seq < s1);
+  for (size_t i = 0; ok && i < rl.size(); i++) split &= (i < ml) == (rl[i].h.seq < s1);
+  CHECK(split && md == 2 && ml == 1, "changes before the mark are below its seq and come before it; later ones after");
+  CHECK(SeqsIncrease(rd) && SeqsIncrease(rl), "each stream's seqs still increase");
+  CHECK(d.Stats().marks == 1 && l.Stats().marks == 1, "marks are counted per volume");
+  uint64_t s2 = 0;
+  CHECK(!tap.Mark({0, 2}, nullptr, 0, &s2, &error) && error.find("seq space") != std::string::npos,
+        "volumes of different seq spaces cannot share a mark" + Said(error));
+  CHECK(tap.Mark({2}, nullptr, 0, &s2, &error) && PullAll(*tap.volume(2)).size() == 1, "a lone volume takes its own marks");
+  std::string big(kMaxMarkData + 1, 'x');
+  CHECK(!tap.Mark({0}, reinterpret_cast<const uint8_t*>(big.data()), big.size(), &s2, &error) &&
+            error.find("limit") != std::string::npos,
+        "oversized metadata is refused" + Said(error));
+  // Fill the data volume's ring until it falls behind: marks are refused until it has caught up.
+  const auto region = Pattern(kRegionSize, 8);
+  for (int i = 0; i < 20; i++) d.Write(uint64_t(i % 16) * kRegionSize, kRegionSize, region.data(), false);
+  CHECK(d.Stats().mode == int(Mode::kBehind), "the data volume falls behind");
+  const uint64_t before = l.Mark();
+  CHECK(!tap.Mark({0, 1}, nullptr, 0, &s2, &error) && error.find("behind") != std::string::npos && l.Mark() == before &&
+            l.Stats().marks == 1,
+        "a group mark is refused while a member is behind, and nothing is recorded" + Said(error));
+  for (int i = 0; i < 500 && d.Stats().mode != int(Mode::kNormal); i++) {
+    PullAll(d);
+    usleep(10000);
+  }
+  PullAll(d);
+  CHECK(d.Stats().mode == int(Mode::kNormal) && tap.Mark({0, 1}, nullptr, 0, &s2, &error) && s2 > before,
+        "after the resync, marks are taken again" + Said(error));
+  tap.Close();
+}
+
 }  // namespace
 
 int main() {
@@ -1218,6 +1309,7 @@ int main() {
   TestNbdServer();
   TestUnixListenerAndStop();
   TestTap();
+  TestTapMark();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

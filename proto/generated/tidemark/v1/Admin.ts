@@ -5,6 +5,12 @@ import type { MethodDefinition } from '@grpc/proto-loader'
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from '../../tidemark/v1/ImageChunk';
 import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as _tidemark_v1_JournalReply__Output } from '../../tidemark/v1/JournalReply';
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from '../../tidemark/v1/JournalRequest';
+import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from '../../tidemark/v1/ListTimeMarksReply';
+import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from '../../tidemark/v1/ListTimeMarksRequest';
+import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from '../../tidemark/v1/ReadReply';
+import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from '../../tidemark/v1/ReadRequest';
+import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from '../../tidemark/v1/ResolveReply';
+import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from '../../tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from '../../tidemark/v1/RestoreRequest';
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from '../../tidemark/v1/StatsReply';
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from '../../tidemark/v1/StatsRequest';
@@ -18,6 +24,45 @@ export interface AdminClient extends grpc.Client {
   journal(argument: _tidemark_v1_JournalRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
   journal(argument: _tidemark_v1_JournalRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
   journal(argument: _tidemark_v1_JournalRequest, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
+  
+  ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Bytes of a volume at a seq (TimeViews read through this).
+   */
+  Read(argument: _tidemark_v1_ReadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  Read(argument: _tidemark_v1_ReadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  Read(argument: _tidemark_v1_ReadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  Read(argument: _tidemark_v1_ReadRequest, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * Bytes of a volume at a seq (TimeViews read through this).
+   */
+  read(argument: _tidemark_v1_ReadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  read(argument: _tidemark_v1_ReadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  read(argument: _tidemark_v1_ReadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  read(argument: _tidemark_v1_ReadRequest, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Which seq a point names, and whether it can be restored.
+   */
+  Resolve(argument: _tidemark_v1_ResolveRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  Resolve(argument: _tidemark_v1_ResolveRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  Resolve(argument: _tidemark_v1_ResolveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  Resolve(argument: _tidemark_v1_ResolveRequest, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * Which seq a point names, and whether it can be restored.
+   */
+  resolve(argument: _tidemark_v1_ResolveRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  resolve(argument: _tidemark_v1_ResolveRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  resolve(argument: _tidemark_v1_ResolveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
+  resolve(argument: _tidemark_v1_ResolveRequest, callback: grpc.requestCallback<_tidemark_v1_ResolveReply__Output>): grpc.ClientUnaryCall;
   
   /**
    * An image of a volume at a point: the extents that are not all zero, in
@@ -46,6 +91,18 @@ export interface AdminClient extends grpc.Client {
 export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Journal: grpc.handleUnaryCall<_tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply>;
   
+  ListTimeMarks: grpc.handleUnaryCall<_tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply>;
+  
+  /**
+   * Bytes of a volume at a seq (TimeViews read through this).
+   */
+  Read: grpc.handleUnaryCall<_tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply>;
+  
+  /**
+   * Which seq a point names, and whether it can be restored.
+   */
+  Resolve: grpc.handleUnaryCall<_tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply>;
+  
   /**
    * An image of a volume at a point: the extents that are not all zero, in
    * offset order. The first message carries the volume size and the seq.
@@ -58,6 +115,9 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
 
 export interface AdminDefinition extends grpc.ServiceDefinition {
   Journal: MethodDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalReply, _tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply__Output>
+  ListTimeMarks: MethodDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply__Output>
+  Read: MethodDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadReply, _tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply__Output>
+  Resolve: MethodDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveReply, _tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply__Output>
   Restore: MethodDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_ImageChunk, _tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk__Output>
   Stats: MethodDefinition<_tidemark_v1_StatsRequest, _tidemark_v1_StatsReply, _tidemark_v1_StatsRequest__Output, _tidemark_v1_StatsReply__Output>
 }

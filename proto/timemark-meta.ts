@@ -1,0 +1,57 @@
+// A TimeMark's metadata as it travels in a MARK record's data (native
+// kRecordMark; the agent writes it, the appliance journals it verbatim and
+// catalogs it): UTF-8 JSON, at most 4096 bytes. The mark's id is its seq,
+// which the record header carries, so the metadata does not repeat it.
+//
+//   {"v":1, "label":"before-upgrade", "consistency":"app"|"crash",
+//    "wallMs":1795430400000, "group":"db", "note":"quiesce 12 ms"}
+import { MAX_MARK_DATA } from '../native/record-batch'
+
+export interface MarkMeta {
+  label: string
+  consistency: 'app' | 'crash'
+  /** When the agent took the barrier, ms since the epoch. */
+  wallMs: number
+  /** The consistency group the mark covers ("" for a single volume). */
+  group: string
+  note: string
+}
+
+export const MAX_LABEL_LENGTH = 200
+
+/** Why a label cannot name a TimeMark, or null if it can. */
+export function badLabel(label: string): string | null {
+  if (label.length > MAX_LABEL_LENGTH) return `is longer than ${MAX_LABEL_LENGTH} characters`
+  if (/^\d+$/.test(label)) return 'is a number (numbers name TimeMarks by id)'
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(label)) return 'contains control characters'
+  return null
+}
+
+export function encodeMarkMeta(m: MarkMeta): Buffer {
+  const b = Buffer.from(JSON.stringify({ v: 1, label: m.label, consistency: m.consistency, wallMs: m.wallMs, group: m.group, note: m.note }))
+  if (b.length > MAX_MARK_DATA) throw new Error(`TimeMark metadata of ${b.length} bytes is over ${MAX_MARK_DATA}`)
+  return b
+}
+
+/** The metadata, or a string saying what is wrong with it. */
+export function parseMarkMeta(b: Buffer): MarkMeta | string {
+  let o: Record<string, unknown>
+  try {
+    o = JSON.parse(b.toString('utf8')) as Record<string, unknown>
+  } catch {
+    return 'is not JSON'
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) return 'is not a JSON object'
+  if (o.v !== 1) return `has version ${JSON.stringify(o.v)}, not 1`
+  if (typeof o.label !== 'string') return 'has no label string'
+  if (o.label !== '') {
+    const why = badLabel(o.label)
+    if (why) return `label ${why}`
+  }
+  if (o.consistency !== 'app' && o.consistency !== 'crash') return `has consistency ${JSON.stringify(o.consistency)}, not app or crash`
+  if (typeof o.wallMs !== 'number' || !Number.isSafeInteger(o.wallMs) || o.wallMs < 0) return 'has no wallMs time'
+  if (typeof o.group !== 'string' || o.group.length > 128) return 'has no group string'
+  if (o.note !== undefined && typeof o.note !== 'string') return 'has a note that is not a string'
+  return { label: o.label, consistency: o.consistency, wallMs: o.wallMs, group: o.group, note: (o.note as string | undefined) ?? '' }
+}
