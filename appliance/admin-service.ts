@@ -23,6 +23,8 @@ import type { ReadReply } from '../proto/generated/tidemark/v1/ReadReply'
 import type { ListTimeMarksRequest__Output } from '../proto/generated/tidemark/v1/ListTimeMarksRequest'
 import type { ListTimeMarksReply } from '../proto/generated/tidemark/v1/ListTimeMarksReply'
 import type { TimeMark } from '../proto/generated/tidemark/v1/TimeMark'
+import type { FingerprintsRequest__Output } from '../proto/generated/tidemark/v1/FingerprintsRequest'
+import type { FingerprintsReply } from '../proto/generated/tidemark/v1/FingerprintsReply'
 import type { CatalogEntry } from './chunk-index'
 import type { Authorizer, Caller } from './authorizer'
 import type { ReplicationService } from './replication-service'
@@ -43,10 +45,13 @@ const STATUS: Record<string, grpc.status> = {
   POINT_BEFORE_HISTORY: grpc.status.OUT_OF_RANGE,
   READ_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
   READ_TOO_LARGE: grpc.status.INVALID_ARGUMENT,
+  REGION_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
 }
 
 /** Largest Read (TimeView) request. */
 export const MAX_READ_BYTES = 4 * 1024 * 1024
+/** Most regions one Fingerprints request may name. */
+export const MAX_FINGERPRINT_REGIONS = 1024
 
 function toTimeMark(e: CatalogEntry): TimeMark {
   return {
@@ -131,6 +136,21 @@ export class AdminService {
             this.log.warn({ volume: call.request.volume, seq: call.request.seq, err: (err as Error).message }, 'read refused')
             cb(toStatus(err))
           }
+        )
+      },
+      fingerprints: (call: grpc.ServerUnaryCall<FingerprintsRequest__Output, FingerprintsReply>, cb: grpc.sendUnaryData<FingerprintsReply>) => {
+        const run = async (): Promise<FingerprintsReply> => {
+          const r = call.request
+          const v = this.volume(r.volume, call)
+          if (r.regions.length > MAX_FINGERPRINT_REGIONS) {
+            throw new TidemarkError('READ_TOO_LARGE', `${r.regions.length} regions is over the ${MAX_FINGERPRINT_REGIONS} one request may name`)
+          }
+          this.checkPoint(v, r.seq)
+          return { fingerprints: await v.fingerprintsAt(r.seq, r.regions) }
+        }
+        run().then(
+          (r) => cb(null, r),
+          (err) => cb(toStatus(err))
         )
       },
       listTimeMarks: (

@@ -487,7 +487,11 @@ export class VolumeStore implements CommitSink, ImageSource {
     // way to the disk matters only if it changes one of these regions (chunks
     // and regions are both 64 KiB); otherwise the durable image is the answer.
     if (this.pendingWide > 0 || regions.some((r) => this.pendingChunks.has(r))) await this.settled()
-    const seq = this._durableSeq
+    return this.fingerprintsAt(this._durableSeq, regions)
+  }
+
+  /** Per-sector fingerprints of regions as they were at seq (little-endian xxh64 each). */
+  async fingerprintsAt(seq: number, regions: number[]): Promise<Buffer> {
     this.checkReadable(seq)
     const sizes = regions.map((r) => {
       const off = r * CHUNK_BYTES

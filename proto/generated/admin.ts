@@ -2,6 +2,8 @@ import type * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { AdminClient as _tidemark_v1_AdminClient, AdminDefinition as _tidemark_v1_AdminDefinition } from './tidemark/v1/Admin';
+import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from './tidemark/v1/FingerprintsReply';
+import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from './tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from './tidemark/v1/ImageChunk';
 import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as _tidemark_v1_JournalReply__Output } from './tidemark/v1/JournalReply';
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from './tidemark/v1/JournalRequest';
@@ -25,6 +27,8 @@ export interface ProtoGrpcType {
   tidemark: {
     v1: {
       Admin: SubtypeConstructor<typeof grpc.Client, _tidemark_v1_AdminClient> & { service: _tidemark_v1_AdminDefinition }
+      FingerprintsReply: MessageTypeDefinition<_tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsReply__Output>
+      FingerprintsRequest: MessageTypeDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsRequest__Output>
       ImageChunk: MessageTypeDefinition<_tidemark_v1_ImageChunk, _tidemark_v1_ImageChunk__Output>
       JournalReply: MessageTypeDefinition<_tidemark_v1_JournalReply, _tidemark_v1_JournalReply__Output>
       JournalRequest: MessageTypeDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalRequest__Output>

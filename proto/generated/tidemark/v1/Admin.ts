@@ -2,6 +2,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from '../../tidemark/v1/FingerprintsReply';
+import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from '../../tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from '../../tidemark/v1/ImageChunk';
 import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as _tidemark_v1_JournalReply__Output } from '../../tidemark/v1/JournalReply';
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from '../../tidemark/v1/JournalRequest';
@@ -16,6 +18,23 @@ import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tide
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from '../../tidemark/v1/StatsRequest';
 
 export interface AdminClient extends grpc.Client {
+  /**
+   * Per-sector fingerprints of some 64 KiB regions at a seq (failback
+   * compares them with the production volume before sending anything).
+   */
+  Fingerprints(argument: _tidemark_v1_FingerprintsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  Fingerprints(argument: _tidemark_v1_FingerprintsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  Fingerprints(argument: _tidemark_v1_FingerprintsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  Fingerprints(argument: _tidemark_v1_FingerprintsRequest, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * Per-sector fingerprints of some 64 KiB regions at a seq (failback
+   * compares them with the production volume before sending anything).
+   */
+  fingerprints(argument: _tidemark_v1_FingerprintsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  fingerprints(argument: _tidemark_v1_FingerprintsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  fingerprints(argument: _tidemark_v1_FingerprintsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  fingerprints(argument: _tidemark_v1_FingerprintsRequest, callback: grpc.requestCallback<_tidemark_v1_FingerprintsReply__Output>): grpc.ClientUnaryCall;
+  
   Journal(argument: _tidemark_v1_JournalRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
   Journal(argument: _tidemark_v1_JournalRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
   Journal(argument: _tidemark_v1_JournalRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
@@ -89,6 +108,12 @@ export interface AdminClient extends grpc.Client {
 }
 
 export interface AdminHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * Per-sector fingerprints of some 64 KiB regions at a seq (failback
+   * compares them with the production volume before sending anything).
+   */
+  Fingerprints: grpc.handleUnaryCall<_tidemark_v1_FingerprintsRequest__Output, _tidemark_v1_FingerprintsReply>;
+  
   Journal: grpc.handleUnaryCall<_tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply>;
   
   ListTimeMarks: grpc.handleUnaryCall<_tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply>;
@@ -114,6 +139,7 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface AdminDefinition extends grpc.ServiceDefinition {
+  Fingerprints: MethodDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsRequest__Output, _tidemark_v1_FingerprintsReply__Output>
   Journal: MethodDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalReply, _tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply__Output>
   ListTimeMarks: MethodDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply__Output>
   Read: MethodDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadReply, _tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply__Output>
