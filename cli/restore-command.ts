@@ -9,19 +9,21 @@ import { TidemarkError } from '../proto/errors'
 import type { ImageChunk__Output } from '../proto/generated/tidemark/v1/ImageChunk'
 import { adminClient, clientError, CLIENT_FLAGS } from './admin-client'
 import { parseArgs, usage } from './args'
+import { describePoint, parsePoint, POINT_FLAGS, POINT_HELP, resolvePoint } from './point'
 
 export const RESTORE_HELP = `Usage:
-  tidemark restore --appliance HOST:PORT --volume NAME (--seq N|latest) --out FILE
-                   [--tls-cert F --tls-key F --tls-ca F] [--json]
+  tidemark restore --appliance HOST:PORT --volume NAME (--timemark ID|LABEL | --at ISO-TIME | --seq N|latest)
+                   --out FILE [--tls-cert F --tls-key F --tls-ca F] [--json]
 
-Writes a byte-exact image of the volume at the point given: --seq N (every
-change up to and including seq N) or --seq latest (the newest durable point).
+Writes a byte-exact image of the volume at the point given:
+${POINT_HELP}
 FILE is a regular file (written as FILE.partial, renamed when complete) or a
-block device. --timemark and --at come with TimeMarks.
+block device. Points the appliance cannot restore exactly (not yet durable,
+inside a resync, before the initial copy completed, expired) are refused
+with the reason.
 `
 
-const SPEC = { help: {}, ...CLIENT_FLAGS, volume: { value: true }, seq: { value: true }, out: { value: true }, json: {},
-  timemark: { value: true }, at: { value: true } }
+const SPEC = { help: {}, ...CLIENT_FLAGS, ...POINT_FLAGS, volume: { value: true }, out: { value: true }, json: {} }
 
 export async function runRestore(argv: string[]): Promise<number> {
   const a = parseArgs(argv, SPEC, 'restore')
@@ -29,15 +31,20 @@ export async function runRestore(argv: string[]): Promise<number> {
     process.stdout.write(RESTORE_HELP)
     return 0
   }
-  if (a.has('timemark') || a.has('at')) throw usage('restore', '--timemark and --at come with TimeMarks, which this build does not have yet; use --seq')
   const volume = a.get('volume')?.[0]
   if (!volume) throw usage('restore', '--volume NAME is required')
-  const seqArg = a.get('seq')?.[0]
-  if (!seqArg) throw usage('restore', 'give the point: --seq N or --seq latest')
-  if (seqArg !== 'latest' && !/^\d+$/.test(seqArg)) throw usage('restore', `--seq '${seqArg}' must be a number or latest`)
+  const point = parsePoint(a, 'restore')
   const out = a.get('out')?.[0]
   if (!out) throw usage('restore', '--out FILE is required')
   const client = adminClient(a, 'restore')
+  // Resolved once, so the image is of one seq even while the volume's history grows.
+  let resolved
+  try {
+    resolved = await resolvePoint(client, volume, point, 'restore')
+  } catch (err) {
+    client.close()
+    throw err
+  }
   const isDevice = fs.existsSync(out) && fs.statSync(out).isBlockDevice()
   const target = isDevice ? out : `${out}.partial`
   const tty = process.stderr.isTTY && !a.has('json')
@@ -51,7 +58,7 @@ export async function runRestore(argv: string[]): Promise<number> {
   try {
     const call = client.restore({
       volume,
-      point: seqArg === 'latest' ? { latest: true } : { seq: Number(seqArg) },
+      point: { seq: resolved.seq },
     })
     try {
       for await (const c of call as AsyncIterable<ImageChunk__Output>) {
@@ -71,7 +78,8 @@ export async function runRestore(argv: string[]): Promise<number> {
           lastShown = Date.now()
           const pct = size ? (100 * c.scanned) / size : 0
           const mbs = written / 1e6 / Math.max(0.001, (Date.now() - t0) / 1000)
-          process.stderr.write(`\rrestoring ${volume} at seq ${seq}: ${pct.toFixed(1)} %  ${mbs.toFixed(0)} MB/s   `)
+          const left = mbs > 0 ? (size - c.scanned) / 1e6 / mbs : 0
+          process.stderr.write(`\rrestoring ${volume} at ${describePoint(resolved)}: ${pct.toFixed(1)} %  ${mbs.toFixed(0)} MB/s  ${left.toFixed(0)} s left   `)
         }
       }
     } catch (err) {
@@ -90,12 +98,18 @@ export async function runRestore(argv: string[]): Promise<number> {
   await fh.close()
   if (!isDevice) fs.renameSync(target, out)
   const secs = (Date.now() - t0) / 1000
-  const result = { volume, seq, out, size, dataBytes: written, extents, seconds: secs, mbPerSecond: size / 1e6 / Math.max(secs, 0.001) }
+  const result = {
+    volume,
+    seq,
+    point: describePoint(resolved),
+    timemark: resolved.timemark ?? null,
+    out,
+    size, dataBytes: written, extents, seconds: secs, mbPerSecond: size / 1e6 / Math.max(secs, 0.001) }
   if (tty) process.stderr.write('\n')
   if (a.has('json')) process.stdout.write(`${JSON.stringify(result)}\n`)
   else {
     process.stdout.write(
-      `restored ${volume} at seq ${seq} to ${out}: ${size} bytes (${written} in ${extents} extents, the rest zero) in ${secs.toFixed(2)} s, ${result.mbPerSecond.toFixed(0)} MB/s\n`
+      `restored ${volume} at ${describePoint(resolved)} to ${out}: ${size} bytes (${written} in ${extents} extents, the rest zero) in ${secs.toFixed(2)} s, ${result.mbPerSecond.toFixed(0)} MB/s\n`
     )
   }
   return 0
