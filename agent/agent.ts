@@ -15,6 +15,8 @@ import { DEFAULT_CACHE_BYTES, MicroScan } from './microscan'
 import { applianceClient, Replicator, type ReplicatorStats, type TlsFiles } from './replicator'
 import { Tap, type VolumeStats } from './tap'
 import { Throttle } from './throttle'
+import { ControlServer } from './control'
+import { TimeMarks, type CreateTimeMark } from './timemarks'
 
 export interface AgentOptions {
   stateDir: string
@@ -38,7 +40,20 @@ export interface AgentOptions {
   microscan?: boolean
   /** how this agent names itself to the appliance (default: the host name) */
   agentId?: string
+  /** unix socket path for `tidemark timemark create` */
+  control?: string
+  /** TimeMarks taken on a schedule */
+  schedule?: TimeMarkSchedule[]
   logger: Logger
+}
+
+/** One scheduled TimeMark: every `everyMs`, of the group (or of each volume without one). */
+export interface TimeMarkSchedule {
+  everyMs: number
+  label: string
+  quiesce?: string
+  thaw?: string
+  hookTimeoutMs?: number
 }
 
 export const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
@@ -60,6 +75,9 @@ export class Agent {
   private stopping: Promise<void> | null = null
   private replicators: Replicator[] = []
   private client: ReplicationClient | null = null
+  timemarks!: TimeMarks
+  private control: ControlServer | null = null
+  private readonly schedules: NodeJS.Timeout[] = []
 
   private constructor(tap: Tap, writers: Array<CaptureLogWriter | null>, log: Logger) {
     this.tap = tap
@@ -99,6 +117,16 @@ export class Agent {
     } else {
       tap.volumes.forEach((_, i) => agent.loops.push(agent.drain(i)))
     }
+    agent.timemarks = new TimeMarks(tap, agent.replicators, opts.group, log)
+    if (opts.control) {
+      try {
+        agent.control = await ControlServer.start(opts.control, agent.timemarks, log)
+      } catch (err) {
+        await agent.stop()
+        throw err
+      }
+    }
+    for (const s of opts.schedule ?? []) agent.schedule(s, opts.group)
     const every = opts.statsIntervalMs ?? 10_000
     if (every > 0) {
       agent.timer = setInterval(() => agent.logStats('stats'), every)
@@ -157,6 +185,24 @@ export class Agent {
       this.replicators.forEach((r, i) => r.sample(stats[i].volumeSeq, now))
     }, LAG_SAMPLE_MS)
     this.lagTimer.unref()
+  }
+
+  private schedule(s: TimeMarkSchedule, group: string | undefined): void {
+    const scopes: CreateTimeMark[] = group ? [{ group }] : this.tap.volumes.map((volume) => ({ volume }))
+    let running = false
+    const t = setInterval(() => {
+      if (running) return // a slow hook: skip this round rather than pile up
+      running = true
+      Promise.all(
+        scopes.map((scope) =>
+          this.timemarks
+            .create({ ...scope, label: s.label, quiesce: s.quiesce, thaw: s.thaw, hookTimeoutMs: s.hookTimeoutMs, noWait: true })
+            .catch((err: Error) => this.log.warn({ ...scope, label: s.label }, `scheduled TimeMark not taken: ${err.message}`))
+        )
+      ).finally(() => (running = false))
+    }, s.everyMs)
+    t.unref()
+    this.schedules.push(t)
   }
 
   /** Per-volume replication counters (empty without an appliance). */
@@ -236,6 +282,8 @@ export class Agent {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.timer) clearInterval(this.timer)
+      for (const t of this.schedules) clearInterval(t)
+      await this.control?.close()
       // Serve no more, then let the consumers drain what was captured (and
       // finish a resync in progress) so a clean stop leaves a clean dirty map.
       await this.tap.stopServing()

@@ -364,6 +364,8 @@ export class Replicator {
   private stopWake: (() => void) | null = null
   private readonly stopPromise: Promise<void>
   private ackWaiters: Array<() => void> = []
+  /** TimeMarks being waited for: seq -> whether the pump has passed its MARK. */
+  private readonly expectedMarks = new Map<number, boolean>()
   private backoffWake: (() => void) | null = null
   private readable: Promise<void> | null = null
   private loop: Promise<void> | null = null
@@ -437,6 +439,35 @@ export class Replicator {
     if (this.window.length || this.held) return false
     const s = this.tap.stats().find((v) => v.name === this.volume)
     return !!s && s.ringRecords === 0 && s.mode === 'normal' && this.durableSeq >= s.volumeSeq
+  }
+
+  /**
+   * Call right after Tap.timemark returned seq (synchronously, before the
+   * pump can pull): the pump then notes the MARK when it passes.
+   */
+  expectMark(seq: number): void {
+    this.expectedMarks.set(seq, false)
+  }
+
+  /**
+   * Resolves 'durable' once the appliance holds the MARK at seq, 'lost' if
+   * the stream got past seq without it (the tap fell behind and dropped it
+   * before it was pulled), 'timeout' after ms.
+   */
+  async waitMark(seq: number, ms: number): Promise<'durable' | 'lost' | 'timeout'> {
+    const deadline = Date.now() + ms
+    try {
+      for (;;) {
+        if (this.durableSeq >= seq) return this.expectedMarks.get(seq) ? 'durable' : 'lost'
+        const left = deadline - Date.now()
+        if (left <= 0) return 'timeout'
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([this.nextAck(), new Promise((r) => (timer = setTimeout(r, Math.min(left, 1000))))])
+        clearTimeout(timer)
+      }
+    } finally {
+      this.expectedMarks.delete(seq)
+    }
   }
 
   /** Reconnects now if waiting out a backoff (the agent is draining to stop). */
@@ -672,8 +703,10 @@ export class Replicator {
       this.held = batch
       let regions: number[] = []
       let hasResync = false
+      const marks = this.expectedMarks
       batch.forEach((r) => {
         if (r.kind === RecordKind.Resync) hasResync = true
+        else if (r.kind === RecordKind.Mark && marks.has(r.seq)) marks.set(r.seq, true)
       })
       if (hasResync) regions = this.ms.resyncRegions(batch)
       this.lastHadResync = hasResync

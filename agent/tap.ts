@@ -52,6 +52,7 @@ export class Tap extends EventEmitter {
   private readonly sizes: number[]
   private readonly waiters: Array<(() => void) | null>
   private readonly groups = new Map<string, number>()
+  private readonly volumeGroups: Array<string | undefined> = []
   private closed = false
 
   private constructor(handle: NativeTap, opts: TapOptions, waiters: Array<(() => void) | null>) {
@@ -62,6 +63,7 @@ export class Tap extends EventEmitter {
     opts.volumes.forEach((v, i) => {
       this.index.set(v.name, i)
       if (v.group && !this.groups.has(v.group)) this.groups.set(v.group, i)
+      this.volumeGroups[i] = v.group
     })
     this.sizes = handle.stats().map((s) => s.size)
   }
@@ -253,6 +255,32 @@ export class Tap extends EventEmitter {
     const i = this.groups.get(group)
     if (i === undefined) throw new TidemarkError('TAP_UNKNOWN_GROUP', `no group ${JSON.stringify(group)} in this tap`)
     return this.mark(i)
+  }
+
+  /** The volumes of a consistency group, in tap order. */
+  groupVolumes(group: string): string[] {
+    if (!this.groups.has(group)) throw new TidemarkError('TAP_UNKNOWN_GROUP', `no group ${JSON.stringify(group)} in this tap`)
+    return this.volumes.filter((_, i) => this.volumeGroups[i] === group)
+  }
+
+  /**
+   * A TimeMark: takes a fresh seq S with the change locks of every named
+   * volume held (they must share one seq space: one volume or one whole
+   * group) and puts a MARK record carrying `metadata` at S into each
+   * volume's stream. Every write acknowledged before the call is below S,
+   * every later one above it. Throws TAP_MARK_REFUSED (with the reason) when
+   * a volume is behind or resyncing, or its record buffer is full.
+   */
+  timemark(volumes: Array<string | number>, metadata: Buffer): number {
+    this.live()
+    if (!Array.isArray(volumes) || volumes.length === 0) throw new TidemarkError('TAP_INVALID_ARGUMENT', 'a TimeMark needs at least one volume')
+    if (!Buffer.isBuffer(metadata)) throw new TidemarkError('TAP_INVALID_ARGUMENT', 'TimeMark metadata must be a Buffer')
+    try {
+      return this.handle.timemark(volumes.map((v) => this.volumeIndex(v)), metadata)
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      throw new TidemarkError(e.code ?? 'TAP_MARK_REFUSED', e.message)
+    }
   }
 
   /** The dirty map as byte ranges of the volume (adjacent regions merged). */

@@ -4,7 +4,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
-import { Agent, type AgentOptions } from '../agent/agent'
+import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
+import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
 import { parseArgs, parseEndpoint, parseSize, usage } from './args'
 
@@ -12,8 +13,8 @@ export const AGENT_HELP = `Usage:
   tidemark agent --state DIR --nbd unix:PATH|tcp:HOST:PORT --volume NAME=PATH [--volume NAME=PATH ...]
                  [--appliance HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
-                 [--group NAME] [--buffer SIZE] [--capture-log DIR] [--stats-interval SECONDS]
-                 [--log-level LEVEL]
+                 [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--buffer SIZE]
+                 [--capture-log DIR] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark agent --config FILE
   tidemark agent --demo
 
@@ -39,6 +40,10 @@ with --appliance, streams the sectors that really changed to the appliance.
   --agent-id ID        how this agent names itself to the appliance (default: the host name)
   --no-microscan       send every captured sector (to measure what MicroScan saves)
   --group NAME         put every volume in one consistency group (one seq space)
+  --control unix:PATH  the control socket for tidemark timemark create (mode 0600)
+  --timemark-every S   take a crash-consistent TimeMark labelled "scheduled" every S seconds
+                       (of the group, or of each volume); app-consistent schedules with
+                       hooks go in --config "timemarks"
   --buffer SIZE        record buffer per volume (default 64M); when the consumer falls
                        this far behind, the volume keeps only its dirty map until it resyncs
   --capture-log DIR    without --appliance: make records durable in DIR/NAME.tmcap before
@@ -48,11 +53,14 @@ with --appliance, streams the sectors that really changed to the appliance.
   --demo               the embedded default: a 1 GiB sparse volume "demo" in ./.tidemark
                        (created if missing), served on unix:./.tidemark/nbd.sock and
                        replicated to an appliance of its own (./.tidemark/appliance, on
-                       127.0.0.1, started and stopped with the agent)
+                       127.0.0.1, started and stopped with the agent), with its control
+                       socket on unix:./.tidemark/control.sock
   --config FILE        the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},
                        "appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",
                        "fingerprintCache", "agentId", "microscan" (true/false), "group",
-                       "buffer", "captureLog", "statsInterval", "logLevel"}
+                       "buffer", "captureLog", "statsInterval", "logLevel", "control",
+                       "timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,
+                       "hookTimeout": SECONDS}]}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
                   qemu-system-x86_64 -drive file=nbd+unix:///NAME?socket=PATH,format=raw
@@ -80,6 +88,7 @@ const SPEC = {
   'fingerprint-cache': { value: true },
   'agent-id': { value: true },
   'no-microscan': {},
+  'timemark-every': { value: true },
 }
 
 type Settings = {
@@ -100,6 +109,41 @@ type Settings = {
   fingerprintCache?: string
   agentId?: string
   microscan?: boolean
+  control?: string
+  timemarks?: unknown
+  timemarkEvery?: string
+}
+
+function parseSchedules(s: Settings): TimeMarkSchedule[] {
+  const out: TimeMarkSchedule[] = []
+  if (s.timemarkEvery !== undefined) {
+    const n = Number(s.timemarkEvery)
+    if (!Number.isFinite(n) || n < 1) throw usage('agent', `--timemark-every '${s.timemarkEvery}' is not a number of seconds (at least 1)`)
+    out.push({ everyMs: n * 1000, label: 'scheduled' })
+  }
+  if (s.timemarks === undefined) return out
+  if (!Array.isArray(s.timemarks)) throw usage('agent', 'config "timemarks" must be a list of {"every", "label", "quiesce", "thaw", "hookTimeout"}')
+  for (const [i, t] of (s.timemarks as unknown[]).entries()) {
+    const o = t as Record<string, unknown>
+    const at = `config "timemarks"[${i}]`
+    if (!o || typeof o !== 'object' || Array.isArray(o)) throw usage('agent', `${at} must be an object`)
+    for (const k of Object.keys(o)) if (!['every', 'label', 'quiesce', 'thaw', 'hookTimeout'].includes(k)) throw usage('agent', `${at}: unknown key "${k}"`)
+    if (typeof o.every !== 'number' || !(o.every >= 1)) throw usage('agent', `${at}: "every" must be a number of seconds (at least 1)`)
+    const label = o.label ?? 'scheduled'
+    if (typeof label !== 'string') throw usage('agent', `${at}: "label" must be a string`)
+    const bad = label ? badLabel(label) : null
+    if (bad) throw usage('agent', `${at}: label '${label}' ${bad}`)
+    for (const k of ['quiesce', 'thaw'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') throw usage('agent', `${at}: "${k}" must be a shell command string`)
+    if (o.hookTimeout !== undefined && (typeof o.hookTimeout !== 'number' || !(o.hookTimeout > 0))) throw usage('agent', `${at}: "hookTimeout" must be a number of seconds`)
+    out.push({
+      everyMs: o.every * 1000,
+      label,
+      quiesce: o.quiesce as string | undefined,
+      thaw: o.thaw as string | undefined,
+      hookTimeoutMs: o.hookTimeout !== undefined ? (o.hookTimeout as number) * 1000 : undefined,
+    })
+  }
+  return out
 }
 
 function fromConfig(file: string): Settings {
@@ -113,6 +157,7 @@ function fromConfig(file: string): Settings {
   const known = new Set([
     'state', 'nbd', 'volumes', 'group', 'buffer', 'captureLog', 'statsInterval', 'logLevel',
     'appliance', 'tlsCert', 'tlsKey', 'tlsCa', 'throttle', 'memory', 'fingerprintCache', 'agentId', 'microscan',
+    'control', 'timemarks',
   ])
   for (const k of Object.keys(j)) if (!known.has(k)) throw usage('agent', `config ${file}: unknown key "${k}"`)
   const vols = j.volumes ?? {}
@@ -149,6 +194,8 @@ function fromConfig(file: string): Settings {
       if (typeof v !== 'boolean') throw usage('agent', `config ${file}: "microscan" must be true or false`)
       return v
     })(),
+    control: str('control'),
+    timemarks: j.timemarks,
   }
 }
 
@@ -209,7 +256,6 @@ type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string }
 export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   const a = parseArgs(argv, SPEC, 'agent')
   if (a.has('help')) return 'help'
-  if (a.has('control')) throw usage('agent', '--control comes with TimeMarks, which this build does not have yet')
   let s: Settings
   let demoApplianceDir: string | undefined
   if (a.has('demo')) {
@@ -227,6 +273,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
       nbd: `unix:${path.join(home, 'nbd.sock')}`,
       volumes: [['demo', img]],
       statsInterval: '10',
+      control: `unix:${path.join(home, 'control.sock')}`,
     }
     demoApplianceDir = path.join(home, 'appliance')
   } else if (a.has('config')) {
@@ -255,6 +302,8 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
       fingerprintCache: a.get('fingerprint-cache')?.[0],
       agentId: a.get('agent-id')?.[0],
       microscan: a.has('no-microscan') ? false : undefined,
+      control: a.get('control')?.[0],
+      timemarkEvery: a.get('timemark-every')?.[0],
     }
   }
   if (!s.state) throw usage('agent', '--state DIR is required')
@@ -270,6 +319,15 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   const logLevel = s.logLevel ?? 'info'
   if (!levels.includes(logLevel)) throw usage('agent', `--log-level must be one of ${levels.join(', ')}`)
   const repl = replicationSettings(s)
+  let control: string | undefined
+  if (s.control !== undefined) {
+    if (!s.control.startsWith('unix:') || s.control.length <= 5) throw usage('agent', `--control '${s.control}' must be unix:PATH (a control socket is local only)`)
+    control = path.resolve(s.control.slice(5))
+  }
+  const schedule = parseSchedules(s)
+  if ((control || schedule.length) && !s.appliance && !a.has('demo')) {
+    throw usage('agent', 'TimeMarks (--control, schedules) are kept by an appliance: give --appliance HOST:PORT')
+  }
   if (s.captureLog) fs.mkdirSync(s.captureLog, { recursive: true })
   return {
     ...repl,
@@ -280,6 +338,8 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     bufferBytes: s.buffer ? parseSize(s.buffer, '--buffer', 'agent') : undefined,
     captureLogDir: s.captureLog ? path.resolve(s.captureLog) : undefined,
     statsIntervalMs: interval * 1000,
+    control,
+    schedule,
     logger: pino({ level: logLevel, base: { pid: process.pid, component: 'agent' } }),
     logLevel,
     demoApplianceDir,

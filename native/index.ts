@@ -19,6 +19,8 @@ export interface NativeVolumeStats {
   droppedBytes: number
   resyncRecords: number
   behindEvents: number
+  marks: number
+  gaps: number
   rejected: number
   ioErrors: number
   connections: number
@@ -55,6 +57,7 @@ export interface NativeTap {
   pull(volume: number, maxBytes: number): Buffer | undefined
   ack(volume: number, seq: number): void
   mark(volume: number): number
+  timemark(volumes: number[], metadata: Buffer): number
   dirty(volume: number): Buffer
   read(volume: number, offset: number, length: number): Promise<Buffer>
   stats(): NativeVolumeStats[]

@@ -41,7 +41,16 @@ t.test('bad arguments: one line, exit 2', async (t) => {
     [['restore', '--volume', 'x'], /give the point/, 2],
     [['restore', '--volume', 'x', '--seq', 'soon', '--out', 'f'], /must be a number or latest/, 2],
     [['restore', '--volume', 'x', '--seq', '1', '--out', 'f'], /--appliance HOST:PORT is required/, 2],
-    [['restore', '--volume', 'x', '--timemark', 'y', '--out', 'f'], /come with TimeMarks/, 2],
+    [['restore', '--volume', 'x', '--timemark', 'y', '--seq', '3', '--out', 'f'], /give one point, not --timemark and --seq/, 2],
+    [['restore', '--volume', 'x', '--at', 'yesterday', '--out', 'f'], /is not an ISO time/, 2],
+    [['restore', '--volume', 'x', '--at', '2026-11-23', '--out', 'f'], /is not an ISO time/, 2],
+    [['timemark', 'create', '--volume', 'x'], /--control unix:PATH is required/, 2],
+    [['timemark', 'create', '--control', 'unix:/nowhere.sock'], /give --volume NAME or --group NAME/, 2],
+    [['timemark', 'create', '--control', 'unix:/nowhere.sock', '--volume', 'x', '--label', '42'], /label '42' is a number/, 2],
+    [['timemark', 'create', '--control', 'unix:/nowhere.sock', '--volume', 'x', '--hook-timeout', 'soon'], /--hook-timeout/, 2],
+    [['timemark', 'list', '--volume', 'x'], /--appliance HOST:PORT is required/, 2],
+    [['timemark', 'frob'], /unknown action 'frob'/, 2],
+    [['agent', '--state', dir, '--nbd', 'unix:/tmp/x.sock', '--volume', `v=${img}`, '--control', 'tcp:1.2.3.4:5'], /--control .* must be unix:PATH/, 2],
     [['appliance', '--listen', '127.0.0.1:0'], /--data DIR is required/, 2],
     [['appliance', '--data', dir], /--listen HOST:PORT is required/, 2],
     [['appliance', '--data', dir, '--listen', '0.0.0.0:0'], /without TLS/, 2],
@@ -50,7 +59,6 @@ t.test('bad arguments: one line, exit 2', async (t) => {
     [['journal', 'frob'], /unknown action 'frob'/, 2],
     [['journal', 'show', '--appliance', '127.0.0.1:1'], /needs --volume/, 2],
     [['stats', '--appliance', 'x'], /must be HOST:PORT/, 2],
-    [['timeview', '--volume', 'x'], /not in this build yet/, 2],
   ]
   for (const [args, re, code] of cases) {
     const r = await tidemark(...args)

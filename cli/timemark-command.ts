@@ -1,0 +1,158 @@
+// tidemark timemark create | list
+//
+// create asks the running agent through its control socket (the agent runs
+// the hooks: it is on the protected server); list asks the appliance, which
+// keeps the catalog.
+import * as grpc from '@grpc/grpc-js'
+import { TidemarkError } from '../proto/errors'
+import type { ControlClient } from '../proto/generated/tidemark/v1/Control'
+import type { CreateTimeMarkRequest } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
+import type { CreateTimeMarkReply__Output } from '../proto/generated/tidemark/v1/CreateTimeMarkReply'
+import type { ListTimeMarksRequest } from '../proto/generated/tidemark/v1/ListTimeMarksRequest'
+import type { ListTimeMarksReply__Output } from '../proto/generated/tidemark/v1/ListTimeMarksReply'
+import { controlProto } from '../proto/load'
+import { badLabel } from '../proto/timemark-meta'
+import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
+import { parseArgs, usage } from './args'
+
+export const TIMEMARK_HELP = `Usage:
+  tidemark timemark create --control unix:PATH (--volume NAME | --group NAME) [--label TEXT]
+                           [--quiesce CMD] [--thaw CMD] [--hook-timeout SECONDS]
+                           [--allow-crash-consistent] [--no-wait] [--wait-timeout SECONDS] [--json]
+  tidemark timemark list   --appliance HOST:PORT --volume NAME [--json] [--tls-cert F --tls-key F --tls-ca F]
+
+create: the agent behind the control socket runs the quiesce command (sh -c),
+takes the tap's barrier (one seq for the volume, or for every volume of the
+consistency group at one instant), runs the thaw command (always, once quiesce
+ran) and tags the stream there. With --quiesce the mark is application-
+consistent ("app"), without it crash-consistent ("crash"). A quiesce command
+that fails or outlasts --hook-timeout (default 60) aborts the mark, unless
+--allow-crash-consistent records a crash-consistent one instead. By default it
+waits until the appliance holds the mark (--no-wait: return at the barrier).
+The mark's id is its seq; a label must not be a number.
+
+list: the appliance's catalog for a volume, oldest first.
+`
+
+const SPEC = {
+  help: {},
+  ...CLIENT_FLAGS,
+  control: { value: true },
+  volume: { value: true },
+  group: { value: true },
+  label: { value: true },
+  quiesce: { value: true },
+  thaw: { value: true },
+  'hook-timeout': { value: true },
+  'allow-crash-consistent': {},
+  'no-wait': {},
+  'wait-timeout': { value: true },
+  json: {},
+}
+
+function seconds(v: string | undefined, flag: string): number {
+  if (v === undefined) return 0
+  const n = Number(v)
+  if (!Number.isFinite(n) || n <= 0 || n > 86400) throw usage('timemark', `${flag} '${v}' is not a number of seconds (up to 86400)`)
+  return Math.round(n * 1000)
+}
+
+export async function runTimemark(argv: string[]): Promise<number> {
+  const [action, ...rest] = argv
+  if (!action || action === '--help' || action === '-h') {
+    process.stdout.write(TIMEMARK_HELP)
+    return action ? 0 : 2
+  }
+  if (action === 'create') return create(rest)
+  if (action === 'list') return list(rest)
+  throw usage('timemark', `unknown action '${action}' (create or list)`)
+}
+
+async function create(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, SPEC, 'timemark')
+  if (a.has('help')) {
+    process.stdout.write(TIMEMARK_HELP)
+    return 0
+  }
+  for (const f of ['appliance', 'tls-cert', 'tls-key', 'tls-ca']) {
+    if (a.has(f)) throw usage('timemark', `create talks to the agent (--control), not --${f}`)
+  }
+  const control = a.get('control')?.[0]
+  if (!control) throw usage('timemark', "--control unix:PATH is required (the agent's control socket)")
+  if (!control.startsWith('unix:') || control.length <= 5) throw usage('timemark', `--control '${control}' must be unix:PATH`)
+  const volume = a.get('volume')?.[0] ?? ''
+  const group = a.get('group')?.[0] ?? ''
+  if (!volume === !group) throw usage('timemark', 'give --volume NAME or --group NAME (one of them)')
+  const label = a.get('label')?.[0] ?? ''
+  const bad = label ? badLabel(label) : null
+  if (bad) throw usage('timemark', `label '${label}' ${bad}`)
+  const req: CreateTimeMarkRequest = {
+    volume,
+    group,
+    label,
+    quiesce: a.get('quiesce')?.[0] ?? '',
+    thaw: a.get('thaw')?.[0] ?? '',
+    hookTimeoutMs: seconds(a.get('hook-timeout')?.[0], '--hook-timeout'),
+    allowCrashConsistent: a.has('allow-crash-consistent'),
+    noWait: a.has('no-wait'),
+    waitTimeoutMs: seconds(a.get('wait-timeout')?.[0], '--wait-timeout'),
+  }
+  const client = new controlProto.Control(control, grpc.credentials.createInsecure()) as unknown as ControlClient
+  // Hooks and the wait have their own limits; the call gets room for both.
+  const deadline = Date.now() + 2 * (req.hookTimeoutMs || 60_000) + (req.waitTimeoutMs || 60_000) + 10_000
+  let r: CreateTimeMarkReply__Output
+  try {
+    r = await new Promise<CreateTimeMarkReply__Output>((resolve, reject) =>
+      client.createTimeMark(req, { deadline }, (err, res) => (err ? reject(err) : resolve(res!)))
+    )
+  } catch (err) {
+    const e = err as grpc.ServiceError
+    if (e.code === grpc.status.UNAVAILABLE) {
+      throw new TidemarkError('UNAVAILABLE', `tidemark timemark: no agent answers on ${control} (is it running with --control ${control}?)`)
+    }
+    throw clientError('timemark', err)
+  } finally {
+    client.close()
+  }
+  if (a.has('json')) process.stdout.write(`${JSON.stringify(r)}\n`)
+  else {
+    process.stdout.write(
+      `TimeMark ${r.id}${r.label ? ` '${r.label}'` : ''}: ${r.consistency}-consistent, ${r.volumes.join(', ')}${r.group ? ` (group ${r.group})` : ''}, ` +
+        `${new Date(r.wallTimeMs).toISOString()}; barrier ${r.barrierMs.toFixed(1)} ms` +
+        `${r.quiesceMs ? `, quiesce ${r.quiesceMs.toFixed(0)} ms, thaw ${r.thawMs.toFixed(0)} ms` : ''}` +
+        `${r.durable ? `, held by the appliance after ${r.durableMs.toFixed(0)} ms` : ', not waited for'}` +
+        `${r.note ? `; ${r.note}` : ''}\n`
+    )
+  }
+  return 0
+}
+
+async function list(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, SPEC, 'timemark')
+  if (a.has('help')) {
+    process.stdout.write(TIMEMARK_HELP)
+    return 0
+  }
+  const volume = a.get('volume')?.[0]
+  if (!volume) throw usage('timemark', 'list needs --volume NAME')
+  const client = adminClient(a, 'timemark')
+  let r: ListTimeMarksReply__Output
+  try {
+    r = await unary<ListTimeMarksRequest, ListTimeMarksReply__Output>(client.listTimeMarks.bind(client), { volume })
+  } catch (err) {
+    throw clientError('timemark', err)
+  } finally {
+    client.close()
+  }
+  if (a.has('json')) {
+    process.stdout.write(`${JSON.stringify(r.timemarks)}\n`)
+    return 0
+  }
+  const lines = ['| id | time | label | consistency | group | pinned | note |', '|---|---|---|---|---|---|---|']
+  for (const t of r.timemarks) {
+    lines.push(`| ${t.id} | ${new Date(t.wallTimeMs).toISOString()} | ${t.label} | ${t.consistency} | ${t.group} | ${t.pinned ? 'yes' : ''} | ${t.note} |`)
+  }
+  lines.push('', `${r.timemarks.length} TimeMarks of volume ${volume}`)
+  process.stdout.write(`${lines.join('\n')}\n`)
+  return 0
+}
