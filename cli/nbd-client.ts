@@ -264,7 +264,7 @@ export class NbdClient {
       if (type & REP_ERR) {
         const why = REP_ERRORS[type & 0x7fffffff] ?? `refuses it (error reply 0x${type.toString(16)})`
         const msg = body.length ? `: ${body.toString('utf8').replace(/\s+/g, ' ').trim()}` : ''
-        throw new TidemarkError('NBD_REFUSED', `the NBD server ${why} for ${what}${msg}`)
+        throw new TidemarkError('NBD_REFUSED', `${what}: the NBD server ${why}${msg}`)
       }
       if (type === REP_ACK) break
       if (type !== REP_INFO || body.length < 2) continue // unknown replies are skipped

@@ -7,7 +7,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { NbdClient, parseNbdUri } from '../cli/nbd-client'
 import { sleep, tmpdir } from './helpers'
 
@@ -21,7 +21,7 @@ interface Nbdkit {
 }
 
 /** `nbdkit -f -U SOCK ARGS...`, waiting until the socket answers; killed at teardown. */
-async function nbdkit(t: Tap.Test, dir: string, args: string[], name = 'nbdkit.sock'): Promise<Nbdkit> {
+async function nbdkit(t: Test, dir: string, args: string[], name = 'nbdkit.sock'): Promise<Nbdkit> {
   const sock = path.join(dir, name)
   const proc = spawn('nbdkit', ['-f', '-U', sock, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
   let err = ''
@@ -151,7 +151,7 @@ t.test('a server that dies mid-request fails the requests in flight with a clear
 t.test('refusals are clear: unknown export, read-only export, no server, not an NBD server', async (t) => {
   const dir = tmpdir(t)
   const strict = await nbdkit(t, dir, ['--filter=exportname', 'memory', '1M', 'exportname=prod', 'exportname-strict=true'], 'strict.sock')
-  await t.rejects(connect(strict.sock, 'nosuch'), /the NBD server .*(has no such export|refuses it|invalid).* for export 'nosuch'/, 'an unknown export name')
+  await t.rejects(connect(strict.sock, 'nosuch'), /^export 'nosuch' on .*strict\.sock: the NBD server (has no such export|refuses it|calls the request invalid)/, 'an unknown export name')
   const ok = await connect(strict.sock, 'prod')
   t.equal(ok.size, MiB, 'the advertised export opens')
   await ok.close()

@@ -1,0 +1,200 @@
+// The failback pipeline: make a target equal to a volume at a point, sending
+// only the sectors that differ.
+//
+// The volume is walked in batches of 64 KiB regions. For each batch the
+// target's bytes are read and fingerprinted here (xxh64 per 512-byte sector,
+// proto/hash.ts) while the appliance fingerprints the same regions at the
+// point; sectors whose fingerprints differ are grouped into runs (adjacent
+// differing sectors, at most 4 MiB), each run's bytes at the point are read
+// from the appliance and written to the target.
+//
+// Several batches are in flight at once, and inside them the target reads,
+// fingerprint requests and run fetches/writes each have their own bound, so
+// the stages overlap without one round trip per region, and memory stays
+// bounded whatever the volume's size: at most readsInFlight target reads
+// (≤ 4 MiB each; only their fingerprints are kept) and runsInFlight runs
+// (≤ 4 MiB each), plus 16 bytes per sector of the batches in flight.
+import os from 'node:os'
+import { TidemarkError } from '../proto/errors'
+import { SECTOR, sectorFingerprints } from '../proto/hash'
+import type { FailbackTarget } from './failback-target'
+
+export const REGION_BYTES = 64 * 1024
+const REGION_SECTORS = REGION_BYTES / SECTOR
+/** Largest Admin.Read. */
+export const MAX_RUN_BYTES = 4 * 1024 * 1024
+
+if (os.endianness() !== 'LE') {
+  // The appliance sends little-endian fingerprints; they are compared as a
+  // BigUint64Array view, which is host-endian.
+  throw new TidemarkError('UNSUPPORTED', 'failback compares fingerprints as little-endian words and needs a little-endian host')
+}
+
+/** The volume at the point, as the appliance serves it. */
+export interface FailbackSource {
+  /** Little-endian xxh64 per sector of each 64 KiB region (the last may be short). */
+  fingerprints(regions: number[]): Promise<Buffer>
+  read(offset: number, length: number): Promise<Buffer>
+}
+
+export interface FailbackOptions {
+  dryRun?: boolean
+  /** Regions per Fingerprints request (≤ 1024). */
+  batchRegions?: number
+  batchesInFlight?: number
+  readsInFlight?: number
+  runsInFlight?: number
+  onProgress?(p: FailbackProgress): void
+}
+
+export interface FailbackProgress {
+  size: number
+  /** Bytes of the volume compared, and written where they differed. */
+  doneBytes: number
+  bytesSent: number
+}
+
+export interface FailbackResult {
+  size: number
+  regions: number
+  sectors: number
+  sectorsDiffering: number
+  /** Write requests (runs of differing sectors). */
+  runs: number
+  /** Bytes written to the target (0 for a dry run). */
+  bytesSent: number
+  /** Bytes the runs cover, written or (dry run) not. */
+  bytesDiffering: number
+}
+
+/** A counting semaphore: at most `n` tasks run at once, the rest wait in order. */
+class Limiter {
+  private active = 0
+  private queue: Array<() => void> = []
+  constructor(private readonly n: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.n) await new Promise<void>((r) => this.queue.push(r))
+    this.active++
+    try {
+      return await fn()
+    } finally {
+      this.active--
+      this.queue.shift()?.()
+    }
+  }
+}
+
+/**
+ * Like Promise.all, but waits for every promise to settle before throwing the
+ * first failure: nothing is still writing to the target when failback returns.
+ */
+async function settleAll<T>(ps: Array<Promise<T>>): Promise<T[]> {
+  const all = await Promise.allSettled(ps)
+  const bad = all.find((x) => x.status === 'rejected')
+  if (bad) throw (bad as PromiseRejectedResult).reason
+  return all.map((x) => (x as PromiseFulfilledResult<T>).value)
+}
+
+export async function failback(source: FailbackSource, target: FailbackTarget, size: number, opts: FailbackOptions = {}): Promise<FailbackResult> {
+  if (size % SECTOR !== 0) throw new TidemarkError('BAD_SIZE', `a volume of ${size} bytes is not a whole number of 512-byte sectors`)
+  const batchRegions = Math.min(1024, opts.batchRegions ?? 256)
+  const reads = new Limiter(opts.readsInFlight ?? 8)
+  const runs = new Limiter(opts.runsInFlight ?? 8)
+  const regions = Math.ceil(size / REGION_BYTES)
+  const batches = Math.ceil(regions / batchRegions)
+  // A target that takes only whole blocks larger than a sector gets whole
+  // blocks: a block is sent when any of its sectors differs.
+  const unit = Math.max(1, Math.ceil(target.minBlock / SECTOR))
+  if (unit > REGION_SECTORS || REGION_SECTORS % unit !== 0) {
+    throw new TidemarkError('TARGET_BLOCK_SIZE', `${target.what} takes writes in blocks of ${target.minBlock} bytes, which do not divide 64 KiB regions`)
+  }
+  const readPiece = Math.max(REGION_BYTES, Math.floor(target.maxRead / REGION_BYTES) * REGION_BYTES)
+  const maxRunSectors = Math.floor(MAX_RUN_BYTES / SECTOR / unit) * unit
+  const r: FailbackResult = { size, regions, sectors: size / SECTOR, sectorsDiffering: 0, runs: 0, bytesSent: 0, bytesDiffering: 0 }
+  let doneBytes = 0
+  let failed: unknown = null
+
+  const localFingerprints = async (off0: number, len: number, out: BigUint64Array): Promise<void> => {
+    const pieces: Array<Promise<void>> = []
+    for (let at = 0; at < len; at += readPiece) {
+      const n = Math.min(readPiece, len - at)
+      pieces.push(
+        reads.run(async () => {
+          if (failed) return
+          const b = await target.read(off0 + at, n)
+          sectorFingerprints(b, out, at / SECTOR)
+        })
+      )
+    }
+    await settleAll(pieces)
+  }
+
+  const sendRun = async (offset: number, length: number): Promise<void> => {
+    await runs.run(async () => {
+      if (failed) return
+      const data = await source.read(offset, length)
+      if (data.length !== length) {
+        throw new TidemarkError('FAILBACK_FAILED', `the appliance returned ${data.length} bytes for a read of ${length} at ${offset}`)
+      }
+      await target.write(offset, data)
+      r.bytesSent += length
+    })
+  }
+
+  const doBatch = async (b: number): Promise<void> => {
+    const first = b * batchRegions
+    const count = Math.min(batchRegions, regions - first)
+    const off0 = first * REGION_BYTES
+    const len = Math.min(count * REGION_BYTES, size - off0)
+    const n = len / SECTOR
+    const local = new BigUint64Array(n)
+    const ids = Array.from({ length: count }, (_, i) => first + i)
+    const [, reply] = (await settleAll<unknown>([localFingerprints(off0, len, local), source.fingerprints(ids)])) as [void, Buffer]
+    if (reply.length !== n * 8) {
+      throw new TidemarkError('FAILBACK_FAILED', `the appliance sent ${reply.length / 8} fingerprints for regions ${first}..${first + count - 1}, expected ${n}`)
+    }
+    // Copied into an aligned array (the reply's bytes may sit at any offset).
+    const remote = new BigUint64Array(n)
+    new Uint8Array(remote.buffer).set(reply)
+    const sends: Array<Promise<void>> = []
+    let runStart = -1
+    const flush = (end: number): void => {
+      r.runs++
+      r.bytesDiffering += (end - runStart) * SECTOR
+      if (!opts.dryRun) sends.push(sendRun(off0 + runStart * SECTOR, (end - runStart) * SECTOR))
+      runStart = -1
+    }
+    for (let u = 0; u < n; u += unit) {
+      const end = Math.min(n, u + unit)
+      let differs = 0
+      for (let s = u; s < end; s++) if (local[s] !== remote[s]) differs++
+      if (differs) {
+        r.sectorsDiffering += differs
+        if (runStart >= 0 && u - runStart >= maxRunSectors) flush(u)
+        if (runStart < 0) runStart = u
+      } else if (runStart >= 0) {
+        flush(u)
+      }
+    }
+    if (runStart >= 0) flush(n)
+    await settleAll(sends)
+    doneBytes += len
+    opts.onProgress?.({ size, doneBytes, bytesSent: r.bytesSent })
+  }
+
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (!failed && next < batches) {
+      const b = next++
+      try {
+        await doBatch(b)
+      } catch (err) {
+        failed ??= err
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(opts.batchesInFlight ?? 4, batches) }, worker))
+  if (failed) throw failed
+  return r
+}
