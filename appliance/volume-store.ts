@@ -543,6 +543,11 @@ export class VolumeStore implements CommitSink, ImageSource {
       rejected: { total: Object.values(this.rejected).reduce((a, b) => a + b, 0), byCode: { ...this.rejected } },
       corrupt: this.corrupt.map((c) => ({ ...c })),
       fullSyncDone: this._fullSyncDone,
+      timemarks: this.timemarkCount,
+      // Points in time: the newest exact point, the oldest one, and the windows where points are inexact.
+      exactSeq: this.exactSeq,
+      oldestExactSeq: this.oldestExactSeq,
+      inexactWindows: this.windows.map((w) => ({ ...w })),
       failed: this.failure ? this.failure.message : null,
     }
   }

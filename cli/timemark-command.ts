@@ -50,6 +50,17 @@ const SPEC = {
   json: {},
 }
 
+/** A client of an agent's control socket (unix:PATH). */
+export function controlClient(control: string): ControlClient {
+  return new controlProto.Control(control, grpc.credentials.createInsecure()) as unknown as ControlClient
+}
+
+export function createTimeMark(client: ControlClient, req: CreateTimeMarkRequest, deadline: number): Promise<CreateTimeMarkReply__Output> {
+  return new Promise<CreateTimeMarkReply__Output>((resolve, reject) =>
+    client.createTimeMark(req, { deadline }, (err, res) => (err ? reject(err) : resolve(res!)))
+  )
+}
+
 function seconds(v: string | undefined, flag: string): number {
   if (v === undefined) return 0
   const n = Number(v)
@@ -97,14 +108,12 @@ async function create(argv: string[]): Promise<number> {
     noWait: a.has('no-wait'),
     waitTimeoutMs: seconds(a.get('wait-timeout')?.[0], '--wait-timeout'),
   }
-  const client = new controlProto.Control(control, grpc.credentials.createInsecure()) as unknown as ControlClient
+  const client = controlClient(control)
   // Hooks and the wait have their own limits; the call gets room for both.
   const deadline = Date.now() + 2 * (req.hookTimeoutMs || 60_000) + (req.waitTimeoutMs || 60_000) + 10_000
   let r: CreateTimeMarkReply__Output
   try {
-    r = await new Promise<CreateTimeMarkReply__Output>((resolve, reject) =>
-      client.createTimeMark(req, { deadline }, (err, res) => (err ? reject(err) : resolve(res!)))
-    )
+    r = await createTimeMark(client, req, deadline)
   } catch (err) {
     const e = err as grpc.ServiceError
     if (e.code === grpc.status.UNAVAILABLE) {
