@@ -49,7 +49,7 @@ const char* CommandName(uint16_t t) {
 // One client connection: handshake, then requests served in order.
 class Connection {
  public:
-  Connection(int fd, uint64_t id, const std::vector<std::shared_ptr<Volume>>& volumes, const LogFn& log,
+  Connection(int fd, uint64_t id, const std::vector<std::shared_ptr<Export>>& volumes, const LogFn& log,
              std::atomic<uint64_t>& rejected_handshakes)
       : fd_(fd), id_(id), volumes_(volumes), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
 
@@ -158,13 +158,13 @@ class Connection {
   }
 
   // ---- handshake ----
-  Volume* Find(const std::string& name) {
+  Export* Find(const std::string& name) {
     if (name.empty()) return volumes_.empty() ? nullptr : volumes_[0].get();  // the default export
     for (auto& v : volumes_)
       if (v->name() == name) return v.get();
     return nullptr;
   }
-  uint16_t TransmissionFlags(const Volume* v) const {
+  uint16_t TransmissionFlags(const Export* v) const {
     uint16_t f = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxCanMultiConn;
     if (v->read_only()) f |= kTxReadOnly;
     return f;
@@ -238,7 +238,7 @@ class Connection {
       switch (opt) {
         case kOptExportName: {
           const std::string name(data.begin(), data.end());
-          Volume* v = Find(name);
+          Export* v = Find(name);
           if (!v) {
             RejectHandshake("EXPORT_NAME asked for unknown export '" + name + "'");
             return false;
@@ -286,7 +286,7 @@ class Connection {
             break;
           }
           const std::string name(data.begin() + 4, data.begin() + 4 + nlen);
-          Volume* v = Find(name);
+          Export* v = Find(name);
           if (!v) {
             OptError(opt, kRepErrUnknown, "no export named '" + name + "'");
             break;
@@ -307,7 +307,7 @@ class Connection {
           Put32(reinterpret_cast<uint8_t*>(&bs[8]), kMaxPayload);
           SendInfo(opt, kInfoBlockSize, bs);
           if (want_name) SendInfo(opt, kInfoName, v->name());
-          if (want_desc) SendInfo(opt, kInfoDescription, "tidemark protected volume " + v->name());
+          if (want_desc) SendInfo(opt, kInfoDescription, v->description());
           OptReply(opt, kRepAck, nullptr, 0);
           if (opt == kOptGo) {
             vol_ = v;
@@ -396,10 +396,10 @@ class Connection {
 
   int fd_;
   uint64_t id_;
-  const std::vector<std::shared_ptr<Volume>>& volumes_;
+  const std::vector<std::shared_ptr<Export>>& volumes_;
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
-  Volume* vol_ = nullptr;
+  Export* vol_ = nullptr;
   bool no_zeroes_ = false;
   uint32_t warnings_ = 0;
   uint64_t rejected_ = 0;
@@ -411,8 +411,8 @@ class Connection {
 
 }  // namespace
 
-NbdServer::NbdServer(std::vector<std::shared_ptr<Volume>> volumes, LogFn log)
-    : volumes_(std::move(volumes)), log_(std::move(log)) {}
+NbdServer::NbdServer(std::vector<std::shared_ptr<Export>> exports, LogFn log)
+    : volumes_(std::move(exports)), log_(std::move(log)) {}
 
 NbdServer::~NbdServer() { Stop(); }
 

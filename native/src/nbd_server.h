@@ -1,5 +1,6 @@
 // The NBD front: listeners, the fixed-newstyle handshake and the
-// transmission phase, over a set of volumes (one export name each).
+// transmission phase, over a set of exports (one name each). The bottom
+// layer is an Export (export.h): the tap's protected volumes, or a TimeView.
 //
 // One thread per connection serves its requests in order. Replies to
 // requests that were already buffered are sent together (one send for many
@@ -15,15 +16,21 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
-#include "volume.h"
+#include "export.h"
+#include "volume.h"  // LogFn, LogLevel
 
 namespace tidemark {
 
 class NbdServer {
  public:
-  NbdServer(std::vector<std::shared_ptr<Volume>> volumes, LogFn log);
+  NbdServer(std::vector<std::shared_ptr<Export>> exports, LogFn log);
+  // Any vector of exports (the tap's std::vector<std::shared_ptr<Volume>>).
+  template <class T, class = std::enable_if_t<std::is_base_of_v<Export, T>>>
+  NbdServer(const std::vector<std::shared_ptr<T>>& exports, LogFn log)
+      : NbdServer(std::vector<std::shared_ptr<Export>>(exports.begin(), exports.end()), std::move(log)) {}
   ~NbdServer();
 
   bool ListenUnix(const std::string& path, std::string* error);
@@ -48,7 +55,7 @@ class NbdServer {
   void AcceptLoop();
   void Reap(bool all);
 
-  std::vector<std::shared_ptr<Volume>> volumes_;
+  std::vector<std::shared_ptr<Export>> volumes_;
   LogFn log_;
   std::vector<int> listeners_;
   std::string unix_path_;

@@ -1,0 +1,39 @@
+// The NBD server's bottom layer: what one export name serves.
+//
+// The NBD front (nbd_server.h) validates every request once, at the
+// boundary (range, flags, read-only), and then calls one of these; an
+// implementation never re-checks ranges. The tap's protected Volume is one
+// implementation (backing file + recorder), a TimeView (view.h) another
+// (a point in time fetched from the appliance + a copy-on-write overlay).
+// Like an nbdkit plugin: the same small set of callbacks, one job each.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tidemark {
+
+class Export {
+ public:
+  virtual ~Export() = default;
+
+  virtual const std::string& name() const = 0;
+  virtual uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+  // NBD_INFO_DESCRIPTION, for clients that ask (nbdinfo shows it).
+  virtual std::string description() const { return "tidemark protected volume " + name(); }
+
+  // NBD operations, already validated. Return an NBD error (nbd_proto.h:
+  // kEio, kEperm, kEnospc, ...) or 0.
+  virtual uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out) = 0;
+  virtual uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) = 0;
+  virtual uint32_t Trim(uint64_t offset, uint64_t length, bool fua) = 0;
+  virtual uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) = 0;
+  virtual uint32_t Flush() = 0;
+
+  // Counters the front keeps on the export's behalf.
+  virtual void CountRejected() = 0;
+  virtual void CountConnection(int delta) = 0;
+};
+
+}  // namespace tidemark

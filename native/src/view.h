@@ -1,0 +1,119 @@
+// A TimeView: one volume at one point in time as an NBD export, behind the
+// same NBD front as the tap (nbd_server.h), without materializing the image.
+//
+// Reads come from a fetch function (the addon's posts them to JavaScript,
+// which asks the appliance with Admin.Read; the native tests pass an image in
+// memory). The point never changes, so fetched bytes are cached whole, 64 KiB
+// chunks in an LRU with a byte budget (chunk_cache.h); a read that misses
+// fetches its missing chunks in runs of up to 4 MiB (the Admin.Read limit),
+// one call per run. The fetch blocks only the connection thread that asked:
+// a slow appliance stalls that connection, never the others or JavaScript.
+//
+// A writable view adds a copy-on-write overlay (overlay.h): WRITE, TRIM and
+// WRITE_ZEROES go to the overlay, reads lay the overlay's sectors over the
+// fetched bytes, unaligned writes read-modify-write their edge sectors. TRIM
+// zeroes like WRITE_ZEROES (NBD lets a trimmed range read as anything; zeroes
+// are what a test, or a file system, expects to see). FLUSH and FUA succeed
+// without syncing: the overlay is thrown away when the view closes, so there
+// is no durability to promise. Nothing here has a seq, a change record or a
+// dirty map: a TimeView never touches the journal or replication.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "chunk_cache.h"
+#include "export.h"
+#include "overlay.h"
+#include "volume.h"  // LogFn, LogLevel
+
+namespace tidemark {
+
+// Fills out with [offset, offset+length) of the point; length <= kViewMaxFetch.
+// Called on NBD connection threads, several at once. false + *error on failure.
+using FetchFn = std::function<bool(uint64_t offset, uint32_t length, uint8_t* out, std::string* error)>;
+
+constexpr uint32_t kViewChunk = 64 * 1024;
+constexpr uint32_t kViewMaxFetch = 4 * 1024 * 1024;
+
+struct ViewConfig {
+  std::string name;         // the export name: the volume's name
+  std::string description;  // NBD_INFO_DESCRIPTION: what point this is
+  uint64_t size = 0;
+  bool writable = false;
+  std::string overlay_dir = "/tmp";  // where the overlay's unnamed file lives
+  size_t cache_bytes = 64 << 20;
+};
+
+struct ViewStats {
+  uint64_t reads, bytes_read, writes, bytes_written, trims, zeroes, flushes;
+  uint64_t chunk_hits, chunk_misses, fetches, fetch_bytes, fetch_errors;
+  uint64_t cache_bytes, cache_evictions, overlay_bytes;
+  uint64_t rejected, io_errors, connections, connections_total;
+};
+
+class View : public Export {
+ public:
+  View(ViewConfig config, FetchFn fetch, LogFn log);
+  ~View() override;
+
+  bool Open(std::string* error);  // the overlay, when writable
+  void Close();
+
+  const std::string& name() const override { return config_.name; }
+  uint64_t size() const override { return config_.size; }
+  bool read_only() const override { return !config_.writable; }
+  std::string description() const override { return config_.description; }
+
+  uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out) override;
+  uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) override;
+  uint32_t Trim(uint64_t offset, uint64_t length, bool fua) override;
+  uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) override;
+  uint32_t Flush() override;
+
+  void CountRejected() override { rejected_++; }
+  void CountConnection(int delta) override {
+    if (delta > 0) connections_total_++;
+    connections_ += delta;
+  }
+
+  ViewStats Stats();
+
+ private:
+  // The point's bytes: cache, then fetches for what is missing.
+  uint32_t ReadBase(uint64_t offset, uint32_t length, uint8_t* out);
+  // Base with the overlay laid over it.
+  uint32_t ReadMerged(uint64_t offset, uint32_t length, uint8_t* out);
+  // Sector-aligned [offset, offset+length) to zeroes, unaligned edges by
+  // read-modify-write; write_mu_ held.
+  uint32_t ZeroLocked(uint64_t offset, uint64_t length);
+  // One partial sector: merge bytes (or zeroes when data is null) into it; write_mu_ held.
+  uint32_t PatchSector(uint64_t sector_offset, uint32_t from, uint32_t len, const uint8_t* data);
+  uint32_t OverlayError(const char* op, int err);
+  void FetchFailed(uint64_t offset, uint32_t length, const std::string& why);
+
+  ViewConfig config_;
+  FetchFn fetch_;
+  LogFn log_;
+  ChunkCache cache_;
+  Overlay overlay_;
+  bool open_ = false;
+  // Serialises changes to the overlay, so the read-modify-write of an edge
+  // sector cannot lose a concurrent write to the same sector.
+  std::mutex write_mu_;
+
+  std::mutex warn_mu_;  // fetch failures are logged at most every few seconds
+  std::chrono::steady_clock::time_point last_warn_{};
+  uint64_t unlogged_failures_ = 0;
+
+  std::atomic<uint64_t> reads_{0}, bytes_read_{0}, writes_{0}, bytes_written_{0}, trims_{0}, zeroes_{0}, flushes_{0};
+  std::atomic<uint64_t> chunk_hits_{0}, chunk_misses_{0}, fetches_{0}, fetch_bytes_{0}, fetch_errors_{0};
+  std::atomic<uint64_t> rejected_{0}, io_errors_{0}, connections_{0}, connections_total_{0};
+};
+
+}  // namespace tidemark

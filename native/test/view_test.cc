@@ -1,0 +1,552 @@
+// Native tests of the TimeView export (native/src/view.h, overlay.h,
+// chunk_cache.h), run under AddressSanitizer and UBSan (`npm run test:native`).
+//
+// The appliance is replaced by a fetch function over an image in memory (it
+// records every fetch, and can be told to fail); everything else is real: the
+// NBD front serves the view over a socketpair, as it serves the tap, and the
+// overlay is a real unnamed file. Output as tap_test: "ok - ..." lines and a
+// final "N passed, N failed".
+
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "nbd_proto.h"
+#include "nbd_server.h"
+#include "view.h"
+
+using namespace tidemark;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+void Check(bool ok, const std::string& what, const char* file, int line) {
+  if (ok) {
+    g_passed++;
+    std::printf("ok - %s\n", what.c_str());
+  } else {
+    g_failed++;
+    std::printf("not ok - %s (%s:%d)\n", what.c_str(), file, line);
+  }
+  std::fflush(stdout);
+}
+#define CHECK(cond, what)                           \
+  do {                                              \
+    const bool check_ok_ = static_cast<bool>(cond); \
+    Check(check_ok_, (what), __FILE__, __LINE__);   \
+  } while (0)
+
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    b = uint8_t(x);
+  }
+  return v;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string t = std::string(base && *base ? base : "/tmp") + "/tidemark-view-test-XXXXXX";
+    if (!mkdtemp(&t[0])) std::exit(2);
+    path_ = t;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  size_t Entries() const {
+    size_t n = 0;
+    for (auto it = std::filesystem::directory_iterator(path_); it != std::filesystem::directory_iterator(); ++it) n++;
+    return n;
+  }
+
+ private:
+  std::string path_;
+};
+
+// The appliance's side of Admin.Read, over an image in memory.
+class FakePoint {
+ public:
+  explicit FakePoint(std::vector<uint8_t> image) : image_(std::move(image)) {}
+  FetchFn Fn() {
+    return [this](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
+      std::lock_guard<std::mutex> lk(mu_);
+      calls_.emplace_back(offset, length);
+      if (length > kViewMaxFetch || offset + length > image_.size()) {
+        bad_ = true;
+        *error = "fetch out of range";
+        return false;
+      }
+      if (fail_at_ != UINT64_MAX && fail_at_ >= offset && fail_at_ < offset + length) {
+        *error = "appliance unavailable (test)";
+        return false;
+      }
+      std::memcpy(out, image_.data() + offset, length);
+      return true;
+    };
+  }
+  size_t calls() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return calls_.size();
+  }
+  std::pair<uint64_t, uint32_t> call(size_t i) {
+    std::lock_guard<std::mutex> lk(mu_);
+    return calls_.at(i);
+  }
+  bool bad() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return bad_;
+  }
+  void FailAt(uint64_t offset) {
+    std::lock_guard<std::mutex> lk(mu_);
+    fail_at_ = offset;
+  }
+  const std::vector<uint8_t>& image() const { return image_; }
+
+ private:
+  std::mutex mu_;
+  std::vector<uint8_t> image_;
+  std::vector<std::pair<uint64_t, uint32_t>> calls_;
+  uint64_t fail_at_ = UINT64_MAX;
+  bool bad_ = false;
+};
+
+struct Logs {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  LogFn Fn() {
+    return [this](int, const std::string& m) {
+      std::lock_guard<std::mutex> lk(mu);
+      lines.push_back(m);
+    };
+  }
+  bool Has(const std::string& s) {
+    std::lock_guard<std::mutex> lk(mu);
+    for (auto& l : lines)
+      if (l.find(s) != std::string::npos) return true;
+    return false;
+  }
+};
+
+bool Same(const uint8_t* a, const uint8_t* b, size_t n) { return std::memcmp(a, b, n) == 0; }
+
+// ---------------------------------------------------------------- the view, called directly
+
+void TestReadsAndCache() {
+  // 9 MiB and 3 sectors: more than two fetch limits, a short last chunk.
+  const size_t size = 9 * 1024 * 1024 + 1536;
+  FakePoint point(Pattern(size, 1));
+  Logs logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a read-only view opens" + error);
+  CHECK(v.read_only() && v.size() == size && v.name() == "vol", "read-only, the point's size and the volume's name");
+
+  std::vector<uint8_t> out(6 << 20);
+  // Across the boundary of chunks 0 and 1: one fetch of both whole chunks.
+  CHECK(v.Read(60000, 10000, out.data()) == 0 && Same(out.data(), point.image().data() + 60000, 10000),
+        "a read across a chunk boundary returns the point's bytes");
+  CHECK(point.calls() == 1 && point.call(0) == std::make_pair(uint64_t(0), uint32_t(2 * kViewChunk)),
+        "it fetched the two whole chunks in one call");
+  CHECK(v.Read(100, 130000, out.data()) == 0 && Same(out.data(), point.image().data() + 100, 130000) && point.calls() == 1,
+        "a second read inside those chunks is served from the cache (no fetch)");
+  ViewStats s = v.Stats();
+  CHECK(s.chunk_hits == 2 && s.chunk_misses == 2 && s.fetches == 1, "hits and misses counted per chunk");
+
+  // Chunks 1 (cached) .. 4: the run starts after the cached chunk.
+  CHECK(v.Read(kViewChunk + 5, 3 * kViewChunk, out.data()) == 0 &&
+            Same(out.data(), point.image().data() + kViewChunk + 5, 3 * kViewChunk),
+        "a read that starts in a cached chunk and runs past it");
+  CHECK(point.calls() == 2 && point.call(1) == std::make_pair(uint64_t(2 * kViewChunk), uint32_t(3 * kViewChunk)),
+        "only the missing chunks were fetched, as one run");
+
+  // 5 MiB from 1 MiB: runs of at most 4 MiB.
+  const size_t before = point.calls();
+  CHECK(v.Read(1 << 20, 5 << 20, out.data()) == 0 && Same(out.data(), point.image().data() + (1 << 20), 5 << 20),
+        "a 5 MiB read returns the point's bytes");
+  bool within = true;
+  for (size_t i = before; i < point.calls(); i++) within &= point.call(i).second <= kViewMaxFetch;
+  CHECK(point.calls() - before == 2 && within, "it took two fetches, none over the 4 MiB Admin.Read limit");
+
+  // The end of the volume: a short last chunk.
+  CHECK(v.Read(size - 700, 700, out.data()) == 0 && Same(out.data(), point.image().data() + size - 700, 700),
+        "the last bytes of a volume whose last chunk is short");
+  CHECK(!point.bad(), "no fetch ever asked past the end or over the limit");
+  CHECK(v.Stats().cache_bytes <= c.cache_bytes, "the cache stays within its budget");
+  CHECK(v.Write(0, 512, out.data(), false) == nbd::kEperm && v.Trim(0, 512, false) == nbd::kEperm &&
+            v.Zero(0, 512, false, false) == nbd::kEperm,
+        "a read-only view refuses writes, trims and zeroes itself too (EPERM)");
+  CHECK(v.Flush() == 0, "FLUSH on a read-only view succeeds (nothing to flush)");
+}
+
+void TestCacheBudget() {
+  const size_t size = 1 << 20;
+  FakePoint point(Pattern(size, 2));
+  Logs logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.cache_bytes = 2 * kViewChunk;
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a view with a two-chunk cache" + error);
+  std::vector<uint8_t> out(4096);
+  for (uint64_t k = 0; k < 3; k++) v.Read(k * kViewChunk, 4096, out.data());
+  CHECK(point.calls() == 3 && v.Stats().cache_bytes == 2 * kViewChunk && v.Stats().cache_evictions == 1,
+        "three chunks through a two-chunk cache: one eviction, the budget held");
+  v.Read(2 * kViewChunk, 4096, out.data());
+  CHECK(point.calls() == 3, "the most recent chunk is still cached");
+  CHECK(v.Read(0, 4096, out.data()) == 0 && point.calls() == 4 && Same(out.data(), point.image().data(), 4096),
+        "the least recently used one was evicted and is fetched again, correctly");
+
+  ViewConfig none = c;
+  none.cache_bytes = 0;
+  FakePoint p2(Pattern(size, 3));
+  View u(none, p2.Fn(), logs.Fn());
+  CHECK(u.Open(&error), "a view without a cache" + error);
+  u.Read(0, 4096, out.data());
+  u.Read(0, 4096, out.data());
+  CHECK(p2.calls() == 2 && u.Stats().cache_bytes == 0 && Same(out.data(), p2.image().data(), 4096),
+        "with no cache every read fetches");
+}
+
+void TestOverlay() {
+  const size_t size = 2 * 1024 * 1024;
+  FakePoint point(Pattern(size, 4));
+  const std::vector<uint8_t> original = point.image();
+  TempDir dir;
+  Logs logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.writable = true;
+  c.overlay_dir = dir.path();
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a writable view opens" + error);
+  CHECK(!v.read_only(), "it is not read-only");
+  CHECK(dir.Entries() == 0, "the overlay file has no name in its directory (nothing to leave behind)");
+
+  std::vector<uint8_t> shadow = original;
+  auto write = [&](uint64_t off, const std::vector<uint8_t>& d) {
+    std::copy(d.begin(), d.end(), shadow.begin() + off);
+    return v.Write(off, uint32_t(d.size()), d.data(), false);
+  };
+  auto zero = [&](uint64_t off, uint64_t len, bool trim) {
+    std::fill(shadow.begin() + off, shadow.begin() + off + len, 0);
+    return trim ? v.Trim(off, len, false) : v.Zero(off, len, false, false);
+  };
+  CHECK(write(4096, Pattern(8192, 10)) == 0, "an aligned write");
+  CHECK(write(1000, Pattern(3000, 11)) == 0, "an unaligned write across sectors (edges read-modify-written)");
+  CHECK(write(70000, Pattern(100, 12)) == 0, "a write inside one sector");
+  CHECK(write(kViewChunk - 300, Pattern(600, 13)) == 0, "an unaligned write across a chunk boundary");
+  CHECK(zero(200000, 70000, true) == 0, "an unaligned trim");
+  CHECK(zero(300000, 5000, false) == 0, "unaligned write-zeroes");
+  CHECK(zero(1 << 20, 1 << 20, false) == 0, "write-zeroes of the whole second half");
+  CHECK(write((1 << 20) + 512, Pattern(1024, 14)) == 0, "a write over zeroed sectors");
+  CHECK(zero(1000, 100, false) == 0, "zeroes inside one written sector");
+
+  std::vector<uint8_t> out(size);
+  CHECK(v.Read(0, uint32_t(size), out.data()) == 0 && out == shadow,
+        "the whole view reads back as the point with every write, trim and zero laid over it");
+  bool pieces = true;
+  for (uint64_t off = 0; off + 777 <= size; off += 4099) {
+    std::vector<uint8_t> p(777);
+    pieces &= v.Read(off, 777, p.data()) == 0 && Same(p.data(), shadow.data() + off, 777);
+  }
+  CHECK(pieces, "unaligned reads everywhere agree with it");
+  CHECK(point.image() == original, "the point itself (the appliance's bytes) never changed");
+  CHECK(v.Stats().overlay_bytes > 0 && v.Stats().overlay_bytes <= size, "the overlay holds the changed sectors");
+  const size_t fetched = point.calls();
+  std::vector<uint8_t> z(4096);
+  CHECK(v.Read((1 << 20) + 8192, 4096, z.data()) == 0 && point.calls() == fetched &&
+            std::all_of(z.begin(), z.end(), [](uint8_t b) { return b == 0; }),
+        "a read wholly inside the overlay reads zeroes without fetching");
+  CHECK(v.Flush() == 0, "FLUSH succeeds");
+  v.Close();
+  CHECK(dir.Entries() == 0, "closed: nothing left in the overlay directory");
+
+  View again(c, point.Fn(), logs.Fn());
+  CHECK(again.Open(&error), "a new writable view of the same point" + error);
+  CHECK(again.Read(0, uint32_t(size), out.data()) == 0 && out == original, "shows the original bytes: the overlay was discarded");
+
+  ViewConfig bad = c;
+  bad.overlay_dir = dir.path() + "/missing";
+  View nodir(bad, point.Fn(), logs.Fn());
+  error.clear();
+  CHECK(!nodir.Open(&error) && error.find("overlay") != std::string::npos && error.find("missing") != std::string::npos,
+        "an overlay directory that does not exist is refused with a clear reason" + (error.empty() ? "" : ": " + error));
+}
+
+void TestConcurrentWriters() {
+  const size_t size = 1 << 20;
+  FakePoint point(Pattern(size, 5));
+  TempDir dir;
+  Logs logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.writable = true;
+  c.overlay_dir = dir.path();
+  c.cache_bytes = 4 * kViewChunk;  // small, so readers also evict and fetch
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a writable view for concurrent clients" + error);
+  // Each thread owns every 4th 4 KiB block and writes 1 KiB unaligned pieces
+  // into it; the others read everywhere meanwhile.
+  std::vector<uint8_t> expect = point.image();
+  std::vector<std::thread> ts;
+  std::atomic<int> errors{0};
+  for (int t = 0; t < 4; t++) {
+    for (uint64_t blk = uint64_t(t); blk * 4096 < size; blk += 4) {
+      const uint64_t off = blk * 4096 + 700;
+      const auto d = Pattern(1024, uint32_t(blk));
+      std::copy(d.begin(), d.end(), expect.begin() + off);
+    }
+    ts.emplace_back([&, t] {
+      std::vector<uint8_t> r(9000);
+      for (uint64_t blk = uint64_t(t); blk * 4096 < size; blk += 4) {
+        const auto d = Pattern(1024, uint32_t(blk));
+        if (v.Write(blk * 4096 + 700, 1024, d.data(), false)) errors++;
+        if (v.Read((blk * 7919) % (size - 9000), 9000, r.data())) errors++;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  std::vector<uint8_t> out(size);
+  CHECK(errors == 0 && v.Read(0, uint32_t(size), out.data()) == 0 && out == expect,
+        "four threads writing unaligned pieces while reading: every write is there, nothing else changed");
+}
+
+// ---------------------------------------------------------------- through the NBD front
+
+struct Client {
+  int fd = -1;
+  explicit Client(int f) : fd(f) {
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  ~Client() {
+    if (fd >= 0) ::close(fd);
+  }
+  bool Send(const std::vector<uint8_t>& b) {
+    for (size_t off = 0; off < b.size();) {
+      const ssize_t n = send(fd, b.data() + off, b.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += size_t(n);
+    }
+    return true;
+  }
+  bool Recv(void* dst, size_t n) {
+    auto* p = static_cast<uint8_t*>(dst);
+    for (size_t off = 0; off < n;) {
+      const ssize_t r = recv(fd, p + off, n - off, 0);
+      if (r <= 0) return false;
+      off += size_t(r);
+    }
+    return true;
+  }
+  // Greeting, GO for `name`, its replies up to the ACK. *flags: transmission flags.
+  bool Open(const std::string& name, uint64_t* size, uint16_t* flags, std::string* desc) {
+    uint8_t g[18];
+    if (!Recv(g, 18) || nbd::Get64(g) != nbd::kNbdMagic) return false;
+    std::vector<uint8_t> b(4);
+    nbd::Put32(b.data(), nbd::kClientFlagFixedNewstyle | nbd::kClientFlagNoZeroes);
+    std::vector<uint8_t> d(4 + name.size() + 2 + 2);
+    nbd::Put32(d.data(), uint32_t(name.size()));
+    std::memcpy(d.data() + 4, name.data(), name.size());
+    nbd::Put16(d.data() + 4 + name.size(), 1);
+    nbd::Put16(d.data() + 6 + name.size(), nbd::kInfoDescription);
+    std::vector<uint8_t> o(16);
+    nbd::Put64(o.data(), nbd::kOptMagic);
+    nbd::Put32(o.data() + 8, nbd::kOptGo);
+    nbd::Put32(o.data() + 12, uint32_t(d.size()));
+    o.insert(o.end(), d.begin(), d.end());
+    b.insert(b.end(), o.begin(), o.end());
+    if (!Send(b)) return false;
+    for (;;) {
+      uint8_t h[20];
+      if (!Recv(h, 20)) return false;
+      const uint32_t type = nbd::Get32(h + 12);
+      std::vector<uint8_t> data(nbd::Get32(h + 16));
+      if (!data.empty() && !Recv(data.data(), data.size())) return false;
+      if (type == nbd::kRepAck) return true;
+      if (type != nbd::kRepInfo) return false;
+      const uint16_t info = nbd::Get16(data.data());
+      if (info == nbd::kInfoExport) {
+        *size = nbd::Get64(data.data() + 2);
+        *flags = nbd::Get16(data.data() + 10);
+      } else if (info == nbd::kInfoDescription) {
+        desc->assign(data.begin() + 2, data.end());
+      }
+    }
+  }
+  bool Request(uint16_t type, uint64_t cookie, uint64_t offset, uint32_t length, const std::vector<uint8_t>& payload = {}) {
+    std::vector<uint8_t> b(nbd::kRequestSize);
+    nbd::Put32(b.data(), nbd::kRequestMagic);
+    nbd::Put16(b.data() + 6, type);
+    nbd::Put64(b.data() + 8, cookie);
+    nbd::Put64(b.data() + 16, offset);
+    nbd::Put32(b.data() + 24, length);
+    b.insert(b.end(), payload.begin(), payload.end());
+    return Send(b);
+  }
+  // A simple reply; *error, and `length` bytes of data when it succeeded.
+  bool Reply(uint64_t cookie, uint32_t* error, std::vector<uint8_t>* data, uint32_t length) {
+    uint8_t h[nbd::kSimpleReplySize];
+    if (!Recv(h, sizeof h) || nbd::Get32(h) != nbd::kSimpleReplyMagic || nbd::Get64(h + 8) != cookie) return false;
+    *error = nbd::Get32(h + 4);
+    if (*error == 0 && data) {
+      data->resize(length);
+      return Recv(data->data(), length);
+    }
+    return true;
+  }
+  uint32_t Do(uint16_t type, uint64_t offset, uint32_t length, std::vector<uint8_t>* out = nullptr,
+              const std::vector<uint8_t>& payload = {}) {
+    static uint64_t cookie = 100;
+    const uint64_t k = ++cookie;
+    uint32_t e = 0xffffffff;
+    if (!Request(type, k, offset, length, payload) || !Reply(k, &e, type == nbd::kCmdRead ? out : nullptr, length))
+      return 0xffffffff;
+    return e;
+  }
+};
+
+struct Served {
+  std::thread thread;
+  std::unique_ptr<Client> client;
+  explicit Served(NbdServer& server) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::exit(2);
+    client = std::make_unique<Client>(sv[0]);
+    thread = std::thread([&server, s = sv[1]] {
+      server.ServeConnection(s);
+      ::close(s);
+    });
+  }
+  ~Served() {
+    shutdown(client->fd, SHUT_RDWR);
+    thread.join();
+  }
+};
+
+void TestNbdReadOnly() {
+  using namespace nbd;
+  const size_t size = 3 * 1024 * 1024;
+  FakePoint point(Pattern(size, 6));
+  Logs logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.description = "tidemark TimeView of vol at seq 42, read-only";
+  auto view = std::make_shared<View>(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(view->Open(&error), "a read-only view for the NBD front" + error);
+  NbdServer server(std::vector<std::shared_ptr<Export>>{view}, logs.Fn());
+  Served sv(server);
+  Client& cl = *sv.client;
+  uint64_t sz = 0;
+  uint16_t flags = 0;
+  std::string desc;
+  CHECK(cl.Open("vol", &sz, &flags, &desc), "NBD handshake: GO vol");
+  CHECK(sz == size && (flags & kTxReadOnly), "the export has the point's size and the read-only flag");
+  CHECK(desc == c.description, "NBD_INFO_DESCRIPTION says what the view is: " + desc);
+
+  std::vector<uint8_t> out;
+  CHECK(cl.Do(kCmdRead, 65000, 200000, &out) == 0 && Same(out.data(), point.image().data() + 65000, 200000),
+        "NBD READ across chunks returns the point's bytes");
+  CHECK(cl.Do(kCmdWrite, 0, 4096, nullptr, Pattern(4096, 9)) == kEperm, "NBD WRITE gets EPERM");
+  CHECK(cl.Do(kCmdTrim, 0, 4096) == kEperm && cl.Do(kCmdWriteZeroes, 0, 4096) == kEperm,
+        "NBD TRIM and WRITE_ZEROES get EPERM");
+  CHECK(cl.Do(kCmdFlush, 0, 0) == 0, "NBD FLUSH succeeds");
+  CHECK(cl.Do(kCmdRead, 0, 4096, &out) == 0 && Same(out.data(), point.image().data(), 4096),
+        "the connection still serves after the refusals");
+
+  // The appliance fails: that request gets EIO, the connection keeps serving.
+  point.FailAt(2 * 1024 * 1024 + 10);
+  CHECK(cl.Do(kCmdRead, 2 * 1024 * 1024, 4096, &out) == kEio, "a read whose fetch fails gets EIO");
+  CHECK(logs.Has("failed: appliance unavailable (test); the client gets EIO"), "the failure is logged with its reason");
+  CHECK(cl.Do(kCmdRead, 1024 * 1024, 8192, &out) == 0 && Same(out.data(), point.image().data() + 1024 * 1024, 8192),
+        "the same connection keeps serving other reads");
+  point.FailAt(UINT64_MAX);
+  CHECK(cl.Do(kCmdRead, 2 * 1024 * 1024, 4096, &out) == 0 && Same(out.data(), point.image().data() + 2 * 1024 * 1024, 4096),
+        "once the appliance answers again, the failed range reads correctly (no error was cached)");
+  CHECK(cl.Do(kCmdRead, size - 512, 1024, &out) == kEinval, "a read past the end is refused by the front (EINVAL)");
+  const ViewStats s = view->Stats();
+  CHECK(s.fetch_errors == 1 && s.io_errors == 1 && s.rejected >= 4 && s.connections == 1,
+        "counted: one fetch error, the rejected requests, one connection");
+}
+
+void TestNbdWritable() {
+  using namespace nbd;
+  const size_t size = 1024 * 1024;
+  FakePoint point(Pattern(size, 7));
+  TempDir dir;
+  Logs logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.writable = true;
+  c.overlay_dir = dir.path();
+  auto view = std::make_shared<View>(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(view->Open(&error), "a writable view for the NBD front" + error);
+  NbdServer server(std::vector<std::shared_ptr<Export>>{view}, logs.Fn());
+  Served sv(server);
+  Client& cl = *sv.client;
+  uint64_t sz = 0;
+  uint16_t flags = 0;
+  std::string desc;
+  CHECK(cl.Open("", &sz, &flags, &desc) && !(flags & kTxReadOnly), "the default export is the view, not read-only");
+  std::vector<uint8_t> shadow = point.image();
+  const auto d = Pattern(5000, 8);
+  std::copy(d.begin(), d.end(), shadow.begin() + 3333);
+  CHECK(cl.Do(kCmdWrite, 3333, 5000, nullptr, d) == 0, "NBD WRITE, unaligned");
+  std::fill(shadow.begin() + 100000, shadow.begin() + 100000 + 30000, 0);
+  CHECK(cl.Do(kCmdWriteZeroes, 100000, 30000) == 0, "NBD WRITE_ZEROES, unaligned");
+  std::fill(shadow.begin() + 500000, shadow.begin() + 500000 + 65536, 0);
+  CHECK(cl.Do(kCmdTrim, 500000, 65536) == 0, "NBD TRIM");
+  CHECK(cl.Do(kCmdFlush, 0, 0) == 0, "NBD FLUSH");
+  std::vector<uint8_t> out;
+  CHECK(cl.Do(kCmdRead, 0, uint32_t(size), &out) == 0 && out == shadow, "NBD READ of the whole view shows the merged bytes");
+  std::vector<uint8_t> orig = Pattern(size, 7);
+  CHECK(point.image() == orig, "the point's bytes are untouched");
+}
+
+}  // namespace
+
+int main() {
+  TestReadsAndCache();
+  TestCacheBudget();
+  TestOverlay();
+  TestConcurrentWriters();
+  TestNbdReadOnly();
+  TestNbdWritable();
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
