@@ -1,0 +1,309 @@
+// tidemark timeview through real processes: an agent and an appliance
+// started as the CLI starts them, qemu-io writing through the agent's NBD
+// socket, `tidemark timeview` serving points of the volume while replication
+// goes on, and real NBD clients (nbdcopy, nbdinfo, qemu-io, nbdfuse + the
+// kernel's ext4) reading them. Every view is compared with `tidemark restore`
+// of the same point and with a copy of the protected volume taken at it.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import {
+  BIN,
+  makeImage,
+  mountExt4OverNbd,
+  must,
+  nbdUri,
+  restore,
+  run,
+  ServiceProcess,
+  sha256,
+  sleep,
+  startAgent,
+  startAppliance,
+  tmpdir,
+  type AgentProcess,
+  type ApplianceProcess,
+} from './helpers'
+
+const MiB = 1024 * 1024
+
+async function volumeStats(app: ApplianceProcess, volume: string): Promise<Record<string, number | boolean | string>> {
+  const r = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', volume, '--json'])
+  if (r.code !== 0) throw new Error(`stats failed: ${r.stderr}`)
+  return JSON.parse(r.stdout).volumes[0]
+}
+
+/**
+ * Once the agent has captured nothing that the appliance does not hold: the
+ * seq of that point (from the agent's stats lines, --stats-interval 0.2).
+ * With the volume quiet, the protected file holds exactly that point.
+ */
+async function replicatedSeq(agent: AgentProcess, app: ApplianceProcess, volume: string): Promise<number> {
+  const seen = agent.logs().length
+  for (let i = 0; i < 300; i++) {
+    const line = agent.logs().slice(seen).reverse().find((l) => l.volume === volume && typeof l.lastSeq === 'number')
+    if (line && (line.lastSeq as number) > 0 && (line.ackedSeq as number) >= (line.lastSeq as number)) {
+      const seq = line.lastSeq as number
+      if (((await volumeStats(app, volume)).durableSeq as number) >= seq) return seq
+    }
+    await sleep(100)
+  }
+  throw new Error(`the appliance did not catch up with the agent:\n${agent.out}`)
+}
+
+async function protectedVolume(t: Test, dir: string, size: number, seed: number | null) {
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, size, seed)
+  const app = await startAppliance(t, { data: path.join(dir, 'data') })
+  const sock = path.join(dir, 'nbd.sock')
+  const agent = await startAgent(t, {
+    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
+  })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  return { img, app, sock, agent, uri: nbdUri(sock, 'vol') }
+}
+
+class TimeviewProcess extends ServiceProcess {
+  served: Record<string, unknown> = {}
+}
+
+/** `tidemark timeview ... --json`; resolves once it printed what it serves. */
+async function startTimeview(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<TimeviewProcess> {
+  const argv = [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, '--json', '--stats-interval', '0', ...extra]
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
+  const v = new TimeviewProcess(proc)
+  t.teardown(() => v.stop())
+  const end = Date.now() + 30_000
+  for (;;) {
+    const line = v.out.split('\n')[0]
+    if (v.out.includes('\n')) {
+      v.served = JSON.parse(line)
+      return v
+    }
+    if (proc.exitCode !== null) throw new Error(`timeview exited ${proc.exitCode}: ${v.err}`)
+    if (Date.now() > end) throw new Error(`timeview did not start: ${v.out}\n${v.err}`)
+    await sleep(30)
+  }
+}
+
+async function nbdcopy(uri: string, out: string): Promise<string> {
+  await must('nbdcopy', [uri, out])
+  return sha256(out)
+}
+
+t.test('TimeViews of two points at once, while replication goes on, equal their restores and the volume as it was', async (t) => {
+  const dir = tmpdir(t)
+  const { img, app, agent, uri } = await protectedVolume(t, dir, 64 * MiB, 21)
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0xa1 1M 3M', '-c', 'write -P 0xa2 33333 4444', '-c', 'write -z 20M 2M', '-c', 'flush', uri])
+  const seqA = await replicatedSeq(agent, app, 'vol')
+  const asA = path.join(dir, 'at-a.img')
+  fs.copyFileSync(img, asA)
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0xb1 2M 4M', '-c', 'discard 40M 1M', '-c', 'write -P 0xb2 60M 64k', '-c', 'flush', uri])
+  const seqB = await replicatedSeq(agent, app, 'vol')
+  const asB = path.join(dir, 'at-b.img')
+  fs.copyFileSync(img, asB)
+  t.ok(seqB > seqA, `two points: seq ${seqA} and seq ${seqB}`)
+  t.not(sha256(asA), sha256(asB), 'the volume differs between the two points (the comparison can fail)')
+
+  const sockA = path.join(dir, 'a.sock')
+  const sockB = path.join(dir, 'b.sock')
+  const va = await startTimeview(t, app, sockA, ['--seq', String(seqA)])
+  const vb = await startTimeview(t, app, sockB, ['--seq', String(seqB)])
+  t.match(va.served, { volume: 'vol', seq: seqA, size: 64 * MiB, mode: 'read-only', writable: false }, 'the first says what it serves')
+  t.equal(vb.served.seq, seqB, 'the second serves the second point')
+
+  // Replication continues: fio rewrites part of the volume the whole time.
+  const before = (await volumeStats(app, 'vol')).durableSeq as number
+  const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=4',
+    '--size=8M', '--offset=48M', '--time_based', '--runtime=60', '--rate=4m'], { stdio: 'ignore', cwd: dir })
+  const fioDone = new Promise((r) => fio.once('exit', r))
+  t.teardown(() => fio.kill('SIGKILL'))
+  await sleep(500)
+  const [shaA, shaB] = await Promise.all([nbdcopy(nbdUri(sockA, 'vol'), path.join(dir, 'view-a.img')), nbdcopy(nbdUri(sockB, 'vol'), path.join(dir, 'view-b.img'))])
+  const restoredA = path.join(dir, 'restored-a.img')
+  const restoredB = path.join(dir, 'restored-b.img')
+  await restore(app.address, 'vol', seqA, restoredA)
+  await restore(app.address, 'vol', seqB, restoredB)
+  const during = (await volumeStats(app, 'vol')).durableSeq as number
+  fio.kill('SIGKILL')
+  await fioDone
+  t.ok(during > before, `replication went on meanwhile (durable seq ${before} -> ${during})`)
+  t.equal(shaA, sha256(restoredA), 'the TimeView of the first point equals restore --seq of it')
+  t.equal(shaB, sha256(restoredB), 'the TimeView of the second point equals restore --seq of it')
+  t.equal(shaA, sha256(asA), 'the first equals the volume as it was at that point')
+  t.equal(shaB, sha256(asB), 'the second equals the volume as it was at that point')
+
+  const info = await must('nbdinfo', ['--json', nbdUri(sockA, 'vol')])
+  const exp = JSON.parse(info).exports[0]
+  t.equal(exp['export-size'], 64 * MiB, 'nbdinfo: the export size is the volume size')
+  t.equal(exp.is_read_only, true, 'nbdinfo: the export is read-only')
+  t.match(String(exp.description), new RegExp(`TimeView of vol at seq ${seqA}`), 'nbdinfo: the description names the point')
+
+  t.equal(await va.stop(), 0, 'the first TimeView exits 0 on SIGTERM')
+  t.equal(await vb.stop(), 0, 'the second too')
+  t.notOk(fs.existsSync(sockA), 'its socket is gone')
+  const stats = va.err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).find((l) => l.msg === 'stopped')
+  t.ok(stats && stats.bytesRead >= 64 * MiB && stats.fetches > 0, 'the last log line counts the reads and fetches')
+})
+
+t.test('read-only refuses writes; --writable keeps writes in an overlay that never reaches the appliance and is discarded', async (t) => {
+  const dir = tmpdir(t)
+  const { img, app, agent, uri } = await protectedVolume(t, dir, 32 * MiB, 22)
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 2M', '-c', 'flush', uri])
+  const seq = await replicatedSeq(agent, app, 'vol')
+  const original = path.join(dir, 'original.img')
+  fs.copyFileSync(img, original)
+
+  const roSock = path.join(dir, 'ro.sock')
+  const ro = await startTimeview(t, app, roSock, ['--seq', String(seq)])
+  const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x99 0 4k', nbdUri(roSock, 'vol')])
+  t.not(w.code, 0, `a write to the read-only view fails: ${(w.stdout + w.stderr).trim()}`)
+  await must('qemu-io', ['-f', 'raw', '-r', '-c', 'read -P 0x3c 0 2M', nbdUri(roSock, 'vol')])
+  t.pass('the read-only view still reads the point')
+  t.equal(await ro.stop(), 0, 'the read-only view stops')
+
+  const journalBefore = await volumeStats(app, 'vol')
+  const ls = async () => must(process.execPath, [BIN, 'journal', 'ls', '--appliance', app.address, '--volume', 'vol', '--json'])
+  const lsBefore = await ls()
+  const tmp = path.join(dir, 'tmp')
+  fs.mkdirSync(tmp)
+  const rwSock = path.join(dir, 'rw.sock')
+  const rw = await startTimeview(t, app, rwSock, ['--seq', String(seq), '--writable'], [], { ...process.env, TMPDIR: tmp })
+  t.equal(rw.served.mode, 'writable', 'the view says it is writable')
+  const rwUri = nbdUri(rwSock, 'vol')
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 1M 64k', '-c', 'write -P 0x55 3000 1000', '-c', 'write -z 8M 1M',
+    '-c', 'discard 16M 64k', '-c', 'write -P 0x11 31M 512', '-c', 'flush', rwUri])
+  await must('qemu-io', ['-f', 'raw', '-r', '-c', 'read -P 0x77 1M 64k', '-c', 'read -P 0x55 3000 1000', '-c', 'read -P 0x3c 0 2048',
+    '-c', 'read -P 0x3c 4000 4096', '-c', 'read -P 0 8M 1M', '-c', 'read -P 0x11 31M 512', rwUri])
+  t.pass('the writes read back through the view, and the bytes around them are the point')
+  // The same changes made to a copy of the point: the whole view must equal it.
+  const expected = path.join(dir, 'expected.img')
+  fs.copyFileSync(original, expected)
+  const fd = fs.openSync(expected, 'r+')
+  fs.writeSync(fd, Buffer.alloc(64 * 1024, 0x77), 0, 64 * 1024, 1 * MiB)
+  fs.writeSync(fd, Buffer.alloc(1000, 0x55), 0, 1000, 3000)
+  fs.writeSync(fd, Buffer.alloc(MiB), 0, MiB, 8 * MiB)
+  fs.writeSync(fd, Buffer.alloc(64 * 1024), 0, 64 * 1024, 16 * MiB)
+  fs.writeSync(fd, Buffer.alloc(512, 0x11), 0, 512, 31 * MiB)
+  fs.closeSync(fd)
+  t.equal(await nbdcopy(rwUri, path.join(dir, 'rw.img')), sha256(expected), 'the whole writable view is the point with the writes laid over it')
+  t.same(fs.readdirSync(tmp), [], 'the overlay has no name in $TMPDIR')
+
+  const journalAfter = await volumeStats(app, 'vol')
+  for (const k of ['durableSeq', 'records', 'journalBytes', 'changedBytes', 'appBytes']) {
+    t.equal(journalAfter[k], journalBefore[k], `the appliance's ${k} did not change (${journalBefore[k]})`)
+  }
+  t.equal(await ls(), lsBefore, 'journal ls is unchanged')
+  t.equal(sha256(img), sha256(original), 'the protected volume did not change either')
+  t.equal(await rw.stop(), 0, 'the writable view exits 0 on SIGTERM')
+  t.same(fs.readdirSync(tmp), [], 'nothing is left in $TMPDIR')
+
+  const again = await startTimeview(t, app, rwSock, ['--seq', String(seq), '--writable'])
+  t.equal(await nbdcopy(nbdUri(rwSock, 'vol'), path.join(dir, 'again.img')), sha256(original), 'a new TimeView of the point shows the original bytes')
+  t.equal(await again.stop(), 0, 'and stops cleanly')
+})
+
+/** nbdfuse exposing an export as DIR/fuse/disk and the kernel's ext4 on it (loop), no mkfs. */
+async function mountExisting(t: Test, uri: string, dir: string, readOnly: boolean): Promise<{ fsdir: string; unmount(): Promise<void> }> {
+  const mnt = path.join(dir, 'fuse')
+  const fsdir = path.join(dir, 'fs')
+  fs.mkdirSync(mnt, { recursive: true })
+  fs.mkdirSync(fsdir, { recursive: true })
+  const fuse = spawn('nbdfuse', [...(readOnly ? ['--readonly'] : []), path.join(mnt, 'disk'), uri], { stdio: 'ignore' })
+  const exited = new Promise((r) => fuse.once('exit', r))
+  let fuseUp = true
+  let mounted = false
+  t.teardown(async () => {
+    if (mounted) await run('umount', [fsdir])
+    if (fuseUp) await run('fusermount3', ['-u', mnt])
+    fuse.kill()
+  })
+  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
+    if (i > 200) throw new Error('nbdfuse did not expose the export')
+    await sleep(50)
+  }
+  await must('mount', ['-o', readOnly ? 'loop,ro,noload' : 'loop', path.join(mnt, 'disk'), fsdir])
+  mounted = true
+  return {
+    fsdir,
+    unmount: async () => {
+      if (mounted) await must('umount', [fsdir])
+      mounted = false
+      if (fuseUp) await must('fusermount3', ['-u', mnt])
+      fuseUp = false
+      await exited
+    },
+  }
+}
+
+t.test('ext4: a TimeView of a noted point, mounted read-only, shows the files as they were', async (t) => {
+  const dir = tmpdir(t)
+  const { app, agent, uri } = await protectedVolume(t, dir, 64 * MiB, null)
+  const files: Record<string, string> = {
+    'notes.txt': 'the point to come back to\n'.repeat(100),
+    'big.bin': 'x'.repeat(3 * MiB),
+    'gone.txt': 'this file is deleted after the point\n',
+  }
+  const prod = path.join(dir, 'prod')
+  fs.mkdirSync(prod)
+  const m1 = await mountExt4OverNbd(t, uri, prod)
+  fs.mkdirSync(path.join(m1.fsdir, 'd'))
+  for (const [n, c] of Object.entries(files)) fs.writeFileSync(path.join(m1.fsdir, 'd', n), c)
+  await must('sync', [])
+  await m1.unmount()
+  const seq = await replicatedSeq(agent, app, 'vol')
+
+  const prod2 = path.join(dir, 'prod2')
+  fs.mkdirSync(prod2)
+  const m2 = await mountExisting(t, uri, prod2, false)
+  fs.writeFileSync(path.join(m2.fsdir, 'd', 'notes.txt'), 'changed after the point\n')
+  fs.rmSync(path.join(m2.fsdir, 'd', 'gone.txt'))
+  fs.writeFileSync(path.join(m2.fsdir, 'd', 'new.txt'), 'new after the point\n')
+  await must('sync', [])
+  await m2.unmount()
+  await replicatedSeq(agent, app, 'vol')
+
+  const vsock = path.join(dir, 'view.sock')
+  const view = await startTimeview(t, app, vsock, ['--seq', String(seq)])
+  const look = path.join(dir, 'look')
+  fs.mkdirSync(look)
+  const m3 = await mountExisting(t, nbdUri(vsock, 'vol'), look, true)
+  t.same(fs.readdirSync(path.join(m3.fsdir, 'd')).sort(), Object.keys(files).sort(), 'the directory lists the files as they were')
+  for (const [n, c] of Object.entries(files)) {
+    t.ok(fs.readFileSync(path.join(m3.fsdir, 'd', n), 'utf8') === c, `${n} holds its contents from the point`)
+  }
+  await m3.unmount()
+  t.equal(await view.stop(), 0, 'the TimeView stops cleanly after the unmount')
+})
+
+t.test('bad input: one clear line, a non-zero exit, nothing served', async (t) => {
+  const dir = tmpdir(t)
+  const { app, agent, uri } = await protectedVolume(t, dir, 16 * MiB, 23)
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 0 64k', '-c', 'flush', uri])
+  const seq = await replicatedSeq(agent, app, 'vol')
+  const sock = path.join(dir, 'bad.sock')
+  const tv = (args: string[]) =>
+    run(process.execPath, [BIN, 'timeview', '--appliance', app.address, ...(args.includes('--nbd') ? [] : ['--nbd', `unix:${sock}`]), ...args], { timeoutMs: 30_000 })
+  const cases: Array<[string, string[], RegExp, number | null]> = [
+    ['a seq in the future', ['--volume', 'vol', '--seq', String(seq + 100000)], /POINT_IN_FUTURE: seq \d+ of volume vol is not durable here yet/, 1],
+    ['a time in the future', ['--volume', 'vol', '--at', '2999-01-01T00:00:00Z'], /is in the future/, 1],
+    ['an unknown volume', ['--volume', 'nope', '--seq', 'latest'], /no volume named "nope"/, 1],
+    ['an unknown TimeMark label', ['--volume', 'vol', '--timemark', 'no-such-label'], /has no TimeMark labelled "no-such-label"/, 1],
+    ['no point', ['--volume', 'vol'], /give the point/, 2],
+    ['two points', ['--volume', 'vol', '--seq', '1', '--at', '2020-01-01T00:00:00Z'], /give one point/, 2],
+    ['a bad endpoint', ['--volume', 'vol', '--seq', 'latest', '--nbd', 'nowhere'], /--nbd 'nowhere' must be unix:PATH or tcp:HOST:PORT/, 2],
+  ]
+  for (const [what, args, re, code] of cases) {
+    const r = await tv(args)
+    const lines = r.stderr.trim().split('\n')
+    t.equal(r.code, code, `${what}: exit ${code}`)
+    t.equal(lines.length, 1, `${what}: one line`)
+    t.match(lines[0], /^tidemark timeview: /, `${what}: says which command`)
+    t.match(lines[0], re, `${what}: says what and why: ${lines[0]}`)
+    t.equal(r.stdout, '', `${what}: nothing printed as served`)
+    t.notOk(fs.existsSync(sock), `${what}: no socket was created`)
+  }
+  const r = await run(process.execPath, [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', '--seq', 'latest', '--nbd', `unix:${sock}`, '--writable', '--cache', 'lots'])
+  t.equal(r.code, 2, 'a bad --cache size is a usage error')
+})
