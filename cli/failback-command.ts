@@ -159,6 +159,8 @@ export async function runFailback(argv: string[]): Promise<number> {
       sectorsCompared: result.sectors,
       sectorsDiffering: result.sectorsDiffering,
       runs: result.runs,
+      fetches: result.fetches,
+      bytesFetched: result.bytesFetched,
       bytesDiffering: result.bytesDiffering,
       bytesSent: result.bytesSent,
       flushed,
@@ -175,7 +177,8 @@ export async function runFailback(argv: string[]): Promise<number> {
     } else {
       process.stdout.write(
         `failed back ${where} to ${volume} at ${describePoint(resolved)}: ${result.regions} regions (${result.sectors} sectors) compared, ` +
-          `${result.sectorsDiffering} sectors differed, ${result.bytesSent} bytes sent in ${result.runs} writes, ` +
+          `${result.sectorsDiffering} sectors differed, ${result.bytesSent} bytes sent in ${result.runs} writes ` +
+          `(${result.bytesFetched} fetched from the appliance in ${result.fetches} reads), ` +
           `${flushed ? 'flushed' : 'no flush needed (the server takes no FLUSH)'}; ${seconds.toFixed(2)} s, ${summary.mbPerSecond.toFixed(0)} MB/s compared\n`
       )
     }

@@ -12,8 +12,16 @@
 // fingerprint requests and run fetches/writes each have their own bound, so
 // the stages overlap without one round trip per region, and memory stays
 // bounded whatever the volume's size: at most readsInFlight target reads
-// (≤ 4 MiB each; only their fingerprints are kept) and runsInFlight runs
+// (≤ 4 MiB each; only their fingerprints are kept) and runsInFlight fetches
 // (≤ 4 MiB each), plus 16 bytes per sector of the batches in flight.
+//
+// Measured (128 MiB, 1 % and 10 % differing in random 4 KiB blocks, two
+// cores): the appliance is the bottleneck, one process serving Fingerprints
+// at ~200 MB/s and each Admin.Read for ~3 ms whatever its size up to 64 KiB.
+// Hence few large requests: 512 regions per Fingerprints, two batches in
+// flight, and runs less than 32 KiB apart fetched in one Admin.Read (10 %:
+// 2807 reads in 6.0 s -> 1267 reads in 2.6 s, 3x the bytes fetched; the
+// target still receives only the differing sectors).
 import os from 'node:os'
 import { TidemarkError } from '../proto/errors'
 import { SECTOR, sectorFingerprints } from '../proto/hash'
@@ -23,6 +31,11 @@ export const REGION_BYTES = 64 * 1024
 const REGION_SECTORS = REGION_BYTES / SECTOR
 /** Largest Admin.Read. */
 export const MAX_RUN_BYTES = 4 * 1024 * 1024
+/**
+ * Runs at most this far apart share one Admin.Read (measured: an Admin.Read
+ * of 4 KiB costs the appliance about as much as one of 64 KiB, ~3 ms).
+ */
+export const DEFAULT_FETCH_GAP = 32 * 1024
 
 if (os.endianness() !== 'LE') {
   // The appliance sends little-endian fingerprints; they are compared as a
@@ -44,6 +57,11 @@ export interface FailbackOptions {
   batchesInFlight?: number
   readsInFlight?: number
   runsInFlight?: number
+  /**
+   * Runs of differing sectors closer than this (bytes) are fetched from the
+   * appliance in one read, and written as separate runs.
+   */
+  fetchGapBytes?: number
   onProgress?(p: FailbackProgress): void
 }
 
@@ -61,6 +79,9 @@ export interface FailbackResult {
   sectorsDiffering: number
   /** Write requests (runs of differing sectors). */
   runs: number
+  /** Admin.Read requests, and the bytes they fetched (runs plus small gaps between them). */
+  fetches: number
+  bytesFetched: number
   /** Bytes written to the target (0 for a dry run). */
   bytesSent: number
   /** Bytes the runs cover, written or (dry run) not. */
@@ -98,9 +119,9 @@ async function settleAll<T>(ps: Array<Promise<T>>): Promise<T[]> {
 
 export async function failback(source: FailbackSource, target: FailbackTarget, size: number, opts: FailbackOptions = {}): Promise<FailbackResult> {
   if (size % SECTOR !== 0) throw new TidemarkError('BAD_SIZE', `a volume of ${size} bytes is not a whole number of 512-byte sectors`)
-  const batchRegions = Math.min(1024, opts.batchRegions ?? 256)
+  const batchRegions = Math.min(1024, opts.batchRegions ?? 512)
   const reads = new Limiter(opts.readsInFlight ?? 8)
-  const runs = new Limiter(opts.runsInFlight ?? 8)
+  const runs = new Limiter(opts.runsInFlight ?? 16)
   const regions = Math.ceil(size / REGION_BYTES)
   const batches = Math.ceil(regions / batchRegions)
   // A target that takes only whole blocks larger than a sector gets whole
@@ -111,7 +132,8 @@ export async function failback(source: FailbackSource, target: FailbackTarget, s
   }
   const readPiece = Math.max(REGION_BYTES, Math.floor(target.maxRead / REGION_BYTES) * REGION_BYTES)
   const maxRunSectors = Math.floor(MAX_RUN_BYTES / SECTOR / unit) * unit
-  const r: FailbackResult = { size, regions, sectors: size / SECTOR, sectorsDiffering: 0, runs: 0, bytesSent: 0, bytesDiffering: 0 }
+  const r: FailbackResult = { size, regions, sectors: size / SECTOR, sectorsDiffering: 0, runs: 0, fetches: 0, bytesFetched: 0, bytesSent: 0, bytesDiffering: 0 }
+  const gapSectors = Math.floor((opts.fetchGapBytes ?? DEFAULT_FETCH_GAP) / SECTOR)
   let doneBytes = 0
   let failed: unknown = null
 
@@ -130,15 +152,24 @@ export async function failback(source: FailbackSource, target: FailbackTarget, s
     await settleAll(pieces)
   }
 
-  const sendRun = async (offset: number, length: number): Promise<void> => {
+  /** One Admin.Read of sectors [first, end) of the batch, then a write per run inside it. */
+  const fetchAndWrite = async (off0: number, first: number, end: number, rs: Array<[number, number]>): Promise<void> => {
     await runs.run(async () => {
       if (failed) return
+      const offset = off0 + first * SECTOR
+      const length = (end - first) * SECTOR
       const data = await source.read(offset, length)
+      r.fetches++
+      r.bytesFetched += length
       if (data.length !== length) {
         throw new TidemarkError('FAILBACK_FAILED', `the appliance returned ${data.length} bytes for a read of ${length} at ${offset}`)
       }
-      await target.write(offset, data)
-      r.bytesSent += length
+      await settleAll(
+        rs.map(async ([a, b]) => {
+          await target.write(off0 + a * SECTOR, data.subarray((a - first) * SECTOR, (b - first) * SECTOR))
+          r.bytesSent += (b - a) * SECTOR
+        })
+      )
     })
   }
 
@@ -157,12 +188,12 @@ export async function failback(source: FailbackSource, target: FailbackTarget, s
     // Copied into an aligned array (the reply's bytes may sit at any offset).
     const remote = new BigUint64Array(n)
     new Uint8Array(remote.buffer).set(reply)
-    const sends: Array<Promise<void>> = []
+    const found: Array<[number, number]> = []
     let runStart = -1
     const flush = (end: number): void => {
       r.runs++
       r.bytesDiffering += (end - runStart) * SECTOR
-      if (!opts.dryRun) sends.push(sendRun(off0 + runStart * SECTOR, (end - runStart) * SECTOR))
+      found.push([runStart, end])
       runStart = -1
     }
     for (let u = 0; u < n; u += unit) {
@@ -178,6 +209,17 @@ export async function failback(source: FailbackSource, target: FailbackTarget, s
       }
     }
     if (runStart >= 0) flush(n)
+    const sends: Array<Promise<void>> = []
+    if (!opts.dryRun) {
+      // Group runs into fetches: a gap of a few sectors costs less to fetch
+      // than another request to the appliance.
+      for (let i = 0; i < found.length; ) {
+        let j = i + 1
+        while (j < found.length && found[j][0] - found[j - 1][1] <= gapSectors && found[j][1] - found[i][0] <= maxRunSectors) j++
+        sends.push(fetchAndWrite(off0, found[i][0], found[j - 1][1], found.slice(i, j)))
+        i = j
+      }
+    }
     await settleAll(sends)
     doneBytes += len
     opts.onProgress?.({ size, doneBytes, bytesSent: r.bytesSent })
@@ -194,7 +236,7 @@ export async function failback(source: FailbackSource, target: FailbackTarget, s
       }
     }
   }
-  await Promise.all(Array.from({ length: Math.min(opts.batchesInFlight ?? 4, batches) }, worker))
+  await Promise.all(Array.from({ length: Math.min(opts.batchesInFlight ?? 2, batches) }, worker))
   if (failed) throw failed
   return r
 }
