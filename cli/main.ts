@@ -2,8 +2,11 @@
 import { TidemarkError } from '../proto/errors'
 import { runAgent } from './agent-command'
 import { runAppliance } from './appliance-command'
+import { runFailback } from './failback-command'
 import { runJournal, runStats } from './inspect-commands'
 import { runRestore } from './restore-command'
+import { runTimeview } from './timeview-command'
+import { runTimemark } from './timemark-command'
 
 const HELP = `tidemark: continuous data protection for block volumes
 
@@ -13,13 +16,14 @@ Commands:
   agent      serve protected volumes over NBD and capture every write
   appliance  the recovery-site journal that agents replicate to
   restore    write a byte-exact image of a volume at a point
+  failback   make a production volume equal to a point, sending only differing sectors
   journal    inspect an appliance's journal: ls, show, verify
   stats      an appliance's counters per volume
-  timemark   create and list TimeMarks (not in this build yet)
-  timeview   serve a volume at a point in time over NBD (not in this build yet)
+  timemark   create TimeMarks (through the agent) and list them (at the appliance)
+  timeview   serve a volume at a point in time over NBD (read-only, or a copy-on-write overlay)
 `
 
-const LATER = new Set(['timemark', 'timeview'])
+const LATER = new Set<string>()
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
@@ -30,8 +34,11 @@ export async function main(argv: string[]): Promise<number> {
   if (cmd === 'agent') return runAgent(rest)
   if (cmd === 'appliance') return runAppliance(rest)
   if (cmd === 'restore') return runRestore(rest)
+  if (cmd === 'failback') return runFailback(rest)
   if (cmd === 'stats') return runStats(rest)
   if (cmd === 'journal') return runJournal(rest)
+  if (cmd === 'timeview') return runTimeview(rest)
+  if (cmd === 'timemark') return runTimemark(rest)
   if (LATER.has(cmd)) {
     if (rest.includes('--help')) {
       process.stdout.write(`tidemark ${cmd}: not in this build yet; see tidemark --help\n`)

@@ -9,6 +9,8 @@
 
 #include "tap.h"
 
+void InitView(Napi::Env env, Napi::Object exports);  // view_addon.cc: class NativeView
+
 namespace {
 
 using tidemark::Tap;
@@ -388,6 +390,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTap", NativeTap::Init(env));
+  InitView(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   return exports;

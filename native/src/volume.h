@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "dirty_map.h"
+#include "export.h"
 #include "record.h"
 #include "seq.h"
 
@@ -79,7 +80,7 @@ struct VolumeStats {
   int mode;
 };
 
-class Volume {
+class Volume : public Export {
  public:
   Volume(VolumeConfig config, std::shared_ptr<SeqSpace> seq, LogFn log);
   ~Volume();
@@ -87,16 +88,16 @@ class Volume {
   bool Open(std::string* error);
   void Close();
 
-  const std::string& name() const { return config_.name; }
-  uint64_t size() const { return size_; }
-  bool read_only() const { return config_.read_only; }
+  const std::string& name() const override { return config_.name; }
+  uint64_t size() const override { return size_; }
+  bool read_only() const override { return config_.read_only; }
 
   // NBD operations, already validated (range, flags). Return an NBD error or 0.
-  uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out);
-  uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua);
-  uint32_t Trim(uint64_t offset, uint64_t length, bool fua);
-  uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole);
-  uint32_t Flush();
+  uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out) override;
+  uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) override;
+  uint32_t Trim(uint64_t offset, uint64_t length, bool fua) override;
+  uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) override;
+  uint32_t Flush() override;
 
   // Consumer side (TypeScript). Moves whole records (up to max bytes, at
   // least one) out of the ring into memory from alloc(bytes); returns the
@@ -134,8 +135,8 @@ class Volume {
   // Never hand out a seq at or below floor (the appliance holds a higher one).
   void RaiseSeq(uint64_t floor) { seq_->Raise(floor); }
 
-  void CountRejected() { rejected_++; }
-  void CountConnection(int delta) {
+  void CountRejected() override { rejected_++; }
+  void CountConnection(int delta) override {
     if (delta > 0) connections_total_++;
     connections_ += delta;
   }
