@@ -26,6 +26,10 @@ import type { TimeMark } from '../proto/generated/tidemark/v1/TimeMark'
 import type { FingerprintsRequest__Output } from '../proto/generated/tidemark/v1/FingerprintsRequest'
 import type { FingerprintsReply } from '../proto/generated/tidemark/v1/FingerprintsReply'
 import type { CatalogEntry } from './chunk-index'
+import type { Retention } from './retention'
+import type { PinTimeMarkRequest__Output } from '../proto/generated/tidemark/v1/PinTimeMarkRequest'
+import type { CompactRequest__Output } from '../proto/generated/tidemark/v1/CompactRequest'
+import type { CompactReply } from '../proto/generated/tidemark/v1/CompactReply'
 import type { Authorizer, Caller } from './authorizer'
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
@@ -46,6 +50,8 @@ const STATUS: Record<string, grpc.status> = {
   READ_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
   READ_TOO_LARGE: grpc.status.INVALID_ARGUMENT,
   REGION_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
+  POINT_EXPIRED: grpc.status.OUT_OF_RANGE,
+  COMPACTION_RUNNING: grpc.status.FAILED_PRECONDITION,
 }
 
 /** Largest Read (TimeView) request. */
@@ -85,6 +91,7 @@ export class AdminService {
     private readonly auth: Authorizer,
     private readonly log: Logger,
     private readonly applianceId: string,
+    private readonly retention: Retention | null = null,
     private readonly startedAt = new Date()
   ) {}
 
@@ -153,6 +160,30 @@ export class AdminService {
           (err) => cb(toStatus(err))
         )
       },
+      pinTimeMark: (call: grpc.ServerUnaryCall<PinTimeMarkRequest__Output, TimeMark>, cb: grpc.sendUnaryData<TimeMark>) => {
+        const run = async (): Promise<TimeMark> => {
+          const r = call.request
+          const v = this.volume(r.volume, call)
+          const p = await this.resolvePoint(v, { timemark: r.timemark, point: 'timemark' }, { anyPoint: true })
+          return toTimeMark(await v.pin(p.timemark!.seq, r.pinned))
+        }
+        run().then(
+          (r) => cb(null, r),
+          (err) => cb(toStatus(err))
+        )
+      },
+      compact: (call: grpc.ServerUnaryCall<CompactRequest__Output, CompactReply>, cb: grpc.sendUnaryData<CompactReply>) => {
+        const run = async (): Promise<CompactReply> => {
+          const v = this.volume(call.request.volume, call)
+          if (!this.retention) throw new TidemarkError('BAD_POINT', 'this appliance has no retention')
+          const r = await this.retention.run(v)
+          return { json: JSON.stringify({ volume: v.meta.name, rule: r.rule, upTo: r.plan.upTo, warning: r.plan.shrinking, compaction: r.result }) }
+        }
+        run().then(
+          (r) => cb(null, r),
+          (err) => cb(toStatus(err))
+        )
+      },
       listTimeMarks: (
         call: grpc.ServerUnaryCall<ListTimeMarksRequest__Output, ListTimeMarksReply>,
         cb: grpc.sendUnaryData<ListTimeMarksReply>
@@ -184,7 +215,7 @@ export class AdminService {
    * not yet durable, before the first exact point, inside an inexact window,
    * or before the initial copy completed.
    */
-  async resolvePoint(v: VolumeStore, p: PointInTime__Output | null): Promise<ResolvedPoint> {
+  async resolvePoint(v: VolumeStore, p: PointInTime__Output | null, opts: { anyPoint?: boolean } = {}): Promise<ResolvedPoint> {
     const name = v.meta.name
     let seq: number
     let timemark: CatalogEntry | null = null
@@ -216,13 +247,14 @@ export class AdminService {
       const atMs = p.atMs ?? 0
       if (atMs > Date.now() + 1000) throw new TidemarkError('POINT_IN_FUTURE', `${new Date(atMs).toISOString()} is in the future`)
       const at = await v.seqAt(atMs)
+      if (!at && v.base) v.checkRetained(0)
       if (!at) throw new TidemarkError('POINT_BEFORE_HISTORY', `volume ${name} holds nothing recorded at or before ${new Date(atMs).toISOString()}`)
       seq = Math.min(at.seq, v.durableSeq)
       timeMs = at.ms
     } else {
       throw new TidemarkError('BAD_POINT', 'give a point: a seq, latest, a TimeMark or a time')
     }
-    this.checkPoint(v, seq)
+    if (!opts.anyPoint) this.checkPoint(v, seq)
     return { seq, timemark, timeMs }
   }
 
@@ -236,6 +268,7 @@ export class AdminService {
       )
     }
     if (seq > v.durableSeq) throw new TidemarkError('POINT_IN_FUTURE', `seq ${seq} of volume ${v.meta.name} is not durable here yet (the newest is ${v.durableSeq})`)
+    v.checkRetained(seq)
     v.checkExact(seq)
   }
 
@@ -279,6 +312,7 @@ export class AdminService {
       volumes: vols.map((v) => ({
         name: v.meta.name,
         ...v.stats(),
+        retention: this.retention?.info(v) ?? null,
         agent: streams.find((s) => s.volume === v.meta.name) ?? null,
       })),
     }

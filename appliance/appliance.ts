@@ -16,6 +16,7 @@ import { AdminService } from './admin-service'
 import { Authorizer, type AllowList } from './authorizer'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
+import { Retention, type RetentionRule } from './retention'
 
 export interface ApplianceOptions {
   dataDir: string
@@ -25,6 +26,10 @@ export interface ApplianceOptions {
   allow?: AllowList | null
   segmentBytes?: number
   statsIntervalMs?: number
+  /** Retention rules, first match per volume (retention.ts). */
+  retain?: RetentionRule[]
+  /** How often retention runs, ms (0: only when asked, `journal compact`). */
+  compactEveryMs?: number
   logger: Logger
 }
 
@@ -51,6 +56,7 @@ function applianceId(dataDir: string): string {
 export class Appliance {
   readonly port: number
   private timer: NodeJS.Timeout | null = null
+  private retention: Retention | null = null
   private stopping: Promise<void> | null = null
 
   private constructor(
@@ -94,7 +100,8 @@ export class Appliance {
     const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes })
     const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
     const replication = new ReplicationService(store, auth, log, id)
-    const admin = new AdminService(store, replication, auth, log, id)
+    const retention = new Retention(store, opts.retain ?? [], log)
+    const admin = new AdminService(store, replication, auth, log, id, retention)
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -115,6 +122,8 @@ export class Appliance {
       throw new TidemarkError('LISTEN_FAILED', `cannot listen on ${host}:${opts.listen.port}: ${(err as Error).message}`)
     }
     const a = new Appliance(server, store, replication, log, port)
+    a.retention = retention
+    retention.start(opts.compactEveryMs ?? 60_000)
     log.info(
       {
         listen: `${host}:${port}`,
@@ -141,6 +150,7 @@ export class Appliance {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.timer) clearInterval(this.timer)
+      await this.retention?.stop()
       this.replication.closeAll()
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {

@@ -42,6 +42,7 @@ import fs from 'node:fs'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { CHANGE_DATA_OFFSET, readU64, readU64BE, writeU64, writeU64BE } from './journal-format'
+import { crashPoint } from './crash-points'
 
 export const CHUNK_SECTORS = 128
 export const CHUNK_BYTES = CHUNK_SECTORS * 512
@@ -442,6 +443,47 @@ export class ChunkIndex {
     const it = this.db.keys({ gte: Buffer.from([K_TIME]), lt: timeKey(ms + 1, 0), reverse: true, limit: 1 })
     for await (const k of it) return { ms: readU64BE(k, 1), seq: readU64BE(k, 9) }
     return null
+  }
+
+  /**
+   * Deletes what a compaction folded into the base image at seq: chunk,
+   * range, batch and time keys at or below it, the catalog entries of the
+   * expired marks, closed windows that end at or below it, and the summaries
+   * of the dropped segments. Readers already ignore all of it; this only
+   * reclaims the space, in batches, while ingest goes on.
+   */
+  async purge(seq: number, expired: CatalogEntry[], segments: number[]): Promise<number> {
+    let deleted = 0
+    let ops: Op[] = []
+    const flush = async (): Promise<void> => {
+      if (ops.length === 0) return
+      await this.db.batch(ops)
+      deleted += ops.length
+      ops = []
+      crashPoint('compact:mid-purge')
+    }
+    const scan = async (prefix: number, seqOf: (k: Buffer) => number): Promise<void> => {
+      for await (const k of this.db.keys({ gte: Buffer.from([prefix]), lt: Buffer.from([prefix + 1]) })) {
+        if (seqOf(k) <= seq) ops.push({ type: 'del', key: k })
+        if (ops.length >= 10_000) await flush()
+      }
+    }
+    await scan(K_CHUNK, (k) => readU64BE(k, 9))
+    await scan(K_RANGE, (k) => readU64BE(k, 1))
+    await scan(K_BATCH, (k) => readU64BE(k, 1))
+    await scan(K_TIME, (k) => readU64BE(k, 9))
+    for (const e of expired) {
+      ops.push({ type: 'del', key: markKey(e.seq) })
+      if (e.label) ops.push({ type: 'del', key: labelKey(e.label, e.seq) })
+    }
+    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_WINDOW]), lt: Buffer.from([K_WINDOW + 1]) })) {
+      const end = readU64(v, 0)
+      if (end !== 0 && end <= seq) ops.push({ type: 'del', key: k })
+    }
+    for (const n of segments) ops.push({ type: 'del', key: segmentKey(n) })
+    await flush()
+    this.ranges = this.ranges.filter((r) => r.seq > seq)
+    return deleted
   }
 
   /** Iterator over chunk entries of chunks [c0, c1), forward, optionally bounded to one chunk's seqs. */

@@ -41,6 +41,7 @@ import {
 } from './chunk-index'
 import { CHANGE_DATA_OFFSET } from './journal-format'
 import type { SegmentFile } from './segment'
+import type { BaseImage } from './base-image'
 
 const SECTOR = 512
 export const EXTENT_BYTES = 1 << 20
@@ -53,8 +54,13 @@ export interface ImageSource {
   readonly volume: string
   readonly sizeBytes: number
   readonly index: ChunkIndex
+  /** Expired history folded into one image (base-image.ts); versions at or below its seq are ignored. */
+  readonly base: BaseImage | null
   segment(n: number): SegmentFile | undefined
 }
+
+/** A plan's segment number for "the base image, at the sector's own offset". */
+const BASE = -2
 
 function isData(kind: number): boolean {
   return kind === 1 || kind === 5
@@ -69,12 +75,17 @@ class ChunkPlan {
   n = 0 // sectors in the chunk (the last chunk of a volume may be short)
   left = 0 // backward walk: sectors still uncovered
 
-  reset(chunk: number, sizeSectors: number): void {
+  reset(chunk: number, sizeSectors: number, base: BaseImage | null = null): void {
     this.first = chunk * CHUNK_SECTORS
     this.n = Math.min(CHUNK_SECTORS, sizeSectors - this.first)
-    this.seg.fill(-1)
     this.covered.fill(0)
     this.left = this.n
+    if (base && base.hasChunk(chunk)) {
+      this.seg.fill(BASE)
+      for (let i = 0; i < this.n; i++) this.off[i] = (this.first + i) * SECTOR
+    } else {
+      this.seg.fill(-1)
+    }
   }
 
   /** Forward: a newer version overwrites. */
@@ -105,6 +116,8 @@ class ChunkPlan {
       if (data) {
         this.seg[i] = segment
         this.off[i] = dataOffset + (s - sector) * SECTOR
+      } else {
+        this.seg[i] = -1 // trimmed or zeroed: not the base's bytes either
       }
     }
   }
@@ -121,7 +134,7 @@ class ChunkPlan {
   }
 
   allZero(): boolean {
-    for (let i = 0; i < this.n; i++) if (this.seg[i] >= 0) return false
+    for (let i = 0; i < this.n; i++) if (this.seg[i] !== -1) return false
     return true
   }
 }
@@ -138,24 +151,24 @@ function rangeTouches(r: RangeEntry, first: number, n: number): boolean {
 
 /** A pending pread into a window buffer. */
 interface Read {
-  seg: SegmentFile
+  seg: SegmentFile | BaseImage
   bufOff: number
   len: number
   pos: number
 }
 
 /** Turns a chunk plan into preads into buf at bufBase (the chunk's byte offset in buf). */
-function planReads(src: ImageSource, p: ChunkPlan, buf: Buffer, bufBase: number, reads: Read[], from = 0, to = p.n): void {
+function planReads(src: ImageSource, base: BaseImage | null, p: ChunkPlan, buf: Buffer, bufBase: number, reads: Read[], from = 0, to = p.n): void {
   let i = from
   while (i < to) {
     const s = p.seg[i]
-    if (s < 0) {
+    if (s === -1) {
       i++
       continue
     }
     let j = i + 1
     while (j < to && p.seg[j] === s && p.off[j] === p.off[j - 1] + SECTOR) j++
-    const seg = src.segment(s)
+    const seg = s === BASE ? base : src.segment(s)
     if (!seg) throw new TidemarkError('JOURNAL_MISSING', `volume ${src.volume}: segment ${s} named by the index is missing`)
     // Join with the previous read when the file and the buffer both continue.
     const last = reads.at(-1)
@@ -180,7 +193,11 @@ async function runReads(buf: Buffer, reads: Read[]): Promise<void> {
 export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {
   const sizeSectors = src.sizeBytes / SECTOR
   const nChunks = Math.ceil(sizeSectors / CHUNK_SECTORS)
-  const ranges = src.index.ranges.filter((r) => r.seq <= seq)
+  // One base for the whole read, even if a compaction replaces it meanwhile
+  // (the old one stays open until readers that started before are done).
+  const base = src.base
+  const floor = base ? base.seq : 0
+  const ranges = src.index.ranges.filter((r) => r.seq <= seq && r.seq > floor)
   const it = src.index.chunkIterator({ gte: chunkKey(0, 0), lt: chunkKey(nChunks, 0) })
   let batch: Array<[Buffer, Buffer]> = []
   let bi = 0
@@ -195,7 +212,7 @@ export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerat
       const reads: Read[] = []
       const dataChunks: number[] = []
       for (let c = w; c < wEnd; c++) {
-        plan.reset(c, sizeSectors)
+        plan.reset(c, sizeSectors, base)
         const rs = ranges.length ? ranges.filter((r) => rangeTouches(r, plan.first, plan.n)) : ranges
         let ri = 0
         for (;;) {
@@ -221,6 +238,10 @@ export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerat
             }
             break
           }
+          if (kseq <= floor) {
+            bi++ // folded into the base
+            continue
+          }
           const kseg = keySegment(k)
           const koff = keyOffset(k)
           while (ri < rs.length && rangeBefore(rs[ri], kseq, kseg, koff)) {
@@ -236,13 +257,13 @@ export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerat
         }
         if (plan.allZero()) continue
         buf ??= Buffer.alloc(windowBytes)
-        planReads(src, plan, buf, (c - w) * CHUNK_BYTES, reads)
+        planReads(src, base, plan, buf, (c - w) * CHUNK_BYTES, reads)
         dataChunks.push(c - w)
       }
       if (!buf) continue
       const wBuf = buf
-      const base = w * CHUNK_BYTES
-      const p = runReads(wBuf, reads).then(() => windowExtents(wBuf, base, dataChunks))
+      const wOffset = w * CHUNK_BYTES
+      const p = runReads(wBuf, reads).then(() => windowExtents(wBuf, wOffset, dataChunks))
       p.catch(() => {}) // observed when its turn comes; never an unhandled rejection meanwhile
       inflight.push(p)
       while (inflight.length >= READ_AHEAD) for (const e of await inflight.shift()!) yield e
@@ -284,17 +305,19 @@ export async function readImage(src: ImageSource, seq: number, offset: number, l
   const s1 = Math.ceil((offset + length) / SECTOR)
   const aligned = s0 * SECTOR === offset && s1 * SECTOR === offset + length
   const buf = aligned ? out : Buffer.alloc((s1 - s0) * SECTOR)
-  const ranges = src.index.ranges.filter((r) => r.seq <= seq && r.sector < s1 && r.sector + r.count > s0)
+  const base = src.base
+  const floor = base ? base.seq : 0
+  const ranges = src.index.ranges.filter((r) => r.seq <= seq && r.seq > floor && r.sector < s1 && r.sector + r.count > s0)
   const plan = new ChunkPlan()
   const reads: Read[] = []
   for (let c = Math.floor(s0 / CHUNK_SECTORS); c * CHUNK_SECTORS < s1; c++) {
-    plan.reset(c, sizeSectors)
+    plan.reset(c, sizeSectors, base)
     const lo = Math.max(s0, plan.first)
     const hi = Math.min(s1, plan.first + plan.n)
     plan.want(lo, hi)
     const rs = ranges.filter((r) => rangeTouches(r, lo, hi - lo))
     let ri = rs.length - 1
-    const it = src.index.chunkIterator({ gte: chunkKey(c, 0), lt: chunkKey(c, seq + 1), reverse: true })
+    const it = src.index.chunkIterator({ gte: chunkKey(c, floor + 1), lt: chunkKey(c, seq + 1), reverse: true })
     try {
       while (plan.left > 0) {
         const entries = await it.nextv(64)
@@ -318,7 +341,7 @@ export async function readImage(src: ImageSource, seq: number, offset: number, l
       const r = rs[ri--]
       plan.fill(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
     }
-    planReads(src, plan, buf, (plan.first - s0) * SECTOR + 0, reads, lo - plan.first, hi - plan.first)
+    planReads(src, base, plan, buf, (plan.first - s0) * SECTOR + 0, reads, lo - plan.first, hi - plan.first)
   }
   await runReads(buf, reads)
   if (!aligned) buf.copy(out, 0, offset - s0 * SECTOR, offset - s0 * SECTOR + length)

@@ -32,6 +32,7 @@ import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import { RecordKind } from '../native/record-batch'
+import { crashPoint } from './crash-points'
 import {
   FRAME_CHANGE,
   FRAME_COMMIT,
@@ -304,6 +305,22 @@ export class Journal {
       }
     }
     return res
+  }
+
+  /** Closes and deletes the segments numbered up to `through` (never the newest). Returns their numbers. */
+  async dropSegments(through: number): Promise<number[]> {
+    const newest = this.newest().number
+    const gone: number[] = []
+    for (const seg of this.ordered()) {
+      if (seg.number > through || seg.number >= newest) break
+      await seg.close()
+      await fs.promises.rm(seg.path, { force: true })
+      this.segments.delete(seg.number)
+      gone.push(seg.number)
+      crashPoint('compact:mid-drop')
+    }
+    if (gone.length) await syncDir(this.dir)
+    return gone
   }
 
   /** Cuts the newest segment back to `offset` (the end of its last COMMIT). */

@@ -38,6 +38,8 @@ import {
   type SegmentSummary,
 } from './chunk-index'
 import { PointsBuilder, inexactAt } from './points'
+import { BaseImage } from './base-image'
+import { crashPoint } from './crash-points'
 import { Journal, SCAN_STRIDE, type CorruptRange, type JournalWrite, type Position, type ScannedBatch } from './journal'
 import {
   FRAME_CHANGE,
@@ -51,7 +53,7 @@ import {
 } from './journal-format'
 import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkBatch } from './record-check'
 import type { CommitSink, GroupCommit, PendingWrite } from './group-commit'
-import { SegmentFile, SegmentReader, syncDir } from './segment'
+import { SegmentFile, SegmentReader, listSegments, segmentFileName, syncDir } from './segment'
 import { imageExtents, readImage, type ImageSource } from './image'
 
 export interface VolumeMeta {
@@ -61,6 +63,18 @@ export interface VolumeMeta {
   group: string
   agentId: string
   created: string
+}
+
+export interface CompactResult {
+  volume: string
+  baseSeq: number
+  baseTime: string | null
+  segmentsDropped: number
+  journalBytesBefore: number
+  journalBytesAfter: number
+  expiredTimeMarks: number
+  indexKeysDeleted: number
+  ms: number
 }
 
 export interface BatchInfo {
@@ -124,6 +138,13 @@ export class VolumeStore implements CommitSink, ImageSource {
   /** TimeMarks catalogued since open (counted in stats). */
   private readonly catalog = { added: [] as CatalogEntry[] }
   private timemarkCount = 0
+  /** Expired history folded into one image (base-image.ts), or null. */
+  base: BaseImage | null = null
+  /** Reads in progress per base they started with: a replaced base is closed when its count drops to 0. */
+  private readonly readers = new Map<BaseImage | null, number>()
+  private compacting = false
+  /** Pinned TimeMarks (pins.json). */
+  private pins = new Set<number>()
 
   private constructor(dir: string, meta: VolumeMeta, commits: GroupCommit, log: Logger, segmentBytes: number) {
     this.dir = dir
@@ -173,6 +194,14 @@ export class VolumeStore implements CommitSink, ImageSource {
     const state = await fs.promises.readFile(path.join(this.dir, 'state.json'), 'utf8').catch(() => '{}')
     this._fullSyncDone = (JSON.parse(state) as { fullSyncDone?: boolean }).fullSyncDone === true
     const j = this.journalRef
+    const pins = await fs.promises.readFile(path.join(this.dir, 'pins.json'), 'utf8').catch(() => '[]')
+    this.pins = new Set(JSON.parse(pins) as number[])
+    this.base = await BaseImage.open(this.dir)
+    if (this.base) {
+      // Segments a committed compaction folded into the base, left behind by a crash.
+      const dropped = await dropSegmentFiles(path.join(this.dir, 'segments'), this.base.state.throughSegment)
+      if (dropped) this.log.info({ segments: dropped, baseSeq: this.base.seq }, 'removed segments already folded into the base image')
+    }
     await j.open()
     const first = j.ordered()[0].number
     const indexDir = path.join(this.dir, 'index')
@@ -189,18 +218,27 @@ export class VolumeStore implements CommitSink, ImageSource {
       this.log.warn({ indexAt: `${m.segment}:${m.offset}` }, 'index is ahead of the segments or names a missing one: rebuilding it')
       m = null
     }
+    const rebuild = !m
     if (!m) {
       if (this.index.meta) await this.index.wipe()
       m = emptyMeta(first, SEGMENT_HEADER_SIZE)
+      // The journal starts above the base: what the base holds is the state at its seq.
+      if (this.base) m.seq = this.base.seq
       this.log.info({ segments: j.segments.size }, 'building the index from the segments')
     }
     this.counters = { ...m }
     this.summaries = this.index.meta ? await this.index.segmentSummaries() : new Map()
-    this.windows = this.index.meta ? await this.index.windows() : []
+    this.windows = this.index.meta ? await this.index.windows() : this.base ? this.base.state.windows.map((w) => ({ ...w })) : []
     this.timemarkCount = this.index.meta ? (await this.index.timemarks()).length : 0
     const from: Position = { segment: m.segment, offset: m.offset }
     const started = Date.now()
     let pending = new IndexBatch()
+    if (rebuild && this.base) {
+      // The marks and windows whose MARK/GAP records were folded into the base.
+      for (const e of this.base.state.marks) pending.putTimeMark(e)
+      for (const w of this.windows) pending.putWindow(w)
+      this.timemarkCount = this.base.state.marks.length
+    }
     let touched = new Set<number>()
     let caughtUp = 0
     const flush = async () => {
@@ -441,27 +479,158 @@ export class VolumeStore implements CommitSink, ImageSource {
 
   /** The oldest exact point (0 when none is known). */
   get oldestExactSeq(): number {
+    const floor = this.base?.seq ?? 0
     // The history starts inexact until the initial copy's EXACT marker.
-    const w = this.windows[0]
-    return w && w.start === 0 ? w.end : this.counters?.firstSeq ?? 0
+    let oldest = Math.max(floor, this.counters?.firstSeq ?? 0)
+    if (this.base) oldest = this.base.seq
+    for (const w of this.windows) if (oldest > w.start && (w.end === 0 || oldest < w.end)) oldest = w.end
+    return oldest
   }
 
   async timemarks(): Promise<CatalogEntry[]> {
-    return this.index.timemarks()
+    const floor = this.base?.seq ?? 0
+    // Marks below the base may linger in the index after a crash mid-purge: they are expired.
+    return (await this.index.timemarks({ fromSeq: floor })).map((e) => this.withPin(e))
+  }
+
+  private withPin(e: CatalogEntry): CatalogEntry {
+    e.pinned = this.pins.has(e.seq)
+    return e
   }
 
   async timemarkById(seq: number): Promise<CatalogEntry | null> {
     if (!Number.isSafeInteger(seq) || seq <= 0 || seq > this._durableSeq) return null
-    return this.index.timemark(seq)
+    const e = await this.index.timemark(seq)
+    return e ? this.withPin(e) : null
   }
 
   async timemarksByLabel(label: string): Promise<CatalogEntry[]> {
     const out: CatalogEntry[] = []
     for (const seq of await this.index.labelled(label)) {
       const e = seq <= this._durableSeq ? await this.index.timemark(seq) : null
-      if (e) out.push(e)
+      if (e) out.push(this.withPin(e))
     }
     return out
+  }
+
+  /**
+   * Pins (or unpins) a TimeMark: retention never expires a pinned mark, nor
+   * any point after it. Pins live in pins.json (replaced atomically), not in
+   * the index, so rebuilding the index keeps them.
+   */
+  async pin(seq: number, pinned: boolean): Promise<CatalogEntry> {
+    const e = await this.timemarkById(seq)
+    if (!e || (this.base && seq < this.base.seq)) {
+      throw new TidemarkError('UNKNOWN_TIMEMARK', `volume ${this.meta.name} has no TimeMark with id ${seq} (see tidemark timemark list)`)
+    }
+    const next = new Set(this.pins)
+    if (pinned) next.add(seq)
+    else next.delete(seq)
+    await writeFileAtomic(path.join(this.dir, 'pins.json'), JSON.stringify([...next].sort((a, b) => a - b)))
+    this.pins = next
+    e.pinned = pinned
+    this.log.info({ timemark: seq, pinned }, pinned ? `TimeMark ${seq} pinned` : `TimeMark ${seq} unpinned`)
+    return e
+  }
+
+  get pinnedSeqs(): number[] {
+    return [...this.pins].sort((a, b) => a - b)
+  }
+
+  /** Capture (or commit) time of a seq's batch, 0 if unknown. */
+  async timeOfSeq(seq: number): Promise<number> {
+    const b = await this.index.batchAtOrAfter(seq)
+    return b ? b.wallMs : 0
+  }
+
+  /** Segments other than the newest, oldest first: number, bytes, last seq (retention picks a boundary). */
+  foldableSegments(): Array<{ number: number; bytes: number; lastSeq: number }> {
+    const newest = this.journalRef.newest().number
+    const out: Array<{ number: number; bytes: number; lastSeq: number }> = []
+    for (const seg of this.journalRef.ordered()) {
+      if (seg.number >= newest) break
+      const sum = this.summaries.get(seg.number)
+      out.push({ number: seg.number, bytes: seg.size, lastSeq: sum?.lastSeq ?? 0 })
+    }
+    return out
+  }
+
+  get journalBytes(): number {
+    return this.journalRef.bytes
+  }
+
+  /**
+   * Compaction: folds the history up to the newest whole-segment boundary at
+   * or below upTo into a new base image, then deletes those segments and
+   * their index entries. Crash-safe at every step (base-image.ts): the new
+   * base counts only once base.json names it; until then the old base and
+   * the segments are untouched, and afterwards leftovers are removed at
+   * open. Ingest goes on meanwhile (it only appends to the newest segment),
+   * and reads that started on the old base finish on it before it closes.
+   * Returns null when no whole segment lies at or below upTo.
+   */
+  async compact(upTo: number): Promise<CompactResult | null> {
+    if (this.compacting) throw new TidemarkError('COMPACTION_RUNNING', `volume ${this.meta.name}: a compaction is already running`)
+    this.compacting = true
+    try {
+      const t0 = Date.now()
+      const floor = this.base?.seq ?? 0
+      const limit = Math.min(upTo, this._durableSeq, ...this.pins)
+      let through = -1
+      let seq = 0
+      for (const s of this.foldableSegments()) {
+        if (s.lastSeq > limit || s.lastSeq === 0) break
+        through = s.number
+        seq = s.lastSeq
+      }
+      if (through < 0 || seq <= floor) return null
+      const bytesBefore = this.journalRef.bytes
+      const marks = await this.index.timemarks({ fromSeq: 0 })
+      const kept = marks.filter((e) => e.seq === seq || (e.seq <= seq && this.pins.has(e.seq))).map((e) => this.withPin(e))
+      const expired = marks.filter((e) => e.seq <= seq && !kept.includes(e))
+      const windows = this.windows.filter((w) => w.end === 0 || w.end > seq).map((w) => ({ ...w }))
+      const timeMs = await this.timeOfSeq(seq)
+      const reader = this.enterRead()
+      let nb: BaseImage
+      try {
+        nb = await BaseImage.write(this.dir, this.meta.size, CHUNK_BYTES, { seq, timeMs, throughSegment: through, marks: kept, windows }, imageExtents(this, seq))
+      } finally {
+        this.leaveRead(reader)
+      }
+      crashPoint('compact:committed')
+      // Committed: from here on every read starts from the new base.
+      const old = this.base
+      this.base = nb
+      for (let i = this.windows.length - 1; i >= 0; i--) if (this.windows[i].end !== 0 && this.windows[i].end <= seq) this.windows.splice(i, 1)
+      this.timemarkCount -= expired.length
+      const dropping = this.foldableSegments().filter((s) => s.number <= through).map((s) => s.number)
+      const purged = await this.index.purge(seq, expired, dropping)
+      crashPoint('compact:purged')
+      // Reads that started on the old base may still read the old segments.
+      while (this.readers.has(old)) await new Promise((r) => setTimeout(r, 20))
+      if (old) {
+        await old.close()
+        await fs.promises.rm(path.join(this.dir, old.state.file), { force: true })
+        await fs.promises.rm(path.join(this.dir, old.state.map), { force: true })
+      }
+      const gone = await this.journalRef.dropSegments(through)
+      for (const n of gone) this.summaries.delete(n)
+      const r: CompactResult = {
+        volume: this.meta.name,
+        baseSeq: seq,
+        baseTime: timeMs ? new Date(timeMs).toISOString() : null,
+        segmentsDropped: gone.length,
+        journalBytesBefore: bytesBefore,
+        journalBytesAfter: this.journalRef.bytes,
+        expiredTimeMarks: expired.length,
+        indexKeysDeleted: purged,
+        ms: Date.now() - t0,
+      }
+      this.log.info(r, `compacted: history up to seq ${seq} folded into the base image, ${gone.length} segments (${bytesBefore - this.journalRef.bytes} bytes) reclaimed`)
+      return r
+    } finally {
+      this.compacting = false
+    }
   }
 
   /** The newest seq recorded at or before ms (capture time), or null if none is that old. */
@@ -471,7 +640,43 @@ export class VolumeStore implements CommitSink, ImageSource {
 
   async *extents(seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {
     this.checkReadable(seq)
-    yield* imageExtents(this, seq)
+    const b = this.enterRead()
+    try {
+      yield* imageExtents(this, seq)
+    } finally {
+      this.leaveRead(b)
+    }
+  }
+
+  private enterRead(): BaseImage | null {
+    const b = this.base
+    this.readers.set(b, (this.readers.get(b) ?? 0) + 1)
+    return b
+  }
+
+  private leaveRead(b: BaseImage | null): void {
+    const n = (this.readers.get(b) ?? 1) - 1
+    if (n > 0) this.readers.set(b, n)
+    else this.readers.delete(b)
+  }
+
+  private async readAt(seq: number, offset: number, length: number): Promise<Buffer> {
+    const b = this.enterRead()
+    try {
+      return await readImage(this, seq, offset, length)
+    } finally {
+      this.leaveRead(b)
+    }
+  }
+
+  /** Refuses a point that retention folded into the base image. */
+  checkRetained(seq: number): void {
+    if (this.base && seq < this.base.seq) {
+      throw new TidemarkError(
+        'POINT_EXPIRED',
+        `volume ${this.meta.name}: seq ${seq} has expired: retention folded the history before seq ${this.base.seq}${this.base.state.timeMs ? ` (${new Date(this.base.state.timeMs).toISOString()})` : ''} into the base image; the oldest restorable point is seq ${this.oldestExactSeq}`
+      )
+    }
   }
 
   async read(seq: number, offset: number, length: number): Promise<Buffer> {
@@ -479,7 +684,7 @@ export class VolumeStore implements CommitSink, ImageSource {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.meta.size) {
       throw new TidemarkError('READ_OUT_OF_RANGE', `volume ${this.meta.name}: read of ${length} bytes at ${offset} is outside the ${this.meta.size}-byte volume`)
     }
-    return readImage(this, seq, offset, length)
+    return this.readAt(seq, offset, length)
   }
 
   async fingerprints(regions: number[]): Promise<Buffer> {
@@ -509,7 +714,7 @@ export class VolumeStore implements CommitSink, ImageSource {
     const worker = async () => {
       while (next < regions.length) {
         const i = next++
-        const data = await readImage(this, seq, regions[i] * CHUNK_BYTES, sizes[i])
+        const data = await this.readAt(seq, regions[i] * CHUNK_BYTES, sizes[i])
         sectorFingerprints(data, fp, starts[i])
       }
     }
@@ -548,6 +753,7 @@ export class VolumeStore implements CommitSink, ImageSource {
       exactSeq: this.exactSeq,
       oldestExactSeq: this.oldestExactSeq,
       inexactWindows: this.windows.map((w) => ({ ...w })),
+      base: this.base ? { seq: this.base.seq, timeMs: this.base.state.timeMs, throughSegment: this.base.state.throughSegment } : null,
       failed: this.failure ? this.failure.message : null,
     }
   }
@@ -608,6 +814,7 @@ export class VolumeStore implements CommitSink, ImageSource {
     const j = this.journalRef
     const until = { ...j.durableEnd }
     const seqLimit = this._durableSeq
+    const floor = this.base?.seq ?? 0
     const snapshot = this.index.db.snapshot()
     const problems: string[] = []
     let records = 0
@@ -645,7 +852,8 @@ export class VolumeStore implements CommitSink, ImageSource {
             if (entries.length === 0) break
             for (const [k, v] of entries) {
               const seq = kind === 'c' ? readU64BE9(k) : readU64BE1(k)
-              if (seq <= seqLimit) found.add(k, v)
+              // Entries at or below the base are folded history a purge has not reached yet.
+              if (seq <= seqLimit && seq > floor) found.add(k, v)
             }
           }
         } finally {
@@ -679,6 +887,18 @@ export class VolumeStore implements CommitSink, ImageSource {
     await this.index.close()
     await this.journalRef.close()
   }
+}
+
+/** Deletes segment files numbered up to `through` (folded into the base); returns how many. */
+async function dropSegmentFiles(dir: string, through: number): Promise<number> {
+  let n = 0
+  for (const num of await listSegments(dir)) {
+    if (num > through) continue
+    await fs.promises.rm(path.join(dir, segmentFileName(num)), { force: true })
+    n++
+  }
+  if (n) await syncDir(dir)
+  return n
 }
 
 function readU64BE9(k: Buffer): number {

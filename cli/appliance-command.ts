@@ -4,13 +4,15 @@ import path from 'node:path'
 import pino from 'pino'
 import { Appliance, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList, type AllowList } from '../appliance/authorizer'
+import { parseRetentionRule } from '../appliance/retention'
 import { TidemarkError } from '../proto/errors'
 import { parseArgs, parseHostPort, parseSize, parseTlsFlags, usage } from './args'
 
 export const APPLIANCE_HELP = `Usage:
   tidemark appliance --data DIR --listen HOST:PORT [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure]
-                     [--segment-size SIZE] [--stats-interval SECONDS] [--log-level LEVEL]
+                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS]
+                     [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
@@ -25,6 +27,15 @@ indexed so that any durable point can be restored.
                         certificate the CA signed may write any volume
   --insecure            allow listening beyond loopback without TLS
   --segment-size SIZE   journal segment size (default 256M)
+  --retain PAT=SPEC     retention for the volumes PAT names (NAME, PREFIX* or *; the first
+                        matching rule applies); SPEC is a comma-separated list of a window
+                        (7d, 12h, 30m), a number of TimeMarks (100marks) and a journal cap
+                        (20G: past it history is given up early, and stats warns). A point
+                        is kept if the window or the marks rule keeps it; pinned TimeMarks
+                        and everything after them are always kept. Expired history is
+                        folded into the volume's base image and its segments deleted.
+  --compact-every S     apply retention every S seconds (default 60; 0 = only on
+                        tidemark journal compact)
   --stats-interval S    log counts every S seconds (default 10, 0 = never)
   --config FILE         the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},
                         "allow": {"ID": ["VOL", "PREFIX*"]}, "insecure", "segmentSize",
@@ -42,6 +53,8 @@ const SPEC = {
   allow: { value: true, repeat: true },
   insecure: {},
   'segment-size': { value: true },
+  retain: { value: true, repeat: true },
+  'compact-every': { value: true },
   'stats-interval': { value: true },
   'log-level': { value: true },
   config: { value: true },
@@ -61,6 +74,8 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
   let segment: string | undefined
   let interval: string | undefined
   let level: string | undefined
+  let retain: string[] = []
+  let compactEvery: string | undefined
   if (a.has('config')) {
     if (a.size > 1) throw usage('appliance', '--config cannot be combined with other options')
     const file = a.get('config')![0]
@@ -71,7 +86,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
       throw usage('appliance', `cannot read config ${file}: ${(err as Error).message}`)
     }
     if (!j || typeof j !== 'object' || Array.isArray(j)) throw usage('appliance', `config ${file} must be a JSON object`)
-    const known = new Set(['data', 'listen', 'tls', 'allow', 'insecure', 'segmentSize', 'statsInterval', 'logLevel'])
+    const known = new Set(['data', 'listen', 'tls', 'allow', 'insecure', 'segmentSize', 'statsInterval', 'logLevel', 'retain', 'compactEvery'])
     for (const k of Object.keys(j)) if (!known.has(k)) throw usage('appliance', `config ${file}: unknown key "${k}"`)
     const str = (v: unknown, k: string): string | undefined => {
       if (v === undefined) return undefined
@@ -94,6 +109,11 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     segment = str(j.segmentSize, 'segmentSize')
     interval = str(j.statsInterval, 'statsInterval')
     level = str(j.logLevel, 'logLevel')
+    if (j.retain !== undefined) {
+      if (!j.retain || typeof j.retain !== 'object' || Array.isArray(j.retain)) throw usage('appliance', `config ${file}: "retain" must map volume patterns to retention specs`)
+      retain = Object.entries(j.retain as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`)
+    }
+    compactEvery = str(j.compactEvery, 'compactEvery')
   } else {
     data = a.get('data')?.[0]
     listen = a.get('listen')?.[0]
@@ -103,7 +123,12 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     segment = a.get('segment-size')?.[0]
     interval = a.get('stats-interval')?.[0]
     level = a.get('log-level')?.[0]
+    retain = a.get('retain') ?? []
+    compactEvery = a.get('compact-every')?.[0]
   }
+  const rules = retain.map((r) => wrap(() => parseRetentionRule(r)))
+  const compactSeconds = compactEvery === undefined ? 60 : Number(compactEvery)
+  if (!Number.isFinite(compactSeconds) || compactSeconds < 0) throw usage('appliance', `--compact-every '${compactEvery}' is not a number of seconds`)
   if (!data) throw usage('appliance', '--data DIR is required')
   if (!listen) throw usage('appliance', '--listen HOST:PORT is required')
   const seconds = interval === undefined ? 10 : Number(interval)
@@ -119,6 +144,8 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     insecure,
     allow,
     segmentBytes,
+    retain: rules,
+    compactEveryMs: compactSeconds * 1000,
     statsIntervalMs: seconds * 1000,
     logger: pino({ level: logLevel, base: { pid: process.pid, component: 'appliance' } }),
   }

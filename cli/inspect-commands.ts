@@ -4,6 +4,8 @@ import type { JournalReply__Output } from '../proto/generated/tidemark/v1/Journa
 import type { JournalRequest } from '../proto/generated/tidemark/v1/JournalRequest'
 import type { StatsReply__Output } from '../proto/generated/tidemark/v1/StatsReply'
 import type { StatsRequest } from '../proto/generated/tidemark/v1/StatsRequest'
+import type { CompactRequest } from '../proto/generated/tidemark/v1/CompactRequest'
+import type { CompactReply__Output } from '../proto/generated/tidemark/v1/CompactReply'
 import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
 import { parseArgs, usage } from './args'
 
@@ -18,9 +20,12 @@ export const JOURNAL_HELP = `Usage:
   tidemark journal ls     --appliance HOST:PORT [--volume NAME] [--json]
   tidemark journal show   --appliance HOST:PORT --volume NAME [--from SEQ] [--limit N] [--json]
   tidemark journal verify --appliance HOST:PORT [--volume NAME] [--json]
+  tidemark journal compact --appliance HOST:PORT --volume NAME [--json]
 
 ls lists segments; show lists records from a seq; verify re-reads every
-segment, checks every checksum and the index, and exits 1 if anything is wrong.
+segment, checks every checksum and the index, and exits 1 if anything is wrong;
+compact applies the volume's retention now (tidemark appliance --retain): the
+history it lets go of is folded into the base image and its segments deleted.
 `
 
 const STATS_SPEC = { help: {}, ...CLIENT_FLAGS, volume: { value: true }, json: {} }
@@ -72,8 +77,9 @@ export async function runJournal(argv: string[]): Promise<number> {
     process.stdout.write(JOURNAL_HELP)
     return action ? 0 : 2
   }
+  if (action === 'compact') return compact(rest)
   const actions: Record<string, 'LS' | 'SHOW' | 'VERIFY'> = { ls: 'LS', show: 'SHOW', verify: 'VERIFY' }
-  if (!actions[action]) throw usage('journal', `unknown action '${action}' (ls, show or verify)`)
+  if (!actions[action]) throw usage('journal', `unknown action '${action}' (ls, show, verify or compact)`)
   const a = parseArgs(rest, JOURNAL_SPEC, 'journal')
   if (a.has('help')) {
     process.stdout.write(JOURNAL_HELP)
@@ -118,4 +124,38 @@ export async function runJournal(argv: string[]): Promise<number> {
     }
   }
   return ok ? 0 : 1
+}
+
+async function compact(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, STATS_SPEC, 'journal')
+  if (a.has('help')) {
+    process.stdout.write(JOURNAL_HELP)
+    return 0
+  }
+  const volume = a.get('volume')?.[0]
+  if (!volume) throw usage('journal', 'journal compact needs --volume NAME')
+  const client = adminClient(a, 'journal')
+  let json: string
+  try {
+    json = (await unary<CompactRequest, CompactReply__Output>(client.compact.bind(client), { volume })).json
+  } catch (err) {
+    throw clientError('journal', err)
+  } finally {
+    client.close()
+  }
+  if (a.has('json')) {
+    process.stdout.write(`${json}\n`)
+    return 0
+  }
+  const r = JSON.parse(json) as { rule: string | null; warning: string | null; compaction: Record<string, number> | null }
+  if (!r.rule) process.stdout.write(`volume ${volume} has no retention rule: it keeps everything\n`)
+  else if (!r.compaction) process.stdout.write(`volume ${volume} (retain ${r.rule}): nothing has expired\n`)
+  else {
+    const c = r.compaction
+    process.stdout.write(
+      `volume ${volume} (retain ${r.rule}): history up to seq ${c.baseSeq} folded into the base image; ${c.segmentsDropped} segments, ${((c.journalBytesBefore - c.journalBytesAfter) / 1e6).toFixed(1)} MB reclaimed, ${c.expiredTimeMarks} TimeMarks expired, ${c.ms} ms\n`
+    )
+  }
+  if (r.warning) process.stdout.write(`warning: ${r.warning}\n`)
+  return 0
 }

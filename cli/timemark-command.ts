@@ -11,6 +11,8 @@ import type { CreateTimeMarkReply__Output } from '../proto/generated/tidemark/v1
 import type { ListTimeMarksRequest } from '../proto/generated/tidemark/v1/ListTimeMarksRequest'
 import type { ListTimeMarksReply__Output } from '../proto/generated/tidemark/v1/ListTimeMarksReply'
 import { controlProto } from '../proto/load'
+import type { PinTimeMarkRequest } from '../proto/generated/tidemark/v1/PinTimeMarkRequest'
+import type { TimeMark__Output } from '../proto/generated/tidemark/v1/TimeMark'
 import { badLabel } from '../proto/timemark-meta'
 import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
 import { parseArgs, usage } from './args'
@@ -20,6 +22,7 @@ export const TIMEMARK_HELP = `Usage:
                            [--quiesce CMD] [--thaw CMD] [--hook-timeout SECONDS]
                            [--allow-crash-consistent] [--no-wait] [--wait-timeout SECONDS] [--json]
   tidemark timemark list   --appliance HOST:PORT --volume NAME [--json] [--tls-cert F --tls-key F --tls-ca F]
+  tidemark timemark pin|unpin --appliance HOST:PORT --volume NAME --timemark ID|LABEL [--json]
 
 create: the agent behind the control socket runs the quiesce command (sh -c),
 takes the tap's barrier (one seq for the volume, or for every volume of the
@@ -32,12 +35,16 @@ waits until the appliance holds the mark (--no-wait: return at the barrier).
 The mark's id is its seq; a label must not be a number.
 
 list: the appliance's catalog for a volume, oldest first.
+
+pin: retention never expires a pinned TimeMark, nor any point after it; unpin
+lets it expire again.
 `
 
 const SPEC = {
   help: {},
   ...CLIENT_FLAGS,
   control: { value: true },
+  timemark: { value: true },
   volume: { value: true },
   group: { value: true },
   label: { value: true },
@@ -76,7 +83,8 @@ export async function runTimemark(argv: string[]): Promise<number> {
   }
   if (action === 'create') return create(rest)
   if (action === 'list') return list(rest)
-  throw usage('timemark', `unknown action '${action}' (create or list)`)
+  if (action === 'pin' || action === 'unpin') return pin(rest, action === 'pin')
+  throw usage('timemark', `unknown action '${action}' (create, list, pin or unpin)`)
 }
 
 async function create(argv: string[]): Promise<number> {
@@ -163,5 +171,29 @@ async function list(argv: string[]): Promise<number> {
   }
   lines.push('', `${r.timemarks.length} TimeMarks of volume ${volume}`)
   process.stdout.write(`${lines.join('\n')}\n`)
+  return 0
+}
+
+async function pin(argv: string[], pinned: boolean): Promise<number> {
+  const a = parseArgs(argv, SPEC, 'timemark')
+  if (a.has('help')) {
+    process.stdout.write(TIMEMARK_HELP)
+    return 0
+  }
+  const volume = a.get('volume')?.[0]
+  if (!volume) throw usage('timemark', `${pinned ? 'pin' : 'unpin'} needs --volume NAME`)
+  const timemark = a.get('timemark')?.[0]
+  if (!timemark) throw usage('timemark', `${pinned ? 'pin' : 'unpin'} needs --timemark ID|LABEL`)
+  const client = adminClient(a, 'timemark')
+  let r: TimeMark__Output
+  try {
+    r = await unary<PinTimeMarkRequest, TimeMark__Output>(client.pinTimeMark.bind(client), { volume, timemark, pinned })
+  } catch (err) {
+    throw clientError('timemark', err)
+  } finally {
+    client.close()
+  }
+  if (a.has('json')) process.stdout.write(`${JSON.stringify(r)}\n`)
+  else process.stdout.write(`TimeMark ${r.id}${r.label ? ` '${r.label}'` : ''} of volume ${volume} is ${r.pinned ? 'pinned' : 'no longer pinned'}\n`)
   return 0
 }

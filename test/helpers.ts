@@ -230,11 +230,11 @@ export class ApplianceProcess extends ServiceProcess {
  */
 export async function startAppliance(
   t: { teardown(fn: () => unknown): void },
-  args: { data: string; port?: number; extra?: string[] }
+  args: { data: string; port?: number; extra?: string[]; env?: Record<string, string> }
 ): Promise<ApplianceProcess> {
   const argv = [BIN, 'appliance', '--data', args.data, '--listen', `127.0.0.1:${args.port ?? 0}`, '--stats-interval', '0']
   argv.push(...(args.extra ?? []))
-  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...args.env } })
   const a = new ApplianceProcess(proc)
   t.teardown(() => a.stop())
   const end = Date.now() + 30_000

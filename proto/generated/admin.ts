@@ -2,6 +2,8 @@ import type * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { AdminClient as _tidemark_v1_AdminClient, AdminDefinition as _tidemark_v1_AdminDefinition } from './tidemark/v1/Admin';
+import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from './tidemark/v1/CompactReply';
+import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from './tidemark/v1/CompactRequest';
 import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from './tidemark/v1/FingerprintsReply';
 import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from './tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from './tidemark/v1/ImageChunk';
@@ -9,6 +11,7 @@ import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from './tidemark/v1/JournalRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from './tidemark/v1/ListTimeMarksReply';
 import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from './tidemark/v1/ListTimeMarksRequest';
+import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMarkRequest__Output as _tidemark_v1_PinTimeMarkRequest__Output } from './tidemark/v1/PinTimeMarkRequest';
 import type { PointInTime as _tidemark_v1_PointInTime, PointInTime__Output as _tidemark_v1_PointInTime__Output } from './tidemark/v1/PointInTime';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from './tidemark/v1/ReadReply';
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from './tidemark/v1/ReadRequest';
@@ -27,6 +30,8 @@ export interface ProtoGrpcType {
   tidemark: {
     v1: {
       Admin: SubtypeConstructor<typeof grpc.Client, _tidemark_v1_AdminClient> & { service: _tidemark_v1_AdminDefinition }
+      CompactReply: MessageTypeDefinition<_tidemark_v1_CompactReply, _tidemark_v1_CompactReply__Output>
+      CompactRequest: MessageTypeDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactRequest__Output>
       FingerprintsReply: MessageTypeDefinition<_tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsReply__Output>
       FingerprintsRequest: MessageTypeDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsRequest__Output>
       ImageChunk: MessageTypeDefinition<_tidemark_v1_ImageChunk, _tidemark_v1_ImageChunk__Output>
@@ -34,6 +39,7 @@ export interface ProtoGrpcType {
       JournalRequest: MessageTypeDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalRequest__Output>
       ListTimeMarksReply: MessageTypeDefinition<_tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksReply__Output>
       ListTimeMarksRequest: MessageTypeDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksRequest__Output>
+      PinTimeMarkRequest: MessageTypeDefinition<_tidemark_v1_PinTimeMarkRequest, _tidemark_v1_PinTimeMarkRequest__Output>
       PointInTime: MessageTypeDefinition<_tidemark_v1_PointInTime, _tidemark_v1_PointInTime__Output>
       ReadReply: MessageTypeDefinition<_tidemark_v1_ReadReply, _tidemark_v1_ReadReply__Output>
       ReadRequest: MessageTypeDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadRequest__Output>

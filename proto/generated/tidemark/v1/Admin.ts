@@ -2,6 +2,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from '../../tidemark/v1/CompactReply';
+import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from '../../tidemark/v1/CompactRequest';
 import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from '../../tidemark/v1/FingerprintsReply';
 import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from '../../tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from '../../tidemark/v1/ImageChunk';
@@ -9,6 +11,7 @@ import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from '../../tidemark/v1/JournalRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from '../../tidemark/v1/ListTimeMarksReply';
 import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from '../../tidemark/v1/ListTimeMarksRequest';
+import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMarkRequest__Output as _tidemark_v1_PinTimeMarkRequest__Output } from '../../tidemark/v1/PinTimeMarkRequest';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from '../../tidemark/v1/ReadReply';
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from '../../tidemark/v1/ReadRequest';
 import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from '../../tidemark/v1/ResolveReply';
@@ -16,8 +19,26 @@ import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Out
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from '../../tidemark/v1/RestoreRequest';
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from '../../tidemark/v1/StatsReply';
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from '../../tidemark/v1/StatsRequest';
+import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v1_TimeMark__Output } from '../../tidemark/v1/TimeMark';
 
 export interface AdminClient extends grpc.Client {
+  /**
+   * Applies the volume's retention now: folds expired history into the base
+   * image and reclaims its segments. The reply is JSON.
+   */
+  Compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  Compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  Compact(argument: _tidemark_v1_CompactRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  Compact(argument: _tidemark_v1_CompactRequest, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * Applies the volume's retention now: folds expired history into the base
+   * image and reclaims its segments. The reply is JSON.
+   */
+  compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  compact(argument: _tidemark_v1_CompactRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  compact(argument: _tidemark_v1_CompactRequest, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  
   /**
    * Per-sector fingerprints of some 64 KiB regions at a seq (failback
    * compares them with the production volume before sending anything).
@@ -52,6 +73,21 @@ export interface AdminClient extends grpc.Client {
   listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
   listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
   listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Retention never expires a pinned TimeMark (nor anything after it).
+   */
+  PinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  PinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  PinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  PinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  /**
+   * Retention never expires a pinned TimeMark (nor anything after it).
+   */
+  pinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  pinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  pinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
+  pinTimeMark(argument: _tidemark_v1_PinTimeMarkRequest, callback: grpc.requestCallback<_tidemark_v1_TimeMark__Output>): grpc.ClientUnaryCall;
   
   /**
    * Bytes of a volume at a seq (TimeViews read through this).
@@ -109,6 +145,12 @@ export interface AdminClient extends grpc.Client {
 
 export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * Applies the volume's retention now: folds expired history into the base
+   * image and reclaims its segments. The reply is JSON.
+   */
+  Compact: grpc.handleUnaryCall<_tidemark_v1_CompactRequest__Output, _tidemark_v1_CompactReply>;
+  
+  /**
    * Per-sector fingerprints of some 64 KiB regions at a seq (failback
    * compares them with the production volume before sending anything).
    */
@@ -117,6 +159,11 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Journal: grpc.handleUnaryCall<_tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply>;
   
   ListTimeMarks: grpc.handleUnaryCall<_tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply>;
+  
+  /**
+   * Retention never expires a pinned TimeMark (nor anything after it).
+   */
+  PinTimeMark: grpc.handleUnaryCall<_tidemark_v1_PinTimeMarkRequest__Output, _tidemark_v1_TimeMark>;
   
   /**
    * Bytes of a volume at a seq (TimeViews read through this).
@@ -139,9 +186,11 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface AdminDefinition extends grpc.ServiceDefinition {
+  Compact: MethodDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactReply, _tidemark_v1_CompactRequest__Output, _tidemark_v1_CompactReply__Output>
   Fingerprints: MethodDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsRequest__Output, _tidemark_v1_FingerprintsReply__Output>
   Journal: MethodDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalReply, _tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply__Output>
   ListTimeMarks: MethodDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply__Output>
+  PinTimeMark: MethodDefinition<_tidemark_v1_PinTimeMarkRequest, _tidemark_v1_TimeMark, _tidemark_v1_PinTimeMarkRequest__Output, _tidemark_v1_TimeMark__Output>
   Read: MethodDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadReply, _tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply__Output>
   Resolve: MethodDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveReply, _tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply__Output>
   Restore: MethodDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_ImageChunk, _tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk__Output>

@@ -1,0 +1,171 @@
+// Retention: which history a volume keeps, and when to compact the rest.
+//
+// A rule is `PATTERN=SPEC` (`tidemark appliance --retain`, repeatable; the
+// first rule whose pattern matches a volume applies: NAME, PREFIX* or *).
+// SPEC is a comma-separated list of
+//   DURATION   keep every point of the last DURATION (30m, 12h, 7d)
+//   N marks    keep the newest N TimeMarks and every point after the oldest of them
+//   SIZE       cap the journal at SIZE (20G): past it, history older than the
+//              other rules want is given up too ("history shrinking"), and
+//              stats warns
+// A point is kept if any of the time and marks rules keeps it; pinned
+// TimeMarks, and every point after them, are always kept. Without a rule a
+// volume keeps everything.
+import type { Logger } from 'pino'
+import { TidemarkError } from '../proto/errors'
+import type { ApplianceStore } from './store'
+import type { CompactResult, VolumeStore } from './volume-store'
+
+export interface RetentionSpec {
+  timeMs?: number
+  marks?: number
+  maxBytes?: number
+  text: string
+}
+
+export interface RetentionRule {
+  pattern: string
+  spec: RetentionSpec
+}
+
+const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+
+export function parseRetentionSpec(text: string): RetentionSpec {
+  const spec: RetentionSpec = { text }
+  for (const part of text.split(',').map((p) => p.trim())) {
+    let m: RegExpExecArray | null
+    if ((m = /^(\d+(?:\.\d+)?)([smhdw])$/.exec(part))) spec.timeMs = Number(m[1]) * UNITS[m[2]]
+    else if ((m = /^(\d+)\s*marks?$/.exec(part))) spec.marks = Number(m[1])
+    else if ((m = /^(\d+)([KMGT])i?B?$/i.exec(part))) spec.maxBytes = Number(m[1]) * 1024 ** (' KMGT'.indexOf(m[2].toUpperCase()))
+    else throw new TidemarkError('USAGE', `retention '${part}' is not a duration (7d, 12h, 30m), a number of marks (100marks) or a size (20G)`)
+  }
+  if (spec.marks === 0) throw new TidemarkError('USAGE', `retention '${text}': keep at least 1 mark`)
+  if (spec.timeMs === undefined && spec.marks === undefined && spec.maxBytes === undefined) {
+    throw new TidemarkError('USAGE', `retention '${text}' says nothing to keep`)
+  }
+  return spec
+}
+
+export function parseRetentionRule(arg: string): RetentionRule {
+  const eq = arg.indexOf('=')
+  if (eq <= 0) throw new TidemarkError('USAGE', `--retain '${arg}' must be PATTERN=SPEC (for example '*=7d' or 'db*=100marks,20G')`)
+  return { pattern: arg.slice(0, eq), spec: parseRetentionSpec(arg.slice(eq + 1)) }
+}
+
+export function ruleFor(rules: RetentionRule[], volume: string): RetentionSpec | null {
+  for (const r of rules) {
+    const p = r.pattern
+    if (p === '*' || p === volume || (p.endsWith('*') && volume.startsWith(p.slice(0, -1)))) return r.spec
+  }
+  return null
+}
+
+export interface RetentionPlan {
+  /** Compact up to this seq (0: nothing has expired). */
+  upTo: number
+  /** Set when the size cap forces history out that the time or marks rules would keep. */
+  shrinking: string | null
+}
+
+/** What the volume's rule lets go of now. */
+export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = Date.now()): Promise<RetentionPlan> {
+  if (!v.fullSyncDone) return { upTo: 0, shrinking: null }
+  const floor = v.base?.seq ?? 0
+  const wants: number[] = []
+  if (spec.timeMs !== undefined) {
+    const at = await v.seqAt(now - spec.timeMs)
+    wants.push(at ? at.seq : 0)
+  }
+  if (spec.marks !== undefined) {
+    const marks = await v.timemarks()
+    wants.push(marks.length > spec.marks ? marks[marks.length - spec.marks].seq : 0)
+  }
+  let upTo = wants.length ? Math.min(...wants) : 0
+  const pinned = v.pinnedSeqs.filter((s) => s >= floor)
+  if (pinned.length) upTo = Math.min(upTo || Infinity, pinned[0])
+  if (upTo === Infinity) upTo = 0
+  let shrinking: string | null = null
+  if (spec.maxBytes !== undefined && v.journalBytes > spec.maxBytes) {
+    // The oldest segment boundary that brings the journal under the cap.
+    let bytes = v.journalBytes
+    let cut = 0
+    for (const s of v.foldableSegments()) {
+      if (bytes <= spec.maxBytes) break
+      bytes -= s.bytes
+      cut = s.lastSeq
+    }
+    if (pinned.length) cut = Math.min(cut, pinned[0])
+    if (cut > upTo) {
+      const kept = wants.length ? 'the configured window' : 'all history'
+      shrinking = `history shrinking: the journal (${v.journalBytes} bytes) is over its ${spec.maxBytes}-byte cap, so history up to seq ${cut} goes before ${kept} asks`
+      upTo = cut
+    }
+  }
+  return { upTo: upTo > floor ? upTo : 0, shrinking }
+}
+
+/** Runs each volume's retention every so often, and on request. */
+export class Retention {
+  private timer: NodeJS.Timeout | null = null
+  private running: Promise<unknown> = Promise.resolve()
+  /** Per volume: the last plan's warning, the last compaction. */
+  readonly status = new Map<string, { shrinking: string | null; last: CompactResult | null; error: string | null }>()
+
+  constructor(
+    private readonly store: ApplianceStore,
+    readonly rules: RetentionRule[],
+    private readonly log: Logger
+  ) {}
+
+  start(everyMs: number): void {
+    if (everyMs <= 0 || this.rules.length === 0) return
+    this.timer = setInterval(() => {
+      this.running = this.running.then(() => this.runAll()).catch(() => {})
+    }, everyMs)
+    this.timer.unref()
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    await this.running
+  }
+
+  private async runAll(): Promise<void> {
+    for (const v of this.store.volumes()) {
+      if (ruleFor(this.rules, v.meta.name)) await this.run(v).catch(() => {})
+    }
+  }
+
+  /** Applies the volume's rule now. Returns the compaction, or null if nothing has expired. */
+  async run(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
+    const spec = ruleFor(this.rules, v.meta.name)
+    if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
+    const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null }
+    this.status.set(v.meta.name, st)
+    try {
+      const plan = await retentionPlan(v, spec)
+      if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.meta.name }, plan.shrinking)
+      st.shrinking = plan.shrinking
+      const result = plan.upTo > 0 ? await v.compact(plan.upTo) : null
+      if (result) st.last = result
+      st.error = null
+      return { plan, result, rule: spec.text }
+    } catch (err) {
+      st.error = (err as Error).message
+      this.log.error({ volume: v.meta.name, err: st.error }, `retention failed: ${st.error}`)
+      throw err
+    }
+  }
+
+  /** What stats shows: the rule, the retained window, the warning. */
+  info(v: VolumeStore): Record<string, unknown> {
+    const spec = ruleFor(this.rules, v.meta.name)
+    const st = this.status.get(v.meta.name)
+    return {
+      rule: spec?.text ?? null,
+      warning: st?.shrinking ?? null,
+      lastCompaction: st?.last ?? null,
+      error: st?.error ?? null,
+    }
+  }
+}

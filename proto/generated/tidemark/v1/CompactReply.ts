@@ -1,0 +1,10 @@
+// Original file: proto/tidemark/v1/admin.proto
+
+
+export interface CompactReply {
+  'json'?: (string);
+}
+
+export interface CompactReply__Output {
+  'json': (string);
+}
