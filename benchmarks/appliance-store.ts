@@ -42,7 +42,7 @@ const quiet = pino({ level: 'silent' })
 // A pool of random bytes; records take slices at varying offsets.
 const POOL = crypto.randomBytes(64 * MiB)
 
-function rec(seq: number, sector: number, count: number, poolAt: number): Buffer {
+export function rec(seq: number, sector: number, count: number, poolAt: number): Buffer {
   const b = Buffer.allocUnsafe(32 + count * 512)
   b.fill(0, 0, 32)
   b.writeBigUInt64LE(BigInt(seq), 0)
@@ -54,7 +54,7 @@ function rec(seq: number, sector: number, count: number, poolAt: number): Buffer
   return b
 }
 
-function batchOf(records: Buffer[], first: number, last: number) {
+export function batchOf(records: Buffer[], first: number, last: number) {
   const raw = Buffer.concat(records)
   return { raw, meta: { firstSeq: first, lastSeq: last, recordCount: records.length, appBytes: raw.length, changedBytes: raw.length, wireBytes: raw.length } }
 }
@@ -202,7 +202,7 @@ async function extentsOnly(v: Awaited<ReturnType<typeof restoreSetup>>['v'], siz
   return { size, bytes, seconds: secs, mbPerSec: size / MiB / secs }
 }
 
-async function restorePeer(dir: string, size: number) {
+export async function restorePeer(dir: string, size: number) {
   const src = path.join(dir, 'peer-src.img')
   const w = await fs.promises.open(src, 'w')
   for (let off = 0; off < size; off += MiB) await w.write(POOL, (off / MiB) * 4096, MiB, off)
@@ -283,7 +283,9 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(e)
-  process.exit(1)
-})
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e)
+    process.exit(1)
+  })
+}

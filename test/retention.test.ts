@@ -59,8 +59,10 @@ t.test('compaction keeps every retained point byte-exact, refuses expired ones, 
   const uri = nbdUri(sock, 'v')
 
   const snapshots = new Map<string, string>() // label -> source image at the mark
+  const markTimes = new Map<string, number>()
   const mark = async (label: string): Promise<number> => {
-    const m = await json<{ id: number }>('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', label)
+    const m = await json<{ id: number; wallTimeMs: number }>('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', label)
+    markTimes.set(label, m.wallTimeMs)
     const copy = path.join(dir, `src-${label}.img`)
     fs.copyFileSync(img, copy)
     snapshots.set(label, copy)
@@ -108,6 +110,8 @@ t.test('compaction keeps every retained point byte-exact, refuses expired ones, 
   const old = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'v', '--seq', '2', '--out', path.join(dir, 'x.img')])
   t.match(old.stderr, /seq 2 has expired: retention folded the history before seq \d+ .*into the base image/, 'an expired seq is refused with the reason')
   t.equal(old.stderr.trim().split('\n').length, 1, 'one line')
+  const oldAt = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'v', '--at', new Date(markTimes.get('m2')!).toISOString(), '--out', path.join(dir, 'x.img')])
+  t.match(oldAt.stderr, /has expired: retention folded the history/, 'a time before the retained history is refused as expired')
   const verify1 = await run(process.execPath, [BIN, 'journal', 'verify', '--appliance', app.address, '--volume', 'v'])
   t.equal(verify1.code, 0, 'journal verify is clean after compaction', { out: verify1.stdout })
 

@@ -358,3 +358,49 @@ t.test('10,000 TimeMarks on one volume: listing and restoring still work', async
   t.ok(last.durable, 'marks are still confirmed quickly')
   t.equal(await agent.stop(), 0)
 })
+
+t.test('scheduled TimeMarks from the agent config: app-consistent ones run their hooks, failing ones are logged and skipped', async (t) => {
+  const dir = tmpdir(t)
+  const img = path.join(dir, 'disk.img')
+  makeImage(img, 4 * MiB, 2)
+  const sock = path.join(dir, 'nbd.sock')
+  const hooks = path.join(dir, 'hooks.log')
+  const app = await startAppliance(t, { data: path.join(dir, 'data') })
+  const config = path.join(dir, 'agent.json')
+  fs.writeFileSync(
+    config,
+    JSON.stringify({
+      state: path.join(dir, 'state'),
+      nbd: `unix:${sock}`,
+      volumes: { v: img },
+      appliance: app.address,
+      statsInterval: 0,
+      timemarks: [
+        { every: 1, label: 'app-sched', quiesce: `echo quiesce >> ${hooks}`, thaw: `echo thaw >> ${hooks}`, hookTimeout: 5 },
+        { every: 1, label: 'broken', quiesce: 'echo "no database" >&2; exit 1' },
+      ],
+    })
+  )
+  const { spawn: spawnAgent } = await import('node:child_process')
+  const proc = spawnAgent(process.execPath, [BIN, 'agent', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout!.on('data', (d) => (out += d))
+  const exited = new Promise((r) => proc.once('exit', r))
+  t.teardown(async () => {
+    proc.kill('SIGTERM')
+    await exited
+  })
+  await waitCopied(app, 'v')
+  let list: Array<{ label: string; consistency: string }> = []
+  for (let i = 0; i < 100 && list.filter((m) => m.label === 'app-sched').length < 2; i++) {
+    await sleep(200)
+    list = await json('timemark', 'list', '--appliance', app.address, '--volume', 'v')
+  }
+  const sched = list.filter((m) => m.label === 'app-sched')
+  t.ok(sched.length >= 2, `the schedule took app-consistent marks (${sched.length})`)
+  t.ok(sched.every((m) => m.consistency === 'app'), 'with its quiesce hook they are application-consistent')
+  t.equal(list.filter((m) => m.label === 'broken').length, 0, 'a schedule whose quiesce fails takes no mark')
+  const lines = fs.readFileSync(hooks, 'utf8').trim().split('\n')
+  t.ok(lines.length >= 4 && lines.every((l, i) => l === (i % 2 === 0 ? 'quiesce' : 'thaw')), 'quiesce and thaw alternate')
+  t.match(out, /scheduled TimeMark not taken: no TimeMark taken: the quiesce hook exited with 1: no database/, 'the failure is logged with the hook\'s words')
+})

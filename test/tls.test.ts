@@ -105,6 +105,20 @@ t.test('mutual TLS: identities map to volumes; others are refused', async (t) =>
   t.equal(withCert.code, 0, `stats over mutual TLS (${withCert.stderr.trim()})`)
   t.same(JSON.parse(withCert.stdout).volumes.map((v: { name: string }) => v.name).sort(), ['db-log', 'vol-a'], 'only the allowed volumes were created')
 
+  // Points in time are read with the same right as writing: agent-b may not read vol-a.
+  const asB = ['--tls-cert', path.join(pki, 'agent-b.pem'), '--tls-key', path.join(pki, 'agent-b.key'), '--tls-ca', path.join(pki, 'ca.pem')]
+  for (const args of [
+    ['restore', '--volume', 'vol-a', '--seq', 'latest', '--out', path.join(dir, 'x.img')],
+    ['restore', '--volume', 'vol-a', '--timemark', 'nightly', '--out', path.join(dir, 'x.img')],
+    ['timemark', 'list', '--volume', 'vol-a'],
+  ]) {
+    const r = await run(process.execPath, [BIN, ...args, '--appliance', app.address, ...asB])
+    t.not(r.code, 0, `agent-b: ${args.slice(0, 2).join(' ')} of vol-a is refused`)
+    t.match(r.stderr, /certificate identity "agent-b" may not read volume vol-a/, 'with the reason, in one line')
+    t.equal(r.stderr.trim().split('\n').length, 1)
+  }
+  t.notOk(fs.existsSync(path.join(dir, 'x.img')), 'nothing was restored')
+
   const denials = app.logs().filter((l) => /rejected/.test(String(l.msg)) && l.code === 'PERMISSION_DENIED')
   t.equal(denials.length, 2, 'each denial is logged')
 })
