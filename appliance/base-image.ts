@@ -47,18 +47,13 @@ export class BaseImage {
     return this.state.seq
   }
 
-  hasChunk(chunk: number): boolean {
-    return (this.map[chunk >>> 3] & (1 << (chunk & 7))) !== 0
+  /** The open file descriptor (batched native reads). */
+  get fd(): number {
+    return this.fh.fd
   }
 
-  /** Reads exactly `length` bytes at `position` into buf[offset..] (holes read as zeroes). */
-  async readExact(buf: Buffer, offset: number, length: number, position: number): Promise<void> {
-    let done = 0
-    while (done < length) {
-      const { bytesRead } = await this.fh.read(buf, offset + done, length - done, position + done)
-      if (bytesRead === 0) throw new Error(`short read of ${this.path} at ${position + done}`)
-      done += bytesRead
-    }
+  hasChunk(chunk: number): boolean {
+    return (this.map[chunk >>> 3] & (1 << (chunk & 7))) !== 0
   }
 
   close(): Promise<void> {

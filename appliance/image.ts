@@ -42,6 +42,7 @@ import {
 import { CHANGE_DATA_OFFSET } from './journal-format'
 import type { SegmentFile } from './segment'
 import type { BaseImage } from './base-image'
+import { native } from '../native'
 
 const SECTOR = 512
 export const EXTENT_BYTES = 1 << 20
@@ -151,7 +152,7 @@ function rangeTouches(r: RangeEntry, first: number, n: number): boolean {
 
 /** A pending pread into a window buffer. */
 interface Read {
-  seg: SegmentFile | BaseImage
+  seg: { readonly fd: number }
   bufOff: number
   len: number
   pos: number
@@ -182,8 +183,24 @@ function planReads(src: ImageSource, base: BaseImage | null, p: ChunkPlan, buf: 
   }
 }
 
+/**
+ * All of a window's preads in one native call (native/src/io_addon.cc): a
+ * restore of random 4 KiB writes is a pread per record, and a libuv request
+ * plus a promise each cost more than the pread. Files stay open while reads
+ * run: segments and bases are closed only once their readers are done
+ * (VolumeStore readers).
+ */
 async function runReads(buf: Buffer, reads: Read[]): Promise<void> {
-  await Promise.all(reads.map((r) => r.seg.readExact(buf, r.bufOff, r.len, r.pos)))
+  if (reads.length === 0) return
+  const reqs = new Float64Array(reads.length * 4)
+  for (let i = 0; i < reads.length; i++) {
+    const r = reads[i]
+    reqs[i * 4] = r.seg.fd
+    reqs[i * 4 + 1] = r.pos
+    reqs[i * 4 + 2] = r.len
+    reqs[i * 4 + 3] = r.bufOff
+  }
+  await native.readBatch(buf, reqs)
 }
 
 /**

@@ -84,6 +84,11 @@ export class SegmentFile {
     return segmentFileName(this.number)
   }
 
+  /** The open file descriptor (batched native reads). */
+  get fd(): number {
+    return this.fh.fd
+  }
+
   /** Creates the file with its header, durable (file and directory synced) before it returns. */
   static async create(dir: string, n: number, h: Omit<SegmentHeader, 'segment'>): Promise<SegmentFile> {
     const p = path.join(dir, segmentFileName(n))

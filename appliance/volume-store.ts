@@ -884,6 +884,11 @@ export class VolumeStore implements CommitSink, ImageSource {
     if (this.closed) return
     this.closed = true
     await this.settled()
+    // Image reads use the segments' and the base's file descriptors directly
+    // (image.ts runReads): let them finish before the files close.
+    for (const end = Date.now() + 5000; this.readers.size > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20))
+    if (this.readers.size > 0) this.log.warn({ readers: this.readers.size }, 'closing with image reads still running; they will fail')
+    await this.base?.close()
     await this.index.close()
     await this.journalRef.close()
   }

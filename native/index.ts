@@ -76,6 +76,8 @@ export interface NativeModule {
   ) => NativeTap
   regionSize: number
   recordHeaderSize: number
+  /** Positional reads on a worker thread: reqs holds (fd, position, length, offset in buf) quadruples. */
+  readBatch(buf: Buffer, reqs: Float64Array): Promise<void>
 }
 
 function findRoot(start: string): string {

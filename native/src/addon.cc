@@ -10,6 +10,7 @@
 #include "tap.h"
 
 void InitView(Napi::Env env, Napi::Object exports);  // view_addon.cc: class NativeView
+void InitIo(Napi::Env env, Napi::Object exports);    // io_addon.cc: readBatch
 
 namespace {
 
@@ -391,6 +392,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTap", NativeTap::Init(env));
   InitView(env, exports);
+  InitIo(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   return exports;
