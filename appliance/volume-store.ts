@@ -754,6 +754,9 @@ export class VolumeStore implements CommitSink, ImageSource {
       oldestExactSeq: this.oldestExactSeq,
       inexactWindows: this.windows.map((w) => ({ ...w })),
       base: this.base ? { seq: this.base.seq, timeMs: this.base.state.timeMs, throughSegment: this.base.state.throughSegment } : null,
+      // The history kept: from the base (or the volume's creation) to now.
+      retainedSince: this.base?.state.timeMs ? new Date(this.base.state.timeMs).toISOString() : this.meta.created,
+      retainedWindowSeconds: Math.max(0, Math.round((Date.now() - (this.base?.state.timeMs || Date.parse(this.meta.created))) / 1000)),
       failed: this.failure ? this.failure.message : null,
     }
   }

@@ -58,14 +58,18 @@ export async function runStats(argv: string[]): Promise<number> {
   const lines = [
     `appliance ${s.appliance.id}: ${s.appliance.streams} agent streams, rejected ${JSON.stringify(s.appliance.rejected)}`,
     '',
-    '| volume | durable seq | journal MB | records | app MB | changed MB | wire MB | full copy | agent |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| volume | durable seq | journal MB | records | app MB | changed MB | wire MB | full copy | TimeMarks | oldest exact seq | retained since | agent |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for (const v of s.volumes) {
     const agent = v.agent as { agentId?: string } | null
     lines.push(
-      `| ${v.name} | ${v.durableSeq} | ${mb(v.journalBytes)} | ${v.records} | ${mb(v.appBytes)} | ${mb(v.changedBytes)} | ${mb(v.wireBytes)} | ${v.fullSyncDone ? 'done' : 'in progress'} | ${agent?.agentId ?? '-'} |`
+      `| ${v.name} | ${v.durableSeq} | ${mb(v.journalBytes)} | ${v.records} | ${mb(v.appBytes)} | ${mb(v.changedBytes)} | ${mb(v.wireBytes)} | ${v.fullSyncDone ? 'done' : 'in progress'} | ${v.timemarks ?? '-'} | ${v.oldestExactSeq ?? '-'} | ${v.retainedSince ?? '-'} | ${agent?.agentId ?? '-'} |`
     )
+  }
+  for (const v of s.volumes) {
+    const r = v.retention as { warning?: string | null } | null
+    if (r?.warning) lines.push('', `warning: volume ${v.name}: ${r.warning}`)
   }
   process.stdout.write(`${lines.join('\n')}\n`)
   return 0

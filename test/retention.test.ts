@@ -171,6 +171,9 @@ t.test('compaction keeps every retained point byte-exact, refuses expired ones, 
   const s = (await json<Stats>('stats', '--appliance', app.address, '--volume', 'v')).volumes[0]
   t.ok(s.base && s.base.seq > 0, `stats shows the base (seq ${s.base?.seq})`)
   t.equal(s.retention.rule, '2marks', 'stats shows the rule')
+  const sx = s as unknown as { retainedSince: string; retainedWindowSeconds: number; oldestExactSeq: number }
+  t.ok(Date.parse(sx.retainedSince) > 0 && sx.retainedWindowSeconds >= 0, `stats shows the retained window (since ${sx.retainedSince})`)
+  t.ok(sx.oldestExactSeq >= (s.base?.seq ?? Infinity), 'the oldest restorable point is at or after the base')
 })
 
 t.test('a journal size cap gives history up early and says so', async (t) => {
@@ -187,4 +190,6 @@ t.test('a journal size cap gives history up early and says so', async (t) => {
   t.ok(r.compaction && r.compaction.journalBytesAfter <= 4 * MiB, `the journal is back near its cap (${r.compaction?.journalBytesAfter} bytes)`)
   const s = (await json<Stats>('stats', '--appliance', app.address, '--volume', 'w')).volumes[0]
   t.match(s.retention.warning, /history shrinking/, 'stats carries the warning')
+  const table = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', 'w'])
+  t.match(table.stdout, /warning: volume w: history shrinking/, 'the stats table shows the warning too')
 })
