@@ -14,7 +14,7 @@
 import fs from 'node:fs'
 import { Level } from 'level'
 import type { Logger } from 'pino'
-import { CHANGE_DATA_OFFSET, readU64, readU64BE, writeU64 } from './journal-format'
+import { CHANGE_DATA_OFFSET } from './journal-format'
 import { crashPoint } from './crash-points'
 import {
   CHUNK_SECTORS,
@@ -30,22 +30,27 @@ import {
   META_KEY,
   RANGE_CHUNKS,
   batchKey,
+  batchValue,
   chunkKey,
   decodeBatchLocation,
+  decodeRangeEntry,
+  decodeTimeKey,
   entryKeySeq,
   entryValue,
   hasEntries,
   keySeq,
   labelKey,
+  labelKeySeq,
   markKey,
   rangeKey,
   rangeKeySeq,
   segmentKey,
+  segmentKeyNumber,
+  seqKeySeq,
   timeKey,
-  valueCount,
-  valueKind,
-  valueSector,
   windowKey,
+  windowValue,
+  windowValueEnd,
   type BatchLocation,
   type CatalogEntry,
   type IndexMeta,
@@ -126,15 +131,7 @@ export class IndexBatch {
   }
 
   addBatch(b: BatchLocation): void {
-    const v = Buffer.allocUnsafe(36)
-    v.writeUInt32LE(b.segment, 0)
-    v.writeUInt32LE(b.offset, 4)
-    v.writeUInt32LE(b.end, 8)
-    writeU64(v, 12, b.firstSeq)
-    v.writeUInt32LE(b.records, 20)
-    writeU64(v, 24, b.wallMs)
-    v.writeUInt32LE(0, 32)
-    this.ops.push({ type: 'put', key: batchKey(b.lastSeq), value: v })
+    this.ops.push({ type: 'put', key: batchKey(b.lastSeq), value: batchValue(b) })
   }
 
   putTimeMark(e: CatalogEntry): void {
@@ -144,9 +141,7 @@ export class IndexBatch {
   }
 
   putWindow(w: InexactWindow): void {
-    const v = Buffer.allocUnsafe(8)
-    writeU64(v, 0, w.end)
-    this.ops.push({ type: 'put', key: windowKey(w.start), value: v })
+    this.ops.push({ type: 'put', key: windowKey(w.start), value: windowValue(w.end) })
   }
 
   putTime(ms: number, seq: number): void {
@@ -196,16 +191,7 @@ export class ChunkIndex {
     }
     this.ranges = []
     if (!this.meta) return
-    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_RANGE]), lt: Buffer.from([K_RANGE + 1]) })) {
-      this.ranges.push({
-        seq: readU64BE(k, 1),
-        segment: k.readUInt32BE(9),
-        offset: k.readUInt32BE(13),
-        sector: valueSector(v),
-        count: valueCount(v),
-        kind: valueKind(v),
-      })
-    }
+    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_RANGE]), lt: Buffer.from([K_RANGE + 1]) })) this.ranges.push(decodeRangeEntry(k, v))
   }
 
   /** Deletes every entry (the directory) and starts an empty index. */
@@ -226,7 +212,7 @@ export class ChunkIndex {
   async segmentSummaries(): Promise<Map<number, SegmentSummary>> {
     const out = new Map<number, SegmentSummary>()
     for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_SEGMENT]), lt: Buffer.from([K_SEGMENT + 1]) })) {
-      out.set(k.readUInt32BE(1), JSON.parse(v.toString()) as SegmentSummary)
+      out.set(segmentKeyNumber(k), JSON.parse(v.toString()) as SegmentSummary)
     }
     return out
   }
@@ -247,7 +233,7 @@ export class ChunkIndex {
   async timemarks(opts: { fromSeq?: number; limit?: number } = {}): Promise<CatalogEntry[]> {
     const out: CatalogEntry[] = []
     const it = this.db.iterator({ gte: markKey(opts.fromSeq ?? 0), lt: Buffer.from([K_MARK + 1]), limit: opts.limit ?? -1 })
-    for await (const [k, v] of it) out.push({ seq: readU64BE(k, 1), ...(JSON.parse(v.toString()) as Omit<CatalogEntry, 'seq'>) })
+    for await (const [k, v] of it) out.push({ seq: seqKeySeq(k), ...(JSON.parse(v.toString()) as Omit<CatalogEntry, 'seq'>) })
     return out
   }
 
@@ -262,14 +248,14 @@ export class ChunkIndex {
     const hi = Buffer.from(lo)
     hi.fill(0xff, hi.length - 8)
     const out: number[] = []
-    for await (const k of this.db.keys({ gte: lo, lte: hi })) out.push(readU64BE(k, k.length - 8))
+    for await (const k of this.db.keys({ gte: lo, lte: hi })) out.push(labelKeySeq(k))
     return out
   }
 
   async windows(): Promise<InexactWindow[]> {
     const out: InexactWindow[] = []
     for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_WINDOW]), lt: Buffer.from([K_WINDOW + 1]) })) {
-      out.push({ start: readU64BE(k, 1), end: readU64(v, 0) })
+      out.push({ start: seqKeySeq(k), end: windowValueEnd(v) })
     }
     return out
   }
@@ -277,7 +263,7 @@ export class ChunkIndex {
   /** The newest (time, seq) recorded at or before ms, or null. */
   async seqAtOrBefore(ms: number): Promise<{ ms: number; seq: number } | null> {
     const it = this.db.keys({ gte: Buffer.from([K_TIME]), lt: timeKey(ms + 1, 0), reverse: true, limit: 1 })
-    for await (const k of it) return { ms: readU64BE(k, 1), seq: readU64BE(k, 9) }
+    for await (const k of it) return decodeTimeKey(k)
     return null
   }
 
@@ -306,14 +292,14 @@ export class ChunkIndex {
     }
     await scan(K_CHUNK, keySeq)
     await scan(K_RANGE, rangeKeySeq)
-    await scan(K_BATCH, (k) => readU64BE(k, 1))
-    await scan(K_TIME, (k) => readU64BE(k, 9))
+    await scan(K_BATCH, seqKeySeq)
+    await scan(K_TIME, (k) => decodeTimeKey(k).seq)
     for (const e of expired) {
       ops.push({ type: 'del', key: markKey(e.seq) })
       if (e.label) ops.push({ type: 'del', key: labelKey(e.label, e.seq) })
     }
     for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_WINDOW]), lt: Buffer.from([K_WINDOW + 1]) })) {
-      const end = readU64(v, 0)
+      const end = windowValueEnd(v)
       if (end !== 0 && end <= seq) ops.push({ type: 'del', key: k })
     }
     for (const n of segments) ops.push({ type: 'del', key: segmentKey(n) })

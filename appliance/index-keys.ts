@@ -234,7 +234,7 @@ export const EMPTY = Buffer.alloc(0)
 
 export function decodeBatchLocation(k: Buffer, v: Buffer): BatchLocation {
   return {
-    lastSeq: readU64BE(k, 1),
+    lastSeq: seqKeySeq(k),
     segment: v.readUInt32LE(0),
     offset: v.readUInt32LE(4),
     end: v.readUInt32LE(8),
@@ -247,6 +247,56 @@ export function decodeBatchLocation(k: Buffer, v: Buffer): BatchLocation {
 /** The seq a range ('r') key names. */
 export function rangeKeySeq(k: Buffer): number {
   return readU64BE(k, 1)
+}
+
+/** An 'r' entry, as the volume keeps it in memory. */
+export function decodeRangeEntry(k: Buffer, v: Buffer): RangeEntry {
+  return { seq: rangeKeySeq(k), segment: k.readUInt32BE(9), offset: k.readUInt32BE(13), sector: valueSector(v), count: valueCount(v), kind: valueKind(v) }
+}
+
+/** The segment number an 's' key names. */
+export function segmentKeyNumber(k: Buffer): number {
+  return k.readUInt32BE(1)
+}
+
+/** The seq a 'b' (last seq), 'k' (mark) or 'g' (window start) key names: all are prefix + u64. */
+export function seqKeySeq(k: Buffer): number {
+  return readU64BE(k, 1)
+}
+
+/** The seq at the end of an 'l' key. */
+export function labelKeySeq(k: Buffer): number {
+  return readU64BE(k, k.length - 8)
+}
+
+/** The capture ms and the seq a 't' key names. */
+export function decodeTimeKey(k: Buffer): { ms: number; seq: number } {
+  return { ms: readU64BE(k, 1), seq: readU64BE(k, 9) }
+}
+
+/** A 'b' value: where the batch starts and ends, its first seq, record count and wall time. */
+export function batchValue(b: BatchLocation): Buffer {
+  const v = Buffer.allocUnsafe(36)
+  v.writeUInt32LE(b.segment, 0)
+  v.writeUInt32LE(b.offset, 4)
+  v.writeUInt32LE(b.end, 8)
+  writeU64(v, 12, b.firstSeq)
+  v.writeUInt32LE(b.records, 20)
+  writeU64(v, 24, b.wallMs)
+  v.writeUInt32LE(0, 32)
+  return v
+}
+
+/** A 'g' value: the window's end seq (0: still open). */
+export function windowValue(end: number): Buffer {
+  const v = Buffer.allocUnsafe(8)
+  writeU64(v, 0, end)
+  return v
+}
+
+/** The end seq a 'g' value holds (0: the window is still open). */
+export function windowValueEnd(v: Buffer): number {
+  return readU64(v, 0)
 }
 
 /** The seq a chunk or range key names (verify reads both key spaces). */
