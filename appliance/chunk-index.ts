@@ -3,240 +3,93 @@
 // before that seq. It is a cache of the segments, never the truth: it is
 // written only after the segments it describes are durable, it can lag
 // behind them (recovery catches it up), and it can be deleted and rebuilt
-// from them at any time (journal.ts).
-//
-// Keys (all integers big-endian so LevelDB's byte order is numeric order):
-//   'c' chunk u64 | seq u64 | segment u32 | frame offset u32     (25 bytes)
-//       one per 64 KiB chunk (128 sectors) a CHANGE record touches. The
-//       segment and offset make keys unique when MicroScan's pieces of one
-//       write share a seq, and order them as the journal does. A forward
-//       scan visits chunks in volume order and, inside a chunk, versions
-//       oldest first: a whole-volume restore is one iterator pass.
-//   'r' seq u64 | segment u32 | frame offset u32                 (17 bytes)
-//       records spanning more than RANGE_CHUNKS chunks (mkfs's whole-disk
-//       discard, a large WRITE_ZEROES): one key instead of one per chunk.
-//       Readers merge them by seq. They are few (each covers >16 MiB), so
-//       the volume keeps them in memory, loaded once at open.
-//   'b' last seq u64 -> where a batch starts and ends, its first seq, record
-//       count and wall time: `journal show` from a seq, points in time.
-//   's' segment u32  -> JSON summary of a segment (records, first/last seq).
-// Points in time (appliance/points.ts derives them from the journal too):
-//   'k' seq u64      -> TimeMark JSON (label, consistency, wall time, group,
-//       note, pinned): the catalog, one key per mark, in seq order.
-//   'l' label, 0x00, seq u64 -> empty: TimeMarks by label.
-//   'g' start seq u64 -> u64 LE end seq: a window of inexact points (start,
-//       end) from a GAP marker to its EXACT one (end 0: still open).
-//   't' ms u64 | seq u64 -> empty: the newest seq recorded at each capture
-//       millisecond (--at), at most a few keys per batch.
-//   'm'              -> JSON: the journal position the index covers (end of
-//       the last indexed COMMIT: segment, offset, seq) and the volume's
-//       counters. Written in the same LevelDB batch as the entries it
-//       covers, so the index is always a prefix of the journal.
-// Values of 'c' and 'r': u64 LE first sector, u32 LE sector count, u8 kind,
-// u32 LE offset of the record's data in its segment (17 bytes). Sector and
-// count are the whole record's; readers clip to the chunk.
+// from them at any time (journal.ts). Its key spaces and their byte layout
+// are in index-keys.ts; this file writes them (IndexBatch, one LevelDB batch
+// per commit round) and reads them. The LevelDB handle is private: readers
+// get iterators over named key spaces (chunkIterator, entryIterator,
+// snapshotEntries), never the database.
 //
 // LevelDB writes go without sync: losing the newest index entries in a crash
 // only means recovery re-reads a little more of the journal.
 import fs from 'node:fs'
 import { Level } from 'level'
 import type { Logger } from 'pino'
-import { CHANGE_DATA_OFFSET, readU64, readU64BE, writeU64, writeU64BE } from './journal-format'
+import { CHANGE_DATA_OFFSET } from './journal-format'
 import { crashPoint } from './crash-points'
+import {
+  CHUNK_SECTORS,
+  EMPTY,
+  INDEX_VERSION,
+  K_BATCH,
+  K_CHUNK,
+  K_MARK,
+  K_RANGE,
+  K_SEGMENT,
+  K_TIME,
+  K_WINDOW,
+  META_KEY,
+  RANGE_CHUNKS,
+  batchKey,
+  batchValue,
+  chunkKey,
+  decodeBatchLocation,
+  decodeRangeEntry,
+  decodeTimeKey,
+  entryKeySeq,
+  entryValue,
+  hasEntries,
+  keySeq,
+  labelKey,
+  labelKeySeq,
+  markKey,
+  rangeKey,
+  rangeKeySeq,
+  segmentKey,
+  segmentKeyNumber,
+  seqKeySeq,
+  timeKey,
+  windowKey,
+  windowValue,
+  windowValueEnd,
+  type BatchLocation,
+  type CatalogEntry,
+  type IndexMeta,
+  type InexactWindow,
+  type RangeEntry,
+  type SegmentSummary,
+} from './index-keys'
 
-export const CHUNK_SECTORS = 128
-export const CHUNK_BYTES = CHUNK_SECTORS * 512
-/** A record touching more chunks than this goes to the 'r' key space. */
-export const RANGE_CHUNKS = 256
+// Importers name the index's types and key decoders through this module.
+export {
+  CHUNK_BYTES,
+  CHUNK_KEY_SIZE,
+  CHUNK_SECTORS,
+  ENTRY_VALUE_SIZE,
+  RANGE_CHUNKS,
+  chunkKey,
+  emptyMeta,
+  keyChunk,
+  keyOffset,
+  keySegment,
+  keySeq,
+  valueCount,
+  valueDataOffset,
+  valueKind,
+  valueSector,
+  type BatchLocation,
+  type CatalogEntry,
+  type IndexMeta,
+  type InexactWindow,
+  type RangeEntry,
+  type SegmentSummary,
+} from './index-keys'
 
-const K_CHUNK = 0x63 // 'c'
-const K_RANGE = 0x72 // 'r'
-const K_BATCH = 0x62 // 'b'
-const K_SEGMENT = 0x73 // 's'
-const K_MARK = 0x6b // 'k'
-const K_LABEL = 0x6c // 'l'
-const K_WINDOW = 0x67 // 'g'
-const K_TIME = 0x74 // 't'
-const META_KEY = Buffer.from('m')
-const INDEX_VERSION = 2
-
-export const CHUNK_KEY_SIZE = 25
-export const ENTRY_VALUE_SIZE = 17
-
-export interface IndexMeta {
-  version: number
-  /** End of the last indexed COMMIT. */
-  segment: number
-  offset: number
-  /** Its last seq (0: nothing indexed). */
-  seq: number
-  firstSeq: number
-  records: number
-  batches: number
-  appBytes: number
-  changedBytes: number
-  wireBytes: number
+/** A frozen view of the index's chunk and range entries (ChunkIndex.snapshotEntries). */
+export interface EntrySnapshot {
+  /** Calls fn for every 'c' entry, then every 'r' entry, in key order, with the seq the key names. */
+  forEach(fn: (key: Buffer, value: Buffer, seq: number) => void): Promise<void>
+  close(): Promise<void>
 }
-
-export function emptyMeta(firstSegment: number, headerSize: number): IndexMeta {
-  return {
-    version: INDEX_VERSION,
-    segment: firstSegment,
-    offset: headerSize,
-    seq: 0,
-    firstSeq: 0,
-    records: 0,
-    batches: 0,
-    appBytes: 0,
-    changedBytes: 0,
-    wireBytes: 0,
-  }
-}
-
-/** A range entry ('r' key), kept in memory. */
-export interface RangeEntry {
-  seq: number
-  segment: number
-  offset: number
-  sector: number
-  count: number
-  kind: number
-}
-
-export interface BatchLocation {
-  lastSeq: number
-  firstSeq: number
-  segment: number
-  offset: number
-  end: number
-  records: number
-  wallMs: number
-}
-
-export interface SegmentSummary {
-  records: number
-  batches: number
-  firstSeq: number
-  lastSeq: number
-}
-
-export function chunkKey(chunk: number, seq: number, segment = 0, offset = 0): Buffer {
-  const k = Buffer.allocUnsafe(CHUNK_KEY_SIZE)
-  k[0] = K_CHUNK
-  writeU64BE(k, 1, chunk)
-  writeU64BE(k, 9, seq)
-  k.writeUInt32BE(segment, 17)
-  k.writeUInt32BE(offset, 21)
-  return k
-}
-
-export function keyChunk(k: Buffer): number {
-  return readU64BE(k, 1)
-}
-export function keySeq(k: Buffer): number {
-  return readU64BE(k, 9)
-}
-export function keySegment(k: Buffer): number {
-  return k.readUInt32BE(17)
-}
-export function keyOffset(k: Buffer): number {
-  return k.readUInt32BE(21)
-}
-export function valueSector(v: Buffer): number {
-  return readU64(v, 0)
-}
-export function valueCount(v: Buffer): number {
-  return v.readUInt32LE(8)
-}
-export function valueKind(v: Buffer): number {
-  return v[12]
-}
-export function valueDataOffset(v: Buffer): number {
-  return v.readUInt32LE(13)
-}
-
-function rangeKey(seq: number, segment: number, offset: number): Buffer {
-  const k = Buffer.allocUnsafe(17)
-  k[0] = K_RANGE
-  writeU64BE(k, 1, seq)
-  k.writeUInt32BE(segment, 9)
-  k.writeUInt32BE(offset, 13)
-  return k
-}
-
-function entryValue(sector: number, count: number, kind: number, dataOffset: number): Buffer {
-  const v = Buffer.allocUnsafe(ENTRY_VALUE_SIZE)
-  writeU64(v, 0, sector)
-  v.writeUInt32LE(count, 8)
-  v[12] = kind
-  v.writeUInt32LE(dataOffset, 13)
-  return v
-}
-
-function batchKey(lastSeq: number): Buffer {
-  const k = Buffer.allocUnsafe(9)
-  k[0] = K_BATCH
-  writeU64BE(k, 1, lastSeq)
-  return k
-}
-
-function segmentKey(n: number): Buffer {
-  const k = Buffer.allocUnsafe(5)
-  k[0] = K_SEGMENT
-  k.writeUInt32BE(n, 1)
-  return k
-}
-
-function markKey(seq: number): Buffer {
-  const k = Buffer.allocUnsafe(9)
-  k[0] = K_MARK
-  writeU64BE(k, 1, seq)
-  return k
-}
-
-function labelKey(label: string, seq: number): Buffer {
-  const l = Buffer.from(label, 'utf8')
-  const k = Buffer.allocUnsafe(1 + l.length + 1 + 8)
-  k[0] = K_LABEL
-  l.copy(k, 1)
-  k[1 + l.length] = 0
-  writeU64BE(k, 2 + l.length, seq)
-  return k
-}
-
-function windowKey(start: number): Buffer {
-  const k = Buffer.allocUnsafe(9)
-  k[0] = K_WINDOW
-  writeU64BE(k, 1, start)
-  return k
-}
-
-function timeKey(ms: number, seq: number): Buffer {
-  const k = Buffer.allocUnsafe(17)
-  k[0] = K_TIME
-  writeU64BE(k, 1, ms)
-  writeU64BE(k, 9, seq)
-  return k
-}
-
-/** A catalogued TimeMark (the 'k' value plus its seq). */
-export interface CatalogEntry {
-  seq: number
-  label: string
-  consistency: 'app' | 'crash'
-  wallMs: number
-  group: string
-  note: string
-  pinned: boolean
-}
-
-/** Inexact points: every seq s with start < s < end (end 0: no end yet). */
-export interface InexactWindow {
-  start: number
-  end: number
-}
-
-const EMPTY = Buffer.alloc(0)
 
 type Op = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }
 
@@ -259,7 +112,7 @@ export class IndexBatch {
     frameOffset: number,
     fn: (key: Buffer, value: Buffer, range: boolean) => void
   ): void {
-    if (count === 0 || kind === 4) return // FLUSH, or an empty record: no sectors change
+    if (!hasEntries(kind, count)) return
     const value = entryValue(sector, count, kind, frameOffset + CHANGE_DATA_OFFSET)
     const c0 = Math.floor(sector / CHUNK_SECTORS)
     const c1 = Math.floor((sector + count - 1) / CHUNK_SECTORS)
@@ -278,15 +131,7 @@ export class IndexBatch {
   }
 
   addBatch(b: BatchLocation): void {
-    const v = Buffer.allocUnsafe(36)
-    v.writeUInt32LE(b.segment, 0)
-    v.writeUInt32LE(b.offset, 4)
-    v.writeUInt32LE(b.end, 8)
-    writeU64(v, 12, b.firstSeq)
-    v.writeUInt32LE(b.records, 20)
-    writeU64(v, 24, b.wallMs)
-    v.writeUInt32LE(0, 32)
-    this.ops.push({ type: 'put', key: batchKey(b.lastSeq), value: v })
+    this.ops.push({ type: 'put', key: batchKey(b.lastSeq), value: batchValue(b) })
   }
 
   putTimeMark(e: CatalogEntry): void {
@@ -296,9 +141,7 @@ export class IndexBatch {
   }
 
   putWindow(w: InexactWindow): void {
-    const v = Buffer.allocUnsafe(8)
-    writeU64(v, 0, w.end)
-    this.ops.push({ type: 'put', key: windowKey(w.start), value: v })
+    this.ops.push({ type: 'put', key: windowKey(w.start), value: windowValue(w.end) })
   }
 
   putTime(ms: number, seq: number): void {
@@ -314,20 +157,8 @@ export class IndexBatch {
   }
 }
 
-function decodeBatchLocation(k: Buffer, v: Buffer): BatchLocation {
-  return {
-    lastSeq: readU64BE(k, 1),
-    segment: v.readUInt32LE(0),
-    offset: v.readUInt32LE(4),
-    end: v.readUInt32LE(8),
-    firstSeq: readU64(v, 12),
-    records: v.readUInt32LE(20),
-    wallMs: readU64(v, 24),
-  }
-}
-
 export class ChunkIndex {
-  db: Level<Buffer, Buffer>
+  private db: Level<Buffer, Buffer>
   meta: IndexMeta | null = null
   /** Every 'r' entry, in key order (seq, segment, offset). */
   ranges: RangeEntry[] = []
@@ -360,16 +191,7 @@ export class ChunkIndex {
     }
     this.ranges = []
     if (!this.meta) return
-    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_RANGE]), lt: Buffer.from([K_RANGE + 1]) })) {
-      this.ranges.push({
-        seq: readU64BE(k, 1),
-        segment: k.readUInt32BE(9),
-        offset: k.readUInt32BE(13),
-        sector: valueSector(v),
-        count: valueCount(v),
-        kind: valueKind(v),
-      })
-    }
+    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_RANGE]), lt: Buffer.from([K_RANGE + 1]) })) this.ranges.push(decodeRangeEntry(k, v))
   }
 
   /** Deletes every entry (the directory) and starts an empty index. */
@@ -390,7 +212,7 @@ export class ChunkIndex {
   async segmentSummaries(): Promise<Map<number, SegmentSummary>> {
     const out = new Map<number, SegmentSummary>()
     for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_SEGMENT]), lt: Buffer.from([K_SEGMENT + 1]) })) {
-      out.set(k.readUInt32BE(1), JSON.parse(v.toString()) as SegmentSummary)
+      out.set(segmentKeyNumber(k), JSON.parse(v.toString()) as SegmentSummary)
     }
     return out
   }
@@ -411,7 +233,7 @@ export class ChunkIndex {
   async timemarks(opts: { fromSeq?: number; limit?: number } = {}): Promise<CatalogEntry[]> {
     const out: CatalogEntry[] = []
     const it = this.db.iterator({ gte: markKey(opts.fromSeq ?? 0), lt: Buffer.from([K_MARK + 1]), limit: opts.limit ?? -1 })
-    for await (const [k, v] of it) out.push({ seq: readU64BE(k, 1), ...(JSON.parse(v.toString()) as Omit<CatalogEntry, 'seq'>) })
+    for await (const [k, v] of it) out.push({ seq: seqKeySeq(k), ...(JSON.parse(v.toString()) as Omit<CatalogEntry, 'seq'>) })
     return out
   }
 
@@ -426,14 +248,14 @@ export class ChunkIndex {
     const hi = Buffer.from(lo)
     hi.fill(0xff, hi.length - 8)
     const out: number[] = []
-    for await (const k of this.db.keys({ gte: lo, lte: hi })) out.push(readU64BE(k, k.length - 8))
+    for await (const k of this.db.keys({ gte: lo, lte: hi })) out.push(labelKeySeq(k))
     return out
   }
 
   async windows(): Promise<InexactWindow[]> {
     const out: InexactWindow[] = []
     for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_WINDOW]), lt: Buffer.from([K_WINDOW + 1]) })) {
-      out.push({ start: readU64BE(k, 1), end: readU64(v, 0) })
+      out.push({ start: seqKeySeq(k), end: windowValueEnd(v) })
     }
     return out
   }
@@ -441,7 +263,7 @@ export class ChunkIndex {
   /** The newest (time, seq) recorded at or before ms, or null. */
   async seqAtOrBefore(ms: number): Promise<{ ms: number; seq: number } | null> {
     const it = this.db.keys({ gte: Buffer.from([K_TIME]), lt: timeKey(ms + 1, 0), reverse: true, limit: 1 })
-    for await (const k of it) return { ms: readU64BE(k, 1), seq: readU64BE(k, 9) }
+    for await (const k of it) return decodeTimeKey(k)
     return null
   }
 
@@ -468,16 +290,16 @@ export class ChunkIndex {
         if (ops.length >= 10_000) await flush()
       }
     }
-    await scan(K_CHUNK, (k) => readU64BE(k, 9))
-    await scan(K_RANGE, (k) => readU64BE(k, 1))
-    await scan(K_BATCH, (k) => readU64BE(k, 1))
-    await scan(K_TIME, (k) => readU64BE(k, 9))
+    await scan(K_CHUNK, keySeq)
+    await scan(K_RANGE, rangeKeySeq)
+    await scan(K_BATCH, seqKeySeq)
+    await scan(K_TIME, (k) => decodeTimeKey(k).seq)
     for (const e of expired) {
       ops.push({ type: 'del', key: markKey(e.seq) })
       if (e.label) ops.push({ type: 'del', key: labelKey(e.label, e.seq) })
     }
     for await (const [k, v] of this.db.iterator({ gte: Buffer.from([K_WINDOW]), lt: Buffer.from([K_WINDOW + 1]) })) {
-      const end = readU64(v, 0)
+      const end = windowValueEnd(v)
       if (end !== 0 && end <= seq) ops.push({ type: 'del', key: k })
     }
     for (const n of segments) ops.push({ type: 'del', key: segmentKey(n) })
@@ -491,10 +313,37 @@ export class ChunkIndex {
     return this.db.iterator({ gte: opts.gte, lt: opts.lt, reverse: opts.reverse ?? false })
   }
 
-  /** Every chunk and range key with its value (verify). */
+  /** Every chunk ('c') or range ('r') key with its value. */
   entryIterator(kind: 'c' | 'r') {
     const p = kind === 'c' ? K_CHUNK : K_RANGE
     return this.db.iterator({ gte: Buffer.from([p]), lt: Buffer.from([p + 1]) })
+  }
+
+  /**
+   * The chunk and range entries as of this call (a LevelDB snapshot): later
+   * writes and purges do not show. verify() takes it before it scans the
+   * segments, so both describe one moment.
+   */
+  snapshotEntries(): EntrySnapshot {
+    const db = this.db
+    const snapshot = db.snapshot()
+    return {
+      async forEach(fn: (key: Buffer, value: Buffer, seq: number) => void): Promise<void> {
+        for (const p of [K_CHUNK, K_RANGE]) {
+          const it = db.iterator({ gte: Buffer.from([p]), lt: Buffer.from([p + 1]), snapshot })
+          try {
+            for (;;) {
+              const entries = await it.nextv(1000)
+              if (entries.length === 0) break
+              for (const [k, v] of entries) fn(k, v, entryKeySeq(k))
+            }
+          } finally {
+            await it.close()
+          }
+        }
+      },
+      close: () => snapshot.close(),
+    }
   }
 
   close(): Promise<void> {

@@ -16,6 +16,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
+import { syncDir } from '../native/atomic-file'
 import {
   FRAME_HEADER_SIZE,
   FRAME_CHANGE,
@@ -51,15 +52,9 @@ export async function listSegments(dir: string): Promise<number[]> {
   return out.sort((a, b) => a - b)
 }
 
-/** fsync a directory so a created, renamed or removed entry is durable. */
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await fs.promises.open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
+// syncDir has one home, shared with the agent (native/atomic-file.ts); the
+// journal and the base image still name it through this module.
+export { syncDir }
 
 export class SegmentFile {
   readonly number: number

@@ -21,7 +21,7 @@ import { TidemarkError } from '../proto/errors'
 import { initHash } from '../proto/hash'
 import { MAX_NAME_BYTES, MAX_SEGMENT_BYTES, SEGMENT_HEADER_SIZE } from './journal-format'
 import { GroupCommit } from './group-commit'
-import { syncDir } from './segment'
+import { syncDir } from '../native/atomic-file'
 import { VolumeStore, type VolumeMeta } from './volume-store'
 
 export type { VolumeMeta } from './volume-store'
