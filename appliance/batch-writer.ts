@@ -12,18 +12,37 @@
 //                (the ledger's)
 //   index meta   the journal position the index covers (== durableSeq
 //                except during recovery)
-// After a failed write or fsync the writer refuses everything until the
-// volume is reopened: a hole followed by intact batches would read back as
-// corruption.
+// Faults (DESIGN contract 7: named, logged once, recovered from by itself):
+//   a failed write (ENOSPC, EIO)   the batches of that round and every later
+//                                  one are refused; once they have all
+//                                  settled, the journal is cut back to the
+//                                  end of the last committed batch (nothing
+//                                  partial stays, nothing acknowledged goes)
+//                                  and the writer waits: out of space, until
+//                                  the file system has room for the batch and
+//                                  a reserve (statfs, checked when a batch
+//                                  arrives); an I/O error, IO_RETRY_MS
+//   a failed index write           the same, but the volume is recovered from
+//                                  its files (volume-recovery.ts) instead of
+//                                  cut back: the batch is in the journal and
+//                                  the ledger already counted it
+//   a failed fsync                 read-only until an operator restarts the
+//                                  appliance: after a failed fsync the kernel
+//                                  may have dropped the dirty pages, so no
+//                                  later fsync proves anything
+// While a fault lasts, appends are refused with its code (NO_SPACE,
+// JOURNAL_IO, JOURNAL_READ_ONLY), counted, not logged again; stats shows the
+// state and its reason.
 //
 // It also knows which chunks the batches on their way to the disk change,
 // so fingerprint requests wait for those batches only when they ask about
 // one of them (settledFor).
+import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import { SECTOR_SIZE, recordByteLength, recordData, recordTimeLow } from '../proto/record'
 import { CHUNK_BYTES, IndexBatch, RANGE_CHUNKS } from './chunk-index'
-import type { CommitSink, GroupCommit, PendingWrite } from './group-commit'
+import type { CommitSink, CommitStage, GroupCommit, PendingWrite } from './group-commit'
 import type { JournalWrite } from './journal'
 import { FRAME_CHANGE, FRAME_HEADER_SIZE, batchFramedSize, encodeCommit, sealFrame } from './journal-format'
 import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkBatch } from './record-check'
@@ -37,10 +56,32 @@ interface VolumeWrite extends JournalWrite {
   wallMs: number
 }
 
+export type WriterState = 'normal' | 'no_space' | 'io_error' | 'read_only'
+
+interface Fault {
+  state: Exclude<WriterState, 'normal'>
+  code: 'NO_SPACE' | 'JOURNAL_IO' | 'JOURNAL_READ_ONLY'
+  reason: string
+  since: number
+  /** The journal is cut back (or the volume recovered): a batch may be tried again. */
+  ready: boolean
+}
+
+/** Free space kept beyond a batch before ingest resumes: the index's log and compactions need room too. */
+const SPACE_RESERVE = 16 * 1024 * 1024
+/** After an I/O error, how long until a batch is tried again. */
+const IO_RETRY_MS = 5000
+
+function isNoSpace(err: Error): boolean {
+  return (err as TidemarkError).code === 'NO_SPACE' || /ENOSPC|no space left/i.test(err.message)
+}
+
 export class BatchWriter implements CommitSink {
   acceptedSeq: number
-  /** The error that stopped the writer, or null. */
-  failure: Error | null = null
+  /** What stopped the writer, or null. */
+  private fault: Fault | null = null
+  /** Faults met, by state. */
+  readonly faults: Record<string, number> = {}
   /** Batches refused by validation, by error code. */
   readonly rejected: Record<string, number> = {}
   private closed = false
@@ -61,7 +102,9 @@ export class BatchWriter implements CommitSink {
   constructor(
     private readonly l: VolumeLedger,
     private readonly catalog: TimemarkCatalog,
-    private readonly commits: GroupCommit
+    private readonly commits: GroupCommit,
+    /** Recovers the volume from its files (after a failed index write). */
+    private readonly reload: () => Promise<void>
   ) {
     this.log = l.log
     this.acceptedSeq = l.durableSeq
@@ -70,9 +113,7 @@ export class BatchWriter implements CommitSink {
   async append(raw: Buffer, batch: BatchInfo): Promise<number> {
     const name = this.l.meta.name
     if (this.closed) throw new TidemarkError('VOLUME_CLOSED', `volume ${name} is closed`)
-    if (this.failure) {
-      throw new TidemarkError('JOURNAL_IO', `volume ${name} stopped accepting batches after an I/O error: ${this.failure.message}`)
-    }
+    if (this.fault && !this.mayResume(raw.length)) throw this.refusal()
     let recs: Float64Array
     try {
       recs = checkBatch(raw, batch, { volume: name, lastAcceptedSeq: this.acceptedSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE })
@@ -108,14 +149,14 @@ export class BatchWriter implements CommitSink {
   }
 
   async writeAll(items: PendingWrite[]): Promise<Set<SegmentFile>> {
-    // After a failed write or fsync nothing more may land behind it: a hole
-    // followed by intact batches would read back as corruption.
-    if (this.failure) throw this.failure
+    // After a failed write nothing more may land behind it until the journal
+    // is cut back: a hole followed by intact batches would read back as corruption.
+    if (this.fault) throw this.refusal(false)
     return this.l.journal.writeAll(items as VolumeWrite[])
   }
 
   async committed(items: PendingWrite[]): Promise<void> {
-    if (this.failure) throw this.failure // an earlier round failed: this one proves nothing
+    if (this.fault) throw this.refusal(false) // an earlier round failed: this one proves nothing
     const l = this.l
     const ws = items as VolumeWrite[]
     const ib = new IndexBatch()
@@ -144,17 +185,80 @@ export class BatchWriter implements CommitSink {
     }
   }
 
-  failed(items: PendingWrite[], err: Error): void {
-    const name = this.l.meta.name
-    if (!this.failure) {
-      this.failure = err
-      this.log.error({ err: err.message }, `volume ${name}: journal write failed; no more batches until it is reopened`)
-    }
-    const e = new TidemarkError('JOURNAL_IO', `volume ${name}: journal write failed: ${err.message}`)
+  failed(items: PendingWrite[], err: Error, stage: CommitStage): void {
+    if (!this.fault) this.enterFault(err, stage)
+    const e = this.refusal(false)
     for (const w of items) {
       this.notePending((w as VolumeWrite).recs, (w as VolumeWrite).batch.recordCount, -1)
       w.reject(e)
     }
+  }
+
+  /** The writer's state for stats: normal, or the fault and its reason. */
+  get state(): { state: WriterState; reason: string | null; since: number | null } {
+    const f = this.fault
+    return f ? { state: f.state, reason: f.reason, since: f.since } : { state: 'normal', reason: null, since: null }
+  }
+
+  private enterFault(err: Error, stage: CommitStage): void {
+    const name = this.l.meta.name
+    const f: Fault =
+      stage === 'sync'
+        ? { state: 'read_only', code: 'JOURNAL_READ_ONLY', reason: `fsync of the journal failed: ${err.message}; the volume is read-only until an operator restarts the appliance (a failed fsync cannot be retried safely)`, since: Date.now(), ready: false }
+        : isNoSpace(err)
+          ? { state: 'no_space', code: 'NO_SPACE', reason: (err as TidemarkError).code === 'NO_SPACE' ? err.message : `no space left on device: the index of ${this.l.dir}: ${err.message}`, since: Date.now(), ready: false }
+          : { state: 'io_error', code: 'JOURNAL_IO', reason: err.message, since: Date.now(), ready: false }
+    this.fault = f
+    this.faults[f.state] = (this.faults[f.state] ?? 0) + 1
+    const then = f.state === 'read_only' ? '' : f.state === 'no_space' ? '; batches are refused until space returns' : `; batches are refused, then tried again after ${IO_RETRY_MS / 1000} s`
+    this.log.error({ state: f.state, stage }, `volume ${name}: ${f.reason}${then}`)
+    if (f.state !== 'read_only') void this.recover(f, stage)
+  }
+
+  /** Once every batch in flight has settled: cut the journal back (or recover the volume) so a batch may be tried again. */
+  private async recover(f: Fault, stage: CommitStage): Promise<void> {
+    try {
+      await this.settled()
+      if (stage === 'index') await this.reload()
+      else await this.l.journal.cutBack(this.l.journal.durableEnd)
+      this.acceptedSeq = this.l.durableSeq
+      f.ready = true
+    } catch (e) {
+      this.fault = {
+        state: 'read_only',
+        code: 'JOURNAL_READ_ONLY',
+        reason: `recovering from "${f.reason}" failed: ${(e as Error).message}; the volume is read-only until an operator restarts the appliance`,
+        since: Date.now(),
+        ready: false,
+      }
+      this.faults.read_only = (this.faults.read_only ?? 0) + 1
+      this.log.error({ state: 'read_only' }, `volume ${this.l.meta.name}: ${this.fault.reason}`)
+    }
+  }
+
+  /** Whether a batch of about `bytes` may be tried now; clears the fault (and says so once) if it may. */
+  private mayResume(bytes: number): boolean {
+    const f = this.fault!
+    if (!f.ready || f.state === 'read_only') return false
+    if (f.state === 'no_space') {
+      // Synchronous on purpose: append() places batches in call order before its first await.
+      const st = fs.statfsSync(this.l.journal.dir)
+      const free = st.bavail * st.bsize
+      if (free < 2 * bytes + SPACE_RESERVE) return false
+      this.log.info({ free }, `volume ${this.l.meta.name}: space is available again (${free} bytes free): accepting batches`)
+    } else {
+      if (Date.now() - f.since < IO_RETRY_MS) return false
+      this.log.info(`volume ${this.l.meta.name}: trying batches again after the I/O error`)
+    }
+    this.fault = null
+    return true
+  }
+
+  /** The error an append gets while a fault lasts (counted by code unless `count` is false). */
+  private refusal(count = true): TidemarkError {
+    const f = this.fault!
+    if (count) this.rejected[f.code] = (this.rejected[f.code] ?? 0) + 1
+    return new TidemarkError(f.code, `volume ${this.l.meta.name}: ${f.reason}`)
   }
 
   /** Counts (+1) or releases (-1) the chunks a batch's records change. */

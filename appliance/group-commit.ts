@@ -32,9 +32,15 @@ export interface CommitSink {
   writeAll(items: PendingWrite[]): Promise<Set<SegmentFile>>
   /** After the sync: index, then resolve each item (or reject all if the sink failed earlier). */
   committed(items: PendingWrite[]): Promise<void>
-  /** The write or the sync failed: reject every item, and refuse everything after. */
-  failed(items: PendingWrite[], err: Error): void
+  /**
+   * The write, the sync or the indexing failed: reject every item, and
+   * refuse everything after until the sink has recovered (a failed sync:
+   * for good, see the note at the top).
+   */
+  failed(items: PendingWrite[], err: Error, stage: CommitStage): void
 }
+
+export type CommitStage = 'write' | 'sync' | 'index'
 
 interface Written {
   bySink: Map<CommitSink, PendingWrite[]>
@@ -115,7 +121,7 @@ export class GroupCommit {
           files.set(s, await s.writeAll(mine))
         } catch (err) {
           bySink.delete(s)
-          s.failed(mine, err as Error)
+          s.failed(mine, err as Error, 'write')
         }
       })
     )
@@ -133,7 +139,7 @@ export class GroupCommit {
           await Promise.all([...fs].map((f) => f.fh.datasync()))
         } catch (err) {
           bySink.delete(s)
-          s.failed(mine, err as Error)
+          s.failed(mine, err as Error, 'sync')
         }
       })
     )
@@ -147,7 +153,7 @@ export class GroupCommit {
         try {
           await s.committed(mine)
         } catch (err) {
-          s.failed(mine, err as Error)
+          s.failed(mine, err as Error, 'index')
         }
       })
     )

@@ -29,6 +29,7 @@
 //   very last batch of the newest segment looks like a torn write, and is
 //   cut (and logged at warn) like one.
 import fs from 'node:fs'
+import path from 'node:path'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import { RecordKind } from '../native/record-batch'
@@ -41,7 +42,7 @@ import {
   readU64,
   type CommitBody,
 } from './journal-format'
-import { SegmentFile, SegmentReader, listSegments, syncDir } from './segment'
+import { SegmentFile, SegmentReader, listSegments, segmentFileName, syncDir } from './segment'
 import type { PendingWrite } from './group-commit'
 
 export interface Position {
@@ -177,14 +178,26 @@ export class Journal {
       if (!seg) {
         const prev = this.segments.get(first.segment - 1)
         if (prev) await prev.fh.datasync() // older segments are whole before a newer one holds a batch
-        seg = await SegmentFile.create(this.dir, first.segment, this.headerFields())
+        try {
+          seg = await SegmentFile.create(this.dir, first.segment, this.headerFields())
+        } catch (e) {
+          throw writeError(e as NodeJS.ErrnoException, path.join(this.dir, segmentFileName(first.segment)), SEGMENT_HEADER_SIZE + end - first.offset, 'creating it')
+        }
         this.segments.set(seg.number, seg)
       }
       const bufs = items.slice(i, j).map((w) => w.buf)
       const total = end - first.offset
-      const { bytesWritten } = await seg.fh.writev(bufs, first.offset)
-      if (bytesWritten !== total) {
-        throw new TidemarkError('JOURNAL_IO', `short write to ${seg.path} at ${first.offset}: ${bytesWritten} of ${total} bytes`)
+      let written: number
+      try {
+        written = (await seg.fh.writev(bufs, first.offset)).bytesWritten
+        // A short write is the file system running out of room part-way: the
+        // rest, written again, fails with the reason (ENOSPC, EIO, ...).
+        if (written < total) written += (await seg.fh.write(Buffer.concat(bufs).subarray(written), 0, total - written, first.offset + written)).bytesWritten
+      } catch (e) {
+        throw writeError(e as NodeJS.ErrnoException, seg.path, total, `at offset ${first.offset}`)
+      }
+      if (written !== total) {
+        throw new TidemarkError('JOURNAL_IO', `short write to ${seg.path} at ${first.offset}: ${written} of ${total} bytes`)
       }
       if (end > seg.size) seg.size = end
       touched.add(seg)
@@ -331,6 +344,31 @@ export class Journal {
     this.durableEnd = { segment, offset }
   }
 
+  /**
+   * Cuts the journal back to `to` after a failed write: the segment holding
+   * it is truncated there, newer segments (and a segment file whose creation
+   * failed) are deleted, and the next batch goes to `to`. Only for bytes
+   * that were never acknowledged: the caller waits until every batch after
+   * `to` has been refused.
+   */
+  async cutBack(to: Position): Promise<void> {
+    for (const seg of [...this.segments.values()]) {
+      if (seg.number <= to.segment) continue
+      await seg.close().catch(() => {})
+      await fs.promises.rm(seg.path, { force: true })
+      this.segments.delete(seg.number)
+    }
+    for (const name of await fs.promises.readdir(this.dir)) {
+      const m = /^(\d{8})\.tmj$/.exec(name)
+      if (m && Number(m[1]) > to.segment) await fs.promises.rm(path.join(this.dir, name), { force: true })
+    }
+    const seg = this.segments.get(to.segment)!
+    if (seg.size !== to.offset) await seg.truncate(to.offset)
+    await syncDir(this.dir)
+    this.tail = { ...to }
+    this.durableEnd = { ...to }
+  }
+
   async close(): Promise<void> {
     for (const s of this.segments.values()) await s.close().catch(() => {})
     this.segments.clear()
@@ -346,4 +384,16 @@ function commitDisagrees(c: CommitBody, recs: Float64Array, count: number, prevS
     if (s < c.firstSeq || s > c.lastSeq) return `holds a record of seq ${s} outside it`
   }
   return null
+}
+
+/**
+ * A journal write that failed, named for an operator: ENOSPC says the device
+ * is full and how much the write needed; other errors keep their errno.
+ */
+function writeError(e: NodeJS.ErrnoException, file: string, needed: number, where: string): Error {
+  if (e instanceof TidemarkError) return e
+  if (e.code === 'ENOSPC') {
+    return new TidemarkError('NO_SPACE', `no space left on device: ${file} needs ${needed} more bytes (${where})`)
+  }
+  return new TidemarkError('JOURNAL_IO', `I/O error writing ${file} (${where}): ${e.code ?? ''} ${e.message}`.replace('  ', ' '))
 }

@@ -41,7 +41,14 @@ const STATUS: Record<string, grpc.status> = {
   PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
   JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
+  // The volume's faults (batch-writer.ts): the agent backs off and retries.
+  NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
+  JOURNAL_IO: grpc.status.UNAVAILABLE,
+  JOURNAL_READ_ONLY: grpc.status.FAILED_PRECONDITION,
 }
+
+/** Refusals the volume store logged once when its fault began: not logged again per stream. */
+const LOGGED_BY_STORE = new Set(['NO_SPACE', 'JOURNAL_IO', 'JOURNAL_READ_ONLY'])
 
 export interface StreamInfo {
   volume: string
@@ -89,6 +96,7 @@ export class ReplicationService {
     this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
     const code = STATUS[e.code] ?? grpc.status.INTERNAL
     if (code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
+    else if (LOGGED_BY_STORE.has(e.code)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
     else this.log.warn({ ...ctx, code: e.code }, `replication stream rejected: ${e.message}`)
     call.emit('error', { code, details: `${e.code}: ${e.message}` })
   }

@@ -54,7 +54,12 @@ export function volumeStats(l: VolumeLedger, w: BatchWriter, catalog: TimemarkCa
     // The history kept: from the base (or the volume's creation) to now.
     retainedSince: base?.state.timeMs ? new Date(base.state.timeMs).toISOString() : l.meta.created,
     retainedWindowSeconds: Math.max(0, Math.round((Date.now() - (base?.state.timeMs || Date.parse(l.meta.created))) / 1000)),
-    failed: w.failure ? w.failure.message : null,
+    // normal | no_space | io_error | read_only (batch-writer.ts), why, since when, and how often each fault came
+    state: w.state.state,
+    stateReason: w.state.reason,
+    stateSince: w.state.since ? new Date(w.state.since).toISOString() : null,
+    faults: { ...w.faults },
+    failed: w.state.reason,
   }
 }
 

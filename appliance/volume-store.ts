@@ -102,7 +102,7 @@ export class VolumeStore implements ImageSource {
       await v.l.index?.close().catch(() => {})
       throw e
     }
-    v.writer = new BatchWriter(v.l, v.catalog, commits)
+    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload())
     return v
   }
 
@@ -196,6 +196,15 @@ export class VolumeStore implements ImageSource {
   async verify(): Promise<VerifyResult> {
     await this.writer.settled()
     return verifyVolume(this.l)
+  }
+
+  /** Recovers the volume from its files in place (the batch writer, after a failed index write). */
+  private async reload(): Promise<void> {
+    await this.reads.leases.allDrained(5000)
+    await this.l.base?.close()
+    await this.l.index.close()
+    await this.l.journal.close()
+    await recoverVolume(this.l, this.catalog)
   }
 
   /** Stops accepting appends, waits for queued ones, closes files and the index. */
