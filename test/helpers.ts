@@ -196,6 +196,21 @@ export async function killAndWait(proc: ChildProcess, signal: NodeJS.Signals = '
   if (group && proc.pid) await waitFor(() => !processGroupAlive(proc.pid!), `process group ${proc.pid} to end`, 30_000)
 }
 
+/**
+ * Kills a process that is not our child (started by a hook, say) by pid, and
+ * waits until it is gone; only if its working directory is `cwd` (a pid from
+ * a file may have been reused by someone else's process since).
+ */
+export async function killPidAndWait(pid: number, cwd: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  try {
+    if (fs.readlinkSync(`/proc/${pid}/cwd`) !== cwd) return
+    process.kill(pid, signal)
+  } catch {
+    return // gone already
+  }
+  await waitFor(() => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')), `process ${pid} to end`, 30_000, 20)
+}
+
 function processGroupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0)
