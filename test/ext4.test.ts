@@ -7,7 +7,7 @@ import path from 'node:path'
 import t from 'tap'
 import { replayCaptureLog, scanCaptureLog } from '../agent/capture-log'
 import { RecordKind } from '../native/record-batch'
-import { makeImage, mountExt4OverNbd, must, nbdUri, run, sha256, sleep, startAgent, tmpdir } from './helpers'
+import { eventually, makeImage, mountExt4OverNbd, must, nbdUri, run, sha256, startAgent, tmpdir, unmountWhenFree } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -22,7 +22,7 @@ t.test('ext4 + sqlite on nbdfuse + loop mount; records replay to an fsck-clean i
   const { fsdir, unmount } = await mountExt4OverNbd(t, nbdUri(sock, 'vol'), dir)
   let mounted = false
   t.teardown(async () => {
-    if (mounted) await run('umount', [fsdir])
+    if (mounted) await unmountWhenFree(fsdir, { killUsers: true })
   })
   const db = path.join(fsdir, 'app.db')
   await must('sqlite3', [db, 'create table t(id integer primary key, v text);'])
@@ -32,8 +32,11 @@ t.test('ext4 + sqlite on nbdfuse + loop mount; records replay to an fsck-clean i
   await must('sqlite3', [db], { input: inserts.join('\n') })
   const before = (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes
   await must('sync', [])
-  await sleep(300)
-  const after = (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes
+  // sync returns once the FLUSH is answered; its record reaches the capture log soon after
+  const after = await eventually(async () => {
+    const n = (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes
+    return n > before ? n : 0
+  }, 30_000).then(async (n) => n || (await scanCount(path.join(dir, 'cap', 'vol.tmcap'))).flushes)
   t.ok(after > before, `sync arrives as NBD FLUSH (${before} -> ${after} flush records)`)
 
   await unmount()
@@ -48,7 +51,7 @@ t.test('ext4 + sqlite on nbdfuse + loop mount; records replay to an fsck-clean i
   mounted = true
   const count = await must('sqlite3', [path.join(fsdir, 'app.db'), 'select count(*) from t;'])
   t.equal(count.trim(), '2000', 'the database on the replayed image holds every row')
-  await must('umount', [fsdir])
+  await unmountWhenFree(fsdir)
   mounted = false
 })
 

@@ -172,7 +172,11 @@ t.test('a FILE target, --dry-run, and bad input refused before anything is writt
     // An NBD export of the wrong size (nbdkit memory), refused the same way.
     const ksock = path.join(dir, 'kit.sock')
     const kit = spawn('nbdkit', ['-f', '-U', ksock, 'memory', String(size + 512)], { stdio: 'ignore' })
-    t.teardown(() => kit.kill('SIGKILL'))
+    const kitExited = new Promise((r) => kit.once('exit', r))
+    t.teardown(async () => {
+      kit.kill('SIGKILL')
+      await kitExited
+    })
     for (let i = 0; !fs.existsSync(ksock); i++) {
       if (i > 200) throw new Error('nbdkit did not start')
       await sleep(20)

@@ -153,6 +153,135 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
 }
 
+/**
+ * Polls `check` (every `everyMs`) until it returns something truthy, and
+ * returns that; after `timeoutMs` returns its last answer instead, so the
+ * test's own assertion says what went wrong. For waiting on an event a test
+ * can observe (a counter, a file, a log line), not for passing time.
+ */
+export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    const v = await check()
+    if (v || Date.now() > end) return v
+    await sleep(everyMs)
+  }
+}
+
+/** As eventually(), but throws "`what` did not happen within N ms" at the timeout. */
+export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = 30_000, everyMs = 50): Promise<NonNullable<T>> {
+  const v = await eventually(check, timeoutMs, everyMs)
+  if (!v) throw new Error(`${what}: did not happen within ${timeoutMs} ms`)
+  return v as NonNullable<T>
+}
+
+/** Resolves with the exit code (or signal name) of a child process, at once if it has exited. */
+export function exitOf(proc: ChildProcess): Promise<number | string | null> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(proc.exitCode ?? proc.signalCode)
+  return new Promise((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal)))
+}
+
+/** Sends `signal` to a child process (or, with `group`, to its process group) and waits until it has exited. */
+export async function killAndWait(proc: ChildProcess, signal: NodeJS.Signals = 'SIGKILL', group = false): Promise<void> {
+  const done = exitOf(proc)
+  if (proc.exitCode === null && proc.signalCode === null) {
+    try {
+      if (group && proc.pid) process.kill(-proc.pid, signal)
+      else proc.kill(signal)
+    } catch {
+      // already gone
+    }
+  }
+  await done
+  if (group && proc.pid) await waitFor(() => !processGroupAlive(proc.pid!), `process group ${proc.pid} to end`, 30_000)
+}
+
+/**
+ * Kills a process that is not our child (started by a hook, say) by pid, and
+ * waits until it is gone; only if its working directory is `cwd` (a pid from
+ * a file may have been reused by someone else's process since).
+ */
+export async function killPidAndWait(pid: number, cwd: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  try {
+    if (fs.readlinkSync(`/proc/${pid}/cwd`) !== cwd) return
+    process.kill(pid, signal)
+  } catch {
+    return // gone already
+  }
+  await waitFor(() => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')), `process ${pid} to end`, 30_000, 20)
+}
+
+function processGroupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Waits until the wall clock has passed `ms` (a millisecond timestamp): for tests that need distinct timestamps. */
+export async function clockPast(ms: number): Promise<void> {
+  while (Date.now() <= ms) await sleep(Math.max(1, ms - Date.now() + 1))
+}
+
+/** Processes that hold a file, a working directory or a mapping under `dir` (from /proc): "pid command". */
+export function processesUsing(dir: string): string[] {
+  const out: string[] = []
+  const under = (p: string): boolean => p === dir || p.startsWith(`${dir}/`)
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    if (Number(pid) === process.pid) continue
+    let uses = false
+    try {
+      uses = under(fs.readlinkSync(`/proc/${pid}/cwd`))
+      if (!uses) uses = fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return under(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))
+        } catch {
+          return false
+        }
+      })
+    } catch {
+      continue // gone, or not ours to look at
+    }
+    if (uses) {
+      let cmd = ''
+      try {
+        cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim()
+      } catch {
+        // gone meanwhile
+      }
+      out.push(`${pid} ${cmd}`)
+    }
+  }
+  return out
+}
+
+/**
+ * Unmounts `target` once no process uses it any more (waiting up to
+ * `timeoutMs` for them to let go); with `killUsers`, kills those still there
+ * at the timeout and waits for them to go. Throws, naming the processes,
+ * if the file system stays busy or umount fails.
+ */
+export async function unmountWhenFree(target: string, opts: { timeoutMs?: number; killUsers?: boolean } = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? 30_000
+  let users = await eventually(() => processesUsing(target).length === 0 || null, timeoutMs, 50).then(() => processesUsing(target))
+  if (users.length > 0 && opts.killUsers) {
+    for (const u of users) {
+      try {
+        process.kill(Number(u.split(' ')[0]), 'SIGKILL')
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await eventually(() => processesUsing(target).length === 0, 10_000)
+    users = processesUsing(target)
+  }
+  if (users.length > 0) throw new Error(`${target} is still in use by:\n${users.join('\n')}`)
+  const r = await run('umount', [target])
+  if (r.code !== 0) throw new Error(`umount ${target} exited ${r.code}: ${r.stderr.trim()}; in use by: ${processesUsing(target).join('; ') || 'nobody we can see'}`)
+}
+
 /** Starts `tidemark agent` as the CLI would and waits until its socket answers. */
 export async function startAgent(
   t: { teardown(fn: () => unknown): void },
@@ -263,37 +392,52 @@ export async function restore(appliance: string, volume: string, seq: number | '
  * DIR/fs. unmount() takes it all down (also done at teardown if the test did
  * not), before the server stops.
  */
-export async function mountExt4OverNbd(
+export function mountExt4OverNbd(
   t: { teardown(fn: () => unknown): void },
   uri: string,
   dir: string
+): Promise<{ fsdir: string; unmount(): Promise<void> }> {
+  return mountOverNbd(t, uri, dir, { mkfs: true })
+}
+
+/**
+ * nbdfuse exposing an export as DIR/fuse/disk and the kernel's file system on
+ * it (mount -o loop on DIR/fs); with `mkfs`, formatted as ext4 first; with
+ * `readOnly`, both read-only (and no journal replay).
+ *
+ * unmount(), in the test: waits for processes the test ended to let go; a file
+ * system still in use after that is the test's own bug and fails it, naming
+ * the processes. At teardown (the test failed or did not unmount): whatever
+ * still uses the file system is killed and waited for, then it is unmounted;
+ * a failure to unmount fails the test rather than leaving a mount behind.
+ * Both wait for nbdfuse to exit.
+ */
+export async function mountOverNbd(
+  t: { teardown(fn: () => unknown): void },
+  uri: string,
+  dir: string,
+  opts: { mkfs?: boolean; readOnly?: boolean } = {}
 ): Promise<{ fsdir: string; unmount(): Promise<void> }> {
   const mnt = path.join(dir, 'fuse')
   const fsdir = path.join(dir, 'fs')
   fs.mkdirSync(mnt, { recursive: true })
   fs.mkdirSync(fsdir, { recursive: true })
-  const fuse = spawn('nbdfuse', [path.join(mnt, 'disk'), uri], { stdio: 'ignore' })
-  const fuseExited = new Promise((r) => fuse.once('exit', r))
+  const fuse = spawn('nbdfuse', [...(opts.readOnly ? ['--readonly'] : []), path.join(mnt, 'disk'), uri], { stdio: 'ignore' })
   let fuseUp = true
   let mounted = false
-  const unmount = async (): Promise<void> => {
-    if (mounted) await must('umount', [fsdir])
+  const takeDown = async (killUsers: boolean): Promise<void> => {
+    if (mounted) await unmountWhenFree(fsdir, { killUsers })
     mounted = false
     if (fuseUp) await must('fusermount3', ['-u', mnt])
     fuseUp = false
-    await fuseExited
+    if (killUsers) await killAndWait(fuse, 'SIGTERM')
+    else await exitOf(fuse)
   }
-  t.teardown(async () => {
-    if (mounted) await run('umount', [fsdir])
-    if (fuseUp) await run('fusermount3', ['-u', mnt])
-    fuse.kill()
-  })
-  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
-    if (i > 200) throw new Error('nbdfuse did not expose the volume')
-    await sleep(50)
-  }
-  await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
-  await must('mount', ['-o', 'loop', path.join(mnt, 'disk'), fsdir])
+  t.teardown(() => takeDown(true))
+  await waitFor(() => fs.existsSync(path.join(mnt, 'disk')) || fuse.exitCode !== null, 'nbdfuse to expose the volume', 10_000, 20)
+  if (fuse.exitCode !== null) throw new Error(`nbdfuse exited ${fuse.exitCode} before exposing the volume`)
+  if (opts.mkfs) await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
+  await must('mount', ['-o', opts.readOnly ? 'loop,ro,noload' : 'loop', path.join(mnt, 'disk'), fsdir])
   mounted = true
-  return { fsdir, unmount }
+  return { fsdir, unmount: () => takeDown(false) }
 }

@@ -51,7 +51,10 @@ t.test('initial copy of 1 GiB under fio, killed at half way, resumes and ends by
   // Throttled so that "half way" is a moment a test can catch.
   const first = await startAgent(t, { state, sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--throttle', '120', '--stats-interval', '1'] })
   const load1 = fio(sock, dir, 60)
-  t.teardown(() => load1.proc.kill('SIGKILL'))
+  t.teardown(async () => {
+    load1.proc.kill('SIGKILL')
+    await load1.done
+  })
   let next = 0
   for (let i = 0; next < 8192; i++) {
     if (i > 1200) throw new Error(`the copy did not reach half way in 60 s (region ${next}):\n${first.out}`)
@@ -78,7 +81,10 @@ t.test('initial copy of 1 GiB under fio, killed at half way, resumes and ends by
   const resumed = await second.waitForLog(/initial copy: resuming/)
   t.ok((resumed.fromRegion as number) >= saved.nextRegion - 64, `resumed at region ${resumed.fromRegion}, not at zero`)
   const load2 = fio(sock, dir, 4)
-  t.teardown(() => load2.proc.kill('SIGKILL'))
+  t.teardown(async () => {
+    load2.proc.kill('SIGKILL')
+    await load2.done
+  })
   await app.waitForLog(/initial copy complete/, 180_000)
   t.equal(await load2.done, 0, 'fio ran to the end during the copy')
   t.equal(await second.stop(), 0, 'the agent stops cleanly')

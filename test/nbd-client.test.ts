@@ -115,9 +115,11 @@ t.test('a server maximum block size of 64 KiB: larger reads and writes are split
   await c.write(2 * MiB, data)
   t.ok((await c.read(2 * MiB, MiB)).equals(data), 'a 1 MiB write and read round-trip through 64 KiB requests')
   await c.close()
-  await sleep(100)
-  const lines = fs.readFileSync(log, 'utf8').split('\n')
-  const counts = lines.filter((l) => / (Read|Write) id=/.test(l) && !/ return=/.test(l)).map((l) => parseInt(/count=0x([0-9a-f]+)/.exec(l)![1], 16))
+  // nbdkit's log filter writes a line per request (and per reply); the file may lag the close
+  const requests = (): number[] =>
+    fs.readFileSync(log, 'utf8').split('\n').filter((l) => / (Read|Write) id=/.test(l) && !/ return=/.test(l)).map((l) => parseInt(/count=0x([0-9a-f]+)/.exec(l)![1], 16))
+  let counts = requests()
+  for (const end = Date.now() + 10_000; counts.length < 32 && Date.now() < end; counts = requests()) await sleep(20)
   t.equal(counts.length, 32, '16 writes and 16 reads reached the server')
   t.ok(counts.every((n) => n <= 65536), 'none over the maximum')
 })
@@ -137,11 +139,15 @@ t.test('an error reply fails that request only; the connection keeps working', a
 
 t.test('a server that dies mid-request fails the requests in flight with a clear error', async (t) => {
   const dir = tmpdir(t)
-  const k = await nbdkit(t, dir, ['--filter=delay', 'memory', '4M', 'delay-read=20'])
+  // the log filter (before the delay) says when both reads have reached the server
+  const log = path.join(dir, 'nbdkit.log')
+  const k = await nbdkit(t, dir, ['--filter=log', '--filter=delay', 'memory', '4M', 'delay-read=20', `logfile=${log}`])
   const c = await connect(k.sock)
   const pending = c.read(0, 65536)
   const second = c.read(65536, 512)
-  await sleep(300)
+  const reads = (): number => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter((l) => / Read id=/.test(l) && !/ return=/.test(l)).length : 0)
+  for (const end = Date.now() + 30_000; reads() < 2 && Date.now() < end; ) await sleep(20)
+  t.equal(reads(), 2, 'both reads reached the server')
   k.proc.kill('SIGKILL')
   await t.rejects(pending, /closed the connection.* with 2 requests in flight \(READ of 65536 bytes at 0/, 'the read in flight fails')
   await t.rejects(second, /closed the connection/, 'and so does the other')

@@ -4,7 +4,7 @@
 // holds every row.
 import path from 'node:path'
 import t from 'tap'
-import { makeImage, mountExt4OverNbd, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir } from './helpers'
+import { makeImage, mountExt4OverNbd, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, unmountWhenFree } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -19,7 +19,7 @@ t.test('ext4 + sqlite on a replicated volume: the restored image is byte-exact, 
   const { fsdir, unmount } = await mountExt4OverNbd(t, nbdUri(sock, 'vol'), dir)
   let mounted = false
   t.teardown(async () => {
-    if (mounted) await run('umount', [fsdir])
+    if (mounted) await unmountWhenFree(fsdir, { killUsers: true })
   })
   const db = path.join(fsdir, 'app.db')
   await must('sqlite3', [db, 'create table t(id integer primary key, v text);'])
@@ -44,6 +44,6 @@ t.test('ext4 + sqlite on a replicated volume: the restored image is byte-exact, 
   t.equal(count.trim(), '4000', 'the database on the restored image holds every row')
   const check = await must('sqlite3', [path.join(fsdir, 'app.db'), 'pragma integrity_check;'])
   t.equal(check.trim(), 'ok', 'sqlite integrity_check is ok')
-  await must('umount', [fsdir])
+  await unmountWhenFree(fsdir)
   mounted = false
 })

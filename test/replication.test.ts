@@ -8,6 +8,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import {
   BIN,
+  killAndWait,
   makeImage,
   must,
   nbdUri,
@@ -19,6 +20,7 @@ import {
   startAgent,
   startAppliance,
   tmpdir,
+  waitFor,
   type ApplianceProcess,
 } from './helpers'
 
@@ -74,16 +76,18 @@ t.test('kill -9 of the agent mid-stream: converges byte-exact, resending only wh
   const args = { state, sock, volumes: { vol: img }, extra: ['--appliance', app.address] }
   const agent = await startAgent(t, args)
   await app.waitForLog(/initial copy complete/, 120_000)
+  const copied = await volumeStats(app, 'vol')
   const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=4k',
-    '--iodepth=16', '--numjobs=2', '--offset=32M', '--size=8M', '--time_based', '--runtime=30'], { stdio: 'ignore', cwd: dir })
-  const fioDone = new Promise((r) => fio.once('exit', r))
-  t.teardown(() => fio.kill('SIGKILL'))
-  await sleep(2000)
+    '--iodepth=16', '--numjobs=2', '--offset=32M', '--size=8M', '--time_based', '--runtime=120'], { stdio: 'ignore', cwd: dir })
+  t.teardown(() => killAndWait(fio))
+  // Mid-stream: once fio's writes are reaching the appliance, however long that takes.
+  await waitFor(async () => fio.exitCode !== null || ((await volumeStats(app, 'vol')).changedBytes as number) >= (copied.changedBytes as number) + 2 * MiB,
+    'fio\'s writes reaching the appliance', 120_000, 100)
+  t.equal(fio.exitCode, null, 'fio was still writing when the agent was killed')
   await agent.kill9()
   // fio's nbd engine does not always give up on a server that died: stop it
   // (--thread keeps its jobs in this one process, so SIGKILL ends them all).
-  fio.kill('SIGKILL')
-  await fioDone
+  await killAndWait(fio)
   const map = readDirtyMapFile(path.join(state, 'vol.dirty'))
   const before = await volumeStats(app, 'vol')
   t.ok(map.regions.size > 0, `the dirty map names ${map.regions.size} regions after the crash`)
@@ -106,15 +110,22 @@ t.test('kill -9 of the appliance mid-stream: the agent reconnects, the replica c
   const sock = path.join(dir, 'nbd.sock')
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address] })
   await app.waitForLog(/initial copy complete/, 120_000)
+  const copied = await volumeStats(app, 'vol')
   const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randwrite', '--bs=16k',
-    '--iodepth=8', '--numjobs=1', '--size=32M', '--time_based', '--runtime=6', '--output-format=json'], { stdio: ['ignore', 'pipe', 'ignore'], cwd: dir })
+    '--iodepth=8', '--numjobs=1', '--size=32M', '--time_based', '--runtime=10', '--output-format=json'], { stdio: ['ignore', 'pipe', 'ignore'], cwd: dir })
   let fioOut = ''
   fio.stdout!.on('data', (d) => (fioOut += d))
   const fioDone = new Promise<number | null>((r) => fio.once('exit', r))
-  t.teardown(() => fio.kill('SIGKILL'))
-  await sleep(1500)
+  t.teardown(() => killAndWait(fio))
+  // Mid-stream: once fio's writes are reaching the appliance.
+  await waitFor(async () => fio.exitCode !== null || ((await volumeStats(app, 'vol')).changedBytes as number) >= (copied.changedBytes as number) + 2 * MiB,
+    'fio\'s writes reaching the appliance', 120_000, 100)
+  t.equal(fio.exitCode, null, 'fio was still writing when the appliance was killed')
   await app.kill9()
-  await sleep(1500)
+  // Away until the agent has noticed and fio has written since: the application did not wait.
+  await agent.waitForLog(/replication stream to .* failed/, 60_000)
+  const noticed = Date.now()
+  await waitFor(() => fio.exitCode !== null || fs.statSync(img).mtimeMs > noticed, 'a write while the appliance is away', 60_000, 20)
   const app2 = await startAppliance(t, { data, port: app.port })
   t.equal(await fioDone, 0, 'fio ran to the end: the application never waited on the appliance')
   t.ok(JSON.parse(fioOut.slice(fioOut.indexOf('{'))).jobs[0].write.total_ios > 0, 'fio kept writing')

@@ -46,12 +46,12 @@ t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs 
   // agent-b is signed by the CA but may not write vol-b.
   const imgB = path.join(dir, 'b.img')
   makeImage(imgB, MiB, null)
-  const denied = await startAgent(t, { state: path.join(dir, 'sb'), sock: path.join(dir, 'b.sock'), volumes: { 'vol-b': imgB }, extra: ['--appliance', app.address, ...tls(pki, 'agent-b')] })
+  const denied = await startAgent(t, { state: path.join(dir, 'sb'), sock: path.join(dir, 'b.sock'), volumes: { 'vol-b': imgB }, extra: ['--appliance', app.address, ...tls(pki, 'agent-b'), '--stats-interval', '0.2'] })
   const line = await denied.waitForLog(/the appliance ended the replication stream/)
   t.equal(line.level, 50, 'logged at error level')
   t.equal(line.code, 'PERMISSION_DENIED')
   t.match(String(line.msg), /may not write volume vol-b/, 'with the appliance\'s reason')
-  await sleep(1500)
+  await retried(denied, 'vol-b', 3)
   const again = denied.logs().filter((l) => /ended the replication stream/.test(String(l.msg)))
   t.equal(again.length, 1, 'the same refusal is logged once, however often it is retried')
   const attaches = app.logs().filter((l) => /rejected/.test(String(l.msg)) && l.code === 'PERMISSION_DENIED').length
@@ -59,12 +59,20 @@ t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs 
   t.equal(await denied.stop(), 0, 'it still stops cleanly')
 
   // A certificate from another CA gets no connection at all.
-  const rogueAgent = await startAgent(t, { state: path.join(dir, 'sr'), sock: path.join(dir, 'r.sock'), volumes: { 'vol-a': imgB }, extra: ['--appliance', app.address, ...tls(rogue, 'agent-a')] })
+  const rogueAgent = await startAgent(t, { state: path.join(dir, 'sr'), sock: path.join(dir, 'r.sock'), volumes: { 'vol-a': imgB }, extra: ['--appliance', app.address, ...tls(rogue, 'agent-a'), '--stats-interval', '0.2'] })
   const fail = await rogueAgent.waitForLog(/replication stream to .* failed/)
   t.equal(fail.code, 'UNAVAILABLE', `no connection for a foreign certificate (${fail.msg})`)
-  await sleep(1500)
+  await retried(rogueAgent, 'vol-a', 3)
   const lines = rogueAgent.logs().filter((l) => /replication stream to .* failed/.test(String(l.msg)))
   const distinct = new Set(lines.map((l) => String(l.msg).replace(/\(\d{4}-[^)]*\)/g, '')))
   t.equal(lines.length, distinct.size, `each distinct failure is logged once while it retries (${distinct.size})`)
   t.equal(await rogueAgent.stop(), 0)
 })
+
+/** Waits until the agent's stats say its stream to the appliance failed `times` times (it retried). */
+async function retried(agent: Awaited<ReturnType<typeof startAgent>>, volume: string, times: number): Promise<void> {
+  const errors = (): number => (agent.logs().filter((l) => l.msg === 'stats' && l.volume === volume).pop()?.streamErrors as number | undefined) ?? 0
+  for (const end = Date.now() + 60_000; errors() < times; await sleep(50)) {
+    if (Date.now() > end) throw new Error(`the agent did not retry ${times} times within 60 s (${errors()}):\n${agent.out}`)
+  }
+}

@@ -8,6 +8,9 @@ import t from 'tap'
 import { controlClient, createTimeMark } from '../cli/timemark-command'
 import {
   BIN,
+  clockPast,
+  killAndWait,
+  killPidAndWait,
   makeImage,
   mountExt4OverNbd,
   must,
@@ -19,6 +22,7 @@ import {
   startAgent,
   startAppliance,
   tmpdir,
+  waitFor,
   type ApplianceProcess,
 } from './helpers'
 
@@ -86,16 +90,28 @@ t.test('app-consistent TimeMarks of ext4 + sqlite: each restores fsck-clean with
   await must('sqlite3', [db, 'create table t(n integer primary key, v text);'])
 
   // The application: commits numbered rows, one transaction each, as fast as it can.
+  // Its own process group, so that stopping it stops the sqlite3 it is running too
+  // (a sqlite3 left behind keeps the database open and the file system busy).
   const writer = spawn('sh', ['-c', `i=0; while :; do i=$((i+1)); sqlite3 -cmd '.timeout 60000' ${db} "insert into t values($i, hex(randomblob(300)))" || exit 1; done`], {
     stdio: 'ignore',
+    detached: true,
   })
-  t.teardown(() => writer.kill('SIGKILL'))
+  t.teardown(() => killAndWait(writer, 'SIGKILL', true))
+  const rows = async (): Promise<number> => Number((await must('sqlite3', ['-cmd', '.timeout 60000', db, 'select count(*) from t;'])).trim())
 
   // Quiesce: hold sqlite's write lock (a sqlite3 reading commands from a fifo,
   // kept open by a sleeper), note the row count under the lock, sync the file
   // system. Thaw: commit and quit the holder.
   const hooks = path.join(dir, 'hooks')
   fs.mkdirSync(hooks)
+  // A hook's background processes (the lock holder and its sleeper) outlive the hook: if the
+  // test ends early they are killed, and waited for, before the file system is unmounted.
+  t.teardown(async () => {
+    for (const f of ['sleeper.pid', 'holder.pid']) {
+      const pid = Number(fs.existsSync(path.join(hooks, f)) ? fs.readFileSync(path.join(hooks, f), 'utf8') : 0)
+      if (pid > 0) await killPidAndWait(pid, hooks)
+    }
+  })
   const quiesce = path.join(hooks, 'quiesce.sh')
   fs.writeFileSync(
     quiesce,
@@ -127,8 +143,13 @@ echo thawed >> thawed
   )
 
   const marks: Mark[] = []
-  for (let k = 1; k <= 3; k++) {
-    await sleep(700)
+  for (let k = 1, seen = 0; k <= 3; k++) {
+    // The application commits more rows before each mark, so the marks differ.
+    const from = seen
+    seen = await waitFor(async () => {
+      const n = await rows()
+      return n >= from + 20 ? n : 0
+    }, `the application committing rows after ${from}`, 60_000)
     const m = await json<Mark>(
       'timemark', 'create', '--control', `unix:${control}`, '--volume', 'vol', '--label', `app-${k}`,
       '--quiesce', `sh ${quiesce} app-${k}`, '--thaw', `sh ${thaw}`
@@ -156,8 +177,7 @@ echo thawed >> thawed
   t.equal(crash.consistency, 'crash', 'with --allow-crash-consistent a failed quiesce gives a crash-consistent mark')
   t.match(crash.note, /quiesce hook exited with 4/, 'and its note says why')
 
-  writer.kill('SIGKILL')
-  await new Promise((r) => writer.once('exit', r))
+  await killAndWait(writer, 'SIGKILL', true)
   await unmount()
 
   const list = await json<Array<{ id: number; label: string; consistency: string; wallTimeMs: number }>>('timemark', 'list', '--appliance', app.address, '--volume', 'vol')
@@ -204,12 +224,14 @@ t.test('--at and --seq restore the images the source held at those moments; bad 
     await must('qemu-io', ['-f', 'raw', '-c', `write -P ${0x20 + k} ${k * 3 * MiB + 4096} 1M`, '-c', `write -z ${(k + 4) * MiB} 64k`, '-c', 'flush', uri])
     // The write is acknowledged; the source is quiet until the next one.
     const m = await json<Mark>('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v') // waits until the appliance holds it
-    await sleep(30)
-    const at = new Date().toISOString()
+    // `at` is a millisecond after the write was recorded and before the next one is.
+    await clockPast(Date.now())
+    const atMs = Date.now()
+    const at = new Date(atMs).toISOString()
     const image = path.join(dir, `source-${k}.img`)
     fs.copyFileSync(img, image)
     moments.push({ at, seq: m.seq, image })
-    await sleep(30)
+    await clockPast(atMs)
   }
   for (const [k, m] of moments.entries()) {
     const a = path.join(dir, `at-${k}.img`)
@@ -267,18 +289,22 @@ t.test('a consistency group: one TimeMark covers both volumes at one instant of 
   // (each write acknowledged before the next starts), so at any instant the
   // log holds steps 1..l and data steps 1..d with d == l or d == l + 1.
   const steps = 60
+  let step = 0
   const writing = (async () => {
     for (let i = 1; i <= steps; i++) {
       await must('qemu-io', ['-f', 'raw', '-c', `write -P ${i} ${i * 4096} 4k`, nbdUri(sock, 'data')])
       await must('qemu-io', ['-f', 'raw', '-c', `write -P ${i} ${i * 4096} 4k`, nbdUri(sock, 'log')])
+      step = i
     }
   })()
   const marks: Mark[] = []
   let done = false
   void writing.then(() => (done = true))
   while (!done) {
+    const at = step
     marks.push(await json<Mark>('timemark', 'create', '--control', `unix:${control}`, '--group', 'db', '--label', `g${marks.length}`))
-    await sleep(80)
+    // the next mark after the application has moved on by a step
+    await waitFor(() => done || step > at, 'the application taking a step', 120_000, 10)
   }
   await writing
   marks.push(await json<Mark>('timemark', 'create', '--control', `unix:${control}`, '--group', 'db', '--label', `g${marks.length}`))

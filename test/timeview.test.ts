@@ -10,8 +10,10 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import {
   BIN,
+  killAndWait,
   makeImage,
   mountExt4OverNbd,
+  mountOverNbd,
   must,
   nbdUri,
   restore,
@@ -22,6 +24,7 @@ import {
   startAgent,
   startAppliance,
   tmpdir,
+  waitFor,
   type AgentProcess,
   type ApplianceProcess,
 } from './helpers'
@@ -118,8 +121,9 @@ t.test('TimeViews of two points at once, while replication goes on, equal their 
   const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=4',
     '--size=8M', '--offset=48M', '--time_based', '--runtime=60', '--rate=4m'], { stdio: 'ignore', cwd: dir })
   const fioDone = new Promise((r) => fio.once('exit', r))
-  t.teardown(() => fio.kill('SIGKILL'))
-  await sleep(500)
+  t.teardown(() => killAndWait(fio))
+  // the views are read while replication goes on: once fio's writes are reaching the appliance
+  await waitFor(async () => ((await volumeStats(app, 'vol')).durableSeq as number) > before, 'fio\'s writes reaching the appliance', 60_000, 100)
   const [shaA, shaB] = await Promise.all([nbdcopy(nbdUri(sockA, 'vol'), path.join(dir, 'view-a.img')), nbdcopy(nbdUri(sockB, 'vol'), path.join(dir, 'view-b.img'))])
   const restoredA = path.join(dir, 'restored-a.img')
   const restoredB = path.join(dir, 'restored-b.img')
@@ -205,36 +209,8 @@ t.test('read-only refuses writes; --writable keeps writes in an overlay that nev
 })
 
 /** nbdfuse exposing an export as DIR/fuse/disk and the kernel's ext4 on it (loop), no mkfs. */
-async function mountExisting(t: Test, uri: string, dir: string, readOnly: boolean): Promise<{ fsdir: string; unmount(): Promise<void> }> {
-  const mnt = path.join(dir, 'fuse')
-  const fsdir = path.join(dir, 'fs')
-  fs.mkdirSync(mnt, { recursive: true })
-  fs.mkdirSync(fsdir, { recursive: true })
-  const fuse = spawn('nbdfuse', [...(readOnly ? ['--readonly'] : []), path.join(mnt, 'disk'), uri], { stdio: 'ignore' })
-  const exited = new Promise((r) => fuse.once('exit', r))
-  let fuseUp = true
-  let mounted = false
-  t.teardown(async () => {
-    if (mounted) await run('umount', [fsdir])
-    if (fuseUp) await run('fusermount3', ['-u', mnt])
-    fuse.kill()
-  })
-  for (let i = 0; !fs.existsSync(path.join(mnt, 'disk')); i++) {
-    if (i > 200) throw new Error('nbdfuse did not expose the export')
-    await sleep(50)
-  }
-  await must('mount', ['-o', readOnly ? 'loop,ro,noload' : 'loop', path.join(mnt, 'disk'), fsdir])
-  mounted = true
-  return {
-    fsdir,
-    unmount: async () => {
-      if (mounted) await must('umount', [fsdir])
-      mounted = false
-      if (fuseUp) await must('fusermount3', ['-u', mnt])
-      fuseUp = false
-      await exited
-    },
-  }
+function mountExisting(t: Test, uri: string, dir: string, readOnly: boolean): Promise<{ fsdir: string; unmount(): Promise<void> }> {
+  return mountOverNbd(t, uri, dir, { readOnly })
 }
 
 t.test('ext4: a TimeView of a noted point, mounted read-only, shows the files as they were', async (t) => {

@@ -3,12 +3,15 @@
 # under libFuzzer, AddressSanitizer and UBSan into build-fuzz/, seeds a corpus
 # with valid conversations, and runs for ${FUZZ_SECONDS:-60} seconds.
 # Exits non-zero if libFuzzer finds a crash, a sanitizer error, a leak or a
-# hang (-timeout); crash inputs are left in build-fuzz/ as crash-*, timeout-*.
+# hang (-timeout), or if fewer than ${FUZZ_MIN_EXECS:-100 per second} inputs ran;
+# crash inputs are left in build-fuzz/ as crash-*, timeout-*.
 # Needs clang++ and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 seconds=${FUZZ_SECONDS:-60}
+# At least this many inputs must have run (a quiet machine does thousands a second).
+min_execs=${FUZZ_MIN_EXECS:-$((seconds * 100))}
 cxx=${FUZZ_CXX:-clang++}
 out=build-fuzz
 bin=$out/nbd_fuzz
@@ -81,6 +84,12 @@ cov=$({ grep -E '^#[0-9]+' "$log" || true; } | tail -1 |
 if [ $status -ne 0 ]; then
   tail -60 "$log"
   echo "fuzz: FAILED (libFuzzer exit $status) after ${execs:-?} execs; see $log and $out/crash-* / timeout-*"
+  exit 1
+fi
+# A run that executed (almost) nothing proves nothing: a floor of executions.
+if [ -z "$execs" ] || [ "$execs" -lt "$min_execs" ]; then
+  tail -20 "$log"
+  echo "fuzz: FAILED: ${execs:-no} execs in $seconds s, the floor is $min_execs (FUZZ_MIN_EXECS)"
   exit 1
 fi
 echo "fuzz: ok, ${execs:-?} execs in $seconds s (${rate:-?}/s), ${cov:-no coverage line}, no crash"

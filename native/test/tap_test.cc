@@ -1,9 +1,8 @@
 // Native tests of the tap core, run under AddressSanitizer and UBSan
 // (`npm run test:native`).
 //
-// No framework: each CHECK prints "ok - what" or "not ok - what (file:line)",
-// and the program ends with the line "N passed, N failed" that .ci/run reads;
-// it exits non-zero if anything failed. Sections follow the layers bottom-up:
+// The harness is check.h: "ok - ..." lines and a final "N passed, N failed"
+// that .ci/run reads; the exit status is non-zero if anything failed. Sections follow the layers bottom-up:
 // request validation, the record ring, the dirty map, the seq space, the
 // volume (recording, behind mode, resync, restart), the NBD server over a
 // socketpair and a unix socket, and the Tap that ties them together. Every
@@ -39,109 +38,12 @@
 #include "tap.h"
 #include "volume.h"
 
+#include "check.h"
+
 using namespace tidemark;
+using namespace tidemark::test;
 
 namespace {
-
-// ---------------------------------------------------------------- harness
-
-int g_passed = 0, g_failed = 0;
-
-void Check(bool ok, const std::string& what, const char* file, int line) {
-  if (ok) {
-    g_passed++;
-    std::printf("ok - %s\n", what.c_str());
-  } else {
-    g_failed++;
-    std::printf("not ok - %s (%s:%d)\n", what.c_str(), file, line);
-  }
-  std::fflush(stdout);
-}
-// The condition is evaluated before the message, so a message may show what
-// the condition left behind (an error string).
-#define CHECK(cond, what)                           \
-  do {                                              \
-    const bool check_ok_ = static_cast<bool>(cond); \
-    Check(check_ok_, (what), __FILE__, __LINE__);   \
-  } while (0)
-
-// " (the error)" when there is one, for check messages.
-std::string Said(const std::string& error) { return error.empty() ? "" : " (" + error + ")"; }
-
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string t = std::string(base && *base ? base : "/tmp") + "/tidemark-test-XXXXXX";
-    if (!mkdtemp(&t[0])) {
-      std::perror("mkdtemp");
-      std::exit(2);
-    }
-    path_ = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-// Deterministic bytes that differ from zeroes and from each other.
-std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& b : v) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    b = uint8_t(x);
-  }
-  return v;
-}
-
-void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fclose(f) != 0) {
-    std::perror(path.c_str());
-    std::exit(2);
-  }
-}
-
-std::vector<uint8_t> ReadFile(const std::string& path) {
-  std::vector<uint8_t> out;
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return out;
-  uint8_t buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
-  std::fclose(f);
-  return out;
-}
-
-bool AllZero(const uint8_t* p, size_t n) { return std::all_of(p, p + n, [](uint8_t b) { return b == 0; }); }
-
-// Log lines from the core, kept so tests can check what a user would read.
-class Log {
- public:
-  LogFn Fn() {
-    return [this](int, const std::string& m) {
-      std::lock_guard<std::mutex> lk(mu_);
-      lines_.push_back(m);
-    };
-  }
-  bool Has(const std::string& s) {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto& l : lines_)
-      if (l.find(s) != std::string::npos) return true;
-    return false;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<std::string> lines_;
-};
 
 // A change record as the consumer sees it.
 struct Rec {
@@ -824,39 +726,10 @@ void TestVolumeRestart() {
 
 // ---------------------------------------------------------------- NbdServer
 
-// A blocking NBD client on one end of a socket, with a timeout so that a
-// server that stops answering fails the test instead of hanging it.
-struct Client {
-  int fd = -1;
-  explicit Client(int f) : fd(f) {
-    timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  }
-  ~Client() {
-    if (fd >= 0) ::close(fd);
-  }
-  bool Send(const std::vector<uint8_t>& b) {
-    for (size_t off = 0; off < b.size();) {
-      const ssize_t n = send(fd, b.data() + off, b.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += size_t(n);
-    }
-    return true;
-  }
-  bool Recv(void* dst, size_t n) {
-    auto* p = static_cast<uint8_t*>(dst);
-    for (size_t off = 0; off < n;) {
-      const ssize_t r = recv(fd, p + off, n - off, 0);
-      if (r <= 0) return false;
-      off += size_t(r);
-    }
-    return true;
-  }
-  bool AtEof() {
-    uint8_t b;
-    return recv(fd, &b, 1, 0) == 0;
-  }
+// A blocking NBD client on one end of a socket (check.h), speaking the
+// handshake and simple replies.
+struct Client : SocketEnd {
+  using SocketEnd::SocketEnd;
 
   struct OptReply {
     uint64_t magic = 0;
@@ -931,31 +804,7 @@ std::vector<uint8_t> Cat(std::initializer_list<std::vector<uint8_t>> parts) {
   return out;
 }
 
-// ServeConnection on a thread over a socketpair; the server end is closed
-// when the connection ends, so the client sees end-of-file.
-struct Served {
-  std::thread thread;
-  std::atomic<bool> done{false};
-  std::unique_ptr<Client> client;
-  explicit Served(NbdServer& server) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::exit(2);
-    client = std::make_unique<Client>(sv[0]);
-    thread = std::thread([this, &server, s = sv[1]] {
-      server.ServeConnection(s);
-      ::close(s);
-      done = true;
-    });
-  }
-  bool WaitDone() {
-    for (int i = 0; i < 500 && !done; i++) usleep(10000);
-    return done;
-  }
-  ~Served() {
-    shutdown(client->fd, SHUT_RDWR);  // unblocks a server still reading
-    thread.join();
-  }
-};
+using Served = ServedOver<NbdServer, Client>;
 
 void TestNbdServer() {
   using namespace nbd;
@@ -1310,6 +1159,5 @@ int main() {
   TestUnixListenerAndStop();
   TestTap();
   TestTapMark();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return Finish();
 }

@@ -4,8 +4,7 @@
 // The appliance is replaced by a fetch function over an image in memory (it
 // records every fetch, and can be told to fail); everything else is real: the
 // NBD front serves the view over a socketpair, as it serves the tap, and the
-// overlay is a real unnamed file. Output as tap_test: "ok - ..." lines and a
-// final "N passed, N failed".
+// overlay is a real unnamed file. The harness is check.h, as for tap_test.
 
 #include <dirent.h>
 #include <sys/socket.h>
@@ -29,60 +28,12 @@
 #include "nbd_server.h"
 #include "view.h"
 
+#include "check.h"
+
 using namespace tidemark;
+using namespace tidemark::test;
 
 namespace {
-
-int g_passed = 0, g_failed = 0;
-
-void Check(bool ok, const std::string& what, const char* file, int line) {
-  if (ok) {
-    g_passed++;
-    std::printf("ok - %s\n", what.c_str());
-  } else {
-    g_failed++;
-    std::printf("not ok - %s (%s:%d)\n", what.c_str(), file, line);
-  }
-  std::fflush(stdout);
-}
-#define CHECK(cond, what)                           \
-  do {                                              \
-    const bool check_ok_ = static_cast<bool>(cond); \
-    Check(check_ok_, (what), __FILE__, __LINE__);   \
-  } while (0)
-
-std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& b : v) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    b = uint8_t(x);
-  }
-  return v;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string t = std::string(base && *base ? base : "/tmp") + "/tidemark-view-test-XXXXXX";
-    if (!mkdtemp(&t[0])) std::exit(2);
-    path_ = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  size_t Entries() const {
-    size_t n = 0;
-    for (auto it = std::filesystem::directory_iterator(path_); it != std::filesystem::directory_iterator(); ++it) n++;
-    return n;
-  }
-
- private:
-  std::string path_;
-};
 
 // The appliance's side of Admin.Read, over an image in memory.
 class FakePoint {
@@ -131,23 +82,6 @@ class FakePoint {
   bool bad_ = false;
 };
 
-struct Logs {
-  std::mutex mu;
-  std::vector<std::string> lines;
-  LogFn Fn() {
-    return [this](int, const std::string& m) {
-      std::lock_guard<std::mutex> lk(mu);
-      lines.push_back(m);
-    };
-  }
-  bool Has(const std::string& s) {
-    std::lock_guard<std::mutex> lk(mu);
-    for (auto& l : lines)
-      if (l.find(s) != std::string::npos) return true;
-    return false;
-  }
-};
-
 bool Same(const uint8_t* a, const uint8_t* b, size_t n) { return std::memcmp(a, b, n) == 0; }
 
 // ---------------------------------------------------------------- the view, called directly
@@ -156,7 +90,7 @@ void TestReadsAndCache() {
   // 9 MiB and 3 sectors: more than two fetch limits, a short last chunk.
   const size_t size = 9 * 1024 * 1024 + 1536;
   FakePoint point(Pattern(size, 1));
-  Logs logs;
+  Log logs;
   ViewConfig c;
   c.name = "vol";
   c.size = size;
@@ -205,7 +139,7 @@ void TestReadsAndCache() {
 void TestCacheBudget() {
   const size_t size = 1 << 20;
   FakePoint point(Pattern(size, 2));
-  Logs logs;
+  Log logs;
   ViewConfig c;
   c.name = "vol";
   c.size = size;
@@ -237,8 +171,8 @@ void TestOverlay() {
   const size_t size = 2 * 1024 * 1024;
   FakePoint point(Pattern(size, 4));
   const std::vector<uint8_t> original = point.image();
-  TempDir dir;
-  Logs logs;
+  TempDir dir("tidemark-view-test");
+  Log logs;
   ViewConfig c;
   c.name = "vol";
   c.size = size;
@@ -304,8 +238,8 @@ void TestOverlay() {
 void TestConcurrentWriters() {
   const size_t size = 1 << 20;
   FakePoint point(Pattern(size, 5));
-  TempDir dir;
-  Logs logs;
+  TempDir dir("tidemark-view-test");
+  Log logs;
   ViewConfig c;
   c.name = "vol";
   c.size = size;
@@ -343,33 +277,10 @@ void TestConcurrentWriters() {
 
 // ---------------------------------------------------------------- through the NBD front
 
-struct Client {
-  int fd = -1;
-  explicit Client(int f) : fd(f) {
-    timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  }
-  ~Client() {
-    if (fd >= 0) ::close(fd);
-  }
-  bool Send(const std::vector<uint8_t>& b) {
-    for (size_t off = 0; off < b.size();) {
-      const ssize_t n = send(fd, b.data() + off, b.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += size_t(n);
-    }
-    return true;
-  }
-  bool Recv(void* dst, size_t n) {
-    auto* p = static_cast<uint8_t*>(dst);
-    for (size_t off = 0; off < n;) {
-      const ssize_t r = recv(fd, p + off, n - off, 0);
-      if (r <= 0) return false;
-      off += size_t(r);
-    }
-    return true;
-  }
+// A blocking NBD client on one end of a socket (check.h): GO, then simple
+// requests and replies.
+struct Client : SocketEnd {
+  using SocketEnd::SocketEnd;
   // Greeting, GO for `name`, its replies up to the ACK. *flags: transmission flags.
   bool Open(const std::string& name, uint64_t* size, uint16_t* flags, std::string* desc) {
     uint8_t g[18];
@@ -437,29 +348,13 @@ struct Client {
   }
 };
 
-struct Served {
-  std::thread thread;
-  std::unique_ptr<Client> client;
-  explicit Served(NbdServer& server) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::exit(2);
-    client = std::make_unique<Client>(sv[0]);
-    thread = std::thread([&server, s = sv[1]] {
-      server.ServeConnection(s);
-      ::close(s);
-    });
-  }
-  ~Served() {
-    shutdown(client->fd, SHUT_RDWR);
-    thread.join();
-  }
-};
+using Served = ServedOver<NbdServer, Client>;
 
 void TestNbdReadOnly() {
   using namespace nbd;
   const size_t size = 3 * 1024 * 1024;
   FakePoint point(Pattern(size, 6));
-  Logs logs;
+  Log logs;
   ViewConfig c;
   c.name = "vol";
   c.size = size;
@@ -506,8 +401,8 @@ void TestNbdWritable() {
   using namespace nbd;
   const size_t size = 1024 * 1024;
   FakePoint point(Pattern(size, 7));
-  TempDir dir;
-  Logs logs;
+  TempDir dir("tidemark-view-test");
+  Log logs;
   ViewConfig c;
   c.name = "vol";
   c.size = size;
@@ -547,6 +442,5 @@ int main() {
   TestConcurrentWriters();
   TestNbdReadOnly();
   TestNbdWritable();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed ? 1 : 0;
+  return Finish();
 }
