@@ -92,7 +92,7 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** stderr of a refused command: exactly one non-empty line. */
+/** The non-empty lines of a command's stderr (a refusal must be exactly one). */
 export function oneLine(stderr: string): string[] {
-  return stderr.trim().split('\n')
+  return stderr.split('\n').filter((l) => l.trim() !== '')
 }

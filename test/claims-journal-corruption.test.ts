@@ -69,9 +69,9 @@ t.test('a flipped byte in an older segment: verify and stats report it, later po
   const app2 = await startAppliance(t, { data, port: app.port, extra: ['--segment-size', '1M'] })
 
   const prodSha = sha256(img)
-  const refusedAfter = async (t: Test, what: string, todo: { todo?: string } = {}): Promise<void> => {
+  const refusedAfter = async (t: Test, address: string, what: string, todo: { todo?: string } = {}): Promise<void> => {
     const out = path.join(dir, 'after.img')
-    const r = await tidemark(['restore', '--appliance', app2.address, '--volume', 'vol', '--seq', String(latest), '--out', out])
+    const r = await tidemark(['restore', '--appliance', address, '--volume', 'vol', '--seq', String(latest), '--out', out])
     const wrote = fs.existsSync(out) ? (sha256(out) === prodSha ? 'an image equal to the volume' : 'an image that differs from the volume') : 'nothing'
     t.equal(r.code, 1, `${what}: exit 1 (exit ${r.code}, wrote ${wrote})`, todo)
     t.equal(oneLine(r.stderr).length, 1, `${what}: one line: ${r.stderr.trim()}`, todo)
@@ -89,7 +89,7 @@ t.test('a flipped byte in an older segment: verify and stats report it, later po
   await t.test('before any verify: stats shows it and a later point is refused (TODO: a known defect)', async (t) => {
     const todo = { todo: unknownUntilVerify }
     t.equal((await volumeStats(app2.address, 'vol')).corrupt.length, 1, 'stats after the restart shows the damage', todo)
-    await refusedAfter(t, 'a restore after the damage', todo)
+    await refusedAfter(t, app2.address, 'a restore after the damage', todo)
   })
 
   await t.test('journal verify reports it with the segment and the offset, exit 1', async (t) => {
@@ -114,11 +114,20 @@ t.test('a flipped byte in an older segment: verify and stats report it, later po
   })
 
   await t.test('a point after the damage is refused; one before it restores byte-exact', async (t) => {
-    await refusedAfter(t, `seq ${latest}`)
+    await refusedAfter(t, app2.address, `seq ${latest}`)
     const before = path.join(dir, 'before.img')
     await restore(app2.address, 'vol', good, before)
     t.equal(sha256(before), sha256(atGood), `seq ${good} restores byte-exact`)
   })
 
   t.equal(await app2.stop(), 0, 'the appliance stops cleanly')
+
+  // DEFECT (reported, not fixed here): what verify found lives in memory only.
+  const app3 = await startAppliance(t, { data, port: app.port, extra: ['--segment-size', '1M'] })
+  await t.test('after another restart the appliance still knows (TODO: a known defect)', async (t) => {
+    const todo = { todo: 'corruption found by verify is not kept across a restart' }
+    t.equal((await volumeStats(app3.address, 'vol')).corrupt.length, 1, 'stats after the second restart shows the damage', todo)
+    await refusedAfter(t, app3.address, 'a restore after the damage', todo)
+  })
+  t.equal(await app3.stop(), 0, 'the appliance stops cleanly again')
 })
