@@ -110,3 +110,52 @@ t.test('a GAP/EXACT window: TimeMarks refused while behind; restore, timeview an
 
   t.equal(await agent.stop(), 0, 'the agent stops cleanly')
 })
+
+t.test('an agent restarted with stale regions (kill -9): the resync is a GAP/EXACT window, refused inside, exact at its ends', async (t) => {
+  const dir = tmpdir(t)
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 16 * MiB, 43)
+  const data = path.join(dir, 'data')
+  const state = path.join(dir, 'state')
+  const sock = path.join(dir, 'nbd.sock')
+  const app = await startAppliance(t, { data })
+  const extra = ['--appliance', app.address, '--stats-interval', '0.2']
+  const agent = await startAgent(t, { state, sock, volumes: { vol: img }, extra })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  const uri = nbdUri(sock, 'vol')
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x44 0 1M', '-c', 'flush', uri])
+  const exactBefore = await replicatedSeq(agent, app, 'vol')
+  const before = path.join(dir, 'before.img')
+  fs.copyFileSync(img, before)
+
+  // The appliance goes; writes are captured but never acknowledged; the agent dies.
+  await app.stop()
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x55 2M 512k', '-c', 'write -P 0x66 9M 64k', '-c', 'flush', uri])
+  await agent.kill9()
+
+  const app2 = await startAppliance(t, { data, port: app.port })
+  const agent2 = await startAgent(t, { state, sock, volumes: { vol: img }, extra })
+  const window = await waitFor<InexactWindow>('the restart resync to close an inexact window', async () => {
+    const s = await volumeStats(app2.address, 'vol')
+    const w = s.inexactWindows.find((x) => x.start >= exactBefore && x.end > 0)
+    return w && s.exactSeq >= w.end ? w : undefined
+  })
+  await replicatedSeq(agent2, app2, 'vol')
+  t.equal(window.start, exactBefore, `the window opens at the last point the appliance held (${exactBefore})`)
+  t.ok(window.end - window.start >= 2, `the window ${window.start}..${window.end} holds the resent regions`)
+
+  const out = path.join(dir, 'inside.img')
+  const r = await tidemark(['restore', '--appliance', app2.address, '--volume', 'vol', '--seq', String(window.end - 1), '--out', out])
+  t.equal(r.code, 1, 'a point inside is refused: exit 1')
+  t.equal(oneLine(r.stderr).length, 1, `one line: ${r.stderr.trim()}`)
+  t.match(r.stderr, new RegExp(`^tidemark restore: .*the nearest exact points are ${window.start} and ${window.end}`), 'naming the nearest exact points')
+  t.notOk(fs.existsSync(out), 'no image is written')
+
+  const atStart = path.join(dir, 'start.img')
+  await restore(app2.address, 'vol', window.start, atStart)
+  t.equal(sha256(atStart), sha256(before), `seq ${window.start} restores the image before the appliance went`)
+  const atEnd = path.join(dir, 'end.img')
+  await restore(app2.address, 'vol', window.end, atEnd)
+  t.equal(sha256(atEnd), sha256(img), `seq ${window.end} restores the volume as the resync left it`)
+  t.equal(await agent2.stop(), 0, 'the agent stops cleanly')
+})
