@@ -44,9 +44,20 @@ t.test('CAN_MULTI_CONN: a FLUSH on connection B syncs what connection A wrote', 
     process.execPath, BIN, 'agent', '--state', state, '--nbd', `unix:${sock}`, '--volume', `vol=${img}`,
     '--appliance', `127.0.0.1:${port}`, '--stats-interval', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
   const agent = new ServiceProcess(proc)
-  t.teardown(() => agent.kill9())
+  let agentPid = 0
+  t.teardown(async () => {
+    // strace killed with -9 would leave its tracee running: kill the agent itself, then strace ends.
+    if (agentPid && proc.exitCode === null && proc.signalCode === null) {
+      try {
+        process.kill(agentPid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+    await agent.kill9()
+  })
   const serving = await agent.waitForLog(/^serving$/)
-  const agentPid = serving.pid as number
+  agentPid = serving.pid as number
   const uri = nbdUri(sock, 'vol')
 
   const info = JSON.parse(await must('nbdinfo', ['--json', uri]))
