@@ -71,6 +71,12 @@ export async function runStats(argv: string[]): Promise<number> {
     const r = v.retention as { warning?: string | null } | null
     if (r?.warning) lines.push('', `warning: volume ${v.name}: ${r.warning}`)
   }
+  // Known journal corruption (README: reported by journal verify and stats): points after it refuse to restore.
+  for (const v of s.volumes) {
+    for (const c of (v.corrupt ?? []) as Array<{ segment: string; offset: number; afterSeq: number; message: string }>) {
+      lines.push('', `warning: volume ${v.name}: journal corruption in ${c.segment} at offset ${c.offset} after seq ${c.afterSeq}: points after seq ${c.afterSeq} refuse to restore (${c.message})`)
+    }
+  }
   process.stdout.write(`${lines.join('\n')}\n`)
   return 0
 }
