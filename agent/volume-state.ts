@@ -65,6 +65,18 @@ async function readOrNull(file: string, encoding?: 'utf8'): Promise<Buffer | str
   }
 }
 
+/**
+ * Removes the temp files of writes a crash interrupted before their rename
+ * (native/atomic-file.ts names them FILE.tmp-PID-N, older agents FILE.tmp):
+ * each crash would leave its own otherwise. Only this volume's state files'.
+ */
+async function removeTempFiles(dir: string, files: string[]): Promise<void> {
+  const prefixes = files.map((f) => `${path.basename(f)}.tmp`)
+  const names = await fs.promises.readdir(dir).catch(() => [] as string[])
+  const stale = names.filter((n) => prefixes.some((p) => n === p || n.startsWith(`${p}-`)))
+  await Promise.all(stale.map((n) => fs.promises.rm(path.join(dir, n), { force: true })))
+}
+
 export class VolumeState {
   private acked: number
   /** NAME.sync as last queued (null: no file) */
@@ -104,6 +116,7 @@ export class VolumeState {
     const genFile = path.join(stateDir, `${volume}.gen`)
     const ackFile = path.join(stateDir, `${volume}.acked`)
     const syncFile = path.join(stateDir, `${volume}.sync`)
+    await removeTempFiles(stateDir, [genFile, ackFile, syncFile])
     let gen = ((await readOrNull(genFile, 'utf8')) as string | null)?.trim() || null
     let acked = 0
     if (!gen) {
