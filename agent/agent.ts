@@ -109,7 +109,7 @@ export class Agent {
     const agent = new Agent(tap, writers, log)
     if (opts.appliance) {
       try {
-        await agent.startReplication(opts, opts.appliance)
+        agent.startReplication(opts, opts.appliance)
       } catch (err) {
         await tap.close()
         throw err
@@ -150,16 +150,16 @@ export class Agent {
     return agent
   }
 
-  private async startReplication(opts: AgentOptions, appliance: { address: string; tls?: TlsFiles }): Promise<void> {
+  private startReplication(opts: AgentOptions, appliance: { address: string; tls?: TlsFiles }): void {
     const n = this.tap.volumes.length
     const client = applianceClient(appliance.address, appliance.tls)
     this.client = client
     const throttle = new Throttle(opts.throttleBytesPerSecond ?? 0)
     const memory = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES
     const cache = opts.fingerprintCacheBytes ?? DEFAULT_CACHE_BYTES
-    this.replicators = await Promise.all(
-      this.tap.volumes.map((name) =>
-        Replicator.open({
+    this.replicators = this.tap.volumes.map(
+      (name) =>
+        new Replicator({
           tap: this.tap,
           volume: name,
           group: opts.group,
@@ -177,7 +177,6 @@ export class Agent {
           }),
           logger: this.log,
         })
-      )
     )
     for (const r of this.replicators) r.start()
     this.lagTimer = setInterval(() => {

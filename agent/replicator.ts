@@ -152,19 +152,14 @@ export class Replicator {
     waitFingerprintsMs: 0,
   }
 
-  /** Opens the volume's state files (making its generation the first time); start() begins replicating. */
-  static async open(o: ReplicatorOptions): Promise<Replicator> {
-    const log = o.logger.child({ volume: o.volume })
-    return new Replicator(o, log, await VolumeState.open(o.stateDir, o.volume, log))
-  }
-
-  private constructor(o: ReplicatorOptions, log: Logger, state: VolumeState) {
+  /** Reads the volume's state files (making its generation the first time); start() begins replicating. */
+  constructor(o: ReplicatorOptions) {
     this.o = o
     this.volume = o.volume
     this.tap = o.tap
     this.ms = o.microscan
-    this.log = log
-    this.state = state
+    this.log = o.logger.child({ volume: o.volume })
+    const state = (this.state = new VolumeState(o.stateDir, o.volume, this.log))
     this.window = new SendWindow(o.memoryBytes)
     this.copy = new InitialCopy({
       tap: o.tap,
@@ -172,7 +167,7 @@ export class Replicator {
       regions: Math.ceil(o.tap.volumeSize(o.volume) / REGION_SIZE),
       state,
       microscan: o.microscan,
-      logger: log,
+      logger: this.log,
       durableSeq: () => this.durableSeq,
       report: () => {
         if (this.session?.live) this.sendProgress(this.session)
@@ -276,6 +271,8 @@ export class Replicator {
     while (!this.stopped) {
       let s: Session | null = null
       try {
+        // The generation is durable before a Hello names it (the first time only).
+        await this.state.durable()
         s = new Session(this.o.client, (seq) => this.onAck(seq))
         this.session = s
         s.write({

@@ -2,7 +2,7 @@
 // NAME.dirty and sequence lease), and the order they reach the disk in:
 //
 //   NAME.gen     the generation id, made the first time the volume is protected
-//                (text, one line). Written once, before the first Hello.
+//                (text, one line). Durable before the first Hello names it.
 //   NAME.acked   the highest durable seq this generation has seen: 8 bytes, u64
 //                little-endian. Told to the appliance in every Hello, so a
 //                rolled-back appliance (it holds less than it acknowledged) is
@@ -14,8 +14,8 @@
 // Every write goes through native/atomic-file.ts (temp file, fsync, rename,
 // fsync of the directory: a crash leaves the old file or the new one), and
 // none blocks the event loop, which also serves the replication stream and
-// the tap's consumers. Reads happen once, when the volume's replicator opens;
-// after that this room answers from memory what the files hold.
+// the tap's consumers. Reads happen once, when the volume's replicator is
+// made at startup; after that this room answers from memory what the files hold.
 //
 // Crash semantics. NAME.acked is written behind the acks: the tap is told at
 // once and the file follows (at most one write in flight and one queued,
@@ -39,6 +39,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { AtomicFileWriter, writeFileAtomic } from '../native/atomic-file'
+import { TidemarkError } from '../proto/errors'
 
 /** What NAME.sync holds. */
 export interface SyncRecord {
@@ -57,9 +58,9 @@ function ackedBytes(seq: number): Buffer {
   return b
 }
 
-async function readOrNull(file: string, encoding?: 'utf8'): Promise<Buffer | string | null> {
+function readOrNull(file: string): Buffer | null {
   try {
-    return await fs.promises.readFile(file, encoding)
+    return fs.readFileSync(file)
   } catch {
     return null
   }
@@ -70,18 +71,28 @@ async function readOrNull(file: string, encoding?: 'utf8'): Promise<Buffer | str
  * (native/atomic-file.ts names them FILE.tmp-PID-N, older agents FILE.tmp):
  * each crash would leave its own otherwise. Only this volume's state files'.
  */
-async function removeTempFiles(dir: string, files: string[]): Promise<void> {
+function removeTempFiles(dir: string, files: string[]): void {
   const prefixes = files.map((f) => `${path.basename(f)}.tmp`)
-  const names = await fs.promises.readdir(dir).catch(() => [] as string[])
-  const stale = names.filter((n) => prefixes.some((p) => n === p || n.startsWith(`${p}-`)))
-  await Promise.all(stale.map((n) => fs.promises.rm(path.join(dir, n), { force: true })))
+  let names: string[] = []
+  try {
+    names = fs.readdirSync(dir)
+  } catch {
+    return
+  }
+  for (const n of names) if (prefixes.some((p) => n === p || n.startsWith(`${p}-`))) fs.rmSync(path.join(dir, n), { force: true })
 }
 
 export class VolumeState {
+  readonly generation: string
   private acked: number
   /** NAME.sync as last queued (null: no file) */
-  private sync: SyncRecord | null
+  private sync: SyncRecord | null = null
+  private readonly genFile: string
+  private readonly syncFile: string
   private readonly ackWriter: AtomicFileWriter
+  /** NAME.gen's contents until they are durable (the first protection of the volume) */
+  private genPending: string | null = null
+  private genWrite: Promise<void> | null = null
   /** NAME.sync writes and removals, in the order they were asked for */
   private syncChain: Promise<void> = Promise.resolve()
   private syncQueued = 0
@@ -89,57 +100,68 @@ export class VolumeState {
   private ackHeldUntil = 0
   private lastAckErrorAt = -Infinity
 
-  private constructor(
-    readonly generation: string,
-    acked: number,
-    sync: SyncRecord | null,
-    private readonly syncFile: string,
-    ackFile: string,
-    private readonly log: Logger
-  ) {
-    this.acked = acked
-    this.sync = sync
+  /**
+   * Reads the volume's state files. The agent holds the state directory's
+   * lease (Tap.open took it), and this runs once at startup, before the agent
+   * installs its signal handlers, so the reads are synchronous: an await here
+   * would let a SIGTERM right after start kill the agent undrained.
+   * The first time the volume is protected it makes a generation, written by
+   * durable().
+   */
+  constructor(stateDir: string, volume: string, private readonly log: Logger) {
+    this.genFile = path.join(stateDir, `${volume}.gen`)
+    this.syncFile = path.join(stateDir, `${volume}.sync`)
+    const ackFile = path.join(stateDir, `${volume}.acked`)
+    removeTempFiles(stateDir, [this.genFile, ackFile, this.syncFile])
     this.ackWriter = new AtomicFileWriter(ackFile, (err) => {
       const now = performance.now()
       if (now - this.lastAckErrorAt < ACK_ERROR_LOG_MS) return
       this.lastAckErrorAt = now
       this.log.error({ err, file: ackFile }, 'cannot save the highest acknowledged seq; a restart may not notice an appliance that lost data')
     })
+    const gen = readOrNull(this.genFile)?.toString('utf8').trim()
+    this.acked = 0
+    if (!gen) {
+      this.generation = crypto.randomUUID()
+      this.genPending = `${this.generation}\n`
+      // NAME.acked first (durable() flushes it before NAME.gen): a new
+      // generation never pairs with an older one's seq.
+      this.ackWriter.set(ackedBytes(0))
+      log.info({ generation: this.generation }, 'first protection of this volume: new generation')
+    } else {
+      this.generation = gen
+      const b = readOrNull(ackFile)
+      if (b && b.length >= ACKED_BYTES) this.acked = Number(b.readBigUInt64LE(0))
+      else this.ackWriter.set(ackedBytes(0))
+    }
+    const text = readOrNull(this.syncFile)
+    if (text !== null) {
+      try {
+        this.sync = JSON.parse(text.toString('utf8')) as SyncRecord
+      } catch {
+        this.sync = { generation: '', nextRegion: 0, regions: 0 }
+      }
+    }
   }
 
   /**
-   * Reads the volume's state files, making NAME.gen (and a zero NAME.acked)
-   * the first time; both are durable when this resolves, before any Hello
-   * names the generation.
+   * Resolves once NAME.gen (and the NAME.acked made with it) is durable:
+   * await it before a Hello names the generation. Rejects if it cannot be
+   * written; the next call tries again.
    */
-  static async open(stateDir: string, volume: string, log: Logger): Promise<VolumeState> {
-    const genFile = path.join(stateDir, `${volume}.gen`)
-    const ackFile = path.join(stateDir, `${volume}.acked`)
-    const syncFile = path.join(stateDir, `${volume}.sync`)
-    await removeTempFiles(stateDir, [genFile, ackFile, syncFile])
-    let gen = ((await readOrNull(genFile, 'utf8')) as string | null)?.trim() || null
-    let acked = 0
-    if (!gen) {
-      gen = crypto.randomUUID()
-      // NAME.acked first: a new generation never pairs with an older one's seq.
-      await writeFileAtomic(ackFile, ackedBytes(0))
-      await writeFileAtomic(genFile, `${gen}\n`)
-      log.info({ generation: gen }, 'first protection of this volume: new generation')
-    } else {
-      const b = (await readOrNull(ackFile)) as Buffer | null
-      if (b && b.length >= ACKED_BYTES) acked = Number(b.readBigUInt64LE(0))
-      else await writeFileAtomic(ackFile, ackedBytes(0))
-    }
-    let sync: SyncRecord | null = null
-    const text = (await readOrNull(syncFile, 'utf8')) as string | null
-    if (text !== null) {
+  async durable(): Promise<void> {
+    if (!this.genPending) return
+    this.genWrite ??= (async () => {
+      this.ackWriter.set(ackedBytes(this.acked))
       try {
-        sync = JSON.parse(text) as SyncRecord
-      } catch {
-        sync = { generation: '', nextRegion: 0, regions: 0 }
+        await this.ackWriter.flush()
+        await writeFileAtomic(this.genFile, this.genPending!)
+      } catch (e) {
+        throw new TidemarkError('STATE_WRITE', `cannot save the volume's new generation in ${this.genFile}: ${(e as Error).message}`)
       }
-    }
-    return new VolumeState(gen, acked, sync, syncFile, ackFile, log)
+      this.genPending = null
+    })().finally(() => (this.genWrite = null))
+    await this.genWrite
   }
 
   /** The highest durable seq this generation has seen (the value NAME.acked is on its way to). */

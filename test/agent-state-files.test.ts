@@ -18,15 +18,17 @@ function ackedOnDisk(dir: string): bigint {
   return b.readBigUInt64LE(0)
 }
 
-t.test('first protection makes NAME.gen and a zero NAME.acked, durable before open resolves', async (t) => {
+t.test('first protection makes NAME.gen and a zero NAME.acked, durable once durable() resolves', async (t) => {
   const dir = tmpdir(t)
-  const s = await VolumeState.open(dir, 'vol', log)
+  const s = new VolumeState(dir, 'vol', log)
+  await s.durable()
   t.match(s.generation, /^[0-9a-f-]{36}$/)
   t.equal(fs.readFileSync(path.join(dir, 'vol.gen'), 'utf8'), `${s.generation}\n`)
   t.equal(ackedOnDisk(dir), 0n)
   t.equal(s.ackedSeq, 0)
   t.same(fs.readdirSync(dir).sort(), ['vol.acked', 'vol.gen'])
-  const again = await VolumeState.open(dir, 'vol', log)
+  const again = new VolumeState(dir, 'vol', log)
+  await again.durable()
   t.equal(again.generation, s.generation, 'the generation is kept')
 })
 
@@ -38,7 +40,7 @@ t.test('NAME.acked as older agents wrote it (8 bytes in place) reads; raises are
   fs.writeFileSync(path.join(dir, 'vol.acked'), b)
   // Leftovers of writes a crash interrupted, this agent's and older ones'.
   for (const n of ['vol.acked.tmp-99-1', 'vol.sync.tmp', 'vol.gen.tmp-7-3', 'other.acked.tmp-1-1']) fs.writeFileSync(path.join(dir, n), 'x')
-  const s = await VolumeState.open(dir, 'vol', log)
+  const s = new VolumeState(dir, 'vol', log)
   t.equal(s.generation, 'g-1')
   t.equal(s.ackedSeq, 123456789)
   t.same(fs.readdirSync(dir).sort(), ['other.acked.tmp-1-1', 'vol.acked', 'vol.gen'], 'only this volume\'s temp files are removed')
@@ -54,7 +56,7 @@ t.test('NAME.sync: resume region of this generation only; removal', async (t) =>
   const dir = tmpdir(t)
   fs.writeFileSync(path.join(dir, 'vol.gen'), 'g-1\n')
   fs.writeFileSync(path.join(dir, 'vol.sync'), `${JSON.stringify({ generation: 'g-1', nextRegion: 40, regions: 100 })}\n`)
-  const s = await VolumeState.open(dir, 'vol', log)
+  const s = new VolumeState(dir, 'vol', log)
   t.equal(s.copyResumeRegion(100), 40)
   t.equal(s.copyResumeRegion(30), 30, 'never past the volume')
   await s.saveCopy({ generation: 'g-0', nextRegion: 70, regions: 100 })
@@ -64,12 +66,12 @@ t.test('NAME.sync: resume region of this generation only; removal', async (t) =>
   t.notOk(fs.existsSync(path.join(dir, 'vol.sync')))
   t.equal(s.copyResumeRegion(100), 0)
   fs.writeFileSync(path.join(dir, 'vol.sync'), 'not json')
-  t.equal((await VolumeState.open(dir, 'vol', log)).copyResumeRegion(100), 0, 'a damaged file starts the copy over')
+  t.equal(new VolumeState(dir, 'vol', log).copyResumeRegion(100), 0, 'a damaged file starts the copy over')
 })
 
 t.test('a lowered acked seq (the copy starts over) waits until the new NAME.sync is durable', async (t) => {
   const dir = tmpdir(t)
-  const s = await VolumeState.open(dir, 'vol', log)
+  const s = new VolumeState(dir, 'vol', log)
   s.raiseAcked(1000)
   await s.flush()
   t.equal(ackedOnDisk(dir), 1000n)
