@@ -31,14 +31,14 @@
 // over because the replica lost data): if it reached the disk before NAME.sync
 // said the copy restarts at region 0, a restart would resume the old copy's
 // progress against a replica that lost it. So a lowered value, and every
-// value after it, waits until a NAME.sync write queued after it is durable;
-// until then a crash leaves the old, higher value, and the next Hello finds
-// the loss again.
+// value after it, waits until the new copy's NAME.sync (or a later one) is
+// durable; until then a crash leaves the old, higher value, and the next
+// Hello finds the loss again.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
-import { AtomicFileWriter, writeFileAtomic } from '../native/atomic-file'
+import { AtomicFileWriter, syncDir, writeFileAtomic } from '../native/atomic-file'
 import { TidemarkError } from '../proto/errors'
 
 /** What NAME.sync holds. */
@@ -204,7 +204,10 @@ export class VolumeState {
   /** Queues NAME.sync's removal (the appliance holds a complete copy). */
   removeCopy(): Promise<void> {
     this.sync = null
-    return this.queueSync(() => fs.promises.rm(this.syncFile, { force: true }))
+    return this.queueSync(async () => {
+      await fs.promises.rm(this.syncFile, { force: true })
+      await syncDir(path.dirname(this.syncFile))
+    })
   }
 
   /** Resolves once every write asked for so far has been tried (failures were reported where they were asked for). */
