@@ -12,6 +12,7 @@
 // the end of the file is a crash during writing (a clean end); a complete
 // frame whose checksum does not match is corruption, reported with its offset.
 import fs from 'node:fs'
+import { writeFileAtomic } from '../native/atomic-file'
 import xxhash from 'xxhash-wasm'
 import { TidemarkError } from '../proto/errors'
 import { RecordBatch, RecordKind, SECTOR_SIZE } from '../native/record-batch'
@@ -110,10 +111,10 @@ export class CaptureLogWriter {
       const head = Buffer.alloc(FILE_HEADER)
       FILE_MAGIC.copy(head, 0)
       head.writeUInt32LE(VERSION, 8)
-      fs.writeFileSync(file, head)
-      const dfd = fs.openSync(file, 'r')
-      fs.fsyncSync(dfd)
-      fs.closeSync(dfd)
+      // Atomically and with the directory fsynced: the appended batches'
+      // fdatasyncs do not make the file's name durable, and once they are
+      // acknowledged the dirty map forgets them.
+      await writeFileAtomic(file, head)
     }
     const scan = await scanCaptureLog(file)
     const fd = fs.openSync(file, 'r+')
