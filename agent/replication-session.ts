@@ -23,6 +23,8 @@ import { MAX_MESSAGE_BYTES, replicationProto } from '../proto/load'
 
 export const BACKOFF_MIN_MS = 100
 export const BACKOFF_MAX_MS = 5_000
+/** The longest wait between attempts while the appliance is out of space. */
+export const NO_SPACE_BACKOFF_MAX_MS = 60_000
 const FINGERPRINT_TIMEOUT_MS = 60_000
 
 export interface TlsFiles {

@@ -42,7 +42,7 @@ import { isResync, RecordKind, REGION_SIZE } from '../proto/record'
 import { RecordBatch } from '../native/record-batch'
 import { InitialCopy, SYNC_FILE_EVERY_MS, type SyncProgressStats } from './initial-copy'
 import type { MicroScan, ReplicaFingerprints } from './microscan'
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, describeStreamError, Session, SessionClosed } from './replication-session'
+import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, NO_SPACE_BACKOFF_MAX_MS, describeStreamError, Session, SessionClosed } from './replication-session'
 import { RpoLag } from './rpo-lag'
 import { SendWindow, type WindowEntry } from './send-window'
 import type { Tap } from './tap'
@@ -291,13 +291,16 @@ export class Replicator {
         this.welcome(w)
         await this.pump(s)
       } catch (err) {
-        if (!this.stopped) this.streamFailed(err as Error)
+        // A request that was waiting when the stream ended fails with SessionClosed; the reason is the session's.
+        if (!this.stopped) this.streamFailed(err instanceof SessionClosed && s?.error && !(s.error instanceof SessionClosed) ? s.error : (err as Error))
       } finally {
         s?.close(new SessionClosed('session over'))
         if (this.session === s) this.session = null
       }
       if (this.stopped) break
-      const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.attempts++, 10)) * (0.5 + Math.random() / 2)
+      // A full appliance gets longer to make room (up to a minute) than a dead link.
+      const cap = this.st.lastError?.includes('NO_SPACE') ? NO_SPACE_BACKOFF_MAX_MS : BACKOFF_MAX_MS
+      const delay = Math.min(cap, BACKOFF_MIN_MS * 2 ** Math.min(this.attempts++, 12)) * (0.5 + Math.random() / 2)
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
         new Promise<void>((r) => {
@@ -322,7 +325,9 @@ export class Replicator {
     }
     if (this.seenErrors.size < 32) this.seenErrors.add(key)
     const ctx = { code, appliance: this.o.appliance, durableSeq: this.durableSeq, windowBatches: this.window.length }
-    if (refused) this.log.error(ctx, `the appliance ended the replication stream: ${message}; retrying with backoff`)
+    if (message.startsWith('NO_SPACE')) {
+      this.log.error(ctx, `the appliance is out of space for volume ${this.volume}: ${message.replace(/^NO_SPACE: /, '')}; the tap keeps the changed regions in its dirty map and the agent retries with a growing backoff`)
+    } else if (refused) this.log.error(ctx, `the appliance ended the replication stream: ${message}; retrying with backoff`)
     else this.log.warn(ctx, `replication stream to ${this.o.appliance} failed: ${message}; reconnecting with backoff`)
   }
 
@@ -476,7 +481,8 @@ export class Replicator {
   }
 
   private onAck(seq: number): void {
-    if (seq > this.durableSeq) this.durableSeq = seq
+    const advanced = seq > this.durableSeq
+    if (advanced) this.durableSeq = seq
     // Noted before the tap forgets the regions, written behind it (volume-state.ts
     // says why a lagging NAME.acked is safe): a later appliance that reports
     // less than this has lost data.
@@ -485,8 +491,11 @@ export class Replicator {
     const released = this.window.release(seq)
     for (const e of released) if (e.copyRegions) this.copy.done(e.copyRegions)
     this.lag.acked(seq)
-    if (released.length || seq > 0) {
-      // Progress: the next failure is news again, and reconnects start fast.
+    if (released.length || advanced) {
+      // Progress (not the ack every session starts with): the next failure is
+      // news again, and reconnects start fast. An appliance that welcomes the
+      // agent and then refuses its batches (out of space) must not reset the
+      // backoff each time, or the agent would reconnect ten times a second.
       this.attempts = 0
       this.seenErrors.clear()
     }
