@@ -55,7 +55,7 @@ t.test('a full appliance disk: named, counted, the agent backs off and goes behi
   const mnt = path.join(dir, 'appliance-disk')
   fs.mkdirSync(mnt)
   fs.closeSync(fs.openSync(diskImg, 'w'))
-  fs.truncateSync(diskImg, 64 * MiB)
+  fs.truncateSync(diskImg, 256 * MiB) // room for the resync of everything fio touched once space returns
   await must('mkfs.ext4', ['-F', '-q', '-m', '0', diskImg])
   await must('mount', ['-o', 'loop', diskImg, mnt])
   let stopAll = async (): Promise<void> => {}
