@@ -198,8 +198,10 @@ export function decodeFrameHeader(b: Buffer, at: number): FrameHeader {
  * Whether the frame header at b[at..] is shaped like one this writer could
  * have produced (type, reserved bytes, length agreeing with the body it
  * announces). Cheap: used to find candidate frames when resynchronising
- * after corruption, before paying for the checksum. `body` must hold at
- * least the first 32 body bytes when the length allows.
+ * after corruption, before paying for the checksum. When `available` allows,
+ * the CHANGE record's header is checked too: a kind this build knows, and
+ * the data length its kind and sector count imply (markers: no sectors, and
+ * no data except a MARK's metadata of at most MAX_MARK_DATA bytes).
  */
 export function plausibleFrame(b: Buffer, at: number, available: number): boolean {
   if (available < FRAME_HEADER_SIZE) return false
@@ -212,7 +214,13 @@ export function plausibleFrame(b: Buffer, at: number, available: number): boolea
   if (available < FRAME_HEADER_SIZE + RECORD_HEADER_SIZE) return true
   const rec = at + FRAME_HEADER_SIZE
   const kind = recordKind(b, rec)
-  return isKnownKind(kind) && !isMarker(kind) && recordDataLength(b, rec) === length - RECORD_HEADER_SIZE
+  if (!isKnownKind(kind)) return false
+  const dataLength = recordDataLength(b, rec)
+  if (dataLength !== length - RECORD_HEADER_SIZE) return false
+  const count = recordCount(b, rec)
+  if (isMarker(kind) && count !== 0) return false
+  const expected = expectedDataLength(kind, count)
+  return expected < 0 ? dataLength <= MAX_MARK_DATA : dataLength === expected
 }
 
 /** Checks a whole frame (header + body present in b). */
