@@ -12,6 +12,13 @@
 // is corruption, reported once with its segment, its offset and the last seq
 // before it, and nothing is truncated.
 //
+// One limit the catalogue states rather than hides: an older segment cut
+// exactly at a batch boundary reads as a clean end. The format has no segment
+// trailer and seqs may skip between batches, so nothing tells the scan that
+// batches are missing; they are lost without a report. A crash cannot do this
+// (an older segment is fdatasynced before a newer one receives a batch), only
+// a damaged disk or file system; those cases are counted and printed as such.
+//
 // The segments are built in memory once; each case writes a variant and scans
 // it. Failures are collected per group (kind x frame x placement x segment) so
 // the output stays one line per group.
@@ -295,6 +302,8 @@ interface Case {
   what: string
   /** the segment this case damages (the others are the same for every case of a layout) */
   target: number
+  /** an older segment cut at a batch boundary: undetectable by the format, expected to read clean */
+  unreported?: boolean
   files: Array<{ number: number; bytes: Buffer }>
   expect: (o: Outcome) => string | null
 }
@@ -362,13 +371,14 @@ function* cases(kind: RecordKind, frameType: number, placement: Placement, role:
     yield {
       what: `truncated at byte ${i}`,
       target: target.number,
+      unreported: role === 'older' && cut === lastEnd,
       files: withOthers(target.bytes.subarray(0, cut)),
       expect: (o) => {
         if (role === 'newest') return same(o, seqs, cut > lastEnd ? { segment: target.number, at: lastEnd } : null) ?? (o.corrupt.length ? `corruption ${JSON.stringify(o.corrupt)}` : null)
         const s = same(o, seqs, null)
         if (s) return s
         // An older segment cut exactly at a batch boundary reads as a clean end:
-        // the format has no segment trailer to tell (see the comment above the catalogue test).
+        // the format has no segment trailer to tell (see the top of this file).
         if (cut === lastEnd) return o.corrupt.length ? `corruption ${JSON.stringify(o.corrupt)} at a batch boundary` : null
         return oneCorrupt(o, [frame.at, bd.start], kept.at(-1)?.seq ?? 0, cut)
       },
@@ -406,10 +416,18 @@ function memTmpdir(t: Test): string {
   return d
 }
 
+/**
+ * Cases of one layout run on WORKERS directories at once: each case is a
+ * dozen small file operations on libuv's thread pool, and on a busy machine
+ * their latency, not CPU, is most of a case's time.
+ */
+const WORKERS = 4
+
 t.test('damage catalogue: every kind, both frame types, truncation at every byte and a flip in every field', async (t) => {
-  const dir = memTmpdir(t)
+  const dirs = Array.from({ length: WORKERS }, () => memTmpdir(t))
   const table = new Map<string, { truncations: number; flips: number }>()
   let total = 0
+  let unreported = 0
   const started = Date.now()
   for (const kind of ALL_KINDS) {
     for (const frameType of [FRAME_CHANGE, FRAME_COMMIT]) {
@@ -417,20 +435,26 @@ t.test('damage catalogue: every kind, both frame types, truncation at every byte
       const counts = { truncations: 0, flips: 0 }
       for (const placement of ['before', 'inside', 'after'] as const) {
         for (const role of ['newest', 'older'] as const) {
+          const list = [...cases(kind, frameType, placement, role)]
           const failures: string[] = []
-          let n = 0
           const cutsChecked = new Set<number>()
-          for (const c of cases(kind, frameType, placement, role)) {
-            const fresh = n === 0
-            n++
+          let next = 0
+          const worker = async (dir: string) => {
+            for (let fresh = true; next < list.length; fresh = false) {
+              const c = list[next++]
+              const o = await recover(dir, c.files, true, fresh ? undefined : c.target, cutsChecked)
+              const why = typeof o === 'string' ? o : c.expect(o)
+              if (why) failures.push(`${c.what}: ${why}`)
+            }
+          }
+          await Promise.all(dirs.map(worker))
+          for (const c of list) {
+            if (c.unreported) unreported++
             if (c.what.startsWith('truncated')) counts.truncations++
             else counts.flips++
-            const o = await recover(dir, c.files, true, fresh ? undefined : c.target, cutsChecked)
-            const why = typeof o === 'string' ? o : c.expect(o)
-            if (why) failures.push(`${c.what}: ${why}`)
           }
-          total += n
-          t.same(failures.slice(0, 5), [], `${row} frame, damage ${placement} the ${kindName(kind)} batch, ${role} segment: ${n} cases` +
+          total += list.length
+          t.same(failures.slice(0, 5), [], `${row} frame, damage ${placement} the ${kindName(kind)} batch, ${role} segment: ${list.length} cases` +
             (failures.length > 5 ? ` (${failures.length} failed)` : ''))
         }
       }
@@ -438,6 +462,9 @@ t.test('damage catalogue: every kind, both frame types, truncation at every byte
     }
   }
   const lines = [...table].map(([row, c]) => `  ${row.padEnd(14)} ${String(c.truncations).padStart(5)} truncations ${String(c.flips).padStart(4)} flips`)
-  t.comment(`damage catalogue: ${total} cases in ${Date.now() - started} ms (each x before/inside/after x newest/older segment)\n${lines.join('\n')}`)
+  t.comment(
+    `damage catalogue: ${total} cases in ${Date.now() - started} ms (each row x before/inside/after x newest/older segment)\n${lines.join('\n')}\n` +
+      `  of which ${unreported} cut an older segment at a batch boundary (undetectable by the format: read as a clean end)`
+  )
   t.ok(total >= 9000, `${total} cases, at least the 9000 the loops above generate`)
 })
