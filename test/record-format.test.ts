@@ -29,7 +29,7 @@ import {
   recordReserved,
 } from '../proto/record'
 import { encodeMarkMeta } from '../proto/timemark-meta'
-import { makeImage, must, nbdUri, sleep, tmpdir } from './helpers'
+import { makeImage, must, nbdUri, tmpdir } from './helpers'
 
 const FIELD_WIDTH: Record<keyof typeof RecordField, number> = {
   seq: 8,
@@ -94,13 +94,17 @@ t.test('records a real tap produced decode and re-encode to the same bytes', asy
   const markSeq = tap.timemark(['vol'], meta)
   t.equal(tap.resyncFrom('vol', 60), 4, 'the last four regions are copied again (GAP, RESYNC, EXACT)')
 
+  // Pull until the EXACT that ends the copy: an empty pull arms the tap's
+  // "records are available" event, which wait() resolves on.
   const records: Buffer[] = []
   const seen = new Set<number>()
-  for (let idle = 0; idle < 500 && !seen.has(RecordKind.Exact); ) {
+  const deadline = Date.now() + 60_000
+  while (!seen.has(RecordKind.Exact) && Date.now() < deadline) {
     const b = tap.next('vol')
     if (!b) {
-      idle++
-      await sleep(10)
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([tap.wait('vol'), new Promise((r) => (timer = setTimeout(r, deadline - Date.now())))])
+      clearTimeout(timer)
       continue
     }
     b.forEach((r) => {
