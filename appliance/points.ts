@@ -57,7 +57,7 @@ export class PointsBuilder {
         this.ib.putWindow(open)
       }
     }
-    // A FLUSH is a point of the stream too; only markers do not move it.
+    // Changes and flushes move the stream's newest seq; markers (MARK, GAP, EXACT) do not.
     if (!isMarker(kind)) this.last = seq
   }
 
