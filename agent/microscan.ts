@@ -40,12 +40,25 @@
 // fingerprint round trip a resync does anyway. A restart starts cold; the
 // resync after it fills the cache from the appliance's fingerprints.
 import os from 'node:os'
-import { RECORD_HEADER_SIZE, RecordKind, SECTOR_SIZE, type RecordBatch, type RecordCursor } from '../native/record-batch'
+import type { RecordBatch, RecordCursor } from '../native/record-batch'
+import {
+  RECORD_HEADER_SIZE,
+  REGION_SIZE,
+  RecordKind,
+  SECTOR_SIZE,
+  SECTORS_PER_REGION,
+  carriesSectorData,
+  setRecordDataLength,
+  setRecordSectors,
+  zeroesSectors,
+} from '../proto/record'
 import { sectorFingerprints, zeroSectorFingerprint } from '../proto/hash'
 import { TidemarkError } from '../proto/errors'
 
-export const SECTORS_PER_REGION = 128
-export const REGION_BYTES = SECTORS_PER_REGION * SECTOR_SIZE
+// The cache's page is the dirty map's region (proto/record.ts), re-exported
+// under the names agent/replicator.ts imports.
+export { SECTORS_PER_REGION }
+export const REGION_BYTES = REGION_SIZE
 export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 const PAGE_BYTES = SECTORS_PER_REGION * 8
@@ -101,10 +114,7 @@ export interface MicroScanStats {
  */
 function emit(out: Buffer, w: number, r: RecordCursor, sector: number, count: number, data: Buffer, from: number): number {
   r.buf.copy(out, w, r.offset, r.offset + RECORD_HEADER_SIZE)
-  out.writeUInt32LE(sector % 0x100000000, w + 8)
-  out.writeUInt32LE(Math.floor(sector / 0x100000000), w + 12)
-  out.writeUInt32LE(count, w + 16)
-  out.writeUInt32LE(count * SECTOR_SIZE, w + 24)
+  setRecordSectors(out, w, sector, count, count * SECTOR_SIZE)
   w += RECORD_HEADER_SIZE
   data.copy(out, w, from * SECTOR_SIZE, (from + count) * SECTOR_SIZE)
   return w + count * SECTOR_SIZE
@@ -237,7 +247,7 @@ export class MicroScan {
 
     batch.forEach((r) => {
       const kind = r.kind
-      if (kind === RecordKind.Write || kind === RecordKind.Resync) {
+      if (carriesSectorData(kind)) {
         if (kind === RecordKind.Write) appBytes += r.count * SECTOR_SIZE
         const data = r.data()
         const count = r.count
@@ -288,10 +298,10 @@ export class MicroScan {
           changedSectors += count - runStart
           records++
         }
-      } else if (kind === RecordKind.Trim || kind === RecordKind.Zero) {
+      } else if (zeroesSectors(kind)) {
         // Metadata only: the header as captured (it carries no data).
         r.buf.copy(out, w, r.offset, r.offset + RECORD_HEADER_SIZE)
-        out.writeUInt32LE(0, w + 24)
+        setRecordDataLength(out, w, 0)
         w += RECORD_HEADER_SIZE
         records++
         this.setZero(r.sector, r.count, touched)

@@ -11,6 +11,7 @@ import type { Logger } from 'pino'
 import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats } from '../native/index'
 import { TidemarkError } from '../proto/errors'
 import { RecordBatch } from '../native/record-batch'
+import { REGION_SIZE as RECORD_REGION_SIZE } from '../proto/record'
 
 export interface TapVolume {
   name: string
@@ -41,7 +42,12 @@ export interface DirtyRange {
 
 export const DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 export const DEFAULT_BATCH_BYTES = 1024 * 1024
-export const REGION_SIZE: number = native.regionSize
+// The dirty map's region is the format's REGION_SIZE (proto/record.ts); the
+// addon reports its own, and a build where the two differ must not start.
+if (native.regionSize !== RECORD_REGION_SIZE) {
+  throw new Error(`native region size ${native.regionSize} is not the ${RECORD_REGION_SIZE} bytes proto/record.ts defines`)
+}
+export const REGION_SIZE: number = RECORD_REGION_SIZE
 
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/
 

@@ -40,11 +40,11 @@ import {
   type RangeEntry,
 } from './chunk-index'
 import { CHANGE_DATA_OFFSET } from './journal-format'
+import { SECTOR_SIZE, carriesSectorData } from '../proto/record'
 import type { SegmentFile } from './segment'
 import type { BaseImage } from './base-image'
 import { native } from '../native'
 
-const SECTOR = 512
 export const EXTENT_BYTES = 1 << 20
 const WINDOW_CHUNKS = EXTENT_BYTES / CHUNK_BYTES
 /** Windows of preads in flight ahead of the consumer during a restore. */
@@ -63,10 +63,6 @@ export interface ImageSource {
 /** A plan's segment number for "the base image, at the sector's own offset". */
 const BASE = -2
 
-function isData(kind: number): boolean {
-  return kind === 1 || kind === 5
-}
-
 /** Where each sector of one chunk lives: segment (-1: zero) and file offset. */
 class ChunkPlan {
   readonly seg = new Int32Array(CHUNK_SECTORS)
@@ -83,7 +79,7 @@ class ChunkPlan {
     this.left = this.n
     if (base && base.hasChunk(chunk)) {
       this.seg.fill(BASE)
-      for (let i = 0; i < this.n; i++) this.off[i] = (this.first + i) * SECTOR
+      for (let i = 0; i < this.n; i++) this.off[i] = (this.first + i) * SECTOR_SIZE
     } else {
       this.seg.fill(-1)
     }
@@ -94,13 +90,13 @@ class ChunkPlan {
     const a = Math.max(sector, this.first)
     const b = Math.min(sector + count, this.first + this.n)
     if (a >= b) return
-    if (!isData(kind)) {
+    if (!carriesSectorData(kind)) {
       this.seg.fill(-1, a - this.first, b - this.first)
       return
     }
     for (let s = a; s < b; s++) {
       this.seg[s - this.first] = segment
-      this.off[s - this.first] = dataOffset + (s - sector) * SECTOR
+      this.off[s - this.first] = dataOffset + (s - sector) * SECTOR_SIZE
     }
   }
 
@@ -108,7 +104,7 @@ class ChunkPlan {
   fill(sector: number, count: number, kind: number, segment: number, dataOffset: number): void {
     const a = Math.max(sector, this.first)
     const b = Math.min(sector + count, this.first + this.n)
-    const data = isData(kind)
+    const data = carriesSectorData(kind)
     for (let s = a; s < b; s++) {
       const i = s - this.first
       if (this.covered[i]) continue
@@ -116,7 +112,7 @@ class ChunkPlan {
       this.left--
       if (data) {
         this.seg[i] = segment
-        this.off[i] = dataOffset + (s - sector) * SECTOR
+        this.off[i] = dataOffset + (s - sector) * SECTOR_SIZE
       } else {
         this.seg[i] = -1 // trimmed or zeroed: not the base's bytes either
       }
@@ -168,16 +164,16 @@ function planReads(src: ImageSource, base: BaseImage | null, p: ChunkPlan, buf: 
       continue
     }
     let j = i + 1
-    while (j < to && p.seg[j] === s && p.off[j] === p.off[j - 1] + SECTOR) j++
+    while (j < to && p.seg[j] === s && p.off[j] === p.off[j - 1] + SECTOR_SIZE) j++
     const seg = s === BASE ? base : src.segment(s)
     if (!seg) throw new TidemarkError('JOURNAL_MISSING', `volume ${src.volume}: segment ${s} named by the index is missing`)
     // Join with the previous read when the file and the buffer both continue.
     const last = reads.at(-1)
-    const bufOff = bufBase + i * SECTOR
+    const bufOff = bufBase + i * SECTOR_SIZE
     if (last && last.seg === seg && last.bufOff + last.len === bufOff && last.pos + last.len === p.off[i]) {
-      last.len += (j - i) * SECTOR
+      last.len += (j - i) * SECTOR_SIZE
     } else {
-      reads.push({ seg, bufOff, len: (j - i) * SECTOR, pos: p.off[i] })
+      reads.push({ seg, bufOff, len: (j - i) * SECTOR_SIZE, pos: p.off[i] })
     }
     i = j
   }
@@ -208,7 +204,7 @@ async function runReads(buf: Buffer, reads: Read[]): Promise<void> {
  * most 1 MiB. The caller has checked that seq is readable.
  */
 export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {
-  const sizeSectors = src.sizeBytes / SECTOR
+  const sizeSectors = src.sizeBytes / SECTOR_SIZE
   const nChunks = Math.ceil(sizeSectors / CHUNK_SECTORS)
   // One base for the whole read, even if a compaction replaces it meanwhile
   // (the old one stays open until readers that started before are done).
@@ -317,11 +313,11 @@ function windowExtents(buf: Buffer, base: number, dataChunks: number[]): Array<{
 export async function readImage(src: ImageSource, seq: number, offset: number, length: number): Promise<Buffer> {
   const out = Buffer.alloc(length)
   if (length === 0) return out
-  const sizeSectors = src.sizeBytes / SECTOR
-  const s0 = Math.floor(offset / SECTOR)
-  const s1 = Math.ceil((offset + length) / SECTOR)
-  const aligned = s0 * SECTOR === offset && s1 * SECTOR === offset + length
-  const buf = aligned ? out : Buffer.alloc((s1 - s0) * SECTOR)
+  const sizeSectors = src.sizeBytes / SECTOR_SIZE
+  const s0 = Math.floor(offset / SECTOR_SIZE)
+  const s1 = Math.ceil((offset + length) / SECTOR_SIZE)
+  const aligned = s0 * SECTOR_SIZE === offset && s1 * SECTOR_SIZE === offset + length
+  const buf = aligned ? out : Buffer.alloc((s1 - s0) * SECTOR_SIZE)
   const base = src.base
   const floor = base ? base.seq : 0
   const ranges = src.index.ranges.filter((r) => r.seq <= seq && r.seq > floor && r.sector < s1 && r.sector + r.count > s0)
@@ -358,9 +354,9 @@ export async function readImage(src: ImageSource, seq: number, offset: number, l
       const r = rs[ri--]
       plan.fill(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
     }
-    planReads(src, base, plan, buf, (plan.first - s0) * SECTOR + 0, reads, lo - plan.first, hi - plan.first)
+    planReads(src, base, plan, buf, (plan.first - s0) * SECTOR_SIZE + 0, reads, lo - plan.first, hi - plan.first)
   }
   await runReads(buf, reads)
-  if (!aligned) buf.copy(out, 0, offset - s0 * SECTOR, offset - s0 * SECTOR + length)
+  if (!aligned) buf.copy(out, 0, offset - s0 * SECTOR_SIZE, offset - s0 * SECTOR_SIZE + length)
   return out
 }

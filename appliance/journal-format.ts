@@ -25,9 +25,10 @@
 //     12 body
 //
 //   CHANGE body = the change record exactly as the tap and the ChangeBatch
-//     payload lay it out (native/record-batch.ts): a 32-byte header
+//     payload lay it out (proto/record.ts owns it): a 32-byte header
 //     {u64 seq, u64 first sector, u32 count, u8 kind, u8 flags, u16 0,
-//     u32 data length, u32 0} and, for WRITE and RESYNC, the sector data.
+//     u32 data length, u32 time} and its data: the sectors for WRITE and
+//     RESYNC, a TimeMark's metadata for MARK, nothing for the other kinds.
 //     The data is stored raw, never compressed: a restore or a TimeView
 //     preads it straight from the segment at a known offset (frame + 44),
 //     and the index can point at any sector inside a record.
@@ -42,7 +43,18 @@
 // A checksum mismatch with intact frames after it is corruption.
 import { TidemarkError } from '../proto/errors'
 import { h64 } from '../proto/hash'
-import { RECORD_HEADER_SIZE, SECTOR_SIZE } from '../native/record-batch'
+import {
+  MAX_MARK_DATA,
+  MAX_RECORD_DATA,
+  RECORD_HEADER_SIZE,
+  SECTOR_SIZE,
+  expectedDataLength,
+  isKnownKind,
+  isMarker,
+  recordCount,
+  recordDataLength,
+  recordKind,
+} from '../proto/record'
 
 export const SEGMENT_MAGIC = Buffer.from('TIDEJRNL', 'latin1')
 export const FORMAT_VERSION = 1
@@ -54,11 +66,12 @@ export const COMMIT_BODY_SIZE = 56
 /** Offset of a CHANGE record's sector data from the start of its frame. */
 export const CHANGE_DATA_OFFSET = FRAME_HEADER_SIZE + RECORD_HEADER_SIZE
 /**
- * Upper bound on one CHANGE record's data, used only to tell a plausible
- * frame from garbage while resynchronising after corruption. Batches are
- * at most 8 MiB raw (proto/load.ts); 64 MiB leaves room to raise that.
+ * Upper bound on one CHANGE record's data (proto/record.ts MAX_RECORD_DATA),
+ * used only to tell a plausible frame from garbage while resynchronising
+ * after corruption. Batches are at most 8 MiB raw (proto/load.ts); 64 MiB
+ * leaves room to raise that.
  */
-export const MAX_CHANGE_DATA = 64 * 1024 * 1024
+export const MAX_CHANGE_DATA = MAX_RECORD_DATA
 /** Segment offsets are u32 in the index. */
 export const MAX_SEGMENT_BYTES = 0xffffffff - MAX_CHANGE_DATA
 export const MAX_NAME_BYTES = 200
@@ -185,8 +198,10 @@ export function decodeFrameHeader(b: Buffer, at: number): FrameHeader {
  * Whether the frame header at b[at..] is shaped like one this writer could
  * have produced (type, reserved bytes, length agreeing with the body it
  * announces). Cheap: used to find candidate frames when resynchronising
- * after corruption, before paying for the checksum. `body` must hold at
- * least the first 32 body bytes when the length allows.
+ * after corruption, before paying for the checksum. When `available` allows,
+ * the CHANGE record's header is checked too: a kind this build knows, and
+ * the data length its kind and sector count imply (markers: no sectors, and
+ * no data except a MARK's metadata of at most MAX_MARK_DATA bytes).
  */
 export function plausibleFrame(b: Buffer, at: number, available: number): boolean {
   if (available < FRAME_HEADER_SIZE) return false
@@ -197,8 +212,15 @@ export function plausibleFrame(b: Buffer, at: number, available: number): boolea
   if (type !== FRAME_CHANGE) return false
   if (length < RECORD_HEADER_SIZE || length > RECORD_HEADER_SIZE + MAX_CHANGE_DATA) return false
   if (available < FRAME_HEADER_SIZE + RECORD_HEADER_SIZE) return true
-  const kind = b[at + 12 + 20]
-  return kind >= 1 && kind <= 5 && b.readUInt32LE(at + 12 + 24) === length - RECORD_HEADER_SIZE
+  const rec = at + FRAME_HEADER_SIZE
+  const kind = recordKind(b, rec)
+  if (!isKnownKind(kind)) return false
+  const dataLength = recordDataLength(b, rec)
+  if (dataLength !== length - RECORD_HEADER_SIZE) return false
+  const count = recordCount(b, rec)
+  if (isMarker(kind) && count !== 0) return false
+  const expected = expectedDataLength(kind, count)
+  return expected < 0 ? dataLength <= MAX_MARK_DATA : dataLength === expected
 }
 
 /** Checks a whole frame (header + body present in b). */
@@ -207,26 +229,8 @@ export function frameChecksumOk(b: Buffer, at: number): boolean {
   return checksum32(b.subarray(at + 4, at + FRAME_HEADER_SIZE + length)) === b.readUInt32LE(at)
 }
 
-// ---- change record header (inside a CHANGE body) --------------------------------
-
-export function changeSeq(b: Buffer, at: number): number {
-  return readU64(b, at)
-}
-export function changeSector(b: Buffer, at: number): number {
-  return readU64(b, at + 8)
-}
-export function changeCount(b: Buffer, at: number): number {
-  return b.readUInt32LE(at + 16)
-}
-export function changeKind(b: Buffer, at: number): number {
-  return b[at + 20]
-}
-export function changeFlags(b: Buffer, at: number): number {
-  return b[at + 21]
-}
-export function changeDataLength(b: Buffer, at: number): number {
-  return b.readUInt32LE(at + 24)
-}
+// A CHANGE body's record header is read through proto/record.ts (recordSeq,
+// recordKind, ...), never here.
 export { SECTOR_SIZE, RECORD_HEADER_SIZE }
 
 // ---- u64 as JS numbers (seqs and sectors stay below 2^53) -----------------------------

@@ -32,14 +32,22 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
-import { RecordKind } from '../native/record-batch'
+import {
+  RecordKind,
+  recordCount,
+  recordData,
+  recordFlags,
+  recordKind,
+  recordSector,
+  recordSeq,
+  recordTimeLow,
+} from '../proto/record'
 import { crashPoint } from './crash-points'
 import {
   FRAME_CHANGE,
   FRAME_COMMIT,
   SEGMENT_HEADER_SIZE,
   decodeCommit,
-  readU64,
   type CommitBody,
 } from './journal-format'
 import { SegmentFile, SegmentReader, listSegments, segmentFileName, syncDir } from './segment'
@@ -61,8 +69,8 @@ export interface CorruptRange {
 }
 
 /**
- * A batch read back by the scan. Record i: recs[i*7 ..]: seq, sector, count,
- * kind, flags, frame offset, capture time (ms, low 32 bits).
+ * A batch read back by the scan. Record i's fields are recs[i*SCAN_STRIDE +
+ * ScanField.x] (no object per record: a recovery scans millions).
  */
 export interface ScannedBatch {
   commit: CommitBody
@@ -74,6 +82,18 @@ export interface ScannedBatch {
   /** Record index -> the data of a MARK record (a TimeMark's metadata). */
   marks: Map<number, Buffer>
 }
+/** The fields of one record in ScannedBatch.recs. */
+export const ScanField = {
+  seq: 0,
+  sector: 1,
+  count: 2,
+  kind: 3,
+  flags: 4,
+  /** offset of the record's CHANGE frame in its segment */
+  frameOffset: 5,
+  /** capture time, ms modulo 2^32 (fullTimeMs) */
+  timeLow: 6,
+} as const
 export const SCAN_STRIDE = 7
 
 export interface ScanResult {
@@ -257,17 +277,15 @@ export class Journal {
             }
             const k = count * SCAN_STRIDE
             const p = r.bodyAt
-            recs[k] = readU64(b, p)
-            recs[k + 1] = readU64(b, p + 8)
-            recs[k + 2] = b.readUInt32LE(p + 16)
-            recs[k + 3] = b[p + 20]
-            recs[k + 4] = b[p + 21]
-            recs[k + 5] = at
-            recs[k + 6] = b.readUInt32LE(p + 28)
-            if (b[p + 20] === RecordKind.Mark) {
-              const len = b.readUInt32LE(p + 24)
-              marks.set(count, Buffer.from(b.subarray(p + 32, p + 32 + len)))
-            }
+            const kind = recordKind(b, p)
+            recs[k + ScanField.seq] = recordSeq(b, p)
+            recs[k + ScanField.sector] = recordSector(b, p)
+            recs[k + ScanField.count] = recordCount(b, p)
+            recs[k + ScanField.kind] = kind
+            recs[k + ScanField.flags] = recordFlags(b, p)
+            recs[k + ScanField.frameOffset] = at
+            recs[k + ScanField.timeLow] = recordTimeLow(b, p)
+            if (kind === RecordKind.Mark) marks.set(count, Buffer.from(recordData(b, p)))
             count++
             continue
           }
@@ -309,7 +327,7 @@ export class Journal {
         r.pos = next
         batchStart = next
       }
-      if (count > 0) damaged(recs[5], limit - recs[5], `${count} CHANGE records with no COMMIT after them`)
+      if (count > 0) damaged(recs[ScanField.frameOffset], limit - recs[ScanField.frameOffset], `${count} CHANGE records with no COMMIT after them`)
       if (damage.length > 0 && tornOk) {
         const cut = res.end.segment === seg.number ? res.end.offset : start
         res.torn = { segment: seg.number, at: cut, bytes: limit - cut, why: damage.map((d) => `offset ${d.offset}: ${d.message}`).join('; ') }
@@ -380,7 +398,7 @@ function commitDisagrees(c: CommitBody, recs: Float64Array, count: number, prevS
   if (c.lastSeq < c.firstSeq) return 'has last seq below first seq'
   if (c.firstSeq <= prevSeq) return `does not follow the previous batch's last seq ${prevSeq}`
   for (let i = 0; i < count; i++) {
-    const s = recs[i * SCAN_STRIDE]
+    const s = recs[i * SCAN_STRIDE + ScanField.seq]
     if (s < c.firstSeq || s > c.lastSeq) return `holds a record of seq ${s} outside it`
   }
   return null

@@ -13,7 +13,7 @@
 // appliance holds before the GAP and closes at the EXACT.
 import { TidemarkError } from '../proto/errors'
 import { parseMarkMeta } from '../proto/timemark-meta'
-import { RecordKind, fullTimeMs } from '../native/record-batch'
+import { RecordKind, fullTimeMs, isMarker } from '../proto/record'
 import type { CatalogEntry, IndexBatch, InexactWindow } from './chunk-index'
 
 export class PointsBuilder {
@@ -57,7 +57,8 @@ export class PointsBuilder {
         this.ib.putWindow(open)
       }
     }
-    if (kind < RecordKind.Mark) this.last = seq
+    // Changes and flushes move the stream's newest seq; markers (MARK, GAP, EXACT) do not.
+    if (!isMarker(kind)) this.last = seq
   }
 
   /** After the batch's records: its last seq is a point the stream has reached. */

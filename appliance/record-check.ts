@@ -5,8 +5,9 @@
 // Input: the raw payload (already decompressed and checksum-verified by
 // proto/change-batch.ts decodeBatch) and the batch's declared seqs and
 // record count. Output: the records as a flat Float64Array (no object per
-// record): for record i, at i*STRIDE: seq, first sector, sector count, kind,
-// offset of its 32-byte header in the payload. Any problem throws a
+// record): record i is at i*STRIDE, its fields named by CheckedField (seq,
+// first sector, sector count, kind, offset of its 32-byte header in the
+// payload). Any problem throws a
 // TidemarkError with a stable code:
 //   SEQ_OUT_OF_ORDER    first seq not above the last accepted seq, last < first,
 //                       a record seq outside [first, last] or going back
@@ -19,16 +20,44 @@
 //                       JSON, a nonzero reserved field, a truncated record,
 //                       a record count that does not match the batch
 import { TidemarkError } from '../proto/errors'
-import { MAX_MARK_DATA, RECORD_HEADER_SIZE, SECTOR_SIZE } from '../native/record-batch'
+import {
+  MAX_MARK_DATA,
+  RECORD_HEADER_SIZE,
+  RecordKind,
+  SECTOR_SIZE,
+  carriesSectorData,
+  changesSectors,
+  isKnownKind,
+  isMarker,
+  kindName,
+  recordCount,
+  recordData,
+  recordDataLength,
+  recordFieldsSafe,
+  recordKind,
+  recordReserved,
+  recordSector,
+  recordSeq,
+} from '../proto/record'
 import { parseMarkMeta } from '../proto/timemark-meta'
-import { readU64 } from './journal-format'
 
+/** The fields of one checked record in checkBatch's output: record i is out[i*STRIDE + field]. */
+export const CheckedField = {
+  seq: 0,
+  sector: 1,
+  /** sectors changed: 0 for FLUSH and the markers */
+  count: 2,
+  kind: 3,
+  /** offset of the record's header in the payload */
+  offset: 4,
+} as const
 export const STRIDE = 5
-export const R_SEQ = 0
-export const R_SECTOR = 1
-export const R_COUNT = 2
-export const R_KIND = 3
-export const R_OFFSET = 4
+// The field indexes under their old names: kept for volume-store until it moves.
+export const R_SEQ = CheckedField.seq
+export const R_SECTOR = CheckedField.sector
+export const R_COUNT = CheckedField.count
+export const R_KIND = CheckedField.kind
+export const R_OFFSET = CheckedField.offset
 
 export interface BatchDecl {
   firstSeq: number
@@ -36,7 +65,10 @@ export interface BatchDecl {
   recordCount: number
 }
 
-const MAX_SAFE_HI = 0x1fffff // high u32 word of a u64 that is still a safe JS integer
+/** 'WRITE', 'MARK', ... as messages name kinds. */
+function upper(kind: number): string {
+  return kindName(kind).toUpperCase()
+}
 
 export function checkBatch(
   raw: Buffer,
@@ -64,14 +96,14 @@ export function checkBatch(
     if (off + RECORD_HEADER_SIZE > raw.length) {
       throw new TidemarkError('RECORD_MALFORMED', `${where}: truncated record header at payload byte ${off} (${raw.length - off} bytes left)`)
     }
-    if (raw.readUInt32LE(off + 4) > MAX_SAFE_HI || raw.readUInt32LE(off + 12) > MAX_SAFE_HI) {
+    if (!recordFieldsSafe(raw, off)) {
       throw new TidemarkError('RECORD_MALFORMED', `${where}: record at payload byte ${off} has a seq or sector beyond 2^53`)
     }
-    const seq = readU64(raw, off)
-    const sector = readU64(raw, off + 8)
-    const count = raw.readUInt32LE(off + 16)
-    const kind = raw[off + 20]
-    const dataLen = raw.readUInt32LE(off + 24)
+    const seq = recordSeq(raw, off)
+    const sector = recordSector(raw, off)
+    const count = recordCount(raw, off)
+    const kind = recordKind(raw, off)
+    const dataLen = recordDataLength(raw, off)
     const at = `${where}: record ${n} (seq ${seq}, payload byte ${off})`
     if (seq < prev) {
       throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq goes back from ${prev}`)
@@ -80,31 +112,31 @@ export function checkBatch(
       throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq is past the batch's last seq ${b.lastSeq}`)
     }
     prev = seq
-    if (kind < 1 || kind > 8) throw new TidemarkError('RECORD_MALFORMED', `${at}: unknown kind ${kind}`)
-    if (raw.readUInt16LE(off + 22) !== 0) {
+    if (!isKnownKind(kind)) throw new TidemarkError('RECORD_MALFORMED', `${at}: unknown kind ${kind}`)
+    if (recordReserved(raw, off) !== 0) {
       throw new TidemarkError('RECORD_MALFORMED', `${at}: reserved header field is not zero`)
     }
-    if (kind >= 6) {
-      if (count !== 0 || sector !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${kind === 6 ? 'MARK' : kind === 7 ? 'GAP' : 'EXACT'} marker names sectors`)
-      if (kind !== 6 && dataLen !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${kind === 7 ? 'GAP' : 'EXACT'} marker carries ${dataLen} data bytes`)
-      if (kind === 6) {
+    if (isMarker(kind)) {
+      if (count !== 0 || sector !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${upper(kind)} marker names sectors`)
+      if (kind !== RecordKind.Mark && dataLen !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${upper(kind)} marker carries ${dataLen} data bytes`)
+      if (kind === RecordKind.Mark) {
         if (dataLen > MAX_MARK_DATA || off + RECORD_HEADER_SIZE + dataLen > raw.length) {
           throw new TidemarkError('RECORD_MALFORMED', `${at}: MARK metadata of ${dataLen} bytes is over ${MAX_MARK_DATA} or runs past the payload`)
         }
-        const why = parseMarkMeta(raw.subarray(off + RECORD_HEADER_SIZE, off + RECORD_HEADER_SIZE + dataLen))
+        const why = parseMarkMeta(recordData(raw, off))
         if (typeof why === 'string') throw new TidemarkError('RECORD_MALFORMED', `${at}: MARK metadata ${why}`)
       }
-    } else if (kind === 1 || kind === 5) {
+    } else if (carriesSectorData(kind)) {
       if (dataLen !== count * SECTOR_SIZE) {
         throw new TidemarkError('RECORD_MALFORMED', `${at}: ${count} sectors need ${count * SECTOR_SIZE} data bytes, record has ${dataLen}`)
       }
     } else if (dataLen !== 0) {
-      throw new TidemarkError('RECORD_MALFORMED', `${at}: ${kind === 2 ? 'TRIM' : kind === 3 ? 'ZERO' : 'FLUSH'} record carries ${dataLen} data bytes`)
+      throw new TidemarkError('RECORD_MALFORMED', `${at}: ${upper(kind)} record carries ${dataLen} data bytes`)
     }
     if (off + RECORD_HEADER_SIZE + dataLen > raw.length) {
       throw new TidemarkError('RECORD_MALFORMED', `${at}: data runs past the end of the ${raw.length}-byte payload`)
     }
-    if (kind !== 4 && kind < 6 && sector + count > ctx.sizeSectors) {
+    if (changesSectors(kind) && sector + count > ctx.sizeSectors) {
       throw new TidemarkError(
         'RECORD_OUT_OF_RANGE',
         `${at}: sectors ${sector}..${sector + count - 1} are past the end of the volume (${ctx.sizeSectors} sectors)`
@@ -114,11 +146,11 @@ export function checkBatch(
       throw new TidemarkError('RECORD_MALFORMED', `${where}: payload holds more than the ${b.recordCount} records the batch declares`)
     }
     const o = n * STRIDE
-    out[o + R_SEQ] = seq
-    out[o + R_SECTOR] = sector
-    out[o + R_COUNT] = kind === 4 || kind >= 6 ? 0 : count
-    out[o + R_KIND] = kind
-    out[o + R_OFFSET] = off
+    out[o + CheckedField.seq] = seq
+    out[o + CheckedField.sector] = sector
+    out[o + CheckedField.count] = changesSectors(kind) ? count : 0
+    out[o + CheckedField.kind] = kind
+    out[o + CheckedField.offset] = off
     n++
     off += RECORD_HEADER_SIZE + dataLen
   }

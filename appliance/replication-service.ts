@@ -15,6 +15,7 @@
 // (other volumes) go on. Every rejection is counted by code and logged.
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
+import { REGION_SIZE } from '../proto/record'
 import { decodeBatch } from '../proto/change-batch'
 import { TidemarkError } from '../proto/errors'
 import type { AgentMessage__Output } from '../proto/generated/tidemark/v1/AgentMessage'
@@ -239,7 +240,7 @@ export class ReplicationService {
       const r = m.fingerprintRequest!
       const v = vol!
       const regions = r.regions
-      const max = Math.ceil(v.meta.size / 65536)
+      const max = Math.ceil(v.meta.size / REGION_SIZE)
       for (const region of regions) {
         if (!Number.isSafeInteger(region) || region < 0 || region >= max) {
           throw new TidemarkError('RECORD_OUT_OF_RANGE', `fingerprint request for region ${region}; volume ${v.meta.name} has ${max}`)

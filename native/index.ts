@@ -69,6 +69,20 @@ export interface NativeTap {
   raiseSeq(volume: number, floor: number): void
 }
 
+/** The change-record layout as native/src/record.h compiled it (offsets by offsetof). */
+export interface NativeRecordLayout {
+  headerSize: number
+  /** byte offset of each header field */
+  fields: Record<'seq' | 'sector' | 'count' | 'kind' | 'flags' | 'reserved' | 'dataLength' | 'time', number>
+  /** byte width of each header field */
+  fieldSizes: Record<'seq' | 'sector' | 'count' | 'kind' | 'flags' | 'reserved' | 'dataLength' | 'time', number>
+  kinds: Record<'write' | 'trim' | 'zero' | 'flush' | 'resync' | 'mark' | 'gap' | 'exact', number>
+  flags: { fua: number }
+  maxMarkData: number
+  sectorSize: number
+  regionSize: number
+}
+
 export interface NativeModule {
   NativeTap: new (
     config: NativeTapConfig,
@@ -76,6 +90,7 @@ export interface NativeModule {
   ) => NativeTap
   regionSize: number
   recordHeaderSize: number
+  recordLayout: NativeRecordLayout
   /** Positional reads on a worker thread: reqs holds (fd, position, length, offset in buf) quadruples. */
   readBatch(buf: Buffer, reqs: Float64Array): Promise<void>
 }

@@ -1,54 +1,34 @@
 // A batch of change records as the native tap hands them over (and as they
-// travel in a ChangeBatch payload): one Buffer of
-// records, each a 32-byte little-endian header and its sector data. The layout
-// is defined in native/src/record.h; this file is its only reader in
-// TypeScript. Reading a batch allocates no object per record: forEach hands
-// the same cursor to the callback each time. Seqs never go back; pieces of one
-// captured write that MicroScan split share its seq.
+// travel in a ChangeBatch payload): one Buffer of records laid end to end.
+// The record format itself belongs to proto/record.ts (and, natively, to
+// native/src/record.h); this file only iterates a batch, reading every field
+// through proto/record.ts. Reading a batch allocates no object per record:
+// forEach hands the same cursor to the callback each time. Seqs never go
+// back; pieces of one captured write that MicroScan split share its seq.
+import {
+  MIN_RECORD_KIND,
+  MAX_RECORD_KIND,
+  RECORD_HEADER_SIZE,
+  RecordKind,
+  kindName,
+  recordByteLength,
+  recordCount,
+  recordData,
+  recordDataLength,
+  recordFlags,
+  recordKind,
+  recordSector,
+  recordSeq,
+  recordTimeLow,
+} from '../proto/record'
 
-export const SECTOR_SIZE = 512
-export const RECORD_HEADER_SIZE = 32
+// The format's constants, re-exported for the modules that import them from
+// here (agent/replicator.ts, agent/capture-log.ts, tests).
+export { MAX_MARK_DATA, RECORD_FLAG_FUA, RECORD_HEADER_SIZE, RecordKind, SECTOR_SIZE, fullTimeMs } from '../proto/record'
 
-export const enum RecordKind {
-  Write = 1,
-  Trim = 2,
-  Zero = 3,
-  Flush = 4,
-  Resync = 5,
-  /** A TimeMark: no sectors; data = its metadata (UTF-8 JSON). */
-  Mark = 6,
-  /** Points after the last change before this marker are inexact ... */
-  Gap = 7,
-  /** ... until this marker. */
-  Exact = 8,
-}
-
-export const RECORD_FLAG_FUA = 1
-
-export const KIND_NAMES: Record<number, string> = {
-  1: 'write',
-  2: 'trim',
-  3: 'zero',
-  4: 'flush',
-  5: 'resync',
-  6: 'mark',
-  7: 'gap',
-  8: 'exact',
-}
-
-/** Largest MARK metadata (native kMaxMarkData). */
-export const MAX_MARK_DATA = 4096
-
-/**
- * A record's capture time: the header holds the wall clock in ms modulo 2^32;
- * `near` is any full time within 24 days of it (a batch's commit time).
- * Returns 0 for an unstamped record.
- */
-export function fullTimeMs(low32: number, near: number): number {
-  if (low32 === 0) return 0
-  const delta = ((low32 - (near % 0x100000000)) | 0) // int32 difference
-  return near + delta
-}
+/** Kind number -> name. Kept for volume-store until it moves (new code: kindName from proto/record.ts). */
+export const KIND_NAMES: Record<number, string> = {}
+for (let k = MIN_RECORD_KIND; k <= MAX_RECORD_KIND; k++) KIND_NAMES[k] = kindName(k)
 
 /** A view of one record inside a batch. Valid only during the callback. */
 export class RecordCursor {
@@ -56,34 +36,33 @@ export class RecordCursor {
   offset = 0
 
   get seq(): number {
-    return Number(this.buf.readBigUInt64LE(this.offset))
+    return recordSeq(this.buf, this.offset)
   }
   get sector(): number {
-    return Number(this.buf.readBigUInt64LE(this.offset + 8))
+    return recordSector(this.buf, this.offset)
   }
   get count(): number {
-    return this.buf.readUInt32LE(this.offset + 16)
+    return recordCount(this.buf, this.offset)
   }
   get kind(): RecordKind {
-    return this.buf[this.offset + 20] as RecordKind
+    return recordKind(this.buf, this.offset) as RecordKind
   }
   get flags(): number {
-    return this.buf[this.offset + 21]
+    return recordFlags(this.buf, this.offset)
   }
   get dataLength(): number {
-    return this.buf.readUInt32LE(this.offset + 24)
+    return recordDataLength(this.buf, this.offset)
   }
   /** Capture wall clock, ms modulo 2^32 (see fullTimeMs). */
   get timeLow(): number {
-    return this.buf.readUInt32LE(this.offset + 28)
+    return recordTimeLow(this.buf, this.offset)
   }
-  /** The sector data (WRITE and RESYNC), as a view into the batch. */
+  /** The record's data (WRITE and RESYNC sectors, MARK metadata), as a view into the batch. */
   data(): Buffer {
-    const start = this.offset + RECORD_HEADER_SIZE
-    return this.buf.subarray(start, start + this.dataLength)
+    return recordData(this.buf, this.offset)
   }
   get byteLength(): number {
-    return RECORD_HEADER_SIZE + this.dataLength
+    return recordByteLength(this.buf, this.offset)
   }
 }
 
@@ -101,12 +80,11 @@ export class RecordBatch {
     let last = 0
     while (off < buffer.length) {
       if (off + RECORD_HEADER_SIZE > buffer.length) throw new Error(`truncated record header at byte ${off}`)
-      const seq = Number(buffer.readBigUInt64LE(off))
+      const seq = recordSeq(buffer, off)
       if (n === 0) first = seq
       else if (seq < last) throw new Error(`record seq ${seq} at byte ${off} goes back from ${last}`)
       last = seq
-      const len = buffer.readUInt32LE(off + 24)
-      off += RECORD_HEADER_SIZE + len
+      off += recordByteLength(buffer, off)
       if (off > buffer.length) throw new Error(`record at seq ${seq} runs past the end of the batch`)
       n++
     }
@@ -121,7 +99,7 @@ export class RecordBatch {
     for (let off = 0; off < this.buffer.length; ) {
       c.offset = off
       fn(c)
-      off += RECORD_HEADER_SIZE + this.buffer.readUInt32LE(off + 24)
+      off += recordByteLength(this.buffer, off)
     }
   }
 }

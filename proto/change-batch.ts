@@ -1,5 +1,5 @@
 // The ChangeBatch payload: change records in the tap's layout
-// (native/record-batch.ts), checksummed with xxh64 before compression and
+// (proto/record.ts), checksummed with xxh64 before compression and
 // compressed with LZ4 when that pays. One module for both ends, so the agent
 // that encodes and the appliance that verifies cannot drift apart.
 import { compressSync, uncompressSync } from 'lz4-napi'

@@ -18,12 +18,14 @@
 // stale sector in their own data, detected by the byte-exact restore tests.
 import xxhash from 'xxhash-wasm'
 import { TidemarkError } from './errors'
+import { SECTOR_SIZE } from './record'
 
 type Api = Awaited<ReturnType<typeof xxhash>>
 let api: Api | null = null
 let pending: Promise<void> | null = null
 
-export const SECTOR = 512
+/** The fingerprinted unit: one sector (proto/record.ts). */
+export const SECTOR = SECTOR_SIZE
 
 export function initHash(): Promise<void> {
   pending ??= xxhash().then((a) => {

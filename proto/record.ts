@@ -189,6 +189,23 @@ export function encodeRecordHeader(b: Buffer, at: number, h: RecordHeader): void
   b.writeUInt32LE(h.timeLow >>> 0, at + RecordField.time)
 }
 
+/**
+ * Rewrites the sector range of the header at b[at..] in place: first sector,
+ * sector count and data length (MicroScan cuts a captured WRITE into runs
+ * that keep its seq, kind, flags and time).
+ */
+export function setRecordSectors(b: Buffer, at: number, sector: number, count: number, dataLength: number): void {
+  b.writeUInt32LE(sector % 0x100000000, at + RecordField.sector)
+  b.writeUInt32LE(Math.floor(sector / 0x100000000), at + RecordField.sector + 4)
+  b.writeUInt32LE(count, at + RecordField.count)
+  b.writeUInt32LE(dataLength, at + RecordField.dataLength)
+}
+
+/** Sets the data length of the header at b[at..] in place. */
+export function setRecordDataLength(b: Buffer, at: number, dataLength: number): void {
+  b.writeUInt32LE(dataLength, at + RecordField.dataLength)
+}
+
 /** A whole record (header + data) in a new Buffer. */
 export function encodeRecord(h: Omit<RecordHeader, 'dataLength'>, data?: Buffer): Buffer {
   const len = data ? data.length : 0

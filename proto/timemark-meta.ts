@@ -1,11 +1,11 @@
 // A TimeMark's metadata as it travels in a MARK record's data (native
 // kRecordMark; the agent writes it, the appliance journals it verbatim and
-// catalogs it): UTF-8 JSON, at most 4096 bytes. The mark's id is its seq,
+// catalogs it): UTF-8 JSON, at most MAX_MARK_DATA (4096) bytes. The mark's id is its seq,
 // which the record header carries, so the metadata does not repeat it.
 //
 //   {"v":1, "label":"before-upgrade", "consistency":"app"|"crash",
 //    "wallMs":1795430400000, "group":"db", "note":"quiesce 12 ms"}
-import { MAX_MARK_DATA } from '../native/record-batch'
+import { MAX_MARK_DATA } from './record'
 
 export interface MarkMeta {
   label: string

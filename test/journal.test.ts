@@ -25,21 +25,15 @@ import {
 } from '../appliance/journal-format'
 import { SegmentFile, SegmentReader } from '../appliance/segment'
 import { initHash } from '../proto/hash'
+import { RecordKind, SECTOR_SIZE, carriesSectorData, decodeRecordHeader, encodeRecord, recordData } from '../proto/record'
 import { tmpdir } from './helpers'
 
 const MiB = 1024 * 1024
 const SIZE = 4 * MiB
 
-function rec(seq: number, sector: number, count: number, kind: number, data?: Buffer): Buffer {
-  const dl = kind === 1 || kind === 5 ? count * 512 : 0
-  const b = Buffer.alloc(32 + dl)
-  b.writeBigUInt64LE(BigInt(seq), 0)
-  b.writeBigUInt64LE(BigInt(sector), 8)
-  b.writeUInt32LE(count, 16)
-  b[20] = kind
-  b.writeUInt32LE(dl, 24)
-  if (dl) (data ?? crypto.randomBytes(dl)).copy(b, 32)
-  return b
+function rec(seq: number, sector: number, count: number, kind: RecordKind, data?: Buffer): Buffer {
+  const h = { seq, sector, count, kind, flags: 0, timeLow: 0 }
+  return carriesSectorData(kind) ? encodeRecord(h, data ?? crypto.randomBytes(count * SECTOR_SIZE)) : encodeRecord(h)
 }
 
 function meta(seq: number, recordCount: number) {
@@ -75,14 +69,14 @@ async function fill(dir: string, n: number, opts: { segmentBytes?: number } = {}
   const images: string[] = [sha(model)]
   const ends: number[] = [v.stats().journalBytes as number]
   for (let s = 1; s <= n; s++) {
-    const a = rec(s, (s * 37) % 8000, 16, 1)
-    const b = rec(s, 8100 + s, 2, 1)
-    const c = rec(s, (s * 53) % 8000, 3, 2)
+    const a = rec(s, (s * 37) % 8000, 16, RecordKind.Write)
+    const b = rec(s, 8100 + s, 2, RecordKind.Write)
+    const c = rec(s, (s * 53) % 8000, 3, RecordKind.Trim)
     await v.append(Buffer.concat([a, b, c]), meta(s, 3))
     for (const r of [a, b, c]) {
-      const sector = Number(r.readBigUInt64LE(8))
-      if (r[20] === 1) r.copy(model, sector * 512, 32)
-      else model.fill(0, sector * 512, (sector + r.readUInt32LE(16)) * 512)
+      const h = decodeRecordHeader(r, 0)
+      if (carriesSectorData(h.kind)) recordData(r, 0).copy(model, h.sector * SECTOR_SIZE)
+      else model.fill(0, h.sector * SECTOR_SIZE, (h.sector + h.count) * SECTOR_SIZE)
     }
     images.push(sha(model))
     ends.push(v.stats().journalBytes as number)
@@ -103,8 +97,8 @@ t.test('framing round trip: header, CHANGE, COMMIT; torn and bad frames told apa
   bad[30] ^= 1
   t.match(decodeSegmentHeader(bad), /checksum/, 'a flipped header byte is caught')
 
-  const r1 = rec(5, 100, 4, 1)
-  const r2 = rec(5, 300, 0, 4)
+  const r1 = rec(5, 100, 4, RecordKind.Write)
+  const r2 = rec(5, 300, 0, RecordKind.Flush)
   const raw = Buffer.concat([r1, r2])
   const buf = Buffer.alloc(batchFramedSize(raw.length, 2))
   let at = 0
@@ -174,7 +168,7 @@ t.test('torn tail: a record cut mid-data is cut off on reopen (index ahead of th
   await t.rejects(v.extents(6).next(), { code: 'SEQ_NOT_DURABLE' }, 'the cut seq is not a point')
   t.equal((await v.verify()).ok, true, 'verify is clean after the cut')
   // The agent resends seq 6; it lands where the torn one was.
-  t.equal(await v.append(rec(6, 0, 1, 1), meta(6, 1)), 6)
+  t.equal(await v.append(rec(6, 0, 1, RecordKind.Write), meta(6, 1)), 6)
   t.equal((await v.verify()).ok, true)
 })
 
@@ -187,10 +181,10 @@ t.test('torn tail: CHANGE records without their COMMIT, index behind the segment
   fs.cpSync(a.index, saved, { recursive: true })
   const store1 = await ApplianceStore.open(dir, pino({ level: 'silent' }))
   const v1 = store1.get('j')!
-  await v1.append(rec(5, 10, 8, 1), meta(5, 1))
+  await v1.append(rec(5, 10, 8, RecordKind.Write), meta(5, 1))
   const end5 = v1.stats().journalBytes as number
   const img5 = sha(await image(v1, 5))
-  await v1.append(Buffer.concat([rec(6, 20, 8, 1), rec(6, 40, 8, 1)]), meta(6, 2))
+  await v1.append(Buffer.concat([rec(6, 20, 8, RecordKind.Write), rec(6, 40, 8, RecordKind.Write)]), meta(6, 2))
   await store1.close()
   const size = fs.statSync(a.seg).size
   fs.truncateSync(a.seg, size - (FRAME_HEADER_SIZE + COMMIT_BODY_SIZE)) // batch 6 loses its COMMIT only

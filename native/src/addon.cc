@@ -7,6 +7,8 @@
 #include <atomic>
 #include <memory>
 
+#include "dirty_map.h"
+#include "record.h"
 #include "tap.h"
 
 void InitView(Napi::Env env, Napi::Object exports);  // view_addon.cc: class NativeView
@@ -389,12 +391,60 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
   bool closed_ = false;
 };
 
+// The change-record layout as this build compiled it (record.h), so that
+// test/record-format.test.ts can hold proto/record.ts to it field by field:
+// offsets come from offsetof on RecordHeader, never from a second table.
+Napi::Object RecordLayout(Napi::Env env) {
+  using tidemark::RecordHeader;
+  auto num = [&](double v) { return Napi::Number::New(env, v); };
+  Napi::Object fields = Napi::Object::New(env);
+  fields.Set("seq", num(offsetof(RecordHeader, seq)));
+  fields.Set("sector", num(offsetof(RecordHeader, sector)));
+  fields.Set("count", num(offsetof(RecordHeader, count)));
+  fields.Set("kind", num(offsetof(RecordHeader, kind)));
+  fields.Set("flags", num(offsetof(RecordHeader, flags)));
+  fields.Set("reserved", num(offsetof(RecordHeader, reserved0)));
+  fields.Set("dataLength", num(offsetof(RecordHeader, data_length)));
+  fields.Set("time", num(offsetof(RecordHeader, time_ms)));
+  Napi::Object sizes = Napi::Object::New(env);
+  sizes.Set("seq", num(sizeof(RecordHeader::seq)));
+  sizes.Set("sector", num(sizeof(RecordHeader::sector)));
+  sizes.Set("count", num(sizeof(RecordHeader::count)));
+  sizes.Set("kind", num(sizeof(RecordHeader::kind)));
+  sizes.Set("flags", num(sizeof(RecordHeader::flags)));
+  sizes.Set("reserved", num(sizeof(RecordHeader::reserved0)));
+  sizes.Set("dataLength", num(sizeof(RecordHeader::data_length)));
+  sizes.Set("time", num(sizeof(RecordHeader::time_ms)));
+  Napi::Object kinds = Napi::Object::New(env);
+  kinds.Set("write", num(tidemark::kRecordWrite));
+  kinds.Set("trim", num(tidemark::kRecordTrim));
+  kinds.Set("zero", num(tidemark::kRecordZero));
+  kinds.Set("flush", num(tidemark::kRecordFlush));
+  kinds.Set("resync", num(tidemark::kRecordResync));
+  kinds.Set("mark", num(tidemark::kRecordMark));
+  kinds.Set("gap", num(tidemark::kRecordGap));
+  kinds.Set("exact", num(tidemark::kRecordExact));
+  Napi::Object flags = Napi::Object::New(env);
+  flags.Set("fua", num(tidemark::kRecordFlagFua));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("headerSize", num(sizeof(RecordHeader)));
+  o.Set("fields", fields);
+  o.Set("fieldSizes", sizes);
+  o.Set("kinds", kinds);
+  o.Set("flags", flags);
+  o.Set("maxMarkData", num(tidemark::kMaxMarkData));
+  o.Set("sectorSize", num(tidemark::kSectorSize));
+  o.Set("regionSize", num(double(tidemark::kRegionSize)));
+  return o;
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTap", NativeTap::Init(env));
   InitView(env, exports);
   InitIo(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
+  exports.Set("recordLayout", RecordLayout(env));
   return exports;
 }
 

@@ -22,7 +22,9 @@
 //          reader holds before this marker cannot be restored exactly ...
 //   EXACT  ... until this one, when every stale region has been resent.
 //
-// agent/record-batch.ts reads exactly this layout; keep the two together.
+// proto/record.ts is the TypeScript owner of exactly this layout; the addon
+// exports it (recordLayout: offsetof on RecordHeader, the kinds, the limits)
+// and test/record-format.test.ts checks that the two agree field by field.
 //
 // The ring never grows: when a record does not fit, the volume falls behind
 // (see volume.h) instead of blocking the NBD client.
