@@ -64,6 +64,7 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
+import { statsJson } from '../cli/inspect-json'
 
 const ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')].find((d) => fs.existsSync(path.join(d, 'package.json')))!
 const BIN = path.join(ROOT, 'bin', 'tidemark.js')
@@ -430,7 +431,7 @@ class Appliance extends Proc {
     }) as unknown as AdminClient
     const c = this.client
     return new Promise((resolve, reject) =>
-      c.stats({ volume: '' }, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(JSON.parse(res!.json))))
+      c.stats({ volume: '' }, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(statsJson(res!) as { volumes: Log[] })))
     )
   }
 
