@@ -10,18 +10,8 @@ import { TidemarkError } from '../proto/errors'
 import type { CreateTimeMarkRequest__Output } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
 import type { CreateTimeMarkReply } from '../proto/generated/tidemark/v1/CreateTimeMarkReply'
 import { controlProto } from '../proto/load'
+import { unaryHandler } from '../proto/unary-handler'
 import type { TimeMarks } from './timemarks'
-
-const STATUS: Record<string, grpc.status> = {
-  TIMEMARK_BAD_REQUEST: grpc.status.INVALID_ARGUMENT,
-  TIMEMARK_UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
-  TIMEMARK_UNKNOWN_GROUP: grpc.status.NOT_FOUND,
-  TIMEMARK_NO_APPLIANCE: grpc.status.FAILED_PRECONDITION,
-  TIMEMARK_QUIESCE_FAILED: grpc.status.ABORTED,
-  TIMEMARK_REFUSED: grpc.status.FAILED_PRECONDITION,
-  TIMEMARK_LOST: grpc.status.ABORTED,
-  TIMEMARK_NOT_CONFIRMED: grpc.status.DEADLINE_EXCEEDED,
-}
 
 /** Is something listening on this unix socket? */
 function inUse(file: string): Promise<boolean> {
@@ -49,10 +39,13 @@ export class ControlServer {
     }
     const server = new grpc.Server()
     server.addService(controlProto.Control.service, {
-      createTimeMark: (call: grpc.ServerUnaryCall<CreateTimeMarkRequest__Output, CreateTimeMarkReply>, cb: grpc.sendUnaryData<CreateTimeMarkReply>) => {
-        const r = call.request
-        marks
-          .create({
+      // The socket file's permissions are the authorization; its clients print the message as it is.
+      createTimeMark: unaryHandler<CreateTimeMarkRequest__Output, CreateTimeMarkReply>(
+        'createTimeMark',
+        { log, codeInDetails: false, context: (r) => ({ volume: r.volume, group: r.group, label: r.label }) },
+        (call) => {
+          const r = call.request
+          return marks.create({
             volume: r.volume || undefined,
             group: r.group || undefined,
             label: r.label || undefined,
@@ -63,14 +56,8 @@ export class ControlServer {
             noWait: r.noWait,
             waitTimeoutMs: r.waitTimeoutMs || undefined,
           })
-          .then(
-            (m) => cb(null, m),
-            (err: Error & { code?: string }) => {
-              log.warn({ volume: r.volume, group: r.group, label: r.label, code: err.code }, err.message)
-              cb({ code: (err.code ? STATUS[err.code] : undefined) ?? grpc.status.INTERNAL, details: err.message })
-            }
-          )
-      },
+        }
+      ),
     })
     await new Promise<void>((resolve, reject) =>
       server.bindAsync(`unix:${file}`, grpc.ServerCredentials.createInsecure(), (err) =>

@@ -30,29 +30,14 @@ import type { Retention } from './retention'
 import type { PinTimeMarkRequest__Output } from '../proto/generated/tidemark/v1/PinTimeMarkRequest'
 import type { CompactRequest__Output } from '../proto/generated/tidemark/v1/CompactRequest'
 import type { CompactReply } from '../proto/generated/tidemark/v1/CompactReply'
+import { toStatus } from '../proto/status'
+import { unaryHandler, type UnaryOptions } from '../proto/unary-handler'
+import type { VolumeJournal } from '../proto/generated/tidemark/v1/VolumeJournal'
+import { compactReply, volumeStatsReply } from './admin-replies'
 import type { Authorizer, Caller } from './authorizer'
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
-
-const STATUS: Record<string, grpc.status> = {
-  UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
-  POINT_IN_FUTURE: grpc.status.OUT_OF_RANGE,
-  BAD_POINT: grpc.status.INVALID_ARGUMENT,
-  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
-  JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
-  SEQ_NOT_DURABLE: grpc.status.OUT_OF_RANGE,
-  INITIAL_COPY_INCOMPLETE: grpc.status.FAILED_PRECONDITION,
-  POINT_INEXACT: grpc.status.FAILED_PRECONDITION,
-  UNKNOWN_TIMEMARK: grpc.status.NOT_FOUND,
-  AMBIGUOUS_TIMEMARK: grpc.status.FAILED_PRECONDITION,
-  POINT_BEFORE_HISTORY: grpc.status.OUT_OF_RANGE,
-  READ_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
-  READ_TOO_LARGE: grpc.status.INVALID_ARGUMENT,
-  REGION_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
-  POINT_EXPIRED: grpc.status.OUT_OF_RANGE,
-  COMPACTION_RUNNING: grpc.status.FAILED_PRECONDITION,
-}
 
 /** Largest Read (TimeView) request. */
 export const MAX_READ_BYTES = 4 * 1024 * 1024
@@ -78,12 +63,6 @@ export interface ResolvedPoint {
   timeMs: number
 }
 
-function toStatus(err: unknown): Partial<grpc.StatusObject> {
-  const e = err as { code?: string; message?: string }
-  const code = (e.code ? STATUS[e.code] : undefined) ?? grpc.status.INTERNAL
-  return { code, details: e.code ? `${e.code}: ${e.message}` : String(e.message ?? err) }
-}
-
 export class AdminService {
   constructor(
     private readonly store: ApplianceStore,
@@ -96,6 +75,14 @@ export class AdminService {
   ) {}
 
   addToServer(server: grpc.Server): void {
+    // Every request names a volume ("" for all of them, where allowed): the
+    // caller needs the right to it before anything else is looked at.
+    const opts = <Req extends { volume: string }>(context?: (r: Req) => Record<string, unknown>): UnaryOptions<Req> => ({
+      log: this.log,
+      codeInDetails: true,
+      authorize: (call) => this.authorize(call.request.volume, call),
+      context: context ?? ((r) => ({ volume: r.volume })),
+    })
     server.addService(adminProto.Admin.service, {
       restore: (call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>) => {
         this.restore(call).catch((err) => {
@@ -103,109 +90,61 @@ export class AdminService {
           call.emit('error', toStatus(err))
         })
       },
-      stats: (call: grpc.ServerUnaryCall<StatsRequest__Output, StatsReply>, cb: grpc.sendUnaryData<StatsReply>) => {
-        try {
-          cb(null, { json: JSON.stringify(this.stats(call.request.volume, call)) })
-        } catch (err) {
-          cb(toStatus(err))
+      stats: unaryHandler<StatsRequest__Output, StatsReply>('stats', opts(), (call) => this.stats(call.request.volume)),
+      journal: unaryHandler<JournalRequest__Output, JournalReply>('journal', opts(), (call) => this.journal(call.request)),
+      resolve: unaryHandler<ResolveRequest__Output, ResolveReply>('resolve', opts(), async (call) => {
+        const v = this.volume(call.request.volume)
+        const p = await this.resolvePoint(v, call.request.point)
+        return { seq: p.seq, volumeSize: v.meta.size, timemark: p.timemark ? toTimeMark(p.timemark) : null, timeMs: p.timeMs }
+      }),
+      read: unaryHandler<ReadRequest__Output, ReadReply>('read', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
+        const r = call.request
+        const v = this.volume(r.volume)
+        if (r.length > MAX_READ_BYTES) {
+          throw new TidemarkError('READ_TOO_LARGE', `a read of ${r.length} bytes is over the ${MAX_READ_BYTES}-byte limit`)
         }
-      },
-      journal: (call: grpc.ServerUnaryCall<JournalRequest__Output, JournalReply>, cb: grpc.sendUnaryData<JournalReply>) => {
-        this.journal(call).then(
-          (j) => cb(null, { json: JSON.stringify(j) }),
-          (err) => cb(toStatus(err))
-        )
-      },
-      resolve: (call: grpc.ServerUnaryCall<ResolveRequest__Output, ResolveReply>, cb: grpc.sendUnaryData<ResolveReply>) => {
-        const run = async (): Promise<ResolveReply> => {
-          const v = this.volume(call.request.volume, call)
-          const p = await this.resolvePoint(v, call.request.point)
-          return { seq: p.seq, volumeSize: v.meta.size, timemark: p.timemark ? toTimeMark(p.timemark) : null, timeMs: p.timeMs }
+        this.checkPoint(v, r.seq)
+        return { data: await v.read(r.seq, r.offset, r.length) }
+      }),
+      fingerprints: unaryHandler<FingerprintsRequest__Output, FingerprintsReply>('fingerprints', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
+        const r = call.request
+        const v = this.volume(r.volume)
+        if (r.regions.length > MAX_FINGERPRINT_REGIONS) {
+          throw new TidemarkError('READ_TOO_LARGE', `${r.regions.length} regions is over the ${MAX_FINGERPRINT_REGIONS} one request may name`)
         }
-        run().then(
-          (r) => cb(null, r),
-          (err) => cb(toStatus(err))
-        )
-      },
-      read: (call: grpc.ServerUnaryCall<ReadRequest__Output, ReadReply>, cb: grpc.sendUnaryData<ReadReply>) => {
-        const run = async (): Promise<ReadReply> => {
-          const r = call.request
-          const v = this.volume(r.volume, call)
-          if (r.length > MAX_READ_BYTES) {
-            throw new TidemarkError('READ_TOO_LARGE', `a read of ${r.length} bytes is over the ${MAX_READ_BYTES}-byte limit`)
-          }
-          this.checkPoint(v, r.seq)
-          return { data: await v.read(r.seq, r.offset, r.length) }
-        }
-        run().then(
-          (r) => cb(null, r),
-          (err) => {
-            this.log.warn({ volume: call.request.volume, seq: call.request.seq, err: (err as Error).message }, 'read refused')
-            cb(toStatus(err))
-          }
-        )
-      },
-      fingerprints: (call: grpc.ServerUnaryCall<FingerprintsRequest__Output, FingerprintsReply>, cb: grpc.sendUnaryData<FingerprintsReply>) => {
-        const run = async (): Promise<FingerprintsReply> => {
-          const r = call.request
-          const v = this.volume(r.volume, call)
-          if (r.regions.length > MAX_FINGERPRINT_REGIONS) {
-            throw new TidemarkError('READ_TOO_LARGE', `${r.regions.length} regions is over the ${MAX_FINGERPRINT_REGIONS} one request may name`)
-          }
-          this.checkPoint(v, r.seq)
-          return { fingerprints: await v.fingerprintsAt(r.seq, r.regions) }
-        }
-        run().then(
-          (r) => cb(null, r),
-          (err) => cb(toStatus(err))
-        )
-      },
-      pinTimeMark: (call: grpc.ServerUnaryCall<PinTimeMarkRequest__Output, TimeMark>, cb: grpc.sendUnaryData<TimeMark>) => {
-        const run = async (): Promise<TimeMark> => {
-          const r = call.request
-          const v = this.volume(r.volume, call)
-          const p = await this.resolvePoint(v, { timemark: r.timemark, point: 'timemark' }, { anyPoint: true })
-          return toTimeMark(await v.pin(p.timemark!.seq, r.pinned))
-        }
-        run().then(
-          (r) => cb(null, r),
-          (err) => cb(toStatus(err))
-        )
-      },
-      compact: (call: grpc.ServerUnaryCall<CompactRequest__Output, CompactReply>, cb: grpc.sendUnaryData<CompactReply>) => {
-        const run = async (): Promise<CompactReply> => {
-          const v = this.volume(call.request.volume, call)
-          if (!this.retention) throw new TidemarkError('BAD_POINT', 'this appliance has no retention')
-          const r = await this.retention.run(v)
-          return { json: JSON.stringify({ volume: v.meta.name, rule: r.rule, upTo: r.plan.upTo, warning: r.plan.shrinking, compaction: r.result }) }
-        }
-        run().then(
-          (r) => cb(null, r),
-          (err) => cb(toStatus(err))
-        )
-      },
-      listTimeMarks: (
-        call: grpc.ServerUnaryCall<ListTimeMarksRequest__Output, ListTimeMarksReply>,
-        cb: grpc.sendUnaryData<ListTimeMarksReply>
-      ) => {
-        const run = async (): Promise<ListTimeMarksReply> => {
-          const v = this.volume(call.request.volume, call)
-          return { timemarks: (await v.timemarks()).map(toTimeMark) }
-        }
-        run().then(
-          (r) => cb(null, r),
-          (err) => cb(toStatus(err))
-        )
-      },
+        this.checkPoint(v, r.seq)
+        return { fingerprints: await v.fingerprintsAt(r.seq, r.regions) }
+      }),
+      pinTimeMark: unaryHandler<PinTimeMarkRequest__Output, TimeMark>('pinTimeMark', opts(), async (call) => {
+        const r = call.request
+        const v = this.volume(r.volume)
+        const p = await this.resolvePoint(v, { timemark: r.timemark, point: 'timemark' }, { anyPoint: true })
+        return toTimeMark(await v.pin(p.timemark!.seq, r.pinned))
+      }),
+      compact: unaryHandler<CompactRequest__Output, CompactReply>('compact', opts(), async (call) => {
+        const v = this.volume(call.request.volume)
+        if (!this.retention) throw new TidemarkError('BAD_POINT', 'this appliance has no retention')
+        return compactReply(v.meta.name, await this.retention.run(v))
+      }),
+      listTimeMarks: unaryHandler<ListTimeMarksRequest__Output, ListTimeMarksReply>('listTimeMarks', opts(), async (call) => {
+        const v = this.volume(call.request.volume)
+        return { timemarks: (await v.timemarks()).map(toTimeMark) }
+      }),
     })
   }
 
-  private volume(name: string, caller: Caller): VolumeStore {
-    const v = this.store.get(name)
+  /** With TLS, a caller may read the volumes its identity may write ("": every volume, checked by the caller). */
+  private authorize(name: string, caller: Caller): void {
+    if (!name) return
     const who = this.auth.identity(caller)
     if (this.auth.tls && !this.auth.mayWrite(who, name)) {
       throw new TidemarkError('PERMISSION_DENIED', `certificate identity "${who}" may not read volume ${name}`)
     }
+  }
+
+  /** The volume a request names (authorize() has let the caller at it). */
+  private volume(name: string): VolumeStore {
+    const v = this.store.get(name)
     if (!v) throw new TidemarkError('UNKNOWN_VOLUME', `no volume named ${JSON.stringify(name)} on this appliance`)
     return v
   }
@@ -273,7 +212,8 @@ export class AdminService {
   }
 
   private async restore(call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>): Promise<void> {
-    const v = this.volume(call.request.volume, call)
+    this.authorize(call.request.volume, call)
+    const v = this.volume(call.request.volume)
     const { seq } = await this.resolvePoint(v, call.request.point)
     let cancelled = false
     call.on('cancelled', () => (cancelled = true))
@@ -299,34 +239,31 @@ export class AdminService {
     this.log.info({ volume: v.meta.name, seq, bytes, ms: Date.now() - t0 }, 'restore served')
   }
 
-  private stats(name: string, caller: Caller): Record<string, unknown> {
-    const vols = name ? [this.volume(name, caller)] : this.store.volumes()
+  private stats(name: string): StatsReply {
+    const vols = name ? [this.volume(name)] : this.store.volumes()
     const streams = this.replication.info()
     return {
       appliance: {
         id: this.applianceId,
         startedAt: this.startedAt.toISOString(),
         streams: streams.length,
-        rejected: this.replication.rejected,
+        rejected: { ...this.replication.rejected },
       },
-      volumes: vols.map((v) => ({
-        name: v.meta.name,
-        ...v.stats(),
-        retention: this.retention?.info(v) ?? null,
-        agent: streams.find((s) => s.volume === v.meta.name) ?? null,
-      })),
+      volumes: vols.map((v) =>
+        volumeStatsReply(v.meta.name, v.stats(), this.retention?.info(v) ?? null, streams.find((s) => s.volume === v.meta.name) ?? null)
+      ),
     }
   }
 
-  private async journal(call: grpc.ServerUnaryCall<JournalRequest__Output, JournalReply>): Promise<unknown> {
-    const r = call.request
-    const vols = r.volume ? [this.volume(r.volume, call)] : this.store.volumes()
-    const out: Record<string, unknown> = {}
+  private async journal(r: JournalRequest__Output): Promise<JournalReply> {
+    const vols = r.volume ? [this.volume(r.volume)] : this.store.volumes()
+    const out: VolumeJournal[] = []
     for (const v of vols) {
-      if (r.action === 'SHOW') out[v.meta.name] = await v.show(r.fromSeq, r.limit || 100)
-      else if (r.action === 'VERIFY') out[v.meta.name] = await v.verify()
-      else out[v.meta.name] = await v.journal()
+      const volume = v.meta.name
+      if (r.action === 'SHOW') out.push({ volume, records: await v.show(r.fromSeq, r.limit || 100) })
+      else if (r.action === 'VERIFY') out.push({ volume, verify: await v.verify() })
+      else out.push({ volume, segments: await v.journal() })
     }
-    return out
+    return { volumes: out }
   }
 }

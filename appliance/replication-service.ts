@@ -21,6 +21,7 @@ import { TidemarkError } from '../proto/errors'
 import type { AgentMessage__Output } from '../proto/generated/tidemark/v1/AgentMessage'
 import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { MAX_BATCH_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
+import { toStatus } from '../proto/status'
 import type { Authorizer } from './authorizer'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
@@ -30,25 +31,7 @@ const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/
 
 type Call = grpc.ServerDuplexStream<AgentMessage__Output, ApplianceMessage>
 
-/** The gRPC status for each error code a stream can end with. */
-const STATUS: Record<string, grpc.status> = {
-  BATCH_CHECKSUM: grpc.status.DATA_LOSS,
-  BATCH_CORRUPT: grpc.status.INVALID_ARGUMENT,
-  BATCH_TOO_LARGE: grpc.status.RESOURCE_EXHAUSTED,
-  SEQ_OUT_OF_ORDER: grpc.status.FAILED_PRECONDITION,
-  RECORD_OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
-  RECORD_MALFORMED: grpc.status.INVALID_ARGUMENT,
-  PROTOCOL: grpc.status.INVALID_ARGUMENT,
-  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
-  UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
-  JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
-  // The volume's faults (batch-writer.ts): the agent backs off and retries.
-  NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
-  JOURNAL_IO: grpc.status.UNAVAILABLE,
-  JOURNAL_READ_ONLY: grpc.status.FAILED_PRECONDITION,
-}
-
-/** Refusals the volume store logged once when its fault began: not logged again per stream. */
+/** Refusals the volume store logged once when its fault began (batch-writer.ts): not logged again per stream. */
 const LOGGED_BY_STORE = new Set(['NO_SPACE', 'JOURNAL_IO', 'JOURNAL_READ_ONLY'])
 
 export interface StreamInfo {
@@ -95,11 +78,11 @@ export class ReplicationService {
   private reject(call: Call, err: unknown, ctx: Record<string, unknown>): void {
     const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error)?.message ?? String(err))
     this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
-    const code = STATUS[e.code] ?? grpc.status.INTERNAL
-    if (code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
+    const status = toStatus(e)
+    if (status.code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
     else if (LOGGED_BY_STORE.has(e.code)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
     else this.log.warn({ ...ctx, code: e.code }, `replication stream rejected: ${e.message}`)
-    call.emit('error', { code, details: `${e.code}: ${e.message}` })
+    call.emit('error', status)
   }
 
   private replicate(call: Call): void {

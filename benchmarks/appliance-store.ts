@@ -27,16 +27,12 @@ import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
 import { ApplianceStore } from '../appliance/store'
+import { MiB, removeDir, resultsPath, scratchDir } from './lib/env'
+import { writeResults } from './lib/report'
 
-const MiB = 1024 * 1024
-// The repository root, whether this runs from benchmarks/ (ts-node, tap) or dist/benchmarks/.
-const ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')].find((d) =>
-  fs.existsSync(path.join(d, 'package.json'))
-)!
-const BASE = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
 const INGEST_MB = Number(process.env.TIDEMARK_BENCH_INGEST_MB || 128)
 const RESTORE_GB = Number(process.env.TIDEMARK_BENCH_RESTORE_GB || 2)
-const OUT = process.env.TIDEMARK_BENCH_OUT || path.join(ROOT, 'benchmarks', 'results', 'appliance-store.json')
+const OUT = resultsPath('appliance-store')
 const quiet = pino({ level: 'silent' })
 
 // A pool of random bytes; records take slices at varying offsets.
@@ -225,7 +221,7 @@ export async function restorePeer(dir: string, size: number) {
 }
 
 async function main() {
-  const dir = fs.mkdtempSync(path.join(BASE, 'tidemark-bench-store-'))
+  const dir = scratchDir('tidemark-bench-store-')
   try {
     const peerIn = await ingestPeer(dir)
     for (let i = 0; i < 8; i++) fs.rmSync(path.join(dir, `peer-${i}`))
@@ -275,11 +271,9 @@ async function main() {
     )
     console.log(`| extents() alone, no output file (MB/s) | ${Math.max(...readOnly.map((r) => r.mbPerSec)).toFixed(0)} | | |`)
     console.log(`| reopen (s) / index rebuild from segments (s) | ${reopenSecs.toFixed(2)} / ${rebuildSecs.toFixed(1)} | | |`)
-    fs.mkdirSync(path.dirname(OUT), { recursive: true })
-    fs.writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n')
-    console.log(`\nwrote ${OUT}`)
+    writeResults(OUT, result)
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
   }
 }
 

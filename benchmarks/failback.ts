@@ -28,29 +28,18 @@
 // Environment: TIDEMARK_BENCH_DIR (os.tmpdir()), TIDEMARK_BENCH_OUT
 // (benchmarks/results/failback.json), TIDEMARK_BENCH_FAILBACK_GB (1),
 // TIDEMARK_BENCH_FAILBACK_PCTS (1,10,100), TIDEMARK_BENCH_ROUNDS (1).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { randomImage, sha256File as sha256 } from './lib/data'
+import { BIN, envNumber, MiB, removeDir, resultsPath, scratchDir, SECTOR } from './lib/env'
+import { connectable, killAll, must, Proc, tidemark, version } from './lib/process'
+import { median, writeResults } from './lib/report'
 
-const ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')].find((d) => fs.existsSync(path.join(d, 'package.json')))!
-const BIN = path.join(ROOT, 'bin', 'tidemark.js')
-const MiB = 1024 * 1024
-const SECTOR = 512
 const BLOCK = 4096
 
-function envNumber(name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}='${v}' is not a positive number`)
-  return n
-}
-
-const BASE_DIR = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
-const OUT = path.resolve(process.env.TIDEMARK_BENCH_OUT || path.join(ROOT, 'benchmarks', 'results', 'failback.json'))
+const OUT = resultsPath('failback')
 const SIZE = Math.round(envNumber('TIDEMARK_BENCH_FAILBACK_GB', 1) * 1024) * MiB
 const PCTS = (process.env.TIDEMARK_BENCH_FAILBACK_PCTS || '1,10,100').split(',').map((s) => {
   const n = Number(s)
@@ -61,102 +50,21 @@ const ROUNDS = Math.floor(envNumber('TIDEMARK_BENCH_ROUNDS', 1))
 
 // ---------------------------------------------------------------- processes
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (d) => (stdout += d))
-    p.stderr.on('data', (d) => (stderr += d))
-    p.on('error', reject)
-    p.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
-
-async function must(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args)
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-  return r.stdout
-}
-
 async function timed(cmd: string, args: string[]): Promise<{ seconds: number; stdout: string }> {
   const t0 = process.hrtime.bigint()
   const stdout = await must(cmd, args)
   return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, stdout }
 }
 
-function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
-
-const children = new Set<ChildProcess>()
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL')
-})
+let benchDir = ''
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
-    for (const c of children) c.kill('SIGKILL')
-    if (benchDir) fs.rmSync(benchDir, { recursive: true, force: true })
-    process.exit(130)
+    removeDir(benchDir)
+    process.exit(130) // the processes still running are killed on exit (lib/process.ts)
   })
-}
-let benchDir = ''
-
-function start(cmd: string, args: string[]): { proc: ChildProcess; out: () => string; exited: Promise<number | null> } {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.add(proc)
-  let out = ''
-  proc.stdout!.on('data', (d) => (out += d))
-  proc.stderr!.on('data', (d) => (out += d))
-  const exited = new Promise<number | null>((r) =>
-    proc.on('exit', (code) => {
-      children.delete(proc)
-      r(code)
-    })
-  )
-  return { proc, out: () => out, exited }
-}
-
-async function waitFor(what: string, ok: () => boolean | Promise<boolean>, timeoutMs: number, log: () => string): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`${what} within ${timeoutMs / 1000} s:\n${log().slice(-3000)}`)
-    await sleep(50)
-  }
 }
 
 // ---------------------------------------------------------------- images
-
-function fillRandom(buf: Buffer, seed: number): void {
-  let x = seed >>> 0 || 1
-  for (let i = 0; i + 4 <= buf.length; i += 4) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    buf.writeUInt32LE(x >>> 0, i)
-  }
-}
-
-function makeRandomImage(file: string, size: number, seed: number): void {
-  const fd = fs.openSync(file, 'w')
-  const chunk = Buffer.alloc(4 * MiB)
-  for (let off = 0, i = 0; off < size; off += chunk.length, i++) {
-    fillRandom(chunk, seed * 7919 + i)
-    fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off)
-  }
-  fs.closeSync(fd)
-}
 
 /** A copy of `src` with `pct` % of its sectors changed; returns how many sectors differ. */
 function diverge(src: string, dst: string, pct: number, seed: number): number {
@@ -198,34 +106,15 @@ function diverge(src: string, dst: string, pct: number, seed: number): number {
   }
 }
 
-function sha256(file: string): string {
-  const h = crypto.createHash('sha256')
-  const fd = fs.openSync(file, 'r')
-  const buf = Buffer.alloc(4 * MiB)
-  for (;;) {
-    const n = fs.readSync(fd, buf, 0, buf.length, null)
-    if (n === 0) break
-    h.update(buf.subarray(0, n))
-  }
-  fs.closeSync(fd)
-  return h.digest('hex')
-}
-
-function version(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  return (r.stdout || r.stderr || '').split('\n')[0].trim()
-}
-
 async function withNbdkit<T>(dir: string, file: string, fn: (uri: string) => Promise<T>): Promise<T> {
   const sock = path.join(dir, 'target.sock')
   fs.rmSync(sock, { force: true })
-  const k = start('nbdkit', ['-f', '-U', sock, 'file', file])
+  const k = new Proc('nbdkit', 'nbdkit', ['-f', '-U', sock, 'file', file])
   try {
-    await waitFor('nbdkit did not listen', () => fs.existsSync(sock) && connectable(sock), 10_000, k.out)
+    await k.waitFor(async () => fs.existsSync(sock) && (await connectable(sock)), 'listening', 10_000, 50)
     return await fn(`nbd+unix:///?socket=${sock}`)
   } finally {
-    k.proc.kill('SIGTERM')
-    await k.exited
+    await k.stop()
   }
 }
 
@@ -240,26 +129,26 @@ interface Run {
 }
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, 'tidemark-bench-failback-'))
+  const dir = scratchDir('tidemark-bench-failback-')
   benchDir = dir
   try {
     const prod = path.join(dir, 'prod.img')
     process.stderr.write(`setup: ${SIZE / MiB} MiB volume of random data in ${dir}\n`)
-    makeRandomImage(prod, SIZE, 42)
-    const app = start(process.execPath, [BIN, 'appliance', '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    randomImage(prod, SIZE, 42)
+    const app = tidemark('appliance', ['appliance', '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    const printed = (): string => app.out + app.err
     let port = 0
-    await waitFor('the appliance did not start', () => {
-      const m = /listening on [^\s]+:(\d+)/.exec(app.out())
+    await app.waitFor(() => {
+      const m = /listening on [^\s]+:(\d+)/.exec(printed())
       if (m) port = Number(m[1])
       return port > 0
-    }, 30_000, app.out)
+    }, 'listening', 30_000, 50)
     const address = `127.0.0.1:${port}`
     const sock = path.join(dir, 'agent.sock')
-    const agent = start(process.execPath, [BIN, 'agent', '--state', path.join(dir, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${prod}`,
+    const agent = tidemark('agent', ['agent', '--state', path.join(dir, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${prod}`,
       '--appliance', address, '--stats-interval', '0'])
-    await waitFor('the initial copy did not complete', () => /initial copy complete/.test(app.out()), 600_000, app.out)
-    agent.proc.kill('SIGTERM')
-    if ((await agent.exited) !== 0) throw new Error(`the agent did not stop cleanly:\n${agent.out()}`)
+    await app.waitFor(() => /initial copy complete/.test(printed()), 'initial copy', 600_000, 50)
+    if ((await agent.stop()) !== 0) throw new Error(`the agent did not stop cleanly:\n${agent.tail()}`)
 
     const point = path.join(dir, 'point.img')
     const rs = await timed(process.execPath, [BIN, 'restore', '--appliance', address, '--volume', 'vol', '--seq', 'latest', '--out', point, '--json'])
@@ -314,13 +203,8 @@ async function main(): Promise<void> {
       }
       fs.rmSync(diverged)
     }
-    app.proc.kill('SIGTERM')
-    await app.exited
+    await app.stop()
 
-    const median = (xs: number[]): number => {
-      const s = [...xs].sort((a, b) => a - b)
-      return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-    }
     const rows = PCTS.map((pct) => {
       const group = runs.filter((r) => r.pct === pct)
       const fb = median(group.map((r) => r.tidemark.seconds))
@@ -351,29 +235,20 @@ async function main(): Promise<void> {
       ),
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
-    fs.mkdirSync(path.dirname(OUT), { recursive: true })
-    fs.writeFileSync(
-      OUT,
-      `${JSON.stringify(
-        {
-          benchmark: 'failback',
-          date: new Date().toISOString(),
-          machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memoryBytes: os.totalmem(), node: process.version },
-          tools: { nbdkit: version('nbdkit', ['--version']), nbdcopy: version('nbdcopy', ['--version']) },
-          settings: { sizeBytes: SIZE, pcts: PCTS, rounds: ROUNDS, divergence: '4 KiB aligned blocks at random (100 %: every byte inverted)' },
-          seq,
-          restoreSeconds: rs.seconds,
-          rows,
-          runs,
-        },
-        null,
-        2
-      )}\n`
-    )
-    process.stderr.write(`wrote ${OUT}\n`)
+    writeResults(OUT, {
+      benchmark: 'failback',
+      date: new Date().toISOString(),
+      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memoryBytes: os.totalmem(), node: process.version },
+      tools: { nbdkit: version('nbdkit', ['--version']), nbdcopy: version('nbdcopy', ['--version']) },
+      settings: { sizeBytes: SIZE, pcts: PCTS, rounds: ROUNDS, divergence: '4 KiB aligned blocks at random (100 %: every byte inverted)' },
+      seq,
+      restoreSeconds: rs.seconds,
+      rows,
+      runs,
+    })
   } finally {
-    for (const c of children) c.kill('SIGKILL')
-    fs.rmSync(dir, { recursive: true, force: true })
+    await killAll()
+    removeDir(dir)
   }
 }
 

@@ -20,10 +20,9 @@ import pino from 'pino'
 import { ApplianceStore } from '../appliance/store'
 import type { VolumeStore } from '../appliance/volume-store'
 import { batchOf, rec, restorePeer } from './appliance-store'
+import { MiB, removeDir, resultsPath, scratchDir } from './lib/env'
+import { writeResults } from './lib/report'
 
-const MiB = 1024 * 1024
-const ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')].find((d) => fs.existsSync(path.join(d, 'package.json')))!
-const BASE = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
 const GB = Number(process.env.TIDEMARK_BENCH_POINTS_GB || 4)
 const RECORDS = Number(process.env.TIDEMARK_BENCH_RECORDS || 1_100_000)
 const quiet = pino({ level: 'silent' })
@@ -65,7 +64,7 @@ async function restoreAt(dir: string, v: VolumeStore, seq: number, size: number)
 }
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(BASE, 'tidemark-bench-points-'))
+  const dir = scratchDir('tidemark-bench-points-')
   try {
     const size = GB * 1024 * MiB
     const store = await ApplianceStore.open(dir, quiet, { segmentBytes: 256 * MiB })
@@ -117,13 +116,11 @@ async function main(): Promise<void> {
     ]
     const md = rows.join('\n')
     process.stdout.write(`${md}\n`)
-    const out = path.join(ROOT, 'benchmarks', 'results', 'points.json')
-    fs.writeFileSync(
-      out,
-      JSON.stringify({ date: new Date().toISOString(), cpus: os.cpus().length, gb: GB, records, fillSeconds: filled.seconds, restores, after, peer, compactions: [c1, c2], ingest: { alone, withCompaction }, markdown: md }, null, 2) + '\n'
-    )
+    writeResults(resultsPath('points'), {
+      date: new Date().toISOString(), cpus: os.cpus().length, gb: GB, records, fillSeconds: filled.seconds, restores, after, peer, compactions: [c1, c2], ingest: { alone, withCompaction }, markdown: md,
+    })
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
   }
 }
 

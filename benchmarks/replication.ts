@@ -55,7 +55,7 @@
 // TIDEMARK_BENCH_INGEST_MB (128 per stream), TIDEMARK_BENCH_INGEST_AGENTS (4),
 // TIDEMARK_BENCH_INGEST_VOLUMES (2 per agent), TIDEMARK_BENCH_INGEST_ROUNDS (2),
 // TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_RESTORE_ROUNDS (2).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -64,24 +64,17 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
-
-const ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')].find((d) => fs.existsSync(path.join(d, 'package.json')))!
-const BIN = path.join(ROOT, 'bin', 'tidemark.js')
-const MiB = 1024 * 1024
-const SECTOR = 512
+import { statsJson } from '../cli/inspect-json'
+import { allProcesses, machineCpu, processCpu, selfCpu, topOthers, type ProcessCpu } from './lib/cpu'
+import { fillRandom, sparseFile } from './lib/data'
+import { BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
+import { fio } from './lib/fio'
+import { connectable, have, killAll, must, Proc, run, sleep, type Log } from './lib/process'
+import { f0, f1, f2, machineInfo, median, percentile, writeResults } from './lib/report'
 
 // ---------------------------------------------------------------- settings
 
-function envNumber(name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}='${v}' is not a positive number`)
-  return n
-}
-
-const BASE_DIR = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
-const OUT = path.resolve(process.env.TIDEMARK_BENCH_OUT || path.join(ROOT, 'benchmarks', 'results', 'replication.json'))
+const OUT = resultsPath('replication')
 const ALL_PARTS = ['microscan', 'rpo', 'ingest', 'restore'] as const
 type Part = (typeof ALL_PARTS)[number]
 const PARTS: Part[] = (() => {
@@ -110,154 +103,20 @@ const TARGET_RPO_P99_MS = 1000
 const TARGET_INGEST_MBPS = 200
 const TARGET_RESTORE_MBPS = 300
 
-// ---------------------------------------------------------------- small helpers
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
-/** Nearest-rank percentile. */
-function percentile(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]
-}
-
-function commandOutput(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  if (r.error) return `unavailable (${r.error.message})`
-  return `${r.stdout}${r.stderr}`.trim()
-}
-
-function have(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
-}
-
-function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
-
-/** Runs a command to completion without blocking the event loop. */
-function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (d) => (stdout += d))
-    p.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 600_000)
-    p.on('error', reject)
-    p.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-    if (opts.input !== undefined) p.stdin.end(opts.input)
-    else p.stdin.end()
-  })
-}
-
-async function must(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<string> {
-  const r = await run(cmd, args, opts)
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`)
-  return r.stdout
-}
-
-function sparseFile(file: string, size: number): void {
-  const fd = fs.openSync(file, 'w')
-  fs.ftruncateSync(fd, size)
-  fs.closeSync(fd)
-}
-
-/** xorshift32: deterministic bytes (the same seed gives the same data in every run). */
-function fillRandom(buf: Buffer, seed: number): void {
-  let x = seed >>> 0 || 1
-  for (let i = 0; i + 4 <= buf.length; i += 4) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    buf.writeUInt32LE(x >>> 0, i)
-  }
-}
-
-// ---------------------------------------------------------------- CPU accounting (as tap-overhead.ts)
-
-const CLK_TCK = Number(commandOutput('getconf', ['CLK_TCK'])) || 100
-
-function statFields(p: string): string[] | null {
-  try {
-    const s = fs.readFileSync(p, 'utf8')
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')
-  } catch {
-    return null
-  }
-}
-
-/** CPU seconds of a live process: all threads, and its main thread (the JS event loop for node). */
-function processCpu(pid: number): { total: number; main: number } {
-  const f = statFields(`/proc/${pid}/stat`)
-  const m = statFields(`/proc/${pid}/task/${pid}/stat`)
-  return {
-    total: f ? (Number(f[11]) + Number(f[12])) / CLK_TCK : NaN,
-    main: m ? (Number(m[11]) + Number(m[12])) / CLK_TCK : NaN,
-  }
-}
-
-/** This process's CPU, and its reaped children's (fio, sqlite3, mkfs, cp, ... once waited for). */
-function selfCpu(): { own: number; children: number } {
-  const f = statFields('/proc/self/stat')!
-  return { own: (Number(f[11]) + Number(f[12])) / CLK_TCK, children: (Number(f[13]) + Number(f[14])) / CLK_TCK }
-}
-
-function allProcesses(): Map<number, { comm: string; cpu: number }> {
-  const m = new Map<number, { comm: string; cpu: number }>()
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue
-    try {
-      const s = fs.readFileSync(`/proc/${e}/stat`, 'utf8')
-      const comm = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'))
-      const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
-      m.set(Number(e), { comm, cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK })
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return m
-}
-
-function machineCpu(): number {
-  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]
-  const v = line.trim().split(/\s+/).slice(1).map(Number)
-  const idle = v[3] + (v[4] || 0)
-  const total = v.slice(0, 8).reduce((a, b) => a + b, 0)
-  return (total - idle) / CLK_TCK
-}
+// ---------------------------------------------------------------- CPU accounting (lib/cpu.ts)
 
 interface CpuSnap {
   at: number
   machine: number
   self: { own: number; children: number }
-  procs: Map<number, { comm: string; cpu: number }>
+  procs: ProcessCpu
   tracked: Map<number, { total: number; main: number }>
 }
 
 function cpuSnap(tracked: number[]): CpuSnap {
   return {
     at: performance.now(),
-    machine: machineCpu(),
+    machine: machineCpu().busy,
     self: selfCpu(),
     procs: allProcesses(),
     tracked: new Map(tracked.map((pid) => [pid, processCpu(pid)])),
@@ -300,19 +159,7 @@ function cpuWindow(a: CpuSnap, b: CpuSnap, roles: Record<string, number[]>): Cpu
   const bench = b.self.own - a.self.own
   const machine = b.machine - a.machine
   // Children still running at b (e.g. fio under way) are in neither snapshot's cutime: exclude them by name too.
-  const by = new Map<string, number>()
-  for (const [pid, p] of b.procs) {
-    if (exclude.has(pid)) continue
-    const d = p.cpu - (a.procs.get(pid)?.cpu ?? 0)
-    if (d <= 0) continue
-    const name = p.comm.startsWith('kworker') ? 'kworker' : p.comm.trim()
-    by.set(name, (by.get(name) ?? 0) + d / wall)
-  }
-  const others = [...by.entries()]
-    .map(([comm, cores]) => ({ comm, cores: Math.round(cores * 100) / 100 }))
-    .filter((x) => x.cores >= 0.02)
-    .sort((x, y) => y.cores - x.cores)
-    .slice(0, 4)
+  const others = topOthers(a.procs, b.procs, exclude, wall, 0.02)
   return {
     seconds: wall,
     roles: out,
@@ -326,101 +173,16 @@ function cpuWindow(a: CpuSnap, b: CpuSnap, roles: Record<string, number[]>): Cpu
 
 // ---------------------------------------------------------------- tidemark processes
 
-type Log = Record<string, any>
-
-class Proc {
-  readonly proc: ChildProcess
-  readonly name: string
-  out = ''
-  err = ''
-  private parsed: Log[] = []
-  private rest = ''
-  readonly exited: Promise<number | null>
-
-  constructor(name: string, argv: string[]) {
-    this.name = name
-    this.proc = spawn(process.execPath, [BIN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
-    this.proc.stdout!.on('data', (d) => {
-      this.out += d
-      const text = this.rest + d
-      const lines = text.split('\n')
-      this.rest = lines.pop()!
-      for (const l of lines) {
-        if (!l.startsWith('{')) continue
-        try {
-          this.parsed.push(JSON.parse(l))
-        } catch {
-          // not a log line
-        }
-      }
-      // Keep memory bounded on long runs: only the parsed lines are used.
-      if (this.out.length > 4 * MiB) this.out = this.out.slice(-MiB)
-    })
-    this.proc.stderr!.on('data', (d) => (this.err += d))
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)))
-    live.add(this)
-  }
-
-  get pid(): number {
-    return this.proc.pid!
-  }
-
-  get alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null
-  }
-
-  logs(): Log[] {
-    return this.parsed
-  }
-
-  async waitLog(pred: (l: Log) => boolean, what: string, timeoutMs = 60_000): Promise<Log> {
-    const end = Date.now() + timeoutMs
-    let from = 0
-    for (;;) {
-      for (; from < this.parsed.length; from++) if (pred(this.parsed[from])) return this.parsed[from]
-      if (!this.alive) throw new Error(`${this.name} exited (${this.proc.exitCode ?? this.proc.signalCode}) before ${what}:\n${this.out.slice(-4000)}\n${this.err.slice(-4000)}`)
-      if (Date.now() > end) throw new Error(`${this.name}: no ${what} within ${timeoutMs / 1000} s:\n${this.out.slice(-4000)}\n${this.err.slice(-4000)}`)
-      await sleep(20)
-    }
-  }
-
-  async stop(timeoutMs = 60_000): Promise<number | null> {
-    if (this.alive) this.proc.kill('SIGTERM')
-    let timer: NodeJS.Timeout | undefined
-    const t = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)))
-    const first = await Promise.race([this.exited, t])
-    clearTimeout(timer)
-    if (first === 'timeout') {
-      this.proc.kill('SIGKILL')
-      await this.exited
-      live.delete(this)
-      throw new Error(`${this.name} did not stop within ${timeoutMs / 1000} s of SIGTERM:\n${this.out.slice(-4000)}\n${this.err.slice(-4000)}`)
-    }
-    live.delete(this)
-    return this.exited
-  }
-}
-
-/** Every tidemark process started here and not yet stopped (killed on failure). */
-const live = new Set<Proc>()
-
 class Appliance extends Proc {
   address = ''
   private client: AdminClient | null = null
 
   static async start(data: string): Promise<Appliance> {
-    const a = new Appliance('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
-    const end = Date.now() + 30_000
-    for (;;) {
-      const m = /listening on [^\s]+:(\d+)/.exec(a.err)
-      if (m) {
-        a.address = `127.0.0.1:${m[1]}`
-        return a
-      }
-      if (!a.alive) throw new Error(`appliance exited (${a.proc.exitCode}):\n${a.out}\n${a.err}`)
-      if (Date.now() > end) throw new Error(`appliance did not start:\n${a.out}\n${a.err}`)
-      await sleep(20)
-    }
+    const a = new Appliance('appliance', process.execPath, [BIN, 'appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    const listening = /listening on [^\s]+:(\d+)/
+    await a.waitFor(() => listening.test(a.err), 'listening', 30_000)
+    a.address = `127.0.0.1:${listening.exec(a.err)![1]}`
+    return a
   }
 
   /** What `tidemark stats --json` prints (the same Admin RPC, without a process per call). */
@@ -430,7 +192,7 @@ class Appliance extends Proc {
     }) as unknown as AdminClient
     const c = this.client
     return new Promise((resolve, reject) =>
-      c.stats({ volume: '' }, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(JSON.parse(res!.json))))
+      c.stats({ volume: '' }, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(statsJson(res!) as { volumes: Log[] })))
     )
   }
 
@@ -457,15 +219,10 @@ class Agent extends Proc {
     if (!extra.includes('--stats-interval')) argv.push('--stats-interval', '0.25')
     for (const [n, p] of Object.entries(volumes)) argv.push('--volume', `${n}=${p}`)
     argv.push(...extra)
-    const a = new Agent(`agent ${tag}`, argv)
+    const a = new Agent(`agent ${tag}`, process.execPath, [BIN, ...argv])
     a.sock = sock
     a.volumes = Object.keys(volumes)
-    const end = Date.now() + 30_000
-    while (!(await connectable(sock))) {
-      if (!a.alive) throw new Error(`agent exited (${a.proc.exitCode}):\n${a.out}\n${a.err}`)
-      if (Date.now() > end) throw new Error(`agent did not listen on ${sock}:\n${a.out}\n${a.err}`)
-      await sleep(20)
-    }
+    await a.listening(sock, 30_000)
     return a
   }
 
@@ -659,20 +416,6 @@ async function nbdWriteAll(c: NbdClient, items: Iterable<[number, Buffer]>, dept
   await Promise.all(inflight)
 }
 
-// ---------------------------------------------------------------- fio
-
-function fioJson(stdout: string): Log {
-  return JSON.parse(stdout.slice(stdout.indexOf('{')))
-}
-
-async function fio(args: string[], cwd: string, timeoutMs = 600_000): Promise<Log> {
-  const r = await run('fio', [...args, '--output-format=json'], { cwd, timeoutMs })
-  if (r.code !== 0) throw new Error(`fio ${args.join(' ')} exited ${r.code}:\n${r.stdout}\n${r.stderr}`)
-  const j = fioJson(r.stdout)
-  for (const job of j.jobs) if (job.error) throw new Error(`fio job ${job.jobname} failed with error ${job.error}`)
-  return j
-}
-
 // ---------------------------------------------------------------- part 1: MicroScan
 
 interface MsContext {
@@ -848,7 +591,7 @@ interface MsRun {
 }
 
 async function microscanRun(w: Workload, microscan: boolean): Promise<MsRun> {
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, `tidemark-bench-ms-${w.id}-`))
+  const dir = scratchDir(`tidemark-bench-ms-${w.id}-`)
   const c: MsContext = { dir, agent: null as unknown as Agent, volume: 'vol', volPath: path.join(dir, 'vol.img'), cleanups: [] }
   let app: Appliance | null = null
   try {
@@ -891,7 +634,7 @@ async function microscanRun(w: Workload, microscan: boolean): Promise<MsRun> {
     for (const f of c.cleanups) await f().catch(() => undefined)
     if (c.agent?.alive) await c.agent.stop().catch(() => undefined)
     if (app?.alive) await app.stop().catch(() => undefined)
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
   }
 }
 
@@ -945,7 +688,7 @@ async function fdatasyncLatency(dir: string, seconds: number, mbps: number): Pro
 }
 
 async function rpoRun(): Promise<RpoResult> {
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, 'tidemark-bench-rpo-'))
+  const dir = scratchDir('tidemark-bench-rpo-')
   let app: Appliance | null = null
   let agent: Agent | null = null
   try {
@@ -1016,7 +759,7 @@ async function rpoRun(): Promise<RpoResult> {
   } finally {
     if (agent?.alive) await agent.stop().catch(() => undefined)
     if (app?.alive) await app.stop().catch(() => undefined)
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
   }
 }
 
@@ -1051,7 +794,7 @@ interface IngestPeer {
 }
 
 async function ingestRun(round: number): Promise<IngestRun> {
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, 'tidemark-bench-ingest-'))
+  const dir = scratchDir('tidemark-bench-ingest-')
   let app: Appliance | null = null
   const agents: Agent[] = []
   let poller: { stop: boolean; history: Array<{ t: number; seqs: Map<string, number> }>; done: Promise<void> } | null = null
@@ -1148,12 +891,12 @@ async function ingestRun(round: number): Promise<IngestRun> {
     }
     for (const a of agents) if (a.alive) await a.stop().catch(() => undefined)
     if (app?.alive) await app.stop().catch(() => undefined)
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
   }
 }
 
 async function ingestPeer(round: number): Promise<IngestPeer> {
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, 'tidemark-bench-ingest-peer-'))
+  const dir = scratchDir('tidemark-bench-ingest-peer-')
   const streams = INGEST_AGENTS * INGEST_VOLUMES
   const pool = crypto.randomBytes(64 * MiB)
   try {
@@ -1173,7 +916,7 @@ async function ingestPeer(round: number): Promise<IngestPeer> {
     const bytes = streams * INGEST_MB * MiB
     return { round, bytes, seconds, mbPerSec: bytes / 1e6 / seconds, cpu: cpuWindow(cpu0, cpu1, {}) }
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
     spawnSync('sync')
   }
 }
@@ -1201,7 +944,7 @@ interface RestoreRun {
 }
 
 async function restorePart(): Promise<{ setup: RestoreSetup; runs: RestoreRun[] }> {
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, 'tidemark-bench-restore-'))
+  const dir = scratchDir('tidemark-bench-restore-')
   let app: Appliance | null = null
   let agent: Agent | null = null
   try {
@@ -1273,45 +1016,13 @@ async function restorePart(): Promise<{ setup: RestoreSetup; runs: RestoreRun[] 
   } finally {
     if (agent?.alive) await agent.stop().catch(() => undefined)
     if (app?.alive) await app.stop().catch(() => undefined)
-    fs.rmSync(dir, { recursive: true, force: true })
+    removeDir(dir)
     spawnSync('sync')
-  }
-}
-
-// ---------------------------------------------------------------- machine
-
-function gitRevision(): { commit: string; modified: boolean } | 'unknown' {
-  const head = spawnSync('git', ['-C', ROOT, 'rev-parse', 'HEAD'], { encoding: 'utf8' })
-  if (head.status !== 0) return 'unknown'
-  const st = spawnSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' })
-  return { commit: head.stdout.trim(), modified: st.stdout.trim() !== '' }
-}
-
-function machineInfo(dir: string): Record<string, any> {
-  const cpus = os.cpus()
-  const dfLine = commandOutput('df', ['-T', dir]).split('\n')[1]?.split(/\s+/) ?? []
-  return {
-    date: new Date().toISOString(),
-    host: os.hostname(),
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    memoryBytes: os.totalmem(),
-    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    fio: commandOutput('fio', ['--version']),
-    benchDir: dir,
-    benchFs: dfLine[1] ?? 'unknown',
-    benchDevice: dfLine[0] ?? 'unknown',
-    loadavgAtStart: os.loadavg(),
-    tidemark: gitRevision(),
   }
 }
 
 // ---------------------------------------------------------------- report
 
-const f0 = (x: number | null | undefined): string => (x !== null && x !== undefined && Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a')
-const f1 = (x: number | null | undefined): string => (x !== null && x !== undefined && Number.isFinite(x) ? x.toFixed(1) : 'n/a')
-const f2 = (x: number | null | undefined): string => (x !== null && x !== undefined && Number.isFinite(x) ? x.toFixed(2) : 'n/a')
 const mb = (x: number): string => (x / 1e6).toFixed(2)
 const yes = (b: boolean): string => (b ? 'yes' : 'no')
 
@@ -1462,8 +1173,7 @@ async function main(): Promise<void> {
   const need = PARTS.includes('restore') ? (RESTORE_GB * 3 + 2) * 2 ** 30 : 4 * 2 ** 30
   if (s.bavail * s.bsize < need) throw new Error(`${BASE_DIR} has ${((s.bavail * s.bsize) / 2 ** 30).toFixed(1)} GiB free; about ${(need / 2 ** 30).toFixed(0)} GiB are needed`)
   const onSignal = (): void => {
-    for (const p of live) p.proc.kill('SIGKILL')
-    process.exit(130)
+    process.exit(130) // the processes still running are killed on exit (lib/process.ts)
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
@@ -1526,7 +1236,7 @@ async function main(): Promise<void> {
       process.stderr.write(`[${elapsed()}] restore: ${f0(x.setup.records)} records, fill ${f1(x.setup.fillSeconds)} s\n`)
     }
   } finally {
-    for (const p of live) p.proc.kill('SIGKILL')
+    await killAll()
   }
   info.loadavgAtEnd = os.loadavg()
   info.totalSeconds = (performance.now() - t0) / 1000
@@ -1555,15 +1265,11 @@ async function main(): Promise<void> {
     results,
     markdown: md,
   }
-  fs.mkdirSync(path.dirname(OUT), { recursive: true })
-  const tmp = `${OUT}.tmp`
-  fs.writeFileSync(tmp, `${JSON.stringify(json, null, 2)}\n`)
-  fs.renameSync(tmp, OUT)
-  process.stderr.write(`wrote ${path.relative(process.cwd(), OUT) || OUT} (${info.totalSeconds.toFixed(0)} s)\n`)
+  writeResults(OUT, json)
+  process.stderr.write(`(${info.totalSeconds.toFixed(0)} s)\n`)
 }
 
 main().catch((err) => {
-  for (const p of live) p.proc.kill('SIGKILL')
   process.stderr.write(`replication: ${(err as Error).stack ?? err}\n`)
   process.exit(1)
 })

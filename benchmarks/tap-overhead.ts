@@ -19,32 +19,22 @@
 // (comma list of nbdkit,tidemark,tidemark-caplog), TIDEMARK_BENCH_SCENARIOS
 // (comma list of randwrite-4k,write-1m), TIDEMARK_BENCH_OUT (the JSON file),
 // TIDEMARK_BENCH_NBDKIT_THREADS (nbdkit --threads; unset: nbdkit's default, 16).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { allProcesses, machineCpu, processCpu, selfCpu, topOthers } from './lib/cpu'
+import { BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, parseSize as parseAnySize, resultsPath, ROOT, scratchDir, removeDir } from './lib/env'
+import { clatUs, fioJson } from './lib/fio'
+import { commandOutput, Proc, run, tidemark } from './lib/process'
+import { f0, f1, f2 as f2n, machineInfo, median, writeResults } from './lib/report'
 
-const ROOT = path.resolve(__dirname, '..', '..')
-const BIN = path.join(ROOT, 'bin', 'tidemark.js')
-const MiB = 1024 * 1024
 const EXPORT = 'bench'
 
 // ---------------------------------------------------------------- settings
 
-function envNumber(name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}='${v}' is not a positive number`)
-  return n
-}
-
 function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?$/i.exec(s.trim())
-  if (!m) throw new Error(`TIDEMARK_BENCH_SIZE='${s}' is not a size (e.g. 1G, 512M)`)
-  const mult: Record<string, number> = { '': 1, k: 1024, m: MiB, g: 1024 * MiB, t: 1024 * 1024 * MiB }
-  const n = Math.floor(Number(m[1]) * mult[m[2].toLowerCase()])
+  const n = parseAnySize(s)
   if (n < 64 * MiB || n % MiB !== 0) throw new Error(`TIDEMARK_BENCH_SIZE must be a whole number of MiB, at least 64M`)
   return n
 }
@@ -53,9 +43,8 @@ const SECONDS = envNumber('TIDEMARK_BENCH_SECONDS', 10)
 const ROUNDS = Math.floor(envNumber('TIDEMARK_BENCH_ROUNDS', 3))
 const RAMP = envNumber('TIDEMARK_BENCH_RAMP', 1)
 const SIZE = parseSize(process.env.TIDEMARK_BENCH_SIZE || '1G')
-const BASE_DIR = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
 const NBDKIT_THREADS = process.env.TIDEMARK_BENCH_NBDKIT_THREADS ? Math.floor(envNumber('TIDEMARK_BENCH_NBDKIT_THREADS', 16)) : null
-const OUT = path.resolve(process.env.TIDEMARK_BENCH_OUT || path.join(ROOT, 'benchmarks', 'results', 'tap-overhead.json'))
+const OUT = resultsPath('tap-overhead')
 
 // ---------------------------------------------------------------- scenarios and targets
 
@@ -102,180 +91,36 @@ const SCENARIOS = pick(ALL_SCENARIOS, process.env.TIDEMARK_BENCH_SCENARIOS, 'sce
 const TARGETS = pick(ALL_TARGETS, process.env.TIDEMARK_BENCH_TARGETS, 'target')
 if (!TARGETS.some((t) => t.id === 'nbdkit')) throw new Error('TIDEMARK_BENCH_TARGETS must include nbdkit: every figure is a ratio against it')
 
-// ---------------------------------------------------------------- small helpers
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
-function commandOutput(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  if (r.error) throw new Error(`${cmd} is needed: ${r.error.message}`)
-  return `${r.stdout}${r.stderr}`.trim()
-}
-
-function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
-
-const CLK_TCK = Number(commandOutput('getconf', ['CLK_TCK'])) || 100
-
-function statFields(pid: number | 'self'): string[] | null {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')
-  } catch {
-    return null
-  }
-}
-
-/** CPU seconds (user + system, all threads) a live process has used so far. */
-function processCpu(pid: number): number {
-  const f = statFields(pid)
-  return f ? (Number(f[11]) + Number(f[12])) / CLK_TCK : NaN
-}
-
-/**
- * This process's own CPU seconds, and its reaped children's (cutime + cstime):
- * the latter grows by exactly fio's CPU (its job processes included) when fio
- * is waited for.
- */
-function selfCpu(): { own: number; children: number } {
-  const f = statFields('self')!
-  return { own: (Number(f[11]) + Number(f[12])) / CLK_TCK, children: (Number(f[13]) + Number(f[14])) / CLK_TCK }
-}
-
-/** Every process's name and CPU seconds so far (kernel threads included). */
-function allProcesses(): Map<number, { comm: string; cpu: number }> {
-  const m = new Map<number, { comm: string; cpu: number }>()
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue
-    try {
-      const s = fs.readFileSync(`/proc/${e}/stat`, 'utf8')
-      const comm = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'))
-      const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
-      m.set(Number(e), { comm, cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK })
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return m
-}
-
-/** The other processes that used the most CPU between two snapshots, in cores. */
-function topOthers(
-  a: Map<number, { comm: string; cpu: number }>,
-  b: Map<number, { comm: string; cpu: number }>,
-  exclude: Set<number>,
-  wall: number
-): Array<{ comm: string; cores: number }> {
-  const by = new Map<string, number>()
-  for (const [pid, p] of b) {
-    if (exclude.has(pid)) continue
-    const d = p.cpu - (a.get(pid)?.cpu ?? 0)
-    if (d <= 0) continue
-    const name = p.comm.startsWith('kworker') ? 'kworker' : p.comm.trim()
-    by.set(name, (by.get(name) ?? 0) + d / wall)
-  }
-  return [...by.entries()]
-    .map(([comm, cores]) => ({ comm, cores: Math.round(cores * 100) / 100 }))
-    .filter((x) => x.cores >= 0.01)
-    .sort((x, y) => y.cores - x.cores)
-    .slice(0, 4)
-}
-
-/** Machine-wide busy and total CPU time (seconds, summed over CPUs). */
-function machineCpu(): { busy: number; total: number } {
-  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]
-  const v = line.trim().split(/\s+/).slice(1).map(Number)
-  const idle = v[3] + (v[4] || 0)
-  const total = v.slice(0, 8).reduce((a, b) => a + b, 0)
-  return { busy: (total - idle) / CLK_TCK, total: total / CLK_TCK }
-}
-
-/** Runs a command to completion without blocking the event loop. */
-function run(cmd: string, args: string[], cwd: string, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (d) => (stdout += d))
-    p.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs)
-    p.on('error', reject)
-    p.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
-
 // ---------------------------------------------------------------- servers
 
 interface Server {
-  proc: ChildProcess
+  p: Proc
   uri: string
-  out: () => string
-  err: () => string
 }
 
 async function startServer(target: TargetId, work: string, backing: string): Promise<Server> {
   const sock = path.join(work, 'nbd.sock')
-  let proc: ChildProcess
+  let p: Proc
   let uri: string
   if (target === 'nbdkit') {
     // The peer: nbdkit's file plugin with its defaults (parallel thread model).
     const threads = NBDKIT_THREADS === null ? [] : [`--threads=${NBDKIT_THREADS}`]
-    proc = spawn('nbdkit', ['-f', '--exit-with-parent', '-U', sock, ...threads, 'file', backing], { stdio: ['ignore', 'pipe', 'pipe'] })
+    p = new Proc('nbdkit', 'nbdkit', ['-f', '--exit-with-parent', '-U', sock, ...threads, 'file', backing])
     uri = `nbd+unix:///?socket=${sock}`
   } else {
     // The agent as a user starts it.
-    const argv = [BIN, 'agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `${EXPORT}=${backing}`, '--stats-interval', '0']
+    const argv = ['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `${EXPORT}=${backing}`, '--stats-interval', '0']
     if (target === 'tidemark-caplog') argv.push('--capture-log', path.join(work, 'capture'))
-    proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+    p = tidemark(target, argv)
     uri = `nbd+unix:///${EXPORT}?socket=${sock}`
   }
-  let out = ''
-  let err = ''
-  proc.stdout!.on('data', (d) => (out += d))
-  proc.stderr!.on('data', (d) => (err += d))
-  const server: Server = { proc, uri, out: () => out, err: () => err }
-  const deadline = Date.now() + 30_000
-  while (!(await connectable(sock))) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${target} exited (${proc.exitCode ?? proc.signalCode}) before listening:\n${out}\n${err}`)
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL')
-      throw new Error(`${target} did not listen on ${sock} within 30 s:\n${out}\n${err}`)
-    }
-    await sleep(25)
+  try {
+    await p.listening(sock, 30_000)
+  } catch (err) {
+    await p.kill()
+    throw err
   }
-  return server
-}
-
-async function stopServer(s: Server): Promise<void> {
-  if (s.proc.exitCode !== null || s.proc.signalCode !== null) return
-  const exited = new Promise<void>((r) => s.proc.once('exit', () => r()))
-  s.proc.kill('SIGTERM')
-  const timeout = sleep(30_000).then(() => 'timeout' as const)
-  if ((await Promise.race([exited, timeout])) === 'timeout') {
-    s.proc.kill('SIGKILL')
-    await exited
-    throw new Error(`server pid ${s.proc.pid} did not stop within 30 s of SIGTERM:\n${s.out()}\n${s.err()}`)
-  }
+  return { p, uri }
 }
 
 interface CaptureStats {
@@ -291,15 +136,8 @@ interface CaptureStats {
   captureLogBytes?: number
 }
 
-function finalStats(out: string): CaptureStats | null {
-  for (const line of out.split('\n')) {
-    if (!line.startsWith('{')) continue
-    let j: Record<string, unknown>
-    try {
-      j = JSON.parse(line)
-    } catch {
-      continue
-    }
+function finalStats(p: Proc): CaptureStats | null {
+  for (const j of p.logs()) {
     if (j.msg !== 'final stats') continue
     const n = (k: string): number => Number(j[k] ?? NaN)
     return {
@@ -344,11 +182,6 @@ interface RunResult {
   capture: CaptureStats | null
 }
 
-function clatPercentile(w: Record<string, any>, p: string): number {
-  const v = w.clat_ns?.percentile?.[p]
-  return typeof v === 'number' ? v / 1000 : NaN
-}
-
 async function measure(
   round: number,
   order: number,
@@ -358,14 +191,14 @@ async function measure(
   seconds: number,
   ramp: number
 ): Promise<RunResult> {
-  const work = fs.mkdtempSync(path.join(BASE_DIR, `tidemark-bench-${target}-`))
+  const work = scratchDir(`tidemark-bench-${target}-`)
   try {
     const loadavg1 = os.loadavg()[0]
     const server = await startServer(target, work, backing)
     let fioOut: Awaited<ReturnType<typeof run>>
     const procs0 = allProcesses()
     const self0 = selfCpu()
-    const cpu0 = processCpu(server.proc.pid!)
+    const cpu0 = processCpu(server.p.pid).total
     const m0 = machineCpu()
     const t0 = process.hrtime.bigint()
     let cpu1 = NaN
@@ -387,26 +220,25 @@ async function measure(
           '--group_reporting',
           '--output-format=json',
         ],
-        work,
-        (seconds + ramp + 120) * 1000
+        { cwd: work, timeoutMs: (seconds + ramp + 120) * 1000 }
       )
     } finally {
       // taken before stopping, so the drain at stop is not counted
-      cpu1 = processCpu(server.proc.pid!)
+      cpu1 = processCpu(server.p.pid).total
       m1 = machineCpu()
       self1 = selfCpu()
       procs1 = allProcesses()
       wall = Number(process.hrtime.bigint() - t0) / 1e9
-      await stopServer(server)
+      await server.p.stop(30_000)
     }
-    if (fioOut.code !== 0) throw new Error(`fio against ${target} exited ${fioOut.code}:\n${fioOut.stdout}\n${fioOut.stderr}\n--- server:\n${server.out()}\n${server.err()}`)
-    const json = JSON.parse(fioOut.stdout.slice(fioOut.stdout.indexOf('{')))
+    if (fioOut.code !== 0) throw new Error(`fio against ${target} exited ${fioOut.code}:\n${fioOut.stdout}\n${fioOut.stderr}\n--- server:\n${server.p.tail()}`)
+    const json = fioJson(fioOut.stdout)
     const job = json.jobs[0]
     const w = job.write
     let capture: CaptureStats | null = null
     if (target !== 'nbdkit') {
-      capture = finalStats(server.out())
-      if (!capture) throw new Error(`no "final stats" line from the agent:\n${server.out()}\n${server.err()}`)
+      capture = finalStats(server.p)
+      if (!capture) throw new Error(`no "final stats" line from the agent:\n${server.p.tail()}`)
       if (target === 'tidemark-caplog') {
         const f = path.join(work, 'capture', `${EXPORT}.tmcap`)
         capture.captureLogBytes = fs.existsSync(f) ? fs.statSync(f).size : 0
@@ -416,7 +248,7 @@ async function measure(
     const benchCores = (self1.own - self0.own) / wall
     const serverCores = (cpu1 - cpu0) / wall
     const machineCores = (m1.busy - m0.busy) / wall
-    const others = topOthers(procs0, procs1, new Set([process.pid, server.proc.pid!]), wall)
+    const others = topOthers(procs0, procs1, new Set([process.pid, server.p.pid]), wall)
     return {
       round,
       scenario: sc.id,
@@ -424,8 +256,8 @@ async function measure(
       order,
       bwBytes: w.bw_bytes,
       iops: w.iops,
-      p99Us: clatPercentile(w, '99.000000'),
-      p50Us: clatPercentile(w, '50.000000'),
+      p99Us: clatUs(w, '99.000000'),
+      p50Us: clatUs(w, '50.000000'),
       meanUs: (w.clat_ns?.mean ?? NaN) / 1000,
       fioErrors: job.error,
       serverCores,
@@ -437,7 +269,7 @@ async function measure(
       capture,
     }
   } finally {
-    fs.rmSync(work, { recursive: true, force: true })
+    removeDir(work)
     // Write back what this run dirtied (and the deleted capture log) before the
     // next run starts, so no run pays for its predecessor's writeback.
     spawnSync('sync')
@@ -459,35 +291,6 @@ function makeBacking(file: string, size: number): void {
 function freeBytes(dir: string): number {
   const s = fs.statfsSync(dir)
   return s.bavail * s.bsize
-}
-
-/** The tidemark revision measured, and whether tracked files differ from it. */
-function gitRevision(): { commit: string; modified: boolean } | 'unknown' {
-  const head = spawnSync('git', ['-C', ROOT, 'rev-parse', 'HEAD'], { encoding: 'utf8' })
-  if (head.status !== 0) return 'unknown'
-  const st = spawnSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' })
-  return { commit: head.stdout.trim(), modified: st.stdout.trim() !== '' }
-}
-
-function machineInfo(dir: string): Record<string, unknown> {
-  const cpus = os.cpus()
-  const dfLine = commandOutput('df', ['-T', dir]).split('\n')[1]?.split(/\s+/) ?? []
-  return {
-    date: new Date().toISOString(),
-    host: os.hostname(),
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    memoryBytes: os.totalmem(),
-    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    fio: commandOutput('fio', ['--version']),
-    nbdkit: commandOutput('nbdkit', ['--version']),
-    benchDir: dir,
-    benchFs: dfLine[1] ?? 'unknown',
-    benchDevice: dfLine[0] ?? 'unknown',
-    loadavgAtStart: os.loadavg(),
-    tidemark: gitRevision(),
-  }
 }
 
 // ---------------------------------------------------------------- report
@@ -572,9 +375,7 @@ function summarize(results: RunResult[]): Summary[] {
   return out
 }
 
-const f0 = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a')
-const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : 'n/a')
-const f2 = (x: number | null): string => (x !== null && Number.isFinite(x) ? x.toFixed(2) : '—')
+const f2 = (x: number | null): string => f2n(x, '—')
 
 function markdown(summary: Summary[], results: RunResult[], info: Record<string, unknown>): string {
   const lines: string[] = []
@@ -630,14 +431,14 @@ function markdown(summary: Summary[], results: RunResult[], info: Record<string,
 async function main(): Promise<void> {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing`)
   if (!fs.existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('run `npm run build:ts` first')
-  const info = machineInfo(BASE_DIR)
+  const info = machineInfo(BASE_DIR, { nbdkit: commandOutput('nbdkit', ['--version']) })
   const free = freeBytes(BASE_DIR)
   // The backing file, plus a capture log of up to a run's worth of writes.
   const need = SIZE + 4 * 1024 * MiB
   if (free < need) throw new Error(`${BASE_DIR} has ${(free / 1024 / MiB).toFixed(1)} GiB free; the benchmark needs about ${(need / 1024 / MiB).toFixed(1)} GiB (set TIDEMARK_BENCH_DIR or TIDEMARK_BENCH_SIZE)`)
 
-  const dir = fs.mkdtempSync(path.join(BASE_DIR, 'tidemark-bench-'))
-  const cleanup = (): void => fs.rmSync(dir, { recursive: true, force: true })
+  const dir = scratchDir('tidemark-bench-')
+  const cleanup = (): void => removeDir(dir)
   process.once('SIGINT', () => {
     cleanup()
     process.exit(130)
@@ -677,7 +478,6 @@ async function main(): Promise<void> {
   const summary = summarize(results)
   const md = markdown(summary, results, info)
   process.stdout.write(`${md}\n`)
-  fs.mkdirSync(path.dirname(OUT), { recursive: true })
   const json = {
     benchmark: 'tap-overhead',
     machine: info,
@@ -686,10 +486,7 @@ async function main(): Promise<void> {
     summary,
     runs: results,
   }
-  const tmp = `${OUT}.tmp`
-  fs.writeFileSync(tmp, `${JSON.stringify(json, null, 2)}\n`)
-  fs.renameSync(tmp, OUT)
-  process.stderr.write(`wrote ${path.relative(process.cwd(), OUT) || OUT}\n`)
+  writeResults(OUT, json)
 }
 
 main().catch((err) => {

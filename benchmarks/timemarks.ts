@@ -5,76 +5,44 @@
 // 255). The peer for the catalog figures is the same volume with 10 marks.
 //
 // Run: npm run bench:timemarks   (TIDEMARK_BENCH_MARKS=10000, TIDEMARK_BENCH_CREATES=300)
-import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { controlClient, createTimeMark } from '../cli/timemark-command'
 import type { CreateTimeMarkRequest } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
+import { BIN, removeDir, resultsPath, scratchDir } from './lib/env'
+import { mustRun as must, Proc, run, sleep, tidemark } from './lib/process'
+import { percentile, writeResults } from './lib/report'
 
-const ROOT = path.resolve(__dirname, '..', '..')
-const BIN = path.join(ROOT, 'bin', 'tidemark.js')
 const MARKS = Number(process.env.TIDEMARK_BENCH_MARKS ?? 10_000)
 const CREATES = Number(process.env.TIDEMARK_BENCH_CREATES ?? 300)
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  const t0 = performance.now()
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (d) => (stdout += d))
-    p.stderr.on('data', (d) => (stderr += d))
-    p.on('exit', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }))
-  })
-}
-
-async function must(cmd: string, args: string[]): Promise<{ stdout: string; ms: number }> {
-  const r = await run(cmd, args)
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-  return r
-}
+/** Nearest rank, p in percent. */
+const pct = (xs: number[], p: number): number => percentile(xs, p / 100)
 
 interface Setup {
   dir: string
-  app: ChildProcess
-  agent: ChildProcess
+  app: Proc
+  agent: Proc
   address: string
   control: string
   sock: string
 }
 
 async function start(name: string): Promise<Setup> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tidemark-bench-tm-${name}-`))
+  const dir = scratchDir(`tidemark-bench-tm-${name}-`)
   const img = path.join(dir, 'v.img')
   fs.closeSync(fs.openSync(img, 'w'))
   fs.truncateSync(img, 256 * 1024 * 1024)
-  const app = spawn(process.execPath, [BIN, 'appliance', '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let err = ''
-  const address = await new Promise<string>((resolve, reject) => {
-    app.stderr!.on('data', (d) => {
-      err += d
-      const m = /listening on (127\.0\.0\.1:\d+)/.exec(err)
-      if (m) resolve(m[1])
-    })
-    app.once('exit', (c) => reject(new Error(`appliance exited ${c}: ${err}`)))
-  })
+  const app = tidemark('appliance', ['appliance', '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+  const listening = /listening on (127\.0\.0\.1:\d+)/
+  await app.waitFor(() => listening.test(app.err), 'listening', 60_000)
+  const address = listening.exec(app.err)![1]
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
-  const agent = spawn(
-    process.execPath,
-    [BIN, 'agent', '--state', path.join(dir, 'state'), '--nbd', `unix:${sock}`, '--volume', `v=${img}`, '--appliance', address, '--control', `unix:${control}`, '--stats-interval', '0'],
-    { stdio: ['ignore', 'ignore', 'inherit'] }
-  )
+  const agent = tidemark('agent', [
+    'agent', '--state', path.join(dir, 'state'), '--nbd', `unix:${sock}`, '--volume', `v=${img}`, '--appliance', address, '--control', `unix:${control}`, '--stats-interval', '0',
+  ])
   for (let i = 0; ; i++) {
     const r = await run(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'v', '--json'])
     if (r.code === 0 && JSON.parse(r.stdout).volumes[0]?.fullSyncDone && fs.existsSync(control)) break
@@ -85,12 +53,8 @@ async function start(name: string): Promise<Setup> {
 }
 
 async function stop(s: Setup): Promise<void> {
-  for (const p of [s.agent, s.app]) {
-    const done = new Promise((r) => p.once('exit', r))
-    p.kill('SIGTERM')
-    await done
-  }
-  fs.rmSync(s.dir, { recursive: true, force: true })
+  for (const p of [s.agent, s.app]) await p.stop()
+  removeDir(s.dir)
 }
 
 interface Latency {
@@ -118,11 +82,12 @@ async function latency(s: Setup, scenario: string, load: string, req: CreateTime
 }
 
 /** fio writing through the tap while marks are taken (4 KiB random writes at a fixed rate). */
-function writeLoad(s: Setup): ChildProcess {
-  return spawn(
+function writeLoad(s: Setup): Proc {
+  return new Proc(
+    'fio',
     'fio',
     ['--name=load', '--ioengine=nbd', `--uri=nbd+unix:///v?socket=${s.sock}`, '--rw=randwrite', '--bs=4k', '--iodepth=4', '--rate=20m', '--time_based', '--runtime=600', '--size=256m', '--thread'],
-    { stdio: 'ignore', cwd: s.dir }
+    { cwd: s.dir }
   )
 }
 
@@ -180,7 +145,7 @@ async function main(): Promise<void> {
     lat.push(await latency(s, 'barrier only (--no-wait)', 'fio 4 KiB randwrite 20 MB/s', { volume: 'v', noWait: true }))
     lat.push(await latency(s, 'until the appliance holds it', 'fio 4 KiB randwrite 20 MB/s', { volume: 'v' }))
     lat.push(await latency(s, 'no-op quiesce + thaw hooks, until held', 'fio 4 KiB randwrite 20 MB/s', { volume: 'v', ...hook }))
-    fio.kill('SIGKILL')
+    await fio.kill()
   } finally {
     await stop(s)
   }
@@ -203,9 +168,7 @@ async function main(): Promise<void> {
   L.push(`| marks created per second (16 in flight) | ${(few.marks / few.createSeconds).toFixed(0)} | ${(many.marks / many.createSeconds).toFixed(0)} | |`)
   const md = L.join('\n')
   process.stdout.write(`${md}\n`)
-  const out = path.join(ROOT, 'benchmarks', 'results', 'timemarks.json')
-  fs.mkdirSync(path.dirname(out), { recursive: true })
-  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), cpus: os.cpus().length, latency: lat, catalog: [few, many], markdown: md }, null, 2) + '\n')
+  writeResults(resultsPath('timemarks'), { date: new Date().toISOString(), cpus: os.cpus().length, latency: lat, catalog: [few, many], markdown: md })
 }
 
 main().catch((err) => {

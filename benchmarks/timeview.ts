@@ -18,20 +18,20 @@
 // TIDEMARK_BENCH_RUNTIME s (10). Medians over TIDEMARK_BENCH_ROUNDS (3).
 // TIDEMARK_BENCH_SIZE (256M) sizes the volume. Prints a markdown table and
 // writes benchmarks/results/timeview.json.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { BIN, MiB, parseSize, removeDir, resultsPath, ROOT, scratchDir } from './lib/env'
+import { clatUs, fio as runFio } from './lib/fio'
+import { must, Proc, requireTools, tidemark } from './lib/process'
+import { median, writeResults } from './lib/report'
 
-const ROOT = path.resolve(__dirname, '..', '..')
-const BIN = path.join(ROOT, 'bin', 'tidemark.js')
-const MiB = 1024 * 1024
 const SIZE = parseSize(process.env.TIDEMARK_BENCH_SIZE || '256M')
 const RUNTIME = Number(process.env.TIDEMARK_BENCH_RUNTIME || 10)
 const ROUNDS = Number(process.env.TIDEMARK_BENCH_ROUNDS || 3)
-const OUT = path.resolve(process.env.TIDEMARK_BENCH_OUT || path.join(ROOT, 'benchmarks', 'results', 'timeview.json'))
+const OUT = resultsPath('timeview')
 const FIO = ['--rw=randread', '--bs=4k', '--iodepth=16', '--numjobs=2']
 
 type TargetId = 'nbdkit' | 'tv-cold' | 'tv-warm'
@@ -41,76 +41,21 @@ const TITLES: Record<TargetId, string> = {
   'tv-warm': 'TimeView, warm (whole volume cached)',
 }
 
-function parseSize(s: string): number {
-  const m = /^(\d+)([KMG])?$/i.exec(s.trim())
-  if (!m) throw new Error(`TIDEMARK_BENCH_SIZE '${s}' is not a size like 256M`)
-  return Number(m[1]) * ({ K: 1024, M: MiB, G: 1024 * MiB } as Record<string, number>)[(m[2] ?? '').toUpperCase() || 'X'] || Number(m[1])
-}
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN
-}
-function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
-function must(cmd: string, args: string[], cwd?: string): string {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 * MiB })
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`)
-  return r.stdout
-}
-
-class Proc {
-  out = ''
-  err = ''
-  exited: Promise<void>
-  constructor(readonly proc: ChildProcess) {
-    proc.stdout!.on('data', (d) => (this.out += d))
-    proc.stderr!.on('data', (d) => (this.err += d))
-    this.exited = new Promise((r) => proc.once('exit', () => r()))
-  }
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM')
-    await this.exited
-  }
-  async waitFor(what: () => boolean | Promise<boolean>, label: string, ms = 300_000): Promise<void> {
-    const end = Date.now() + ms
-    while (!(await what())) {
-      if (this.proc.exitCode !== null) throw new Error(`${label}: the process exited:\n${this.out}\n${this.err}`)
-      if (Date.now() > end) throw new Error(`${label}: timed out:\n${this.out}\n${this.err}`)
-      await sleep(50)
-    }
-  }
-}
-
-function node(args: string[]): Proc {
-  return new Proc(spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }))
-}
-
 async function startTarget(id: TargetId, work: string, app: string, seq: number, restored: string, round: number): Promise<{ p: Proc; uri: string }> {
   // A socket per run: nbdkit may leave its socket file behind when stopped.
   const sock = path.join(work, `${id}-${round}.sock`)
   let p: Proc
   let uri: string
   if (id === 'nbdkit') {
-    p = new Proc(spawn('nbdkit', ['-f', '--exit-with-parent', '-r', '-U', sock, 'file', restored], { stdio: ['ignore', 'pipe', 'pipe'] }))
+    p = new Proc('nbdkit', 'nbdkit', ['-f', '--exit-with-parent', '-r', '-U', sock, 'file', restored])
     uri = `nbd+unix:///?socket=${sock}`
   } else {
     const cache = id === 'tv-warm' ? [`--cache`, `${Math.ceil(SIZE / MiB) + 16}M`] : []
-    p = node(['timeview', '--appliance', app, '--volume', 'vol', '--seq', String(seq), '--nbd', `unix:${sock}`, '--stats-interval', '0', ...cache])
+    p = tidemark(id, ['timeview', '--appliance', app, '--volume', 'vol', '--seq', String(seq), '--nbd', `unix:${sock}`, '--stats-interval', '0', ...cache])
     uri = `nbd+unix:///vol?socket=${sock}`
   }
-  await p.waitFor(() => connectable(sock), `${id} listening`, 30_000)
-  if (id === 'tv-warm') must('nbdcopy', [uri, 'null:'])  // every chunk fetched once, now cached
+  await p.listening(sock, 30_000)
+  if (id === 'tv-warm') await must('nbdcopy', [uri, 'null:'])  // every chunk fetched once, now cached
   return { p, uri }
 }
 
@@ -123,20 +68,16 @@ interface Run {
   fetches?: number
 }
 
-function fio(uri: string, work: string): Run {
-  const out = must('fio', ['--name=tv', '--thread', '--ioengine=nbd', `--uri=${uri}`, ...FIO, `--size=${SIZE}`, '--time_based', `--runtime=${RUNTIME}`,
-    '--group_reporting', '--output-format=json'], work)
-  const j = JSON.parse(out.slice(out.indexOf('{')))
+async function fio(uri: string, work: string): Promise<Run> {
+  const j = await runFio(['--name=tv', '--thread', '--ioengine=nbd', `--uri=${uri}`, ...FIO, `--size=${SIZE}`, '--time_based', `--runtime=${RUNTIME}`,
+    '--group_reporting'], work)
   const r = j.jobs[0].read
-  const pct = (p: string): number => (r.clat_ns?.percentile?.[p] ?? NaN) / 1000
-  return { iops: r.iops, mbPerSecond: r.bw_bytes / 1e6, p50Us: pct('50.000000'), p99Us: pct('99.000000') }
+  return { iops: r.iops, mbPerSecond: r.bw_bytes / 1e6, p50Us: clatUs(r, '50.000000'), p99Us: clatUs(r, '99.000000') }
 }
 
 async function main(): Promise<void> {
-  for (const c of ['fio', 'nbdkit', 'nbdcopy']) {
-    if (spawnSync('sh', ['-c', `command -v ${c}`]).status !== 0) throw new Error(`${c} is needed (apt-get install fio nbdkit libnbd-bin)`)
-  }
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tidemark-bench-tv-'))
+  requireTools(['fio', 'nbdkit', 'nbdcopy'], 'apt-get install fio nbdkit libnbd-bin')
+  const work = scratchDir('tidemark-bench-tv-')
   const procs: Proc[] = []
   try {
     // The protected volume: random data.
@@ -148,22 +89,22 @@ async function main(): Promise<void> {
       fs.writeSync(fd, buf, 0, Math.min(MiB, SIZE - off), off)
     }
     fs.closeSync(fd)
-    const app = node(['appliance', '--data', path.join(work, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    const app = tidemark('appliance', ['appliance', '--data', path.join(work, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'])
     procs.push(app)
     await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
     const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
     const sock = path.join(work, 'agent.sock')
-    const agent = node(['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${img}`, '--appliance', address, '--stats-interval', '0'])
+    const agent = tidemark('agent', ['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${img}`, '--appliance', address, '--stats-interval', '0'])
     procs.push(agent)
     await app.waitFor(() => /initial copy complete/.test(app.out), 'initial copy')
     // Journal records over the copy: 32 MiB of 4-64 KiB random rewrites.
-    must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=nbd+unix:///vol?socket=${sock}`, '--rw=randwrite', '--bsrange=4k-64k',
-      '--iodepth=8', `--size=${SIZE}`, '--io_size=32M', '--randrepeat=0'], work)
+    await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=nbd+unix:///vol?socket=${sock}`, '--rw=randwrite', '--bsrange=4k-64k',
+      '--iodepth=8', `--size=${SIZE}`, '--io_size=32M', '--randrepeat=0'], { cwd: work })
     await agent.stop()
     const restored = path.join(work, 'restored.img')
-    const r = JSON.parse(must(process.execPath, [BIN, 'restore', '--appliance', address, '--volume', 'vol', '--seq', 'latest', '--out', restored, '--json']))
+    const r = JSON.parse(await must(process.execPath, [BIN, 'restore', '--appliance', address, '--volume', 'vol', '--seq', 'latest', '--out', restored, '--json']))
     const seq = r.seq as number
-    const stats = JSON.parse(must(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json'])).volumes[0]
+    const stats = JSON.parse(await must(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json'])).volumes[0]
     console.error(`volume: ${SIZE / MiB} MiB, point seq ${seq}, journal ${stats.records} records, ${(stats.journalBytes / MiB).toFixed(0)} MiB`)
 
     const targets: TargetId[] = ['nbdkit', 'tv-cold', 'tv-warm']
@@ -173,7 +114,7 @@ async function main(): Promise<void> {
       for (const id of order) {
         const { p, uri } = await startTarget(id, work, address, seq, restored, round)
         procs.push(p)
-        const run = fio(uri, work)
+        const run = await fio(uri, work)
         await p.stop()
         if (id !== 'nbdkit') {
           const last = p.err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).find((l) => l.msg === 'stopped')
@@ -207,13 +148,11 @@ async function main(): Promise<void> {
     ]
     console.log(lines.join('\n'))
     const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim()
-    fs.mkdirSync(path.dirname(OUT), { recursive: true })
-    fs.writeFileSync(OUT, `${JSON.stringify({ benchmark: 'timeview', commit, date: new Date().toISOString(), cpus: os.cpus().length,
-      volumeBytes: SIZE, seq, fio: FIO, runtimeSeconds: RUNTIME, rounds: ROUNDS, rows }, null, 2)}\n`)
-    console.error(`wrote ${OUT}`)
+    writeResults(OUT, { benchmark: 'timeview', commit, date: new Date().toISOString(), cpus: os.cpus().length,
+      volumeBytes: SIZE, seq, fio: FIO, runtimeSeconds: RUNTIME, rounds: ROUNDS, rows })
   } finally {
     for (const p of procs) await p.stop().catch(() => undefined)
-    fs.rmSync(work, { recursive: true, force: true })
+    removeDir(work)
   }
 }
 

@@ -1,7 +1,8 @@
 // A client of an appliance's Admin service, for the CLI commands.
 import fs from 'node:fs'
 import * as grpc from '@grpc/grpc-js'
-import { TidemarkError } from '../proto/errors'
+import type { TidemarkError } from '../proto/errors'
+import { fromStatus } from '../proto/status'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import { adminProto, FLOW_CONTROL_WINDOW, MAX_MESSAGE_BYTES } from '../proto/load'
 import { parseHostPort, parseTlsFlags, usage, type Parsed } from './args'
@@ -41,12 +42,9 @@ export function adminClient(a: Parsed, command: string): AdminClient {
   })
 }
 
-/** A gRPC error as one line: the appliance's own message when it sent one. */
+/** A gRPC error as one line: the appliance's own message and code when it sent them. */
 export function clientError(command: string, err: unknown): TidemarkError {
-  const e = err as grpc.ServiceError
-  const detail = e.details || e.message
-  const code = typeof e.code === 'number' ? grpc.status[e.code] : 'ERROR'
-  return new TidemarkError(code ?? 'ERROR', `tidemark ${command}: ${detail}`)
+  return fromStatus(err, `tidemark ${command}: `)
 }
 
 export function unary<Req, Res>(

@@ -7,6 +7,7 @@ import type { StatsRequest } from '../proto/generated/tidemark/v1/StatsRequest'
 import type { CompactRequest } from '../proto/generated/tidemark/v1/CompactRequest'
 import type { CompactReply__Output } from '../proto/generated/tidemark/v1/CompactReply'
 import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
+import { compactJson, journalJson, statsJson } from './inspect-json'
 import { parseArgs, usage } from './args'
 
 export const STATS_HELP = `Usage:
@@ -42,34 +43,33 @@ export async function runStats(argv: string[]): Promise<number> {
     return 0
   }
   const client = adminClient(a, 'stats')
-  let json: string
+  let s: StatsReply__Output
   try {
-    json = (await unary<StatsRequest, StatsReply__Output>(client.stats.bind(client), { volume: a.get('volume')?.[0] ?? '' })).json
+    s = await unary<StatsRequest, StatsReply__Output>(client.stats.bind(client), { volume: a.get('volume')?.[0] ?? '' })
   } catch (err) {
     throw clientError('stats', err)
   } finally {
     client.close()
   }
   if (a.has('json')) {
-    process.stdout.write(`${json}\n`)
+    process.stdout.write(`${JSON.stringify(statsJson(s))}\n`)
     return 0
   }
-  const s = JSON.parse(json) as { appliance: Record<string, unknown>; volumes: Array<Record<string, unknown>> }
   const lines = [
-    `appliance ${s.appliance.id}: ${s.appliance.streams} agent streams, rejected ${JSON.stringify(s.appliance.rejected)}`,
+    `appliance ${s.appliance?.id}: ${s.appliance?.streams} agent streams, rejected ${JSON.stringify({ ...s.appliance?.rejected })}`,
     '',
     '| volume | durable seq | journal MB | records | app MB | changed MB | wire MB | full copy | TimeMarks | oldest exact seq | retained since | agent |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for (const v of s.volumes) {
-    const agent = v.agent as { agentId?: string } | null
     lines.push(
-      `| ${v.name} | ${v.durableSeq} | ${mb(v.journalBytes)} | ${v.records} | ${mb(v.appBytes)} | ${mb(v.changedBytes)} | ${mb(v.wireBytes)} | ${v.fullSyncDone ? 'done' : 'in progress'} | ${v.timemarks ?? '-'} | ${v.oldestExactSeq ?? '-'} | ${v.retainedSince ?? '-'} | ${agent?.agentId ?? '-'} |`
+      `| ${v.name} | ${v.durableSeq} | ${mb(v.journalBytes)} | ${v.records} | ${mb(v.appBytes)} | ${mb(v.changedBytes)} | ${mb(v.wireBytes)} | ${v.fullSyncDone ? 'done' : 'in progress'} | ${v.timemarks} | ${v.oldestExactSeq} | ${v.retainedSince || '-'} | ${v.agent?.agentId ?? '-'} |`
     )
   }
   for (const v of s.volumes) {
-    const r = v.retention as { warning?: string | null } | null
-    if (r?.warning) lines.push('', `warning: volume ${v.name}: ${r.warning}`)
+    // A volume that does not accept batches (batch-writer.ts): out of space, an I/O error, read-only.
+    if (v.state && v.state !== 'normal') lines.push('', `error: volume ${v.name} is ${v.state.replace('_', ' ')} since ${v.stateSince}: ${v.stateReason}`)
+    if (v.retention?.warning) lines.push('', `warning: volume ${v.name}: ${v.retention.warning}`)
   }
   // Known journal corruption (README: reported by journal verify and stats): points after it refuse to restore.
   for (const v of s.volumes) {
@@ -102,33 +102,33 @@ export async function runJournal(argv: string[]): Promise<number> {
   if (!/^\d+$/.test(from)) throw usage('journal', `--from '${from}' must be a seq`)
   if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 100000) throw usage('journal', `--limit '${limit}' must be 1..100000`)
   const client = adminClient(a, 'journal')
-  let json: string
+  let reply: JournalReply__Output
   try {
-    json = (await unary<JournalRequest, JournalReply__Output>(client.journal.bind(client), { action: actions[action], volume, fromSeq: Number(from), limit: Number(limit) })).json
+    reply = await unary<JournalRequest, JournalReply__Output>(client.journal.bind(client), { action: actions[action], volume, fromSeq: Number(from), limit: Number(limit) })
   } catch (err) {
     throw clientError('journal', err)
   } finally {
     client.close()
   }
-  const r = JSON.parse(json) as Record<string, unknown>
   let ok = true
-  if (action === 'verify') for (const v of Object.values(r)) ok &&= (v as { ok: boolean }).ok
+  if (action === 'verify') for (const v of reply.volumes) ok &&= v.verify?.ok ?? false
   if (a.has('json')) {
-    process.stdout.write(`${json}\n`)
+    process.stdout.write(`${JSON.stringify(journalJson(reply, actions[action]))}\n`)
     return ok ? 0 : 1
   }
-  for (const [name, v] of Object.entries(r)) {
+  for (const v of reply.volumes) {
+    const name = v.volume
     if (action === 'verify') {
-      const x = v as { ok: boolean; records: number; bytes: number; problems: string[] }
-      process.stdout.write(`${name}: ${x.ok ? 'ok' : 'PROBLEMS'} (${x.records} records, ${x.bytes} bytes)\n`)
-      for (const p of x.problems) process.stdout.write(`  ${p}\n`)
+      const x = v.verify
+      process.stdout.write(`${name}: ${x?.ok ? 'ok' : 'PROBLEMS'} (${x?.records ?? 0} records, ${x?.bytes ?? 0} bytes)\n`)
+      for (const p of x?.problems ?? []) process.stdout.write(`  ${p}\n`)
     } else if (action === 'ls') {
       process.stdout.write(`${name}:\n`)
-      for (const s of v as Array<Record<string, unknown>>) {
+      for (const s of v.segments) {
         process.stdout.write(`  ${s.segment}  ${s.bytes} bytes  ${s.records} records  seq ${s.firstSeq}..${s.lastSeq}\n`)
       }
     } else {
-      for (const x of v as Array<Record<string, unknown>>) {
+      for (const x of v.records) {
         process.stdout.write(`${x.seq}\t${x.kind}\tsector ${x.sector}\tcount ${x.count}\tflags ${x.flags}\t${x.segment}@${x.offset}\n`)
       }
     }
@@ -145,19 +145,18 @@ async function compact(argv: string[]): Promise<number> {
   const volume = a.get('volume')?.[0]
   if (!volume) throw usage('journal', 'journal compact needs --volume NAME')
   const client = adminClient(a, 'journal')
-  let json: string
+  let r: CompactReply__Output
   try {
-    json = (await unary<CompactRequest, CompactReply__Output>(client.compact.bind(client), { volume })).json
+    r = await unary<CompactRequest, CompactReply__Output>(client.compact.bind(client), { volume })
   } catch (err) {
     throw clientError('journal', err)
   } finally {
     client.close()
   }
   if (a.has('json')) {
-    process.stdout.write(`${json}\n`)
+    process.stdout.write(`${JSON.stringify(compactJson(r))}\n`)
     return 0
   }
-  const r = JSON.parse(json) as { rule: string | null; warning: string | null; compaction: Record<string, number> | null }
   if (!r.rule) process.stdout.write(`volume ${volume} has no retention rule: it keeps everything\n`)
   else if (!r.compaction) process.stdout.write(`volume ${volume} (retain ${r.rule}): nothing has expired\n`)
   else {

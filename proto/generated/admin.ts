@@ -2,11 +2,17 @@ import type * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { AdminClient as _tidemark_v1_AdminClient, AdminDefinition as _tidemark_v1_AdminDefinition } from './tidemark/v1/Admin';
+import type { AgentStream as _tidemark_v1_AgentStream, AgentStream__Output as _tidemark_v1_AgentStream__Output } from './tidemark/v1/AgentStream';
+import type { ApplianceStats as _tidemark_v1_ApplianceStats, ApplianceStats__Output as _tidemark_v1_ApplianceStats__Output } from './tidemark/v1/ApplianceStats';
+import type { BaseImage as _tidemark_v1_BaseImage, BaseImage__Output as _tidemark_v1_BaseImage__Output } from './tidemark/v1/BaseImage';
 import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from './tidemark/v1/CompactReply';
 import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from './tidemark/v1/CompactRequest';
+import type { Compaction as _tidemark_v1_Compaction, Compaction__Output as _tidemark_v1_Compaction__Output } from './tidemark/v1/Compaction';
+import type { CorruptRange as _tidemark_v1_CorruptRange, CorruptRange__Output as _tidemark_v1_CorruptRange__Output } from './tidemark/v1/CorruptRange';
 import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from './tidemark/v1/FingerprintsReply';
 import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from './tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from './tidemark/v1/ImageChunk';
+import type { InexactWindow as _tidemark_v1_InexactWindow, InexactWindow__Output as _tidemark_v1_InexactWindow__Output } from './tidemark/v1/InexactWindow';
 import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as _tidemark_v1_JournalReply__Output } from './tidemark/v1/JournalReply';
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from './tidemark/v1/JournalRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from './tidemark/v1/ListTimeMarksReply';
@@ -15,12 +21,19 @@ import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMark
 import type { PointInTime as _tidemark_v1_PointInTime, PointInTime__Output as _tidemark_v1_PointInTime__Output } from './tidemark/v1/PointInTime';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from './tidemark/v1/ReadReply';
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from './tidemark/v1/ReadRequest';
+import type { RecordInfo as _tidemark_v1_RecordInfo, RecordInfo__Output as _tidemark_v1_RecordInfo__Output } from './tidemark/v1/RecordInfo';
+import type { Rejections as _tidemark_v1_Rejections, Rejections__Output as _tidemark_v1_Rejections__Output } from './tidemark/v1/Rejections';
 import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from './tidemark/v1/ResolveReply';
 import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from './tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from './tidemark/v1/RestoreRequest';
+import type { RetentionStatus as _tidemark_v1_RetentionStatus, RetentionStatus__Output as _tidemark_v1_RetentionStatus__Output } from './tidemark/v1/RetentionStatus';
+import type { SegmentInfo as _tidemark_v1_SegmentInfo, SegmentInfo__Output as _tidemark_v1_SegmentInfo__Output } from './tidemark/v1/SegmentInfo';
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from './tidemark/v1/StatsReply';
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from './tidemark/v1/StatsRequest';
 import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v1_TimeMark__Output } from './tidemark/v1/TimeMark';
+import type { VerifyResult as _tidemark_v1_VerifyResult, VerifyResult__Output as _tidemark_v1_VerifyResult__Output } from './tidemark/v1/VerifyResult';
+import type { VolumeJournal as _tidemark_v1_VolumeJournal, VolumeJournal__Output as _tidemark_v1_VolumeJournal__Output } from './tidemark/v1/VolumeJournal';
+import type { VolumeStats as _tidemark_v1_VolumeStats, VolumeStats__Output as _tidemark_v1_VolumeStats__Output } from './tidemark/v1/VolumeStats';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -30,11 +43,17 @@ export interface ProtoGrpcType {
   tidemark: {
     v1: {
       Admin: SubtypeConstructor<typeof grpc.Client, _tidemark_v1_AdminClient> & { service: _tidemark_v1_AdminDefinition }
+      AgentStream: MessageTypeDefinition<_tidemark_v1_AgentStream, _tidemark_v1_AgentStream__Output>
+      ApplianceStats: MessageTypeDefinition<_tidemark_v1_ApplianceStats, _tidemark_v1_ApplianceStats__Output>
+      BaseImage: MessageTypeDefinition<_tidemark_v1_BaseImage, _tidemark_v1_BaseImage__Output>
       CompactReply: MessageTypeDefinition<_tidemark_v1_CompactReply, _tidemark_v1_CompactReply__Output>
       CompactRequest: MessageTypeDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactRequest__Output>
+      Compaction: MessageTypeDefinition<_tidemark_v1_Compaction, _tidemark_v1_Compaction__Output>
+      CorruptRange: MessageTypeDefinition<_tidemark_v1_CorruptRange, _tidemark_v1_CorruptRange__Output>
       FingerprintsReply: MessageTypeDefinition<_tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsReply__Output>
       FingerprintsRequest: MessageTypeDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsRequest__Output>
       ImageChunk: MessageTypeDefinition<_tidemark_v1_ImageChunk, _tidemark_v1_ImageChunk__Output>
+      InexactWindow: MessageTypeDefinition<_tidemark_v1_InexactWindow, _tidemark_v1_InexactWindow__Output>
       JournalReply: MessageTypeDefinition<_tidemark_v1_JournalReply, _tidemark_v1_JournalReply__Output>
       JournalRequest: MessageTypeDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalRequest__Output>
       ListTimeMarksReply: MessageTypeDefinition<_tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksReply__Output>
@@ -43,12 +62,19 @@ export interface ProtoGrpcType {
       PointInTime: MessageTypeDefinition<_tidemark_v1_PointInTime, _tidemark_v1_PointInTime__Output>
       ReadReply: MessageTypeDefinition<_tidemark_v1_ReadReply, _tidemark_v1_ReadReply__Output>
       ReadRequest: MessageTypeDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadRequest__Output>
+      RecordInfo: MessageTypeDefinition<_tidemark_v1_RecordInfo, _tidemark_v1_RecordInfo__Output>
+      Rejections: MessageTypeDefinition<_tidemark_v1_Rejections, _tidemark_v1_Rejections__Output>
       ResolveReply: MessageTypeDefinition<_tidemark_v1_ResolveReply, _tidemark_v1_ResolveReply__Output>
       ResolveRequest: MessageTypeDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveRequest__Output>
       RestoreRequest: MessageTypeDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_RestoreRequest__Output>
+      RetentionStatus: MessageTypeDefinition<_tidemark_v1_RetentionStatus, _tidemark_v1_RetentionStatus__Output>
+      SegmentInfo: MessageTypeDefinition<_tidemark_v1_SegmentInfo, _tidemark_v1_SegmentInfo__Output>
       StatsReply: MessageTypeDefinition<_tidemark_v1_StatsReply, _tidemark_v1_StatsReply__Output>
       StatsRequest: MessageTypeDefinition<_tidemark_v1_StatsRequest, _tidemark_v1_StatsRequest__Output>
       TimeMark: MessageTypeDefinition<_tidemark_v1_TimeMark, _tidemark_v1_TimeMark__Output>
+      VerifyResult: MessageTypeDefinition<_tidemark_v1_VerifyResult, _tidemark_v1_VerifyResult__Output>
+      VolumeJournal: MessageTypeDefinition<_tidemark_v1_VolumeJournal, _tidemark_v1_VolumeJournal__Output>
+      VolumeStats: MessageTypeDefinition<_tidemark_v1_VolumeStats, _tidemark_v1_VolumeStats__Output>
     }
   }
 }

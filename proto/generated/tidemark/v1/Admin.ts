@@ -24,7 +24,7 @@ import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v
 export interface AdminClient extends grpc.Client {
   /**
    * Applies the volume's retention now: folds expired history into the base
-   * image and reclaims its segments. The reply is JSON.
+   * image and reclaims its segments.
    */
   Compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
   Compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
@@ -32,7 +32,7 @@ export interface AdminClient extends grpc.Client {
   Compact(argument: _tidemark_v1_CompactRequest, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
   /**
    * Applies the volume's retention now: folds expired history into the base
-   * image and reclaims its segments. The reply is JSON.
+   * image and reclaims its segments.
    */
   compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
   compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
@@ -146,7 +146,7 @@ export interface AdminClient extends grpc.Client {
 export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   /**
    * Applies the volume's retention now: folds expired history into the base
-   * image and reclaims its segments. The reply is JSON.
+   * image and reclaims its segments.
    */
   Compact: grpc.handleUnaryCall<_tidemark_v1_CompactRequest__Output, _tidemark_v1_CompactReply>;
   
