@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { controlClient, createTimeMark } from '../cli/timemark-command'
+import { controlClient, createTimeMark } from '../client/control-client'
 import type { CreateTimeMarkRequest } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
 
 const ROOT = path.resolve(__dirname, '..', '..')

@@ -1,38 +1,44 @@
-// A client of an appliance's Admin service, for the CLI commands.
+// A client of an appliance's Admin service, for the CLI commands, tests and
+// benchmarks. It takes typed options (flag parsing stays in cli/).
 import fs from 'node:fs'
 import * as grpc from '@grpc/grpc-js'
 import { TidemarkError } from '../proto/errors'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import { adminProto, FLOW_CONTROL_WINDOW, MAX_MESSAGE_BYTES } from '../proto/load'
-import { parseHostPort, parseTlsFlags, usage, type Parsed } from './args'
 
-export const CLIENT_FLAGS = {
-  appliance: { value: true },
-  'tls-cert': { value: true },
-  'tls-key': { value: true },
-  'tls-ca': { value: true },
+/** PEM contents, or the paths of the files that hold them. */
+export interface ClientTls {
+  cert: string | Buffer
+  key: string | Buffer
+  ca: string | Buffer
 }
 
-export function adminClient(a: Parsed, command: string): AdminClient {
-  const ep = a.get('appliance')?.[0]
-  if (!ep) throw usage(command, '--appliance HOST:PORT is required')
-  const { host, port } = parseHostPort(ep, '--appliance', command)
-  const tls = parseTlsFlags((n) => a.get(n)?.[0], command)
-  let creds: grpc.ChannelCredentials
-  if (tls) {
-    const read = (f: string): Buffer => {
-      try {
-        return fs.readFileSync(f)
-      } catch (err) {
-        throw usage(command, `cannot read ${f}: ${(err as Error).message}`)
-      }
-    }
-    creds = grpc.credentials.createSsl(read(tls.ca), read(tls.key), read(tls.cert))
-  } else {
-    creds = grpc.credentials.createInsecure()
+export interface AdminClientOptions {
+  /** HOST:PORT ([v6]:PORT for IPv6) */
+  address: string
+  /** mutual TLS; without it the channel is not encrypted */
+  tls?: ClientTls
+}
+
+/** "HOST:PORT" as a gRPC target (an IPv6 host in brackets). */
+export function grpcTarget(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+function pem(v: string | Buffer): Buffer {
+  if (Buffer.isBuffer(v)) return v
+  try {
+    return fs.readFileSync(v)
+  } catch (err) {
+    throw new TidemarkError('TLS_FILE', `cannot read ${v}: ${(err as Error).message}`)
   }
-  const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
-  return new adminProto.Admin(target, creds, {
+}
+
+export function adminClient(opts: AdminClientOptions): AdminClient {
+  const creds = opts.tls
+    ? grpc.credentials.createSsl(pem(opts.tls.ca), pem(opts.tls.key), pem(opts.tls.cert))
+    : grpc.credentials.createInsecure()
+  return new adminProto.Admin(opts.address, creds, {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
     // A restore streams the volume to us: HTTP/2's default 64 KiB window
