@@ -43,7 +43,7 @@ export interface Opt<T> {
   readonly needs?: { option: string; as: string }
   /** a flag that exists but is refused with this message */
   readonly refused?: string
-  /** a switch that cannot be combined with other options (--demo, --config) */
+  /** cannot be combined with other options: --config FILE (the settings come from it), or a switch that stands for all of them (--demo) */
   readonly alone?: boolean
   /** the flag's value (a string, the list of strings, or true) as T */
   readonly value: z.ZodType<T, z.ZodTypeDef, any>
@@ -171,7 +171,12 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
   }
   if (raw.has('help')) return { help: true }
   for (const n of raw.keys()) if (opts[n].refused) throw usage(cmd, opts[n].refused!)
-  for (const [n, o] of Object.entries(opts)) if (o.alone && raw.has(n) && raw.size > 1) throw usage(cmd, `--${n} cannot be combined with other options`)
+  for (const [n, o] of Object.entries(opts)) {
+    if (!o.alone || !raw.has(n)) continue
+    if (raw.size > 1) throw usage(cmd, `--${n} cannot be combined with other options`)
+    // A switch that stands for a whole setting (--demo): the command says what it means.
+    if (o.kind === 'boolean') return { help: false, values: { [n]: true } as Values<O>, given: new Set([n]) }
+  }
 
   const values: Record<string, unknown> = {}
   const given = new Set<string>()
