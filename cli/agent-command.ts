@@ -34,6 +34,7 @@ const agentId = check(z.string(), (id) => /^[\x21-\x7e]{1,128}$/.test(id), (id) 
 
 export const AGENT = command({
   name: 'agent',
+  requiredFirst: true,
   options: {
     ...helpOption,
     demo: flag({

@@ -109,6 +109,8 @@ function configString(key: string): z.ZodType<string, z.ZodTypeDef, unknown> {
 export interface Command<O extends Options> {
   readonly name: string
   readonly options: O
+  /** ask for every required option before checking any value (else each in its turn) */
+  readonly requiredFirst?: boolean
   /** --help: the text, with each option's rows rendered where `rows` is called */
   readonly help: (rows: (column: number, ...names: Array<keyof O & string>) => string) => string
 }
@@ -193,6 +195,8 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
       given.add(n)
     }
   }
+  const missing = (n: string, o: Opt<unknown>): boolean => o.required !== undefined && (!given.has(n) || values[n] === '')
+  if (c.requiredFirst) for (const [n, o] of Object.entries(opts)) if (missing(n, o)) throw usage(cmd, o.required!)
   // Each option in the order of the definition: its group, presence, what it needs, its value.
   for (const [n, o] of Object.entries(opts)) {
     if (o.oneOf) {
@@ -201,7 +205,7 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
       if (names.length > 1) throw usage(cmd, `${o.oneOf.many} ${names.map((x) => `--${x}`).join(' and ')}`)
     }
     // An empty value ("--state=") is as good as none where one is required.
-    if (o.required !== undefined && (!given.has(n) || values[n] === '')) throw usage(cmd, o.required)
+    if (missing(n, o)) throw usage(cmd, o.required!)
     if (!given.has(n)) {
       if (o.default === undefined) continue
     } else if (o.needs && !given.has(o.needs.option)) {
