@@ -7,7 +7,7 @@ import { isoTimeMs, seqPoint } from '../client/point'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import type { PointInTime } from '../proto/generated/tidemark/v1/PointInTime'
 import { parseHostPort, parseSize, usage } from './args'
-import { check, convert, flag, text, type Opt } from './definition'
+import { check, convert, flag, text } from './definition'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
 
@@ -104,5 +104,3 @@ export const pointOptions = {
 export function pointOf(v: { timemark?: PointInTime; at?: PointInTime; seq?: PointInTime }): PointInTime {
   return (v.timemark ?? v.at ?? v.seq)!
 }
-
-export type { Opt }

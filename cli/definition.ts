@@ -27,7 +27,7 @@ import { usage } from './args'
 export interface Opt<T> {
   /** string: one value; list: repeatable; boolean: a switch */
   readonly kind: 'string' | 'list' | 'boolean'
-  /** the help row's label ("--state DIR"); without help the option has no row */
+  /** the help row's label ("--state DIR"); without one the option has no row */
   readonly label?: string
   /** the help row's text; a newline continues it on the next line */
   readonly help?: string
@@ -136,8 +136,6 @@ export type Parsed<O extends Options> =
       values: Values<O>
       /** the options given on the command line or in the config file */
       given: Set<keyof O & string>
-      /** the --config FILE the settings came from */
-      configFile?: string
     }
 
 /** The command line (or the --config FILE it names) as checked, typed values; every mistake is one usage line. */
@@ -216,7 +214,7 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
     if (!r.success) throw usage(cmd, r.error.issues[0].message)
     values[n] = r.data
   }
-  return { help: false, values: values as Values<O>, given: given as Set<keyof O & string>, configFile: config }
+  return { help: false, values: values as Values<O>, given: given as Set<keyof O & string> }
 }
 
 /** --config FILE: a JSON object of the options' keys; each value through the option's config schema. */
