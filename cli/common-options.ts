@@ -84,7 +84,7 @@ export function adminFromFlags(v: ClientValues, command: string): AdminClient {
 export const pointOptions = {
   timemark: text({
     label: '--timemark ID|LABEL',
-    oneOf: { with: ['at', 'seq'], missing: 'give the point: --timemark ID|LABEL, --at ISO-TIME or --seq N|latest', many: 'give one point, not' },
+    oneOf: { with: ['at', 'seq'], missing: 'give the point: --timemark ID|LABEL, --at ISO-TIME or --seq N|latest', many: (flags) => `give one point, not ${flags.join(' and ')}` },
     help: 'a TimeMark, by id (its seq) or by its label (tidemark timemark list)',
     value: check(z.string(), (v) => v !== '', () => '--timemark needs an id or a label').transform((v): PointInTime => ({ timemark: v })),
   }),

@@ -37,8 +37,11 @@ export interface Opt<T> {
   readonly configOnly?: boolean
   /** the message when the option is missing */
   readonly required?: string
-  /** the first of options of which exactly one is given: the others, and what to say when none or several are */
-  readonly oneOf?: { with: string[]; missing: string; many: string }
+  /**
+   * the first of options of which exactly one is given: the others, what to say when none or several
+   * (their flags) are, and whether an empty value counts as none
+   */
+  readonly oneOf?: { with: string[]; missing: string; many: (flags: string[]) => string; emptyIsNone?: boolean }
   /** another option this one is meaningless without, and how to name it: "--x needs ${as}" */
   readonly needs?: { option: string; as: string }
   /** a flag that exists but is refused with this message */
@@ -170,7 +173,7 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
     raw.set(t.name, [...(prev ?? []), v])
   }
   if (raw.has('help')) return { help: true }
-  for (const n of raw.keys()) if (opts[n].refused) throw usage(cmd, opts[n].refused!)
+  for (const [n, o] of Object.entries(opts)) if (o.refused && raw.has(n)) throw usage(cmd, o.refused)
   for (const [n, o] of Object.entries(opts)) {
     if (!o.alone || !raw.has(n)) continue
     if (raw.size > 1) throw usage(cmd, `--${n} cannot be combined with other options`)
@@ -198,9 +201,9 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
   // Each option in the order of the definition: its group, presence, what it needs, its value.
   for (const [n, o] of Object.entries(opts)) {
     if (o.oneOf) {
-      const names = [n, ...o.oneOf.with].filter((x) => given.has(x))
+      const names = [n, ...o.oneOf.with].filter((x) => given.has(x) && !(o.oneOf!.emptyIsNone && values[x] === ''))
       if (names.length === 0) throw usage(cmd, o.oneOf.missing)
-      if (names.length > 1) throw usage(cmd, `${o.oneOf.many} ${names.map((x) => `--${x}`).join(' and ')}`)
+      if (names.length > 1) throw usage(cmd, o.oneOf.many(names.map((x) => `--${x}`)))
     }
     // An empty value ("--state=") is as good as none where one is required.
     if (missing(n, o)) throw usage(cmd, o.required!)

@@ -4,6 +4,7 @@
 // the hooks: it is on the protected server); list asks the appliance, which
 // keeps the catalog.
 import * as grpc from '@grpc/grpc-js'
+import { z } from 'zod'
 import { clientError, unary } from '../client/admin-client'
 import { controlClient, createTimeMark } from '../client/control-client'
 import { TidemarkError } from '../proto/errors'
@@ -16,7 +17,7 @@ import type { TimeMark__Output } from '../proto/generated/tidemark/v1/TimeMark'
 import { badLabel } from '../proto/timemark-meta'
 import { usage } from './args'
 import { adminFromFlags, clientOptions, helpOption } from './common-options'
-import { command, flag, helpText, parseCommand, text } from './definition'
+import { check, command, convert, flag, helpText, parseCommand, text } from './definition'
 
 // One set of options for every action (as the actions always took them);
 // which of them an action needs, and their forms, the action checks.
@@ -65,12 +66,41 @@ lets it expire again.
 
 export const TIMEMARK_HELP = helpText(TIMEMARK)
 
-function seconds(v: string | undefined, flag: string): number {
-  if (v === undefined) return 0
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0 || n > 86400) throw usage('timemark', `${flag} '${v}' is not a number of seconds (up to 86400)`)
-  return Math.round(n * 1000)
+/** A hook's or the wait's limit: seconds, up to a day, as ms. */
+function limit(flagName: string) {
+  return check(
+    z.string(),
+    (v) => Number.isFinite(Number(v)) && Number(v) > 0 && Number(v) <= 86400,
+    (v) => `${flagName} '${v}' is not a number of seconds (up to 86400)`
+  ).transform((v) => Math.round(Number(v) * 1000))
 }
+
+const agentOnly = (f: string) => text({ refused: `create talks to the agent (--control), not --${f}` })
+const oneVolumeOrGroup = 'give --volume NAME or --group NAME (one of them)'
+
+/** create takes the same options, and says what it needs of them. */
+export const TIMEMARK_CREATE = command({
+  ...TIMEMARK,
+  options: {
+    ...TIMEMARK.options,
+    appliance: agentOnly('appliance'),
+    'tls-cert': agentOnly('tls-cert'),
+    'tls-key': agentOnly('tls-key'),
+    'tls-ca': agentOnly('tls-ca'),
+    control: text({
+      required: "--control unix:PATH is required (the agent's control socket)",
+      value: check(z.string(), (s) => s.startsWith('unix:') && s.length > 5, (s) => `--control '${s}' must be unix:PATH`),
+    }),
+    volume: text({ oneOf: { with: ['group'], missing: oneVolumeOrGroup, many: () => oneVolumeOrGroup, emptyIsNone: true } }),
+    label: text({ value: convert(z.string(), (l) => {
+      const bad = l ? badLabel(l) : null
+      if (bad) throw new Error(`label '${l}' ${bad}`)
+      return l
+    }) }),
+    'hook-timeout': text({ value: limit('--hook-timeout') }),
+    'wait-timeout': text({ value: limit('--wait-timeout') }),
+  },
+})
 
 export async function runTimemark(argv: string[]): Promise<number> {
   const [action, ...rest] = argv
@@ -85,34 +115,26 @@ export async function runTimemark(argv: string[]): Promise<number> {
 }
 
 async function create(argv: string[]): Promise<number> {
-  const p = parseCommand(TIMEMARK, argv)
+  const p = parseCommand(TIMEMARK_CREATE, argv)
   if (p.help) {
     process.stdout.write(TIMEMARK_HELP)
     return 0
   }
   const a = p.values
-  for (const f of ['appliance', 'tls-cert', 'tls-key', 'tls-ca'] as const) {
-    if (p.given.has(f)) throw usage('timemark', `create talks to the agent (--control), not --${f}`)
-  }
-  const control = a.control
-  if (!control) throw usage('timemark', "--control unix:PATH is required (the agent's control socket)")
-  if (!control.startsWith('unix:') || control.length <= 5) throw usage('timemark', `--control '${control}' must be unix:PATH`)
+  const control = a.control!
   const volume = a.volume ?? ''
   const group = a.group ?? ''
-  if (!volume === !group) throw usage('timemark', 'give --volume NAME or --group NAME (one of them)')
   const label = a.label ?? ''
-  const bad = label ? badLabel(label) : null
-  if (bad) throw usage('timemark', `label '${label}' ${bad}`)
   const req: CreateTimeMarkRequest = {
     volume,
     group,
     label,
     quiesce: a.quiesce ?? '',
     thaw: a.thaw ?? '',
-    hookTimeoutMs: seconds(a['hook-timeout'], '--hook-timeout'),
+    hookTimeoutMs: a['hook-timeout'] ?? 0,
     allowCrashConsistent: a['allow-crash-consistent'] === true,
     noWait: a['no-wait'] === true,
-    waitTimeoutMs: seconds(a['wait-timeout'], '--wait-timeout'),
+    waitTimeoutMs: a['wait-timeout'] ?? 0,
   }
   const client = controlClient(control)
   // Hooks and the wait have their own limits; the call gets room for both.
