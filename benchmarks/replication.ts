@@ -64,13 +64,14 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
-import { statsJson } from '../cli/inspect-json'
+import { statsJson } from '../client/inspect-json'
 import { allProcesses, machineCpu, processCpu, selfCpu, topOthers, type ProcessCpu } from './lib/cpu'
 import { fillRandom, sparseFile } from './lib/data'
 import { BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
 import { fio } from './lib/fio'
 import { connectable, have, killAll, must, Proc, run, sleep, type Log } from './lib/process'
 import { f0, f1, f2, machineInfo, median, percentile, writeResults } from './lib/report'
+import { NbdClient } from '../client/nbd-client'
 
 // ---------------------------------------------------------------- settings
 
@@ -274,134 +275,7 @@ async function applianceHasFullCopy(app: Appliance, volumes: string[], timeoutMs
   }
 }
 
-// ---------------------------------------------------------------- a small NBD client (fixed newstyle, NBD_OPT_GO, simple replies)
-
-const NBD_REQUEST_MAGIC = 0x25609513
-const NBD_REPLY_MAGIC = 0x67446698
-const NBD_CMD_WRITE = 1
-const NBD_CMD_DISC = 2
-
-class NbdClient {
-  private sock: net.Socket
-  private chunks: Buffer[] = []
-  private have = 0
-  private wake: (() => void) | null = null
-  private closed = false
-  private handshaking = true
-  private cookie = 0
-  private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
-  size = 0
-
-  private constructor(sock: net.Socket) {
-    this.sock = sock
-    sock.on('data', (d) => {
-      this.chunks.push(d)
-      this.have += d.length
-      if (this.handshaking) this.wake?.()
-      else this.replies()
-    })
-    sock.on('close', () => {
-      this.closed = true
-      this.wake?.()
-      for (const p of this.pending.values()) p.reject(new Error('NBD connection closed'))
-      this.pending.clear()
-    })
-    sock.on('error', () => undefined)
-  }
-
-  static async connect(sockPath: string, name: string): Promise<NbdClient> {
-    const s = await new Promise<net.Socket>((resolve, reject) => {
-      const c = net.connect(sockPath, () => resolve(c))
-      c.once('error', reject)
-    })
-    const c = new NbdClient(s)
-    const g = await c.read(18)
-    if (g.subarray(0, 8).toString() !== 'NBDMAGIC' || g.subarray(8, 16).toString() !== 'IHAVEOPT') throw new Error('not a newstyle NBD server')
-    const flags = Buffer.alloc(4)
-    flags.writeUInt32BE(1 | 2) // FIXED_NEWSTYLE | NO_ZEROES
-    s.write(flags)
-    const data = Buffer.alloc(4 + Buffer.byteLength(name) + 2)
-    data.writeUInt32BE(Buffer.byteLength(name))
-    data.write(name, 4)
-    const h = Buffer.alloc(16)
-    h.write('IHAVEOPT', 0)
-    h.writeUInt32BE(7, 8) // NBD_OPT_GO
-    h.writeUInt32BE(data.length, 12)
-    s.write(Buffer.concat([h, data]))
-    for (;;) {
-      const r = await c.read(20)
-      const type = r.readUInt32BE(12)
-      const body = await c.read(r.readUInt32BE(16))
-      if (type === 3 && body.readUInt16BE(0) === 0) c.size = Number(body.readBigUInt64BE(2))
-      if (type === 1) break
-      if (type & 0x80000000) throw new Error(`NBD_OPT_GO refused (${type.toString(16)}): ${body.subarray(4).toString()}`)
-    }
-    c.handshaking = false
-    c.replies()
-    return c
-  }
-
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
-    const out = all.subarray(0, n)
-    const rest = all.subarray(n)
-    this.chunks = rest.length ? [rest] : []
-    this.have -= n
-    return out
-  }
-
-  private async read(n: number): Promise<Buffer> {
-    while (this.have < n) {
-      if (this.closed) throw new Error('NBD connection closed during the handshake')
-      await new Promise<void>((r) => (this.wake = r))
-      this.wake = null
-    }
-    return this.take(n)
-  }
-
-  private replies(): void {
-    while (this.have >= 16) {
-      const r = this.take(16)
-      if (r.readUInt32BE(0) !== NBD_REPLY_MAGIC) {
-        this.sock.destroy()
-        return
-      }
-      const err = r.readUInt32BE(4)
-      const cookie = Number(r.readBigUInt64BE(8))
-      const p = this.pending.get(cookie)
-      if (!p) continue
-      this.pending.delete(cookie)
-      if (err) p.reject(new Error(`NBD error ${err} for request ${cookie}`))
-      else p.resolve()
-    }
-  }
-
-  write(offset: number, data: Buffer): Promise<void> {
-    const cookie = ++this.cookie
-    const h = Buffer.alloc(28)
-    h.writeUInt32BE(NBD_REQUEST_MAGIC, 0)
-    h.writeUInt16BE(0, 4)
-    h.writeUInt16BE(NBD_CMD_WRITE, 6)
-    h.writeBigUInt64BE(BigInt(cookie), 8)
-    h.writeBigUInt64BE(BigInt(offset), 16)
-    h.writeUInt32BE(data.length, 24)
-    return new Promise((resolve, reject) => {
-      this.pending.set(cookie, { resolve, reject })
-      this.sock.write(h)
-      this.sock.write(data)
-    })
-  }
-
-  async close(): Promise<void> {
-    const h = Buffer.alloc(28)
-    h.writeUInt32BE(NBD_REQUEST_MAGIC, 0)
-    h.writeUInt16BE(NBD_CMD_DISC, 6)
-    this.sock.end(h)
-    const end = Date.now() + 5000
-    while (!this.closed && Date.now() < end) await sleep(10)
-    this.sock.destroy()
-  }
-}
+// ---------------------------------------------------------------- NBD writes (client/nbd-client.ts)
 
 /** Writes (offset, data) pairs with up to `depth` requests in flight. */
 async function nbdWriteAll(c: NbdClient, items: Iterable<[number, Buffer]>, depth = 8): Promise<void> {
@@ -451,7 +325,7 @@ const workloadA: Workload = {
     const data = Buffer.alloc(MS_BLOCKS * BLOCK)
     fillRandom(data, 0x5eed)
     blocksA = data
-    const nbd = await NbdClient.connect(c.agent.sock, c.volume)
+    const nbd = await NbdClient.connect({ unix: c.agent.sock, export: c.volume })
     try {
       await nbdWriteAll(nbd, (function* () {
         for (let i = 0; i < MS_BLOCKS; i++) yield [i * BLOCK, data.subarray(i * BLOCK, (i + 1) * BLOCK)] as [number, Buffer]
@@ -465,7 +339,7 @@ const workloadA: Workload = {
     const fresh = Buffer.alloc(MS_BLOCKS * SECTOR)
     fillRandom(fresh, 0xc0ffee)
     let x = 12345
-    const nbd = await NbdClient.connect(c.agent.sock, c.volume)
+    const nbd = await NbdClient.connect({ unix: c.agent.sock, export: c.volume })
     try {
       await nbdWriteAll(nbd, (function* () {
         for (let i = 0; i < MS_BLOCKS; i++) {

@@ -8,7 +8,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { controlClient, createTimeMark } from '../cli/timemark-command'
+import { controlClient, createTimeMark } from '../client/control-client'
 import type { CreateTimeMarkRequest } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
 import { BIN, removeDir, resultsPath, scratchDir } from './lib/env'
 import { mustRun as must, Proc, run, sleep, tidemark } from './lib/process'

@@ -4,12 +4,173 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
+import { z } from 'zod'
 import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
 import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
-import { parseArgs, parseEndpoint, parseSize, usage } from './args'
+import { parseEndpoint, parseSize, usage } from './args'
+import { helpOption, logLevel, seconds, size } from './common-options'
+import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
 
-export const AGENT_HELP = `Usage:
+const needsAppliance = { option: 'appliance', as: '--appliance HOST:PORT' }
+
+/** NAME=PATH from a flag, or [NAME, PATH] from the config file's "volumes" map; every path must exist. */
+const volumeList = convert(
+  z.array(z.union([z.string(), z.tuple([z.string(), z.string()])])),
+  (l): Array<[string, string]> => {
+    const vols = l.map((v): [string, string] => {
+      if (Array.isArray(v)) return v
+      const eq = v.indexOf('=')
+      if (eq <= 0 || eq === v.length - 1) throw new Error(`--volume '${v}' must be NAME=PATH`)
+      return [v.slice(0, eq), v.slice(eq + 1)]
+    })
+    if (vols.length === 0) throw new Error('at least one --volume NAME=PATH is required')
+    for (const [name, p] of vols) if (!fs.existsSync(p)) throw new Error(`volume ${name}: ${p} does not exist`)
+    return vols
+  }
+)
+
+const agentId = check(z.string(), (id) => /^[\x21-\x7e]{1,128}$/.test(id), (id) => `--agent-id '${id}' must be 1 to 128 printable characters without spaces`)
+
+export const AGENT = command({
+  name: 'agent',
+  requiredFirst: true,
+  options: {
+    ...helpOption,
+    demo: flag({
+      label: '--demo',
+      help:
+        'the embedded default: a 1 GiB sparse volume "demo" in ./.tidemark\n(created if missing), served on unix:./.tidemark/nbd.sock and\nreplicated to an appliance of its own (./.tidemark/appliance, on\n' +
+        '127.0.0.1, started and stopped with the agent), with its control\nsocket on unix:./.tidemark/control.sock',
+      alone: true,
+    }),
+    config: text({
+      label: '--config FILE',
+      help:
+        'the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
+        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
+      alone: true,
+    }),
+    state: text({
+      label: '--state DIR',
+      help: 'agent state: dirty maps (NAME.dirty), seq leases, generation ids\n(NAME.gen) and initial-copy progress (NAME.sync); created if missing',
+      key: 'state',
+      required: '--state DIR is required',
+    }),
+    nbd: text({
+      label: '--nbd ENDPOINT',
+      help: 'where NBD clients connect: unix:PATH or tcp:HOST:PORT',
+      key: 'nbd',
+      required: '--nbd unix:PATH|tcp:HOST:PORT is required',
+      value: convert(z.string(), (s) => parseEndpoint(s, '--nbd')),
+    }),
+    volume: list({
+      label: '--volume NAME=PATH',
+      help: 'a protected volume: a regular file or a block device (repeatable)',
+      key: 'volumes',
+      required: 'at least one --volume NAME=PATH is required',
+      config: convert(z.record(z.unknown(), { errorMap: () => ({ message: '"volumes" must map names to paths' }) }), (o) =>
+        Object.entries(o).map(([n, p]) => {
+          if (typeof p !== 'string') throw new Error(`volume "${n}" must map to a path`)
+          return [n, p]
+        })
+      ),
+      value: volumeList,
+    }),
+    'stats-interval': text({
+      label: '--stats-interval S',
+      help: 'log counts every S seconds (default 10, 0 = never)',
+      key: 'statsInterval',
+      default: '10',
+      value: seconds('--stats-interval'),
+    }),
+    'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error', key: 'logLevel', default: 'info', value: logLevel() }),
+    appliance: text({
+      label: '--appliance H:P',
+      help: 'replicate every volume to the appliance at HOST:PORT (the first time a\nvolume is protected, it is copied whole, all-zero sectors skipped)',
+      key: 'appliance',
+      value: check(z.string(), (s) => {
+            const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/.exec(s)
+            return !!m && Number(m[2]) >= 1 && Number(m[2]) <= 65535
+          },
+          (s) => `--appliance '${s}' must be HOST:PORT (a port from 1 to 65535)`
+        )
+      ,
+    }),
+    'tls-cert': text({ label: '--tls-cert F', help: "this agent's certificate (PEM) for mutual TLS; with --tls-key and", key: 'tlsCert', needs: needsAppliance }),
+    'tls-key': text({ label: '--tls-key F', help: "--tls-ca (the CA that signed the appliance's certificate); without", key: 'tlsKey', needs: needsAppliance }),
+    'tls-ca': text({ label: '--tls-ca F', help: 'them the connection is not encrypted', key: 'tlsCa', needs: needsAppliance }),
+    throttle: text({
+      label: '--throttle MBPS',
+      help: 'cap data on the wire at MBPS megabytes (10^6 bytes) per second, all\nvolumes together; acks and control messages are never held back',
+      key: 'throttle',
+      needs: needsAppliance,
+      value: check(z.string(), (s) => /^\d+(\.\d+)?$/.test(s.trim()) && Number(s) > 0, (s) => `--throttle '${s}' is not a positive number of megabytes per second`)
+        .transform((s) => Math.round(Number(s) * 1e6)),
+    }),
+    memory: text({
+      label: '--memory SIZE',
+      help: 'memory for sent, unacknowledged batches (default 64M); past it the\nagent stops pulling and the tap keeps only its dirty map',
+      key: 'memory',
+      needs: needsAppliance,
+      value: convert(z.string(), (s) => {
+          const n = parseSize(s, '--memory')
+          if (n < 1024 * 1024) throw new Error(`--memory ${s} is less than the 1M a batch in flight needs`)
+          return n
+        })
+      ,
+    }),
+    'fingerprint-cache': text({
+      label: '--fingerprint-cache SIZE',
+      help: "MicroScan's cache of what the replica holds (default 256M); a\nmiss costs bandwidth, never correctness",
+      key: 'fingerprintCache',
+      needs: needsAppliance,
+      value: size('--fingerprint-cache'),
+    }),
+    'agent-id': text({
+      label: '--agent-id ID',
+      help: 'how this agent names itself to the appliance (default: the host name)',
+      key: 'agentId',
+      needs: needsAppliance,
+      value: agentId,
+    }),
+    // The flag turns MicroScan off; the config key says whether it is on.
+    'no-microscan': flag({
+      label: '--no-microscan',
+      help: 'send every captured sector (to measure what MicroScan saves)',
+      key: 'microscan',
+      needs: needsAppliance,
+      config: z.boolean({ errorMap: () => ({ message: '"microscan" must be true or false' }) }).transform((on) => !on),
+      value: z.boolean().transform((off) => !off),
+    }),
+    group: text({ label: '--group NAME', help: 'put every volume in one consistency group (one seq space)', key: 'group' }),
+    control: text({
+      label: '--control unix:PATH',
+      help: 'the control socket for tidemark timemark create (mode 0600)',
+      key: 'control',
+      value: check(z.string(), (s) => s.startsWith('unix:') && s.length > 5, (s) => `--control '${s}' must be unix:PATH (a control socket is local only)`)
+        .transform((s) => path.resolve(s.slice(5))),
+    }),
+    'timemark-every': text({
+      label: '--timemark-every S',
+      help: 'take a crash-consistent TimeMark labelled "scheduled" every S seconds\n(of the group, or of each volume); app-consistent schedules with\nhooks go in --config "timemarks"',
+      value: check(z.string(), (s) => Number.isFinite(Number(s)) && Number(s) >= 1, (s) => `--timemark-every '${s}' is not a number of seconds (at least 1)`)
+        .transform((s): TimeMarkSchedule => ({ everyMs: Number(s) * 1000, label: 'scheduled' })),
+    }),
+    timemarks: text({ key: 'timemarks', configOnly: true, config: z.unknown(), value: convert(z.unknown(), configSchedules) }),
+    buffer: text({
+      label: '--buffer SIZE',
+      help: 'record buffer per volume (default 64M); when the consumer falls\nthis far behind, the volume keeps only its dirty map until it resyncs',
+      key: 'buffer',
+      value: convert(z.string(), (s) => (s ? parseSize(s, '--buffer') : undefined)),
+    }),
+    'capture-log': text({
+      label: '--capture-log DIR',
+      help: 'without --appliance: make records durable in DIR/NAME.tmcap before\nacknowledging them (a local sink)',
+      key: 'captureLog',
+    }),
+  },
+  help: (rows) => `Usage:
   tidemark agent --state DIR --nbd unix:PATH|tcp:HOST:PORT --volume NAME=PATH [--volume NAME=PATH ...]
                  [--appliance HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
@@ -22,326 +183,123 @@ Serves each volume as an NBD export (export name = volume name), captures
 every write, trim and write-zeroes as change records at 512-byte sectors and,
 with --appliance, streams the sectors that really changed to the appliance.
 
-  --state DIR          agent state: dirty maps (NAME.dirty), seq leases, generation ids
-                       (NAME.gen) and initial-copy progress (NAME.sync); created if missing
-  --nbd ENDPOINT       where NBD clients connect: unix:PATH or tcp:HOST:PORT
-  --volume NAME=PATH   a protected volume: a regular file or a block device (repeatable)
-  --appliance H:P      replicate every volume to the appliance at HOST:PORT (the first time a
-                       volume is protected, it is copied whole, all-zero sectors skipped)
-  --tls-cert F         this agent's certificate (PEM) for mutual TLS; with --tls-key and
-  --tls-key F          --tls-ca (the CA that signed the appliance's certificate); without
-  --tls-ca F           them the connection is not encrypted
-  --throttle MBPS      cap data on the wire at MBPS megabytes (10^6 bytes) per second, all
-                       volumes together; acks and control messages are never held back
-  --memory SIZE        memory for sent, unacknowledged batches (default 64M); past it the
-                       agent stops pulling and the tap keeps only its dirty map
-  --fingerprint-cache SIZE  MicroScan's cache of what the replica holds (default 256M); a
-                       miss costs bandwidth, never correctness
-  --agent-id ID        how this agent names itself to the appliance (default: the host name)
-  --no-microscan       send every captured sector (to measure what MicroScan saves)
-  --group NAME         put every volume in one consistency group (one seq space)
-  --control unix:PATH  the control socket for tidemark timemark create (mode 0600)
-  --timemark-every S   take a crash-consistent TimeMark labelled "scheduled" every S seconds
-                       (of the group, or of each volume); app-consistent schedules with
-                       hooks go in --config "timemarks"
-  --buffer SIZE        record buffer per volume (default 64M); when the consumer falls
-                       this far behind, the volume keeps only its dirty map until it resyncs
-  --capture-log DIR    without --appliance: make records durable in DIR/NAME.tmcap before
-                       acknowledging them (a local sink)
-  --stats-interval S   log counts every S seconds (default 10, 0 = never)
-  --log-level LEVEL    trace, debug, info (default), warn, error
-  --demo               the embedded default: a 1 GiB sparse volume "demo" in ./.tidemark
-                       (created if missing), served on unix:./.tidemark/nbd.sock and
-                       replicated to an appliance of its own (./.tidemark/appliance, on
-                       127.0.0.1, started and stopped with the agent), with its control
-                       socket on unix:./.tidemark/control.sock
-  --config FILE        the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},
-                       "appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",
-                       "fingerprintCache", "agentId", "microscan" (true/false), "group",
-                       "buffer", "captureLog", "statsInterval", "logLevel", "control",
-                       "timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,
-                       "hookTimeout": SECONDS}]}
+${rows(
+  23,
+  'state', 'nbd', 'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
+  'no-microscan', 'group', 'control', 'timemark-every', 'buffer', 'capture-log', 'stats-interval', 'log-level', 'demo', 'config'
+)}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
                   qemu-system-x86_64 -drive file=nbd+unix:///NAME?socket=PATH,format=raw
-`
+`,
+})
 
-const SPEC = {
-  help: {},
-  state: { value: true },
-  nbd: { value: true },
-  volume: { value: true, repeat: true },
-  group: { value: true },
-  buffer: { value: true },
-  'capture-log': { value: true },
-  'stats-interval': { value: true },
-  'log-level': { value: true },
-  config: { value: true },
-  demo: {},
-  appliance: { value: true },
-  control: { value: true },
-  throttle: { value: true },
-  'tls-cert': { value: true },
-  'tls-key': { value: true },
-  'tls-ca': { value: true },
-  memory: { value: true },
-  'fingerprint-cache': { value: true },
-  'agent-id': { value: true },
-  'no-microscan': {},
-  'timemark-every': { value: true },
-}
+export const AGENT_HELP = helpText(AGENT)
 
-type Settings = {
-  state?: string
-  nbd?: string
-  volumes: Array<[string, string]>
-  group?: string
-  buffer?: string
-  captureLog?: string
-  statsInterval?: string
-  logLevel?: string
-  appliance?: string
-  tlsCert?: string
-  tlsKey?: string
-  tlsCa?: string
-  throttle?: string
-  memory?: string
-  fingerprintCache?: string
-  agentId?: string
-  microscan?: boolean
-  control?: string
-  timemarks?: unknown
-  timemarkEvery?: string
-}
-
-function parseSchedules(s: Settings): TimeMarkSchedule[] {
-  const out: TimeMarkSchedule[] = []
-  if (s.timemarkEvery !== undefined) {
-    const n = Number(s.timemarkEvery)
-    if (!Number.isFinite(n) || n < 1) throw usage('agent', `--timemark-every '${s.timemarkEvery}' is not a number of seconds (at least 1)`)
-    out.push({ everyMs: n * 1000, label: 'scheduled' })
-  }
-  if (s.timemarks === undefined) return out
-  if (!Array.isArray(s.timemarks)) throw usage('agent', 'config "timemarks" must be a list of {"every", "label", "quiesce", "thaw", "hookTimeout"}')
-  for (const [i, t] of (s.timemarks as unknown[]).entries()) {
+/** The config file's "timemarks": app-consistent schedules with hooks. */
+function configSchedules(v: unknown): TimeMarkSchedule[] {
+  if (!Array.isArray(v)) throw new Error('config "timemarks" must be a list of {"every", "label", "quiesce", "thaw", "hookTimeout"}')
+  return v.map((t: unknown, i) => {
     const o = t as Record<string, unknown>
     const at = `config "timemarks"[${i}]`
-    if (!o || typeof o !== 'object' || Array.isArray(o)) throw usage('agent', `${at} must be an object`)
-    for (const k of Object.keys(o)) if (!['every', 'label', 'quiesce', 'thaw', 'hookTimeout'].includes(k)) throw usage('agent', `${at}: unknown key "${k}"`)
-    if (typeof o.every !== 'number' || !(o.every >= 1)) throw usage('agent', `${at}: "every" must be a number of seconds (at least 1)`)
+    if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${at} must be an object`)
+    for (const k of Object.keys(o)) if (!['every', 'label', 'quiesce', 'thaw', 'hookTimeout'].includes(k)) throw new Error(`${at}: unknown key "${k}"`)
+    if (typeof o.every !== 'number' || !(o.every >= 1)) throw new Error(`${at}: "every" must be a number of seconds (at least 1)`)
     const label = o.label ?? 'scheduled'
-    if (typeof label !== 'string') throw usage('agent', `${at}: "label" must be a string`)
+    if (typeof label !== 'string') throw new Error(`${at}: "label" must be a string`)
     const bad = label ? badLabel(label) : null
-    if (bad) throw usage('agent', `${at}: label '${label}' ${bad}`)
-    for (const k of ['quiesce', 'thaw'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') throw usage('agent', `${at}: "${k}" must be a shell command string`)
-    if (o.hookTimeout !== undefined && (typeof o.hookTimeout !== 'number' || !(o.hookTimeout > 0))) throw usage('agent', `${at}: "hookTimeout" must be a number of seconds`)
-    out.push({
+    if (bad) throw new Error(`${at}: label '${label}' ${bad}`)
+    for (const k of ['quiesce', 'thaw'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') throw new Error(`${at}: "${k}" must be a shell command string`)
+    if (o.hookTimeout !== undefined && (typeof o.hookTimeout !== 'number' || !(o.hookTimeout > 0))) throw new Error(`${at}: "hookTimeout" must be a number of seconds`)
+    return {
       everyMs: o.every * 1000,
       label,
       quiesce: o.quiesce as string | undefined,
       thaw: o.thaw as string | undefined,
       hookTimeoutMs: o.hookTimeout !== undefined ? (o.hookTimeout as number) * 1000 : undefined,
-    })
-  }
-  return out
-}
-
-function fromConfig(file: string): Settings {
-  let j: Record<string, unknown>
-  try {
-    j = JSON.parse(fs.readFileSync(file, 'utf8'))
-  } catch (err) {
-    throw usage('agent', `cannot read config ${file}: ${(err as Error).message}`)
-  }
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw usage('agent', `config ${file} must be a JSON object`)
-  const known = new Set([
-    'state', 'nbd', 'volumes', 'group', 'buffer', 'captureLog', 'statsInterval', 'logLevel',
-    'appliance', 'tlsCert', 'tlsKey', 'tlsCa', 'throttle', 'memory', 'fingerprintCache', 'agentId', 'microscan',
-    'control', 'timemarks',
-  ])
-  for (const k of Object.keys(j)) if (!known.has(k)) throw usage('agent', `config ${file}: unknown key "${k}"`)
-  const vols = j.volumes ?? {}
-  if (typeof vols !== 'object' || Array.isArray(vols)) throw usage('agent', `config ${file}: "volumes" must map names to paths`)
-  const str = (k: string): string | undefined => {
-    const v = j[k]
-    if (v === undefined) return undefined
-    if (typeof v !== 'string' && typeof v !== 'number') throw usage('agent', `config ${file}: "${k}" must be a string`)
-    return String(v)
-  }
-  return {
-    state: str('state'),
-    nbd: str('nbd'),
-    volumes: Object.entries(vols as Record<string, unknown>).map(([n, p]) => {
-      if (typeof p !== 'string') throw usage('agent', `config ${file}: volume "${n}" must map to a path`)
-      return [n, p]
-    }),
-    group: str('group'),
-    buffer: str('buffer'),
-    captureLog: str('captureLog'),
-    statsInterval: str('statsInterval'),
-    logLevel: str('logLevel'),
-    appliance: str('appliance'),
-    tlsCert: str('tlsCert'),
-    tlsKey: str('tlsKey'),
-    tlsCa: str('tlsCa'),
-    throttle: str('throttle'),
-    memory: str('memory'),
-    fingerprintCache: str('fingerprintCache'),
-    agentId: str('agentId'),
-    microscan: (() => {
-      const v = j.microscan
-      if (v === undefined) return undefined
-      if (typeof v !== 'boolean') throw usage('agent', `config ${file}: "microscan" must be true or false`)
-      return v
-    })(),
-    control: str('control'),
-    timemarks: j.timemarks,
-  }
-}
-
-/** The appliance and its knobs; every one of them needs --appliance. */
-function replicationSettings(s: Settings): Partial<AgentOptions> {
-  const needs: Array<[keyof Settings, string]> = [
-    ['tlsCert', '--tls-cert'],
-    ['tlsKey', '--tls-key'],
-    ['tlsCa', '--tls-ca'],
-    ['throttle', '--throttle'],
-    ['memory', '--memory'],
-    ['fingerprintCache', '--fingerprint-cache'],
-    ['agentId', '--agent-id'],
-    ['microscan', '--no-microscan'],
-  ]
-  if (!s.appliance) {
-    for (const [k, flag] of needs) if (s[k] !== undefined) throw usage('agent', `${flag} needs --appliance HOST:PORT`)
-    return {}
-  }
-  if (s.captureLog) throw usage('agent', '--capture-log is the local sink when there is no appliance; give one or the other')
-  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/.exec(s.appliance)
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    throw usage('agent', `--appliance '${s.appliance}' must be HOST:PORT (a port from 1 to 65535)`)
-  }
-  const tlsGiven = [s.tlsCert, s.tlsKey, s.tlsCa].filter((x) => x !== undefined).length
-  if (tlsGiven !== 0 && tlsGiven !== 3) throw usage('agent', '--tls-cert, --tls-key and --tls-ca go together: give all three or none')
-  for (const [f, flag] of [[s.tlsCert, '--tls-cert'], [s.tlsKey, '--tls-key'], [s.tlsCa, '--tls-ca']] as const) {
-    if (f !== undefined && !fs.existsSync(f)) throw usage('agent', `${flag} ${f} does not exist`)
-  }
-  let throttle: number | undefined
-  if (s.throttle !== undefined) {
-    const mbps = Number(s.throttle)
-    if (!/^\d+(\.\d+)?$/.test(s.throttle.trim()) || !(mbps > 0)) {
-      throw usage('agent', `--throttle '${s.throttle}' is not a positive number of megabytes per second`)
     }
-    throttle = Math.round(mbps * 1e6)
+  })
+}
+
+/** --demo as the flags it stands for, creating its 1 GiB sparse volume if missing. */
+function demoArgs(home: string): string[] {
+  fs.mkdirSync(home, { recursive: true })
+  const img = path.join(home, 'demo.img')
+  if (!fs.existsSync(img)) {
+    const fd = fs.openSync(img, 'w')
+    fs.ftruncateSync(fd, 1024 ** 3)
+    fs.closeSync(fd)
   }
-  const memory = s.memory !== undefined ? parseSize(s.memory, '--memory', 'agent') : undefined
-  if (memory !== undefined && memory < 1024 * 1024) throw usage('agent', `--memory ${s.memory} is less than the 1M a batch in flight needs`)
-  const cache = s.fingerprintCache !== undefined ? parseSize(s.fingerprintCache, '--fingerprint-cache', 'agent') : undefined
-  const agentId = s.agentId ?? os.hostname()
-  if (!/^[\x21-\x7e]{1,128}$/.test(agentId)) throw usage('agent', `--agent-id '${agentId}' must be 1 to 128 printable characters without spaces`)
-  return {
-    appliance: {
-      address: s.appliance,
-      tls: tlsGiven ? { cert: path.resolve(s.tlsCert!), key: path.resolve(s.tlsKey!), ca: path.resolve(s.tlsCa!) } : undefined,
-    },
-    throttleBytesPerSecond: throttle,
-    memoryBytes: memory,
-    fingerprintCacheBytes: cache,
-    agentId,
-    microscan: s.microscan,
-  }
+  return [
+    '--state', path.join(home, 'state'),
+    '--nbd', `unix:${path.join(home, 'nbd.sock')}`,
+    '--volume', `demo=${img}`,
+    '--stats-interval', '10',
+    '--control', `unix:${path.join(home, 'control.sock')}`,
+  ]
 }
 
 type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string }
 
 export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
-  const a = parseArgs(argv, SPEC, 'agent')
-  if (a.has('help')) return 'help'
-  let s: Settings
+  let p = parseCommand(AGENT, argv)
+  if (p.help) return 'help'
   let demoApplianceDir: string | undefined
-  if (a.has('demo')) {
-    if (a.size > 1) throw usage('agent', '--demo cannot be combined with other options')
+  if (p.values.demo) {
     const home = path.resolve('.tidemark')
-    fs.mkdirSync(home, { recursive: true })
-    const img = path.join(home, 'demo.img')
-    if (!fs.existsSync(img)) {
-      const fd = fs.openSync(img, 'w')
-      fs.ftruncateSync(fd, 1024 ** 3)
-      fs.closeSync(fd)
-    }
-    s = {
-      state: path.join(home, 'state'),
-      nbd: `unix:${path.join(home, 'nbd.sock')}`,
-      volumes: [['demo', img]],
-      statsInterval: '10',
-      control: `unix:${path.join(home, 'control.sock')}`,
-    }
+    p = parseCommand(AGENT, demoArgs(home))
+    if (p.help) return 'help'
     demoApplianceDir = path.join(home, 'appliance')
-  } else if (a.has('config')) {
-    if (a.size > 1) throw usage('agent', '--config cannot be combined with other options')
-    s = fromConfig(a.get('config')![0])
-  } else {
-    s = {
-      state: a.get('state')?.[0],
-      nbd: a.get('nbd')?.[0],
-      volumes: (a.get('volume') ?? []).map((v) => {
-        const eq = v.indexOf('=')
-        if (eq <= 0 || eq === v.length - 1) throw usage('agent', `--volume '${v}' must be NAME=PATH`)
-        return [v.slice(0, eq), v.slice(eq + 1)]
-      }),
-      group: a.get('group')?.[0],
-      buffer: a.get('buffer')?.[0],
-      captureLog: a.get('capture-log')?.[0],
-      statsInterval: a.get('stats-interval')?.[0],
-      logLevel: a.get('log-level')?.[0],
-      appliance: a.get('appliance')?.[0],
-      tlsCert: a.get('tls-cert')?.[0],
-      tlsKey: a.get('tls-key')?.[0],
-      tlsCa: a.get('tls-ca')?.[0],
-      throttle: a.get('throttle')?.[0],
-      memory: a.get('memory')?.[0],
-      fingerprintCache: a.get('fingerprint-cache')?.[0],
-      agentId: a.get('agent-id')?.[0],
-      microscan: a.has('no-microscan') ? false : undefined,
-      control: a.get('control')?.[0],
-      timemarkEvery: a.get('timemark-every')?.[0],
+  }
+  const a = p.values
+  const appliance = a.appliance || undefined
+  let repl: Partial<AgentOptions> = {}
+  if (appliance) {
+    if (a['capture-log']) throw usage('agent', '--capture-log is the local sink when there is no appliance; give one or the other')
+    const tls = [a['tls-cert'], a['tls-key'], a['tls-ca']]
+    const tlsGiven = tls.filter((x) => x !== undefined).length
+    if (tlsGiven !== 0 && tlsGiven !== 3) throw usage('agent', '--tls-cert, --tls-key and --tls-ca go together: give all three or none')
+    for (const [f, flagName] of [[a['tls-cert'], '--tls-cert'], [a['tls-key'], '--tls-key'], [a['tls-ca'], '--tls-ca']] as const) {
+      if (f !== undefined && !fs.existsSync(f)) throw usage('agent', `${flagName} ${f} does not exist`)
+    }
+    let id = a['agent-id']
+    if (id === undefined) {
+      const r = agentId.safeParse(os.hostname())
+      if (!r.success) throw usage('agent', r.error.issues[0].message)
+      id = r.data
+    }
+    repl = {
+      appliance: {
+        address: appliance,
+        tls: tlsGiven ? { cert: path.resolve(a['tls-cert']!), key: path.resolve(a['tls-key']!), ca: path.resolve(a['tls-ca']!) } : undefined,
+      },
+      throttleBytesPerSecond: a.throttle,
+      memoryBytes: a.memory,
+      fingerprintCacheBytes: a['fingerprint-cache'],
+      agentId: id,
+      microscan: a['no-microscan'],
     }
   }
-  if (!s.state) throw usage('agent', '--state DIR is required')
-  if (!s.nbd) throw usage('agent', '--nbd unix:PATH|tcp:HOST:PORT is required')
-  if (s.volumes.length === 0) throw usage('agent', 'at least one --volume NAME=PATH is required')
-  for (const [name, p] of s.volumes) {
-    if (!fs.existsSync(p)) throw usage('agent', `volume ${name}: ${p} does not exist`)
-  }
-  const ep = parseEndpoint(s.nbd, '--nbd', 'agent')
-  const interval = s.statsInterval === undefined ? 10 : Number(s.statsInterval)
-  if (!Number.isFinite(interval) || interval < 0) throw usage('agent', `--stats-interval '${s.statsInterval}' is not a number of seconds`)
-  const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
-  const logLevel = s.logLevel ?? 'info'
-  if (!levels.includes(logLevel)) throw usage('agent', `--log-level must be one of ${levels.join(', ')}`)
-  const repl = replicationSettings(s)
-  let control: string | undefined
-  if (s.control !== undefined) {
-    if (!s.control.startsWith('unix:') || s.control.length <= 5) throw usage('agent', `--control '${s.control}' must be unix:PATH (a control socket is local only)`)
-    control = path.resolve(s.control.slice(5))
-  }
-  const schedule = parseSchedules(s)
-  if ((control || schedule.length) && !s.appliance && !a.has('demo')) {
+  const schedule = [...(a['timemark-every'] ? [a['timemark-every']] : []), ...(a.timemarks ?? [])]
+  if ((a.control || schedule.length) && !appliance && !demoApplianceDir) {
     throw usage('agent', 'TimeMarks (--control, schedules) are kept by an appliance: give --appliance HOST:PORT')
   }
-  if (s.captureLog) fs.mkdirSync(s.captureLog, { recursive: true })
+  const captureLog = a['capture-log'] || undefined
+  if (captureLog) fs.mkdirSync(captureLog, { recursive: true })
+  const ep = a.nbd!
   return {
     ...repl,
-    stateDir: path.resolve(s.state),
+    stateDir: path.resolve(a.state!),
     nbd: 'unix' in ep ? { unix: path.resolve(ep.unix) } : { tcp: ep.tcp },
-    volumes: s.volumes.map(([name, p]) => ({ name, path: path.resolve(p) })),
-    group: s.group,
-    bufferBytes: s.buffer ? parseSize(s.buffer, '--buffer', 'agent') : undefined,
-    captureLogDir: s.captureLog ? path.resolve(s.captureLog) : undefined,
-    statsIntervalMs: interval * 1000,
-    control,
+    volumes: a.volume!.map(([name, p]) => ({ name, path: path.resolve(p) })),
+    group: a.group,
+    bufferBytes: a.buffer,
+    captureLogDir: captureLog ? path.resolve(captureLog) : undefined,
+    statsIntervalMs: a['stats-interval']! * 1000,
+    control: a.control,
     schedule,
-    logger: pino({ level: logLevel, base: { pid: process.pid, component: 'agent' } }),
-    logLevel,
+    logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'agent' } }),
+    logLevel: a['log-level']!,
     demoApplianceDir,
   }
 }

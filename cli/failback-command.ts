@@ -1,52 +1,64 @@
 // tidemark failback: make a production volume equal to a point, sending only
-// the sectors that differ (the pipeline is cli/failback.ts).
+// the sectors that differ (the pipeline is client/failback.ts).
 //
 // Everything that can refuse is checked before the first write: the point is
 // resolved once (every later call names its seq), the target is opened and
 // its size compared with the volume's. A failback that fails half way leaves
 // a target that is part old, part point; running it again finishes the job,
 // since it sends only what still differs.
+import { z } from 'zod'
+import { clientError, unary } from '../client/admin-client'
+import { failback, type FailbackResult, type FailbackSource } from '../client/failback'
+import { openTarget, parseTarget, type FailbackTarget } from '../client/failback-target'
+import { describePoint, resolvePoint } from '../client/point'
 import { TidemarkError } from '../proto/errors'
 import type { FingerprintsReply__Output } from '../proto/generated/tidemark/v1/FingerprintsReply'
 import type { FingerprintsRequest } from '../proto/generated/tidemark/v1/FingerprintsRequest'
 import type { ReadReply__Output } from '../proto/generated/tidemark/v1/ReadReply'
 import type { ReadRequest } from '../proto/generated/tidemark/v1/ReadRequest'
 import { initHash } from '../proto/hash'
-import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
-import { parseArgs, usage } from './args'
-import { failback, type FailbackResult, type FailbackSource } from './failback'
-import { openTarget, parseTarget, type FailbackTarget } from './failback-target'
-import { describePoint, parsePoint, POINT_FLAGS, POINT_HELP, resolvePoint } from './point'
+import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions } from './common-options'
+import { command, convert, flag, helpText, parseCommand, text } from './definition'
 
-export const FAILBACK_HELP = `Usage:
+export const FAILBACK = command({
+  name: 'failback',
+  options: {
+    ...helpOption,
+    volume: text({ required: '--volume NAME is required' }),
+    ...pointOptions,
+    target: text({
+      label: '--target URI|FILE',
+      help: 'an NBD export (nbd+unix:///EXPORT?socket=PATH,\nnbd://HOST:PORT/EXPORT) or a local image or block device;\nit must be exactly the volume\'s size',
+      required: '--target nbd+unix:///EXPORT?socket=PATH | nbd://HOST:PORT/EXPORT | FILE is required',
+      value: convert(z.string(), (s) => {
+          try {
+            return { arg: s, spec: parseTarget(s) }
+          } catch (err) {
+            throw new Error(`--target ${(err as Error).message}`)
+          }
+        })
+      ,
+    }),
+    'dry-run': flag({ label: '--dry-run', help: 'compare and report what would be sent; write nothing' }),
+    json: flag({ label: '--json', help: 'the summary as one JSON object' }),
+    ...clientOptions,
+  },
+  help: (rows) => `Usage:
   tidemark failback --appliance HOST:PORT --volume NAME (--timemark ID|LABEL | --at ISO-TIME | --seq N|latest)
                     --target nbd+unix:///EXPORT?socket=PATH | nbd://HOST:PORT/EXPORT | FILE
                     [--tls-cert F --tls-key F --tls-ca F] [--json] [--dry-run]
 
 Makes the target (the production volume, after running at the recovery site)
 equal to the volume at the point given:
-${POINT_HELP}
+${rows(23, 'timemark', 'at', 'seq')}
 Each 64 KiB region of the target is fingerprinted (xxh64 per 512-byte sector)
 and compared with the appliance's fingerprints of the point; only sectors that
 differ are fetched from the appliance and written. The target is flushed at
 the end (NBD FLUSH, or fsync for a file or block device).
 
-  --target URI|FILE   an NBD export (nbd+unix:///EXPORT?socket=PATH,
-                      nbd://HOST:PORT/EXPORT) or a local image or block device;
-                      it must be exactly the volume's size
-  --dry-run           compare and report what would be sent; write nothing
-  --json              the summary as one JSON object
-`
-
-const SPEC = {
-  help: {},
-  ...CLIENT_FLAGS,
-  ...POINT_FLAGS,
-  volume: { value: true },
-  target: { value: true },
-  json: {},
-  'dry-run': {},
-}
+${rows(22, 'target', 'dry-run', 'json')}
+`,
+})
 
 /** A TidemarkError from a lower layer, as this command's one line. */
 function ours(err: unknown): unknown {
@@ -55,26 +67,19 @@ function ours(err: unknown): unknown {
 }
 
 export async function runFailback(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, SPEC, 'failback')
-  if (a.has('help')) {
-    process.stdout.write(FAILBACK_HELP)
+  const p = parseCommand(FAILBACK, argv)
+  if (p.help) {
+    process.stdout.write(helpText(FAILBACK))
     return 0
   }
-  const volume = a.get('volume')?.[0]
-  if (!volume) throw usage('failback', '--volume NAME is required')
-  const point = parsePoint(a, 'failback')
-  const targetArg = a.get('target')?.[0]
-  if (!targetArg) throw usage('failback', '--target nbd+unix:///EXPORT?socket=PATH | nbd://HOST:PORT/EXPORT | FILE is required')
-  let spec
-  try {
-    spec = parseTarget(targetArg)
-  } catch (err) {
-    throw usage('failback', `--target ${(err as Error).message}`)
-  }
-  const dryRun = a.has('dry-run')
-  const json = a.has('json')
+  const a = p.values
+  const volume = a.volume!
+  const point = pointOf(a)
+  const { arg: targetArg, spec } = a.target!
+  const dryRun = a['dry-run'] === true
+  const json = a.json === true
   await initHash()
-  const client = adminClient(a, 'failback')
+  const client = adminFromFlags(a, 'failback')
   let target: FailbackTarget | null = null
   try {
     const resolved = await resolvePoint(client, volume, point, 'failback')

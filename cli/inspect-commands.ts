@@ -6,9 +6,12 @@ import type { StatsReply__Output } from '../proto/generated/tidemark/v1/StatsRep
 import type { StatsRequest } from '../proto/generated/tidemark/v1/StatsRequest'
 import type { CompactRequest } from '../proto/generated/tidemark/v1/CompactRequest'
 import type { CompactReply__Output } from '../proto/generated/tidemark/v1/CompactReply'
-import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
-import { compactJson, journalJson, statsJson } from './inspect-json'
-import { parseArgs, usage } from './args'
+import { z } from 'zod'
+import { clientError, unary } from '../client/admin-client'
+import { usage } from './args'
+import { compactJson, journalJson, statsJson } from '../client/inspect-json'
+import { adminFromFlags, clientOptions, helpOption } from './common-options'
+import { check, command, flag, helpText, parseCommand, text } from './definition'
 
 export const STATS_HELP = `Usage:
   tidemark stats --appliance HOST:PORT [--volume NAME] [--json] [--tls-cert F --tls-key F --tls-ca F]
@@ -29,29 +32,49 @@ compact applies the volume's retention now (tidemark appliance --retain): the
 history it lets go of is folded into the base image and its segments deleted.
 `
 
-const STATS_SPEC = { help: {}, ...CLIENT_FLAGS, volume: { value: true }, json: {} }
-const JOURNAL_SPEC = { ...STATS_SPEC, from: { value: true }, limit: { value: true } }
+const statsOptions = { ...helpOption, ...clientOptions, volume: text({}), json: flag({}) }
+// journal checks its action's needs (show, compact: --volume) before the appliance's address
+const journalOptions = { ...statsOptions, appliance: text({}) }
+
+export const STATS = command({ name: 'stats', options: statsOptions, help: () => STATS_HELP })
+
+export const JOURNAL = command({
+  name: 'journal',
+  options: {
+    ...journalOptions,
+    from: text({ default: '0', value: check(z.string(), (v) => /^\d+$/.test(v), (v) => `--from '${v}' must be a seq`).transform(Number) }),
+    limit: text({
+      default: '100',
+      value: check(z.string(), (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 100000, (v) => `--limit '${v}' must be 1..100000`)
+        .transform(Number),
+    }),
+  },
+  help: () => JOURNAL_HELP,
+})
+
+export const JOURNAL_COMPACT = command({ name: 'journal', options: journalOptions, help: () => JOURNAL_HELP })
 
 function mb(n: unknown): string {
   return typeof n === 'number' ? (n / 1e6).toFixed(1) : '-'
 }
 
 export async function runStats(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, STATS_SPEC, 'stats')
-  if (a.has('help')) {
-    process.stdout.write(STATS_HELP)
+  const p = parseCommand(STATS, argv)
+  if (p.help) {
+    process.stdout.write(helpText(STATS))
     return 0
   }
-  const client = adminClient(a, 'stats')
+  const a = p.values
+  const client = adminFromFlags(a, 'stats')
   let s: StatsReply__Output
   try {
-    s = await unary<StatsRequest, StatsReply__Output>(client.stats.bind(client), { volume: a.get('volume')?.[0] ?? '' })
+    s = await unary<StatsRequest, StatsReply__Output>(client.stats.bind(client), { volume: a.volume ?? '' })
   } catch (err) {
     throw clientError('stats', err)
   } finally {
     client.close()
   }
-  if (a.has('json')) {
+  if (a.json) {
     process.stdout.write(`${JSON.stringify(statsJson(s))}\n`)
     return 0
   }
@@ -90,21 +113,20 @@ export async function runJournal(argv: string[]): Promise<number> {
   if (action === 'compact') return compact(rest)
   const actions: Record<string, 'LS' | 'SHOW' | 'VERIFY'> = { ls: 'LS', show: 'SHOW', verify: 'VERIFY' }
   if (!actions[action]) throw usage('journal', `unknown action '${action}' (ls, show, verify or compact)`)
-  const a = parseArgs(rest, JOURNAL_SPEC, 'journal')
-  if (a.has('help')) {
-    process.stdout.write(JOURNAL_HELP)
+  const p = parseCommand(JOURNAL, rest)
+  if (p.help) {
+    process.stdout.write(helpText(JOURNAL))
     return 0
   }
-  const volume = a.get('volume')?.[0] ?? ''
+  const a = p.values
+  const volume = a.volume ?? ''
   if (action === 'show' && !volume) throw usage('journal', 'journal show needs --volume NAME')
-  const from = a.get('from')?.[0] ?? '0'
-  const limit = a.get('limit')?.[0] ?? '100'
-  if (!/^\d+$/.test(from)) throw usage('journal', `--from '${from}' must be a seq`)
-  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 100000) throw usage('journal', `--limit '${limit}' must be 1..100000`)
-  const client = adminClient(a, 'journal')
+  const from = a.from!
+  const limit = a.limit!
+  const client = adminFromFlags(a, 'journal')
   let reply: JournalReply__Output
   try {
-    reply = await unary<JournalRequest, JournalReply__Output>(client.journal.bind(client), { action: actions[action], volume, fromSeq: Number(from), limit: Number(limit) })
+    reply = await unary<JournalRequest, JournalReply__Output>(client.journal.bind(client), { action: actions[action], volume, fromSeq: from, limit })
   } catch (err) {
     throw clientError('journal', err)
   } finally {
@@ -112,7 +134,7 @@ export async function runJournal(argv: string[]): Promise<number> {
   }
   let ok = true
   if (action === 'verify') for (const v of reply.volumes) ok &&= v.verify?.ok ?? false
-  if (a.has('json')) {
+  if (a.json) {
     process.stdout.write(`${JSON.stringify(journalJson(reply, actions[action]))}\n`)
     return ok ? 0 : 1
   }
@@ -137,14 +159,15 @@ export async function runJournal(argv: string[]): Promise<number> {
 }
 
 async function compact(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, STATS_SPEC, 'journal')
-  if (a.has('help')) {
-    process.stdout.write(JOURNAL_HELP)
+  const p = parseCommand(JOURNAL_COMPACT, argv)
+  if (p.help) {
+    process.stdout.write(helpText(JOURNAL_COMPACT))
     return 0
   }
-  const volume = a.get('volume')?.[0]
+  const a = p.values
+  const volume = a.volume
   if (!volume) throw usage('journal', 'journal compact needs --volume NAME')
-  const client = adminClient(a, 'journal')
+  const client = adminFromFlags(a, 'journal')
   let r: CompactReply__Output
   try {
     r = await unary<CompactRequest, CompactReply__Output>(client.compact.bind(client), { volume })
@@ -153,7 +176,7 @@ async function compact(argv: string[]): Promise<number> {
   } finally {
     client.close()
   }
-  if (a.has('json')) {
+  if (a.json) {
     process.stdout.write(`${JSON.stringify(compactJson(r))}\n`)
     return 0
   }

@@ -4,20 +4,43 @@
 // the hooks: it is on the protected server); list asks the appliance, which
 // keeps the catalog.
 import * as grpc from '@grpc/grpc-js'
+import { z } from 'zod'
+import { clientError, unary } from '../client/admin-client'
+import { controlClient, createTimeMark } from '../client/control-client'
 import { TidemarkError } from '../proto/errors'
-import type { ControlClient } from '../proto/generated/tidemark/v1/Control'
 import type { CreateTimeMarkRequest } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
 import type { CreateTimeMarkReply__Output } from '../proto/generated/tidemark/v1/CreateTimeMarkReply'
 import type { ListTimeMarksRequest } from '../proto/generated/tidemark/v1/ListTimeMarksRequest'
 import type { ListTimeMarksReply__Output } from '../proto/generated/tidemark/v1/ListTimeMarksReply'
-import { controlProto } from '../proto/load'
 import type { PinTimeMarkRequest } from '../proto/generated/tidemark/v1/PinTimeMarkRequest'
 import type { TimeMark__Output } from '../proto/generated/tidemark/v1/TimeMark'
 import { badLabel } from '../proto/timemark-meta'
-import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
-import { parseArgs, usage } from './args'
+import { usage } from './args'
+import { adminFromFlags, clientOptions, helpOption } from './common-options'
+import { check, command, convert, flag, helpText, parseCommand, text } from './definition'
 
-export const TIMEMARK_HELP = `Usage:
+// One set of options for every action (as the actions always took them);
+// which of them an action needs, and their forms, the action checks.
+export const TIMEMARK = command({
+  name: 'timemark',
+  options: {
+    ...helpOption,
+    ...clientOptions,
+    appliance: text({}),
+    control: text({}),
+    timemark: text({}),
+    volume: text({}),
+    group: text({}),
+    label: text({}),
+    quiesce: text({}),
+    thaw: text({}),
+    'hook-timeout': text({}),
+    'allow-crash-consistent': flag({}),
+    'no-wait': flag({}),
+    'wait-timeout': text({}),
+    json: flag({}),
+  },
+  help: () => `Usage:
   tidemark timemark create --control unix:PATH (--volume NAME | --group NAME) [--label TEXT]
                            [--quiesce CMD] [--thaw CMD] [--hook-timeout SECONDS]
                            [--allow-crash-consistent] [--no-wait] [--wait-timeout SECONDS] [--json]
@@ -38,42 +61,46 @@ list: the appliance's catalog for a volume, oldest first.
 
 pin: retention never expires a pinned TimeMark, nor any point after it; unpin
 lets it expire again.
-`
+`,
+})
 
-const SPEC = {
-  help: {},
-  ...CLIENT_FLAGS,
-  control: { value: true },
-  timemark: { value: true },
-  volume: { value: true },
-  group: { value: true },
-  label: { value: true },
-  quiesce: { value: true },
-  thaw: { value: true },
-  'hook-timeout': { value: true },
-  'allow-crash-consistent': {},
-  'no-wait': {},
-  'wait-timeout': { value: true },
-  json: {},
+export const TIMEMARK_HELP = helpText(TIMEMARK)
+
+/** A hook's or the wait's limit: seconds, up to a day, as ms. */
+function limit(flagName: string) {
+  return check(
+    z.string(),
+    (v) => Number.isFinite(Number(v)) && Number(v) > 0 && Number(v) <= 86400,
+    (v) => `${flagName} '${v}' is not a number of seconds (up to 86400)`
+  ).transform((v) => Math.round(Number(v) * 1000))
 }
 
-/** A client of an agent's control socket (unix:PATH). */
-export function controlClient(control: string): ControlClient {
-  return new controlProto.Control(control, grpc.credentials.createInsecure()) as unknown as ControlClient
-}
+const agentOnly = (f: string) => text({ refused: `create talks to the agent (--control), not --${f}` })
+const oneVolumeOrGroup = 'give --volume NAME or --group NAME (one of them)'
 
-export function createTimeMark(client: ControlClient, req: CreateTimeMarkRequest, deadline: number): Promise<CreateTimeMarkReply__Output> {
-  return new Promise<CreateTimeMarkReply__Output>((resolve, reject) =>
-    client.createTimeMark(req, { deadline }, (err, res) => (err ? reject(err) : resolve(res!)))
-  )
-}
-
-function seconds(v: string | undefined, flag: string): number {
-  if (v === undefined) return 0
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0 || n > 86400) throw usage('timemark', `${flag} '${v}' is not a number of seconds (up to 86400)`)
-  return Math.round(n * 1000)
-}
+/** create takes the same options, and says what it needs of them. */
+export const TIMEMARK_CREATE = command({
+  ...TIMEMARK,
+  options: {
+    ...TIMEMARK.options,
+    appliance: agentOnly('appliance'),
+    'tls-cert': agentOnly('tls-cert'),
+    'tls-key': agentOnly('tls-key'),
+    'tls-ca': agentOnly('tls-ca'),
+    control: text({
+      required: "--control unix:PATH is required (the agent's control socket)",
+      value: check(z.string(), (s) => s.startsWith('unix:') && s.length > 5, (s) => `--control '${s}' must be unix:PATH`),
+    }),
+    volume: text({ oneOf: { with: ['group'], missing: oneVolumeOrGroup, many: () => oneVolumeOrGroup, emptyIsNone: true } }),
+    label: text({ value: convert(z.string(), (l) => {
+      const bad = l ? badLabel(l) : null
+      if (bad) throw new Error(`label '${l}' ${bad}`)
+      return l
+    }) }),
+    'hook-timeout': text({ value: limit('--hook-timeout') }),
+    'wait-timeout': text({ value: limit('--wait-timeout') }),
+  },
+})
 
 export async function runTimemark(argv: string[]): Promise<number> {
   const [action, ...rest] = argv
@@ -88,33 +115,26 @@ export async function runTimemark(argv: string[]): Promise<number> {
 }
 
 async function create(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, SPEC, 'timemark')
-  if (a.has('help')) {
+  const p = parseCommand(TIMEMARK_CREATE, argv)
+  if (p.help) {
     process.stdout.write(TIMEMARK_HELP)
     return 0
   }
-  for (const f of ['appliance', 'tls-cert', 'tls-key', 'tls-ca']) {
-    if (a.has(f)) throw usage('timemark', `create talks to the agent (--control), not --${f}`)
-  }
-  const control = a.get('control')?.[0]
-  if (!control) throw usage('timemark', "--control unix:PATH is required (the agent's control socket)")
-  if (!control.startsWith('unix:') || control.length <= 5) throw usage('timemark', `--control '${control}' must be unix:PATH`)
-  const volume = a.get('volume')?.[0] ?? ''
-  const group = a.get('group')?.[0] ?? ''
-  if (!volume === !group) throw usage('timemark', 'give --volume NAME or --group NAME (one of them)')
-  const label = a.get('label')?.[0] ?? ''
-  const bad = label ? badLabel(label) : null
-  if (bad) throw usage('timemark', `label '${label}' ${bad}`)
+  const a = p.values
+  const control = a.control!
+  const volume = a.volume ?? ''
+  const group = a.group ?? ''
+  const label = a.label ?? ''
   const req: CreateTimeMarkRequest = {
     volume,
     group,
     label,
-    quiesce: a.get('quiesce')?.[0] ?? '',
-    thaw: a.get('thaw')?.[0] ?? '',
-    hookTimeoutMs: seconds(a.get('hook-timeout')?.[0], '--hook-timeout'),
-    allowCrashConsistent: a.has('allow-crash-consistent'),
-    noWait: a.has('no-wait'),
-    waitTimeoutMs: seconds(a.get('wait-timeout')?.[0], '--wait-timeout'),
+    quiesce: a.quiesce ?? '',
+    thaw: a.thaw ?? '',
+    hookTimeoutMs: a['hook-timeout'] ?? 0,
+    allowCrashConsistent: a['allow-crash-consistent'] === true,
+    noWait: a['no-wait'] === true,
+    waitTimeoutMs: a['wait-timeout'] ?? 0,
   }
   const client = controlClient(control)
   // Hooks and the wait have their own limits; the call gets room for both.
@@ -131,7 +151,7 @@ async function create(argv: string[]): Promise<number> {
   } finally {
     client.close()
   }
-  if (a.has('json')) process.stdout.write(`${JSON.stringify(r)}\n`)
+  if (a.json) process.stdout.write(`${JSON.stringify(r)}\n`)
   else {
     process.stdout.write(
       `TimeMark ${r.id}${r.label ? ` '${r.label}'` : ''}: ${r.consistency}-consistent, ${r.volumes.join(', ')}${r.group ? ` (group ${r.group})` : ''}, ` +
@@ -145,14 +165,15 @@ async function create(argv: string[]): Promise<number> {
 }
 
 async function list(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, SPEC, 'timemark')
-  if (a.has('help')) {
+  const p = parseCommand(TIMEMARK, argv)
+  if (p.help) {
     process.stdout.write(TIMEMARK_HELP)
     return 0
   }
-  const volume = a.get('volume')?.[0]
+  const a = p.values
+  const volume = a.volume
   if (!volume) throw usage('timemark', 'list needs --volume NAME')
-  const client = adminClient(a, 'timemark')
+  const client = adminFromFlags(a, 'timemark')
   let r: ListTimeMarksReply__Output
   try {
     r = await unary<ListTimeMarksRequest, ListTimeMarksReply__Output>(client.listTimeMarks.bind(client), { volume })
@@ -161,7 +182,7 @@ async function list(argv: string[]): Promise<number> {
   } finally {
     client.close()
   }
-  if (a.has('json')) {
+  if (a.json) {
     process.stdout.write(`${JSON.stringify(r.timemarks)}\n`)
     return 0
   }
@@ -175,16 +196,17 @@ async function list(argv: string[]): Promise<number> {
 }
 
 async function pin(argv: string[], pinned: boolean): Promise<number> {
-  const a = parseArgs(argv, SPEC, 'timemark')
-  if (a.has('help')) {
+  const p = parseCommand(TIMEMARK, argv)
+  if (p.help) {
     process.stdout.write(TIMEMARK_HELP)
     return 0
   }
-  const volume = a.get('volume')?.[0]
+  const a = p.values
+  const volume = a.volume
   if (!volume) throw usage('timemark', `${pinned ? 'pin' : 'unpin'} needs --volume NAME`)
-  const timemark = a.get('timemark')?.[0]
+  const timemark = a.timemark
   if (!timemark) throw usage('timemark', `${pinned ? 'pin' : 'unpin'} needs --timemark ID|LABEL`)
-  const client = adminClient(a, 'timemark')
+  const client = adminFromFlags(a, 'timemark')
   let r: TimeMark__Output
   try {
     r = await unary<PinTimeMarkRequest, TimeMark__Output>(client.pinTimeMark.bind(client), { volume, timemark, pinned })
@@ -193,7 +215,7 @@ async function pin(argv: string[], pinned: boolean): Promise<number> {
   } finally {
     client.close()
   }
-  if (a.has('json')) process.stdout.write(`${JSON.stringify(r)}\n`)
+  if (a.json) process.stdout.write(`${JSON.stringify(r)}\n`)
   else process.stdout.write(`TimeMark ${r.id}${r.label ? ` '${r.label}'` : ''} of volume ${volume} is ${r.pinned ? 'pinned' : 'no longer pinned'}\n`)
   return 0
 }

@@ -8,15 +8,45 @@
 // file that disappears when the view closes and never reach the appliance.
 import path from 'node:path'
 import pino from 'pino'
+import { z } from 'zod'
+import { clientError, unary } from '../client/admin-client'
+import { describePoint, resolvePoint } from '../client/point'
 import { TidemarkError } from '../proto/errors'
 import type { ReadReply__Output } from '../proto/generated/tidemark/v1/ReadReply'
 import type { ReadRequest } from '../proto/generated/tidemark/v1/ReadRequest'
 import { TimeView, type TimeViewStats } from '../native/view'
-import { adminClient, clientError, CLIENT_FLAGS, unary } from './admin-client'
-import { parseArgs, parseEndpoint, parseSize, usage } from './args'
-import { describePoint, parsePoint, POINT_FLAGS, POINT_HELP, resolvePoint } from './point'
+import { parseEndpoint } from './args'
+import { adminFromFlags, clientOptions, helpOption, logLevel, pointOf, pointOptions, seconds, size } from './common-options'
+import { command, convert, flag, helpText, parseCommand, text } from './definition'
 
-export const TIMEVIEW_HELP = `Usage:
+export const TIMEVIEW = command({
+  name: 'timeview',
+  options: {
+    ...helpOption,
+    volume: text({ required: '--volume NAME is required' }),
+    ...pointOptions,
+    nbd: text({
+      label: '--nbd ENDPOINT',
+      help: 'where NBD clients connect: unix:PATH or tcp:HOST:PORT',
+      required: '--nbd unix:PATH|tcp:HOST:PORT is required',
+      value: convert(z.string(), (s) => parseEndpoint(s, '--nbd')),
+    }),
+    writable: flag({
+      label: '--writable',
+      help: 'add a copy-on-write overlay (for DR tests): writes, trims and zeroes\ngo to an unnamed temporary file in $TMPDIR, reads see them, and it\nis discarded when the TimeView stops; the appliance never sees them',
+    }),
+    cache: text({ label: '--cache SIZE', help: 'cache of bytes read from the appliance (default 64M, 0 = none)', default: '64M', value: size('--cache') }),
+    'stats-interval': text({
+      label: '--stats-interval S',
+      help: 'log read counts every S seconds while they change (default 10, 0 = never)',
+      default: '10',
+      value: seconds('--stats-interval'),
+    }),
+    json: flag({ label: '--json', help: 'print what is served as one JSON object instead of a line' }),
+    'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error (pino lines on stderr)', default: 'info', value: logLevel() }),
+    ...clientOptions,
+  },
+  help: (rows) => `Usage:
   tidemark timeview --appliance HOST:PORT --volume NAME (--timemark ID|LABEL | --at ISO-TIME | --seq N|latest)
                     --nbd unix:PATH|tcp:HOST:PORT [--writable] [--cache SIZE] [--stats-interval SECONDS]
                     [--tls-cert F --tls-key F --tls-ca F] [--json] [--log-level LEVEL]
@@ -25,34 +55,12 @@ Serves the volume as it was at the point given, read-only, as an NBD export
 named after the volume, until SIGINT or SIGTERM. Nothing is copied first:
 bytes are read from the appliance when a client asks for them (and cached).
 Replication continues meanwhile; several TimeViews may run at once.
-${POINT_HELP}
-  --nbd ENDPOINT       where NBD clients connect: unix:PATH or tcp:HOST:PORT
-  --writable           add a copy-on-write overlay (for DR tests): writes, trims and zeroes
-                       go to an unnamed temporary file in $TMPDIR, reads see them, and it
-                       is discarded when the TimeView stops; the appliance never sees them
-  --cache SIZE         cache of bytes read from the appliance (default 64M, 0 = none)
-  --stats-interval S   log read counts every S seconds while they change (default 10, 0 = never)
-  --json               print what is served as one JSON object instead of a line
-  --log-level LEVEL    trace, debug, info (default), warn, error (pino lines on stderr)
+${rows(23, 'timemark', 'at', 'seq', 'nbd', 'writable', 'cache', 'stats-interval', 'json', 'log-level')}
 
 Attach it:  nbd-client -unix PATH -N NAME /dev/nbd0
             nbdfuse DIR/disk 'nbd+unix:///NAME?socket=PATH'
-`
-
-const SPEC = {
-  help: {},
-  ...CLIENT_FLAGS,
-  ...POINT_FLAGS,
-  volume: { value: true },
-  nbd: { value: true },
-  writable: {},
-  cache: { value: true },
-  'stats-interval': { value: true },
-  json: {},
-  'log-level': { value: true },
-}
-
-const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
+`,
+})
 
 function statsLine(s: TimeViewStats): Record<string, number> {
   const chunks = s.chunkHits + s.chunkMisses
@@ -78,25 +86,21 @@ function statsLine(s: TimeViewStats): Record<string, number> {
 }
 
 export async function runTimeview(argv: string[]): Promise<number> {
-  const a = parseArgs(argv, SPEC, 'timeview')
-  if (a.has('help')) {
-    process.stdout.write(TIMEVIEW_HELP)
+  const p = parseCommand(TIMEVIEW, argv)
+  if (p.help) {
+    process.stdout.write(helpText(TIMEVIEW))
     return 0
   }
-  const volume = a.get('volume')?.[0]
-  if (!volume) throw usage('timeview', '--volume NAME is required')
-  const point = parsePoint(a, 'timeview')
-  const nbd = a.get('nbd')?.[0]
-  if (!nbd) throw usage('timeview', '--nbd unix:PATH|tcp:HOST:PORT is required')
-  const ep = parseEndpoint(nbd, '--nbd', 'timeview')
+  const a = p.values
+  const volume = a.volume!
+  const point = pointOf(a)
+  const ep = a.nbd!
   const endpoint = 'unix' in ep ? { unix: path.resolve(ep.unix) } : ep
-  const cacheBytes = a.has('cache') ? parseSize(a.get('cache')![0], '--cache', 'timeview') : 64 * 1024 * 1024
-  const interval = a.has('stats-interval') ? Number(a.get('stats-interval')![0]) : 10
-  if (!Number.isFinite(interval) || interval < 0) throw usage('timeview', `--stats-interval '${a.get('stats-interval')![0]}' is not a number of seconds`)
-  const logLevel = a.get('log-level')?.[0] ?? 'info'
-  if (!LEVELS.includes(logLevel)) throw usage('timeview', `--log-level must be one of ${LEVELS.join(', ')}`)
-  const writable = a.has('writable')
-  const client = adminClient(a, 'timeview')
+  const cacheBytes = a.cache!
+  const interval = a['stats-interval']!
+  const logLevel = a['log-level']!
+  const writable = a.writable === true
+  const client = adminFromFlags(a, 'timeview')
 
   let resolved
   try {
@@ -159,7 +163,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
     nbd: 'unix' in endpoint ? `unix:${endpoint.unix}` : `tcp:${endpoint.tcp.host}:${view.tcpPort}`,
     uri,
   }
-  if (a.has('json')) process.stdout.write(`${JSON.stringify(served)}\n`)
+  if (a.json) process.stdout.write(`${JSON.stringify(served)}\n`)
   else process.stdout.write(`tidemark timeview: serving ${volume} at ${what}, ${size} bytes, ${mode}, on ${uri}\n`)
   logger.info({ point: what, size, mode, uri }, 'serving')
 

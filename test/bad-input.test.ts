@@ -5,13 +5,14 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import {
+  decodeOptionReply, decodeSimpleReply, encodeClientFlags, encodeGoData, encodeOption, encodeRequest,
+  FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, NBD_MAGIC, OPT_GO, OPT_MAGIC, REP_ACK, REP_ERR, REP_INFO, INFO_EXPORT, SIMPLE_REPLY_MAGIC,
+} from '../client/nbd-client'
 import { makeImage, must, nbdUri, sha256, sleep, startAgent, tmpdir, type AgentProcess } from './helpers'
 
 const MiB = 1024 * 1024
-const NBDMAGIC = Buffer.from('NBDMAGIC')
 const IHAVEOPT = Buffer.from('IHAVEOPT')
-const REQUEST_MAGIC = 0x25609513
-const REPLY_MAGIC = 0x67446698
 
 /** A hand-driven NBD client: bytes in, bytes out, nothing hidden. */
 class RawClient {
@@ -70,51 +71,35 @@ class RawClient {
 
   async greet(): Promise<void> {
     const g = await this.read(18)
-    if (!g.subarray(0, 8).equals(NBDMAGIC) || !g.subarray(8, 16).equals(IHAVEOPT)) throw new Error('bad greeting')
-    const f = Buffer.alloc(4)
-    f.writeUInt32BE(3)
-    this.write(f)
+    if (g.readBigUInt64BE(0) !== NBD_MAGIC || g.readBigUInt64BE(8) !== OPT_MAGIC) throw new Error('bad greeting')
+    this.write(encodeClientFlags(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))
   }
   option(opt: number, data: Buffer, magic: Buffer = IHAVEOPT, lengthOverride?: number): void {
-    const h = Buffer.alloc(16)
-    magic.copy(h, 0)
-    h.writeUInt32BE(opt, 8)
-    h.writeUInt32BE(lengthOverride ?? data.length, 12)
-    this.write(Buffer.concat([h, data]))
+    this.write(encodeOption(opt, data, { magic, length: lengthOverride }))
   }
   async optReply(): Promise<{ opt: number; type: number; data: Buffer }> {
-    const h = await this.read(20)
-    const len = h.readUInt32BE(16)
-    return { opt: h.readUInt32BE(8), type: h.readUInt32BE(12), data: await this.read(len) }
+    const h = decodeOptionReply(await this.read(20))
+    return { opt: h.opt, type: h.type, data: await this.read(h.length) }
   }
   /** NBD_OPT_GO for name; returns the export size. */
   async go(name: string): Promise<number> {
-    const d = Buffer.alloc(4 + name.length + 2)
-    d.writeUInt32BE(name.length)
-    d.write(name, 4)
-    this.option(7, d)
+    this.option(OPT_GO, encodeGoData(name))
     let size = -1
     for (;;) {
       const r = await this.optReply()
-      if (r.type === 3 && r.data.readUInt16BE(0) === 0) size = Number(r.data.readBigUInt64BE(2))
-      if (r.type === 1) return size
-      if (r.type & 0x80000000) throw new Error(`GO refused: ${r.data.toString()}`)
+      if (r.type === REP_INFO && r.data.readUInt16BE(0) === INFO_EXPORT) size = Number(r.data.readBigUInt64BE(2))
+      if (r.type === REP_ACK) return size
+      if (r.type & REP_ERR) throw new Error(`GO refused: ${r.data.toString()}`)
     }
   }
   request(type: number, offset: number | bigint, length: number, opts: { flags?: number; cookie?: number; magic?: number; payload?: Buffer } = {}): void {
-    const h = Buffer.alloc(28)
-    h.writeUInt32BE(opts.magic ?? REQUEST_MAGIC, 0)
-    h.writeUInt16BE(opts.flags ?? 0, 4)
-    h.writeUInt16BE(type, 6)
-    h.writeBigUInt64BE(BigInt(opts.cookie ?? 1), 8)
-    h.writeBigUInt64BE(BigInt(offset), 16)
-    h.writeUInt32BE(length, 24)
+    const h = encodeRequest(type, offset, length, { flags: opts.flags, handle: opts.cookie ?? 1, magic: opts.magic })
     this.write(opts.payload ? Buffer.concat([h, opts.payload]) : h)
   }
   async reply(): Promise<{ error: number; cookie: number }> {
-    const r = await this.read(16)
-    if (r.readUInt32BE(0) !== REPLY_MAGIC) throw new Error('bad reply magic')
-    return { error: r.readUInt32BE(4), cookie: Number(r.readBigUInt64BE(8)) }
+    const r = decodeSimpleReply(await this.read(16))
+    if (r.magic !== SIMPLE_REPLY_MAGIC) throw new Error('bad reply magic')
+    return { error: r.error, cookie: r.handle }
   }
 }
 

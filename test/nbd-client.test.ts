@@ -1,4 +1,4 @@
-// The TypeScript NBD client (cli/nbd-client.ts) against a real server,
+// The TypeScript NBD client (client/nbd-client.ts) against a real server,
 // nbdkit: handshake, many requests in flight, splitting by the server's
 // maximum block size, FLUSH, error replies, refused exports, read-only
 // exports and a server that dies mid-request.
@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { NbdClient, parseNbdUri } from '../cli/nbd-client'
+import { NbdClient, parseNbdUri } from '../client/nbd-client'
 import { sleep, tmpdir } from './helpers'
 
 const MiB = 1024 * 1024

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { controlClient, createTimeMark } from '../cli/timemark-command'
+import { controlClient, createTimeMark } from '../client/control-client'
 import {
   BIN,
   clockPast,

@@ -25,9 +25,10 @@
 import os from 'node:os'
 import { TidemarkError } from '../proto/errors'
 import { SECTOR, sectorFingerprints } from '../proto/hash'
+import { REGION_SIZE } from '../proto/record'
 import type { FailbackTarget } from './failback-target'
 
-export const REGION_BYTES = 64 * 1024
+export const REGION_BYTES = REGION_SIZE
 const REGION_SECTORS = REGION_BYTES / SECTOR
 /** Largest Admin.Read. */
 export const MAX_RUN_BYTES = 4 * 1024 * 1024

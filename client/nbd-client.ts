@@ -1,5 +1,7 @@
-// A small NBD client: enough of the protocol to read, write and flush an
-// export (failback writes a production volume through it).
+// The one NBD client: enough of the protocol to read, write and flush an
+// export (failback writes a production volume through it; tests and
+// benchmarks drive the agent through it, and tests that send malformed NBD
+// on purpose use its encoders for the framing).
 //
 // There is no maintained NBD client library for Node (libnbd has no Node
 // binding), so this speaks the wire protocol itself, as described in
@@ -16,31 +18,88 @@
 import net from 'node:net'
 import { TidemarkError } from '../proto/errors'
 
-const NBD_MAGIC = 0x4e42444d41474943n // "NBDMAGIC"
-const OPT_MAGIC = 0x49484156454f5054n // "IHAVEOPT"
-const OLDSTYLE_MAGIC = 0x00420281861253n
-const OPT_REPLY_MAGIC = 0x3e889045565a9n
-const REQUEST_MAGIC = 0x25609513
-const SIMPLE_REPLY_MAGIC = 0x67446698
-const STRUCTURED_REPLY_MAGIC = 0x668e33ef
+export const NBD_MAGIC = 0x4e42444d41474943n // "NBDMAGIC"
+export const OPT_MAGIC = 0x49484156454f5054n // "IHAVEOPT"
+export const OLDSTYLE_MAGIC = 0x00420281861253n
+export const OPT_REPLY_MAGIC = 0x3e889045565a9n
+export const REQUEST_MAGIC = 0x25609513
+export const SIMPLE_REPLY_MAGIC = 0x67446698
+export const STRUCTURED_REPLY_MAGIC = 0x668e33ef
 
-const FLAG_FIXED_NEWSTYLE = 1
-const FLAG_NO_ZEROES = 2
-const OPT_GO = 7
-const REP_ACK = 1
-const REP_INFO = 3
-const REP_ERR = 0x80000000
-const INFO_EXPORT = 0
-const INFO_BLOCK_SIZE = 3
+export const FLAG_FIXED_NEWSTYLE = 1
+export const FLAG_NO_ZEROES = 2
+export const OPT_ABORT = 2
+export const OPT_LIST = 3
+export const OPT_INFO = 6
+export const OPT_GO = 7
+export const REP_ACK = 1
+export const REP_SERVER = 2
+export const REP_INFO = 3
+export const REP_ERR = 0x80000000
+export const INFO_EXPORT = 0
+export const INFO_BLOCK_SIZE = 3
 
 export const TX_READ_ONLY = 1 << 1
 export const TX_SEND_FLUSH = 1 << 2
 
-const CMD_READ = 0
-const CMD_WRITE = 1
-const CMD_DISC = 2
-const CMD_FLUSH = 3
+export const CMD_READ = 0
+export const CMD_WRITE = 1
+export const CMD_DISC = 2
+export const CMD_FLUSH = 3
 const CMD_NAMES = ['READ', 'WRITE', 'DISC', 'FLUSH']
+
+// ---- the wire encoders and decoders, exported for tests that send malformed
+// NBD on purpose (the malformed bytes are theirs, the framing is this one's).
+
+/** The client's 4 handshake flags after the greeting. */
+export function encodeClientFlags(flags: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(flags >>> 0, 0)
+  return b
+}
+
+/** An option request: IHAVEOPT, option, length, data (magic and length may be overridden to test a server). */
+export function encodeOption(opt: number, data: Uint8Array, over: { magic?: Buffer; length?: number } = {}): Buffer {
+  const h = Buffer.alloc(16)
+  if (over.magic) over.magic.copy(h, 0, 0, 8)
+  else h.writeBigUInt64BE(OPT_MAGIC, 0)
+  h.writeUInt32BE(opt, 8)
+  h.writeUInt32BE(over.length ?? data.length, 12)
+  return Buffer.concat([h, data])
+}
+
+/** NBD_OPT_GO / NBD_OPT_INFO data: the export name and the information requests. */
+export function encodeGoData(name: string, infos: number[] = []): Buffer {
+  const nameBytes = Buffer.from(name, 'utf8')
+  const data = Buffer.alloc(4 + nameBytes.length + 2 + 2 * infos.length)
+  data.writeUInt32BE(nameBytes.length, 0)
+  nameBytes.copy(data, 4)
+  data.writeUInt16BE(infos.length, 4 + nameBytes.length)
+  infos.forEach((it, i) => data.writeUInt16BE(it, 6 + nameBytes.length + 2 * i))
+  return data
+}
+
+/** An option reply's 20-byte header. */
+export function decodeOptionReply(h: Buffer): { magic: bigint; opt: number; type: number; length: number } {
+  return { magic: h.readBigUInt64BE(0), opt: h.readUInt32BE(8), type: h.readUInt32BE(12), length: h.readUInt32BE(16) }
+}
+
+/** A transmission request's 28-byte header (magic may be overridden to test a server). */
+export function encodeRequest(cmd: number, offset: number | bigint, length: number, opts: { flags?: number; handle?: number | bigint; magic?: number } = {}): Buffer {
+  const h = Buffer.allocUnsafe(28)
+  h.writeUInt32BE(opts.magic ?? REQUEST_MAGIC, 0)
+  h.writeUInt16BE(opts.flags ?? 0, 4)
+  h.writeUInt16BE(cmd, 6)
+  h.writeBigUInt64BE(BigInt(opts.handle ?? 0), 8)
+  h.writeBigUInt64BE(BigInt(offset), 16)
+  h.writeUInt32BE(length, 24)
+  return h
+}
+
+/** A simple reply's 16-byte header. */
+export function decodeSimpleReply(h: Buffer): { magic: number; error: number; handle: number } {
+  return { magic: h.readUInt32BE(0), error: h.readUInt32BE(4), handle: h.readUInt32BE(8) * 2 ** 32 + h.readUInt32BE(12) }
+}
 
 /** Used when the server does not say (the protocol's own suggestion). */
 export const DEFAULT_MAX_BLOCK = 32 * 1024 * 1024
@@ -238,27 +297,15 @@ export class NbdClient {
     const hflags = (await r.read(2)).readUInt16BE(0)
     if (!(hflags & FLAG_FIXED_NEWSTYLE)) throw new TidemarkError('NBD_PROTOCOL', `${what}: the server does not offer the fixed newstyle handshake`)
     const noZeroes = hflags & FLAG_NO_ZEROES
-    const nameBytes = Buffer.from(name, 'utf8')
-    if (nameBytes.length > 4096) throw new TidemarkError('NBD_PROTOCOL', `${what}: the export name is over 4096 bytes`)
-    const data = Buffer.alloc(4 + nameBytes.length + 2 + 2)
-    data.writeUInt32BE(nameBytes.length, 0)
-    nameBytes.copy(data, 4)
-    data.writeUInt16BE(1, 4 + nameBytes.length) // one information request:
-    data.writeUInt16BE(INFO_BLOCK_SIZE, 6 + nameBytes.length)
-    const opt = Buffer.alloc(4 + 8 + 4 + 4)
-    opt.writeUInt32BE(FLAG_FIXED_NEWSTYLE | noZeroes, 0)
-    opt.writeBigUInt64BE(OPT_MAGIC, 4)
-    opt.writeUInt32BE(OPT_GO, 12)
-    opt.writeUInt32BE(data.length, 16)
-    sock.write(Buffer.concat([opt, data]))
+    if (Buffer.byteLength(name, 'utf8') > 4096) throw new TidemarkError('NBD_PROTOCOL', `${what}: the export name is over 4096 bytes`)
+    // one information request: the block sizes
+    sock.write(Buffer.concat([encodeClientFlags(FLAG_FIXED_NEWSTYLE | noZeroes), encodeOption(OPT_GO, encodeGoData(name, [INFO_BLOCK_SIZE]))]))
 
     const info = { size: -1, flags: 0, min: 1, preferred: 4096, max: DEFAULT_MAX_BLOCK }
     for (;;) {
-      const h = await r.read(20)
-      if (h.readBigUInt64BE(0) !== OPT_REPLY_MAGIC) throw new TidemarkError('NBD_PROTOCOL', `${what}: bad option reply magic from the server`)
-      if (h.readUInt32BE(8) !== OPT_GO) throw new TidemarkError('NBD_PROTOCOL', `${what}: the server replied to an option that was not asked`)
-      const type = h.readUInt32BE(12)
-      const len = h.readUInt32BE(16)
+      const { magic, opt, type, length: len } = decodeOptionReply(await r.read(20))
+      if (magic !== OPT_REPLY_MAGIC) throw new TidemarkError('NBD_PROTOCOL', `${what}: bad option reply magic from the server`)
+      if (opt !== OPT_GO) throw new TidemarkError('NBD_PROTOCOL', `${what}: the server replied to an option that was not asked`)
       if (len > 64 * 1024) throw new TidemarkError('NBD_PROTOCOL', `${what}: an option reply of ${len} bytes is not plausible`)
       const body = len ? await r.read(len) : Buffer.alloc(0)
       if (type & REP_ERR) {
@@ -333,9 +380,7 @@ export class NbdClient {
   async close(): Promise<void> {
     if (!this.failure) {
       while (this.pending.size) await new Promise<void>((r) => (this.idle = r))
-      const req = Buffer.alloc(28)
-      req.writeUInt32BE(REQUEST_MAGIC, 0)
-      req.writeUInt16BE(CMD_DISC, 6)
+      const req = encodeRequest(CMD_DISC, 0, 0)
       this.failure = new TidemarkError('NBD_CLOSED', `NBD ${this.what}: the client has closed the connection`)
       this.sock.end(req)
     }
@@ -358,15 +403,7 @@ export class NbdClient {
   private request(cmd: number, offset: number, length: number, data: Uint8Array | null, dest: Buffer | null): Promise<Buffer | null> {
     if (this.failure) return Promise.reject(this.failure)
     const handle = this.nextHandle++
-    const h = Buffer.allocUnsafe(28)
-    h.writeUInt32BE(REQUEST_MAGIC, 0)
-    h.writeUInt16BE(0, 4)
-    h.writeUInt16BE(cmd, 6)
-    h.writeUInt32BE(Math.floor(handle / 2 ** 32), 8)
-    h.writeUInt32BE(handle >>> 0, 12)
-    h.writeUInt32BE(Math.floor(offset / 2 ** 32), 16)
-    h.writeUInt32BE(offset >>> 0, 20)
-    h.writeUInt32BE(length, 24)
+    const h = encodeRequest(cmd, offset, length, { handle })
     return new Promise((resolve, reject) => {
       this.pending.set(handle, { handle, cmd, offset, length, dest, filled: 0, resolve, reject })
       if (data) {
@@ -401,14 +438,12 @@ export class NbdClient {
       p += n
       if (this.headerLen < 16) break
       this.headerLen = 0
-      const magic = this.header.readUInt32BE(0)
+      const { magic, error, handle } = decodeSimpleReply(this.header)
       if (magic !== SIMPLE_REPLY_MAGIC) {
         const why = magic === STRUCTURED_REPLY_MAGIC ? 'a structured reply, which was never negotiated' : `bad reply magic 0x${magic.toString(16)}`
         this.protocolError(`NBD ${this.what}: the server sent ${why}`)
         return
       }
-      const error = this.header.readUInt32BE(4)
-      const handle = this.header.readUInt32BE(8) * 2 ** 32 + this.header.readUInt32BE(12)
       const req = this.pending.get(handle)
       if (!req) {
         this.protocolError(`NBD ${this.what}: the server replied to handle ${handle}, which is not in flight`)

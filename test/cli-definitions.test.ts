@@ -1,0 +1,102 @@
+// One definition per command: what the definitions in cli/ say is what the
+// commands do. Every option with a help row is in `--help` (through the real
+// command), and the agent and the appliance read the same settings from
+// their flags and from the --config keys their definitions name.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { AGENT, parseAgentArgs } from '../cli/agent-command'
+import { APPLIANCE, parseApplianceArgs } from '../cli/appliance-command'
+import type { Command, Options } from '../cli/definition'
+import { FAILBACK } from '../cli/failback-command'
+import { RESTORE } from '../cli/restore-command'
+import { TIMEVIEW } from '../cli/timeview-command'
+import { BIN, makeImage, run, tmpdir } from './helpers'
+
+const commands: Array<[string, Command<Options>]> = [
+  ['agent', AGENT as unknown as Command<Options>],
+  ['appliance', APPLIANCE as unknown as Command<Options>],
+  ['restore', RESTORE as unknown as Command<Options>],
+  ['timeview', TIMEVIEW as unknown as Command<Options>],
+  ['failback', FAILBACK as unknown as Command<Options>],
+]
+
+t.test('--help shows a row for every option that has one', async (t) => {
+  for (const [name, def] of commands) {
+    const r = await run(process.execPath, [BIN, name, '--help'])
+    t.equal(r.code, 0, `${name} --help`)
+    for (const [flag, o] of Object.entries(def.options)) {
+      if (!o.label) continue
+      t.match(r.stdout, `\n  ${o.label} `, `${name} --help has --${flag}`)
+    }
+  }
+})
+
+/** The options as JSON, without the logger (a pino instance) but with its level. */
+function plain(o: unknown): string {
+  return JSON.stringify(o, (k, v) => (k === 'logger' ? (v as { level: string }).level : v instanceof Map ? [...v] : v))
+}
+
+t.test('the agent reads the same settings from flags and from the config keys of its definition', async (t) => {
+  const dir = tmpdir(t)
+  const img = path.join(dir, 'disk.img')
+  makeImage(img, 1024 * 1024, null)
+  const flags: Record<string, string | string[] | true> = {
+    state: path.join(dir, 'state'),
+    nbd: 'tcp:127.0.0.1:10809',
+    volume: [`v=${img}`],
+    appliance: '127.0.0.1:7000',
+    throttle: '2.5',
+    memory: '2M',
+    'fingerprint-cache': '1G',
+    'agent-id': 'agent-1',
+    'no-microscan': true,
+    group: 'g',
+    control: `unix:${path.join(dir, 'control.sock')}`,
+    buffer: '8M',
+    'stats-interval': '3',
+    'log-level': 'warn',
+  }
+  const argv: string[] = []
+  const config: Record<string, unknown> = {}
+  for (const [flag, v] of Object.entries(flags)) {
+    const key = AGENT.options[flag as keyof typeof AGENT.options].key
+    t.ok(key, `--${flag} has a config key`)
+    if (Array.isArray(v)) for (const x of v) argv.push(`--${flag}`, x)
+    else argv.push(...(v === true ? [`--${flag}`] : [`--${flag}`, v]))
+    // the config file's forms: volumes as a map, microscan as on/off
+    config[key!] = flag === 'volume' ? { v: img } : flag === 'no-microscan' ? false : v
+  }
+  const file = path.join(dir, 'agent.json')
+  fs.writeFileSync(file, JSON.stringify(config))
+  const fromFlags = parseAgentArgs(argv)
+  const fromConfig = parseAgentArgs(['--config', file])
+  t.not(fromFlags, 'help', 'parsed, not help')
+  t.equal(plain(fromConfig), plain(fromFlags), 'the same options either way')
+})
+
+t.test('the appliance reads the same settings from flags and from the config keys of its definition', async (t) => {
+  const dir = tmpdir(t)
+  const argv = [
+    '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem',
+    '--allow', 'agent-1=v1,v2', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--compact-every', '5',
+    '--stats-interval', '1', '--log-level', 'debug',
+  ]
+  const config = {
+    data: path.join(dir, 'data'),
+    listen: '127.0.0.1:0',
+    tls: { cert: 'c.pem', key: 'k.pem', ca: 'ca.pem' },
+    allow: { 'agent-1': ['v1', 'v2'] },
+    insecure: true,
+    segmentSize: '4M',
+    retain: { '*': '7d,100marks' },
+    compactEvery: 5,
+    statsInterval: 1,
+    logLevel: 'debug',
+  }
+  const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
+  t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')
+  const file = path.join(dir, 'appliance.json')
+  fs.writeFileSync(file, JSON.stringify(config))
+  t.equal(plain(parseApplianceArgs(['--config', file])), plain(parseApplianceArgs(argv)), 'the same options either way')
+})
