@@ -26,16 +26,15 @@
 // At the end `journal verify` must be clean. Prints cycles, faults injected,
 // divergences and convergence times as a table; writes
 // benchmarks/results/soak.json. test/soak.test.ts runs a few cycles in CI.
-import { spawn, type ChildProcess } from 'node:child_process'
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-
-const ROOT = path.resolve(__dirname, '..', ...(path.basename(path.resolve(__dirname, '..')) === 'dist' ? ['..'] : []))
-const BIN = path.join(ROOT, 'bin', 'tidemark.js')
-const MiB = 1024 * 1024
+import crypto from 'node:crypto'
+import { sha256File, sparseFile } from './lib/data'
+import { BIN, MiB, resultsPath } from './lib/env'
+import { connectable, must, Proc, run, sleep, tidemark as tidemarkProc } from './lib/process'
+import { percentile, writeResults } from './lib/report'
 
 export const FAULT_KINDS = ['agent-kill', 'appliance-kill', 'both-kill', 'link-cut', 'disk-full'] as const
 export type FaultKind = (typeof FAULT_KINDS)[number]
@@ -59,7 +58,7 @@ export interface CycleResult {
   cycle: number
   workload: 'fio' | 'ext4'
   fault: FaultKind | 'none'
-  /** Bytes the workload wrote (fio's own count; ext4: the file system's write count is not exact, so sqlite rows). */
+  /** What the workload wrote: fio's byte count, or the rows sqlite3 committed. */
   written: number
   convergeMs: number
   markAttempts: number
@@ -76,70 +75,8 @@ export interface SoakReport {
   convergeMs: { p50: number; p99: number; max: number }
 }
 
-// ---- small process helpers (the harness must not import cli/ or test/) ---------------------
-
-class Proc {
-  out = ''
-  err = ''
-  readonly exited: Promise<number | null>
-  constructor(readonly proc: ChildProcess) {
-    proc.stdout?.on('data', (d) => (this.out = (this.out + d).slice(-200_000)))
-    proc.stderr?.on('data', (d) => (this.err = (this.err + d).slice(-200_000)))
-    this.exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)))
-  }
-  get running(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null
-  }
-  async kill9(): Promise<void> {
-    if (this.running) this.proc.kill('SIGKILL')
-    await this.exited
-  }
-  async stop(): Promise<void> {
-    if (this.running) this.proc.kill('SIGTERM')
-    await this.exited
-  }
-}
-
-function run(cmd: string, args: string[], timeoutMs = 300_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (d) => (stdout += d))
-    p.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs)
-    p.on('error', reject)
-    p.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
-
-async function must(cmd: string, args: string[], timeoutMs?: number): Promise<string> {
-  const r = await run(cmd, args, timeoutMs)
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`)
-  return r.stdout
-}
-
 function tidemark(args: string[], timeoutMs?: number) {
-  return run(process.execPath, [BIN, ...args], timeoutMs)
-}
-
-function sha256(file: string): string {
-  const h = crypto.createHash('sha256')
-  const fd = fs.openSync(file, 'r')
-  const buf = Buffer.allocUnsafe(4 * MiB)
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null)
-      if (n === 0) break
-      h.update(buf.subarray(0, n))
-    }
-  } finally {
-    fs.closeSync(fd)
-  }
-  return h.digest('hex')
+  return run(process.execPath, [BIN, ...args], { timeoutMs })
 }
 
 /** Resolves when `check` is true, polling every `everyMs`; rejects after `ms`. */
@@ -147,19 +84,8 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms
   const end = Date.now() + ms
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, everyMs))
+    await sleep(everyMs)
   }
-}
-
-function connectable(target: string | number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = typeof target === 'number' ? net.connect(target, '127.0.0.1') : net.connect(target)
-    c.once('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once('error', () => resolve(false))
-  })
 }
 
 /** xorshift32: the run is repeatable from its seed. */
@@ -255,11 +181,11 @@ class Rig {
   }
 
   async startAppliance(): Promise<void> {
-    const argv = [BIN, 'appliance', '--data', this.data, '--listen', `127.0.0.1:${this.appliancePort}`, '--stats-interval', '0', '--compact-every', '0']
-    const p = new Proc(spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] }))
+    const argv = ['appliance', '--data', this.data, '--listen', `127.0.0.1:${this.appliancePort}`, '--stats-interval', '0', '--compact-every', '0']
+    const p = tidemarkProc('appliance', argv)
     this.appliance = p
     await waitFor('the appliance listening', () => {
-      if (!p.running) throw new Error(`the appliance exited ${p.proc.exitCode}: ${p.err.trim()}`)
+      if (!p.alive) throw new Error(`the appliance exited ${p.proc.exitCode}: ${p.err.trim()}`)
       const m = /listening on [^\s]+:(\d+)/.exec(p.err)
       if (m) this.appliancePort = Number(m[1])
       return m !== null
@@ -267,12 +193,12 @@ class Rig {
   }
 
   async startAgent(): Promise<void> {
-    const argv = [BIN, 'agent', '--state', this.state, '--nbd', `unix:${this.sock}`, '--control', `unix:${this.control}`,
+    const argv = ['agent', '--state', this.state, '--nbd', `unix:${this.sock}`, '--control', `unix:${this.control}`,
       '--volume', `vol=${this.image}`, '--appliance', `127.0.0.1:${this.link.port}`, '--stats-interval', '0']
-    const p = new Proc(spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] }))
+    const p = tidemarkProc('agent', argv)
     this.agent = p
     await waitFor('the agent serving NBD', async () => {
-      if (!p.running) throw new Error(`the agent exited ${p.proc.exitCode}: ${p.err.trim()}`)
+      if (!p.alive) throw new Error(`the agent exited ${p.proc.exitCode}: ${p.err.trim()}`)
       return (await connectable(this.sock)) && (await connectable(this.control))
     }, 60_000)
   }
@@ -301,7 +227,7 @@ function fioWorkload(rig: Rig, rng: Rng, seconds: number, sizeMiB: number): Work
   const args = ['--name=soak', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, `--bsrange=${bs.includes(':') ? bs.replace(':', '-') : `${bs}-${bs}`}`,
     '--iodepth=8', `--size=${sizeMiB}M`, `--runtime=${seconds}`, '--time_based', '--thread', `--randseed=${rng.int(1, 1 << 30)}`,
     `--buffer_compress_percentage=${rng.int(0, 60)}`, '--refill_buffers', '--output-format=json']
-  const p = new Proc(spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] }))
+  const p = new Proc('fio', 'fio', args)
   const done = p.exited.then(() => {
     const j = p.out.indexOf('{')
     if (j < 0) return 0
@@ -312,7 +238,7 @@ function fioWorkload(rig: Rig, rng: Rng, seconds: number, sizeMiB: number): Work
       return 0
     }
   })
-  return { done, abort: () => p.kill9() }
+  return { done, abort: async () => void (await p.kill()) }
 }
 
 /** ext4 over nbdfuse + mount -o loop, with sqlite3 and file churn, for `seconds`. */
@@ -321,7 +247,7 @@ async function ext4Workload(rig: Rig, rng: Rng, seconds: number): Promise<Worklo
   const fsdir = path.join(rig.dir, 'fs')
   fs.mkdirSync(mnt, { recursive: true })
   fs.mkdirSync(fsdir, { recursive: true })
-  const fuse = new Proc(spawn('nbdfuse', [path.join(mnt, 'disk'), `nbd+unix:///vol?socket=${rig.sock}`], { stdio: 'ignore' }))
+  const fuse = new Proc('nbdfuse', 'nbdfuse', [path.join(mnt, 'disk'), `nbd+unix:///vol?socket=${rig.sock}`])
   await waitFor('nbdfuse exposing the volume', () => fs.existsSync(path.join(mnt, 'disk')), 30_000)
   // A fresh file system each time: the fio cycles in between scribble over the volume.
   await must('mkfs.ext4', ['-F', '-q', path.join(mnt, 'disk')])
@@ -380,8 +306,7 @@ class SmallDisk {
   }
   async mount(): Promise<void> {
     fs.mkdirSync(this.mountpoint, { recursive: true })
-    fs.closeSync(fs.openSync(this.file, 'w'))
-    fs.truncateSync(this.file, this.mib * MiB)
+    sparseFile(this.file, this.mib * MiB)
     await must('mkfs.ext4', ['-F', '-q', '-m', '0', this.file])
     await must('mount', ['-o', 'loop', this.file, this.mountpoint])
   }
@@ -434,16 +359,10 @@ async function converge(rig: Rig, label: string, out: string, ms: number): Promi
   fs.rmSync(out, { force: true })
   const r = await tidemark(['restore', '--appliance', rig.address, '--volume', 'vol', '--timemark', label, '--out', out, '--json'])
   if (r.code !== 0) return { divergent: true, attempts, detail: `restore failed: ${r.stderr.trim()}` }
-  const a = sha256(out)
-  const b = sha256(rig.image)
+  const a = sha256File(out)
+  const b = sha256File(rig.image)
   fs.rmSync(out, { force: true })
   return a === b ? { divergent: false, attempts } : { divergent: true, attempts, detail: `restored ${a.slice(0, 12)} != volume ${b.slice(0, 12)}` }
-}
-
-function percentile(xs: number[], p: number): number {
-  if (xs.length === 0) return 0
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]
 }
 
 export async function soak(o: SoakOptions): Promise<SoakReport> {
@@ -456,8 +375,7 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
   const faults: Record<string, number> = {}
   let verify = { ok: false, problems: ['not run'] }
   try {
-    fs.closeSync(fs.openSync(rig.image, 'w'))
-    fs.truncateSync(rig.image, o.volumeMiB * MiB)
+    sparseFile(rig.image, o.volumeMiB * MiB)
     await rig.link.listen()
     await rig.startAppliance()
     await rig.startAgent()
@@ -473,16 +391,16 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
         : fioWorkload(rig, rng, seconds, Math.min(o.volumeMiB, rng.pick([8, 16, o.volumeMiB])))
       await new Promise((r) => setTimeout(r, rng.int(100, 900))) // into the workload; the fault's moment is random
       if (fault === 'agent-kill' || fault === 'both-kill') {
-        await rig.agent.kill9()
+        await rig.agent.kill()
         await w.abort()
       }
-      if (fault === 'appliance-kill' || fault === 'both-kill') await rig.appliance.kill9()
+      if (fault === 'appliance-kill' || fault === 'both-kill') await rig.appliance.kill()
       if (fault === 'link-cut') rig.link.cut(rng.int(200, 2000))
       if (fault === 'disk-full') disk!.fill()
       const written = await w.done.catch(() => 0)
       if (fault === 'disk-full') disk!.free()
-      if (!rig.appliance.running) await rig.startAppliance()
-      if (!rig.agent.running) await rig.startAgent()
+      if (!rig.appliance.alive) await rig.startAppliance()
+      if (!rig.agent.alive) await rig.startAgent()
       const c = await converge(rig, `soak-${cycle}`, path.join(dir, 'restored.img'), 180_000)
       const r: CycleResult = { cycle, workload: useExt4 ? 'ext4' : 'fio', fault, written, convergeMs: Date.now() - t0, markAttempts: c.attempts, divergent: c.divergent, detail: c.detail }
       results.push(r)
@@ -508,7 +426,7 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
     divergences: results.filter((r) => r.divergent).length,
     results,
     verify,
-    convergeMs: { p50: percentile(ms, 50), p99: percentile(ms, 99), max: Math.max(0, ...ms) },
+    convergeMs: { p50: ms.length ? percentile(ms, 0.5) : 0, p99: ms.length ? percentile(ms, 0.99) : 0, max: Math.max(0, ...ms) },
   }
 }
 
@@ -540,8 +458,7 @@ async function main(): Promise<void> {
   for (const [k, n] of Object.entries(rep.faults)) console.log(`| ${k} | ${n} |`)
   console.log(`\n| divergences | journal verify | converge p50 ms | p99 ms | max ms |\n|---:|---|---:|---:|---:|`)
   console.log(`| ${rep.divergences} | ${rep.verify.ok ? 'clean' : rep.verify.problems.join('; ')} | ${rep.convergeMs.p50} | ${rep.convergeMs.p99} | ${rep.convergeMs.max} |`)
-  const out = path.join(ROOT, 'benchmarks', 'results', 'soak.json')
-  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), options: o, minutes: Number(mins), ...rep, results: rep.results.filter((r) => r.divergent) }, null, 2) + '\n')
+  writeResults(resultsPath('soak'), { date: new Date().toISOString(), options: o, minutes: Number(mins), ...rep, results: rep.results.filter((r) => r.divergent) })
   process.exitCode = rep.divergences === 0 && rep.verify.ok ? 0 : 1
 }
 
