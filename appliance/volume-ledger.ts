@@ -10,16 +10,21 @@
 //   meta.json     VolumeMeta, written once when the volume is created (store.ts)
 //   state.json    { fullSyncDone }, replaced atomically (temp file + rename)
 //   pins.json     pinned TimeMarks (timemark-catalog.ts)
+//   corrupt.json  corruption journal verify found in already indexed segments
 //   base.json, base-SEQ.img, base-SEQ.map   the base image (base-image.ts)
 //   segments/     NNNNNNNN.tmj journal segments (journal-format.ts): the truth
 //   index/        LevelDB (chunk-index.ts): a rebuildable cache of the segments
+import fs from 'node:fs'
 import path from 'node:path'
+import { writeFileAtomic } from '../native/atomic-file'
 import type { Logger } from 'pino'
 import type { BaseImage } from './base-image'
 import type { ChunkIndex, IndexBatch, IndexMeta, SegmentSummary } from './chunk-index'
 import type { ImageSource } from './image'
 import { Journal, type CorruptRange } from './journal'
 import type { SegmentFile } from './segment'
+
+const CORRUPT_FILE = 'corrupt.json'
 
 export interface VolumeMeta {
   name: string
@@ -99,13 +104,35 @@ export class VolumeLedger implements ImageSource {
     ib.addBatch({ lastSeq: c.lastSeq, firstSeq: c.firstSeq, segment, offset: start, end, records, wallMs: c.wallMs })
   }
 
-  /** Remembers corruption verify found that recovery did not (logged once). */
-  mergeCorrupt(found: CorruptRange[]): void {
+  /**
+   * Remembers corruption verify found that recovery did not (logged once),
+   * in corrupt.json too: recovery scans only from the index's position, so
+   * damage in an older segment would be forgotten at the next start and
+   * points after it would read the damaged bytes again.
+   */
+  async mergeCorrupt(found: CorruptRange[]): Promise<void> {
+    let added = false
     for (const c of found) {
       if (!this.corrupt.some((x) => x.segment === c.segment && x.offset === c.offset)) {
         this.corrupt.push(c)
+        added = true
         this.log.error({ ...c }, `journal corruption in ${c.segment} at offset ${c.offset}: ${c.message}`)
       }
     }
+    if (added) await writeFileAtomic(path.join(this.dir, CORRUPT_FILE), JSON.stringify(this.corrupt, null, 2) + '\n')
+  }
+
+  /** The corruption a verify found before this start, in segments that still exist. */
+  async knownCorrupt(): Promise<CorruptRange[]> {
+    const text = await fs.promises.readFile(path.join(this.dir, CORRUPT_FILE), 'utf8').catch(() => '[]')
+    let list: CorruptRange[]
+    try {
+      list = JSON.parse(text) as CorruptRange[]
+    } catch {
+      this.log.warn(`${CORRUPT_FILE} is unreadable: known corruption is found again by journal verify`)
+      return []
+    }
+    const names = new Set(this.journal.ordered().map((s) => s.name))
+    return Array.isArray(list) ? list.filter((c) => names.has(c.segment)) : []
   }
 }

@@ -115,6 +115,12 @@ export async function recoverVolume(l: VolumeLedger, catalog: TimemarkCatalog): 
   }
   l.corrupt = res.corrupt
   for (const c of res.corrupt) l.log.error({ ...c }, `journal corruption in ${c.segment} at offset ${c.offset}: ${c.message}`)
+  // What an earlier verify found in segments this scan did not read.
+  for (const c of await l.knownCorrupt()) {
+    if (l.corrupt.some((x) => x.segment === c.segment && x.offset === c.offset)) continue
+    l.corrupt.push(c)
+    l.log.error({ ...c }, `journal corruption in ${c.segment} at offset ${c.offset} (found by an earlier verify): ${c.message}`)
+  }
   // Recovery may have found batches the index already had (lost meta write): counters follow the scan.
   l.durableSeq = Math.max(res.lastSeq, l.counters.seq)
   const newest = j.newest()

@@ -49,7 +49,7 @@ export async function verifyVolume(l: VolumeLedger): Promise<VerifyResult> {
       problems.push(`the last intact COMMIT ends at ${res.end.segment}:${res.end.offset}, the durable end is ${until.segment}:${until.offset}`)
     }
     if (res.lastSeq !== seqLimit) problems.push(`the segments end at seq ${res.lastSeq}, the durable seq is ${seqLimit}`)
-    l.mergeCorrupt(res.corrupt)
+    await l.mergeCorrupt(res.corrupt)
     const found = new Digest()
     await snapshot.forEach((k, v, seq) => {
       // Entries at or below the base are folded history a purge has not reached yet.

@@ -122,12 +122,11 @@ t.test('a flipped byte in an older segment: verify and stats report it, later po
 
   t.equal(await app2.stop(), 0, 'the appliance stops cleanly')
 
-  // DEFECT (reported, not fixed here): what verify found lives in memory only.
+  // What verify found is kept (corrupt.json), so a restart does not forget it.
   const app3 = await startAppliance(t, { data, port: app.port, extra: ['--segment-size', '1M'] })
-  await t.test('after another restart the appliance still knows (TODO: a known defect)', async (t) => {
-    const todo = { todo: 'corruption found by verify is not kept across a restart' }
-    t.equal((await volumeStats(app3.address, 'vol')).corrupt.length, 1, 'stats after the second restart shows the damage', todo)
-    await refusedAfter(t, app3.address, 'a restore after the damage', todo)
+  await t.test('after another restart the appliance still knows', async (t) => {
+    t.equal((await volumeStats(app3.address, 'vol')).corrupt.length, 1, 'stats after the second restart shows the damage')
+    await refusedAfter(t, app3.address, 'a restore after the damage')
   })
   t.equal(await app3.stop(), 0, 'the appliance stops cleanly again')
 })
