@@ -56,6 +56,7 @@ interface RetentionInfo {
   warning: string | null
   lastCompaction: CompactResult | null
   error: string | null
+  pressure: string | null
 }
 
 const opt = <T>(v: T | null | undefined): T | undefined => v ?? undefined
@@ -84,7 +85,7 @@ export function volumeStatsReply(
   const s = stats as unknown as StoreStats
   const r = retention as unknown as RetentionInfo | null
   const status: RetentionStatus | null = r
-    ? { rule: opt(r.rule), warning: opt(r.warning), lastCompaction: compactionReply(r.lastCompaction), error: opt(r.error) }
+    ? { rule: opt(r.rule), warning: opt(r.warning), lastCompaction: compactionReply(r.lastCompaction), error: opt(r.error), pressure: opt(r.pressure) }
     : null
   const stream: AgentStream | null = agent ? { ...agent } : null
   return {

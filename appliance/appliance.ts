@@ -101,6 +101,7 @@ export class Appliance {
     const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
     const replication = new ReplicationService(store, auth, log, id)
     const retention = new Retention(store, opts.retain ?? [], log)
+    store.onNoSpace = (volume) => retention.underPressure(volume)
     const admin = new AdminService(store, replication, auth, log, id, retention)
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,

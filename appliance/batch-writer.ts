@@ -104,7 +104,9 @@ export class BatchWriter implements CommitSink {
     private readonly catalog: TimemarkCatalog,
     private readonly commits: GroupCommit,
     /** Recovers the volume from its files (after a failed index write). */
-    private readonly reload: () => Promise<void>
+    private readonly reload: () => Promise<void>,
+    /** Told once per episode when the volume runs out of space. */
+    private readonly onNoSpace: () => void = () => {}
   ) {
     this.log = l.log
     this.acceptedSeq = l.durableSeq
@@ -213,6 +215,7 @@ export class BatchWriter implements CommitSink {
     const then = f.state === 'read_only' ? '' : f.state === 'no_space' ? '; batches are refused until space returns' : `; batches are refused, then tried again after ${IO_RETRY_MS / 1000} s`
     this.log.error({ state: f.state, stage }, `volume ${name}: ${f.reason}${then}`)
     if (f.state !== 'read_only') void this.recover(f, stage)
+    if (f.state === 'no_space') this.onNoSpace()
   }
 
   /** Once every batch in flight has settled: cut the journal back (or recover the volume) so a batch may be tried again. */

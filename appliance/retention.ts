@@ -108,8 +108,8 @@ export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = D
 export class Retention {
   private timer: NodeJS.Timeout | null = null
   private running: Promise<unknown> = Promise.resolve()
-  /** Per volume: the last plan's warning, the last compaction. */
-  readonly status = new Map<string, { shrinking: string | null; last: CompactResult | null; error: string | null }>()
+  /** Per volume: the last plan's warning, the last compaction, what was given up under disk pressure. */
+  readonly status = new Map<string, { shrinking: string | null; last: CompactResult | null; error: string | null; pressure: string | null }>()
 
   constructor(
     private readonly store: ApplianceStore,
@@ -130,9 +130,27 @@ export class Retention {
     await this.running
   }
 
-  private async runAll(): Promise<void> {
+  /**
+   * A volume ran out of space: apply every volume's rule now instead of at
+   * the next interval. This frees only what the rules already let go of
+   * (never a pinned mark or what follows it); stats says what went.
+   */
+  underPressure(volume: string): void {
+    if (this.rules.length === 0) return
+    this.log.warn({ volume }, `volume ${volume} is out of space: applying retention now (only what the rules let go of)`)
+    this.running = this.running.then(() => this.runAll(true)).catch(() => {})
+  }
+
+  private async runAll(pressure = false): Promise<void> {
     for (const v of this.store.volumes()) {
-      if (ruleFor(this.rules, v.meta.name)) await this.run(v).catch(() => {})
+      if (!ruleFor(this.rules, v.meta.name)) continue
+      const r = await this.run(v).catch(() => null)
+      if (pressure && r?.result) {
+        const c = r.result
+        const st = this.status.get(v.meta.name)!
+        st.pressure = `under disk pressure at ${new Date().toISOString()}: history up to seq ${c.baseSeq} folded into the base image, ${c.segmentsDropped} segments and ${c.expiredTimeMarks} TimeMarks given up, journal ${c.journalBytesBefore} -> ${c.journalBytesAfter} bytes`
+        this.log.warn({ volume: v.meta.name }, `retention ${st.pressure}`)
+      }
     }
   }
 
@@ -140,7 +158,7 @@ export class Retention {
   async run(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
     const spec = ruleFor(this.rules, v.meta.name)
     if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
-    const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null }
+    const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null, pressure: null }
     this.status.set(v.meta.name, st)
     try {
       const plan = await retentionPlan(v, spec)
@@ -166,6 +184,7 @@ export class Retention {
       warning: st?.shrinking ?? null,
       lastCompaction: st?.last ?? null,
       error: st?.error ?? null,
+      pressure: st?.pressure ?? null,
     }
   }
 }

@@ -48,6 +48,8 @@ function checkName(what: string, v: string): void {
 }
 
 export class ApplianceStore {
+  /** Told when a volume runs out of space (retention may free some, as its rules allow). */
+  onNoSpace: ((volume: string) => void) | null = null
   readonly commits = new GroupCommit()
   private readonly vols = new Map<string, VolumeStore>()
   private readonly locks = new Map<string, Promise<unknown>>()
@@ -80,7 +82,7 @@ export class ApplianceStore {
         continue
       }
       try {
-        const v = await VolumeStore.open(d, s.commits, logger, segmentBytes)
+        const v = await VolumeStore.open(d, s.commits, logger, segmentBytes, (n) => s.onNoSpace?.(n))
         s.vols.set(v.meta.name, v)
         logger.info({ volume: v.meta.name, durableSeq: v.durableSeq }, 'volume opened')
       } catch (e) {
@@ -160,7 +162,7 @@ export class ApplianceStore {
     await VolumeStore.create(tmp, meta)
     await fs.promises.rename(tmp, dir)
     await syncDir(this.volumesDir())
-    const v = await VolumeStore.open(dir, this.commits, this.log, this.segmentBytes)
+    const v = await VolumeStore.open(dir, this.commits, this.log, this.segmentBytes, (n) => this.onNoSpace?.(n))
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }

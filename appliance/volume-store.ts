@@ -92,7 +92,13 @@ export class VolumeStore implements ImageSource {
     await writeFileAtomic(path.join(dir, 'meta.json'), JSON.stringify(meta, null, 2) + '\n')
   }
 
-  static async open(dir: string, commits: GroupCommit, log: Logger, segmentBytes: number): Promise<VolumeStore> {
+  static async open(
+    dir: string,
+    commits: GroupCommit,
+    log: Logger,
+    segmentBytes: number,
+    onNoSpace: (volume: string) => void = () => {}
+  ): Promise<VolumeStore> {
     const meta = JSON.parse(await fs.promises.readFile(path.join(dir, 'meta.json'), 'utf8')) as VolumeMeta
     const v = new VolumeStore(dir, meta, log.child({ volume: meta.name }), segmentBytes)
     try {
@@ -102,7 +108,7 @@ export class VolumeStore implements ImageSource {
       await v.l.index?.close().catch(() => {})
       throw e
     }
-    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload())
+    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), () => onNoSpace(meta.name))
     return v
   }
 

@@ -93,6 +93,7 @@ export async function runStats(argv: string[]): Promise<number> {
     // A volume that does not accept batches (batch-writer.ts): out of space, an I/O error, read-only.
     if (v.state && v.state !== 'normal') lines.push('', `error: volume ${v.name} is ${v.state.replace('_', ' ')} since ${v.stateSince}: ${v.stateReason}`)
     if (v.retention?.warning) lines.push('', `warning: volume ${v.name}: ${v.retention.warning}`)
+    if (v.retention?.pressure) lines.push('', `warning: volume ${v.name}: retention gave up history ${v.retention.pressure}`)
   }
   // Known journal corruption (README: reported by journal verify and stats): points after it refuse to restore.
   for (const v of s.volumes) {

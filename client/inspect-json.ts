@@ -29,7 +29,7 @@ function compactionJson(c: Compaction__Output | null): Record<string, unknown> |
 
 function retentionJson(r: RetentionStatus__Output | null): Record<string, unknown> | null {
   if (!r) return null
-  return { rule: orNull(r.rule), warning: orNull(r.warning), lastCompaction: compactionJson(r.lastCompaction), error: orNull(r.error) }
+  return { rule: orNull(r.rule), warning: orNull(r.warning), lastCompaction: compactionJson(r.lastCompaction), error: orNull(r.error), pressure: orNull(r.pressure) }
 }
 
 function agentJson(a: AgentStream__Output | null): Record<string, unknown> | null {

@@ -67,14 +67,18 @@ function storeStats(full: boolean): Record<string, unknown> {
     base: full ? { seq: 4000, timeMs: 1_764_583_200_000, throughSegment: 2 } : null,
     retainedSince: '2026-12-02T05:20:09.099Z',
     retainedWindowSeconds: 86_400,
-    failed: full ? 'stopped accepting batches after an I/O error' : null,
+    state: full ? 'no_space' : 'normal',
+    stateReason: full ? 'no space left on device: /data/volumes/db/segments/00000004.tmj needs 1048620 more bytes (at offset 2048)' : null,
+    stateSince: full ? '2026-12-02T05:30:00.000Z' : null,
+    faults: full ? { no_space: 2, io_error: 1 } : {},
+    failed: full ? 'no space left on device: /data/volumes/db/segments/00000004.tmj needs 1048620 more bytes (at offset 2048)' : null,
   }
 }
 
 const retention = (full: boolean): Record<string, unknown> =>
   full
-    ? { rule: '7d,20G', warning: 'the 20G cap gives up history the 7d window would keep', lastCompaction: compaction, error: 'retention failed once' }
-    : { rule: null, warning: null, lastCompaction: null, error: null }
+    ? { rule: '7d,20G', warning: 'the 20G cap gives up history the 7d window would keep', lastCompaction: compaction, error: 'retention failed once', pressure: 'under disk pressure at 2026-12-02T05:30:01.000Z: history up to seq 4000 folded' }
+    : { rule: null, warning: null, lastCompaction: null, error: null, pressure: null }
 
 const agent: StreamInfo = { volume: 'db', agentId: 'vm1', identity: 'agent-a', peer: 'ipv4:127.0.0.1:50000', since: '2026-12-02T05:00:00.000Z', batches: 12, lastAckMs: 1_764_651_600_123 }
 

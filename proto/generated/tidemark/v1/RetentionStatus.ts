@@ -10,9 +10,14 @@ export interface RetentionStatus {
   'warning'?: (string);
   'lastCompaction'?: (_tidemark_v1_Compaction | null);
   'error'?: (string);
+  /**
+   * What retention gave up when a volume ran out of space (only what the rules allow).
+   */
+  'pressure'?: (string);
   '_rule'?: "rule";
   '_warning'?: "warning";
   '_error'?: "error";
+  '_pressure'?: "pressure";
 }
 
 export interface RetentionStatus__Output {
@@ -23,7 +28,12 @@ export interface RetentionStatus__Output {
   'warning'?: (string);
   'lastCompaction': (_tidemark_v1_Compaction__Output | null);
   'error'?: (string);
+  /**
+   * What retention gave up when a volume ran out of space (only what the rules allow).
+   */
+  'pressure'?: (string);
   '_rule'?: "rule";
   '_warning'?: "warning";
   '_error'?: "error";
+  '_pressure'?: "pressure";
 }
