@@ -16,7 +16,8 @@
 //      of the agent (fio cycles only: ext4 cannot survive its disk vanishing),
 //      of the appliance (restarted on the same port), of both, a link cut of
 //      0.2-2 s, or the appliance's data file system filled to the last byte
-//      (it lives on a loop-mounted ext4 of its own) and freed again;
+//      (it lives on a loop-mounted ext4 of its own), held until the appliance
+//      has reported it and freed again;
 //   3. stops the workload, restarts what was killed, then takes a TimeMark
 //      through the agent's control socket, retrying while the agent refuses
 //      (the volume is resyncing, the appliance is away) until the appliance
@@ -61,6 +62,8 @@ export interface CycleResult {
   /** What the workload wrote: fio's byte count, or the rows sqlite3 committed. */
   written: number
   convergeMs: number
+  /** disk-full: the appliance reported the volume out of space (the fault really hit the journal). */
+  bit?: boolean
   markAttempts: number
   divergent: boolean
   detail?: string
@@ -181,7 +184,10 @@ class Rig {
   }
 
   async startAppliance(): Promise<void> {
-    const argv = ['appliance', '--data', this.data, '--listen', `127.0.0.1:${this.appliancePort}`, '--stats-interval', '0', '--compact-every', '0']
+    // Retention keeps the journal bounded over a thousand cycles: history older than the two newest
+    // marks (each cycle takes one) is folded into the base image, small segments so it can be.
+    const argv = ['appliance', '--data', this.data, '--listen', `127.0.0.1:${this.appliancePort}`, '--stats-interval', '0',
+      '--segment-size', '8M', '--retain', 'vol=2marks', '--compact-every', '2']
     const p = tidemarkProc('appliance', argv)
     this.appliance = p
     await waitFor('the appliance listening', () => {
@@ -225,7 +231,8 @@ function fioWorkload(rig: Rig, rng: Rng, seconds: number, sizeMiB: number): Work
   const bs = rng.pick(['4k', '16k', '64k', '4k:64k'])
   const rw = rng.pick(['randwrite', 'randwrite', 'randtrimwrite', 'write'])
   const args = ['--name=soak', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, `--bsrange=${bs.includes(':') ? bs.replace(':', '-') : `${bs}-${bs}`}`,
-    '--iodepth=8', `--size=${sizeMiB}M`, `--runtime=${seconds}`, '--time_based', '--thread', `--randseed=${rng.int(1, 1 << 30)}`,
+    // At most 60 MB/s: enough to push the tap behind, bounded so each cycle's journal growth is too.
+    '--iodepth=8', `--size=${sizeMiB}M`, `--runtime=${seconds}`, '--time_based', '--thread', '--rate=60m', `--randseed=${rng.int(1, 1 << 30)}`,
     `--buffer_compress_percentage=${rng.int(0, 60)}`, '--refill_buffers', '--output-format=json']
   const p = new Proc('fio', 'fio', args)
   const done = p.exited.then(() => {
@@ -368,7 +375,7 @@ async function converge(rig: Rig, label: string, out: string, ms: number): Promi
 export async function soak(o: SoakOptions): Promise<SoakReport> {
   const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tidemark-soak-'))
   const rng = new Rng(o.seed)
-  const disk = o.faults.includes('disk-full') ? new SmallDisk(dir, Math.max(96, o.volumeMiB * 3)) : null
+  const disk = o.faults.includes('disk-full') ? new SmallDisk(dir, Math.max(512, o.volumeMiB * 8)) : null
   if (disk) await disk.mount()
   const rig = new Rig(dir, disk ? path.join(disk.mountpoint, 'data') : path.join(dir, 'data'))
   const results: CycleResult[] = []
@@ -379,6 +386,7 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
     await rig.link.listen()
     await rig.startAppliance()
     await rig.startAgent()
+    const noSpaceLines = () => rig.appliance.logs().filter((l) => /no space left on device/.test(String(l.msg))).length
     for (let cycle = 1; cycle <= o.cycles; cycle++) {
       const t0 = Date.now()
       const fault: FaultKind | 'none' = o.sequence ? o.sequence[(cycle - 1) % o.sequence.length] : o.faults.length ? rng.pick(o.faults) : 'none'
@@ -396,15 +404,21 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
       }
       if (fault === 'appliance-kill' || fault === 'both-kill') await rig.appliance.kill()
       if (fault === 'link-cut') rig.link.cut(rng.int(200, 2000))
+      const spaceLines = noSpaceLines()
       if (fault === 'disk-full') disk!.fill()
       const written = await w.done.catch(() => 0)
-      if (fault === 'disk-full') disk!.free()
+      let bit: boolean | undefined
+      if (fault === 'disk-full') {
+        // Held until the appliance has met it (or the workload wrote nothing it had to journal).
+        bit = await waitFor('the appliance out of space', () => noSpaceLines() > spaceLines, 10_000).then(() => true, () => false)
+        disk!.free()
+      }
       if (!rig.appliance.alive) await rig.startAppliance()
       if (!rig.agent.alive) await rig.startAgent()
       const c = await converge(rig, `soak-${cycle}`, path.join(dir, 'restored.img'), 180_000)
-      const r: CycleResult = { cycle, workload: useExt4 ? 'ext4' : 'fio', fault, written, convergeMs: Date.now() - t0, markAttempts: c.attempts, divergent: c.divergent, detail: c.detail }
+      const r: CycleResult = { cycle, workload: useExt4 ? 'ext4' : 'fio', fault, written, convergeMs: Date.now() - t0, bit, markAttempts: c.attempts, divergent: c.divergent, detail: c.detail }
       results.push(r)
-      o.progress?.(`cycle ${cycle}/${o.cycles}: ${r.workload}, ${fault}, ${written} written, ${r.convergeMs} ms${c.divergent ? `, DIVERGED: ${c.detail}` : ''}`)
+      o.progress?.(`cycle ${cycle}/${o.cycles}: ${r.workload}, ${fault}${bit === false ? ' (the appliance never ran out of space)' : ''}, ${written} written, ${r.convergeMs} ms${c.divergent ? `, DIVERGED: ${c.detail}` : ''}`)
     }
     // --json prints { VOLUME: { ok, records, bytes, problems } } and exits 1 when a volume is not ok.
     const v = await tidemark(['journal', 'verify', '--appliance', rig.address, '--volume', 'vol', '--json'])
@@ -431,7 +445,7 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
 }
 
 function parseCli(argv: string[]): SoakOptions {
-  const o: SoakOptions = { cycles: 20, seed: Date.now() % 0x7fffffff, faults: ['agent-kill', 'appliance-kill', 'both-kill', 'link-cut'], volumeMiB: 64, ext4: true }
+  const o: SoakOptions = { cycles: 20, seed: Date.now() % 0x7fffffff, faults: [...FAULT_KINDS], volumeMiB: 64, ext4: true }
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1]
     switch (argv[i]) {
