@@ -290,6 +290,9 @@ export class Replicator {
         if (!w) break
         this.welcome(w)
         await this.pump(s)
+        // The pump also ends without a throw when the stream closes while it waits on an ack or
+        // on the tap: the appliance's reason is the session's, and must be reported all the same.
+        if (s.error && !(s.error instanceof SessionClosed) && !this.stopped) this.streamFailed(s.error)
       } catch (err) {
         // A request that was waiting when the stream ended fails with SessionClosed; the reason is the session's.
         if (!this.stopped) this.streamFailed(err instanceof SessionClosed && s?.error && !(s.error instanceof SessionClosed) ? s.error : (err as Error))
