@@ -49,9 +49,8 @@ const char* CommandName(uint16_t t) {
 // One client connection: handshake, then requests served in order.
 class Connection {
  public:
-  Connection(int fd, uint64_t id, const std::vector<std::shared_ptr<Export>>& volumes, const LogFn& log,
-             std::atomic<uint64_t>& rejected_handshakes)
-      : fd_(fd), id_(id), volumes_(volumes), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
+  Connection(int fd, uint64_t id, ExportSet& exports, const LogFn& log, std::atomic<uint64_t>& rejected_handshakes)
+      : fd_(fd), id_(id), exports_(exports), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
 
   void Run() {
     if (Handshake()) {
@@ -158,12 +157,6 @@ class Connection {
   }
 
   // ---- handshake ----
-  Export* Find(const std::string& name) {
-    if (name.empty()) return volumes_.empty() ? nullptr : volumes_[0].get();  // the default export
-    for (auto& v : volumes_)
-      if (v->name() == name) return v.get();
-    return nullptr;
-  }
   uint16_t TransmissionFlags(const Export* v) const {
     uint16_t f = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxCanMultiConn;
     if (v->read_only()) f |= kTxReadOnly;
@@ -238,15 +231,18 @@ class Connection {
       switch (opt) {
         case kOptExportName: {
           const std::string name(data.begin(), data.end());
-          Export* v = Find(name);
+          uint32_t rep_err = kRepErrUnknown;
+          std::string why;
+          std::shared_ptr<Export> v = exports_.Open(name, &rep_err, &why);
           if (!v) {
-            RejectHandshake("EXPORT_NAME asked for unknown export '" + name + "'");
+            // NBD_OPT_EXPORT_NAME has no error reply: the reason goes to the log only.
+            RejectHandshake("EXPORT_NAME '" + name + "' refused: " + why);
             return false;
           }
           vol_ = v;
           uint8_t* p = Append(10 + (no_zeroes_ ? 0 : 124));
           Put64(p, v->size());
-          Put16(p + 8, TransmissionFlags(v));
+          Put16(p + 8, TransmissionFlags(v.get()));
           if (!no_zeroes_) std::memset(p + 10, 0, 124);
           return FlushOut();
         }
@@ -259,10 +255,10 @@ class Connection {
             OptError(opt, kRepErrInvalid, "LIST takes no data");
             break;
           }
-          for (auto& v : volumes_) {
+          for (const ExportListing& e : exports_.List()) {
             std::string d(4, '\0');
-            Put32(reinterpret_cast<uint8_t*>(&d[0]), uint32_t(v->name().size()));
-            d += v->name();
+            Put32(reinterpret_cast<uint8_t*>(&d[0]), uint32_t(e.name.size()));
+            d += e.name;
             OptReply(opt, kRepServer, d.data(), d.size());
           }
           OptReply(opt, kRepAck, nullptr, 0);
@@ -286,9 +282,11 @@ class Connection {
             break;
           }
           const std::string name(data.begin() + 4, data.begin() + 4 + nlen);
-          Export* v = Find(name);
+          uint32_t rep_err = kRepErrUnknown;
+          std::string why;
+          std::shared_ptr<Export> v = exports_.Open(name, &rep_err, &why);
           if (!v) {
-            OptError(opt, kRepErrUnknown, "no export named '" + name + "'");
+            OptError(opt, rep_err, why);
             break;
           }
           bool want_name = false, want_desc = false;
@@ -299,7 +297,7 @@ class Connection {
           }
           std::string ex(10, '\0');
           Put64(reinterpret_cast<uint8_t*>(&ex[0]), v->size());
-          Put16(reinterpret_cast<uint8_t*>(&ex[8]), TransmissionFlags(v));
+          Put16(reinterpret_cast<uint8_t*>(&ex[8]), TransmissionFlags(v.get()));
           SendInfo(opt, kInfoExport, ex);
           std::string bs(12, '\0');
           Put32(reinterpret_cast<uint8_t*>(&bs[0]), 1);
@@ -396,10 +394,11 @@ class Connection {
 
   int fd_;
   uint64_t id_;
-  const std::vector<std::shared_ptr<Export>>& volumes_;
+  ExportSet& exports_;
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
-  Export* vol_ = nullptr;
+  // Held for the connection's life: for an appliance export, what keeps its files open.
+  std::shared_ptr<Export> vol_;
   bool no_zeroes_ = false;
   uint32_t warnings_ = 0;
   uint64_t rejected_ = 0;
@@ -411,8 +410,7 @@ class Connection {
 
 }  // namespace
 
-NbdServer::NbdServer(std::vector<std::shared_ptr<Export>> exports, LogFn log)
-    : volumes_(std::move(exports)), log_(std::move(log)) {}
+NbdServer::NbdServer(std::shared_ptr<ExportSet> exports, LogFn log) : exports_(std::move(exports)), log_(std::move(log)) {}
 
 NbdServer::~NbdServer() { Stop(); }
 
@@ -519,7 +517,7 @@ void NbdServer::AcceptLoop() {
       const uint64_t id = next_conn_id_++;
       std::lock_guard<std::mutex> lk(conns_mu_);
       conn->thread = std::thread([this, raw, id] {
-        Connection(raw->fd, id, volumes_, log_, rejected_handshakes_).Run();
+        Connection(raw->fd, id, *exports_, log_, rejected_handshakes_).Run();
         raw->done = true;
       });
       conns_.push_back(std::move(conn));
@@ -546,7 +544,7 @@ void NbdServer::Reap(bool all) {
   }
 }
 
-void NbdServer::ServeConnection(int fd) { Connection(fd, next_conn_id_++, volumes_, log_, rejected_handshakes_).Run(); }
+void NbdServer::ServeConnection(int fd) { Connection(fd, next_conn_id_++, *exports_, log_, rejected_handshakes_).Run(); }
 
 void NbdServer::Stop() {
   if (stopping_.exchange(true)) return;

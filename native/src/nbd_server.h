@@ -20,13 +20,17 @@
 #include <vector>
 
 #include "export.h"
+#include "export_set.h"
 #include "volume.h"  // LogFn, LogLevel
 
 namespace tidemark {
 
 class NbdServer {
  public:
-  NbdServer(std::vector<std::shared_ptr<Export>> exports, LogFn log);
+  // Names resolved when a client asks (the appliance's VOLUME@POINT).
+  NbdServer(std::shared_ptr<ExportSet> exports, LogFn log);
+  NbdServer(std::vector<std::shared_ptr<Export>> exports, LogFn log)
+      : NbdServer(std::make_shared<StaticExports>(std::move(exports)), std::move(log)) {}
   // Any vector of exports (the tap's std::vector<std::shared_ptr<Volume>>).
   template <class T, class = std::enable_if_t<std::is_base_of_v<Export, T>>>
   NbdServer(const std::vector<std::shared_ptr<T>>& exports, LogFn log)
@@ -55,7 +59,7 @@ class NbdServer {
   void AcceptLoop();
   void Reap(bool all);
 
-  std::vector<std::shared_ptr<Export>> volumes_;
+  std::shared_ptr<ExportSet> exports_;
   LogFn log_;
   std::vector<int> listeners_;
   std::string unix_path_;
