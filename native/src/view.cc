@@ -54,6 +54,16 @@ void View::FetchFailed(uint64_t offset, uint32_t length, const std::string& why)
 }
 
 uint32_t View::ReadBase(uint64_t offset, uint32_t length, uint8_t* out) {
+  if (config_.direct) {
+    std::string why;
+    fetches_++;
+    if (!fetch_(offset, length, out, &why)) {
+      FetchFailed(offset, length, why);
+      return nbd::kEio;
+    }
+    fetch_bytes_ += length;
+    return 0;
+  }
   const uint64_t end = offset + length;
   std::vector<uint8_t> buf;
   for (uint64_t c = offset / kViewChunk; c * kViewChunk < end;) {

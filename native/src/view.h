@@ -34,7 +34,8 @@
 
 namespace tidemark {
 
-// Fills out with [offset, offset+length) of the point; length <= kViewMaxFetch.
+// Fills out with [offset, offset+length) of the point; length <= kViewMaxFetch
+// (direct views: any length the NBD front allows, kMaxPayload).
 // Called on NBD connection threads, several at once. false + *error on failure.
 using FetchFn = std::function<bool(uint64_t offset, uint32_t length, uint8_t* out, std::string* error)>;
 
@@ -48,6 +49,10 @@ struct ViewConfig {
   bool writable = false;
   std::string overlay_dir = "/tmp";  // where the overlay's unnamed file lives
   size_t cache_bytes = 64 << 20;
+  // The fetch function reads the point locally at the speed of a pread (the
+  // appliance's own exports, point_map.h): each read asks for exactly its
+  // bytes, with no chunk rounding and no cache (the page cache is the cache).
+  bool direct = false;
 };
 
 struct ViewStats {
