@@ -222,7 +222,7 @@ bool View::RunFetch(const std::shared_ptr<Fetch>& f, bool read_ahead, std::strin
 
 void View::NoteRead(uint64_t offset, uint32_t length) {
   const uint64_t end = offset + length;
-  const uint64_t most = std::min<uint64_t>(config_.read_ahead_bytes, config_.cache_bytes / 8);
+  const uint64_t most = std::min<uint64_t>(config_.read_ahead_bytes, config_.cache_bytes / 4);
   if (most < kViewChunk) return;
   std::lock_guard<std::mutex> lk(ra_mu_);
   if (ra_stop_) return;
@@ -244,8 +244,8 @@ void View::NoteRead(uint64_t offset, uint32_t length) {
   // the second read, up to `most`.
   const uint64_t window = std::min<uint64_t>(most, uint64_t(256 * 1024) << std::min<uint64_t>(s->reads, 12));
   const uint64_t target = std::min(config_.size, end + window);
-  // Ask in runs worth a round trip (half a read-ahead fetch at least), except at the end.
-  if (target <= s->ahead || (target - s->ahead < kReadAheadRun / 2 && target < config_.size)) return;
+  // Ask in whole read-ahead runs (a round trip each), except at the end.
+  if (target <= s->ahead || (target - s->ahead < kReadAheadRun && target < config_.size)) return;
   const uint64_t first = s->ahead / kViewChunk;
   const uint64_t last = (target + kViewChunk - 1) / kViewChunk;  // exclusive
   const uint64_t per = kReadAheadRun / kViewChunk;

@@ -75,7 +75,7 @@ struct ViewConfig {
   std::string overlay_dir = "/tmp";  // where the overlay's unnamed file lives
   size_t cache_bytes = 64 << 20;
   // The most a sequential stream is fetched ahead of its reads (0: no
-  // read-ahead); at most an eighth of cache_bytes is used per stream.
+  // read-ahead); at most a quarter of cache_bytes is used per stream (a few streams fit).
   size_t read_ahead_bytes = 16 << 20;
   // The fetch function reads the point locally at the speed of a pread (the
   // appliance's own exports, point_map.h): each read asks for exactly its
@@ -135,8 +135,8 @@ class View : public Export {
     uint64_t next = 0, ahead = 0, reads = 0, used = 0;
   };
   static constexpr int kStreams = 8;
-  static constexpr int kReadAheadThreads = 4;
-  static constexpr uint32_t kReadAheadRun = 1 << 20;  // one read-ahead fetch
+  static constexpr int kReadAheadThreads = 8;
+  static constexpr uint32_t kReadAheadRun = 2 << 20;  // one read-ahead fetch
 
   // The point's bytes: cache, then fetches for what is missing.
   uint32_t ReadBase(uint64_t offset, uint32_t length, uint8_t* out);
