@@ -283,3 +283,58 @@ t.test('bad input: one clear line, a non-zero exit, nothing served', async (t) =
   const r = await run(process.execPath, [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', '--seq', 'latest', '--nbd', `unix:${sock}`, '--writable', '--cache', 'lots'])
   t.equal(r.code, 2, 'a bad --cache size is a usage error')
 })
+
+/** The counters a TimeView logged when it stopped. */
+function stoppedStats(v: TimeviewProcess): Record<string, number> {
+  const l = v.err.split('\n').filter((x) => x.startsWith('{')).map((x) => JSON.parse(x)).find((x) => x.msg === 'stopped')
+  if (!l) throw new Error(`no stats line when the TimeView stopped:\n${v.err}`)
+  return l
+}
+
+t.test('concurrent misses from many connections share fetches; sequential copies are read ahead; every byte equals restore', async (t) => {
+  const dir = tmpdir(t)
+  const size = 48 * MiB
+  const { app, agent, uri } = await protectedVolume(t, dir, size, 24)
+  // Journal records over the initial copy, so a fetch assembles a chunk from both.
+  await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bsrange=512-64k', '--iodepth=8',
+    `--size=${size}`, '--io_size=8M', '--randrepeat=0'], { cwd: dir })
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5e 7777 100000', '-c', 'flush', uri])
+  const seq = await replicatedSeq(agent, app, 'vol')
+  const restored = path.join(dir, 'restored.img')
+  await restore(app.address, 'vol', seq, restored)
+  const want = sha256(restored)
+
+  // Random reads from 8 connections at once (fio, 4 KiB, iodepth 4 each), then
+  // a copy, through one view whose cache holds the whole volume: a chunk two
+  // readers miss together is fetched once, so nothing is fetched twice.
+  const sock = path.join(dir, 'rand.sock')
+  const v = await startTimeview(t, app, sock, ['--seq', String(seq)], ['--cache', `${size / MiB + 8}M`])
+  await must('fio', ['--name=rand', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randread', '--bs=4k', '--iodepth=4',
+    '--numjobs=8', `--size=${size}`, '--io_size=4M', '--randrepeat=0', '--group_reporting'], { cwd: dir })
+  t.equal(await nbdcopy(nbdUri(sock, 'vol'), path.join(dir, 'rand.img')), want, 'after concurrent random misses, the view equals restore --seq of the point')
+  t.equal(await v.stop(), 0, 'the view stops')
+  const rs = stoppedStats(v)
+  t.ok(rs.fetches > 0 && rs.fetchErrors === 0, `it fetched (${rs.fetches} fetches, no errors)`)
+  t.ok(rs.fetchBytes <= size, `no chunk was fetched twice (${rs.fetchBytes} bytes fetched for a ${size}-byte volume; ${rs.fetchWaits} waits on another's fetch, at most ${rs.fetchesInFlightMax} in flight)`)
+
+  // A cold sequential copy over one connection: read ahead.
+  const sock2 = path.join(dir, 'seq.sock')
+  const s1 = await startTimeview(t, app, sock2, ['--seq', String(seq)])
+  t.equal(sha256(await copyWith(['--connections=1'], nbdUri(sock2, 'vol'), path.join(dir, 'seq.img'))), want, 'a sequential copy (nbdcopy, one connection) equals restore')
+  t.equal(await s1.stop(), 0, 'the view stops')
+  const ss = stoppedStats(s1)
+  t.ok(ss.readAheadBytes > 0, `the sequential stream was read ahead (${ss.readAheadBytes} bytes, ${ss.fetches} fetches for ${ss.reads} reads)`)
+
+  // Four connections copying at once (nbdcopy's default), a small cache: read-ahead stays within it.
+  const sock3 = path.join(dir, 'multi.sock')
+  const s4 = await startTimeview(t, app, sock3, ['--seq', String(seq)], ['--cache', '8M'])
+  t.equal(sha256(await copyWith(['--connections=4'], nbdUri(sock3, 'vol'), path.join(dir, 'multi.img'))), want, 'a copy over four connections through an 8 MiB cache equals restore')
+  t.equal(await s4.stop(), 0, 'the view stops')
+  const ms = stoppedStats(s4)
+  t.ok(ms.cacheBytes <= 8 * MiB && ms.fetchErrors === 0, `the cache stayed within 8 MiB (${ms.cacheBytes} bytes), no fetch failed`)
+})
+
+async function copyWith(opts: string[], uri: string, out: string): Promise<string> {
+  await must('nbdcopy', [...opts, uri, out])
+  return out
+}
