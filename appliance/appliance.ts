@@ -110,7 +110,7 @@ export class Appliance {
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
       try {
-        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback }, log)
+        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth }, log)
       } catch (err) {
         await store.close()
         throw err
