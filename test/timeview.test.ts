@@ -72,8 +72,8 @@ class TimeviewProcess extends ServiceProcess {
 }
 
 /** `tidemark timeview ... --json`; resolves once it printed what it serves. */
-async function startTimeview(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<TimeviewProcess> {
-  const argv = [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, '--json', '--stats-interval', '0', ...extra]
+async function startTimeview(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv, statsInterval = '0'): Promise<TimeviewProcess> {
+  const argv = [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, '--json', '--stats-interval', statsInterval, ...extra]
   const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
   const v = new TimeviewProcess(proc)
   t.teardown(() => v.stop())
@@ -332,6 +332,32 @@ t.test('concurrent misses from many connections share fetches; sequential copies
   t.equal(await s4.stop(), 0, 'the view stops')
   const ms = stoppedStats(s4)
   t.ok(ms.cacheBytes <= 8 * MiB && ms.fetchErrors === 0, `the cache stayed within 8 MiB (${ms.cacheBytes} bytes), no fetch failed`)
+
+  // The appliance hangs (SIGSTOP) while a stream is read ahead: the view
+  // still stops on SIGTERM (the fetches nobody answers are failed after the
+  // close grace, and the reader waiting on one gets EIO).
+  t.equal(await agent.stop(), 0, 'the agent stops (nothing more to replicate)')
+  const sock4 = path.join(dir, 'hang.sock')
+  const h = await startTimeview(t, app, sock4, ['--seq', String(seq)], [], undefined, '0.1')
+  const reads = (from: number, n: number) => Array.from({ length: n }, (_, i) => ['-c', `read ${from + i * 256 * 1024} 256k`]).flat()
+  await must('qemu-io', ['-f', 'raw', '-r', ...reads(0, 4), nbdUri(sock4, 'vol')])
+  app.proc.kill('SIGSTOP')
+  t.teardown(() => {
+    app.proc.kill('SIGCONT')
+  })
+  // It continues the stream: read-ahead asks the hung appliance for what follows, and the reader blocks.
+  const reader = spawn('qemu-io', ['-f', 'raw', '-r', ...reads(1024 * 1024, 120), nbdUri(sock4, 'vol')], { stdio: 'ignore' })
+  const readerDone = new Promise((r) => reader.once('exit', r))
+  t.teardown(() => killAndWait(reader))
+  const statsLines = () => h.err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((l) => l.msg === 'stats')
+  await waitFor(() => statsLines().some((l) => l.reads > 4 && l.connections === 1), 'the second reader reading', 30_000, 50)
+  h.proc.kill('SIGTERM')
+  await waitFor(() => /"msg":"stopped"/.test(h.err), 'the view closing with fetches hung', 60_000, 100)
+  app.proc.kill('SIGCONT')  // the gRPC calls still pending end, and with them the process
+  t.equal(await h.exited, 0, 'SIGTERM stopped the view while its fetches hung (exit 0)')
+  await readerDone
+  t.match(h.err, /from the appliance failed: the TimeView (is closing|closed before the appliance answered); the client gets EIO/, 'the reader waiting on a hung fetch got EIO')
+  t.equal(stoppedStats(h).connections, 0, 'no connection is left')
 })
 
 async function copyWith(opts: string[], uri: string, out: string): Promise<string> {
