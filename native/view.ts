@@ -30,7 +30,7 @@ export interface TimeViewOptions {
   overlayDir?: string
   /** the chunk cache's budget (default 64 MiB; 0: no cache) */
   cacheBytes?: number
-  /** how far a sequential stream is read ahead (default 16 MiB, at most a quarter of the cache; 0: none) */
+  /** how far a sequential stream is read ahead (default 16 MiB; all streams together at most a quarter of the cache; 0: none) */
   readAheadBytes?: number
   /** calls of `read` in flight at once (default VIEW_MAX_FETCHES) */
   maxFetches?: number

@@ -222,20 +222,26 @@ bool View::RunFetch(const std::shared_ptr<Fetch>& f, bool read_ahead, std::strin
 
 void View::NoteRead(uint64_t offset, uint32_t length) {
   const uint64_t end = offset + length;
-  const uint64_t most = std::min<uint64_t>(config_.read_ahead_bytes, config_.cache_bytes / 4);
-  if (most < kViewChunk) return;
+  if (std::min<uint64_t>(config_.read_ahead_bytes, config_.cache_bytes / 4) < kViewChunk) return;
   std::lock_guard<std::mutex> lk(ra_mu_);
   if (ra_stop_) return;
   Stream* s = nullptr;
   Stream* oldest = &streams_[0];
+  uint64_t active = 0;  // streams read ahead lately, which share the cache
   for (Stream& x : streams_) {
     if (x.reads && x.next == offset) s = &x;
     if (x.used < oldest->used) oldest = &x;
+    if (x.reads >= 2 && stream_clock_ - x.used < kStreams * 16) active++;
   }
   if (!s) {  // a new stream, maybe: replaces the least recently continued one
     *oldest = Stream{end, end, 1, ++stream_clock_};
     return;
   }
+  if (s->reads < 2 || stream_clock_ - s->used >= kStreams * 16) active++;  // this one, from now on
+  // Together, the streams' windows stay within a quarter of the cache, so
+  // what one stream read ahead is not evicted by another's before it is read.
+  const uint64_t most = std::min<uint64_t>(config_.read_ahead_bytes, config_.cache_bytes / 4 / active);
+  if (most < kViewChunk) return;
   s->reads++;
   s->next = end;
   s->used = ++stream_clock_;

@@ -75,7 +75,7 @@ struct ViewConfig {
   std::string overlay_dir = "/tmp";  // where the overlay's unnamed file lives
   size_t cache_bytes = 64 << 20;
   // The most a sequential stream is fetched ahead of its reads (0: no
-  // read-ahead); at most a quarter of cache_bytes is used per stream (a few streams fit).
+  // read-ahead); all streams together use at most a quarter of cache_bytes.
   size_t read_ahead_bytes = 16 << 20;
   // The fetch function reads the point locally at the speed of a pread (the
   // appliance's own exports, point_map.h): each read asks for exactly its
