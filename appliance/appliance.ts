@@ -17,6 +17,7 @@ import { Authorizer, type AllowList } from './authorizer'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
 import { Retention, type RetentionRule } from './retention'
+import { ViewRegistry } from './view-registry'
 
 export interface ApplianceOptions {
   dataDir: string
@@ -103,6 +104,10 @@ export class Appliance {
     const retention = new Retention(store, opts.retain ?? [], log)
     store.onNoSpace = (volume) => retention.underPressure(volume)
     const admin = new AdminService(store, replication, auth, log, id, retention)
+    // Named views (timeview create): kept in DATA/views, their seqs held from retention.
+    const views = await ViewRegistry.open(opts.dataDir, log)
+    retention.holds = (volume) => views.seqsOf(volume)
+    admin.views = views
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
