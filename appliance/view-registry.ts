@@ -203,8 +203,13 @@ export class ViewRegistry {
         throw new TidemarkError('VIEW_EXISTS', `a view named ${rec.name} exists already (volume ${o.volume} at seq ${o.seq}); delete it first or pick another name`)
       }
       const dir = path.join(this.dir, rec.name)
-      // Left over from an interrupted create or delete since open(): nothing in it counts.
-      await fs.promises.rm(dir, { recursive: true, force: true })
+      if (fs.existsSync(dir)) {
+        if (fs.existsSync(path.join(dir, RECORD))) {
+          throw new TidemarkError('VIEW_EXISTS', `${dir} holds a view this appliance cannot read (see its log); move it away or pick another name`)
+        }
+        // Left over from a delete that failed part way: nothing in it counts.
+        await fs.promises.rm(dir, { recursive: true, force: true })
+      }
       await fs.promises.mkdir(dir)
       await writeFileAtomic(path.join(dir, RECORD), `${JSON.stringify(rec, null, 2)}\n`)
       this.views.set(rec.name, rec)
