@@ -25,6 +25,8 @@ import {
   type AgentProcess,
   type ApplianceProcess,
 } from './helpers'
+import pino from 'pino'
+import { checkViewName, ViewRegistry } from '../appliance/view-registry'
 import { replicatedSeq } from './claims-helpers'
 
 const MiB = 1024 * 1024
@@ -85,6 +87,41 @@ async function writeProd(s: Site, offset: number, length: number, pattern: numbe
   await must('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} ${offset} ${length}`, '-c', 'flush', nbdUri(s.prodSock, 'vol')])
   return replicatedSeq(s.agent, s.app, 'vol')
 }
+
+t.test('the registry: DATA/views across restarts, leftovers, names', async (t) => {
+  const data = tmpdir(t)
+  const log = pino({ level: 'silent' })
+  const served = { dropped: [] as string[], dropView(name: string) { this.dropped.push(name) } }
+  let r = await ViewRegistry.open(data, log)
+  r.attach(served)
+  const rec = { volume: 'vol', seq: 42, writable: true, createdAt: new Date().toISOString(), volumeSize: 1 << 20, point: 'seq 42' }
+  await r.create({ ...rec, name: 'a' })
+  await r.create({ ...rec, name: 'b', seq: 7, writable: false })
+  await t.rejects(r.create({ ...rec, name: 'a' }), { code: 'VIEW_EXISTS' }, 'a name is taken once')
+  t.same(r.seqsOf('vol'), [7, 42], "retention holds both views' seqs")
+  t.same(r.get('a')?.overlay, { data: path.join(data, 'views', 'a', 'overlay.data'), map: path.join(data, 'views', 'a', 'overlay.map') },
+    "a writable view's overlay lives in its directory")
+  t.equal(r.get('b')?.overlay, undefined, 'a read-only view has none')
+  // What a crash can leave: a directory whose view.json never landed (or was already removed).
+  fs.mkdirSync(path.join(data, 'views', 'half'))
+  fs.writeFileSync(path.join(data, 'views', 'half', 'overlay.data'), 'x')
+  fs.mkdirSync(path.join(data, 'views', 'bad'))
+  fs.writeFileSync(path.join(data, 'views', 'bad', 'view.json'), '{not json')
+  r = await ViewRegistry.open(data, log)
+  r.attach(served)
+  t.same(r.list().map((v) => v.name), ['a', 'b'], 'reopened: the views are back')
+  t.notOk(fs.existsSync(path.join(data, 'views', 'half')), 'an interrupted create is cleaned up')
+  t.ok(fs.existsSync(path.join(data, 'views', 'bad', 'view.json')), 'an unreadable view is kept on disk, not served')
+  await t.rejects(r.create({ ...rec, name: 'bad' }), { code: 'VIEW_EXISTS' }, 'and its name is not reused over it')
+  await r.delete('a')
+  t.same(served.dropped, ['a'], 'delete asks the NBD server to drop the view first')
+  t.notOk(fs.existsSync(path.join(data, 'views', 'a')), 'then removes its directory')
+  await t.rejects(r.delete('a'), { code: 'UNKNOWN_VIEW' })
+  t.throws(() => checkViewName('x@y', () => false), { code: 'VIEW_BAD_NAME' })
+  t.throws(() => checkViewName('..', () => false), { code: 'VIEW_BAD_NAME' })
+  t.throws(() => checkViewName('vol', (n) => n === 'vol'), { code: 'VIEW_BAD_NAME' })
+  t.doesNotThrow(() => checkViewName('dr-test_1.2', () => false))
+})
 
 t.test('views: create, write with fio, survive kill -9, hold retention, delete', async (t) => {
   const s = await site(t)
