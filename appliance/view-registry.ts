@@ -28,17 +28,9 @@ import path from 'node:path'
 import type { Logger } from 'pino'
 import { syncDir, writeFileAtomic } from '../native/atomic-file'
 import { TidemarkError } from '../proto/errors'
+import type { NbdEndpoint, ViewExportSpec } from './nbd-exports'
 
-/** What the appliance's NBD server needs to serve one view (appliance/nbd-exports.ts). */
-export interface ViewExportSpec {
-  name: string
-  volume: string
-  seq: number
-  writable: boolean
-  /** A writable view's durable overlay: the data file and its map of held sectors. */
-  overlay?: { data: string; map: string }
-  description: string
-}
+export type { NbdEndpoint, ViewExportSpec }
 
 /** What view.json holds. */
 export interface ViewRecord {
@@ -55,12 +47,9 @@ export interface ViewRecord {
 
 /** The NBD server's side of a delete (ApplianceNbd). */
 export interface ViewServer {
-  /** Closes every connection to the view and its overlay; resolves when none is left. */
+  /** No new connection gets the view (ApplianceNbdServer.dropView). */
   dropView(name: string): void | Promise<void>
 }
-
-/** An NBD listener: unix:PATH or tcp:HOST:PORT (the port it really has). */
-export type NbdEndpoint = { unix: string } | { tcp: { host: string; port: number } }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/
 const RECORD = 'view.json'
