@@ -13,7 +13,7 @@ import t, { type Test } from 'tap'
 import {
   BIN,
   makeImage,
-  mountExt4OverNbd,
+  mountOverNbd,
   must,
   nbdUri,
   restore,
@@ -22,6 +22,7 @@ import {
   startAgent,
   startAppliance,
   tmpdir,
+  waitFor,
   type AgentProcess,
   type ApplianceProcess,
 } from './helpers'
@@ -67,10 +68,17 @@ function startApp(t: Test, data: string, nbdSock: string, port = 0): Promise<App
   return startAppliance(t, { data, port, extra: ['--nbd', `unix:${nbdSock}`, '--segment-size', '1M', '--retain', 'vol=1s', '--compact-every', '0'] })
 }
 
-async function site(t: Test): Promise<Site> {
+async function site(t: Test, opts: { ext4Files?: Record<string, string> } = {}): Promise<Site> {
   const dir = tmpdir(t)
   const img = path.join(dir, 'prod.img')
   makeImage(img, SIZE, 7)
+  if (opts.ext4Files) {
+    // The production volume holds ext4 with these files (made offline, mkfs.ext4 -d).
+    const src = path.join(dir, 'ext4-src')
+    fs.mkdirSync(src)
+    for (const [name, text] of Object.entries(opts.ext4Files)) fs.writeFileSync(path.join(src, name), text)
+    await must('mkfs.ext4', ['-F', '-q', '-d', src, img])
+  }
   const data = path.join(dir, 'data')
   const nbdSock = path.join(dir, 'appliance-nbd.sock')
   const app = await startApp(t, data, nbdSock)
@@ -249,14 +257,21 @@ t.test('views: create, write with fio, survive kill -9, hold retention, delete',
   })
 })
 
-t.test('ext4 on a writable view mounts, and the view keeps the files', async (t) => {
-  const s = await site(t)
-  const seq = await writeProd(s, 0, 1 * MiB, 0x44)
+t.test('ext4 on a writable view mounts: the files of the point are there, new ones stay in the view', async (t) => {
+  const s = await site(t, { ext4Files: { 'prod.txt': 'written in production\n' } })
+  const seq = await replicatedSeq(s.agent, s.app, 'vol')
   const ref = path.join(s.dir, 'ref.img')
   await restore(s.app.address, 'vol', seq, ref)
   await tidemarkJson<View>(['timeview', 'create', '--appliance', s.app.address, '--volume', 'vol', '--seq', String(seq), '--name', 'fs1', '--writable'])
   const uri = nbdUri(s.nbdSock, 'fs1')
-  const m = await mountExt4OverNbd(t, uri, path.join(s.dir, 'm1'))
+  // The server refreshes its listing now and then (ApplianceNbdServer): wait for the view to appear.
+  const listing = async () => (await run('nbdinfo', ['--list', `nbd+unix:///?socket=${s.nbdSock}`])).stdout
+  const list = await waitFor(async () => ((await listing()).includes('"fs1"') ? listing() : undefined), 'the view in the NBD listing', 30_000, 200)
+    .catch(() => listing())
+  t.match(list, /export="fs1"/, "nbdinfo --list shows the view")
+  t.match(list, /tidemark view fs1: volume vol at seq \d+, writable/, 'described with its point')
+  const m = await mountOverNbd(t, uri, path.join(s.dir, 'm1'))
+  t.equal(fs.readFileSync(path.join(m.fsdir, 'prod.txt'), 'utf8'), 'written in production\n', "the kernel's ext4 mounts the view and reads the point's file")
   fs.writeFileSync(path.join(m.fsdir, 'hello.txt'), 'a DR test wrote this\n')
   await must('sync', [])
   await m.unmount()
@@ -265,10 +280,12 @@ t.test('ext4 on a writable view mounts, and the view keeps the files', async (t)
   const fsck = await run('e2fsck', ['-fn', copy])
   t.equal(fsck.code, 0, `e2fsck of the view is clean: ${fsck.stdout.trim().split('\n').at(-1)}`)
   const cat = await run('debugfs', ['-R', 'cat /hello.txt', copy])
-  t.equal(cat.stdout, 'a DR test wrote this\n', 'the file is in the view')
+  t.equal(cat.stdout, 'a DR test wrote this\n', 'the new file is in the view')
   const again = path.join(s.dir, 'ref-again.img')
   await restore(s.app.address, 'vol', seq, again)
   t.equal(sha256(again), sha256(ref), 'restore of the point is unchanged')
+  const inRestore = await run('debugfs', ['-R', 'ls /', again])
+  t.notMatch(inRestore.stdout, /hello\.txt/, 'the new file is not in it')
   await tidemarkJson<View>(['timeview', 'delete', '--appliance', s.app.address, '--name', 'fs1'])
   t.notOk(fs.existsSync(path.join(s.data, 'views', 'fs1')), 'deleted with its overlay')
 })
