@@ -268,7 +268,7 @@ t.test('ext4 on a writable view mounts: the files of the point are there, new on
   const listing = async () => (await run('nbdinfo', ['--list', `nbd+unix:///?socket=${s.nbdSock}`])).stdout
   const list = await waitFor(async () => ((await listing()).includes('"fs1"') ? listing() : undefined), 'the view in the NBD listing', 30_000, 200)
     .catch(() => listing())
-  t.match(list, /export="fs1"/, "nbdinfo --list shows the view")
+  t.match(list, /export="fs1"/, 'nbdinfo --list shows the view')
   t.match(list, /tidemark view fs1: volume vol at seq \d+, writable/, 'described with its point')
   const m = await mountOverNbd(t, uri, path.join(s.dir, 'm1'))
   t.equal(fs.readFileSync(path.join(m.fsdir, 'prod.txt'), 'utf8'), 'written in production\n', "the kernel's ext4 mounts the view and reads the point's file")
