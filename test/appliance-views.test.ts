@@ -7,6 +7,7 @@
 // writes to itself (restore never changes), survive a kill -9 of the
 // appliance up to the last FLUSH, hold its seq against retention, and be
 // gone, with its overlay, once deleted.
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -288,4 +289,42 @@ t.test('ext4 on a writable view mounts: the files of the point are there, new on
   t.notMatch(inRestore.stdout, /hello\.txt/, 'the new file is not in it')
   await tidemarkJson<View>(['timeview', 'delete', '--appliance', s.app.address, '--name', 'fs1'])
   t.notOk(fs.existsSync(path.join(s.data, 'views', 'fs1')), 'deleted with its overlay')
+})
+
+/** A CA and certificates it signs (CN=name), as test/tls.test.ts makes them. */
+function makePki(dir: string, names: string[]): void {
+  const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=tidemark test ca', '-keyout', 'ca.key', '-out', 'ca.pem'])
+  for (const n of names) {
+    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`])
+    openssl(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`])
+  }
+}
+
+t.test('with mutual TLS, a caller sees, makes and deletes only views of the volumes it may read', async (t) => {
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  fs.mkdirSync(pki)
+  makePki(pki, ['appliance', 'agent-a'])
+  const data = path.join(dir, 'data')
+  // Views of two volumes, recorded before the appliance starts (it loads them).
+  const reg = await ViewRegistry.open(data, pino({ level: 'silent' }))
+  const rec = { seq: 5, writable: false, createdAt: new Date().toISOString(), volumeSize: 1 << 20, point: 'seq 5' }
+  await reg.create({ ...rec, name: 'view-a', volume: 'vol-a' })
+  await reg.create({ ...rec, name: 'view-b', volume: 'vol-b' })
+  const tls = (who: string) => ['--tls-cert', path.join(pki, `${who}.pem`), '--tls-key', path.join(pki, `${who}.key`), '--tls-ca', path.join(pki, 'ca.pem')]
+  const app = await startAppliance(t, { data, extra: [...tls('appliance'), '--allow', 'agent-a=vol-a', '--nbd', `unix:${path.join(dir, 'nbd.sock')}`] })
+  const asA = ['--appliance', app.address, ...tls('agent-a')]
+  const listed = await tidemarkJson<View[]>(['timeview', 'list', ...asA])
+  t.same(listed.map((v) => v.name), ['view-a'], "agent-a lists only vol-a's view")
+  let r = await tidemark(['timeview', 'delete', ...asA, '--name', 'view-b'])
+  t.equal(r.code, 1, "agent-a may not delete vol-b's view")
+  t.match(r.stderr, /PERMISSION_DENIED/)
+  r = await tidemark(['timeview', 'create', ...asA, '--volume', 'vol-b', '--seq', 'latest', '--name', 'mine'])
+  t.equal(r.code, 1, 'nor make a view of vol-b')
+  t.match(r.stderr, /PERMISSION_DENIED/)
+  await tidemarkJson<View>(['timeview', 'delete', ...asA, '--name', 'view-a'])
+  t.notOk(fs.existsSync(path.join(data, 'views', 'view-a')), "it deletes vol-a's view")
+  t.ok(fs.existsSync(path.join(data, 'views', 'view-b')), "and vol-b's view stays")
 })
