@@ -13,11 +13,10 @@
 // The overlay lives here, beside the journal but never in it: nothing a view
 // holds is journalled, indexed or replicated.
 //
-// Create: mkdir, then view.json. Delete: the view is forgotten first (new
-// connections are refused), then the NBD server closes its connections and
-// its overlay (ApplianceNbd.dropView), then view.json goes, then the
-// directory. A directory without view.json is a create or a delete a crash
-// interrupted: open() removes it.
+// Create: mkdir, then view.json. Delete: the view is forgotten first, then
+// the NBD server drops it (ApplianceNbdServer.dropView: no new connection
+// gets it), then view.json goes, then the directory. A directory without
+// view.json is a create or a delete a crash interrupted: open() removes it.
 //
 // A view is pinned to the seq its point named when it was created, so it
 // shows the same bytes for its whole life however the volume's history grows.

@@ -3,21 +3,20 @@
 // and across restarts of the appliance. The client-side `tidemark timeview
 // --nbd` (timeview-command.ts) stays for serving a point at another site.
 import { z } from 'zod'
+import { checkViewName } from '../appliance/view-registry'
 import { createView, deleteView, listViews, type ViewInfo } from '../client/timeview-views'
 import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions } from './common-options'
-import { check, command, flag, helpText, parseCommand, text } from './definition'
-
-const VIEW_NAME = /^[A-Za-z0-9._-]{1,64}$/
+import { command, convert, flag, helpText, parseCommand, text } from './definition'
 
 const nameOption = text({
   label: '--name NAME',
   help: "the view's NBD export name: 1 to 64 of A-Z a-z 0-9 . _ -\n(not a volume's name; '@' is for VOLUME@POINT exports)",
   required: '--name NAME is required',
-  value: check(
-    z.string(),
-    (s) => VIEW_NAME.test(s) && s !== '.' && s !== '..',
-    (s) => (s.includes('@') ? `--name '${s}' may not contain '@'` : `--name '${s}' must be 1 to 64 of A-Z a-z 0-9 . _ - (and not . or ..)`)
-  ),
+  // The appliance's rule (it also refuses a volume's name, which only it knows).
+  value: convert(z.string(), (s) => {
+    checkViewName(s, () => false)
+    return s
+  }),
 })
 const jsonOption = flag({ label: '--json', help: 'print the view(s) as JSON instead of lines' })
 const usageTail = '[--json] [--tls-cert F --tls-key F --tls-ca F]'
