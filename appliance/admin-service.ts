@@ -280,8 +280,9 @@ export class AdminService {
       point,
     })
     try {
-      // Retention holds the seq from now on; a compaction that ran while the
-      // view was being recorded may have folded it into the base already.
+      // Retention holds the seq from now on; a compaction already running
+      // when the view was recorded did not know, and may fold it away.
+      await this.retention?.settled()
       v.checkRetained(p.seq)
     } catch (err) {
       await views.delete(rec.name).catch(() => {})

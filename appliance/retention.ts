@@ -114,6 +114,7 @@ export class Retention {
   readonly status = new Map<string, { shrinking: string | null; last: CompactResult | null; error: string | null; pressure: string | null }>()
   /** Seqs of a volume kept as if pinned: the named views' (appliance.ts sets it to ViewRegistry.seqsOf). */
   holds: (volume: string) => number[] = () => []
+  private readonly inFlight = new Set<Promise<unknown>>()
 
   constructor(
     private readonly store: ApplianceStore,
@@ -159,7 +160,24 @@ export class Retention {
   }
 
   /** Applies the volume's rule now. Returns the compaction, or null if nothing has expired. */
-  async run(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
+  run(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
+    const p = this.runNow(v)
+    this.inFlight.add(p)
+    const done = (): void => void this.inFlight.delete(p)
+    p.then(done, done)
+    return p
+  }
+
+  /**
+   * Resolves once every run started before this call has ended: a hold added
+   * now (a new view's seq) is then either in every later plan or already
+   * folded into a base, which the caller can see (checkRetained).
+   */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.inFlight])
+  }
+
+  private async runNow(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
     const spec = ruleFor(this.rules, v.meta.name)
     if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
     const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null, pressure: null }
