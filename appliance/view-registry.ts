@@ -74,6 +74,7 @@ export class ViewRegistry {
   private chain: Promise<unknown> = Promise.resolve()
   private server: ViewServer | null = null
   private endpoints: NbdEndpoint[] = []
+  private tls = false
 
   private constructor(
     /** DATA/views */
@@ -111,16 +112,21 @@ export class ViewRegistry {
     return r
   }
 
-  /** The NBD server that serves the views and where it listens (null: none, `appliance` without --nbd). */
-  attach(server: ViewServer | null, endpoints: NbdEndpoint[] = []): void {
+  /**
+   * The NBD server that serves the views, where it listens, and whether it
+   * requires TLS (null: none, `appliance` without --nbd).
+   */
+  attach(server: ViewServer | null, endpoints: NbdEndpoint[] = [], tls = false): void {
     this.server = server
     this.endpoints = server ? endpoints : []
+    this.tls = tls
   }
 
-  /** Where NBD clients reach a view. */
+  /** Where NBD clients reach a view (nbds: with TLS). */
   uris(name: string): string[] {
+    const s = this.tls ? 's' : ''
     return this.endpoints.map((e) =>
-      'unix' in e ? `nbd+unix:///${name}?socket=${e.unix}` : `nbd://${e.tcp.host.includes(':') ? `[${e.tcp.host}]` : e.tcp.host}:${e.tcp.port}/${name}`
+      'unix' in e ? `nbd${s}+unix:///${name}?socket=${e.unix}` : `nbd${s}://${e.tcp.host.includes(':') ? `[${e.tcp.host}]` : e.tcp.host}:${e.tcp.port}/${name}`
     )
   }
 

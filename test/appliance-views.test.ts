@@ -7,13 +7,13 @@
 // writes to itself (restore never changes), survive a kill -9 of the
 // appliance up to the last FLUSH, hold its seq against retention, and be
 // gone, with its overlay, once deleted.
-import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import {
   BIN,
   makeImage,
+  makePki,
   mountOverNbd,
   must,
   nbdUri,
@@ -22,6 +22,7 @@ import {
   sha256,
   startAgent,
   startAppliance,
+  tlsArgs,
   tmpdir,
   waitFor,
   type AgentProcess,
@@ -291,29 +292,17 @@ t.test('ext4 on a writable view mounts: the files of the point are there, new on
   t.notOk(fs.existsSync(path.join(s.data, 'views', 'fs1')), 'deleted with its overlay')
 })
 
-/** A CA and certificates it signs (CN=name), as test/tls.test.ts makes them. */
-function makePki(dir: string, names: string[]): void {
-  const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=tidemark test ca', '-keyout', 'ca.key', '-out', 'ca.pem'])
-  for (const n of names) {
-    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
-    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`])
-    openssl(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`])
-  }
-}
-
 t.test('with mutual TLS, a caller sees, makes and deletes only views of the volumes it may read', async (t) => {
   const dir = tmpdir(t)
   const pki = path.join(dir, 'pki')
-  fs.mkdirSync(pki)
-  makePki(pki, ['appliance', 'agent-a'])
+  await makePki(pki, ['appliance', 'agent-a'])
   const data = path.join(dir, 'data')
   // Views of two volumes, recorded before the appliance starts (it loads them).
   const reg = await ViewRegistry.open(data, pino({ level: 'silent' }))
   const rec = { seq: 5, writable: false, createdAt: new Date().toISOString(), volumeSize: 1 << 20, point: 'seq 5' }
   await reg.create({ ...rec, name: 'view-a', volume: 'vol-a' })
   await reg.create({ ...rec, name: 'view-b', volume: 'vol-b' })
-  const tls = (who: string) => ['--tls-cert', path.join(pki, `${who}.pem`), '--tls-key', path.join(pki, `${who}.key`), '--tls-ca', path.join(pki, 'ca.pem')]
+  const tls = (who: string) => tlsArgs(pki, who)
   const app = await startAppliance(t, { data, extra: [...tls('appliance'), '--allow', 'agent-a=vol-a', '--nbd', `unix:${path.join(dir, 'nbd.sock')}`] })
   const asA = ['--appliance', app.address, ...tls('agent-a')]
   const listed = await tidemarkJson<View[]>(['timeview', 'list', ...asA])
@@ -327,4 +316,5 @@ t.test('with mutual TLS, a caller sees, makes and deletes only views of the volu
   await tidemarkJson<View>(['timeview', 'delete', ...asA, '--name', 'view-a'])
   t.notOk(fs.existsSync(path.join(data, 'views', 'view-a')), "it deletes vol-a's view")
   t.ok(fs.existsSync(path.join(data, 'views', 'view-b')), "and vol-b's view stays")
+  t.match(listed[0].uris, [/^nbds\+unix:\/\/\/view-a\?socket=/], 'its URI says NBD over TLS')
 })
