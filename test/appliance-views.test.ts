@@ -194,7 +194,7 @@ t.test('views: create, write with fio, survive kill -9, hold retention, delete',
   await t.test('fio writes the view with crc32c verify; restore never changes', async (t) => {
     const out = await must('fio', [
       '--name=dr', '--ioengine=nbd', `--uri=${drUri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--numjobs=2',
-      '--size=8M', '--offset_increment=16M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
+      '--size=8M', '--offset_increment=16M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0',
       '--group_reporting', '--output-format=json',
     ])
     const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0]
