@@ -205,6 +205,7 @@ export class ViewRegistry {
         await fs.promises.rm(dir, { recursive: true, force: true })
       }
       await fs.promises.mkdir(dir)
+      await syncDir(this.dir) // the directory's own entry, so a power cut cannot take the view with it
       await writeFileAtomic(path.join(dir, RECORD), `${JSON.stringify(rec, null, 2)}\n`)
       this.views.set(rec.name, rec)
       this.log.info({ view: rec.name, volume: rec.volume, seq: rec.seq, writable: rec.writable }, `view ${rec.name} created: ${viewDescription(rec)}`)
