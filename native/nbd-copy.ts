@@ -16,7 +16,7 @@ export interface NbdCopyOptions {
   connections?: number
   /** READs in flight per connection (default 8) */
   requests?: number
-  /** bytes per READ, capped at the servers' maximum block size (default 1 MiB) */
+  /** bytes per READ, capped at the servers' maximum block size (default 256 KiB) */
   requestBytes?: number
   /** the device or NBD target already reads as zeroes: zero blocks are skipped (a file's always are) */
   targetZeroed?: boolean
@@ -28,6 +28,8 @@ export interface NbdCopyResult {
   size: number
   /** bytes written as data */
   dataBytes: number
+  /** in this many runs (maximal non-zero stretches of a request) */
+  dataRuns: number
   /** zero blocks: holes, skipped, or zeroed on the target */
   zeroBytes: number
   connections: number

@@ -82,6 +82,7 @@ class CopyWorker : public Napi::AsyncWorker {
     Napi::Object o = Napi::Object::New(env);
     o.Set("size", Napi::Number::New(env, double(result_.size)));
     o.Set("dataBytes", Napi::Number::New(env, double(result_.data_bytes)));
+    o.Set("dataRuns", Napi::Number::New(env, double(result_.data_runs)));
     o.Set("zeroBytes", Napi::Number::New(env, double(result_.zero_bytes)));
     o.Set("connections", Napi::Number::New(env, result_.connections));
     o.Set("requestBytes", Napi::Number::New(env, result_.request_bytes));

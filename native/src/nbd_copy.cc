@@ -400,7 +400,7 @@ struct NbdCopy::Shared {
   uint64_t size = 0;
   uint32_t block = 0;
   std::atomic<uint64_t> next{0};
-  std::atomic<uint64_t> data_bytes{0}, zero_bytes{0};
+  std::atomic<uint64_t> data_bytes{0}, data_runs{0}, zero_bytes{0};
 };
 
 void NbdCopy::Fail(CopyError e, const std::string& message) {
@@ -487,6 +487,7 @@ bool NbdCopy::Worker(int index, Shared* s) {
       const uint64_t off = sl.offset + at;
       if (!zero) {
         s->data_bytes.fetch_add(n, std::memory_order_relaxed);
+        s->data_runs.fetch_add(1, std::memory_order_relaxed);
         if (WriteAll(s->fd, sl.buf.data() + at, n, off, &err)) return true;
         bad = off;
         return false;
@@ -518,6 +519,7 @@ bool NbdCopy::Worker(int index, Shared* s) {
       bool sent;
       if (!zero) {
         s->data_bytes.fetch_add(n, std::memory_order_relaxed);
+        s->data_runs.fetch_add(1, std::memory_order_relaxed);
         sent = dst->Request(nbd::kCmdWrite, uint64_t(i), off, n, sl.buf.data() + at);
       } else {
         s->zero_bytes.fetch_add(n, std::memory_order_relaxed);
@@ -663,6 +665,7 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
       ok = false;
     }
     r->data_bytes = s.data_bytes;
+    r->data_runs = s.data_runs;
     r->zero_bytes = s.zero_bytes;
     return ok;
   };

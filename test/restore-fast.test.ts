@@ -1,0 +1,317 @@
+// Restore at the speed of the disk, through real processes: the native NBD
+// copier (native/nbd-copy.ts) reading from real NBD servers (`nbdkit file`,
+// the appliance's own `--nbd` server) into a file, an NBD target (`nbdkit
+// memory`) and back, with every image compared by sha256; and `tidemark
+// restore` taking the appliance's NBD endpoint when it has one, gRPC when it
+// has none, with the same bytes either way.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { NbdCopy } from '../native/nbd-copy'
+import {
+  BIN,
+  have,
+  makeImage,
+  must,
+  nbdUri,
+  restore,
+  run,
+  ServiceProcess,
+  sha256,
+  sleep,
+  startAgent,
+  startAppliance,
+  tmpdir,
+  waitFor,
+  type AgentProcess,
+  type ApplianceProcess,
+} from './helpers'
+
+const MiB = 1024 * 1024
+
+if (!have('nbdkit') || !have('nbdcopy') || !have('qemu-io')) {
+  t.plan(0, 'needs nbdkit, nbdcopy (libnbd-bin) and qemu-io (scripts/test-deps.sh installs them)')
+  process.exit(0)
+}
+
+function accepts(sock: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(sock)
+    c.once('connect', () => {
+      c.destroy()
+      resolve(true)
+    })
+    c.once('error', () => resolve(false))
+  })
+}
+
+/** `nbdkit -f -U SOCK ARGS...`, stopped at teardown; resolves once it accepts connections. */
+async function nbdkit(t: Test, sock: string, args: string[]): Promise<ServiceProcess> {
+  const proc = spawn('nbdkit', ['-f', '-U', sock, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const p = new ServiceProcess(proc)
+  t.teardown(() => p.stop())
+  await waitFor(async () => proc.exitCode !== null || (await accepts(sock)), `nbdkit on ${sock}`)
+  if (proc.exitCode !== null) throw new Error(`nbdkit ${args.join(' ')} exited ${proc.exitCode}: ${p.err}`)
+  return p
+}
+
+/** An image with data, holes and a lone 4 KiB block: what restores look like. */
+function patchwork(file: string, size: number): void {
+  makeImage(file, size, null)
+  const fd = fs.openSync(file, 'r+')
+  const data = Buffer.alloc(3 * MiB)
+  makeImage(`${file}.tmp`, data.length, 7)
+  fs.readSync(fs.openSync(`${file}.tmp`, 'r'), data, 0, data.length, 0)
+  fs.rmSync(`${file}.tmp`)
+  fs.writeSync(fd, data, 0, data.length, 1 * MiB)
+  fs.writeSync(fd, data, 0, 4096, 9 * MiB + 8192)
+  fs.writeSync(fd, data, 0, 512, size - 512)
+  fs.closeSync(fd)
+}
+
+/** Bytes the file really occupies on disk. */
+const allocated = (file: string): number => fs.statSync(file).blocks * 512
+
+t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const sock = path.join(dir, 'src.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  const out = path.join(dir, 'out.img')
+  const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: out, connections: 3, requests: 4, requestBytes: 1 * MiB })
+  const r = await copy.done
+  t.equal(sha256(out), sha256(src), 'the copy equals the source')
+  t.equal(fs.statSync(out).size, 16 * MiB)
+  t.equal(r.size, 16 * MiB)
+  t.equal(r.targetKind, 'file')
+  t.equal(r.dataBytes, 3 * MiB + 4096 + 4096, 'only the non-zero 4 KiB granules were written')
+  t.equal(r.dataBytes + r.zeroBytes, r.size)
+  t.equal(r.dataRuns, 5, 'one write per 1 MiB request of the 3 MiB run, and one per lone block')
+  t.ok(allocated(out) <= 3 * MiB + 64 * 1024, `the zero blocks are holes (${allocated(out)} bytes allocated)`)
+  t.same(copy.progress(), { done: 16 * MiB, size: 16 * MiB }, 'progress ends at the size')
+})
+
+t.test('the copier: into an NBD target, zero ranges zeroed over what it held', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const junk = path.join(dir, 'junk.img')
+  makeImage(junk, 16 * MiB, 3)
+  const sock = path.join(dir, 'src.sock')
+  const tsock = path.join(dir, 'target.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  await nbdkit(t, tsock, ['memory', String(16 * MiB)])
+  await must('nbdcopy', [junk, nbdUri(tsock, '')])
+  const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: { unix: tsock, export: '' } }).done
+  t.equal(r.targetKind, 'nbd')
+  const back = path.join(dir, 'back.img')
+  await must('nbdcopy', [nbdUri(tsock, ''), back])
+  t.equal(sha256(back), sha256(src), 'the target reads as the source: data written, the rest zeroed')
+})
+
+t.test('the copier: a server without multi-conn gets one connection, and a 1-request pipeline still works', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 5 * MiB + 512, 11)
+  const sock = path.join(dir, 'src.sock')
+  // nbdkit's noparallel filter serializes requests; the multi-conn filter set to "disable" takes the flag away
+  await nbdkit(t, sock, ['-r', '--filter=multi-conn', 'file', src, 'multi-conn-mode=disable'])
+  const out = path.join(dir, 'out.img')
+  const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: out, connections: 4, requests: 1, requestBytes: 64 * 1024 }).done
+  t.equal(r.connections, 1, 'no CAN_MULTI_CONN: one connection')
+  t.equal(sha256(out), sha256(src), 'an odd size (a 512-byte tail) copies exactly')
+})
+
+t.test('the copier: failures are one line naming the cause', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 4 * MiB, 5)
+  const sock = path.join(dir, 'src.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  const fail = async (opts: ConstructorParameters<typeof NbdCopy>[0]) => {
+    try {
+      await new NbdCopy(opts).done
+    } catch (err) {
+      return err as Error & { code: string }
+    }
+    throw new Error('the copy did not fail')
+  }
+
+  let e = await fail({ source: { unix: path.join(dir, 'none.sock'), export: '' }, target: path.join(dir, 'o.img') })
+  t.equal(e.code, 'NBD_CONNECT')
+  t.match(e.message, /^cannot connect to the NBD server for export '' on .*none\.sock: No such file or directory \(ENOENT\)$/)
+
+  e = await fail({ source: { unix: sock, export: '' }, target: path.join(dir, 'missing', 'o.img') })
+  t.equal(e.code, 'COPY_TARGET')
+  t.match(e.message, /^cannot open .*missing\/o\.img for writing: No such file or directory \(ENOENT\)$/)
+
+  const strict = path.join(dir, 'strict.sock')
+  await nbdkit(t, strict, ['-r', '--filter=exportname', 'file', src, 'exportname=vol@seq=1', 'exportname-strict=true'])
+  e = await fail({ source: { unix: strict, export: 'vol@seq=2' }, target: path.join(dir, 'o.img') })
+  t.equal(e.code, 'NBD_REFUSED')
+  t.match(e.message, /^the NBD server for export 'vol@seq=2' on .*strict\.sock refused it \(NBD_REP_ERR_UNKNOWN\)/)
+  const ok = await new NbdCopy({ source: { unix: strict, export: 'vol@seq=1' }, target: path.join(dir, 'o.img') }).done
+  t.equal(ok.size, 4 * MiB, 'the export it has is copied')
+
+  const eio = path.join(dir, 'eio.sock')
+  await nbdkit(t, eio, ['-r', '--filter=error', 'file', src, 'error=EIO', 'error-pread-rate=1'])
+  e = await fail({ source: { unix: eio, export: '' }, target: path.join(dir, 'o.img') })
+  t.equal(e.code, 'NBD_ERROR')
+  t.match(e.message, /failed a READ of \d+ bytes at \d+: EIO \(Input\/output error\)$/)
+  t.notOk(fs.readdirSync(dir).some((f) => f.endsWith('.partial')))
+
+  const small = path.join(dir, 'small.sock')
+  await nbdkit(t, small, ['memory', String(1 * MiB)])
+  e = await fail({ source: { unix: sock, export: '' }, target: { unix: small, export: '' } })
+  t.equal(e.code, 'COPY_TARGET')
+  t.match(e.message, /holds 1048576 bytes, fewer than the 4194304 of export ''/)
+
+  const ro = path.join(dir, 'ro.sock')
+  await nbdkit(t, ro, ['-r', 'memory', String(8 * MiB)])
+  e = await fail({ source: { unix: sock, export: '' }, target: { unix: ro, export: '' } })
+  t.equal(e.code, 'COPY_TARGET')
+  t.match(e.message, /is read-only$/)
+
+  // ENOSPC on the target: a file system that is too small for the data
+  if (process.getuid?.() === 0 && have('mkfs.ext4')) {
+    const fsImg = path.join(dir, 'tiny.ext4')
+    makeImage(fsImg, 2 * MiB, null)
+    await must('mkfs.ext4', ['-q', '-F', fsImg])
+    const mnt = path.join(dir, 'mnt')
+    fs.mkdirSync(mnt)
+    await must('mount', ['-o', 'loop', fsImg, mnt])
+    t.teardown(() => run('umount', [mnt]))
+    e = await fail({ source: { unix: sock, export: '' }, target: path.join(mnt, 'o.img') })
+    t.equal(e.code, 'COPY_TARGET')
+    t.match(e.message, /^writing .*mnt\/o\.img at \d+: No space left on device \(ENOSPC\)$/)
+  }
+})
+
+t.test('the copier: cancel stops a copy that is waiting on a slow server', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 64 * MiB, 9)
+  const sock = path.join(dir, 'slow.sock')
+  await nbdkit(t, sock, ['-r', '--filter=delay', 'file', src, 'rdelay=1'])
+  const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: path.join(dir, 'o.img'), connections: 2, requests: 2 })
+  await waitFor(() => copy.progress().size > 0, 'the copy connected')
+  copy.cancel()
+  await t.rejects(copy.done, { code: 'COPY_CANCELLED', message: 'the copy was cancelled' })
+  t.ok(copy.progress().done < 64 * MiB, 'it stopped before the end')
+})
+
+// ---- tidemark restore through a real agent and appliance
+
+async function volumeStats(app: ApplianceProcess, volume: string): Promise<Record<string, number>> {
+  const r = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', volume, '--json'])
+  if (r.code !== 0) throw new Error(`stats failed: ${r.stderr}`)
+  return JSON.parse(r.stdout).volumes[0]
+}
+
+/** The seq the agent has captured and the appliance holds, with the volume quiet. */
+async function replicatedSeq(agent: AgentProcess, app: ApplianceProcess, volume: string): Promise<number> {
+  const seen = agent.logs().length
+  for (let i = 0; i < 300; i++) {
+    const line = agent.logs().slice(seen).reverse().find((l) => l.volume === volume && typeof l.lastSeq === 'number')
+    if (line && (line.lastSeq as number) > 0 && (line.ackedSeq as number) >= (line.lastSeq as number)) {
+      const seq = line.lastSeq as number
+      if ((await volumeStats(app, volume)).durableSeq >= seq) return seq
+    }
+    await sleep(100)
+  }
+  throw new Error(`the appliance did not catch up with the agent:\n${agent.out}`)
+}
+
+/** Whether this build's appliance serves NBD itself (`appliance --nbd`). */
+async function applianceServesNbd(): Promise<boolean> {
+  const r = await run(process.execPath, [BIN, 'appliance', '--help'])
+  return /--nbd /.test(r.stdout)
+}
+
+async function protectedVolume(t: Test, dir: string, applianceExtra: string[]) {
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 24 * MiB, null)
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: applianceExtra })
+  const sock = path.join(dir, 'nbd.sock')
+  const agent = await startAgent(t, {
+    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
+  })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  const uri = nbdUri(sock, 'vol')
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xa5 9M 4k', '-c', 'write -P 0x11 20M 64k', '-c', 'flush', uri])
+  const seq = await replicatedSeq(agent, app, 'vol')
+  return { img, app, agent, seq }
+}
+
+t.test('restore without an appliance NBD endpoint falls back to gRPC, byte-exact', async (t) => {
+  const dir = tmpdir(t)
+  const { img, app, seq } = await protectedVolume(t, dir, [])
+  const out = path.join(dir, 'grpc.img')
+  const r = await restore(app.address, 'vol', seq, out)
+  t.equal(r.transport, 'grpc')
+  t.match(r.nbdSkipped, /does not serve NBD|serves no NBD endpoint/)
+  t.equal(sha256(out), sha256(img), 'the restore equals the volume')
+
+  const forced = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(dir, 'x.img'), '--transport', 'nbd'])
+  t.equal(forced.code, 1)
+  t.match(forced.stderr, /^tidemark restore: --transport nbd, but the appliance (does not serve NBD|serves no NBD endpoint)/)
+  t.equal(forced.stderr.trim().split('\n').length, 1, 'one line')
+  t.notOk(fs.existsSync(path.join(dir, 'x.img.partial')))
+
+  // into an NBD target over gRPC: the gaps between extents are zeroed too
+  const tsock = path.join(dir, 'target.sock')
+  await nbdkit(t, tsock, ['memory', String(24 * MiB)])
+  const junk = path.join(dir, 'junk.img')
+  makeImage(junk, 24 * MiB, 4)
+  await must('nbdcopy', [junk, nbdUri(tsock, '')])
+  const n = await restore(app.address, 'vol', seq, nbdUri(tsock, ''))
+  t.equal(n.target, 'nbd')
+  const back = path.join(dir, 'back.img')
+  await must('nbdcopy', [nbdUri(tsock, ''), back])
+  t.equal(sha256(back), sha256(img), 'the NBD target holds the point')
+})
+
+t.test('restore through the appliance NBD endpoint', async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const asock = path.join(dir, 'appliance-nbd.sock')
+  const { img, app, seq } = await protectedVolume(t, dir, ['--nbd', `unix:${asock}`])
+
+  const fast = path.join(dir, 'fast.img')
+  const r = await restore(app.address, 'vol', seq, fast)
+  t.equal(r.transport, 'nbd', 'the NBD endpoint was taken')
+  t.match(r.source, new RegExp(`export 'vol@seq=${seq}' on .*appliance-nbd\\.sock`))
+  const slow = path.join(dir, 'slow.img')
+  const g = await restore(app.address, 'vol', seq, slow, ['--transport', 'grpc'])
+  t.equal(g.transport, 'grpc')
+  t.equal(sha256(fast), sha256(slow), 'the fast path equals the gRPC path')
+  t.equal(sha256(fast), sha256(img), 'and the volume')
+  t.equal(r.dataBytes, 3 * MiB + 4096 + 64 * 1024, 'only the data was written')
+  t.ok(allocated(fast) < 4 * MiB, `zero blocks are holes (${allocated(fast)} bytes allocated)`)
+
+  // straight into an NBD target
+  const tsock = path.join(dir, 'target.sock')
+  await nbdkit(t, tsock, ['memory', String(24 * MiB)])
+  const n = await restore(app.address, 'vol', seq, nbdUri(tsock, ''))
+  t.equal(n.transport, 'nbd')
+  t.equal(n.target, 'nbd')
+  const back = path.join(dir, 'back.img')
+  await must('nbdcopy', [nbdUri(tsock, ''), back])
+  t.equal(sha256(back), sha256(img), 'the NBD target holds the point')
+
+  // the target's directory is missing: one line, nothing left behind
+  const bad = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(dir, 'nodir', 'x.img')])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /^tidemark restore: cannot open .*nodir\/x\.img\.partial for writing: No such file or directory \(ENOENT\)\n$/)
+
+  // the appliance's NBD server refuses a point it cannot serve, with its reason
+  const refused = await new NbdCopy({ source: { unix: asock, export: 'nosuch@latest' }, target: path.join(dir, 'r.img') }).done.catch((e: Error & { code: string }) => e)
+  t.equal((refused as { code: string }).code, 'NBD_REFUSED')
+  t.match((refused as Error).message, /refused it \(NBD_REP_ERR_\w+\): .*nosuch/)
+})
