@@ -35,6 +35,9 @@ import type { VolumeJournal } from '../proto/generated/tidemark/v1/VolumeJournal
 import { compactReply, volumeStatsReply } from './admin-replies'
 import type { Authorizer, Caller } from './authorizer'
 import { checkPoint, resolvePoint } from './point-resolver'
+import type { ApplianceNbdServer } from './nbd-exports'
+import type { ServerInfoRequest__Output } from '../proto/generated/tidemark/v1/ServerInfoRequest'
+import type { ServerInfoReply } from '../proto/generated/tidemark/v1/ServerInfoReply'
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
@@ -65,6 +68,7 @@ export class AdminService {
     private readonly log: Logger,
     private readonly applianceId: string,
     private readonly retention: Retention | null = null,
+    private readonly nbd: ApplianceNbdServer | null = null,
     private readonly startedAt = new Date()
   ) {}
 
@@ -98,7 +102,7 @@ export class AdminService {
           throw new TidemarkError('READ_TOO_LARGE', `a read of ${r.length} bytes is over the ${MAX_READ_BYTES}-byte limit`)
         }
         checkPoint(v, r.seq)
-        return { data: await v.read(r.seq, r.offset, r.length) }
+        return { data: await v.readMapped(r.seq, r.offset, r.length) }
       }),
       fingerprints: unaryHandler<FingerprintsRequest__Output, FingerprintsReply>('fingerprints', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
         const r = call.request
@@ -119,6 +123,14 @@ export class AdminService {
         const v = this.volume(call.request.volume)
         if (!this.retention) throw new TidemarkError('BAD_POINT', 'this appliance has no retention')
         return compactReply(v.meta.name, await this.retention.run(v))
+      }),
+      serverInfo: unaryHandler<ServerInfoRequest__Output, ServerInfoReply>('serverInfo', opts(), async () => {
+        const e = this.nbd?.endpoint
+        return {
+          applianceId: this.applianceId,
+          nbdUnix: e && 'unix' in e ? e.unix : '',
+          nbdTcp: e && 'tcp' in e ? this.nbd!.address.slice(4) : '',
+        }
       }),
       listTimeMarks: unaryHandler<ListTimeMarksRequest__Output, ListTimeMarksReply>('listTimeMarks', opts(), async (call) => {
         const v = this.volume(call.request.volume)
