@@ -71,6 +71,18 @@ function patchwork(file: string, size: number): void {
   fs.closeSync(fd)
 }
 
+/** A loop device over a file of `size` bytes of junk (root only; null when there is none); detached at teardown. */
+async function junkDevice(t: Test, dir: string, size: number, seed: number): Promise<string | null> {
+  if (process.getuid?.() !== 0 || !have('losetup')) return null
+  const backing = path.join(dir, `loop-${seed}.img`)
+  makeImage(backing, size, seed)
+  const r = await run('losetup', ['-f', '--show', backing])
+  if (r.code !== 0) return null
+  const dev = r.stdout.trim()
+  t.teardown(() => run('losetup', ['-d', dev]))
+  return dev
+}
+
 /** Bytes the file really occupies on disk. */
 const allocated = (file: string): number => fs.statSync(file).blocks * 512
 
@@ -110,6 +122,23 @@ t.test('the copier: into an NBD target, zero ranges zeroed over what it held', a
   const back = path.join(dir, 'back.img')
   await must('nbdcopy', [nbdUri(tsock, ''), back])
   t.equal(sha256(back), sha256(src), 'the target reads as the source: data written, the rest zeroed')
+})
+
+t.test('the copier: into a block device, zero ranges zeroed (BLKZEROOUT) over what it held', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const sock = path.join(dir, 'src.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  const dev = await junkDevice(t, dir, 16 * MiB, 3)
+  if (!dev) return t.plan(0, 'needs root and losetup')
+  const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: dev }).done
+  t.equal(r.targetKind, 'device')
+  t.equal(sha256(dev), sha256(src), 'the device reads as the source')
+  const small = await junkDevice(t, dir, 8 * MiB, 4)
+  await t.rejects(new NbdCopy({ source: { unix: sock, export: '' }, target: small! }).done, {
+    code: 'COPY_TARGET', message: new RegExp(`^the block device ${small} holds 8388608 bytes, fewer than the 16777216 of export ''`),
+  })
 })
 
 t.test('the copier: a server without multi-conn gets one connection, and a 1-request pipeline still works', async (t) => {
@@ -261,6 +290,13 @@ t.test('restore without an appliance NBD endpoint falls back to gRPC, byte-exact
   t.equal(forced.stderr.trim().split('\n').length, 1, 'one line')
   t.notOk(fs.existsSync(path.join(dir, 'x.img.partial')))
 
+  const dev = await junkDevice(t, dir, 24 * MiB, 8)
+  if (dev) {
+    const d = await restore(app.address, 'vol', seq, dev)
+    t.equal(d.target, 'device')
+    t.equal(sha256(dev), sha256(img), 'a block device holds the point, the gaps between extents zeroed')
+  }
+
   // into an NBD target over gRPC: the gaps between extents are zeroed too
   const tsock = path.join(dir, 'target.sock')
   await nbdkit(t, tsock, ['memory', String(24 * MiB)])
@@ -304,6 +340,14 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
   const back = path.join(dir, 'back.img')
   await must('nbdcopy', [nbdUri(tsock, ''), back])
   t.equal(sha256(back), sha256(img), 'the NBD target holds the point')
+
+  // straight into a block device that held something else
+  const dev = await junkDevice(t, dir, 24 * MiB, 6)
+  if (dev) {
+    const d = await restore(app.address, 'vol', seq, dev)
+    t.equal(d.target, 'device')
+    t.equal(sha256(dev), sha256(img), 'the device holds the point')
+  }
 
   // the target's directory is missing: one line, nothing left behind
   const bad = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(dir, 'nodir', 'x.img')])
