@@ -354,8 +354,36 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
   t.equal(bad.code, 1)
   t.match(bad.stderr, /^tidemark restore: cannot open .*nodir\/x\.img\.partial for writing: No such file or directory \(ENOENT\)\n$/)
 
+  // an endpoint that is not reachable from here: gRPC, saying why
+  fs.renameSync(asock, `${asock}.aside`)
+  const moved = await restore(app.address, 'vol', seq, path.join(dir, 'moved.img'))
+  t.equal(moved.transport, 'grpc')
+  t.match(moved.nbdSkipped, /NBD endpoint \(.*appliance-nbd\.sock\) is not reachable from this host/)
+  // a socket file nobody listens on: the connection is refused, gRPC again
+  await must('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', asock])
+  const stale = await restore(app.address, 'vol', seq, path.join(dir, 'stale.img'))
+  t.equal(stale.transport, 'grpc')
+  t.match(stale.nbdSkipped, /^cannot connect to the NBD server for export 'vol@seq=\d+' on .*: Connection refused \(ECONNREFUSED\)$/)
+  t.equal(sha256(path.join(dir, 'stale.img')), sha256(img))
+  fs.rmSync(asock)
+  fs.renameSync(`${asock}.aside`, asock)
+
   // the appliance's NBD server refuses a point it cannot serve, with its reason
   const refused = await new NbdCopy({ source: { unix: asock, export: 'nosuch@latest' }, target: path.join(dir, 'r.img') }).done.catch((e: Error & { code: string }) => e)
   t.equal((refused as { code: string }).code, 'NBD_REFUSED')
   t.match((refused as Error).message, /refused it \(NBD_REP_ERR_\w+\): .*nosuch/)
+})
+
+t.test('restore through the appliance NBD endpoint over TCP', async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const { img, app, seq } = await protectedVolume(t, dir, ['--nbd', 'tcp:127.0.0.1:0'])
+  const out = path.join(dir, 'tcp.img')
+  const r = await restore(app.address, 'vol', seq, out)
+  t.equal(r.transport, 'nbd')
+  t.match(r.source, new RegExp(`^export 'vol@seq=${seq}' on 127\\.0\\.0\\.1:\\d+$`))
+  t.equal(sha256(out), sha256(img), 'byte-exact over TCP')
 })
