@@ -3,7 +3,7 @@
 import { z } from 'zod'
 import { describePoint, resolvePoint } from '../client/point'
 import { restorePoint, type RestoreTransport } from '../client/restore'
-import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions } from './common-options'
+import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions, tlsFiles } from './common-options'
 import { parseHostPort } from './args'
 import { check, command, flag, helpText, parseCommand, text } from './definition'
 
@@ -35,6 +35,8 @@ ${rows(23, 'timemark', 'at', 'seq')}
 blocks are holes), a block device or an NBD export (nbd+unix:///EXPORT?socket=PATH,
 nbd://HOST:PORT/EXPORT), written in place with zero ranges zeroed.
 ${rows(23, 'transport')}
+The TLS files secure the NBD connection too (NBD_OPT_STARTTLS, mutual, the
+same certificates as gRPC).
 Points the appliance cannot restore exactly (not yet durable, inside a
 resync, before the initial copy completed, expired) are refused with the
 reason. On a terminal, progress goes to stderr; Ctrl-C stops the restore
@@ -73,6 +75,7 @@ export async function runRestore(argv: string[]): Promise<number> {
       command: 'restore',
       applianceHost,
       transport: a.transport ?? 'auto',
+      tls: tlsFiles(a, 'restore'),
       signal: abort.signal,
       onProgress: (p) => {
         if (!tty || Date.now() - lastShown <= 250) return

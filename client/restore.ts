@@ -9,9 +9,10 @@
 // taken when Admin.ServerInfo names an endpoint reachable from here: a unix
 // socket that exists on this host, or a TCP port (a wildcard address is the
 // appliance's own host; a loopback one only when the appliance is on this
-// host). The other: Admin.Restore, the extents streamed over gRPC, for an
-// appliance without an NBD endpoint, one that cannot be reached, or one that
-// asks for TLS on NBD (the copier speaks plain NBD; gRPC carries the TLS).
+// host). With --tls-* files the copier speaks NBD TLS (STARTTLS, the same
+// certificates as gRPC). The other: Admin.Restore, the extents streamed over
+// gRPC, for an appliance without an NBD endpoint, one that cannot be
+// reached, or one whose NBD and this side disagree on TLS.
 //
 // A file is written to FILE.partial and renamed to FILE when complete, so a
 // restore that fails half way never leaves something that looks like an
@@ -63,6 +64,8 @@ export interface RestoreOptions {
   applianceHost: string
   /** auto (default): NBD when the appliance offers a reachable endpoint, else gRPC */
   transport?: RestoreTransport
+  /** the PEM files the gRPC channel uses, for NBD TLS (STARTTLS) with the appliance */
+  tls?: { cert: string; key: string; ca: string }
   onProgress?: (p: RestoreProgress) => void
   signal?: AbortSignal
 }
@@ -146,7 +149,7 @@ function prefixed(command: string, err: unknown): Error {
 
 async function restoreOverNbd(source: NbdEndpoint, target: Target, opts: RestoreOptions): Promise<RestoreResult> {
   const path = target.kind === 'file' ? `${target.path}.partial` : target.kind === 'device' ? target.path : null
-  const copy = new NbdCopy({ source, target: target.kind === 'nbd' ? target.addr : path! })
+  const copy = new NbdCopy({ source, target: target.kind === 'nbd' ? target.addr : path!, tls: opts.tls })
   const onAbort = (): void => copy.cancel()
   opts.signal?.addEventListener('abort', onAbort)
   const timer = opts.onProgress

@@ -22,6 +22,8 @@ export interface NbdCopyOptions {
   targetZeroed?: boolean
   /** fdatasync the file or device, FLUSH the NBD target, before the copy is done (default true) */
   sync?: boolean
+  /** PEM files for NBD TLS: STARTTLS over TCP always, over a unix socket when the server requires it */
+  tls?: { cert: string; key: string; ca: string }
 }
 
 export interface NbdCopyResult {

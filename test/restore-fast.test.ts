@@ -219,6 +219,85 @@ t.test('the copier: failures are one line naming the cause', async (t) => {
   }
 })
 
+/** A CA, certificates it signs (SANs 127.0.0.1 and localhost) for a server and a client, in nbdkit's file names, and another CA. */
+async function makeCertificates(dir: string) {
+  const ssl = (args: string[]) => must('openssl', args, { cwd: dir })
+  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=test ca', '-keyout', 'ca.key', '-out', 'ca-cert.pem'])
+  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=rogue ca', '-keyout', 'rogue.key', '-out', 'rogue-ca.pem'])
+  fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+  for (const n of ['server', 'client']) {
+    await ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}-key.pem`, '-out', `${n}.csr`])
+    await ssl(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca-cert.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', `${n}-cert.pem`])
+  }
+  return { cert: path.join(dir, 'client-cert.pem'), key: path.join(dir, 'client-key.pem'), ca: path.join(dir, 'ca-cert.pem'), rogueCa: path.join(dir, 'rogue-ca.pem') }
+}
+
+/** A free TCP port on 127.0.0.1 (nbdkit takes a port number, not 0). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+t.test('the copier: NBD TLS (STARTTLS, mutual) over TCP and over a unix socket that requires it', { skip: !have('openssl') && 'needs openssl' }, async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const certs = path.join(dir, 'certs')
+  fs.mkdirSync(certs)
+  const c = await makeCertificates(certs)
+  const tls = { cert: c.cert, key: c.key, ca: c.ca }
+  const port = await freePort()
+  const args = ['--tls=require', `--tls-certificates=${certs}`, '--tls-verify-peer', '-r', 'file', src]
+  const proc = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const server = new ServiceProcess(proc)
+  t.teardown(() => server.stop())
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    const s = net.connect(port, '127.0.0.1')
+    s.once('connect', () => (s.destroy(), resolve(true)))
+    s.once('error', () => resolve(proc.exitCode !== null))
+  }), 'nbdkit listening on TCP')
+
+  const out = path.join(dir, 'out.img')
+  const r = await new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls }).done
+  t.equal(r.size, 16 * MiB)
+  t.equal(sha256(out), sha256(src), 'byte-exact over TLS')
+
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out }).done, {
+    code: 'NBD_TLS_REQUIRED', message: `the NBD server for export '' on 127.0.0.1:${port} refused it (NBD_REP_ERR_TLS_REQD)`,
+  }, 'without certificates: TLS required (restore falls back to gRPC)')
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls: { ...tls, ca: c.rogueCa } }).done, {
+    code: 'NBD_REFUSED', message: /: the server's TLS certificate is not trusted: .*issuer is unknown\.$/,
+  }, 'a server the CA did not sign is refused')
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls: { ...tls, cert: path.join(dir, 'none.pem') } }).done, {
+    code: 'TLS_FILE', message: /^cannot load the TLS certificate .*none\.pem and key /,
+  })
+
+  const usock = path.join(dir, 'tls.sock')
+  await nbdkit(t, usock, args)
+  const u = await new NbdCopy({ source: { unix: usock, export: '' }, target: out, tls }).done
+  t.equal(u.size, 16 * MiB)
+  t.equal(sha256(out), sha256(src), 'a unix socket that requires TLS gets it')
+
+  const plainPort = await freePort()
+  const p2 = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(plainPort), '-r', 'file', src], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const plainServer = new ServiceProcess(p2)
+  t.teardown(() => plainServer.stop())
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    const s = net.connect(plainPort, '127.0.0.1')
+    s.once('connect', () => (s.destroy(), resolve(true)))
+    s.once('error', () => resolve(p2.exitCode !== null))
+  }), 'plain nbdkit listening')
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port: plainPort, export: '' }, target: out, tls }).done, {
+    code: 'NBD_TLS_REQUIRED', message: /does not offer TLS \(NBD_REP_ERR_\w+\), which the TLS files given require$/,
+  }, 'with certificates, TCP is never in the clear')
+})
+
 t.test('the copier: cancel stops a copy that is waiting on a slow server', async (t) => {
   const dir = tmpdir(t)
   const src = path.join(dir, 'src.img')

@@ -9,7 +9,7 @@
 // read when JavaScript asks (a terminal's progress line asks a few times a
 // second), so nothing crosses per block. Failures reject with an Error whose
 // code is stable (NBD_CONNECT, NBD_TLS_REQUIRED, NBD_REFUSED, NBD_PROTOCOL,
-// NBD_ERROR, COPY_TARGET, COPY_CANCELLED) and whose message is one line.
+// NBD_ERROR, COPY_TARGET, TLS_FILE, COPY_CANCELLED) and whose message is one line.
 #include <napi.h>
 
 #include <memory>
@@ -32,6 +32,7 @@ const char* CodeOf(CopyError e) {
     case CopyError::kProtocol: return "NBD_PROTOCOL";
     case CopyError::kSource: return "NBD_ERROR";
     case CopyError::kTarget: return "COPY_TARGET";
+    case CopyError::kTlsFiles: return "TLS_FILE";
     case CopyError::kCancelled: return "COPY_CANCELLED";
     case CopyError::kNone: break;
   }
@@ -140,6 +141,18 @@ class NativeNbdCopy : public Napi::ObjectWrap<NativeNbdCopy> {
     config_.request_bytes = uint32_t(num("requestBytes", config_.request_bytes, 4096, 32 << 20));
     config_.target_zeroed = o.Get("targetZeroed").ToBoolean();
     config_.sync = o.Has("sync") ? o.Get("sync").ToBoolean().Value() : true;
+    Napi::Value tls = o.Get("tls");
+    if (tls.IsObject()) {
+      Napi::Object t = tls.As<Napi::Object>();
+      if (!t.Get("cert").IsString() || !t.Get("key").IsString() || !t.Get("ca").IsString()) {
+        Fail(env, "COPY_INVALID_ARGUMENT", "NativeNbdCopy: tls must be { cert, key, ca } (paths of PEM files)")
+            .ThrowAsJavaScriptException();
+        return;
+      }
+      config_.tls_cert = t.Get("cert").As<Napi::String>();
+      config_.tls_key = t.Get("key").As<Napi::String>();
+      config_.tls_ca = t.Get("ca").As<Napi::String>();
+    }
     copy_ = std::make_shared<NbdCopy>();
   }
 

@@ -23,6 +23,7 @@
 #include <memory>
 #include <thread>
 
+#include "nbd_copy_tls.h"
 #include "nbd_proto.h"
 
 namespace tidemark {
@@ -72,21 +73,26 @@ class Conn {
   }
 
   int fd = -1;
+  std::unique_ptr<TlsClientSession> tls;  // after NBD_OPT_STARTTLS
   uint64_t size = 0;
   uint16_t flags = 0;
   uint32_t max_block = nbd::kMaxPayload;
   std::string what;  // "export 'NAME' on PATH"
 
   // Connects and negotiates the export; on_socket sees the fd before any
-  // blocking call (so it can be shut down from another thread).
-  CopyError Open(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg) {
+  // blocking call (so it can be shut down from another thread). With
+  // credentials, TLS is started first over TCP, and over a unix socket
+  // when the server requires it; without, a server that requires TLS is
+  // kTlsRequired.
+  CopyError Open(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds,
+                 const std::function<void(int)>& on_socket, std::string* msg) {
     what = e.Describe();
     CopyError err = Connect(e, on_socket, msg);
     if (err != CopyError::kNone) return err;
     timeval tv{kHandshakeSeconds, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    err = Handshake(e.export_name, msg);
+    err = Handshake(e, creds, msg);
     if (err != CopyError::kNone) return err;
     timeval none{0, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
@@ -95,6 +101,7 @@ class Conn {
   }
 
   bool Send(const uint8_t* hdr, size_t hn, const uint8_t* data, size_t dn) {
+    if (tls) return TlsSendAll(hdr, hn) && (!dn || TlsSendAll(data, dn));
     iovec iov[2] = {{const_cast<uint8_t*>(hdr), hn}, {const_cast<uint8_t*>(data), dn}};
     int cnt = dn ? 2 : 1;
     iovec* v = iov;
@@ -136,7 +143,8 @@ class Conn {
   int Recv(void* p, size_t n, size_t* got = nullptr) {
     size_t have = 0;
     while (have < n) {
-      const ssize_t r = recv(fd, static_cast<uint8_t*>(p) + have, n - have, 0);
+      const ssize_t r = tls ? tls->Recv(static_cast<uint8_t*>(p) + have, n - have)
+                            : recv(fd, static_cast<uint8_t*>(p) + have, n - have, 0);
       if (r == 0) {
         if (got) *got = have;
         return 0;
@@ -151,9 +159,13 @@ class Conn {
     return 1;
   }
 
-  // A failed Recv as the end of a sentence: "closed the connection" or the errno.
-  static std::string RecvFailure(int rc, int e) {
+  // Decrypted bytes that poll() cannot see.
+  bool Pending() const { return tls && tls->Pending(); }
+
+  // A failed Recv or Send as the end of a sentence: "closed the connection", the errno or the TLS error.
+  std::string RecvFailure(int rc, int e) const {
     if (rc == 0) return "the server closed the connection";
+    if (tls && e == EPROTO) return tls->error();
     if (e == EAGAIN || e == EWOULDBLOCK) return "no answer within " + std::to_string(kHandshakeSeconds) + " s";
     return ErrnoText(e);
   }
@@ -176,9 +188,22 @@ class Conn {
     return true;
   }
 
-  void Disconnect() { Request(nbd::kCmdDisc, 0, 0, 0); }
+  void Disconnect() {
+    Request(nbd::kCmdDisc, 0, 0, 0);
+    if (tls) tls->Bye();
+  }
 
  private:
+  bool TlsSendAll(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = tls->Send(p, n);
+      if (w <= 0) return false;
+      p += w;
+      n -= size_t(w);
+    }
+    return true;
+  }
+
   static std::string Hex(uint32_t v) {
     char b[16];
     snprintf(b, sizeof b, "%x", v);
@@ -243,7 +268,79 @@ class Conn {
     return CopyError::kNone;
   }
 
-  CopyError Handshake(const std::string& name, std::string* msg) {
+  // An option request with no data or with `data`.
+  bool SendOption(uint32_t opt, const std::vector<uint8_t>& data) {
+    std::vector<uint8_t> out(16 + data.size());
+    nbd::Put64(out.data(), nbd::kOptMagic);
+    nbd::Put32(out.data() + 8, opt);
+    nbd::Put32(out.data() + 12, uint32_t(data.size()));
+    std::copy(data.begin(), data.end(), out.begin() + 16);
+    return Send(out.data(), out.size(), nullptr, 0);
+  }
+
+  // One option reply: its type and body; kNone or the error with *msg.
+  CopyError OptionReply(uint32_t opt, uint32_t* type, std::vector<uint8_t>* body, std::string* msg) {
+    const std::string pre = "the NBD server for " + what;
+    uint8_t h[20];
+    int rc = Recv(h, sizeof h);
+    if (rc != 1) {
+      *msg = pre + " failed during the handshake: " + RecvFailure(rc, errno);
+      return CopyError::kProtocol;
+    }
+    *type = nbd::Get32(h + 12);
+    const uint32_t len = nbd::Get32(h + 16);
+    if (nbd::Get64(h) != nbd::kOptReplyMagic || nbd::Get32(h + 8) != opt) {
+      *msg = pre + " sent a bad option reply";
+      return CopyError::kProtocol;
+    }
+    if (len > nbd::kMaxOptionLength) {
+      *msg = pre + " sent an option reply of " + std::to_string(len) + " bytes, which is not plausible";
+      return CopyError::kProtocol;
+    }
+    body->resize(len);
+    if (len && (rc = Recv(body->data(), len)) != 1) {
+      *msg = pre + " failed during the handshake: " + RecvFailure(rc, errno);
+      return CopyError::kProtocol;
+    }
+    return CopyError::kNone;
+  }
+
+  static std::string ReplyText(const std::vector<uint8_t>& body) {
+    std::string text(body.begin(), body.end());
+    for (char& ch : text)
+      if (ch == '\n' || ch == '\r' || ch == '\t') ch = ' ';
+    return text.empty() ? "" : ": " + text;
+  }
+
+  // NBD_OPT_STARTTLS, then the TLS handshake: every later byte is encrypted.
+  CopyError StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg) {
+    const std::string pre = "the NBD server for " + what;
+    if (!SendOption(nbd::kOptStartTls, {})) {
+      *msg = pre + " failed during the handshake: " + ErrnoText(errno);
+      return CopyError::kProtocol;
+    }
+    uint32_t type;
+    std::vector<uint8_t> body;
+    if (CopyError err = OptionReply(nbd::kOptStartTls, &type, &body, msg); err != CopyError::kNone) return err;
+    if (type & nbd::kRepErrBit) {
+      *msg = pre + " does not offer TLS (" + RepErrName(type) + ReplyText(body) + "), which the TLS files given require";
+      return CopyError::kTlsRequired;
+    }
+    if (type != nbd::kRepAck) {
+      *msg = pre + " answered NBD_OPT_STARTTLS with something else than an acknowledgement";
+      return CopyError::kProtocol;
+    }
+    tls = std::make_unique<TlsClientSession>(creds);
+    std::string why;
+    if (!tls->Handshake(fd, e.unix_path.empty() ? e.host : std::string(), kHandshakeSeconds * 1000, &why)) {
+      *msg = pre + ": " + why;
+      return CopyError::kRefused;
+    }
+    return CopyError::kNone;
+  }
+
+  CopyError Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg) {
+    const std::string& name = e.export_name;
     const std::string pre = "the NBD server for " + what;
     uint8_t hello[18];
     int rc = Recv(hello, sizeof hello);
@@ -269,58 +366,53 @@ class Conn {
       *msg = pre + ": the export name is over 4096 bytes";
       return CopyError::kProtocol;
     }
-    const uint32_t cflags = nbd::kClientFlagFixedNewstyle | (hflags & nbd::kFlagNoZeroes ? nbd::kClientFlagNoZeroes : 0);
-    std::vector<uint8_t> out(4 + 16 + 4 + name.size() + 2 + 2);
-    uint8_t* p = out.data();
-    nbd::Put32(p, cflags);
-    nbd::Put64(p + 4, nbd::kOptMagic);
-    nbd::Put32(p + 12, nbd::kOptGo);
-    nbd::Put32(p + 16, uint32_t(4 + name.size() + 2 + 2));
-    nbd::Put32(p + 20, uint32_t(name.size()));
-    std::memcpy(p + 24, name.data(), name.size());
-    nbd::Put16(p + 24 + name.size(), 1);  // one information request:
-    nbd::Put16(p + 26 + name.size(), nbd::kInfoBlockSize);
-    if (!Send(out.data(), out.size(), nullptr, 0)) {
+    uint8_t cflags[4];
+    nbd::Put32(cflags, nbd::kClientFlagFixedNewstyle | (hflags & nbd::kFlagNoZeroes ? nbd::kClientFlagNoZeroes : 0));
+    if (!Send(cflags, sizeof cflags, nullptr, 0)) {
+      *msg = pre + " failed during the handshake: " + ErrnoText(errno);
+      return CopyError::kProtocol;
+    }
+    if (creds && e.unix_path.empty()) {
+      // Over a network, with certificates, nothing goes in the clear.
+      if (CopyError err = StartTls(e, creds, msg); err != CopyError::kNone) return err;
+    }
+    // NBD_OPT_GO with one information request: the block sizes.
+    std::vector<uint8_t> go(4 + name.size() + 2 + 2);
+    nbd::Put32(go.data(), uint32_t(name.size()));
+    std::memcpy(go.data() + 4, name.data(), name.size());
+    nbd::Put16(go.data() + 4 + name.size(), 1);
+    nbd::Put16(go.data() + 6 + name.size(), nbd::kInfoBlockSize);
+    if (!SendOption(nbd::kOptGo, go)) {
       *msg = pre + " failed during the handshake: " + ErrnoText(errno);
       return CopyError::kProtocol;
     }
     bool have_size = false;
     for (;;) {
-      uint8_t h[20];
-      rc = Recv(h, sizeof h);
-      if (rc != 1) {
-        *msg = pre + " failed during the handshake: " + RecvFailure(rc, errno);
-        return CopyError::kProtocol;
-      }
-      const uint32_t type = nbd::Get32(h + 12), len = nbd::Get32(h + 16);
-      if (nbd::Get64(h) != nbd::kOptReplyMagic || nbd::Get32(h + 8) != nbd::kOptGo) {
-        *msg = pre + " sent a bad option reply";
-        return CopyError::kProtocol;
-      }
-      if (len > nbd::kMaxOptionLength) {
-        *msg = pre + " sent an option reply of " + std::to_string(len) + " bytes, which is not plausible";
-        return CopyError::kProtocol;
-      }
-      std::vector<uint8_t> body(len);
-      if (len && (rc = Recv(body.data(), len)) != 1) {
-        *msg = pre + " failed during the handshake: " + RecvFailure(rc, errno);
-        return CopyError::kProtocol;
-      }
+      uint32_t type;
+      std::vector<uint8_t> body;
+      if (CopyError err = OptionReply(nbd::kOptGo, &type, &body, msg); err != CopyError::kNone) return err;
       if (type & nbd::kRepErrBit) {
-        std::string text(body.begin(), body.end());
-        for (char& ch : text)
-          if (ch == '\n' || ch == '\r' || ch == '\t') ch = ' ';
-        *msg = pre + " refused it (" + RepErrName(type) + ")" + (text.empty() ? "" : ": " + text);
-        return (type & ~nbd::kRepErrBit) == 5 ? CopyError::kTlsRequired : CopyError::kRefused;
+        const bool tls_reqd = (type & ~nbd::kRepErrBit) == 5;
+        if (tls_reqd && creds && !tls) {
+          // A unix socket whose server wants TLS all the same: start it and ask again.
+          if (CopyError err = StartTls(e, creds, msg); err != CopyError::kNone) return err;
+          if (!SendOption(nbd::kOptGo, go)) {
+            *msg = pre + " failed during the handshake: " + RecvFailure(-1, errno);
+            return CopyError::kProtocol;
+          }
+          continue;
+        }
+        *msg = pre + " refused it (" + RepErrName(type) + ")" + ReplyText(body);
+        return tls_reqd ? CopyError::kTlsRequired : CopyError::kRefused;
       }
       if (type == nbd::kRepAck) break;
-      if (type != nbd::kRepInfo || len < 2) continue;  // replies we did not ask for are skipped
+      if (type != nbd::kRepInfo || body.size() < 2) continue;  // replies we did not ask for are skipped
       const uint16_t info = nbd::Get16(body.data());
-      if (info == nbd::kInfoExport && len >= 12) {
+      if (info == nbd::kInfoExport && body.size() >= 12) {
         size = nbd::Get64(body.data() + 2);
         flags = nbd::Get16(body.data() + 10);
         have_size = true;
-      } else if (info == nbd::kInfoBlockSize && len >= 14) {
+      } else if (info == nbd::kInfoBlockSize && body.size() >= 14) {
         const uint32_t mx = nbd::Get32(body.data() + 10);
         if (mx) max_block = std::min(mx, nbd::kMaxPayload);
       }
@@ -563,7 +655,7 @@ bool NbdCopy::Worker(int index, Shared* s) {
     if (rc != 1) {
       Fail(CopyError::kSource, "short read: the NBD server for " + src.what + " sent " + std::to_string(got) + " of " +
                                    std::to_string(sl.length) + " bytes of a " + req + " (" +
-                                   Conn::RecvFailure(rc, errno) + ")");
+                                   src.RecvFailure(rc, errno) + ")");
       return false;
     }
     reading--;
@@ -597,6 +689,15 @@ bool NbdCopy::Worker(int index, Shared* s) {
   while (busy > 0) {
     if (stop_) return false;
     if (!dst) {
+      if (!source_reply()) return false;
+      continue;
+    }
+    // Replies TLS has already decrypted: poll() would not see them.
+    if (dst->Pending()) {
+      if (!target_reply()) return false;
+      continue;
+    }
+    if (reading && src.Pending()) {
       if (!source_reply()) return false;
       continue;
     }
@@ -670,10 +771,20 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
     return ok;
   };
 
-  // The source: the first connection says whether more are allowed.
+  // TLS: the same files for the source and an NBD target.
   std::string msg;
+  std::shared_ptr<TlsClientCredentials> creds;
+  if (!c.tls_cert.empty()) {
+    creds = TlsClientCredentials::Load(c.tls_cert, c.tls_key, c.tls_ca, &msg);
+    if (!creds) {
+      Fail(CopyError::kTlsFiles, msg);
+      return result(false);
+    }
+  }
+
+  // The source: the first connection says whether more are allowed.
   s.src.push_back(std::make_unique<Conn>());
-  CopyError e = s.src[0]->Open(c.source, track, &msg);
+  CopyError e = s.src[0]->Open(c.source, creds, track, &msg);
   if (e != CopyError::kNone) {
     Fail(e, msg);
     return result(false);
@@ -685,7 +796,7 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
   if (!(s.src[0]->flags & nbd::kTxCanMultiConn)) conns = 1;
   for (int i = 1; i < conns; i++) {
     s.src.push_back(std::make_unique<Conn>());
-    e = s.src.back()->Open(c.source, track, &msg);
+    e = s.src.back()->Open(c.source, creds, track, &msg);
     if (e != CopyError::kNone) {
       Fail(e, msg);
       return result(false);
@@ -705,7 +816,7 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
     s.target_name = c.target_nbd.Describe();
     for (int i = 0; i < conns; i++) {
       s.dst.push_back(std::make_unique<Conn>());
-      e = s.dst.back()->Open(c.target_nbd, track, &msg);
+      e = s.dst.back()->Open(c.target_nbd, creds, track, &msg);
       if (e != CopyError::kNone) {
         Fail(e, "target: " + msg);
         return result(false);

@@ -18,9 +18,9 @@
 // buffer is reused only when the target has answered every request for it.
 //
 // The client side of the NBD protocol is written here (libnbd is not a
-// dependency): fixed newstyle handshake, NBD_OPT_GO with NBD_INFO_BLOCK_SIZE,
-// simple replies only (structured replies are never asked for), the
-// constants of nbd_proto.h. Every failure is one line that names its cause:
+// dependency): fixed newstyle handshake, NBD_OPT_STARTTLS (nbd_copy_tls.h),
+// NBD_OPT_GO with NBD_INFO_BLOCK_SIZE, simple replies only (structured
+// replies are never asked for), the constants of nbd_proto.h. Every failure is one line that names its cause:
 // the socket that refused the connection, the server's NBD_REP_ERR_* text,
 // a reply cut short, the errno of the target's write.
 #pragma once
@@ -61,6 +61,9 @@ struct CopyConfig {
   uint32_t request_bytes = 256 << 10;
   bool target_zeroed = false;        // the device or NBD target reads as zeroes already: skip zero runs
   bool sync = true;                  // fdatasync the file or device, FLUSH the NBD target, before returning
+  // PEM files for NBD TLS (nbd_copy_tls.h), all three or none: STARTTLS over
+  // TCP always, over a unix socket when the server requires it.
+  std::string tls_cert, tls_key, tls_ca;
 };
 
 // Why a copy failed, for the caller's stable error code and its policy
@@ -68,11 +71,12 @@ struct CopyConfig {
 enum class CopyError {
   kNone,
   kConnect,      // the socket could not be connected
-  kTlsRequired,  // the server wants TLS (NBD_REP_ERR_TLS_REQD), which this client does not speak
+  kTlsRequired,  // TLS on one side only: the server requires it and no TLS files were given, or they were and it has none
   kRefused,      // the server refused the export (another NBD_REP_ERR_*)
   kProtocol,     // the server broke the protocol
   kSource,       // a READ failed or its reply was cut short
   kTarget,       // the target could not be opened or written (ENOSPC, EIO, too small, ...)
+  kTlsFiles,     // the TLS files could not be loaded
   kCancelled,
 };
 
