@@ -1,5 +1,31 @@
 #include "nbd_copy_tls.h"
 
+#ifndef TIDEMARK_HAVE_GNUTLS
+
+// Built without GnuTLS (CMakeLists.txt): TLS files are refused, saying why.
+namespace tidemark {
+
+std::shared_ptr<TlsClientCredentials> TlsClientCredentials::Load(const std::string&, const std::string&, const std::string&,
+                                                                 std::string* error) {
+  *error = "this build of tidemark has no NBD TLS: GnuTLS (libgnutls28-dev) was missing when it was built";
+  return nullptr;
+}
+TlsClientCredentials::~TlsClientCredentials() = default;
+TlsClientSession::~TlsClientSession() = default;
+bool TlsClientSession::Handshake(int, const std::string&, int, std::string* error) {
+  *error = "no TLS in this build";
+  return false;
+}
+ssize_t TlsClientSession::Recv(uint8_t*, size_t) { return -1; }
+ssize_t TlsClientSession::Send(const uint8_t*, size_t) { return -1; }
+bool TlsClientSession::Pending() const { return false; }
+void TlsClientSession::Bye() {}
+ssize_t TlsClientSession::Result(ssize_t r) { return r; }
+
+}  // namespace tidemark
+
+#else
+
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
@@ -130,3 +156,5 @@ void TlsClientSession::Bye() {
 }
 
 }  // namespace tidemark
+
+#endif  // TIDEMARK_HAVE_GNUTLS

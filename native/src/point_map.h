@@ -112,8 +112,14 @@ class PointReader {
   size_t extents() const { return (base_ ? base_->size() : 0) + (delta_ ? delta_->size() : 0); }
 
  private:
+  // Sectors [lo, hi) of one extent (null: zeroes) go to out.
+  struct Piece {
+    const MapExtent* e;
+    uint64_t lo, hi;
+    uint8_t* out;
+  };
   bool ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
-  bool ReadLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
+  void PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, uint8_t* out, std::vector<Piece>* pieces) const;
   bool ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
 
   std::shared_ptr<const ExtentArray> base_, delta_;
