@@ -14,6 +14,7 @@ import {
   BIN,
   have,
   makeImage,
+  makePki,
   must,
   nbdUri,
   restore,
@@ -23,6 +24,7 @@ import {
   sleep,
   startAgent,
   startAppliance,
+  tlsArgs,
   tmpdir,
   waitFor,
   type AgentProcess,
@@ -465,4 +467,38 @@ t.test('restore through the appliance NBD endpoint over TCP', async (t) => {
   t.equal(r.transport, 'nbd')
   t.match(r.source, new RegExp(`^export 'vol@seq=${seq}' on 127\\.0\\.0\\.1:\\d+$`))
   t.equal(sha256(out), sha256(img), 'byte-exact over TCP')
+})
+
+t.test('restore from an appliance that requires NBD TLS: the same certificates as gRPC', { skip: !have('openssl') && 'needs openssl' }, async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  await makePki(pki, ['appliance', 'agent', 'reader'])
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 8 * MiB, 12)
+  const app = await startAppliance(t, {
+    data: path.join(dir, 'data'),
+    extra: ['--nbd', 'tcp:127.0.0.1:0', ...tlsArgs(pki, 'appliance'), '--allow', 'agent=vol', '--allow', 'reader=vol'],
+  })
+  const address = `localhost:${app.port}`
+  const sock = path.join(dir, 'tap.sock')
+  await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', address, ...tlsArgs(pki, 'agent')] })
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 2M 1M', '-c', 'flush', nbdUri(sock, 'vol')])
+  const stats = async (): Promise<{ fullSyncDone: boolean; durableSeq: number; lastSeq?: number }> => {
+    const r = await run(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json', ...tlsArgs(pki, 'reader')])
+    return r.code === 0 ? JSON.parse(r.stdout).volumes[0] : { fullSyncDone: false, durableSeq: 0 }
+  }
+  await waitFor(async () => (await stats()).fullSyncDone, 'the initial copy', 120_000, 100)
+  const seq = (await stats()).durableSeq
+  const fast = path.join(dir, 'fast.img')
+  const r = await restore(address, 'vol', seq, fast, tlsArgs(pki, 'reader'))
+  t.equal(r.transport, 'nbd', 'NBD over TLS was taken')
+  t.match(r.source, /on 127\.0\.0\.1:\d+$/, 'its TCP endpoint, the server certificate checked against that address')
+  const slow = path.join(dir, 'slow.img')
+  const g = await restore(address, 'vol', seq, slow, [...tlsArgs(pki, 'reader'), '--transport', 'grpc'])
+  t.equal(g.transport, 'grpc')
+  t.equal(sha256(fast), sha256(slow), 'the NBD TLS restore equals the gRPC one')
 })
