@@ -72,11 +72,13 @@ export interface RestoreOptions {
 
 type Target = { kind: 'file'; path: string } | { kind: 'device'; path: string } | { kind: 'nbd'; addr: NbdAddress }
 
-function targetOf(out: string): Target {
+function targetOf(out: string, command: string): Target {
   const addr = parseNbdUri(out)
   if (addr) return { kind: 'nbd', addr }
-  const isDevice = fs.existsSync(out) && fs.statSync(out).isBlockDevice()
-  return isDevice ? { kind: 'device', path: out } : { kind: 'file', path: out }
+  const st = fs.statSync(out, { throwIfNoEntry: false })
+  if (st?.isBlockDevice()) return { kind: 'device', path: out }
+  if (st && !st.isFile()) throw new TidemarkError('COPY_TARGET', `tidemark ${command}: --out ${out} is neither a regular file nor a block device`)
+  return { kind: 'file', path: out }
 }
 
 const LOOPBACK = /^(127\.|::1$|localhost$|::ffff:127\.)/
@@ -119,7 +121,7 @@ export async function applianceNbdEndpoint(client: AdminClient, applianceHost: s
 /** Writes `volume` at `seq` to `out`, over the appliance's NBD endpoint when it can, else over gRPC. */
 export async function restorePoint(client: AdminClient, opts: RestoreOptions): Promise<RestoreResult> {
   const transport = opts.transport ?? 'auto'
-  const target = targetOf(opts.out)
+  const target = targetOf(opts.out, opts.command)
   let skipped: string | null = null
   if (transport !== 'grpc') {
     const ep = await applianceNbdEndpoint(client, opts.applianceHost, opts.command)

@@ -300,6 +300,18 @@ t.test('the copier: NBD TLS (STARTTLS, mutual) over TCP and over a unix socket t
   }, 'with certificates, TCP is never in the clear')
 })
 
+t.test('the copier: a server that dies in the middle of a copy is one line, not a hang', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 64 * MiB, 13)
+  const sock = path.join(dir, 'slow.sock')
+  const server = await nbdkit(t, sock, ['-r', '--filter=delay', 'file', src, 'rdelay=20ms'])
+  const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: path.join(dir, 'o.img'), connections: 2, requests: 4 })
+  await waitFor(() => copy.progress().done > 0, 'the copy under way')
+  server.proc.kill('SIGKILL')
+  await t.rejects(copy.done, { code: 'NBD_ERROR', message: /^(short read: )?the NBD server for export '' on .*slow\.sock (failed while replying: |sent \d+ of \d+ bytes of a READ .*\()(the server closed the connection|Connection reset by peer \(ECONNRESET\))/ })
+})
+
 t.test('the copier: cancel stops a copy that is waiting on a slow server', async (t) => {
   const dir = tmpdir(t)
   const src = path.join(dir, 'src.img')
@@ -448,6 +460,10 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
   t.equal(sha256(path.join(dir, 'stale.img')), sha256(img))
   fs.rmSync(asock)
   fs.renameSync(`${asock}.aside`, asock)
+
+  const isDir = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', dir])
+  t.equal(isDir.code, 1)
+  t.equal(isDir.stderr, `tidemark restore: --out ${dir} is neither a regular file nor a block device\n`)
 
   // the appliance's NBD server refuses a point it cannot serve, with its reason
   const refused = await new NbdCopy({ source: { unix: asock, export: 'nosuch@latest' }, target: path.join(dir, 'r.img') }).done.catch((e: Error & { code: string }) => e)
