@@ -200,6 +200,10 @@ t.test('the copier: failures are one line naming the cause', async (t) => {
   t.equal(e.code, 'COPY_TARGET')
   t.match(e.message, /holds 1048576 bytes, fewer than the 4194304 of export ''/)
 
+  e = await fail({ source: { unix: sock, export: '' }, target: { unix: path.join(dir, 'none.sock'), export: 't' } })
+  t.equal(e.code, 'COPY_TARGET', 'an NBD target that cannot be reached is a target error')
+  t.match(e.message, /^the NBD target: cannot connect to the NBD server for export 't' on .*none\.sock: No such file or directory \(ENOENT\)$/)
+
   const ro = path.join(dir, 'ro.sock')
   await nbdkit(t, ro, ['-r', 'memory', String(8 * MiB)])
   e = await fail({ source: { unix: sock, export: '' }, target: { unix: ro, export: '' } })

@@ -818,7 +818,8 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
       s.dst.push_back(std::make_unique<Conn>());
       e = s.dst.back()->Open(c.target_nbd, creds, track, &msg);
       if (e != CopyError::kNone) {
-        Fail(e, "target: " + msg);
+        // Whatever failed, it is the target's: not a reason to read the source another way.
+        Fail(CopyError::kTarget, "the NBD target: " + msg);
         return result(false);
       }
       const Conn& d = *s.dst.back();
