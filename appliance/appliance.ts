@@ -19,6 +19,7 @@ import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
 import { Retention, type RetentionRule } from './retention'
 import { Scrubber } from './scrub'
+import { ViewRegistry } from './view-registry'
 
 export interface ApplianceOptions {
   dataDir: string
@@ -121,6 +122,15 @@ export class Appliance {
       }
     }
     const admin = new AdminService(store, replication, auth, log, id, retention, nbd)
+    // Named views (timeview create): kept in DATA/views, served by the NBD
+    // server, their seqs held from retention.
+    const views = await ViewRegistry.open(opts.dataDir, log)
+    retention.holds = (volume) => views.seqsOf(volume)
+    admin.views = views
+    if (nbd) {
+      views.attach(nbd, [nbd.endpoint], !!opts.tls)
+      nbd.setViewSource(views)
+    }
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
