@@ -70,6 +70,7 @@ class Conn {
  public:
   ~Conn() {
     if (fd >= 0) close(fd);
+    for (int s : failed_attempts_) close(s);
   }
 
   int fd = -1;
@@ -255,8 +256,7 @@ class Conn {
         break;
       }
       last = errno;
-      shutdown(s, SHUT_RDWR);  // s stays tracked until Run ends; closing it here could let the number be reused
-      leaked_.push_back(s);
+      failed_attempts_.push_back(s);
     }
     freeaddrinfo(res);
     if (fd < 0) {
@@ -424,12 +424,10 @@ class Conn {
     return CopyError::kNone;
   }
 
- public:
-  std::vector<int> leaked_;  // sockets of failed TCP attempts, closed with the connection
-  void CloseLeaked() {
-    for (int s : leaked_) close(s);
-    leaked_.clear();
-  }
+  // Sockets of failed TCP attempts: tracked for Cancel until Run ends, so
+  // they are closed with the connection, never while their number could be
+  // reused under Cancel's shutdown.
+  std::vector<int> failed_attempts_;
 };
 
 // Calls fn(offset, length, zero) for each maximal run of kGranule pieces of
@@ -750,14 +748,10 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
       r->error = ok ? CopyError::kNone : error_;
       r->message = ok ? std::string() : message_;
     }
-    for (auto& x : s.src) {
+    for (auto& x : s.src)
       if (ok) x->Disconnect();
-      x->CloseLeaked();
-    }
-    for (auto& x : s.dst) {
+    for (auto& x : s.dst)
       if (ok) x->Disconnect();
-      x->CloseLeaked();
-    }
     s.src.clear();
     s.dst.clear();
     if (s.fd >= 0 && close(s.fd) != 0 && ok) {
