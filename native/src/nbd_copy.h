@@ -17,8 +17,8 @@
 // on an NBD target. Writes to an NBD target are pipelined too: a block's
 // buffer is reused only when the target has answered every request for it.
 //
-// The client side of the NBD protocol is written here (libnbd is not a
-// dependency): fixed newstyle handshake, NBD_OPT_STARTTLS (nbd_copy_tls.h),
+// The client side of the NBD protocol is written here (nbd_copy_client.h;
+// libnbd is not a dependency): fixed newstyle handshake, NBD_OPT_STARTTLS (nbd_copy_tls.h),
 // NBD_OPT_GO with NBD_INFO_BLOCK_SIZE, simple replies only (structured
 // replies are never asked for), the constants of nbd_proto.h. Every failure is one line that names its cause:
 // the socket that refused the connection, the server's NBD_REP_ERR_* text,
