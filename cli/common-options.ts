@@ -19,6 +19,17 @@ export function seconds(flagName: string) {
     .transform(Number)
 }
 
+/** --transport auto|nbd|grpc: how a command reads a point from the appliance. */
+export function transportOption(help: string) {
+  return text({
+    label: '--transport auto|nbd|grpc',
+    help,
+    value: check(z.string(), (v) => ['auto', 'nbd', 'grpc'].includes(v), (v) => `--transport '${v}' must be auto, nbd or grpc`).transform(
+      (v) => v as 'auto' | 'nbd' | 'grpc'
+    ),
+  })
+}
+
 /** "64M", "1G", "1048576" as bytes. */
 export function size(flagName: string) {
   return convert(z.string(), (s) => parseSize(s, flagName))

@@ -1,13 +1,10 @@
 // tidemark restore: write a byte-exact image of a volume at a point (the
 // reading and writing is client/restore.ts).
-import { z } from 'zod'
 import { describePoint, resolvePoint } from '../client/point'
-import { restorePoint, type RestoreTransport } from '../client/restore'
-import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions, tlsFiles } from './common-options'
+import { restorePoint } from '../client/restore'
+import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions, tlsFiles, transportOption } from './common-options'
 import { parseHostPort } from './args'
-import { check, command, flag, helpText, parseCommand, text } from './definition'
-
-const TRANSPORTS = ['auto', 'nbd', 'grpc']
+import { command, flag, helpText, parseCommand, text } from './definition'
 
 export const RESTORE = command({
   name: 'restore',
@@ -16,11 +13,9 @@ export const RESTORE = command({
     volume: text({ required: '--volume NAME is required' }),
     ...pointOptions,
     out: text({ required: '--out FILE|DEVICE|NBD-URI is required' }),
-    transport: text({
-      label: '--transport auto|nbd|grpc',
-      help: "how to read the point: nbd, from the appliance's NBD server (appliance\n--nbd) at the speed of the disks; grpc, streamed over the Admin service;\nauto (the default): nbd when the appliance's endpoint is reachable from here",
-      value: check(z.string(), (v) => TRANSPORTS.includes(v), (v) => `--transport '${v}' must be auto, nbd or grpc`).transform((v) => v as RestoreTransport),
-    }),
+    transport: transportOption(
+      "how to read the point: nbd, from the appliance's NBD server (appliance\n--nbd) at the speed of the disks; grpc, streamed over the Admin service;\nauto (the default): nbd when the appliance's endpoint is reachable from here"
+    ),
     ...clientOptions,
     json: flag({}),
   },

@@ -2,21 +2,25 @@
 //
 // The point is resolved once (Admin.Resolve), so the view is of one seq
 // while the volume's history grows; every byte is then read from the
-// appliance on demand (Admin.Read) through the native TimeView export, which
-// caches what it fetched. Nothing is materialized. --writable adds a
+// appliance on demand through the native TimeView export, which caches what
+// it fetched and reads ahead: from the appliance's own NBD export of the
+// point (VOLUME@seq=N, native/src/nbd_source.h) when the appliance serves
+// one reachable from here, natively and in parallel, else with Admin.Read. Nothing is materialized. --writable adds a
 // copy-on-write overlay for DR tests: writes stay in an unnamed temporary
 // file that disappears when the view closes and never reach the appliance.
 import path from 'node:path'
 import pino from 'pino'
 import { z } from 'zod'
 import { clientError, unary } from '../client/admin-client'
+import { applianceNbdEndpoint } from '../client/restore'
+import { exportName } from '../proto/export-name'
 import { describePoint, resolvePoint } from '../client/point'
 import { TidemarkError } from '../proto/errors'
 import type { ReadReply__Output } from '../proto/generated/tidemark/v1/ReadReply'
 import type { ReadRequest } from '../proto/generated/tidemark/v1/ReadRequest'
 import { TimeView, type TimeViewStats } from '../native/view'
-import { parseEndpoint } from './args'
-import { adminFromFlags, clientOptions, helpOption, logLevel, pointOf, pointOptions, seconds, size } from './common-options'
+import { parseEndpoint, parseHostPort } from './args'
+import { adminFromFlags, clientOptions, helpOption, logLevel, pointOf, pointOptions, seconds, size, tlsFiles, transportOption } from './common-options'
 import { command, convert, flag, helpText, parseCommand, text } from './definition'
 import { isViewAction, runTimeviewAction } from './timeview-views-command'
 
@@ -36,6 +40,9 @@ export const TIMEVIEW = command({
       label: '--writable',
       help: 'add a copy-on-write overlay (for DR tests): writes, trims and zeroes\ngo to an unnamed temporary file in $TMPDIR, reads see them, and it\nis discarded when the TimeView stops; the appliance never sees them',
     }),
+    transport: transportOption(
+      "how misses reach the appliance: nbd, from its NBD server (appliance --nbd,\nVOLUME@seq=N) natively; grpc, with Admin.Read; auto (the default): nbd\nwhen the appliance's endpoint is reachable from here"
+    ),
     cache: text({ label: '--cache SIZE', help: 'cache of bytes read from the appliance (default 64M, 0 = none)', default: '64M', value: size('--cache') }),
     'stats-interval': text({
       label: '--stats-interval S',
@@ -122,6 +129,30 @@ export async function runTimeview(argv: string[]): Promise<number> {
   const seq = resolved.seq
   const size = resolved.volumeSize
   const what = describePoint(resolved)
+  // The appliance's own NBD export of the point, when it can be reached.
+  const transport = a.transport ?? 'auto'
+  let upstream
+  let via = 'Admin.Read over gRPC'
+  if (transport !== 'grpc') {
+    const applianceHost = typeof a.appliance === 'string' ? parseHostPort(a.appliance, '--appliance').host : a.appliance!.host
+    let ep
+    try {
+      ep = await applianceNbdEndpoint(client, applianceHost, 'timeview')
+    } catch (err) {
+      client.close()
+      throw err
+    }
+    if ('none' in ep) {
+      if (transport === 'nbd') {
+        client.close()
+        throw new TidemarkError('VIEW_NO_NBD', `tidemark timeview: --transport nbd, but ${ep.none}`)
+      }
+      via = `Admin.Read over gRPC (${ep.none})`
+    } else {
+      upstream = { ...ep, export: exportName(volume, { seq }), tls: tlsFiles(a, 'timeview') }
+      via = `the appliance's NBD export ${upstream.export} on ${'unix' in ep ? ep.unix : `${ep.host}:${ep.port}`}`
+    }
+  }
   // stdout carries the one line (or JSON object) saying what is served; the
   // pino lines go to stderr so a script can read stdout alone.
   const logger = pino({ level: logLevel, base: { pid: process.pid, component: 'timeview', volume, seq } }, pino.destination(2))
@@ -143,6 +174,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
       writable,
       endpoint,
       cacheBytes,
+      upstream,
       read,
       log: (level, message) => {
         if (level >= 50) logger.error(message)
@@ -172,10 +204,11 @@ export async function runTimeview(argv: string[]): Promise<number> {
     writable,
     nbd: 'unix' in endpoint ? `unix:${endpoint.unix}` : `tcp:${endpoint.tcp.host}:${view.tcpPort}`,
     uri,
+    source: via,
   }
   if (a.json) process.stdout.write(`${JSON.stringify(served)}\n`)
   else process.stdout.write(`tidemark timeview: serving ${volume} at ${what}, ${size} bytes, ${mode}, on ${uri}\n`)
-  logger.info({ point: what, size, mode, uri }, 'serving')
+  logger.info({ point: what, size, mode, uri, source: via }, 'serving')
 
   let lastReads = -1
   const timer = interval > 0

@@ -34,6 +34,11 @@ export interface TimeViewOptions {
   readAheadBytes?: number
   /** calls of `read` in flight at once (default VIEW_MAX_FETCHES) */
   maxFetches?: number
+  /**
+   * Read the point from this NBD export instead (the appliance's own
+   * VOLUME@seq=N, native/src/nbd_source.h): misses never go through `read`.
+   */
+  upstream?: ({ unix: string } | { host: string; port: number }) & { export: string; tls?: { cert: string; key: string; ca: string } }
   /** bytes [offset, offset+length) of the point; length <= VIEW_MAX_FETCH */
   read: (offset: number, length: number) => Promise<Buffer>
   /** native log lines, pino levels (30 info, 40 warn, 50 error) */
@@ -120,6 +125,14 @@ export class TimeView {
       overlayDir: o.overlayDir ?? os.tmpdir(),
       cacheBytes,
       readAheadBytes,
+    }
+    if (o.upstream) {
+      const u = o.upstream
+      config.upstream = {
+        ...('unix' in u ? { unix: u.unix } : { host: u.host, port: u.port }),
+        export: u.export,
+        ...(u.tls ? { tlsCert: u.tls.cert, tlsKey: u.tls.key, tlsCa: u.tls.ca } : {}),
+      }
     }
     if ('unix' in o.endpoint) config.unix = o.endpoint.unix
     else {

@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "nbd_server.h"
+#include "nbd_source.h"
 #include "view.h"
 
 namespace {
@@ -186,17 +187,26 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     // can ask (the NBD front's request threads and the view's read-ahead
     // threads), each waiting for its own; JavaScript bounds the calls it
     // makes at once (native/view.ts).
+    // upstream: the appliance's own NBD export of the point (nbd_source.h):
+    // misses are read natively from it instead of through onFetch.
+    std::string error;
+    if (o.Get("upstream").IsObject() && !OpenUpstream(o.Get("upstream").As<Napi::Object>(), c.size, &error)) {
+      Fail(env, "VIEW_OPEN_FAILED", error).ThrowAsJavaScriptException();
+      return;
+    }
     fetch_tsfn_ = FetchTsfn::New(env, info[1].As<Napi::Function>(), "tidemark-view-fetch", 0, 1);
     log_tsfn_ = LogTsfn::New(env, info[2].As<Napi::Function>(), "tidemark-view-log", 4096, 1);
     auto* self = this;
     tidemark::LogFn log = [self](int level, const std::string& msg) { self->EmitLog(level, msg); };
-    view_ = std::make_shared<View>(
-        c,
-        [self](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
-          return self->bridge_.Fetch(self->fetch_tsfn_, offset, length, out, error);
-        },
-        log);
-    std::string error;
+    tidemark::FetchFn fetch = [self](uint64_t offset, uint32_t length, uint8_t* out, std::string* err) {
+      return self->bridge_.Fetch(self->fetch_tsfn_, offset, length, out, err);
+    };
+    if (upstream_) {
+      fetch = [src = upstream_](uint64_t offset, uint32_t length, uint8_t* out, std::string* err) {
+        return src->Read(offset, length, out, err);
+      };
+    }
+    view_ = std::make_shared<View>(c, fetch, log);
     bool ok = view_->Open(&error);
     if (ok) {
       server_ = std::make_unique<NbdServer>(std::vector<std::shared_ptr<tidemark::Export>>{view_}, log);
@@ -217,11 +227,36 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
   ~NativeView() override {
     // Collected without close(): nothing can answer a fetch any more.
     bridge_.Abort();
+    if (upstream_) upstream_->Close();
     if (server_) server_->Stop();
     if (view_) view_->Close();
   }
 
  private:
+  // { unix | host + port, export, tlsCert?, tlsKey?, tlsCa?, connections? }
+  bool OpenUpstream(Napi::Object u, uint64_t size, std::string* error) {
+    tidemark::NbdEndpoint e;
+    if (u.Get("unix").IsString()) e.unix_path = u.Get("unix").As<Napi::String>();
+    if (u.Get("host").IsString()) e.host = u.Get("host").As<Napi::String>();
+    if (u.Get("port").IsNumber()) e.port = u.Get("port").As<Napi::Number>().Int32Value();
+    if (u.Get("export").IsString()) e.export_name = u.Get("export").As<Napi::String>();
+    std::shared_ptr<tidemark::TlsClientCredentials> creds;
+    if (u.Get("tlsCert").IsString()) {
+      creds = tidemark::TlsClientCredentials::Load(u.Get("tlsCert").As<Napi::String>(), u.Get("tlsKey").ToString(),
+                                                            u.Get("tlsCa").ToString(), error);
+      if (!creds) return false;
+    }
+    const int n = u.Get("connections").IsNumber() ? u.Get("connections").As<Napi::Number>().Int32Value() : 8;
+    upstream_ = std::make_shared<tidemark::NbdSource>(e, creds, n);
+    uint64_t got = 0;
+    if (!upstream_->Open(&got, error)) return false;
+    if (got != size) {
+      *error = e.Describe() + " is " + std::to_string(got) + " bytes, the volume " + std::to_string(size);
+      return false;
+    }
+    return true;
+  }
+
   void EmitLog(int level, const std::string& msg) {
     if (released_.load()) return;
     auto* e = new LogEvent{level, msg};
@@ -312,6 +347,7 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
         if (!cv.wait_for(lk, kCloseGrace, [&] { return stopped; })) v_->bridge_.Abort();
       });
       if (v_->server_) v_->server_->Stop();
+      if (v_->upstream_) v_->upstream_->Close();
       {
         std::lock_guard<std::mutex> lk(mu);
         stopped = true;
@@ -352,6 +388,7 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
   LogTsfn log_tsfn_;
   std::atomic<bool> released_{false};
   FetchBridge bridge_;
+  std::shared_ptr<tidemark::NbdSource> upstream_;
   std::shared_ptr<View> view_;
   std::unique_ptr<NbdServer> server_;
   int tcp_port_ = 0;
