@@ -263,6 +263,33 @@ export function qemuArgs(guest: Guest, o: BootOptions): string[] {
   ]
 }
 
+/** The line numbers a console's text reports synced ("tm-line ROLE I"), in order. */
+export function syncedLines(console: string): number[] {
+  return console
+    .split(/\r?\n/)
+    .map((l) => /^tm-line \S+ (\d+)$/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+}
+
+/**
+ * The workload's log in a guest disk image, as the guest would find it: on a
+ * scratch copy, ext4's journal is replayed (e2fsck -E journal_only), checked
+ * (e2fsck -fn) and /data/log read with debugfs. No mount, the image is untouched.
+ */
+export function guestLog(image: string, scratch: string): { lines: string[]; fsckClean: boolean; fsck: string } {
+  const copy = path.join(scratch, `${path.basename(image)}.log-copy`)
+  fs.copyFileSync(image, copy)
+  try {
+    spawnSync('e2fsck', ['-y', '-E', 'journal_only', copy])
+    const check = spawnSync('e2fsck', ['-fn', copy], { encoding: 'utf8' })
+    const text = sh('debugfs', ['-R', 'cat /data/log', copy]).toString()
+    return { lines: text.split('\n').filter(Boolean), fsckClean: check.status === 0, fsck: `${check.stdout}${check.stderr}` }
+  } finally {
+    fs.rmSync(copy, { force: true })
+  }
+}
+
 /** A running guest: its qemu process and what its console said. */
 export class Vm {
   readonly proc: ChildProcess
@@ -298,10 +325,7 @@ export class Vm {
 
   /** The workload's line numbers as the console reported them, in order. */
   lines(): number[] {
-    return this.reports()
-      .map((l) => /^tm-line \S+ (\d+)$/.exec(l))
-      .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => Number(m[1]))
+    return syncedLines(this.console())
   }
 
   /** The guest's tm-boot report, once it has made it. */
