@@ -9,10 +9,10 @@ missing=()
 for c in "${need[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
 # The VM test's guest (test/lib/guest.ts): a kernel with its modules, and a static busybox.
 ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=("kernel image (/boot/vmlinuz-*)")
-file -L "$(command -v busybox 2>/dev/null || echo /nonexistent)" 2>/dev/null | grep -q 'statically linked' || missing+=("static busybox")
+{ b=$(command -v busybox) && ! ldd "$b" >/dev/null 2>&1; } || missing+=("static busybox")
 [ ${#missing[@]} -eq 0 ] && exit 0
 pkgs=(qemu-utils nbdkit libnbd-bin fio fuse3 fuse2fs sqlite3 e2fsprogs clang libclang-rt-14-dev cmake openssl strace
-      qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio kmod file xz-utils)
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio kmod xz-utils)
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing test tools: ${missing[*]}; install them with: sudo apt-get install -y ${pkgs[*]}" >&2
   exit 1

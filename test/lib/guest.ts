@@ -146,10 +146,19 @@ function moduleBytes(file: string): Buffer {
   throw new Error(`${file}: unknown module compression`)
 }
 
+/** Whether an ELF executable needs no dynamic loader (no PT_INTERP program header): it runs alone in an initramfs. */
+function isStatic(file: string): boolean {
+  const b = fs.readFileSync(file)
+  if (b.subarray(0, 4).toString('latin1') !== '\x7fELF' || b[4] !== 2 || b[5] !== 1) return false // 64-bit little-endian only
+  const phoff = Number(b.readBigUInt64LE(0x20))
+  const phentsize = b.readUInt16LE(0x36)
+  const phnum = b.readUInt16LE(0x38)
+  for (let i = 0; i < phnum; i++) if (b.readUInt32LE(phoff + i * phentsize) === 3) return false
+  return true
+}
+
 function findBusybox(): string {
-  for (const p of ['/bin/busybox', '/usr/bin/busybox']) {
-    if (fs.existsSync(p) && /statically linked|static-pie/.test(sh('file', ['-L', p]).toString())) return p
-  }
+  for (const p of ['/bin/busybox', '/usr/bin/busybox']) if (fs.existsSync(p) && isStatic(p)) return p
   throw new Error('a statically linked busybox is needed: apt-get install busybox-static')
 }
 
