@@ -11,6 +11,8 @@
 // QMP (quiesce stop, thaw cont); production stops and the mark is restored
 // to a file. Targets, alternated in each round, each booting a fresh VM:
 //   file      qemu on a fresh copy of the restored image (the copy is not timed)
+//   export    the appliance's own NBD export of the mark (`--nbd`, read-only
+//             `vol@mark=L`) with qemu's throw-away overlay (snapshot=on)
 //   timeview  a fresh `tidemark timeview --timemark L --writable` (client-side,
 //             cold cache: every first touch is an Admin.Read round trip)
 // Every VM is qemu TCG, 1 vCPU, the root disk on virtio with cache=none. Time
@@ -30,9 +32,10 @@ const ROUNDS = envNumber('TIDEMARK_BENCH_ROUNDS', 5)
 const LINES = envNumber('TIDEMARK_BENCH_LINES', 200)
 const OUT = resultsPath('vm-boot')
 
-type TargetId = 'file' | 'timeview'
+type TargetId = 'file' | 'export' | 'timeview'
 const TITLES: Record<TargetId, string> = {
   file: 'local file, the mark restored (peer)',
+  export: 'appliance export `vol@mark=L` (qemu snapshot=on)',
   timeview: 'writable `tidemark timeview` of the mark, cold',
 }
 
@@ -46,9 +49,9 @@ interface Boot {
 }
 
 /** Boots a VM on `disk`, times it to its first synced line, kills it. */
-async function timeBoot(guest: Guest, disk: string, work: string, name: string): Promise<Boot> {
+async function timeBoot(guest: Guest, disk: string, work: string, name: string, snapshot = false): Promise<Boot> {
   const t0 = performance.now()
-  const vm = new Vm(guest, { disk, role: name, console: path.join(work, `${name}.console`) })
+  const vm = new Vm(guest, { disk, role: name, console: path.join(work, `${name}.console`), snapshot })
   try {
     let bootMs = 0
     await vm.until(() => {
@@ -71,7 +74,8 @@ async function main(): Promise<void> {
     const img = path.join(work, 'prod.img')
     fs.writeFileSync(img, '')
     fs.truncateSync(img, guest.rootSize)
-    const app = tidemark('appliance', ['appliance', '--data', path.join(work, 'data'), '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    const exports = path.join(work, 'appliance-nbd.sock')
+    const app = tidemark('appliance', ['appliance', '--data', path.join(work, 'data'), '--listen', '127.0.0.1:0', '--nbd', `unix:${exports}`, '--stats-interval', '0'])
     procs.push(app)
     await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
     const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
@@ -100,8 +104,8 @@ async function main(): Promise<void> {
     const stats = JSON.parse(await must(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json'])).volumes[0]
     console.error(`guest: kernel ${guest.kernelVersion}, ${guest.rootSize / 1048576} MiB root; mark at seq ${mark.seq}, journal ${stats.records} records`)
 
-    const targets: TargetId[] = ['file', 'timeview']
-    const runs: Record<TargetId, Boot[]> = { file: [], timeview: [] }
+    const targets: TargetId[] = ['file', 'export', 'timeview']
+    const runs: Record<TargetId, Boot[]> = { file: [], export: [], timeview: [] }
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 ? [...targets].reverse() : targets
       for (const id of order) {
@@ -111,6 +115,8 @@ async function main(): Promise<void> {
           fs.copyFileSync(restored, disk)
           b = await timeBoot(guest, disk, work, `file-${round}`)
           fs.rmSync(disk)
+        } else if (id === 'export') {
+          b = await timeBoot(guest, `nbd+unix:///vol@mark=boot?socket=${exports}`, work, `export-${round}`, true)
         } else {
           const vsock = path.join(work, `tv-${round}.sock`)
           const s0 = performance.now()
@@ -137,7 +143,7 @@ async function main(): Promise<void> {
       title: TITLES[id],
       firstLineMs: med(id, 'firstLineMs'),
       bootMs: med(id, 'bootMs'),
-      serveMs: id === 'file' ? null : med(id, 'serveMs'),
+      serveMs: id === 'timeview' ? med(id, 'serveMs') : null,
       timeRatio: med(id, 'firstLineMs') / peer,
       runs: runs[id],
     }))

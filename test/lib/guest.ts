@@ -249,6 +249,8 @@ export interface BootOptions {
   /** A QMP socket to create (unix), for stop/cont/quit. */
   qmp?: string
   memoryMiB?: number
+  /** qemu's own throw-away overlay for the guest's writes (snapshot=on): boots from a read-only disk. */
+  snapshot?: boolean
 }
 
 /** The qemu-system-x86_64 argument list for a guest: TCG (/dev/kvm may exist but hang guests), direct kernel boot, virtio root. */
@@ -268,7 +270,7 @@ export function qemuArgs(guest: Guest, o: BootOptions): string[] {
     '-chardev', `file,id=con,path=${o.console}`,
     '-serial', 'chardev:con',
     ...(o.qmp ? ['-qmp', `unix:${o.qmp},server=on,wait=off`] : []),
-    '-drive', `file=${file},format=raw,if=virtio,cache=none`,
+    '-drive', `file=${file},format=raw,if=virtio,cache=none${o.snapshot ? ',snapshot=on' : ''}`,
   ]
 }
 
