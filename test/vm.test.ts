@@ -58,6 +58,12 @@ async function startTimeview(t: Test, argv: string[], env: NodeJS.ProcessEnv): P
   return v
 }
 
+/** A way to serve a writable view of the mark for a recovery VM. */
+interface ViewKind {
+  what: string
+  open(t: Test): Promise<{ uri: string; close(): Promise<void> }>
+}
+
 /** `tidemark restore --timemark vm-mark`. */
 async function restoreMark(appliance: string, out: string): Promise<void> {
   await must(process.execPath, [BIN, 'restore', '--appliance', appliance, '--volume', 'vol', '--timemark', 'vm-mark', '--out', out])
@@ -120,34 +126,51 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
   t.same(atMark.lines, numbered('prod', 1, m), `the mark's log is production's lines 1..${m}, whole and in order`)
   t.ok(m >= linesAtStop, `the mark holds every line the console had reported synced at the pause (${linesAtStop})`)
 
-  // The recovery VM: a writable view of the mark, booted while production goes on.
-  const viewSock = path.join(dir, 'view.sock')
+  // Recovery VMs, each on a writable view of the mark, booted while production goes on.
   const overlays = path.join(dir, 'overlays')
   fs.mkdirSync(overlays)
-  const view = await startTimeview(t, ['--appliance', app.address, '--volume', 'vol', '--timemark', 'vm-mark', '--writable', '--nbd', `unix:${viewSock}`],
-    { ...process.env, TMPDIR: overlays })
-  const prodBefore = prod.lines().length
-  const clone = boot(t, guest, { disk: nbdUri(viewSock, 'vol'), role: 'clone', console: path.join(dir, 'clone.console') })
-  t.same(await clone.until(() => clone.boot(), 'boot report'), { role: 'clone', lines: m, last: `prod ${m}` }, 'the recovery VM finds exactly the mark\'s lines')
-  await clone.until(() => clone.lines().length >= 10, '10 synced lines')
-  t.ok(prod.lines().length > prodBefore, 'production kept writing while the recovery VM booted and ran')
-  prod.check()
-  await clone.kill()
+  const views: ViewKind[] = [
+    {
+      what: 'a client-side writable TimeView (tidemark timeview --writable)',
+      async open(t) {
+        const viewSock = path.join(dir, 'view.sock')
+        const view = await startTimeview(t, ['--appliance', app.address, '--volume', 'vol', '--timemark', 'vm-mark', '--writable', '--nbd', `unix:${viewSock}`],
+          { ...process.env, TMPDIR: overlays })
+        return { uri: nbdUri(viewSock, 'vol'), close: async () => void t.equal(await view.stop(), 0, 'the view stops cleanly') }
+      },
+    },
+  ]
+  for (const [k, kind] of views.entries()) {
+    await t.test(`from ${kind.what}`, async (t) => {
+      const view = await kind.open(t)
+      const prodBefore = prod.lines().length
+      const clone = boot(t, guest, { disk: view.uri, role: 'clone', console: path.join(dir, `clone-${k}.console`) })
+      t.same(await clone.until(() => clone.boot(), 'boot report'), { role: 'clone', lines: m, last: `prod ${m}` }, 'the recovery VM finds exactly the mark\'s lines')
+      await clone.until(() => clone.lines().length >= 10, '10 synced lines')
+      t.ok(prod.lines().length > prodBefore, 'production kept writing while the recovery VM booted and ran')
+      prod.check()
+      await clone.kill()
 
-  // The recovery VM's writes are in the view, on top of the mark.
-  const viewImg = path.join(dir, 'view.img')
-  await must('nbdcopy', [nbdUri(viewSock, 'vol'), viewImg])
-  const inView = guestLog(viewImg, scratch)
-  const c = clone.lines().at(-1)!
-  const n = inView.lines.length
-  t.same(inView.lines, [...numbered('prod', 1, m), ...numbered('clone', m + 1, n)], 'the view holds the mark\'s lines, then the recovery VM\'s, whole and in order')
-  t.ok(n >= c, `with every line the recovery VM reported synced (${c} lines, ${n} on the disk)`)
-  t.equal(await view.stop(), 0, 'the view stops cleanly')
+      // The recovery VM's writes are in the view, on top of the mark.
+      const viewImg = path.join(dir, `view-${k}.img`)
+      await must('nbdcopy', [view.uri, viewImg])
+      const inView = guestLog(viewImg, scratch)
+      fs.rmSync(viewImg)
+      const c = clone.lines().at(-1)!
+      const n = inView.lines.length
+      t.same(inView.lines, [...numbered('prod', 1, m), ...numbered('clone', m + 1, n)], 'the view holds the mark\'s lines, then the recovery VM\'s, whole and in order')
+      t.ok(n >= c, `with every line the recovery VM reported synced (${c} lines, ${n} on the disk)`)
+      await view.close()
 
-  // Neither the mark nor production saw them.
-  const again = path.join(dir, 'mark-again.img')
-  await restoreMark(app.address, again)
-  t.equal(sha256(again), markSha, 'the mark restores unchanged after the recovery VM wrote to its view')
+      // The mark did not see them.
+      const again = path.join(dir, `mark-again-${k}.img`)
+      await restoreMark(app.address, again)
+      t.equal(sha256(again), markSha, 'the mark restores unchanged after the recovery VM wrote to its view')
+      fs.rmSync(again)
+    })
+  }
+
+  // Nor did production.
   await prod.kill()
   t.equal(await agent.stop(), 0, 'the agent stops cleanly')
   t.notMatch(agent.out, /stopping before the appliance acknowledged everything/, 'after the appliance acknowledged everything')
