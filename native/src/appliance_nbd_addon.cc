@@ -8,14 +8,19 @@
 //       Promise<Buffer> (Admin.Read: preads on a worker thread).
 //   new ApplianceExport(config, pointMap)
 //       one export: a View (view.h) in direct mode over a snapshot of the
-//       map taken now. config: name, description, size, writable, overlayDir.
+//       map taken now. config: name, description, size, writable, overlayDir
+//       (or overlayPath + overlayMapPath: a durable overlay).
 //       stats(), close().
-//   new ApplianceNbd({ unix?, tcpHost?, tcpPort? }, onOpen(id, name), onLog(level, message))
-//       listens. When a client names an export, its connection thread posts
-//       onOpen and waits; JavaScript answers answer(id, applianceExport) or
-//       refuse(id, reason, message), reason one of unknown, invalid, policy,
-//       unavailable. setListing([{name, description}]) is what NBD_OPT_LIST
-//       shows. tcpPort(), close() -> Promise.
+//   new ApplianceNbd({ unix?, tcpHost?, tcpPort?, tlsCert?, tlsKey?, tlsCa? },
+//                    onOpen(id, name | null, identity), onLog(level, message))
+//       listens (with TLS files: every client must STARTTLS with a
+//       certificate the CA signed; identity is its CN, "" without TLS). When
+//       a client names an export, its connection thread posts onOpen(id,
+//       name, identity) and waits; JavaScript answers answer(id,
+//       applianceExport) or refuse(id, reason, message), reason one of
+//       unknown, invalid, policy, unavailable. A listing (NBD_OPT_LIST) posts
+//       onOpen(id, null, identity), answered with listed(id, [{name,
+//       description}]). tcpPort(), rejectedHandshakes(), close() -> Promise.
 // Requests never cross into JavaScript: a read is a binary search in the map
 // and a pread, on the connection's thread.
 #include <napi.h>
@@ -224,6 +229,12 @@ class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
     if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
     c.writable = o.Get("writable").ToBoolean();
     if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
+    // A named writable view's durable overlay (view-registry.ts, overlay.h): kept across restarts, synced on FLUSH.
+    if (o.Get("overlayPath").IsString() && o.Get("overlayMapPath").IsString()) {
+      c.durable = true;
+      c.overlay_path = o.Get("overlayPath").As<Napi::String>();
+      c.overlay_map_path = o.Get("overlayMapPath").As<Napi::String>();
+    }
     c.direct = true;
     c.cache_bytes = 0;
     std::shared_ptr<tidemark::PointReader> reader = PointMap::Unwrap(info[1].As<Napi::Object>())->map()->Snapshot();
@@ -273,50 +284,36 @@ Napi::FunctionReference* ApplianceExport::ctor = nullptr;
 
 // ----------------------------------------------------------- ApplianceNbd
 
+// A question for JavaScript: open `name` (list: false) or list the exports
+// (list: true), for a client of `identity` ("" without TLS).
 struct OpenEvent {
   uint64_t id;
+  bool list;
   std::string name;
+  std::string identity;
 };
 void CallOpen(Napi::Env env, Napi::Function fn, std::nullptr_t*, OpenEvent* e) {
-  if (env != nullptr && fn != nullptr) fn.Call({Napi::Number::New(env, double(e->id)), Napi::String::New(env, e->name)});
+  if (env != nullptr && fn != nullptr) {
+    fn.Call({Napi::Number::New(env, double(e->id)), e->list ? env.Null() : Napi::String::New(env, e->name),
+             Napi::String::New(env, e->identity)});
+  }
   delete e;
 }
 using OpenTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, OpenEvent, CallOpen>;
 
 // Export names resolved by JavaScript: a connection thread posts the name
-// and waits for answer() or refuse() (or a timeout, or close).
+// (or a listing request) and waits for answer(), refuse() or listed() (or a
+// timeout, or close).
 class JsExports : public tidemark::ExportSet {
  public:
   explicit JsExports(OpenTsfn* tsfn) : tsfn_(tsfn) {}
 
-  std::shared_ptr<tidemark::Export> Open(const std::string& name, uint32_t* rep_err, std::string* why) override {
+  std::shared_ptr<tidemark::Export> Open(const std::string& name, const std::string& identity, uint32_t* rep_err,
+                                         std::string* why) override {
     Pending p;
-    uint64_t id;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (aborted_) {
-        *rep_err = tidemark::nbd::kRepErrShutdown;
-        *why = "the appliance is shutting down";
-        return nullptr;
-      }
-      id = next_id_++;
-      pending_[id] = &p;
-    }
-    auto* e = new OpenEvent{id, name};
-    if (tsfn_->NonBlockingCall(e) != napi_ok) {
-      delete e;
-      std::lock_guard<std::mutex> lk(mu_);
-      pending_.erase(id);
-      *rep_err = tidemark::nbd::kRepErrShutdown;
-      *why = "the appliance is shutting down";
-      return nullptr;
-    }
-    std::unique_lock<std::mutex> lk(mu_);
-    const bool answered = cv_.wait_for(lk, kOpenTimeout, [&] { return p.done || aborted_; });
-    if (!p.done) {
-      pending_.erase(id);
-      *rep_err = answered ? tidemark::nbd::kRepErrShutdown : tidemark::nbd::kRepErrUnsup;
-      *why = answered ? "the appliance is shutting down" : "the appliance did not resolve the export name in time";
+    if (!Ask(false, name, identity, &p)) {
+      *rep_err = p.rep_err;
+      *why = p.why;
       return nullptr;
     }
     if (!p.exp) {
@@ -326,9 +323,10 @@ class JsExports : public tidemark::ExportSet {
     return p.exp;
   }
 
-  std::vector<tidemark::ExportListing> List() override {
-    std::lock_guard<std::mutex> lk(mu_);
-    return listing_;
+  std::vector<tidemark::ExportListing> List(const std::string& identity) override {
+    Pending p;
+    Ask(true, std::string(), identity, &p);
+    return p.listing;
   }
 
   bool Answer(uint64_t id, std::shared_ptr<tidemark::Export> exp, uint32_t rep_err, const std::string& why) {
@@ -345,9 +343,16 @@ class JsExports : public tidemark::ExportSet {
     return true;
   }
 
-  void SetListing(std::vector<tidemark::ExportListing> l) {
+  bool Listed(uint64_t id, std::vector<tidemark::ExportListing> l) {
     std::lock_guard<std::mutex> lk(mu_);
-    listing_ = std::move(l);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return false;
+    Pending* p = it->second;
+    pending_.erase(it);
+    p->listing = std::move(l);
+    p->done = true;
+    cv_.notify_all();
+    return true;
   }
 
   void Abort() {
@@ -360,16 +365,49 @@ class JsExports : public tidemark::ExportSet {
   struct Pending {
     bool done = false;
     std::shared_ptr<tidemark::Export> exp;
+    std::vector<tidemark::ExportListing> listing;
     uint32_t rep_err = 0;
     std::string why;
   };
+
+  // Posts the question and waits; false (with p->rep_err, p->why) if it got no answer.
+  bool Ask(bool list, const std::string& name, const std::string& identity, Pending* p) {
+    using tidemark::nbd::kRepErrShutdown;
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (aborted_) {
+        p->rep_err = kRepErrShutdown;
+        p->why = "the appliance is shutting down";
+        return false;
+      }
+      id = next_id_++;
+      pending_[id] = p;
+    }
+    auto* e = new OpenEvent{id, list, name, identity};
+    if (tsfn_->NonBlockingCall(e) != napi_ok) {
+      delete e;
+      std::lock_guard<std::mutex> lk(mu_);
+      pending_.erase(id);
+      p->rep_err = kRepErrShutdown;
+      p->why = "the appliance is shutting down";
+      return false;
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    const bool answered = cv_.wait_for(lk, kOpenTimeout, [&] { return p->done || aborted_; });
+    if (p->done) return true;
+    pending_.erase(id);
+    p->rep_err = answered ? kRepErrShutdown : tidemark::nbd::kRepErrUnsup;
+    p->why = answered ? "the appliance is shutting down" : "the appliance did not resolve the export name in time";
+    return false;
+  }
+
   OpenTsfn* tsfn_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<uint64_t, Pending*> pending_;
   uint64_t next_id_ = 1;
   bool aborted_ = false;
-  std::vector<tidemark::ExportListing> listing_;
 };
 
 class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
@@ -377,7 +415,7 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "ApplianceNbd",
                        {InstanceMethod("answer", &ApplianceNbd::AnswerOpen), InstanceMethod("refuse", &ApplianceNbd::Refuse),
-                        InstanceMethod("setListing", &ApplianceNbd::SetListing),
+                        InstanceMethod("listed", &ApplianceNbd::ListedExports),
                         InstanceMethod("tcpPort", &ApplianceNbd::TcpPort),
                         InstanceMethod("rejectedHandshakes", &ApplianceNbd::RejectedHandshakes),
                         InstanceMethod("close", &ApplianceNbd::Close)});
@@ -402,6 +440,16 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
       Fail(env, "NBD_INVALID_ARGUMENT", "ApplianceNbd config needs unix or tcpHost").ThrowAsJavaScriptException();
       return;
     }
+    std::shared_ptr<tidemark::TlsCredentials> tls;
+    if (o.Get("tlsCert").IsString()) {
+      std::string error;
+      tls = tidemark::TlsCredentials::Load(o.Get("tlsCert").As<Napi::String>(), o.Get("tlsKey").ToString(),
+                                           o.Get("tlsCa").ToString(), &error);
+      if (!tls) {
+        Fail(env, "TLS_FILE", error).ThrowAsJavaScriptException();
+        return;
+      }
+    }
     open_tsfn_ = OpenTsfn::New(env, info[1].As<Napi::Function>(), "tidemark-appliance-nbd-open", 0, 1);
     log_tsfn_ = LogTsfn::New(env, info[2].As<Napi::Function>(), "tidemark-appliance-nbd-log", 4096, 1);
     exports_ = std::make_shared<JsExports>(&open_tsfn_);
@@ -409,6 +457,7 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
     server_ = std::make_unique<tidemark::NbdServer>(
         std::static_pointer_cast<tidemark::ExportSet>(exports_),
         [self](int level, const std::string& msg) { self->EmitLog(level, msg); });
+    if (tls) server_->RequireTls(tls);
     std::string error;
     bool ok = true;
     if (!unix_path.empty()) ok = server_->ListenUnix(unix_path, &error);
@@ -473,14 +522,14 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
         env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), nullptr, code, info[2].As<Napi::String>()));
   }
 
-  // setListing([{ name, description }])
-  Napi::Value SetListing(const Napi::CallbackInfo& info) {
+  // listed(id, [{ name, description }]) -> boolean
+  Napi::Value ListedExports(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArray()) {
-      Fail(env, "NBD_INVALID_ARGUMENT", "setListing(entries) needs an array").ThrowAsJavaScriptException();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsArray()) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "listed(id, entries) needs an id and an array").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    Napi::Array a = info[0].As<Napi::Array>();
+    Napi::Array a = info[1].As<Napi::Array>();
     std::vector<tidemark::ExportListing> l;
     for (uint32_t i = 0; i < a.Length(); i++) {
       Napi::Value v = a.Get(i);
@@ -489,8 +538,7 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
       l.push_back({e.Get("name").As<Napi::String>(),
                    e.Get("description").IsString() ? std::string(e.Get("description").As<Napi::String>()) : std::string()});
     }
-    exports_->SetListing(std::move(l));
-    return env.Undefined();
+    return Napi::Boolean::New(env, exports_->Listed(uint64_t(info[0].As<Napi::Number>().Int64Value()), std::move(l)));
   }
 
   Napi::Value TcpPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tcp_port_); }
