@@ -58,6 +58,11 @@ async function startTimeview(t: Test, argv: string[], env: NodeJS.ProcessEnv): P
   return v
 }
 
+/** `tidemark ARGS --json`, parsed; fails with its stderr unless it exits 0. */
+async function json<T>(...args: string[]): Promise<T> {
+  return JSON.parse(await must(process.execPath, [BIN, ...args, '--json'])) as T
+}
+
 /** A way to serve a writable view of the mark for a recovery VM. */
 interface ViewKind {
   what: string
@@ -87,7 +92,8 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
   // Production: an appliance, an agent protecting a volume the size of the guest's disk.
   const img = path.join(dir, 'prod.img')
   makeImage(img, guest.rootSize, null)
-  const app = await startAppliance(t, { data: path.join(dir, 'data') })
+  const exportsSock = path.join(dir, 'appliance-nbd.sock')
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--nbd', `unix:${exportsSock}`] })
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
@@ -137,6 +143,24 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
         const view = await startTimeview(t, ['--appliance', app.address, '--volume', 'vol', '--timemark', 'vm-mark', '--writable', '--nbd', `unix:${viewSock}`],
           { ...process.env, TMPDIR: overlays })
         return { uri: nbdUri(viewSock, 'vol'), close: async () => void t.equal(await view.stop(), 0, 'the view stops cleanly') }
+      },
+    },
+    {
+      what: 'a writable view the appliance serves (tidemark timeview create --writable)',
+      async open(t) {
+        const view = await json<{ name: string; seq: number; writable: boolean; uris: string[] }>('timeview', 'create', '--appliance', app.address, '--volume', 'vol',
+          '--timemark', 'vm-mark', '--writable', '--name', 'recovery')
+        t.match(view, { name: 'recovery', seq: mark.seq, writable: true }, 'the appliance serves a writable view at the mark\'s seq')
+        const uri = nbdUri(exportsSock, 'recovery')
+        t.ok(view.uris.includes(uri), `it names its URI (${view.uris.join(', ')})`)
+        return {
+          uri,
+          close: async () => {
+            await json('timeview', 'delete', '--appliance', app.address, '--name', 'recovery')
+            const left = await json<unknown[]>('timeview', 'list', '--appliance', app.address)
+            t.same(left, [], 'deleted, the view is gone')
+          },
+        }
       },
     },
   ]
