@@ -60,7 +60,7 @@ async function timeBoot(guest: Guest, disk: string, work: string, name: string, 
     await vm.until(() => {
       if (!bootMs && vm.boot()) bootMs = performance.now() - t0
       return vm.lines().length > 0
-    }, 'first line', 300_000)
+    }, 'first line', 300_000, 10)
     const firstLineMs = performance.now() - t0
     return { bootMs: bootMs || firstLineMs, firstLineMs }
   } finally {

@@ -357,14 +357,14 @@ export class Vm {
   }
 
   /** Waits until `ok` holds, failing early if the guest fails or qemu exits. */
-  async until<T>(ok: () => T, what: string, timeoutMs = 180_000): Promise<NonNullable<T>> {
+  async until<T>(ok: () => T, what: string, timeoutMs = 180_000, pollMs = 50): Promise<NonNullable<T>> {
     const end = Date.now() + timeoutMs
     for (;;) {
       const v = ok()
       if (v) return v as NonNullable<T>
       this.check()
       if (Date.now() > end) throw new Error(`guest ${this.opts.role}: no ${what} within ${timeoutMs / 1000} s\nconsole:\n${this.console().slice(-4000)}`)
-      await new Promise((r) => setTimeout(r, 50))
+      await new Promise((r) => setTimeout(r, pollMs))
     }
   }
 
