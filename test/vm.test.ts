@@ -5,7 +5,10 @@
 // paused through QMP (quiesce `stop`, thaw `cont`), and while production
 // keeps running a second VM boots from a writable view of that mark. It must
 // find exactly the mark's data, its writes must stay in the view, and the
-// mark and the production volume must be untouched by them.
+// mark and the production volume must be untouched by them. It does so twice:
+// from a client-side `tidemark timeview --writable`, and from a writable view
+// the appliance serves itself (`timeview create`), which must also keep what
+// the guest synced across a kill -9 of the appliance and boot again from it.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -25,6 +28,7 @@ import {
   startAgent,
   startAppliance,
   tmpdir,
+  type ApplianceProcess,
 } from './helpers'
 
 const TOOLS = ['qemu-system-x86_64', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'debugfs', 'e2fsck', 'nbdcopy']
@@ -66,7 +70,7 @@ async function json<T>(...args: string[]): Promise<T> {
 /** A way to serve a writable view of the mark for a recovery VM. */
 interface ViewKind {
   what: string
-  open(t: Test): Promise<{ uri: string; close(): Promise<void> }>
+  open(t: Test): Promise<{ uri: string; close(): Promise<void>; crash?(): Promise<void> }>
 }
 
 /** `tidemark restore --timemark vm-mark`. */
@@ -93,7 +97,8 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
   const img = path.join(dir, 'prod.img')
   makeImage(img, guest.rootSize, null)
   const exportsSock = path.join(dir, 'appliance-nbd.sock')
-  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--nbd', `unix:${exportsSock}`] })
+  const startApp = (port = 0): Promise<ApplianceProcess> => startAppliance(t, { data: path.join(dir, 'data'), port, extra: ['--nbd', `unix:${exportsSock}`] })
+  let app = await startApp()
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
@@ -155,6 +160,11 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
         t.ok(view.uris.includes(uri), `it names its URI (${view.uris.join(', ')})`)
         return {
           uri,
+          crash: async () => {
+            const port = app.port
+            await app.kill9()
+            app = await startApp(port)
+          },
           close: async () => {
             await json('timeview', 'delete', '--appliance', app.address, '--name', 'recovery')
             const left = await json<unknown[]>('timeview', 'list', '--appliance', app.address)
@@ -184,6 +194,25 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
       const n = inView.lines.length
       t.same(inView.lines, [...numbered('prod', 1, m), ...numbered('clone', m + 1, n)], 'the view holds the mark\'s lines, then the recovery VM\'s, whole and in order')
       t.ok(n >= c, `with every line the recovery VM reported synced (${c} lines, ${n} on the disk)`)
+
+      if (view.crash) {
+        // The whole recovery site crashes (the VM is gone already): what the
+        // guest synced was flushed, so it is there when the appliance is back,
+        // and the recovery VM boots from it again.
+        await view.crash()
+        const afterImg = path.join(dir, `view-${k}-after-crash.img`)
+        await must('nbdcopy', [view.uri, afterImg])
+        const after = guestLog(afterImg, scratch)
+        fs.rmSync(afterImg)
+        const n2 = after.lines.length
+        t.ok(after.fsckClean, 'after kill -9 of the appliance, ext4 on the view is clean once its journal replays', { fsck: after.fsck })
+        t.same(after.lines, [...numbered('prod', 1, m), ...numbered('clone', m + 1, n2)], 'and its log is whole and in order')
+        t.ok(n2 >= c, `with every line the recovery VM had synced (${c}; ${n2} on the disk)`)
+        const rebooted = boot(t, guest, { disk: view.uri, role: 'clone', console: path.join(dir, `clone-${k}-again.console`) })
+        t.same(await rebooted.until(() => rebooted.boot(), 'boot report'), { role: 'clone', lines: n2, last: `clone ${n2}` }, 'the recovery VM boots again from the view and finds it')
+        await rebooted.until(() => rebooted.lines().length >= 3, '3 synced lines')
+        await rebooted.kill()
+      }
       await view.close()
 
       // The mark did not see them.
