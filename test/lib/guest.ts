@@ -314,12 +314,18 @@ export class Vm {
     fs.writeFileSync(opts.console, '')
     this.proc = spawn('qemu-system-x86_64', qemuArgs(guest, opts), { stdio: ['ignore', 'ignore', 'pipe'] })
     this.proc.stderr!.on('data', (d) => (this.stderr = (this.stderr + d).slice(-8192)))
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve(code ?? signal)))
-    this.proc.on('error', (e) => (this.stderr += `\n${e.message}`))
+    this.exited = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => resolve(code ?? signal))
+      // qemu could not be started at all: there will be no exit event
+      this.proc.on('error', (e) => {
+        this.stderr += `\n${e.message}`
+        resolve(e.message)
+      })
+    })
   }
 
   get alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null
+    return this.proc.pid !== undefined && this.proc.exitCode === null && this.proc.signalCode === null
   }
 
   /** The console so far. */
@@ -327,7 +333,7 @@ export class Vm {
     return fs.readFileSync(this.opts.console, 'utf8')
   }
 
-  /** Lines of the console that start with "tm-" (what the guest reports), without the prefix. */
+  /** Lines of the console that start with "tm-": what the guest reports. */
   reports(): string[] {
     return this.console()
       .split(/\r?\n/)
