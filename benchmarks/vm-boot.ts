@@ -25,10 +25,10 @@
 // view ≤ 1.2× file.
 import fs from 'node:fs'
 import path from 'node:path'
-import { buildGuest, qmpShell, Vm, type Guest } from '../test/lib/guest'
-import { BIN, envNumber, removeDir, resultsPath, scratchDir } from './lib/env'
+import { buildGuest, qmp, qmpShell, Vm, type Guest } from '../test/lib/guest'
+import { BIN, envNumber, MiB, removeDir, resultsPath, scratchDir } from './lib/env'
 import { must, Proc, requireTools, tidemark, version } from './lib/process'
-import { f0, f2, machineInfo, median, table, writeResults } from './lib/report'
+import { f0, f1, f2, machineInfo, median, table, writeResults } from './lib/report'
 
 const ROUNDS = envNumber('TIDEMARK_BENCH_ROUNDS', 5)
 const LINES = envNumber('TIDEMARK_BENCH_LINES', 200)
@@ -49,12 +49,18 @@ interface Boot {
   firstLineMs: number
   /** the view's start to its listening (not in firstLineMs). */
   serveMs?: number
+  /** what the guest had read from its disk by its first line (qemu's block stats) */
+  readOps: number
+  readBytes: number
+  writeOps: number
+  flushOps: number
 }
 
 /** Boots a VM on `disk`, times it to its first synced line, kills it. */
 async function timeBoot(guest: Guest, disk: string, work: string, name: string, snapshot = false): Promise<Boot> {
   const t0 = performance.now()
-  const vm = new Vm(guest, { disk, role: name, console: path.join(work, `${name}.console`), snapshot })
+  const qmpSock = path.join(work, `${name}.qmp`)
+  const vm = new Vm(guest, { disk, role: name, console: path.join(work, `${name}.console`), qmp: qmpSock, snapshot })
   try {
     let bootMs = 0
     await vm.until(() => {
@@ -62,7 +68,9 @@ async function timeBoot(guest: Guest, disk: string, work: string, name: string, 
       return vm.lines().length > 0
     }, 'first line', 300_000, 10)
     const firstLineMs = performance.now() - t0
-    return { bootMs: bootMs || firstLineMs, firstLineMs }
+    // How much of the boot was the disk: the root device's reads so far.
+    const [{ stats }] = (await qmp(qmpSock, 'query-blockstats')) as Array<{ stats: Record<'rd_operations' | 'rd_bytes' | 'wr_operations' | 'flush_operations', number> }>
+    return { bootMs: bootMs || firstLineMs, firstLineMs, readOps: stats.rd_operations, readBytes: stats.rd_bytes, writeOps: stats.wr_operations, flushOps: stats.flush_operations }
   } finally {
     await vm.kill()
   }
@@ -145,7 +153,8 @@ async function main(): Promise<void> {
           }
         }
         runs[id].push(b)
-        console.error(`round ${round + 1} ${id}: first line ${f0(b.firstLineMs)} ms (booted ${f0(b.bootMs)} ms${b.serveMs !== undefined ? `, view served after ${f0(b.serveMs)} ms` : ''})`)
+        console.error(`round ${round + 1} ${id}: first line ${f0(b.firstLineMs)} ms (booted ${f0(b.bootMs)} ms${b.serveMs !== undefined ? `, view served after ${f0(b.serveMs)} ms` : ''}` +
+          `, ${b.readOps} reads, ${f1(b.readBytes / MiB)} MiB, ${b.writeOps} writes, ${b.flushOps} flushes)`)
       }
     }
 
@@ -158,15 +167,19 @@ async function main(): Promise<void> {
       bootMs: med(id, 'bootMs'),
       serveMs: id === 'timeview' || id === 'view' ? med(id, 'serveMs') : null,
       timeRatio: med(id, 'firstLineMs') / peer,
+      readOps: med(id, 'readOps'),
+      readMiB: med(id, 'readBytes') / MiB,
+      writeOps: med(id, 'writeOps'),
+      flushOps: med(id, 'flushOps'),
       runs: runs[id],
     }))
     const lines = [
       `VM boot to its first synced workload line (qemu TCG, 1 vCPU, virtio cache=none, kernel ${guest.kernelVersion}), median of ${ROUNDS} alternated rounds`,
       '',
       ...table(
-        ['boot disk', 'first line ms', 'root mounted ms', 'view start ms', 'time vs file'],
-        rows.map((x) => [x.title, f0(x.firstLineMs), f0(x.bootMs), x.serveMs === null ? '' : f0(x.serveMs), f2(x.timeRatio)]),
-        ['l', 'r', 'r', 'r', 'r']
+        ['boot disk', 'first line ms', 'root mounted ms', 'view start ms', 'reads', 'MiB read', 'writes', 'flushes', 'time vs file'],
+        rows.map((x) => [x.title, f0(x.firstLineMs), f0(x.bootMs), x.serveMs === null ? '' : f0(x.serveMs), f0(x.readOps), f1(x.readMiB), f0(x.writeOps), f0(x.flushOps), f2(x.timeRatio)]),
+        ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']
       ),
     ]
     console.log(lines.join('\n'))
