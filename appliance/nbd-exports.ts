@@ -187,7 +187,7 @@ export class ApplianceNbdServer {
     }
     const p = await resolvePoint(v, parsed.point)
     const map = await v.pointMap(p.seq)
-    const handle = openApplianceExport({ name, description: describeResolved(v.meta.name, p), size: v.meta.size, writable: false }, map)
+    const handle = openApplianceExport({ name, description: describeResolved(v.meta.name, p), size: v.meta.size, writable: false }, map, this.handle)
     return { handle, shared: false }
   }
 
@@ -207,7 +207,8 @@ export class ApplianceNbdServer {
     if (again) return again
     const handle = openApplianceExport(
       { name: view.name, description: view.description, size: v.meta.size, writable: view.writable, overlayPath: view.overlay?.data, overlayMapPath: view.overlay?.map },
-      map
+      map,
+      this.handle
     )
     this.viewExports.set(view.name, handle)
     return handle

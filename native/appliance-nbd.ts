@@ -70,7 +70,7 @@ export interface ApplianceNbdHandle {
 
 const n = native as unknown as {
   PointMap: new (config: { path?: string; size: number; files: Array<[number, number]> }) => PointMapHandle
-  ApplianceExport: new (config: ApplianceExportConfig, map: PointMapHandle) => ApplianceExportHandle
+  ApplianceExport: new (config: ApplianceExportConfig, map: PointMapHandle, server?: ApplianceNbdHandle) => ApplianceExportHandle
   ApplianceNbd: new (
     config: ApplianceNbdConfig,
     onOpen: (id: number, name: string | null, identity: string) => void,
@@ -82,8 +82,9 @@ export function openPointMap(config: { path?: string; size: number; files: Array
   return new n.PointMap(config)
 }
 
-export function openApplianceExport(config: ApplianceExportConfig, map: PointMapHandle): ApplianceExportHandle {
-  return new n.ApplianceExport(config, map)
+/** An export over a snapshot of the map taken now; made for `server`, it logs (overlay errors) where the server does. */
+export function openApplianceExport(config: ApplianceExportConfig, map: PointMapHandle, server?: ApplianceNbdHandle): ApplianceExportHandle {
+  return new n.ApplianceExport(config, map, server)
 }
 
 /** Where to listen; with the TLS files, every client must STARTTLS with a certificate the CA signed. */

@@ -3,14 +3,20 @@
 // with the caller's read function (the CLI's is Admin.Read at the appliance).
 //
 // The native side asks for whole 64 KiB chunks, in runs of up to 4 MiB, and
-// caches them; this side only moves bytes and counts: fetches, bytes and the
-// time the appliance took, for the stats line.
+// caches them; it asks from many threads at once (every request that misses,
+// and read-ahead of sequential streams). This side makes those calls
+// concurrently, at most maxFetches at a time (the rest wait in order of
+// asking), so a burst of misses overlaps its round trips without flooding
+// the appliance; it moves bytes and counts: fetches, bytes and the time the
+// appliance took, for the stats line.
 import os from 'node:os'
 import { TidemarkError } from '../proto/errors'
 import { native } from './index'
 
 /** Largest read the native side asks for (the Admin.Read limit). */
 export const VIEW_MAX_FETCH = 4 * 1024 * 1024
+/** Reads of the point in flight at once, by default. */
+export const VIEW_MAX_FETCHES = 16
 
 export interface TimeViewOptions {
   /** the export name: the volume's name */
@@ -24,6 +30,10 @@ export interface TimeViewOptions {
   overlayDir?: string
   /** the chunk cache's budget (default 64 MiB; 0: no cache) */
   cacheBytes?: number
+  /** how far a sequential stream is read ahead (default 16 MiB; all streams together at most a quarter of the cache; 0: none) */
+  readAheadBytes?: number
+  /** calls of `read` in flight at once (default VIEW_MAX_FETCHES) */
+  maxFetches?: number
   /** bytes [offset, offset+length) of the point; length <= VIEW_MAX_FETCH */
   read: (offset: number, length: number) => Promise<Buffer>
   /** native log lines, pino levels (30 info, 40 warn, 50 error) */
@@ -46,6 +56,12 @@ export interface TimeViewStats {
   cacheBytes: number
   cacheEvictions: number
   overlayBytes: number
+  /** chunks a read found being fetched for another and waited for (one fetch, not two) */
+  fetchWaits: number
+  readAheadFetches: number
+  readAheadBytes: number
+  /** the most fetches the native side had in flight at once */
+  fetchesInFlightMax: number
   rejected: number
   ioErrors: number
   connections: number
@@ -53,12 +69,14 @@ export interface TimeViewStats {
   /** time the read function took, all fetches together, and the slowest one */
   fetchMs: number
   fetchMaxMs: number
+  /** the most calls of `read` in flight at once (at most maxFetches) */
+  readsInFlightMax: number
 }
 
 interface NativeViewHandle {
   complete(id: number, data: Buffer): boolean
   fail(id: number, message: string): boolean
-  stats(): Omit<TimeViewStats, 'fetchMs' | 'fetchMaxMs'>
+  stats(): Omit<TimeViewStats, 'fetchMs' | 'fetchMaxMs' | 'readsInFlightMax'>
   tcpPort(): number
   close(): Promise<void>
 }
@@ -75,9 +93,13 @@ function invalid(msg: string): TidemarkError {
 export class TimeView {
   private fetchMs = 0
   private fetchMaxMs = 0
+  private inFlight = 0
+  private inFlightMax = 0
+  /** fetches waiting for a free slot, oldest first */
+  private readonly waiting: Array<[id: number, offset: number, length: number]> = []
   private closing: Promise<void> | undefined
 
-  private constructor(private readonly handle: NativeViewHandle, readonly options: TimeViewOptions) {}
+  private constructor(private readonly handle: NativeViewHandle, readonly options: TimeViewOptions, private readonly maxFetches: number) {}
 
   static open(o: TimeViewOptions): TimeView {
     if (!o.volume || o.volume.length > 4096) throw invalid('a TimeView needs a volume name (at most 4096 bytes, the NBD limit)')
@@ -86,6 +108,10 @@ export class TimeView {
     }
     const cacheBytes = o.cacheBytes ?? 64 * 1024 * 1024
     if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) throw invalid(`cache size ${cacheBytes} is not a byte count`)
+    const readAheadBytes = o.readAheadBytes ?? 16 * 1024 * 1024
+    if (!Number.isSafeInteger(readAheadBytes) || readAheadBytes < 0) throw invalid(`read-ahead ${readAheadBytes} is not a byte count`)
+    const maxFetches = o.maxFetches ?? VIEW_MAX_FETCHES
+    if (!Number.isSafeInteger(maxFetches) || maxFetches < 1) throw invalid(`at most ${maxFetches} reads at once: give a positive count`)
     const config: Record<string, unknown> = {
       name: o.volume,
       size: o.size,
@@ -93,6 +119,7 @@ export class TimeView {
       writable: o.writable,
       overlayDir: o.overlayDir ?? os.tmpdir(),
       cacheBytes,
+      readAheadBytes,
     }
     if ('unix' in o.endpoint) config.unix = o.endpoint.unix
     else {
@@ -112,19 +139,37 @@ export class TimeView {
       const e = err as Error & { code?: string }
       throw new TidemarkError(e.code ?? 'VIEW_OPEN_FAILED', e.message)
     }
-    view = new TimeView(handle, o)
+    view = new TimeView(handle, o, maxFetches)
     return view
   }
 
   private fetch(id: number, offset: number, length: number): void {
+    if (this.inFlight >= this.maxFetches) {
+      this.waiting.push([id, offset, length])
+      return
+    }
+    this.inFlight++
+    if (this.inFlight > this.inFlightMax) this.inFlightMax = this.inFlight
     const t0 = performance.now()
-    this.options.read(offset, length).then(
+    const done = (): void => {
+      this.timed(t0)
+      this.inFlight--
+      const next = this.waiting.shift()
+      if (next) this.fetch(...next)
+    }
+    let call: Promise<Buffer>
+    try {
+      call = this.options.read(offset, length)
+    } catch (err) {
+      call = Promise.reject(err)
+    }
+    call.then(
       (data) => {
-        this.timed(t0)
+        done()
         this.handle.complete(id, data)
       },
       (err: unknown) => {
-        this.timed(t0)
+        done()
         this.handle.fail(id, (err as Error).message ?? String(err))
       }
     )
@@ -142,7 +187,7 @@ export class TimeView {
   }
 
   stats(): TimeViewStats {
-    return { ...this.handle.stats(), fetchMs: Math.round(this.fetchMs), fetchMaxMs: Math.round(this.fetchMaxMs) }
+    return { ...this.handle.stats(), fetchMs: Math.round(this.fetchMs), fetchMaxMs: Math.round(this.fetchMaxMs), readsInFlightMax: this.inFlightMax }
   }
 
   /** Stops listening, lets in-flight requests finish, closes connections, discards the overlay. */

@@ -72,8 +72,8 @@ class TimeviewProcess extends ServiceProcess {
 }
 
 /** `tidemark timeview ... --json`; resolves once it printed what it serves. */
-async function startTimeview(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<TimeviewProcess> {
-  const argv = [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, '--json', '--stats-interval', '0', ...extra]
+async function startTimeview(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv, statsInterval = '0'): Promise<TimeviewProcess> {
+  const argv = [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, '--json', '--stats-interval', statsInterval, ...extra]
   const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
   const v = new TimeviewProcess(proc)
   t.teardown(() => v.stop())
@@ -283,3 +283,84 @@ t.test('bad input: one clear line, a non-zero exit, nothing served', async (t) =
   const r = await run(process.execPath, [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', '--seq', 'latest', '--nbd', `unix:${sock}`, '--writable', '--cache', 'lots'])
   t.equal(r.code, 2, 'a bad --cache size is a usage error')
 })
+
+/** The counters a TimeView logged when it stopped. */
+function stoppedStats(v: TimeviewProcess): Record<string, number> {
+  const l = v.err.split('\n').filter((x) => x.startsWith('{')).map((x) => JSON.parse(x)).find((x) => x.msg === 'stopped')
+  if (!l) throw new Error(`no stats line when the TimeView stopped:\n${v.err}`)
+  return l
+}
+
+t.test('concurrent misses from many connections share fetches; sequential copies are read ahead; every byte equals restore', async (t) => {
+  const dir = tmpdir(t)
+  const size = 48 * MiB
+  const { app, agent, uri } = await protectedVolume(t, dir, size, 24)
+  // Journal records over the initial copy, so a fetch assembles a chunk from both.
+  await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bsrange=512-64k', '--iodepth=8',
+    `--size=${size}`, '--io_size=8M', '--randrepeat=0'], { cwd: dir })
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5e 7777 100000', '-c', 'flush', uri])
+  const seq = await replicatedSeq(agent, app, 'vol')
+  const restored = path.join(dir, 'restored.img')
+  await restore(app.address, 'vol', seq, restored)
+  const want = sha256(restored)
+
+  // Random reads from 8 connections at once (fio, 4 KiB, iodepth 4 each), then
+  // a copy, through one view whose cache holds the whole volume: a chunk two
+  // readers miss together is fetched once, so nothing is fetched twice.
+  const sock = path.join(dir, 'rand.sock')
+  const v = await startTimeview(t, app, sock, ['--seq', String(seq)], ['--cache', `${size / MiB + 8}M`])
+  await must('fio', ['--name=rand', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randread', '--bs=4k', '--iodepth=4',
+    '--numjobs=8', `--size=${size}`, '--io_size=4M', '--randrepeat=0', '--group_reporting'], { cwd: dir })
+  t.equal(await nbdcopy(nbdUri(sock, 'vol'), path.join(dir, 'rand.img')), want, 'after concurrent random misses, the view equals restore --seq of the point')
+  t.equal(await v.stop(), 0, 'the view stops')
+  const rs = stoppedStats(v)
+  t.ok(rs.fetches > 0 && rs.fetchErrors === 0, `it fetched (${rs.fetches} fetches, no errors)`)
+  t.ok(rs.fetchBytes <= size, `no chunk was fetched twice (${rs.fetchBytes} bytes fetched for a ${size}-byte volume; ${rs.fetchWaits} waits on another's fetch, at most ${rs.fetchesInFlightMax} in flight)`)
+
+  // A cold sequential copy over one connection: read ahead.
+  const sock2 = path.join(dir, 'seq.sock')
+  const s1 = await startTimeview(t, app, sock2, ['--seq', String(seq)])
+  t.equal(sha256(await copyWith(['--connections=1'], nbdUri(sock2, 'vol'), path.join(dir, 'seq.img'))), want, 'a sequential copy (nbdcopy, one connection) equals restore')
+  t.equal(await s1.stop(), 0, 'the view stops')
+  const ss = stoppedStats(s1)
+  t.ok(ss.readAheadBytes > 0, `the sequential stream was read ahead (${ss.readAheadBytes} bytes, ${ss.fetches} fetches for ${ss.reads} reads)`)
+
+  // Four connections copying at once (nbdcopy's default), a small cache: read-ahead stays within it.
+  const sock3 = path.join(dir, 'multi.sock')
+  const s4 = await startTimeview(t, app, sock3, ['--seq', String(seq)], ['--cache', '8M'])
+  t.equal(sha256(await copyWith(['--connections=4'], nbdUri(sock3, 'vol'), path.join(dir, 'multi.img'))), want, 'a copy over four connections through an 8 MiB cache equals restore')
+  t.equal(await s4.stop(), 0, 'the view stops')
+  const ms = stoppedStats(s4)
+  t.ok(ms.cacheBytes <= 8 * MiB && ms.fetchErrors === 0, `the cache stayed within 8 MiB (${ms.cacheBytes} bytes), no fetch failed`)
+
+  // The appliance hangs (SIGSTOP) while a stream is read ahead: the view
+  // still stops on SIGTERM (the fetches nobody answers are failed after the
+  // close grace, and the reader waiting on one gets EIO).
+  t.equal(await agent.stop(), 0, 'the agent stops (nothing more to replicate)')
+  const sock4 = path.join(dir, 'hang.sock')
+  const h = await startTimeview(t, app, sock4, ['--seq', String(seq)], [], undefined, '0.1')
+  const reads = (from: number, n: number) => Array.from({ length: n }, (_, i) => ['-c', `read ${from + i * 256 * 1024} 256k`]).flat()
+  await must('qemu-io', ['-f', 'raw', '-r', ...reads(0, 4), nbdUri(sock4, 'vol')])
+  app.proc.kill('SIGSTOP')
+  t.teardown(() => {
+    app.proc.kill('SIGCONT')
+  })
+  // It continues the stream: read-ahead asks the hung appliance for what follows, and the reader blocks.
+  const reader = spawn('qemu-io', ['-f', 'raw', '-r', ...reads(1024 * 1024, 120), nbdUri(sock4, 'vol')], { stdio: 'ignore' })
+  const readerDone = new Promise((r) => reader.once('exit', r))
+  t.teardown(() => killAndWait(reader))
+  const statsLines = () => h.err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((l) => l.msg === 'stats')
+  await waitFor(() => statsLines().some((l) => l.reads > 4 && l.connections === 1), 'the second reader reading', 30_000, 50)
+  h.proc.kill('SIGTERM')
+  await waitFor(() => /"msg":"stopped"/.test(h.err), 'the view closing with fetches hung', 60_000, 100)
+  app.proc.kill('SIGCONT')  // the gRPC calls still pending end, and with them the process
+  t.equal(await h.exited, 0, 'SIGTERM stopped the view while its fetches hung (exit 0)')
+  await readerDone
+  t.match(h.err, /from the appliance failed: the TimeView (is closing|closed before the appliance answered); the client gets EIO/, 'the reader waiting on a hung fetch got EIO')
+  t.equal(stoppedStats(h).connections, 0, 'no connection is left')
+})
+
+async function copyWith(opts: string[], uri: string, out: string): Promise<string> {
+  await must('nbdcopy', [...opts, uri, out])
+  return out
+}

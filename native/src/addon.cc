@@ -14,6 +14,7 @@
 void InitView(Napi::Env env, Napi::Object exports);  // view_addon.cc: class NativeView
 void InitIo(Napi::Env env, Napi::Object exports);    // io_addon.cc: readBatch
 void InitApplianceNbd(Napi::Env env, Napi::Object exports);  // appliance_nbd_addon.cc: PointMap, ApplianceExport, ApplianceNbd
+void InitCopy(Napi::Env env, Napi::Object exports);  // copy_addon.cc: class NativeNbdCopy
 
 namespace {
 
@@ -444,6 +445,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitView(env, exports);
   InitIo(env, exports);
   InitApplianceNbd(env, exports);
+  InitCopy(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   exports.Set("recordLayout", RecordLayout(env));

@@ -6,7 +6,7 @@
 //       apply(extents: Buffer) paints committed extents (the newest point's
 //       map), addFile(file, fd), deltaExtents(), read(offset, length) ->
 //       Promise<Buffer> (Admin.Read: preads on a worker thread).
-//   new ApplianceExport(config, pointMap)
+//   new ApplianceExport(config, pointMap[, applianceNbd])
 //       one export: a View (view.h) in direct mode over a snapshot of the
 //       map taken now. config: name, description, size, writable, overlayDir
 //       (or overlayPath + overlayMapPath: a durable overlay).
@@ -47,10 +47,7 @@
 
 namespace {
 
-using tidemark_addon::CallLog;
 using tidemark_addon::Fail;
-using tidemark_addon::LogEvent;
-using tidemark_addon::LogTsfn;
 
 // How long a connection waits for JavaScript to resolve an export name.
 constexpr auto kOpenTimeout = std::chrono::seconds(60);
@@ -199,89 +196,6 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
 };
 Napi::FunctionReference* PointMap::ctor = nullptr;
 
-// ------------------------------------------------------- ApplianceExport
-
-class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
- public:
-  static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "ApplianceExport",
-                       {InstanceMethod("stats", &ApplianceExport::Stats), InstanceMethod("close", &ApplianceExport::Close)});
-  }
-  static Napi::FunctionReference* ctor;
-
-  explicit ApplianceExport(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ApplianceExport>(info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject() ||
-        !info[1].As<Napi::Object>().InstanceOf(PointMap::ctor->Value())) {
-      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport(config, pointMap) expects an object and a PointMap")
-          .ThrowAsJavaScriptException();
-      return;
-    }
-    Napi::Object o = info[0].As<Napi::Object>();
-    tidemark::ViewConfig c;
-    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
-      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport config needs name (string) and size (number)")
-          .ThrowAsJavaScriptException();
-      return;
-    }
-    c.name = o.Get("name").As<Napi::String>();
-    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
-    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
-    c.writable = o.Get("writable").ToBoolean();
-    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
-    // A named writable view's durable overlay (view-registry.ts, overlay.h): kept across restarts, synced on FLUSH.
-    if (o.Get("overlayPath").IsString() && o.Get("overlayMapPath").IsString()) {
-      c.durable = true;
-      c.overlay_path = o.Get("overlayPath").As<Napi::String>();
-      c.overlay_map_path = o.Get("overlayMapPath").As<Napi::String>();
-    }
-    c.direct = true;
-    c.cache_bytes = 0;
-    std::shared_ptr<tidemark::PointReader> reader = PointMap::Unwrap(info[1].As<Napi::Object>())->map()->Snapshot();
-    view_ = std::make_shared<tidemark::View>(
-        c,
-        [reader](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
-          return reader->Read(offset, length, out, error);
-        },
-        [](int, const std::string&) {});
-    std::string error;
-    if (!view_->Open(&error)) {
-      view_.reset();
-      Fail(env, "EXPORT_OPEN_FAILED", error).ThrowAsJavaScriptException();
-    }
-  }
-
-  std::shared_ptr<tidemark::View> view() const { return view_; }
-
- private:
-  Napi::Value Stats(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Object o = Napi::Object::New(env);
-    if (!view_) return o;
-    const tidemark::ViewStats s = view_->Stats();
-    auto n = [&](const char* k, uint64_t x) { o.Set(k, Napi::Number::New(env, double(x))); };
-    n("reads", s.reads);
-    n("bytesRead", s.bytes_read);
-    n("writes", s.writes);
-    n("bytesWritten", s.bytes_written);
-    n("overlayBytes", s.overlay_bytes);
-    n("ioErrors", s.io_errors);
-    n("rejected", s.rejected);
-    n("connections", s.connections);
-    n("connectionsTotal", s.connections_total);
-    return o;
-  }
-
-  // Drops this object's hold; connections that opened the export keep it until they end.
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    view_.reset();
-    return info.Env().Undefined();
-  }
-
-  std::shared_ptr<tidemark::View> view_;
-};
-Napi::FunctionReference* ApplianceExport::ctor = nullptr;
-
 // ----------------------------------------------------------- ApplianceNbd
 
 // A question for JavaScript: open `name` (list: false) or list the exports
@@ -412,6 +326,10 @@ class JsExports : public tidemark::ExportSet {
 
 class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
  public:
+  static Napi::FunctionReference* ctor;
+  // Where exports made for this server log (they may outlive it: see LogSink).
+  std::shared_ptr<tidemark_addon::LogSink> log() const { return log_; }
+
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "ApplianceNbd",
                        {InstanceMethod("answer", &ApplianceNbd::AnswerOpen), InstanceMethod("refuse", &ApplianceNbd::Refuse),
@@ -451,12 +369,11 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
       }
     }
     open_tsfn_ = OpenTsfn::New(env, info[1].As<Napi::Function>(), "tidemark-appliance-nbd-open", 0, 1);
-    log_tsfn_ = LogTsfn::New(env, info[2].As<Napi::Function>(), "tidemark-appliance-nbd-log", 4096, 1);
+    log_ = std::make_shared<tidemark_addon::LogSink>(env, info[2].As<Napi::Function>(), "tidemark-appliance-nbd-log");
     exports_ = std::make_shared<JsExports>(&open_tsfn_);
-    auto* self = this;
     server_ = std::make_unique<tidemark::NbdServer>(
         std::static_pointer_cast<tidemark::ExportSet>(exports_),
-        [self](int level, const std::string& msg) { self->EmitLog(level, msg); });
+        [sink = log_](int level, const std::string& msg) { sink->Emit(level, msg); });
     if (tls) server_->RequireTls(tls);
     std::string error;
     bool ok = true;
@@ -478,32 +395,14 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
   }
 
  private:
-  void EmitLog(int level, const std::string& msg) {
-    if (released_.load()) return;
-    auto* e = new LogEvent{level, msg};
-    if (log_tsfn_.NonBlockingCall(e) != napi_ok) delete e;
-  }
   void ReleaseTsfns() {
     if (released_.exchange(true)) return;
     open_tsfn_.Release();
-    log_tsfn_.Release();
+    log_->Close();
   }
 
   // answer(id, applianceExport) -> boolean (false: the connection gave up waiting)
-  Napi::Value AnswerOpen(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject() ||
-        !info[1].As<Napi::Object>().InstanceOf(ApplianceExport::ctor->Value())) {
-      Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export) needs an id and an ApplianceExport").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    auto view = ApplianceExport::Unwrap(info[1].As<Napi::Object>())->view();
-    if (!view) {
-      Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export): the export is closed").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    return Napi::Boolean::New(env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), view, 0, ""));
-  }
+  Napi::Value AnswerOpen(const Napi::CallbackInfo& info);
 
   // refuse(id, reason, message) -> boolean
   Napi::Value Refuse(const Napi::CallbackInfo& info) {
@@ -582,13 +481,120 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
   }
 
   OpenTsfn open_tsfn_;
-  LogTsfn log_tsfn_;
+  std::shared_ptr<tidemark_addon::LogSink> log_;
   std::atomic<bool> released_{false};
   std::shared_ptr<JsExports> exports_;
   std::unique_ptr<tidemark::NbdServer> server_;
   int tcp_port_ = 0;
   bool closed_ = false;
 };
+
+Napi::FunctionReference* ApplianceNbd::ctor = nullptr;
+
+// ------------------------------------------------------- ApplianceExport
+
+class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ApplianceExport",
+                       {InstanceMethod("stats", &ApplianceExport::Stats), InstanceMethod("close", &ApplianceExport::Close)});
+  }
+  static Napi::FunctionReference* ctor;
+
+  explicit ApplianceExport(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ApplianceExport>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject() ||
+        !info[1].As<Napi::Object>().InstanceOf(PointMap::ctor->Value())) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport(config, pointMap[, server]) expects an object and a PointMap")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    tidemark::ViewConfig c;
+    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport config needs name (string) and size (number)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    c.name = o.Get("name").As<Napi::String>();
+    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
+    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
+    c.writable = o.Get("writable").ToBoolean();
+    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
+    // A named writable view's durable overlay (view-registry.ts, overlay.h): kept across restarts, synced on FLUSH.
+    if (o.Get("overlayPath").IsString() && o.Get("overlayMapPath").IsString()) {
+      c.durable = true;
+      c.overlay_path = o.Get("overlayPath").As<Napi::String>();
+      c.overlay_map_path = o.Get("overlayMapPath").As<Napi::String>();
+    }
+    c.direct = true;
+    c.cache_bytes = 0;
+    std::shared_ptr<tidemark::PointReader> reader = PointMap::Unwrap(info[1].As<Napi::Object>())->map()->Snapshot();
+    // The server's log, when the export is made for one (overlay errors are the appliance's to log).
+    std::shared_ptr<tidemark_addon::LogSink> sink;
+    if (info.Length() > 2 && info[2].IsObject() && info[2].As<Napi::Object>().InstanceOf(ApplianceNbd::ctor->Value())) {
+      sink = ApplianceNbd::Unwrap(info[2].As<Napi::Object>())->log();
+    }
+    view_ = std::make_shared<tidemark::View>(
+        c,
+        [reader](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
+          return reader->Read(offset, length, out, error);
+        },
+        [sink, name = c.name](int level, const std::string& msg) {
+          if (sink) sink->Emit(level, "export " + name + ": " + msg);
+        });
+    std::string error;
+    if (!view_->Open(&error)) {
+      view_.reset();
+      Fail(env, "EXPORT_OPEN_FAILED", error).ThrowAsJavaScriptException();
+    }
+  }
+
+  std::shared_ptr<tidemark::View> view() const { return view_; }
+
+ private:
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!view_) return o;
+    const tidemark::ViewStats s = view_->Stats();
+    auto n = [&](const char* k, uint64_t x) { o.Set(k, Napi::Number::New(env, double(x))); };
+    n("reads", s.reads);
+    n("bytesRead", s.bytes_read);
+    n("writes", s.writes);
+    n("bytesWritten", s.bytes_written);
+    n("overlayBytes", s.overlay_bytes);
+    n("ioErrors", s.io_errors);
+    n("rejected", s.rejected);
+    n("connections", s.connections);
+    n("connectionsTotal", s.connections_total);
+    return o;
+  }
+
+  // Drops this object's hold; connections that opened the export keep it until they end.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    view_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<tidemark::View> view_;
+};
+Napi::FunctionReference* ApplianceExport::ctor = nullptr;
+
+Napi::Value ApplianceNbd::AnswerOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject() ||
+      !info[1].As<Napi::Object>().InstanceOf(ApplianceExport::ctor->Value())) {
+    Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export) needs an id and an ApplianceExport").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto view = ApplianceExport::Unwrap(info[1].As<Napi::Object>())->view();
+  if (!view) {
+    Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export): the export is closed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), view, 0, ""));
+}
 
 }  // namespace
 
@@ -599,7 +605,9 @@ void InitApplianceNbd(Napi::Env env, Napi::Object exports) {
   ApplianceExport::ctor = new Napi::FunctionReference(Napi::Persistent(ae));
   exports.Set("PointMap", pm);
   exports.Set("ApplianceExport", ae);
-  exports.Set("ApplianceNbd", ApplianceNbd::Init(env));
+  Napi::Function an = ApplianceNbd::Init(env);
+  ApplianceNbd::ctor = new Napi::FunctionReference(Napi::Persistent(an));
+  exports.Set("ApplianceNbd", an);
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("size", Napi::Number::New(env, double(sizeof(tidemark::MapExtent))));
   layout.Set("sector", Napi::Number::New(env, double(offsetof(tidemark::MapExtent, sector))));

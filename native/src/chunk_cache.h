@@ -4,9 +4,9 @@
 // the cache needs no invalidation, only a byte budget. Chunks are kept whole
 // (64 KiB, the last one of a volume may be shorter) and copied out under the
 // lock; a buffer evicted by Put is reused for the new chunk, so a warm cache
-// allocates nothing. Two connections that miss the same chunk at once both
-// fetch it (the second Put replaces the first): rare, and cheaper than making
-// every reader wait on another's fetch.
+// allocates nothing. Two readers that miss the same chunk at once share one
+// fetch through the view's table of fetches in flight (view.h); the cache
+// itself only holds what has arrived.
 #pragma once
 
 #include <cstdint>

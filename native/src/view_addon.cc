@@ -168,6 +168,8 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     c.writable = o.Get("writable").ToBoolean();
     if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
     if (o.Get("cacheBytes").IsNumber()) c.cache_bytes = size_t(o.Get("cacheBytes").As<Napi::Number>().Int64Value());
+    if (o.Get("readAheadBytes").IsNumber())
+      c.read_ahead_bytes = size_t(o.Get("readAheadBytes").As<Napi::Number>().Int64Value());
     std::string unix_path, tcp_host;
     int tcp_port = 0;
     if (o.Get("unix").IsString()) unix_path = o.Get("unix").As<Napi::String>();
@@ -180,7 +182,10 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
       return;
     }
 
-    // Unbounded queue: at most one fetch per connection waits at a time.
+    // Unbounded queue: the fetches waiting are bounded by the threads that
+    // can ask (the NBD front's request threads and the view's read-ahead
+    // threads), each waiting for its own; JavaScript bounds the calls it
+    // makes at once (native/view.ts).
     fetch_tsfn_ = FetchTsfn::New(env, info[1].As<Napi::Function>(), "tidemark-view-fetch", 0, 1);
     log_tsfn_ = LogTsfn::New(env, info[2].As<Napi::Function>(), "tidemark-view-log", 4096, 1);
     auto* self = this;
@@ -279,6 +284,10 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     n("cacheBytes", s.cache_bytes);
     n("cacheEvictions", s.cache_evictions);
     n("overlayBytes", s.overlay_bytes);
+    n("fetchWaits", s.fetch_waits);
+    n("readAheadFetches", s.read_ahead_fetches);
+    n("readAheadBytes", s.read_ahead_bytes);
+    n("fetchesInFlightMax", s.fetches_in_flight_max);
     n("rejected", s.rejected);
     n("ioErrors", s.io_errors);
     n("connections", s.connections);

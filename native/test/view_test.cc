@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -437,6 +439,308 @@ void TestNbdWritable() {
   CHECK(point.image() == orig, "the point's bytes are untouched");
 }
 
+// ---------------------------------------------------------------- parallel misses and read-ahead
+
+// A point whose fetches wait at a gate until the test opens it, so a test can
+// see which fetches are in flight at the same time.
+class GatedPoint {
+ public:
+  explicit GatedPoint(std::vector<uint8_t> image) : image_(std::move(image)) {}
+  FetchFn Fn() {
+    return [this](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
+      std::unique_lock<std::mutex> lk(mu_);
+      calls_++;
+      inside_++;
+      cv_.notify_all();
+      cv_.wait(lk, [&] { return open_; });
+      inside_--;
+      if (fail_next_ > 0) {
+        fail_next_--;
+        *error = "appliance unavailable (test)";
+        return false;
+      }
+      if (length > kViewMaxFetch || offset + length > image_.size()) {
+        bad_ = true;
+        *error = "fetch out of range";
+        return false;
+      }
+      std::memcpy(out, image_.data() + offset, length);
+      return true;
+    };
+  }
+  // Waits (up to 20 s) until n fetches wait at the closed gate together.
+  bool WaitInside(size_t n) {
+    std::unique_lock<std::mutex> lk(mu_);
+    return cv_.wait_for(lk, std::chrono::seconds(20), [&] { return inside_ >= n; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lk(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Shut() {
+    std::lock_guard<std::mutex> lk(mu_);
+    open_ = false;
+  }
+  void FailNext(int n) {
+    std::lock_guard<std::mutex> lk(mu_);
+    fail_next_ = n;
+  }
+  size_t calls() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return calls_;
+  }
+  bool bad() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return bad_;
+  }
+  const std::vector<uint8_t>& image() const { return image_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<uint8_t> image_;
+  size_t calls_ = 0, inside_ = 0;
+  int fail_next_ = 0;
+  bool open_ = false, bad_ = false;
+};
+
+// Polls a condition (a view's counters) until it holds, up to 20 s.
+template <typename F>
+bool Eventually(F cond) {
+  for (int i = 0; i < 20000; i++) {
+    if (cond()) return true;
+    usleep(1000);
+  }
+  return cond();
+}
+
+void TestParallelMisses() {
+  const size_t size = 4 << 20;
+  GatedPoint point(Pattern(size, 31));
+  Log logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a read-only view over a point that answers only when told" + error);
+
+  // Four readers, four different chunks: four fetches at the appliance at once.
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 4; i++) {
+    ts.emplace_back([&, i] {
+      std::vector<uint8_t> out(4096);
+      const uint64_t off = uint64_t(i) * 3 * kViewChunk + 512 * uint64_t(i);
+      if (v.Read(off, 4096, out.data()) != 0 || !Same(out.data(), point.image().data() + off, 4096)) wrong++;
+    });
+  }
+  CHECK(point.WaitInside(4), "four readers missing four chunks: four fetches in flight together");
+  point.Open();
+  for (auto& t : ts) t.join();
+  ts.clear();
+  ViewStats s = v.Stats();
+  CHECK(wrong == 0 && point.calls() == 4 && s.fetches_in_flight_max == 4,
+        "each got the point's bytes; the view counted four in flight at most");
+
+  // Six readers of the same two chunks: one fetch, five wait for it.
+  point.Shut();
+  const uint64_t base = 20 * kViewChunk;
+  for (int i = 0; i < 6; i++) {
+    ts.emplace_back([&, i] {
+      std::vector<uint8_t> out(70000);
+      const uint64_t off = base + 1000 * uint64_t(i);
+      if (v.Read(off, 70000, out.data()) != 0 || !Same(out.data(), point.image().data() + off, 70000)) wrong++;
+    });
+  }
+  CHECK(point.WaitInside(1) && Eventually([&] { return v.Stats().fetch_waits - s.fetch_waits >= 10; }),
+        "six readers missing the same two chunks: one fetch in flight, the other five wait on it");
+  point.Open();
+  for (auto& t : ts) t.join();
+  ts.clear();
+  CHECK(wrong == 0 && point.calls() == 5, "all six got the point's bytes from that one fetch (5 fetches in all)");
+
+  // The shared fetch fails: its reader gets EIO, the waiters ask again themselves.
+  point.Shut();
+  point.FailNext(1);
+  const uint64_t off = 40 * kViewChunk + 100;
+  std::atomic<int> eio{0}, good{0};
+  const uint64_t waits = v.Stats().fetch_waits;
+  for (int i = 0; i < 3; i++) {
+    ts.emplace_back([&] {
+      std::vector<uint8_t> out(8192);
+      const uint32_t e = v.Read(off, 8192, out.data());
+      if (e == nbd::kEio) eio++;
+      else if (e == 0 && Same(out.data(), point.image().data() + off, 8192)) good++;
+    });
+  }
+  CHECK(point.WaitInside(1) && Eventually([&] { return v.Stats().fetch_waits - waits >= 2; }),
+        "three readers of one chunk: one fetch, two waiting");
+  point.Open();
+  for (auto& t : ts) t.join();
+  ts.clear();
+  CHECK(eio == 1 && good == 2 && point.calls() == 8,
+        "the failed fetch's reader gets EIO; the two waiters fetch again and get the bytes (no error is shared or cached)");
+  CHECK(!point.bad(), "no fetch past the end or over the limit");
+}
+
+void TestParallelMissesOverNbd() {
+  using namespace nbd;
+  const size_t size = 2 << 20;
+  GatedPoint point(Pattern(size, 32));
+  Log logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  auto view = std::make_shared<View>(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(view->Open(&error), "a view for two NBD connections" + error);
+  NbdServer server(std::vector<std::shared_ptr<Export>>{view}, logs.Fn());
+  Served a(server), b(server);
+  uint64_t sz = 0;
+  uint16_t flags = 0;
+  std::string desc;
+  CHECK(a.client->Open("vol", &sz, &flags, &desc) && b.client->Open("vol", &sz, &flags, &desc), "two connections to the view");
+  // Both ask for bytes of chunk 3 while its fetch is held: one fetch serves both.
+  const uint64_t off = 3 * kViewChunk + 4096;
+  CHECK(a.client->Request(kCmdRead, 1, off, 4096) && b.client->Request(kCmdRead, 2, off + 8192, 4096),
+        "each connection sends a read of the same chunk");
+  CHECK(point.WaitInside(1) && Eventually([&] { return view->Stats().fetch_waits >= 1; }),
+        "one fetch in flight, the other connection waiting on it");
+  point.Open();
+  uint32_t ea = 1, eb = 1;
+  std::vector<uint8_t> da, db;
+  CHECK(a.client->Reply(1, &ea, &da, 4096) && b.client->Reply(2, &eb, &db, 4096) && ea == 0 && eb == 0 &&
+            Same(da.data(), point.image().data() + off, 4096) && Same(db.data(), point.image().data() + off + 8192, 4096),
+        "both connections get the point's bytes");
+  CHECK(point.calls() == 1, "from one fetch");
+}
+
+void TestReadAhead() {
+  const size_t size = 32 << 20;
+  FakePoint point(Pattern(size, 33));
+  Log logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.cache_bytes = 64 << 20;
+  c.read_ahead_bytes = 4 << 20;
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a view with a 4 MiB read-ahead" + error);
+  const uint32_t step = 256 * 1024;
+  std::vector<uint8_t> out(step);
+  bool right = true;
+  for (uint64_t off = 0; off < (12u << 20); off += step)
+    right &= v.Read(off, step, out.data()) == 0 && Same(out.data(), point.image().data() + off, step);
+  CHECK(right, "12 MiB read sequentially in 256 KiB requests: the point's bytes");
+  // The window is 4 MiB past the last read (ending at 12 MiB); read-ahead asks
+  // in whole 2 MiB runs, so at least up to 14 MiB is asked for.
+  CHECK(Eventually([&] { return v.Stats().fetch_bytes >= (14u << 20); }),
+        "read-ahead fetched at least 2 MiB past the last read");
+  ViewStats s = v.Stats();
+  bool once = true;
+  for (size_t i = 0; i < point.calls(); i++)
+    for (size_t j = i + 1; j < point.calls(); j++) {
+      const auto a = point.call(i), b = point.call(j);
+      once &= a.first + a.second <= b.first || b.first + b.second <= a.first;
+    }
+  CHECK(once && s.fetch_bytes <= (16u << 20) && s.read_ahead_bytes >= (2u << 20) && s.read_ahead_fetches > 0,
+        "nothing was fetched twice or past the window (" + std::to_string(s.fetch_bytes) + " bytes fetched, " +
+            std::to_string(s.read_ahead_bytes) + " ahead)");
+  for (uint64_t off = 12u << 20; off < (14u << 20); off += step)
+    right &= v.Read(off, step, out.data()) == 0 && Same(out.data(), point.image().data() + off, step);
+  CHECK(right && v.Stats().chunk_misses == s.chunk_misses, "the stream's next 2 MiB come from the cache: no miss");
+  // To the end of the volume: read-ahead stops at the end.
+  for (uint64_t off = 16u << 20; off < size; off += step)
+    right &= v.Read(off, step, out.data()) == 0 && Same(out.data(), point.image().data() + off, step);
+  CHECK(right && Eventually([&] { return v.Stats().fetch_bytes >= size; }) && v.Stats().fetch_bytes == size && !point.bad(),
+        "to the end of the volume: each byte fetched once, nothing asked past the end");
+
+  // Two streams interleaved (two connections copying two halves): both read ahead.
+  FakePoint p2(Pattern(size, 34));
+  View w(c, p2.Fn(), logs.Fn());
+  CHECK(w.Open(&error), "a second view" + error);
+  for (uint64_t k = 0; k < 8; k++) {
+    right &= w.Read(k * step, step, out.data()) == 0 && Same(out.data(), p2.image().data() + k * step, step);
+    const uint64_t o = (16u << 20) + k * step;
+    right &= w.Read(o, step, out.data()) == 0 && Same(out.data(), p2.image().data() + o, step);
+  }
+  // Each stream ends 2 MiB in; at least its next 2 MiB are asked for.
+  auto covered = [&](uint64_t from, uint64_t to) {
+    std::vector<std::pair<uint64_t, uint64_t>> calls;
+    for (size_t i = 0; i < p2.calls(); i++) calls.emplace_back(p2.call(i).first, p2.call(i).first + p2.call(i).second);
+    std::sort(calls.begin(), calls.end());
+    uint64_t at = from;
+    for (const auto& c : calls)
+      if (c.first <= at && c.second > at) at = c.second;
+    return at >= to;
+  };
+  CHECK(right && Eventually([&] { return covered(2u << 20, 4u << 20) && covered(18u << 20, 20u << 20); }) &&
+            w.Stats().read_ahead_fetches >= 2,
+        "two interleaved sequential streams are each read ahead");
+  w.Close();
+
+  // Random reads start no read-ahead; neither does a view whose cache could not hold it.
+  FakePoint p3(Pattern(size, 35));
+  View r(c, p3.Fn(), logs.Fn());
+  CHECK(r.Open(&error), "a third view" + error);
+  uint64_t x = 12345;
+  for (int i = 0; i < 300; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    const uint64_t o = (x >> 20) % (size / 4096) * 4096;
+    right &= r.Read(o, 4096, out.data()) == 0 && Same(out.data(), p3.image().data() + o, 4096);
+  }
+  CHECK(right && r.Stats().read_ahead_fetches == 0, "300 random 4 KiB reads: no read-ahead");
+  ViewConfig small = c;
+  small.cache_bytes = 4 * kViewChunk;
+  FakePoint p4(Pattern(size, 36));
+  View u(small, p4.Fn(), logs.Fn());
+  CHECK(u.Open(&error), "a view with a four-chunk cache" + error);
+  for (uint64_t off = 0; off < (2u << 20); off += 4096) right &= u.Read(off, 4096, out.data()) == 0;
+  CHECK(right && u.Stats().read_ahead_fetches == 0 && p4.calls() == 32,
+        "a four-chunk cache has no room for read-ahead: each chunk fetched once, by its reader");
+  ViewConfig off = c;
+  off.read_ahead_bytes = 0;
+  FakePoint p5(Pattern(size, 37));
+  View n(off, p5.Fn(), logs.Fn());
+  CHECK(n.Open(&error), "a view without read-ahead" + error);
+  for (uint64_t o = 0; o < (4u << 20); o += step) right &= n.Read(o, step, out.data()) == 0;
+  CHECK(right && n.Stats().read_ahead_fetches == 0 && n.Stats().fetch_bytes == (4u << 20), "read_ahead_bytes 0: none");
+}
+
+void TestReadAheadFailure() {
+  // Read-ahead meets a failing appliance: nothing is reported for it; the
+  // reader that reaches those bytes fetches them again and gets the error
+  // (or, once the appliance answers, the bytes).
+  const size_t size = 8 << 20;
+  FakePoint point(Pattern(size, 38));
+  Log logs;
+  ViewConfig c;
+  c.name = "vol";
+  c.size = size;
+  c.read_ahead_bytes = 2 << 20;
+  View v(c, point.Fn(), logs.Fn());
+  std::string error;
+  CHECK(v.Open(&error), "a view with read-ahead" + error);
+  const uint64_t bad = 7 << 19;  // 3.5 MiB: inside what read-ahead asks for first
+  point.FailAt(bad);
+  std::vector<uint8_t> out(1 << 20);
+  bool right = true;
+  for (uint64_t off = 0; off < (3u << 20); off += 1 << 20) right &= v.Read(off, 1 << 20, out.data()) == 0;
+  CHECK(right, "three sequential reads of 1 MiB (read-ahead then asks for the next 2 MiB)");
+  CHECK(Eventually([&] { return v.Stats().read_ahead_fetches >= 1 && point.calls() >= 4; }),
+        "read-ahead asked for the bytes past the reads");
+  CHECK(v.Stats().fetch_errors == 0 && v.Stats().io_errors == 0 && !logs.Has("the client gets EIO"),
+        "a read-ahead that fails is not reported as a client's error");
+  const uint32_t e = v.Read(bad, 4096, out.data());
+  CHECK(e == nbd::kEio && v.Stats().io_errors == 1, "the reader that needs the failed bytes asks again and gets EIO");
+  point.FailAt(UINT64_MAX);
+  CHECK(v.Read(bad, 1 << 20, out.data()) == 0 && Same(out.data(), point.image().data() + bad, 1 << 20),
+        "and the bytes once the appliance answers");
+}
+
 
 // ---------------------------------------------------------------- durable overlays (views the appliance keeps)
 
@@ -656,6 +960,10 @@ int main() {
   TestConcurrentWriters();
   TestNbdReadOnly();
   TestNbdWritable();
+  TestParallelMisses();
+  TestParallelMissesOverNbd();
+  TestReadAhead();
+  TestReadAheadFailure();
   TestDurableOverlayCrash();
   TestDurableOverlayRefusals();
   TestDurableOverlayLarge();

@@ -1,0 +1,92 @@
+// One NBD client connection of the copier (nbd_copy.h): connecting (a unix
+// socket, or TCP with a bounded connect), the fixed newstyle handshake with
+// NBD_OPT_STARTTLS (nbd_copy_tls.h) and NBD_OPT_GO, then requests and simple
+// replies. Blocking sockets: a worker waits in recv, and Cancel (or the
+// first failure) shuts the socket down to wake it. The protocol's constants
+// are nbd_proto.h's; the wire format is doc/proto.md of NetworkBlockDevice/nbd.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nbd_copy.h"
+#include "nbd_copy_tls.h"
+#include "nbd_proto.h"
+
+namespace tidemark::nbdcopy {
+
+// "No such file or directory (ENOENT)"
+std::string ErrnoText(int e);
+// An NBD error value (a Linux errno on the wire): "EIO (Input/output error)"
+std::string NbdErrno(uint32_t e);
+
+class Connection {
+ public:
+  Connection() = default;
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  int fd = -1;
+  std::unique_ptr<TlsClientSession> tls;  // after NBD_OPT_STARTTLS
+  uint64_t size = 0;
+  uint16_t flags = 0;
+  uint32_t max_block = nbd::kMaxPayload;
+  std::string what;  // "export 'NAME' on PATH"
+
+  // Connects and negotiates the export; on_socket sees the fd before any
+  // blocking call (so it can be shut down from another thread). With
+  // credentials, TLS is started first over TCP, and over a unix socket
+  // when the server requires it; without, a server that requires TLS is
+  // kTlsRequired.
+  CopyError Open(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds,
+                 const std::function<void(int)>& on_socket, std::string* msg);
+
+  bool Send(const uint8_t* hdr, size_t hn, const uint8_t* data, size_t dn);
+
+  bool Request(uint16_t type, uint64_t handle, uint64_t offset, uint32_t length, const uint8_t* data = nullptr);
+
+  // 1: n bytes read; 0: the peer closed first (after *got bytes); -1: errno.
+  int Recv(void* p, size_t n, size_t* got = nullptr);
+
+  // Decrypted bytes that poll() cannot see.
+  bool Pending() const { return tls && tls->Pending(); }
+
+  // A failed Recv or Send as the end of a sentence: "closed the connection", the errno or the TLS error.
+  std::string RecvFailure(int rc, int e) const;
+
+  // Reads one simple reply header; returns false with *msg on a broken stream.
+  bool ReadReply(uint32_t* error, uint64_t* handle, std::string* msg);
+
+  void Disconnect();
+
+ private:
+  bool TlsSendAll(const uint8_t* p, size_t n);
+
+  static std::string Hex(uint32_t v);
+
+  CopyError Connect(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg);
+
+  // An option request with no data or with `data`.
+  bool SendOption(uint32_t opt, const std::vector<uint8_t>& data);
+
+  // One option reply: its type and body; kNone or the error with *msg.
+  CopyError OptionReply(uint32_t opt, uint32_t* type, std::vector<uint8_t>* body, std::string* msg);
+
+  static std::string ReplyText(const std::vector<uint8_t>& body);
+
+  // NBD_OPT_STARTTLS, then the TLS handshake: every later byte is encrypted.
+  CopyError StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg);
+
+  CopyError Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg);
+
+  // Sockets of failed TCP attempts: tracked for Cancel until Run ends, so
+  // they are closed with the connection, never while their number could be
+  // reused under Cancel's shutdown.
+  std::vector<int> failed_attempts_;
+};
+
+}  // namespace tidemark::nbdcopy

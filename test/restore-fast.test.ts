@@ -1,0 +1,524 @@
+// Restore at the speed of the disk, through real processes: the native NBD
+// copier (native/nbd-copy.ts) reading from real NBD servers (`nbdkit file`,
+// the appliance's own `--nbd` server) into a file, an NBD target (`nbdkit
+// memory`) and back, with every image compared by sha256; and `tidemark
+// restore` taking the appliance's NBD endpoint when it has one, gRPC when it
+// has none, with the same bytes either way.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { NbdCopy } from '../native/nbd-copy'
+import {
+  BIN,
+  have,
+  makeImage,
+  makePki,
+  must,
+  nbdUri,
+  restore,
+  run,
+  ServiceProcess,
+  sha256,
+  sleep,
+  startAgent,
+  startAppliance,
+  tlsArgs,
+  tmpdir,
+  waitFor,
+  type AgentProcess,
+  type ApplianceProcess,
+} from './helpers'
+
+const MiB = 1024 * 1024
+
+if (!have('nbdkit') || !have('nbdcopy') || !have('qemu-io')) {
+  t.plan(0, 'needs nbdkit, nbdcopy (libnbd-bin) and qemu-io (scripts/test-deps.sh installs them)')
+  process.exit(0)
+}
+
+function accepts(sock: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(sock)
+    c.once('connect', () => {
+      c.destroy()
+      resolve(true)
+    })
+    c.once('error', () => resolve(false))
+  })
+}
+
+/** `nbdkit -f -U SOCK ARGS...`, stopped at teardown; resolves once it accepts connections. */
+async function nbdkit(t: Test, sock: string, args: string[]): Promise<ServiceProcess> {
+  const proc = spawn('nbdkit', ['-f', '-U', sock, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const p = new ServiceProcess(proc)
+  t.teardown(() => p.stop())
+  await waitFor(async () => proc.exitCode !== null || (await accepts(sock)), `nbdkit on ${sock}`)
+  if (proc.exitCode !== null) throw new Error(`nbdkit ${args.join(' ')} exited ${proc.exitCode}: ${p.err}`)
+  return p
+}
+
+/** An image with data, holes and a lone 4 KiB block: what restores look like. */
+function patchwork(file: string, size: number): void {
+  makeImage(file, size, null)
+  const fd = fs.openSync(file, 'r+')
+  const data = Buffer.alloc(3 * MiB)
+  makeImage(`${file}.tmp`, data.length, 7)
+  fs.readSync(fs.openSync(`${file}.tmp`, 'r'), data, 0, data.length, 0)
+  fs.rmSync(`${file}.tmp`)
+  fs.writeSync(fd, data, 0, data.length, 1 * MiB)
+  fs.writeSync(fd, data, 0, 4096, 9 * MiB + 8192)
+  fs.writeSync(fd, data, 0, 512, size - 512)
+  fs.closeSync(fd)
+}
+
+/** A loop device over a file of `size` bytes of junk (root only; null when there is none); detached at teardown. */
+async function junkDevice(t: Test, dir: string, size: number, seed: number): Promise<string | null> {
+  if (process.getuid?.() !== 0 || !have('losetup')) return null
+  const backing = path.join(dir, `loop-${seed}.img`)
+  makeImage(backing, size, seed)
+  const r = await run('losetup', ['-f', '--show', backing])
+  if (r.code !== 0) return null
+  const dev = r.stdout.trim()
+  t.teardown(() => run('losetup', ['-d', dev]))
+  return dev
+}
+
+/** Bytes the file really occupies on disk. */
+const allocated = (file: string): number => fs.statSync(file).blocks * 512
+
+t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const sock = path.join(dir, 'src.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  const out = path.join(dir, 'out.img')
+  const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: out, connections: 3, requests: 4, requestBytes: 1 * MiB })
+  const r = await copy.done
+  t.equal(sha256(out), sha256(src), 'the copy equals the source')
+  t.equal(fs.statSync(out).size, 16 * MiB)
+  t.equal(r.size, 16 * MiB)
+  t.equal(r.targetKind, 'file')
+  t.equal(r.dataBytes, 3 * MiB + 4096 + 4096, 'only the non-zero 4 KiB granules were written')
+  t.equal(r.dataBytes + r.zeroBytes, r.size)
+  t.equal(r.dataRuns, 5, 'one write per 1 MiB request of the 3 MiB run, and one per lone block')
+  t.ok(allocated(out) <= 3 * MiB + 64 * 1024, `the zero blocks are holes (${allocated(out)} bytes allocated)`)
+  t.same(copy.progress(), { done: 16 * MiB, size: 16 * MiB }, 'progress ends at the size')
+})
+
+t.test('the copier: into an NBD target, zero ranges zeroed over what it held', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const junk = path.join(dir, 'junk.img')
+  makeImage(junk, 16 * MiB, 3)
+  const sock = path.join(dir, 'src.sock')
+  const tsock = path.join(dir, 'target.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  await nbdkit(t, tsock, ['memory', String(16 * MiB)])
+  await must('nbdcopy', [junk, nbdUri(tsock, '')])
+  const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: { unix: tsock, export: '' } }).done
+  t.equal(r.targetKind, 'nbd')
+  const back = path.join(dir, 'back.img')
+  await must('nbdcopy', [nbdUri(tsock, ''), back])
+  t.equal(sha256(back), sha256(src), 'the target reads as the source: data written, the rest zeroed')
+})
+
+t.test('the copier: into a block device, zero ranges zeroed (BLKZEROOUT) over what it held', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const sock = path.join(dir, 'src.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  const dev = await junkDevice(t, dir, 16 * MiB, 3)
+  if (!dev) return t.plan(0, 'needs root and losetup')
+  const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: dev }).done
+  t.equal(r.targetKind, 'device')
+  t.equal(sha256(dev), sha256(src), 'the device reads as the source')
+  const small = await junkDevice(t, dir, 8 * MiB, 4)
+  await t.rejects(new NbdCopy({ source: { unix: sock, export: '' }, target: small! }).done, {
+    code: 'COPY_TARGET', message: new RegExp(`^the block device ${small} holds 8388608 bytes, fewer than the 16777216 of export ''`),
+  })
+})
+
+t.test('the copier: a server without multi-conn gets one connection, and a 1-request pipeline still works', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 5 * MiB + 512, 11)
+  const sock = path.join(dir, 'src.sock')
+  // nbdkit's noparallel filter serializes requests; the multi-conn filter set to "disable" takes the flag away
+  await nbdkit(t, sock, ['-r', '--filter=multi-conn', 'file', src, 'multi-conn-mode=disable'])
+  const out = path.join(dir, 'out.img')
+  const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: out, connections: 4, requests: 1, requestBytes: 64 * 1024 }).done
+  t.equal(r.connections, 1, 'no CAN_MULTI_CONN: one connection')
+  t.equal(sha256(out), sha256(src), 'an odd size (a 512-byte tail) copies exactly')
+})
+
+t.test('the copier: failures are one line naming the cause', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 4 * MiB, 5)
+  const sock = path.join(dir, 'src.sock')
+  await nbdkit(t, sock, ['-r', 'file', src])
+  const fail = async (opts: ConstructorParameters<typeof NbdCopy>[0]) => {
+    try {
+      await new NbdCopy(opts).done
+    } catch (err) {
+      return err as Error & { code: string }
+    }
+    throw new Error('the copy did not fail')
+  }
+
+  let e = await fail({ source: { unix: path.join(dir, 'none.sock'), export: '' }, target: path.join(dir, 'o.img') })
+  t.equal(e.code, 'NBD_CONNECT')
+  t.match(e.message, /^cannot connect to the NBD server for export '' on .*none\.sock: No such file or directory \(ENOENT\)$/)
+
+  e = await fail({ source: { unix: sock, export: '' }, target: path.join(dir, 'missing', 'o.img') })
+  t.equal(e.code, 'COPY_TARGET')
+  t.match(e.message, /^cannot open .*missing\/o\.img for writing: No such file or directory \(ENOENT\)$/)
+
+  const strict = path.join(dir, 'strict.sock')
+  await nbdkit(t, strict, ['-r', '--filter=exportname', 'file', src, 'exportname=vol@seq=1', 'exportname-strict=true'])
+  e = await fail({ source: { unix: strict, export: 'vol@seq=2' }, target: path.join(dir, 'o.img') })
+  t.equal(e.code, 'NBD_REFUSED')
+  t.match(e.message, /^the NBD server for export 'vol@seq=2' on .*strict\.sock refused it \(NBD_REP_ERR_UNKNOWN\)/)
+  const ok = await new NbdCopy({ source: { unix: strict, export: 'vol@seq=1' }, target: path.join(dir, 'o.img') }).done
+  t.equal(ok.size, 4 * MiB, 'the export it has is copied')
+
+  const eio = path.join(dir, 'eio.sock')
+  await nbdkit(t, eio, ['-r', '--filter=error', 'file', src, 'error=EIO', 'error-pread-rate=1'])
+  e = await fail({ source: { unix: eio, export: '' }, target: path.join(dir, 'o.img') })
+  t.equal(e.code, 'NBD_ERROR')
+  t.match(e.message, /failed a READ of \d+ bytes at \d+: EIO \(Input\/output error\)$/)
+  t.notOk(fs.readdirSync(dir).some((f) => f.endsWith('.partial')))
+
+  const small = path.join(dir, 'small.sock')
+  await nbdkit(t, small, ['memory', String(1 * MiB)])
+  e = await fail({ source: { unix: sock, export: '' }, target: { unix: small, export: '' } })
+  t.equal(e.code, 'COPY_TARGET')
+  t.match(e.message, /holds 1048576 bytes, fewer than the 4194304 of export ''/)
+
+  e = await fail({ source: { unix: sock, export: '' }, target: { unix: path.join(dir, 'none.sock'), export: 't' } })
+  t.equal(e.code, 'COPY_TARGET', 'an NBD target that cannot be reached is a target error')
+  t.match(e.message, /^the NBD target: cannot connect to the NBD server for export 't' on .*none\.sock: No such file or directory \(ENOENT\)$/)
+
+  const ro = path.join(dir, 'ro.sock')
+  await nbdkit(t, ro, ['-r', 'memory', String(8 * MiB)])
+  e = await fail({ source: { unix: sock, export: '' }, target: { unix: ro, export: '' } })
+  t.equal(e.code, 'COPY_TARGET')
+  t.match(e.message, /is read-only$/)
+
+  // ENOSPC on the target: a file system that is too small for the data
+  if (process.getuid?.() === 0 && have('mkfs.ext4')) {
+    const fsImg = path.join(dir, 'tiny.ext4')
+    makeImage(fsImg, 2 * MiB, null)
+    await must('mkfs.ext4', ['-q', '-F', fsImg])
+    const mnt = path.join(dir, 'mnt')
+    fs.mkdirSync(mnt)
+    await must('mount', ['-o', 'loop', fsImg, mnt])
+    t.teardown(() => run('umount', [mnt]))
+    e = await fail({ source: { unix: sock, export: '' }, target: path.join(mnt, 'o.img') })
+    t.equal(e.code, 'COPY_TARGET')
+    t.match(e.message, /^writing .*mnt\/o\.img at \d+: No space left on device \(ENOSPC\)$/)
+  }
+})
+
+/** A CA, certificates it signs (SANs 127.0.0.1 and localhost) for a server and a client, in nbdkit's file names, and another CA. */
+async function makeCertificates(dir: string) {
+  const ssl = (args: string[]) => must('openssl', args, { cwd: dir })
+  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=test ca', '-keyout', 'ca.key', '-out', 'ca-cert.pem'])
+  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=rogue ca', '-keyout', 'rogue.key', '-out', 'rogue-ca.pem'])
+  fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+  for (const n of ['server', 'client']) {
+    await ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}-key.pem`, '-out', `${n}.csr`])
+    await ssl(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca-cert.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', `${n}-cert.pem`])
+  }
+  return { cert: path.join(dir, 'client-cert.pem'), key: path.join(dir, 'client-key.pem'), ca: path.join(dir, 'ca-cert.pem'), rogueCa: path.join(dir, 'rogue-ca.pem') }
+}
+
+/** A free TCP port on 127.0.0.1 (nbdkit takes a port number, not 0). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+t.test('the copier: NBD TLS (STARTTLS, mutual) over TCP and over a unix socket that requires it', { skip: !have('openssl') && 'needs openssl' }, async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  patchwork(src, 16 * MiB)
+  const certs = path.join(dir, 'certs')
+  fs.mkdirSync(certs)
+  const c = await makeCertificates(certs)
+  const tls = { cert: c.cert, key: c.key, ca: c.ca }
+  const port = await freePort()
+  const args = ['--tls=require', `--tls-certificates=${certs}`, '--tls-verify-peer', '-r', 'file', src]
+  const proc = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const server = new ServiceProcess(proc)
+  t.teardown(() => server.stop())
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    const s = net.connect(port, '127.0.0.1')
+    s.once('connect', () => (s.destroy(), resolve(true)))
+    s.once('error', () => resolve(proc.exitCode !== null))
+  }), 'nbdkit listening on TCP')
+
+  const out = path.join(dir, 'out.img')
+  const r = await new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls }).done
+  t.equal(r.size, 16 * MiB)
+  t.equal(sha256(out), sha256(src), 'byte-exact over TLS')
+
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out }).done, {
+    code: 'NBD_TLS_REQUIRED', message: `the NBD server for export '' on 127.0.0.1:${port} refused it (NBD_REP_ERR_TLS_REQD)`,
+  }, 'without certificates: TLS required (restore falls back to gRPC)')
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls: { ...tls, ca: c.rogueCa } }).done, {
+    code: 'NBD_REFUSED', message: /: the server's TLS certificate is not trusted: .*issuer is unknown\.$/,
+  }, 'a server the CA did not sign is refused')
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls: { ...tls, cert: path.join(dir, 'none.pem') } }).done, {
+    code: 'TLS_FILE', message: /^cannot load the TLS certificate .*none\.pem and key /,
+  })
+
+  const usock = path.join(dir, 'tls.sock')
+  await nbdkit(t, usock, args)
+  const u = await new NbdCopy({ source: { unix: usock, export: '' }, target: out, tls }).done
+  t.equal(u.size, 16 * MiB)
+  t.equal(sha256(out), sha256(src), 'a unix socket that requires TLS gets it')
+
+  const plainPort = await freePort()
+  const p2 = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(plainPort), '-r', 'file', src], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const plainServer = new ServiceProcess(p2)
+  t.teardown(() => plainServer.stop())
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    const s = net.connect(plainPort, '127.0.0.1')
+    s.once('connect', () => (s.destroy(), resolve(true)))
+    s.once('error', () => resolve(p2.exitCode !== null))
+  }), 'plain nbdkit listening')
+  await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port: plainPort, export: '' }, target: out, tls }).done, {
+    code: 'NBD_TLS_REQUIRED', message: /does not offer TLS \(NBD_REP_ERR_\w+\), which the TLS files given require$/,
+  }, 'with certificates, TCP is never in the clear')
+})
+
+t.test('the copier: a server that dies in the middle of a copy is one line, not a hang', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 64 * MiB, 13)
+  const sock = path.join(dir, 'slow.sock')
+  const server = await nbdkit(t, sock, ['-r', '--filter=delay', 'file', src, 'rdelay=20ms'])
+  const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: path.join(dir, 'o.img'), connections: 2, requests: 4 })
+  await waitFor(() => copy.progress().done > 0, 'the copy under way')
+  server.proc.kill('SIGKILL')
+  await t.rejects(copy.done, { code: 'NBD_ERROR', message: /^(short read: )?the NBD server for export '' on .*slow\.sock (failed while replying: |sent \d+ of \d+ bytes of a READ .*\()(the server closed the connection|Connection reset by peer \(ECONNRESET\))/ })
+})
+
+t.test('the copier: cancel stops a copy that is waiting on a slow server', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src.img')
+  makeImage(src, 64 * MiB, 9)
+  const sock = path.join(dir, 'slow.sock')
+  await nbdkit(t, sock, ['-r', '--filter=delay', 'file', src, 'rdelay=1'])
+  const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: path.join(dir, 'o.img'), connections: 2, requests: 2 })
+  await waitFor(() => copy.progress().size > 0, 'the copy connected')
+  copy.cancel()
+  await t.rejects(copy.done, { code: 'COPY_CANCELLED', message: 'the copy was cancelled' })
+  t.ok(copy.progress().done < 64 * MiB, 'it stopped before the end')
+})
+
+// ---- tidemark restore through a real agent and appliance
+
+async function volumeStats(app: ApplianceProcess, volume: string): Promise<Record<string, number>> {
+  const r = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', volume, '--json'])
+  if (r.code !== 0) throw new Error(`stats failed: ${r.stderr}`)
+  return JSON.parse(r.stdout).volumes[0]
+}
+
+/** The seq the agent has captured and the appliance holds, with the volume quiet. */
+async function replicatedSeq(agent: AgentProcess, app: ApplianceProcess, volume: string): Promise<number> {
+  const seen = agent.logs().length
+  for (let i = 0; i < 300; i++) {
+    const line = agent.logs().slice(seen).reverse().find((l) => l.volume === volume && typeof l.lastSeq === 'number')
+    if (line && (line.lastSeq as number) > 0 && (line.ackedSeq as number) >= (line.lastSeq as number)) {
+      const seq = line.lastSeq as number
+      if ((await volumeStats(app, volume)).durableSeq >= seq) return seq
+    }
+    await sleep(100)
+  }
+  throw new Error(`the appliance did not catch up with the agent:\n${agent.out}`)
+}
+
+/** Whether this build's appliance serves NBD itself (`appliance --nbd`). */
+async function applianceServesNbd(): Promise<boolean> {
+  const r = await run(process.execPath, [BIN, 'appliance', '--help'])
+  return /--nbd /.test(r.stdout)
+}
+
+async function protectedVolume(t: Test, dir: string, applianceExtra: string[]) {
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 24 * MiB, null)
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: applianceExtra })
+  const sock = path.join(dir, 'nbd.sock')
+  const agent = await startAgent(t, {
+    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
+  })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  const uri = nbdUri(sock, 'vol')
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xa5 9M 4k', '-c', 'write -P 0x11 20M 64k', '-c', 'flush', uri])
+  const seq = await replicatedSeq(agent, app, 'vol')
+  return { img, app, agent, seq }
+}
+
+t.test('restore without an appliance NBD endpoint falls back to gRPC, byte-exact', async (t) => {
+  const dir = tmpdir(t)
+  const { img, app, seq } = await protectedVolume(t, dir, [])
+  const out = path.join(dir, 'grpc.img')
+  const r = await restore(app.address, 'vol', seq, out)
+  t.equal(r.transport, 'grpc')
+  t.match(r.nbdSkipped, /does not serve NBD|serves no NBD endpoint/)
+  t.equal(sha256(out), sha256(img), 'the restore equals the volume')
+
+  const forced = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(dir, 'x.img'), '--transport', 'nbd'])
+  t.equal(forced.code, 1)
+  t.match(forced.stderr, /^tidemark restore: --transport nbd, but the appliance (does not serve NBD|serves no NBD endpoint)/)
+  t.equal(forced.stderr.trim().split('\n').length, 1, 'one line')
+  t.notOk(fs.existsSync(path.join(dir, 'x.img.partial')))
+
+  const dev = await junkDevice(t, dir, 24 * MiB, 8)
+  if (dev) {
+    const d = await restore(app.address, 'vol', seq, dev)
+    t.equal(d.target, 'device')
+    t.equal(sha256(dev), sha256(img), 'a block device holds the point, the gaps between extents zeroed')
+  }
+
+  // into an NBD target over gRPC: the gaps between extents are zeroed too
+  const tsock = path.join(dir, 'target.sock')
+  await nbdkit(t, tsock, ['memory', String(24 * MiB)])
+  const junk = path.join(dir, 'junk.img')
+  makeImage(junk, 24 * MiB, 4)
+  await must('nbdcopy', [junk, nbdUri(tsock, '')])
+  const n = await restore(app.address, 'vol', seq, nbdUri(tsock, ''))
+  t.equal(n.target, 'nbd')
+  const back = path.join(dir, 'back.img')
+  await must('nbdcopy', [nbdUri(tsock, ''), back])
+  t.equal(sha256(back), sha256(img), 'the NBD target holds the point')
+})
+
+t.test('restore through the appliance NBD endpoint', async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const asock = path.join(dir, 'appliance-nbd.sock')
+  const { img, app, seq } = await protectedVolume(t, dir, ['--nbd', `unix:${asock}`])
+
+  const fast = path.join(dir, 'fast.img')
+  const r = await restore(app.address, 'vol', seq, fast)
+  t.equal(r.transport, 'nbd', 'the NBD endpoint was taken')
+  t.match(r.source, new RegExp(`export 'vol@seq=${seq}' on .*appliance-nbd\\.sock`))
+  const slow = path.join(dir, 'slow.img')
+  const g = await restore(app.address, 'vol', seq, slow, ['--transport', 'grpc'])
+  t.equal(g.transport, 'grpc')
+  t.equal(sha256(fast), sha256(slow), 'the fast path equals the gRPC path')
+  t.equal(sha256(fast), sha256(img), 'and the volume')
+  t.equal(r.dataBytes, 3 * MiB + 4096 + 64 * 1024, 'only the data was written')
+  t.ok(allocated(fast) < 4 * MiB, `zero blocks are holes (${allocated(fast)} bytes allocated)`)
+
+  // straight into an NBD target
+  const tsock = path.join(dir, 'target.sock')
+  await nbdkit(t, tsock, ['memory', String(24 * MiB)])
+  const n = await restore(app.address, 'vol', seq, nbdUri(tsock, ''))
+  t.equal(n.transport, 'nbd')
+  t.equal(n.target, 'nbd')
+  const back = path.join(dir, 'back.img')
+  await must('nbdcopy', [nbdUri(tsock, ''), back])
+  t.equal(sha256(back), sha256(img), 'the NBD target holds the point')
+
+  // straight into a block device that held something else
+  const dev = await junkDevice(t, dir, 24 * MiB, 6)
+  if (dev) {
+    const d = await restore(app.address, 'vol', seq, dev)
+    t.equal(d.target, 'device')
+    t.equal(sha256(dev), sha256(img), 'the device holds the point')
+  }
+
+  // the target's directory is missing: one line, nothing left behind
+  const bad = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(dir, 'nodir', 'x.img')])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /^tidemark restore: cannot open .*nodir\/x\.img\.partial for writing: No such file or directory \(ENOENT\)\n$/)
+
+  // an endpoint that is not reachable from here: gRPC, saying why
+  fs.renameSync(asock, `${asock}.aside`)
+  const moved = await restore(app.address, 'vol', seq, path.join(dir, 'moved.img'))
+  t.equal(moved.transport, 'grpc')
+  t.match(moved.nbdSkipped, /NBD endpoint \(.*appliance-nbd\.sock\) is not reachable from this host/)
+  // a socket file nobody listens on: the connection is refused, gRPC again
+  await must('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', asock])
+  const stale = await restore(app.address, 'vol', seq, path.join(dir, 'stale.img'))
+  t.equal(stale.transport, 'grpc')
+  t.match(stale.nbdSkipped, /^cannot connect to the NBD server for export 'vol@seq=\d+' on .*: Connection refused \(ECONNREFUSED\)$/)
+  t.equal(sha256(path.join(dir, 'stale.img')), sha256(img))
+  fs.rmSync(asock)
+  fs.renameSync(`${asock}.aside`, asock)
+
+  const isDir = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', dir])
+  t.equal(isDir.code, 1)
+  t.equal(isDir.stderr, `tidemark restore: --out ${dir} is neither a regular file nor a block device\n`)
+
+  // the appliance's NBD server refuses a point it cannot serve, with its reason
+  const refused = await new NbdCopy({ source: { unix: asock, export: 'nosuch@latest' }, target: path.join(dir, 'r.img') }).done.catch((e: Error & { code: string }) => e)
+  t.equal((refused as { code: string }).code, 'NBD_REFUSED')
+  t.match((refused as Error).message, /refused it \(NBD_REP_ERR_\w+\): .*nosuch/)
+})
+
+t.test('restore through the appliance NBD endpoint over TCP', async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const { img, app, seq } = await protectedVolume(t, dir, ['--nbd', 'tcp:127.0.0.1:0'])
+  const out = path.join(dir, 'tcp.img')
+  const r = await restore(app.address, 'vol', seq, out)
+  t.equal(r.transport, 'nbd')
+  t.match(r.source, new RegExp(`^export 'vol@seq=${seq}' on 127\\.0\\.0\\.1:\\d+$`))
+  t.equal(sha256(out), sha256(img), 'byte-exact over TCP')
+})
+
+t.test('restore from an appliance that requires NBD TLS: the same certificates as gRPC', { skip: !have('openssl') && 'needs openssl' }, async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  await makePki(pki, ['appliance', 'agent', 'reader'])
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 8 * MiB, 12)
+  const app = await startAppliance(t, {
+    data: path.join(dir, 'data'),
+    extra: ['--nbd', 'tcp:127.0.0.1:0', ...tlsArgs(pki, 'appliance'), '--allow', 'agent=vol', '--allow', 'reader=vol'],
+  })
+  const address = `localhost:${app.port}`
+  const sock = path.join(dir, 'tap.sock')
+  await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', address, ...tlsArgs(pki, 'agent')] })
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 2M 1M', '-c', 'flush', nbdUri(sock, 'vol')])
+  const stats = async (): Promise<{ fullSyncDone: boolean; durableSeq: number; lastSeq?: number }> => {
+    const r = await run(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json', ...tlsArgs(pki, 'reader')])
+    return r.code === 0 ? JSON.parse(r.stdout).volumes[0] : { fullSyncDone: false, durableSeq: 0 }
+  }
+  await waitFor(async () => (await stats()).fullSyncDone, 'the initial copy', 120_000, 100)
+  const seq = (await stats()).durableSeq
+  const fast = path.join(dir, 'fast.img')
+  const r = await restore(address, 'vol', seq, fast, tlsArgs(pki, 'reader'))
+  t.equal(r.transport, 'nbd', 'NBD over TLS was taken')
+  t.match(r.source, /on 127\.0\.0\.1:\d+$/, 'its TCP endpoint, the server certificate checked against that address')
+  const slow = path.join(dir, 'slow.img')
+  const g = await restore(address, 'vol', seq, slow, [...tlsArgs(pki, 'reader'), '--transport', 'grpc'])
+  t.equal(g.transport, 'grpc')
+  t.equal(sha256(fast), sha256(slow), 'the NBD TLS restore equals the gRPC one')
+})
