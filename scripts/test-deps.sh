@@ -3,13 +3,18 @@
 # Installs them with apt-get when they are missing and we are root; otherwise
 # says exactly what to install.
 set -euo pipefail
-need=(qemu-io nbdkit nbdinfo nbdcopy fio nbdfuse fusermount3 fuse2fs sqlite3 e2fsck mkfs.ext4 clang++ openssl strace)
+need=(qemu-io nbdkit nbdinfo nbdcopy fio nbdfuse fusermount3 fuse2fs sqlite3 e2fsck mkfs.ext4 debugfs clang++ openssl strace
+      qemu-system-x86_64 busybox cpio modinfo)
 missing=()
 for c in "${need[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+# The VM test's guest (test/lib/guest.ts): a kernel with its modules, and a static busybox.
+ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=("kernel image (/boot/vmlinuz-*)")
+{ b=$(command -v busybox) && ! ldd "$b" >/dev/null 2>&1; } || missing+=("static busybox")
 # GnuTLS's headers: the native build needs them for NBD STARTTLS (the TLS tests).
 pkg-config --exists gnutls 2>/dev/null || missing+=(gnutls)
 [ ${#missing[@]} -eq 0 ] && exit 0
-pkgs=(qemu-utils nbdkit libnbd-bin fio fuse3 fuse2fs sqlite3 e2fsprogs clang libclang-rt-14-dev cmake openssl strace pkg-config libgnutls28-dev)
+pkgs=(qemu-utils nbdkit libnbd-bin fio fuse3 fuse2fs sqlite3 e2fsprogs clang libclang-rt-14-dev cmake openssl strace pkg-config libgnutls28-dev
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio kmod xz-utils)
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing test tools: ${missing[*]}; install them with: sudo apt-get install -y ${pkgs[*]}" >&2
   exit 1
