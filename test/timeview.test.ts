@@ -286,7 +286,7 @@ t.test('bad input: one clear line, a non-zero exit, nothing served', async (t) =
 
 /** The counters a TimeView logged when it stopped. */
 function stoppedStats(v: TimeviewProcess): Record<string, number> {
-  const l = v.err.split('\n').filter((x) => x.startsWith('{')).map((x) => JSON.parse(x)).find((x) => x.msg === 'stopped')
+  const l = v.err.split('\n').filter((x) => x.startsWith('{')).map((x) => JSON.parse(x)).find((x) => typeof x.msg === 'string' && x.msg.startsWith('stopped'))
   if (!l) throw new Error(`no stats line when the TimeView stopped:\n${v.err}`)
   return l
 }
@@ -364,3 +364,37 @@ async function copyWith(opts: string[], uri: string, out: string): Promise<strin
   await must('nbdcopy', [...opts, uri, out])
   return out
 }
+
+t.test("with the appliance serving NBD, a TimeView reads its misses from the appliance's own export of the point, natively", async (t) => {
+  const dir = tmpdir(t)
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 16 * MiB, 31)
+  const appSock = path.join(dir, 'app.sock')
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--nbd', `unix:${appSock}`] })
+  const sock = path.join(dir, 'nbd.sock')
+  const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'] })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  const uri = nbdUri(sock, 'vol')
+  await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bsrange=512-64k', '--iodepth=8',
+    '--size=16M', '--io_size=4M', '--randrepeat=0'], { cwd: dir })
+  const seq = await replicatedSeq(agent, app, 'vol')
+  const restored = path.join(dir, 'restored.img')
+  await restore(app.address, 'vol', seq, restored)
+
+  const vsock = path.join(dir, 'view.sock')
+  const v = await startTimeview(t, app, vsock, ['--seq', String(seq)], ['--writable'])
+  t.match(String(v.served.source), new RegExp(`NBD export vol@seq=${seq} on ${appSock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`), `the view says where it reads: ${v.served.source}`)
+  await must('fio', ['--name=rand', '--thread', '--ioengine=nbd', `--uri=${nbdUri(vsock, 'vol')}`, '--rw=randread', '--bs=4k', '--iodepth=8',
+    '--numjobs=2', '--size=16M', '--io_size=2M', '--randrepeat=0', '--group_reporting'], { cwd: dir })
+  t.equal(await nbdcopy(nbdUri(vsock, 'vol'), path.join(dir, 'copy.img')), sha256(restored), 'what the view serves equals restore of the point')
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 1M 64k', nbdUri(vsock, 'vol')])
+  t.equal(await v.stop(), 0, 'the view stops')
+  const s = stoppedStats(v)
+  t.ok(s.fetches > 0 && s.fetchErrors === 0, `it fetched ${s.fetches} times from the export, no errors`)
+
+  const grpc = await startTimeview(t, app, path.join(dir, 'g.sock'), ['--seq', String(seq)], ['--transport', 'grpc'])
+  t.match(String(grpc.served.source), /^Admin\.Read over gRPC/, '--transport grpc reads with Admin.Read')
+  t.equal(await nbdcopy(nbdUri(path.join(dir, 'g.sock'), 'vol'), path.join(dir, 'g.img')), sha256(restored), 'and serves the same bytes')
+  t.equal(await grpc.stop(), 0, 'that view stops too')
+  t.equal(await must(process.execPath, [BIN, 'journal', 'verify', '--appliance', app.address, '--volume', 'vol']).then(() => 0), 0, 'the journal is untouched')
+})
