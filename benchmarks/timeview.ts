@@ -48,13 +48,14 @@ const OUT = resultsPath('timeview')
 const FIO = ['--rw=randread', '--bs=4k', '--iodepth=16', '--numjobs=2']
 const FIO_8 = ['--rw=randread', '--bs=4k', '--iodepth=4', '--numjobs=8']
 
-type TargetId = 'nbdkit' | 'nbdkit-warm' | 'tv-cold' | 'tv-cold-8' | 'tv-warm'
+type TargetId = 'nbdkit' | 'nbdkit-warm' | 'tv-cold' | 'tv-cold-8' | 'tv-warm' | 'tv-grpc'
 const TITLES: Record<TargetId, string> = {
   nbdkit: 'nbdkit file on the restored image, cold (peer)',
   'nbdkit-warm': 'nbdkit file on the restored image, page cache warm',
   'tv-cold': 'remote TimeView, cold (64 MiB cache)',
   'tv-cold-8': 'remote TimeView, cold, 8 connections × iodepth 4',
   'tv-warm': 'remote TimeView, warm (whole volume cached)',
+  'tv-grpc': 'remote TimeView, cold, misses over gRPC (Admin.Read, --transport grpc)',
 }
 
 /** Drops the page cache of every regular file under `paths` (fadvise DONTNEED after a sync). */
@@ -99,7 +100,9 @@ async function startTarget(id: TargetId, env: Env, tag: string): Promise<{ p: Pr
   } else {
     if (id !== 'tv-warm') await evict([env.data])
     const cache = id === 'tv-warm' ? [`--cache`, `${Math.ceil(SIZE / MiB) + 16}M`] : []
-    p = tidemark(id, ['timeview', '--appliance', env.app, '--volume', 'vol', '--seq', String(env.seq), '--nbd', `unix:${sock}`, '--stats-interval', '0', ...cache])
+    // The appliance serves NBD on TCP (a remote site reaches it so); the view reads its misses there, or over gRPC.
+    const transport = id === 'tv-grpc' ? ['--transport', 'grpc'] : ['--transport', 'nbd']
+    p = tidemark(id, ['timeview', '--appliance', env.app, '--volume', 'vol', '--seq', String(env.seq), '--nbd', `unix:${sock}`, '--stats-interval', '0', ...cache, ...transport])
     uri = `nbd+unix:///vol?socket=${sock}`
   }
   await p.listening(sock, 30_000)
@@ -149,7 +152,7 @@ async function main(): Promise<void> {
     }
     fs.closeSync(fd)
     const data = path.join(work, 'data')
-    const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--nbd', 'tcp:127.0.0.1:0', '--stats-interval', '0'])
     procs.push(app)
     await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
     const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
@@ -171,8 +174,8 @@ async function main(): Promise<void> {
     console.error(`eviction check: restored image ${cachedPercent(restored)} % in the page cache after fadvise(DONTNEED)`)
 
     // Random reads.
-    const targets: TargetId[] = ['nbdkit', 'nbdkit-warm', 'tv-cold', 'tv-cold-8', 'tv-warm']
-    const runs: Record<TargetId, Run[]> = { nbdkit: [], 'nbdkit-warm': [], 'tv-cold': [], 'tv-cold-8': [], 'tv-warm': [] }
+    const targets: TargetId[] = ['nbdkit', 'nbdkit-warm', 'tv-cold', 'tv-cold-8', 'tv-warm', 'tv-grpc']
+    const runs: Record<TargetId, Run[]> = { nbdkit: [], 'nbdkit-warm': [], 'tv-cold': [], 'tv-cold-8': [], 'tv-warm': [], 'tv-grpc': [] }
     // Sequential copies, MB/s.
     const seqRuns: Record<'nbdkit' | 'tv-cold', Array<{ mbPerSecond: number; readAheadBytes?: number; fetches?: number }>> = { nbdkit: [], 'tv-cold': [] }
     for (let round = 0; round < ROUNDS; round++) {
