@@ -158,14 +158,18 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
    public:
     ReadWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, uint64_t offset, uint64_t length)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), r_(std::move(r)), offset_(offset),
-          buf_(length) {}
+          buf_(new std::vector<uint8_t>(length)) {}
+    ~ReadWorker() override { delete buf_; }
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
       std::string error;
-      if (!r_->Read(offset_, buf_.size(), buf_.data(), &error)) SetError(error);
+      if (!r_->Read(offset_, buf_->size(), buf_->data(), &error)) SetError(error);
     }
     void OnOK() override {
-      deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(Env(), buf_.data(), buf_.size()));
+      // The bytes become the Buffer's without a copy; the Buffer frees them.
+      std::vector<uint8_t>* v = buf_;
+      buf_ = nullptr;
+      deferred_.Resolve(Napi::Buffer<uint8_t>::New(Env(), v->data(), v->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* p) { delete p; }, v));
     }
     void OnError(const Napi::Error& e) override {
       e.Set("code", Napi::String::New(Env(), "JOURNAL_IO"));
@@ -176,7 +180,7 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
     Napi::Promise::Deferred deferred_;
     std::shared_ptr<tidemark::PointReader> r_;
     uint64_t offset_;
-    std::vector<uint8_t> buf_;
+    std::vector<uint8_t>* buf_;
   };
 
   // read(offset, length) -> Promise<Buffer>; the caller checked the range.
