@@ -367,9 +367,9 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
 
   // TLS: the same files for the source and an NBD target.
   std::string msg;
-  std::shared_ptr<TlsClientCredentials> creds;
+  std::shared_ptr<TlsCredentials> creds;
   if (!c.tls_cert.empty()) {
-    creds = TlsClientCredentials::Load(c.tls_cert, c.tls_key, c.tls_ca, &msg);
+    creds = TlsCredentials::Load(c.tls_cert, c.tls_key, c.tls_ca, &msg);
     if (!creds) {
       Fail(CopyError::kTlsFiles, msg);
       return result(false);

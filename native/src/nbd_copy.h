@@ -18,7 +18,7 @@
 // buffer is reused only when the target has answered every request for it.
 //
 // The client side of the NBD protocol is written here (nbd_copy_client.h;
-// libnbd is not a dependency): fixed newstyle handshake, NBD_OPT_STARTTLS (nbd_copy_tls.h),
+// libnbd is not a dependency): fixed newstyle handshake, NBD_OPT_STARTTLS (nbd_tls.h),
 // NBD_OPT_GO with NBD_INFO_BLOCK_SIZE, simple replies only (structured
 // replies are never asked for), the constants of nbd_proto.h. Every failure is one line that names its cause:
 // the socket that refused the connection, the server's NBD_REP_ERR_* text,
@@ -61,7 +61,7 @@ struct CopyConfig {
   uint32_t request_bytes = 256 << 10;
   bool target_zeroed = false;        // the device or NBD target reads as zeroes already: skip zero runs
   bool sync = true;                  // fdatasync the file or device, FLUSH the NBD target, before returning
-  // PEM files for NBD TLS (nbd_copy_tls.h), all three or none: STARTTLS over
+  // PEM files for NBD TLS (nbd_tls.h), all three or none: STARTTLS over
   // TCP always, over a unix socket when the server requires it.
   std::string tls_cert, tls_key, tls_ca;
 };

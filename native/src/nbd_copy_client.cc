@@ -56,7 +56,7 @@ Connection::~Connection() {
   for (int s : failed_attempts_) close(s);
 }
 
-CopyError Connection::Open(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds,
+CopyError Connection::Open(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds,
                            const std::function<void(int)>& on_socket, std::string* msg) {
   what = e.Describe();
   CopyError err = Connect(e, on_socket, msg);
@@ -274,7 +274,7 @@ std::string Connection::ReplyText(const std::vector<uint8_t>& body) {
   return text.empty() ? "" : ": " + text;
 }
 
-CopyError Connection::StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg) {
+CopyError Connection::StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg) {
   const std::string pre = "the NBD server for " + what;
   if (!SendOption(nbd::kOptStartTls, {})) {
     *msg = pre + " failed during the handshake: " + ErrnoText(errno);
@@ -300,7 +300,7 @@ CopyError Connection::StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsCl
   return CopyError::kNone;
 }
 
-CopyError Connection::Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg) {
+CopyError Connection::Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg) {
   const std::string& name = e.export_name;
   const std::string pre = "the NBD server for " + what;
   uint8_t hello[18];

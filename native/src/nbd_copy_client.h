@@ -1,6 +1,6 @@
 // One NBD client connection of the copier (nbd_copy.h): connecting (a unix
 // socket, or TCP with a bounded connect), the fixed newstyle handshake with
-// NBD_OPT_STARTTLS (nbd_copy_tls.h) and NBD_OPT_GO, then requests and simple
+// NBD_OPT_STARTTLS (nbd_tls.h) and NBD_OPT_GO, then requests and simple
 // replies. Blocking sockets: a worker waits in recv, and Cancel (or the
 // first failure) shuts the socket down to wake it. The protocol's constants
 // are nbd_proto.h's; the wire format is doc/proto.md of NetworkBlockDevice/nbd.
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "nbd_copy.h"
-#include "nbd_copy_tls.h"
+#include "nbd_tls.h"
 #include "nbd_proto.h"
 
 namespace tidemark::nbdcopy {
@@ -42,7 +42,7 @@ class Connection {
   // credentials, TLS is started first over TCP, and over a unix socket
   // when the server requires it; without, a server that requires TLS is
   // kTlsRequired.
-  CopyError Open(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds,
+  CopyError Open(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds,
                  const std::function<void(int)>& on_socket, std::string* msg);
 
   bool Send(const uint8_t* hdr, size_t hn, const uint8_t* data, size_t dn);
@@ -79,9 +79,9 @@ class Connection {
   static std::string ReplyText(const std::vector<uint8_t>& body);
 
   // NBD_OPT_STARTTLS, then the TLS handshake: every later byte is encrypted.
-  CopyError StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg);
+  CopyError StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg);
 
-  CopyError Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsClientCredentials>& creds, std::string* msg);
+  CopyError Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg);
 
   // Sockets of failed TCP attempts: tracked for Cancel until Run ends, so
   // they are closed with the connection, never while their number could be

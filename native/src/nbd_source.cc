@@ -10,7 +10,7 @@ namespace tidemark {
 using nbdcopy::Connection;
 using tidemark::CopyError;
 
-NbdSource::NbdSource(NbdEndpoint endpoint, std::shared_ptr<TlsClientCredentials> creds, int connections)
+NbdSource::NbdSource(NbdEndpoint endpoint, std::shared_ptr<TlsCredentials> creds, int connections)
     : endpoint_(std::move(endpoint)), creds_(std::move(creds)), max_(std::max(1, connections)) {}
 
 NbdSource::~NbdSource() { Close(); }

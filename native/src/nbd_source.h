@@ -20,13 +20,13 @@
 
 #include "nbd_copy.h"
 #include "nbd_copy_client.h"
-#include "nbd_copy_tls.h"
+#include "nbd_tls.h"
 
 namespace tidemark {
 
 class NbdSource {
  public:
-  NbdSource(NbdEndpoint endpoint, std::shared_ptr<TlsClientCredentials> creds, int connections);
+  NbdSource(NbdEndpoint endpoint, std::shared_ptr<TlsCredentials> creds, int connections);
   ~NbdSource();
 
   // Opens the first connection; the export's size in *size.
@@ -43,7 +43,7 @@ class NbdSource {
   std::unique_ptr<nbdcopy::Connection> Connect(std::string* error);
 
   const NbdEndpoint endpoint_;
-  const std::shared_ptr<TlsClientCredentials> creds_;
+  const std::shared_ptr<TlsCredentials> creds_;
   const int max_;
   std::mutex mu_;
   std::condition_variable cv_;

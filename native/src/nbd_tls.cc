@@ -18,6 +18,17 @@ bool TlsSession::Handshake(int, int, std::string* error) {
 ssize_t TlsSession::Recv(uint8_t*, size_t) { return -1; }
 ssize_t TlsSession::Send(const uint8_t*, size_t) { return -1; }
 void TlsSession::Bye() {}
+TlsClientSession::~TlsClientSession() = default;
+bool TlsClientSession::Handshake(int, const std::string&, int, std::string* error) {
+  *error = "no TLS in this build";
+  return false;
+}
+ssize_t TlsClientSession::Recv(uint8_t*, size_t) { return -1; }
+ssize_t TlsClientSession::Send(const uint8_t*, size_t) { return -1; }
+bool TlsClientSession::Pending() const { return false; }
+void TlsClientSession::Bye() {}
+ssize_t TlsClientSession::Result(ssize_t r) { return r; }
+
 
 }  // namespace tidemark
 
@@ -27,6 +38,7 @@ void TlsSession::Bye() {}
 #include <gnutls/x509.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 namespace tidemark {
@@ -161,6 +173,89 @@ ssize_t TlsSession::Send(const uint8_t* buf, size_t n) {
 }
 
 void TlsSession::Bye() {
+  if (session_) gnutls_bye(static_cast<gnutls_session_t>(session_), GNUTLS_SHUT_WR);
+}
+
+TlsClientSession::~TlsClientSession() {
+  if (session_) gnutls_deinit(static_cast<gnutls_session_t>(session_));
+}
+
+bool TlsClientSession::Handshake(int fd, const std::string& host, int timeout_ms, std::string* error) {
+  gnutls_session_t s;
+  if (int rc = gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL); rc < 0) {
+    *error = Gnutls("TLS session", rc);
+    return false;
+  }
+  session_ = s;
+  gnutls_priority_set(s, static_cast<gnutls_priority_t>(creds_->priority_));
+  gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, static_cast<gnutls_certificate_credentials_t>(creds_->creds_));
+  // The chain against the CA, and over TCP the host (DNS name or IP address) against the certificate.
+  gnutls_session_set_verify_cert(s, host.empty() ? nullptr : host.c_str(), 0);
+  gnutls_transport_set_int(s, fd);
+  gnutls_handshake_set_timeout(s, unsigned(timeout_ms));
+  int rc;
+  do {
+    rc = gnutls_handshake(s);
+  } while (rc < 0 && !gnutls_error_is_fatal(rc));
+  if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+    const unsigned status = gnutls_session_get_verify_cert_status(s);
+    gnutls_datum_t out{};
+    gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0);
+    std::string why(out.data ? reinterpret_cast<char*>(out.data) : "?");
+    while (!why.empty() && why.back() == ' ') why.pop_back();
+    *error = "the server's TLS certificate is not trusted: " + why;
+    gnutls_free(out.data);
+    return false;
+  }
+  if (rc < 0) {
+    *error = Gnutls("TLS handshake failed", rc);
+    return false;
+  }
+  return true;
+}
+
+// The socket is blocking: GNUTLS_E_AGAIN means its SO_RCVTIMEO/SO_SNDTIMEO
+// ran out (the handshake phase), reported as EAGAIN like recv would.
+ssize_t TlsClientSession::Recv(uint8_t* buf, size_t n) {
+  for (;;) {
+    const ssize_t r = gnutls_record_recv(static_cast<gnutls_session_t>(session_), buf, n);
+    if (r == GNUTLS_E_INTERRUPTED) continue;
+    if (r == GNUTLS_E_PREMATURE_TERMINATION) return 0;  // closed without a TLS goodbye
+    return Result(r);
+  }
+}
+
+ssize_t TlsClientSession::Send(const uint8_t* buf, size_t n) {
+  for (;;) {
+    const ssize_t r = gnutls_record_send(static_cast<gnutls_session_t>(session_), buf, n);
+    if (r == GNUTLS_E_INTERRUPTED) continue;
+    return Result(r);
+  }
+}
+
+ssize_t TlsClientSession::Result(ssize_t r) {
+  if (r >= 0) return r;
+  if (r == GNUTLS_E_AGAIN) {
+    error_ = "no answer in time";
+    errno = EAGAIN;
+  } else if (r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) {
+    // The socket failed under TLS: after a TLS 1.3 handshake this is how a
+    // server that refused the client's certificate is seen.
+    error_ = std::string("the TLS session was cut (") + std::strerror(errno) +
+             "): does the server accept this client's certificate?";
+    errno = EPROTO;
+  } else {
+    error_ = std::string("TLS: ") + gnutls_strerror(int(r));
+    errno = EPROTO;
+  }
+  return -1;
+}
+
+bool TlsClientSession::Pending() const {
+  return session_ && gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0;
+}
+
+void TlsClientSession::Bye() {
   if (session_) gnutls_bye(static_cast<gnutls_session_t>(session_), GNUTLS_SHUT_WR);
 }
 

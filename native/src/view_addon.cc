@@ -240,9 +240,9 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     if (u.Get("host").IsString()) e.host = u.Get("host").As<Napi::String>();
     if (u.Get("port").IsNumber()) e.port = u.Get("port").As<Napi::Number>().Int32Value();
     if (u.Get("export").IsString()) e.export_name = u.Get("export").As<Napi::String>();
-    std::shared_ptr<tidemark::TlsClientCredentials> creds;
+    std::shared_ptr<tidemark::TlsCredentials> creds;
     if (u.Get("tlsCert").IsString()) {
-      creds = tidemark::TlsClientCredentials::Load(u.Get("tlsCert").As<Napi::String>(), u.Get("tlsKey").ToString(),
+      creds = tidemark::TlsCredentials::Load(u.Get("tlsCert").As<Napi::String>(), u.Get("tlsKey").ToString(),
                                                             u.Get("tlsCa").ToString(), error);
       if (!creds) return false;
     }
