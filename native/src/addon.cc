@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 
+#include "addon_util.h"
 #include "dirty_map.h"
 #include "record.h"
 #include "tap.h"
@@ -41,11 +42,7 @@ void CallEvent(Napi::Env env, Napi::Function fn, std::nullptr_t*, Event* e) {
 
 using EventFn = Napi::TypedThreadSafeFunction<std::nullptr_t, Event, CallEvent>;
 
-Napi::Error Fail(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
+using tidemark_addon::Fail;
 
 class NativeTap : public Napi::ObjectWrap<NativeTap> {
  public:
@@ -352,38 +349,17 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
     return w->Promise();
   }
 
-  class CloseWorker : public Napi::AsyncWorker {
-   public:
-    CloseWorker(Napi::Env env, NativeTap* t, Napi::ObjectReference keep)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), t_(t), keep_(std::move(keep)) {}
-    void Execute() override {
-      if (t_->tap_) t_->tap_->Close();
-    }
-    void OnOK() override {
-      t_->events_released_ = true;
-      t_->events_.Release();
-      deferred_.Resolve(Env().Undefined());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-
-   private:
-    Napi::Promise::Deferred deferred_;
-    NativeTap* t_;
-    Napi::ObjectReference keep_;
-  };
-
   // close() -> Promise: stops listening, waits for in-flight requests.
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (closed_) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Resolve(env.Undefined());
-      return d.Promise();
-    }
-    closed_ = true;
-    auto* w = new CloseWorker(env, this, Napi::Persistent(Value()));
-    w->Queue();
-    return w->Promise();
+    return tidemark_addon::CloseOnWorker(
+        info.Env(), &closed_, Value(),
+        [this] {
+          if (tap_) tap_->Close();
+        },
+        [this] {
+          events_released_ = true;
+          events_.Release();
+        });
   }
 
   std::unique_ptr<Tap> tap_;

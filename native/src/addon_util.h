@@ -4,6 +4,7 @@
 
 #include <napi.h>
 
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -49,5 +50,40 @@ class LogSink {
   LogTsfn tsfn_;
   bool closed_ = false;
 };
+
+// close() -> Promise for an object whose closing blocks (joins threads):
+// `work` runs on a worker thread, `done` then on the JavaScript thread, and
+// the object stays referenced until the promise settles. A second close()
+// resolves at once.
+class CloseWorker : public Napi::AsyncWorker {
+ public:
+  CloseWorker(Napi::Env env, Napi::ObjectReference keep, std::function<void()> work, std::function<void()> done)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), keep_(std::move(keep)),
+        work_(std::move(work)), done_(std::move(done)) {}
+  void Execute() override { work_(); }
+  void OnOK() override {
+    done_();
+    deferred_.Resolve(Env().Undefined());
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  std::function<void()> work_, done_;
+};
+
+inline Napi::Value CloseOnWorker(Napi::Env env, bool* closed, Napi::Object self, std::function<void()> work,
+                                 std::function<void()> done) {
+  if (*closed) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Resolve(env.Undefined());
+    return d.Promise();
+  }
+  *closed = true;
+  auto* w = new CloseWorker(env, Napi::Persistent(self), std::move(work), std::move(done));
+  w->Queue();
+  return w->Promise();
+}
 
 }  // namespace tidemark_addon

@@ -449,39 +449,16 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
     return Napi::Number::New(info.Env(), server_ ? double(server_->rejected_handshakes()) : 0);
   }
 
-  class CloseWorker : public Napi::AsyncWorker {
-   public:
-    CloseWorker(Napi::Env env, ApplianceNbd* n, Napi::ObjectReference keep)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), n_(n), keep_(std::move(keep)) {}
-    void Execute() override {
-      // Names still being resolved get "shutting down"; connections finish the
-      // request they serve and close.
-      n_->exports_->Abort();
-      if (n_->server_) n_->server_->Stop();
-    }
-    void OnOK() override {
-      n_->ReleaseTsfns();
-      deferred_.Resolve(Env().Undefined());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-
-   private:
-    Napi::Promise::Deferred deferred_;
-    ApplianceNbd* n_;
-    Napi::ObjectReference keep_;
-  };
-
+  // close() -> Promise: names still being resolved get "shutting down";
+  // connections finish the request they serve and close.
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (closed_) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Resolve(env.Undefined());
-      return d.Promise();
-    }
-    closed_ = true;
-    auto* w = new CloseWorker(env, this, Napi::Persistent(Value()));
-    w->Queue();
-    return w->Promise();
+    return tidemark_addon::CloseOnWorker(
+        info.Env(), &closed_, Value(),
+        [this] {
+          exports_->Abort();
+          if (server_) server_->Stop();
+        },
+        [this] { ReleaseTsfns(); });
   }
 
   OpenTsfn open_tsfn_;

@@ -14,6 +14,7 @@
 
 #include <memory>
 
+#include "addon_util.h"
 #include "nbd_copy.h"
 
 namespace {
@@ -39,11 +40,7 @@ const char* CodeOf(CopyError e) {
   return "COPY_FAILED";
 }
 
-Napi::Error Fail(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
+using tidemark_addon::Fail;
 
 // { unix } or { host, port }, and export.
 bool ReadEndpoint(Napi::Value v, NbdEndpoint* e) {

@@ -21,6 +21,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "addon_util.h"
 #include "nbd_server.h"
 #include "nbd_source.h"
 #include "view.h"
@@ -32,11 +33,9 @@ using tidemark::View;
 
 constexpr auto kCloseGrace = std::chrono::seconds(10);
 
-Napi::Error Fail(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
+using tidemark_addon::Fail;
+using tidemark_addon::LogEvent;
+using tidemark_addon::LogTsfn;
 
 struct FetchEvent {
   uint64_t id, offset;
@@ -50,16 +49,6 @@ void CallFetch(Napi::Env env, Napi::Function fn, std::nullptr_t*, FetchEvent* e)
   delete e;
 }
 using FetchTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, FetchEvent, CallFetch>;
-
-struct LogEvent {
-  int level;
-  std::string message;
-};
-void CallLog(Napi::Env env, Napi::Function fn, std::nullptr_t*, LogEvent* e) {
-  if (env != nullptr && fn != nullptr) fn.Call({Napi::Number::New(env, e->level), Napi::String::New(env, e->message)});
-  delete e;
-}
-using LogTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, LogEvent, CallLog>;
 
 // Fetches waiting for JavaScript, by id. A waiter's request lives on its own
 // stack; it is removed from the map (under mu_) before the waiter returns, so
@@ -332,56 +321,33 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
 
   Napi::Value TcpPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tcp_port_); }
 
-  class CloseWorker : public Napi::AsyncWorker {
-   public:
-    CloseWorker(Napi::Env env, NativeView* v, Napi::ObjectReference keep)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), v_(v), keep_(std::move(keep)) {}
-    void Execute() override {
-      // The watchdog gives JavaScript kCloseGrace to answer the fetches that
-      // in-flight requests wait on, then fails them so Stop() can join.
-      std::mutex mu;
-      std::condition_variable cv;
-      bool stopped = false;
-      std::thread watchdog([&] {
-        std::unique_lock<std::mutex> lk(mu);
-        if (!cv.wait_for(lk, kCloseGrace, [&] { return stopped; })) v_->bridge_.Abort();
-      });
-      if (v_->server_) v_->server_->Stop();
-      if (v_->upstream_) v_->upstream_->Close();
-      {
-        std::lock_guard<std::mutex> lk(mu);
-        stopped = true;
-      }
-      cv.notify_all();
-      watchdog.join();
-      v_->bridge_.Abort();
-      if (v_->view_) v_->view_->Close();  // the overlay is gone from here on
-    }
-    void OnOK() override {
-      v_->ReleaseTsfns();
-      deferred_.Resolve(Env().Undefined());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-
-   private:
-    Napi::Promise::Deferred deferred_;
-    NativeView* v_;
-    Napi::ObjectReference keep_;
-  };
-
   // close() -> Promise: stops listening, lets in-flight requests finish,
   // closes the connections and discards the overlay.
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (closed_) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Resolve(env.Undefined());
-      return d.Promise();
+    return tidemark_addon::CloseOnWorker(info.Env(), &closed_, Value(), [this] { Shutdown(); }, [this] { ReleaseTsfns(); });
+  }
+
+  // close()'s work, on a worker thread.
+  void Shutdown() {
+    // The watchdog gives JavaScript kCloseGrace to answer the fetches that
+    // in-flight requests wait on, then fails them so Stop() can join.
+    std::mutex mu;
+    std::condition_variable cv;
+    bool stopped = false;
+    std::thread watchdog([&] {
+      std::unique_lock<std::mutex> lk(mu);
+      if (!cv.wait_for(lk, kCloseGrace, [&] { return stopped; })) bridge_.Abort();
+    });
+    if (server_) server_->Stop();
+    if (upstream_) upstream_->Close();
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stopped = true;
     }
-    closed_ = true;
-    auto* w = new CloseWorker(env, this, Napi::Persistent(Value()));
-    w->Queue();
-    return w->Promise();
+    cv.notify_all();
+    watchdog.join();
+    bridge_.Abort();
+    if (view_) view_->Close();  // the overlay is gone from here on
   }
 
   FetchTsfn fetch_tsfn_;
