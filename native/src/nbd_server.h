@@ -2,10 +2,12 @@
 // transmission phase, over a set of exports (one name each). The bottom
 // layer is an Export (export.h): the tap's protected volumes, or a TimeView.
 //
-// One thread per connection serves its requests in order. Replies to
-// requests that were already buffered are sent together (one send for many
-// replies), which is where a pipelining client's throughput comes from; the
-// JavaScript event loop is never on this path.
+// Threading: per connection, one thread does the handshake, then reads and
+// validates requests and hands them to up to 8 workers of that connection,
+// which run them at once (a request waits only for an earlier overlapping
+// change, a FLUSH for every earlier change) and send replies as they
+// complete, by cookie, several in one send; the JavaScript event loop is
+// never on this path.
 #pragma once
 
 #include <atomic>
@@ -41,11 +43,12 @@ class NbdServer {
   // port 0 picks a free port; *bound receives it.
   bool ListenTcp(const std::string& host, int port, int* bound, std::string* error);
   void Start();
-  // Stops accepting, lets every connection finish the request it is serving,
-  // then closes them all.
+  // Stops accepting, lets every connection finish and answer the requests it
+  // has read, then closes them all.
   void Stop();
 
-  // Serves one already-connected socket on the calling thread (fuzzing, tests).
+  // Serves one already-connected socket on the calling thread (fuzzing,
+  // tests); its workers are joined before it returns.
   void ServeConnection(int fd);
 
   uint64_t rejected_handshakes() const { return rejected_handshakes_; }

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -872,16 +873,23 @@ void TestNbdServer() {
     CHECK(c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 7 && c.Recv(got.data(), 512) &&
               std::equal(got.begin(), got.end(), data.begin()),
           "its payload is discarded and the next request is read in step");
-    // Pipelined: three requests in one send, three replies in order.
+    // Pipelined: three requests in one send. Replies come as they complete
+    // (by cookie); the READ overlaps the TRIM sent before it, so it sees it.
     c.Send(Cat({Request(kCmdTrim, 0, 8, kRegionSize, kRegionSize), Request(kCmdWriteZeroes, 0, 9, 0, 4096),
                 Request(kCmdRead, 0, 10, kRegionSize - 2048, 4096)}));
-    Client::Reply r8, r9, r10;
+    std::map<uint64_t, uint32_t> errors;
     got.resize(4096);
-    CHECK(c.ReadReply(&r8) && c.ReadReply(&r9) && c.ReadReply(&r10) && r8.cookie == 8 && r8.error == 0 && r9.cookie == 9 &&
-              r9.error == 0 && r10.cookie == 10 && r10.error == 0 && c.Recv(got.data(), 4096) &&
+    bool all_ok = true;
+    for (int i = 0; i < 3 && all_ok; i++) {
+      Client::Reply x;
+      all_ok = c.ReadReply(&x) && x.magic == kSimpleReplyMagic;
+      errors[x.cookie] = x.error;
+      if (all_ok && x.cookie == 10 && x.error == 0) all_ok = c.Recv(got.data(), 4096);
+    }
+    CHECK(all_ok && errors.size() == 3 && errors[8] == 0 && errors[9] == 0 && errors[10] == 0 &&
               std::equal(got.begin(), got.begin() + 2048, f.initial.begin() + kRegionSize - 2048) &&
               AllZero(got.data() + 2048, 2048),
-          "pipelined TRIM, WRITE_ZEROES, READ are answered in order");
+          "pipelined TRIM, WRITE_ZEROES, READ are all answered; the READ sees the TRIM before it");
     c.Send(Request(5, 0, 11, 0, 512));
     CHECK(c.ReadReply(&rep) && rep.error == kEinval && rep.cookie == 11, "an unknown command gets EINVAL");
 
@@ -891,6 +899,8 @@ void TestNbdServer() {
   auto recs = PullAll(*f.vol);
   std::vector<int> kinds;
   for (const auto& r : recs) kinds.push_back(r.h.kind);
+  // (the TRIM and the WRITE_ZEROES do not overlap: they ran at once, in either order)
+  if (kinds.size() == 4 && kinds[2] > kinds[3]) std::swap(kinds[2], kinds[3]);
   CHECK(kinds == std::vector<int>({kRecordWrite, kRecordFlush, kRecordTrim, kRecordZero}),
         "only the accepted changes were recorded");
   std::vector<uint8_t> image = f.initial;
