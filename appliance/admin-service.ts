@@ -15,7 +15,6 @@ import type { RestoreRequest__Output } from '../proto/generated/tidemark/v1/Rest
 import type { StatsReply } from '../proto/generated/tidemark/v1/StatsReply'
 import type { StatsRequest__Output } from '../proto/generated/tidemark/v1/StatsRequest'
 import { adminProto } from '../proto/load'
-import type { PointInTime__Output } from '../proto/generated/tidemark/v1/PointInTime'
 import type { ResolveRequest__Output } from '../proto/generated/tidemark/v1/ResolveRequest'
 import type { ResolveReply } from '../proto/generated/tidemark/v1/ResolveReply'
 import type { ReadRequest__Output } from '../proto/generated/tidemark/v1/ReadRequest'
@@ -35,6 +34,10 @@ import { unaryHandler, type UnaryOptions } from '../proto/unary-handler'
 import type { VolumeJournal } from '../proto/generated/tidemark/v1/VolumeJournal'
 import { compactReply, volumeStatsReply } from './admin-replies'
 import type { Authorizer, Caller } from './authorizer'
+import { checkPoint, resolvePoint } from './point-resolver'
+import type { ApplianceNbdServer } from './nbd-exports'
+import type { ServerInfoRequest__Output } from '../proto/generated/tidemark/v1/ServerInfoRequest'
+import type { ServerInfoReply } from '../proto/generated/tidemark/v1/ServerInfoReply'
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
@@ -57,12 +60,6 @@ function toTimeMark(e: CatalogEntry): TimeMark {
   }
 }
 
-export interface ResolvedPoint {
-  seq: number
-  timemark: CatalogEntry | null
-  timeMs: number
-}
-
 export class AdminService {
   constructor(
     private readonly store: ApplianceStore,
@@ -71,6 +68,7 @@ export class AdminService {
     private readonly log: Logger,
     private readonly applianceId: string,
     private readonly retention: Retention | null = null,
+    private readonly nbd: ApplianceNbdServer | null = null,
     private readonly startedAt = new Date()
   ) {}
 
@@ -94,7 +92,7 @@ export class AdminService {
       journal: unaryHandler<JournalRequest__Output, JournalReply>('journal', opts(), (call) => this.journal(call.request)),
       resolve: unaryHandler<ResolveRequest__Output, ResolveReply>('resolve', opts(), async (call) => {
         const v = this.volume(call.request.volume)
-        const p = await this.resolvePoint(v, call.request.point)
+        const p = await resolvePoint(v, call.request.point)
         return { seq: p.seq, volumeSize: v.meta.size, timemark: p.timemark ? toTimeMark(p.timemark) : null, timeMs: p.timeMs }
       }),
       read: unaryHandler<ReadRequest__Output, ReadReply>('read', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
@@ -103,8 +101,8 @@ export class AdminService {
         if (r.length > MAX_READ_BYTES) {
           throw new TidemarkError('READ_TOO_LARGE', `a read of ${r.length} bytes is over the ${MAX_READ_BYTES}-byte limit`)
         }
-        this.checkPoint(v, r.seq)
-        return { data: await v.read(r.seq, r.offset, r.length) }
+        checkPoint(v, r.seq)
+        return { data: await v.readMapped(r.seq, r.offset, r.length) }
       }),
       fingerprints: unaryHandler<FingerprintsRequest__Output, FingerprintsReply>('fingerprints', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
         const r = call.request
@@ -112,19 +110,27 @@ export class AdminService {
         if (r.regions.length > MAX_FINGERPRINT_REGIONS) {
           throw new TidemarkError('READ_TOO_LARGE', `${r.regions.length} regions is over the ${MAX_FINGERPRINT_REGIONS} one request may name`)
         }
-        this.checkPoint(v, r.seq)
+        checkPoint(v, r.seq)
         return { fingerprints: await v.fingerprintsAt(r.seq, r.regions) }
       }),
       pinTimeMark: unaryHandler<PinTimeMarkRequest__Output, TimeMark>('pinTimeMark', opts(), async (call) => {
         const r = call.request
         const v = this.volume(r.volume)
-        const p = await this.resolvePoint(v, { timemark: r.timemark, point: 'timemark' }, { anyPoint: true })
+        const p = await resolvePoint(v, { timemark: r.timemark, point: 'timemark' }, { anyPoint: true })
         return toTimeMark(await v.pin(p.timemark!.seq, r.pinned))
       }),
       compact: unaryHandler<CompactRequest__Output, CompactReply>('compact', opts(), async (call) => {
         const v = this.volume(call.request.volume)
         if (!this.retention) throw new TidemarkError('BAD_POINT', 'this appliance has no retention')
         return compactReply(v.meta.name, await this.retention.run(v))
+      }),
+      serverInfo: unaryHandler<ServerInfoRequest__Output, ServerInfoReply>('serverInfo', opts(), async () => {
+        const e = this.nbd?.endpoint
+        return {
+          applianceId: this.applianceId,
+          nbdUnix: e && 'unix' in e ? e.unix : '',
+          nbdTcp: e && 'tcp' in e ? this.nbd!.address.slice(4) : '',
+        }
       }),
       listTimeMarks: unaryHandler<ListTimeMarksRequest__Output, ListTimeMarksReply>('listTimeMarks', opts(), async (call) => {
         const v = this.volume(call.request.volume)
@@ -149,72 +155,10 @@ export class AdminService {
     return v
   }
 
-  /**
-   * The seq a point names, refusing what cannot be restored exactly: a point
-   * not yet durable, before the first exact point, inside an inexact window,
-   * or before the initial copy completed.
-   */
-  async resolvePoint(v: VolumeStore, p: PointInTime__Output | null, opts: { anyPoint?: boolean } = {}): Promise<ResolvedPoint> {
-    const name = v.meta.name
-    let seq: number
-    let timemark: CatalogEntry | null = null
-    let timeMs = 0
-    if (!p || p.point === 'latest' || (p.point === undefined && !p.seq)) {
-      seq = v.exactSeq
-    } else if (p.point === 'seq') {
-      seq = p.seq ?? 0
-      if (seq > v.durableSeq) throw new TidemarkError('POINT_IN_FUTURE', `seq ${seq} of volume ${name} is not durable here yet (the newest is ${v.durableSeq})`)
-    } else if (p.point === 'timemark') {
-      const t = p.timemark ?? ''
-      if (/^\d+$/.test(t)) {
-        timemark = await v.timemarkById(Number(t))
-        if (!timemark) throw new TidemarkError('UNKNOWN_TIMEMARK', `volume ${name} has no TimeMark with id ${t} (see tidemark timemark list)`)
-      } else {
-        const found = await v.timemarksByLabel(t)
-        if (found.length === 0) throw new TidemarkError('UNKNOWN_TIMEMARK', `volume ${name} has no TimeMark labelled ${JSON.stringify(t)} (see tidemark timemark list)`)
-        if (found.length > 1) {
-          throw new TidemarkError(
-            'AMBIGUOUS_TIMEMARK',
-            `volume ${name} has ${found.length} TimeMarks labelled ${JSON.stringify(t)} (ids ${found.map((e) => e.seq).join(', ')}); give an id`
-          )
-        }
-        timemark = found[0]
-      }
-      seq = timemark.seq
-      timeMs = timemark.wallMs
-    } else if (p.point === 'atMs') {
-      const atMs = p.atMs ?? 0
-      if (atMs > Date.now() + 1000) throw new TidemarkError('POINT_IN_FUTURE', `${new Date(atMs).toISOString()} is in the future`)
-      const at = await v.seqAt(atMs)
-      if (!at && v.base) v.checkRetained(0)
-      if (!at) throw new TidemarkError('POINT_BEFORE_HISTORY', `volume ${name} holds nothing recorded at or before ${new Date(atMs).toISOString()}`)
-      seq = Math.min(at.seq, v.durableSeq)
-      timeMs = at.ms
-    } else {
-      throw new TidemarkError('BAD_POINT', 'give a point: a seq, latest, a TimeMark or a time')
-    }
-    if (!opts.anyPoint) this.checkPoint(v, seq)
-    return { seq, timemark, timeMs }
-  }
-
-  private checkPoint(v: VolumeStore, seq: number): void {
-    if (!v.fullSyncDone) {
-      // Sectors the copy has not reached yet would read as zeroes: no point
-      // of this volume is a true image until the copy completes.
-      throw new TidemarkError(
-        'INITIAL_COPY_INCOMPLETE',
-        `volume ${v.meta.name}: the initial copy is not complete yet, so no point restores exactly (see tidemark stats)`
-      )
-    }
-    if (seq > v.durableSeq) throw new TidemarkError('POINT_IN_FUTURE', `seq ${seq} of volume ${v.meta.name} is not durable here yet (the newest is ${v.durableSeq})`)
-    v.checkRetained(seq)
-    v.checkExact(seq)
-  }
-
   private async restore(call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>): Promise<void> {
     this.authorize(call.request.volume, call)
     const v = this.volume(call.request.volume)
-    const { seq } = await this.resolvePoint(v, call.request.point)
+    const { seq } = await resolvePoint(v, call.request.point)
     let cancelled = false
     call.on('cancelled', () => (cancelled = true))
     const t0 = Date.now()

@@ -13,6 +13,7 @@ import { TidemarkError } from '../proto/errors'
 import { MAX_MESSAGE_BYTES } from '../proto/load'
 import { initHash } from '../proto/hash'
 import { AdminService } from './admin-service'
+import { ApplianceNbdServer, type NbdEndpoint } from './nbd-exports'
 import { Authorizer, type AllowList } from './authorizer'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
@@ -30,6 +31,8 @@ export interface ApplianceOptions {
   retain?: RetentionRule[]
   /** How often retention runs, ms (0: only when asked, `journal compact`). */
   compactEveryMs?: number
+  /** Serve every point over NBD here (nbd-exports.ts). */
+  nbd?: NbdEndpoint
   logger: Logger
 }
 
@@ -58,6 +61,8 @@ export class Appliance {
   private timer: NodeJS.Timeout | null = null
   private retention: Retention | null = null
   private stopping: Promise<void> | null = null
+  /** The NBD server, with --nbd. */
+  nbd: ApplianceNbdServer | null = null
 
   private constructor(
     private readonly server: grpc.Server,
@@ -102,7 +107,16 @@ export class Appliance {
     const replication = new ReplicationService(store, auth, log, id)
     const retention = new Retention(store, opts.retain ?? [], log)
     store.onNoSpace = (volume) => retention.underPressure(volume)
-    const admin = new AdminService(store, replication, auth, log, id, retention)
+    let nbd: ApplianceNbdServer | null = null
+    if (opts.nbd) {
+      try {
+        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback }, log)
+      } catch (err) {
+        await store.close()
+        throw err
+      }
+    }
+    const admin = new AdminService(store, replication, auth, log, id, retention, nbd)
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -119,10 +133,12 @@ export class Appliance {
         server.bindAsync(`${host}:${opts.listen.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
       )
     } catch (err) {
+      await nbd?.close()
       await store.close()
       throw new TidemarkError('LISTEN_FAILED', `cannot listen on ${host}:${opts.listen.port}: ${(err as Error).message}`)
     }
     const a = new Appliance(server, store, replication, log, port)
+    a.nbd = nbd
     a.retention = retention
     retention.start(opts.compactEveryMs ?? 60_000)
     log.info(
@@ -130,6 +146,7 @@ export class Appliance {
         listen: `${host}:${port}`,
         data: opts.dataDir,
         tls: !!opts.tls,
+        nbd: nbd?.address ?? null,
         allowList: opts.allow ? Object.fromEntries(opts.allow) : null,
         volumes: store.volumes().map((v) => ({ name: v.meta.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
       },
@@ -153,6 +170,7 @@ export class Appliance {
       if (this.timer) clearInterval(this.timer)
       await this.retention?.stop()
       this.replication.closeAll()
+      await this.nbd?.close()
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           this.server.forceShutdown()

@@ -45,6 +45,7 @@ import { CHUNK_BYTES, IndexBatch, RANGE_CHUNKS } from './chunk-index'
 import type { CommitSink, CommitStage, GroupCommit, PendingWrite } from './group-commit'
 import type { JournalWrite } from './journal'
 import { FRAME_CHANGE, FRAME_HEADER_SIZE, batchFramedSize, encodeCommit, sealFrame } from './journal-format'
+import type { CommittedBatch } from './point-maps'
 import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkBatch } from './record-check'
 import type { SegmentFile } from './segment'
 import type { TimemarkCatalog } from './timemark-catalog'
@@ -106,7 +107,9 @@ export class BatchWriter implements CommitSink {
     /** Recovers the volume from its files (after a failed index write). */
     private readonly reload: () => Promise<void>,
     /** Told once per episode when the volume runs out of space. */
-    private readonly onNoSpace: () => void = () => {}
+    private readonly onNoSpace: () => void = () => {},
+    /** Each batch once it is durable and indexed, in commit order (the live point map). */
+    private readonly onCommitted: (b: CommittedBatch) => void = () => {}
   ) {
     this.log = l.log
     this.acceptedSeq = l.durableSeq
@@ -183,6 +186,7 @@ export class BatchWriter implements CommitSink {
     l.durableSeq = last.batch.lastSeq
     for (const w of ws) {
       this.notePending(w.recs, w.batch.recordCount, -1)
+      this.onCommitted({ recs: w.recs, recordCount: w.batch.recordCount, segment: w.segment, offset: w.offset, lastSeq: w.batch.lastSeq })
       w.resolve(w.batch.lastSeq)
     }
   }

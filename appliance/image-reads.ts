@@ -135,11 +135,15 @@ export class ImageReads {
 
   async read(seq: number, offset: number, length: number): Promise<Buffer> {
     this.checkReadable(seq)
+    this.checkRange(offset, length)
+    return this.readAt(seq, offset, length)
+  }
+
+  checkRange(offset: number, length: number): void {
     const size = this.l.meta.size
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
       throw new TidemarkError('READ_OUT_OF_RANGE', `volume ${this.l.meta.name}: read of ${length} bytes at ${offset} is outside the ${size}-byte volume`)
     }
-    return this.readAt(seq, offset, length)
   }
 
   private readAt(seq: number, offset: number, length: number): Promise<Buffer> {

@@ -61,10 +61,10 @@ export interface ImageSource {
 }
 
 /** A plan's segment number for "the base image, at the sector's own offset". */
-const BASE = -2
+export const BASE = -2
 
-/** Where each sector of one chunk lives: segment (-1: zero) and file offset. */
-class ChunkPlan {
+/** Where each sector of one chunk lives: segment (-1: zero, BASE: the base image) and file offset. */
+export class ChunkPlan {
   readonly seg = new Int32Array(CHUNK_SECTORS)
   readonly off = new Float64Array(CHUNK_SECTORS)
   readonly covered = new Uint8Array(CHUNK_SECTORS)
@@ -200,15 +200,14 @@ async function runReads(buf: Buffer, reads: Read[]): Promise<void> {
 }
 
 /**
- * The image at `seq`: extents that are not all zero, in offset order, each at
- * most 1 MiB. The caller has checked that seq is readable.
+ * The plan of every chunk of the image at `seq`, in volume order, from one
+ * forward pass over the index (the plan object is reused: use it before the
+ * next step). The caller has checked that seq is readable and holds a lease
+ * on `base`.
  */
-export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {
+export async function* forwardPlans(src: ImageSource, seq: number, base: BaseImage | null): AsyncGenerator<ChunkPlan> {
   const sizeSectors = src.sizeBytes / SECTOR_SIZE
   const nChunks = Math.ceil(sizeSectors / CHUNK_SECTORS)
-  // One base for the whole read, even if a compaction replaces it meanwhile
-  // (the old one stays open until readers that started before are done).
-  const base = src.base
   const floor = base ? base.seq : 0
   const ranges = src.index.ranges.filter((r) => r.seq <= seq && r.seq > floor)
   const it = src.index.chunkIterator({ gte: chunkKey(0, 0), lt: chunkKey(nChunks, 0) })
@@ -216,75 +215,101 @@ export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerat
   let bi = 0
   let done = false
   const plan = new ChunkPlan()
-  const inflight: Array<Promise<Array<{ offset: number; data: Buffer }>>> = []
   try {
-    for (let w = 0; w < nChunks; w += WINDOW_CHUNKS) {
-      const wEnd = Math.min(nChunks, w + WINDOW_CHUNKS)
-      const windowBytes = Math.min(EXTENT_BYTES, src.sizeBytes - w * CHUNK_BYTES)
-      let buf: Buffer | null = null
-      const reads: Read[] = []
-      const dataChunks: number[] = []
-      for (let c = w; c < wEnd; c++) {
-        plan.reset(c, sizeSectors, base)
-        const rs = ranges.length ? ranges.filter((r) => rangeTouches(r, plan.first, plan.n)) : ranges
-        let ri = 0
-        for (;;) {
-          if (bi === batch.length) {
-            if (done) break
-            batch = await it.nextv(1000)
-            bi = 0
-            if (batch.length === 0) {
-              done = true
-              break
-            }
-          }
-          const [k, v] = batch[bi]
-          if (keyChunk(k) !== c) break
-          const kseq = keySeq(k)
-          if (kseq > seq) {
-            // The rest of this chunk is newer than the point: skip it.
-            while (bi < batch.length && keyChunk(batch[bi][0]) === c) bi++
-            if (bi === batch.length && !done) {
-              it.seek(chunkKey(c + 1, 0))
-              batch = []
-              bi = 0
-            }
+    for (let c = 0; c < nChunks; c++) {
+      plan.reset(c, sizeSectors, base)
+      const rs = ranges.length ? ranges.filter((r) => rangeTouches(r, plan.first, plan.n)) : ranges
+      let ri = 0
+      for (;;) {
+        if (bi === batch.length) {
+          if (done) break
+          batch = await it.nextv(1000)
+          bi = 0
+          if (batch.length === 0) {
+            done = true
             break
           }
-          if (kseq <= floor) {
-            bi++ // folded into the base
-            continue
-          }
-          const kseg = keySegment(k)
-          const koff = keyOffset(k)
-          while (ri < rs.length && rangeBefore(rs[ri], kseq, kseg, koff)) {
-            const r = rs[ri++]
-            plan.paint(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
-          }
-          plan.paint(valueSector(v), valueCount(v), valueKind(v), kseg, valueDataOffset(v))
-          bi++
         }
-        while (ri < rs.length) {
+        const [k, v] = batch[bi]
+        if (keyChunk(k) !== c) break
+        const kseq = keySeq(k)
+        if (kseq > seq) {
+          // The rest of this chunk is newer than the point: skip it.
+          while (bi < batch.length && keyChunk(batch[bi][0]) === c) bi++
+          if (bi === batch.length && !done) {
+            it.seek(chunkKey(c + 1, 0))
+            batch = []
+            bi = 0
+          }
+          break
+        }
+        if (kseq <= floor) {
+          bi++ // folded into the base
+          continue
+        }
+        const kseg = keySegment(k)
+        const koff = keyOffset(k)
+        while (ri < rs.length && rangeBefore(rs[ri], kseq, kseg, koff)) {
           const r = rs[ri++]
           plan.paint(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
         }
-        if (plan.allZero()) continue
-        buf ??= Buffer.alloc(windowBytes)
-        planReads(src, base, plan, buf, (c - w) * CHUNK_BYTES, reads)
-        dataChunks.push(c - w)
+        plan.paint(valueSector(v), valueCount(v), valueKind(v), kseg, valueDataOffset(v))
+        bi++
       }
-      if (!buf) continue
-      const wBuf = buf
-      const wOffset = w * CHUNK_BYTES
-      const p = runReads(wBuf, reads).then(() => windowExtents(wBuf, wOffset, dataChunks))
-      p.catch(() => {}) // observed when its turn comes; never an unhandled rejection meanwhile
-      inflight.push(p)
-      while (inflight.length >= READ_AHEAD) for (const e of await inflight.shift()!) yield e
+      while (ri < rs.length) {
+        const r = rs[ri++]
+        plan.paint(r.sector, r.count, r.kind, r.segment, r.offset + CHANGE_DATA_OFFSET)
+      }
+      yield plan
     }
+  } finally {
+    await it.close()
+  }
+}
+
+/**
+ * The image at `seq`: extents that are not all zero, in offset order, each at
+ * most 1 MiB. The caller has checked that seq is readable.
+ */
+export async function* imageExtents(src: ImageSource, seq: number): AsyncGenerator<{ offset: number; data: Buffer }> {
+  // One base for the whole read, even if a compaction replaces it meanwhile
+  // (the old one stays open until readers that started before are done).
+  const base = src.base
+  const inflight: Array<Promise<Array<{ offset: number; data: Buffer }>>> = []
+  let w = -1
+  let buf: Buffer | null = null
+  let reads: Read[] = []
+  let dataChunks: number[] = []
+  // A window's reads go in flight once the walk has passed it.
+  const flush = (): void => {
+    if (!buf) return
+    const wBuf = buf
+    const wOffset = w * CHUNK_BYTES
+    const chunks = dataChunks
+    const p = runReads(wBuf, reads).then(() => windowExtents(wBuf, wOffset, chunks))
+    p.catch(() => {}) // observed when its turn comes; never an unhandled rejection meanwhile
+    inflight.push(p)
+    buf = null
+  }
+  try {
+    for await (const plan of forwardPlans(src, seq, base)) {
+      const c = plan.first / CHUNK_SECTORS
+      if (c >= w + WINDOW_CHUNKS || w < 0) {
+        flush()
+        while (inflight.length >= READ_AHEAD) for (const e of await inflight.shift()!) yield e
+        w = c - (c % WINDOW_CHUNKS)
+        reads = []
+        dataChunks = []
+      }
+      if (plan.allZero()) continue
+      buf ??= Buffer.alloc(Math.min(EXTENT_BYTES, src.sizeBytes - w * CHUNK_BYTES))
+      planReads(src, base, plan, buf, (c - w) * CHUNK_BYTES, reads)
+      dataChunks.push(c - w)
+    }
+    flush()
     while (inflight.length) for (const e of await inflight.shift()!) yield e
   } finally {
     await Promise.allSettled(inflight)
-    await it.close()
   }
 }
 

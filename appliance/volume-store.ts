@@ -8,6 +8,7 @@
 //                         tails, corruption
 //   batch-writer.ts       append -> group commit -> durable and indexed
 //   image-reads.ts        reads at a point, fingerprints, reader leases
+//   point-maps.ts         sector -> location maps of points (NBD exports, Admin.Read)
 //   timemark-catalog.ts   TimeMarks, pins, inexact windows, exact points
 //   compaction.ts         folding expired history into the base image
 //   volume-inspection.ts  stats, journal ls and show
@@ -23,6 +24,8 @@ import { Compactor, type CompactResult } from './compaction'
 import type { GroupCommit } from './group-commit'
 import type { ImageSource } from './image'
 import { ImageReads } from './image-reads'
+import { PointMaps } from './point-maps'
+import type { PointMapHandle } from '../native/appliance-nbd'
 import type { Journal } from './journal'
 import type { SegmentFile } from './segment'
 import { TimemarkCatalog } from './timemark-catalog'
@@ -39,6 +42,7 @@ export class VolumeStore implements ImageSource {
   private readonly catalog: TimemarkCatalog
   private readonly reads: ImageReads
   private readonly compactor: Compactor
+  private readonly maps: PointMaps
   private writer!: BatchWriter
   private _fullSyncDone = false
   private closed = false
@@ -48,6 +52,7 @@ export class VolumeStore implements ImageSource {
     this.catalog = new TimemarkCatalog(this.l)
     this.reads = new ImageReads(this.l, this.catalog)
     this.compactor = new Compactor(this.l, this.catalog, this.reads.leases)
+    this.maps = new PointMaps(this.l, this.reads.leases, path.join(dir, 'maps'))
   }
 
   get meta(): VolumeMeta {
@@ -108,7 +113,9 @@ export class VolumeStore implements ImageSource {
       await v.l.index?.close().catch(() => {})
       throw e
     }
-    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), () => onNoSpace(meta.name))
+    // Maps are rebuilt on demand: whatever an earlier process left is stale.
+    await fs.promises.rm(path.join(dir, 'maps'), { recursive: true, force: true })
+    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), () => onNoSpace(meta.name), (b) => v.maps.committed(b))
     return v
   }
 
@@ -133,6 +140,19 @@ export class VolumeStore implements ImageSource {
   }
   read(seq: number, offset: number, length: number): Promise<Buffer> {
     return this.reads.read(seq, offset, length)
+  }
+  /** The point map of a readable seq (point-maps.ts): the NBD exports' and Admin.Read's way in. */
+  async pointMap(seq: number): Promise<PointMapHandle> {
+    this.reads.checkReadable(seq)
+    return this.maps.get(seq)
+  }
+  /** Bytes of the image at seq through its point map (preads on a worker thread). */
+  async readMapped(seq: number, offset: number, length: number): Promise<Buffer> {
+    this.reads.checkRange(offset, length)
+    return (await this.pointMap(seq)).read(offset, length)
+  }
+  mapStats(): ReturnType<PointMaps['stats']> {
+    return this.maps.stats()
   }
   /** Per-sector fingerprints of regions as the durable image holds them, after every append called before. */
   async fingerprints(regions: number[]): Promise<Buffer> {
@@ -184,8 +204,10 @@ export class VolumeStore implements ImageSource {
   foldableSegments(): Array<{ number: number; bytes: number; lastSeq: number }> {
     return this.compactor.foldableSegments()
   }
-  compact(upTo: number): Promise<CompactResult | null> {
-    return this.compactor.compact(upTo)
+  async compact(upTo: number): Promise<CompactResult | null> {
+    const r = await this.compactor.compact(upTo)
+    if (r) this.maps.invalidate() // maps name the old base and segments (open exports keep them)
+    return r
   }
 
   // ---- inspection (volume-inspection.ts, volume-verify.ts) ----
@@ -206,6 +228,7 @@ export class VolumeStore implements ImageSource {
 
   /** Recovers the volume from its files in place (the batch writer, after a failed index write). */
   private async reload(): Promise<void> {
+    this.maps.invalidate()
     await this.reads.leases.allDrained(5000)
     await this.l.base?.close()
     await this.l.index.close()
@@ -218,6 +241,7 @@ export class VolumeStore implements ImageSource {
     if (this.closed) return
     this.closed = true
     await this.writer.close()
+    this.maps.invalidate()
     // Image reads use the segments' and the base's file descriptors directly
     // (image.ts runReads): let them finish before the files close.
     const leases = this.reads.leases

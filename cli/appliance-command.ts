@@ -6,7 +6,7 @@ import { Appliance, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/authorizer'
 import { parseRetentionRule } from '../appliance/retention'
 import { TidemarkError } from '../proto/errors'
-import { parseHostPort, parseSize, usage } from './args'
+import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
 
@@ -58,6 +58,12 @@ export const APPLIANCE = command({
       default: '60',
       value: seconds('--compact-every'),
     }),
+    nbd: text({
+      label: '--nbd ENDPOINT',
+      help: 'serve every point over NBD: unix:PATH or tcp:HOST:PORT (port 0:\nany). Exports VOLUME@latest, VOLUME@seq=N, VOLUME@mark=ID|LABEL,\nVOLUME@at=ISO-TIME (read-only) and the views timeview create makes;\nTCP is loopback only unless --insecure',
+      key: 'nbd',
+      value: convert(z.string(), (s) => (s ? parseEndpoint(s, '--nbd') : undefined)),
+    }),
     data: text({ label: '--data DIR', help: 'journals, indexes and volume metadata; created if missing', key: 'data', required: '--data DIR is required' }),
     listen: text({
       label: '--listen HOST:PORT',
@@ -85,7 +91,7 @@ export const APPLIANCE = command({
     }),
   },
   help: (rows) => `Usage:
-  tidemark appliance --data DIR --listen HOST:PORT [--tls-cert F --tls-key F --tls-ca F]
+  tidemark appliance --data DIR --listen HOST:PORT [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS]
                      [--stats-interval SECONDS] [--log-level LEVEL]
@@ -95,7 +101,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'stats-interval', 'config')}
 `,
 })
 
@@ -116,6 +122,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
   return {
     dataDir: path.resolve(a.data!),
     listen: hostPort,
+    nbd: a.nbd ? ('unix' in a.nbd ? { unix: path.resolve(a.nbd.unix) } : a.nbd) : undefined,
     tls,
     insecure: a.insecure === true,
     allow: a.allow ?? null,
@@ -142,6 +149,7 @@ export async function runAppliance(argv: string[]): Promise<number> {
   }
   // Tests and scripts read the bound port from this line (with --listen HOST:0).
   process.stderr.write(`tidemark appliance: listening on ${opts.listen.host}:${appliance.port}\n`)
+  if (appliance.nbd) process.stderr.write(`tidemark appliance: serving NBD on ${appliance.nbd.address}\n`)
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       opts.logger.info({ signal: sig }, 'stopping')

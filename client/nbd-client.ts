@@ -37,6 +37,7 @@ export const REP_SERVER = 2
 export const REP_INFO = 3
 export const REP_ERR = 0x80000000
 export const INFO_EXPORT = 0
+export const INFO_DESCRIPTION = 2
 export const INFO_BLOCK_SIZE = 3
 
 export const TX_READ_ONLY = 1 << 1
@@ -228,6 +229,8 @@ export class NbdClient {
   readonly minBlock: number
   readonly preferredBlock: number
   readonly maxBlock: number
+  /** NBD_INFO_DESCRIPTION, when the server sent one ("" otherwise). */
+  readonly description: string
   readonly what: string
 
   private pending = new Map<number, Pending>()
@@ -241,7 +244,7 @@ export class NbdClient {
 
   private constructor(
     private readonly sock: net.Socket,
-    info: { size: number; flags: number; min: number; preferred: number; max: number },
+    info: { size: number; flags: number; min: number; preferred: number; max: number; description: string },
     what: string,
     leftover: Buffer
   ) {
@@ -250,6 +253,7 @@ export class NbdClient {
     this.minBlock = info.min
     this.preferredBlock = info.preferred
     this.maxBlock = info.max
+    this.description = info.description
     this.what = what
     this.closed = new Promise((r) => sock.once('close', () => r()))
     sock.on('data', (b: Buffer) => this.onData(b))
@@ -298,10 +302,10 @@ export class NbdClient {
     if (!(hflags & FLAG_FIXED_NEWSTYLE)) throw new TidemarkError('NBD_PROTOCOL', `${what}: the server does not offer the fixed newstyle handshake`)
     const noZeroes = hflags & FLAG_NO_ZEROES
     if (Buffer.byteLength(name, 'utf8') > 4096) throw new TidemarkError('NBD_PROTOCOL', `${what}: the export name is over 4096 bytes`)
-    // one information request: the block sizes
-    sock.write(Buffer.concat([encodeClientFlags(FLAG_FIXED_NEWSTYLE | noZeroes), encodeOption(OPT_GO, encodeGoData(name, [INFO_BLOCK_SIZE]))]))
+    // information requests: the block sizes, and what the export is (the appliance names its point)
+    sock.write(Buffer.concat([encodeClientFlags(FLAG_FIXED_NEWSTYLE | noZeroes), encodeOption(OPT_GO, encodeGoData(name, [INFO_BLOCK_SIZE, INFO_DESCRIPTION]))]))
 
-    const info = { size: -1, flags: 0, min: 1, preferred: 4096, max: DEFAULT_MAX_BLOCK }
+    const info = { size: -1, flags: 0, min: 1, preferred: 4096, max: DEFAULT_MAX_BLOCK, description: '' }
     for (;;) {
       const { magic, opt, type, length: len } = decodeOptionReply(await r.read(20))
       if (magic !== OPT_REPLY_MAGIC) throw new TidemarkError('NBD_PROTOCOL', `${what}: bad option reply magic from the server`)
@@ -319,6 +323,8 @@ export class NbdClient {
       if (it === INFO_EXPORT && body.length >= 12) {
         info.size = Number(body.readBigUInt64BE(2))
         info.flags = body.readUInt16BE(10)
+      } else if (it === INFO_DESCRIPTION) {
+        info.description = body.subarray(2).toString('utf8')
       } else if (it === INFO_BLOCK_SIZE && body.length >= 14) {
         info.min = body.readUInt32BE(2) || 1
         info.preferred = body.readUInt32BE(6) || 4096

@@ -13,12 +13,7 @@ export function seqPoint(v: string): PointInTime | null {
   return { seq: Number(v) }
 }
 
-/** An ISO time (with a time of day) in ms since the epoch; null when it is not one. */
-export function isoTimeMs(v: string): number | null {
-  // A date alone (2026-11-23) is midnight UTC to Date.parse; insist on a time.
-  const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(v) ? Date.parse(v) : NaN
-  return Number.isFinite(ms) && ms >= 0 ? ms : null
-}
+export { isoTimeMs } from '../proto/export-name'
 
 /** Asks the appliance which seq the point names (and refuses points that cannot be restored). */
 export async function resolvePoint(client: AdminClient, volume: string, point: PointInTime, command: string): Promise<ResolveReply__Output> {

@@ -93,6 +93,12 @@ export interface NativeModule {
   recordLayout: NativeRecordLayout
   /** Positional reads on a worker thread: reqs holds (fd, position, length, offset in buf) quadruples. */
   readBatch(buf: Buffer, reqs: Float64Array): Promise<void>
+  /** The appliance's NBD server and point maps (native/appliance-nbd.ts types them). */
+  PointMap: unknown
+  ApplianceExport: unknown
+  ApplianceNbd: unknown
+  /** Byte offsets of native/src/point_map.h's MapExtent, and its size. */
+  pointMapLayout: { size: number; sector: number; pos: number; count: number; file: number }
 }
 
 function findRoot(start: string): string {

@@ -13,6 +13,7 @@
 
 void InitView(Napi::Env env, Napi::Object exports);  // view_addon.cc: class NativeView
 void InitIo(Napi::Env env, Napi::Object exports);    // io_addon.cc: readBatch
+void InitApplianceNbd(Napi::Env env, Napi::Object exports);  // appliance_nbd_addon.cc: PointMap, ApplianceExport, ApplianceNbd
 
 namespace {
 
@@ -442,6 +443,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTap", NativeTap::Init(env));
   InitView(env, exports);
   InitIo(env, exports);
+  InitApplianceNbd(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   exports.Set("recordLayout", RecordLayout(env));

@@ -34,8 +34,9 @@ class ExportSet {
   // *why, the one-line reason the client is sent in the option's error reply.
   // Called on connection threads, several at once.
   virtual std::shared_ptr<Export> Open(const std::string& name, uint32_t* rep_err, std::string* why) = 0;
-  // NBD_OPT_LIST: the names to show. A client that wants more asks NBD_OPT_INFO
-  // of each (nbdinfo --list does), which is where size and description come from.
+  // NBD_OPT_LIST: the names to show, each with an optional description (the
+  // text NBD_REP_SERVER carries after the name). A client that wants more
+  // asks NBD_OPT_INFO of each (nbdinfo --list does: size, flags).
   virtual std::vector<ExportListing> List() = 0;
 };
 
@@ -53,7 +54,8 @@ class StaticExports : public ExportSet {
   }
   std::vector<ExportListing> List() override {
     std::vector<ExportListing> out;
-    for (auto& e : exports_) out.push_back({e->name(), e->description()});
+    // Names only: a client that wants to know more asks NBD_OPT_INFO.
+    for (auto& e : exports_) out.push_back({e->name(), std::string()});
     return out;
   }
 

@@ -264,6 +264,7 @@ class Connection {
             std::string d(4, '\0');
             Put32(reinterpret_cast<uint8_t*>(&d[0]), uint32_t(e.name.size()));
             d += e.name;
+            d += e.description;  // NBD_REP_SERVER: text after the name describes the export (nbdinfo --list shows it)
             OptReply(opt, kRepServer, d.data(), d.size());
           }
           OptReply(opt, kRepAck, nullptr, 0);
@@ -795,6 +796,9 @@ void NbdServer::AcceptLoop() {
       std::lock_guard<std::mutex> lk(conns_mu_);
       conn->thread = std::thread([this, raw, id] {
         Connection(raw->fd, id, *exports_, log_, rejected_handshakes_).Run();
+        // The client waits for end-of-file after NBD_CMD_DISC: send it now,
+        // not when the acceptor next reaps (up to a second later).
+        shutdown(raw->fd, SHUT_RDWR);
         raw->done = true;
       });
       conns_.push_back(std::move(conn));

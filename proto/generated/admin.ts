@@ -28,6 +28,8 @@ import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Out
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from './tidemark/v1/RestoreRequest';
 import type { RetentionStatus as _tidemark_v1_RetentionStatus, RetentionStatus__Output as _tidemark_v1_RetentionStatus__Output } from './tidemark/v1/RetentionStatus';
 import type { SegmentInfo as _tidemark_v1_SegmentInfo, SegmentInfo__Output as _tidemark_v1_SegmentInfo__Output } from './tidemark/v1/SegmentInfo';
+import type { ServerInfoReply as _tidemark_v1_ServerInfoReply, ServerInfoReply__Output as _tidemark_v1_ServerInfoReply__Output } from './tidemark/v1/ServerInfoReply';
+import type { ServerInfoRequest as _tidemark_v1_ServerInfoRequest, ServerInfoRequest__Output as _tidemark_v1_ServerInfoRequest__Output } from './tidemark/v1/ServerInfoRequest';
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from './tidemark/v1/StatsReply';
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from './tidemark/v1/StatsRequest';
 import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v1_TimeMark__Output } from './tidemark/v1/TimeMark';
@@ -69,6 +71,8 @@ export interface ProtoGrpcType {
       RestoreRequest: MessageTypeDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_RestoreRequest__Output>
       RetentionStatus: MessageTypeDefinition<_tidemark_v1_RetentionStatus, _tidemark_v1_RetentionStatus__Output>
       SegmentInfo: MessageTypeDefinition<_tidemark_v1_SegmentInfo, _tidemark_v1_SegmentInfo__Output>
+      ServerInfoReply: MessageTypeDefinition<_tidemark_v1_ServerInfoReply, _tidemark_v1_ServerInfoReply__Output>
+      ServerInfoRequest: MessageTypeDefinition<_tidemark_v1_ServerInfoRequest, _tidemark_v1_ServerInfoRequest__Output>
       StatsReply: MessageTypeDefinition<_tidemark_v1_StatsReply, _tidemark_v1_StatsReply__Output>
       StatsRequest: MessageTypeDefinition<_tidemark_v1_StatsRequest, _tidemark_v1_StatsRequest__Output>
       TimeMark: MessageTypeDefinition<_tidemark_v1_TimeMark, _tidemark_v1_TimeMark__Output>

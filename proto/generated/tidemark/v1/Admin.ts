@@ -17,6 +17,8 @@ import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _t
 import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from '../../tidemark/v1/ResolveReply';
 import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from '../../tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from '../../tidemark/v1/RestoreRequest';
+import type { ServerInfoReply as _tidemark_v1_ServerInfoReply, ServerInfoReply__Output as _tidemark_v1_ServerInfoReply__Output } from '../../tidemark/v1/ServerInfoReply';
+import type { ServerInfoRequest as _tidemark_v1_ServerInfoRequest, ServerInfoRequest__Output as _tidemark_v1_ServerInfoRequest__Output } from '../../tidemark/v1/ServerInfoRequest';
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from '../../tidemark/v1/StatsReply';
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from '../../tidemark/v1/StatsRequest';
 import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v1_TimeMark__Output } from '../../tidemark/v1/TimeMark';
@@ -132,6 +134,23 @@ export interface AdminClient extends grpc.Client {
   restore(argument: _tidemark_v1_RestoreRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_tidemark_v1_ImageChunk__Output>;
   restore(argument: _tidemark_v1_RestoreRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_tidemark_v1_ImageChunk__Output>;
   
+  /**
+   * What this appliance serves besides gRPC: its NBD endpoints (restore reads
+   * a point through them when it can reach them).
+   */
+  ServerInfo(argument: _tidemark_v1_ServerInfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  ServerInfo(argument: _tidemark_v1_ServerInfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  ServerInfo(argument: _tidemark_v1_ServerInfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  ServerInfo(argument: _tidemark_v1_ServerInfoRequest, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * What this appliance serves besides gRPC: its NBD endpoints (restore reads
+   * a point through them when it can reach them).
+   */
+  serverInfo(argument: _tidemark_v1_ServerInfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  serverInfo(argument: _tidemark_v1_ServerInfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  serverInfo(argument: _tidemark_v1_ServerInfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  serverInfo(argument: _tidemark_v1_ServerInfoRequest, callback: grpc.requestCallback<_tidemark_v1_ServerInfoReply__Output>): grpc.ClientUnaryCall;
+  
   Stats(argument: _tidemark_v1_StatsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_StatsReply__Output>): grpc.ClientUnaryCall;
   Stats(argument: _tidemark_v1_StatsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_StatsReply__Output>): grpc.ClientUnaryCall;
   Stats(argument: _tidemark_v1_StatsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_StatsReply__Output>): grpc.ClientUnaryCall;
@@ -181,6 +200,12 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
    */
   Restore: grpc.handleServerStreamingCall<_tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk>;
   
+  /**
+   * What this appliance serves besides gRPC: its NBD endpoints (restore reads
+   * a point through them when it can reach them).
+   */
+  ServerInfo: grpc.handleUnaryCall<_tidemark_v1_ServerInfoRequest__Output, _tidemark_v1_ServerInfoReply>;
+  
   Stats: grpc.handleUnaryCall<_tidemark_v1_StatsRequest__Output, _tidemark_v1_StatsReply>;
   
 }
@@ -194,5 +219,6 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   Read: MethodDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadReply, _tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply__Output>
   Resolve: MethodDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveReply, _tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply__Output>
   Restore: MethodDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_ImageChunk, _tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk__Output>
+  ServerInfo: MethodDefinition<_tidemark_v1_ServerInfoRequest, _tidemark_v1_ServerInfoReply, _tidemark_v1_ServerInfoRequest__Output, _tidemark_v1_ServerInfoReply__Output>
   Stats: MethodDefinition<_tidemark_v1_StatsRequest, _tidemark_v1_StatsReply, _tidemark_v1_StatsRequest__Output, _tidemark_v1_StatsReply__Output>
 }

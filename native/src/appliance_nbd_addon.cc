@@ -1,0 +1,562 @@
+// The Node boundary of the appliance's own NBD server (appliance/nbd-exports.ts):
+//
+//   new PointMap({ path?, size, files: [[file, fd], ...] })
+//       a point's map (point_map.h): the map file, if any, and the files it
+//       names (segment numbers, -2 the base image), whose fds are dup'd here.
+//       apply(extents: Buffer) paints committed extents (the newest point's
+//       map), addFile(file, fd), deltaExtents(), read(offset, length) ->
+//       Promise<Buffer> (Admin.Read: preads on a worker thread).
+//   new ApplianceExport(config, pointMap)
+//       one export: a View (view.h) in direct mode over a snapshot of the
+//       map taken now. config: name, description, size, writable, overlayDir.
+//       stats(), close().
+//   new ApplianceNbd({ unix?, tcpHost?, tcpPort? }, onOpen(id, name), onLog(level, message))
+//       listens. When a client names an export, its connection thread posts
+//       onOpen and waits; JavaScript answers answer(id, applianceExport) or
+//       refuse(id, reason, message), reason one of unknown, invalid, policy,
+//       unavailable. setListing([{name, description}]) is what NBD_OPT_LIST
+//       shows. tcpPort(), close() -> Promise.
+// Requests never cross into JavaScript: a read is a binary search in the map
+// and a pread, on the connection's thread.
+#include <napi.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "addon_util.h"
+#include "export_set.h"
+#include "nbd_proto.h"
+#include "nbd_server.h"
+#include "point_map.h"
+#include "view.h"
+
+namespace {
+
+using tidemark_addon::CallLog;
+using tidemark_addon::Fail;
+using tidemark_addon::LogEvent;
+using tidemark_addon::LogTsfn;
+
+// How long a connection waits for JavaScript to resolve an export name.
+constexpr auto kOpenTimeout = std::chrono::seconds(60);
+
+// ---------------------------------------------------------------- PointMap
+
+class PointMap : public Napi::ObjectWrap<PointMap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "PointMap",
+                       {InstanceMethod("apply", &PointMap::Apply), InstanceMethod("addFile", &PointMap::AddFile),
+                        InstanceMethod("deltaExtents", &PointMap::DeltaExtents), InstanceMethod("read", &PointMap::Read)});
+  }
+  static Napi::FunctionReference* ctor;
+
+  explicit PointMap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PointMap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      Fail(env, "MAP_INVALID_ARGUMENT", "PointMap(config) expects an object").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (!o.Get("size").IsNumber() || !o.Get("files").IsArray()) {
+      Fail(env, "MAP_INVALID_ARGUMENT", "PointMap config needs size (number) and files (array)").ThrowAsJavaScriptException();
+      return;
+    }
+    const uint64_t size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
+    std::shared_ptr<const tidemark::ExtentArray> base;
+    if (o.Get("path").IsString()) {
+      std::string error;
+      base = tidemark::MappedExtents::Open(o.Get("path").As<Napi::String>(), &error);
+      if (!base) {
+        Fail(env, "MAP_OPEN_FAILED", error).ThrowAsJavaScriptException();
+        return;
+      }
+    }
+    tidemark::FileTable files;
+    Napi::Array fa = o.Get("files").As<Napi::Array>();
+    for (uint32_t i = 0; i < fa.Length(); i++) {
+      Napi::Value e = fa.Get(i);
+      int32_t file = 0;
+      int fd = -1;
+      if (!FileArg(e, &file, &fd)) {
+        Fail(env, "MAP_INVALID_ARGUMENT", "PointMap files are [file, fd] pairs").ThrowAsJavaScriptException();
+        return;
+      }
+      const int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (dup_fd < 0) {
+        Fail(env, "MAP_OPEN_FAILED", "cannot hold file " + std::to_string(file) + " open: " + std::strerror(errno))
+            .ThrowAsJavaScriptException();
+        return;
+      }
+      files[file] = std::make_shared<tidemark::MapFile>(dup_fd);
+    }
+    map_ = std::make_shared<tidemark::LiveMap>(base, std::move(files), size);
+  }
+
+  std::shared_ptr<tidemark::LiveMap> map() const { return map_; }
+
+ private:
+  static bool FileArg(Napi::Value e, int32_t* file, int* fd) {
+    if (!e.IsArray()) return false;
+    Napi::Array p = e.As<Napi::Array>();
+    if (p.Length() != 2 || !p.Get(uint32_t(0)).IsNumber() || !p.Get(uint32_t(1)).IsNumber()) return false;
+    *file = p.Get(uint32_t(0)).As<Napi::Number>().Int32Value();
+    *fd = p.Get(uint32_t(1)).As<Napi::Number>().Int32Value();
+    return *fd >= 0;
+  }
+
+  Napi::Value Apply(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsBuffer() ||
+        info[0].As<Napi::Buffer<uint8_t>>().Length() % sizeof(tidemark::MapExtent) != 0) {
+      Fail(info.Env(), "MAP_INVALID_ARGUMENT", "apply(extents) needs a Buffer of 24-byte extents").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    auto b = info[0].As<Napi::Buffer<uint8_t>>();
+    std::vector<tidemark::MapExtent> v(b.Length() / sizeof(tidemark::MapExtent));
+    if (!v.empty()) std::memcpy(v.data(), b.Data(), b.Length());  // the Buffer may be unaligned
+    map_->Apply(v.data(), v.size());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value AddFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int32_t file = 0;
+    int fd = -1;
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+      Fail(env, "MAP_INVALID_ARGUMENT", "addFile(file, fd) needs two numbers").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    file = info[0].As<Napi::Number>().Int32Value();
+    fd = info[1].As<Napi::Number>().Int32Value();
+    const int dup_fd = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+      Fail(env, "MAP_OPEN_FAILED", "cannot hold file " + std::to_string(file) + " open: " + std::strerror(errno))
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    map_->AddFile(file, dup_fd);
+    return env.Undefined();
+  }
+
+  Napi::Value DeltaExtents(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(map_->delta_extents()));
+  }
+
+  class ReadWorker : public Napi::AsyncWorker {
+   public:
+    ReadWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, uint64_t offset, uint64_t length)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), r_(std::move(r)), offset_(offset),
+          buf_(length) {}
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute() override {
+      std::string error;
+      if (!r_->Read(offset_, buf_.size(), buf_.data(), &error)) SetError(error);
+    }
+    void OnOK() override {
+      deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(Env(), buf_.data(), buf_.size()));
+    }
+    void OnError(const Napi::Error& e) override {
+      e.Set("code", Napi::String::New(Env(), "JOURNAL_IO"));
+      deferred_.Reject(e.Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<tidemark::PointReader> r_;
+    uint64_t offset_;
+    std::vector<uint8_t> buf_;
+  };
+
+  // read(offset, length) -> Promise<Buffer>; the caller checked the range.
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+      Fail(env, "MAP_INVALID_ARGUMENT", "read(offset, length) needs two numbers").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto* w = new ReadWorker(env, map_->Snapshot(), uint64_t(info[0].As<Napi::Number>().Int64Value()),
+                             uint64_t(info[1].As<Napi::Number>().Int64Value()));
+    w->Queue();
+    return w->Promise();
+  }
+
+  std::shared_ptr<tidemark::LiveMap> map_;
+};
+Napi::FunctionReference* PointMap::ctor = nullptr;
+
+// ------------------------------------------------------- ApplianceExport
+
+class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ApplianceExport",
+                       {InstanceMethod("stats", &ApplianceExport::Stats), InstanceMethod("close", &ApplianceExport::Close)});
+  }
+  static Napi::FunctionReference* ctor;
+
+  explicit ApplianceExport(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ApplianceExport>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject() ||
+        !info[1].As<Napi::Object>().InstanceOf(PointMap::ctor->Value())) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport(config, pointMap) expects an object and a PointMap")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    tidemark::ViewConfig c;
+    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport config needs name (string) and size (number)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    c.name = o.Get("name").As<Napi::String>();
+    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
+    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
+    c.writable = o.Get("writable").ToBoolean();
+    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
+    c.direct = true;
+    c.cache_bytes = 0;
+    std::shared_ptr<tidemark::PointReader> reader = PointMap::Unwrap(info[1].As<Napi::Object>())->map()->Snapshot();
+    view_ = std::make_shared<tidemark::View>(
+        c,
+        [reader](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
+          return reader->Read(offset, length, out, error);
+        },
+        [](int, const std::string&) {});
+    std::string error;
+    if (!view_->Open(&error)) {
+      view_.reset();
+      Fail(env, "EXPORT_OPEN_FAILED", error).ThrowAsJavaScriptException();
+    }
+  }
+
+  std::shared_ptr<tidemark::View> view() const { return view_; }
+
+ private:
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!view_) return o;
+    const tidemark::ViewStats s = view_->Stats();
+    auto n = [&](const char* k, uint64_t x) { o.Set(k, Napi::Number::New(env, double(x))); };
+    n("reads", s.reads);
+    n("bytesRead", s.bytes_read);
+    n("writes", s.writes);
+    n("bytesWritten", s.bytes_written);
+    n("overlayBytes", s.overlay_bytes);
+    n("ioErrors", s.io_errors);
+    n("rejected", s.rejected);
+    n("connections", s.connections);
+    n("connectionsTotal", s.connections_total);
+    return o;
+  }
+
+  // Drops this object's hold; connections that opened the export keep it until they end.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    view_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<tidemark::View> view_;
+};
+Napi::FunctionReference* ApplianceExport::ctor = nullptr;
+
+// ----------------------------------------------------------- ApplianceNbd
+
+struct OpenEvent {
+  uint64_t id;
+  std::string name;
+};
+void CallOpen(Napi::Env env, Napi::Function fn, std::nullptr_t*, OpenEvent* e) {
+  if (env != nullptr && fn != nullptr) fn.Call({Napi::Number::New(env, double(e->id)), Napi::String::New(env, e->name)});
+  delete e;
+}
+using OpenTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, OpenEvent, CallOpen>;
+
+// Export names resolved by JavaScript: a connection thread posts the name
+// and waits for answer() or refuse() (or a timeout, or close).
+class JsExports : public tidemark::ExportSet {
+ public:
+  explicit JsExports(OpenTsfn* tsfn) : tsfn_(tsfn) {}
+
+  std::shared_ptr<tidemark::Export> Open(const std::string& name, uint32_t* rep_err, std::string* why) override {
+    Pending p;
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (aborted_) {
+        *rep_err = tidemark::nbd::kRepErrShutdown;
+        *why = "the appliance is shutting down";
+        return nullptr;
+      }
+      id = next_id_++;
+      pending_[id] = &p;
+    }
+    auto* e = new OpenEvent{id, name};
+    if (tsfn_->NonBlockingCall(e) != napi_ok) {
+      delete e;
+      std::lock_guard<std::mutex> lk(mu_);
+      pending_.erase(id);
+      *rep_err = tidemark::nbd::kRepErrShutdown;
+      *why = "the appliance is shutting down";
+      return nullptr;
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    const bool answered = cv_.wait_for(lk, kOpenTimeout, [&] { return p.done || aborted_; });
+    if (!p.done) {
+      pending_.erase(id);
+      *rep_err = answered ? tidemark::nbd::kRepErrShutdown : tidemark::nbd::kRepErrUnsup;
+      *why = answered ? "the appliance is shutting down" : "the appliance did not resolve the export name in time";
+      return nullptr;
+    }
+    if (!p.exp) {
+      *rep_err = p.rep_err;
+      *why = p.why;
+    }
+    return p.exp;
+  }
+
+  std::vector<tidemark::ExportListing> List() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return listing_;
+  }
+
+  bool Answer(uint64_t id, std::shared_ptr<tidemark::Export> exp, uint32_t rep_err, const std::string& why) {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return false;
+    Pending* p = it->second;
+    pending_.erase(it);
+    p->exp = std::move(exp);
+    p->rep_err = rep_err;
+    p->why = why;
+    p->done = true;
+    cv_.notify_all();
+    return true;
+  }
+
+  void SetListing(std::vector<tidemark::ExportListing> l) {
+    std::lock_guard<std::mutex> lk(mu_);
+    listing_ = std::move(l);
+  }
+
+  void Abort() {
+    std::lock_guard<std::mutex> lk(mu_);
+    aborted_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  struct Pending {
+    bool done = false;
+    std::shared_ptr<tidemark::Export> exp;
+    uint32_t rep_err = 0;
+    std::string why;
+  };
+  OpenTsfn* tsfn_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<uint64_t, Pending*> pending_;
+  uint64_t next_id_ = 1;
+  bool aborted_ = false;
+  std::vector<tidemark::ExportListing> listing_;
+};
+
+class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ApplianceNbd",
+                       {InstanceMethod("answer", &ApplianceNbd::AnswerOpen), InstanceMethod("refuse", &ApplianceNbd::Refuse),
+                        InstanceMethod("setListing", &ApplianceNbd::SetListing),
+                        InstanceMethod("tcpPort", &ApplianceNbd::TcpPort),
+                        InstanceMethod("rejectedHandshakes", &ApplianceNbd::RejectedHandshakes),
+                        InstanceMethod("close", &ApplianceNbd::Close)});
+  }
+
+  explicit ApplianceNbd(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ApplianceNbd>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsFunction() || !info[2].IsFunction()) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "ApplianceNbd(config, onOpen, onLog) expects an object and two functions")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string unix_path, tcp_host;
+    int tcp_port = 0;
+    if (o.Get("unix").IsString()) unix_path = o.Get("unix").As<Napi::String>();
+    if (o.Get("tcpHost").IsString()) {
+      tcp_host = o.Get("tcpHost").As<Napi::String>();
+      tcp_port = o.Get("tcpPort").As<Napi::Number>().Int32Value();
+    }
+    if (unix_path.empty() && tcp_host.empty()) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "ApplianceNbd config needs unix or tcpHost").ThrowAsJavaScriptException();
+      return;
+    }
+    open_tsfn_ = OpenTsfn::New(env, info[1].As<Napi::Function>(), "tidemark-appliance-nbd-open", 0, 1);
+    log_tsfn_ = LogTsfn::New(env, info[2].As<Napi::Function>(), "tidemark-appliance-nbd-log", 4096, 1);
+    exports_ = std::make_shared<JsExports>(&open_tsfn_);
+    auto* self = this;
+    server_ = std::make_unique<tidemark::NbdServer>(
+        std::static_pointer_cast<tidemark::ExportSet>(exports_),
+        [self](int level, const std::string& msg) { self->EmitLog(level, msg); });
+    std::string error;
+    bool ok = true;
+    if (!unix_path.empty()) ok = server_->ListenUnix(unix_path, &error);
+    if (ok && !tcp_host.empty()) ok = server_->ListenTcp(tcp_host, tcp_port, &tcp_port_, &error);
+    if (!ok) {
+      server_.reset();
+      ReleaseTsfns();
+      closed_ = true;
+      Fail(env, "LISTEN_FAILED", error).ThrowAsJavaScriptException();
+      return;
+    }
+    server_->Start();
+  }
+
+  ~ApplianceNbd() override {
+    if (exports_) exports_->Abort();
+    if (server_) server_->Stop();
+  }
+
+ private:
+  void EmitLog(int level, const std::string& msg) {
+    if (released_.load()) return;
+    auto* e = new LogEvent{level, msg};
+    if (log_tsfn_.NonBlockingCall(e) != napi_ok) delete e;
+  }
+  void ReleaseTsfns() {
+    if (released_.exchange(true)) return;
+    open_tsfn_.Release();
+    log_tsfn_.Release();
+  }
+
+  // answer(id, applianceExport) -> boolean (false: the connection gave up waiting)
+  Napi::Value AnswerOpen(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject() ||
+        !info[1].As<Napi::Object>().InstanceOf(ApplianceExport::ctor->Value())) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export) needs an id and an ApplianceExport").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto view = ApplianceExport::Unwrap(info[1].As<Napi::Object>())->view();
+    if (!view) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export): the export is closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Boolean::New(env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), view, 0, ""));
+  }
+
+  // refuse(id, reason, message) -> boolean
+  Napi::Value Refuse(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsString()) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "refuse(id, reason, message) needs a number and two strings").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const std::string reason = info[1].As<Napi::String>();
+    using namespace tidemark::nbd;
+    const uint32_t code = reason == "invalid"       ? kRepErrInvalid
+                          : reason == "policy"      ? kRepErrPolicy
+                          : reason == "unavailable" ? kRepErrShutdown
+                                                    : kRepErrUnknown;
+    return Napi::Boolean::New(
+        env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), nullptr, code, info[2].As<Napi::String>()));
+  }
+
+  // setListing([{ name, description }])
+  Napi::Value SetListing(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsArray()) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "setListing(entries) needs an array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array a = info[0].As<Napi::Array>();
+    std::vector<tidemark::ExportListing> l;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value v = a.Get(i);
+      if (!v.IsObject() || !v.As<Napi::Object>().Get("name").IsString()) continue;
+      Napi::Object e = v.As<Napi::Object>();
+      l.push_back({e.Get("name").As<Napi::String>(),
+                   e.Get("description").IsString() ? std::string(e.Get("description").As<Napi::String>()) : std::string()});
+    }
+    exports_->SetListing(std::move(l));
+    return env.Undefined();
+  }
+
+  Napi::Value TcpPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tcp_port_); }
+  Napi::Value RejectedHandshakes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), server_ ? double(server_->rejected_handshakes()) : 0);
+  }
+
+  class CloseWorker : public Napi::AsyncWorker {
+   public:
+    CloseWorker(Napi::Env env, ApplianceNbd* n, Napi::ObjectReference keep)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), n_(n), keep_(std::move(keep)) {}
+    void Execute() override {
+      // Names still being resolved get "shutting down"; connections finish the
+      // request they serve and close.
+      n_->exports_->Abort();
+      if (n_->server_) n_->server_->Stop();
+    }
+    void OnOK() override {
+      n_->ReleaseTsfns();
+      deferred_.Resolve(Env().Undefined());
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    ApplianceNbd* n_;
+    Napi::ObjectReference keep_;
+  };
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    closed_ = true;
+    auto* w = new CloseWorker(env, this, Napi::Persistent(Value()));
+    w->Queue();
+    return w->Promise();
+  }
+
+  OpenTsfn open_tsfn_;
+  LogTsfn log_tsfn_;
+  std::atomic<bool> released_{false};
+  std::shared_ptr<JsExports> exports_;
+  std::unique_ptr<tidemark::NbdServer> server_;
+  int tcp_port_ = 0;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+void InitApplianceNbd(Napi::Env env, Napi::Object exports) {
+  Napi::Function pm = PointMap::Init(env);
+  PointMap::ctor = new Napi::FunctionReference(Napi::Persistent(pm));
+  Napi::Function ae = ApplianceExport::Init(env);
+  ApplianceExport::ctor = new Napi::FunctionReference(Napi::Persistent(ae));
+  exports.Set("PointMap", pm);
+  exports.Set("ApplianceExport", ae);
+  exports.Set("ApplianceNbd", ApplianceNbd::Init(env));
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("size", Napi::Number::New(env, double(sizeof(tidemark::MapExtent))));
+  layout.Set("sector", Napi::Number::New(env, double(offsetof(tidemark::MapExtent, sector))));
+  layout.Set("pos", Napi::Number::New(env, double(offsetof(tidemark::MapExtent, pos))));
+  layout.Set("count", Napi::Number::New(env, double(offsetof(tidemark::MapExtent, count))));
+  layout.Set("file", Napi::Number::New(env, double(offsetof(tidemark::MapExtent, file))));
+  exports.Set("pointMapLayout", layout);
+}

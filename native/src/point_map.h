@@ -1,0 +1,152 @@
+// Where every sector of a point in time lives, so that reading the point is
+// a pread, not an index lookup: the appliance's NBD exports, Admin.Read and
+// restores read through a PointReader.
+//
+// A map is a sorted array of extents, each a run of sectors whose newest
+// version at or below the point sits contiguously in one file: a journal
+// segment (the change record's data, stored raw) or the base image (at the
+// sector's own offset). Sectors no extent covers read as zeroes (never
+// written, trimmed or zeroed). appliance/point-map.ts builds the array from
+// the LevelDB index in one forward pass and writes it to a file; here it is
+// mmap'd, so memory stays bounded for any volume size: the kernel pages the
+// map in and out like any file, and a cold read costs a binary search over
+// pages plus the data's pread.
+//
+// A map file is a cache, rebuilt whenever it is missing: raw MapExtent
+// entries in host byte order, nothing else (appliance/point-map.ts writes
+// the same 24-byte layout; native.pointMapLayout says it).
+//
+// The newest point moves with every batch. A LiveMap keeps a built base map
+// plus a delta of the extents committed since, painted over it in memory;
+// a reader for the newest point is a snapshot (the base, shared, and a copy
+// of the delta), taken in microseconds when a client connects. When the
+// delta grows past a bound, the appliance builds a new base and swaps it in.
+//
+// Files are held by dup'd descriptors shared between every reader that
+// needs them, so a compaction or retention that closes and deletes a segment
+// never pulls data from under an open export: its bytes stay readable until
+// the last reader that named it is gone.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace tidemark {
+
+struct MapExtent {
+  uint64_t sector;  // first sector of the run
+  uint64_t pos;     // byte offset of its first sector in the file
+  uint32_t count;   // sectors
+  int32_t file;     // a segment number, kBaseFile, or kZeroFile
+};
+static_assert(sizeof(MapExtent) == 24, "the map file layout is 24 bytes per extent");
+
+constexpr int32_t kZeroFile = -1;
+constexpr int32_t kBaseFile = -2;
+constexpr uint64_t kMapSector = 512;
+
+// One open file, closed when the last reader naming it goes.
+class MapFile {
+ public:
+  explicit MapFile(int fd) : fd_(fd) {}
+  ~MapFile();
+  MapFile(const MapFile&) = delete;
+  MapFile& operator=(const MapFile&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// File number -> descriptor. Immutable once shared; adding a file makes a new table.
+using FileTable = std::unordered_map<int32_t, std::shared_ptr<MapFile>>;
+
+// A sorted, non-overlapping extent array: an mmap'd map file or a vector.
+class ExtentArray {
+ public:
+  virtual ~ExtentArray() = default;
+  virtual const MapExtent* data() const = 0;
+  virtual size_t size() const = 0;
+};
+
+class MappedExtents : public ExtentArray {
+ public:
+  static std::shared_ptr<MappedExtents> Open(const std::string& path, std::string* error);
+  ~MappedExtents() override;
+  const MapExtent* data() const override { return data_; }
+  size_t size() const override { return n_; }
+
+ private:
+  MappedExtents() = default;
+  const MapExtent* data_ = nullptr;
+  size_t n_ = 0;
+  size_t bytes_ = 0;
+};
+
+class VectorExtents : public ExtentArray {
+ public:
+  explicit VectorExtents(std::vector<MapExtent> v) : v_(std::move(v)) {}
+  const MapExtent* data() const override { return v_.data(); }
+  size_t size() const override { return v_.size(); }
+
+ private:
+  std::vector<MapExtent> v_;
+};
+
+// Reads one point: the delta's extents over the base's, zeroes elsewhere.
+class PointReader {
+ public:
+  PointReader(std::shared_ptr<const ExtentArray> base, std::shared_ptr<const ExtentArray> delta,
+              std::shared_ptr<const FileTable> files, uint64_t size_bytes)
+      : base_(std::move(base)), delta_(std::move(delta)), files_(std::move(files)), size_(size_bytes) {}
+
+  uint64_t size() const { return size_; }
+  // Any byte range inside the volume. Safe on many threads at once.
+  bool Read(uint64_t offset, uint64_t length, uint8_t* out, std::string* error) const;
+  // Extents in the two layers (stats).
+  size_t extents() const { return (base_ ? base_->size() : 0) + (delta_ ? delta_->size() : 0); }
+
+ private:
+  // Sectors [lo, hi) of one extent (null: zeroes) go to out.
+  struct Piece {
+    const MapExtent* e;
+    uint64_t lo, hi;
+    uint8_t* out;
+  };
+  bool ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
+  void PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, uint8_t* out, std::vector<Piece>* pieces) const;
+  bool ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
+
+  std::shared_ptr<const ExtentArray> base_, delta_;
+  std::shared_ptr<const FileTable> files_;
+  uint64_t size_;
+};
+
+// A map that moves: a base plus a delta painted as batches commit.
+class LiveMap {
+ public:
+  LiveMap(std::shared_ptr<const ExtentArray> base, FileTable files, uint64_t size_bytes);
+
+  // Paints extents in commit order (a newer one replaces what it covers;
+  // kZeroFile extents make sectors zero again).
+  void Apply(const MapExtent* extents, size_t n);
+  // Takes ownership of fd (already dup'd by the caller).
+  void AddFile(int32_t file, int fd);
+  std::shared_ptr<PointReader> Snapshot();
+  size_t delta_extents();
+
+ private:
+  std::mutex mu_;
+  std::shared_ptr<const ExtentArray> base_;
+  std::shared_ptr<const FileTable> files_;
+  uint64_t size_;
+  std::map<uint64_t, MapExtent> delta_;  // by first sector, non-overlapping
+  std::shared_ptr<const ExtentArray> delta_snapshot_;  // valid until the next Apply
+};
+
+}  // namespace tidemark

@@ -1,0 +1,159 @@
+// Point maps (native/src/point_map.h) against a model: a per-sector array
+// saying which file and offset each sector reads from. Random extents are
+// painted into a LiveMap (as committed batches are) and written into map
+// files (as a forward pass writes them); every read must equal the model's
+// bytes, through both layers, at any alignment, and a snapshot must keep
+// reading its own point while later extents are painted.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "check.h"
+#include "point_map.h"
+
+using namespace tidemark;
+using namespace tidemark::test;
+
+namespace {
+
+constexpr uint64_t kSectors = 4096;  // a 2 MiB volume
+constexpr int kFiles = 3;
+constexpr uint64_t kFileBytes = 4 << 20;
+
+struct Model {
+  std::vector<int32_t> file = std::vector<int32_t>(kSectors, kZeroFile);
+  std::vector<uint64_t> pos = std::vector<uint64_t>(kSectors, 0);
+  void Paint(const MapExtent& e) {
+    for (uint64_t i = 0; i < e.count; i++) {
+      file[e.sector + i] = e.file;
+      pos[e.sector + i] = e.pos + i * kMapSector;
+    }
+  }
+  std::vector<uint8_t> Read(const std::vector<std::vector<uint8_t>>& data, uint64_t off, uint64_t len) const {
+    std::vector<uint8_t> out(len);
+    for (uint64_t b = 0; b < len; b++) {
+      const uint64_t s = (off + b) / kMapSector;
+      const uint64_t in = (off + b) % kMapSector;
+      out[b] = file[s] == kZeroFile ? 0 : data[size_t(file[s])][pos[s] + in];
+    }
+    return out;
+  }
+  // The extents a forward pass would write: runs of one file at contiguous offsets.
+  std::vector<MapExtent> Runs() const {
+    std::vector<MapExtent> v;
+    for (uint64_t s = 0; s < kSectors; s++) {
+      if (file[s] == kZeroFile) continue;
+      if (!v.empty() && v.back().file == file[s] && v.back().sector + v.back().count == s &&
+          v.back().pos + v.back().count * kMapSector == pos[s]) {
+        v.back().count++;
+      } else {
+        v.push_back({s, pos[s], 1, file[s]});
+      }
+    }
+    return v;
+  }
+};
+
+MapExtent RandomExtent(std::mt19937_64& rng) {
+  const uint64_t sector = rng() % kSectors;
+  const uint32_t count = uint32_t(1 + rng() % std::min<uint64_t>(kSectors - sector, rng() % 4 == 0 ? 700 : 24));
+  const int32_t file = rng() % 6 == 0 ? kZeroFile : int32_t(rng() % kFiles);
+  const uint64_t pos = file == kZeroFile ? 0 : (rng() % (kFileBytes / kMapSector - count)) * kMapSector;
+  return {sector, pos, count, file};
+}
+
+bool SameAsModel(const PointReader& r, const Model& m, const std::vector<std::vector<uint8_t>>& data, std::mt19937_64& rng,
+                 int reads, std::string* why) {
+  for (int i = 0; i < reads; i++) {
+    uint64_t off = rng() % (kSectors * kMapSector);
+    if (rng() % 2) off -= off % kMapSector;
+    uint64_t len = 1 + rng() % (rng() % 3 == 0 ? 256 * 1024 : 9000);
+    len = std::min(len, kSectors * kMapSector - off);
+    std::vector<uint8_t> got(len);
+    std::string error;
+    if (!r.Read(off, len, got.data(), &error)) {
+      *why = "read failed: " + error;
+      return false;
+    }
+    if (got != m.Read(data, off, len)) {
+      *why = "bytes differ at offset " + std::to_string(off) + ", length " + std::to_string(len);
+      return false;
+    }
+  }
+  return true;
+}
+
+void TestAgainstModel() {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> data;
+  FileTable files;
+  for (int f = 0; f < kFiles; f++) {
+    data.push_back(Pattern(kFileBytes, uint32_t(100 + f)));
+    const std::string p = dir.path() + "/seg" + std::to_string(f);
+    WriteFile(p, data.back());
+    files[f] = std::make_shared<MapFile>(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+  std::mt19937_64 rng(7);
+  Model m;
+  for (int i = 0; i < 300; i++) m.Paint(RandomExtent(rng));
+
+  // A built map file, mmap'd.
+  const std::vector<MapExtent> runs = m.Runs();
+  const std::string map_path = dir.path() + "/point.map";
+  WriteFile(map_path, std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(runs.data()),
+                                           reinterpret_cast<const uint8_t*>(runs.data() + runs.size())));
+  std::string error;
+  auto base = MappedExtents::Open(map_path, &error);
+  CHECK(base && base->size() == runs.size(), "a map file of " + std::to_string(runs.size()) + " extents maps" + Said(error));
+  std::string why;
+  LiveMap live(base, files, kSectors * kMapSector);
+  auto snap0 = live.Snapshot();
+  CHECK(SameAsModel(*snap0, m, data, rng, 400, &why), "reads through the map file equal the model" + Said(why));
+
+  // Extents painted as batches commit, over the base; snapshots along the way.
+  Model m0 = m;
+  bool ok = true;
+  for (int round = 0; round < 20 && ok; round++) {
+    std::vector<MapExtent> batch;
+    for (int i = 0; i < 40; i++) batch.push_back(RandomExtent(rng));
+    live.Apply(batch.data(), batch.size());
+    for (auto& e : batch) m.Paint(e);
+    ok = SameAsModel(*live.Snapshot(), m, data, rng, 60, &why);
+  }
+  CHECK(ok, "after every painted batch, a snapshot reads the model's bytes (delta over base)" + Said(why));
+  CHECK(SameAsModel(*snap0, m0, data, rng, 200, &why), "a snapshot taken before keeps reading its own point" + Said(why));
+  CHECK(live.delta_extents() > 0, "the delta holds the painted extents");
+
+  // The same point as one built map equals the live map's view of it.
+  const std::vector<MapExtent> runs2 = m.Runs();
+  LiveMap rebuilt(std::make_shared<VectorExtents>(runs2), files, kSectors * kMapSector);
+  CHECK(SameAsModel(*rebuilt.Snapshot(), m, data, rng, 200, &why), "a map rebuilt at the newest point reads the same" + Said(why));
+
+  // Out of range and a file the map names that is not open.
+  std::vector<uint8_t> buf(4096);
+  CHECK(!snap0->Read(kSectors * kMapSector - 512, 1024, buf.data(), &error) && error.find("outside") != std::string::npos,
+        "a read past the end fails with a message" + Said(error));
+  MapExtent stray{0, 0, 8, 9};
+  live.Apply(&stray, 1);
+  error.clear();
+  CHECK(!live.Snapshot()->Read(0, 4096, buf.data(), &error) && error.find("segment 9") != std::string::npos,
+        "an extent naming a file that is not open fails the read, naming it" + Said(error));
+  MapExtent zero{0, 0, 8, kZeroFile};
+  live.Apply(&zero, 1);
+  CHECK(live.Snapshot()->Read(0, 4096, buf.data(), &error) && AllZero(buf.data(), 4096), "a zero extent reads as zeroes");
+
+  error.clear();
+  CHECK(!MappedExtents::Open(dir.path() + "/none.map", &error) && !error.empty(), "a missing map file fails" + Said(error));
+  WriteFile(dir.path() + "/bad.map", std::vector<uint8_t>(25, 1));
+  error.clear();
+  CHECK(!MappedExtents::Open(dir.path() + "/bad.map", &error) && error.find("whole number") != std::string::npos,
+        "a map file that is not whole extents fails" + Said(error));
+}
+
+}  // namespace
+
+int main() {
+  TestAgainstModel();
+  return Finish();
+}
