@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -544,6 +545,7 @@ class Connection {
   }
 
   void Worker() {
+    pthread_setname_np(pthread_self(), "tm-nbd-work");  // for top -H and perf (benchmarks/tap-overhead.ts)
     std::unique_lock<std::mutex> lk(mu_);
     for (;;) {
       auto it = NextRunnableLocked();
@@ -795,6 +797,7 @@ void NbdServer::AcceptLoop() {
       const uint64_t id = next_conn_id_++;
       std::lock_guard<std::mutex> lk(conns_mu_);
       conn->thread = std::thread([this, raw, id] {
+        pthread_setname_np(pthread_self(), "tm-nbd-conn");
         Connection(raw->fd, id, *exports_, log_, rejected_handshakes_).Run();
         // The client waits for end-of-file after NBD_CMD_DISC: send it now,
         // not when the acceptor next reaps (up to a second later).
