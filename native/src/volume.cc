@@ -182,7 +182,7 @@ uint8_t* Volume::BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8
   return slot + kRecordHeaderSize;
 }
 
-void Volume::EndRecord() {
+void Volume::EndRecord(bool* notify_later) {
   const size_t n = pending_commit_;
   ring_.Commit(n);
   records_.fetch_add(1, std::memory_order_relaxed);
@@ -190,7 +190,8 @@ void Volume::EndRecord() {
   const bool notify = want_notify_;
   want_notify_ = false;
   ring_mu_.unlock();
-  if (notify && readable_) readable_();
+  if (notify_later) *notify_later |= notify;
+  else if (notify && readable_) readable_();
 }
 
 void Volume::Marker(uint8_t kind) {
@@ -288,6 +289,7 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
   const uint64_t end = offset + length;
   const uint64_t first = offset >> kSectorShift;
   const uint64_t last = (end + kSectorSize - 1) >> kSectorShift;
+  bool notify = false;  // the consumer is told after mu_ is free (it is a syscall)
   {
     // The range lock orders this change against overlapping ones from its
     // pwrite to its seq, so the one that lands last has the higher seq.
@@ -336,9 +338,10 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
       if (lo > pb) std::memcpy(d, head, lo - pb);
       std::memcpy(d + (lo - pb), data + (lo - offset), hi - lo);
       if (hi < pend) std::memcpy(d + (hi - pb), tail, pend - hi);
-      EndRecord();
+      EndRecord(&notify);
     }
   }
+  if (notify && readable_) readable_();
   writes_.fetch_add(1, std::memory_order_relaxed);
   bytes_written_.fetch_add(length, std::memory_order_relaxed);
   return fua ? SyncForFua() : 0;
@@ -347,6 +350,7 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
 uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch) {
   const uint64_t off = first << kSectorShift;
   const uint64_t len = count << kSectorShift;
+  bool notify = false;
   {
     RangeLock::Hold hold = ranges_.Lock(first, first + count);
     {
@@ -379,8 +383,9 @@ uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t k
     const uint64_t seq = seq_->Next();
     volume_seq_.store(seq, std::memory_order_relaxed);
     MarkDirty(first, count, seq);
-    if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord();
+    if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord(&notify);
   }
+  if (notify && readable_) readable_();
   (kind == kRecordTrim ? trims_ : zeroes_).fetch_add(1, std::memory_order_relaxed);
   return fua ? SyncForFua() : 0;
 }
@@ -416,12 +421,14 @@ uint32_t Volume::Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) 
 }
 
 uint32_t Volume::Flush() {
+  bool notify = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     const uint64_t seq = seq_->Next();
     volume_seq_.store(seq, std::memory_order_relaxed);
-    if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord();
+    if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord(&notify);
   }
+  if (notify && readable_) readable_();
   flushes_.fetch_add(1, std::memory_order_relaxed);
   return SyncForFua();
 }

@@ -161,7 +161,10 @@ class Volume : public Export {
   // data pointer (after the header), or nullptr if the record is not kept.
   uint8_t* BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
                        uint32_t data_length);
-  void EndRecord();
+  // Commits the reserved record. Tells the consumer records are there if it
+  // asked to be told: at once, or, with notify_later, by setting it so the
+  // caller does once mu_ is free.
+  void EndRecord(bool* notify_later = nullptr);
   // With mu_ held: put a GAP (or EXACT) marker with a fresh seq in the ring.
   void Marker(uint8_t kind);
   void FallBehind(const char* why);
