@@ -41,6 +41,12 @@ import type { ServerInfoReply } from '../proto/generated/tidemark/v1/ServerInfoR
 import type { ReplicationService } from './replication-service'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
+import type { CreateViewRequest__Output } from '../proto/generated/tidemark/v1/CreateViewRequest'
+import type { DeleteViewRequest__Output } from '../proto/generated/tidemark/v1/DeleteViewRequest'
+import type { ListViewsReply } from '../proto/generated/tidemark/v1/ListViewsReply'
+import type { ListViewsRequest__Output } from '../proto/generated/tidemark/v1/ListViewsRequest'
+import type { ViewInfo } from '../proto/generated/tidemark/v1/ViewInfo'
+import { checkViewName, viewDescription, type ViewRecord, type ViewRegistry } from './view-registry'
 
 /** Largest Read (TimeView) request. */
 export const MAX_READ_BYTES = 4 * 1024 * 1024
@@ -61,6 +67,9 @@ function toTimeMark(e: CatalogEntry): TimeMark {
 }
 
 export class AdminService {
+  /** Named views (timeview create|list|delete); null: this appliance keeps none. */
+  views: ViewRegistry | null = null
+
   constructor(
     private readonly store: ApplianceStore,
     private readonly replication: ReplicationService,
@@ -136,6 +145,34 @@ export class AdminService {
         const v = this.volume(call.request.volume)
         return { timemarks: (await v.timemarks()).map(toTimeMark) }
       }),
+      createView: unaryHandler<CreateViewRequest__Output, ViewInfo>('createView', opts((r) => ({ volume: r.volume, view: r.name })), (call) =>
+        this.createView(call.request)
+      ),
+      listViews: unaryHandler<ListViewsRequest__Output, ListViewsReply>('listViews', opts(), (call) => {
+        const views = this.registry()
+        if (call.request.volume) this.volume(call.request.volume)
+        const who = this.auth.identity(call)
+        const mayRead = (volume: string): boolean => !this.auth.tls || this.auth.mayWrite(who, volume)
+        const recs = views.records().filter((r) => (!call.request.volume || r.volume === call.request.volume) && mayRead(r.volume))
+        return { views: recs.map((r) => this.viewInfo(r)) }
+      }),
+      deleteView: unaryHandler<DeleteViewRequest__Output, ViewInfo>(
+        'deleteView',
+        {
+          log: this.log,
+          codeInDetails: true,
+          // The caller needs the right to the view's volume.
+          authorize: (call) => {
+            const r = this.views?.record(call.request.name)
+            if (r) this.authorize(r.volume, call)
+          },
+          context: (r) => ({ view: r.name }),
+        },
+        async (call) => {
+          const r = await this.registry().delete(call.request.name)
+          return { ...this.viewInfo(r), overlayBytes: 0, uris: [] }
+        }
+      ),
     })
   }
 
@@ -209,5 +246,63 @@ export class AdminService {
       else out.push({ volume, segments: await v.journal() })
     }
     return { volumes: out }
+  }
+
+  // ---- named views (view-registry.ts) ----
+
+  private registry(): ViewRegistry {
+    if (!this.views?.served) {
+      throw new TidemarkError('VIEWS_NOT_SERVED', 'this appliance serves no NBD exports, so it keeps no views: start it with --nbd unix:PATH|tcp:HOST:PORT')
+    }
+    return this.views
+  }
+
+  private async createView(r: CreateViewRequest__Output): Promise<ViewInfo> {
+    const views = this.registry()
+    const v = this.volume(r.volume)
+    checkViewName(r.name, (n) => this.store.get(n) !== undefined)
+    // The same resolution, and refusals, as restore: a view shows a point restore would give.
+    const p = await resolvePoint(v, r.point)
+    let point = `seq ${p.seq}`
+    if (p.timemark) {
+      const t = p.timemark
+      point = `TimeMark ${t.seq}${t.label ? ` '${t.label}'` : ''} (${t.consistency}, ${new Date(t.wallMs).toISOString()})`
+    } else if (p.timeMs) {
+      point = `seq ${p.seq} (recorded ${new Date(p.timeMs).toISOString()})`
+    }
+    const rec = await views.create({
+      name: r.name,
+      volume: v.meta.name,
+      seq: p.seq,
+      writable: r.writable,
+      createdAt: new Date().toISOString(),
+      volumeSize: v.meta.size,
+      point,
+    })
+    try {
+      // Retention holds the seq from now on; a compaction already running
+      // when the view was recorded did not know, and may fold it away.
+      await this.retention?.settled()
+      v.checkRetained(p.seq)
+    } catch (err) {
+      await views.delete(rec.name).catch(() => {})
+      throw err
+    }
+    return this.viewInfo(rec)
+  }
+
+  private viewInfo(r: ViewRecord): ViewInfo {
+    return {
+      name: r.name,
+      volume: r.volume,
+      seq: r.seq,
+      writable: r.writable,
+      createdAt: r.createdAt,
+      volumeSize: r.volumeSize,
+      point: r.point,
+      description: viewDescription(r),
+      overlayBytes: this.views?.overlayBytes(r.name) ?? 0,
+      uris: this.views?.uris(r.name) ?? [],
+    }
   }
 }

@@ -18,6 +18,8 @@ import { Authorizer, type AllowList } from './authorizer'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
 import { Retention, type RetentionRule } from './retention'
+import { Scrubber } from './scrub'
+import { ViewRegistry } from './view-registry'
 
 export interface ApplianceOptions {
   dataDir: string
@@ -33,6 +35,8 @@ export interface ApplianceOptions {
   compactEveryMs?: number
   /** Serve every point over NBD here (nbd-exports.ts). */
   nbd?: NbdEndpoint
+  /** How often every journal is scrubbed, ms (0: never; scrub.ts). */
+  scrubEveryMs?: number
   logger: Logger
 }
 
@@ -60,6 +64,7 @@ export class Appliance {
   readonly port: number
   private timer: NodeJS.Timeout | null = null
   private retention: Retention | null = null
+  private scrubber: Scrubber | null = null
   private stopping: Promise<void> | null = null
   /** The NBD server, with --nbd. */
   nbd: ApplianceNbdServer | null = null
@@ -110,13 +115,22 @@ export class Appliance {
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
       try {
-        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback }, log)
+        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth }, log)
       } catch (err) {
         await store.close()
         throw err
       }
     }
     const admin = new AdminService(store, replication, auth, log, id, retention, nbd)
+    // Named views (timeview create): kept in DATA/views, served by the NBD
+    // server, their seqs held from retention.
+    const views = await ViewRegistry.open(opts.dataDir, log)
+    retention.holds = (volume) => views.seqsOf(volume)
+    admin.views = views
+    if (nbd) {
+      views.attach(nbd, [nbd.endpoint], !!opts.tls)
+      nbd.setViewSource(views)
+    }
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -141,6 +155,8 @@ export class Appliance {
     a.nbd = nbd
     a.retention = retention
     retention.start(opts.compactEveryMs ?? 60_000)
+    a.scrubber = new Scrubber(store, log)
+    a.scrubber.start(opts.scrubEveryMs ?? 86_400_000)
     log.info(
       {
         listen: `${host}:${port}`,
@@ -169,6 +185,7 @@ export class Appliance {
     this.stopping ??= (async () => {
       if (this.timer) clearInterval(this.timer)
       await this.retention?.stop()
+      await this.scrubber?.stop()
       this.replication.closeAll()
       await this.nbd?.close()
       await new Promise<void>((resolve) => {

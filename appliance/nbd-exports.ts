@@ -12,8 +12,11 @@
 // its export, and so its point, for as long as it lasts: `VOLUME` and
 // `VOLUME@latest` are the newest exact point when the client connects.
 //
-// Over TCP, the gRPC rule: loopback only, unless --insecure. (NBD STARTTLS,
-// which a TLS appliance would need on the network, is not built yet.)
+// The gRPC rule: an appliance with TLS requires NBD STARTTLS with a
+// certificate its CA signed on every NBD listener (nbdinfo and qemu speak it:
+// nbds+unix://, tls-creds), and a client opens or lists only the volumes its
+// identity may use (the --allow list, authorizer.ts); without TLS, TCP is
+// loopback only unless --insecure.
 import type { Logger } from 'pino'
 import {
   listenApplianceNbd,
@@ -24,6 +27,7 @@ import {
 } from '../native/appliance-nbd'
 import { TidemarkError } from '../proto/errors'
 import { parseExportName } from '../proto/export-name'
+import type { Authorizer } from './authorizer'
 import { resolvePoint, type ResolvedPoint } from './point-resolver'
 import type { ApplianceStore } from './store'
 
@@ -44,9 +48,6 @@ export interface ViewSource {
   get(name: string): ViewExportSpec | undefined
   list(): ViewExportSpec[]
 }
-
-/** How often the export listing (NBD_OPT_LIST) is refreshed. */
-const LISTING_MS = 1000
 
 /** Why a point was refused -> the NBD option error that carries it. */
 function refusalOf(code: string): NbdRefusal {
@@ -75,42 +76,42 @@ export class ApplianceNbdServer {
   private views: ViewSource | null = null
   /** Named views' exports, shared by every connection to them (one overlay each). */
   private readonly viewExports = new Map<string, ApplianceExportHandle>()
-  private readonly timer: NodeJS.Timeout
   opened = 0
   refused = 0
 
   private constructor(
     private readonly handle: ApplianceNbdHandle,
     private readonly store: ApplianceStore,
+    private readonly auth: Authorizer,
     private readonly log: Logger,
     readonly endpoint: NbdEndpoint
-  ) {
-    this.timer = setInterval(() => this.refreshListing(), LISTING_MS)
-    this.timer.unref()
-    this.refreshListing()
-  }
+  ) {}
 
-  static start(store: ApplianceStore, endpoint: NbdEndpoint, opts: { insecure: boolean; isLoopback: (h: string) => boolean }, log: Logger): ApplianceNbdServer {
-    if ('tcp' in endpoint && !opts.insecure && !opts.isLoopback(endpoint.tcp.host)) {
-      throw new TidemarkError(
-        'USAGE',
-        `refusing to serve NBD on ${endpoint.tcp.host} without TLS: NBD STARTTLS is not built yet, so --nbd tcp: is loopback only unless --insecure`
-      )
+  static start(
+    store: ApplianceStore,
+    endpoint: NbdEndpoint,
+    opts: { insecure: boolean; isLoopback: (h: string) => boolean; tls?: { cert: string; key: string; ca: string }; auth: Authorizer },
+    log: Logger
+  ): ApplianceNbdServer {
+    if ('tcp' in endpoint && !opts.tls && !opts.insecure && !opts.isLoopback(endpoint.tcp.host)) {
+      throw new TidemarkError('USAGE', `refusing to serve NBD on ${endpoint.tcp.host} without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure`)
     }
     let server: ApplianceNbdServer | undefined
     const nlog = log.child({ component: 'nbd' })
     let handle: ApplianceNbdHandle
+    const where = 'unix' in endpoint ? { unix: endpoint.unix } : { tcpHost: endpoint.tcp.host, tcpPort: endpoint.tcp.port }
+    const tls = opts.tls ? { tlsCert: opts.tls.cert, tlsKey: opts.tls.key, tlsCa: opts.tls.ca } : {}
     try {
       handle = listenApplianceNbd(
-        'unix' in endpoint ? { unix: endpoint.unix } : { tcpHost: endpoint.tcp.host, tcpPort: endpoint.tcp.port },
-        (id, name) => server!.open(id, name),
+        { ...where, ...tls },
+        (id, name, identity) => (name === null ? server!.list(id, identity) : server!.open(id, name, identity)),
         (level, message) => nlog[level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : 'debug'](message)
       )
     } catch (err) {
       throw new TidemarkError('LISTEN_FAILED', `cannot serve NBD: ${(err as Error).message}`)
     }
     const bound: NbdEndpoint = 'unix' in endpoint ? endpoint : { tcp: { host: endpoint.tcp.host, port: handle.tcpPort() } }
-    server = new ApplianceNbdServer(handle, store, nlog, bound)
+    server = new ApplianceNbdServer(handle, store, opts.auth, nlog, bound)
     return server
   }
 
@@ -123,27 +124,37 @@ export class ApplianceNbdServer {
   /** Named views (view-registry.ts) join the exports. */
   setViewSource(src: ViewSource): void {
     this.views = src
-    this.refreshListing()
   }
 
   /** A deleted view: no new connection gets it (open ones end when their clients go). */
   dropView(name: string): void {
     this.viewExports.get(name)?.close()
     this.viewExports.delete(name)
-    this.refreshListing()
   }
 
-  private refreshListing(): void {
-    const l = this.store.volumes().map((v) => ({
-      name: `${v.meta.name}@latest`,
-      description: v.fullSyncDone ? `${v.meta.name} at seq ${v.exactSeq}, the newest exact point (it moves on: a connection keeps the one it opened)` : `${v.meta.name}: initial copy not complete, no point is exact yet`,
-    }))
-    for (const view of this.views?.list() ?? []) l.push({ name: view.name, description: view.description })
-    this.handle.setListing(l)
+  /** May a client of this identity use the volume? (Without TLS there is no identity to check.) */
+  private allowed(identity: string, volume: string): boolean {
+    return !this.auth.tls || this.auth.mayWrite(identity || null, volume)
   }
 
-  private open(id: number, name: string): void {
-    this.resolve(name).then(
+  /** NBD_OPT_LIST: each volume's newest point and each view, those the client may use. */
+  private list(id: number, identity: string): void {
+    const l: Array<{ name: string; description: string }> = []
+    for (const v of this.store.volumes()) {
+      if (!this.allowed(identity, v.meta.name)) continue
+      l.push({
+        name: `${v.meta.name}@latest`,
+        description: v.fullSyncDone
+          ? `${v.meta.name} at seq ${v.exactSeq}, the newest exact point (it moves on: a connection keeps the one it opened)`
+          : `${v.meta.name}: initial copy not complete, no point is exact yet`,
+      })
+    }
+    for (const view of this.views?.list() ?? []) if (this.allowed(identity, view.volume)) l.push({ name: view.name, description: view.description })
+    this.handle.listed(id, l)
+  }
+
+  private open(id: number, name: string, identity: string): void {
+    this.resolve(name, identity).then(
       (exp) => {
         this.opened++
         this.handle.answer(id, exp.handle)
@@ -157,11 +168,16 @@ export class ApplianceNbdServer {
     )
   }
 
-  private async resolve(name: string): Promise<{ handle: ApplianceExportHandle; shared: boolean }> {
+  private async resolve(name: string, identity: string): Promise<{ handle: ApplianceExportHandle; shared: boolean }> {
     const view = this.views?.get(name)
-    if (view) return { handle: await this.viewExport(view), shared: true }
+    if (view) {
+      this.authorize(identity, view.volume)
+      return { handle: await this.viewExport(view), shared: true }
+    }
     const parsed = parseExportName(name)
     if ('error' in parsed) throw new TidemarkError('BAD_POINT', parsed.error)
+    // Before anything else is looked at: an unknown volume and a forbidden one look alike.
+    this.authorize(identity, parsed.volume)
     const v = this.store.get(parsed.volume)
     if (!v) {
       throw new TidemarkError(
@@ -171,8 +187,14 @@ export class ApplianceNbdServer {
     }
     const p = await resolvePoint(v, parsed.point)
     const map = await v.pointMap(p.seq)
-    const handle = openApplianceExport({ name, description: describeResolved(v.meta.name, p), size: v.meta.size, writable: false }, map)
+    const handle = openApplianceExport({ name, description: describeResolved(v.meta.name, p), size: v.meta.size, writable: false }, map, this.handle)
     return { handle, shared: false }
+  }
+
+  private authorize(identity: string, volume: string): void {
+    if (!this.allowed(identity, volume)) {
+      throw new TidemarkError('PERMISSION_DENIED', `certificate identity "${identity}" may not read volume ${volume}`)
+    }
   }
 
   private async viewExport(view: ViewExportSpec): Promise<ApplianceExportHandle> {
@@ -183,7 +205,11 @@ export class ApplianceNbdServer {
     const map = await v.pointMap(view.seq)
     const again = this.viewExports.get(view.name) // another connection built it meanwhile
     if (again) return again
-    const handle = openApplianceExport({ name: view.name, description: view.description, size: v.meta.size, writable: view.writable }, map)
+    const handle = openApplianceExport(
+      { name: view.name, description: view.description, size: v.meta.size, writable: view.writable, overlayPath: view.overlay?.data, overlayMapPath: view.overlay?.map },
+      map,
+      this.handle
+    )
     this.viewExports.set(view.name, handle)
     return handle
   }
@@ -193,7 +219,6 @@ export class ApplianceNbdServer {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.timer)
     await this.handle.close()
     for (const h of this.viewExports.values()) h.close()
     this.viewExports.clear()

@@ -9,7 +9,8 @@
 //              other rules want is given up too ("history shrinking"), and
 //              stats warns
 // A point is kept if any of the time and marks rules keeps it; pinned
-// TimeMarks, and every point after them, are always kept. Without a rule a
+// TimeMarks, the seqs of named views (view-registry.ts), and every point
+// after them, are always kept. Without a rule a
 // volume keeps everything.
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
@@ -68,7 +69,7 @@ export interface RetentionPlan {
 }
 
 /** What the volume's rule lets go of now. */
-export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = Date.now()): Promise<RetentionPlan> {
+export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = Date.now(), held: number[] = []): Promise<RetentionPlan> {
   if (!v.fullSyncDone) return { upTo: 0, shrinking: null }
   const floor = v.base?.seq ?? 0
   const wants: number[] = []
@@ -81,7 +82,8 @@ export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = D
     wants.push(marks.length > spec.marks ? marks[marks.length - spec.marks].seq : 0)
   }
   let upTo = wants.length ? Math.min(...wants) : 0
-  const pinned = v.pinnedSeqs.filter((s) => s >= floor)
+  // Seqs held like pinned marks: named views' (held).
+  const pinned = [...v.pinnedSeqs, ...held].filter((s) => s >= floor).sort((a, b) => a - b)
   if (pinned.length) upTo = Math.min(upTo || Infinity, pinned[0])
   if (upTo === Infinity) upTo = 0
   let shrinking: string | null = null
@@ -110,6 +112,9 @@ export class Retention {
   private running: Promise<unknown> = Promise.resolve()
   /** Per volume: the last plan's warning, the last compaction, what was given up under disk pressure. */
   readonly status = new Map<string, { shrinking: string | null; last: CompactResult | null; error: string | null; pressure: string | null }>()
+  /** Seqs of a volume kept as if pinned: the named views' (appliance.ts sets it to ViewRegistry.seqsOf). */
+  holds: (volume: string) => number[] = () => []
+  private readonly inFlight = new Set<Promise<unknown>>()
 
   constructor(
     private readonly store: ApplianceStore,
@@ -155,13 +160,30 @@ export class Retention {
   }
 
   /** Applies the volume's rule now. Returns the compaction, or null if nothing has expired. */
-  async run(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
+  run(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
+    const p = this.runNow(v)
+    this.inFlight.add(p)
+    const done = (): void => void this.inFlight.delete(p)
+    p.then(done, done)
+    return p
+  }
+
+  /**
+   * Resolves once every run started before this call has ended: a hold added
+   * now (a new view's seq) is then either in every later plan or already
+   * folded into a base, which the caller can see (checkRetained).
+   */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.inFlight])
+  }
+
+  private async runNow(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
     const spec = ruleFor(this.rules, v.meta.name)
     if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
     const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null, pressure: null }
     this.status.set(v.meta.name, st)
     try {
-      const plan = await retentionPlan(v, spec)
+      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.meta.name))
       if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.meta.name }, plan.shrinking)
       st.shrinking = plan.shrinking
       const result = plan.upTo > 0 ? await v.compact(plan.upTo) : null

@@ -221,9 +221,10 @@ export class VolumeStore implements ImageSource {
   show(fromSeq: number, limit: number): Promise<ShownRecord[]> {
     return showRecords(this.l, fromSeq, limit)
   }
-  async verify(): Promise<VerifyResult> {
+  /** quiet: the caller logs the outcome (the scrub, which logs a problem once). */
+  async verify(opts: { quiet?: boolean } = {}): Promise<VerifyResult> {
     await this.writer.settled()
-    return verifyVolume(this.l)
+    return verifyVolume(this.l, opts)
   }
 
   /** Recovers the volume from its files in place (the batch writer, after a failed index write). */

@@ -64,6 +64,13 @@ export const APPLIANCE = command({
       key: 'nbd',
       value: convert(z.string(), (s) => (s ? parseEndpoint(s, '--nbd') : undefined)),
     }),
+    'scrub-every': text({
+      label: '--scrub-every S',
+      help: 're-read every journal and check its checksums every S seconds\n(default 86400; the first scrub runs min(S, 300) s after start;\n0 = never): damage at rest is found, and points after it refused',
+      key: 'scrubEvery',
+      default: '86400',
+      value: seconds('--scrub-every'),
+    }),
     data: text({ label: '--data DIR', help: 'journals, indexes and volume metadata; created if missing', key: 'data', required: '--data DIR is required' }),
     listen: text({
       label: '--listen HOST:PORT',
@@ -93,7 +100,7 @@ export const APPLIANCE = command({
   help: (rows) => `Usage:
   tidemark appliance --data DIR --listen HOST:PORT [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure]
-                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS]
+                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
 
@@ -101,7 +108,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'stats-interval', 'config')}
 `,
 })
 
@@ -129,6 +136,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     segmentBytes: a['segment-size'],
     retain: a.retain ?? [],
     compactEveryMs: a['compact-every']! * 1000,
+    scrubEveryMs: a['scrub-every']! * 1000,
     statsIntervalMs: a['stats-interval']! * 1000,
     logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'appliance' } }),
   }

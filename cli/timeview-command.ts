@@ -18,6 +18,7 @@ import { TimeView, type TimeViewStats } from '../native/view'
 import { parseEndpoint } from './args'
 import { adminFromFlags, clientOptions, helpOption, logLevel, pointOf, pointOptions, seconds, size } from './common-options'
 import { command, convert, flag, helpText, parseCommand, text } from './definition'
+import { isViewAction, runTimeviewAction } from './timeview-views-command'
 
 export const TIMEVIEW = command({
   name: 'timeview',
@@ -50,6 +51,11 @@ export const TIMEVIEW = command({
   tidemark timeview --appliance HOST:PORT --volume NAME (--timemark ID|LABEL | --at ISO-TIME | --seq N|latest)
                     --nbd unix:PATH|tcp:HOST:PORT [--writable] [--cache SIZE] [--stats-interval SECONDS]
                     [--tls-cert F --tls-key F --tls-ca F] [--json] [--log-level LEVEL]
+  tidemark timeview create --appliance HOST:PORT --volume NAME (point) --name NAME [--writable] [--json]
+  tidemark timeview list   --appliance HOST:PORT [--volume NAME] [--json]
+  tidemark timeview delete --appliance HOST:PORT --name NAME [--json]
+  (create, list and delete: named views the appliance serves itself; see
+  tidemark timeview create --help)
 
 Serves the volume as it was at the point given, read-only, as an NBD export
 named after the volume, until SIGINT or SIGTERM. Nothing is copied first:
@@ -86,6 +92,7 @@ function statsLine(s: TimeViewStats): Record<string, number> {
 }
 
 export async function runTimeview(argv: string[]): Promise<number> {
+  if (isViewAction(argv[0])) return runTimeviewAction(argv)
   const p = parseCommand(TIMEVIEW, argv)
   if (p.help) {
     process.stdout.write(helpText(TIMEVIEW))

@@ -34,6 +34,9 @@ export interface ApplianceExportConfig {
   size: number
   writable: boolean
   overlayDir?: string
+  /** A durable overlay instead (a named writable view): its data file and its map (native/src/overlay.h). */
+  overlayPath?: string
+  overlayMapPath?: string
 }
 
 export interface ApplianceExportStats {
@@ -59,7 +62,7 @@ export type NbdRefusal = 'unknown' | 'invalid' | 'policy' | 'unavailable'
 export interface ApplianceNbdHandle {
   answer(id: number, exp: ApplianceExportHandle): boolean
   refuse(id: number, reason: NbdRefusal, message: string): boolean
-  setListing(entries: Array<{ name: string; description: string }>): void
+  listed(id: number, entries: Array<{ name: string; description: string }>): boolean
   tcpPort(): number
   rejectedHandshakes(): number
   close(): Promise<void>
@@ -67,10 +70,10 @@ export interface ApplianceNbdHandle {
 
 const n = native as unknown as {
   PointMap: new (config: { path?: string; size: number; files: Array<[number, number]> }) => PointMapHandle
-  ApplianceExport: new (config: ApplianceExportConfig, map: PointMapHandle) => ApplianceExportHandle
+  ApplianceExport: new (config: ApplianceExportConfig, map: PointMapHandle, server?: ApplianceNbdHandle) => ApplianceExportHandle
   ApplianceNbd: new (
-    config: { unix?: string; tcpHost?: string; tcpPort?: number },
-    onOpen: (id: number, name: string) => void,
+    config: ApplianceNbdConfig,
+    onOpen: (id: number, name: string | null, identity: string) => void,
     onLog: (level: number, message: string) => void
   ) => ApplianceNbdHandle
 }
@@ -79,13 +82,28 @@ export function openPointMap(config: { path?: string; size: number; files: Array
   return new n.PointMap(config)
 }
 
-export function openApplianceExport(config: ApplianceExportConfig, map: PointMapHandle): ApplianceExportHandle {
-  return new n.ApplianceExport(config, map)
+/** An export over a snapshot of the map taken now; made for `server`, it logs (overlay errors) where the server does. */
+export function openApplianceExport(config: ApplianceExportConfig, map: PointMapHandle, server?: ApplianceNbdHandle): ApplianceExportHandle {
+  return new n.ApplianceExport(config, map, server)
 }
 
+/** Where to listen; with the TLS files, every client must STARTTLS with a certificate the CA signed. */
+export interface ApplianceNbdConfig {
+  unix?: string
+  tcpHost?: string
+  tcpPort?: number
+  tlsCert?: string
+  tlsKey?: string
+  tlsCa?: string
+}
+
+/**
+ * onOpen(id, name, identity): a client names an export (answer or refuse),
+ * or asks for the list (name null: listed). identity is its certificate's, "" without TLS.
+ */
 export function listenApplianceNbd(
-  config: { unix?: string; tcpHost?: string; tcpPort?: number },
-  onOpen: (id: number, name: string) => void,
+  config: ApplianceNbdConfig,
+  onOpen: (id: number, name: string | null, identity: string) => void,
   onLog: (level: number, message: string) => void
 ): ApplianceNbdHandle {
   return new n.ApplianceNbd(config, onOpen, onLog)

@@ -20,9 +20,12 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   READ_TOO_LARGE: grpc.status.INVALID_ARGUMENT,
   RECORD_MALFORMED: grpc.status.INVALID_ARGUMENT,
   TIMEMARK_BAD_REQUEST: grpc.status.INVALID_ARGUMENT,
+  VIEW_BAD_NAME: grpc.status.INVALID_ARGUMENT,
   // Names that do not exist.
   UNKNOWN_TIMEMARK: grpc.status.NOT_FOUND,
   UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
+  UNKNOWN_VIEW: grpc.status.NOT_FOUND,
+  VIEW_EXISTS: grpc.status.ALREADY_EXISTS,
   TIMEMARK_UNKNOWN_GROUP: grpc.status.NOT_FOUND,
   TIMEMARK_UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
   // Positions outside what exists.
@@ -41,6 +44,7 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   SEQ_OUT_OF_ORDER: grpc.status.FAILED_PRECONDITION,
   TIMEMARK_NO_APPLIANCE: grpc.status.FAILED_PRECONDITION,
   TIMEMARK_REFUSED: grpc.status.FAILED_PRECONDITION,
+  VIEWS_NOT_SERVED: grpc.status.FAILED_PRECONDITION,
   // Gave up part way.
   TIMEMARK_LOST: grpc.status.ABORTED,
   TIMEMARK_QUIESCE_FAILED: grpc.status.ABORTED,

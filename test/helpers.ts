@@ -57,9 +57,9 @@ export interface RunResult {
 }
 
 /** Runs a command to completion (asynchronously: the tap keeps serving meanwhile). */
-export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string; env?: Record<string, string> } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd })
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd, env: opts.env ? { ...process.env, ...opts.env } : undefined })
     let stdout = ''
     let stderr = ''
     p.stdout.on('data', (d) => (stdout += d))
@@ -440,4 +440,21 @@ export async function mountOverNbd(
   await must('mount', ['-o', opts.readOnly ? 'loop,ro,noload' : 'loop', path.join(mnt, 'disk'), fsdir])
   mounted = true
   return { fsdir, unmount: () => takeDown(false) }
+}
+
+/** A CA (CA.pem, CA.key) in dir and certificates it signs: NAME.pem/.key with CN=NAME and SANs for 127.0.0.1 and localhost. */
+export async function makePki(dir: string, names: string[], caName = 'ca'): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true })
+  const ssl = (args: string[]): Promise<string> => must('openssl', args, { cwd: dir })
+  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=tidemark test ${caName}`, '-keyout', `${caName}.key`, '-out', `${caName}.pem`])
+  for (const n of names) {
+    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
+    await ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`])
+    await ssl(['x509', '-req', '-in', `${n}.csr`, '-CA', `${caName}.pem`, '-CAkey', `${caName}.key`, '-CAcreateserial', '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`])
+  }
+}
+
+/** --tls-cert/--tls-key/--tls-ca for `who`'s certificate in a makePki directory. */
+export function tlsArgs(dir: string, who: string): string[] {
+  return ['--tls-cert', path.join(dir, `${who}.pem`), '--tls-key', path.join(dir, `${who}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
 }

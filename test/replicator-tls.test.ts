@@ -5,22 +5,11 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { have, makeImage, must, nbdUri, restore, sha256, sleep, startAgent, startAppliance, tmpdir } from './helpers'
+import { have, makeImage, makePki, must, nbdUri, restore, sha256, sleep, startAgent, startAppliance, tlsArgs, tmpdir } from './helpers'
 
 const MiB = 1024 * 1024
 
-async function makePki(dir: string, names: string[], caName = 'ca'): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true })
-  const ssl = (args: string[]): Promise<string> => must('openssl', args, { cwd: dir })
-  await ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=tidemark test ${caName}`, '-keyout', `${caName}.key`, '-out', `${caName}.pem`])
-  for (const n of names) {
-    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
-    await ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`])
-    await ssl(['x509', '-req', '-in', `${n}.csr`, '-CA', `${caName}.pem`, '-CAkey', `${caName}.key`, '-CAcreateserial', '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`])
-  }
-}
-
-const tls = (dir: string, who: string): string[] => ['--tls-cert', path.join(dir, `${who}.pem`), '--tls-key', path.join(dir, `${who}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
+const tls = tlsArgs
 
 t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs why once and keeps retrying', { skip: !have('openssl') && 'openssl is not installed' }, async (t) => {
   const dir = tmpdir(t)

@@ -2,30 +2,13 @@
 // appliance process, real gRPC clients. An agent may write only the volumes
 // its certificate identity is allowed; anything else is PERMISSION_DENIED and
 // logged; a certificate from another CA does not get a connection at all.
-import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import t from 'tap'
 import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
-import { BIN, run, startAppliance, tmpdir } from './helpers'
-
-function openssl(args: string[], cwd: string): void {
-  execFileSync('openssl', args, { cwd, stdio: 'pipe' })
-}
-
-/** A CA and certificates it signs: CN=name, plus SANs for the server. */
-function makePki(dir: string, names: string[], caName = 'ca'): void {
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=tidemark test ${caName}`,
-    '-keyout', `${caName}.key`, '-out', `${caName}.pem`], dir)
-  for (const n of names) {
-    fs.writeFileSync(path.join(dir, `${n}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
-    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${n}`, '-keyout', `${n}.key`, '-out', `${n}.csr`], dir)
-    openssl(['x509', '-req', '-in', `${n}.csr`, '-CA', `${caName}.pem`, '-CAkey', `${caName}.key`, '-CAcreateserial',
-      '-days', '2', '-extfile', `${n}.ext`, '-out', `${n}.pem`], dir)
-  }
-}
+import { BIN, makePki, run, startAppliance, tmpdir } from './helpers'
 
 function hello(volume: string) {
   return { hello: { protocol: PROTOCOL_VERSION, agentId: 'whoever-i-say', volume, generation: 'g1', size: 1 << 20, group: '', ackedSeq: 0 } }
@@ -60,10 +43,10 @@ t.test('mutual TLS: identities map to volumes; others are refused', async (t) =>
   const dir = tmpdir(t)
   const pki = path.join(dir, 'pki')
   fs.mkdirSync(pki)
-  makePki(pki, ['appliance', 'agent-a', 'agent-b'])
+  await makePki(pki, ['appliance', 'agent-a', 'agent-b'])
   const rogue = path.join(dir, 'rogue')
   fs.mkdirSync(rogue)
-  makePki(rogue, ['agent-a'], 'ca')
+  await makePki(rogue, ['agent-a'], 'ca')
   // the rogue agent-a presents a certificate from another CA, but trusts ours
   fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(rogue, 'trust.pem'))
 

@@ -15,7 +15,7 @@ min_execs=${FUZZ_MIN_EXECS:-$((seconds * 100))}
 cxx=${FUZZ_CXX:-clang++}
 out=build-fuzz
 bin=$out/nbd_fuzz
-srcs=(native/src/dirty_map.cc native/src/seq.cc native/src/volume.cc native/src/nbd_server.cc native/src/tap.cc
+srcs=(native/src/dirty_map.cc native/src/seq.cc native/src/volume.cc native/src/nbd_server.cc native/src/nbd_tls.cc native/src/tap.cc
       native/fuzz/nbd_fuzz.cc)
 flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
        -I native/src -pthread)

@@ -6,16 +6,21 @@
 //       apply(extents: Buffer) paints committed extents (the newest point's
 //       map), addFile(file, fd), deltaExtents(), read(offset, length) ->
 //       Promise<Buffer> (Admin.Read: preads on a worker thread).
-//   new ApplianceExport(config, pointMap)
+//   new ApplianceExport(config, pointMap[, applianceNbd])
 //       one export: a View (view.h) in direct mode over a snapshot of the
-//       map taken now. config: name, description, size, writable, overlayDir.
+//       map taken now. config: name, description, size, writable, overlayDir
+//       (or overlayPath + overlayMapPath: a durable overlay).
 //       stats(), close().
-//   new ApplianceNbd({ unix?, tcpHost?, tcpPort? }, onOpen(id, name), onLog(level, message))
-//       listens. When a client names an export, its connection thread posts
-//       onOpen and waits; JavaScript answers answer(id, applianceExport) or
-//       refuse(id, reason, message), reason one of unknown, invalid, policy,
-//       unavailable. setListing([{name, description}]) is what NBD_OPT_LIST
-//       shows. tcpPort(), close() -> Promise.
+//   new ApplianceNbd({ unix?, tcpHost?, tcpPort?, tlsCert?, tlsKey?, tlsCa? },
+//                    onOpen(id, name | null, identity), onLog(level, message))
+//       listens (with TLS files: every client must STARTTLS with a
+//       certificate the CA signed; identity is its CN, "" without TLS). When
+//       a client names an export, its connection thread posts onOpen(id,
+//       name, identity) and waits; JavaScript answers answer(id,
+//       applianceExport) or refuse(id, reason, message), reason one of
+//       unknown, invalid, policy, unavailable. A listing (NBD_OPT_LIST) posts
+//       onOpen(id, null, identity), answered with listed(id, [{name,
+//       description}]). tcpPort(), rejectedHandshakes(), close() -> Promise.
 // Requests never cross into JavaScript: a read is a binary search in the map
 // and a pread, on the connection's thread.
 #include <napi.h>
@@ -42,10 +47,7 @@
 
 namespace {
 
-using tidemark_addon::CallLog;
 using tidemark_addon::Fail;
-using tidemark_addon::LogEvent;
-using tidemark_addon::LogTsfn;
 
 // How long a connection waits for JavaScript to resolve an export name.
 constexpr auto kOpenTimeout = std::chrono::seconds(60);
@@ -194,129 +196,38 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
 };
 Napi::FunctionReference* PointMap::ctor = nullptr;
 
-// ------------------------------------------------------- ApplianceExport
-
-class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
- public:
-  static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "ApplianceExport",
-                       {InstanceMethod("stats", &ApplianceExport::Stats), InstanceMethod("close", &ApplianceExport::Close)});
-  }
-  static Napi::FunctionReference* ctor;
-
-  explicit ApplianceExport(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ApplianceExport>(info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject() ||
-        !info[1].As<Napi::Object>().InstanceOf(PointMap::ctor->Value())) {
-      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport(config, pointMap) expects an object and a PointMap")
-          .ThrowAsJavaScriptException();
-      return;
-    }
-    Napi::Object o = info[0].As<Napi::Object>();
-    tidemark::ViewConfig c;
-    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
-      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport config needs name (string) and size (number)")
-          .ThrowAsJavaScriptException();
-      return;
-    }
-    c.name = o.Get("name").As<Napi::String>();
-    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
-    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
-    c.writable = o.Get("writable").ToBoolean();
-    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
-    c.direct = true;
-    c.cache_bytes = 0;
-    std::shared_ptr<tidemark::PointReader> reader = PointMap::Unwrap(info[1].As<Napi::Object>())->map()->Snapshot();
-    view_ = std::make_shared<tidemark::View>(
-        c,
-        [reader](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
-          return reader->Read(offset, length, out, error);
-        },
-        [](int, const std::string&) {});
-    std::string error;
-    if (!view_->Open(&error)) {
-      view_.reset();
-      Fail(env, "EXPORT_OPEN_FAILED", error).ThrowAsJavaScriptException();
-    }
-  }
-
-  std::shared_ptr<tidemark::View> view() const { return view_; }
-
- private:
-  Napi::Value Stats(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Object o = Napi::Object::New(env);
-    if (!view_) return o;
-    const tidemark::ViewStats s = view_->Stats();
-    auto n = [&](const char* k, uint64_t x) { o.Set(k, Napi::Number::New(env, double(x))); };
-    n("reads", s.reads);
-    n("bytesRead", s.bytes_read);
-    n("writes", s.writes);
-    n("bytesWritten", s.bytes_written);
-    n("overlayBytes", s.overlay_bytes);
-    n("ioErrors", s.io_errors);
-    n("rejected", s.rejected);
-    n("connections", s.connections);
-    n("connectionsTotal", s.connections_total);
-    return o;
-  }
-
-  // Drops this object's hold; connections that opened the export keep it until they end.
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    view_.reset();
-    return info.Env().Undefined();
-  }
-
-  std::shared_ptr<tidemark::View> view_;
-};
-Napi::FunctionReference* ApplianceExport::ctor = nullptr;
-
 // ----------------------------------------------------------- ApplianceNbd
 
+// A question for JavaScript: open `name` (list: false) or list the exports
+// (list: true), for a client of `identity` ("" without TLS).
 struct OpenEvent {
   uint64_t id;
+  bool list;
   std::string name;
+  std::string identity;
 };
 void CallOpen(Napi::Env env, Napi::Function fn, std::nullptr_t*, OpenEvent* e) {
-  if (env != nullptr && fn != nullptr) fn.Call({Napi::Number::New(env, double(e->id)), Napi::String::New(env, e->name)});
+  if (env != nullptr && fn != nullptr) {
+    fn.Call({Napi::Number::New(env, double(e->id)), e->list ? env.Null() : Napi::String::New(env, e->name),
+             Napi::String::New(env, e->identity)});
+  }
   delete e;
 }
 using OpenTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, OpenEvent, CallOpen>;
 
 // Export names resolved by JavaScript: a connection thread posts the name
-// and waits for answer() or refuse() (or a timeout, or close).
+// (or a listing request) and waits for answer(), refuse() or listed() (or a
+// timeout, or close).
 class JsExports : public tidemark::ExportSet {
  public:
   explicit JsExports(OpenTsfn* tsfn) : tsfn_(tsfn) {}
 
-  std::shared_ptr<tidemark::Export> Open(const std::string& name, uint32_t* rep_err, std::string* why) override {
+  std::shared_ptr<tidemark::Export> Open(const std::string& name, const std::string& identity, uint32_t* rep_err,
+                                         std::string* why) override {
     Pending p;
-    uint64_t id;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (aborted_) {
-        *rep_err = tidemark::nbd::kRepErrShutdown;
-        *why = "the appliance is shutting down";
-        return nullptr;
-      }
-      id = next_id_++;
-      pending_[id] = &p;
-    }
-    auto* e = new OpenEvent{id, name};
-    if (tsfn_->NonBlockingCall(e) != napi_ok) {
-      delete e;
-      std::lock_guard<std::mutex> lk(mu_);
-      pending_.erase(id);
-      *rep_err = tidemark::nbd::kRepErrShutdown;
-      *why = "the appliance is shutting down";
-      return nullptr;
-    }
-    std::unique_lock<std::mutex> lk(mu_);
-    const bool answered = cv_.wait_for(lk, kOpenTimeout, [&] { return p.done || aborted_; });
-    if (!p.done) {
-      pending_.erase(id);
-      *rep_err = answered ? tidemark::nbd::kRepErrShutdown : tidemark::nbd::kRepErrUnsup;
-      *why = answered ? "the appliance is shutting down" : "the appliance did not resolve the export name in time";
+    if (!Ask(false, name, identity, &p)) {
+      *rep_err = p.rep_err;
+      *why = p.why;
       return nullptr;
     }
     if (!p.exp) {
@@ -326,9 +237,10 @@ class JsExports : public tidemark::ExportSet {
     return p.exp;
   }
 
-  std::vector<tidemark::ExportListing> List() override {
-    std::lock_guard<std::mutex> lk(mu_);
-    return listing_;
+  std::vector<tidemark::ExportListing> List(const std::string& identity) override {
+    Pending p;
+    Ask(true, std::string(), identity, &p);
+    return p.listing;
   }
 
   bool Answer(uint64_t id, std::shared_ptr<tidemark::Export> exp, uint32_t rep_err, const std::string& why) {
@@ -345,9 +257,16 @@ class JsExports : public tidemark::ExportSet {
     return true;
   }
 
-  void SetListing(std::vector<tidemark::ExportListing> l) {
+  bool Listed(uint64_t id, std::vector<tidemark::ExportListing> l) {
     std::lock_guard<std::mutex> lk(mu_);
-    listing_ = std::move(l);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return false;
+    Pending* p = it->second;
+    pending_.erase(it);
+    p->listing = std::move(l);
+    p->done = true;
+    cv_.notify_all();
+    return true;
   }
 
   void Abort() {
@@ -360,24 +279,61 @@ class JsExports : public tidemark::ExportSet {
   struct Pending {
     bool done = false;
     std::shared_ptr<tidemark::Export> exp;
+    std::vector<tidemark::ExportListing> listing;
     uint32_t rep_err = 0;
     std::string why;
   };
+
+  // Posts the question and waits; false (with p->rep_err, p->why) if it got no answer.
+  bool Ask(bool list, const std::string& name, const std::string& identity, Pending* p) {
+    using tidemark::nbd::kRepErrShutdown;
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (aborted_) {
+        p->rep_err = kRepErrShutdown;
+        p->why = "the appliance is shutting down";
+        return false;
+      }
+      id = next_id_++;
+      pending_[id] = p;
+    }
+    auto* e = new OpenEvent{id, list, name, identity};
+    if (tsfn_->NonBlockingCall(e) != napi_ok) {
+      delete e;
+      std::lock_guard<std::mutex> lk(mu_);
+      pending_.erase(id);
+      p->rep_err = kRepErrShutdown;
+      p->why = "the appliance is shutting down";
+      return false;
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    const bool answered = cv_.wait_for(lk, kOpenTimeout, [&] { return p->done || aborted_; });
+    if (p->done) return true;
+    pending_.erase(id);
+    p->rep_err = answered ? kRepErrShutdown : tidemark::nbd::kRepErrUnsup;
+    p->why = answered ? "the appliance is shutting down" : "the appliance did not resolve the export name in time";
+    return false;
+  }
+
   OpenTsfn* tsfn_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<uint64_t, Pending*> pending_;
   uint64_t next_id_ = 1;
   bool aborted_ = false;
-  std::vector<tidemark::ExportListing> listing_;
 };
 
 class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
  public:
+  static Napi::FunctionReference* ctor;
+  // Where exports made for this server log (they may outlive it: see LogSink).
+  std::shared_ptr<tidemark_addon::LogSink> log() const { return log_; }
+
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "ApplianceNbd",
                        {InstanceMethod("answer", &ApplianceNbd::AnswerOpen), InstanceMethod("refuse", &ApplianceNbd::Refuse),
-                        InstanceMethod("setListing", &ApplianceNbd::SetListing),
+                        InstanceMethod("listed", &ApplianceNbd::ListedExports),
                         InstanceMethod("tcpPort", &ApplianceNbd::TcpPort),
                         InstanceMethod("rejectedHandshakes", &ApplianceNbd::RejectedHandshakes),
                         InstanceMethod("close", &ApplianceNbd::Close)});
@@ -402,13 +358,23 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
       Fail(env, "NBD_INVALID_ARGUMENT", "ApplianceNbd config needs unix or tcpHost").ThrowAsJavaScriptException();
       return;
     }
+    std::shared_ptr<tidemark::TlsCredentials> tls;
+    if (o.Get("tlsCert").IsString()) {
+      std::string error;
+      tls = tidemark::TlsCredentials::Load(o.Get("tlsCert").As<Napi::String>(), o.Get("tlsKey").ToString(),
+                                           o.Get("tlsCa").ToString(), &error);
+      if (!tls) {
+        Fail(env, "TLS_FILE", error).ThrowAsJavaScriptException();
+        return;
+      }
+    }
     open_tsfn_ = OpenTsfn::New(env, info[1].As<Napi::Function>(), "tidemark-appliance-nbd-open", 0, 1);
-    log_tsfn_ = LogTsfn::New(env, info[2].As<Napi::Function>(), "tidemark-appliance-nbd-log", 4096, 1);
+    log_ = std::make_shared<tidemark_addon::LogSink>(env, info[2].As<Napi::Function>(), "tidemark-appliance-nbd-log");
     exports_ = std::make_shared<JsExports>(&open_tsfn_);
-    auto* self = this;
     server_ = std::make_unique<tidemark::NbdServer>(
         std::static_pointer_cast<tidemark::ExportSet>(exports_),
-        [self](int level, const std::string& msg) { self->EmitLog(level, msg); });
+        [sink = log_](int level, const std::string& msg) { sink->Emit(level, msg); });
+    if (tls) server_->RequireTls(tls);
     std::string error;
     bool ok = true;
     if (!unix_path.empty()) ok = server_->ListenUnix(unix_path, &error);
@@ -429,32 +395,14 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
   }
 
  private:
-  void EmitLog(int level, const std::string& msg) {
-    if (released_.load()) return;
-    auto* e = new LogEvent{level, msg};
-    if (log_tsfn_.NonBlockingCall(e) != napi_ok) delete e;
-  }
   void ReleaseTsfns() {
     if (released_.exchange(true)) return;
     open_tsfn_.Release();
-    log_tsfn_.Release();
+    log_->Close();
   }
 
   // answer(id, applianceExport) -> boolean (false: the connection gave up waiting)
-  Napi::Value AnswerOpen(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject() ||
-        !info[1].As<Napi::Object>().InstanceOf(ApplianceExport::ctor->Value())) {
-      Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export) needs an id and an ApplianceExport").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    auto view = ApplianceExport::Unwrap(info[1].As<Napi::Object>())->view();
-    if (!view) {
-      Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export): the export is closed").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    return Napi::Boolean::New(env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), view, 0, ""));
-  }
+  Napi::Value AnswerOpen(const Napi::CallbackInfo& info);
 
   // refuse(id, reason, message) -> boolean
   Napi::Value Refuse(const Napi::CallbackInfo& info) {
@@ -473,14 +421,14 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
         env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), nullptr, code, info[2].As<Napi::String>()));
   }
 
-  // setListing([{ name, description }])
-  Napi::Value SetListing(const Napi::CallbackInfo& info) {
+  // listed(id, [{ name, description }]) -> boolean
+  Napi::Value ListedExports(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArray()) {
-      Fail(env, "NBD_INVALID_ARGUMENT", "setListing(entries) needs an array").ThrowAsJavaScriptException();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsArray()) {
+      Fail(env, "NBD_INVALID_ARGUMENT", "listed(id, entries) needs an id and an array").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    Napi::Array a = info[0].As<Napi::Array>();
+    Napi::Array a = info[1].As<Napi::Array>();
     std::vector<tidemark::ExportListing> l;
     for (uint32_t i = 0; i < a.Length(); i++) {
       Napi::Value v = a.Get(i);
@@ -489,8 +437,7 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
       l.push_back({e.Get("name").As<Napi::String>(),
                    e.Get("description").IsString() ? std::string(e.Get("description").As<Napi::String>()) : std::string()});
     }
-    exports_->SetListing(std::move(l));
-    return env.Undefined();
+    return Napi::Boolean::New(env, exports_->Listed(uint64_t(info[0].As<Napi::Number>().Int64Value()), std::move(l)));
   }
 
   Napi::Value TcpPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tcp_port_); }
@@ -534,13 +481,120 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
   }
 
   OpenTsfn open_tsfn_;
-  LogTsfn log_tsfn_;
+  std::shared_ptr<tidemark_addon::LogSink> log_;
   std::atomic<bool> released_{false};
   std::shared_ptr<JsExports> exports_;
   std::unique_ptr<tidemark::NbdServer> server_;
   int tcp_port_ = 0;
   bool closed_ = false;
 };
+
+Napi::FunctionReference* ApplianceNbd::ctor = nullptr;
+
+// ------------------------------------------------------- ApplianceExport
+
+class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ApplianceExport",
+                       {InstanceMethod("stats", &ApplianceExport::Stats), InstanceMethod("close", &ApplianceExport::Close)});
+  }
+  static Napi::FunctionReference* ctor;
+
+  explicit ApplianceExport(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ApplianceExport>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject() ||
+        !info[1].As<Napi::Object>().InstanceOf(PointMap::ctor->Value())) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport(config, pointMap[, server]) expects an object and a PointMap")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    tidemark::ViewConfig c;
+    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport config needs name (string) and size (number)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    c.name = o.Get("name").As<Napi::String>();
+    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
+    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
+    c.writable = o.Get("writable").ToBoolean();
+    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
+    // A named writable view's durable overlay (view-registry.ts, overlay.h): kept across restarts, synced on FLUSH.
+    if (o.Get("overlayPath").IsString() && o.Get("overlayMapPath").IsString()) {
+      c.durable = true;
+      c.overlay_path = o.Get("overlayPath").As<Napi::String>();
+      c.overlay_map_path = o.Get("overlayMapPath").As<Napi::String>();
+    }
+    c.direct = true;
+    c.cache_bytes = 0;
+    std::shared_ptr<tidemark::PointReader> reader = PointMap::Unwrap(info[1].As<Napi::Object>())->map()->Snapshot();
+    // The server's log, when the export is made for one (overlay errors are the appliance's to log).
+    std::shared_ptr<tidemark_addon::LogSink> sink;
+    if (info.Length() > 2 && info[2].IsObject() && info[2].As<Napi::Object>().InstanceOf(ApplianceNbd::ctor->Value())) {
+      sink = ApplianceNbd::Unwrap(info[2].As<Napi::Object>())->log();
+    }
+    view_ = std::make_shared<tidemark::View>(
+        c,
+        [reader](uint64_t offset, uint32_t length, uint8_t* out, std::string* error) {
+          return reader->Read(offset, length, out, error);
+        },
+        [sink, name = c.name](int level, const std::string& msg) {
+          if (sink) sink->Emit(level, "export " + name + ": " + msg);
+        });
+    std::string error;
+    if (!view_->Open(&error)) {
+      view_.reset();
+      Fail(env, "EXPORT_OPEN_FAILED", error).ThrowAsJavaScriptException();
+    }
+  }
+
+  std::shared_ptr<tidemark::View> view() const { return view_; }
+
+ private:
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!view_) return o;
+    const tidemark::ViewStats s = view_->Stats();
+    auto n = [&](const char* k, uint64_t x) { o.Set(k, Napi::Number::New(env, double(x))); };
+    n("reads", s.reads);
+    n("bytesRead", s.bytes_read);
+    n("writes", s.writes);
+    n("bytesWritten", s.bytes_written);
+    n("overlayBytes", s.overlay_bytes);
+    n("ioErrors", s.io_errors);
+    n("rejected", s.rejected);
+    n("connections", s.connections);
+    n("connectionsTotal", s.connections_total);
+    return o;
+  }
+
+  // Drops this object's hold; connections that opened the export keep it until they end.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    view_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<tidemark::View> view_;
+};
+Napi::FunctionReference* ApplianceExport::ctor = nullptr;
+
+Napi::Value ApplianceNbd::AnswerOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject() ||
+      !info[1].As<Napi::Object>().InstanceOf(ApplianceExport::ctor->Value())) {
+    Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export) needs an id and an ApplianceExport").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto view = ApplianceExport::Unwrap(info[1].As<Napi::Object>())->view();
+  if (!view) {
+    Fail(env, "NBD_INVALID_ARGUMENT", "answer(id, export): the export is closed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), view, 0, ""));
+}
 
 }  // namespace
 
@@ -551,7 +605,9 @@ void InitApplianceNbd(Napi::Env env, Napi::Object exports) {
   ApplianceExport::ctor = new Napi::FunctionReference(Napi::Persistent(ae));
   exports.Set("PointMap", pm);
   exports.Set("ApplianceExport", ae);
-  exports.Set("ApplianceNbd", ApplianceNbd::Init(env));
+  Napi::Function an = ApplianceNbd::Init(env);
+  ApplianceNbd::ctor = new Napi::FunctionReference(Napi::Persistent(an));
+  exports.Set("ApplianceNbd", an);
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("size", Napi::Number::New(env, double(sizeof(tidemark::MapExtent))));
   layout.Set("sector", Napi::Number::New(env, double(offsetof(tidemark::MapExtent, sector))));

@@ -40,6 +40,7 @@ constexpr uint32_t kRepErrBit = 1u << 31;
 constexpr uint32_t kRepErrUnsup = kRepErrBit | 1;
 constexpr uint32_t kRepErrPolicy = kRepErrBit | 2;
 constexpr uint32_t kRepErrInvalid = kRepErrBit | 3;
+constexpr uint32_t kRepErrTlsReqd = kRepErrBit | 5;
 constexpr uint32_t kRepErrUnknown = kRepErrBit | 6;
 constexpr uint32_t kRepErrShutdown = kRepErrBit | 7;
 constexpr uint32_t kRepErrTooBig = kRepErrBit | 9;

@@ -43,6 +43,8 @@ constexpr size_t kMaxInFlightBytes = 64 << 20;
 constexpr size_t kPoolBufferMax = 4 << 20;
 constexpr size_t kPoolBytes = 32 << 20;
 constexpr uint32_t kMaxWarnings = 10;
+// A client that starts TLS and then stalls is cut after this.
+constexpr int kTlsHandshakeMs = 10000;
 
 std::string Hex(uint64_t v) {
   char b[24];
@@ -65,8 +67,9 @@ const char* CommandName(uint16_t t) {
 // One client connection: handshake, then requests served concurrently.
 class Connection {
  public:
-  Connection(int fd, uint64_t id, ExportSet& exports, const LogFn& log, std::atomic<uint64_t>& rejected_handshakes)
-      : fd_(fd), id_(id), exports_(exports), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
+  Connection(int fd, uint64_t id, ExportSet& exports, const std::shared_ptr<TlsCredentials>& tls, const LogFn& log,
+             std::atomic<uint64_t>& rejected_handshakes)
+      : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
 
   void Run() {
     if (Handshake()) {
@@ -78,11 +81,13 @@ class Connection {
       }
     }
     FlushOut();
+    if (tls_) tls_->Bye();
   }
 
  private:
   void Log(int level, const std::string& msg) {
     std::string who = "nbd connection " + std::to_string(id_);
+    if (!identity_.empty()) who += " (" + identity_ + ")";
     if (vol_) who += " (volume " + vol_->name() + ")";
     log_(level, who + ": " + msg);
   }
@@ -99,7 +104,7 @@ class Connection {
   // ---- buffered I/O ----
   bool Recv(uint8_t* dst, size_t n, size_t* got) {
     for (;;) {
-      const ssize_t r = recv(fd_, dst, n, 0);
+      const ssize_t r = tls_ ? tls_->Recv(dst, n) : recv(fd_, dst, n, 0);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) return false;
       *got = size_t(r);
@@ -145,7 +150,8 @@ class Connection {
   bool FlushOut() {
     size_t off = 0;
     while (off < out_.size()) {
-      const ssize_t r = send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+      const ssize_t r = tls_ ? tls_->Send(out_.data() + off, out_.size() - off)
+                             : send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         out_.clear();
@@ -234,12 +240,48 @@ class Connection {
         RejectHandshake("truncated option " + std::to_string(opt) + " (" + std::to_string(len) + " bytes announced)");
         return false;
       }
+      if (tls_creds_ && !tls_ && opt != kOptStartTls && opt != kOptAbort) {
+        // Forced TLS (the NBD protocol's name for it): nothing before STARTTLS.
+        if (opt == kOptExportName) {
+          RejectHandshake("EXPORT_NAME before STARTTLS: this server requires TLS");
+          return false;
+        }
+        OptError(opt, kRepErrTlsReqd, "this server requires TLS: start it with NBD_OPT_STARTTLS and a client certificate");
+        if (!FlushOut()) return false;
+        continue;
+      }
       switch (opt) {
+        case kOptStartTls: {
+          if (!tls_creds_) {
+            OptError(opt, kRepErrUnsup, "this server does not do TLS");
+            break;
+          }
+          if (tls_ || len != 0) {
+            OptError(opt, kRepErrInvalid, tls_ ? "TLS is already started" : "STARTTLS takes no data");
+            break;
+          }
+          if (in_pos_ < in_len_) {
+            RejectHandshake("the client sent data after STARTTLS before the TLS handshake");
+            return false;
+          }
+          OptReply(opt, kRepAck, nullptr, 0);
+          if (!FlushOut()) return false;
+          auto session = std::make_unique<TlsSession>(tls_creds_);
+          std::string error;
+          if (!session->Handshake(fd_, kTlsHandshakeMs, &error)) {
+            RejectHandshake(error);
+            return false;
+          }
+          identity_ = session->identity();
+          tls_ = std::move(session);
+          Log(kLogDebug, "TLS started");
+          continue;
+        }
         case kOptExportName: {
           const std::string name(data.begin(), data.end());
           uint32_t rep_err = kRepErrUnknown;
           std::string why;
-          std::shared_ptr<Export> v = exports_.Open(name, &rep_err, &why);
+          std::shared_ptr<Export> v = exports_.Open(name, identity_, &rep_err, &why);
           if (!v) {
             // NBD_OPT_EXPORT_NAME has no error reply: the reason goes to the log only.
             RejectHandshake("EXPORT_NAME '" + name + "' refused: " + why);
@@ -261,7 +303,7 @@ class Connection {
             OptError(opt, kRepErrInvalid, "LIST takes no data");
             break;
           }
-          for (const ExportListing& e : exports_.List()) {
+          for (const ExportListing& e : exports_.List(identity_)) {
             std::string d(4, '\0');
             Put32(reinterpret_cast<uint8_t*>(&d[0]), uint32_t(e.name.size()));
             d += e.name;
@@ -291,7 +333,7 @@ class Connection {
           const std::string name(data.begin() + 4, data.begin() + 4 + nlen);
           uint32_t rep_err = kRepErrUnknown;
           std::string why;
-          std::shared_ptr<Export> v = exports_.Open(name, &rep_err, &why);
+          std::shared_ptr<Export> v = exports_.Open(name, identity_, &rep_err, &why);
           if (!v) {
             OptError(opt, rep_err, why);
             break;
@@ -456,6 +498,7 @@ class Connection {
     sending_ = false;
   }
   bool SendBatch(const std::vector<Out>& batch) {
+    if (tls_) return SendBatchTls(batch);
     std::vector<iovec> iov;
     iov.reserve(batch.size());
     for (const auto& o : batch) iov.push_back({o.buf.p.get(), o.buf.len});
@@ -479,6 +522,37 @@ class Connection {
       }
     }
     return true;
+  }
+  // Over TLS there is no writev: small replies are gathered into one buffer
+  // (one TLS record for many), large ones go as they are. One sender at a
+  // time (sending_) and the reader are the session's only two users, as
+  // GnuTLS allows.
+  bool SendBatchTls(const std::vector<Out>& batch) {
+    constexpr size_t kGather = 64 * 1024;
+    auto send_all = [this](const uint8_t* p, size_t n) {
+      for (size_t off = 0; off < n;) {
+        const ssize_t r = tls_->Send(p + off, n - off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        off += size_t(r);
+      }
+      return true;
+    };
+    auto flush = [&] {
+      const bool ok = tls_gather_.empty() || send_all(tls_gather_.data(), tls_gather_.size());
+      tls_gather_.clear();
+      return ok;
+    };
+    tls_gather_.clear();
+    for (const auto& o : batch) {
+      if (o.buf.len > kGather) {
+        if (!flush() || !send_all(o.buf.p.get(), o.buf.len)) return false;
+        continue;
+      }
+      tls_gather_.insert(tls_gather_.end(), o.buf.p.get(), o.buf.p.get() + o.buf.len);
+      if (tls_gather_.size() >= 4 * kGather && !flush()) return false;
+    }
+    return flush();
   }
   // An answer without data, from the reader (a rejected request).
   void Reply(uint64_t cookie, uint32_t error) {
@@ -657,6 +731,9 @@ class Connection {
   int fd_;
   uint64_t id_;
   ExportSet& exports_;
+  const std::shared_ptr<TlsCredentials>& tls_creds_;
+  std::unique_ptr<TlsSession> tls_;  // after STARTTLS
+  std::string identity_;             // the client certificate's, with TLS
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
   // Held for the connection's life: for an appliance export, what keeps its files open.
@@ -681,6 +758,7 @@ class Connection {
   // Replies on their way out.
   std::mutex send_mu_;
   std::vector<Out> outq_;
+  std::vector<uint8_t> tls_gather_;  // the sender's (SendBatchTls)
   bool sending_ = false;
   std::atomic<bool> broken_{false};
   std::mutex pool_mu_;
@@ -798,7 +876,7 @@ void NbdServer::AcceptLoop() {
       std::lock_guard<std::mutex> lk(conns_mu_);
       conn->thread = std::thread([this, raw, id] {
         pthread_setname_np(pthread_self(), "tm-nbd-conn");
-        Connection(raw->fd, id, *exports_, log_, rejected_handshakes_).Run();
+        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_).Run();
         // The client waits for end-of-file after NBD_CMD_DISC: send it now,
         // not when the acceptor next reaps (up to a second later).
         shutdown(raw->fd, SHUT_RDWR);
@@ -828,7 +906,7 @@ void NbdServer::Reap(bool all) {
   }
 }
 
-void NbdServer::ServeConnection(int fd) { Connection(fd, next_conn_id_++, *exports_, log_, rejected_handshakes_).Run(); }
+void NbdServer::ServeConnection(int fd) { Connection(fd, next_conn_id_++, *exports_, tls_, log_, rejected_handshakes_).Run(); }
 
 void NbdServer::Stop() {
   if (stopping_.exchange(true)) return;

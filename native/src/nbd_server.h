@@ -23,6 +23,7 @@
 
 #include "export.h"
 #include "export_set.h"
+#include "nbd_tls.h"
 #include "volume.h"  // LogFn, LogLevel
 
 namespace tidemark {
@@ -42,6 +43,9 @@ class NbdServer {
   bool ListenUnix(const std::string& path, std::string* error);
   // port 0 picks a free port; *bound receives it.
   bool ListenTcp(const std::string& host, int port, int* bound, std::string* error);
+  // Every client must start TLS (NBD_OPT_STARTTLS) with a certificate the
+  // credentials' CA signed before anything else. Call before Start().
+  void RequireTls(std::shared_ptr<TlsCredentials> creds) { tls_ = std::move(creds); }
   void Start();
   // Stops accepting, lets every connection finish and answer the requests it
   // has read, then closes them all.
@@ -63,6 +67,7 @@ class NbdServer {
   void Reap(bool all);
 
   std::shared_ptr<ExportSet> exports_;
+  std::shared_ptr<TlsCredentials> tls_;
   LogFn log_;
   std::vector<int> listeners_;
   std::string unix_path_;

@@ -163,6 +163,15 @@ bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8
 LiveMap::LiveMap(std::shared_ptr<const ExtentArray> base, FileTable files, uint64_t size_bytes)
     : base_(std::move(base)), files_(std::make_shared<const FileTable>(std::move(files))), size_(size_bytes) {}
 
+// The part of e from sector b to its end (e_end), which a newer extent left uncovered.
+static MapExtent TailFrom(const MapExtent& e, uint64_t b, uint64_t e_end) {
+  MapExtent tail = e;
+  tail.sector = b;
+  tail.count = uint32_t(e_end - b);
+  if (tail.file != kZeroFile) tail.pos = e.pos + (b - e.sector) * kMapSector;
+  return tail;
+}
+
 void LiveMap::Apply(const MapExtent* extents, size_t n) {
   std::lock_guard<std::mutex> lk(mu_);
   delta_snapshot_.reset();
@@ -178,13 +187,7 @@ void LiveMap::Apply(const MapExtent* extents, size_t n) {
       if (p.sector + p.count > a) {
         const uint64_t p_end = p.sector + p.count;
         p.count = uint32_t(a - p.sector);
-        if (p_end > b) {
-          MapExtent tail = p;
-          tail.sector = b;
-          tail.count = uint32_t(p_end - b);
-          if (tail.file != kZeroFile) tail.pos = p.pos + (b - p.sector) * kMapSector;
-          delta_[b] = tail;
-        }
+        if (p_end > b) delta_[b] = TailFrom(p, b, p_end);
       }
     }
     it = delta_.lower_bound(a);
@@ -193,11 +196,7 @@ void LiveMap::Apply(const MapExtent* extents, size_t n) {
       it = delta_.erase(it);
       const uint64_t e_end = e.sector + e.count;
       if (e_end > b) {
-        MapExtent tail = e;
-        tail.sector = b;
-        tail.count = uint32_t(e_end - b);
-        if (tail.file != kZeroFile) tail.pos = e.pos + (b - e.sector) * kMapSector;
-        delta_[b] = tail;
+        delta_[b] = TailFrom(e, b, e_end);
         break;
       }
     }

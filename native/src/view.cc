@@ -24,7 +24,15 @@ bool View::Open(std::string* error) {
              ", not a positive multiple of 512 bytes";
     return false;
   }
-  if (config_.writable && !overlay_.Open(config_.overlay_dir, config_.size, error)) return false;
+  if (config_.durable) {
+    if (!config_.writable || config_.overlay_path.empty() || config_.overlay_map_path.empty()) {
+      *error = "view " + config_.name + ": a durable overlay needs a writable view, a data path and a map path";
+      return false;
+    }
+    if (!overlay_.OpenDurable(config_.overlay_path, config_.overlay_map_path, config_.size, error)) return false;
+  } else if (config_.writable && !overlay_.Open(config_.overlay_dir, config_.size, error)) {
+    return false;
+  }
   open_ = true;
   return true;
 }
@@ -32,6 +40,9 @@ bool View::Open(std::string* error) {
 void View::Close() {
   if (!open_) return;
   open_ = false;
+  // A durable overlay keeps what was written since the last FLUSH too, when
+  // the view is closed rather than killed.
+  if (const int err = overlay_.Sync()) OverlayError("sync at close", err);
   overlay_.Close();
 }
 
@@ -166,6 +177,12 @@ uint32_t View::Write(uint64_t offset, uint32_t length, const uint8_t* data, bool
     }
   }
   bytes_written_ += length;
+  return SyncIfFua(fua);
+}
+
+uint32_t View::SyncIfFua(bool fua) {
+  if (!fua || !overlay_.durable()) return 0;
+  if (const int err = overlay_.Sync()) return OverlayError("sync (FUA)", err);
   return 0;
 }
 
@@ -192,18 +209,22 @@ uint32_t View::Trim(uint64_t offset, uint64_t length, bool fua) {
   if (!config_.writable) return nbd::kEperm;
   std::lock_guard<std::mutex> lk(write_mu_);
   trims_++;
-  return ZeroLocked(offset, length);
+  if (const uint32_t e = ZeroLocked(offset, length)) return e;
+  return SyncIfFua(fua);
 }
 
 uint32_t View::Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) {
   if (!config_.writable) return nbd::kEperm;
   std::lock_guard<std::mutex> lk(write_mu_);
   zeroes_++;
-  return ZeroLocked(offset, length);
+  if (const uint32_t e = ZeroLocked(offset, length)) return e;
+  return SyncIfFua(fua);
 }
 
 uint32_t View::Flush() {
   flushes_++;
+  // Throw-away overlays (and read-only views) have nothing to keep: Sync() is 0 at once.
+  if (const int err = overlay_.Sync()) return OverlayError("sync (FLUSH)", err);
   return 0;
 }
 

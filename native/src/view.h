@@ -13,10 +13,14 @@
 // WRITE_ZEROES go to the overlay, reads lay the overlay's sectors over the
 // fetched bytes, unaligned writes read-modify-write their edge sectors. TRIM
 // zeroes like WRITE_ZEROES (NBD lets a trimmed range read as anything; zeroes
-// are what a test, or a file system, expects to see). FLUSH and FUA succeed
-// without syncing: the overlay is thrown away when the view closes, so there
-// is no durability to promise. Nothing here has a seq, a change record or a
-// dirty map: a TimeView never touches the journal or replication.
+// are what a test, or a file system, expects to see). With a throw-away
+// overlay FLUSH and FUA succeed without syncing: it is discarded when the view
+// closes, so there is no durability to promise. With a durable overlay (a view
+// the appliance keeps, `timeview create --writable`) FLUSH, and a FUA request
+// once it is written, sync the overlay (Overlay::Sync: data, then the map of
+// held sectors), so a kill -9 keeps everything a client saw flushed. Nothing
+// here has a seq, a change record or a dirty map: a TimeView never touches
+// the journal or replication.
 #pragma once
 
 #include <atomic>
@@ -47,7 +51,13 @@ struct ViewConfig {
   std::string description;  // NBD_INFO_DESCRIPTION: what point this is
   uint64_t size = 0;
   bool writable = false;
-  std::string overlay_dir = "/tmp";  // where the overlay's unnamed file lives
+  std::string overlay_dir = "/tmp";  // where the throw-away overlay's unnamed file lives
+  // A durable overlay instead (writable views the appliance keeps): the data
+  // file and the map of held sectors (overlay.h), reopened as of their last
+  // sync if they exist, created if the map does not. Both paths are needed.
+  bool durable = false;
+  std::string overlay_path;
+  std::string overlay_map_path;
   size_t cache_bytes = 64 << 20;
   // The fetch function reads the point locally at the speed of a pread (the
   // appliance's own exports, point_map.h): each read asks for exactly its
@@ -100,6 +110,8 @@ class View : public Export {
   // One partial sector: merge bytes (or zeroes when data is null) into it; write_mu_ held.
   uint32_t PatchSector(uint64_t sector_offset, uint32_t from, uint32_t len, const uint8_t* data);
   uint32_t OverlayError(const char* op, int err);
+  // FUA on a durable view: the request's bytes are written, now make them stay.
+  uint32_t SyncIfFua(bool fua);
   void FetchFailed(uint64_t offset, uint32_t length, const std::string& why);
 
   ViewConfig config_;

@@ -9,6 +9,8 @@ import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as
 import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from './tidemark/v1/CompactRequest';
 import type { Compaction as _tidemark_v1_Compaction, Compaction__Output as _tidemark_v1_Compaction__Output } from './tidemark/v1/Compaction';
 import type { CorruptRange as _tidemark_v1_CorruptRange, CorruptRange__Output as _tidemark_v1_CorruptRange__Output } from './tidemark/v1/CorruptRange';
+import type { CreateViewRequest as _tidemark_v1_CreateViewRequest, CreateViewRequest__Output as _tidemark_v1_CreateViewRequest__Output } from './tidemark/v1/CreateViewRequest';
+import type { DeleteViewRequest as _tidemark_v1_DeleteViewRequest, DeleteViewRequest__Output as _tidemark_v1_DeleteViewRequest__Output } from './tidemark/v1/DeleteViewRequest';
 import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from './tidemark/v1/FingerprintsReply';
 import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from './tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from './tidemark/v1/ImageChunk';
@@ -17,6 +19,8 @@ import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from './tidemark/v1/JournalRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from './tidemark/v1/ListTimeMarksReply';
 import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from './tidemark/v1/ListTimeMarksRequest';
+import type { ListViewsReply as _tidemark_v1_ListViewsReply, ListViewsReply__Output as _tidemark_v1_ListViewsReply__Output } from './tidemark/v1/ListViewsReply';
+import type { ListViewsRequest as _tidemark_v1_ListViewsRequest, ListViewsRequest__Output as _tidemark_v1_ListViewsRequest__Output } from './tidemark/v1/ListViewsRequest';
 import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMarkRequest__Output as _tidemark_v1_PinTimeMarkRequest__Output } from './tidemark/v1/PinTimeMarkRequest';
 import type { PointInTime as _tidemark_v1_PointInTime, PointInTime__Output as _tidemark_v1_PointInTime__Output } from './tidemark/v1/PointInTime';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from './tidemark/v1/ReadReply';
@@ -34,6 +38,7 @@ import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tide
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from './tidemark/v1/StatsRequest';
 import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v1_TimeMark__Output } from './tidemark/v1/TimeMark';
 import type { VerifyResult as _tidemark_v1_VerifyResult, VerifyResult__Output as _tidemark_v1_VerifyResult__Output } from './tidemark/v1/VerifyResult';
+import type { ViewInfo as _tidemark_v1_ViewInfo, ViewInfo__Output as _tidemark_v1_ViewInfo__Output } from './tidemark/v1/ViewInfo';
 import type { VolumeJournal as _tidemark_v1_VolumeJournal, VolumeJournal__Output as _tidemark_v1_VolumeJournal__Output } from './tidemark/v1/VolumeJournal';
 import type { VolumeStats as _tidemark_v1_VolumeStats, VolumeStats__Output as _tidemark_v1_VolumeStats__Output } from './tidemark/v1/VolumeStats';
 
@@ -52,6 +57,8 @@ export interface ProtoGrpcType {
       CompactRequest: MessageTypeDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactRequest__Output>
       Compaction: MessageTypeDefinition<_tidemark_v1_Compaction, _tidemark_v1_Compaction__Output>
       CorruptRange: MessageTypeDefinition<_tidemark_v1_CorruptRange, _tidemark_v1_CorruptRange__Output>
+      CreateViewRequest: MessageTypeDefinition<_tidemark_v1_CreateViewRequest, _tidemark_v1_CreateViewRequest__Output>
+      DeleteViewRequest: MessageTypeDefinition<_tidemark_v1_DeleteViewRequest, _tidemark_v1_DeleteViewRequest__Output>
       FingerprintsReply: MessageTypeDefinition<_tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsReply__Output>
       FingerprintsRequest: MessageTypeDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsRequest__Output>
       ImageChunk: MessageTypeDefinition<_tidemark_v1_ImageChunk, _tidemark_v1_ImageChunk__Output>
@@ -60,6 +67,8 @@ export interface ProtoGrpcType {
       JournalRequest: MessageTypeDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalRequest__Output>
       ListTimeMarksReply: MessageTypeDefinition<_tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksReply__Output>
       ListTimeMarksRequest: MessageTypeDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksRequest__Output>
+      ListViewsReply: MessageTypeDefinition<_tidemark_v1_ListViewsReply, _tidemark_v1_ListViewsReply__Output>
+      ListViewsRequest: MessageTypeDefinition<_tidemark_v1_ListViewsRequest, _tidemark_v1_ListViewsRequest__Output>
       PinTimeMarkRequest: MessageTypeDefinition<_tidemark_v1_PinTimeMarkRequest, _tidemark_v1_PinTimeMarkRequest__Output>
       PointInTime: MessageTypeDefinition<_tidemark_v1_PointInTime, _tidemark_v1_PointInTime__Output>
       ReadReply: MessageTypeDefinition<_tidemark_v1_ReadReply, _tidemark_v1_ReadReply__Output>
@@ -77,6 +86,7 @@ export interface ProtoGrpcType {
       StatsRequest: MessageTypeDefinition<_tidemark_v1_StatsRequest, _tidemark_v1_StatsRequest__Output>
       TimeMark: MessageTypeDefinition<_tidemark_v1_TimeMark, _tidemark_v1_TimeMark__Output>
       VerifyResult: MessageTypeDefinition<_tidemark_v1_VerifyResult, _tidemark_v1_VerifyResult__Output>
+      ViewInfo: MessageTypeDefinition<_tidemark_v1_ViewInfo, _tidemark_v1_ViewInfo__Output>
       VolumeJournal: MessageTypeDefinition<_tidemark_v1_VolumeJournal, _tidemark_v1_VolumeJournal__Output>
       VolumeStats: MessageTypeDefinition<_tidemark_v1_VolumeStats, _tidemark_v1_VolumeStats__Output>
     }

@@ -4,6 +4,8 @@ import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from '../../tidemark/v1/CompactReply';
 import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from '../../tidemark/v1/CompactRequest';
+import type { CreateViewRequest as _tidemark_v1_CreateViewRequest, CreateViewRequest__Output as _tidemark_v1_CreateViewRequest__Output } from '../../tidemark/v1/CreateViewRequest';
+import type { DeleteViewRequest as _tidemark_v1_DeleteViewRequest, DeleteViewRequest__Output as _tidemark_v1_DeleteViewRequest__Output } from '../../tidemark/v1/DeleteViewRequest';
 import type { FingerprintsReply as _tidemark_v1_FingerprintsReply, FingerprintsReply__Output as _tidemark_v1_FingerprintsReply__Output } from '../../tidemark/v1/FingerprintsReply';
 import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, FingerprintsRequest__Output as _tidemark_v1_FingerprintsRequest__Output } from '../../tidemark/v1/FingerprintsRequest';
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from '../../tidemark/v1/ImageChunk';
@@ -11,6 +13,8 @@ import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from '../../tidemark/v1/JournalRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from '../../tidemark/v1/ListTimeMarksReply';
 import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from '../../tidemark/v1/ListTimeMarksRequest';
+import type { ListViewsReply as _tidemark_v1_ListViewsReply, ListViewsReply__Output as _tidemark_v1_ListViewsReply__Output } from '../../tidemark/v1/ListViewsReply';
+import type { ListViewsRequest as _tidemark_v1_ListViewsRequest, ListViewsRequest__Output as _tidemark_v1_ListViewsRequest__Output } from '../../tidemark/v1/ListViewsRequest';
 import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMarkRequest__Output as _tidemark_v1_PinTimeMarkRequest__Output } from '../../tidemark/v1/PinTimeMarkRequest';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from '../../tidemark/v1/ReadReply';
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from '../../tidemark/v1/ReadRequest';
@@ -22,6 +26,7 @@ import type { ServerInfoRequest as _tidemark_v1_ServerInfoRequest, ServerInfoReq
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from '../../tidemark/v1/StatsReply';
 import type { StatsRequest as _tidemark_v1_StatsRequest, StatsRequest__Output as _tidemark_v1_StatsRequest__Output } from '../../tidemark/v1/StatsRequest';
 import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v1_TimeMark__Output } from '../../tidemark/v1/TimeMark';
+import type { ViewInfo as _tidemark_v1_ViewInfo, ViewInfo__Output as _tidemark_v1_ViewInfo__Output } from '../../tidemark/v1/ViewInfo';
 
 export interface AdminClient extends grpc.Client {
   /**
@@ -40,6 +45,34 @@ export interface AdminClient extends grpc.Client {
   compact(argument: _tidemark_v1_CompactRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
   compact(argument: _tidemark_v1_CompactRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
   compact(argument: _tidemark_v1_CompactRequest, callback: grpc.requestCallback<_tidemark_v1_CompactReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Named views the appliance serves from its own NBD server (tidemark
+   * timeview create|list|delete): a volume pinned at one seq, read-only or
+   * with a durable copy-on-write overlay in the appliance's data directory.
+   */
+  CreateView(argument: _tidemark_v1_CreateViewRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  CreateView(argument: _tidemark_v1_CreateViewRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  CreateView(argument: _tidemark_v1_CreateViewRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  CreateView(argument: _tidemark_v1_CreateViewRequest, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  /**
+   * Named views the appliance serves from its own NBD server (tidemark
+   * timeview create|list|delete): a volume pinned at one seq, read-only or
+   * with a durable copy-on-write overlay in the appliance's data directory.
+   */
+  createView(argument: _tidemark_v1_CreateViewRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  createView(argument: _tidemark_v1_CreateViewRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  createView(argument: _tidemark_v1_CreateViewRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  createView(argument: _tidemark_v1_CreateViewRequest, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  
+  DeleteView(argument: _tidemark_v1_DeleteViewRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  DeleteView(argument: _tidemark_v1_DeleteViewRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  DeleteView(argument: _tidemark_v1_DeleteViewRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  DeleteView(argument: _tidemark_v1_DeleteViewRequest, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  deleteView(argument: _tidemark_v1_DeleteViewRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  deleteView(argument: _tidemark_v1_DeleteViewRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  deleteView(argument: _tidemark_v1_DeleteViewRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
+  deleteView(argument: _tidemark_v1_DeleteViewRequest, callback: grpc.requestCallback<_tidemark_v1_ViewInfo__Output>): grpc.ClientUnaryCall;
   
   /**
    * Per-sector fingerprints of some 64 KiB regions at a seq (failback
@@ -75,6 +108,15 @@ export interface AdminClient extends grpc.Client {
   listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
   listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
   listTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
+  
+  ListViews(argument: _tidemark_v1_ListViewsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  ListViews(argument: _tidemark_v1_ListViewsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  ListViews(argument: _tidemark_v1_ListViewsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  ListViews(argument: _tidemark_v1_ListViewsRequest, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  listViews(argument: _tidemark_v1_ListViewsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  listViews(argument: _tidemark_v1_ListViewsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  listViews(argument: _tidemark_v1_ListViewsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
+  listViews(argument: _tidemark_v1_ListViewsRequest, callback: grpc.requestCallback<_tidemark_v1_ListViewsReply__Output>): grpc.ClientUnaryCall;
   
   /**
    * Retention never expires a pinned TimeMark (nor anything after it).
@@ -170,6 +212,15 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Compact: grpc.handleUnaryCall<_tidemark_v1_CompactRequest__Output, _tidemark_v1_CompactReply>;
   
   /**
+   * Named views the appliance serves from its own NBD server (tidemark
+   * timeview create|list|delete): a volume pinned at one seq, read-only or
+   * with a durable copy-on-write overlay in the appliance's data directory.
+   */
+  CreateView: grpc.handleUnaryCall<_tidemark_v1_CreateViewRequest__Output, _tidemark_v1_ViewInfo>;
+  
+  DeleteView: grpc.handleUnaryCall<_tidemark_v1_DeleteViewRequest__Output, _tidemark_v1_ViewInfo>;
+  
+  /**
    * Per-sector fingerprints of some 64 KiB regions at a seq (failback
    * compares them with the production volume before sending anything).
    */
@@ -178,6 +229,8 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Journal: grpc.handleUnaryCall<_tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply>;
   
   ListTimeMarks: grpc.handleUnaryCall<_tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply>;
+  
+  ListViews: grpc.handleUnaryCall<_tidemark_v1_ListViewsRequest__Output, _tidemark_v1_ListViewsReply>;
   
   /**
    * Retention never expires a pinned TimeMark (nor anything after it).
@@ -212,9 +265,12 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
 
 export interface AdminDefinition extends grpc.ServiceDefinition {
   Compact: MethodDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactReply, _tidemark_v1_CompactRequest__Output, _tidemark_v1_CompactReply__Output>
+  CreateView: MethodDefinition<_tidemark_v1_CreateViewRequest, _tidemark_v1_ViewInfo, _tidemark_v1_CreateViewRequest__Output, _tidemark_v1_ViewInfo__Output>
+  DeleteView: MethodDefinition<_tidemark_v1_DeleteViewRequest, _tidemark_v1_ViewInfo, _tidemark_v1_DeleteViewRequest__Output, _tidemark_v1_ViewInfo__Output>
   Fingerprints: MethodDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsRequest__Output, _tidemark_v1_FingerprintsReply__Output>
   Journal: MethodDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalReply, _tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply__Output>
   ListTimeMarks: MethodDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply__Output>
+  ListViews: MethodDefinition<_tidemark_v1_ListViewsRequest, _tidemark_v1_ListViewsReply, _tidemark_v1_ListViewsRequest__Output, _tidemark_v1_ListViewsReply__Output>
   PinTimeMark: MethodDefinition<_tidemark_v1_PinTimeMarkRequest, _tidemark_v1_TimeMark, _tidemark_v1_PinTimeMarkRequest__Output, _tidemark_v1_TimeMark__Output>
   Read: MethodDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadReply, _tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply__Output>
   Resolve: MethodDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveReply, _tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply__Output>
