@@ -36,8 +36,12 @@ constexpr size_t kMaxWorkers = 8;
 // no new one once their READ and WRITE bytes reach kMaxInFlightBytes (one
 // request of the largest size still goes through).
 constexpr size_t kMaxInFlight = 64;
-// The largest WRITE the reader runs itself (RunsInline).
-constexpr uint32_t kInlineWriteMax = 64 * 1024;
+// The largest WRITE or READ the reader runs itself (RunsInline); a READ it
+// ran that took longer than kSlowReadUs (a disk or a fetch, not the page
+// cache) sends the next kReadsToWorkers reads to the workers.
+constexpr uint32_t kInlineMax = 64 * 1024;
+constexpr int kSlowReadUs = 50;
+constexpr uint32_t kReadsToWorkers = 256;
 constexpr size_t kMaxInFlightBytes = 64 << 20;
 // Buffers kept for reuse per connection: up to 4 MiB each, 32 MiB in all.
 constexpr size_t kPoolBufferMax = 4 << 20;
@@ -413,11 +417,15 @@ class Connection {
   // worker (a page-cache write of a few KiB against a wake-up and a context
   // switch: measured, 4 KiB random writes at queue depth 16 ran at half the
   // rate when every one went through a worker), so the reader runs it itself
-  // when nothing earlier is in its way. Reads always go to workers: a read
-  // may wait on a disk or a fetch, and that must not stop the reader.
-  static bool RunsInline(const Request& r) {
-    return r.type == kCmdWrite && !(r.flags & kCmdFlagFua) && r.length <= kInlineWriteMax &&
-           ((r.offset | r.length) & 511) == 0;
+  // when nothing earlier is in its way. A small READ too, as long as reads
+  // come from the page cache: one that waits on a disk or a fetch must not
+  // stop the reader, so a READ run here that took longer than kSlowReadUs
+  // sends the next kReadsToWorkers reads to the workers, after which one is
+  // tried here again.
+  bool RunsInline(const Request& r) const {
+    if (r.type == kCmdWrite)
+      return !(r.flags & kCmdFlagFua) && r.length <= kInlineMax && ((r.offset | r.length) & 511) == 0;
+    return r.type == kCmdRead && r.length <= kInlineMax && reads_to_workers_ == 0;
   }
 
   Buf GetBuf(size_t n) {
@@ -711,7 +719,16 @@ class Connection {
           spawn = !SignalLocked() && idle_ == 0 && workers_.size() < kMaxWorkers;
         }
       }
-      if (run_here) Send(Execute(*job), /*defer=*/true);
+      if (run_here && r.type == kCmdRead) {
+        const auto t0 = std::chrono::steady_clock::now();
+        Out o = Execute(*job);
+        if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(kSlowReadUs)) reads_to_workers_ = kReadsToWorkers;
+        Send(std::move(o), /*defer=*/true);
+      } else if (run_here) {
+        Send(Execute(*job), /*defer=*/true);
+      } else if (r.type == kCmdRead && reads_to_workers_ > 0) {
+        reads_to_workers_--;
+      }
       if (spawn) workers_.emplace_back([this] { Worker(); });
     }
     // DISC, end of file, or a broken stream: every request read so far is
@@ -753,6 +770,7 @@ class Connection {
   size_t outstanding_ = 0;        // requests read and not yet answered
   size_t outstanding_bytes_ = 0;  // their READ and WRITE bytes
   uint32_t idle_ = 0, signaled_ = 0;
+  uint32_t reads_to_workers_ = 0;  // this thread's (RunsInline)
   bool closing_ = false;
   std::vector<std::thread> workers_;  // this thread's only
   // Replies on their way out.

@@ -6,8 +6,9 @@
 // validates requests and hands them to up to 8 workers of that connection,
 // which run them at once (a request waits only for an earlier overlapping
 // change, a FLUSH for every earlier change) and send replies as they
-// complete, by cookie, several in one send; the JavaScript event loop is
-// never on this path.
+// complete, by cookie, several in one send; small writes, and small reads
+// while reads come from the page cache, the reading thread runs itself. The
+// JavaScript event loop is never on this path.
 #pragma once
 
 #include <atomic>
