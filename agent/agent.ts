@@ -213,7 +213,8 @@ export class Agent {
   private async drain(i: number): Promise<void> {
     const w = this.writers[i]
     try {
-      for await (const batch of this.tap.records(i, { maxBytes: PULL_BYTES, signal: this.abort.signal })) {
+      // reuse: the batch is written and acknowledged before the next pull
+      for await (const batch of this.tap.records(i, { maxBytes: PULL_BYTES, signal: this.abort.signal, reuse: true })) {
         if (w) {
           w.append(batch)
           w.sync()

@@ -169,11 +169,16 @@ export class Tap extends EventEmitter {
     if (this.closed) throw new TidemarkError('TAP_CLOSED', 'the tap is closed')
   }
 
-  /** Takes the next batch of records (up to maxBytes, at least one record), or null if none is held. */
-  next(volume: string | number, maxBytes = DEFAULT_BATCH_BYTES): RecordBatch | null {
+  /**
+   * Takes the next batch of records (up to maxBytes, at least one record), or
+   * null if none is held. With `into`, a batch that fits is a view of it,
+   * valid until `into` is used again.
+   */
+  next(volume: string | number, maxBytes = DEFAULT_BATCH_BYTES, into?: Buffer): RecordBatch | null {
     this.live()
-    const buf = this.handle.pull(this.volumeIndex(volume), maxBytes)
-    return buf ? new RecordBatch(buf) : null
+    const got = this.handle.pull(this.volumeIndex(volume), maxBytes, into)
+    if (typeof got === 'number') return new RecordBatch(into!.subarray(0, got))
+    return got ? new RecordBatch(got) : null
   }
 
   /** Waits until records may be available for the volume (or the tap closes). */
@@ -188,12 +193,18 @@ export class Tap extends EventEmitter {
     })
   }
 
-  /** Batches as they are captured, until the tap closes or the signal aborts. */
+  /**
+   * Batches as they are captured, until the tap closes or the signal aborts.
+   * `reuse`: each batch is a view of one buffer, valid only until the loop
+   * asks for the next (for a consumer that is done with a batch by then).
+   */
   async *records(
     volume: string | number,
-    opts: { maxBytes?: number; signal?: AbortSignal } = {}
+    opts: { maxBytes?: number; signal?: AbortSignal; reuse?: boolean } = {}
   ): AsyncGenerator<RecordBatch> {
     const i = this.volumeIndex(volume)
+    // Room for maxBytes plus the one record a pull may add past it (at most 1 MiB of data).
+    const into = opts.reuse ? Buffer.allocUnsafeSlow((opts.maxBytes ?? DEFAULT_BATCH_BYTES) + 1024 * 1024 + 4096) : undefined
     const onAbort = (): void => {
       const w = this.waiters[i]
       this.waiters[i] = null
@@ -202,7 +213,7 @@ export class Tap extends EventEmitter {
     opts.signal?.addEventListener('abort', onAbort)
     try {
       while (!this.closed && !opts.signal?.aborted) {
-        const batch = this.next(i, opts.maxBytes)
+        const batch = this.next(i, opts.maxBytes, into)
         if (batch) {
           yield batch
           continue

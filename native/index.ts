@@ -54,7 +54,7 @@ export const EVENT_LOG = 0
 export const EVENT_READABLE = 1
 
 export interface NativeTap {
-  pull(volume: number, maxBytes: number): Buffer | undefined
+  pull(volume: number, maxBytes: number, into?: Buffer): Buffer | number | undefined
   ack(volume: number, seq: number): void
   mark(volume: number): number
   timemark(volumes: number[], metadata: Buffer): number

@@ -5,7 +5,10 @@
 // socketpair to the real connection code, which serves two exports over one
 // 1 MiB file: "vol" (read-write, the default export) and "ro" (read-only).
 // The server reads until end-of-file; a thread drains its replies so that
-// a large READ can never block it.
+// a large READ can never block it. The connection runs requests at once on
+// its workers, as it does for any client, so the replay check below also
+// checks that overlapping requests in flight together are recorded in the
+// order they reached the file.
 //
 // After each conversation the harness plays the consumer: it pulls every
 // record, checks it (seq strictly increasing, kind, range, data length),

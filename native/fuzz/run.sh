@@ -65,6 +65,9 @@ seed read-only "$hello$(go ro)$(req 1 0 1 0 512)$(fill 512 11)$(req 4 0 2 0 512)
 seed rejected "$hello$(go nope)$(go vol)$(req 0 0 1 1048064 1024)$(req 1 0 2 1048064 1024)$(fill 1024 77)$(req 5 0 3 0 0)$(req 3 1 4 0 0)$(req 0 0 5 0 0)$(req 0 0 6 0 512)"
 seed bad-magic "$hello$(go vol)$(req 0 0 1 0 512)1234567800000000000000000000000000000000000000000000000000000000"
 seed abort "$hello$(opt 8 '')$(opt 2 '')"
+# overlapping requests in flight at once: unaligned and FUA writes go to the connection's workers, an aligned
+# one is run by the reader; the READ and the FLUSH must wait for the writes before them
+seed overlap "$hello$(go vol)$(req 1 0 1 1000 700)$(fill 700 a1)$(req 1 1 2 1200 900)$(fill 900 b2)$(req 1 0 3 1024 1024)$(fill 1024 c3)$(req 0 0 4 512 2048)$(req 6 0 5 1500 100)$(req 3 0 6 0 0)$(req 4 0 7 0 4096)$(req 1 0 8 300 3000)$(fill 3000 d4)$(req 2 0 9 0 0)"
 # a last byte of 0xf0..0xff also starts a copy from region (byte & 15) during the conversation
 seed copy-during-writes "$hello$(go vol)$(req 1 0 1 200000 4096)$(fill 4096 e7)$(req 6 0 2 300000 70000)$(req 2 0 3 0 0)f3"
 

@@ -2,9 +2,12 @@
 // transmission phase, over a set of exports (one name each). The bottom
 // layer is an Export (export.h): the tap's protected volumes, or a TimeView.
 //
-// One thread per connection serves its requests in order. Replies to
-// requests that were already buffered are sent together (one send for many
-// replies), which is where a pipelining client's throughput comes from; the
+// Threading: per connection, one thread does the handshake, then reads and
+// validates requests and hands them to up to 8 workers of that connection,
+// which run them at once (a request waits only for an earlier overlapping
+// change, a FLUSH for every earlier change) and send replies as they
+// complete, by cookie, several in one send; small writes, and small reads
+// while reads come from the page cache, the reading thread runs itself. The
 // JavaScript event loop is never on this path.
 #pragma once
 
@@ -45,11 +48,12 @@ class NbdServer {
   // credentials' CA signed before anything else. Call before Start().
   void RequireTls(std::shared_ptr<TlsCredentials> creds) { tls_ = std::move(creds); }
   void Start();
-  // Stops accepting, lets every connection finish the request it is serving,
-  // then closes them all.
+  // Stops accepting, lets every connection finish and answer the requests it
+  // has read, then closes them all.
   void Stop();
 
-  // Serves one already-connected socket on the calling thread (fuzzing, tests).
+  // Serves one already-connected socket on the calling thread (fuzzing,
+  // tests); its workers are joined before it returns.
   void ServeConnection(int fd);
 
   uint64_t rejected_handshakes() const { return rejected_handshakes_; }

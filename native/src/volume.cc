@@ -143,13 +143,6 @@ uint32_t Volume::IoError(const char* op, int err) {
   return nbd::kEio;
 }
 
-void Volume::SetDirtyBits(uint64_t first, uint64_t count) {
-  // Before the backing store changes: a kill -9 between the two must not
-  // leave a changed region the map does not name.
-  const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
-  for (uint64_t r = first / kSectorsPerRegion; r <= r1; r++) dirty_.Set(r);
-}
-
 void Volume::MarkDirty(uint64_t first, uint64_t count, uint64_t seq) {
   const uint64_t r0 = first / kSectorsPerRegion;
   const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
@@ -189,7 +182,7 @@ uint8_t* Volume::BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8
   return slot + kRecordHeaderSize;
 }
 
-void Volume::EndRecord() {
+void Volume::EndRecord(bool* notify_later) {
   const size_t n = pending_commit_;
   ring_.Commit(n);
   records_.fetch_add(1, std::memory_order_relaxed);
@@ -197,7 +190,8 @@ void Volume::EndRecord() {
   const bool notify = want_notify_;
   want_notify_ = false;
   ring_mu_.unlock();
-  if (notify && readable_) readable_();
+  if (notify_later) *notify_later |= notify;
+  else if (notify && readable_) readable_();
 }
 
 void Volume::Marker(uint8_t kind) {
@@ -273,17 +267,64 @@ uint32_t Volume::Read(uint64_t offset, uint32_t length, uint8_t* out) {
   return 0;
 }
 
+void Volume::BeginChange(uint64_t first, uint64_t count) {
+  const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
+  for (uint64_t r = first / kSectorsPerRegion; r <= r1; r++) {
+    // Before the backing store changes: a kill -9 between the two must not
+    // leave a changed region the map does not name.
+    dirty_.Set(r);
+    inflight_[r]++;
+  }
+}
+
+void Volume::EndChange(uint64_t first, uint64_t count) {
+  const uint64_t r1 = (first + count - 1) / kSectorsPerRegion;
+  for (uint64_t r = first / kSectorsPerRegion; r <= r1; r++) {
+    auto it = inflight_.find(r);
+    if (--it->second == 0) inflight_.erase(it);
+  }
+}
+
 uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) {
   const uint64_t end = offset + length;
   const uint64_t first = offset >> kSectorShift;
   const uint64_t last = (end + kSectorSize - 1) >> kSectorShift;
+  bool notify = false;  // the consumer is told after mu_ is free (it is a syscall)
   {
+    // The range lock orders this change against overlapping ones from its
+    // pwrite to its seq, so the one that lands last has the higher seq.
+    RangeLock::Hold hold = ranges_.Lock(first, last);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      BeginChange(first, last - first);
+    }
+    if (!PwriteFull(fd_, data, length, offset)) {
+      const int err = errno;
+      std::lock_guard<std::mutex> lk(mu_);
+      EndChange(first, last - first);
+      return IoError("write", err);
+    }
+    // An unaligned write is widened to whole sectors with the current bytes
+    // of its edge sectors, read after the write (the range lock keeps them).
+    uint8_t head[kSectorSize], tail[kSectorSize];
+    const uint64_t lo_b = first << kSectorShift, hi_b = last << kSectorShift;
+    bool ok = true;
+    if (offset > lo_b) ok = PreadFull(fd_, head, offset - lo_b, lo_b);
+    if (ok && end < hi_b) ok = PreadFull(fd_, tail, hi_b - end, end);
+    const int err = errno;
     std::lock_guard<std::mutex> lk(mu_);
-    SetDirtyBits(first, last - first);
-    if (!PwriteFull(fd_, data, length, offset)) return IoError("write", errno);
-    // One record per kMaxRecordSectors piece, each with its own seq (the
-    // client has not been answered yet, so a point between pieces is as
-    // valid as any other).
+    EndChange(first, last - first);
+    if (!ok) {
+      // A record would lie about its edges: keep the regions for resync instead.
+      if (mode_.load() != Mode::kBehind) {
+        std::lock_guard<std::mutex> rl(ring_mu_);
+        FallBehind("reading the edge sectors of an unaligned write failed");
+      }
+      MarkDirty(first, last - first, 0);
+      return IoError("read of edge sectors", err);
+    }
+    // One record per kMaxRecordSectors piece, each with its own seq, all
+    // under one hold of mu_ so no TimeMark falls between them.
     for (uint64_t ps = first; ps < last; ps += kMaxRecordSectors) {
       const uint64_t pe = std::min<uint64_t>(last, ps + kMaxRecordSectors);
       const uint32_t count = uint32_t(pe - ps);
@@ -292,28 +333,15 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
       MarkDirty(ps, count, seq);
       uint8_t* d = BeginRecord(seq, ps, count, kRecordWrite, fua ? kRecordFlagFua : 0, count << kSectorShift);
       if (!d) continue;
-      // An unaligned write is widened to whole sectors with the current bytes
-      // of its edge sectors (read after the write, under the lock).
-      const uint64_t lo_b = ps << kSectorShift;
-      const uint64_t hi_b = pe << kSectorShift;
-      const uint64_t lo = std::max(lo_b, offset);
-      const uint64_t hi = std::min(hi_b, end);
-      bool ok = true;
-      if (lo > lo_b) ok = PreadFull(fd_, d, lo - lo_b, lo_b);
-      std::memcpy(d + (lo - lo_b), data + (lo - offset), hi - lo);
-      if (ok && hi < hi_b) ok = PreadFull(fd_, d + (hi - lo_b), hi_b - hi, hi);
-      if (!ok) {
-        // The record would lie about its edges: keep the region for resync instead.
-        const int err = errno;
-        EndRecord();
-        ring_mu_.lock();
-        FallBehind("reading the edge sectors of an unaligned write failed");
-        ring_mu_.unlock();
-        return IoError("read of edge sectors", err);
-      }
-      EndRecord();
+      const uint64_t pb = ps << kSectorShift, pend = pe << kSectorShift;
+      const uint64_t lo = std::max(pb, offset), hi = std::min(pend, end);
+      if (lo > pb) std::memcpy(d, head, lo - pb);
+      std::memcpy(d + (lo - pb), data + (lo - offset), hi - lo);
+      if (hi < pend) std::memcpy(d + (hi - pb), tail, pend - hi);
+      EndRecord(&notify);
     }
   }
+  if (notify && readable_) readable_();
   writes_.fetch_add(1, std::memory_order_relaxed);
   bytes_written_.fetch_add(length, std::memory_order_relaxed);
   return fua ? SyncForFua() : 0;
@@ -322,9 +350,13 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
 uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch) {
   const uint64_t off = first << kSectorShift;
   const uint64_t len = count << kSectorShift;
+  bool notify = false;
   {
-    std::lock_guard<std::mutex> lk(mu_);
-    SetDirtyBits(first, count);
+    RangeLock::Hold hold = ranges_.Lock(first, first + count);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      BeginChange(first, count);
+    }
     int rc = -1;
     if (is_block_) {
       uint64_t range[2] = {off, len};
@@ -337,15 +369,23 @@ uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t k
       // Not supported by this file system or device: write the zeroes.
       for (uint64_t done = 0; done < len;) {
         const size_t n = size_t(std::min<uint64_t>(kZeroChunk, len - done));
-        if (!PwriteFull(fd_, ZeroBuffer(), n, off + done)) return IoError("write of zeroes", errno);
+        if (!PwriteFull(fd_, ZeroBuffer(), n, off + done)) {
+          const int err = errno;
+          std::lock_guard<std::mutex> lk(mu_);
+          EndChange(first, count);
+          return IoError("write of zeroes", err);
+        }
         done += n;
       }
     }
+    std::lock_guard<std::mutex> lk(mu_);
+    EndChange(first, count);
     const uint64_t seq = seq_->Next();
     volume_seq_.store(seq, std::memory_order_relaxed);
     MarkDirty(first, count, seq);
-    if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord();
+    if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord(&notify);
   }
+  if (notify && readable_) readable_();
   (kind == kRecordTrim ? trims_ : zeroes_).fetch_add(1, std::memory_order_relaxed);
   return fua ? SyncForFua() : 0;
 }
@@ -381,12 +421,14 @@ uint32_t Volume::Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) 
 }
 
 uint32_t Volume::Flush() {
+  bool notify = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     const uint64_t seq = seq_->Next();
     volume_seq_.store(seq, std::memory_order_relaxed);
-    if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord();
+    if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord(&notify);
   }
+  if (notify && readable_) readable_();
   flushes_.fetch_add(1, std::memory_order_relaxed);
   return SyncForFua();
 }
@@ -422,40 +464,46 @@ size_t Volume::Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc) {
 
 bool Volume::ResyncStep() {
   if (mode_.load() != Mode::kResyncing) return false;
-  std::lock_guard<std::mutex> lk(mu_);
-  if (mode_.load() != Mode::kResyncing) return false;
-  if (stale_count_ == 0) {
-    mode_ = Mode::kNormal;
-    Marker(kRecordExact);
-    log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
-    return false;
-  }
-  {
-    // Leave half of the ring to the application's writes, so a resync never
-    // pushes the volume behind by itself.
-    std::lock_guard<std::mutex> rl(ring_mu_);
-    if (ring_.used() + kRecordHeaderSize + kRegionSize > ring_.capacity() / 2) return false;
-  }
   const uint64_t regions = dirty_.regions();
-  uint64_t r = resync_cursor_ % regions;
-  for (;;) {
-    const uint64_t w = stale_[r >> 6] >> (r & 63);
-    if (w) {
-      r += uint64_t(__builtin_ctzll(w));
-      break;
+  uint64_t r = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (mode_.load() != Mode::kResyncing) return false;
+    if (stale_count_ == 0) {
+      mode_ = Mode::kNormal;
+      Marker(kRecordExact);
+      log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
+      return false;
     }
-    r = ((r >> 6) + 1) << 6;
-    if (r >= regions) r = 0;
+    if (!ResyncRoomLocked()) return false;
+    r = resync_cursor_ % regions;
+    for (;;) {
+      const uint64_t w = stale_[r >> 6] >> (r & 63);
+      if (w) {
+        r += uint64_t(__builtin_ctzll(w));
+        break;
+      }
+      r = ((r >> 6) + 1) << 6;
+      if (r >= regions) r = 0;
+    }
+    resync_cursor_ = r + 1;
   }
-  resync_cursor_ = r + 1;
   const uint64_t first = r * kSectorsPerRegion;
   const uint64_t total = size_ >> kSectorShift;
   const uint32_t count = uint32_t(std::min(kSectorsPerRegion, total - first));
   const size_t bytes = size_t(count) << kSectorShift;
+  // The region's range lock: no change to it is between its pwrite and its
+  // seq while it is read, so the RESYNC record is exact at its seq.
+  RangeLock::Hold hold = ranges_.Lock(first, first + count);
   if (!PreadFull(fd_, resync_buf_.data(), bytes, first << kSectorShift)) {
     IoError("resync read", errno);
     return false;
   }
+  std::lock_guard<std::mutex> lk(mu_);
+  // While mu_ was free: the volume may have fallen behind (the region stays
+  // stale for the next resync) or the ring filled up.
+  if (mode_.load() != Mode::kResyncing || !ResyncRoomLocked()) return false;
+  if (!(stale_[r >> 6] & (uint64_t(1) << (r & 63)))) return true;
   stale_[r >> 6] &= ~(uint64_t(1) << (r & 63));
   stale_count_--;
   const uint64_t seq = seq_->Next();
@@ -474,6 +522,13 @@ bool Volume::ResyncStep() {
     log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
   }
   return true;
+}
+
+bool Volume::ResyncRoomLocked() {
+  // Leave half of the ring to the application's writes, so a resync never
+  // pushes the volume behind by itself.
+  std::lock_guard<std::mutex> rl(ring_mu_);
+  return ring_.used() + kRecordHeaderSize + kRegionSize <= ring_.capacity() / 2;
 }
 
 uint64_t Volume::ResyncFrom(uint64_t region) {
@@ -515,7 +570,9 @@ void Volume::Ack(uint64_t seq) {
     auto it = last_seq_.find(r);
     if (it == last_seq_.end() || it->second > seq) continue;
     last_seq_.erase(it);
-    if (!(stale_[r >> 6] & (uint64_t(1) << (r & 63)))) dirty_.Clear(r);
+    // A change still on its way to the backing store keeps its region dirty:
+    // it has no seq yet, so no ack can cover it.
+    if (!(stale_[r >> 6] & (uint64_t(1) << (r & 63))) && !inflight_.count(r)) dirty_.Clear(r);
   }
   uint64_t cur = acked_seq_.load();
   while (cur < seq && !acked_seq_.compare_exchange_weak(cur, seq)) {

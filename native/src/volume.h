@@ -1,10 +1,14 @@
 // A protected volume: the backing store and the recorder behind one export.
 //
 // Every successful WRITE, TRIM and WRITE_ZEROES is applied to the backing
-// file and turned into a change record under the volume's lock, so seq order
-// is exactly the order in which changes reached the backing store (replaying
-// records in seq order reproduces the file even when connections race on the
-// same sectors).
+// file and turned into a change record while it holds a range lock on its
+// sectors (range_lock.h), so for any two changes that overlap, seq order is
+// the order in which they reached the backing store: replaying records in seq
+// order reproduces the file even when connections race on the same sectors.
+// Changes to other sectors reach the backing store in parallel; only the seq,
+// the record and the dirty map are taken under the volume's lock (mu_), which
+// is also the TimeMark barrier: a change has no seq until its pwrite is done,
+// and gets every seq of a split write in one hold of mu_.
 //
 // Recording has three modes:
 //   normal     records go to the ring; the dirty map holds their regions until
@@ -14,7 +18,8 @@
 //              NBD client is never blocked on the consumer.
 //   resyncing  the consumer pulls again: new changes are recorded, and the
 //              resync thread emits each stale region's full contents as a
-//              RESYNC record (read under the lock, so it is exact at its seq)
+//              RESYNC record (read under the region's range lock, so it is
+//              exact at its seq)
 //              while the ring has headroom. When no stale region is left the
 //              volume is normal again.
 // After a restart every region the persistent map names is stale, so a crash
@@ -44,6 +49,7 @@
 
 #include "dirty_map.h"
 #include "export.h"
+#include "range_lock.h"
 #include "record.h"
 #include "seq.h"
 
@@ -143,14 +149,22 @@ class Volume : public Export {
 
  private:
   uint32_t ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch);
-  void SetDirtyBits(uint64_t first, uint64_t count);
+  // With mu_ held, around a change's trip to the backing store: set the
+  // dirty bits of its regions first, and keep any ack from clearing them
+  // until the change has its seq.
+  void BeginChange(uint64_t first, uint64_t count);
+  void EndChange(uint64_t first, uint64_t count);
+  bool ResyncRoomLocked();
   // With mu_ held: mark the regions of [first, first+count) sectors dirty.
   void MarkDirty(uint64_t first, uint64_t count, uint64_t seq);
   // With mu_ held: reserve a record slot or fall behind. Returns the slot's
   // data pointer (after the header), or nullptr if the record is not kept.
   uint8_t* BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
                        uint32_t data_length);
-  void EndRecord();
+  // Commits the reserved record. Tells the consumer records are there if it
+  // asked to be told: at once, or, with notify_later, by setting it so the
+  // caller does once mu_ is free.
+  void EndRecord(bool* notify_later = nullptr);
   // With mu_ held: put a GAP (or EXACT) marker with a fresh seq in the ring.
   void Marker(uint8_t kind);
   void FallBehind(const char* why);
@@ -165,12 +179,18 @@ class Volume : public Export {
   bool is_block_ = false;
   uint64_t size_ = 0;
 
-  std::mutex mu_;  // serialises changes: backing store + seq + record + dirty map
+  // Changes to overlapping sectors are ordered by ranges_, held from the
+  // write to the backing store until the change has its seq and record;
+  // mu_ is taken inside it, only around the bookkeeping (seq, record, dirty
+  // map), so non-overlapping writes reach the backing store in parallel.
+  RangeLock ranges_;
+  std::mutex mu_;  // seq + record + dirty map + the maps below
   DirtyMap dirty_;
   std::vector<uint64_t> stale_;  // bitset, one bit per region
   uint64_t stale_count_ = 0;
   uint64_t resync_cursor_ = 0;
   std::unordered_map<uint64_t, uint64_t> last_seq_;  // region -> newest unacked seq
+  std::unordered_map<uint64_t, uint32_t> inflight_;  // region -> changes between dirty bit and seq
   std::deque<std::pair<uint64_t, uint64_t>> pending_;  // (seq, region) in seq order
   std::atomic<Mode> mode_{Mode::kNormal};
 

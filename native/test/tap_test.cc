@@ -23,6 +23,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -33,6 +34,7 @@
 #include "dirty_map.h"
 #include "nbd_proto.h"
 #include "nbd_server.h"
+#include "range_lock.h"
 #include "record.h"
 #include "seq.h"
 #include "tap.h"
@@ -872,16 +874,23 @@ void TestNbdServer() {
     CHECK(c.ReadReply(&rep) && rep.error == 0 && rep.cookie == 7 && c.Recv(got.data(), 512) &&
               std::equal(got.begin(), got.end(), data.begin()),
           "its payload is discarded and the next request is read in step");
-    // Pipelined: three requests in one send, three replies in order.
+    // Pipelined: three requests in one send. Replies come as they complete
+    // (by cookie); the READ overlaps the TRIM sent before it, so it sees it.
     c.Send(Cat({Request(kCmdTrim, 0, 8, kRegionSize, kRegionSize), Request(kCmdWriteZeroes, 0, 9, 0, 4096),
                 Request(kCmdRead, 0, 10, kRegionSize - 2048, 4096)}));
-    Client::Reply r8, r9, r10;
+    std::map<uint64_t, uint32_t> errors;
     got.resize(4096);
-    CHECK(c.ReadReply(&r8) && c.ReadReply(&r9) && c.ReadReply(&r10) && r8.cookie == 8 && r8.error == 0 && r9.cookie == 9 &&
-              r9.error == 0 && r10.cookie == 10 && r10.error == 0 && c.Recv(got.data(), 4096) &&
+    bool all_ok = true;
+    for (int i = 0; i < 3 && all_ok; i++) {
+      Client::Reply x;
+      all_ok = c.ReadReply(&x) && x.magic == kSimpleReplyMagic;
+      errors[x.cookie] = x.error;
+      if (all_ok && x.cookie == 10 && x.error == 0) all_ok = c.Recv(got.data(), 4096);
+    }
+    CHECK(all_ok && errors.size() == 3 && errors[8] == 0 && errors[9] == 0 && errors[10] == 0 &&
               std::equal(got.begin(), got.begin() + 2048, f.initial.begin() + kRegionSize - 2048) &&
               AllZero(got.data() + 2048, 2048),
-          "pipelined TRIM, WRITE_ZEROES, READ are answered in order");
+          "pipelined TRIM, WRITE_ZEROES, READ are all answered; the READ sees the TRIM before it");
     c.Send(Request(5, 0, 11, 0, 512));
     CHECK(c.ReadReply(&rep) && rep.error == kEinval && rep.cookie == 11, "an unknown command gets EINVAL");
 
@@ -891,6 +900,8 @@ void TestNbdServer() {
   auto recs = PullAll(*f.vol);
   std::vector<int> kinds;
   for (const auto& r : recs) kinds.push_back(r.h.kind);
+  // (the TRIM and the WRITE_ZEROES do not overlap: they ran at once, in either order)
+  if (kinds.size() == 4 && kinds[2] > kinds[3]) std::swap(kinds[2], kinds[3]);
   CHECK(kinds == std::vector<int>({kRecordWrite, kRecordFlush, kRecordTrim, kRecordZero}),
         "only the accepted changes were recorded");
   std::vector<uint8_t> image = f.initial;
@@ -1142,6 +1153,312 @@ void TestTapMark() {
   tap.Close();
 }
 
+
+// ---------------------------------------------------------------- range locks and concurrency
+
+// Waits (up to 10 s) for a condition another thread makes true.
+template <typename F>
+bool WaitFor(F cond) {
+  for (int i = 0; i < 10000 && !cond(); i++) usleep(1000);
+  return cond();
+}
+
+void TestRangeLock() {
+  RangeLock lock;
+  {
+    RangeLock::Hold a = lock.Lock(0, 10);
+    RangeLock::Hold b = lock.Lock(10, 20);  // adjacent: does not overlap
+    CHECK(lock.size() == 2, "non-overlapping ranges are held at once");
+  }
+  CHECK(lock.size() == 0, "holds release when they go");
+  // A holds [0,10); B asks [5,15) and waits; C asks [12,20): no granted range
+  // overlaps it, but B (asked first, waiting) does, so C waits behind B.
+  std::atomic<int> b_got{0}, c_got{0};
+  RangeLock::Hold a = lock.Lock(0, 10);
+  std::atomic<bool> release_b{false};
+  std::thread tb([&] {
+    RangeLock::Hold h = lock.Lock(5, 15);
+    b_got = 1;
+    while (!release_b) usleep(1000);
+  });
+  CHECK(WaitFor([&] { return lock.size() == 2; }) && b_got == 0, "an overlapping range waits for the holder");
+  std::thread tc([&] {
+    RangeLock::Hold h = lock.Lock(12, 20);
+    c_got = 1;
+  });
+  CHECK(WaitFor([&] { return lock.size() == 3; }) && c_got == 0,
+        "a range overlapping only an earlier waiter waits too (first come, first served)");
+  a.Release();
+  CHECK(WaitFor([&] { return b_got == 1; }) && c_got == 0, "the first waiter is granted; the one behind it still waits");
+  release_b = true;
+  tb.join();
+  tc.join();
+  CHECK(c_got == 1 && lock.size() == 0, "then the last one");
+}
+
+// Many threads write overlapping ranges of one volume at once (aligned and
+// unaligned writes, trims, zeroes) while a consumer drains and TimeMarks are
+// taken: the records replayed in seq order give the backing file, and each
+// mark separates the writes answered before it from those begun after it.
+void TestVolumeConcurrentChanges() {
+  TempDir dir;
+  constexpr size_t kSize = 4 << 20, kHalf = kSize / 2, kHot = 64 * 1024;
+  const auto initial = Pattern(kSize, 21);
+  WriteFile(dir / "v.img", initial);
+  TapConfig c;
+  c.state_dir = dir.path();
+  c.unix_path = dir / "tap.sock";
+  c.buffer_bytes = 192 << 20;  // more than the test writes: it never falls behind
+  c.volumes.push_back({"v", dir / "v.img", "", false});
+  Log log;
+  Tap tap(log.Fn());
+  std::string error;
+  CHECK(tap.Open(c, &error), "a tap for concurrent changes" + Said(error));
+  if (tap.volume_count() != 1) return;
+  Volume& v = *tap.volume(0);
+
+  std::atomic<bool> stop{false};
+  std::mutex recs_mu;
+  std::vector<Rec> recs;
+  std::thread consumer([&] {
+    while (!stop) {
+      auto got = PullAll(v);
+      std::lock_guard<std::mutex> lk(recs_mu);
+      recs.insert(recs.end(), got.begin(), got.end());
+      if (got.empty()) usleep(500);
+    }
+  });
+  // Writes with an id are sector-aligned, in the first half: most small ones
+  // in its first kHot bytes, some of up to 1 MiB anywhere in it (two of those
+  // overlapping would interleave their pages in the file if they ran at
+  // once). Each of their sectors starts with 0x1d, then the id. The kHot
+  // bytes from the middle take unaligned writes, trims and zeroes. Small
+  // areas, so that concurrent changes overlap often.
+  constexpr int kThreads = 6, kPerThread = 300;
+  std::atomic<int> marks_done{0};
+  std::mutex done_mu;
+  std::vector<uint32_t> done_ids;                      // in the order they were answered
+  std::vector<int> marks_at_start(kThreads * kPerThread + 1, 0);  // by id: marks finished before it began
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; t++) {
+    writers.emplace_back([&, t] {
+      uint32_t x = uint32_t(t) * 7919u + 1;
+      auto rnd = [&x] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5, x; };
+      for (int i = 0; i < kPerThread; i++) {
+        const uint32_t id = uint32_t(t * kPerThread + i + 1);
+        const uint32_t kind = rnd() % 8;
+        if (kind < 5) {
+          const bool large = rnd() % 4 == 0;
+          const uint32_t sectors = large ? 128 + rnd() % (kMaxRecordSectors - 127) : 1 + rnd() % 32;
+          const uint64_t off = uint64_t(rnd() % ((large ? kHalf : kHot) / 512 - sectors)) * 512;
+          std::vector<uint8_t> d = Pattern(sectors * 512, id);
+          for (uint32_t k = 0; k < sectors; k++) {
+            d[k * 512] = 0x1d;
+            std::memcpy(&d[k * 512 + 1], &id, 4);
+          }
+          marks_at_start[id] = marks_done.load();
+          failures += v.Write(off, uint32_t(d.size()), d.data(), rnd() % 16 == 0) != 0;
+          std::lock_guard<std::mutex> lk(done_mu);
+          done_ids.push_back(id);
+        } else if (kind < 7) {
+          const uint32_t len = 1 + rnd() % 20000;
+          const uint64_t off = kHalf + rnd() % (kHot - len);
+          const auto d = Pattern(len, id);
+          failures += v.Write(off, len, d.data(), false) != 0;
+        } else {
+          const uint32_t len = 1 + rnd() % 40000;
+          const uint64_t off = kHalf + rnd() % (kHot - len);
+          failures += (rnd() & 1 ? v.Trim(off, len, false) : v.Zero(off, len, false, rnd() & 2)) != 0;
+        }
+      }
+    });
+  }
+  struct MarkTaken {
+    uint64_t seq;
+    std::vector<uint32_t> answered_before;
+  };
+  std::vector<MarkTaken> marks;
+  std::thread marker([&] {
+    for (int m = 0; m < 40; m++) {
+      MarkTaken mk;
+      {
+        std::lock_guard<std::mutex> lk(done_mu);
+        mk.answered_before = done_ids;
+      }
+      if (tap.Mark({0}, nullptr, 0, &mk.seq, &error)) {
+        marks.push_back(std::move(mk));
+        marks_done++;
+      }
+      usleep(2000);
+    }
+  });
+  for (auto& w : writers) w.join();
+  marker.join();
+  CHECK(failures == 0, "every concurrent change succeeds");
+  CHECK(WaitFor([&] { return v.Stats().mode == int(Mode::kNormal) && v.Stats().ring_records == 0; }),
+        "the consumer drains everything");
+  stop = true;
+  consumer.join();
+  const auto rest = PullAll(v);
+  recs.insert(recs.end(), rest.begin(), rest.end());
+  CHECK(SeqsIncrease(recs), "the stream's seqs increase in ring order (" + std::to_string(recs.size()) + " records)");
+  std::vector<uint8_t> image = initial;
+  Replay(image, recs);
+  CHECK(image == ReadFile(dir / "v.img"), "replaying the records in seq order gives the backing file");
+  CHECK(v.Stats().behind_events == 0, "the volume never fell behind (this test is about recording, not resync)");
+
+  // Each id'd write's seq: the record whose sectors carry its id.
+  std::map<uint32_t, uint64_t> seq_of;
+  bool ids_ok = true;
+  for (const auto& r : recs) {
+    if (r.h.kind != kRecordWrite || (uint64_t(r.h.sector) << kSectorShift) >= kHalf) continue;
+    uint32_t id;
+    std::memcpy(&id, &r.data[1], 4);
+    ids_ok &= r.data[0] == 0x1d && !seq_of.count(id);
+    seq_of[id] = r.h.seq;
+  }
+  CHECK(ids_ok && marks.size() >= 10, "each aligned write is one record (" + std::to_string(seq_of.size()) + " of them, " +
+                                          std::to_string(marks.size()) + " marks)");
+  bool before_ok = true, after_ok = true;
+  for (size_t m = 0; m < marks.size(); m++) {
+    for (uint32_t id : marks[m].answered_before) before_ok &= seq_of.count(id) && seq_of[id] < marks[m].seq;
+    for (const auto& [id, seq] : seq_of)
+      if (marks_at_start[id] > int(m)) after_ok &= seq > marks[m].seq;
+  }
+  CHECK(before_ok, "every write answered before a mark was taken is below the mark's seq");
+  CHECK(after_ok, "every write begun after a mark returned is above its seq");
+  v.Ack(v.Mark());
+  CHECK(v.Stats().dirty_regions == 0, "acking everything leaves no dirty region");
+  tap.Close();
+}
+
+// One client pipelines overlapping requests over one connection: replies
+// come back by cookie, a read sees the writes sent before it, a FLUSH is
+// recorded after every write sent before it, DISC answers everything first.
+void TestNbdOverlapping() {
+  using namespace nbd;
+  VolumeFixture f;
+  CHECK(f.Create(1 << 20, 16 << 20), "a volume for pipelined requests " + Said(f.error));
+  Log log;
+  NbdServer server({f.vol}, log.Fn());
+  std::vector<uint8_t> model = f.initial;
+  {
+    Served sv(server);
+    Client& c = *sv.client;
+    CHECK(HandshakeGo(c, "vol"), "a pipelining client GOes");
+    // 200 writes over 64 KiB with many overlaps, a READ of the area after
+    // every 20th, a FLUSH in the middle: all sent before any reply is read
+    // (a reader thread drains the replies, so the server never blocks).
+    std::vector<uint8_t> wire;
+    std::map<uint64_t, std::vector<uint8_t>> expect_read;  // cookie -> what the READ must return
+    uint32_t x = 99;
+    auto rnd = [&x] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5, x; };
+    uint64_t cookie = 1;
+    for (int i = 0; i < 200; i++) {
+      const uint32_t len = 1 + rnd() % 8192;
+      const uint64_t off = rnd() % (65536 - len);
+      const auto d = Pattern(len, uint32_t(i) + 1000);
+      std::memcpy(&model[off], d.data(), len);
+      const auto w = Request(kCmdWrite, i % 50 == 0 ? kCmdFlagFua : 0, cookie++, off, len, d);
+      wire.insert(wire.end(), w.begin(), w.end());
+      if (i % 20 == 19) {
+        expect_read[cookie] = std::vector<uint8_t>(model.begin(), model.begin() + 65536);
+        const auto r = Request(kCmdRead, 0, cookie++, 0, 65536);
+        wire.insert(wire.end(), r.begin(), r.end());
+      }
+      if (i == 99) {
+        const auto fl = Request(kCmdFlush, 0, cookie++, 0, 0);
+        wire.insert(wire.end(), fl.begin(), fl.end());
+      }
+    }
+    const uint64_t requests = cookie - 1;
+    const auto disc = Request(kCmdDisc, 0, cookie++, 0, 0);
+    wire.insert(wire.end(), disc.begin(), disc.end());
+    std::map<uint64_t, uint32_t> errors;
+    std::map<uint64_t, bool> read_ok;
+    std::atomic<bool> replies_ok{true};
+    std::thread reader([&] {
+      for (uint64_t i = 0; i < requests && replies_ok; i++) {
+        Client::Reply rep;
+        if (!c.ReadReply(&rep) || rep.magic != kSimpleReplyMagic || errors.count(rep.cookie)) {
+          replies_ok = false;
+          break;
+        }
+        errors[rep.cookie] = rep.error;
+        auto it = expect_read.find(rep.cookie);
+        if (it != expect_read.end() && rep.error == 0) {
+          std::vector<uint8_t> got(65536);
+          read_ok[rep.cookie] = c.Recv(got.data(), got.size()) && got == it->second;
+        }
+      }
+    });
+    CHECK(c.Send(wire), "the whole pipeline is sent (" + std::to_string(wire.size()) + " bytes)");
+    reader.join();
+    bool all_zero = replies_ok && errors.size() == requests;
+    for (const auto& e : errors) all_zero &= e.second == 0;
+    CHECK(all_zero, "every request is answered once, by cookie, without error (" + std::to_string(errors.size()) + ")");
+    bool reads = read_ok.size() == expect_read.size();
+    for (const auto& e : read_ok) reads &= e.second;
+    CHECK(reads, "each READ returns every write sent before it on the connection");
+    CHECK(sv.WaitDone() && c.AtEof(), "DISC closes after answering everything read before it");
+    auto recs = PullAll(*f.vol);
+    size_t flushes = 0, writes = 0;
+    uint64_t flush_seq = 0;
+    for (const auto& r : recs) {
+      if (r.h.kind == kRecordFlush) flushes++, flush_seq = r.h.seq;
+      writes += r.h.kind == kRecordWrite;
+    }
+    CHECK(flushes == 1 && writes == 200 && SeqsIncrease(recs),
+          "200 WRITE records and one FLUSH, seqs increasing");
+    // Writes are numbered in the order sent; a write's record is the first
+    // (in seq order) holding its bytes at its offset.
+    size_t sent_before_and_below = 0;
+    {
+      uint32_t y = 99;
+      auto rnd2 = [&y] { return y ^= y << 13, y ^= y >> 17, y ^= y << 5, y; };
+      for (int i = 0; i < 200; i++) {
+        const uint32_t len = 1 + rnd2() % 8192;
+        const uint64_t off = rnd2() % (65536 - len);
+        const auto d = Pattern(len, uint32_t(i) + 1000);
+        for (const auto& r : recs) {
+          if (r.h.kind != kRecordWrite) continue;
+          const uint64_t rb = uint64_t(r.h.sector) << kSectorShift;
+          if (rb > off || rb + r.data.size() < off + len) continue;
+          if (!std::equal(d.begin(), d.end(), r.data.begin() + (off - rb))) continue;
+          if (i < 100) sent_before_and_below += r.h.seq < flush_seq;
+          break;
+        }
+      }
+    }
+    CHECK(sent_before_and_below == 100, "every write sent before the FLUSH is recorded below it (" +
+                                             std::to_string(sent_before_and_below) + " of 100)");
+    std::vector<uint8_t> image = f.initial;
+    Replay(image, recs);
+    CHECK(image == f.Backing() && image == model, "the records replayed give the file, and the file is what was sent");
+  }
+  // A client that hangs up in the middle of a WRITE's payload: the writes
+  // read before it are applied, the torn one is not.
+  {
+    Served sv(server);
+    Client& c = *sv.client;
+    CHECK(HandshakeGo(c, "vol"), "a second client GOes");
+    const auto a = Pattern(4096, 77), b = Pattern(4096, 78);
+    auto wire = Cat({Request(kCmdWrite, 0, 1, 512 * 1024, 4096, a), Request(kCmdWrite, 0, 2, 600 * 1024, 4096, b)});
+    wire.resize(wire.size() - 100);
+    c.Send(wire);
+    shutdown(c.fd, SHUT_WR);
+    Client::Reply rep;
+    CHECK(c.ReadReply(&rep) && rep.cookie == 1 && rep.error == 0 && sv.WaitDone() && c.AtEof(),
+          "the complete WRITE is answered, then the connection ends");
+    const auto file = f.Backing();
+    CHECK(std::equal(a.begin(), a.end(), file.begin() + 512 * 1024) &&
+              std::equal(file.begin() + 600 * 1024, file.begin() + 604 * 1024, model.begin() + 600 * 1024),
+          "the torn WRITE was not applied");
+    CHECK(log.Has("middle of a WRITE payload"), "the torn WRITE is logged");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -1159,5 +1476,8 @@ int main() {
   TestUnixListenerAndStop();
   TestTap();
   TestTapMark();
+  TestRangeLock();
+  TestVolumeConcurrentChanges();
+  TestNbdOverlapping();
   return Finish();
 }
