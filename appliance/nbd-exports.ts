@@ -126,9 +126,14 @@ export class ApplianceNbdServer {
     this.views = src
   }
 
-  /** A deleted view: no new connection gets it (open ones end when their clients go). */
+  /** A deleted view: no new connection gets it, and the open ones are cut (their requests in flight fail). */
   dropView(name: string): void {
-    this.viewExports.get(name)?.close()
+    const exp = this.viewExports.get(name)
+    if (exp) {
+      const n = this.handle.disconnect(exp)
+      if (n) this.log.info({ view: name, connections: n }, `view ${name} deleted: ${n} connections to it closed`)
+      exp.close()
+    }
     this.viewExports.delete(name)
   }
 

@@ -63,6 +63,8 @@ export interface ApplianceNbdHandle {
   answer(id: number, exp: ApplianceExportHandle): boolean
   refuse(id: number, reason: NbdRefusal, message: string): boolean
   listed(id: number, entries: Array<{ name: string; description: string }>): boolean
+  /** Cuts the connections serving the export (a deleted view); how many there were. */
+  disconnect(exp: ApplianceExportHandle): number
   tcpPort(): number
   rejectedHandshakes(): number
   close(): Promise<void>

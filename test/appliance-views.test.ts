@@ -31,6 +31,7 @@ import {
 import pino from 'pino'
 import { checkViewName, ViewRegistry } from '../appliance/view-registry'
 import { replicatedSeq } from './claims-helpers'
+import { NbdClient, parseNbdUri } from '../client/nbd-client'
 
 const MiB = 1024 * 1024
 const SIZE = 64 * MiB
@@ -240,8 +241,13 @@ t.test('views: create, write with fio, survive kill -9, hold retention, delete',
   })
 
   await t.test('delete closes the view and drops its overlay', async (t) => {
+    // A client still connected when the view is deleted is cut off, not left writing into a deleted overlay.
+    const open = await NbdClient.connect(parseNbdUri(drUri)!)
+    t.teardown(() => open.destroy())
+    t.equal((await open.read(0, 4096)).length, 4096, 'a client reads the view')
     const del = await tidemarkJson<View>(['timeview', 'delete', '--appliance', s.app.address, '--name', 'dr1'])
     t.equal(del.name, 'dr1', 'deleted')
+    await t.rejects(open.read(0, 4096), 'the client connected before the delete is cut off')
     t.notOk(fs.existsSync(path.join(s.data, 'views', 'dr1')), 'its directory and overlay are gone')
     const info = await run('nbdinfo', [drUri])
     t.not(info.code, 0, 'connecting to it fails')

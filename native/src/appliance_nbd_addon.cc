@@ -340,6 +340,7 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
                         InstanceMethod("listed", &ApplianceNbd::ListedExports),
                         InstanceMethod("tcpPort", &ApplianceNbd::TcpPort),
                         InstanceMethod("rejectedHandshakes", &ApplianceNbd::RejectedHandshakes),
+                        InstanceMethod("disconnect", &ApplianceNbd::DisconnectExport),
                         InstanceMethod("close", &ApplianceNbd::Close)});
   }
 
@@ -407,6 +408,8 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
 
   // answer(id, applianceExport) -> boolean (false: the connection gave up waiting)
   Napi::Value AnswerOpen(const Napi::CallbackInfo& info);
+  // disconnect(applianceExport) -> number: cuts the connections serving it (a deleted view).
+  Napi::Value DisconnectExport(const Napi::CallbackInfo& info);
 
   // refuse(id, reason, message) -> boolean
   Napi::Value Refuse(const Napi::CallbackInfo& info) {
@@ -575,6 +578,16 @@ Napi::Value ApplianceNbd::AnswerOpen(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   return Napi::Boolean::New(env, exports_->Answer(uint64_t(info[0].As<Napi::Number>().Int64Value()), view, 0, ""));
+}
+
+Napi::Value ApplianceNbd::DisconnectExport(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(ApplianceExport::ctor->Value())) {
+    Fail(env, "NBD_INVALID_ARGUMENT", "disconnect(export) needs an ApplianceExport").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto view = ApplianceExport::Unwrap(info[0].As<Napi::Object>())->view();
+  return Napi::Number::New(env, view && server_ ? server_->Disconnect(view.get()) : 0);
 }
 
 }  // namespace

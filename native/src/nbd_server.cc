@@ -72,8 +72,9 @@ const char* CommandName(uint16_t t) {
 class Connection {
  public:
   Connection(int fd, uint64_t id, ExportSet& exports, const std::shared_ptr<TlsCredentials>& tls, const LogFn& log,
-             std::atomic<uint64_t>& rejected_handshakes)
-      : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes), in_(kInBuffer) {}
+             std::atomic<uint64_t>& rejected_handshakes, std::atomic<const Export*>* serving = nullptr)
+      : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes),
+        serving_(serving), in_(kInBuffer) {}
 
   void Run() {
     if (Handshake()) {
@@ -292,6 +293,7 @@ class Connection {
             return false;
           }
           vol_ = v;
+          if (serving_) *serving_ = v.get();
           uint8_t* p = Append(10 + (no_zeroes_ ? 0 : 124));
           Put64(p, v->size());
           Put16(p + 8, TransmissionFlags(v.get()));
@@ -362,6 +364,7 @@ class Connection {
           OptReply(opt, kRepAck, nullptr, 0);
           if (opt == kOptGo) {
             vol_ = v;
+            if (serving_) *serving_ = v.get();
             return FlushOut();
           }
           break;
@@ -753,6 +756,7 @@ class Connection {
   std::string identity_;             // the client certificate's, with TLS
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
+  std::atomic<const Export*>* serving_;  // the server's note of the export chosen (Disconnect)
   // Held for the connection's life: for an appliance export, what keeps its files open.
   std::shared_ptr<Export> vol_;
   bool no_zeroes_ = false;
@@ -894,7 +898,7 @@ void NbdServer::AcceptLoop() {
       std::lock_guard<std::mutex> lk(conns_mu_);
       conn->thread = std::thread([this, raw, id] {
         pthread_setname_np(pthread_self(), "tm-nbd-conn");
-        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_).Run();
+        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_, &raw->serving).Run();
         // The client waits for end-of-file after NBD_CMD_DISC: send it now,
         // not when the acceptor next reaps (up to a second later).
         shutdown(raw->fd, SHUT_RDWR);
@@ -925,6 +929,18 @@ void NbdServer::Reap(bool all) {
 }
 
 void NbdServer::ServeConnection(int fd) { Connection(fd, next_conn_id_++, *exports_, tls_, log_, rejected_handshakes_).Run(); }
+
+int NbdServer::Disconnect(const Export* exp) {
+  int n = 0;
+  std::lock_guard<std::mutex> lk(conns_mu_);
+  for (auto& c : conns_) {
+    if (!c->done && c->serving == exp) {
+      shutdown(c->fd, SHUT_RDWR);
+      n++;
+    }
+  }
+  return n;
+}
 
 void NbdServer::Stop() {
   if (stopping_.exchange(true)) return;

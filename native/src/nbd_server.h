@@ -58,11 +58,17 @@ class NbdServer {
 
   uint64_t rejected_handshakes() const { return rejected_handshakes_; }
 
+  // Cuts every connection serving `exp` (a view being deleted): their sockets
+  // are shut down, requests in flight fail, the clients see the end. Returns
+  // how many there were.
+  int Disconnect(const Export* exp);
+
  private:
   struct Conn {
     int fd;
     std::thread thread;
     std::atomic<bool> done{false};
+    std::atomic<const Export*> serving{nullptr};  // set once the handshake chose an export
   };
   void AcceptLoop();
   void Reap(bool all);
