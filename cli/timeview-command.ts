@@ -68,7 +68,7 @@ Serves the volume as it was at the point given, read-only, as an NBD export
 named after the volume, until SIGINT or SIGTERM. Nothing is copied first:
 bytes are read from the appliance when a client asks for them (and cached).
 Replication continues meanwhile; several TimeViews may run at once.
-${rows(23, 'timemark', 'at', 'seq', 'nbd', 'writable', 'cache', 'stats-interval', 'json', 'log-level')}
+${rows(23, 'timemark', 'at', 'seq', 'nbd', 'writable', 'transport', 'cache', 'stats-interval', 'json', 'log-level')}
 
 Attach it:  nbd-client -unix PATH -N NAME /dev/nbd0
             nbdfuse DIR/disk 'nbd+unix:///NAME?socket=PATH'
