@@ -20,9 +20,10 @@
 // _ROUNDS (3). Prints a markdown table, writes benchmarks/results/appliance-reads.json.
 import fs from 'node:fs'
 import path from 'node:path'
-import { BIN, MiB, envNumber, parseSize, removeDir, resultsPath, scratchDir } from './lib/env'
+import { BIN, MiB, envNumber, parseSize, resultsPath } from './lib/env'
 import { randomImage } from './lib/data'
 import { clatUs, fio as runFio } from './lib/fio'
+import { inScratch, runMain } from './lib/main'
 import { must, Proc, requireTools, tidemark } from './lib/process'
 import { f0, f2, machineInfo, median, table, writeResults } from './lib/report'
 
@@ -50,9 +51,7 @@ async function sequential(uri: string): Promise<number> {
 
 async function main(): Promise<void> {
   requireTools(['fio', 'nbdkit', 'nbdcopy'], 'apt-get install fio nbdkit libnbd-bin')
-  const work = scratchDir('tidemark-bench-areads-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-areads-', async (work, procs) => {
     const img = path.join(work, 'prod.img')
     randomImage(img, SIZE, 11)
     const appSock = path.join(work, 'app.sock')
@@ -138,13 +137,7 @@ async function main(): Promise<void> {
       rows: rows.map(([what, peer, ours, target]) => ({ what, peer, ours, ratio: ours / peer, target })),
       runs: res,
     })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)

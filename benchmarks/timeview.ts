@@ -36,8 +36,9 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { BIN, MiB, parseSize, removeDir, resultsPath, ROOT, scratchDir } from './lib/env'
+import { BIN, MiB, parseSize, resultsPath, ROOT } from './lib/env'
 import { clatUs, fio as runFio } from './lib/fio'
+import { inScratch, runMain } from './lib/main'
 import { must, Proc, requireTools, tidemark } from './lib/process'
 import { median, writeResults } from './lib/report'
 
@@ -139,9 +140,7 @@ function viewStats(p: Proc): Partial<Run> {
 
 async function main(): Promise<void> {
   requireTools(['fio', 'nbdkit', 'nbdcopy', 'dd', 'fincore'], 'apt-get install fio nbdkit libnbd-bin coreutils util-linux')
-  const work = scratchDir('tidemark-bench-tv-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-tv-', async (work, procs) => {
     // The protected volume: random data.
     const img = path.join(work, 'prod.img')
     const fd = fs.openSync(img, 'w')
@@ -239,13 +238,7 @@ async function main(): Promise<void> {
     writeResults(OUT, { benchmark: 'timeview', commit, date: new Date().toISOString(), cpus: os.cpus().length,
       volumeBytes: SIZE, seq, fio: FIO, runtimeSeconds: RUNTIME, rounds: ROUNDS, rows,
       sequential: { nbdkitMbPerSecond: seqPeer, timeviewMbPerSecond: seqTv, ratio: seqTv / seqPeer, runs: seqRuns } })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)

@@ -26,8 +26,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { buildGuest, qmp, qmpShell, Vm, type Guest } from '../test/lib/guest'
-import { BIN, envNumber, MiB, removeDir, resultsPath, scratchDir } from './lib/env'
-import { must, Proc, requireTools, tidemark, version } from './lib/process'
+import { BIN, envNumber, MiB, resultsPath } from './lib/env'
+import { inScratch, runMain } from './lib/main'
+import { must, requireTools, tidemark, version } from './lib/process'
 import { f0, f1, f2, machineInfo, median, table, writeResults } from './lib/report'
 
 const ROUNDS = envNumber('TIDEMARK_BENCH_ROUNDS', 5)
@@ -79,9 +80,7 @@ async function timeBoot(guest: Guest, disk: string, work: string, name: string, 
 async function main(): Promise<void> {
   requireTools(['qemu-system-x86_64', 'nbdcopy', 'mkfs.ext4', 'cpio', 'modinfo'], 'bash scripts/test-deps.sh')
   const guest = buildGuest()
-  const work = scratchDir('tidemark-bench-vm-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-vm-', async (work, procs) => {
     const img = path.join(work, 'prod.img')
     fs.writeFileSync(img, '')
     fs.truncateSync(img, guest.rootSize)
@@ -194,13 +193,7 @@ async function main(): Promise<void> {
       target: 'view firstLineMs <= 1.2 x file',
       rows,
     })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)
