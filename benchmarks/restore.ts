@@ -36,7 +36,7 @@ import { batchOf, rec } from './appliance-store'
 import { randomImage, sha256File } from './lib/data'
 import { BIN, envNumber, MiB, parseSize, resultsPath } from './lib/env'
 import { inScratch, runMain } from './lib/main'
-import { must, mustRun, requireTools, run, tidemark } from './lib/process'
+import { must, mustRun, requireTools, run, startAppliance } from './lib/process'
 import { median, writeResults } from './lib/report'
 
 const SHORT = Boolean(process.env.TIDEMARK_BENCH_SHORT)
@@ -106,10 +106,7 @@ async function main(): Promise<void> {
     const help = await run(process.execPath, [BIN, 'appliance', '--help'])
     const nbd = /--nbd /.test(help.stdout)
     const sock = path.join(work, 'appliance-nbd.sock')
-    const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0', ...(nbd ? ['--nbd', `unix:${sock}`] : [])])
-    procs.push(app)
-    await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 120_000)
-    const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
+    const { app, address } = await startAppliance(procs, data, nbd ? ['--nbd', `unix:${sock}`] : [], 120_000)
     if (nbd) await app.listening(sock)
 
     const peerSrc = path.join(work, 'peer.img')

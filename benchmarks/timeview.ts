@@ -39,7 +39,7 @@ import path from 'node:path'
 import { BIN, MiB, parseSize, resultsPath, ROOT } from './lib/env'
 import { clatUs, fio as runFio } from './lib/fio'
 import { inScratch, runMain } from './lib/main'
-import { must, Proc, requireTools, tidemark } from './lib/process'
+import { must, Proc, requireTools, startAgent, startAppliance, tidemark } from './lib/process'
 import { median, writeResults } from './lib/report'
 
 const SIZE = parseSize(process.env.TIDEMARK_BENCH_SIZE || '256M')
@@ -151,13 +151,9 @@ async function main(): Promise<void> {
     }
     fs.closeSync(fd)
     const data = path.join(work, 'data')
-    const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--nbd', 'tcp:127.0.0.1:0', '--stats-interval', '0'])
-    procs.push(app)
-    await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
-    const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
+    const { app, address } = await startAppliance(procs, data, ['--nbd', 'tcp:127.0.0.1:0'])
     const sock = path.join(work, 'agent.sock')
-    const agent = tidemark('agent', ['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${img}`, '--appliance', address, '--stats-interval', '0'])
-    procs.push(agent)
+    const agent = startAgent(procs, { state: path.join(work, 'state'), sock, img, appliance: address })
     await app.waitFor(() => /initial copy complete/.test(app.out), 'initial copy')
     // Journal records over the copy: 32 MiB of 4-64 KiB random rewrites.
     await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=nbd+unix:///vol?socket=${sock}`, '--rw=randwrite', '--bsrange=4k-64k',
