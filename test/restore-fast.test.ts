@@ -78,15 +78,21 @@ async function junkDevice(t: Test, dir: string, size: number, seed: number): Pro
   return dev
 }
 
-/** Bytes the file really occupies on disk. */
-const allocated = (file: string): number => fs.statSync(file).blocks * 512
-
-t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', async (t) => {
+/** A fresh directory with a 16 MiB patchwork image (DIR/src.img), served read-only by `nbdkit file` on DIR/src.sock. */
+async function servedPatchwork(t: Test): Promise<{ dir: string; src: string; sock: string }> {
   const dir = tmpdir(t)
   const src = path.join(dir, 'src.img')
   patchwork(src, 16 * MiB)
   const sock = path.join(dir, 'src.sock')
   await nbdkit(t, sock, ['-r', 'file', src])
+  return { dir, src, sock }
+}
+
+/** Bytes the file really occupies on disk. */
+const allocated = (file: string): number => fs.statSync(file).blocks * 512
+
+t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', async (t) => {
+  const { dir, src, sock } = await servedPatchwork(t)
   const out = path.join(dir, 'out.img')
   const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: out, connections: 3, requests: 4, requestBytes: 1 * MiB })
   const r = await copy.done
@@ -102,14 +108,10 @@ t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', 
 })
 
 t.test('the copier: into an NBD target, zero ranges zeroed over what it held', async (t) => {
-  const dir = tmpdir(t)
-  const src = path.join(dir, 'src.img')
-  patchwork(src, 16 * MiB)
+  const { dir, src, sock } = await servedPatchwork(t)
   const junk = path.join(dir, 'junk.img')
   makeImage(junk, 16 * MiB, 3)
-  const sock = path.join(dir, 'src.sock')
   const tsock = path.join(dir, 'target.sock')
-  await nbdkit(t, sock, ['-r', 'file', src])
   await nbdkit(t, tsock, ['memory', String(16 * MiB)])
   await must('nbdcopy', [junk, nbdUri(tsock, '')])
   const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: { unix: tsock, export: '' } }).done
@@ -120,11 +122,7 @@ t.test('the copier: into an NBD target, zero ranges zeroed over what it held', a
 })
 
 t.test('the copier: into a block device, zero ranges zeroed (BLKZEROOUT) over what it held', async (t) => {
-  const dir = tmpdir(t)
-  const src = path.join(dir, 'src.img')
-  patchwork(src, 16 * MiB)
-  const sock = path.join(dir, 'src.sock')
-  await nbdkit(t, sock, ['-r', 'file', src])
+  const { dir, src, sock } = await servedPatchwork(t)
   const dev = await junkDevice(t, dir, 16 * MiB, 3)
   if (!dev) return t.plan(0, 'needs root and losetup')
   const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: dev }).done
