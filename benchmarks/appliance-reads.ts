@@ -20,10 +20,11 @@
 // _ROUNDS (3). Prints a markdown table, writes benchmarks/results/appliance-reads.json.
 import fs from 'node:fs'
 import path from 'node:path'
-import { BIN, MiB, envNumber, parseSize, removeDir, resultsPath, scratchDir } from './lib/env'
+import { BIN, MiB, envNumber, parseSize, resultsPath } from './lib/env'
 import { randomImage } from './lib/data'
 import { clatUs, fio as runFio } from './lib/fio'
-import { must, Proc, requireTools, tidemark } from './lib/process'
+import { inScratch, runMain } from './lib/main'
+import { must, Proc, requireTools, startAgent, startAppliance } from './lib/process'
 import { f0, f2, machineInfo, median, table, writeResults } from './lib/report'
 
 const SIZE = parseSize(process.env.TIDEMARK_BENCH_SIZE || '1G')
@@ -50,19 +51,13 @@ async function sequential(uri: string): Promise<number> {
 
 async function main(): Promise<void> {
   requireTools(['fio', 'nbdkit', 'nbdcopy'], 'apt-get install fio nbdkit libnbd-bin')
-  const work = scratchDir('tidemark-bench-areads-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-areads-', async (work, procs) => {
     const img = path.join(work, 'prod.img')
     randomImage(img, SIZE, 11)
     const appSock = path.join(work, 'app.sock')
-    const app = tidemark('appliance', ['appliance', '--data', path.join(work, 'data'), '--listen', '127.0.0.1:0', '--nbd', `unix:${appSock}`, '--stats-interval', '0'])
-    procs.push(app)
-    await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
-    const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
+    const { app, address } = await startAppliance(procs, path.join(work, 'data'), ['--nbd', `unix:${appSock}`])
     const sock = path.join(work, 'agent.sock')
-    const agent = tidemark('agent', ['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${img}`, '--appliance', address, '--stats-interval', '0'])
-    procs.push(agent)
+    const agent = startAgent(procs, { state: path.join(work, 'state'), sock, img, appliance: address })
     await app.waitFor(() => /initial copy complete/.test(app.out), 'initial copy', 600_000)
     await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=nbd+unix:///vol?socket=${sock}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
       `--size=${SIZE}`, `--io_size=${RANDOM_WRITES * 4096}`, '--randrepeat=0', '--norandommap'], { cwd: work, timeoutMs: 1_800_000 })
@@ -138,13 +133,7 @@ async function main(): Promise<void> {
       rows: rows.map(([what, peer, ours, target]) => ({ what, peer, ours, ratio: ours / peer, target })),
       runs: res,
     })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)

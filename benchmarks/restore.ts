@@ -34,8 +34,9 @@ import { ApplianceStore } from '../appliance/store'
 import type { VolumeStore } from '../appliance/volume-store'
 import { batchOf, rec } from './appliance-store'
 import { randomImage, sha256File } from './lib/data'
-import { BIN, envNumber, MiB, parseSize, removeDir, resultsPath, scratchDir } from './lib/env'
-import { must, mustRun, Proc, requireTools, run, tidemark } from './lib/process'
+import { BIN, envNumber, MiB, parseSize, resultsPath } from './lib/env'
+import { inScratch, runMain } from './lib/main'
+import { must, mustRun, requireTools, run, startAppliance } from './lib/process'
 import { median, writeResults } from './lib/report'
 
 const SHORT = Boolean(process.env.TIDEMARK_BENCH_SHORT)
@@ -90,9 +91,7 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
 
 async function main(): Promise<void> {
   requireTools(['cp', 'sync'], 'coreutils')
-  const work = scratchDir('tidemark-bench-restore-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-restore-', async (work, procs) => {
     const data = path.join(work, 'data')
     const t0 = performance.now()
     const store = await ApplianceStore.open(data, quiet, { segmentBytes: 256 * MiB })
@@ -107,10 +106,7 @@ async function main(): Promise<void> {
     const help = await run(process.execPath, [BIN, 'appliance', '--help'])
     const nbd = /--nbd /.test(help.stdout)
     const sock = path.join(work, 'appliance-nbd.sock')
-    const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0', ...(nbd ? ['--nbd', `unix:${sock}`] : [])])
-    procs.push(app)
-    await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 120_000)
-    const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
+    const { app, address } = await startAppliance(procs, data, nbd ? ['--nbd', `unix:${sock}`] : [], 120_000)
     if (nbd) await app.listening(sock)
 
     const peerSrc = path.join(work, 'peer.img')
@@ -168,13 +164,7 @@ async function main(): Promise<void> {
       cpSeconds: runs.cp, restoreSeconds: runs.restore, firstRestoreSeconds: firstSecs, grpcSeconds: grpcSecs, transport: last.transport, ratio: cp / rs, grpcRatio: cp / grpcSecs,
       restore: last, grpc, identical: same, markdown: lines.join('\n'),
     })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)

@@ -36,9 +36,10 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { BIN, MiB, parseSize, removeDir, resultsPath, ROOT, scratchDir } from './lib/env'
+import { BIN, MiB, parseSize, resultsPath, ROOT } from './lib/env'
 import { clatUs, fio as runFio } from './lib/fio'
-import { must, Proc, requireTools, tidemark } from './lib/process'
+import { inScratch, runMain } from './lib/main'
+import { must, Proc, requireTools, startAgent, startAppliance, tidemark } from './lib/process'
 import { median, writeResults } from './lib/report'
 
 const SIZE = parseSize(process.env.TIDEMARK_BENCH_SIZE || '256M')
@@ -139,9 +140,7 @@ function viewStats(p: Proc): Partial<Run> {
 
 async function main(): Promise<void> {
   requireTools(['fio', 'nbdkit', 'nbdcopy', 'dd', 'fincore'], 'apt-get install fio nbdkit libnbd-bin coreutils util-linux')
-  const work = scratchDir('tidemark-bench-tv-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-tv-', async (work, procs) => {
     // The protected volume: random data.
     const img = path.join(work, 'prod.img')
     const fd = fs.openSync(img, 'w')
@@ -152,13 +151,9 @@ async function main(): Promise<void> {
     }
     fs.closeSync(fd)
     const data = path.join(work, 'data')
-    const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--nbd', 'tcp:127.0.0.1:0', '--stats-interval', '0'])
-    procs.push(app)
-    await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
-    const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
+    const { app, address } = await startAppliance(procs, data, ['--nbd', 'tcp:127.0.0.1:0'])
     const sock = path.join(work, 'agent.sock')
-    const agent = tidemark('agent', ['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${img}`, '--appliance', address, '--stats-interval', '0'])
-    procs.push(agent)
+    const agent = startAgent(procs, { state: path.join(work, 'state'), sock, img, appliance: address })
     await app.waitFor(() => /initial copy complete/.test(app.out), 'initial copy')
     // Journal records over the copy: 32 MiB of 4-64 KiB random rewrites.
     await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=nbd+unix:///vol?socket=${sock}`, '--rw=randwrite', '--bsrange=4k-64k',
@@ -239,13 +234,7 @@ async function main(): Promise<void> {
     writeResults(OUT, { benchmark: 'timeview', commit, date: new Date().toISOString(), cpus: os.cpus().length,
       volumeBytes: SIZE, seq, fio: FIO, runtimeSeconds: RUNTIME, rounds: ROUNDS, rows,
       sequential: { nbdkitMbPerSecond: seqPeer, timeviewMbPerSecond: seqTv, ratio: seqTv / seqPeer, runs: seqRuns } })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)

@@ -26,8 +26,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { buildGuest, qmp, qmpShell, Vm, type Guest } from '../test/lib/guest'
-import { BIN, envNumber, MiB, removeDir, resultsPath, scratchDir } from './lib/env'
-import { must, Proc, requireTools, tidemark, version } from './lib/process'
+import { BIN, envNumber, MiB, resultsPath } from './lib/env'
+import { inScratch, runMain } from './lib/main'
+import { must, requireTools, startAgent, startAppliance, tidemark, version } from './lib/process'
 import { f0, f1, f2, machineInfo, median, table, writeResults } from './lib/report'
 
 const ROUNDS = envNumber('TIDEMARK_BENCH_ROUNDS', 5)
@@ -79,22 +80,15 @@ async function timeBoot(guest: Guest, disk: string, work: string, name: string, 
 async function main(): Promise<void> {
   requireTools(['qemu-system-x86_64', 'nbdcopy', 'mkfs.ext4', 'cpio', 'modinfo'], 'bash scripts/test-deps.sh')
   const guest = buildGuest()
-  const work = scratchDir('tidemark-bench-vm-')
-  const procs: Proc[] = []
-  try {
+  await inScratch('tidemark-bench-vm-', async (work, procs) => {
     const img = path.join(work, 'prod.img')
     fs.writeFileSync(img, '')
     fs.truncateSync(img, guest.rootSize)
     const exports = path.join(work, 'appliance-nbd.sock')
-    const app = tidemark('appliance', ['appliance', '--data', path.join(work, 'data'), '--listen', '127.0.0.1:0', '--nbd', `unix:${exports}`, '--stats-interval', '0'])
-    procs.push(app)
-    await app.waitFor(() => /listening on [^\s]+:(\d+)/.test(app.err), 'appliance listening', 30_000)
-    const address = `127.0.0.1:${/listening on [^\s]+:(\d+)/.exec(app.err)![1]}`
+    const { app, address } = await startAppliance(procs, path.join(work, 'data'), ['--nbd', `unix:${exports}`])
     const sock = path.join(work, 'agent.sock')
     const control = path.join(work, 'control.sock')
-    const agent = tidemark('agent', ['agent', '--state', path.join(work, 'state'), '--nbd', `unix:${sock}`, '--volume', `vol=${img}`, '--appliance', address,
-      '--control', `unix:${control}`, '--stats-interval', '0'])
-    procs.push(agent)
+    const agent = startAgent(procs, { state: path.join(work, 'state'), sock, img, appliance: address, extra: ['--control', `unix:${control}`] })
     await app.waitFor(() => /initial copy complete/.test(app.out), 'initial copy')
     const tap = `nbd+unix:///vol?socket=${sock}`
     await must('nbdcopy', [guest.rootImage, tap])
@@ -194,13 +188,7 @@ async function main(): Promise<void> {
       target: 'view firstLineMs <= 1.2 x file',
       rows,
     })
-  } finally {
-    for (const p of procs) await p.stop().catch(() => undefined)
-    removeDir(work)
-  }
+  })
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+runMain(main)

@@ -10,26 +10,11 @@ import t from 'tap'
 import { adminClient, unary } from '../client/admin-client'
 import { NbdClient, parseNbdUri } from '../client/nbd-client'
 import type { ServerInfoReply__Output } from '../proto/generated/tidemark/v1/ServerInfoReply'
-import { BIN, killAndWait, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor, type ApplianceProcess } from './helpers'
+import { BIN, killAndWait, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { tidemarkJson, volumeStats } from './claims-helpers'
 
 const MiB = 1024 * 1024
 const SIZE = 16 * MiB
-
-async function json<T>(...args: string[]): Promise<T> {
-  const r = await run(process.execPath, [BIN, ...args, '--json'], { timeoutMs: 120_000 })
-  if (r.code !== 0) throw new Error(`tidemark ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-  return JSON.parse(r.stdout) as T
-}
-
-interface VolumeStats {
-  fullSyncDone: boolean
-  durableSeq: number
-  segments: number
-}
-
-async function volumeStats(app: ApplianceProcess): Promise<VolumeStats> {
-  return (await json<{ volumes: VolumeStats[] }>('stats', '--appliance', app.address, '--volume', 'v')).volumes[0]
-}
 
 /** The whole export, read through our own client (it also gets the description). */
 async function readExport(uri: string): Promise<{ data: Buffer; description: string }> {
@@ -67,7 +52,7 @@ t.test('every point of a volume is an NBD export of the appliance', async (t) =>
   })
   t.match(app.err, /serving NBD on unix:/, 'the appliance says where it serves NBD')
   await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
-  await waitFor(async () => (await volumeStats(app)).fullSyncDone, 'the initial copy', 120_000, 100)
+  await waitFor(async () => (await volumeStats(app.address, 'v')).fullSyncDone, 'the initial copy', 120_000, 100)
   const exportUri = (name: string): string => `nbd+unix:///${name}?socket=${appSock}`
 
   // fio writes the volume for the whole test; points are read while it runs.
@@ -77,12 +62,12 @@ t.test('every point of a volume is an NBD export of the appliance', async (t) =>
   ], { stdio: 'ignore' })
   t.teardown(() => killAndWait(fio, 'SIGKILL'))
   const seqAtLeast = async (n: number): Promise<number> => waitFor(async () => {
-    const s = (await volumeStats(app)).durableSeq
+    const s = (await volumeStats(app.address, 'v')).durableSeq
     return s > n ? s : null
   }, `durable seq past ${n}`, 60_000, 50)
 
-  let seq = await seqAtLeast((await volumeStats(app)).durableSeq)
-  const mark = await json<{ id: number }>('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'before')
+  let seq = await seqAtLeast((await volumeStats(app.address, 'v')).durableSeq)
+  const mark = await tidemarkJson<{ id: number }>(['timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'before'])
   seq = await seqAtLeast(Math.max(seq, mark.id))
   const atIso = new Date().toISOString()
   await seqAtLeast(seq)
@@ -137,10 +122,10 @@ t.test('every point of a volume is an NBD export of the appliance', async (t) =>
   await restore(app.address, 'v', seq, before)
   const open = await NbdClient.connect(parseNbdUri(exportUri(`v@seq=${seq}`))!)
   t.teardown(() => open.destroy())
-  await json('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'after')
-  await waitFor(async () => (await volumeStats(app)).segments >= 3, 'a few segments', 120_000, 100)
-  await json('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'last')
-  const c = await json<{ compaction: { baseSeq: number; segmentsDropped: number } | null }>('journal', 'compact', '--appliance', app.address, '--volume', 'v')
+  await tidemarkJson(['timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'after'])
+  await waitFor(async () => (await volumeStats(app.address, 'v')).segments >= 3, 'a few segments', 120_000, 100)
+  await tidemarkJson(['timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'last'])
+  const c = await tidemarkJson<{ compaction: { baseSeq: number; segmentsDropped: number } | null }>(['journal', 'compact', '--appliance', app.address, '--volume', 'v'])
   t.ok(c.compaction && c.compaction.baseSeq > seq && c.compaction.segmentsDropped > 0, `compaction folded seq ${seq} away (base seq ${c.compaction?.baseSeq})`)
   const parts: Buffer[] = []
   for (let off = 0; off < SIZE; off += 4 * MiB) parts.push(await open.read(off, 4 * MiB))

@@ -11,7 +11,6 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import {
-  BIN,
   makeImage,
   makePki,
   mountOverNbd,
@@ -30,21 +29,11 @@ import {
 } from './helpers'
 import pino from 'pino'
 import { checkViewName, ViewRegistry } from '../appliance/view-registry'
-import { replicatedSeq } from './claims-helpers'
+import { replicatedSeq, tidemark, tidemarkJson } from './claims-helpers'
 import { NbdClient, parseNbdUri } from '../client/nbd-client'
 
 const MiB = 1024 * 1024
 const SIZE = 64 * MiB
-
-function tidemark(args: string[]) {
-  return run(process.execPath, [BIN, ...args])
-}
-
-async function tidemarkJson<T>(args: string[]): Promise<T> {
-  const r = await tidemark([...args, '--json'])
-  if (r.code !== 0) throw new Error(`tidemark ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-  return JSON.parse(r.stdout) as T
-}
 
 interface View {
   name: string

@@ -29,6 +29,7 @@ export interface VolumeStats {
   oldestExactSeq: number
   fullSyncDone: boolean
   timemarks: number
+  segments: number
   inexactWindows: InexactWindow[]
   corrupt: Array<{ segment: string; offset: number; afterSeq: number; bytes: number; message: string }>
   [k: string]: unknown

@@ -86,7 +86,8 @@ export function nbdUri(sock: string, name: string): string {
   return `nbd+unix:///${name}?socket=${sock}`
 }
 
-function connectable(sock: string): Promise<boolean> {
+/** Whether something accepts connections on the unix socket `sock`. */
+export function connectable(sock: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = net.connect(sock)
     c.on('connect', () => {
@@ -304,6 +305,36 @@ export async function startAgent(
   return a
 }
 
+/** A `tidemark timeview` server: `served` is the JSON line it printed first (what it serves). */
+export class TimeviewProcess extends ServiceProcess {
+  served: Record<string, unknown> = {}
+}
+
+/**
+ * Starts `tidemark timeview ARGS... --json` (with --stats-interval 0 unless
+ * ARGS give one) and resolves once it printed what it serves.
+ */
+export async function startTimeview(
+  t: { teardown(fn: () => unknown): void },
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}
+): Promise<TimeviewProcess> {
+  const argv = [BIN, 'timeview', ...args, '--json']
+  if (!args.includes('--stats-interval')) argv.push('--stats-interval', '0')
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env })
+  const v = new TimeviewProcess(proc)
+  t.teardown(() => v.stop())
+  const timeoutMs = opts.timeoutMs ?? 60_000
+  const end = Date.now() + timeoutMs
+  while (!v.out.includes('\n')) {
+    if (proc.exitCode !== null) throw new Error(`timeview exited ${proc.exitCode}: ${v.err}`)
+    if (Date.now() > end) throw new Error(`timeview did not start within ${timeoutMs} ms: ${v.out}\n${v.err}`)
+    await sleep(30)
+  }
+  v.served = JSON.parse(v.out.split('\n')[0])
+  return v
+}
+
 export function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 }
@@ -377,6 +408,28 @@ export async function startAppliance(
     if (Date.now() > end) throw new Error(`appliance did not start:\n${a.out}\n${a.err}`)
     await sleep(30)
   }
+}
+
+/**
+ * A volume an agent protects and replicates to an appliance: DIR/prod.img
+ * (`size` bytes of makeImage(seed)), served by the agent on DIR/nbd.sock
+ * (`uri`) with --stats-interval 0.2 (what replicatedSeq reads), once the
+ * appliance holds its initial copy.
+ */
+export async function protectedVolume(
+  t: { teardown(fn: () => unknown): void },
+  dir: string,
+  opts: { size: number; seed: number | null; applianceExtra?: string[] }
+): Promise<{ img: string; app: ApplianceProcess; sock: string; agent: AgentProcess; uri: string }> {
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, opts.size, opts.seed)
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: opts.applianceExtra })
+  const sock = path.join(dir, 'nbd.sock')
+  const agent = await startAgent(t, {
+    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
+  })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  return { img, app, sock, agent, uri: nbdUri(sock, 'vol') }
 }
 
 /** `tidemark restore ... --seq SEQ --out FILE`; returns the parsed --json result. */

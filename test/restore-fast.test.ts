@@ -6,29 +6,28 @@
 // has none, with the same bytes either way.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { NbdCopy } from '../native/nbd-copy'
+import { freePort, replicatedSeq, tcpOpen } from './claims-helpers'
 import {
   BIN,
+  connectable,
   have,
   makeImage,
   makePki,
   must,
   nbdUri,
+  protectedVolume,
   restore,
   run,
   ServiceProcess,
   sha256,
-  sleep,
   startAgent,
   startAppliance,
   tlsArgs,
   tmpdir,
   waitFor,
-  type AgentProcess,
-  type ApplianceProcess,
 } from './helpers'
 
 const MiB = 1024 * 1024
@@ -38,23 +37,17 @@ if (!have('nbdkit') || !have('nbdcopy') || !have('qemu-io')) {
   process.exit(0)
 }
 
-function accepts(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.once('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once('error', () => resolve(false))
-  })
-}
-
-/** `nbdkit -f -U SOCK ARGS...`, stopped at teardown; resolves once it accepts connections. */
-async function nbdkit(t: Test, sock: string, args: string[]): Promise<ServiceProcess> {
-  const proc = spawn('nbdkit', ['-f', '-U', sock, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * `nbdkit -f ARGS...` listening on a unix socket (a path) or on 127.0.0.1:PORT
+ * (a number), stopped at teardown; resolves once it accepts connections.
+ */
+async function nbdkit(t: Test, listen: string | number, args: string[]): Promise<ServiceProcess> {
+  const where = typeof listen === 'number' ? ['-i', '127.0.0.1', '-p', String(listen)] : ['-U', listen]
+  const proc = spawn('nbdkit', ['-f', ...where, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const p = new ServiceProcess(proc)
   t.teardown(() => p.stop())
-  await waitFor(async () => proc.exitCode !== null || (await accepts(sock)), `nbdkit on ${sock}`)
+  const accepts = (): Promise<boolean> => (typeof listen === 'number' ? tcpOpen('127.0.0.1', listen) : connectable(listen))
+  await waitFor(async () => proc.exitCode !== null || (await accepts()), `nbdkit on ${listen}`)
   if (proc.exitCode !== null) throw new Error(`nbdkit ${args.join(' ')} exited ${proc.exitCode}: ${p.err}`)
   return p
 }
@@ -85,15 +78,21 @@ async function junkDevice(t: Test, dir: string, size: number, seed: number): Pro
   return dev
 }
 
-/** Bytes the file really occupies on disk. */
-const allocated = (file: string): number => fs.statSync(file).blocks * 512
-
-t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', async (t) => {
+/** A fresh directory with a 16 MiB patchwork image (DIR/src.img), served read-only by `nbdkit file` on DIR/src.sock. */
+async function servedPatchwork(t: Test): Promise<{ dir: string; src: string; sock: string }> {
   const dir = tmpdir(t)
   const src = path.join(dir, 'src.img')
   patchwork(src, 16 * MiB)
   const sock = path.join(dir, 'src.sock')
   await nbdkit(t, sock, ['-r', 'file', src])
+  return { dir, src, sock }
+}
+
+/** Bytes the file really occupies on disk. */
+const allocated = (file: string): number => fs.statSync(file).blocks * 512
+
+t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', async (t) => {
+  const { dir, src, sock } = await servedPatchwork(t)
   const out = path.join(dir, 'out.img')
   const copy = new NbdCopy({ source: { unix: sock, export: '' }, target: out, connections: 3, requests: 4, requestBytes: 1 * MiB })
   const r = await copy.done
@@ -109,14 +108,10 @@ t.test('the copier: nbdkit file into a file, byte-exact, zero blocks as holes', 
 })
 
 t.test('the copier: into an NBD target, zero ranges zeroed over what it held', async (t) => {
-  const dir = tmpdir(t)
-  const src = path.join(dir, 'src.img')
-  patchwork(src, 16 * MiB)
+  const { dir, src, sock } = await servedPatchwork(t)
   const junk = path.join(dir, 'junk.img')
   makeImage(junk, 16 * MiB, 3)
-  const sock = path.join(dir, 'src.sock')
   const tsock = path.join(dir, 'target.sock')
-  await nbdkit(t, sock, ['-r', 'file', src])
   await nbdkit(t, tsock, ['memory', String(16 * MiB)])
   await must('nbdcopy', [junk, nbdUri(tsock, '')])
   const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: { unix: tsock, export: '' } }).done
@@ -127,11 +122,7 @@ t.test('the copier: into an NBD target, zero ranges zeroed over what it held', a
 })
 
 t.test('the copier: into a block device, zero ranges zeroed (BLKZEROOUT) over what it held', async (t) => {
-  const dir = tmpdir(t)
-  const src = path.join(dir, 'src.img')
-  patchwork(src, 16 * MiB)
-  const sock = path.join(dir, 'src.sock')
-  await nbdkit(t, sock, ['-r', 'file', src])
+  const { dir, src, sock } = await servedPatchwork(t)
   const dev = await junkDevice(t, dir, 16 * MiB, 3)
   if (!dev) return t.plan(0, 'needs root and losetup')
   const r = await new NbdCopy({ source: { unix: sock, export: '' }, target: dev }).done
@@ -238,18 +229,6 @@ async function makeCertificates(dir: string) {
   return { cert: path.join(dir, 'client-cert.pem'), key: path.join(dir, 'client-key.pem'), ca: path.join(dir, 'ca-cert.pem'), rogueCa: path.join(dir, 'rogue-ca.pem') }
 }
 
-/** A free TCP port on 127.0.0.1 (nbdkit takes a port number, not 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
 t.test('the copier: NBD TLS (STARTTLS, mutual) over TCP and over a unix socket that requires it', { skip: !have('openssl') && 'needs openssl' }, async (t) => {
   const dir = tmpdir(t)
   const src = path.join(dir, 'src.img')
@@ -260,14 +239,7 @@ t.test('the copier: NBD TLS (STARTTLS, mutual) over TCP and over a unix socket t
   const tls = { cert: c.cert, key: c.key, ca: c.ca }
   const port = await freePort()
   const args = ['--tls=require', `--tls-certificates=${certs}`, '--tls-verify-peer', '-r', 'file', src]
-  const proc = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const server = new ServiceProcess(proc)
-  t.teardown(() => server.stop())
-  await waitFor(() => new Promise<boolean>((resolve) => {
-    const s = net.connect(port, '127.0.0.1')
-    s.once('connect', () => (s.destroy(), resolve(true)))
-    s.once('error', () => resolve(proc.exitCode !== null))
-  }), 'nbdkit listening on TCP')
+  await nbdkit(t, port, args)
 
   const out = path.join(dir, 'out.img')
   const r = await new NbdCopy({ source: { host: '127.0.0.1', port, export: '' }, target: out, tls }).done
@@ -291,14 +263,7 @@ t.test('the copier: NBD TLS (STARTTLS, mutual) over TCP and over a unix socket t
   t.equal(sha256(out), sha256(src), 'a unix socket that requires TLS gets it')
 
   const plainPort = await freePort()
-  const p2 = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(plainPort), '-r', 'file', src], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const plainServer = new ServiceProcess(p2)
-  t.teardown(() => plainServer.stop())
-  await waitFor(() => new Promise<boolean>((resolve) => {
-    const s = net.connect(plainPort, '127.0.0.1')
-    s.once('connect', () => (s.destroy(), resolve(true)))
-    s.once('error', () => resolve(p2.exitCode !== null))
-  }), 'plain nbdkit listening')
+  await nbdkit(t, plainPort, ['-r', 'file', src])
   await t.rejects(new NbdCopy({ source: { host: '127.0.0.1', port: plainPort, export: '' }, target: out, tls }).done, {
     code: 'NBD_TLS_REQUIRED', message: /does not offer TLS \(NBD_REP_ERR_\w+\), which the TLS files given require$/,
   }, 'with certificates, TCP is never in the clear')
@@ -331,42 +296,15 @@ t.test('the copier: cancel stops a copy that is waiting on a slow server', async
 
 // ---- tidemark restore through a real agent and appliance
 
-async function volumeStats(app: ApplianceProcess, volume: string): Promise<Record<string, number>> {
-  const r = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', volume, '--json'])
-  if (r.code !== 0) throw new Error(`stats failed: ${r.stderr}`)
-  return JSON.parse(r.stdout).volumes[0]
-}
-
-/** The seq the agent has captured and the appliance holds, with the volume quiet. */
-async function replicatedSeq(agent: AgentProcess, app: ApplianceProcess, volume: string): Promise<number> {
-  const seen = agent.logs().length
-  for (let i = 0; i < 300; i++) {
-    const line = agent.logs().slice(seen).reverse().find((l) => l.volume === volume && typeof l.lastSeq === 'number')
-    if (line && (line.lastSeq as number) > 0 && (line.ackedSeq as number) >= (line.lastSeq as number)) {
-      const seq = line.lastSeq as number
-      if ((await volumeStats(app, volume)).durableSeq >= seq) return seq
-    }
-    await sleep(100)
-  }
-  throw new Error(`the appliance did not catch up with the agent:\n${agent.out}`)
-}
-
 /** Whether this build's appliance serves NBD itself (`appliance --nbd`). */
 async function applianceServesNbd(): Promise<boolean> {
   const r = await run(process.execPath, [BIN, 'appliance', '--help'])
   return /--nbd /.test(r.stdout)
 }
 
-async function protectedVolume(t: Test, dir: string, applianceExtra: string[]) {
-  const img = path.join(dir, 'prod.img')
-  makeImage(img, 24 * MiB, null)
-  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: applianceExtra })
-  const sock = path.join(dir, 'nbd.sock')
-  const agent = await startAgent(t, {
-    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
-  })
-  await app.waitForLog(/initial copy complete/, 120_000)
-  const uri = nbdUri(sock, 'vol')
+/** The volume with data written (qemu-io through the agent) and replicated: the seq that holds it. */
+async function writtenVolume(t: Test, dir: string, applianceExtra: string[]) {
+  const { img, app, agent, uri } = await protectedVolume(t, dir, { size: 24 * MiB, seed: null, applianceExtra })
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xa5 9M 4k', '-c', 'write -P 0x11 20M 64k', '-c', 'flush', uri])
   const seq = await replicatedSeq(agent, app, 'vol')
   return { img, app, agent, seq }
@@ -374,7 +312,7 @@ async function protectedVolume(t: Test, dir: string, applianceExtra: string[]) {
 
 t.test('restore without an appliance NBD endpoint falls back to gRPC, byte-exact', async (t) => {
   const dir = tmpdir(t)
-  const { img, app, seq } = await protectedVolume(t, dir, [])
+  const { img, app, seq } = await writtenVolume(t, dir, [])
   const out = path.join(dir, 'grpc.img')
   const r = await restore(app.address, 'vol', seq, out)
   t.equal(r.transport, 'grpc')
@@ -414,7 +352,7 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
   }
   const dir = tmpdir(t)
   const asock = path.join(dir, 'appliance-nbd.sock')
-  const { img, app, seq } = await protectedVolume(t, dir, ['--nbd', `unix:${asock}`])
+  const { img, app, seq } = await writtenVolume(t, dir, ['--nbd', `unix:${asock}`])
 
   const fast = path.join(dir, 'fast.img')
   const r = await restore(app.address, 'vol', seq, fast)
@@ -481,7 +419,7 @@ t.test('restore through the appliance NBD endpoint over TCP', async (t) => {
     return
   }
   const dir = tmpdir(t)
-  const { img, app, seq } = await protectedVolume(t, dir, ['--nbd', 'tcp:127.0.0.1:0'])
+  const { img, app, seq } = await writtenVolume(t, dir, ['--nbd', 'tcp:127.0.0.1:0'])
   const out = path.join(dir, 'tcp.img')
   const r = await restore(app.address, 'vol', seq, out)
   t.equal(r.transport, 'nbd')

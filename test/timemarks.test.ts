@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import type { TimeMarkResult as Mark } from '../agent/timemarks'
 import { controlClient, createTimeMark } from '../client/control-client'
 import {
   BIN,
@@ -46,17 +47,6 @@ async function waitCopied(app: ApplianceProcess, volume: string): Promise<void> 
     if (i > 600) throw new Error(`volume ${volume}: the initial copy did not complete`)
     await sleep(100)
   }
-}
-
-interface Mark {
-  id: number
-  seq: number
-  label: string
-  consistency: string
-  durable: boolean
-  volumes: string[]
-  note: string
-  barrierMs: number
 }
 
 /** e2fsck as DESIGN.md says: replay the journal on a copy, then -fn must exit 0. */

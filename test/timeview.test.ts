@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { replicatedSeq, volumeStats } from './claims-helpers'
 import {
   BIN,
   killAndWait,
@@ -16,78 +17,24 @@ import {
   mountOverNbd,
   must,
   nbdUri,
+  protectedVolume,
   restore,
   run,
-  ServiceProcess,
   sha256,
-  sleep,
   startAgent,
   startAppliance,
+  startTimeview,
   tmpdir,
   waitFor,
-  type AgentProcess,
   type ApplianceProcess,
+  type TimeviewProcess,
 } from './helpers'
 
 const MiB = 1024 * 1024
 
-async function volumeStats(app: ApplianceProcess, volume: string): Promise<Record<string, number | boolean | string>> {
-  const r = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', volume, '--json'])
-  if (r.code !== 0) throw new Error(`stats failed: ${r.stderr}`)
-  return JSON.parse(r.stdout).volumes[0]
-}
-
-/**
- * Once the agent has captured nothing that the appliance does not hold: the
- * seq of that point (from the agent's stats lines, --stats-interval 0.2).
- * With the volume quiet, the protected file holds exactly that point.
- */
-async function replicatedSeq(agent: AgentProcess, app: ApplianceProcess, volume: string): Promise<number> {
-  const seen = agent.logs().length
-  for (let i = 0; i < 300; i++) {
-    const line = agent.logs().slice(seen).reverse().find((l) => l.volume === volume && typeof l.lastSeq === 'number')
-    if (line && (line.lastSeq as number) > 0 && (line.ackedSeq as number) >= (line.lastSeq as number)) {
-      const seq = line.lastSeq as number
-      if (((await volumeStats(app, volume)).durableSeq as number) >= seq) return seq
-    }
-    await sleep(100)
-  }
-  throw new Error(`the appliance did not catch up with the agent:\n${agent.out}`)
-}
-
-async function protectedVolume(t: Test, dir: string, size: number, seed: number | null) {
-  const img = path.join(dir, 'prod.img')
-  makeImage(img, size, seed)
-  const app = await startAppliance(t, { data: path.join(dir, 'data') })
-  const sock = path.join(dir, 'nbd.sock')
-  const agent = await startAgent(t, {
-    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
-  })
-  await app.waitForLog(/initial copy complete/, 120_000)
-  return { img, app, sock, agent, uri: nbdUri(sock, 'vol') }
-}
-
-class TimeviewProcess extends ServiceProcess {
-  served: Record<string, unknown> = {}
-}
-
-/** `tidemark timeview ... --json`; resolves once it printed what it serves. */
-async function startTimeview(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv, statsInterval = '0'): Promise<TimeviewProcess> {
-  const argv = [BIN, 'timeview', '--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, '--json', '--stats-interval', statsInterval, ...extra]
-  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
-  const v = new TimeviewProcess(proc)
-  t.teardown(() => v.stop())
-  const end = Date.now() + 30_000
-  for (;;) {
-    const line = v.out.split('\n')[0]
-    if (v.out.includes('\n')) {
-      v.served = JSON.parse(line)
-      return v
-    }
-    if (proc.exitCode !== null) throw new Error(`timeview exited ${proc.exitCode}: ${v.err}`)
-    if (Date.now() > end) throw new Error(`timeview did not start: ${v.out}\n${v.err}`)
-    await sleep(30)
-  }
+/** `tidemark timeview` of POINT of 'vol' on the unix socket `sock`; resolves once it says what it serves. */
+function serveView(t: Test, app: ApplianceProcess, sock: string, point: string[], extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<TimeviewProcess> {
+  return startTimeview(t, ['--appliance', app.address, '--volume', 'vol', ...point, '--nbd', `unix:${sock}`, ...extra], { env })
 }
 
 async function nbdcopy(uri: string, out: string): Promise<string> {
@@ -97,7 +44,7 @@ async function nbdcopy(uri: string, out: string): Promise<string> {
 
 t.test('TimeViews of two points at once, while replication goes on, equal their restores and the volume as it was', async (t) => {
   const dir = tmpdir(t)
-  const { img, app, agent, uri } = await protectedVolume(t, dir, 64 * MiB, 21)
+  const { img, app, agent, uri } = await protectedVolume(t, dir, { size: 64 * MiB, seed: 21 })
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0xa1 1M 3M', '-c', 'write -P 0xa2 33333 4444', '-c', 'write -z 20M 2M', '-c', 'flush', uri])
   const seqA = await replicatedSeq(agent, app, 'vol')
   const asA = path.join(dir, 'at-a.img')
@@ -111,25 +58,25 @@ t.test('TimeViews of two points at once, while replication goes on, equal their 
 
   const sockA = path.join(dir, 'a.sock')
   const sockB = path.join(dir, 'b.sock')
-  const va = await startTimeview(t, app, sockA, ['--seq', String(seqA)])
-  const vb = await startTimeview(t, app, sockB, ['--seq', String(seqB)])
+  const va = await serveView(t, app, sockA, ['--seq', String(seqA)])
+  const vb = await serveView(t, app, sockB, ['--seq', String(seqB)])
   t.match(va.served, { volume: 'vol', seq: seqA, size: 64 * MiB, mode: 'read-only', writable: false }, 'the first says what it serves')
   t.equal(vb.served.seq, seqB, 'the second serves the second point')
 
   // Replication continues: fio rewrites part of the volume the whole time.
-  const before = (await volumeStats(app, 'vol')).durableSeq as number
+  const before = (await volumeStats(app.address, 'vol')).durableSeq
   const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=4',
     '--size=8M', '--offset=48M', '--time_based', '--runtime=60', '--rate=4m'], { stdio: 'ignore', cwd: dir })
   const fioDone = new Promise((r) => fio.once('exit', r))
   t.teardown(() => killAndWait(fio))
   // the views are read while replication goes on: once fio's writes are reaching the appliance
-  await waitFor(async () => ((await volumeStats(app, 'vol')).durableSeq as number) > before, 'fio\'s writes reaching the appliance', 60_000, 100)
+  await waitFor(async () => ((await volumeStats(app.address, 'vol')).durableSeq) > before, 'fio\'s writes reaching the appliance', 60_000, 100)
   const [shaA, shaB] = await Promise.all([nbdcopy(nbdUri(sockA, 'vol'), path.join(dir, 'view-a.img')), nbdcopy(nbdUri(sockB, 'vol'), path.join(dir, 'view-b.img'))])
   const restoredA = path.join(dir, 'restored-a.img')
   const restoredB = path.join(dir, 'restored-b.img')
   await restore(app.address, 'vol', seqA, restoredA)
   await restore(app.address, 'vol', seqB, restoredB)
-  const during = (await volumeStats(app, 'vol')).durableSeq as number
+  const during = (await volumeStats(app.address, 'vol')).durableSeq
   fio.kill('SIGKILL')
   await fioDone
   t.ok(during > before, `replication went on meanwhile (durable seq ${before} -> ${during})`)
@@ -153,27 +100,27 @@ t.test('TimeViews of two points at once, while replication goes on, equal their 
 
 t.test('read-only refuses writes; --writable keeps writes in an overlay that never reaches the appliance and is discarded', async (t) => {
   const dir = tmpdir(t)
-  const { img, app, agent, uri } = await protectedVolume(t, dir, 32 * MiB, 22)
+  const { img, app, agent, uri } = await protectedVolume(t, dir, { size: 32 * MiB, seed: 22 })
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 2M', '-c', 'flush', uri])
   const seq = await replicatedSeq(agent, app, 'vol')
   const original = path.join(dir, 'original.img')
   fs.copyFileSync(img, original)
 
   const roSock = path.join(dir, 'ro.sock')
-  const ro = await startTimeview(t, app, roSock, ['--seq', String(seq)])
+  const ro = await serveView(t, app, roSock, ['--seq', String(seq)])
   const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x99 0 4k', nbdUri(roSock, 'vol')])
   t.not(w.code, 0, `a write to the read-only view fails: ${(w.stdout + w.stderr).trim()}`)
   await must('qemu-io', ['-f', 'raw', '-r', '-c', 'read -P 0x3c 0 2M', nbdUri(roSock, 'vol')])
   t.pass('the read-only view still reads the point')
   t.equal(await ro.stop(), 0, 'the read-only view stops')
 
-  const journalBefore = await volumeStats(app, 'vol')
+  const journalBefore = await volumeStats(app.address, 'vol')
   const ls = async () => must(process.execPath, [BIN, 'journal', 'ls', '--appliance', app.address, '--volume', 'vol', '--json'])
   const lsBefore = await ls()
   const tmp = path.join(dir, 'tmp')
   fs.mkdirSync(tmp)
   const rwSock = path.join(dir, 'rw.sock')
-  const rw = await startTimeview(t, app, rwSock, ['--seq', String(seq), '--writable'], [], { ...process.env, TMPDIR: tmp })
+  const rw = await serveView(t, app, rwSock, ['--seq', String(seq), '--writable'], [], { ...process.env, TMPDIR: tmp })
   t.equal(rw.served.mode, 'writable', 'the view says it is writable')
   const rwUri = nbdUri(rwSock, 'vol')
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 1M 64k', '-c', 'write -P 0x55 3000 1000', '-c', 'write -z 8M 1M',
@@ -194,7 +141,7 @@ t.test('read-only refuses writes; --writable keeps writes in an overlay that nev
   t.equal(await nbdcopy(rwUri, path.join(dir, 'rw.img')), sha256(expected), 'the whole writable view is the point with the writes laid over it')
   t.same(fs.readdirSync(tmp), [], 'the overlay has no name in $TMPDIR')
 
-  const journalAfter = await volumeStats(app, 'vol')
+  const journalAfter = await volumeStats(app.address, 'vol')
   for (const k of ['durableSeq', 'records', 'journalBytes', 'changedBytes', 'appBytes']) {
     t.equal(journalAfter[k], journalBefore[k], `the appliance's ${k} did not change (${journalBefore[k]})`)
   }
@@ -203,7 +150,7 @@ t.test('read-only refuses writes; --writable keeps writes in an overlay that nev
   t.equal(await rw.stop(), 0, 'the writable view exits 0 on SIGTERM')
   t.same(fs.readdirSync(tmp), [], 'nothing is left in $TMPDIR')
 
-  const again = await startTimeview(t, app, rwSock, ['--seq', String(seq), '--writable'])
+  const again = await serveView(t, app, rwSock, ['--seq', String(seq), '--writable'])
   t.equal(await nbdcopy(nbdUri(rwSock, 'vol'), path.join(dir, 'again.img')), sha256(original), 'a new TimeView of the point shows the original bytes')
   t.equal(await again.stop(), 0, 'and stops cleanly')
 })
@@ -215,7 +162,7 @@ function mountExisting(t: Test, uri: string, dir: string, readOnly: boolean): Pr
 
 t.test('ext4: a TimeView of a noted point, mounted read-only, shows the files as they were', async (t) => {
   const dir = tmpdir(t)
-  const { app, agent, uri } = await protectedVolume(t, dir, 64 * MiB, null)
+  const { app, agent, uri } = await protectedVolume(t, dir, { size: 64 * MiB, seed: null })
   const files: Record<string, string> = {
     'notes.txt': 'the point to come back to\n'.repeat(100),
     'big.bin': 'x'.repeat(3 * MiB),
@@ -241,7 +188,7 @@ t.test('ext4: a TimeView of a noted point, mounted read-only, shows the files as
   await replicatedSeq(agent, app, 'vol')
 
   const vsock = path.join(dir, 'view.sock')
-  const view = await startTimeview(t, app, vsock, ['--seq', String(seq)])
+  const view = await serveView(t, app, vsock, ['--seq', String(seq)])
   const look = path.join(dir, 'look')
   fs.mkdirSync(look)
   const m3 = await mountExisting(t, nbdUri(vsock, 'vol'), look, true)
@@ -255,7 +202,7 @@ t.test('ext4: a TimeView of a noted point, mounted read-only, shows the files as
 
 t.test('bad input: one clear line, a non-zero exit, nothing served', async (t) => {
   const dir = tmpdir(t)
-  const { app, agent, uri } = await protectedVolume(t, dir, 16 * MiB, 23)
+  const { app, agent, uri } = await protectedVolume(t, dir, { size: 16 * MiB, seed: 23 })
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 0 64k', '-c', 'flush', uri])
   const seq = await replicatedSeq(agent, app, 'vol')
   const sock = path.join(dir, 'bad.sock')
@@ -294,7 +241,7 @@ function stoppedStats(v: TimeviewProcess): Record<string, number> {
 t.test('concurrent misses from many connections share fetches; sequential copies are read ahead; every byte equals restore', async (t) => {
   const dir = tmpdir(t)
   const size = 48 * MiB
-  const { app, agent, uri } = await protectedVolume(t, dir, size, 24)
+  const { app, agent, uri } = await protectedVolume(t, dir, { size, seed: 24 })
   // Journal records over the initial copy, so a fetch assembles a chunk from both.
   await must('fio', ['--name=churn', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bsrange=512-64k', '--iodepth=8',
     `--size=${size}`, '--io_size=8M', '--randrepeat=0'], { cwd: dir })
@@ -308,7 +255,7 @@ t.test('concurrent misses from many connections share fetches; sequential copies
   // a copy, through one view whose cache holds the whole volume: a chunk two
   // readers miss together is fetched once, so nothing is fetched twice.
   const sock = path.join(dir, 'rand.sock')
-  const v = await startTimeview(t, app, sock, ['--seq', String(seq)], ['--cache', `${size / MiB + 8}M`])
+  const v = await serveView(t, app, sock, ['--seq', String(seq)], ['--cache', `${size / MiB + 8}M`])
   await must('fio', ['--name=rand', '--thread', '--ioengine=nbd', `--uri=${nbdUri(sock, 'vol')}`, '--rw=randread', '--bs=4k', '--iodepth=4',
     '--numjobs=8', `--size=${size}`, '--io_size=4M', '--randrepeat=0', '--group_reporting'], { cwd: dir })
   t.equal(await nbdcopy(nbdUri(sock, 'vol'), path.join(dir, 'rand.img')), want, 'after concurrent random misses, the view equals restore --seq of the point')
@@ -319,7 +266,7 @@ t.test('concurrent misses from many connections share fetches; sequential copies
 
   // A cold sequential copy over one connection: read ahead.
   const sock2 = path.join(dir, 'seq.sock')
-  const s1 = await startTimeview(t, app, sock2, ['--seq', String(seq)])
+  const s1 = await serveView(t, app, sock2, ['--seq', String(seq)])
   t.equal(sha256(await copyWith(['--connections=1'], nbdUri(sock2, 'vol'), path.join(dir, 'seq.img'))), want, 'a sequential copy (nbdcopy, one connection) equals restore')
   t.equal(await s1.stop(), 0, 'the view stops')
   const ss = stoppedStats(s1)
@@ -327,7 +274,7 @@ t.test('concurrent misses from many connections share fetches; sequential copies
 
   // Four connections copying at once (nbdcopy's default), a small cache: read-ahead stays within it.
   const sock3 = path.join(dir, 'multi.sock')
-  const s4 = await startTimeview(t, app, sock3, ['--seq', String(seq)], ['--cache', '8M'])
+  const s4 = await serveView(t, app, sock3, ['--seq', String(seq)], ['--cache', '8M'])
   t.equal(sha256(await copyWith(['--connections=4'], nbdUri(sock3, 'vol'), path.join(dir, 'multi.img'))), want, 'a copy over four connections through an 8 MiB cache equals restore')
   t.equal(await s4.stop(), 0, 'the view stops')
   const ms = stoppedStats(s4)
@@ -338,7 +285,7 @@ t.test('concurrent misses from many connections share fetches; sequential copies
   // close grace, and the reader waiting on one gets EIO).
   t.equal(await agent.stop(), 0, 'the agent stops (nothing more to replicate)')
   const sock4 = path.join(dir, 'hang.sock')
-  const h = await startTimeview(t, app, sock4, ['--seq', String(seq)], [], undefined, '0.1')
+  const h = await serveView(t, app, sock4, ['--seq', String(seq)], ['--stats-interval', '0.1'])
   const reads = (from: number, n: number) => Array.from({ length: n }, (_, i) => ['-c', `read ${from + i * 256 * 1024} 256k`]).flat()
   await must('qemu-io', ['-f', 'raw', '-r', ...reads(0, 4), nbdUri(sock4, 'vol')])
   app.proc.kill('SIGSTOP')
@@ -382,7 +329,7 @@ t.test("with the appliance serving NBD, a TimeView reads its misses from the app
   await restore(app.address, 'vol', seq, restored)
 
   const vsock = path.join(dir, 'view.sock')
-  const v = await startTimeview(t, app, vsock, ['--seq', String(seq)], ['--writable'])
+  const v = await serveView(t, app, vsock, ['--seq', String(seq)], ['--writable'])
   t.match(String(v.served.source), new RegExp(`NBD export vol@seq=${seq} on ${appSock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`), `the view says where it reads: ${v.served.source}`)
   await must('fio', ['--name=rand', '--thread', '--ioengine=nbd', `--uri=${nbdUri(vsock, 'vol')}`, '--rw=randread', '--bs=4k', '--iodepth=8',
     '--numjobs=2', '--size=16M', '--io_size=2M', '--randrepeat=0', '--group_reporting'], { cwd: dir })
@@ -392,7 +339,7 @@ t.test("with the appliance serving NBD, a TimeView reads its misses from the app
   const s = stoppedStats(v)
   t.ok(s.fetches > 0 && s.fetchErrors === 0, `it fetched ${s.fetches} times from the export, no errors`)
 
-  const grpc = await startTimeview(t, app, path.join(dir, 'g.sock'), ['--seq', String(seq)], ['--transport', 'grpc'])
+  const grpc = await serveView(t, app, path.join(dir, 'g.sock'), ['--seq', String(seq)], ['--transport', 'grpc'])
   t.match(String(grpc.served.source), /^Admin\.Read over gRPC/, '--transport grpc reads with Admin.Read')
   t.equal(await nbdcopy(nbdUri(path.join(dir, 'g.sock'), 'vol'), path.join(dir, 'g.img')), sha256(restored), 'and serves the same bytes')
   t.equal(await grpc.stop(), 0, 'that view stops too')

@@ -9,10 +9,11 @@
 // from a client-side `tidemark timeview --writable`, and from a writable view
 // the appliance serves itself (`timeview create`), which must also keep what
 // the guest synced across a kill -9 of the appliance and boot again from it.
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import type { TimeMarkResult } from '../agent/timemarks'
+import { tidemarkJson } from './claims-helpers'
 import { buildGuest, guestLog, qmpShell, syncedLines, Vm, type Guest } from './lib/guest'
 import {
   BIN,
@@ -22,49 +23,21 @@ import {
   nbdUri,
   restore,
   run,
-  ServiceProcess,
   sha256,
-  sleep,
   startAgent,
   startAppliance,
+  startTimeview,
   tmpdir,
   type ApplianceProcess,
 } from './helpers'
 
 const TOOLS = ['qemu-system-x86_64', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'debugfs', 'e2fsck', 'nbdcopy']
 
-interface Mark {
-  id: number
-  seq: number
-  label: string
-  consistency: string
-  durable: boolean
-}
-
 /** Boots a guest and kills it (waiting for qemu to exit) when the test ends, before its files go. */
 function boot(t: Test, guest: Guest, opts: ConstructorParameters<typeof Vm>[1]): Vm {
   const vm = new Vm(guest, opts)
   t.teardown(() => vm.kill())
   return vm
-}
-
-/** `tidemark timeview ... --json` (the client-side view); resolves once it says what it serves. */
-async function startTimeview(t: Test, argv: string[], env: NodeJS.ProcessEnv): Promise<ServiceProcess> {
-  const proc = spawn(process.execPath, [BIN, 'timeview', ...argv, '--json', '--stats-interval', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env })
-  const v = new ServiceProcess(proc)
-  t.teardown(() => v.stop())
-  const end = Date.now() + 60_000
-  while (!v.out.includes('\n')) {
-    if (proc.exitCode !== null) throw new Error(`timeview exited ${proc.exitCode}: ${v.err}`)
-    if (Date.now() > end) throw new Error(`timeview did not start: ${v.out}\n${v.err}`)
-    await sleep(30)
-  }
-  return v
-}
-
-/** `tidemark ARGS --json`, parsed; fails with its stderr unless it exits 0. */
-async function json<T>(...args: string[]): Promise<T> {
-  return JSON.parse(await must(process.execPath, [BIN, ...args, '--json'])) as T
 }
 
 /** A way to serve a writable view of the mark for a recovery VM. */
@@ -119,7 +92,7 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
   const r = await run(process.execPath, [BIN, 'timemark', 'create', '--control', `unix:${control}`, '--volume', 'vol', '--label', 'vm-mark',
     '--quiesce', quiesce, '--thaw', qmpShell(prod.opts.qmp!, 'cont'), '--json'])
   t.equal(r.code, 0, `timemark create exits 0 ${r.stderr}`)
-  const mark = JSON.parse(r.stdout) as Mark
+  const mark = JSON.parse(r.stdout) as TimeMarkResult
   t.match(mark, { label: 'vm-mark', consistency: 'app', durable: true }, 'an app-consistent mark, durable at the appliance')
   const linesAtStop = Math.max(0, ...syncedLines(fs.readFileSync(prod.opts.console, 'utf8').slice(0, Number(fs.readFileSync(said, 'utf8')))))
   const resumedFrom = prod.lines().length
@@ -146,15 +119,15 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
       async open(t) {
         const viewSock = path.join(dir, 'view.sock')
         const view = await startTimeview(t, ['--appliance', app.address, '--volume', 'vol', '--timemark', 'vm-mark', '--writable', '--nbd', `unix:${viewSock}`],
-          { ...process.env, TMPDIR: overlays })
+          { env: { ...process.env, TMPDIR: overlays } })
         return { uri: nbdUri(viewSock, 'vol'), close: async () => void t.equal(await view.stop(), 0, 'the view stops cleanly') }
       },
     },
     {
       what: 'a writable view the appliance serves (tidemark timeview create --writable)',
       async open(t) {
-        const view = await json<{ name: string; seq: number; writable: boolean; uris: string[] }>('timeview', 'create', '--appliance', app.address, '--volume', 'vol',
-          '--timemark', 'vm-mark', '--writable', '--name', 'recovery')
+        const view = await tidemarkJson<{ name: string; seq: number; writable: boolean; uris: string[] }>(['timeview', 'create', '--appliance', app.address, '--volume', 'vol',
+          '--timemark', 'vm-mark', '--writable', '--name', 'recovery'])
         t.match(view, { name: 'recovery', seq: mark.seq, writable: true }, 'the appliance serves a writable view at the mark\'s seq')
         const uri = nbdUri(exportsSock, 'recovery')
         t.ok(view.uris.includes(uri), `it names its URI (${view.uris.join(', ')})`)
@@ -166,8 +139,8 @@ t.test('a VM boots from a writable view of an app-consistent TimeMark while prod
             app = await startApp(port)
           },
           close: async () => {
-            await json('timeview', 'delete', '--appliance', app.address, '--name', 'recovery')
-            const left = await json<unknown[]>('timeview', 'list', '--appliance', app.address)
+            await tidemarkJson(['timeview', 'delete', '--appliance', app.address, '--name', 'recovery'])
+            const left = await tidemarkJson<unknown[]>(['timeview', 'list', '--appliance', app.address])
             t.same(left, [], 'deleted, the view is gone')
           },
         }

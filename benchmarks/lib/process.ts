@@ -215,3 +215,24 @@ export class Proc {
 export function tidemark(name: string, args: string[]): Proc {
   return new Proc(name, process.execPath, [BIN, ...args])
 }
+
+/**
+ * `tidemark appliance --data DATA` on 127.0.0.1 (a free port), with EXTRA
+ * options, pushed onto `procs` (stopped with them); resolves with it and its
+ * HOST:PORT once it says where it listens.
+ */
+export async function startAppliance(procs: Proc[], data: string, extra: string[] = [], timeoutMs = 30_000): Promise<{ app: Proc; address: string }> {
+  const app = tidemark('appliance', ['appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0', ...extra])
+  procs.push(app)
+  const listening = /listening on [^\s]+:(\d+)/
+  await app.waitFor(() => listening.test(app.err), 'appliance listening', timeoutMs)
+  return { app, address: `127.0.0.1:${listening.exec(app.err)![1]}` }
+}
+
+/** `tidemark agent` serving volume `vol` (the file `img`) on the unix socket `sock` and replicating it to `appliance`, pushed onto `procs`. */
+export function startAgent(procs: Proc[], opts: { state: string; sock: string; img: string; appliance: string; extra?: string[] }): Proc {
+  const agent = tidemark('agent', ['agent', '--state', opts.state, '--nbd', `unix:${opts.sock}`, '--volume', `vol=${opts.img}`, '--appliance', opts.appliance,
+    ...(opts.extra ?? []), '--stats-interval', '0'])
+  procs.push(agent)
+  return agent
+}
