@@ -8,6 +8,8 @@
 #include <mutex>
 #include <string>
 
+#include "view.h"
+
 namespace tidemark_addon {
 
 inline Napi::Error Fail(Napi::Env env, const char* code, const std::string& msg) {
@@ -50,6 +52,22 @@ class LogSink {
   LogTsfn tsfn_;
   bool closed_ = false;
 };
+
+// What a TimeView and an appliance export share of their config object:
+// name and size (required), description, writable, overlayDir. false (with
+// *error naming what is missing) when name or size is not given.
+inline bool ViewConfigFrom(Napi::Object o, tidemark::ViewConfig* c, const char* what, std::string* error) {
+  if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
+    *error = std::string(what) + " config needs name (string) and size (number)";
+    return false;
+  }
+  c->name = o.Get("name").As<Napi::String>();
+  c->size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
+  if (o.Get("description").IsString()) c->description = o.Get("description").As<Napi::String>();
+  c->writable = o.Get("writable").ToBoolean();
+  if (o.Get("overlayDir").IsString()) c->overlay_dir = o.Get("overlayDir").As<Napi::String>();
+  return true;
+}
 
 // close() -> Promise for an object whose closing blocks (joins threads):
 // `work` runs on a worker thread, `done` then on the JavaScript thread, and

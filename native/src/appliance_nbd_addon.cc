@@ -495,16 +495,11 @@ class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     tidemark::ViewConfig c;
-    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
-      Fail(env, "EXPORT_INVALID_ARGUMENT", "ApplianceExport config needs name (string) and size (number)")
-          .ThrowAsJavaScriptException();
+    std::string bad;
+    if (!tidemark_addon::ViewConfigFrom(o, &c, "ApplianceExport", &bad)) {
+      Fail(env, "EXPORT_INVALID_ARGUMENT", bad).ThrowAsJavaScriptException();
       return;
     }
-    c.name = o.Get("name").As<Napi::String>();
-    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
-    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
-    c.writable = o.Get("writable").ToBoolean();
-    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
     // A named writable view's durable overlay (view-registry.ts, overlay.h): kept across restarts, synced on FLUSH.
     if (o.Get("overlayPath").IsString() && o.Get("overlayMapPath").IsString()) {
       c.durable = true;

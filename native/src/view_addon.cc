@@ -147,16 +147,11 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     tidemark::ViewConfig c;
-    if (!o.Get("name").IsString() || !o.Get("size").IsNumber()) {
-      Fail(env, "VIEW_INVALID_ARGUMENT", "NativeView config needs name (string) and size (number)")
-          .ThrowAsJavaScriptException();
+    std::string bad;
+    if (!tidemark_addon::ViewConfigFrom(o, &c, "NativeView", &bad)) {
+      Fail(env, "VIEW_INVALID_ARGUMENT", bad).ThrowAsJavaScriptException();
       return;
     }
-    c.name = o.Get("name").As<Napi::String>();
-    c.size = uint64_t(o.Get("size").As<Napi::Number>().Int64Value());
-    if (o.Get("description").IsString()) c.description = o.Get("description").As<Napi::String>();
-    c.writable = o.Get("writable").ToBoolean();
-    if (o.Get("overlayDir").IsString()) c.overlay_dir = o.Get("overlayDir").As<Napi::String>();
     if (o.Get("cacheBytes").IsNumber()) c.cache_bytes = size_t(o.Get("cacheBytes").As<Napi::Number>().Int64Value());
     if (o.Get("readAheadBytes").IsNumber())
       c.read_ahead_bytes = size_t(o.Get("readAheadBytes").As<Napi::Number>().Int64Value());
