@@ -97,6 +97,10 @@ t.test('overlapping writes from several connections at once replay byte-exact; a
       const n = started++
       await seqClient.write(SEQ_AREA + n * BLOCK, blockOf(n))
       answered = n + 1
+      // Paced once under way, so the writer is still going when the mark
+      // returns however slowly the CLI starts on a busy machine (2 ms a block:
+      // the 32 MiB area lasts over 16 s).
+      if (n >= 50) await new Promise((r) => setTimeout(r, 2))
     }
   })()
 
