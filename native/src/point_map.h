@@ -135,6 +135,10 @@ class PointReader {
   };
   // The point's pieces covering [lo, hi) in order, zero runs included.
   void Plan(uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const;
+  // The same point without the replica image (what a replica image keeps: it must not hold itself).
+  std::shared_ptr<const PointReader> WithoutReplica() const {
+    return std::make_shared<const PointReader>(base_, delta_, files_, size_);
+  }
   // The file an extent names, or null.
   const MapFile* File(int32_t file) const;
 

@@ -112,8 +112,10 @@ bool ReplicaImage::Round(std::shared_ptr<const PointReader> live, bool full, Jou
     *error = std::string("fdatasync of the replica image: ") + std::strerror(errno);
     return false;
   }
+  std::shared_ptr<const PointReader> same = live->WithoutReplica();
+  live.reset();
   std::unique_lock<std::shared_mutex> l(mu_);
-  same_ = std::move(live);
+  same_ = std::move(same);
   return true;
 }
 
