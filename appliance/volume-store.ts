@@ -118,12 +118,16 @@ export class VolumeStore implements ImageSource {
     }
     // Maps are rebuilt on demand: whatever an earlier process left is stale.
     await fs.promises.rm(path.join(dir, 'maps'), { recursive: true, force: true })
-    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), () => onNoSpace(meta.name), (b) => {
+    const noSpace = (): void => {
+      onNoSpace(meta.name)
+      void v.replica?.setAside('the journal ran out of space')
+    }
+    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), noSpace, (b) => {
       v.maps.committed(b)
       v.replica?.changed()
     })
     if (replica) {
-      v.replica = await ReplicaImage.open(v.l, () => v.maps.newest())
+      v.replica = await ReplicaImage.open(v.l, () => v.maps.newest(), () => (v.writer.state.state === 'normal' ? null : v.writer.state.state))
       v.maps.useReplica(v.replica.handle)
     }
     return v
