@@ -87,16 +87,21 @@ bool SameAsModel(const PointReader& r, const Model& m, const std::vector<std::ve
   return true;
 }
 
+// n segment files of patterned bytes (the pattern seeded from seed + number), open in files.
+void MakeSegments(const TempDir& dir, int n, uint32_t seed, std::vector<std::vector<uint8_t>>* data, FileTable* files) {
+  for (int f = 0; f < n; f++) {
+    data->push_back(Pattern(kFileBytes, seed + uint32_t(f)));
+    const std::string p = dir.path() + "/seg" + std::to_string(f);
+    WriteFile(p, data->back());
+    (*files)[f] = std::make_shared<MapFile>(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+}
+
 void TestAgainstModel() {
   TempDir dir;
   std::vector<std::vector<uint8_t>> data;
   FileTable files;
-  for (int f = 0; f < kFiles; f++) {
-    data.push_back(Pattern(kFileBytes, uint32_t(100 + f)));
-    const std::string p = dir.path() + "/seg" + std::to_string(f);
-    WriteFile(p, data.back());
-    files[f] = std::make_shared<MapFile>(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  }
+  MakeSegments(dir, kFiles, 100, &data, &files);
   std::mt19937_64 rng(7);
   Model m;
   for (int i = 0; i < 300; i++) m.Paint(RandomExtent(rng));
@@ -181,12 +186,7 @@ void TestReplica() {
   constexpr int kSegs = 12;
   std::vector<std::vector<uint8_t>> data;
   FileTable files;
-  for (int f = 0; f < kSegs; f++) {
-    data.push_back(Pattern(kFileBytes, uint32_t(300 + f)));
-    const std::string p = dir.path() + "/seg" + std::to_string(f);
-    WriteFile(p, data.back());
-    files[f] = std::make_shared<MapFile>(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  }
+  MakeSegments(dir, kSegs, 300, &data, &files);
   const std::string img_path = dir.path() + "/replica.img";
   const int img_fd = ::open(img_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   CHECK(img_fd >= 0 && ftruncate(img_fd, off_t(kSectors * kMapSector)) == 0, "the replica image file is made");
