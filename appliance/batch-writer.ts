@@ -41,11 +41,12 @@ import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import type { PayloadEncoding } from '../proto/change-batch'
-import { SECTOR_SIZE, recordData, recordTimeLow } from '../proto/record'
+import { RECORD_HEADER_SIZE, SECTOR_SIZE, recordData, recordTimeLow } from '../proto/record'
 import { CHUNK_BYTES, IndexBatch, RANGE_CHUNKS } from './chunk-index'
 import type { CommitSink, CommitStage, GroupCommit, PendingWrite } from './group-commit'
 import type { JournalWrite } from './journal'
-import { FRAME_HEADER_SIZE } from './journal-format'
+import { FramePool } from './frame-pool'
+import { FRAME_HEADER_SIZE, batchFramedSize } from './journal-format'
 import type { CommittedBatch } from './point-maps'
 import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkAndFrame, type FramedBatch } from './record-check'
 import type { SegmentFile } from './segment'
@@ -68,6 +69,9 @@ interface Fault {
   /** The journal is cut back (or the volume recovered): a batch may be tried again. */
   ready: boolean
 }
+
+/** Buffers for framed batches, shared by every volume's writer (one JavaScript thread). */
+const frames = new FramePool()
 
 /** Free space kept beyond a batch before ingest resumes: the index's log and compactions need room too. */
 const SPACE_RESERVE = 16 * 1024 * 1024
@@ -125,6 +129,10 @@ export class BatchWriter implements CommitSink {
     if (this.closed) throw new TidemarkError('VOLUME_CLOSED', `volume ${name} is closed`)
     if (this.fault && !this.mayResume(encoding ? encoding.rawLength : payload.length)) throw this.refusal()
     const wallMs = Date.now()
+    const rawLength = encoding ? encoding.rawLength : payload.length
+    // A reused buffer for the frames, when the declared count can be right (record-check refuses it otherwise).
+    const n = batch.recordCount
+    const into = Number.isInteger(n) && n >= 0 && n * RECORD_HEADER_SIZE <= rawLength ? frames.acquire(batchFramedSize(rawLength, n)) : undefined
     let checked: FramedBatch
     try {
       // One native call: decoded, checked and framed (CHANGE records + a COMMIT) into one buffer.
@@ -132,9 +140,11 @@ export class BatchWriter implements CommitSink {
         payload,
         batch,
         { volume: name, lastAcceptedSeq: this.acceptedSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE, wallMs },
-        encoding
+        encoding,
+        into
       )
     } catch (e) {
+      if (into) frames.release(into)
       const code = (e as TidemarkError).code ?? 'UNKNOWN'
       this.rejected[code] = (this.rejected[code] ?? 0) + 1
       this.log.warn({ code, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, (e as Error).message)
@@ -187,6 +197,7 @@ export class BatchWriter implements CommitSink {
       this.notePending(w.recs, w.batch.recordCount, -1)
       this.onCommitted({ recs: w.recs, recordCount: w.batch.recordCount, segment: w.segment, offset: w.offset, lastSeq: w.batch.lastSeq })
       w.resolve(w.batch.lastSeq)
+      frames.release(w.buf) // written, synced and indexed: nothing reads it again
     }
   }
 
@@ -196,6 +207,7 @@ export class BatchWriter implements CommitSink {
     for (const w of items) {
       this.notePending((w as VolumeWrite).recs, (w as VolumeWrite).batch.recordCount, -1)
       w.reject(e)
+      frames.release((w as VolumeWrite).buf)
     }
   }
 

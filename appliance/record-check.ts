@@ -91,13 +91,15 @@ const nums = new Float64Array(native.journalFrameLayout.args)
 /**
  * Decodes (when `encoding` says how the payload travels; without it the
  * payload is raw records the caller made), checks and frames a batch, or
- * throws a TidemarkError with a stable code.
+ * throws a TidemarkError with a stable code. `into`, when it is exactly the
+ * framed size (batchFramedSize), receives the frames (a reused buffer).
  */
 export function checkAndFrame(
   payload: Buffer,
   b: BatchDecl,
   ctx: { volume: string; lastAcceptedSeq: number; sizeSectors: number; wallMs: number },
-  encoding?: PayloadEncoding
+  encoding?: PayloadEncoding,
+  into?: Buffer
 ): FramedBatch {
   const where = `volume ${ctx.volume}, batch seqs ${b.firstSeq}..${b.lastSeq}`
   nums[FrameArg.compression] = encoding?.compression === 'COMPRESSION_LZ4' ? 1 : 0
@@ -115,7 +117,8 @@ export function checkAndFrame(
     payload,
     nums,
     encoding ? encoding.checksum : null,
-    where
+    where,
+    into
   )
   // The payload's own problems come first: nothing about its records can be trusted.
   if (code !== null && code.startsWith('BATCH_')) throw new TidemarkError(code, message)

@@ -104,7 +104,7 @@ export interface NativeModule {
    * (native/src/batch_ingest.h; appliance/record-check.ts is its one caller
    * and names the numbers in `nums`).
    */
-  frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string): FrameBatchResult
+  frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string, into?: Buffer): FrameBatchResult
   /** The journal frame constants as native/src/batch_ingest.h compiled them. */
   journalFrameLayout: {
     frameHeaderSize: number

@@ -4,12 +4,14 @@
 // journal in call order before its first await, and the call costs about
 // what a memcpy and two xxh64 passes over the batch cost.
 //
-//   frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string)
+//   frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string, into?: Buffer)
 //     nums: compression, raw length, first seq, last seq, record count, last
 //           accepted seq, volume size in sectors, app bytes, changed bytes,
 //           wire bytes, wall ms (FrameArg in appliance/record-check.ts)
 //     -> [code | null, message, framed: Buffer | null, recs: Float64Array | null,
 //         records, marks, pendingMark: Buffer | null, pendingMarkAt]
+//   into: where to write the framed batch, when it is exactly the framed
+//   size (a reused buffer: appliance/frame-pool.ts); otherwise one is made.
 //   The framed batch and the records list are returned even when the batch
 //   failed part way (the records before the problem), so that the caller can
 //   check MARK metadata in record order first (batch_ingest.h).
@@ -100,7 +102,13 @@ Napi::Value FrameBatchJs(const Napi::CallbackInfo& info) {
       !tidemark::CheckBatchDecl(size_t(enc.raw_length), d, &err)) {
     return Result(env, err, env.Null(), env.Null(), nullptr);
   }
-  auto framed = Napi::Buffer<uint8_t>::New(env, tidemark::FramedSize(size_t(enc.raw_length), d.record_count));
+  const size_t size = tidemark::FramedSize(size_t(enc.raw_length), d.record_count);
+  Napi::Buffer<uint8_t> framed;
+  if (info.Length() > 4 && info[4].IsBuffer() && info[4].As<Napi::Buffer<uint8_t>>().Length() == size) {
+    framed = info[4].As<Napi::Buffer<uint8_t>>();
+  } else {
+    framed = Napi::Buffer<uint8_t>::New(env, size);
+  }
   auto recs = Napi::Float64Array::New(env, size_t(d.record_count) * tidemark::kCheckedStride);
   FrameResult r;
   tidemark::FrameBatch(raw, size_t(enc.raw_length), d, framed.Data(), recs.Data(), &r);
