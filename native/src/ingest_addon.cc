@@ -20,6 +20,7 @@
 //   test/record-check.test.ts compares with appliance/journal-format.ts.
 #include <napi.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "batch_ingest.h"
@@ -34,10 +35,17 @@ using tidemark::IngestError;
 enum Arg { kCompression, kRawLength, kFirstSeq, kLastSeq, kRecordCount, kLastAccepted, kSizeSectors, kAppBytes, kChangedBytes,
            kWireBytes, kWallMs, kArgs };
 
-// Only the JavaScript thread calls frameBatch: one scratch buffer for LZ4.
-std::vector<uint8_t> g_scratch;
+// The LZ4 scratch buffer of the thread calling frameBatch (a JavaScript
+// thread: the main one, or a worker's), grown to its largest batch and kept.
+thread_local std::vector<uint8_t> g_scratch;
 
-uint64_t U(double v) { return v > 0 ? uint64_t(v) : 0; }
+// A JavaScript number as a u64: negative and NaN are 0, and anything from
+// 2^64 up is the largest u64 (converting it would be undefined behaviour).
+uint64_t U(double v) {
+  if (!(v > 0)) return 0;
+  if (v >= 18446744073709551616.0) return UINT64_MAX;
+  return uint64_t(v);
+}
 
 Napi::Value Result(Napi::Env env, const IngestError& e, Napi::Value framed, Napi::Value recs, const FrameResult* r) {
   Napi::Array a = Napi::Array::New(env, 8);
