@@ -1,8 +1,8 @@
 // The write path of one volume: a batch in, an acknowledgement (its durable
 // seq) out.
 //
-// append() validates a batch (record-check.ts), frames it into one buffer
-// (CHANGE records + a COMMIT), places it in the journal at once and queues
+// append() validates a batch and frames it into one buffer (CHANGE records +
+// a COMMIT) in one native call (record-check.ts), places it in the journal at once and queues
 // it on the store's group commit (group-commit.ts), which calls this
 // writer's writeAll (write the frames), then, after the shared fsync,
 // committed (index them, then resolve) or failed. Three seqs:
@@ -40,13 +40,15 @@
 import fs from 'node:fs'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
-import { SECTOR_SIZE, recordByteLength, recordData, recordTimeLow } from '../proto/record'
+import type { PayloadEncoding } from '../proto/change-batch'
+import { RECORD_HEADER_SIZE, SECTOR_SIZE, recordData, recordTimeLow } from '../proto/record'
 import { CHUNK_BYTES, IndexBatch, RANGE_CHUNKS } from './chunk-index'
 import type { CommitSink, CommitStage, GroupCommit, PendingWrite } from './group-commit'
 import type { JournalWrite } from './journal'
-import { FRAME_CHANGE, FRAME_HEADER_SIZE, batchFramedSize, encodeCommit, sealFrame } from './journal-format'
+import { FramePool } from './frame-pool'
+import { FRAME_HEADER_SIZE, batchFramedSize } from './journal-format'
 import type { CommittedBatch } from './point-maps'
-import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkBatch } from './record-check'
+import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkAndFrame, type FramedBatch } from './record-check'
 import type { SegmentFile } from './segment'
 import type { TimemarkCatalog } from './timemark-catalog'
 import type { BatchInfo, VolumeLedger } from './volume-ledger'
@@ -67,6 +69,9 @@ interface Fault {
   /** The journal is cut back (or the volume recovered): a batch may be tried again. */
   ready: boolean
 }
+
+/** Buffers for framed batches, shared by every volume's writer (one JavaScript thread). */
+const frames = new FramePool()
 
 /** Free space kept beyond a batch before ingest resumes: the index's log and compactions need room too. */
 const SPACE_RESERVE = 16 * 1024 * 1024
@@ -115,33 +120,37 @@ export class BatchWriter implements CommitSink {
     this.acceptedSeq = l.durableSeq
   }
 
-  async append(raw: Buffer, batch: BatchInfo): Promise<number> {
+  /**
+   * Appends a batch: `payload` as it arrived with its `encoding` (LZ4 or
+   * raw, and its checksum), or raw records the caller made (no encoding).
+   */
+  async append(payload: Buffer, batch: BatchInfo, encoding?: PayloadEncoding): Promise<number> {
     const name = this.l.meta.name
     if (this.closed) throw new TidemarkError('VOLUME_CLOSED', `volume ${name} is closed`)
-    if (this.fault && !this.mayResume(raw.length)) throw this.refusal()
-    let recs: Float64Array
+    if (this.fault && !this.mayResume(encoding ? encoding.rawLength : payload.length)) throw this.refusal()
+    const wallMs = Date.now()
+    const rawLength = encoding ? encoding.rawLength : payload.length
+    // A reused buffer for the frames, when the declared count can be right (record-check refuses it otherwise).
+    const n = batch.recordCount
+    const into = Number.isInteger(n) && n >= 0 && n * RECORD_HEADER_SIZE <= rawLength ? frames.acquire(batchFramedSize(rawLength, n)) : undefined
+    let checked: FramedBatch
     try {
-      recs = checkBatch(raw, batch, { volume: name, lastAcceptedSeq: this.acceptedSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE })
+      // One native call: decoded, checked and framed (CHANGE records + a COMMIT) into one buffer.
+      checked = checkAndFrame(
+        payload,
+        batch,
+        { volume: name, lastAcceptedSeq: this.acceptedSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE, wallMs },
+        encoding,
+        into
+      )
     } catch (e) {
+      if (into) frames.release(into)
       const code = (e as TidemarkError).code ?? 'UNKNOWN'
       this.rejected[code] = (this.rejected[code] ?? 0) + 1
       this.log.warn({ code, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, (e as Error).message)
       throw e
     }
-    // Frame: compute the size, allocate once, copy each record behind its frame header.
-    const buf = Buffer.allocUnsafe(batchFramedSize(raw.length, batch.recordCount))
-    let at = 0
-    for (let i = 0; i < batch.recordCount; i++) {
-      const o = i * STRIDE
-      const src = recs[o + R_OFFSET]
-      const len = recordByteLength(raw, src)
-      raw.copy(buf, at + FRAME_HEADER_SIZE, src, src + len)
-      sealFrame(buf, at, FRAME_CHANGE, len)
-      recs[o + R_OFFSET] = at
-      at += FRAME_HEADER_SIZE + len
-    }
-    const wallMs = Date.now()
-    encodeCommit(buf, at, { ...batch, wallMs })
+    const { framed: buf, recs } = checked
     const pos = this.l.journal.assign(buf.length)
     this.acceptedSeq = batch.lastSeq
     this.notePending(recs, batch.recordCount, 1)
@@ -188,6 +197,7 @@ export class BatchWriter implements CommitSink {
       this.notePending(w.recs, w.batch.recordCount, -1)
       this.onCommitted({ recs: w.recs, recordCount: w.batch.recordCount, segment: w.segment, offset: w.offset, lastSeq: w.batch.lastSeq })
       w.resolve(w.batch.lastSeq)
+      frames.release(w.buf) // written, synced and indexed: nothing reads it again
     }
   }
 
@@ -197,6 +207,7 @@ export class BatchWriter implements CommitSink {
     for (const w of items) {
       this.notePending((w as VolumeWrite).recs, (w as VolumeWrite).batch.recordCount, -1)
       w.reject(e)
+      frames.release((w as VolumeWrite).buf)
     }
   }
 

@@ -2,7 +2,11 @@
 // (journal.ts) and every reader (recovery, verify, `journal show`, restores)
 // use, so the two sides cannot drift apart (LevelDB's db/log_format.h).
 // Every encoding is a size/encode/decode triple: compute the size, allocate
-// once, write.
+// once, write. One writer is native: ingest frames each batch's CHANGE and
+// COMMIT frames in C++ (native/src/batch_ingest.h mirrors the frame layout
+// below, as native/src/record.h mirrors proto/record.ts), and
+// test/record-check.test.ts holds its output to encodeBatchFrames, byte for
+// byte. A change here is a change there.
 //
 // A segment file (segments/NNNNNNNN.tmj) is a fixed 512-byte header followed
 // by frames, appended and never rewritten:
@@ -170,6 +174,24 @@ export function encodeCommit(out: Buffer, at: number, c: CommitBody): number {
   writeU64(out, b + 48, c.wallMs)
   sealFrame(out, at, FRAME_COMMIT, COMMIT_BODY_SIZE)
   return at + FRAME_HEADER_SIZE + COMMIT_BODY_SIZE
+}
+
+/**
+ * A batch framed by TypeScript: each record behind its CHANGE frame header,
+ * then the COMMIT. The appliance's ingest frames batches natively
+ * (native/src/batch_ingest.h, the same layout); this is the reference that
+ * test/record-check.test.ts holds it to, byte for byte.
+ */
+export function encodeBatchFrames(records: Buffer[], c: CommitBody): Buffer {
+  const out = Buffer.alloc(batchFramedSize(records.reduce((n, r) => n + r.length, 0), records.length))
+  let at = 0
+  for (const r of records) {
+    r.copy(out, at + FRAME_HEADER_SIZE)
+    sealFrame(out, at, FRAME_CHANGE, r.length)
+    at += FRAME_HEADER_SIZE + r.length
+  }
+  encodeCommit(out, at, c)
+  return out
 }
 
 export function decodeCommit(body: Buffer): CommitBody {

@@ -1,14 +1,20 @@
-// Validation of a ChangeBatch payload at the appliance's boundary, before a
-// byte of it reaches the journal (DESIGN contract 5; nbdkit's
-// server/backend.c validates once so the layers below never re-check).
+// A ChangeBatch at the appliance's boundary: decoded, validated and framed
+// for the journal before a byte of it reaches the journal (DESIGN contract
+// 5; nbdkit's server/backend.c validates once so the layers below never
+// re-check).
 //
-// Input: the raw payload (already decompressed and checksum-verified by
-// proto/change-batch.ts decodeBatch) and the batch's declared seqs and
-// record count. Output: the records as a flat Float64Array (no object per
-// record): record i is at i*STRIDE, its fields named by CheckedField (seq,
-// first sector, sector count, kind, offset of its 32-byte header in the
-// payload). Any problem throws a
-// TidemarkError with a stable code:
+// The per-byte work is native (native/src/batch_ingest.h, one call per
+// batch): the LZ4 block, the payload's xxh64, every record's bounds and the
+// CHANGE and COMMIT frames (journal-format.ts's layout). This module keeps
+// what is per batch or per TimeMark: the declaration's numbers as JavaScript
+// sees them, and a MARK record's metadata, which is JSON checked by
+// proto/timemark-meta.ts. It names the rules and codes; the native side
+// words its messages exactly as listed here, and the two are checked against
+// each other case by case (test/record-check.test.ts):
+//   BATCH_CORRUPT       an LZ4 payload that cannot be decompressed, a raw
+//                       length that disagrees with the payload (the cheap
+//                       header checks are proto/change-batch.ts batchEncoding)
+//   BATCH_CHECKSUM      the raw records are not the ones the agent checksummed
 //   SEQ_OUT_OF_ORDER    first seq not above the last accepted seq, last < first,
 //                       a record seq outside [first, last] or going back
 //                       (equal consecutive seqs are allowed: MicroScan splits
@@ -19,36 +25,27 @@
 //                       with sectors, MARK metadata that is not a TimeMark's
 //                       JSON, a nonzero reserved field, a truncated record,
 //                       a record count that does not match the batch
+// The first problem in record order is the one reported.
+//
+// Output: the framed batch (CHANGE frames + COMMIT, ready to append) and the
+// records as a flat Float64Array (no object per record): record i is at
+// i*STRIDE, its fields named by CheckedField (seq, first sector, sectors
+// changed, kind, offset of its CHANGE frame in the framed buffer).
+import { native } from '../native'
 import { TidemarkError } from '../proto/errors'
-import {
-  MAX_MARK_DATA,
-  RECORD_HEADER_SIZE,
-  RecordKind,
-  SECTOR_SIZE,
-  carriesSectorData,
-  changesSectors,
-  isKnownKind,
-  isMarker,
-  kindName,
-  recordCount,
-  recordData,
-  recordDataLength,
-  recordFieldsSafe,
-  recordKind,
-  recordReserved,
-  recordSector,
-  recordSeq,
-} from '../proto/record'
+import type { PayloadEncoding } from '../proto/change-batch'
+import { RecordKind, recordData } from '../proto/record'
 import { parseMarkMeta } from '../proto/timemark-meta'
+import { FRAME_HEADER_SIZE } from './journal-format'
 
-/** The fields of one checked record in checkBatch's output: record i is out[i*STRIDE + field]. */
+/** The fields of one checked record: record i is recs[i*STRIDE + field] (native/src/batch_ingest.h CheckedField). */
 export const CheckedField = {
   seq: 0,
   sector: 1,
   /** sectors changed: 0 for FLUSH and the markers */
   count: 2,
   kind: 3,
-  /** offset of the record's header in the payload */
+  /** offset of the record's CHANGE frame in the framed batch */
   offset: 4,
 } as const
 export const STRIDE = 5
@@ -63,99 +60,99 @@ export interface BatchDecl {
   firstSeq: number
   lastSeq: number
   recordCount: number
+  /** the COMMIT's counters */
+  appBytes: number
+  changedBytes: number
+  wireBytes: number
 }
 
-/** 'WRITE', 'MARK', ... as messages name kinds. */
-function upper(kind: number): string {
-  return kindName(kind).toUpperCase()
+export interface FramedBatch {
+  /** CHANGE frames and the COMMIT: the bytes the journal appends */
+  framed: Buffer
+  recs: Float64Array
 }
 
-export function checkBatch(
-  raw: Buffer,
+/** frameBatch's numbers, in native/src/ingest_addon.cc's order (one array, reused: the call is synchronous). */
+const FrameArg = {
+  compression: 0,
+  rawLength: 1,
+  firstSeq: 2,
+  lastSeq: 3,
+  recordCount: 4,
+  lastAcceptedSeq: 5,
+  sizeSectors: 6,
+  appBytes: 7,
+  changedBytes: 8,
+  wireBytes: 9,
+  wallMs: 10,
+} as const
+const nums = new Float64Array(native.journalFrameLayout.args)
+
+/**
+ * Decodes (when `encoding` says how the payload travels; without it the
+ * payload is raw records the caller made), checks and frames a batch, or
+ * throws a TidemarkError with a stable code. `into`, when it is exactly the
+ * framed size (batchFramedSize), receives the frames (a reused buffer).
+ */
+export function checkAndFrame(
+  payload: Buffer,
   b: BatchDecl,
-  ctx: { volume: string; lastAcceptedSeq: number; sizeSectors: number }
-): Float64Array {
+  ctx: { volume: string; lastAcceptedSeq: number; sizeSectors: number; wallMs: number },
+  encoding?: PayloadEncoding,
+  into?: Buffer
+): FramedBatch {
   const where = `volume ${ctx.volume}, batch seqs ${b.firstSeq}..${b.lastSeq}`
+  nums[FrameArg.compression] = encoding?.compression === 'COMPRESSION_LZ4' ? 1 : 0
+  nums[FrameArg.rawLength] = encoding ? encoding.rawLength : payload.length
+  nums[FrameArg.firstSeq] = b.firstSeq
+  nums[FrameArg.lastSeq] = b.lastSeq
+  nums[FrameArg.recordCount] = b.recordCount
+  nums[FrameArg.lastAcceptedSeq] = ctx.lastAcceptedSeq
+  nums[FrameArg.sizeSectors] = ctx.sizeSectors
+  nums[FrameArg.appBytes] = b.appBytes
+  nums[FrameArg.changedBytes] = b.changedBytes
+  nums[FrameArg.wireBytes] = b.wireBytes
+  nums[FrameArg.wallMs] = ctx.wallMs
+  const [code, message, framed, recs, records, marks, pendingMark, pendingMarkAt] = native.frameBatch(
+    payload,
+    nums,
+    encoding ? encoding.checksum : null,
+    where,
+    into
+  )
+  // The payload's own problems come first: nothing about its records can be trusted.
+  if (code !== null && code.startsWith('BATCH_')) throw new TidemarkError(code, message)
+  // The declaration as JavaScript numbers (the native side saw them as integers).
   if (!Number.isSafeInteger(b.firstSeq) || !Number.isSafeInteger(b.lastSeq) || b.firstSeq < 1) {
     throw new TidemarkError('SEQ_OUT_OF_ORDER', `${where}: seqs must be positive integers`)
   }
-  if (b.firstSeq <= ctx.lastAcceptedSeq) {
-    throw new TidemarkError('SEQ_OUT_OF_ORDER', `${where}: first seq ${b.firstSeq} is not above the last accepted seq ${ctx.lastAcceptedSeq}`)
+  const rawLength = encoding ? encoding.rawLength : payload.length
+  if (!Number.isInteger(b.recordCount) || b.recordCount < 0) {
+    throw new TidemarkError('RECORD_MALFORMED', `${where}: record count ${b.recordCount} does not fit ${rawLength} payload bytes`)
   }
-  if (b.lastSeq < b.firstSeq) {
-    throw new TidemarkError('SEQ_OUT_OF_ORDER', `${where}: last seq ${b.lastSeq} is below first seq ${b.firstSeq}`)
+  // MARK metadata, in record order, before any problem found after it.
+  if (marks > 0) checkMarks(framed!, recs!, records, where)
+  if (pendingMark) {
+    const why = parseMarkMeta(pendingMark)
+    if (typeof why === 'string') throw new TidemarkError('RECORD_MALFORMED', `${pendingMarkAt}: MARK metadata ${why}`)
   }
-  if (!Number.isInteger(b.recordCount) || b.recordCount < 0 || b.recordCount * RECORD_HEADER_SIZE > raw.length) {
-    throw new TidemarkError('RECORD_MALFORMED', `${where}: record count ${b.recordCount} does not fit ${raw.length} payload bytes`)
-  }
-  const out = new Float64Array(b.recordCount * STRIDE)
-  let prev = b.firstSeq
-  let n = 0
-  let off = 0
-  while (off < raw.length) {
-    if (off + RECORD_HEADER_SIZE > raw.length) {
-      throw new TidemarkError('RECORD_MALFORMED', `${where}: truncated record header at payload byte ${off} (${raw.length - off} bytes left)`)
-    }
-    if (!recordFieldsSafe(raw, off)) {
-      throw new TidemarkError('RECORD_MALFORMED', `${where}: record at payload byte ${off} has a seq or sector beyond 2^53`)
-    }
-    const seq = recordSeq(raw, off)
-    const sector = recordSector(raw, off)
-    const count = recordCount(raw, off)
-    const kind = recordKind(raw, off)
-    const dataLen = recordDataLength(raw, off)
-    const at = `${where}: record ${n} (seq ${seq}, payload byte ${off})`
-    if (seq < prev) {
-      throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq goes back from ${prev}`)
-    }
-    if (seq > b.lastSeq) {
-      throw new TidemarkError('SEQ_OUT_OF_ORDER', `${at}: seq is past the batch's last seq ${b.lastSeq}`)
-    }
-    prev = seq
-    if (!isKnownKind(kind)) throw new TidemarkError('RECORD_MALFORMED', `${at}: unknown kind ${kind}`)
-    if (recordReserved(raw, off) !== 0) {
-      throw new TidemarkError('RECORD_MALFORMED', `${at}: reserved header field is not zero`)
-    }
-    if (isMarker(kind)) {
-      if (count !== 0 || sector !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${upper(kind)} marker names sectors`)
-      if (kind !== RecordKind.Mark && dataLen !== 0) throw new TidemarkError('RECORD_MALFORMED', `${at}: a ${upper(kind)} marker carries ${dataLen} data bytes`)
-      if (kind === RecordKind.Mark) {
-        if (dataLen > MAX_MARK_DATA || off + RECORD_HEADER_SIZE + dataLen > raw.length) {
-          throw new TidemarkError('RECORD_MALFORMED', `${at}: MARK metadata of ${dataLen} bytes is over ${MAX_MARK_DATA} or runs past the payload`)
-        }
-        const why = parseMarkMeta(recordData(raw, off))
-        if (typeof why === 'string') throw new TidemarkError('RECORD_MALFORMED', `${at}: MARK metadata ${why}`)
-      }
-    } else if (carriesSectorData(kind)) {
-      if (dataLen !== count * SECTOR_SIZE) {
-        throw new TidemarkError('RECORD_MALFORMED', `${at}: ${count} sectors need ${count * SECTOR_SIZE} data bytes, record has ${dataLen}`)
-      }
-    } else if (dataLen !== 0) {
-      throw new TidemarkError('RECORD_MALFORMED', `${at}: ${upper(kind)} record carries ${dataLen} data bytes`)
-    }
-    if (off + RECORD_HEADER_SIZE + dataLen > raw.length) {
-      throw new TidemarkError('RECORD_MALFORMED', `${at}: data runs past the end of the ${raw.length}-byte payload`)
-    }
-    if (changesSectors(kind) && sector + count > ctx.sizeSectors) {
+  if (code !== null) throw new TidemarkError(code, message)
+  return { framed: framed!, recs: recs! }
+}
+
+function checkMarks(framed: Buffer, recs: Float64Array, records: number, where: string): void {
+  for (let i = 0; i < records; i++) {
+    const o = i * STRIDE
+    if (recs[o + CheckedField.kind] !== RecordKind.Mark) continue
+    const at = recs[o + CheckedField.offset] + FRAME_HEADER_SIZE
+    const why = parseMarkMeta(recordData(framed, at))
+    if (typeof why === 'string') {
+      // The record's offset in the payload: the frame headers before it are not in the payload.
+      const payloadByte = recs[o + CheckedField.offset] - i * FRAME_HEADER_SIZE
       throw new TidemarkError(
-        'RECORD_OUT_OF_RANGE',
-        `${at}: sectors ${sector}..${sector + count - 1} are past the end of the volume (${ctx.sizeSectors} sectors)`
+        'RECORD_MALFORMED',
+        `${where}: record ${i} (seq ${recs[o + CheckedField.seq]}, payload byte ${payloadByte}): MARK metadata ${why}`
       )
     }
-    if (n >= b.recordCount) {
-      throw new TidemarkError('RECORD_MALFORMED', `${where}: payload holds more than the ${b.recordCount} records the batch declares`)
-    }
-    const o = n * STRIDE
-    out[o + CheckedField.seq] = seq
-    out[o + CheckedField.sector] = sector
-    out[o + CheckedField.count] = changesSectors(kind) ? count : 0
-    out[o + CheckedField.kind] = kind
-    out[o + CheckedField.offset] = off
-    n++
-    off += RECORD_HEADER_SIZE + dataLen
   }
-  if (n !== b.recordCount) {
-    throw new TidemarkError('RECORD_MALFORMED', `${where}: payload holds ${n} records, the batch declares ${b.recordCount}`)
-  }
-  return out
 }

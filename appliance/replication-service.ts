@@ -3,8 +3,9 @@
 // A stream is a small state machine: it waits for a Hello, checks that the
 // caller may write the volume, attaches it in the store (which decides
 // whether the agent must copy the whole volume) and answers a Welcome. Then
-// every ChangeBatch is decoded (LZ4, xxh64) and handed to the volume store,
-// which validates the records, journals them and resolves once they are
+// every ChangeBatch's payload is handed as it arrived to the volume store,
+// which decodes it (LZ4, xxh64) and validates and frames its records in one
+// native call (record-check.ts), journals them and resolves once they are
 // durable; the durable seq goes back as an Ack. Appends are issued in arrival
 // order and may overlap (the store group-commits them), so a fast agent keeps
 // several batches in flight; past MAX_PENDING_BYTES the stream is paused,
@@ -16,7 +17,7 @@
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { REGION_SIZE } from '../proto/record'
-import { decodeBatch } from '../proto/change-batch'
+import { batchEncoding } from '../proto/change-batch'
 import { TidemarkError } from '../proto/errors'
 import type { AgentMessage__Output } from '../proto/generated/tidemark/v1/AgentMessage'
 import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceMessage'
@@ -188,26 +189,28 @@ export class ReplicationService {
     const onBatch = (m: AgentMessage__Output): void => {
       const b = m.batch!
       const wireBytes = b.payload.length
-      const raw = decodeBatch(b)
+      // The cheap checks here; the bytes are decoded and checked in the store's one native call per batch.
+      const encoding = batchEncoding(b)
+      const rawLength = encoding.rawLength
       const v = vol!
-      pendingBytes += raw.length
+      pendingBytes += rawLength
       if (pendingBytes > MAX_PENDING_BYTES && !paused) {
         paused = true
         call.pause()
       }
       // Issued now, in arrival order; resolves when durable.
-      const appended = v.append(raw, {
+      const appended = v.append(b.payload, {
         firstSeq: b.firstSeq,
         lastSeq: b.lastSeq,
         recordCount: b.recordCount,
         appBytes: b.appBytes,
         changedBytes: b.changedBytes,
         wireBytes,
-      })
+      }, encoding)
       // The store validates synchronously enough that a bad batch rejects
       // this promise; nothing of it is journaled.
       ackTail = Promise.all([ackTail, appended]).then(([, durable]) => {
-        pendingBytes -= raw.length
+        pendingBytes -= rawLength
         if (paused && pendingBytes <= MAX_PENDING_BYTES / 2) {
           paused = false
           call.resume()

@@ -16,6 +16,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
+import type { PayloadEncoding } from '../proto/change-batch'
 import { writeFileAtomic } from '../native/atomic-file'
 import type { BaseImage } from './base-image'
 import { BatchWriter } from './batch-writer'
@@ -135,8 +136,8 @@ export class VolumeStore implements ImageSource {
 
   // ---- write path (batch-writer.ts) ----
 
-  append(raw: Buffer, batch: BatchInfo): Promise<number> {
-    return this.writer.append(raw, batch)
+  append(payload: Buffer, batch: BatchInfo, encoding?: PayloadEncoding): Promise<number> {
+    return this.writer.append(payload, batch, encoding)
   }
 
   async markFullSyncDone(): Promise<void> {

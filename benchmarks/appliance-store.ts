@@ -20,17 +20,23 @@
 // both (the machine has the RAM); the numbers are CPU and syscall bound.
 //
 // Environment: TIDEMARK_BENCH_DIR (os.tmpdir()), TIDEMARK_BENCH_INGEST_MB
-// per volume (128), TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_OUT.
+// per volume (128), TIDEMARK_BENCH_INGEST_ROUNDS (1; rounds alternate the
+// peer and tidemark, medians reported), TIDEMARK_BENCH_PARTS (ingest,restore),
+// TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_OUT. CPU is this process's
+// (user and sys), per GB ingested, for tidemark and the peer alike.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
 import { ApplianceStore } from '../appliance/store'
-import { MiB, removeDir, resultsPath, scratchDir } from './lib/env'
-import { writeResults } from './lib/report'
+import { MiB, envNumber, removeDir, resultsPath, scratchDir } from './lib/env'
+import { median, writeResults } from './lib/report'
 
 const INGEST_MB = Number(process.env.TIDEMARK_BENCH_INGEST_MB || 128)
+const INGEST_ROUNDS = Math.floor(envNumber('TIDEMARK_BENCH_INGEST_ROUNDS', 1))
+const PARTS = (process.env.TIDEMARK_BENCH_PARTS || 'ingest,restore').split(',').map((x) => x.trim())
+for (const p of PARTS) if (p !== 'ingest' && p !== 'restore') throw new Error(`unknown part '${p}' (known: ingest, restore)`)
 const RESTORE_GB = Number(process.env.TIDEMARK_BENCH_RESTORE_GB || 2)
 const OUT = resultsPath('appliance-store')
 const quiet = pino({ level: 'silent' })
@@ -110,6 +116,7 @@ async function ingest(dir: string) {
     fsyncs: store.commits.syncs - s0,
     cpuUserPct: (cpu.user / 1e6 / secs) * 100,
     cpuSysPct: (cpu.system / 1e6 / secs) * 100,
+    ...cpuPerGB(cpu, bytes),
     // Summed stage times (write of round N+1 overlaps fsync + index of round N).
     stageSeconds: {
       write: (store.commits.ms.write - ms0.write) / 1000,
@@ -122,6 +129,7 @@ async function ingest(dir: string) {
 }
 
 async function ingestPeer(dir: string) {
+  const cpu0 = process.cpuUsage()
   const t0 = process.hrtime.bigint()
   await Promise.all(
     Array.from({ length: 8 }, async (_, i) => {
@@ -134,7 +142,16 @@ async function ingestPeer(dir: string) {
     })
   )
   const secs = Number(process.hrtime.bigint() - t0) / 1e9
-  return { bytes: 8 * INGEST_MB * MiB, seconds: secs, mbPerSec: (8 * INGEST_MB) / secs }
+  const cpu = process.cpuUsage(cpu0)
+  const bytes = 8 * INGEST_MB * MiB
+  for (let i = 0; i < 8; i++) fs.rmSync(path.join(dir, `peer-${i}`))
+  return { bytes, seconds: secs, mbPerSec: (8 * INGEST_MB) / secs, ...cpuPerGB(cpu, bytes) }
+}
+
+/** CPU seconds (user, sys, both) per GB (10^9 bytes) moved. */
+function cpuPerGB(cpu: NodeJS.CpuUsage, bytes: number) {
+  const gb = bytes / 1e9
+  return { cpuUserPerGB: cpu.user / 1e6 / gb, cpuSysPerGB: cpu.system / 1e6 / gb, cpuPerGB: (cpu.user + cpu.system) / 1e6 / gb }
 }
 
 async function restoreSetup(dir: string) {
@@ -223,54 +240,67 @@ export async function restorePeer(dir: string, size: number) {
 async function main() {
   const dir = scratchDir('tidemark-bench-store-')
   try {
-    const peerIn = await ingestPeer(dir)
-    for (let i = 0; i < 8; i++) fs.rmSync(path.join(dir, `peer-${i}`))
-    const ing = await ingest(path.join(dir, 'ingest'))
-    fs.rmSync(path.join(dir, 'ingest'), { recursive: true })
-    const setup = await restoreSetup(path.join(dir, 'restore'))
-    const rest = await restore(dir, setup.v, setup.size)
-    const restAgain = await restore(dir, setup.v, setup.size)
-    const readOnly = [await extentsOnly(setup.v, setup.size), await extentsOnly(setup.v, setup.size)]
-    const peerOut = await restorePeer(dir, setup.size)
-    const reopen0 = process.hrtime.bigint()
-    await setup.store.close()
-    const st2 = await ApplianceStore.open(path.join(dir, 'restore'), quiet)
-    const reopenSecs = Number(process.hrtime.bigint() - reopen0) / 1e9
-    await st2.close()
-    const idx = path.join(dir, 'restore', 'volumes', 'r', 'index')
-    fs.rmSync(idx, { recursive: true })
-    const rb0 = process.hrtime.bigint()
-    const st3 = await ApplianceStore.open(path.join(dir, 'restore'), quiet)
-    const rebuildSecs = Number(process.hrtime.bigint() - rb0) / 1e9
-    const journalBytes = st3.get('r')!.stats().journalBytes as number
-    await st3.close()
-
-    const best = rest.mbPerSec > restAgain.mbPerSec ? rest : restAgain
-    const result = {
+    const result: Record<string, unknown> = {
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, memGiB: Math.round(os.totalmem() / 2 ** 30) },
-      ingest: ing,
-      ingestPeer: peerIn,
-      restore: { runs: [rest, restAgain], extentsOnly: readOnly, records: setup.records, setupSeconds: setup.setupSecs, journalBytes },
-      restorePeer: peerOut,
-      reopenSeconds: reopenSecs,
-      indexRebuildSeconds: rebuildSecs,
     }
-    console.log('| measure | tidemark | peer | ratio |')
-    console.log('|---|---|---|---|')
-    console.log(
-      `| ingest, 8 volumes, fsync + index (MB/s) | ${ing.mbPerSec.toFixed(0)} | ${peerIn.mbPerSec.toFixed(0)} (plain file write + fdatasync per MiB) | ${(ing.mbPerSec / peerIn.mbPerSec).toFixed(2)} |`
-    )
-    console.log(`| ingest records/s (16 KiB records) | ${ing.recordsPerSec.toFixed(0)} | | |`)
-    console.log(`| group commit: batches per round | ${(ing.batches / ing.rounds).toFixed(1)} (${ing.rounds} rounds, ${ing.fsyncs} fsyncs) | | |`)
-    console.log(`| ingest CPU (user / sys, % of one core) | ${ing.cpuUserPct.toFixed(0)} / ${ing.cpuSysPct.toFixed(0)} | | |`)
-    console.log(
-      `| ingest stage time, s (write / fsync / index; of ${ing.seconds.toFixed(1)} s) | ${ing.stageSeconds.write.toFixed(1)} / ${ing.stageSeconds.fsync.toFixed(1)} / ${ing.stageSeconds.index.toFixed(1)} | | |`
-    )
-    console.log(
-      `| restore ${RESTORE_GB} GiB, ${setup.records} records (MB/s) | ${best.mbPerSec.toFixed(0)} | ${peerOut.mbPerSec.toFixed(0)} (plain file copy) | ${(best.mbPerSec / peerOut.mbPerSec).toFixed(2)} |`
-    )
-    console.log(`| extents() alone, no output file (MB/s) | ${Math.max(...readOnly.map((r) => r.mbPerSec)).toFixed(0)} | | |`)
-    console.log(`| reopen (s) / index rebuild from segments (s) | ${reopenSecs.toFixed(2)} / ${rebuildSecs.toFixed(1)} | | |`)
+    const lines = ['| measure | tidemark | peer | ratio |', '|---|---|---|---|']
+    if (PARTS.includes('ingest')) {
+      // Rounds alternate the peer and tidemark, so a disturbance on a shared machine hits both alike.
+      const ings: Array<Awaited<ReturnType<typeof ingest>>> = []
+      const peers: Array<Awaited<ReturnType<typeof ingestPeer>>> = []
+      for (let r = 0; r < INGEST_ROUNDS; r++) {
+        peers.push(await ingestPeer(dir))
+        ings.push(await ingest(path.join(dir, 'ingest')))
+        fs.rmSync(path.join(dir, 'ingest'), { recursive: true })
+      }
+      result.ingest = ings.length === 1 ? ings[0] : ings
+      result.ingestPeer = peers.length === 1 ? peers[0] : peers
+      const mb = median(ings.map((x) => x.mbPerSec))
+      const peerMb = median(peers.map((x) => x.mbPerSec))
+      const ratios = ings.map((x, i) => x.mbPerSec / peers[i].mbPerSec)
+      const ing = ings[0]
+      const rounds = INGEST_ROUNDS > 1 ? ` (median of ${INGEST_ROUNDS} rounds; per round ${ratios.map((x) => x.toFixed(2)).join(', ')})` : ''
+      lines.push(
+        `| ingest, 8 volumes, fsync + index (MB/s) | ${mb.toFixed(0)} | ${peerMb.toFixed(0)} (plain file write + fdatasync per MiB) | ${median(ratios).toFixed(2)}${rounds} |`,
+        `| ingest records/s (16 KiB records) | ${median(ings.map((x) => x.recordsPerSec)).toFixed(0)} | | |`,
+        `| group commit: batches per round | ${(ing.batches / ing.rounds).toFixed(1)} (${ing.rounds} rounds, ${ing.fsyncs} fsyncs) | | |`,
+        `| ingest CPU (user / sys, % of one core) | ${median(ings.map((x) => x.cpuUserPct)).toFixed(0)} / ${median(ings.map((x) => x.cpuSysPct)).toFixed(0)} | | |`,
+        `| ingest CPU-s per GB (user / sys) | ${median(ings.map((x) => x.cpuPerGB)).toFixed(2)} (${median(ings.map((x) => x.cpuUserPerGB)).toFixed(2)} / ${median(ings.map((x) => x.cpuSysPerGB)).toFixed(2)}) | ${median(peers.map((x) => x.cpuPerGB)).toFixed(2)} (${median(peers.map((x) => x.cpuUserPerGB)).toFixed(2)} / ${median(peers.map((x) => x.cpuSysPerGB)).toFixed(2)}) | ${(median(ings.map((x) => x.cpuPerGB)) / median(peers.map((x) => x.cpuPerGB))).toFixed(2)} |`,
+        `| ingest stage time, s (write / fsync / index; of ${ing.seconds.toFixed(1)} s) | ${ing.stageSeconds.write.toFixed(1)} / ${ing.stageSeconds.fsync.toFixed(1)} / ${ing.stageSeconds.index.toFixed(1)} | | |`
+      )
+    }
+    if (PARTS.includes('restore')) {
+      const setup = await restoreSetup(path.join(dir, 'restore'))
+      const rest = await restore(dir, setup.v, setup.size)
+      const restAgain = await restore(dir, setup.v, setup.size)
+      const readOnly = [await extentsOnly(setup.v, setup.size), await extentsOnly(setup.v, setup.size)]
+      const peerOut = await restorePeer(dir, setup.size)
+      const reopen0 = process.hrtime.bigint()
+      await setup.store.close()
+      const st2 = await ApplianceStore.open(path.join(dir, 'restore'), quiet)
+      const reopenSecs = Number(process.hrtime.bigint() - reopen0) / 1e9
+      await st2.close()
+      const idx = path.join(dir, 'restore', 'volumes', 'r', 'index')
+      fs.rmSync(idx, { recursive: true })
+      const rb0 = process.hrtime.bigint()
+      const st3 = await ApplianceStore.open(path.join(dir, 'restore'), quiet)
+      const rebuildSecs = Number(process.hrtime.bigint() - rb0) / 1e9
+      const journalBytes = st3.get('r')!.stats().journalBytes as number
+      await st3.close()
+      const best = rest.mbPerSec > restAgain.mbPerSec ? rest : restAgain
+      Object.assign(result, {
+        restore: { runs: [rest, restAgain], extentsOnly: readOnly, records: setup.records, setupSeconds: setup.setupSecs, journalBytes },
+        restorePeer: peerOut,
+        reopenSeconds: reopenSecs,
+        indexRebuildSeconds: rebuildSecs,
+      })
+      lines.push(
+        `| restore ${RESTORE_GB} GiB, ${setup.records} records (MB/s) | ${best.mbPerSec.toFixed(0)} | ${peerOut.mbPerSec.toFixed(0)} (plain file copy) | ${(best.mbPerSec / peerOut.mbPerSec).toFixed(2)} |`,
+        `| extents() alone, no output file (MB/s) | ${Math.max(...readOnly.map((r) => r.mbPerSec)).toFixed(0)} | | |`,
+        `| reopen (s) / index rebuild from segments (s) | ${reopenSecs.toFixed(2)} / ${rebuildSecs.toFixed(1)} | | |`
+      )
+    }
+    for (const l of lines) console.log(l)
     writeResults(OUT, result)
   } finally {
     removeDir(dir)

@@ -54,7 +54,8 @@
 // TIDEMARK_BENCH_RPO_SECONDS (20), TIDEMARK_BENCH_RPO_MBPS (50),
 // TIDEMARK_BENCH_INGEST_MB (128 per stream), TIDEMARK_BENCH_INGEST_AGENTS (4),
 // TIDEMARK_BENCH_INGEST_VOLUMES (2 per agent), TIDEMARK_BENCH_INGEST_ROUNDS (2),
-// TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_RESTORE_ROUNDS (2).
+// TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_RESTORE_ROUNDS (2),
+// TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR').
 import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -67,7 +68,7 @@ import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
 import { statsJson } from '../client/inspect-json'
 import { allProcesses, machineCpu, processCpu, selfCpu, topOthers, type ProcessCpu } from './lib/cpu'
 import { fillRandom, sparseFile } from './lib/data'
-import { BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
+import { APPLIANCE_NODE_FLAGS, BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
 import { fio } from './lib/fio'
 import { connectable, have, killAll, must, Proc, run, sleep, type Log } from './lib/process'
 import { f0, f1, f2, machineInfo, median, percentile, writeResults } from './lib/report'
@@ -179,7 +180,7 @@ class Appliance extends Proc {
   private client: AdminClient | null = null
 
   static async start(data: string): Promise<Appliance> {
-    const a = new Appliance('appliance', process.execPath, [BIN, 'appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+    const a = new Appliance('appliance', process.execPath, [...APPLIANCE_NODE_FLAGS, BIN, 'appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
     const listening = /listening on [^\s]+:(\d+)/
     await a.waitFor(() => listening.test(a.err), 'listening', 30_000)
     a.address = `127.0.0.1:${listening.exec(a.err)![1]}`

@@ -99,7 +99,42 @@ export interface NativeModule {
   ApplianceNbd: unknown
   /** Byte offsets of native/src/point_map.h's MapExtent, and its size. */
   pointMapLayout: { size: number; sector: number; pos: number; count: number; file: number }
+  /**
+   * Decodes, checks and frames one ChangeBatch for the journal
+   * (native/src/batch_ingest.h; appliance/record-check.ts is its one caller
+   * and names the numbers in `nums`).
+   */
+  frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string, into?: Buffer): FrameBatchResult
+  /** The journal frame constants as native/src/batch_ingest.h compiled them. */
+  journalFrameLayout: {
+    frameHeaderSize: number
+    commitBodySize: number
+    frameChange: number
+    frameCommit: number
+    checkedStride: number
+    checkedFields: Record<'seq' | 'sector' | 'count' | 'kind' | 'offset', number>
+    /** how many numbers frameBatch reads from `nums` */
+    args: number
+  }
 }
+
+/**
+ * frameBatch's answer: error code (null: the batch is good) and message, the
+ * framed batch and the checked records (also when the batch failed part way:
+ * the records before the problem), how many records and MARK records those
+ * are, and the metadata of a MARK record the batch failed at (and the text
+ * naming that record).
+ */
+export type FrameBatchResult = [
+  code: string | null,
+  message: string,
+  framed: Buffer | null,
+  recs: Float64Array | null,
+  records: number,
+  marks: number,
+  pendingMark: Buffer | null,
+  pendingMarkAt: string,
+]
 
 function findRoot(start: string): string {
   let dir = start

@@ -1,8 +1,9 @@
 // The ChangeBatch payload: change records in the tap's layout
 // (proto/record.ts), checksummed with xxh64 before compression and
 // compressed with LZ4 when that pays. One module for both ends, so the agent
-// that encodes and the appliance that verifies cannot drift apart.
-import { compressSync, uncompressSync } from 'lz4-napi'
+// that encodes and the appliance that verifies cannot drift apart (the
+// appliance decodes and verifies the bytes natively: see batchEncoding).
+import { compressSync } from 'lz4-napi'
 import type { ChangeBatch } from './generated/tidemark/v1/ChangeBatch'
 import type { ChangeBatch__Output } from './generated/tidemark/v1/ChangeBatch'
 import { TidemarkError } from './errors'
@@ -53,45 +54,38 @@ export function encodeBatch(raw: Buffer, meta: BatchMeta, compress = true): Chan
   }
 }
 
+/** How a received batch's payload travels: what the appliance's native ingest decodes and checks. */
+export interface PayloadEncoding {
+  compression: 'COMPRESSION_NONE' | 'COMPRESSION_LZ4'
+  /** bytes of the raw records */
+  rawLength: number
+  /** xxh64 (seed 0) of the raw records, 8 bytes little-endian */
+  checksum: Buffer
+}
+
 /**
- * The raw records of a received batch, or a TidemarkError saying what is
- * wrong with it: BATCH_TOO_LARGE, BATCH_CORRUPT (cannot be decompressed, or
- * lengths disagree), BATCH_CHECKSUM (the bytes are not the ones the agent
- * checksummed).
+ * What a received batch says about its payload, checked where that costs
+ * nothing per byte: BATCH_TOO_LARGE, BATCH_CORRUPT (checksum width, an LZ4
+ * payload that does not announce the raw length, an unknown compression).
+ * The bytes themselves (LZ4, the length, BATCH_CHECKSUM) are checked by the
+ * appliance's native ingest (native/src/batch_ingest.h, with the same
+ * messages), so JavaScript never touches them.
  */
-export function decodeBatch(b: ChangeBatch__Output, maxRaw = MAX_BATCH_BYTES): Buffer {
+export function batchEncoding(b: ChangeBatch__Output, maxRaw = MAX_BATCH_BYTES): PayloadEncoding {
   if (b.rawLength > maxRaw) {
     throw new TidemarkError('BATCH_TOO_LARGE', `batch of ${b.rawLength} bytes is over the ${maxRaw}-byte limit`)
   }
   if (!b.checksum || b.checksum.length !== 8) {
     throw new TidemarkError('BATCH_CORRUPT', `batch checksum must be 8 bytes, not ${b.checksum?.length ?? 0}`)
   }
-  let raw: Buffer
   if (b.compression === 'COMPRESSION_LZ4') {
-    // lz4-napi prepends the decompressed size (u32 LE) and would allocate
-    // whatever it says: check it against the declared length first.
+    // The u32 LE raw length lz4-napi prepends: checked before anything is
+    // allocated for it.
     if (b.payload.length < 4 || b.payload.readUInt32LE(0) !== b.rawLength) {
       throw new TidemarkError('BATCH_CORRUPT', `LZ4 payload does not announce the batch's ${b.rawLength} raw bytes`)
     }
-    try {
-      raw = uncompressSync(b.payload)
-    } catch (err) {
-      throw new TidemarkError('BATCH_CORRUPT', `LZ4 payload cannot be decompressed: ${(err as Error).message}`)
-    }
-  } else if (b.compression === 'COMPRESSION_NONE') {
-    raw = b.payload
-  } else {
+  } else if (b.compression !== 'COMPRESSION_NONE') {
     throw new TidemarkError('BATCH_CORRUPT', `unknown compression ${String(b.compression)}`)
   }
-  if (raw.length !== b.rawLength) {
-    throw new TidemarkError('BATCH_CORRUPT', `batch payload is ${raw.length} bytes, the batch says ${b.rawLength}`)
-  }
-  const sum = checksumBytes(raw)
-  if (!sum.equals(b.checksum)) {
-    throw new TidemarkError(
-      'BATCH_CHECKSUM',
-      `batch checksum mismatch (seqs ${b.firstSeq}..${b.lastSeq}): computed ${sum.toString('hex')}, batch says ${Buffer.from(b.checksum).toString('hex')}`
-    )
-  }
-  return raw
+  return { compression: b.compression, rawLength: b.rawLength, checksum: b.checksum }
 }

@@ -12,8 +12,10 @@ ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=("kernel image (/boot/vmlinuz-*)"
 { b=$(command -v busybox) && ! ldd "$b" >/dev/null 2>&1; } || missing+=("static busybox")
 # GnuTLS's headers: the native build needs them for NBD STARTTLS (the TLS tests).
 pkg-config --exists gnutls 2>/dev/null || missing+=(gnutls)
+# LZ4 and xxHash: the native build needs them for the appliance's batch ingest (native/src/batch_ingest.h).
+pkg-config --exists liblz4 libxxhash 2>/dev/null || missing+=(liblz4 libxxhash)
 [ ${#missing[@]} -eq 0 ] && exit 0
-pkgs=(qemu-utils nbdkit libnbd-bin fio fuse3 fuse2fs sqlite3 e2fsprogs clang libclang-rt-14-dev cmake openssl strace pkg-config libgnutls28-dev
+pkgs=(qemu-utils nbdkit libnbd-bin fio fuse3 fuse2fs sqlite3 e2fsprogs clang libclang-rt-14-dev cmake openssl strace pkg-config libgnutls28-dev liblz4-dev libxxhash-dev
       qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio kmod xz-utils)
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing test tools: ${missing[*]}; install them with: sudo apt-get install -y ${pkgs[*]}" >&2

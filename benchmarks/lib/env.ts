@@ -14,6 +14,14 @@ export const BIN = path.join(ROOT, 'bin', 'tidemark.js')
 /** Where scratch files go: TIDEMARK_BENCH_DIR, or the system's temporary directory. */
 export const BENCH_DIR = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
 
+/**
+ * Node flags for the appliance processes a benchmark starts, from
+ * TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS (space-separated): '--cpu-prof
+ * --cpu-prof-dir=DIR' profiles the appliance alone (NODE_OPTIONS may not carry
+ * --cpu-prof, and would profile every process).
+ */
+export const APPLIANCE_NODE_FLAGS = (process.env.TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+
 /** A positive number from the environment, or the default. */
 export function envNumber(name: string, dflt: number): number {
   const v = process.env[name]

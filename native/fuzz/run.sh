@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Fuzzes the NBD front: builds native/fuzz/nbd_fuzz.cc with the tap core
-# under libFuzzer, AddressSanitizer and UBSan into build-fuzz/, seeds a corpus
-# with valid conversations, and runs for ${FUZZ_SECONDS:-60} seconds.
+# Fuzzes what reads untrusted bytes natively, one libFuzzer target after the
+# other, each under AddressSanitizer and UBSan, built into build-fuzz/:
+#   nbd_fuzz    the NBD front with the tap core (native/fuzz/nbd_fuzz.cc),
+#               seeded with valid client conversations;
+#   batch_fuzz  the appliance's batch ingest (native/fuzz/batch_fuzz.cc),
+#               seeded with valid batches, raw and LZ4.
+# Each runs for ${FUZZ_SECONDS:-60} seconds (FUZZ_TARGETS picks some).
 # Exits non-zero if libFuzzer finds a crash, a sanitizer error, a leak or a
-# hang (-timeout), or if fewer than ${FUZZ_MIN_EXECS:-100 per second} inputs ran;
-# crash inputs are left in build-fuzz/ as crash-*, timeout-*.
-# Needs clang++ and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev).
+# hang (-timeout), or if fewer than ${FUZZ_MIN_EXECS:-100 per second} inputs
+# ran in a target; crash inputs are left in build-fuzz/ as crash-*, timeout-*.
+# Needs clang++ and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev),
+# and liblz4-dev, libxxhash-dev for batch_fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -14,34 +19,42 @@ seconds=${FUZZ_SECONDS:-60}
 min_execs=${FUZZ_MIN_EXECS:-$((seconds * 100))}
 cxx=${FUZZ_CXX:-clang++}
 out=build-fuzz
-bin=$out/nbd_fuzz
-srcs=(native/src/dirty_map.cc native/src/seq.cc native/src/volume.cc native/src/nbd_server.cc native/src/nbd_tls.cc native/src/tap.cc
-      native/fuzz/nbd_fuzz.cc)
+targets=(${FUZZ_TARGETS:-nbd_fuzz batch_fuzz})
+declare -A srcs=(
+  [nbd_fuzz]="native/src/dirty_map.cc native/src/seq.cc native/src/volume.cc native/src/nbd_server.cc native/src/nbd_tls.cc native/src/tap.cc native/fuzz/nbd_fuzz.cc"
+  [batch_fuzz]="native/src/batch_ingest.cc native/fuzz/batch_fuzz.cc"
+)
+declare -A libs=([nbd_fuzz]="" [batch_fuzz]="-llz4")
 flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
        -I native/src -pthread)
 
 command -v "$cxx" >/dev/null || { echo "fuzz: $cxx not found (install clang and libclang-rt-14-dev)" >&2; exit 1; }
-mkdir -p "$out/obj" "$out/corpus" "$out/seeds"
+mkdir -p "$out/obj"
 
 # ---- build (objects two at a time; only what changed)
-stale=0
-pids=()
-for src in "${srcs[@]}"; do
-  obj=$out/obj/$(basename "${src%.cc}").o
-  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find native/src -name '*.h' -newer "$obj")" ] ||
-     [ native/fuzz/run.sh -nt "$obj" ]; then
-    stale=1
-    # -fsanitize=fuzzer on the core too, for coverage; it only links in the target.
-    "$cxx" "${flags[@]}" -c "$src" -o "$obj" &
-    pids+=($!)
-    if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+build() {
+  local target=$1 stale=0 src obj
+  local pids=() objs=()
+  for src in ${srcs[$target]}; do
+    obj=$out/obj/$(basename "${src%.cc}").o
+    objs+=("$obj")
+    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find native/src -name '*.h' -newer "$obj")" ] ||
+       [ native/fuzz/run.sh -nt "$obj" ]; then
+      stale=1
+      # -fsanitize=fuzzer on the core too, for coverage; it only links in the target.
+      "$cxx" "${flags[@]}" -c "$src" -o "$obj" &
+      pids+=($!)
+      if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    fi
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  if [ $stale = 1 ] || [ ! -x "$out/$target" ]; then
+    echo "fuzz: linking $out/$target"
+    # shellcheck disable=SC2086
+    "$cxx" "${flags[@]}" "${objs[@]}" ${libs[$target]} -o "$out/$target"
   fi
-done
-for p in "${pids[@]}"; do wait "$p"; done
-if [ $stale = 1 ] || [ ! -x "$bin" ]; then
-  echo "fuzz: linking $bin"
-  "$cxx" "${flags[@]}" "$out"/obj/*.o -o "$bin"
-fi
+}
+for t in "${targets[@]}"; do build "$t"; done
 
 # ---- seeds: whole client conversations, written as hex (no python needed)
 bytes() { printf '%b' "$(sed 's/../\\x&/g' <<<"$1")"; }
@@ -55,7 +68,8 @@ go() { opt 7 "$(u32 ${#1})$(str "$1")0000"; }               # GO NAME, no info r
 req() { printf '25609513%s%s%s%s%s' "$(u16 "$2")" "$(u16 "$1")" "$(u64 "$3")" "$(u64 "$4")" "$(u32 "$5")"; }
 # req TYPE FLAGS COOKIE OFFSET LENGTH; types: 0 READ 1 WRITE 2 DISC 3 FLUSH 4 TRIM 6 WRITE_ZEROES
 hello=00000003  # fixed newstyle, no zeroes
-seed() { bytes "$2" > "$out/seeds/$1"; }
+mkdir -p "$out/nbd_fuzz-seeds" "$out/batch_fuzz-seeds"
+seed() { bytes "$2" > "$out/nbd_fuzz-seeds/$1"; }
 
 seed go-write-read-disc "$hello$(go vol)$(req 1 0 1 4096 512)$(fill 512 ab)$(req 0 0 2 4096 512)$(req 3 0 3 0 0)$(req 2 0 4 0 0)"
 seed ops "$hello$(go vol)$(req 1 1 1 65536 1024)$(fill 1024 5a)$(req 4 0 2 131072 65536)$(req 6 2 3 196608 8192)$(req 6 1 4 1000 3000)$(req 0 0 5 0 4096)$(req 3 0 6 0 0)$(req 2 0 7 0 0)"
@@ -71,12 +85,29 @@ seed overlap "$hello$(go vol)$(req 1 0 1 1000 700)$(fill 700 a1)$(req 1 1 2 1200
 # a last byte of 0xf0..0xff also starts a copy from region (byte & 15) during the conversation
 seed copy-during-writes "$hello$(go vol)$(req 1 0 1 200000 4096)$(fill 4096 e7)$(req 6 0 2 300000 70000)$(req 2 0 3 0 0)f3"
 
+# ---- seeds: batches (16 control bytes, see batch_fuzz.cc, then records; little-endian)
+le() { local v=$2 i; for ((i = 0; i < $1; i++)); do printf '%02x' $((v & 255)); v=$((v >> 8)); done; }
+record() { printf '%s%s%s%s00%s%s' "$(le 8 "$1")" "$(le 8 "$2")" "$(le 4 "$3")" "$(printf '%02x' "$4")" "0000$(le 4 "$5")" "$(le 4 0)"; }
+ctl() { printf '%02x%s%s%s%s00' "$1" "$(le 4 "$2")" "$(le 2 "$3")" "$(le 4 "$4")" "$(le 4 "${5:-0}")"; }  # flags count span sectors rawlen
+bseed() { bytes "$2" > "$out/batch_fuzz-seeds/$1"; }
+mark='{"v":1,"label":"x","consistency":"app","wallMs":1,"group":""}'
+every="$(record 11 0 2 1 1024)$(fill 1024 ab)$(record 12 8 4 2 0)$(record 12 16 8 3 0)$(record 13 0 0 4 0)$(record 14 0 0 7 0)"
+every+="$(record 15 40 1 5 512)$(fill 512 cd)$(record 15 0 0 8 0)$(record 16 0 0 6 ${#mark})$(str "$mark")"
+bseed every-kind "$(ctl 4 8 5 2048)$every"
+bseed every-kind-lz4 "$(ctl 6 8 5 2048)$every"
+bseed wrong-checksum "$(ctl 8 8 5 2048)$every"
+bseed past-the-end "$(ctl 0 1 0 16)$(record 11 12 8 1 4096)$(fill 4096 11)"
+bseed lz4-as-sent "$(ctl 1 1 0 2048 544)20020000f00f$(record 11 0 1 1 512 | cut -c1-48)"
+
 # ---- fuzz
-echo "fuzz: $seconds s on $bin, corpus $out/corpus (+ $(ls "$out/seeds" | wc -l) seeds)"
-log=$out/fuzz.log
+for t in "${targets[@]}"; do
+bin=$out/$t
+mkdir -p "$out/$t-corpus"
+echo "fuzz: $seconds s on $bin, corpus $out/$t-corpus (+ $(ls "$out/$t-seeds" | wc -l) seeds)"
+log=$out/$t.log
 set +e
 "$bin" -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -artifact_prefix="$out/" "$out/corpus" "$out/seeds" > "$log" 2>&1
+  -artifact_prefix="$out/" "$out/$t-corpus" "$out/$t-seeds" > "$log" 2>&1
 status=$?
 set -e
 # (a crash can leave no stats or coverage lines: these must not stop the script)
@@ -86,13 +117,14 @@ cov=$({ grep -E '^#[0-9]+' "$log" || true; } | tail -1 |
       sed -nE 's/.*cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+).*/cov \1, features \2, corpus \3/p')
 if [ $status -ne 0 ]; then
   tail -60 "$log"
-  echo "fuzz: FAILED (libFuzzer exit $status) after ${execs:-?} execs; see $log and $out/crash-* / timeout-*"
+  echo "fuzz: $t FAILED (libFuzzer exit $status) after ${execs:-?} execs; see $log and $out/crash-* / timeout-*"
   exit 1
 fi
 # A run that executed (almost) nothing proves nothing: a floor of executions.
 if [ -z "$execs" ] || [ "$execs" -lt "$min_execs" ]; then
   tail -20 "$log"
-  echo "fuzz: FAILED: ${execs:-no} execs in $seconds s, the floor is $min_execs (FUZZ_MIN_EXECS)"
+  echo "fuzz: $t FAILED: ${execs:-no} execs in $seconds s, the floor is $min_execs (FUZZ_MIN_EXECS)"
   exit 1
 fi
-echo "fuzz: ok, ${execs:-?} execs in $seconds s (${rate:-?}/s), ${cov:-no coverage line}, no crash"
+echo "fuzz: $t ok, ${execs:-?} execs in $seconds s (${rate:-?}/s), ${cov:-no coverage line}, no crash"
+done

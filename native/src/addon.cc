@@ -16,6 +16,7 @@ void InitView(Napi::Env env, Napi::Object exports);  // view_addon.cc: class Nat
 void InitIo(Napi::Env env, Napi::Object exports);    // io_addon.cc: readBatch
 void InitApplianceNbd(Napi::Env env, Napi::Object exports);  // appliance_nbd_addon.cc: PointMap, ApplianceExport, ApplianceNbd
 void InitCopy(Napi::Env env, Napi::Object exports);  // copy_addon.cc: class NativeNbdCopy
+void InitIngest(Napi::Env env, Napi::Object exports);  // ingest_addon.cc: frameBatch, journalFrameLayout
 
 namespace {
 
@@ -433,6 +434,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitIo(env, exports);
   InitApplianceNbd(env, exports);
   InitCopy(env, exports);
+  InitIngest(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   exports.Set("recordLayout", RecordLayout(env));
