@@ -1,5 +1,6 @@
 #include "nbd_source.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -209,6 +210,7 @@ void NbdSource::RetireAllLocked() {
 }
 
 void NbdSource::ReaderLoop(Upstream* u) {
+  pthread_setname_np(pthread_self(), "tm-nbd-source");  // for top -H and perf
   Connection& c = *u->c;
   std::vector<uint8_t> in(kInBuffer);
   size_t lo = 0, hi = 0;  // in[lo, hi): received, not yet used
