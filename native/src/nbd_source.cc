@@ -1,6 +1,5 @@
 #include "nbd_source.h"
 
-#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -38,9 +37,13 @@ struct NbdSource::Upstream {
   };
   std::unique_ptr<Connection> c;
   std::mutex send_mu;  // one request on the wire at a time
-  std::thread reader;
   std::unordered_map<uint64_t, Slot> pending;  // mu_; by handle, until answered or failed
   bool retired = false;                        // mu_; takes no new requests
+  bool reading = false;                        // mu_; a Read holds the reading turn
+  bool broken = false;                         // mu_
+  // Received and not yet used, in[lo, hi): whoever holds the reading turn's.
+  std::vector<uint8_t> in;
+  size_t lo = 0, hi = 0;
 };
 
 NbdSource::NbdSource(NbdEndpoint endpoint, std::shared_ptr<TlsCredentials> creds, int connections, int depth,
@@ -54,12 +57,7 @@ NbdSource::NbdSource(NbdEndpoint endpoint, std::shared_ptr<TlsCredentials> creds
 NbdSource::~NbdSource() {
   Close();
   std::unique_lock<std::mutex> lk(mu_);
-  // Every reader ends once its socket is shut down; it moves itself to ended_.
-  room_cv_.wait(lk, [&] { return conns_.empty() && opening_ == 0; });
-  std::vector<std::shared_ptr<Upstream>> ended;
-  ended.swap(ended_);
-  lk.unlock();
-  for (auto& u : ended) u->reader.join();
+  room_cv_.wait(lk, [&] { return opening_ == 0; });
 }
 
 bool NbdSource::Open(uint64_t* size, std::string* error) {
@@ -102,7 +100,6 @@ std::shared_ptr<NbdSource::Upstream> NbdSource::OpenUpstream(std::unique_lock<st
   conns_.push_back(u);
   live_++;
   opened_++;
-  u->reader = std::thread([this, p = u.get()] { ReaderLoop(p); });
   return u;
 }
 
@@ -141,10 +138,6 @@ std::shared_ptr<NbdSource::Upstream> NbdSource::Pick(Wait* w, uint64_t offset, u
     done += n;
   }
   depth_max_ = std::max<uint64_t>(depth_max_, u->pending.size());
-  std::vector<std::shared_ptr<Upstream>> ended;
-  ended.swap(ended_);
-  lk.unlock();
-  for (auto& e : ended) e->reader.join();
   return u;
 }
 
@@ -174,10 +167,29 @@ bool NbdSource::Read(uint64_t offset, uint32_t length, uint8_t* out, std::string
         done += n;
       }
     }
-    // The reader fails whatever this connection carries, ours included, and says why.
+    // Only the holder of the reading turn fails requests (it may be copying
+    // a payload into a waiting Read's buffer): a broken send shuts the
+    // socket, and the turn's holder, maybe us, meets the end and says why.
     if (!sent) shutdown(u->c->fd, SHUT_RDWR);
     std::unique_lock<std::mutex> lk(mu_);
-    w.cv.wait(lk, [&] { return w.outstanding == 0; });
+    // Our reply comes when someone reads it: us, when nobody else is.
+    while (w.outstanding > 0) {
+      if (u->reading || u->broken) {
+        w.cv.wait(lk);
+        continue;
+      }
+      u->reading = true;
+      lk.unlock();
+      std::string broke;
+      const bool ok = ReceiveOne(u.get(), &broke);
+      lk.lock();
+      u->reading = false;
+      if (!ok && !u->broken) BreakLocked(u, broke);
+    }
+    // Hand the reading turn to a Read still waiting on this connection.
+    if (!u->reading && !u->broken && !u->pending.empty()) u->pending.begin()->second.w->cv.notify_one();
+    // A retired connection closes once it has answered everything.
+    if (u->retired && !u->broken && u->pending.empty()) DropLocked(u.get());
     if (!w.failed) return true;
     why = w.error;
     if (closed_) break;
@@ -197,122 +209,113 @@ void NbdSource::FinishLocked(Wait* w, bool ok, const std::string& error) {
 }
 
 void NbdSource::RetireAllLocked() {
+  std::vector<const Upstream*> idle;
   for (const auto& x : conns_) {
     if (x->retired) continue;
     x->retired = true;
     live_--;
-    // One with nothing in flight ends now: its reader sees the end of its
-    // read side and says goodbye (NBD_CMD_DISC); the others end after their
-    // last reply.
-    if (x->pending.empty()) shutdown(x->c->fd, SHUT_RD);
+    if (x->pending.empty()) idle.push_back(x.get());  // the others close after their last reply
   }
+  for (const Upstream* x : idle) DropLocked(x);
   room_cv_.notify_all();
 }
 
-void NbdSource::ReaderLoop(Upstream* u) {
-  pthread_setname_np(pthread_self(), "tm-nbd-source");  // for top -H and perf
+void NbdSource::DropLocked(const Upstream* u) {
+  auto it = std::find_if(conns_.begin(), conns_.end(), [&](const auto& x) { return x.get() == u; });
+  if (it == conns_.end()) return;
+  // Shut, not closed: a Read still holding u may be in a send; the last
+  // reference closes the socket.
+  shutdown(u->c->fd, SHUT_RDWR);
+  if (!u->retired) live_--;
+  conns_.erase(it);
+  room_cv_.notify_all();
+}
+
+void NbdSource::BreakLocked(const std::shared_ptr<Upstream>& u, const std::string& why) {
+  u->broken = true;
+  if (!u->retired) RetireAllLocked();
+  const std::string said = closed_ ? std::string(kClosing) : why;
+  for (auto& p : u->pending) FinishLocked(p.second.w, false, said);
+  u->pending.clear();
+  DropLocked(u.get());
+}
+
+bool NbdSource::ReceiveOne(Upstream* u, std::string* why) {
   Connection& c = *u->c;
-  std::vector<uint8_t> in(kInBuffer);
-  size_t lo = 0, hi = 0;  // in[lo, hi): received, not yet used
-  std::string why;        // set when the stream broke
-  bool quiet = false;     // retired and done: ends without failing anything
+  std::vector<uint8_t>& in = u->in;
+  if (in.empty()) in.resize(kInBuffer);
   // At least n bytes in in[lo, hi).
   auto need = [&](size_t n) {
-    if (hi - lo >= n) return true;
-    std::memmove(in.data(), in.data() + lo, hi - lo);
-    hi -= lo;
-    lo = 0;
-    while (hi < n) {
-      const ssize_t r = c.RecvSome(in.data() + hi, in.size() - hi);
+    if (u->hi - u->lo >= n) return true;
+    std::memmove(in.data(), in.data() + u->lo, u->hi - u->lo);
+    u->hi -= u->lo;
+    u->lo = 0;
+    while (u->hi < n) {
+      const ssize_t r = c.RecvSome(in.data() + u->hi, in.size() - u->hi);
       if (r <= 0) {
-        why = "the NBD server for " + c.what + " failed while replying: " + c.RecvFailure(int(r), errno);
+        *why = "the NBD server for " + c.what + " failed while replying: " + c.RecvFailure(int(r), errno);
         return false;
       }
-      hi += size_t(r);
+      u->hi += size_t(r);
     }
     return true;
   };
-  for (;;) {
-    if (!need(nbd::kSimpleReplySize)) break;
-    const uint8_t* r = in.data() + lo;
-    const uint32_t magic = nbd::Get32(r);
-    const uint32_t nbd_error = nbd::Get32(r + 4);
-    const uint64_t handle = nbd::Get64(r + 8);
-    lo += nbd::kSimpleReplySize;
-    if (magic != nbd::kSimpleReplyMagic) {
-      char hex[16];
-      std::snprintf(hex, sizeof hex, "%x", magic);
-      why = "the NBD server for " + c.what + " sent a bad reply magic (0x" + hex + ")";
-      break;
-    }
-    Upstream::Slot s{};
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      auto it = u->pending.find(handle);
-      if (it != u->pending.end()) s = it->second;  // stays there until done, so a failure below fails it too
-    }
-    if (!s.w) {
-      why = "the NBD server for " + c.what + " answered handle " + std::to_string(handle) + ", which it was not asked";
-      break;
-    }
-    if (nbd_error) {
-      // The stream is whole, but the answer is the server's: the Read tries
-      // again on a fresh connection, as after a broken one.
-      std::lock_guard<std::mutex> lk(mu_);
-      u->pending.erase(handle);
-      if (!u->retired) RetireAllLocked();
-      FinishLocked(s.w, false,
-                   "the NBD server for " + c.what + " failed a READ of " + std::to_string(s.length) + " bytes at " +
-                       std::to_string(s.offset) + ": " + nbdcopy::NbdErrno(nbd_error));
-      if (u->pending.empty()) {
-        quiet = true;
-        break;
-      }
-      continue;
-    }
-    // The payload: what came with the header, then the rest straight into place.
-    const size_t have = std::min<size_t>(hi - lo, s.length);
-    std::memcpy(s.out, in.data() + lo, have);
-    lo += have;
-    if (have < s.length) {
-      size_t got = 0;
-      const int rc = c.Recv(s.out + have, s.length - have, &got);
-      if (rc != 1) {
-        why = "short read from the NBD server for " + c.what + ": " + c.RecvFailure(rc, errno);
-        break;
-      }
-    }
+  if (!need(nbd::kSimpleReplySize)) return false;
+  const uint8_t* r = in.data() + u->lo;
+  const uint32_t magic = nbd::Get32(r);
+  const uint32_t nbd_error = nbd::Get32(r + 4);
+  const uint64_t handle = nbd::Get64(r + 8);
+  u->lo += nbd::kSimpleReplySize;
+  if (magic != nbd::kSimpleReplyMagic) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%x", magic);
+    *why = "the NBD server for " + c.what + " sent a bad reply magic (0x" + hex + ")";
+    return false;
+  }
+  Upstream::Slot s{};
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = u->pending.find(handle);
+    if (it != u->pending.end()) s = it->second;  // stays there until done, so a failure below fails it too
+  }
+  if (!s.w) {
+    *why = "the NBD server for " + c.what + " answered handle " + std::to_string(handle) + ", which it was not asked";
+    return false;
+  }
+  if (nbd_error) {
+    // The stream is whole, but the answer is the server's: the Read tries
+    // again on a fresh connection, as after a broken one.
     std::lock_guard<std::mutex> lk(mu_);
     u->pending.erase(handle);
-    FinishLocked(s.w, true, "");
-    if (u->retired && u->pending.empty()) {
-      quiet = true;
-      break;
+    if (!u->retired) RetireAllLocked();
+    FinishLocked(s.w, false,
+                 "the NBD server for " + c.what + " failed a READ of " + std::to_string(s.length) + " bytes at " +
+                     std::to_string(s.offset) + ": " + nbdcopy::NbdErrno(nbd_error));
+    return true;
+  }
+  // The payload: what came with the header, then the rest straight into place.
+  const size_t have = std::min<size_t>(u->hi - u->lo, s.length);
+  std::memcpy(s.out, in.data() + u->lo, have);
+  u->lo += have;
+  if (have < s.length) {
+    size_t got = 0;
+    const int rc = c.Recv(s.out + have, s.length - have, &got);
+    if (rc != 1) {
+      *why = "short read from the NBD server for " + c.what + ": " + c.RecvFailure(rc, errno);
+      return false;
     }
   }
-  // A retired connection that answered everything says goodbye; nobody
-  // else sends on it any more.
-  if (quiet) {
-    std::lock_guard<std::mutex> g(u->send_mu);
-    c.Disconnect();
-  }
   std::lock_guard<std::mutex> lk(mu_);
-  if (!quiet && !u->retired) RetireAllLocked();
-  if (closed_) why = kClosing;
-  for (auto& p : u->pending) FinishLocked(p.second.w, false, why);
-  u->pending.clear();
-  // Joined by the next Pick, or the destructor: in the same step as leaving
-  // conns_, so the destructor cannot miss it.
-  auto it = std::find_if(conns_.begin(), conns_.end(), [&](const auto& x) { return x.get() == u; });
-  ended_.push_back(std::move(*it));
-  conns_.erase(it);
-  room_cv_.notify_all();
+  u->pending.erase(handle);
+  FinishLocked(s.w, true, "");
+  return true;
 }
 
 void NbdSource::Close() {
   std::lock_guard<std::mutex> lk(mu_);
   if (closed_) return;
   closed_ = true;
+  // Whoever holds a reading turn sees the end and fails what its connection carries.
   for (const auto& x : conns_) shutdown(x->c->fd, SHUT_RDWR);
   for (int fd : connecting_fds_) shutdown(fd, SHUT_RDWR);
   room_cv_.notify_all();

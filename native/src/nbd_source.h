@@ -6,15 +6,17 @@
 //
 // A small pool of client connections (nbd_copy_client.h: the copier's
 // handshake, STARTTLS included), each carrying up to `depth` requests at
-// once: a Read sends its request on the least busy connection and waits;
-// the connection's reader thread takes the replies as they come, in any
-// order (matched by handle, as the protocol allows), and copies each payload
-// straight into its reader's buffer. Pipelining, rather than one request per
-// connection, is what lets the appliance read several requests in one recv
-// and answer several in one send, and this side take several replies per
-// wake-up: a cold 4 KiB miss costs a fraction of a round trip's system calls
-// and context switches. A new connection is opened only while every open one
-// already has `spread` requests in flight.
+// once: a Read sends its request on the least busy connection, and replies
+// come back in any order (matched by handle, as the protocol allows). No
+// thread of our own reads them: one of the Reads waiting on a connection
+// does (leader and followers). It takes replies as they come, copies each
+// payload straight into its reader's buffer and wakes that reader; when its
+// own reply is in, it hands the socket to another waiting Read and returns.
+// So a reply costs the wake-up of the Read it answers and nothing more (a
+// reader thread per connection would add its own), and several requests per
+// connection let the appliance read several in one recv and answer several
+// in one send. A new connection is opened only while every open one already
+// has `spread` requests in flight.
 //
 // Failures: a connection whose stream breaks (or whose server answers a READ
 // with an error) fails its requests in flight and retires every connection
@@ -22,7 +24,7 @@
 // connections finish what they carry and close, and take nothing new. Each
 // failed Read tries once more, on a connection opened after the failure, and
 // fails (the client of the view gets EIO) only when that fails too. Close()
-// shuts every socket down and wakes everyone waiting.
+// shuts every socket down, which fails every Read in flight at once.
 #pragma once
 
 #include <condition_variable>
@@ -30,7 +32,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -64,22 +65,26 @@ class NbdSource {
   struct Wait;
   struct Upstream;
 
-  // A connection with room for `pieces` more requests, opened if none has
-  // and there is room for one; the requests registered on it (handles in
-  // *handles) before mu_ is let go. Null with *error when closing or when
-  // a new connection cannot be opened.
+  // A connection with room for `length` bytes of requests, opened if none
+  // has and there is room for one; the requests registered on it (handles
+  // in *handles) before mu_ is let go. Null with *error when closing or
+  // when a new connection cannot be opened.
   std::shared_ptr<Upstream> Pick(Wait* w, uint64_t offset, uint32_t length, uint8_t* out,
                                  std::vector<uint64_t>* handles, std::string* error);
-  // Opens a connection and starts its reader; mu_ held on entry and exit (let go while connecting).
+  // Opens a connection; mu_ held on entry and exit (let go while connecting).
   std::shared_ptr<Upstream> OpenUpstream(std::unique_lock<std::mutex>& lk, std::string* error);
-  void ReaderLoop(Upstream* u);
+  // Receives one reply on u and hands it to its Read; the caller holds u's
+  // reading turn. False with *why when the stream broke.
+  bool ReceiveOne(Upstream* u, std::string* why);
+  // u's stream broke: its requests fail, and every open connection retires; mu_ held.
+  void BreakLocked(const std::shared_ptr<Upstream>& u, const std::string& why);
   // The connection broke, or its server failed a READ: every open one
-  // retires; mu_ held.
+  // retires, and those with nothing in flight close; mu_ held.
   void RetireAllLocked();
+  // Drops u from the pool and shuts its socket; mu_ held.
+  void DropLocked(const Upstream* u);
   // A request's end: its Wait is told, and woken when its last piece is in; mu_ held.
   void FinishLocked(Wait* w, bool ok, const std::string& error);
-  // Threads of readers that ended, joined outside mu_.
-  void JoinEnded();
 
   const NbdEndpoint endpoint_;
   const std::shared_ptr<TlsCredentials> creds_;
@@ -88,8 +93,7 @@ class NbdSource {
   const size_t spread_;
   std::mutex mu_;
   std::condition_variable room_cv_;  // a request finished, or a connection opened or ended
-  std::vector<std::shared_ptr<Upstream>> conns_;  // open and retired, until their readers end
-  std::vector<std::shared_ptr<Upstream>> ended_;  // readers to join
+  std::vector<std::shared_ptr<Upstream>> conns_;  // open, and retired ones still carrying requests
   std::vector<int> connecting_fds_;               // sockets in a handshake, for Close
   int live_ = 0;                                  // open, not retired
   int opening_ = 0;                               // being connected
