@@ -122,6 +122,9 @@ std::shared_ptr<NbdSource::Upstream> NbdSource::Pick(Wait* w, uint64_t offset, u
     }
     if (room) {
       u = OpenUpstream(lk, error);
+      // A connection that cannot be opened now (a limit on the server, a
+      // passing fault) fails the read only when no open one has room.
+      if (!u && !closed_ && best && !best->retired && best->pending.size() < depth_) u = std::move(best);
       if (!u) return nullptr;
       break;
     }

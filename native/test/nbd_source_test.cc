@@ -4,7 +4,8 @@
 // socket, serving an export in memory (mem_export.h). Many readers at once,
 // replies out of order on one connection, a server that cuts its connections
 // with reads in flight (the read goes again on a fresh connection), one that
-// is gone for good (the read fails, saying why), error replies, and Close
+// is gone for good (the read fails, saying why), one that takes no new
+// connection (the open ones carry the reads), error replies, and Close
 // with reads in flight. End to end, over the appliance's NBD export, in
 // test/timeview.test.ts.
 #include <sys/socket.h>
@@ -209,6 +210,26 @@ void TestServerGone() {
   s.exp->Release();
 }
 
+void TestNoNewConnection() {
+  const auto image = Pattern(2 * kMiB, 13);
+  Served s(image, true);
+  NbdSource src(s.Endpoint(), nullptr, /*connections=*/2, /*depth=*/8, /*spread=*/1);
+  uint64_t size = 0;
+  std::string error;
+  CHECK(src.Open(&size, &error), "Open" + Said(error));
+  const uint64_t held = 8192;
+  s.exp->HoldAt(held);
+  Pending a(src, held, 4096);
+  CHECK(s.exp->WaitInProgress(1), "a read in flight on the one connection");
+  unlink(s.sock.c_str());  // a second connection cannot be opened
+  std::vector<uint8_t> out(4096);
+  CHECK(src.Read(kMiB, 4096, out.data(), &error) && Same(out.data(), image.data() + kMiB, 4096),
+        "a read that would open a second connection, and cannot, goes on the open one" + Said(error));
+  CHECK(src.connections_opened() == 1, "still one connection");
+  s.exp->Release();
+  CHECK(a.Wait() && a.ok && Same(a.out.data(), image.data() + held, 4096), "the held read is answered too" + Said(a.error));
+}
+
 void TestErrorReply() {
   const auto image = Pattern(2 * kMiB, 11);
   Served s(image, false);
@@ -258,6 +279,7 @@ int main() {
   TestOutOfOrder();
   TestServerCutsConnections();
   TestServerGone();
+  TestNoNewConnection();
   TestErrorReply();
   TestCloseWakesReaders();
   return Finish();
