@@ -13,6 +13,7 @@ import type { VolumeStats } from '../proto/generated/tidemark/v1/VolumeStats'
 import type { StreamInfo } from './replication-service'
 import type { RetentionPlan } from './retention'
 import type { CompactResult } from './volume-store'
+import type { ReplicaStatus } from './replica-image'
 
 /** VolumeStore.stats(), as it reports it. */
 interface StoreStats {
@@ -48,6 +49,7 @@ interface StoreStats {
   stateReason: string | null
   stateSince: string | null
   faults: Record<string, number>
+  replica: ReplicaStatus | null
 }
 
 /** Retention.info(). */
@@ -122,6 +124,7 @@ export function volumeStatsReply(
     stateReason: opt(s.stateReason),
     stateSince: opt(s.stateSince),
     faults: { ...s.faults },
+    replica: s.replica ? { ...s.replica, error: opt(s.replica.error) } : null,
     retention: status,
     agent: stream,
   }

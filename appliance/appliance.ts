@@ -28,6 +28,8 @@ export interface ApplianceOptions {
   insecure?: boolean
   allow?: AllowList | null
   segmentBytes?: number
+  /** Each volume keeps a replica image (replica-image.ts); default true. */
+  replicaImages?: boolean
   statsIntervalMs?: number
   /** Retention rules, first match per volume (retention.ts). */
   retain?: RetentionRule[]
@@ -107,7 +109,7 @@ export class Appliance {
     fs.mkdirSync(opts.dataDir, { recursive: true })
     await initHash()
     const id = applianceId(opts.dataDir)
-    const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes })
+    const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages })
     const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
     const replication = new ReplicationService(store, auth, log, id)
     const retention = new Retention(store, opts.retain ?? [], log)

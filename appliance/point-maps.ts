@@ -17,9 +17,13 @@
 // newest point builds a fresh base map. A compaction or a reload drops every
 // map (invalidate()): exports already open keep theirs, whose files the
 // native side holds by dup'd descriptors.
+//
+// Every map reads through the volume's replica image (replica-image.ts)
+// where the image holds the map's version of a sector: the live map is also
+// what a replica round copies from.
 import fs from 'node:fs'
 import path from 'node:path'
-import { MAP_BASE_FILE, MAP_EXTENT_SIZE, MAP_ZERO_FILE, openPointMap, putExtent, type PointMapHandle } from '../native/appliance-nbd'
+import { MAP_BASE_FILE, MAP_EXTENT_SIZE, MAP_ZERO_FILE, openPointMap, putExtent, type PointMapHandle, type ReplicaImageHandle } from '../native/appliance-nbd'
 import { SECTOR_SIZE, carriesSectorData } from '../proto/record'
 import { hasEntries } from './index-keys'
 import { CHANGE_DATA_OFFSET } from './journal-format'
@@ -60,6 +64,7 @@ export class PointMaps {
   /** Batches committed while the live map is being built. */
   private pending: CommittedBatch[] = []
   private generation = 0
+  private replica: ReplicaImageHandle | undefined
   built = 0
   buildMs = 0
 
@@ -87,6 +92,16 @@ export class PointMaps {
     this.cache.set(seq, p)
     while (this.cache.size > CACHED_MAPS) this.cache.delete(this.cache.keys().next().value as number)
     return p
+  }
+
+  /** Maps made from now on read through the volume's replica image. */
+  useReplica(replica: ReplicaImageHandle): void {
+    this.replica = replica
+  }
+
+  /** The newest point's live map and the seq it is at now (a replica round's source). */
+  async newest(): Promise<{ seq: number; map: PointMapHandle }> {
+    return this.liveMap()
   }
 
   /** Paints a committed batch over the live map (called in commit order, after durableSeq moved). */
@@ -211,7 +226,7 @@ export class PointMaps {
         nums.add(num)
       }
       if (base) files.push([MAP_BASE_FILE, base.fd])
-      const map = openPointMap({ path: file, size: l.meta.size, files })
+      const map = openPointMap({ path: file, size: l.meta.size, files, replica: this.replica })
       this.built++
       this.buildMs += performance.now() - t0
       return { seq, map, files: nums }

@@ -22,6 +22,7 @@ import { initHash } from '../proto/hash'
 import { MAX_NAME_BYTES, MAX_SEGMENT_BYTES, SEGMENT_HEADER_SIZE } from './journal-format'
 import { GroupCommit } from './group-commit'
 import { syncDir } from '../native/atomic-file'
+import { removeReplica } from './replica-image'
 import { VolumeStore, type VolumeMeta } from './volume-store'
 
 export type { VolumeMeta } from './volume-store'
@@ -58,16 +59,18 @@ export class ApplianceStore {
   private constructor(
     readonly dataDir: string,
     private readonly log: Logger,
-    readonly segmentBytes: number
+    readonly segmentBytes: number,
+    /** Each volume keeps a replica image (replica-image.ts). */
+    readonly replicaImages: boolean
   ) {}
 
-  static async open(dataDir: string, logger: Logger, opts: { segmentBytes?: number } = {}): Promise<ApplianceStore> {
+  static async open(dataDir: string, logger: Logger, opts: { segmentBytes?: number; replicaImages?: boolean } = {}): Promise<ApplianceStore> {
     const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES
     if (!Number.isInteger(segmentBytes) || segmentBytes < SEGMENT_HEADER_SIZE + 4096 || segmentBytes > MAX_SEGMENT_BYTES) {
       throw new TidemarkError('BAD_CONFIG', `segment size ${segmentBytes} must be between ${SEGMENT_HEADER_SIZE + 4096} and ${MAX_SEGMENT_BYTES} bytes`)
     }
     await initHash()
-    const s = new ApplianceStore(dataDir, logger, segmentBytes)
+    const s = new ApplianceStore(dataDir, logger, segmentBytes, opts.replicaImages ?? true)
     const vdir = s.volumesDir()
     await fs.promises.mkdir(vdir, { recursive: true })
     for (const name of (await fs.promises.readdir(vdir)).sort()) {
@@ -82,7 +85,8 @@ export class ApplianceStore {
         continue
       }
       try {
-        const v = await VolumeStore.open(d, s.commits, logger, segmentBytes, (n) => s.onNoSpace?.(n))
+        const v = await VolumeStore.open(d, s.commits, logger, segmentBytes, (n) => s.onNoSpace?.(n), s.replicaImages)
+        if (!s.replicaImages) await removeReplica(d)
         s.vols.set(v.meta.name, v)
         logger.info({ volume: v.meta.name, durableSeq: v.durableSeq }, 'volume opened')
       } catch (e) {
@@ -137,6 +141,8 @@ export class ApplianceStore {
           .catch(() => undefined))
       if (existing) await existing.close()
       this.vols.delete(h.volume)
+      // The archive keeps the history; the replica image is only a copy of its newest point.
+      await removeReplica(dir)
       const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
       const archive = path.join(this.dataDir, 'archive')
       await fs.promises.mkdir(archive, { recursive: true })
@@ -162,7 +168,7 @@ export class ApplianceStore {
     await VolumeStore.create(tmp, meta)
     await fs.promises.rename(tmp, dir)
     await syncDir(this.volumesDir())
-    const v = await VolumeStore.open(dir, this.commits, this.log, this.segmentBytes, (n) => this.onNoSpace?.(n))
+    const v = await VolumeStore.open(dir, this.commits, this.log, this.segmentBytes, (n) => this.onNoSpace?.(n), this.replicaImages)
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }

@@ -25,6 +25,7 @@ import type { GroupCommit } from './group-commit'
 import type { ImageSource } from './image'
 import { ImageReads } from './image-reads'
 import { PointMaps } from './point-maps'
+import { ReplicaImage, type ReplicaStatus } from './replica-image'
 import type { PointMapHandle } from '../native/appliance-nbd'
 import type { Journal } from './journal'
 import type { SegmentFile } from './segment'
@@ -43,6 +44,7 @@ export class VolumeStore implements ImageSource {
   private readonly reads: ImageReads
   private readonly compactor: Compactor
   private readonly maps: PointMaps
+  private replica: ReplicaImage | null = null
   private writer!: BatchWriter
   private _fullSyncDone = false
   private closed = false
@@ -102,7 +104,8 @@ export class VolumeStore implements ImageSource {
     commits: GroupCommit,
     log: Logger,
     segmentBytes: number,
-    onNoSpace: (volume: string) => void = () => {}
+    onNoSpace: (volume: string) => void = () => {},
+    replica = true
   ): Promise<VolumeStore> {
     const meta = JSON.parse(await fs.promises.readFile(path.join(dir, 'meta.json'), 'utf8')) as VolumeMeta
     const v = new VolumeStore(dir, meta, log.child({ volume: meta.name }), segmentBytes)
@@ -115,7 +118,18 @@ export class VolumeStore implements ImageSource {
     }
     // Maps are rebuilt on demand: whatever an earlier process left is stale.
     await fs.promises.rm(path.join(dir, 'maps'), { recursive: true, force: true })
-    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), () => onNoSpace(meta.name), (b) => v.maps.committed(b))
+    const noSpace = (): void => {
+      onNoSpace(meta.name)
+      void v.replica?.setAside('the journal ran out of space')
+    }
+    v.writer = new BatchWriter(v.l, v.catalog, commits, () => v.reload(), noSpace, (b) => {
+      v.maps.committed(b)
+      v.replica?.changed()
+    })
+    if (replica) {
+      v.replica = await ReplicaImage.open(v.l, () => v.maps.newest(), () => (v.writer.state.state === 'normal' ? null : v.writer.state.state))
+      v.maps.useReplica(v.replica.handle)
+    }
     return v
   }
 
@@ -153,6 +167,15 @@ export class VolumeStore implements ImageSource {
   }
   mapStats(): ReturnType<PointMaps['stats']> {
     return this.maps.stats()
+  }
+  /** The replica image (replica-image.ts), or null when the appliance keeps none. */
+  replicaStatus(): ReplicaStatus | null {
+    return this.replica?.status() ?? null
+  }
+  /** Brings the replica image up to the newest point now (tests, benchmarks). */
+  async replicaSettled(): Promise<void> {
+    await this.writer.settled()
+    await this.replica?.settled()
   }
   /** Per-sector fingerprints of regions as the durable image holds them, after every append called before. */
   async fingerprints(regions: number[]): Promise<Buffer> {
@@ -206,14 +229,17 @@ export class VolumeStore implements ImageSource {
   }
   async compact(upTo: number): Promise<CompactResult | null> {
     const r = await this.compactor.compact(upTo)
-    if (r) this.maps.invalidate() // maps name the old base and segments (open exports keep them)
+    if (r) {
+      this.maps.invalidate() // maps name the old base and segments (open exports keep them)
+      this.replica?.invalidate()
+    }
     return r
   }
 
   // ---- inspection (volume-inspection.ts, volume-verify.ts) ----
 
   stats(): Record<string, unknown> {
-    return volumeStats(this.l, this.writer, this.catalog, this._fullSyncDone)
+    return { ...volumeStats(this.l, this.writer, this.catalog, this._fullSyncDone), replica: this.replicaStatus() }
   }
   async journal(): Promise<Array<{ segment: string; bytes: number; records: number; firstSeq: number; lastSeq: number }>> {
     return journalListing(this.l)
@@ -230,6 +256,7 @@ export class VolumeStore implements ImageSource {
   /** Recovers the volume from its files in place (the batch writer, after a failed index write). */
   private async reload(): Promise<void> {
     this.maps.invalidate()
+    this.replica?.invalidate()
     await this.reads.leases.allDrained(5000)
     await this.l.base?.close()
     await this.l.index.close()
@@ -242,6 +269,7 @@ export class VolumeStore implements ImageSource {
     if (this.closed) return
     this.closed = true
     await this.writer.close()
+    await this.replica?.close()
     this.maps.invalidate()
     // Image reads use the segments' and the base's file descriptors directly
     // (image.ts runReads): let them finish before the files close.

@@ -19,6 +19,11 @@
 //   restore grpc  the same with --transport grpc (once: the old path)
 // and, before the rounds, the first restore after the appliance started,
 // which pays for building the point's map (appliance/point-maps.ts).
+// The appliance keeps a replica image of each volume (appliance/replica-image.ts):
+// after the journal is built the bench waits for the image to catch up (the
+// round's time is reported), and the rounds read the point through it. At
+// the end, an appliance started with --replica-image off restores the same
+// point from the journal alone (the figure before replica images).
 // Caches are dropped before each run when this runs as root (echo 3 >
 // /proc/sys/vm/drop_caches), except in the short mode (a shared machine's
 // other work would pay for it; TIDEMARK_BENCH_DROP_CACHES=1 forces it, =0
@@ -99,15 +104,27 @@ async function main(): Promise<void> {
     await v.markFullSyncDone()
     const seq = await buildJournal(v, SIZE, RECORDS)
     const records = v.stats().records as number
-    await store.close()
     const buildSeconds = (performance.now() - t0) / 1000
     console.error(`journal: ${SIZE / MiB} MiB volume, ${records} records up to seq ${seq}, built in ${buildSeconds.toFixed(0)} s`)
+    // The rounds that ran while the journal was built are part of the build;
+    // the last one, up to the newest seq, is timed on its own.
+    const r0 = performance.now()
+    await v.replicaSettled()
+    const replicaSeconds = (performance.now() - r0) / 1000
+    const replica = v.replicaStatus()
+    console.error(`replica image caught up with seq ${replica?.seq} in ${replicaSeconds.toFixed(1)} s (${((replica?.bytesCopied ?? 0) / MiB).toFixed(0)} MiB copied in ${replica?.rounds} rounds)`)
+    await store.close()
 
     const help = await run(process.execPath, [BIN, 'appliance', '--help'])
     const nbd = /--nbd /.test(help.stdout)
     const sock = path.join(work, 'appliance-nbd.sock')
-    const { app, address } = await startAppliance(procs, data, nbd ? ['--nbd', `unix:${sock}`] : [], 120_000)
+    let { app, address } = await startAppliance(procs, data, nbd ? ['--nbd', `unix:${sock}`] : [], 120_000)
     if (nbd) await app.listening(sock)
+    // A restarted appliance reads through the image once its first round (nothing to copy) is done.
+    await app.waitFor(async () => {
+      const st = JSON.parse(await must(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json']))
+      return st.volumes?.[0]?.replica?.ready === true
+    }, 'the replica image ready', 600_000, 200)
 
     const peerSrc = path.join(work, 'peer.img')
     randomImage(peerSrc, SIZE, 1)
@@ -138,12 +155,27 @@ async function main(): Promise<void> {
         console.error(`round ${round + 1} ${id}: ${secs.toFixed(2)} s${id === 'restore' ? ` (${last.transport}, ${Number(last.seconds).toFixed(2)} s of it reading and writing)` : ''}`)
       }
     }
+    const served = JSON.parse(await must(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', 'vol', '--json'])).volumes[0].replica
+    console.error(`the appliance read ${(served.bytesRead / MiB).toFixed(0)} MiB from the replica image`)
     cold = (await dropCaches()) && cold
     let grpc: Record<string, unknown> = {}
     const grpcSecs = await timed(async () => (grpc = await restore(grpcOut, ['--transport', 'grpc'])))
     console.error(`restore over gRPC: ${grpcSecs.toFixed(2)} s`)
     const same = sha256File(out) === sha256File(grpcOut)
     if (!same) throw new Error('the restored images differ (NBD and gRPC)')
+
+    // The journal alone: the same point from an appliance that keeps no replica image.
+    await app.stop()
+    ;({ app, address } = await startAppliance(procs, data, [...(nbd ? ['--nbd', `unix:${sock}`] : []), '--replica-image', 'off'], 120_000))
+    if (nbd) await app.listening(sock)
+    const journalOut = path.join(work, 'restored-journal.img')
+    await restore(journalOut, []) // builds the point map, as the first restore above did
+    fs.rmSync(journalOut, { force: true })
+    cold = (await dropCaches()) && cold
+    let journalOnly: Record<string, unknown> = {}
+    const journalSecs = await timed(async () => (journalOnly = await restore(journalOut, [])))
+    console.error(`restore from the journal alone: ${journalSecs.toFixed(2)} s`)
+    if (sha256File(journalOut) !== sha256File(out)) throw new Error('the restored images differ (replica image and journal)')
 
     const cp = median(runs.cp)
     const rs = median(runs.restore)
@@ -157,11 +189,15 @@ async function main(): Promise<void> {
       row(`tidemark restore (${last.transport})`, rs),
       row('the first restore after the appliance started (it builds the point map)', firstSecs),
       row('tidemark restore --transport grpc (once)', grpcSecs),
+      row('tidemark restore from the journal alone (--replica-image off, once)', journalSecs),
+      '',
+      `The replica image caught up with the newest point in ${replicaSeconds.toFixed(1)} s after the journal was built (a round, off the write path).`,
     ]
     console.log(lines.join('\n'))
     writeResults(resultsPath(SHORT ? 'restore-short' : 'restore'), {
       benchmark: 'restore', date: new Date().toISOString(), cpus: os.cpus().length, volumeBytes: SIZE, records, seq, buildSeconds, cold, rounds: ROUNDS,
-      cpSeconds: runs.cp, restoreSeconds: runs.restore, firstRestoreSeconds: firstSecs, grpcSeconds: grpcSecs, transport: last.transport, ratio: cp / rs, grpcRatio: cp / grpcSecs,
+      cpSeconds: runs.cp, restoreSeconds: runs.restore, firstRestoreSeconds: firstSecs, grpcSeconds: grpcSecs,
+      journalOnlySeconds: journalSecs, journalOnlyRatio: cp / journalSecs, replicaSeconds, replica, replicaServed: served, journalOnly, transport: last.transport, ratio: cp / rs, grpcRatio: cp / grpcSecs,
       restore: last, grpc, identical: same, markdown: lines.join('\n'),
     })
   })

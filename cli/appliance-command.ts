@@ -71,6 +71,13 @@ export const APPLIANCE = command({
       default: '86400',
       value: seconds('--scrub-every'),
     }),
+    'replica-image': text({
+      label: '--replica-image on|off',
+      help: "keep each volume's newest point in volume order beside its journal\n(DATA/volumes/NAME/replica.img: sparse, the volume's size), brought\nup to date when the volume is quiet, so restores, exports and views\nof recent points read the disk in order (default on)",
+      key: 'replicaImage',
+      default: 'on',
+      value: check(z.string(), (s) => s === 'on' || s === 'off', () => '--replica-image must be on or off'),
+    }),
     data: text({ label: '--data DIR', help: 'journals, indexes and volume metadata; created if missing', key: 'data', required: '--data DIR is required' }),
     listen: text({
       label: '--listen HOST:PORT',
@@ -101,14 +108,14 @@ export const APPLIANCE = command({
   tidemark appliance --data DIR --listen HOST:PORT [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS] [--scrub-every SECONDS]
-                     [--stats-interval SECONDS] [--log-level LEVEL]
+                     [--replica-image on|off] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'stats-interval', 'config')}
 `,
 })
 
@@ -134,6 +141,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     insecure: a.insecure === true,
     allow: a.allow ?? null,
     segmentBytes: a['segment-size'],
+    replicaImages: a['replica-image'] !== 'off',
     retain: a.retain ?? [],
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,

@@ -28,6 +28,34 @@ export interface PointMapHandle {
   read(offset: number, length: number): Promise<Buffer>
 }
 
+/** What a replica round copied, and the newest journal location the image now holds. */
+export interface ReplicaRound {
+  file: number
+  pos: number
+  bytes: number
+  extents: number
+}
+
+/** A volume's replica image (native/src/replica_image.h). */
+export interface ReplicaImageHandle {
+  /** Makes the image equal a snapshot of `map` taken now: what is newer than (fromFile, fromPos), or everything when full. */
+  round(map: PointMapHandle, full: boolean, fromFile: number, fromPos: number): Promise<ReplicaRound>
+  /** Not read from until the next round. */
+  invalidate(): void
+  /** Bytes readers took from the image instead of the journal. */
+  bytesRead(): number
+}
+
+export interface PointMapConfig {
+  /** The map file (absent: an empty base). */
+  path?: string
+  size: number
+  /** [file, fd]: segment numbers and MAP_BASE_FILE; the fds are dup'd. */
+  files: Array<[number, number]>
+  /** Readers of this map read through the volume's replica image where it holds their version. */
+  replica?: ReplicaImageHandle
+}
+
 export interface ApplianceExportConfig {
   name: string
   description: string
@@ -71,7 +99,8 @@ export interface ApplianceNbdHandle {
 }
 
 const n = native as unknown as {
-  PointMap: new (config: { path?: string; size: number; files: Array<[number, number]> }) => PointMapHandle
+  PointMap: new (config: PointMapConfig) => PointMapHandle
+  ReplicaImage: new (fd: number) => ReplicaImageHandle
   ApplianceExport: new (config: ApplianceExportConfig, map: PointMapHandle, server?: ApplianceNbdHandle) => ApplianceExportHandle
   ApplianceNbd: new (
     config: ApplianceNbdConfig,
@@ -80,8 +109,13 @@ const n = native as unknown as {
   ) => ApplianceNbdHandle
 }
 
-export function openPointMap(config: { path?: string; size: number; files: Array<[number, number]> }): PointMapHandle {
+export function openPointMap(config: PointMapConfig): PointMapHandle {
   return new n.PointMap(config)
+}
+
+/** The replica image open on fd (dup'd: the caller may close its own). */
+export function openReplicaImage(fd: number): ReplicaImageHandle {
+  return new n.ReplicaImage(fd)
 }
 
 /** An export over a snapshot of the map taken now; made for `server`, it logs (overlay errors) where the server does. */

@@ -106,6 +106,9 @@ t.test('a full appliance disk: named, counted, the agent backs off and goes behi
   t.equal(noSpaceLines.length, 1, 'the appliance logged it once')
   t.match(String(noSpaceLines[0]?.msg), /needs \d+ (more )?bytes/, 'saying how much was needed')
   t.ok(((full.rejected as { byCode: Record<string, number> }).byCode.NO_SPACE ?? 0) >= 1, 'refusals are counted by code')
+  const replicaFull = full.replica as { ready: boolean; error: string | null }
+  t.equal(replicaFull.ready, false, 'the replica image is not used while the journal is out of space')
+  t.match(String(replicaFull.error), /set aside, its space left to the journal/, `and says why: ${replicaFull.error}`)
 
   // The agent backs off: over a few seconds of full disk, few attempts, one log line.
   const attached0 = app.logs().filter((l) => l.msg === 'agent attached').length
@@ -134,6 +137,11 @@ t.test('a full appliance disk: named, counted, the agent backs off and goes behi
   fs.rmSync(out)
   const v2 = await run(process.execPath, [BIN, 'journal', 'verify', '--appliance', app.address, '--volume', 'vol', '--json'])
   t.equal(v2.code, 0, 'journal verify is clean after the episode')
+  const back = await until('the replica image in use again', async () => {
+    const st = (await stats(app.address)).replica as { ready: boolean; seq: number; error: string | null }
+    return st.ready ? st : undefined
+  })
+  t.equal(back.error, null, `the replica image is back at seq ${back.seq}`)
   t.equal(app.proc.exitCode, null, 'the appliance never restarted')
   await agent.stop()
   await app.stop()

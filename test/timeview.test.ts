@@ -292,8 +292,10 @@ t.test('concurrent misses from many connections share fetches; sequential copies
   t.teardown(() => {
     app.proc.kill('SIGCONT')
   })
-  // It continues the stream: read-ahead asks the hung appliance for what follows, and the reader blocks.
-  const reader = spawn('qemu-io', ['-f', 'raw', '-r', ...reads(1024 * 1024, 120), nbdUri(sock4, 'vol')], { stdio: 'ignore' })
+  // A stream far past what the first reads read ahead (which a busy machine
+  // may have fetched before the appliance stopped): its first read misses,
+  // the hung appliance never answers the fetch, and the reader blocks.
+  const reader = spawn('qemu-io', ['-f', 'raw', '-r', ...reads(16 * MiB, 120), nbdUri(sock4, 'vol')], { stdio: 'ignore' })
   const readerDone = new Promise((r) => reader.once('exit', r))
   t.teardown(() => killAndWait(reader))
   const statsLines = () => h.err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((l) => l.msg === 'stats')

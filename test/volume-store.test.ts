@@ -356,3 +356,84 @@ t.test('attach: same generation, new volume, new generation or size (old one arc
   t.same(store.volumes().map((v) => v.meta.name).sort(), ['db', 'twin'])
   await store.close()
 })
+
+t.test('replica image: mapped reads of every point equal the model while it is behind, caught up, rebuilt after a compaction and reopened', async (t) => {
+  const dir = tmpdir(t)
+  let store = await ApplianceStore.open(dir, quiet, { segmentBytes: 2 * MiB })
+  let { volume: v } = await store.attach({ volume: 'vol', generation: 'g1', size: SIZE, group: '', agentId: 'a1' })
+  const model = new Model(SIZE)
+  const r = rng(7)
+  const points = new Map<number, Buffer>()
+  let seq = 1
+  const write = async (batches: number): Promise<void> => {
+    for (let b = 0; b < batches; b++) {
+      const batch = randomBatch(r, seq)
+      seq = batch.last + 1
+      model.apply(batch.raw)
+      await v.append(batch.raw, meta(batch.first, batch.last, batch.count, batch.raw.length))
+      if (b % 40 === 39) points.set(batch.last, Buffer.from(model.img))
+    }
+    points.set(seq - 1, Buffer.from(model.img))
+  }
+  // Whole-volume mapped reads of every point, and random ranges of the newest.
+  const check = async (what: string): Promise<void> => {
+    let bad = 0
+    for (const [s, img] of points) if (v.durableSeq >= s && (s >= (v.base?.seq ?? 0)) && !(await v.readMapped(s, 0, SIZE)).equals(img)) bad++
+    for (let i = 0; i < 40; i++) {
+      const off = Math.floor(r() * (SIZE - 200000))
+      const len = 1 + Math.floor(r() * 200000)
+      if (!(await v.readMapped(seq - 1, off, len)).equals(model.img.subarray(off, off + len))) bad++
+    }
+    t.equal(bad, 0, `${what}: every point reads as the model`)
+  }
+
+  await write(120)
+  await v.replicaSettled()
+  let st = v.replicaStatus()!
+  t.ok(st.ready && st.seq === seq - 1 && st.rounds >= 1, `the image caught up with seq ${seq - 1} (${st.rounds} rounds)`)
+  const read0 = st.bytesRead
+  await check('caught up')
+  st = v.replicaStatus()!
+  t.ok(st.bytesRead - read0 >= SIZE / 4, `reads took ${st.bytesRead - read0} bytes from the image`)
+
+  // Written past the image: old points and the newest read right from what the image still holds.
+  await write(120)
+  await check('image behind')
+  const copied = st.bytesCopied
+  await v.replicaSettled()
+  st = v.replicaStatus()!
+  t.equal(st.seq, seq - 1, 'caught up again')
+  t.ok(st.bytesCopied - copied < SIZE, `a delta round copied ${st.bytesCopied - copied} bytes, not the volume`)
+  await check('caught up again')
+
+  // A compaction makes a new base: the image is set aside, then rebuilt in a full round.
+  const foldable = v.foldableSegments()
+  t.ok(foldable.length > 0, 'segments to fold')
+  t.ok(await v.compact(foldable[0].lastSeq), 'compacted')
+  t.equal(v.replicaStatus()!.ready, false, 'not read from after a compaction')
+  await check('after compaction')
+  await v.replicaSettled()
+  t.equal(v.replicaStatus()!.ready, true, 'usable after a round')
+  await check('after compaction, caught up')
+
+  // Reopen: the image picks up from replica.json with a delta round.
+  await write(40)
+  await v.replicaSettled()
+  await store.close()
+  store = await ApplianceStore.open(dir, quiet, { segmentBytes: 2 * MiB })
+  v = store.get('vol')!
+  await v.replicaSettled()
+  st = v.replicaStatus()!
+  t.ok(st.ready && st.seq === seq - 1, 'usable after a reopen')
+  t.equal(st.bytesCopied, 0, 'nothing copied again after a clean reopen')
+  await check('reopened')
+
+  // Without replica images the files go and reads are the same.
+  await store.close()
+  store = await ApplianceStore.open(dir, quiet, { segmentBytes: 2 * MiB, replicaImages: false })
+  v = store.get('vol')!
+  t.equal(v.replicaStatus(), null, 'no replica image')
+  t.notOk(fs.existsSync(path.join(v.dir, 'replica.img')), 'its file is removed')
+  await check('without a replica image')
+  await store.close()
+})

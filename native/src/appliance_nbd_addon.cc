@@ -1,6 +1,11 @@
 // The Node boundary of the appliance's own NBD server (appliance/nbd-exports.ts):
 //
-//   new PointMap({ path?, size, files: [[file, fd], ...] })
+//   new ReplicaImage(fd)
+//       a volume's replica image (replica_image.h); fd is dup'd.
+//       round(pointMap, full, fromFile, fromPos) -> Promise<{ file, pos,
+//       bytes, extents }> makes it equal a snapshot of the map taken now, on
+//       a worker thread; invalidate(); bytesRead().
+//   new PointMap({ path?, size, files: [[file, fd], ...], replica? })
 //       a point's map (point_map.h): the map file, if any, and the files it
 //       names (segment numbers, -2 the base image), whose fds are dup'd here.
 //       apply(extents: Buffer) paints committed extents (the newest point's
@@ -43,6 +48,7 @@
 #include "nbd_proto.h"
 #include "nbd_server.h"
 #include "point_map.h"
+#include "replica_image.h"
 #include "view.h"
 
 namespace {
@@ -51,6 +57,83 @@ using tidemark_addon::Fail;
 
 // How long a connection waits for JavaScript to resolve an export name.
 constexpr auto kOpenTimeout = std::chrono::seconds(60);
+
+class PointMap;
+
+// ------------------------------------------------------------ ReplicaImage
+
+class ReplicaImage : public Napi::ObjectWrap<ReplicaImage> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ReplicaImage",
+                       {InstanceMethod("round", &ReplicaImage::Round), InstanceMethod("invalidate", &ReplicaImage::Invalidate),
+                        InstanceMethod("bytesRead", &ReplicaImage::BytesRead)});
+  }
+  static Napi::FunctionReference* ctor;
+
+  explicit ReplicaImage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReplicaImage>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Fail(env, "MAP_INVALID_ARGUMENT", "ReplicaImage(fd) expects a file descriptor").ThrowAsJavaScriptException();
+      return;
+    }
+    const int fd = fcntl(info[0].As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+      Fail(env, "MAP_OPEN_FAILED", std::string("cannot hold the replica image open: ") + std::strerror(errno))
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    image_ = std::make_shared<tidemark::ReplicaImage>(fd);
+  }
+
+  std::shared_ptr<tidemark::ReplicaImage> image() const { return image_; }
+
+ private:
+  class RoundWorker : public Napi::AsyncWorker {
+   public:
+    RoundWorker(Napi::Env env, std::shared_ptr<tidemark::ReplicaImage> image, std::shared_ptr<const tidemark::PointReader> live,
+                bool full, tidemark::JournalLoc from)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), image_(std::move(image)), live_(std::move(live)),
+          full_(full), from_(from) {}
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute() override {
+      std::string error;
+      if (!image_->Round(live_, full_, from_, &r_, &error)) SetError(error);
+    }
+    void OnOK() override {
+      Napi::Object o = Napi::Object::New(Env());
+      o.Set("file", Napi::Number::New(Env(), r_.newest.file));
+      o.Set("pos", Napi::Number::New(Env(), double(r_.newest.pos)));
+      o.Set("bytes", Napi::Number::New(Env(), double(r_.bytes)));
+      o.Set("extents", Napi::Number::New(Env(), double(r_.extents)));
+      deferred_.Resolve(o);
+    }
+    void OnError(const Napi::Error& e) override {
+      e.Set("code", Napi::String::New(Env(), "REPLICA_IO"));
+      deferred_.Reject(e.Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<tidemark::ReplicaImage> image_;
+    std::shared_ptr<const tidemark::PointReader> live_;
+    bool full_;
+    tidemark::JournalLoc from_;
+    tidemark::RoundResult r_;
+  };
+
+  Napi::Value Round(const Napi::CallbackInfo& info);
+
+  Napi::Value Invalidate(const Napi::CallbackInfo& info) {
+    image_->Invalidate();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value BytesRead(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(image_->bytes_read())); }
+
+  std::shared_ptr<tidemark::ReplicaImage> image_;
+};
+Napi::FunctionReference* ReplicaImage::ctor = nullptr;
 
 // ---------------------------------------------------------------- PointMap
 
@@ -103,6 +186,10 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
       files[file] = std::make_shared<tidemark::MapFile>(dup_fd);
     }
     map_ = std::make_shared<tidemark::LiveMap>(base, std::move(files), size);
+    Napi::Value replica = o.Get("replica");
+    if (replica.IsObject() && replica.As<Napi::Object>().InstanceOf(ReplicaImage::ctor->Value())) {
+      map_->SetReplica(ReplicaImage::Unwrap(replica.As<Napi::Object>())->image());
+    }
   }
 
   std::shared_ptr<tidemark::LiveMap> map() const { return map_; }
@@ -199,6 +286,23 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
   std::shared_ptr<tidemark::LiveMap> map_;
 };
 Napi::FunctionReference* PointMap::ctor = nullptr;
+
+// round(pointMap, full, fromFile, fromPos): the snapshot is taken now, on the
+// JavaScript thread, so it is the map as the caller sees it.
+Napi::Value ReplicaImage::Round(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(PointMap::ctor->Value()) ||
+      !info[1].IsBoolean() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    Fail(env, "MAP_INVALID_ARGUMENT", "round(pointMap, full, fromFile, fromPos) expects a PointMap, a boolean and two numbers")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const tidemark::JournalLoc from{info[2].As<Napi::Number>().Int32Value(), uint64_t(info[3].As<Napi::Number>().Int64Value())};
+  auto* w = new RoundWorker(env, image_, PointMap::Unwrap(info[0].As<Napi::Object>())->map()->Snapshot(),
+                            info[1].As<Napi::Boolean>().Value(), from);
+  w->Queue();
+  return w->Promise();
+}
 
 // ----------------------------------------------------------- ApplianceNbd
 
@@ -596,6 +700,9 @@ void InitApplianceNbd(Napi::Env env, Napi::Object exports) {
   Napi::Function ae = ApplianceExport::Init(env);
   ApplianceExport::ctor = new Napi::FunctionReference(Napi::Persistent(ae));
   exports.Set("PointMap", pm);
+  Napi::Function ri = ReplicaImage::Init(env);
+  ReplicaImage::ctor = new Napi::FunctionReference(Napi::Persistent(ri));
+  exports.Set("ReplicaImage", ri);
   exports.Set("ApplianceExport", ae);
   Napi::Function an = ApplianceNbd::Init(env);
   ApplianceNbd::ctor = new Napi::FunctionReference(Napi::Persistent(an));

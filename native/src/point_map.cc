@@ -9,8 +9,19 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <shared_mutex>
+
+#include "replica_image.h"
 
 namespace tidemark {
+
+MapFile::MapFile(int fd) : fd_(fd) {
+  struct stat st {};
+  if (fd >= 0 && fstat(fd, &st) == 0) {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+  }
+}
 
 MapFile::~MapFile() {
   if (fd_ >= 0) ::close(fd_);
@@ -76,22 +87,97 @@ static const MapExtent* FirstFrom(const ExtentArray* a, uint64_t lo) {
   return it;
 }
 
+void PointReader::Plan(uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const {
+  if (!delta_ || delta_->size() == 0) {
+    PlanLayer(base_.get(), lo, hi, pieces);
+    return;
+  }
+  // The delta wins where it has extents; the base fills the gaps between them.
+  uint64_t at = lo;
+  const MapExtent* end = delta_->data() + delta_->size();
+  for (const MapExtent* x = FirstFrom(delta_.get(), lo); x != end && x->sector < hi; ++x) {
+    const uint64_t a = std::max(x->sector, lo);
+    const uint64_t b = std::min(x->sector + x->count, hi);
+    if (a > at) PlanLayer(base_.get(), at, a, pieces);
+    pieces->push_back({x, a, b});
+    at = b;
+  }
+  if (at < hi) PlanLayer(base_.get(), at, hi, pieces);
+}
+
+void PointReader::PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const {
+  uint64_t at = lo;
+  if (a && a->size()) {
+    const MapExtent* end = a->data() + a->size();
+    for (const MapExtent* x = FirstFrom(a, lo); x != end && x->sector < hi; ++x) {
+      const uint64_t s = std::max(x->sector, lo);
+      const uint64_t t = std::min(x->sector + x->count, hi);
+      if (s > at) pieces->push_back({nullptr, at, s});
+      pieces->push_back({x, s, t});
+      at = t;
+    }
+  }
+  if (at < hi) pieces->push_back({nullptr, at, hi});
+}
+
+const MapFile* PointReader::File(int32_t file) const {
+  auto f = files_->find(file);
+  return f == files_->end() ? nullptr : f->second.get();
+}
+
+int PointReader::FdOf(int32_t file) const {
+  if (file == kReplicaFile) return replica_ ? replica_->fd() : -1;
+  const MapFile* f = File(file);
+  return f ? f->fd() : -1;
+}
+
+// The replica image at the sector's own offset, as an extent of a plan.
+static const MapExtent kReplicaExtent{0, 0, 0, kReplicaFile};
+
+// Where a piece's first sector lives in its file.
+static uint64_t PosAt(const MapExtent& e, uint64_t sector) { return e.pos + (sector - e.sector) * kMapSector; }
+
+// Replaces, in the plan, every run whose version is the one the replica
+// image holds (`same`'s extent names the same file at the same offset) by a
+// read of the image; adjacent image runs become one read.
+void PointReader::UseReplica(const PointReader& same, uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const {
+  std::vector<Piece> theirs;
+  same.Plan(lo, hi, &theirs);
+  std::vector<Piece> next;
+  next.reserve(pieces->size());
+  size_t j = 0;
+  for (const Piece& p : *pieces) {
+    if (!p.e || p.e->file == kZeroFile) {
+      next.push_back(p);
+      continue;
+    }
+    const MapFile* mine = File(p.e->file);
+    const MapFile* other = same.File(p.e->file);
+    const bool same_file = mine && other && mine->SameAs(*other);
+    for (uint64_t s = p.lo; s < p.hi;) {
+      while (theirs[j].hi <= s) j++;  // both plans cover [lo, hi) in order
+      const Piece& q = theirs[j];
+      const uint64_t t = std::min(p.hi, q.hi);
+      const bool image = same_file && q.e && q.e->file == p.e->file && PosAt(*q.e, s) == PosAt(*p.e, s);
+      if (image && !next.empty() && next.back().e == &kReplicaExtent && next.back().hi == s) {
+        next.back().hi = t;
+      } else {
+        next.push_back({image ? &kReplicaExtent : p.e, s, t});
+      }
+      s = t;
+    }
+  }
+  pieces->swap(next);
+}
+
 bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error, bool* would_wait) const {
   std::vector<Piece> pieces;
-  if (!delta_ || delta_->size() == 0) {
-    PlanLayer(base_.get(), lo, hi, out, &pieces);
-  } else {
-    // The delta wins where it has extents; the base fills the gaps between them.
-    uint64_t at = lo;
-    const MapExtent* end = delta_->data() + delta_->size();
-    for (const MapExtent* x = FirstFrom(delta_.get(), lo); x != end && x->sector < hi; ++x) {
-      const uint64_t a = std::max(x->sector, lo);
-      const uint64_t b = std::min(x->sector + x->count, hi);
-      if (a > at) PlanLayer(base_.get(), at, a, out + (at - lo) * kMapSector, &pieces);
-      pieces.push_back({x, a, b, out + (a - lo) * kMapSector});
-      at = b;
-    }
-    if (at < hi) PlanLayer(base_.get(), at, hi, out + (at - lo) * kMapSector, &pieces);
+  Plan(lo, hi, &pieces);
+  // Held until the reads are done: a replica round waits for them before it writes.
+  std::shared_lock<std::shared_mutex> hold;
+  if (replica_) {
+    std::shared_ptr<const PointReader> same = replica_->Hold(&hold);
+    if (same) UseReplica(*same, lo, hi, &pieces);
   }
   // A read that spans many extents (a journal's scattered records) asks the
   // kernel for all of them first, so a cold read waits for the disk's
@@ -101,36 +187,20 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
   if (file_pieces > 1 && !would_wait) {
     for (const Piece& p : pieces) {
       if (!p.e || p.e->file == kZeroFile) continue;
-      auto f = files_->find(p.e->file);
-      if (f != files_->end()) {
-        posix_fadvise(f->second->fd(), off_t(p.e->pos + (p.lo - p.e->sector) * kMapSector), off_t((p.hi - p.lo) * kMapSector),
-                      POSIX_FADV_WILLNEED);
-      }
+      const int fd = FdOf(p.e->file);
+      if (fd >= 0) posix_fadvise(fd, off_t(PosAt(*p.e, p.lo)), off_t((p.hi - p.lo) * kMapSector), POSIX_FADV_WILLNEED);
     }
   }
   for (const Piece& p : pieces) {
+    uint8_t* to = out + (p.lo - lo) * kMapSector;
     if (!p.e) {
-      std::memset(p.out, 0, (p.hi - p.lo) * kMapSector);
-    } else if (!ReadExtent(*p.e, p.lo, p.hi, p.out, error, would_wait)) {
+      std::memset(to, 0, (p.hi - p.lo) * kMapSector);
+    } else if (!ReadExtent(*p.e, p.lo, p.hi, to, error, would_wait)) {
       return false;
     }
+    if (p.e == &kReplicaExtent) replica_->CountRead((p.hi - p.lo) * kMapSector);
   }
   return true;
-}
-
-void PointReader::PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, uint8_t* out, std::vector<Piece>* pieces) const {
-  uint64_t at = lo;
-  if (a && a->size()) {
-    const MapExtent* end = a->data() + a->size();
-    for (const MapExtent* x = FirstFrom(a, lo); x != end && x->sector < hi; ++x) {
-      const uint64_t s = std::max(x->sector, lo);
-      const uint64_t t = std::min(x->sector + x->count, hi);
-      if (s > at) pieces->push_back({nullptr, at, s, out + (at - lo) * kMapSector});
-      pieces->push_back({x, s, t, out + (s - lo) * kMapSector});
-      at = t;
-    }
-  }
-  if (at < hi) pieces->push_back({nullptr, at, hi, out + (at - lo) * kMapSector});
 }
 
 bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error,
@@ -140,29 +210,31 @@ bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8
     std::memset(out, 0, len);
     return true;
   }
-  auto f = files_->find(e.file);
-  if (f == files_->end()) {
+  const int fd = FdOf(e.file);
+  if (fd < 0) {
     *error = e.file == kBaseFile ? std::string("the base image named by the point map is not open")
                                  : "segment " + std::to_string(e.file) + " named by the point map is not open";
     return false;
   }
-  const uint64_t pos = e.pos + (lo - e.sector) * kMapSector;
+  const uint64_t pos = PosAt(e, lo);
   size_t done = 0;
   while (done < len) {
     ssize_t n;
     if (would_wait) {
       iovec v{out + done, len - done};
-      n = preadv2(f->second->fd(), &v, 1, off_t(pos + done), RWF_NOWAIT);
+      n = preadv2(fd, &v, 1, off_t(pos + done), RWF_NOWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) {
         *would_wait = true;
         return false;
       }
     } else {
-      n = pread(f->second->fd(), out + done, len - done, off_t(pos + done));
+      n = pread(fd, out + done, len - done, off_t(pos + done));
     }
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      const std::string what = e.file == kBaseFile ? std::string("the base image") : "segment " + std::to_string(e.file);
+      const std::string what = e.file == kBaseFile      ? std::string("the base image")
+                               : e.file == kReplicaFile ? std::string("the replica image")
+                                                        : "segment " + std::to_string(e.file);
       *error = (n == 0 ? std::string("unexpected end of file") : std::string(std::strerror(errno))) + " reading " +
                std::to_string(len - done) + " bytes of " + what + " at " + std::to_string(pos + done);
       return false;
@@ -216,6 +288,11 @@ void LiveMap::Apply(const MapExtent* extents, size_t n) {
   }
 }
 
+void LiveMap::SetReplica(std::shared_ptr<ReplicaImage> replica) {
+  std::lock_guard<std::mutex> lk(mu_);
+  replica_ = std::move(replica);
+}
+
 void LiveMap::AddFile(int32_t file, int fd) {
   std::lock_guard<std::mutex> lk(mu_);
   auto next = std::make_shared<FileTable>(*files_);
@@ -231,7 +308,7 @@ std::shared_ptr<PointReader> LiveMap::Snapshot() {
     for (auto& kv : delta_) v.push_back(kv.second);
     delta_snapshot_ = std::make_shared<VectorExtents>(std::move(v));
   }
-  return std::make_shared<PointReader>(base_, delta_snapshot_, files_, size_);
+  return std::make_shared<PointReader>(base_, delta_snapshot_, files_, size_, replica_);
 }
 
 size_t LiveMap::delta_extents() {

@@ -26,9 +26,17 @@
 // needs them, so a compaction or retention that closes and deletes a segment
 // never pulls data from under an open export: its bytes stay readable until
 // the last reader that named it is gone.
+//
+// A reader may also have the volume's replica image (replica_image.h): the
+// newest point copied in volume order. Where the point's version of a sector
+// is the very one the image holds, the reader reads the image instead of the
+// journal, so a point read in volume order becomes sequential reads.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,19 +56,25 @@ static_assert(sizeof(MapExtent) == 24, "the map file layout is 24 bytes per exte
 
 constexpr int32_t kZeroFile = -1;
 constexpr int32_t kBaseFile = -2;
+// Only in a reader's plan, never in a map: the replica image, at the sector's own offset.
+constexpr int32_t kReplicaFile = -3;
 constexpr uint64_t kMapSector = 512;
 
 // One open file, closed when the last reader naming it goes.
 class MapFile {
  public:
-  explicit MapFile(int fd) : fd_(fd) {}
+  explicit MapFile(int fd);
   ~MapFile();
   MapFile(const MapFile&) = delete;
   MapFile& operator=(const MapFile&) = delete;
   int fd() const { return fd_; }
+  // The same file (device and inode), whichever descriptor holds it.
+  bool SameAs(const MapFile& o) const { return this == &o || (ino_ == o.ino_ && dev_ == o.dev_ && ino_ != 0); }
 
  private:
   int fd_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
 };
 
 // File number -> descriptor. Immutable once shared; adding a file makes a new table.
@@ -98,12 +112,15 @@ class VectorExtents : public ExtentArray {
   std::vector<MapExtent> v_;
 };
 
+class ReplicaImage;
+
 // Reads one point: the delta's extents over the base's, zeroes elsewhere.
 class PointReader {
  public:
   PointReader(std::shared_ptr<const ExtentArray> base, std::shared_ptr<const ExtentArray> delta,
-              std::shared_ptr<const FileTable> files, uint64_t size_bytes)
-      : base_(std::move(base)), delta_(std::move(delta)), files_(std::move(files)), size_(size_bytes) {}
+              std::shared_ptr<const FileTable> files, uint64_t size_bytes, std::shared_ptr<ReplicaImage> replica = nullptr)
+      : base_(std::move(base)), delta_(std::move(delta)), files_(std::move(files)), size_(size_bytes),
+        replica_(std::move(replica)) {}
 
   uint64_t size() const { return size_; }
   // Any byte range inside the volume. Safe on many threads at once. With
@@ -114,20 +131,32 @@ class PointReader {
   // Extents in the two layers (stats).
   size_t extents() const { return (base_ ? base_->size() : 0) + (delta_ ? delta_->size() : 0); }
 
- private:
-  // Sectors [lo, hi) of one extent (null: zeroes) go to out.
+  // Sectors [lo, hi) of one extent (e null: zeroes).
   struct Piece {
     const MapExtent* e;
     uint64_t lo, hi;
-    uint8_t* out;
   };
+  // The point's pieces covering [lo, hi) in order, zero runs included.
+  void Plan(uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const;
+  // The same point without the replica image (what a replica image keeps: it must not hold itself).
+  std::shared_ptr<const PointReader> WithoutReplica() const {
+    return std::make_shared<const PointReader>(base_, delta_, files_, size_);
+  }
+  // The file an extent names, or null.
+  const MapFile* File(int32_t file) const;
+
+ private:
   bool ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error, bool* would_wait) const;
-  void PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, uint8_t* out, std::vector<Piece>* pieces) const;
-  bool ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error, bool* would_wait) const;
+  void PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const;
+  void UseReplica(const PointReader& same, uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const;
+  int FdOf(int32_t file) const;
+  bool ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error,
+                  bool* would_wait) const;
 
   std::shared_ptr<const ExtentArray> base_, delta_;
   std::shared_ptr<const FileTable> files_;
   uint64_t size_;
+  std::shared_ptr<ReplicaImage> replica_;
 };
 
 // A map that moves: a base plus a delta painted as batches commit.
@@ -140,6 +169,8 @@ class LiveMap {
   void Apply(const MapExtent* extents, size_t n);
   // Takes ownership of fd (already dup'd by the caller).
   void AddFile(int32_t file, int fd);
+  // Readers made from now on read through the volume's replica image where they can.
+  void SetReplica(std::shared_ptr<ReplicaImage> replica);
   std::shared_ptr<PointReader> Snapshot();
   size_t delta_extents();
 
@@ -148,6 +179,7 @@ class LiveMap {
   std::shared_ptr<const ExtentArray> base_;
   std::shared_ptr<const FileTable> files_;
   uint64_t size_;
+  std::shared_ptr<ReplicaImage> replica_;
   std::map<uint64_t, MapExtent> delta_;  // by first sector, non-overlapping
   std::shared_ptr<const ExtentArray> delta_snapshot_;  // valid until the next Apply
 };

@@ -7,10 +7,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "check.h"
 #include "point_map.h"
+#include "replica_image.h"
 
 using namespace tidemark;
 using namespace tidemark::test;
@@ -84,16 +87,21 @@ bool SameAsModel(const PointReader& r, const Model& m, const std::vector<std::ve
   return true;
 }
 
+// n segment files of patterned bytes (the pattern seeded from seed + number), open in files.
+void MakeSegments(const TempDir& dir, int n, uint32_t seed, std::vector<std::vector<uint8_t>>* data, FileTable* files) {
+  for (int f = 0; f < n; f++) {
+    data->push_back(Pattern(kFileBytes, seed + uint32_t(f)));
+    const std::string p = dir.path() + "/seg" + std::to_string(f);
+    WriteFile(p, data->back());
+    (*files)[f] = std::make_shared<MapFile>(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+}
+
 void TestAgainstModel() {
   TempDir dir;
   std::vector<std::vector<uint8_t>> data;
   FileTable files;
-  for (int f = 0; f < kFiles; f++) {
-    data.push_back(Pattern(kFileBytes, uint32_t(100 + f)));
-    const std::string p = dir.path() + "/seg" + std::to_string(f);
-    WriteFile(p, data.back());
-    files[f] = std::make_shared<MapFile>(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  }
+  MakeSegments(dir, kFiles, 100, &data, &files);
   std::mt19937_64 rng(7);
   Model m;
   for (int i = 0; i < 300; i++) m.Paint(RandomExtent(rng));
@@ -151,9 +159,132 @@ void TestAgainstModel() {
         "a map file that is not whole extents fails" + Said(error));
 }
 
+// Extents as a journal makes them: each new one further along the files.
+struct Appender {
+  int32_t file = 0;
+  uint64_t pos = 0;
+  MapExtent Next(std::mt19937_64& rng) {
+    MapExtent e = RandomExtent(rng);
+    e.count = std::min<uint32_t>(e.count, 48);  // records of up to 24 KiB: the files last
+    if (e.file == kZeroFile) return e;
+    if (pos + e.count * kMapSector > kFileBytes) {
+      file++;
+      pos = 0;
+    }
+    e.file = file;
+    e.pos = pos;
+    pos += e.count * kMapSector + 32;  // a record header between data
+    return e;
+  }
+};
+
+// Readers of many points through a replica image (replica_image.h): every
+// read equals the model whether the image is behind, caught up, being
+// written by a round on another thread, or holds garbage a torn round left.
+void TestReplica() {
+  TempDir dir;
+  constexpr int kSegs = 12;
+  std::vector<std::vector<uint8_t>> data;
+  FileTable files;
+  MakeSegments(dir, kSegs, 300, &data, &files);
+  const std::string img_path = dir.path() + "/replica.img";
+  const int img_fd = ::open(img_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  CHECK(img_fd >= 0 && ftruncate(img_fd, off_t(kSectors * kMapSector)) == 0, "the replica image file is made");
+  auto image = std::make_shared<ReplicaImage>(img_fd);
+  LiveMap live(nullptr, files, kSectors * kMapSector);
+  live.SetReplica(image);
+  std::mt19937_64 rng(11);
+  Appender journal;
+  Model m;
+  std::vector<std::pair<std::shared_ptr<PointReader>, Model>> points;
+  auto write = [&](int batches) {
+    for (int b = 0; b < batches; b++) {
+      std::vector<MapExtent> batch;
+      for (int i = 0; i < 8; i++) batch.push_back(journal.Next(rng));
+      live.Apply(batch.data(), batch.size());
+      for (auto& e : batch) m.Paint(e);
+      if (b % 10 == 9) points.push_back({live.Snapshot(), m});
+    }
+    points.push_back({live.Snapshot(), m});
+  };
+  auto all_same = [&](const char* what) {
+    std::string why;
+    bool ok = true;
+    for (auto& p : points) ok = ok && SameAsModel(*p.first, p.second, data, rng, 40, &why);
+    CHECK(ok, std::string(what) + ": every point reads the model's bytes" + Said(why));
+  };
+
+  write(40);
+  all_same("before any round");
+  std::string error;
+  RoundResult r;
+  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, &r, &error) && r.extents > 0, "a full round copies the newest point" + Said(error));
+  const uint64_t read0 = image->bytes_read();
+  all_same("caught up");
+  CHECK(image->bytes_read() > read0, "reads took bytes from the image");
+
+  write(40);
+  all_same("image behind");
+  JournalLoc from = r.newest;
+  RoundResult r2;
+  CHECK(image->Round(live.Snapshot(), false, from, &r2, &error) && from < r2.newest, "a delta round copies what came after" + Said(error));
+  CHECK(r2.bytes < r.bytes + 40 * 8 * 700 * kMapSector, "a delta round copies less than everything");
+  all_same("caught up again");
+
+  // Rounds on one thread, readers of every point on two others.
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::pair<std::shared_ptr<PointReader>, Model>> fixed = points;
+  auto reader = [&](uint64_t seed) {
+    std::mt19937_64 rr(seed);
+    std::string why;
+    while (!stop.load()) {
+      for (auto& p : fixed) {
+        if (!SameAsModel(*p.first, p.second, data, rr, 4, &why)) bad++;
+      }
+    }
+  };
+  std::thread t1(reader, 1), t2(reader, 2);
+  from = r2.newest;
+  for (int i = 0; i < 6; i++) {
+    write(10);
+    RoundResult ri;
+    if (!image->Round(live.Snapshot(), false, from, &ri, &error)) bad++;
+    from = ri.newest;
+  }
+  stop = true;
+  t1.join();
+  t2.join();
+  CHECK(bad.load() == 0, "reads during rounds equal the model (" + std::to_string(bad.load()) + " wrong)" + Said(error));
+
+  // A torn round: garbage in the sectors written since the last finished
+  // round (a crash mid-round), then a delta round from that round's location.
+  write(20);
+  image->Invalidate();
+  const std::vector<uint8_t> junk(kSectors * kMapSector / 4, 0xEE);
+  int torn = 0;
+  for (uint64_t s = 0; s < kSectors; s++) {
+    if (m.file[s] >= 0 && !(JournalLoc{m.file[s], m.pos[s]} < from)) {
+      torn += pwrite(image->fd(), junk.data(), kMapSector, off_t(s * kMapSector)) == ssize_t(kMapSector);
+    }
+  }
+  CHECK(torn > 0, "garbage in " + std::to_string(torn) + " newer sectors");
+  all_same("image set aside");
+  RoundResult rt;
+  CHECK(image->Round(live.Snapshot(), false, from, &rt, &error), "a delta round after a torn one" + Said(error));
+  all_same("after a delta round over a torn one");
+
+  // Garbage anywhere (not what a crash leaves): a full round repairs it.
+  image->Invalidate();
+  CHECK(pwrite(image->fd(), junk.data(), junk.size(), 0) == ssize_t(junk.size()), "garbage written");
+  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, &rt, &error), "a full round" + Said(error));
+  all_same("after a full round over garbage");
+}
+
 }  // namespace
 
 int main() {
   TestAgainstModel();
+  TestReplica();
   return Finish();
 }

@@ -27,6 +27,7 @@ import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemar
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from './tidemark/v1/ReadRequest';
 import type { RecordInfo as _tidemark_v1_RecordInfo, RecordInfo__Output as _tidemark_v1_RecordInfo__Output } from './tidemark/v1/RecordInfo';
 import type { Rejections as _tidemark_v1_Rejections, Rejections__Output as _tidemark_v1_Rejections__Output } from './tidemark/v1/Rejections';
+import type { ReplicaImageStatus as _tidemark_v1_ReplicaImageStatus, ReplicaImageStatus__Output as _tidemark_v1_ReplicaImageStatus__Output } from './tidemark/v1/ReplicaImageStatus';
 import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from './tidemark/v1/ResolveReply';
 import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from './tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from './tidemark/v1/RestoreRequest';
@@ -75,6 +76,7 @@ export interface ProtoGrpcType {
       ReadRequest: MessageTypeDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadRequest__Output>
       RecordInfo: MessageTypeDefinition<_tidemark_v1_RecordInfo, _tidemark_v1_RecordInfo__Output>
       Rejections: MessageTypeDefinition<_tidemark_v1_Rejections, _tidemark_v1_Rejections__Output>
+      ReplicaImageStatus: MessageTypeDefinition<_tidemark_v1_ReplicaImageStatus, _tidemark_v1_ReplicaImageStatus__Output>
       ResolveReply: MessageTypeDefinition<_tidemark_v1_ResolveReply, _tidemark_v1_ResolveReply__Output>
       ResolveRequest: MessageTypeDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveRequest__Output>
       RestoreRequest: MessageTypeDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_RestoreRequest__Output>

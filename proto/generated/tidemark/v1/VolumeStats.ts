@@ -6,6 +6,7 @@ import type { InexactWindow as _tidemark_v1_InexactWindow, InexactWindow__Output
 import type { BaseImage as _tidemark_v1_BaseImage, BaseImage__Output as _tidemark_v1_BaseImage__Output } from '../../tidemark/v1/BaseImage';
 import type { RetentionStatus as _tidemark_v1_RetentionStatus, RetentionStatus__Output as _tidemark_v1_RetentionStatus__Output } from '../../tidemark/v1/RetentionStatus';
 import type { AgentStream as _tidemark_v1_AgentStream, AgentStream__Output as _tidemark_v1_AgentStream__Output } from '../../tidemark/v1/AgentStream';
+import type { ReplicaImageStatus as _tidemark_v1_ReplicaImageStatus, ReplicaImageStatus__Output as _tidemark_v1_ReplicaImageStatus__Output } from '../../tidemark/v1/ReplicaImageStatus';
 import type { Long } from '@grpc/proto-loader';
 
 export interface VolumeStats {
@@ -69,6 +70,10 @@ export interface VolumeStats {
    * Faults met since the appliance started, by state.
    */
   'faults'?: ({[key: string]: number | string | Long});
+  /**
+   * Unset when the appliance keeps no replica images (--replica-image off).
+   */
+  'replica'?: (_tidemark_v1_ReplicaImageStatus | null);
   '_failed'?: "failed";
   '_stateReason'?: "stateReason";
   '_stateSince'?: "stateSince";
@@ -135,6 +140,10 @@ export interface VolumeStats__Output {
    * Faults met since the appliance started, by state.
    */
   'faults': ({[key: string]: number});
+  /**
+   * Unset when the appliance keeps no replica images (--replica-image off).
+   */
+  'replica': (_tidemark_v1_ReplicaImageStatus__Output | null);
   '_failed'?: "failed";
   '_stateReason'?: "stateReason";
   '_stateSince'?: "stateSince";
