@@ -625,6 +625,9 @@ class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
         },
         [sink, name = c.name](int level, const std::string& msg) {
           if (sink) sink->Emit(level, "export " + name + ": " + msg);
+        },
+        [reader](uint64_t offset, uint32_t length, uint8_t* out, bool* would_wait, std::string* error) {
+          return reader->Read(offset, length, out, error, would_wait);
         });
     std::string error;
     if (!view_->Open(&error)) {

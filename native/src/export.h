@@ -31,6 +31,17 @@ class Export {
   virtual uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) = 0;
   virtual uint32_t Flush() = 0;
 
+  // A READ answered only if that takes no waiting: the bytes are in a cache
+  // (a TimeView's chunk cache, the page cache under an appliance export).
+  // kWouldWait otherwise, and the front hands the request to a worker,
+  // which calls Read. The front's reading thread runs ReadNow itself, so a
+  // hit costs no wake-up of another thread. An export that cannot tell
+  // (can_read_now false) has its small reads timed by the front instead
+  // (nbd_server.cc).
+  static constexpr uint32_t kWouldWait = UINT32_MAX;
+  virtual bool can_read_now() const { return false; }
+  virtual uint32_t ReadNow(uint64_t offset, uint32_t length, uint8_t* out) { return kWouldWait; }
+
   // Counters the front keeps on the export's behalf.
   virtual void CountRejected() = 0;
   virtual void CountConnection(int delta) = 0;

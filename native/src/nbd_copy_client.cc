@@ -114,20 +114,22 @@ bool Connection::Request(uint16_t type, uint64_t handle, uint64_t offset, uint32
 int Connection::Recv(void* p, size_t n, size_t* got) {
   size_t have = 0;
   while (have < n) {
-    const ssize_t r = tls ? tls->Recv(static_cast<uint8_t*>(p) + have, n - have)
-                          : recv(fd, static_cast<uint8_t*>(p) + have, n - have, 0);
-    if (r == 0) {
+    const ssize_t r = RecvSome(static_cast<uint8_t*>(p) + have, n - have);
+    if (r <= 0) {
       if (got) *got = have;
-      return 0;
-    }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (got) *got = have;
-      return -1;
+      return r == 0 ? 0 : -1;
     }
     have += size_t(r);
   }
   return 1;
+}
+
+ssize_t Connection::RecvSome(void* p, size_t n) {
+  for (;;) {
+    const ssize_t r = tls ? tls->Recv(static_cast<uint8_t*>(p), n) : recv(fd, p, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    return r;
+  }
 }
 
 std::string Connection::RecvFailure(int rc, int e) const {

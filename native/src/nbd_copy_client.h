@@ -6,6 +6,8 @@
 // are nbd_proto.h's; the wire format is doc/proto.md of NetworkBlockDevice/nbd.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -51,6 +53,8 @@ class Connection {
 
   // 1: n bytes read; 0: the peer closed first (after *got bytes); -1: errno.
   int Recv(void* p, size_t n, size_t* got = nullptr);
+  // Whatever has arrived, up to n bytes (waits for one): like recv, 0 at the end, -1: errno.
+  ssize_t RecvSome(void* p, size_t n);
 
   // Decrypted bytes that poll() cannot see.
   bool Pending() const { return tls && tls->Pending(); }

@@ -420,15 +420,17 @@ class Connection {
   // worker (a page-cache write of a few KiB against a wake-up and a context
   // switch: measured, 4 KiB random writes at queue depth 16 ran at half the
   // rate when every one went through a worker), so the reader runs it itself
-  // when nothing earlier is in its way. A small READ too, as long as reads
-  // come from the page cache: one that waits on a disk or a fetch must not
-  // stop the reader, so a READ run here that took longer than kSlowReadUs
-  // sends the next kReadsToWorkers reads to the workers, after which one is
-  // tried here again.
+  // when nothing earlier is in its way. A small READ too, when it needs no
+  // waiting: one that waits on a disk or a fetch must not stop the reader.
+  // An export that can tell (Export::ReadNow: a TimeView's chunk cache, the
+  // page cache under an appliance export) answers here or says it would
+  // wait, and only those go to the workers. For the others, a READ run here
+  // that took longer than kSlowReadUs sends the next kReadsToWorkers reads to
+  // the workers, after which one is tried here again.
   bool RunsInline(const Request& r) const {
     if (r.type == kCmdWrite)
       return !(r.flags & kCmdFlagFua) && r.length <= kInlineMax && ((r.offset | r.length) & 511) == 0;
-    return r.type == kCmdRead && r.length <= kInlineMax && reads_to_workers_ == 0;
+    return r.type == kCmdRead && r.length <= kInlineMax && (vol_->can_read_now() || reads_to_workers_ == 0);
   }
 
   Buf GetBuf(size_t n) {
@@ -711,18 +713,33 @@ class Connection {
         }
       }
       bool spawn = false, run_here = false;
+      auto to_workers = [&] {  // mu_ held
+        jobs_.push_back(std::move(job));
+        spawn = !SignalLocked() && idle_ == 0 && workers_.size() < kMaxWorkers;
+      };
       {
         std::lock_guard<std::mutex> lk(mu_);
         outstanding_++;
         outstanding_bytes_ += job->cost;
         run_here = RunsInline(r);
         for (auto e = jobs_.begin(); run_here && e != jobs_.end(); ++e) run_here = !MustWait((*e)->r, r);
-        if (!run_here) {
-          jobs_.push_back(std::move(job));
-          spawn = !SignalLocked() && idle_ == 0 && workers_.size() < kMaxWorkers;
-        }
+        if (!run_here) to_workers();
       }
-      if (run_here && r.type == kCmdRead) {
+      if (run_here && r.type == kCmdRead && vol_->can_read_now()) {
+        Out o;
+        o.cost = job->cost;
+        o.buf = GetBuf(kSimpleReplySize + r.length);
+        const uint32_t e = vol_->ReadNow(r.offset, r.length, o.buf.p.get() + kSimpleReplySize);
+        if (e == Export::kWouldWait) {
+          PutBuf(std::move(o.buf));
+          std::lock_guard<std::mutex> lk(mu_);
+          to_workers();
+        } else {
+          if (e) o.buf.len = kSimpleReplySize;
+          PutReplyHeader(o.buf.p.get(), e, r.cookie);
+          Send(std::move(o), /*defer=*/true);
+        }
+      } else if (run_here && r.type == kCmdRead) {
         const auto t0 = std::chrono::steady_clock::now();
         Out o = Execute(*job);
         if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(kSlowReadUs)) reads_to_workers_ = kReadsToWorkers;

@@ -7,8 +7,8 @@
 // which run them at once (a request waits only for an earlier overlapping
 // change, a FLUSH for every earlier change) and send replies as they
 // complete, by cookie, several in one send; small writes, and small reads
-// while reads come from the page cache, the reading thread runs itself. The
-// JavaScript event loop is never on this path.
+// that need no waiting (Export::ReadNow, or timed), the reading thread runs
+// itself. The JavaScript event loop is never on this path.
 #pragma once
 
 #include <atomic>

@@ -27,7 +27,7 @@ ssize_t TlsClientSession::Recv(uint8_t*, size_t) { return -1; }
 ssize_t TlsClientSession::Send(const uint8_t*, size_t) { return -1; }
 bool TlsClientSession::Pending() const { return false; }
 void TlsClientSession::Bye() {}
-ssize_t TlsClientSession::Result(ssize_t r) { return r; }
+ssize_t TlsClientSession::Result(ssize_t r, std::string*) { return r; }
 
 
 }  // namespace tidemark
@@ -221,7 +221,7 @@ ssize_t TlsClientSession::Recv(uint8_t* buf, size_t n) {
     const ssize_t r = gnutls_record_recv(static_cast<gnutls_session_t>(session_), buf, n);
     if (r == GNUTLS_E_INTERRUPTED) continue;
     if (r == GNUTLS_E_PREMATURE_TERMINATION) return 0;  // closed without a TLS goodbye
-    return Result(r);
+    return Result(r, &recv_error_);
   }
 }
 
@@ -229,23 +229,23 @@ ssize_t TlsClientSession::Send(const uint8_t* buf, size_t n) {
   for (;;) {
     const ssize_t r = gnutls_record_send(static_cast<gnutls_session_t>(session_), buf, n);
     if (r == GNUTLS_E_INTERRUPTED) continue;
-    return Result(r);
+    return Result(r, &send_error_);
   }
 }
 
-ssize_t TlsClientSession::Result(ssize_t r) {
+ssize_t TlsClientSession::Result(ssize_t r, std::string* error) {
   if (r >= 0) return r;
   if (r == GNUTLS_E_AGAIN) {
-    error_ = "no answer in time";
+    *error = "no answer in time";
     errno = EAGAIN;
   } else if (r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) {
     // The socket failed under TLS: after a TLS 1.3 handshake this is how a
     // server that refused the client's certificate is seen.
-    error_ = std::string("the TLS session was cut (") + std::strerror(errno) +
+    *error = std::string("the TLS session was cut (") + std::strerror(errno) +
              "): does the server accept this client's certificate?";
     errno = EPROTO;
   } else {
-    error_ = std::string("TLS: ") + gnutls_strerror(int(r));
+    *error = std::string("TLS: ") + gnutls_strerror(int(r));
     errno = EPROTO;
   }
   return -1;

@@ -16,7 +16,9 @@
 // The client side (TlsClientSession) is the copier's and the remote
 // TimeView's (nbd_copy_client.h): the server's certificate must chain to the
 // CA and, over TCP, name the host connected to (an IP subjectAltName for an
-// address), as gRPC checks it. A client session is used by one thread.
+// address), as gRPC checks it. A client session is used by one thread, or
+// by two, one receiving and one sending (the remote TimeView's pipelined
+// connections, nbd_source.h): each side keeps its own error text.
 #pragma once
 
 #include <sys/types.h>
@@ -85,17 +87,18 @@ class TlsClientSession {
   // stream, -1 on an error (error() says which).
   ssize_t Recv(uint8_t* buf, size_t n);
   ssize_t Send(const uint8_t* buf, size_t n);
-  const std::string& error() const { return error_; }
+  // Why the last Recv failed, else the last Send.
+  const std::string& error() const { return recv_error_.empty() ? send_error_ : recv_error_; }
   // Decrypted bytes waiting in the session (poll() cannot see them).
   bool Pending() const;
   void Bye();
 
  private:
-  ssize_t Result(ssize_t r);
+  ssize_t Result(ssize_t r, std::string* error);
 
   std::shared_ptr<TlsCredentials> creds_;
   void* session_ = nullptr;  // gnutls_session_t
-  std::string error_;
+  std::string recv_error_, send_error_;
 };
 
 }  // namespace tidemark

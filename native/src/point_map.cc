@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,7 +61,7 @@ MappedExtents::~MappedExtents() {
   if (data_) munmap(const_cast<MapExtent*>(data_), bytes_);
 }
 
-bool PointReader::Read(uint64_t offset, uint64_t length, uint8_t* out, std::string* error) const {
+bool PointReader::Read(uint64_t offset, uint64_t length, uint8_t* out, std::string* error, bool* would_wait) const {
   if (length == 0) return true;
   if (offset + length > size_ || offset + length < offset) {
     *error = "read of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " is outside the " +
@@ -69,10 +70,10 @@ bool PointReader::Read(uint64_t offset, uint64_t length, uint8_t* out, std::stri
   }
   const uint64_t lo = offset / kMapSector;
   const uint64_t hi = (offset + length + kMapSector - 1) / kMapSector;
-  if (lo * kMapSector == offset && hi * kMapSector == offset + length) return ReadSectors(lo, hi, out, error);
+  if (lo * kMapSector == offset && hi * kMapSector == offset + length) return ReadSectors(lo, hi, out, error, would_wait);
   // Unaligned: whole sectors into a scratch buffer, then the bytes asked for.
   std::vector<uint8_t> tmp((hi - lo) * kMapSector);
-  if (!ReadSectors(lo, hi, tmp.data(), error)) return false;
+  if (!ReadSectors(lo, hi, tmp.data(), error, would_wait)) return false;
   std::memcpy(out, tmp.data() + (offset - lo * kMapSector), length);
   return true;
 }
@@ -169,7 +170,7 @@ void PointReader::UseReplica(const PointReader& same, uint64_t lo, uint64_t hi, 
   pieces->swap(next);
 }
 
-bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const {
+bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error, bool* would_wait) const {
   std::vector<Piece> pieces;
   Plan(lo, hi, &pieces);
   // Held until the reads are done: a replica round waits for them before it writes.
@@ -183,7 +184,7 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
   // parallel reads rather than one pread after another.
   size_t file_pieces = 0;
   for (const Piece& p : pieces) file_pieces += p.e && p.e->file != kZeroFile;
-  if (file_pieces > 1) {
+  if (file_pieces > 1 && !would_wait) {
     for (const Piece& p : pieces) {
       if (!p.e || p.e->file == kZeroFile) continue;
       const int fd = FdOf(p.e->file);
@@ -194,7 +195,7 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
     uint8_t* to = out + (p.lo - lo) * kMapSector;
     if (!p.e) {
       std::memset(to, 0, (p.hi - p.lo) * kMapSector);
-    } else if (!ReadExtent(*p.e, p.lo, p.hi, to, error)) {
+    } else if (!ReadExtent(*p.e, p.lo, p.hi, to, error, would_wait)) {
       return false;
     }
     if (p.e == &kReplicaExtent) replica_->CountRead((p.hi - p.lo) * kMapSector);
@@ -202,7 +203,8 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
   return true;
 }
 
-bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const {
+bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error,
+                             bool* would_wait) const {
   const size_t len = (hi - lo) * kMapSector;
   if (e.file == kZeroFile) {
     std::memset(out, 0, len);
@@ -217,7 +219,17 @@ bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8
   const uint64_t pos = PosAt(e, lo);
   size_t done = 0;
   while (done < len) {
-    const ssize_t n = pread(fd, out + done, len - done, off_t(pos + done));
+    ssize_t n;
+    if (would_wait) {
+      iovec v{out + done, len - done};
+      n = preadv2(fd, &v, 1, off_t(pos + done), RWF_NOWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) {
+        *would_wait = true;
+        return false;
+      }
+    } else {
+      n = pread(fd, out + done, len - done, off_t(pos + done));
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const std::string what = e.file == kBaseFile      ? std::string("the base image")

@@ -123,8 +123,11 @@ class PointReader {
         replica_(std::move(replica)) {}
 
   uint64_t size() const { return size_; }
-  // Any byte range inside the volume. Safe on many threads at once.
-  bool Read(uint64_t offset, uint64_t length, uint8_t* out, std::string* error) const;
+  // Any byte range inside the volume. Safe on many threads at once. With
+  // would_wait, only from the page cache (preadv2 RWF_NOWAIT): false with
+  // *would_wait set when some of it is not there (the caller reads again,
+  // waiting, on a thread that may wait).
+  bool Read(uint64_t offset, uint64_t length, uint8_t* out, std::string* error, bool* would_wait = nullptr) const;
   // Extents in the two layers (stats).
   size_t extents() const { return (base_ ? base_->size() : 0) + (delta_ ? delta_->size() : 0); }
 
@@ -143,11 +146,12 @@ class PointReader {
   const MapFile* File(int32_t file) const;
 
  private:
-  bool ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
+  bool ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::string* error, bool* would_wait) const;
   void PlanLayer(const ExtentArray* a, uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const;
   void UseReplica(const PointReader& same, uint64_t lo, uint64_t hi, std::vector<Piece>* pieces) const;
   int FdOf(int32_t file) const;
-  bool ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error) const;
+  bool ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error,
+                  bool* would_wait) const;
 
   std::shared_ptr<const ExtentArray> base_, delta_;
   std::shared_ptr<const FileTable> files_;

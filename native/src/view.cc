@@ -13,8 +13,12 @@ namespace {
 constexpr uint64_t kSector = Overlay::kSector;
 }  // namespace
 
-View::View(ViewConfig config, FetchFn fetch, LogFn log)
-    : config_(std::move(config)), fetch_(std::move(fetch)), log_(std::move(log)), cache_(config_.cache_bytes) {}
+View::View(ViewConfig config, FetchFn fetch, LogFn log, FetchNowFn fetch_now)
+    : config_(std::move(config)),
+      fetch_(std::move(fetch)),
+      log_(std::move(log)),
+      fetch_now_(std::move(fetch_now)),
+      cache_(config_.cache_bytes) {}
 
 View::~View() { Close(); }
 
@@ -323,6 +327,37 @@ uint32_t View::Read(uint64_t offset, uint32_t length, uint8_t* out) {
   const uint32_t e = ReadMerged(offset, length, out);
   if (!e) bytes_read_ += length;
   return e;
+}
+
+uint32_t View::ReadNow(uint64_t offset, uint32_t length, uint8_t* out) {
+  // The overlay's sectors are a pread of its file, which may wait.
+  if (config_.writable && !overlay_.empty()) {
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    overlay_.Runs(offset, length, &runs);
+    if (!runs.empty()) return kWouldWait;
+  }
+  if (config_.direct) {
+    bool would_wait = false;
+    std::string why;
+    // A failure is the worker's to meet again and report.
+    if (!fetch_now_(offset, length, out, &would_wait, &why)) return kWouldWait;
+    fetches_++;
+    fetch_bytes_ += length;
+  } else if (length) {
+    const uint64_t end = offset + length;
+    const uint64_t c0 = offset / kViewChunk, c1 = (end - 1) / kViewChunk;
+    for (uint64_t c = c0; c <= c1; c++) {
+      const uint64_t cstart = c * kViewChunk;
+      const uint64_t from = std::max(offset, cstart);
+      const uint64_t to = std::min(end, cstart + kViewChunk);
+      if (!cache_.Get(c, uint32_t(from - cstart), uint32_t(to - from), out + (from - offset))) return kWouldWait;
+    }
+    chunk_hits_ += c1 - c0 + 1;
+    if (config_.read_ahead_bytes) NoteRead(offset, length);
+  }
+  reads_++;
+  bytes_read_ += length;
+  return 0;
 }
 
 uint32_t View::OverlayError(const char* op, int err) {

@@ -9,6 +9,11 @@
 // one call per run. The fetch blocks only the thread that asked: a slow
 // appliance stalls that request, never the others or JavaScript.
 //
+// A read the cache holds whole is answered on the NBD front's reading thread
+// (ReadNow), with no hand-over to a worker and its wake-ups; only misses go
+// to the workers. A direct view does the same from the page cache
+// (fetch_now: preadv2 RWF_NOWAIT under the appliance's exports).
+//
 // Misses are fetched in parallel: every reader that misses fetches on its own
 // thread, so fetches overlap as far as the NBD front hands reads over at once
 // (several connections, or overlapping requests on one). A table of fetches
@@ -67,6 +72,10 @@ namespace tidemark {
 // Called on NBD connection threads and read-ahead threads, several at once.
 // false + *error on failure.
 using FetchFn = std::function<bool(uint64_t offset, uint32_t length, uint8_t* out, std::string* error)>;
+// The same from what is at hand, without waiting (a direct view's page
+// cache): false with *would_wait set when it would have to wait.
+using FetchNowFn =
+    std::function<bool(uint64_t offset, uint32_t length, uint8_t* out, bool* would_wait, std::string* error)>;
 
 constexpr uint32_t kViewChunk = 64 * 1024;
 constexpr uint32_t kViewMaxFetch = 4 * 1024 * 1024;
@@ -105,7 +114,8 @@ struct ViewStats {
 
 class View : public Export {
  public:
-  View(ViewConfig config, FetchFn fetch, LogFn log);
+  // fetch_now: a direct view's reads from the page cache, for ReadNow.
+  View(ViewConfig config, FetchFn fetch, LogFn log, FetchNowFn fetch_now = nullptr);
   ~View() override;
 
   bool Open(std::string* error);  // the overlay, when writable
@@ -117,6 +127,10 @@ class View : public Export {
   std::string description() const override { return config_.description; }
 
   uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out) override;
+  // From the chunk cache (a direct view: fetch_now), never the overlay's
+  // sectors; kWouldWait when a fetch or a disk would be needed.
+  bool can_read_now() const override { return !config_.direct || bool(fetch_now_); }
+  uint32_t ReadNow(uint64_t offset, uint32_t length, uint8_t* out) override;
   uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) override;
   uint32_t Trim(uint64_t offset, uint64_t length, bool fua) override;
   uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) override;
@@ -175,6 +189,7 @@ class View : public Export {
   ViewConfig config_;
   FetchFn fetch_;
   LogFn log_;
+  FetchNowFn fetch_now_;
   ChunkCache cache_;
   Overlay overlay_;
   bool open_ = false;

@@ -113,6 +113,7 @@ inline std::vector<uint8_t> ReadFile(const std::string& path) {
   return out;
 }
 
+inline bool Same(const uint8_t* a, const uint8_t* b, size_t n) { return std::memcmp(a, b, n) == 0; }
 inline bool AllZero(const uint8_t* p, size_t n) { return std::all_of(p, p + n, [](uint8_t b) { return b == 0; }); }
 
 // Log lines from the core, kept so tests can check what a user would read.

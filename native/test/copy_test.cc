@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "export.h"
+#include "mem_export.h"
 #include "nbd_copy.h"
 #include "nbd_proto.h"
 #include "nbd_server.h"
@@ -21,64 +22,6 @@ using namespace tidemark;
 using namespace tidemark::test;
 
 namespace {
-
-// An export held in memory: reads, writes, zeroes; optional failures and delay.
-class MemExport : public Export {
- public:
-  MemExport(std::string name, std::vector<uint8_t> bytes, bool read_only)
-      : name_(std::move(name)), bytes_(std::move(bytes)), read_only_(read_only) {}
-  const std::string& name() const override { return name_; }
-  uint64_t size() const override { return bytes_.size(); }
-  bool read_only() const override { return read_only_; }
-  uint32_t Read(uint64_t offset, uint32_t length, uint8_t* out) override {
-    if (delay_ms_) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
-    std::lock_guard<std::mutex> lk(mu_);
-    if (offset <= fail_at_ && fail_at_ < offset + length) return nbd::kEio;
-    std::memcpy(out, bytes_.data() + offset, length);
-    return 0;
-  }
-  uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool) override {
-    std::lock_guard<std::mutex> lk(mu_);
-    std::memcpy(bytes_.data() + offset, data, length);
-    writes_++;
-    return 0;
-  }
-  uint32_t Trim(uint64_t offset, uint64_t length, bool) override { return Zero(offset, length, false, false); }
-  uint32_t Zero(uint64_t offset, uint64_t length, bool, bool) override {
-    std::lock_guard<std::mutex> lk(mu_);
-    std::memset(bytes_.data() + offset, 0, length);
-    zeroes_++;
-    return 0;
-  }
-  uint32_t Flush() override {
-    flushes_++;
-    return 0;
-  }
-  void CountRejected() override {}
-  void CountConnection(int) override {}
-
-  std::vector<uint8_t> bytes() {
-    std::lock_guard<std::mutex> lk(mu_);
-    return bytes_;
-  }
-  void FailAt(uint64_t off) {
-    std::lock_guard<std::mutex> lk(mu_);
-    fail_at_ = off;
-  }
-  void Delay(int ms) { delay_ms_ = ms; }
-  int writes() const { return writes_; }
-  int zeroes() const { return zeroes_; }
-  int flushes() const { return flushes_; }
-
- private:
-  std::string name_;
-  std::mutex mu_;
-  std::vector<uint8_t> bytes_;
-  bool read_only_;
-  uint64_t fail_at_ = UINT64_MAX;
-  std::atomic<int> delay_ms_{0};
-  std::atomic<int> writes_{0}, zeroes_{0}, flushes_{0};
-};
 
 constexpr size_t kMiB = 1024 * 1024;
 

@@ -88,8 +88,6 @@ class FakePoint {
   bool bad_ = false;
 };
 
-bool Same(const uint8_t* a, const uint8_t* b, size_t n) { return std::memcmp(a, b, n) == 0; }
-
 // ---------------------------------------------------------------- the view, called directly
 
 void TestReadsAndCache() {
