@@ -186,7 +186,7 @@ async function main(): Promise<void> {
       '| run | seconds | MB/s | vs cp + sync |',
       '|---|---:|---:|---:|',
       row('cp + sync of an image of the same size (peer)', cp),
-      row(`tidemark restore (${last.transport})`, rs),
+      row(`tidemark restore (${last.transport}${last.serverCopy ? ', copied by the appliance file to file' : ''})`, rs),
       row('the first restore after the appliance started (it builds the point map)', firstSecs),
       row('tidemark restore --transport grpc (once)', grpcSecs),
       row('tidemark restore from the journal alone (--replica-image off, once)', journalSecs),

@@ -164,8 +164,11 @@ export async function runAppliance(argv: string[]): Promise<number> {
     throw err
   }
   // Tests and scripts read the bound port from this line (with --listen HOST:0).
-  process.stderr.write(`tidemark appliance: listening on ${opts.listen.host}:${appliance.port}\n`)
-  if (appliance.nbd) process.stderr.write(`tidemark appliance: serving NBD on ${appliance.nbd.address}\n`)
+  // One write: a reader that waits for "listening" sees the NBD line with it.
+  process.stderr.write(
+    `tidemark appliance: listening on ${opts.listen.host}:${appliance.port}\n` +
+      (appliance.nbd ? `tidemark appliance: serving NBD on ${appliance.nbd.address}\n` : '')
+  )
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       opts.logger.info({ signal: sig }, 'stopping')

@@ -101,11 +101,12 @@ export async function runRestore(argv: string[]): Promise<number> {
     transport: r.transport,
     source: r.source,
     nbdSkipped: r.nbdSkipped,
+    serverCopy: r.serverCopy,
     target: r.target,
   }
   if (a.json) process.stdout.write(`${JSON.stringify(result)}\n`)
   else {
-    const how = r.transport === 'nbd' ? `over NBD (${r.source})` : `over gRPC${r.nbdSkipped ? ` (${r.nbdSkipped})` : ''}`
+    const how = r.transport === 'nbd' ? `over NBD (${r.source}${r.serverCopy ? ', copied by the appliance' : ''})` : `over gRPC${r.nbdSkipped ? ` (${r.nbdSkipped})` : ''}`
     process.stdout.write(
       `restored ${volume} at ${describePoint(resolved)} to ${out} ${how}: ${r.size} bytes (${r.written} in ${r.extents} extents, the rest zero) in ${secs.toFixed(2)} s, ${result.mbPerSecond.toFixed(0)} MB/s\n`
     )

@@ -9,7 +9,10 @@
 // taken when Admin.ServerInfo names an endpoint reachable from here: a unix
 // socket that exists on this host, or a TCP port (a wildcard address is the
 // appliance's own host; a loopback one only when the appliance is on this
-// host). With --tls-* files the copier speaks NBD TLS (STARTTLS, the same
+// host). On the appliance's own host (its unix socket, no TLS) the copier
+// hands the open target over the socket and the appliance copies the point
+// into it itself, file to file in the kernel, as `cp` does: no byte crosses
+// the socket (NBD_OPT_TIDEMARK_COPY). With --tls-* files the copier speaks NBD TLS (STARTTLS, the same
 // certificates as gRPC). The other: Admin.Restore, the extents streamed over
 // gRPC, for an appliance without an NBD endpoint, one that cannot be
 // reached, or one whose NBD and this side disagree on TLS.
@@ -51,6 +54,11 @@ export interface RestoreResult {
   /** why the NBD endpoint was not used (transport grpc under auto) */
   nbdSkipped: string | null
   target: 'file' | 'device' | 'nbd'
+  /**
+   * The appliance copied the point into the target itself, file to file (its NBD unix socket on
+   * this host: NBD_OPT_TIDEMARK_COPY, native/src/nbd_proto.h), rather than sending it.
+   */
+  serverCopy: boolean
 }
 
 export interface RestoreOptions {
@@ -172,6 +180,7 @@ async function restoreOverNbd(source: NbdEndpoint, target: Target, opts: Restore
       source: describeAddress(source),
       nbdSkipped: null,
       target: target.kind,
+      serverCopy: r.serverCopy,
     }
   } catch (err) {
     if (target.kind === 'file') fs.rmSync(path!, { force: true })
@@ -290,5 +299,5 @@ async function restoreOverGrpc(client: AdminClient, target: Target, opts: Restor
   } finally {
     opts.signal?.removeEventListener('abort', onAbort)
   }
-  return { size, seq, written, extents, transport: 'grpc', source: null, nbdSkipped: null, target: target.kind }
+  return { size, seq, written, extents, transport: 'grpc', source: null, nbdSkipped: null, target: target.kind, serverCopy: false }
 }

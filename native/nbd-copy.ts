@@ -24,6 +24,14 @@ export interface NbdCopyOptions {
   sync?: boolean
   /** PEM files for NBD TLS: STARTTLS over TCP always, over a unix socket when the server requires it */
   tls?: { cert: string; key: string; ca: string }
+  /**
+   * Over a unix socket without TLS, into a file or a device: the server copies the point into the
+   * target itself, file to file in the kernel (NBD_OPT_TIDEMARK_COPY; default true). A server that
+   * does not is read instead.
+   */
+  serverCopy?: boolean
+  /** connections copying 64 MiB ranges when the server copies (default 2) */
+  serverCopyConnections?: number
 }
 
 export interface NbdCopyResult {
@@ -37,6 +45,10 @@ export interface NbdCopyResult {
   connections: number
   requestBytes: number
   targetKind: 'file' | 'device' | 'nbd'
+  /** the server copied it (NBD_OPT_TIDEMARK_COPY) */
+  serverCopy: boolean
+  /** why the server did not, when asked (it was read instead) */
+  serverCopySkipped: string | null
 }
 
 interface NativeCopyHandle {
@@ -56,7 +68,7 @@ export class NbdCopy {
   private readonly handle: NativeCopyHandle
 
   constructor(opts: NbdCopyOptions) {
-    for (const k of ['connections', 'requests', 'requestBytes'] as const) {
+    for (const k of ['connections', 'requests', 'requestBytes', 'serverCopyConnections'] as const) {
       const v = opts[k]
       if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) throw new TidemarkError('COPY_INVALID_ARGUMENT', `NbdCopy: ${k} must be a positive integer (got ${v})`)
     }

@@ -362,6 +362,7 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
   const r = await restore(app.address, 'vol', seq, fast)
   t.equal(r.transport, 'nbd', 'the NBD endpoint was taken')
   t.match(r.source, new RegExp(`export 'vol@seq=${seq}' on .*appliance-nbd\\.sock`))
+  t.equal(r.serverCopy, true, 'on its own host the appliance copied the point into the file itself')
   const slow = path.join(dir, 'slow.img')
   const g = await restore(app.address, 'vol', seq, slow, ['--transport', 'grpc'])
   t.equal(g.transport, 'grpc')
@@ -386,6 +387,7 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
     const d = await restore(app.address, 'vol', seq, dev)
     t.equal(d.target, 'device')
     t.equal(sha256(dev), sha256(img), 'the device holds the point')
+    t.equal(d.serverCopy, true, 'copied by the appliance, zero ranges zeroed over the junk')
   }
 
   // the target's directory is missing: one line, nothing left behind
@@ -415,6 +417,91 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
   const refused = await new NbdCopy({ source: { unix: asock, export: 'nosuch@latest' }, target: path.join(dir, 'r.img') }).done.catch((e: Error & { code: string }) => e)
   t.equal((refused as { code: string }).code, 'NBD_REFUSED')
   t.match((refused as Error).message, /refused it \(NBD_REP_ERR_\w+\): .*nosuch/)
+})
+
+t.test('the appliance copies a point into a file handed over its unix socket (NBD_OPT_TIDEMARK_COPY); every refusal names its cause', async (t) => {
+  if (!(await applianceServesNbd())) {
+    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
+    return
+  }
+  const dir = tmpdir(t)
+  const asock = path.join(dir, 'appliance-nbd.sock')
+  const { img, app, seq } = await writtenVolume(t, dir, ['--nbd', `unix:${asock}`])
+  const size = 24 * MiB
+  const target = path.join(dir, 'copy.img')
+  fs.writeFileSync(target, '')
+  fs.truncateSync(target, size)
+  const small = path.join(dir, 'small.img')
+  fs.writeFileSync(small, '')
+  fs.truncateSync(small, MiB)
+  const name = `vol@seq=${seq}`
+  type Reply = { type: string; name?: string; text?: string; status?: number; dataBytes?: number; zeroBytes?: number }
+  const option = async (ops: Array<Record<string, unknown>>): Promise<Reply[][]> =>
+    JSON.parse(await must('python3', [path.join(__dirname, 'lib', 'nbd-copy-option.py'), JSON.stringify({ socket: asock, ops })]))
+
+  // Two ranges on one connection, the way the copier asks for them.
+  const ok = await option([
+    { export: name, offset: 0, length: 16 * MiB, fd: 'rw', path: target },
+    { export: name, offset: 16 * MiB, length: 8 * MiB, fd: 'rw', path: target },
+  ])
+  for (const r of ok) t.same(r.map((x) => [x.type, x.status]), [['copied', 0], ['ack', undefined]], 'a range copied, then acknowledged')
+  t.equal(sha256(target), sha256(img), 'the file holds the point')
+  t.equal(ok[0][0].dataBytes! + ok[1][0].dataBytes!, 3 * MiB + 4096 + 64 * 1024, 'only the data was copied')
+  t.equal(ok[0][0].dataBytes! + ok[0][0].zeroBytes! + ok[1][0].dataBytes! + ok[1][0].zeroBytes!, size, 'the rest was zero, left as holes')
+
+  // Refusals: each one line, nothing written, and the connection goes on to the next.
+  const before = sha256(target)
+  const bad = await option([
+    { export: name, offset: 0, length: MiB, fd: 'ro', path: target },
+    { export: name, offset: 0, length: MiB, fd: 'append', path: target },
+    { export: name, offset: 0, length: MiB, fd: 'none' },
+    { export: name, offset: 100, length: 512, fd: 'rw', path: target },
+    { export: name, offset: 0, length: size + 512, fd: 'rw', path: target },
+    { export: name, offset: 0, length: 2 * MiB, fd: 'rw', path: small },
+    { export: name, offset: 0, length: MiB, flags: 2, fd: 'rw', path: target },
+    { export: 'nosuch@latest', offset: 0, length: MiB, fd: 'rw', path: target },
+    { export: name, offset: 0, length: MiB, fd: 'pipe' },
+  ])
+  const refusal = (i: number) => `${bad[i][0].name}: ${bad[i][0].text}`
+  t.ok(bad.every((r) => r.length === 1 && r[0].type === 'err'), 'every bad option is refused before anything is copied')
+  t.match(refusal(0), /^INVALID: the descriptor passed is not open for positioned writes$/)
+  t.match(refusal(1), /^INVALID: the descriptor passed is not open for positioned writes$/)
+  t.match(refusal(2), /^INVALID: no file descriptor came with TIDEMARK_COPY \(it is passed over a unix socket\)$/)
+  t.match(refusal(3), /^INVALID: TIDEMARK_COPY of 512 bytes at 100 is not whole sectors inside/)
+  t.match(refusal(4), new RegExp(`^INVALID: TIDEMARK_COPY of ${size + 512} bytes at 0 is not whole sectors inside both the export's ${size} bytes`))
+  t.match(refusal(5), /^INVALID: TIDEMARK_COPY of 2097152 bytes at 0 is not whole sectors inside both the export's \d+ bytes and the target's 1048576$/)
+  t.match(refusal(6), /^INVALID: TIDEMARK_COPY has unknown flags 0x2$/)
+  t.match(refusal(7), /nosuch/)
+  t.match(refusal(8), /^INVALID: the descriptor passed is neither a regular file nor a block device$/)
+  t.equal(sha256(target), before, 'the refusals changed nothing')
+  t.equal(fs.statSync(small).size, MiB, 'nor the file that was too small')
+
+  // A writable view is not the point's files: the server says so and the copier reads it instead.
+  await must(process.execPath, [BIN, 'timeview', 'create', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--writable', '--name', 'scratch'])
+  const view = await option([{ export: 'scratch', offset: 0, length: MiB, fd: 'rw', path: target }])
+  t.match(`${view[0][0].name}: ${view[0][0].text}`, /^UNSUP: export 'scratch' is not copied by the server: read it$/)
+  const read = await new NbdCopy({ source: { unix: asock, export: 'scratch' }, target: path.join(dir, 'view.img') }).done
+  t.equal(read.serverCopy, false, 'the copier read the view')
+  t.match(read.serverCopySkipped, /refused to copy it \(NBD_REP_ERR_UNSUP\): export 'scratch' is not copied by the server/)
+  t.equal(sha256(path.join(dir, 'view.img')), sha256(img), 'and it holds the point')
+  const copied = await new NbdCopy({ source: { unix: asock, export: name }, target: path.join(dir, 'c.img'), serverCopyConnections: 3 }).done
+  t.equal(copied.serverCopy, true)
+  t.equal(sha256(path.join(dir, 'c.img')), sha256(img), 'three connections copying ranges')
+
+  // A target that fills up: the target's failure, one line, nothing left behind.
+  if (process.getuid?.() === 0 && have('mkfs.ext4')) {
+    const fsImg = path.join(dir, 'tiny.ext4')
+    makeImage(fsImg, 2 * MiB, null)
+    await must('mkfs.ext4', ['-q', '-F', fsImg])
+    const mnt = path.join(dir, 'mnt')
+    fs.mkdirSync(mnt)
+    await must('mount', ['-o', 'loop', fsImg, mnt])
+    t.teardown(() => run('umount', [mnt]))
+    const full = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(mnt, 'x.img')])
+    t.equal(full.code, 1)
+    t.match(full.stderr, /^tidemark restore: the NBD server for export 'vol@seq=\d+' on .* could not copy \d+ bytes at \d+: writing the target at \d+: No space left on device\n$/)
+    t.same(fs.readdirSync(mnt).filter((f) => f !== 'lost+found'), [], 'the partial file was removed')
+  }
 })
 
 t.test('restore through the appliance NBD endpoint over TCP', async (t) => {

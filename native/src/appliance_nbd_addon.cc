@@ -629,6 +629,10 @@ class ApplianceExport : public Napi::ObjectWrap<ApplianceExport> {
         [reader](uint64_t offset, uint32_t length, uint8_t* out, bool* would_wait, std::string* error) {
           return reader->Read(offset, length, out, error, would_wait);
         });
+    view_->SetCopy([reader](int fd, uint64_t offset, uint64_t length, bool write_zeroes, tidemark::CopyTally* t,
+                            tidemark::CopySide* side, std::string* error) {
+      return reader->CopyTo(fd, offset, length, write_zeroes, t, side, error);
+    });
     std::string error;
     if (!view_->Open(&error)) {
       view_.reset();

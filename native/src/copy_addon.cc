@@ -85,6 +85,9 @@ class CopyWorker : public Napi::AsyncWorker {
     o.Set("connections", Napi::Number::New(env, result_.connections));
     o.Set("requestBytes", Napi::Number::New(env, result_.request_bytes));
     o.Set("targetKind", Napi::String::New(env, result_.target_kind));
+    o.Set("serverCopy", Napi::Boolean::New(env, result_.server_copy));
+    o.Set("serverCopySkipped", result_.server_copy_skipped.empty() ? env.Null()
+                                                                    : Napi::String::New(env, result_.server_copy_skipped));
     deferred_.Resolve(o);
   }
 
@@ -105,7 +108,7 @@ class NativeNbdCopy : public Napi::ObjectWrap<NativeNbdCopy> {
   }
 
   // new NativeNbdCopy({ source, target: string | endpoint, connections, requests,
-  //                     requestBytes, targetZeroed, sync })
+  //                     requestBytes, targetZeroed, sync, serverCopy, serverCopyConnections })
   explicit NativeNbdCopy(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeNbdCopy>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) {
@@ -138,6 +141,8 @@ class NativeNbdCopy : public Napi::ObjectWrap<NativeNbdCopy> {
     config_.request_bytes = uint32_t(num("requestBytes", config_.request_bytes, 4096, 32 << 20));
     config_.target_zeroed = o.Get("targetZeroed").ToBoolean();
     config_.sync = o.Has("sync") ? o.Get("sync").ToBoolean().Value() : true;
+    config_.server_copy = o.Has("serverCopy") ? o.Get("serverCopy").ToBoolean().Value() : true;
+    config_.server_copy_connections = int(num("serverCopyConnections", config_.server_copy_connections, 1, 64));
     Napi::Value tls = o.Get("tls");
     if (tls.IsObject()) {
       Napi::Object t = tls.As<Napi::Object>();

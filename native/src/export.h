@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string>
 
+#include "file_copy.h"
+
 namespace tidemark {
 
 class Export {
@@ -41,6 +43,18 @@ class Export {
   static constexpr uint32_t kWouldWait = UINT32_MAX;
   virtual bool can_read_now() const { return false; }
   virtual uint32_t ReadNow(uint64_t offset, uint32_t length, uint8_t* out) { return kWouldWait; }
+
+  // A restore on the export's own host (NBD_OPT_TIDEMARK_COPY, nbd_proto.h):
+  // [offset, offset+length) copied into the client's file descriptor at the
+  // same offsets, file to file inside the kernel (file_copy.h), with no byte
+  // crossing the socket. Only an export that reads local files can
+  // (can_copy); the others answer NBD_REP_ERR_UNSUP and the client reads.
+  virtual bool can_copy() const { return false; }
+  virtual bool CopyTo(int fd, uint64_t offset, uint64_t length, bool write_zeroes, CopyTally* t, CopySide* side,
+                      std::string* error) {
+    *error = "this export cannot be copied by the server";
+    return false;
+  }
 
   // Counters the front keeps on the export's behalf.
   virtual void CountRejected() = 0;

@@ -335,6 +335,60 @@ bool NbdCopy::Worker(int index, Shared* s) {
   return true;
 }
 
+bool NbdCopy::ServerCopy(int conns, Shared* s, bool* unsupported) {
+  const CopyConfig& c = *s->c;
+  auto track = [this](int fd) { Track(fd); };
+  std::vector<std::unique_ptr<Connection>> cs;
+  std::string msg;
+  for (int i = 0; i < conns; i++) {
+    cs.push_back(std::make_unique<Connection>());
+    const CopyError e = cs.back()->OpenForCopy(c.source, track, &msg);
+    if (e != CopyError::kNone) {
+      Fail(e, msg);
+      return false;
+    }
+  }
+  // A new file is sparse already; a device may hold anything.
+  const bool write_zeroes = s->device && !c.target_zeroed;
+  std::atomic<bool> refused{false};
+  auto work = [&](Connection* cn) {
+    for (;;) {
+      if (stop_ || refused) return;
+      const uint64_t at = s->next.fetch_add(kServerCopyRange);
+      if (at >= s->size) return;
+      const uint64_t len = std::min<uint64_t>(kServerCopyRange, s->size - at);
+      CopyTally t;
+      bool unsup = false;
+      std::string why;
+      const CopyError e = cn->ServerCopy(c.source.export_name, s->fd, at, len, write_zeroes, &t, &unsup, &why);
+      if (e != CopyError::kNone) {
+        // Any refusal (not tidemark's server, an export it does not copy, a
+        // descriptor it would not take): reading still works, and says why
+        // if it does not.
+        if (e == CopyError::kRefused) {
+          std::lock_guard<std::mutex> lk(mu_);
+          server_copy_refusal_ = why;
+          refused = true;
+        } else {
+          Fail(e, why);
+        }
+        return;
+      }
+      s->data_bytes += t.data_bytes;
+      s->data_runs += t.data_runs;
+      s->zero_bytes += t.zero_bytes;
+      done_ += len;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < cs.size(); i++) threads.emplace_back(work, cs[i].get());
+  work(cs[0].get());
+  for (auto& t : threads) t.join();
+  s->next = 0;
+  *unsupported = refused && !stop_;
+  return !stop_ && !refused;
+}
+
 bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
   done_ = 0;
   size_ = 0;
@@ -466,7 +520,27 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
   r->connections = conns;
   r->request_bytes = block;
 
-  if (s.size > 0) {
+  // On the server's host, the server copies the point into the target file
+  // itself, file to file in the kernel (NBD_OPT_TIDEMARK_COPY): no byte
+  // crosses the socket. A server that does not answers NBD_REP_ERR_UNSUP,
+  // and the point is read as below.
+  if (s.size > 0 && c.server_copy && !c.target_is_nbd && !c.source.unix_path.empty() && !creds) {
+    bool unsupported = false;
+    const bool ok = ServerCopy(std::min(conns, std::max(1, c.server_copy_connections)), &s, &unsupported);
+    if (ok) {
+      r->server_copy = true;
+      r->connections = std::min(conns, std::max(1, c.server_copy_connections));
+    } else if (!unsupported) {
+      return result(false);
+    } else {
+      r->server_copy_skipped = server_copy_refusal_;
+      done_ = 0;
+      s.data_bytes = 0;
+      s.data_runs = 0;
+      s.zero_bytes = 0;
+    }
+  }
+  if (s.size > 0 && !r->server_copy) {
     std::vector<std::thread> threads;
     for (int i = 1; i < conns; i++) threads.emplace_back([this, i, &s] { Worker(i, &s); });
     Worker(0, &s);

@@ -59,6 +59,12 @@ struct CopyConfig {
   // cache, 4 connections: 3.0-4.1 s against 1.0-1.5 s), larger buffers than
   // the socket's and the server's allocator's sweet spot.
   uint32_t request_bytes = 256 << 10;
+  // Over a unix socket without TLS, to a file or a block device: ask the
+  // server to copy the point into the target itself (NBD_OPT_TIDEMARK_COPY,
+  // nbd_proto.h), with this many connections copying 64 MiB ranges; a server
+  // that does not is read as below.
+  bool server_copy = true;
+  int server_copy_connections = 2;
   bool target_zeroed = false;        // the device or NBD target reads as zeroes already: skip zero runs
   bool sync = true;                  // fdatasync the file or device, FLUSH the NBD target, before returning
   // PEM files for NBD TLS (nbd_tls.h), all three or none: STARTTLS over
@@ -88,6 +94,8 @@ struct CopyResult {
   int connections = 0;
   uint32_t request_bytes = 0;
   std::string target_kind;  // "file", "device" or "nbd"
+  bool server_copy = false;          // the server copied it (NBD_OPT_TIDEMARK_COPY)
+  std::string server_copy_skipped;   // why it did not, when it was asked and refused
   CopyError error = CopyError::kNone;
   std::string message;  // the one line, when error is set
 };
@@ -114,6 +122,10 @@ class NbdCopy {
   void Fail(CopyError e, const std::string& message);
   void Track(int fd);
   bool Worker(int index, Shared* s);
+  // The server copies the point (CopyConfig::server_copy); false with
+  // *unsupported when it refused to, false after Fail when it failed.
+  bool ServerCopy(int conns, Shared* s, bool* unsupported);
+  static constexpr uint64_t kServerCopyRange = 64 << 20;
 
   std::atomic<uint64_t> done_{0};
   std::atomic<uint64_t> size_{0};
@@ -122,6 +134,7 @@ class NbdCopy {
   CopyError error_ = CopyError::kNone;
   std::string message_;
   std::vector<int> fds_;  // every socket, for Cancel's shutdown
+  std::string server_copy_refusal_;
 };
 
 // True if every byte of p[0, n) is zero.

@@ -302,8 +302,7 @@ CopyError Connection::StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsCr
   return CopyError::kNone;
 }
 
-CopyError Connection::Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg) {
-  const std::string& name = e.export_name;
+CopyError Connection::Greet(const NbdEndpoint& e, std::string* msg) {
   const std::string pre = "the NBD server for " + what;
   uint8_t hello[18];
   int rc = Recv(hello, sizeof hello);
@@ -325,7 +324,7 @@ CopyError Connection::Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsC
     *msg = pre + " does not offer the fixed newstyle handshake";
     return CopyError::kProtocol;
   }
-  if (name.size() > 4096) {
+  if (e.export_name.size() > 4096) {
     *msg = pre + ": the export name is over 4096 bytes";
     return CopyError::kProtocol;
   }
@@ -335,6 +334,96 @@ CopyError Connection::Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsC
     *msg = pre + " failed during the handshake: " + ErrnoText(errno);
     return CopyError::kProtocol;
   }
+  return CopyError::kNone;
+}
+
+CopyError Connection::OpenForCopy(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg) {
+  what = e.Describe();
+  CopyError err = Connect(e, on_socket, msg);
+  if (err != CopyError::kNone) return err;
+  timeval tv{kHandshakeSeconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  err = Greet(e, msg);
+  // A range takes as long as the disks need: no timeout from here (Cancel ends a hung copy).
+  timeval none{0, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  return err;
+}
+
+CopyError Connection::ServerCopy(const std::string& name, int target, uint64_t offset, uint64_t length,
+                                 bool write_zeroes, CopyTally* t, bool* unsupported, std::string* msg) {
+  const std::string pre = "the NBD server for " + what;
+  *unsupported = false;
+  std::vector<uint8_t> out(16 + 4 + name.size() + 20);
+  nbd::Put64(out.data(), nbd::kOptMagic);
+  nbd::Put32(out.data() + 8, nbd::kOptTidemarkCopy);
+  nbd::Put32(out.data() + 12, uint32_t(out.size() - 16));
+  uint8_t* d = out.data() + 16;
+  nbd::Put32(d, uint32_t(name.size()));
+  std::memcpy(d + 4, name.data(), name.size());
+  nbd::Put64(d + 4 + name.size(), offset);
+  nbd::Put64(d + 12 + name.size(), length);
+  nbd::Put32(d + 20 + name.size(), write_zeroes ? nbd::kCopyWriteZeroes : 0);
+  // The target's descriptor rides with the option's first byte.
+  iovec v{out.data(), out.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &v;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &target, sizeof target);
+  ssize_t n;
+  do n = sendmsg(fd, &m, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    *msg = pre + " failed during the handshake: " + ErrnoText(errno);
+    return CopyError::kProtocol;
+  }
+  if (size_t(n) < out.size() && !Send(out.data() + n, out.size() - size_t(n), nullptr, 0)) {
+    *msg = pre + " failed during the handshake: " + ErrnoText(errno);
+    return CopyError::kProtocol;
+  }
+  bool answered = false;
+  uint8_t status = nbd::kCopied;
+  std::string why;
+  for (;;) {
+    uint32_t type;
+    std::vector<uint8_t> body;
+    if (CopyError err = OptionReply(nbd::kOptTidemarkCopy, &type, &body, msg); err != CopyError::kNone) return err;
+    if (type & nbd::kRepErrBit) {
+      *unsupported = type == nbd::kRepErrUnsup;
+      *msg = pre + " refused to copy it (" + RepErrName(type) + ")" + ReplyText(body);
+      return CopyError::kRefused;
+    }
+    if (type == nbd::kRepAck) break;
+    if (type != nbd::kRepTidemarkCopied || body.size() < 25) continue;
+    answered = true;
+    status = body[0];
+    t->data_bytes += nbd::Get64(body.data() + 1);
+    t->data_runs += nbd::Get64(body.data() + 9);
+    t->zero_bytes += nbd::Get64(body.data() + 17);
+    why.assign(body.begin() + 25, body.end());
+  }
+  if (!answered) {
+    *msg = pre + " acknowledged TIDEMARK_COPY without saying what it copied";
+    return CopyError::kProtocol;
+  }
+  if (status == nbd::kCopied) return CopyError::kNone;
+  *msg = pre + " could not copy " + std::to_string(length) + " bytes at " + std::to_string(offset) + ": " + why;
+  return status == nbd::kCopyTargetFailed ? CopyError::kTarget : CopyError::kSource;
+}
+
+CopyError Connection::Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg) {
+  const std::string& name = e.export_name;
+  const std::string pre = "the NBD server for " + what;
+  if (CopyError err = Greet(e, msg); err != CopyError::kNone) return err;
   if (creds && e.unix_path.empty()) {
     // Over a network, with certificates, nothing goes in the clear.
     if (CopyError err = StartTls(e, creds, msg); err != CopyError::kNone) return err;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "file_copy.h"
 #include "nbd_copy.h"
 #include "nbd_tls.h"
 #include "nbd_proto.h"
@@ -46,6 +47,16 @@ class Connection {
   // kTlsRequired.
   CopyError Open(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds,
                  const std::function<void(int)>& on_socket, std::string* msg);
+
+  // Connects and greets, stopping before any option: for ServerCopy (a unix
+  // socket, no TLS: a descriptor cannot cross TLS).
+  CopyError OpenForCopy(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg);
+  // One NBD_OPT_TIDEMARK_COPY (nbd_proto.h): [offset, offset+length) of the
+  // export copied by the server into target, adding to *t. kRefused with
+  // *unsupported when the server does not copy (not tidemark's, or an
+  // export that is not local files): the caller reads instead.
+  CopyError ServerCopy(const std::string& name, int target, uint64_t offset, uint64_t length, bool write_zeroes,
+                       CopyTally* t, bool* unsupported, std::string* msg);
 
   bool Send(const uint8_t* hdr, size_t hn, const uint8_t* data, size_t dn);
 
@@ -84,6 +95,9 @@ class Connection {
 
   // NBD_OPT_STARTTLS, then the TLS handshake: every later byte is encrypted.
   CopyError StartTls(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg);
+
+  // The greeting and the client flags.
+  CopyError Greet(const NbdEndpoint& e, std::string* msg);
 
   CopyError Handshake(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds, std::string* msg);
 

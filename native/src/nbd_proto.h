@@ -31,11 +31,28 @@ constexpr uint32_t kOptList = 3;
 constexpr uint32_t kOptStartTls = 5;
 constexpr uint32_t kOptInfo = 6;
 constexpr uint32_t kOptGo = 7;
+// tidemark's own option (servers that do not know it answer
+// NBD_REP_ERR_UNSUP, and the client reads the export instead): a restore on
+// the server's host hands its open target file over the unix socket
+// (SCM_RIGHTS, with the option's bytes) and the server copies a range of the
+// export into it, file to file (Export::CopyTo). Data: u32 name length,
+// name, u64 offset, u64 length, u32 flags (kCopyWriteZeroes). Answer: one
+// kRepTidemarkCopied, then NBD_REP_ACK; a refusal before any copy (the
+// export, the range, no descriptor, an export that cannot copy) is an
+// NBD_REP_ERR_* with its reason, as for NBD_OPT_GO. May be repeated, one
+// range after another, before NBD_OPT_GO or instead of it.
+constexpr uint32_t kOptTidemarkCopy = 0x544d4301;  // "TMC" 1
+constexpr uint32_t kCopyWriteZeroes = 1 << 0;      // zero runs zeroed (a device), else skipped (a new sparse file)
 
 // Option replies.
 constexpr uint32_t kRepAck = 1;
 constexpr uint32_t kRepServer = 2;
 constexpr uint32_t kRepInfo = 3;
+// The outcome of kOptTidemarkCopy: u8 status (kCopied, kCopySourceFailed,
+// kCopyTargetFailed), u64 data bytes, u64 data runs, u64 zero bytes, then
+// the failure's one line.
+constexpr uint32_t kRepTidemarkCopied = 0x544d4301;
+constexpr uint8_t kCopied = 0, kCopySourceFailed = 1, kCopyTargetFailed = 2;
 constexpr uint32_t kRepErrBit = 1u << 31;
 constexpr uint32_t kRepErrUnsup = kRepErrBit | 1;
 constexpr uint32_t kRepErrPolicy = kRepErrBit | 2;

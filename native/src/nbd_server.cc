@@ -2,12 +2,15 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -76,8 +79,14 @@ class Connection {
       : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes),
         serving_(serving), in_(kInBuffer) {}
 
+  ~Connection() { DropPassedFd(); }
+
   void Run() {
-    if (Handshake()) {
+    const bool served = Handshake();
+    handshaking_ = false;
+    DropPassedFd();
+    copy_export_.reset();
+    if (served) {
       vol_->CountConnection(1);
       Transmission();
       vol_->CountConnection(-1);
@@ -109,13 +118,44 @@ class Connection {
   // ---- buffered I/O ----
   bool Recv(uint8_t* dst, size_t n, size_t* got) {
     for (;;) {
-      const ssize_t r = tls_ ? tls_->Recv(dst, n) : recv(fd_, dst, n, 0);
+      const ssize_t r = tls_ ? tls_->Recv(dst, n) : handshaking_ ? RecvWithFds(dst, n) : recv(fd_, dst, n, 0);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) return false;
       *got = size_t(r);
       return true;
     }
   }
+  // During the handshake a unix socket client may pass a file descriptor
+  // with its bytes (NBD_OPT_TIDEMARK_COPY's target): kept until an option
+  // takes it or the handshake ends; only the latest is kept. A plain recv
+  // would drop it (the kernel closes descriptors nobody receives).
+  ssize_t RecvWithFds(uint8_t* dst, size_t n) {
+    iovec v{dst, n};
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t r = recvmsg(fd_, &m, MSG_CMSG_CLOEXEC);
+    if (r < 0) return r;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; i++) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        DropPassedFd();
+        passed_fd_ = fd;
+      }
+    }
+    return r;
+  }
+  void DropPassedFd() {
+    if (passed_fd_ >= 0) ::close(passed_fd_);
+    passed_fd_ = -1;
+  }
+
   // Reads exactly n bytes; *partial says whether any were read before a failure.
   bool ReadExact(uint8_t* dst, size_t n, bool* partial = nullptr) {
     size_t done = 0;
@@ -369,12 +409,84 @@ class Connection {
           }
           break;
         }
+        case kOptTidemarkCopy:
+          if (!CopyOption(data)) return false;
+          break;
         default:
           OptError(opt, kRepErrUnsup, "option " + std::to_string(opt) + " is not supported by this server");
           break;
       }
       if (!FlushOut()) return false;
     }
+  }
+
+  // NBD_OPT_TIDEMARK_COPY (nbd_proto.h): a range of the export copied into
+  // the descriptor that came with the option. Every refusal changes nothing
+  // and names its cause; the descriptor is closed when the option is answered.
+  bool CopyOption(const std::vector<uint8_t>& data) {
+    const uint32_t opt = kOptTidemarkCopy;
+    const int target = passed_fd_;
+    passed_fd_ = -1;
+    struct Closer {
+      int fd;
+      ~Closer() {
+        if (fd >= 0) ::close(fd);
+      }
+    } closer{target};
+    const size_t len = data.size();
+    if (len < 4 || uint64_t(Get32(data.data())) + 24 != len) {
+      return OptError(opt, kRepErrInvalid, "TIDEMARK_COPY data is not a name, an offset, a length and flags");
+    }
+    const uint32_t nlen = Get32(data.data());
+    const std::string name(data.begin() + 4, data.begin() + 4 + nlen);
+    const uint64_t offset = Get64(data.data() + 4 + nlen);
+    const uint64_t length = Get64(data.data() + 12 + nlen);
+    const uint32_t flags = Get32(data.data() + 20 + nlen);
+    if (flags & ~kCopyWriteZeroes) return OptError(opt, kRepErrInvalid, "TIDEMARK_COPY has unknown flags " + Hex(flags));
+    if (!copy_export_ || copy_name_ != name) {
+      // One export for every range a connection copies: the same point throughout.
+      uint32_t rep_err = kRepErrUnknown;
+      std::string why;
+      copy_export_ = exports_.Open(name, identity_, &rep_err, &why);
+      copy_name_ = name;
+      if (!copy_export_) return OptError(opt, rep_err, why);
+    }
+    Export& v = *copy_export_;
+    if (!v.can_copy()) return OptError(opt, kRepErrUnsup, "export '" + name + "' is not copied by the server: read it");
+    if (target < 0) {
+      return OptError(opt, kRepErrInvalid, "no file descriptor came with TIDEMARK_COPY (it is passed over a unix socket)");
+    }
+    struct stat st{};
+    const int fl = fcntl(target, F_GETFL);
+    if (fstat(target, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+      return OptError(opt, kRepErrInvalid, "the descriptor passed is neither a regular file nor a block device");
+    }
+    if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND)) {
+      return OptError(opt, kRepErrInvalid, "the descriptor passed is not open for positioned writes");
+    }
+    uint64_t room = uint64_t(st.st_size);
+    if (S_ISBLK(st.st_mode) && ioctl(target, BLKGETSIZE64, &room) != 0) room = 0;
+    if (offset % 512 || length % 512 || offset > v.size() || length > v.size() - offset ||
+        offset + length > room) {
+      return OptError(opt, kRepErrInvalid,
+                      "TIDEMARK_COPY of " + std::to_string(length) + " bytes at " + std::to_string(offset) +
+                          " is not whole sectors inside both the export's " + std::to_string(v.size()) +
+                          " bytes and the target's " + std::to_string(room));
+    }
+    CopyTally t;
+    CopySide side = CopySide::kNone;
+    std::string error;
+    const bool ok = v.CopyTo(target, offset, length, flags & kCopyWriteZeroes, &t, &side, &error);
+    if (!ok) Warn("TIDEMARK_COPY of export '" + name + "' failed: " + error);
+    std::string body(25, '\0');
+    uint8_t* b = reinterpret_cast<uint8_t*>(&body[0]);
+    b[0] = ok ? kCopied : side == CopySide::kTarget ? kCopyTargetFailed : kCopySourceFailed;
+    Put64(b + 1, t.data_bytes);
+    Put64(b + 9, t.data_runs);
+    Put64(b + 17, t.zero_bytes);
+    if (!ok) body += error;
+    OptReply(opt, kRepTidemarkCopied, body.data(), body.size());
+    return OptReply(opt, kRepAck, nullptr, 0);
   }
 
   // ---- transmission ----
@@ -766,6 +878,10 @@ class Connection {
   }
 
   int fd_;
+  bool handshaking_ = true;
+  int passed_fd_ = -1;                   // a descriptor the client passed (RecvWithFds)
+  std::shared_ptr<Export> copy_export_;  // what TIDEMARK_COPY options copy from (copy_name_)
+  std::string copy_name_;
   uint64_t id_;
   ExportSet& exports_;
   const std::shared_ptr<TlsCredentials>& tls_creds_;

@@ -203,6 +203,84 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
   return true;
 }
 
+// Sectors copied per plan (64 MiB of the volume): the replica image is held
+// for one window at a time, so a long copy never keeps a round waiting long.
+constexpr uint64_t kCopyWindow = uint64_t(1) << 17;
+
+bool PointReader::CopyTo(int fd, uint64_t offset, uint64_t length, bool write_zeroes, CopyTally* t, CopySide* side,
+                         std::string* error) const {
+  if (offset % kMapSector || length % kMapSector || offset + length > size_ || offset + length < offset) {
+    *side = CopySide::kSource;
+    *error = "a copy of " + std::to_string(length) + " bytes at " + std::to_string(offset) +
+             " is not whole sectors inside the volume's " + std::to_string(size_) + " bytes";
+    return false;
+  }
+  RangeCopier copier("", "the target");
+  std::vector<Piece> pieces;
+  // The run being gathered: adjacent pieces of one file that follow each
+  // other in it (a replica image's stretch, a sequentially written
+  // journal) are one copy; adjacent zero pieces one zeroing.
+  int32_t run_file = kZeroFile;
+  uint64_t run_lo = 0, run_hi = 0, run_pos = 0;
+  auto flush = [&]() -> bool {
+    if (run_hi == run_lo) return true;
+    const uint64_t len = (run_hi - run_lo) * kMapSector;
+    const uint64_t at = run_lo * kMapSector;
+    run_lo = run_hi;
+    if (run_file == kZeroFile) {
+      t->zero_bytes += len;
+      if (write_zeroes && !copier.Zero(fd, at, len, error)) {
+        *side = CopySide::kTarget;
+        return false;
+      }
+      return true;
+    }
+    const int src = FdOf(run_file);
+    if (src < 0) {
+      *side = CopySide::kSource;
+      *error = run_file == kBaseFile ? std::string("the base image named by the point map is not open")
+                                     : "segment " + std::to_string(run_file) + " named by the point map is not open";
+      return false;
+    }
+    copier.set_source_name(run_file == kBaseFile      ? std::string("the base image")
+                           : run_file == kReplicaFile ? std::string("the replica image")
+                                                      : "segment " + std::to_string(run_file));
+    if (!copier.Copy(src, run_pos, fd, at, len, side, error)) return false;
+    if (run_file == kReplicaFile) replica_->CountRead(len);
+    t->data_bytes += len;
+    t->data_runs++;
+    return true;
+  };
+  for (uint64_t lo = offset / kMapSector, end = (offset + length) / kMapSector; lo < end; lo += kCopyWindow) {
+    const uint64_t hi = std::min(end, lo + kCopyWindow);
+    pieces.clear();
+    Plan(lo, hi, &pieces);
+    std::shared_lock<std::shared_mutex> hold;
+    if (replica_) {
+      std::shared_ptr<const PointReader> same = replica_->Hold(&hold);
+      if (same) UseReplica(*same, lo, hi, &pieces);
+    }
+    for (const Piece& p : pieces) {
+      const int32_t file = p.e ? p.e->file : kZeroFile;
+      const uint64_t pos = file == kZeroFile ? 0 : PosAt(*p.e, p.lo);
+      const bool continues = run_hi > run_lo && file == run_file && p.lo == run_hi &&
+                             (file == kZeroFile || pos == run_pos + (run_hi - run_lo) * kMapSector);
+      if (continues) {
+        run_hi = p.hi;
+        continue;
+      }
+      if (!flush()) return false;
+      run_file = file;
+      run_lo = p.lo;
+      run_hi = p.hi;
+      run_pos = pos;
+    }
+    // The image may change once the hold goes: its run is copied under it.
+    if (!flush()) return false;
+  }
+  return true;
+}
+
 bool PointReader::ReadExtent(const MapExtent& e, uint64_t lo, uint64_t hi, uint8_t* out, std::string* error,
                              bool* would_wait) const {
   const size_t len = (hi - lo) * kMapSector;

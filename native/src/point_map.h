@@ -44,6 +44,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "file_copy.h"
+
 namespace tidemark {
 
 struct MapExtent {
@@ -128,6 +130,13 @@ class PointReader {
   // *would_wait set when some of it is not there (the caller reads again,
   // waiting, on a thread that may wait).
   bool Read(uint64_t offset, uint64_t length, uint8_t* out, std::string* error, bool* would_wait = nullptr) const;
+  // Copies [offset, offset+length) of the point (both multiples of 512) into
+  // fd at the same offsets, in the kernel (file_copy.h): a restore on the
+  // appliance's own host (NBD_OPT_TIDEMARK_COPY, nbd_proto.h). Zero runs are
+  // zeroed when write_zeroes, else skipped (a new sparse file reads them as
+  // zeroes). Adds to *t; false with *side and *error.
+  bool CopyTo(int fd, uint64_t offset, uint64_t length, bool write_zeroes, CopyTally* t, CopySide* side,
+              std::string* error) const;
   // Extents in the two layers (stats).
   size_t extents() const { return (base_ ? base_->size() : 0) + (delta_ ? delta_->size() : 0); }
 

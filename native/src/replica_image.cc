@@ -1,12 +1,10 @@
 #include "replica_image.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <vector>
 
 namespace tidemark {
 
@@ -29,53 +27,6 @@ std::shared_ptr<const PointReader> ReplicaImage::Hold(std::shared_lock<std::shar
 void ReplicaImage::Invalidate() {
   std::unique_lock<std::shared_mutex> l(mu_);
   same_.reset();
-}
-
-bool ReplicaImage::Copy(int src, uint64_t src_pos, uint64_t dst_pos, uint64_t len, std::string* error) {
-  while (len > 0 && !no_copy_range_) {
-    loff_t in = loff_t(src_pos), out = loff_t(dst_pos);
-    const ssize_t n = copy_file_range(src, &in, fd_, &out, size_t(len), 0);
-    if (n > 0) {
-      src_pos += uint64_t(n);
-      dst_pos += uint64_t(n);
-      len -= uint64_t(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-      no_copy_range_ = true;  // another file system, or a kernel without it
-      break;
-    }
-    *error = n == 0 ? "unexpected end of file copying into the replica image"
-                    : std::string("copying into the replica image: ") + std::strerror(errno);
-    return false;
-  }
-  std::vector<uint8_t> buf;
-  while (len > 0) {
-    const size_t chunk = size_t(std::min<uint64_t>(len, 1 << 20));
-    buf.resize(chunk);
-    ssize_t n = pread(src, buf.data(), chunk, off_t(src_pos));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      *error = n == 0 ? "unexpected end of file reading for the replica image"
-                      : std::string("reading for the replica image: ") + std::strerror(errno);
-      return false;
-    }
-    size_t done = 0;
-    while (done < size_t(n)) {
-      const ssize_t w = pwrite(fd_, buf.data() + done, size_t(n) - done, off_t(dst_pos + done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        *error = std::string("writing the replica image: ") + std::strerror(errno);
-        return false;
-      }
-      done += size_t(w);
-    }
-    src_pos += uint64_t(n);
-    dst_pos += uint64_t(n);
-    len -= uint64_t(n);
-  }
-  return true;
 }
 
 bool ReplicaImage::Round(std::shared_ptr<const PointReader> live, bool full, JournalLoc from, RoundResult* r,
@@ -103,7 +54,9 @@ bool ReplicaImage::Round(std::shared_ptr<const PointReader> live, bool full, Jou
         *error = "the replica image round names a file that is not open (" + std::to_string(p.e->file) + ")";
         return false;
       }
-      if (!Copy(f->fd(), pos, p.lo * kMapSector, len, error)) return false;
+      copier_.set_source_name(journal ? "segment " + std::to_string(p.e->file) : std::string("the base image"));
+      CopySide side = CopySide::kNone;
+      if (!copier_.Copy(f->fd(), pos, fd_, p.lo * kMapSector, len, &side, error)) return false;
       r->bytes += len;
       r->extents++;
     }

@@ -31,6 +31,7 @@
 #include <shared_mutex>
 #include <string>
 
+#include "file_copy.h"
 #include "point_map.h"
 
 namespace tidemark {
@@ -75,13 +76,11 @@ class ReplicaImage {
   uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
 
  private:
-  bool Copy(int src, uint64_t src_pos, uint64_t dst_pos, uint64_t len, std::string* error);
-
   const int fd_;
   mutable std::shared_mutex mu_;
   std::shared_ptr<const PointReader> same_;  // guarded by mu_
   std::atomic<uint64_t> bytes_read_{0};
-  bool no_copy_range_ = false;  // copy_file_range refused: pread/pwrite from then on
+  RangeCopier copier_{"", "the replica image"};  // rounds only: one at a time
 };
 
 }  // namespace tidemark

@@ -329,6 +329,17 @@ uint32_t View::Read(uint64_t offset, uint32_t length, uint8_t* out) {
   return e;
 }
 
+bool View::CopyTo(int fd, uint64_t offset, uint64_t length, bool write_zeroes, CopyTally* t, CopySide* side,
+                  std::string* error) {
+  if (!can_copy()) return Export::CopyTo(fd, offset, length, write_zeroes, t, side, error);
+  reads_++;
+  const uint64_t before = t->data_bytes;
+  const bool ok = copy_(fd, offset, length, write_zeroes, t, side, error);
+  bytes_read_ += t->data_bytes - before;
+  if (!ok && *side == CopySide::kSource) io_errors_++;
+  return ok;
+}
+
 uint32_t View::ReadNow(uint64_t offset, uint32_t length, uint8_t* out) {
   // The overlay's sectors are a pread of its file, which may wait.
   if (config_.writable && !overlay_.empty()) {

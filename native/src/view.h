@@ -77,6 +77,11 @@ using FetchFn = std::function<bool(uint64_t offset, uint32_t length, uint8_t* ou
 using FetchNowFn =
     std::function<bool(uint64_t offset, uint32_t length, uint8_t* out, bool* would_wait, std::string* error)>;
 
+// Copies [offset, offset+length) of the point into fd, file to file
+// (Export::CopyTo): a direct view's point read where its files are.
+using CopyFn = std::function<bool(int fd, uint64_t offset, uint64_t length, bool write_zeroes, CopyTally* t,
+                                  CopySide* side, std::string* error)>;
+
 constexpr uint32_t kViewChunk = 64 * 1024;
 constexpr uint32_t kViewMaxFetch = 4 * 1024 * 1024;
 
@@ -119,6 +124,9 @@ class View : public Export {
   ~View() override;
 
   bool Open(std::string* error);  // the overlay, when writable
+  // Before the view is served: how it copies itself for a restore on its
+  // host. A writable view never does (its overlay is not in the point's files).
+  void SetCopy(CopyFn copy) { copy_ = std::move(copy); }
   void Close();
 
   const std::string& name() const override { return config_.name; }
@@ -132,6 +140,9 @@ class View : public Export {
   bool can_read_now() const override { return !config_.direct || bool(fetch_now_); }
   uint32_t ReadNow(uint64_t offset, uint32_t length, uint8_t* out) override;
   uint32_t Write(uint64_t offset, uint32_t length, const uint8_t* data, bool fua) override;
+  bool can_copy() const override { return copy_ && !config_.writable; }
+  bool CopyTo(int fd, uint64_t offset, uint64_t length, bool write_zeroes, CopyTally* t, CopySide* side,
+              std::string* error) override;
   uint32_t Trim(uint64_t offset, uint64_t length, bool fua) override;
   uint32_t Zero(uint64_t offset, uint64_t length, bool fua, bool no_hole) override;
   uint32_t Flush() override;
@@ -190,6 +201,7 @@ class View : public Export {
   FetchFn fetch_;
   LogFn log_;
   FetchNowFn fetch_now_;
+  CopyFn copy_;
   ChunkCache cache_;
   Overlay overlay_;
   bool open_ = false;

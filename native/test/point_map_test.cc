@@ -281,10 +281,92 @@ void TestReplica() {
   all_same("after a full round over garbage");
 }
 
+// CopyTo (a restore on the appliance's host): points old and new, read
+// partly through the replica image and partly from the journal, copied in
+// ranges into a file that held junk (zeroes written) and into a new sparse
+// file (zeroes skipped), equal the model; bad ranges and an unwritable
+// target are refused, naming their side.
+void TestCopyTo() {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> data;
+  FileTable files;
+  MakeSegments(dir, kFiles, 500, &data, &files);
+  const std::string img_path = dir.path() + "/replica.img";
+  const int img_fd = ::open(img_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  CHECK(img_fd >= 0 && ftruncate(img_fd, off_t(kSectors * kMapSector)) == 0, "the replica image file is made");
+  auto image = std::make_shared<ReplicaImage>(img_fd);
+  LiveMap live(nullptr, files, kSectors * kMapSector);
+  live.SetReplica(image);
+  std::mt19937_64 rng(21);
+  Model m;
+  std::vector<std::pair<std::shared_ptr<PointReader>, Model>> points;
+  for (int i = 0; i < 300; i++) {
+    const MapExtent e = RandomExtent(rng);
+    live.Apply(&e, 1);
+    m.Paint(e);
+    if (i == 150) points.push_back({live.Snapshot(), m});
+  }
+  std::string error;
+  RoundResult r;
+  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, &r, &error), "a full round" + Said(error));
+  points.push_back({live.Snapshot(), m});  // all of it in the image
+  for (int i = 0; i < 40; i++) {
+    const MapExtent e = RandomExtent(rng);
+    live.Apply(&e, 1);
+    m.Paint(e);
+  }
+  points.push_back({live.Snapshot(), m});  // the image and the journal
+  const uint64_t size = kSectors * kMapSector;
+  const std::vector<uint8_t> junk(size, 0xEE);
+  int n = 0;
+  for (auto& p : points) {
+    for (const bool zeroes : {true, false}) {
+      const std::string out = dir.path() + "/out" + std::to_string(n++);
+      if (zeroes) WriteFile(out, junk);
+      const int fd = ::open(out.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      CHECK(fd >= 0 && ftruncate(fd, off_t(size)) == 0, "the target is made");
+      CopyTally t;
+      bool ok = true;
+      // Ranges of random whole sectors, as the copier's connections ask.
+      for (uint64_t at = 0; at < size && ok;) {
+        const uint64_t len = std::min(size - at, (1 + rng() % 600) * kMapSector);
+        CopySide side = CopySide::kNone;
+        ok = p.first->CopyTo(fd, at, len, zeroes, &t, &side, &error);
+        at += len;
+      }
+      std::vector<uint8_t> got(size);
+      CHECK(ok && pread(fd, got.data(), size, 0) == ssize_t(size), "a point is copied in ranges" + Said(error));
+      CHECK(got == p.second.Read(data, 0, size), std::string("the copy equals the point (zeroes ") + (zeroes ? "written" : "skipped") + ")");
+      CHECK(t.data_bytes + t.zero_bytes == size && t.data_runs > 0, "the tally covers the volume");
+      ::close(fd);
+    }
+  }
+  const uint64_t read0 = image->bytes_read();
+  const int fd = ::open((dir.path() + "/last").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  CopyTally t;
+  CopySide side = CopySide::kNone;
+  CHECK(fd >= 0 && points[1].first->CopyTo(fd, 0, size, false, &t, &side, &error), "the caught-up point is copied" + Said(error));
+  CHECK(image->bytes_read() - read0 == t.data_bytes, "all of it from the replica image");
+  CHECK(!points[1].first->CopyTo(fd, 100, kMapSector, false, &t, &side, &error) && side == CopySide::kSource &&
+            error.find("not whole sectors") != std::string::npos,
+        "a range that is not whole sectors is refused" + Said(error));
+  CHECK(!points[1].first->CopyTo(fd, size - kMapSector, 2 * kMapSector, false, &t, &side, &error) &&
+            error.find("inside the volume") != std::string::npos,
+        "a range past the end is refused" + Said(error));
+  ::close(fd);
+  const int ro = ::open((dir.path() + "/last").c_str(), O_RDONLY | O_CLOEXEC);
+  side = CopySide::kNone;
+  CHECK(!points[1].first->CopyTo(ro, 0, size, false, &t, &side, &error) && side == CopySide::kTarget &&
+            error.find("writing the target at ") != std::string::npos && error.find("Bad file descriptor") != std::string::npos,
+        "a target that cannot be written is the target's failure" + Said(error));
+  ::close(ro);
+}
+
 }  // namespace
 
 int main() {
   TestAgainstModel();
   TestReplica();
+  TestCopyTo();
   return Finish();
 }
