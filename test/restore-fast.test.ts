@@ -52,6 +52,22 @@ async function nbdkit(t: Test, listen: string | number, args: string[]): Promise
   return p
 }
 
+/**
+ * A 2 MiB ext4 loop-mounted at DIR/mnt (unmounted at teardown), for targets
+ * that fill up; null where this cannot mount (not root, no mkfs.ext4).
+ */
+async function tinyFs(t: Test, dir: string): Promise<string | null> {
+  if (process.getuid?.() !== 0 || !have('mkfs.ext4')) return null
+  const fsImg = path.join(dir, 'tiny.ext4')
+  makeImage(fsImg, 2 * MiB, null)
+  await must('mkfs.ext4', ['-q', '-F', fsImg])
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  await must('mount', ['-o', 'loop', fsImg, mnt])
+  t.teardown(() => run('umount', [mnt]))
+  return mnt
+}
+
 /** An image with data, holes and a lone 4 KiB block: what restores look like. */
 function patchwork(file: string, size: number): void {
   makeImage(file, size, null)
@@ -202,14 +218,8 @@ t.test('the copier: failures are one line naming the cause', async (t) => {
   t.match(e.message, /is read-only$/)
 
   // ENOSPC on the target: a file system that is too small for the data
-  if (process.getuid?.() === 0 && have('mkfs.ext4')) {
-    const fsImg = path.join(dir, 'tiny.ext4')
-    makeImage(fsImg, 2 * MiB, null)
-    await must('mkfs.ext4', ['-q', '-F', fsImg])
-    const mnt = path.join(dir, 'mnt')
-    fs.mkdirSync(mnt)
-    await must('mount', ['-o', 'loop', fsImg, mnt])
-    t.teardown(() => run('umount', [mnt]))
+  const mnt = await tinyFs(t, dir)
+  if (mnt) {
     e = await fail({ source: { unix: sock, export: '' }, target: path.join(mnt, 'o.img') })
     t.equal(e.code, 'COPY_TARGET')
     t.match(e.message, /^writing .*mnt\/o\.img at \d+: No space left on device \(ENOSPC\)$/)
@@ -349,14 +359,21 @@ t.test('restore without an appliance NBD endpoint falls back to gRPC, byte-exact
   t.equal(sha256(back), sha256(img), 'the NBD target holds the point')
 })
 
-t.test('restore through the appliance NBD endpoint', async (t) => {
+/** A written volume on an appliance serving NBD on a unix socket; null (the test planned empty) without --nbd. */
+async function nbdAppliance(t: Test) {
   if (!(await applianceServesNbd())) {
     t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
-    return
+    return null
   }
   const dir = tmpdir(t)
   const asock = path.join(dir, 'appliance-nbd.sock')
-  const { img, app, seq } = await writtenVolume(t, dir, ['--nbd', `unix:${asock}`])
+  return { dir, asock, ...(await writtenVolume(t, dir, ['--nbd', `unix:${asock}`])) }
+}
+
+t.test('restore through the appliance NBD endpoint', async (t) => {
+  const s = await nbdAppliance(t)
+  if (!s) return
+  const { dir, asock, img, app, seq } = s
 
   const fast = path.join(dir, 'fast.img')
   const r = await restore(app.address, 'vol', seq, fast)
@@ -420,13 +437,9 @@ t.test('restore through the appliance NBD endpoint', async (t) => {
 })
 
 t.test('the appliance copies a point into a file handed over its unix socket (NBD_OPT_TIDEMARK_COPY); every refusal names its cause', async (t) => {
-  if (!(await applianceServesNbd())) {
-    t.plan(0, 'this build of the appliance has no --nbd (issue 9 item 1)')
-    return
-  }
-  const dir = tmpdir(t)
-  const asock = path.join(dir, 'appliance-nbd.sock')
-  const { img, app, seq } = await writtenVolume(t, dir, ['--nbd', `unix:${asock}`])
+  const s = await nbdAppliance(t)
+  if (!s) return
+  const { dir, asock, img, app, seq } = s
   const size = 24 * MiB
   const target = path.join(dir, 'copy.img')
   fs.writeFileSync(target, '')
@@ -489,14 +502,8 @@ t.test('the appliance copies a point into a file handed over its unix socket (NB
   t.equal(sha256(path.join(dir, 'c.img')), sha256(img), 'three connections copying ranges')
 
   // A target that fills up: the target's failure, one line, nothing left behind.
-  if (process.getuid?.() === 0 && have('mkfs.ext4')) {
-    const fsImg = path.join(dir, 'tiny.ext4')
-    makeImage(fsImg, 2 * MiB, null)
-    await must('mkfs.ext4', ['-q', '-F', fsImg])
-    const mnt = path.join(dir, 'mnt')
-    fs.mkdirSync(mnt)
-    await must('mount', ['-o', 'loop', fsImg, mnt])
-    t.teardown(() => run('umount', [mnt]))
+  const mnt = await tinyFs(t, dir)
+  if (mnt) {
     const full = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', String(seq), '--out', path.join(mnt, 'x.img')])
     t.equal(full.code, 1)
     t.match(full.stderr, /^tidemark restore: the NBD server for export 'vol@seq=\d+' on .* could not copy \d+ bytes at \d+: writing the target at \d+: No space left on device\n$/)

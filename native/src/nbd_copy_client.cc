@@ -56,20 +56,26 @@ Connection::~Connection() {
   for (int s : failed_attempts_) close(s);
 }
 
-CopyError Connection::Open(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds,
-                           const std::function<void(int)>& on_socket, std::string* msg) {
+CopyError Connection::Negotiate(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg,
+                                const std::function<CopyError()>& talk) {
   what = e.Describe();
   CopyError err = Connect(e, on_socket, msg);
   if (err != CopyError::kNone) return err;
   timeval tv{kHandshakeSeconds, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  err = Handshake(e, creds, msg);
-  if (err != CopyError::kNone) return err;
+  err = talk();
+  // Requests (and a server copy's ranges) take as long as the disks need:
+  // no timeout from here (Cancel ends a hung copy).
   timeval none{0, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-  return CopyError::kNone;
+  return err;
+}
+
+CopyError Connection::Open(const NbdEndpoint& e, const std::shared_ptr<TlsCredentials>& creds,
+                           const std::function<void(int)>& on_socket, std::string* msg) {
+  return Negotiate(e, on_socket, msg, [&] { return Handshake(e, creds, msg); });
 }
 
 bool Connection::Send(const uint8_t* hdr, size_t hn, const uint8_t* data, size_t dn) {
@@ -338,18 +344,7 @@ CopyError Connection::Greet(const NbdEndpoint& e, std::string* msg) {
 }
 
 CopyError Connection::OpenForCopy(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg) {
-  what = e.Describe();
-  CopyError err = Connect(e, on_socket, msg);
-  if (err != CopyError::kNone) return err;
-  timeval tv{kHandshakeSeconds, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  err = Greet(e, msg);
-  // A range takes as long as the disks need: no timeout from here (Cancel ends a hung copy).
-  timeval none{0, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-  return err;
+  return Negotiate(e, on_socket, msg, [&] { return Greet(e, msg); });
 }
 
 CopyError Connection::ServerCopy(const std::string& name, int target, uint64_t offset, uint64_t length,

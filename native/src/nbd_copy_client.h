@@ -83,6 +83,10 @@ class Connection {
 
   static std::string Hex(uint32_t v);
 
+  // Connects, then talk() under the handshake's timeouts.
+  CopyError Negotiate(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg,
+                      const std::function<CopyError()>& talk);
+
   CopyError Connect(const NbdEndpoint& e, const std::function<void(int)>& on_socket, std::string* msg);
 
   // An option request with no data or with `data`.

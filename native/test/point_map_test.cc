@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -181,18 +182,29 @@ struct Appender {
 // Readers of many points through a replica image (replica_image.h): every
 // read equals the model whether the image is behind, caught up, being
 // written by a round on another thread, or holds garbage a torn round left.
-void TestReplica() {
+// n segments, a live map over them and a replica image beside it.
+struct WithReplica {
   TempDir dir;
-  constexpr int kSegs = 12;
   std::vector<std::vector<uint8_t>> data;
   FileTable files;
-  MakeSegments(dir, kSegs, 300, &data, &files);
-  const std::string img_path = dir.path() + "/replica.img";
-  const int img_fd = ::open(img_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  CHECK(img_fd >= 0 && ftruncate(img_fd, off_t(kSectors * kMapSector)) == 0, "the replica image file is made");
-  auto image = std::make_shared<ReplicaImage>(img_fd);
-  LiveMap live(nullptr, files, kSectors * kMapSector);
-  live.SetReplica(image);
+  std::shared_ptr<ReplicaImage> image;
+  std::unique_ptr<LiveMap> live;
+  WithReplica(int segments, uint32_t seed) {
+    MakeSegments(dir, segments, seed, &data, &files);
+    const std::string img_path = dir.path() + "/replica.img";
+    const int img_fd = ::open(img_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    CHECK(img_fd >= 0 && ftruncate(img_fd, off_t(kSectors * kMapSector)) == 0, "the replica image file is made");
+    image = std::make_shared<ReplicaImage>(img_fd);
+    live = std::make_unique<LiveMap>(nullptr, files, kSectors * kMapSector);
+    live->SetReplica(image);
+  }
+};
+
+void TestReplica() {
+  WithReplica w(12, 300);
+  auto& data = w.data;
+  auto& image = w.image;
+  LiveMap& live = *w.live;
   std::mt19937_64 rng(11);
   Appender journal;
   Model m;
@@ -287,16 +299,11 @@ void TestReplica() {
 // file (zeroes skipped), equal the model; bad ranges and an unwritable
 // target are refused, naming their side.
 void TestCopyTo() {
-  TempDir dir;
-  std::vector<std::vector<uint8_t>> data;
-  FileTable files;
-  MakeSegments(dir, kFiles, 500, &data, &files);
-  const std::string img_path = dir.path() + "/replica.img";
-  const int img_fd = ::open(img_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  CHECK(img_fd >= 0 && ftruncate(img_fd, off_t(kSectors * kMapSector)) == 0, "the replica image file is made");
-  auto image = std::make_shared<ReplicaImage>(img_fd);
-  LiveMap live(nullptr, files, kSectors * kMapSector);
-  live.SetReplica(image);
+  WithReplica w(kFiles, 500);
+  const TempDir& dir = w.dir;
+  auto& data = w.data;
+  auto& image = w.image;
+  LiveMap& live = *w.live;
   std::mt19937_64 rng(21);
   Model m;
   std::vector<std::pair<std::shared_ptr<PointReader>, Model>> points;
