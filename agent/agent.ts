@@ -247,6 +247,7 @@ export class Agent {
           records: s.records,
           recordBytes: s.recordBytes,
           droppedRecords: s.droppedRecords,
+          behindEvents: s.behindEvents,
           resyncRecords: s.resyncRecords,
           dirtyRegions: s.dirtyRegions,
           staleRegions: s.staleRegions,

@@ -59,18 +59,14 @@
 import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import * as grpc from '@grpc/grpc-js'
-import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
-import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
-import { statsJson } from '../client/inspect-json'
-import { allProcesses, machineCpu, processCpu, selfCpu, topOthers, type ProcessCpu } from './lib/cpu'
+import { Agent, Appliance, applianceHasFullCopy } from './lib/cluster'
+import { cpuSnap, cpuWindow, type CpuWindow } from './lib/cpu'
 import { fillRandom, sparseFile } from './lib/data'
-import { APPLIANCE_NODE_FLAGS, BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
+import { BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
 import { fio } from './lib/fio'
-import { connectable, have, killAll, must, Proc, run, sleep, type Log } from './lib/process'
+import { have, killAll, must, run, sleep, type Log } from './lib/process'
 import { f0, f1, f2, machineInfo, median, percentile, writeResults } from './lib/report'
 import { NbdClient } from '../client/nbd-client'
 
@@ -104,177 +100,6 @@ const TARGET_WIRE_FRACTION = 1 / 40
 const TARGET_RPO_P99_MS = 1000
 const TARGET_INGEST_MBPS = 200
 const TARGET_RESTORE_MBPS = 300
-
-// ---------------------------------------------------------------- CPU accounting (lib/cpu.ts)
-
-interface CpuSnap {
-  at: number
-  machine: number
-  self: { own: number; children: number }
-  procs: ProcessCpu
-  tracked: Map<number, { total: number; main: number }>
-}
-
-function cpuSnap(tracked: number[]): CpuSnap {
-  return {
-    at: performance.now(),
-    machine: machineCpu().busy,
-    self: selfCpu(),
-    procs: allProcesses(),
-    tracked: new Map(tracked.map((pid) => [pid, processCpu(pid)])),
-  }
-}
-
-interface CpuWindow {
-  seconds: number
-  /** per tracked role, in cores (1.0 = one core busy for the whole window) */
-  roles: Record<string, { cores: number; mainCores: number; cpuSeconds: number }>
-  /** reaped child tools (fio, sqlite3, ...) */
-  toolsCores: number
-  benchCores: number
-  machineCores: number
-  /** neither ours nor our tools: other processes, kernel threads; how disturbed the window was */
-  otherCores: number
-  others: Array<{ comm: string; cores: number }>
-}
-
-function cpuWindow(a: CpuSnap, b: CpuSnap, roles: Record<string, number[]>): CpuWindow {
-  const wall = (b.at - a.at) / 1000
-  const out: CpuWindow['roles'] = {}
-  let ours = 0
-  const exclude = new Set<number>([process.pid])
-  for (const [role, pids] of Object.entries(roles)) {
-    let total = 0
-    let main = 0
-    for (const pid of pids) {
-      exclude.add(pid)
-      const x = a.tracked.get(pid)
-      const y = b.tracked.get(pid)
-      if (!x || !y || !Number.isFinite(y.total)) continue
-      total += y.total - x.total
-      main += y.main - x.main
-    }
-    ours += total
-    out[role] = { cores: total / wall, mainCores: main / wall, cpuSeconds: total }
-  }
-  const tools = b.self.children - a.self.children
-  const bench = b.self.own - a.self.own
-  const machine = b.machine - a.machine
-  // Children still running at b (e.g. fio under way) are in neither snapshot's cutime: exclude them by name too.
-  const others = topOthers(a.procs, b.procs, exclude, wall, 0.02)
-  return {
-    seconds: wall,
-    roles: out,
-    toolsCores: tools / wall,
-    benchCores: bench / wall,
-    machineCores: machine / wall,
-    otherCores: Math.max(0, (machine - ours - tools - bench) / wall),
-    others,
-  }
-}
-
-// ---------------------------------------------------------------- tidemark processes
-
-class Appliance extends Proc {
-  address = ''
-  private client: AdminClient | null = null
-
-  static async start(data: string): Promise<Appliance> {
-    const a = new Appliance('appliance', process.execPath, [...APPLIANCE_NODE_FLAGS, BIN, 'appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
-    const listening = /listening on [^\s]+:(\d+)/
-    await a.waitFor(() => listening.test(a.err), 'listening', 30_000)
-    a.address = `127.0.0.1:${listening.exec(a.err)![1]}`
-    return a
-  }
-
-  /** What `tidemark stats --json` prints (the same Admin RPC, without a process per call). */
-  stats(): Promise<{ volumes: Log[] }> {
-    this.client ??= new adminProto.Admin(this.address, grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-    }) as unknown as AdminClient
-    const c = this.client
-    return new Promise((resolve, reject) =>
-      c.stats({ volume: '' }, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(statsJson(res!) as { volumes: Log[] })))
-    )
-  }
-
-  async volume(name: string): Promise<Log> {
-    const v = (await this.stats()).volumes.find((x) => x.name === name)
-    if (!v) throw new Error(`the appliance has no volume ${name}`)
-    return v
-  }
-
-  override async stop(): Promise<number | null> {
-    this.client?.close()
-    this.client = null
-    return super.stop()
-  }
-}
-
-class Agent extends Proc {
-  sock = ''
-  volumes: string[] = []
-
-  static async start(dir: string, tag: string, volumes: Record<string, string>, appliance: string, extra: string[] = []): Promise<Agent> {
-    const sock = path.join(dir, `${tag}.sock`)
-    const argv = ['agent', '--state', path.join(dir, `${tag}-state`), '--nbd', `unix:${sock}`, '--appliance', appliance, '--agent-id', tag]
-    if (!extra.includes('--stats-interval')) argv.push('--stats-interval', '0.25')
-    for (const [n, p] of Object.entries(volumes)) argv.push('--volume', `${n}=${p}`)
-    argv.push(...extra)
-    const a = new Agent(`agent ${tag}`, process.execPath, [BIN, ...argv])
-    a.sock = sock
-    a.volumes = Object.keys(volumes)
-    await a.listening(sock, 30_000)
-    return a
-  }
-
-  uri(volume: string): string {
-    return `nbd+unix:///${volume}?socket=${this.sock}`
-  }
-
-  /** A 'stats' line logged at or after `since` (ms since the epoch) for the volume, satisfying pred. */
-  statsLine(volume: string, since: number, pred: (l: Log) => boolean, what: string, timeoutMs = 300_000): Promise<Log> {
-    return this.waitLog((l) => l.msg === 'stats' && l.volume === volume && l.time >= since && pred(l), `${what} (${volume})`, timeoutMs)
-  }
-
-  /** Waits until every captured change of every volume is durable at the appliance (and any initial copy complete). */
-  async caughtUp(since = Date.now(), timeoutMs = 300_000): Promise<Log[]> {
-    const out: Log[] = []
-    for (const v of this.volumes) {
-      out.push(
-        await this.statsLine(
-          v,
-          since,
-          // lastSeq is the seq high-water mark: after a restart it starts at the
-          // leased value, above anything durable, until a write takes a seq.
-          (l) =>
-            l.connected === true &&
-            l.mode === 'normal' &&
-            l.windowBytes === 0 &&
-            (l.durableSeq >= l.lastSeq || (l.records === 0 && l.resyncRecords === 0)) &&
-            !(l.syncProgress && !l.syncProgress.complete),
-          'caught up',
-          timeoutMs
-        )
-      )
-    }
-    return out
-  }
-
-  finalStats(): Log[] {
-    return this.logs().filter((l) => l.msg === 'final stats')
-  }
-}
-
-async function applianceHasFullCopy(app: Appliance, volumes: string[], timeoutMs = 120_000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const s = await app.stats()
-    if (volumes.every((n) => s.volumes.find((v) => v.name === n)?.fullSyncDone === true)) return
-    if (Date.now() > end) throw new Error(`the appliance did not record a complete initial copy of ${volumes.join(', ')} within ${timeoutMs / 1000} s`)
-    await sleep(100)
-  }
-}
 
 // ---------------------------------------------------------------- NBD writes (client/nbd-client.ts)
 

@@ -79,3 +79,71 @@ export function machineCpu(): { busy: number; total: number } {
   const total = v.slice(0, 8).reduce((a, b) => a + b, 0)
   return { busy: (total - idle) / CLK_TCK, total: total / CLK_TCK }
 }
+
+// ---- a measured window: the tracked servers by role, our tools, the rest of the machine
+
+export interface CpuSnap {
+  at: number
+  machine: number
+  self: { own: number; children: number }
+  procs: ProcessCpu
+  tracked: Map<number, { total: number; main: number }>
+}
+
+export function cpuSnap(tracked: number[]): CpuSnap {
+  return {
+    at: performance.now(),
+    machine: machineCpu().busy,
+    self: selfCpu(),
+    procs: allProcesses(),
+    tracked: new Map(tracked.map((pid) => [pid, processCpu(pid)])),
+  }
+}
+
+export interface CpuWindow {
+  seconds: number
+  /** per tracked role, in cores (1.0 = one core busy for the whole window) */
+  roles: Record<string, { cores: number; mainCores: number; cpuSeconds: number }>
+  /** reaped child tools (fio, sqlite3, ...) */
+  toolsCores: number
+  benchCores: number
+  machineCores: number
+  /** neither ours nor our tools: other processes, kernel threads; how disturbed the window was */
+  otherCores: number
+  others: Array<{ comm: string; cores: number }>
+}
+
+export function cpuWindow(a: CpuSnap, b: CpuSnap, roles: Record<string, number[]>): CpuWindow {
+  const wall = (b.at - a.at) / 1000
+  const out: CpuWindow['roles'] = {}
+  let ours = 0
+  const exclude = new Set<number>([process.pid])
+  for (const [role, pids] of Object.entries(roles)) {
+    let total = 0
+    let main = 0
+    for (const pid of pids) {
+      exclude.add(pid)
+      const x = a.tracked.get(pid)
+      const y = b.tracked.get(pid)
+      if (!x || !y || !Number.isFinite(y.total)) continue
+      total += y.total - x.total
+      main += y.main - x.main
+    }
+    ours += total
+    out[role] = { cores: total / wall, mainCores: main / wall, cpuSeconds: total }
+  }
+  const tools = b.self.children - a.self.children
+  const bench = b.self.own - a.self.own
+  const machine = b.machine - a.machine
+  // Children still running at b (e.g. fio under way) are in neither snapshot's cutime: exclude them by name too.
+  const others = topOthers(a.procs, b.procs, exclude, wall, 0.02)
+  return {
+    seconds: wall,
+    roles: out,
+    toolsCores: tools / wall,
+    benchCores: bench / wall,
+    machineCores: machine / wall,
+    otherCores: Math.max(0, (machine - ours - tools - bench) / wall),
+    others,
+  }
+}
