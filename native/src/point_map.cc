@@ -191,6 +191,7 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
       if (fd >= 0) posix_fadvise(fd, off_t(PosAt(*p.e, p.lo)), off_t((p.hi - p.lo) * kMapSector), POSIX_FADV_WILLNEED);
     }
   }
+  uint64_t from_replica = 0;
   for (const Piece& p : pieces) {
     uint8_t* to = out + (p.lo - lo) * kMapSector;
     if (!p.e) {
@@ -198,8 +199,10 @@ bool PointReader::ReadSectors(uint64_t lo, uint64_t hi, uint8_t* out, std::strin
     } else if (!ReadExtent(*p.e, p.lo, p.hi, to, error, would_wait)) {
       return false;
     }
-    if (p.e == &kReplicaExtent) replica_->CountRead((p.hi - p.lo) * kMapSector);
+    if (p.e == &kReplicaExtent) from_replica += (p.hi - p.lo) * kMapSector;
   }
+  // Counted once the read is whole: a page-cache read that would wait is read again.
+  if (from_replica) replica_->CountRead(from_replica);
   return true;
 }
 
