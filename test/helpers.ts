@@ -419,17 +419,19 @@ export async function startAppliance(
 export async function protectedVolume(
   t: { teardown(fn: () => unknown): void },
   dir: string,
-  opts: { size: number; seed: number | null; applianceExtra?: string[] }
-): Promise<{ img: string; app: ApplianceProcess; sock: string; agent: AgentProcess; uri: string }> {
+  opts: { size: number; seed: number | null; applianceExtra?: string[]; agentExtra?: string[] }
+): Promise<{ img: string; app: ApplianceProcess; sock: string; agent: AgentProcess; uri: string; agentArgs: Parameters<typeof startAgent>[1] }> {
   const img = path.join(dir, 'prod.img')
   makeImage(img, opts.size, opts.seed)
   const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: opts.applianceExtra })
   const sock = path.join(dir, 'nbd.sock')
-  const agent = await startAgent(t, {
-    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2'],
-  })
+  // The arguments, for a test that restarts the agent as it was.
+  const agentArgs = {
+    state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--stats-interval', '0.2', ...(opts.agentExtra ?? [])],
+  }
+  const agent = await startAgent(t, agentArgs)
   await app.waitForLog(/initial copy complete/, 120_000)
-  return { img, app, sock, agent, uri: nbdUri(sock, 'vol') }
+  return { img, app, sock, agent, uri: nbdUri(sock, 'vol'), agentArgs }
 }
 
 /** `tidemark restore ... --seq SEQ --out FILE`; returns the parsed --json result. */
