@@ -55,7 +55,8 @@
 // TIDEMARK_BENCH_INGEST_MB (128 per stream), TIDEMARK_BENCH_INGEST_AGENTS (4),
 // TIDEMARK_BENCH_INGEST_VOLUMES (2 per agent), TIDEMARK_BENCH_INGEST_ROUNDS (2),
 // TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_RESTORE_ROUNDS (2),
-// TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR').
+// TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR'),
+// TIDEMARK_BENCH_AGENT_NODE_FLAGS (the same for the agents).
 import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -68,7 +69,7 @@ import { adminProto, MAX_MESSAGE_BYTES } from '../proto/load'
 import { statsJson } from '../client/inspect-json'
 import { allProcesses, machineCpu, processCpu, selfCpu, topOthers, type ProcessCpu } from './lib/cpu'
 import { fillRandom, sparseFile } from './lib/data'
-import { APPLIANCE_NODE_FLAGS, BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
+import { AGENT_NODE_FLAGS, APPLIANCE_NODE_FLAGS, BENCH_DIR as BASE_DIR, BIN, envNumber, MiB, removeDir, resultsPath, ROOT, scratchDir, SECTOR } from './lib/env'
 import { fio } from './lib/fio'
 import { connectable, have, killAll, must, Proc, run, sleep, type Log } from './lib/process'
 import { f0, f1, f2, machineInfo, median, percentile, writeResults } from './lib/report'
@@ -221,7 +222,7 @@ class Agent extends Proc {
     if (!extra.includes('--stats-interval')) argv.push('--stats-interval', '0.25')
     for (const [n, p] of Object.entries(volumes)) argv.push('--volume', `${n}=${p}`)
     argv.push(...extra)
-    const a = new Agent(`agent ${tag}`, process.execPath, [BIN, ...argv])
+    const a = new Agent(`agent ${tag}`, process.execPath, [...AGENT_NODE_FLAGS, BIN, ...argv])
     a.sock = sock
     a.volumes = Object.keys(volumes)
     await a.listening(sock, 30_000)
