@@ -288,8 +288,11 @@ void MicroScanner::FillZero(uint64_t g, int64_t slot, uint64_t first, uint64_t e
 }
 
 void MicroScanner::SetZero(uint64_t first, uint64_t count) {
-  if (count == 0) return;
-  const uint64_t end = first + count;
+  // Sectors past the volume's end hold nothing to remember (and a range that
+  // wraps past 2^64 must not turn into one that covers everything).
+  if (count == 0 || first >= total_sectors_) return;
+  const uint64_t end = std::min(first + count, total_sectors_);
+  count = end - first;
   const uint64_t g0 = first / kScanSectorsPerRegion;
   const uint64_t g1 = (end - 1) / kScanSectorsPerRegion;
   if (count <= kScanTrimCreateLimit) {
