@@ -11,9 +11,9 @@
 //        checksum: Buffer(8) | null) -> Buffer
 //     regions/fps: the appliance's fingerprints for the batch's RESYNC
 //     regions, regionSectors(g) u64s per region in the order of `regions`
-//     (null: none fetched). Returns the payload (a new Buffer the send window
-//     can keep: the raw records for mode 0, else what the ChangeBatch
-//     carries); writes records, app bytes, changed bytes, raw length and
+//     (null: none fetched). Returns the payload, a Buffer over memory of its
+//     own that the send window can keep (PayloadPool below): the raw records
+//     for mode 0, else what the ChangeBatch carries; writes records, app bytes, changed bytes, raw length and
 //     compression (0 none, 1 LZ4) into nums and, unless mode 0, the 8-byte
 //     little-endian checksum into `checksum`.
 //   clear(); stats() -> Float64Array [pages, maxPages, stateBytes,
@@ -49,7 +49,11 @@ thread_local std::vector<tidemark::ReplicaRegion> g_replica;
 // heap trims in Buffer::Copy, ~40% of the call, the scan ~17%). Blocks come
 // back when V8 collects their Buffer (the finalizer), never earlier: grpc-js
 // may still hold a message it has not serialized yet. At most kPoolKeep
-// bytes wait here; V8 is told of the memory so it collects in time.
+// bytes wait here. V8 is not told of the blocks (AdjustExternalMemory): each
+// payload is serialized into an ArrayBuffer of about its size, which V8 does
+// count, so collections already come at the pace of batches; counting the
+// blocks as well doubled the major GCs (agent 9.2 -> 7.3 CPU-s/GB without it,
+// one 512 MiB bench:replication stream; peak RSS equal to the old agent's).
 constexpr size_t kPoolGranule = 256 * 1024;
 constexpr size_t kPoolKeep = 64 * 1024 * 1024;
 
@@ -100,9 +104,7 @@ PayloadPool& Pool() {
 
 // A Buffer of the block's first n bytes; the block returns to the pool when V8 collects it.
 Napi::Value Wrap(Napi::Env env, Block b, size_t n) {
-  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(b.capacity));
   return Napi::Buffer<uint8_t>::New(env, b.data, n, [capacity = b.capacity](Napi::Env e, uint8_t* p) {
-    Napi::MemoryManagement::AdjustExternalMemory(e, -int64_t(capacity));
     Pool().Give(Block{p, capacity});
   });
 }
@@ -139,6 +141,7 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
  private:
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    if (!s_) return Unusable(env);
     if (info.Length() < 6 || !info[0].IsBuffer() || !info[3].IsNumber() || !info[4].IsTypedArray()) {
       Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan(batch, regions, fps, mode, nums, checksum)").ThrowAsJavaScriptException();
       return env.Undefined();
@@ -215,12 +218,20 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
     return Wrap(env, c, p.length);
   }
 
+  // A scanner whose constructor threw has no core.
+  Napi::Value Unusable(Napi::Env env) {
+    Fail(env, "MICROSCAN_INVALID_ARGUMENT", "this scanner was not constructed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
   Napi::Value Clear(const Napi::CallbackInfo& info) {
+    if (!s_) return Unusable(info.Env());
     s_->Clear();
     return info.Env().Undefined();
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
+    if (!s_) return Unusable(info.Env());
     auto a = Napi::Float64Array::New(info.Env(), 7);
     const auto& st = s_->stats();
     a[0] = double(s_->pages());
