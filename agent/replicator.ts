@@ -18,7 +18,8 @@
 //             after every batch written before the request), so the resync
 //             sends only sectors that differ (DRBD's checksum resync).
 //   scan      MicroScan drops sectors the replica already holds.
-//   send      encodeBatch (xxh64 + LZ4), keep it in the window, wait for the
+//   send      the scan's ChangeBatch (xxh64 + LZ4, made in the same native
+//             call), keep it in the window, wait for the
 //             throttle, write it respecting flow control (write() false ->
 //             'drain'). The batch states the pulled batch's seq range even if
 //             MicroScan dropped every record, so acks still move.
@@ -33,7 +34,6 @@
 // acknowledged, the replica lost data: the MicroScan cache is cleared and the
 // whole volume is copied again.
 import type { Logger } from 'pino'
-import { encodeBatch } from '../proto/change-batch'
 import { TidemarkError } from '../proto/errors'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import type { Welcome__Output } from '../proto/generated/tidemark/v1/Welcome'
@@ -63,6 +63,8 @@ const COALESCE_BYTES = 256 * 1024
 const COALESCE_MS = 5
 /** While the stream pushes back (or a resync runs), pull this much at once. */
 const PULL_BYTES_BLOCKED = 4 * 1024 * 1024
+/** A pull may add one record past its maximum: at most 1 MiB of data (tap.ts records()). */
+const PULL_SLACK = 1024 * 1024 + 4096
 const WELCOME_TIMEOUT_MS = 30_000
 const MAX_REGIONS_PER_REQUEST = 4096
 
@@ -119,6 +121,12 @@ export class Replicator {
   private readonly copy: InitialCopy
   private readonly lag = new RpoLag()
   private durableSeq = 0
+  /**
+   * Pulled batches land here (one buffer per volume, not one per pull: a new
+   * Buffer per batch kept V8's collector busy). A batch is a view of it until
+   * it is scanned, which copies what is sent; nothing pulls before that.
+   */
+  private readonly pullBuf = Buffer.allocUnsafeSlow(PULL_BYTES_BLOCKED + PULL_SLACK)
   private held: RecordBatch | null = null
   private session: Session | null = null
   private stopped = false
@@ -384,14 +392,19 @@ export class Replicator {
       // fingerprint round trip per pulled batch).
       const want = s.blocked || this.lastHadResync ? PULL_BYTES_BLOCKED : PULL_BYTES
       const max = Math.min(want, Math.floor(this.maxBatch / 2))
-      let batch = this.held ?? this.tap.next(this.volume, max)
+      let batch = this.held ?? this.tap.next(this.volume, max, this.pullBuf)
       if (batch && !this.held && batch.buffer.length < COALESCE_BYTES && this.window.length > 0) {
         this.held = batch
         let timer: NodeJS.Timeout | undefined
         await Promise.race([this.nextAck(), s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, COALESCE_MS)))])
         clearTimeout(timer)
-        const more = this.tap.next(this.volume, Math.max(1, max - batch.buffer.length))
-        if (more) batch = this.held = new RecordBatch(Buffer.concat([batch.buffer, more.buffer]))
+        // The rest of the pull buffer takes the records that follow, so the two are one batch without a copy.
+        const have = batch.buffer.length
+        const more = this.tap.next(this.volume, Math.max(1, max - have), this.pullBuf.subarray(have))
+        if (more) {
+          const joined = more.buffer.buffer === this.pullBuf.buffer && more.buffer.byteOffset === this.pullBuf.byteOffset + have
+          batch = this.held = new RecordBatch(joined ? this.pullBuf.subarray(0, have + more.buffer.length) : Buffer.concat([batch.buffer, more.buffer]))
+        }
       }
       if (!batch) {
         this.readable ??= this.tap.wait(this.volume).then(() => {
@@ -432,19 +445,14 @@ export class Replicator {
         replica = await this.fetchFingerprints(s, regions)
       }
     }
-    const out = this.ms.scan(batch, replica)
+    // One native call: scan, checksum, LZ4 (agent/microscan.ts).
+    const out = this.ms.encode(batch, replica)
     this.copy.noteWritten(batch)
     this.held = null
-    if (out.raw.length > this.maxBatch) {
-      throw new TidemarkError('BATCH_TOO_LARGE', `a batch of ${out.raw.length} bytes is over the appliance's ${this.maxBatch}-byte limit`)
+    const msg = out.msg
+    if (msg.rawLength! > this.maxBatch) {
+      throw new TidemarkError('BATCH_TOO_LARGE', `a batch of ${msg.rawLength} bytes is over the appliance's ${this.maxBatch}-byte limit`)
     }
-    const msg = encodeBatch(out.raw, {
-      firstSeq: out.firstSeq,
-      lastSeq: out.lastSeq,
-      recordCount: out.records,
-      appBytes: out.appBytes,
-      changedBytes: out.changedBytes,
-    })
     const e = SendWindow.entry(out.firstSeq, out.lastSeq, msg, regions.length, this.copy.regionsToCopy(regions))
     this.st.appBytes += out.appBytes
     this.st.changedBytes += out.changedBytes

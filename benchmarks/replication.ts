@@ -55,7 +55,8 @@
 // TIDEMARK_BENCH_INGEST_MB (128 per stream), TIDEMARK_BENCH_INGEST_AGENTS (4),
 // TIDEMARK_BENCH_INGEST_VOLUMES (2 per agent), TIDEMARK_BENCH_INGEST_ROUNDS (2),
 // TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_RESTORE_ROUNDS (2),
-// TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR').
+// TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR'),
+// TIDEMARK_BENCH_AGENT_NODE_FLAGS (the same for the agents).
 import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'

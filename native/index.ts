@@ -83,7 +83,16 @@ export interface NativeRecordLayout {
   regionSize: number
 }
 
+/** native/src/scan_addon.cc: MicroScan's per-sector work and the ChangeBatch payload, one call per batch. */
+export interface NativeMicroScanHandle {
+  scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null): Buffer
+  clear(): void
+  stats(): Float64Array
+}
+
 export interface NativeModule {
+  NativeMicroScan: new (volumeBytes: number, cacheBytes: number, enabled: boolean) => NativeMicroScanHandle
+  scanEncodeLayout: { minCompress: number; sample: number; worth: number; pageOverhead: number; trimCreateLimit: number }
   NativeTap: new (
     config: NativeTapConfig,
     onEvent: (type: number, volume: number, level: number, message: string) => void

@@ -3,6 +3,10 @@
 // compressed with LZ4 when that pays. One module for both ends, so the agent
 // that encodes and the appliance that verifies cannot drift apart (the
 // appliance decodes and verifies the bytes natively: see batchEncoding).
+// The agent encodes natively too, in the same call that scans a pulled batch
+// (native/src/batch_ingest.h EncodeBatchPayload mirrors encodeBatch's rule;
+// test/microscan.test.ts holds the two to the same constants and results);
+// encodeBatch stays the TypeScript statement of the rule, for tests.
 import { compressSync } from 'lz4-napi'
 import type { ChangeBatch } from './generated/tidemark/v1/ChangeBatch'
 import type { ChangeBatch__Output } from './generated/tidemark/v1/ChangeBatch'
@@ -11,14 +15,14 @@ import { checksumBytes } from './hash'
 import { MAX_BATCH_BYTES } from './load'
 
 /** Payloads smaller than this are sent raw: LZ4's framing would not pay. */
-const MIN_COMPRESS = 1024
+export const MIN_COMPRESS = 1024
 /**
  * Incompressible data costs LZ4 time for nothing (≈ 230 MB/s on 1 MiB of
  * random bytes here, against GB/s for compressible data): try a 64 KiB
  * sample first and skip the batch if the sample does not shrink by 10 %.
  */
-const SAMPLE = 64 * 1024
-const WORTH = 0.9
+export const SAMPLE = 64 * 1024
+export const WORTH = 0.9
 
 export interface BatchMeta {
   firstSeq: number

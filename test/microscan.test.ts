@@ -1,9 +1,14 @@
 // MicroScan on hand-made record batches: what it drops, what it sends and
-// how, and that its cache stays within budget.
+// how, that its cache stays within budget, and that the ChangeBatch it
+// encodes natively is the one encodeBatch would make.
+import crypto from 'node:crypto'
 import t from 'tap'
+import { uncompressSync } from 'lz4-napi'
 import { MicroScan, SECTORS_PER_REGION } from '../agent/microscan'
 import { RecordBatch, RecordKind, SECTOR_SIZE, type RecordCursor } from '../native/record-batch'
 import { initHash, sectorFingerprints, zeroSectorFingerprint } from '../proto/hash'
+import { encodeBatch, MIN_COMPRESS, SAMPLE, WORTH } from '../proto/change-batch'
+import { native } from '../native'
 
 const GiB = 1024 ** 3
 
@@ -194,4 +199,39 @@ t.test('disabled: every sector is sent', async (t) => {
   const d = sectors(8, 1)
   ms.scan(batch([{ seq: 1, sector: 0, count: 8, kind: RecordKind.Write, data: d }]))
   t.equal(ms.scan(batch([{ seq: 2, sector: 0, count: 8, kind: RecordKind.Write, data: d }])).changedBytes, 8 * SECTOR_SIZE)
+})
+
+t.test('encode: the scan as a ChangeBatch, with the payload rule of proto/change-batch.ts', async (t) => {
+  t.same(
+    native.scanEncodeLayout,
+    { minCompress: MIN_COMPRESS, sample: SAMPLE, worth: WORTH, pageOverhead: 64, trimCreateLimit: 16 * SECTORS_PER_REGION },
+    'the native encoder uses the same constants as encodeBatch'
+  )
+  const cases: Array<[string, Buffer, boolean]> = [
+    ['compressible', Buffer.alloc(256 * SECTOR_SIZE, 0x41), true],
+    ['random', crypto.randomBytes(512 * SECTOR_SIZE), true],
+    ['compressible, compression off', Buffer.alloc(256 * SECTOR_SIZE, 0x41), false],
+    ['small', Buffer.alloc(SECTOR_SIZE, 0x42), true],
+  ]
+  for (const [what, data, compress] of cases) {
+    const b = batch([{ seq: 7, sector: 64, count: data.length / SECTOR_SIZE, kind: RecordKind.Write, flags: 1, data }])
+    const raw = new MicroScan({ volumeBytes: GiB }).scan(b).raw
+    const e = new MicroScan({ volumeBytes: GiB }).encode(b, null, compress)
+    const ts = encodeBatch(raw, { firstSeq: 7, lastSeq: 7, recordCount: 1, appBytes: data.length, changedBytes: data.length }, compress)
+    t.equal(e.msg.compression, ts.compression, `${what}: the same compression decision as encodeBatch`)
+    t.ok((e.msg.checksum as Buffer).equals(ts.checksum as Buffer), `${what}: the same checksum (xxh64 of the raw records)`)
+    t.equal(e.msg.rawLength, raw.length, `${what}: the raw length`)
+    const payload = e.msg.payload as Buffer
+    const decoded = e.msg.compression === 'COMPRESSION_LZ4' ? uncompressSync(payload) : payload
+    t.ok(decoded.equals(raw), `${what}: the payload decodes (lz4-napi) to the scanned records`)
+    t.same([e.msg.firstSeq, e.msg.lastSeq, e.msg.recordCount, e.msg.appBytes, e.msg.changedBytes], [7, 7, 1, data.length, data.length], `${what}: the batch's fields`)
+  }
+})
+
+t.test('a batch that is not whole records is refused, naming where', async (t) => {
+  const ms = new MicroScan({ volumeBytes: GiB })
+  const good = batch([{ seq: 1, sector: 0, count: 2, kind: RecordKind.Write, data: sectors(2, 1) }])
+  const lying = Buffer.from(good.buffer)
+  lying.writeUInt32LE(3, 16) // 3 sectors, 1 KiB of data
+  t.throws(() => ms.scan(new RecordBatch(lying)), { code: 'MICROSCAN_BAD_BATCH', message: /holds 1024 bytes of data for 3 sectors/ })
 })

@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js'
 import { statsJson } from '../../client/inspect-json'
 import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
 import { adminProto, MAX_MESSAGE_BYTES } from '../../proto/load'
-import { APPLIANCE_NODE_FLAGS, BIN } from './env'
+import { AGENT_NODE_FLAGS, APPLIANCE_NODE_FLAGS, BIN } from './env'
 import { Proc, sleep, type Log } from './process'
 
 export class Appliance extends Proc {
@@ -56,7 +56,7 @@ export class Agent extends Proc {
     if (!extra.includes('--stats-interval')) argv.push('--stats-interval', '0.25')
     for (const [n, p] of Object.entries(volumes)) argv.push('--volume', `${n}=${p}`)
     argv.push(...extra)
-    const a = new Agent(`agent ${tag}`, process.execPath, [BIN, ...argv])
+    const a = new Agent(`agent ${tag}`, process.execPath, [...AGENT_NODE_FLAGS, BIN, ...argv])
     a.sock = sock
     a.volumes = Object.keys(volumes)
     await a.listening(sock, 30_000)

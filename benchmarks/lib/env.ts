@@ -21,6 +21,8 @@ export const BENCH_DIR = process.env.TIDEMARK_BENCH_DIR || os.tmpdir()
  * --cpu-prof, and would profile every process).
  */
 export const APPLIANCE_NODE_FLAGS = (process.env.TIDEMARK_BENCH_APPLIANCE_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+/** The same for the agent processes, from TIDEMARK_BENCH_AGENT_NODE_FLAGS. */
+export const AGENT_NODE_FLAGS = (process.env.TIDEMARK_BENCH_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 
 /** A positive number from the environment, or the default. */
 export function envNumber(name: string, dflt: number): number {

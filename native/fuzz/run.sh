@@ -4,7 +4,9 @@
 #   nbd_fuzz    the NBD front with the tap core (native/fuzz/nbd_fuzz.cc),
 #               seeded with valid client conversations;
 #   batch_fuzz  the appliance's batch ingest (native/fuzz/batch_fuzz.cc),
-#               seeded with valid batches, raw and LZ4.
+#               seeded with valid batches, raw and LZ4;
+#   microscan_fuzz  the agent's scan and payload encoder
+#               (native/fuzz/microscan_fuzz.cc), seeded with the batch seeds.
 # Each runs for ${FUZZ_SECONDS:-60} seconds (FUZZ_TARGETS picks some).
 # Exits non-zero if libFuzzer finds a crash, a sanitizer error, a leak or a
 # hang (-timeout), or if fewer than ${FUZZ_MIN_EXECS:-100 per second} inputs
@@ -19,12 +21,13 @@ seconds=${FUZZ_SECONDS:-60}
 min_execs=${FUZZ_MIN_EXECS:-$((seconds * 100))}
 cxx=${FUZZ_CXX:-clang++}
 out=build-fuzz
-targets=(${FUZZ_TARGETS:-nbd_fuzz batch_fuzz})
+targets=(${FUZZ_TARGETS:-nbd_fuzz batch_fuzz microscan_fuzz})
 declare -A srcs=(
   [nbd_fuzz]="native/src/dirty_map.cc native/src/seq.cc native/src/volume.cc native/src/nbd_server.cc native/src/nbd_tls.cc native/src/tap.cc native/fuzz/nbd_fuzz.cc"
   [batch_fuzz]="native/src/batch_ingest.cc native/fuzz/batch_fuzz.cc"
+  [microscan_fuzz]="native/src/batch_ingest.cc native/src/microscan.cc native/fuzz/microscan_fuzz.cc"
 )
-declare -A libs=([nbd_fuzz]="" [batch_fuzz]="-llz4")
+declare -A libs=([nbd_fuzz]="" [batch_fuzz]="-llz4" [microscan_fuzz]="-llz4")
 flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
        -I native/src -pthread)
 
@@ -98,6 +101,13 @@ bseed every-kind-lz4 "$(ctl 6 8 5 2048)$every"
 bseed wrong-checksum "$(ctl 8 8 5 2048)$every"
 bseed past-the-end "$(ctl 0 1 0 16)$(record 11 12 8 1 4096)$(fill 4096 11)"
 bseed lz4-as-sent "$(ctl 1 1 0 2048 544)20020000f00f$(record 11 0 1 1 512 | cut -c1-48)"
+
+# ---- seeds: scans (4 control bytes, see microscan_fuzz.cc, then records)
+mkdir -p "$out/microscan_fuzz-seeds"
+mseed() { bytes "$2" > "$out/microscan_fuzz-seeds/$1"; }
+mseed every-kind "04020203$every"
+mseed rewrite-resync "02000103$(record 1 0 2 1 1024)$(fill 1024 ab)$(record 2 1 2 1 1024)$(fill 1024 ab)$(record 3 0 4 5 2048)$(fill 2048 ab)"
+mseed huge-trim "01010004$(record 1 130 2 1 1024)$(fill 1024 01)$(record 2 0 3000 2 0)$(record 3 130 2 1 1024)$(fill 1024 00)"
 
 # ---- fuzz
 for t in "${targets[@]}"; do

@@ -17,6 +17,7 @@ void InitIo(Napi::Env env, Napi::Object exports);    // io_addon.cc: readBatch
 void InitApplianceNbd(Napi::Env env, Napi::Object exports);  // appliance_nbd_addon.cc: PointMap, ApplianceExport, ApplianceNbd
 void InitCopy(Napi::Env env, Napi::Object exports);  // copy_addon.cc: class NativeNbdCopy
 void InitIngest(Napi::Env env, Napi::Object exports);  // ingest_addon.cc: frameBatch, journalFrameLayout
+void InitScan(Napi::Env env, Napi::Object exports);    // scan_addon.cc: NativeMicroScan, scanEncodeLayout
 
 namespace {
 
@@ -435,6 +436,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitApplianceNbd(env, exports);
   InitCopy(env, exports);
   InitIngest(env, exports);
+  InitScan(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   exports.Set("recordLayout", RecordLayout(env));

@@ -96,6 +96,29 @@ size_t FramedSize(size_t raw_length, uint64_t record_count) {
   return raw_length + size_t(record_count) * kFrameHeaderSize + kFrameHeaderSize + kCommitBodySize;
 }
 
+void EncodeBatchPayload(const uint8_t* raw, size_t length, bool compress, std::vector<uint8_t>* scratch, EncodedPayload* out) {
+  out->data = raw;
+  out->length = length;
+  out->compression = kCompressionNone;
+  out->checksum = XXH64(raw, length, 0);
+  if (!compress || length < kEncodeMinCompress || length > size_t(LZ4_MAX_INPUT_SIZE)) return;
+  const size_t bound = 4 + size_t(LZ4_compressBound(int(length)));
+  if (scratch->size() < bound) scratch->resize(bound);
+  char* dst = reinterpret_cast<char*>(scratch->data()) + 4;
+  const char* src = reinterpret_cast<const char*>(raw);
+  // Incompressible data costs LZ4 time for nothing: a sample decides first.
+  if (length > kEncodeSample * 2) {
+    const int n = LZ4_compress_default(src, dst, int(kEncodeSample), LZ4_compressBound(int(kEncodeSample)));
+    if (n <= 0 || double(4 + n) >= kEncodeSample * kEncodeWorth) return;
+  }
+  const int n = LZ4_compress_default(src, dst, int(length), int(bound - 4));
+  if (n <= 0 || double(4 + n) >= double(length) * kEncodeWorth) return;
+  PutU32(scratch->data(), uint32_t(length));
+  out->data = scratch->data();
+  out->length = 4 + size_t(n);
+  out->compression = kCompressionLz4;
+}
+
 bool DecodeBatchPayload(const uint8_t* payload, size_t length, const BatchEncoding& enc, const BatchDecl& d,
                         std::vector<uint8_t>* scratch, const uint8_t** raw, IngestError* err) {
   size_t got = length;

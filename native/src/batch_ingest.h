@@ -87,6 +87,29 @@ struct IngestError {
 bool DecodeBatchPayload(const uint8_t* payload, size_t length, const BatchEncoding& enc, const BatchDecl& d,
                         std::vector<uint8_t>* scratch, const uint8_t** raw, IngestError* err);
 
+// The agent's side of the same payload (proto/change-batch.ts states the
+// rule and keeps a TypeScript encoder for tests): checksum = xxh64 (seed 0)
+// of the raw records; LZ4 (the u32 LE raw length, then one block, as
+// lz4-napi's compressSync writes it) when the raw records are at least
+// kEncodeMinCompress bytes, a kEncodeSample-byte sample shrinks below
+// kEncodeWorth of its size (skipped for batches up to twice the sample) and
+// the whole batch does too; otherwise raw. The sizes compared include the
+// 4-byte prefix, as they do in TypeScript.
+constexpr size_t kEncodeMinCompress = 1024;
+constexpr size_t kEncodeSample = 64 * 1024;
+constexpr double kEncodeWorth = 0.9;
+
+struct EncodedPayload {
+  const uint8_t* data = nullptr;  // raw itself, or the LZ4 payload in *scratch
+  size_t length = 0;
+  int compression = kCompressionNone;
+  uint64_t checksum = 0;
+};
+
+// Encodes raw (at most INT_MAX bytes) for a ChangeBatch; *scratch is grown
+// to the largest batch and kept, so nothing is allocated per batch.
+void EncodeBatchPayload(const uint8_t* raw, size_t length, bool compress, std::vector<uint8_t>* scratch, EncodedPayload* out);
+
 // The checks on the declared seqs and record count, before any output is
 // sized from them (SEQ_OUT_OF_ORDER, RECORD_MALFORMED).
 bool CheckBatchDecl(size_t raw_length, const BatchDecl& d, IngestError* err);

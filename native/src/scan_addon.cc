@@ -1,0 +1,262 @@
+// The agent's send path at the Node boundary: one synchronous call per pulled
+// batch scans it (microscan.h) and encodes the result for a ChangeBatch
+// (batch_ingest.h EncodeBatchPayload: xxh64, LZ4), so JavaScript never
+// touches a sector and nothing is allocated per record. Synchronous on
+// purpose: the scanner's cache must change exactly when a batch is produced,
+// in pull order (agent/microscan.ts states the invariant).
+//
+//   new NativeMicroScan(volumeBytes, cacheBytes, enabled)
+//   scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null,
+//        mode: 0 raw | 1 encode | 2 encode with LZ4, nums: Float64Array,
+//        checksum: Buffer(8) | null) -> Buffer
+//     regions/fps: the appliance's fingerprints for the batch's RESYNC
+//     regions, regionSectors(g) u64s per region in the order of `regions`
+//     (null: none fetched). Returns the payload, a Buffer over memory of its
+//     own that the send window can keep (PayloadPool below): the raw records
+//     for mode 0, else what the ChangeBatch carries; writes records, app bytes, changed bytes, raw length and
+//     compression (0 none, 1 LZ4) into nums and, unless mode 0, the 8-byte
+//     little-endian checksum into `checksum`.
+//   clear(); stats() -> Float64Array [pages, maxPages, stateBytes,
+//     sectorsSeen, sectorsDropped, misses, evictions]
+//   scanEncodeLayout: the payload rule's constants as compiled, which
+//   test/microscan.test.ts compares with proto/change-batch.ts.
+#include <napi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "batch_ingest.h"
+#include "microscan.h"
+
+namespace {
+
+using tidemark::MicroScanner;
+
+enum Num { kRecords, kAppBytes, kChangedBytes, kRawLength, kCompression, kNums };
+
+// Scratch of the thread calling scan (the JavaScript thread), grown to its
+// largest batch and kept: shared by every volume's scanner.
+thread_local std::vector<uint8_t> g_lz4;
+thread_local std::vector<tidemark::ReplicaRegion> g_replica;
+
+// Payload memory, reused. A payload lives in the send window until an ack
+// covers it, so it needs memory of its own; a fresh allocation per batch cost
+// more than the scan itself (perf on a 4 MiB batch loop: page faults and
+// heap trims in Buffer::Copy, ~40% of the call, the scan ~17%). Blocks come
+// back when V8 collects their Buffer (the finalizer), never earlier: grpc-js
+// may still hold a message it has not serialized yet. At most kPoolKeep
+// bytes wait here. V8 is not told of the blocks (AdjustExternalMemory): each
+// payload is serialized into an ArrayBuffer of about its size, which V8 does
+// count, so collections already come at the pace of batches; counting the
+// blocks as well doubled the major GCs (agent 9.2 -> 7.3 CPU-s/GB without it,
+// one 512 MiB bench:replication stream; peak RSS equal to the old agent's).
+constexpr size_t kPoolGranule = 256 * 1024;
+constexpr size_t kPoolKeep = 64 * 1024 * 1024;
+
+struct Block {
+  uint8_t* data;
+  size_t capacity;
+};
+
+class PayloadPool {
+ public:
+  Block Take(size_t n) {
+    const size_t want = std::max<size_t>(1, (n + kPoolGranule - 1) / kPoolGranule) * kPoolGranule;
+    std::lock_guard<std::mutex> g(mu_);
+    // The smallest free block that fits (a few blocks at most: a linear walk).
+    size_t best = free_.size();
+    for (size_t i = 0; i < free_.size(); i++)
+      if (free_[i].capacity >= want && (best == free_.size() || free_[i].capacity < free_[best].capacity)) best = i;
+    if (best < free_.size()) {
+      Block b = free_[best];
+      free_[best] = free_.back();
+      free_.pop_back();
+      kept_ -= b.capacity;
+      return b;
+    }
+    return Block{new uint8_t[want], want};
+  }
+  void Give(Block b) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (kept_ + b.capacity > kPoolKeep) {
+      delete[] b.data;
+      return;
+    }
+    kept_ += b.capacity;
+    free_.push_back(b);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Block> free_;
+  size_t kept_ = 0;
+};
+
+// Never destroyed: finalizers may run while the process exits.
+PayloadPool& Pool() {
+  static PayloadPool* p = new PayloadPool();
+  return *p;
+}
+
+// A Buffer of the block's first n bytes; the block returns to the pool when V8 collects it.
+Napi::Value Wrap(Napi::Env env, Block b, size_t n) {
+  return Napi::Buffer<uint8_t>::New(env, b.data, n, [capacity = b.capacity](Napi::Env e, uint8_t* p) {
+    Pool().Give(Block{p, capacity});
+  });
+}
+
+Napi::Error Fail(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, std::string(code) + ": " + message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeMicroScan",
+                       {InstanceMethod("scan", &NativeMicroScan::Scan), InstanceMethod("clear", &NativeMicroScan::Clear),
+                        InstanceMethod("stats", &NativeMicroScan::Stats)});
+  }
+
+  explicit NativeMicroScan(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMicroScan>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsBoolean()) {
+      Fail(env, "MICROSCAN_INVALID_ARGUMENT", "NativeMicroScan(volumeBytes, cacheBytes, enabled)").ThrowAsJavaScriptException();
+      return;
+    }
+    const double vol = info[0].As<Napi::Number>().DoubleValue();
+    const double cache = info[1].As<Napi::Number>().DoubleValue();
+    if (!(vol > 0) || !(cache >= 0) || vol > 9007199254740991.0 || cache > 9007199254740991.0) {
+      Fail(env, "MICROSCAN_INVALID_ARGUMENT", "volume and cache sizes must be byte counts").ThrowAsJavaScriptException();
+      return;
+    }
+    s_ = std::make_unique<MicroScanner>(uint64_t(vol), uint64_t(cache), info[2].As<Napi::Boolean>().Value());
+  }
+
+ private:
+  Napi::Value Scan(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!s_) return Unusable(env);
+    if (info.Length() < 6 || !info[0].IsBuffer() || !info[3].IsNumber() || !info[4].IsTypedArray()) {
+      Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan(batch, regions, fps, mode, nums, checksum)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto batch = info[0].As<Napi::Buffer<uint8_t>>();
+    const int mode = info[3].As<Napi::Number>().Int32Value();
+    auto nums = info[4].As<Napi::TypedArray>();
+    if (nums.TypedArrayType() != napi_float64_array || nums.ElementLength() < kNums) {
+      Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: nums must be a Float64Array of " + std::to_string(int(kNums)) + " numbers")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    double* out_nums = nums.As<Napi::Float64Array>().Data();
+    uint8_t* checksum = nullptr;
+    if (mode != 0) {
+      if (!info[5].IsBuffer() || info[5].As<Napi::Buffer<uint8_t>>().Length() < 8) {
+        Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: an encoding scan needs an 8-byte checksum buffer").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      checksum = info[5].As<Napi::Buffer<uint8_t>>().Data();
+    }
+
+    // The replica's fingerprints: regions[i] owns the next RegionSectors(regions[i]) u64s of fps.
+    const tidemark::ReplicaRegion* replica = nullptr;
+    g_replica.clear();
+    if (info[1].IsTypedArray() && info[2].IsTypedArray()) {
+      auto regions = info[1].As<Napi::TypedArray>();
+      auto fps = info[2].As<Napi::TypedArray>();
+      if (regions.TypedArrayType() != napi_float64_array || fps.TypedArrayType() != napi_biguint64_array) {
+        Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: regions must be a Float64Array and fps a BigUint64Array")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      const double* g = regions.As<Napi::Float64Array>().Data();
+      const uint64_t* f = reinterpret_cast<const uint64_t*>(static_cast<const uint8_t*>(fps.ArrayBuffer().Data()) + fps.ByteOffset());
+      size_t at = 0;
+      for (size_t i = 0; i < regions.ElementLength(); i++) {
+        const uint32_t n = g[i] >= 0 && g[i] < 9007199254740992.0 ? s_->RegionSectors(uint64_t(g[i])) : 0;
+        if (n == 0 || at + n > fps.ElementLength()) {
+          Fail(env, "FINGERPRINTS_MALFORMED", "fingerprints for region " + std::to_string(g[i]) + " are missing or outside the volume")
+              .ThrowAsJavaScriptException();
+          return env.Undefined();
+        }
+        g_replica.push_back(tidemark::ReplicaRegion{uint64_t(g[i]), f + at, n});
+        at += n;
+      }
+      replica = g_replica.data();
+    }
+
+    // The records to send go straight into payload memory; only a batch
+    // that LZ4 shrinks is copied again (its compressed form, smaller).
+    Block out = Pool().Take(MicroScanner::OutputBound(batch.Length()));
+    tidemark::ScanResult r;
+    s_->Scan(batch.Data(), batch.Length(), replica, g_replica.size(), out.data, &r);
+    if (!r.error.empty()) {
+      Pool().Give(out);
+      Fail(env, "MICROSCAN_BAD_BATCH", r.error).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    out_nums[kRecords] = double(r.records);
+    out_nums[kAppBytes] = double(r.app_bytes);
+    out_nums[kChangedBytes] = double(r.changed_sectors) * tidemark::kSectorSize;
+    out_nums[kRawLength] = double(r.bytes);
+    out_nums[kCompression] = tidemark::kCompressionNone;
+    if (mode == 0) return Wrap(env, out, r.bytes);
+    tidemark::EncodedPayload p;
+    tidemark::EncodeBatchPayload(out.data, r.bytes, mode == 2, &g_lz4, &p);
+    std::memcpy(checksum, &p.checksum, 8);
+    out_nums[kCompression] = p.compression;
+    if (p.data == out.data) return Wrap(env, out, p.length);
+    Pool().Give(out);
+    Block c = Pool().Take(p.length);
+    std::memcpy(c.data, p.data, p.length);
+    return Wrap(env, c, p.length);
+  }
+
+  // A scanner whose constructor threw has no core.
+  Napi::Value Unusable(Napi::Env env) {
+    Fail(env, "MICROSCAN_INVALID_ARGUMENT", "this scanner was not constructed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value Clear(const Napi::CallbackInfo& info) {
+    if (!s_) return Unusable(info.Env());
+    s_->Clear();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    if (!s_) return Unusable(info.Env());
+    auto a = Napi::Float64Array::New(info.Env(), 7);
+    const auto& st = s_->stats();
+    a[0] = double(s_->pages());
+    a[1] = double(s_->max_pages());
+    a[2] = double(s_->state_bytes());
+    a[3] = double(st.sectors_seen);
+    a[4] = double(st.sectors_dropped);
+    a[5] = double(st.misses);
+    a[6] = double(st.evictions);
+    return a;
+  }
+
+  std::unique_ptr<MicroScanner> s_;
+};
+
+}  // namespace
+
+void InitScan(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeMicroScan", NativeMicroScan::Init(env));
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("minCompress", Napi::Number::New(env, double(tidemark::kEncodeMinCompress)));
+  layout.Set("sample", Napi::Number::New(env, double(tidemark::kEncodeSample)));
+  layout.Set("worth", Napi::Number::New(env, tidemark::kEncodeWorth));
+  layout.Set("pageOverhead", Napi::Number::New(env, double(tidemark::kScanPageOverhead)));
+  layout.Set("trimCreateLimit", Napi::Number::New(env, double(tidemark::kScanTrimCreateLimit)));
+  exports.Set("scanEncodeLayout", layout);
+}
+
