@@ -22,8 +22,9 @@
 //            records dropped, RPO p50/p99 (the agent's lag from capture to
 //            the appliance's ack), CPU of each process per GB written
 //   burst    TIDEMARK_BENCH_BURST_MB (1024) written as fast as fio can
-//            (iodepth 4), timed from fio's start until the appliance reports
-//            the last captured seq durable (its Stats polled every 50 ms);
+//            (iodepth 4), timed from fio's start until the agent is caught
+//            up (its stats line, every 100 ms: every captured seq durable at
+//            the appliance and, after a behind period, the resync done);
 //            CPU per GB of the agent and the appliance over that window
 //
 // "Sustained" is the fastest rung with no behind event and at least 95 %
@@ -36,7 +37,7 @@ import { sparseFile } from './lib/data'
 import { envNumber, MiB, removeDir, resultsPath, scratchDir } from './lib/env'
 import { fio } from './lib/fio'
 import { runMain } from './lib/main'
-import { requireTools, sleep, type Log } from './lib/process'
+import { requireTools, type Log } from './lib/process'
 import { f0, f1, f2, machineInfo, median, table, writeResults } from './lib/report'
 
 const SHORT = Boolean(process.env.TIDEMARK_BENCH_SHORT)
@@ -150,33 +151,25 @@ async function rungRun(dir: string, vol: string, app: Appliance, mbps: number): 
 }
 
 async function burstRun(dir: string, vol: string, app: Appliance): Promise<Burst> {
-  const agent = await freshAgent(dir, vol, app)
-  const history: Array<{ t: number; seq: number }> = []
-  let polling = true
-  const poller = (async () => {
-    while (polling) {
-      const v = (await app.stats()).volumes.find((x) => x.name === 'vol')
-      history.push({ t: performance.now(), seq: Number(v?.durableSeq ?? 0) })
-      await sleep(50)
-    }
-  })()
+  // Stats lines every 100 ms: the moment the agent is caught up is known to a tenth of a second.
+  const agent = await Agent.start(dir, 'churn', { vol }, app.address, ['--stats-interval', '0.1'])
   try {
-    const cpu0 = cpuSnap([agent.pid, app.pid])
-    const t0 = performance.now()
-    await fio(['--name=burst', '--ioengine=nbd', `--uri=${agent.uri('vol')}`, '--rw=write', '--bs=1M', '--iodepth=4', `--size=${BURST_MB}M`, '--refill_buffers'], dir)
-    const fioSeconds = (performance.now() - t0) / 1000
-    // The last seq the burst took (final once fio has exited).
-    const target = (await agent.statsLine('vol', Date.now(), () => true, 'a stats line')).lastSeq as number
+    await agent.waitLog((l) => l.msg === 'connected to the appliance', 'a connection to the appliance')
     await agent.caughtUp()
+    const cpu0 = cpuSnap([agent.pid, app.pid])
+    const t0 = Date.now()
+    const tp0 = performance.now()
+    await fio(['--name=burst', '--ioengine=nbd', `--uri=${agent.uri('vol')}`, '--rw=write', '--bs=1M', '--iodepth=4', `--size=${BURST_MB}M`, '--refill_buffers'], dir)
+    const fioSeconds = (performance.now() - tp0) / 1000
+    // Durable means caught up (a stats line from after fio's last write):
+    // every captured seq acknowledged, and after a behind period the resync
+    // of what the ring dropped done too.
+    const [caught] = await agent.caughtUp(Date.now())
     const cpu1 = cpuSnap([agent.pid, app.pid])
-    polling = false
-    await poller
-    const durable = history.find((h) => h.seq >= target)
-    if (!durable) throw new Error(`the appliance never reported seq ${target} durable`)
     await agent.stop()
     const fin = finalLine(agent)
     const bytes = BURST_MB * MiB
-    const durableSeconds = (durable.t - t0) / 1000
+    const durableSeconds = (Number(caught.time) - t0) / 1000
     const cpu = cpuWindow(cpu0, cpu1, { agent: [agent.pid], appliance: [app.pid] })
     return {
       bytes,
@@ -189,8 +182,6 @@ async function burstRun(dir: string, vol: string, app: Appliance): Promise<Burst
       cpu,
     }
   } finally {
-    polling = false
-    await poller.catch(() => undefined)
     if (agent.alive) await agent.stop().catch(() => undefined)
   }
 }
