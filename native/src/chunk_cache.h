@@ -2,7 +2,7 @@
 //
 // A TimeView's point never changes, so whatever was fetched once stays true:
 // the cache needs no invalidation, only a byte budget. Chunks are kept whole
-// (64 KiB, the last one of a volume may be shorter) and copied out under the
+// (kViewChunk, 16 KiB; the last one of a volume may be shorter) and copied out under the
 // lock; a buffer evicted by Put is reused for the new chunk, so a warm cache
 // allocates nothing. Two readers that miss the same chunk at once share one
 // fetch through the view's table of fetches in flight (view.h); the cache
