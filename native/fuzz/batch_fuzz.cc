@@ -40,16 +40,6 @@ namespace {
   std::abort();
 }
 
-uint32_t U32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t U64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
 
 bool KnownCode(const char* c) {
   for (const char* k : {"BATCH_CORRUPT", "BATCH_CHECKSUM", "SEQ_OUT_OF_ORDER", "RECORD_MALFORMED", "RECORD_OUT_OF_RANGE"}) {
@@ -65,14 +55,14 @@ size_t CheckFrames(const uint8_t* out, size_t out_len, const uint8_t* raw, size_
   uint64_t prev = d.first_seq;
   for (uint64_t i = 0; i < records; i++) {
     if (at + kFrameHeaderSize + kRecordHeaderSize > out_len || off + kRecordHeaderSize > raw_len) Fail("a frame past the output");
-    const uint32_t len = U32(out + at + 4);
+    const uint32_t len = LoadU32(out + at + 4);
     if (out[at + 8] != kFrameChange || out[at + 9] || out[at + 10] || out[at + 11]) Fail("a CHANGE frame header");
     if (at + kFrameHeaderSize + len > out_len || off + len > raw_len) Fail("a frame longer than the batch");
-    if (U32(out + at) != uint32_t(XXH64(out + at + 4, 8 + size_t(len), 0))) Fail("a CHANGE frame checksum");
+    if (LoadU32(out + at) != uint32_t(XXH64(out + at + 4, 8 + size_t(len), 0))) Fail("a CHANGE frame checksum");
     if (std::memcmp(out + at + kFrameHeaderSize, raw + off, len) != 0) Fail("a CHANGE body differs from its record");
     const uint8_t* h = raw + off;
-    const uint64_t seq = U64(h), sector = U64(h + 8);
-    const uint32_t count = U32(h + 16);
+    const uint64_t seq = LoadU64(h), sector = LoadU64(h + 8);
+    const uint32_t count = LoadU32(h + 16);
     const uint8_t kind = h[20];
     if (seq < prev || seq > d.last_seq) Fail("an accepted seq outside the batch or going back");
     prev = seq;
@@ -96,10 +86,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 16) return 0;
   const uint8_t flags = data[0];
   BatchDecl d;
-  d.record_count = U32(data + 1) % 4096;
+  d.record_count = LoadU32(data + 1) % 4096;
   d.first_seq = 11 + data[15];
   d.last_seq = d.first_seq + (uint32_t(data[5]) | uint32_t(data[6]) << 8);
-  d.size_sectors = U32(data + 7);
+  d.size_sectors = LoadU32(data + 7);
   d.last_accepted_seq = 10;
   d.app_bytes = size;
   d.changed_bytes = 7;
@@ -125,7 +115,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     enc.compression = kCompressionLz4;
   } else if (flags & 1) {
     enc.compression = kCompressionLz4;
-    enc.raw_length = U32(data + 11) % (1 << 20);
+    enc.raw_length = LoadU32(data + 11) % (1 << 20);
     raw_expected.clear();  // unknown: whatever the block decodes to
   }
   uint8_t sum[8];
@@ -164,9 +154,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (r.records != d.record_count) Fail("accepted with a record count other than declared");
   const uint8_t* c = out.data() + end;
   if (end + kFrameHeaderSize + kCommitBodySize != out.size()) Fail("the COMMIT does not end the framed batch");
-  if (U32(c + 4) != kCommitBodySize || c[8] != kFrameCommit || U32(c) != uint32_t(XXH64(c + 4, 8 + kCommitBodySize, 0))) Fail("the COMMIT frame");
-  if (U64(c + 12) != d.first_seq || U64(c + 20) != d.last_seq || U32(c + 28) != d.record_count || U64(c + 36) != d.app_bytes ||
-      U64(c + 60) != d.wall_ms) {
+  if (LoadU32(c + 4) != kCommitBodySize || c[8] != kFrameCommit || LoadU32(c) != uint32_t(XXH64(c + 4, 8 + kCommitBodySize, 0))) Fail("the COMMIT frame");
+  if (LoadU64(c + 12) != d.first_seq || LoadU64(c + 20) != d.last_seq || LoadU32(c + 28) != d.record_count || LoadU64(c + 36) != d.app_bytes ||
+      LoadU64(c + 60) != d.wall_ms) {
     Fail("the COMMIT's fields");
   }
   return 0;

@@ -25,18 +25,6 @@ constexpr size_t kFrameChunk = 64 * 1024;
 // Seqs and sectors above this high word do not fit a double exactly.
 constexpr uint32_t kMaxSafeHigh = 0x1fffff;
 
-uint32_t U32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t U64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-void PutU32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-void PutU64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
 const char* UpperKind(uint8_t kind) {
   static const char* const names[] = {"", "WRITE", "TRIM", "ZERO", "FLUSH", "RESYNC", "MARK", "GAP", "EXACT"};
@@ -63,16 +51,16 @@ bool Fail(IngestError* e, const char* code, std::string message) {
 
 // Seals the frame whose body is already at out[12 .. 12+length].
 void SealFrame(uint8_t* out, uint8_t type, uint32_t length) {
-  PutU32(out + 4, length);
+  StoreU32(out + 4, length);
   out[8] = type;
   out[9] = out[10] = out[11] = 0;
-  PutU32(out, FrameChecksum(out + 4, 8 + size_t(length)));
+  StoreU32(out, FrameChecksum(out + 4, 8 + size_t(length)));
 }
 
 // Copies a record behind its frame header and seals the frame, hashing each
 // chunk right after copying it.
 void FrameRecord(uint8_t* out, const uint8_t* rec, uint32_t length) {
-  PutU32(out + 4, length);
+  StoreU32(out + 4, length);
   out[8] = kFrameChange;
   out[9] = out[10] = out[11] = 0;
   XXH64_state_t st;
@@ -85,7 +73,7 @@ void FrameRecord(uint8_t* out, const uint8_t* rec, uint32_t length) {
     XXH64_update(&st, body + done, n);
     done += n;
   }
-  PutU32(out, uint32_t(XXH64_digest(&st)));
+  StoreU32(out, uint32_t(XXH64_digest(&st)));
 }
 
 }  // namespace
@@ -113,7 +101,7 @@ void EncodeBatchPayload(const uint8_t* raw, size_t length, bool compress, std::v
   }
   const int n = LZ4_compress_default(src, dst, int(length), int(bound - 4));
   if (n <= 0 || double(4 + n) >= double(length) * kEncodeWorth) return;
-  PutU32(scratch->data(), uint32_t(length));
+  StoreU32(scratch->data(), uint32_t(length));
   out->data = scratch->data();
   out->length = 4 + size_t(n);
   out->compression = kCompressionLz4;
@@ -123,7 +111,7 @@ bool DecodeBatchPayload(const uint8_t* payload, size_t length, const BatchEncodi
                         std::vector<uint8_t>* scratch, const uint8_t** raw, IngestError* err) {
   size_t got = length;
   if (enc.compression == kCompressionLz4) {
-    if (length < 4 || U32(payload) != enc.raw_length) {
+    if (length < 4 || LoadU32(payload) != enc.raw_length) {
       return Fail(err, "BATCH_CORRUPT", "LZ4 payload does not announce the batch's " + N(enc.raw_length) + " raw bytes");
     }
     if (enc.raw_length > uint64_t(INT_MAX) || length - 4 > size_t(INT_MAX)) {
@@ -149,7 +137,7 @@ bool DecodeBatchPayload(const uint8_t* payload, size_t length, const BatchEncodi
   }
   if (enc.checksum != nullptr) {
     const uint64_t sum = XXH64(*raw, got, 0);
-    const uint64_t want = U64(enc.checksum);
+    const uint64_t want = LoadU64(enc.checksum);
     if (sum != want) {
       return Fail(err, "BATCH_CHECKSUM", "batch checksum mismatch (seqs " + N(d.first_seq) + ".." + N(d.last_seq) +
                                              "): computed " + HexLe(sum) + ", batch says " + HexLe(want));
@@ -188,17 +176,17 @@ void FrameBatch(const uint8_t* raw, size_t raw_length, const BatchDecl& d, uint8
       break;
     }
     const uint8_t* h = raw + off;
-    if (U32(h + offsetof(RecordHeader, seq) + 4) > kMaxSafeHigh || U32(h + offsetof(RecordHeader, sector) + 4) > kMaxSafeHigh) {
+    if (LoadU32(h + offsetof(RecordHeader, seq) + 4) > kMaxSafeHigh || LoadU32(h + offsetof(RecordHeader, sector) + 4) > kMaxSafeHigh) {
       Fail(e, "RECORD_MALFORMED", where + ": record at payload byte " + N(off) + " has a seq or sector beyond 2^53");
       break;
     }
-    const uint64_t seq = U64(h + offsetof(RecordHeader, seq));
-    const uint64_t sector = U64(h + offsetof(RecordHeader, sector));
-    const uint32_t count = U32(h + offsetof(RecordHeader, count));
+    const uint64_t seq = LoadU64(h + offsetof(RecordHeader, seq));
+    const uint64_t sector = LoadU64(h + offsetof(RecordHeader, sector));
+    const uint32_t count = LoadU32(h + offsetof(RecordHeader, count));
     const uint8_t kind = h[offsetof(RecordHeader, kind)];
     uint16_t reserved;
     std::memcpy(&reserved, h + offsetof(RecordHeader, reserved0), 2);
-    const uint32_t data_length = U32(h + offsetof(RecordHeader, data_length));
+    const uint32_t data_length = LoadU32(h + offsetof(RecordHeader, data_length));
     // Built only when a message needs it.
     auto at_text = [&] { return "record " + N(n) + " (seq " + N(seq) + ", payload byte " + N(off) + ")"; };
     auto bad = [&](const char* code, const std::string& what) { Fail(e, code, where + ": " + at_text() + ": " + what); };
@@ -285,14 +273,14 @@ void FrameBatch(const uint8_t* raw, size_t raw_length, const BatchDecl& d, uint8
     return;
   }
   uint8_t* c = out + at + kFrameHeaderSize;
-  PutU64(c, d.first_seq);
-  PutU64(c + 8, d.last_seq);
-  PutU32(c + 16, uint32_t(d.record_count));
-  PutU32(c + 20, 0);
-  PutU64(c + 24, d.app_bytes);
-  PutU64(c + 32, d.changed_bytes);
-  PutU64(c + 40, d.wire_bytes);
-  PutU64(c + 48, d.wall_ms);
+  StoreU64(c, d.first_seq);
+  StoreU64(c + 8, d.last_seq);
+  StoreU32(c + 16, uint32_t(d.record_count));
+  StoreU32(c + 20, 0);
+  StoreU64(c + 24, d.app_bytes);
+  StoreU64(c + 32, d.changed_bytes);
+  StoreU64(c + 40, d.wire_bytes);
+  StoreU64(c + 48, d.wall_ms);
   SealFrame(out + at, kFrameCommit, uint32_t(kCommitBodySize));
 }
 

@@ -13,18 +13,6 @@ namespace tidemark {
 
 namespace {
 
-uint32_t U32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t U64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-void PutU32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-void PutU64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
 uint64_t Fingerprint(const uint8_t* sector) { return XXH64(sector, kSectorSize, 0); }
 
@@ -32,9 +20,9 @@ uint64_t Fingerprint(const uint8_t* sector) { return XXH64(sector, kSectorSize, 
 // kind, flags and time), starting `from` sectors into its data.
 uint8_t* Emit(uint8_t* w, const uint8_t* rec, uint64_t sector, uint32_t from, uint32_t count) {
   std::memcpy(w, rec, kRecordHeaderSize);
-  PutU64(w + offsetof(RecordHeader, sector), sector);
-  PutU32(w + offsetof(RecordHeader, count), count);
-  PutU32(w + offsetof(RecordHeader, data_length), count * kSectorSize);
+  StoreU64(w + offsetof(RecordHeader, sector), sector);
+  StoreU32(w + offsetof(RecordHeader, count), count);
+  StoreU32(w + offsetof(RecordHeader, data_length), count * kSectorSize);
   std::memcpy(w + kRecordHeaderSize, rec + kRecordHeaderSize + size_t(from) * kSectorSize, size_t(count) * kSectorSize);
   return w + kRecordHeaderSize + size_t(count) * kSectorSize;
 }
@@ -201,15 +189,15 @@ void MicroScanner::Scan(const uint8_t* raw, size_t length, const ReplicaRegion* 
       break;
     }
     const uint8_t* rec = raw + at;
-    const uint32_t data_length = U32(rec + offsetof(RecordHeader, data_length));
+    const uint32_t data_length = LoadU32(rec + offsetof(RecordHeader, data_length));
     const size_t n = kRecordHeaderSize + size_t(data_length);
     if (n > length - at) {
       r->error = "record at byte " + std::to_string(at) + " runs past the end of the batch";
       break;
     }
     const uint8_t kind = rec[offsetof(RecordHeader, kind)];
-    const uint64_t first = U64(rec + offsetof(RecordHeader, sector));
-    const uint32_t count = U32(rec + offsetof(RecordHeader, count));
+    const uint64_t first = LoadU64(rec + offsetof(RecordHeader, sector));
+    const uint32_t count = LoadU32(rec + offsetof(RecordHeader, count));
     if (kind == kRecordWrite || kind == kRecordResync) {
       if (uint64_t(count) * kSectorSize != data_length) {
         r->error = "record at byte " + std::to_string(at) + " holds " + std::to_string(data_length) +
@@ -263,7 +251,7 @@ void MicroScanner::Scan(const uint8_t* raw, size_t length, const ReplicaRegion* 
     } else if (kind == kRecordTrim || kind == kRecordZero) {
       // Metadata only: the header as captured, with no data.
       std::memcpy(w, rec, kRecordHeaderSize);
-      PutU32(w + offsetof(RecordHeader, data_length), 0);
+      StoreU32(w + offsetof(RecordHeader, data_length), 0);
       w += kRecordHeaderSize;
       r->records++;
       SetZero(first, count);

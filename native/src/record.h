@@ -70,6 +70,22 @@ struct RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == kRecordHeaderSize, "record header is 32 bytes");
 
+// Fields of records and batches read and written in place at any alignment
+// (host order: the layout is little-endian, and so is every host that builds
+// it; batch_ingest.cc asserts it).
+inline uint32_t LoadU32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint64_t LoadU64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+inline void StoreU32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void StoreU64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+
 // A byte ring of whole records. Not thread-safe: the owner locks around it.
 class RecordRing {
  public:

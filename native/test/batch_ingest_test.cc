@@ -17,29 +17,16 @@
 
 #include "batch_ingest.h"
 #include "check.h"
+#include "records.h"
 
 using namespace tidemark;
 using namespace tidemark::test;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
 
 constexpr uint64_t kSizeSectors = 2048;
 
-Bytes Rec(uint64_t seq, uint64_t sector, uint32_t count, uint8_t kind, const Bytes& data = {}) {
-  Bytes b(kRecordHeaderSize);
-  RecordHeader h{};
-  h.seq = seq;
-  h.sector = sector;
-  h.count = count;
-  h.kind = kind;
-  h.data_length = uint32_t(data.size());
-  h.time_ms = 0x12345678;
-  std::memcpy(b.data(), &h, sizeof h);
-  b.insert(b.end(), data.begin(), data.end());
-  return b;
-}
 
 Bytes Write(uint64_t seq, uint64_t sector, uint32_t count) { return Rec(seq, sector, count, kRecordWrite, Pattern(count * kSectorSize, uint32_t(seq + sector))); }
 
@@ -64,16 +51,6 @@ BatchDecl Decl(uint64_t first, uint64_t last, uint64_t count) {
   return d;
 }
 
-uint32_t U32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t U64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
 
 struct Outcome {
   IngestError error;  // decode or declaration problems
@@ -107,12 +84,12 @@ bool FramesRead(const Bytes& framed, const std::vector<Bytes>& records, const Ba
                 std::string* why) {
   size_t at = 0;
   for (size_t i = 0; i < records.size(); i++) {
-    const uint32_t len = U32(&framed[at + 4]);
+    const uint32_t len = LoadU32(&framed[at + 4]);
     if (len != records[i].size() || framed[at + 8] != kFrameChange || framed[at + 9] || framed[at + 10] || framed[at + 11]) {
       *why = "frame " + std::to_string(i) + " header";
       return false;
     }
-    if (U32(&framed[at]) != uint32_t(XXH64(&framed[at + 4], 8 + size_t(len), 0))) {
+    if (LoadU32(&framed[at]) != uint32_t(XXH64(&framed[at + 4], 8 + size_t(len), 0))) {
       *why = "frame " + std::to_string(i) + " checksum";
       return false;
     }
@@ -120,20 +97,20 @@ bool FramesRead(const Bytes& framed, const std::vector<Bytes>& records, const Ba
       *why = "frame " + std::to_string(i) + " body";
       return false;
     }
-    if (recs[i * kCheckedStride + kCheckedOffset] != double(at) || recs[i * kCheckedStride + kCheckedSeq] != double(U64(records[i].data()))) {
+    if (recs[i * kCheckedStride + kCheckedOffset] != double(at) || recs[i * kCheckedStride + kCheckedSeq] != double(LoadU64(records[i].data()))) {
       *why = "record " + std::to_string(i) + " in the list";
       return false;
     }
     at += kFrameHeaderSize + len;
   }
   const uint8_t* c = &framed[at + kFrameHeaderSize];
-  if (U32(&framed[at + 4]) != kCommitBodySize || framed[at + 8] != kFrameCommit ||
-      U32(&framed[at]) != uint32_t(XXH64(&framed[at + 4], 8 + kCommitBodySize, 0))) {
+  if (LoadU32(&framed[at + 4]) != kCommitBodySize || framed[at + 8] != kFrameCommit ||
+      LoadU32(&framed[at]) != uint32_t(XXH64(&framed[at + 4], 8 + kCommitBodySize, 0))) {
     *why = "the COMMIT frame";
     return false;
   }
-  if (U64(c) != d.first_seq || U64(c + 8) != d.last_seq || U32(c + 16) != d.record_count || U32(c + 20) != 0 ||
-      U64(c + 24) != d.app_bytes || U64(c + 32) != d.changed_bytes || U64(c + 40) != d.wire_bytes || U64(c + 48) != d.wall_ms) {
+  if (LoadU64(c) != d.first_seq || LoadU64(c + 8) != d.last_seq || LoadU32(c + 16) != d.record_count || LoadU32(c + 20) != 0 ||
+      LoadU64(c + 24) != d.app_bytes || LoadU64(c + 32) != d.changed_bytes || LoadU64(c + 40) != d.wire_bytes || LoadU64(c + 48) != d.wall_ms) {
     *why = "the COMMIT's fields";
     return false;
   }

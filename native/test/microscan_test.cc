@@ -17,6 +17,7 @@
 
 #include "batch_ingest.h"
 #include "check.h"
+#include "records.h"
 #include "microscan.h"
 
 using namespace tidemark;
@@ -24,24 +25,9 @@ using namespace tidemark::test;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
 constexpr uint64_t kGiB = 1ull << 30;
 constexpr uint32_t kPerRegion = kScanSectorsPerRegion;
 
-Bytes Rec(uint64_t seq, uint64_t sector, uint32_t count, uint8_t kind, const Bytes& data = {}, uint8_t flags = 0) {
-  Bytes b(kRecordHeaderSize);
-  RecordHeader h{};
-  h.seq = seq;
-  h.sector = sector;
-  h.count = count;
-  h.kind = kind;
-  h.flags = flags;
-  h.data_length = uint32_t(data.size());
-  h.time_ms = 0x12345678;
-  std::memcpy(b.data(), &h, sizeof h);
-  b.insert(b.end(), data.begin(), data.end());
-  return b;
-}
 
 Bytes Cat(const std::vector<Bytes>& parts) {
   Bytes out;
