@@ -167,6 +167,7 @@ export class Agent {
           agentId: opts.agentId ?? 'agent',
           client,
           appliance: appliance.address,
+          tls: appliance.tls,
           throttle,
           // Shares of the budgets: a volume whose link is down cannot starve the others.
           memoryBytes: Math.floor(memory / n),
@@ -257,6 +258,7 @@ export class Agent {
           connections: s.connections,
           ...(r && {
             connected: r.connected,
+            dataChannel: r.dataChannel,
             appBytes: r.appBytes,
             changedBytes: r.changedBytes,
             wireBytes: r.wireBytes,

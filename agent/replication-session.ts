@@ -10,6 +10,12 @@
 // stream wakes up and reconnects. SessionClosed marks an end that is not
 // news (the loop's own close, a stop): it is never counted or logged.
 //
+// When the Welcome names a data channel (agent/data-channel.ts), openData
+// connects it and every message after the Welcome goes there instead, in
+// order; flow control is then the data connection's. Acks, fingerprints and
+// the stream's status still come on the call. The two fail together: either
+// one breaking closes the session.
+//
 // The channel (applianceClient) is shared by every volume's stream; its
 // keepalive notices a dead appliance or a cut link while no ack is due.
 import fs from 'node:fs'
@@ -20,6 +26,7 @@ import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/Ap
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import type { Welcome__Output } from '../proto/generated/tidemark/v1/Welcome'
 import { MAX_MESSAGE_BYTES, replicationProto } from '../proto/load'
+import { DataChannel } from './data-channel'
 
 export const BACKOFF_MIN_MS = 100
 export const BACKOFF_MAX_MS = 5_000
@@ -60,6 +67,8 @@ export class Session {
   welcome: Welcome__Output | null = null
   blocked = false
   error: Error | null = null
+  /** The data channel, once open: every message after the Welcome goes there. */
+  data: DataChannel | null = null
   private closeFn!: (e: Error) => void
   private onWelcome: ((w: Welcome__Output) => void) | null = null
   private readonly waiting = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void; regions: number[] }>()
@@ -98,6 +107,30 @@ export class Session {
     this.call.on('drain', () => (this.blocked = false))
   }
 
+  /**
+   * Opens the data channel the Welcome names, if any, on `host`. Resolves
+   * null once it carries the session (or there is none), or the error that
+   * kept it shut: the stream then carries everything itself.
+   */
+  async openData(host: string, tls: TlsFiles | undefined): Promise<Error | null> {
+    const w = this.welcome
+    if (!w || !w.dataPort || !w.dataToken?.length) return null
+    let d: DataChannel
+    try {
+      d = await DataChannel.connect(host, w.dataPort, w.dataToken, tls)
+    } catch (err) {
+      return err as Error
+    }
+    if (this.error) {
+      d.destroy()
+      throw new SessionClosed(this.error.message)
+    }
+    this.data = d
+    d.onClose = (e) => this.close(e)
+    d.onDrain(() => (this.blocked = false))
+    return null
+  }
+
   get isClosed(): boolean {
     return this.error !== null
   }
@@ -113,6 +146,7 @@ export class Session {
     for (const w of this.waiting.values()) w.reject(new SessionClosed(e.message))
     this.waiting.clear()
     this.closeFn(e)
+    this.data?.destroy()
     this.call.on('error', () => undefined)
     if (cancel) this.call.cancel()
   }
@@ -120,6 +154,9 @@ export class Session {
   /** Half-closes the stream (the agent is stopping); the appliance finishes what it holds. */
   end(): void {
     if (this.error) return
+    // The data channel first: the appliance finishes the stream once the channel has delivered everything.
+    this.data?.end()
+    this.data = null
     this.call.end()
     this.close(new SessionClosed('stopped'), false)
   }
@@ -141,7 +178,8 @@ export class Session {
 
   write(m: AgentMessage): void {
     if (this.error) throw new SessionClosed(this.error.message)
-    if (!this.call.write(m)) this.blocked = true
+    const ok = this.data && !m.hello ? this.data.write(m) : this.call.write(m)
+    if (!ok) this.blocked = true
   }
 
   /** Resolves when the stream takes more data (or rejects when it closes). */
@@ -149,11 +187,16 @@ export class Session {
     while (this.blocked) {
       if (this.error) throw new SessionClosed(this.error.message)
       await new Promise<void>((resolve) => {
+        let off = (): void => {}
         const done = (): void => {
-          this.call.off('drain', done)
+          off()
           resolve()
         }
-        this.call.on('drain', done)
+        if (this.data) off = this.data.onDrain(done)
+        else {
+          this.call.on('drain', done)
+          off = () => this.call.off('drain', done)
+        }
         this.closed.then(done)
       })
     }

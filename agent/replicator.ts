@@ -2,6 +2,7 @@
 // one Replicate stream. This file is the loop; the rooms it composes hold
 // the rest:
 //   replication-session.ts  the gRPC stream (Hello/Welcome, acks, fingerprint requests)
+//   data-channel.ts         the connection beside it that carries the batches
 //   send-window.ts          sent, unacknowledged batches within the memory budget
 //   initial-copy.ts         the full copy: pending regions, progress, NAME.sync
 //   volume-state.ts         NAME.gen, NAME.acked, NAME.sync, written asynchronously
@@ -42,7 +43,8 @@ import { isResync, RecordKind, REGION_SIZE } from '../proto/record'
 import { RecordBatch } from '../native/record-batch'
 import { InitialCopy, SYNC_FILE_EVERY_MS, type SyncProgressStats } from './initial-copy'
 import type { MicroScan, ReplicaFingerprints } from './microscan'
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, NO_SPACE_BACKOFF_MAX_MS, describeStreamError, Session, SessionClosed } from './replication-session'
+import { addressHost } from './data-channel'
+import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, NO_SPACE_BACKOFF_MAX_MS, describeStreamError, Session, SessionClosed, type TlsFiles } from './replication-session'
 import { RpoLag } from './rpo-lag'
 import { SendWindow, type WindowEntry } from './send-window'
 import type { Tap } from './tap'
@@ -75,8 +77,10 @@ export interface ReplicatorOptions {
   stateDir: string
   agentId: string
   client: ReplicationClient
-  /** for logs */
+  /** HOST:PORT, for logs and for the data channel's host */
   appliance: string
+  /** the stream's TLS files, which the data channel uses too */
+  tls?: TlsFiles
   throttle: Throttle
   /** budget for sent, unacknowledged batches, bytes */
   memoryBytes: number
@@ -87,6 +91,8 @@ export interface ReplicatorOptions {
 export interface ReplicatorStats {
   volume: string
   connected: boolean
+  /** the batches travel on a data channel beside the stream (not on the stream) */
+  dataChannel: boolean
   generation: string
   appBytes: number
   changedBytes: number
@@ -143,6 +149,8 @@ export class Replicator {
   private attempts = 0
   /** errors logged since the stream last made progress: each is logged once */
   private seenErrors = new Set<string>()
+  /** data channel failures logged (once each, for the agent's life: a firewall does not heal by itself) */
+  private readonly seenDataErrors = new Set<string>()
   private progressTimer: NodeJS.Timeout | null = null
   private maxBatch = MAX_BATCH_BYTES
   private readonly st = {
@@ -252,6 +260,7 @@ export class Replicator {
     return {
       volume: this.volume,
       connected: !!this.session?.welcome && !this.session.isClosed,
+      dataChannel: !!this.session?.data && !this.session.isClosed,
       generation: this.state.generation,
       appBytes: this.st.appBytes,
       changedBytes: this.st.changedBytes,
@@ -297,6 +306,8 @@ export class Replicator {
         const w = await Promise.race([s.waitWelcome(WELCOME_TIMEOUT_MS), this.stopPromise.then(() => null)])
         if (!w) break
         this.welcome(w)
+        const dataErr = await s.openData(addressHost(this.o.appliance), this.o.tls)
+        if (dataErr) this.dataChannelFailed(dataErr)
         await this.pump(s)
         // The pump also ends without a throw when the stream closes while it waits on an ack or
         // on the tap: the appliance's reason is the session's, and must be reported all the same.
@@ -340,6 +351,14 @@ export class Replicator {
       this.log.error(ctx, `the appliance is out of space for volume ${this.volume}: ${message.replace(/^NO_SPACE: /, '')}; the tap keeps the changed regions in its dirty map and the agent retries with a growing backoff`)
     } else if (refused) this.log.error(ctx, `the appliance ended the replication stream: ${message}; retrying with backoff`)
     else this.log.warn(ctx, `replication stream to ${this.o.appliance} failed: ${message}; reconnecting with backoff`)
+  }
+
+  /** Logged once per reason: the stream carries the batches itself, slower but whole. */
+  private dataChannelFailed(err: Error): void {
+    const key = `data ${err.message}`
+    if (this.seenDataErrors.has(key)) return
+    this.seenDataErrors.add(key)
+    this.log.warn({ appliance: this.o.appliance }, `${err.message}; sending the batches on the replication stream instead`)
   }
 
   private welcome(w: Welcome__Output): void {

@@ -13,6 +13,7 @@ import { TidemarkError } from '../proto/errors'
 import { MAX_MESSAGE_BYTES } from '../proto/load'
 import { initHash } from '../proto/hash'
 import { AdminService } from './admin-service'
+import { DataChannelServer } from './data-channel'
 import { ApplianceNbdServer, type NbdEndpoint } from './nbd-exports'
 import { Authorizer, type AllowList } from './authorizer'
 import { ReplicationService } from './replication-service'
@@ -26,6 +27,12 @@ export interface ApplianceOptions {
   listen: { host: string; port: number }
   tls?: { cert: string; key: string; ca: string }
   insecure?: boolean
+  /**
+   * The data channel's port (data-channel.ts) on the listen host: 0 for any
+   * free port (the default; agents learn it from their Welcome), null for
+   * none (batches then travel on the gRPC streams).
+   */
+  dataPort?: number | null
   allow?: AllowList | null
   segmentBytes?: number
   /** Each volume keeps a replica image (replica-image.ts); default true. */
@@ -70,6 +77,8 @@ export class Appliance {
   private stopping: Promise<void> | null = null
   /** The NBD server, with --nbd. */
   nbd: ApplianceNbdServer | null = null
+  /** The data channel, unless turned off. */
+  data: DataChannelServer | null = null
 
   private constructor(
     private readonly server: grpc.Server,
@@ -90,6 +99,7 @@ export class Appliance {
       )
     }
     let creds: grpc.ServerCredentials
+    let tlsFiles: { ca: Buffer; cert: Buffer; key: Buffer } | null = null
     if (opts.tls) {
       const read = (f: string, what: string): Buffer => {
         try {
@@ -98,11 +108,8 @@ export class Appliance {
           throw new TidemarkError('USAGE', `cannot read ${what} ${f}: ${(err as Error).message}`)
         }
       }
-      creds = grpc.ServerCredentials.createSsl(
-        read(opts.tls.ca, '--tls-ca'),
-        [{ cert_chain: read(opts.tls.cert, '--tls-cert'), private_key: read(opts.tls.key, '--tls-key') }],
-        true
-      )
+      tlsFiles = { ca: read(opts.tls.ca, '--tls-ca'), cert: read(opts.tls.cert, '--tls-cert'), key: read(opts.tls.key, '--tls-key') }
+      creds = grpc.ServerCredentials.createSsl(tlsFiles.ca, [{ cert_chain: tlsFiles.cert, private_key: tlsFiles.key }], true)
     } else {
       creds = grpc.ServerCredentials.createInsecure()
     }
@@ -111,7 +118,16 @@ export class Appliance {
     const id = applianceId(opts.dataDir)
     const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages })
     const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
-    const replication = new ReplicationService(store, auth, log, id)
+    let data: DataChannelServer | null = null
+    if (opts.dataPort !== null) {
+      try {
+        data = await DataChannelServer.listen(opts.listen.host, opts.dataPort ?? 0, tlsFiles, log)
+      } catch (err) {
+        await store.close()
+        throw err
+      }
+    }
+    const replication = new ReplicationService(store, auth, log, id, data)
     const retention = new Retention(store, opts.retain ?? [], log)
     store.onNoSpace = (volume) => retention.underPressure(volume)
     let nbd: ApplianceNbdServer | null = null
@@ -119,6 +135,7 @@ export class Appliance {
       try {
         nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth }, log)
       } catch (err) {
+        await data?.close()
         await store.close()
         throw err
       }
@@ -150,11 +167,13 @@ export class Appliance {
       )
     } catch (err) {
       await nbd?.close()
+      await data?.close()
       await store.close()
       throw new TidemarkError('LISTEN_FAILED', `cannot listen on ${host}:${opts.listen.port}: ${(err as Error).message}`)
     }
     const a = new Appliance(server, store, replication, log, port)
     a.nbd = nbd
+    a.data = data
     a.retention = retention
     retention.start(opts.compactEveryMs ?? 60_000)
     a.scrubber = new Scrubber(store, log)
@@ -165,6 +184,7 @@ export class Appliance {
         data: opts.dataDir,
         tls: !!opts.tls,
         nbd: nbd?.address ?? null,
+        dataPort: data?.port ?? null,
         allowList: opts.allow ? Object.fromEntries(opts.allow) : null,
         volumes: store.volumes().map((v) => ({ name: v.meta.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
       },
@@ -189,6 +209,7 @@ export class Appliance {
       await this.retention?.stop()
       await this.scrubber?.stop()
       this.replication.closeAll()
+      await this.data?.close()
       await this.nbd?.close()
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {

@@ -21,6 +21,15 @@ export interface Caller {
   getAuthContext(): { sslPeerCertificate?: PeerCertificate }
 }
 
+/** A certificate's identity: its subject's CN, else its first DNS subjectAltName, else null. */
+export function certificateIdentity(cert: PeerCertificate | undefined): string | null {
+  if (!cert) return null
+  const cn = cert.subject?.CN
+  if (typeof cn === 'string' && cn) return cn
+  const san = /DNS:([^,\s]+)/.exec(cert.subjectaltname ?? '')
+  return san ? san[1] : null
+}
+
 export class Authorizer {
   constructor(
     private readonly allow: AllowList | null,
@@ -30,12 +39,7 @@ export class Authorizer {
   /** The certificate identity of the caller, or null without TLS. */
   identity(call: Caller): string | null {
     if (!this.tls) return null
-    const cert = call.getAuthContext()?.sslPeerCertificate
-    if (!cert) return null
-    const cn = cert.subject?.CN
-    if (typeof cn === 'string' && cn) return cn
-    const san = /DNS:([^,\s]+)/.exec(cert.subjectaltname ?? '')
-    return san ? san[1] : null
+    return certificateIdentity(call.getAuthContext()?.sslPeerCertificate)
   }
 
   mayWrite(who: string | null, volume: string): boolean {

@@ -14,6 +14,14 @@
 // Bad input ends the stream with a status that says what and why; nothing of
 // the offending batch reaches the journal, and the agent's other streams
 // (other volumes) go on. Every rejection is counted by code and logged.
+//
+// With a data channel (data-channel.ts) the Welcome carries a token; once the
+// agent's data connection names it, the stream's messages arrive there
+// instead (a batch still on the stream then is a protocol error), and flow
+// control pauses that connection. Either way they go through `handle` in
+// order. The stream and its data connection live and die together: the agent
+// ends both when it stops, and the stream finishes only after the connection
+// has delivered everything it carried.
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { REGION_SIZE } from '../proto/record'
@@ -24,6 +32,7 @@ import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceM
 import { MAX_BATCH_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { toStatus } from '../proto/status'
 import type { Authorizer } from './authorizer'
+import type { DataChannelServer, DataConnection } from './data-channel'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
 
@@ -56,8 +65,12 @@ export class ReplicationService {
     private readonly store: ApplianceStore,
     private readonly auth: Authorizer,
     private readonly log: Logger,
-    private readonly applianceId: string
-  ) {}
+    private readonly applianceId: string,
+    private readonly data: DataChannelServer | null = null
+  ) {
+    // Connections the data channel refuses count with the streams' rejections.
+    if (data) data.rejected = this.rejected
+  }
 
   addToServer(server: grpc.Server): void {
     server.addService(replicationProto.Replication.service, {
@@ -95,6 +108,13 @@ export class ReplicationService {
     let pendingBytes = 0
     let paused = false
     let attaching = false
+    // The data channel: its token (until used or the stream ends), its connection once attached.
+    let dataToken: Buffer | null = null
+    let dataConn: DataConnection | null = null
+    let dataEnded: Promise<void> = Promise.resolve()
+    let dataEnd: () => void = () => {}
+    let sawStreamData = false
+    const source = (): { pause(): void; resume(): void } => dataConn ?? call
     // Acks go out in append order, as each append becomes durable.
     // Fingerprints are computed when the request arrives (the store makes
     // them reflect every append issued before) and answered in request
@@ -171,6 +191,7 @@ export class ReplicationService {
         lastAckMs: 0,
       }
       this.streams.set(call, info)
+      if (this.data) dataToken = this.data.issue({ identity, attach: (conn) => attachData(conn) })
       this.log.info(
         { ...ctx(), agentId: h.agentId, generation: h.generation, durableSeq: volume.durableSeq, fullSync },
         'agent attached'
@@ -182,8 +203,27 @@ export class ReplicationService {
           fullSync,
           applianceId: this.applianceId,
           maxBatchBytes: MAX_BATCH_BYTES,
+          dataPort: this.data?.port ?? 0,
+          dataToken: dataToken ?? Buffer.alloc(0),
         },
       })
+    }
+
+    const attachData = (conn: DataConnection): void => {
+      dataToken = null
+      if (done) return conn.destroy()
+      if (sawStreamData) {
+        conn.destroy()
+        return fail(new TidemarkError('PROTOCOL', 'a data channel attached after messages came on the stream'))
+      }
+      dataConn = conn
+      dataEnded = new Promise((resolve) => (dataEnd = resolve))
+      if (paused) conn.pause()
+      conn.onMessage = (m) => handle(m, true)
+      conn.onClose = (err) => {
+        dataEnd()
+        if (err) fail(err)
+      }
     }
 
     const onBatch = (m: AgentMessage__Output): void => {
@@ -196,7 +236,7 @@ export class ReplicationService {
       pendingBytes += rawLength
       if (pendingBytes > MAX_PENDING_BYTES && !paused) {
         paused = true
-        call.pause()
+        source().pause()
       }
       // Issued now, in arrival order; resolves when durable.
       const appended = v.append(b.payload, {
@@ -213,7 +253,7 @@ export class ReplicationService {
         pendingBytes -= rawLength
         if (paused && pendingBytes <= MAX_PENDING_BYTES / 2) {
           paused = false
-          call.resume()
+          source().resume()
         }
         info!.batches++
         info!.lastAckMs = Date.now()
@@ -250,9 +290,14 @@ export class ReplicationService {
       }
     }
 
-    const handle = (m: AgentMessage__Output): void => {
+    const handle = (m: AgentMessage__Output, fromData = false): void => {
       if (done) return
       try {
+        if (m.body === 'dataHello') throw new TidemarkError('PROTOCOL', 'a DataHello on a Replicate stream (it opens a data channel)')
+        if (vol && !fromData) {
+          if (dataConn) throw new TidemarkError('PROTOCOL', `a ${m.body ?? 'empty message'} on the stream while its data channel is attached`)
+          sawStreamData = true
+        }
         if (!vol) {
           if (m.body !== 'hello') {
             throw new TidemarkError('UNKNOWN_VOLUME', `a ${m.body ?? 'empty message'} before the hello: no volume is attached to this stream`)
@@ -292,14 +337,19 @@ export class ReplicationService {
     })
     const cleanup = (): void => {
       done = true
+      if (dataToken) this.data?.revoke(dataToken)
+      dataToken = null
+      dataConn?.destroy()
       this.streams.delete(call)
       if (info && this.active.get(info.volume)?.call === call) this.active.delete(info.volume)
     }
     call.on('end', () => {
-      tail.then(
+      // The agent ends its data connection before the stream: what it carried is handled first.
+      dataEnded.then(() => tail).then(
         () => {
+          const failed = done
           cleanup()
-          call.end()
+          if (!failed) call.end()
         },
         () => cleanup()
       )

@@ -27,6 +27,9 @@
 //            the appliance and, after a behind period, the resync done);
 //            CPU per GB of the agent and the appliance over that window
 //
+// Batches travel on the appliance's data channel unless
+// TIDEMARK_BENCH_DATA_CHANNEL=off (then on the gRPC streams).
+//
 // "Sustained" is the fastest rung with no behind event and at least 95 %
 // of its rate reached. Writes results/churn.json and prints a markdown table.
 import os from 'node:os'
@@ -49,6 +52,8 @@ const RATES = (process.env.TIDEMARK_BENCH_CHURN_RATES || (SHORT ? '40,100' : '40
 const RUNG_SECONDS = envNumber('TIDEMARK_BENCH_CHURN_SECONDS', SHORT ? 5 : 15)
 const BURST_MB = Math.floor(envNumber('TIDEMARK_BENCH_BURST_MB', SHORT ? 256 : 1024))
 const PEER_ROUNDS = SHORT ? 1 : 3
+/** TIDEMARK_BENCH_DATA_CHANNEL=off: batches on the gRPC streams, as before the data channel (for comparison). */
+const DATA_CHANNEL = process.env.TIDEMARK_BENCH_DATA_CHANNEL !== 'off'
 
 // Targets from issue 10.
 const TARGET_SUSTAINED = 0.8
@@ -195,7 +200,7 @@ async function main(): Promise<void> {
     const peers: Peer[] = [await peerRun(dir, BURST_MB)]
     const vol = path.join(dir, 'vol.img')
     sparseFile(vol, VOLUME_BYTES)
-    app = await Appliance.start(path.join(dir, 'data'))
+    app = await Appliance.start(path.join(dir, 'data'), DATA_CHANNEL ? [] : ['--data-port', 'off'])
     // The initial copy of a sparse volume sends nothing; then every run starts from a caught-up agent.
     const first = await Agent.start(dir, 'churn', { vol }, app.address)
     await first.caughtUp()
@@ -246,6 +251,7 @@ async function main(): Promise<void> {
       machine: machineInfo(dir),
       cpus: os.cpus().length,
       rungSeconds: RUNG_SECONDS,
+      dataChannel: DATA_CHANNEL,
       peers,
       peerMBps,
       rungs,

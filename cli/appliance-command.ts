@@ -22,7 +22,7 @@ export const APPLIANCE = command({
     http: text({ refused: '--http (the dashboard) is not in this build yet' }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["VOL", "PREFIX*"]}, "insecure", "segmentSize",\n"statsInterval", "logLevel"}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["VOL", "PREFIX*"]}, "insecure", "segmentSize",\n"dataPort", "statsInterval", "logLevel"}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -85,6 +85,16 @@ export const APPLIANCE = command({
       key: 'listen',
       required: '--listen HOST:PORT is required',
     }),
+    'data-port': text({
+      label: '--data-port PORT|off',
+      help: "where agents send their batches, on the --listen host, beside the\ngRPC streams (TLS with the same certificates): 0 (the default) is\nany free port, which agents learn when they connect; give a fixed\none to open it in a firewall. off: batches travel on the gRPC streams",
+      key: 'dataPort',
+      default: '0',
+      value: convert(
+        check(z.string(), (s) => s === 'off' || (/^\d+$/.test(s) && Number(s) <= 65535), () => '--data-port must be a port (0 to 65535) or off'),
+        (s) => (s === 'off' ? null : Number(s))
+      ),
+    }),
     'stats-interval': text({
       label: '--stats-interval S',
       help: 'log counts every S seconds (default 10, 0 = never)',
@@ -106,7 +116,7 @@ export const APPLIANCE = command({
   },
   help: (rows) => `Usage:
   tidemark appliance --data DIR --listen HOST:PORT [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
-                     [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure]
+                     [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure] [--data-port PORT|off]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
@@ -115,7 +125,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'stats-interval', 'config')}
 `,
 })
 
@@ -139,6 +149,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     nbd: a.nbd ? ('unix' in a.nbd ? { unix: path.resolve(a.nbd.unix) } : a.nbd) : undefined,
     tls,
     insecure: a.insecure === true,
+    dataPort: a['data-port'],
     allow: a.allow ?? null,
     segmentBytes: a['segment-size'],
     replicaImages: a['replica-image'] !== 'off',
@@ -167,6 +178,7 @@ export async function runAppliance(argv: string[]): Promise<number> {
   // One write: a reader that waits for "listening" sees the NBD line with it.
   process.stderr.write(
     `tidemark appliance: listening on ${opts.listen.host}:${appliance.port}\n` +
+      (appliance.data ? `tidemark appliance: data channel on ${opts.listen.host}:${appliance.data.port}\n` : '') +
       (appliance.nbd ? `tidemark appliance: serving NBD on ${appliance.nbd.address}\n` : '')
   )
   await new Promise<void>((resolve) => {

@@ -56,6 +56,8 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   // A volume's faults at the appliance (batch-writer.ts): the agent backs off and retries.
   NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
   JOURNAL_IO: grpc.status.UNAVAILABLE,
+  // The data channel beside a Replicate stream broke (appliance/data-channel.ts): the agent reconnects.
+  DATA_CHANNEL: grpc.status.UNAVAILABLE,
   JOURNAL_READ_ONLY: grpc.status.FAILED_PRECONDITION,
   PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
 }

@@ -377,9 +377,10 @@ export function differingSectors(a: string, b: string): number[] {
 
 export class ApplianceProcess extends ServiceProcess {
   port = 0
+  host = '127.0.0.1'
 
   get address(): string {
-    return `127.0.0.1:${this.port}`
+    return `${this.host}:${this.port}`
   }
 }
 
@@ -390,12 +391,14 @@ export class ApplianceProcess extends ServiceProcess {
  */
 export async function startAppliance(
   t: { teardown(fn: () => unknown): void },
-  args: { data: string; port?: number; extra?: string[]; env?: Record<string, string> }
+  args: { data: string; port?: number; host?: string; extra?: string[]; env?: Record<string, string> }
 ): Promise<ApplianceProcess> {
-  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `127.0.0.1:${args.port ?? 0}`, '--stats-interval', '0']
+  const host = args.host ?? '127.0.0.1'
+  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `${host}:${args.port ?? 0}`, '--stats-interval', '0']
   argv.push(...(args.extra ?? []))
   const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...args.env } })
   const a = new ApplianceProcess(proc)
+  a.host = host
   t.teardown(() => a.stop())
   const end = Date.now() + 30_000
   for (;;) {

@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { have, makeImage, makePki, must, nbdUri, restore, sha256, sleep, startAgent, startAppliance, tlsArgs, tmpdir } from './helpers'
+import { have, makeImage, makePki, must, nbdUri, restore, sha256, sleep, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -24,9 +24,12 @@ t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs 
   const img = path.join(dir, 'a.img')
   makeImage(img, 8 * MiB, 5)
   const sock = path.join(dir, 'a.sock')
-  const good = await startAgent(t, { state: path.join(dir, 'sa'), sock, volumes: { 'vol-a': img }, extra: ['--appliance', app.address, ...tls(pki, 'agent-a')] })
+  const good = await startAgent(t, { state: path.join(dir, 'sa'), sock, volumes: { 'vol-a': img }, extra: ['--appliance', app.address, ...tls(pki, 'agent-a'), '--stats-interval', '0.2'] })
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 1M 64k', '-c', 'flush', nbdUri(sock, 'vol-a')])
   await app.waitForLog(/initial copy complete/)
+  await waitFor(() => good.logs().some((l) => l.msg === 'stats' && l.dataChannel === true), 'a stats line with the data channel open')
+  t.pass('the batches travel on the data channel, over mutual TLS too')
+  t.notOk(good.logs().some((l) => /data channel/.test(String(l.msg))), 'with no complaint from the agent')
   t.equal(await good.stop(), 0, 'the agent with an allowed certificate drains and stops')
   const out = path.join(dir, 'a.restored')
   await restore(app.address, 'vol-a', 'latest', out, tls(pki, 'agent-a'))

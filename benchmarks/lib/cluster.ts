@@ -14,8 +14,8 @@ export class Appliance extends Proc {
   address = ''
   private client: AdminClient | null = null
 
-  static async start(data: string): Promise<Appliance> {
-    const a = new Appliance('appliance', process.execPath, [...APPLIANCE_NODE_FLAGS, BIN, 'appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0'])
+  static async start(data: string, extra: string[] = []): Promise<Appliance> {
+    const a = new Appliance('appliance', process.execPath, [...APPLIANCE_NODE_FLAGS, BIN, 'appliance', '--data', data, '--listen', '127.0.0.1:0', '--stats-interval', '0', ...extra])
     const listening = /listening on [^\s]+:(\d+)/
     await a.waitFor(() => listening.test(a.err), 'listening', 30_000)
     a.address = `127.0.0.1:${listening.exec(a.err)![1]}`

@@ -5,6 +5,7 @@ import type { Ack as _tidemark_v1_Ack, Ack__Output as _tidemark_v1_Ack__Output }
 import type { AgentMessage as _tidemark_v1_AgentMessage, AgentMessage__Output as _tidemark_v1_AgentMessage__Output } from './tidemark/v1/AgentMessage';
 import type { ApplianceMessage as _tidemark_v1_ApplianceMessage, ApplianceMessage__Output as _tidemark_v1_ApplianceMessage__Output } from './tidemark/v1/ApplianceMessage';
 import type { ChangeBatch as _tidemark_v1_ChangeBatch, ChangeBatch__Output as _tidemark_v1_ChangeBatch__Output } from './tidemark/v1/ChangeBatch';
+import type { DataHello as _tidemark_v1_DataHello, DataHello__Output as _tidemark_v1_DataHello__Output } from './tidemark/v1/DataHello';
 import type { FingerprintRequest as _tidemark_v1_FingerprintRequest, FingerprintRequest__Output as _tidemark_v1_FingerprintRequest__Output } from './tidemark/v1/FingerprintRequest';
 import type { Fingerprints as _tidemark_v1_Fingerprints, Fingerprints__Output as _tidemark_v1_Fingerprints__Output } from './tidemark/v1/Fingerprints';
 import type { Hello as _tidemark_v1_Hello, Hello__Output as _tidemark_v1_Hello__Output } from './tidemark/v1/Hello';
@@ -24,6 +25,7 @@ export interface ProtoGrpcType {
       ApplianceMessage: MessageTypeDefinition<_tidemark_v1_ApplianceMessage, _tidemark_v1_ApplianceMessage__Output>
       ChangeBatch: MessageTypeDefinition<_tidemark_v1_ChangeBatch, _tidemark_v1_ChangeBatch__Output>
       Compression: EnumTypeDefinition
+      DataHello: MessageTypeDefinition<_tidemark_v1_DataHello, _tidemark_v1_DataHello__Output>
       FingerprintRequest: MessageTypeDefinition<_tidemark_v1_FingerprintRequest, _tidemark_v1_FingerprintRequest__Output>
       Fingerprints: MessageTypeDefinition<_tidemark_v1_Fingerprints, _tidemark_v1_Fingerprints__Output>
       Hello: MessageTypeDefinition<_tidemark_v1_Hello, _tidemark_v1_Hello__Output>

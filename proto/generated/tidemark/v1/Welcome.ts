@@ -22,6 +22,20 @@ export interface Welcome {
    * Largest ChangeBatch payload (raw bytes) the appliance accepts.
    */
   'maxBatchBytes'?: (number);
+  /**
+   * The appliance's data channel (proto/data-frame.ts): a TCP port on the
+   * host the agent reached it at (TLS with the same certificates when this
+   * stream uses TLS), 0 when it has none. The agent may send everything after
+   * the Welcome there instead of on this stream: it opens a connection, sends
+   * a DataHello with data_token first, and from then on every batch,
+   * fingerprint request and progress report goes over that connection, in
+   * order; Welcome, acks and fingerprints still come back on this stream.
+   */
+  'dataPort'?: (number);
+  /**
+   * Names this stream on the data channel: single use, valid while the stream lives.
+   */
+  'dataToken'?: (Buffer | Uint8Array | string);
 }
 
 export interface Welcome__Output {
@@ -44,4 +58,18 @@ export interface Welcome__Output {
    * Largest ChangeBatch payload (raw bytes) the appliance accepts.
    */
   'maxBatchBytes': (number);
+  /**
+   * The appliance's data channel (proto/data-frame.ts): a TCP port on the
+   * host the agent reached it at (TLS with the same certificates when this
+   * stream uses TLS), 0 when it has none. The agent may send everything after
+   * the Welcome there instead of on this stream: it opens a connection, sends
+   * a DataHello with data_token first, and from then on every batch,
+   * fingerprint request and progress report goes over that connection, in
+   * order; Welcome, acks and fingerprints still come back on this stream.
+   */
+  'dataPort': (number);
+  /**
+   * Names this stream on the data channel: single use, valid while the stream lives.
+   */
+  'dataToken': (Buffer);
 }
