@@ -33,6 +33,8 @@ export const BACKOFF_MAX_MS = 5_000
 /** The longest wait between attempts while the appliance is out of space. */
 export const NO_SPACE_BACKOFF_MAX_MS = 60_000
 const FINGERPRINT_TIMEOUT_MS = 60_000
+/** How long a broken data channel waits for the stream's status before it ends the session itself. */
+const DATA_STATUS_GRACE_MS = 1_000
 
 export interface TlsFiles {
   cert: string
@@ -126,9 +128,21 @@ export class Session {
       throw new SessionClosed(this.error.message)
     }
     this.data = d
-    d.onClose = (e) => this.close(e)
+    d.onClose = (e) => this.dataClosed(e)
     d.onDrain(() => (this.blocked = false))
     return null
+  }
+
+  /**
+   * The data channel broke. When the appliance ended the stream on purpose
+   * (out of space, a refused batch) its status, which says why, follows on
+   * the call at once: wait a moment for it, so the reason logged is the
+   * appliance's and not a reset connection.
+   */
+  private dataClosed(e: Error): void {
+    if (this.error) return
+    const timer = setTimeout(() => this.close(e), DATA_STATUS_GRACE_MS)
+    void this.closed.then(() => clearTimeout(timer))
   }
 
   get isClosed(): boolean {
