@@ -2,12 +2,16 @@
 // seq) out.
 //
 // append() validates a batch and frames it into one buffer (CHANGE records +
-// a COMMIT) in one native call (record-check.ts), places it in the journal at once and queues
-// it on the store's group commit (group-commit.ts), which calls this
-// writer's writeAll (write the frames), then, after the shared fsync,
-// committed (index them, then resolve) or failed. Three seqs:
-//   acceptedSeq  last seq of the last batch append() accepted (pipelined
-//                batches are checked against it, in call order)
+// a COMMIT) in one native call on libuv's pool (record-check.ts), so the
+// main thread goes on receiving while batches are checked on other cores;
+// then, in call order, places it in the journal and queues it on the store's
+// group commit (group-commit.ts), which calls this writer's writeAll (write
+// the frames), then, after the shared fsync, committed (index them, then
+// resolve) or failed. A batch is checked against the one called before it
+// (its declared last seq: `declaredSeq`), so checks overlap; when one is
+// refused, every batch called after it is refused too, unplaced (`epoch`),
+// so nothing lands behind a gap. Three seqs:
+//   acceptedSeq  last seq of the last batch placed in the journal
 //   durableSeq   last seq of the newest batch that is fsynced and indexed
 //                (the ledger's)
 //   index meta   the journal position the index covers (== durableSeq
@@ -48,7 +52,7 @@ import type { JournalWrite } from './journal'
 import { FramePool } from './frame-pool'
 import { FRAME_HEADER_SIZE, batchFramedSize } from './journal-format'
 import type { CommittedBatch } from './point-maps'
-import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkAndFrame, type FramedBatch } from './record-check'
+import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkAndFrameAsync, type FramedBatch } from './record-check'
 import type { SegmentFile } from './segment'
 import type { TimemarkCatalog } from './timemark-catalog'
 import type { BatchInfo, VolumeLedger } from './volume-ledger'
@@ -84,6 +88,12 @@ function isNoSpace(err: Error): boolean {
 
 export class BatchWriter implements CommitSink {
   acceptedSeq: number
+  /** The last seq the batch called last declares: what the next call is checked against. */
+  private declaredSeq: number
+  /** Bumped when a check refuses a batch: batches called before that with the old epoch are refused unplaced. */
+  private epoch = 0
+  /** Settles once every append called so far is placed in the journal or refused. */
+  private placedTail: Promise<void> = Promise.resolve()
   /** What stopped the writer, or null. */
   private fault: Fault | null = null
   /** Faults met, by state. */
@@ -118,6 +128,7 @@ export class BatchWriter implements CommitSink {
   ) {
     this.log = l.log
     this.acceptedSeq = l.durableSeq
+    this.declaredSeq = l.durableSeq
   }
 
   /**
@@ -133,33 +144,77 @@ export class BatchWriter implements CommitSink {
     // A reused buffer for the frames, when the declared count can be right (record-check refuses it otherwise).
     const n = batch.recordCount
     const into = Number.isInteger(n) && n >= 0 && n * RECORD_HEADER_SIZE <= rawLength ? frames.acquire(batchFramedSize(rawLength, n)) : undefined
+    // One native call on the pool: decoded, checked and framed (CHANGE records + a COMMIT) into one buffer.
+    const check = checkAndFrameAsync(
+      payload,
+      batch,
+      { volume: name, lastAcceptedSeq: this.declaredSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE, wallMs },
+      encoding,
+      into
+    )
+    check.catch(() => undefined) // handled below, in call order
+    if (Number.isSafeInteger(batch.lastSeq) && batch.lastSeq > this.declaredSeq) this.declaredSeq = batch.lastSeq
+    const epoch = this.epoch
+    const before = this.placedTail
+    let placed!: () => void
+    this.placedTail = new Promise((resolve) => (placed = resolve))
+    const p = new Promise<number>((resolve, reject) => {
+      this.place({ check, before, epoch, into, batch, wallMs, resolve, reject }).catch(reject).finally(placed)
+    })
+    this.tailPromise = p.catch(() => {})
+    return p
+  }
+
+  /**
+   * After every earlier call is placed or refused: the checked batch placed
+   * in the journal and queued on the group commit (in the same step, so the
+   * commit sees batches in journal order), or refused.
+   */
+  private async place(a: {
+    check: Promise<FramedBatch>
+    before: Promise<void>
+    epoch: number
+    into: Buffer | undefined
+    batch: BatchInfo
+    wallMs: number
+    resolve: (seq: number) => void
+    reject: (e: Error) => void
+  }): Promise<void> {
+    const { check, epoch, into, batch } = a
+    await a.before
     let checked: FramedBatch
     try {
-      // One native call: decoded, checked and framed (CHANGE records + a COMMIT) into one buffer.
-      checked = checkAndFrame(
-        payload,
-        batch,
-        { volume: name, lastAcceptedSeq: this.acceptedSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE, wallMs },
-        encoding,
-        into
-      )
+      checked = await check
     } catch (e) {
       if (into) frames.release(into)
-      const code = (e as TidemarkError).code ?? 'UNKNOWN'
-      this.rejected[code] = (this.rejected[code] ?? 0) + 1
-      this.log.warn({ code, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, (e as Error).message)
-      throw e
+      if (epoch === this.epoch) {
+        // The first refusal of its run: counted and logged; the later calls checked against it are void.
+        this.epoch++
+        this.declaredSeq = this.acceptedSeq
+        const code = (e as TidemarkError).code ?? 'UNKNOWN'
+        this.rejected[code] = (this.rejected[code] ?? 0) + 1
+        this.log.warn({ code, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, (e as Error).message)
+        throw e
+      }
+      throw this.voided(batch)
+    }
+    if (epoch !== this.epoch || this.closed || this.fault) {
+      frames.release(checked.framed)
+      if (epoch !== this.epoch) throw this.voided(batch)
+      if (this.closed) throw new TidemarkError('VOLUME_CLOSED', `volume ${this.l.meta.name} is closed`)
+      throw this.refusal()
     }
     const { framed: buf, recs } = checked
     const pos = this.l.journal.assign(buf.length)
     this.acceptedSeq = batch.lastSeq
     this.notePending(recs, batch.recordCount, 1)
-    const p = new Promise<number>((resolve, reject) => {
-      const w: VolumeWrite = { sink: this, resolve, reject, buf, segment: pos.segment, offset: pos.offset, batch, recs, wallMs }
-      this.commits.submit(w)
-    })
-    this.tailPromise = p.catch(() => {})
-    return p
+    const w: VolumeWrite = { sink: this, resolve: a.resolve, reject: a.reject, buf, segment: pos.segment, offset: pos.offset, batch, recs, wallMs: a.wallMs }
+    this.commits.submit(w)
+  }
+
+  /** A batch called after one that was refused: checked against seqs that never landed. */
+  private voided(batch: BatchInfo): TidemarkError {
+    return new TidemarkError('SEQ_OUT_OF_ORDER', `volume ${this.l.meta.name}, batch seqs ${batch.firstSeq}..${batch.lastSeq}: follows a batch that was refused`)
   }
 
   async writeAll(items: PendingWrite[]): Promise<Set<SegmentFile>> {
@@ -239,7 +294,7 @@ export class BatchWriter implements CommitSink {
       await this.settled()
       if (stage === 'index') await this.reload()
       else await this.l.journal.cutBack(this.l.journal.durableEnd)
-      this.acceptedSeq = this.l.durableSeq
+      this.acceptedSeq = this.declaredSeq = this.l.durableSeq
       f.ready = true
     } catch (e) {
       this.fault = {
@@ -310,6 +365,8 @@ export class BatchWriter implements CommitSink {
    * regions (chunks and regions are both 64 KiB); none: returns at once.
    */
   async settledFor(regions: number[]): Promise<void> {
+    // Batches still being checked are not counted yet: wait until they are placed.
+    await this.placedTail
     if (this.pendingWide > 0 || regions.some((r) => this.pendingChunks.has(r))) await this.settled()
   }
 

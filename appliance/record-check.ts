@@ -31,7 +31,7 @@
 // records as a flat Float64Array (no object per record): record i is at
 // i*STRIDE, its fields named by CheckedField (seq, first sector, sectors
 // changed, kind, offset of its CHANGE frame in the framed buffer).
-import { native } from '../native'
+import { native, type FrameBatchResult } from '../native'
 import { TidemarkError } from '../proto/errors'
 import type { PayloadEncoding } from '../proto/change-batch'
 import { RecordKind, recordData } from '../proto/record'
@@ -72,7 +72,7 @@ export interface FramedBatch {
   recs: Float64Array
 }
 
-/** frameBatch's numbers, in native/src/ingest_addon.cc's order (one array, reused: the call is synchronous). */
+/** frameBatch's numbers, in native/src/ingest_addon.cc's order (one array, reused by the synchronous call; the native side reads it before returning either way). */
 const FrameArg = {
   compression: 0,
   rawLength: 1,
@@ -94,14 +94,36 @@ const nums = new Float64Array(native.journalFrameLayout.args)
  * throws a TidemarkError with a stable code. `into`, when it is exactly the
  * framed size (batchFramedSize), receives the frames (a reused buffer).
  */
-export function checkAndFrame(
-  payload: Buffer,
-  b: BatchDecl,
-  ctx: { volume: string; lastAcceptedSeq: number; sizeSectors: number; wallMs: number },
-  encoding?: PayloadEncoding,
-  into?: Buffer
-): FramedBatch {
-  const where = `volume ${ctx.volume}, batch seqs ${b.firstSeq}..${b.lastSeq}`
+export function checkAndFrame(payload: Buffer, b: BatchDecl, ctx: CheckContext, encoding?: PayloadEncoding, into?: Buffer): FramedBatch {
+  const where = whereOf(ctx, b)
+  setNums(payload, b, ctx, encoding)
+  return finish(native.frameBatch(payload, nums, encoding ? encoding.checksum : null, where, into), payload, b, where, encoding)
+}
+
+/**
+ * checkAndFrame with the per-byte work on libuv's pool (another core): the
+ * same checks, codes and messages. `payload` and `into` must stay as they are
+ * until it settles.
+ */
+export async function checkAndFrameAsync(payload: Buffer, b: BatchDecl, ctx: CheckContext, encoding?: PayloadEncoding, into?: Buffer): Promise<FramedBatch> {
+  const where = whereOf(ctx, b)
+  setNums(payload, b, ctx, encoding)
+  const r = await native.frameBatchAsync(payload, nums, encoding ? encoding.checksum : null, where, into)
+  return finish(r, payload, b, where, encoding)
+}
+
+export interface CheckContext {
+  volume: string
+  lastAcceptedSeq: number
+  sizeSectors: number
+  wallMs: number
+}
+
+function whereOf(ctx: CheckContext, b: BatchDecl): string {
+  return `volume ${ctx.volume}, batch seqs ${b.firstSeq}..${b.lastSeq}`
+}
+
+function setNums(payload: Buffer, b: BatchDecl, ctx: CheckContext, encoding?: PayloadEncoding): void {
   nums[FrameArg.compression] = encoding?.compression === 'COMPRESSION_LZ4' ? 1 : 0
   nums[FrameArg.rawLength] = encoding ? encoding.rawLength : payload.length
   nums[FrameArg.firstSeq] = b.firstSeq
@@ -113,13 +135,11 @@ export function checkAndFrame(
   nums[FrameArg.changedBytes] = b.changedBytes
   nums[FrameArg.wireBytes] = b.wireBytes
   nums[FrameArg.wallMs] = ctx.wallMs
-  const [code, message, framed, recs, records, marks, pendingMark, pendingMarkAt] = native.frameBatch(
-    payload,
-    nums,
-    encoding ? encoding.checksum : null,
-    where,
-    into
-  )
+}
+
+/** The native answer as a FramedBatch, or the first problem in record order as a TidemarkError. */
+function finish(r: FrameBatchResult, payload: Buffer, b: BatchDecl, where: string, encoding?: PayloadEncoding): FramedBatch {
+  const [code, message, framed, recs, records, marks, pendingMark, pendingMarkAt] = r
   // The payload's own problems come first: nothing about its records can be trusted.
   if (code !== null && code.startsWith('BATCH_')) throw new TidemarkError(code, message)
   // The declaration as JavaScript numbers (the native side saw them as integers).

@@ -114,6 +114,8 @@ export interface NativeModule {
    * and names the numbers in `nums`).
    */
   frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string, into?: Buffer): FrameBatchResult
+  /** frameBatch on libuv's pool: payload, checksum and into must not change until it settles. */
+  frameBatchAsync(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string, into?: Buffer): Promise<FrameBatchResult>
   /** The journal frame constants as native/src/batch_ingest.h compiled them. */
   journalFrameLayout: {
     frameHeaderSize: number

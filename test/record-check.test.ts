@@ -11,7 +11,7 @@ import { encodeBatch } from '../proto/change-batch'
 import { initHash } from '../proto/hash'
 import { RECORD_HEADER_SIZE, RecordKind, changesSectors, recordCount, recordKind, recordSector, recordSeq } from '../proto/record'
 import { COMMIT_BODY_SIZE, FRAME_CHANGE, FRAME_COMMIT, FRAME_HEADER_SIZE, encodeBatchFrames } from '../appliance/journal-format'
-import { CheckedField, STRIDE, checkAndFrame, type BatchDecl } from '../appliance/record-check'
+import { CheckedField, STRIDE, checkAndFrame, checkAndFrameAsync, type BatchDecl } from '../appliance/record-check'
 import { LAST_ACCEPTED, SIZE_SECTORS, VOLUME, badBatches, everyKind, goodMark, rec, write } from './lib/bad-batches'
 
 const WALL_MS = 1795430400123
@@ -104,17 +104,19 @@ t.test('random batches: the frames TypeScript writes', async (t) => {
     const d = { firstSeq: 11, lastSeq: seq, recordCount: n, appBytes: raw.length, changedBytes: rnd(1e6), wireBytes: rnd(1e6) }
     const want = expected(raw, d)
     const enc = encodeBatch(raw, d, b % 2 === 0)
-    const got = checkAndFrame(enc.payload as Buffer, d, ctx, {
+    const encoding = {
       compression: enc.compression as 'COMPRESSION_NONE' | 'COMPRESSION_LZ4',
       rawLength: raw.length,
       checksum: enc.checksum as Buffer,
-    })
+    }
+    // Odd batches on the pool, into a reused buffer of the framed size, as the appliance's writer checks them.
+    const got = b % 2 ? await checkAndFrameAsync(enc.payload as Buffer, d, ctx, encoding, Buffer.alloc(want.framed.length)) : checkAndFrame(enc.payload as Buffer, d, ctx, encoding)
     if (!got.framed.equals(want.framed) || got.recs.length !== want.recs.length || got.recs.some((v, i) => v !== want.recs[i])) {
       t.fail(`batch ${b} (${n} records, ${enc.compression}) differs from TypeScript's frames`)
       return
     }
   }
-  t.pass('40 batches of random records, raw and LZ4, framed as TypeScript frames them')
+  t.pass('40 batches of random records, raw and LZ4, framed as TypeScript frames them (half on the pool)')
 })
 
 // name, code, message (the TypeScript checks' words; LZ4's own failures: a pattern)
@@ -174,6 +176,9 @@ t.test('bad batches: refused with the code and the words they always had', async
     t.equal(err?.code, want[1], `${c.name}: ${want[1]}`)
     if (typeof want[2] === 'string') t.equal(err?.message, want[2], `${c.name}: the same words`)
     else t.match(err?.message, want[2], `${c.name}: says why (${err?.message})`)
+    // The pool's check (the appliance's write path) refuses it in the same words.
+    const onPool = await checkAndFrameAsync(c.payload, c.decl, ctx, c.encoding).then(() => null, (e: { code?: string; message?: string }) => e)
+    t.same([onPool?.code, onPool?.message], [err?.code, err?.message], `${c.name}: the same on the pool`)
   }
 })
 

@@ -239,6 +239,26 @@ t.test('bad batches are rejected with their code, nothing written, counted', asy
   await t.rejects(v.append(rec(12, SECTORS, 1, 1), meta(12, 12, 1)), { message: /volume bad.*seq 12.*past the end of the volume/ }, 'the error names volume, seq and why')
 })
 
+t.test('a refused batch voids the pipelined batches called after it: nothing lands behind the gap', async (t) => {
+  const dir = tmpdir(t)
+  const store = await ApplianceStore.open(dir, quiet)
+  t.teardown(() => store.close())
+  const { volume: v } = await store.attach({ volume: 'gap', generation: 'g', size: SIZE, group: '', agentId: 'a' })
+  await v.append(rec(10, 0, 8, 1), meta(10, 10, 1))
+  // Checked on the pool at once, placed in call order: 12..12 is checked against 11..11's declared seqs
+  // and would pass, but 11..11 is refused, so 12..12 must not land after the hole.
+  const bad = v.append(rec(11, SECTORS, 1, 1), meta(11, 11, 1))
+  const next = v.append(rec(12, 8, 8, 1), meta(12, 12, 1))
+  const after = v.append(rec(13, 16, 8, 1), meta(13, 13, 1))
+  await t.rejects(bad, { code: 'RECORD_OUT_OF_RANGE' }, 'the bad batch is refused for what it is')
+  await t.rejects(next, { code: 'SEQ_OUT_OF_ORDER', message: /seqs 12\.\.12: follows a batch that was refused/ }, 'the next one is void')
+  await t.rejects(after, { code: 'SEQ_OUT_OF_ORDER', message: /follows a batch that was refused/ }, 'and the one after it')
+  t.equal(v.durableSeq, 10, 'nothing after the refused batch was journaled')
+  t.same((v.stats().rejected as { byCode: Record<string, number> }).byCode, { RECORD_OUT_OF_RANGE: 1 }, 'only the refusal itself is counted')
+  // The stream that follows resends from the durable seq: checked against what landed, not what was declared.
+  t.equal(await v.append(rec(11, 8, 8, 1), meta(11, 11, 1)), 11, 'the resent batch is taken')
+})
+
 t.test('pipelined appends on several volumes resolve in order and share fsyncs', async (t) => {
   const dir = tmpdir(t)
   const store = await ApplianceStore.open(dir, quiet)

@@ -1,8 +1,11 @@
-// The appliance's ingest at the Node boundary: one synchronous call per
-// ChangeBatch (batch_ingest.h does the work), so JavaScript never touches the
-// batch's bytes. Synchronous on purpose: append() places batches in the
-// journal in call order before its first await, and the call costs about
-// what a memcpy and two xxh64 passes over the batch cost.
+// The appliance's ingest at the Node boundary: one call per ChangeBatch
+// (batch_ingest.h does the work), so JavaScript never touches the batch's
+// bytes. The call costs about what a memcpy and two xxh64 passes over the
+// batch cost, so the replication path runs it on libuv's pool
+// (frameBatchAsync): the main thread keeps receiving, acknowledging and
+// indexing while batches are checked on other cores, and different volumes
+// are checked in parallel. The caller (appliance/batch-writer.ts) places the
+// checked batches in the journal in call order.
 //
 //   frameBatch(payload: Buffer, nums: Float64Array, checksum: Buffer | null, where: string, into?: Buffer)
 //     nums: compression, raw length, first seq, last seq, record count, last
@@ -16,11 +19,17 @@
 //   failed part way (the records before the problem), so that the caller can
 //   check MARK metadata in record order first (batch_ingest.h).
 //
+//   frameBatchAsync(payload, nums, checksum, where, into?) -> Promise of the same array,
+//     checked on a pool thread. payload, checksum and into must not change until
+//     it settles (they are held, not copied).
+//
 //   journalFrameLayout: the frame constants as compiled, which
 //   test/record-check.test.ts compares with appliance/journal-format.ts.
 #include <napi.h>
 
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "batch_ingest.h"
@@ -65,45 +74,56 @@ Napi::Value Result(Napi::Env env, const IngestError& e, Napi::Value framed, Napi
   return a;
 }
 
-Napi::Value FrameBatchJs(const Napi::CallbackInfo& info) {
+// The call's arguments, checked; false (with a JavaScript exception pending) when they are wrong.
+bool ParseArgs(const Napi::CallbackInfo& info, BatchEncoding* enc, BatchDecl* d) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsBuffer() || !info[1].IsTypedArray() || !info[3].IsString() ||
       !(info[2].IsBuffer() || info[2].IsNull())) {
     Napi::TypeError::New(env, "frameBatch(payload, nums, checksum, where) expects a Buffer, a Float64Array, a Buffer or null, a string")
         .ThrowAsJavaScriptException();
-    return env.Undefined();
+    return false;
   }
-  auto payload = info[0].As<Napi::Buffer<uint8_t>>();
   auto arr = info[1].As<Napi::TypedArray>();
   if (arr.TypedArrayType() != napi_float64_array || arr.ElementLength() < kArgs) {
     Napi::TypeError::New(env, "frameBatch: nums must be a Float64Array of " + std::to_string(int(kArgs)) + " numbers")
         .ThrowAsJavaScriptException();
-    return env.Undefined();
+    return false;
   }
   auto nums = arr.As<Napi::Float64Array>();
-  BatchEncoding enc;
-  enc.compression = int(nums[kCompression]);
-  enc.raw_length = U(nums[kRawLength]);
+  enc->compression = int(nums[kCompression]);
+  enc->raw_length = U(nums[kRawLength]);
   if (info[2].IsBuffer()) {
     auto sum = info[2].As<Napi::Buffer<uint8_t>>();
     if (sum.Length() != 8) {
       Napi::TypeError::New(env, "frameBatch: the checksum is 8 bytes").ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
-    enc.checksum = sum.Data();
+    enc->checksum = sum.Data();
   }
-  BatchDecl d;
-  d.first_seq = U(nums[kFirstSeq]);
-  d.last_seq = U(nums[kLastSeq]);
-  d.record_count = U(nums[kRecordCount]);
-  d.last_accepted_seq = U(nums[kLastAccepted]);
-  d.size_sectors = U(nums[kSizeSectors]);
-  d.app_bytes = U(nums[kAppBytes]);
-  d.changed_bytes = U(nums[kChangedBytes]);
-  d.wire_bytes = U(nums[kWireBytes]);
-  d.wall_ms = U(nums[kWallMs]);
-  d.where = info[3].As<Napi::String>();
+  d->first_seq = U(nums[kFirstSeq]);
+  d->last_seq = U(nums[kLastSeq]);
+  d->record_count = U(nums[kRecordCount]);
+  d->last_accepted_seq = U(nums[kLastAccepted]);
+  d->size_sectors = U(nums[kSizeSectors]);
+  d->app_bytes = U(nums[kAppBytes]);
+  d->changed_bytes = U(nums[kChangedBytes]);
+  d->wire_bytes = U(nums[kWireBytes]);
+  d->wall_ms = U(nums[kWallMs]);
+  d->where = info[3].As<Napi::String>();
+  return true;
+}
 
+// The reused buffer `into` when it is exactly the framed size.
+bool IntoFits(const Napi::CallbackInfo& info, size_t size) {
+  return info.Length() > 4 && info[4].IsBuffer() && info[4].As<Napi::Buffer<uint8_t>>().Length() == size;
+}
+
+Napi::Value FrameBatchJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BatchEncoding enc;
+  BatchDecl d;
+  if (!ParseArgs(info, &enc, &d)) return env.Undefined();
+  auto payload = info[0].As<Napi::Buffer<uint8_t>>();
   IngestError err;
   const uint8_t* raw = nullptr;
   if (!tidemark::DecodeBatchPayload(payload.Data(), payload.Length(), enc, d, &g_scratch, &raw, &err) ||
@@ -112,7 +132,7 @@ Napi::Value FrameBatchJs(const Napi::CallbackInfo& info) {
   }
   const size_t size = tidemark::FramedSize(size_t(enc.raw_length), d.record_count);
   Napi::Buffer<uint8_t> framed;
-  if (info.Length() > 4 && info[4].IsBuffer() && info[4].As<Napi::Buffer<uint8_t>>().Length() == size) {
+  if (IntoFits(info, size)) {
     framed = info[4].As<Napi::Buffer<uint8_t>>();
   } else {
     framed = Napi::Buffer<uint8_t>::New(env, size);
@@ -121,6 +141,100 @@ Napi::Value FrameBatchJs(const Napi::CallbackInfo& info) {
   FrameResult r;
   tidemark::FrameBatch(raw, size_t(enc.raw_length), d, framed.Data(), recs.Data(), &r);
   return Result(env, r.error, framed, recs, &r);
+}
+
+// frameBatchAsync: the same work on a pool thread. The JavaScript buffers
+// are held by references (not copied) until the result is delivered; a
+// framed buffer is made on the pool only when no `into` fits, and copied
+// into a Buffer on the main thread then.
+class FrameWorker : public Napi::AsyncWorker {
+ public:
+  FrameWorker(const Napi::CallbackInfo& info, const BatchEncoding& enc, const BatchDecl& d)
+      : Napi::AsyncWorker(info.Env()), deferred_(Napi::Promise::Deferred::New(info.Env())), enc_(enc), d_(d) {
+    auto payload = info[0].As<Napi::Buffer<uint8_t>>();
+    payload_ = payload.Data();
+    payload_length_ = payload.Length();
+    payload_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
+    if (enc.checksum) {
+      std::memcpy(checksum_, enc.checksum, 8);
+      enc_.checksum = checksum_;
+    }
+    if (info.Length() > 4 && info[4].IsBuffer()) {
+      auto into = info[4].As<Napi::Buffer<uint8_t>>();
+      into_ = into.Data();
+      into_length_ = into.Length();
+      into_ref_ = Napi::Persistent(info[4].As<Napi::Object>());
+    }
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    const uint8_t* raw = nullptr;
+    if (!tidemark::DecodeBatchPayload(payload_, payload_length_, enc_, d_, &g_scratch, &raw, &err_) ||
+        !tidemark::CheckBatchDecl(size_t(enc_.raw_length), d_, &err_)) {
+      return;
+    }
+    checked_ = true;
+    const size_t size = tidemark::FramedSize(size_t(enc_.raw_length), d_.record_count);
+    uint8_t* out = into_;
+    if (!out || into_length_ != size) {
+      own_.resize(size);
+      out = own_.data();
+      into_ = nullptr;
+    }
+    recs_.resize(size_t(d_.record_count) * tidemark::kCheckedStride);
+    tidemark::FrameBatch(raw, size_t(enc_.raw_length), d_, out, recs_.data(), &r_);
+    // The pending mark points into raw, which may be this thread's scratch buffer.
+    if (r_.pending_mark) {
+      mark_.assign(r_.pending_mark, r_.pending_mark + r_.pending_mark_length);
+      r_.pending_mark = mark_.data();
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!checked_) {
+      deferred_.Resolve(Result(env, err_, env.Null(), env.Null(), nullptr));
+      return;
+    }
+    Napi::Value framed = into_ ? into_ref_.Value() : Napi::Value(Napi::Buffer<uint8_t>::Copy(env, own_.data(), own_.size()));
+    auto recs = Napi::Float64Array::New(env, recs_.size());
+    if (!recs_.empty()) std::memcpy(recs.Data(), recs_.data(), recs_.size() * sizeof(double));
+    deferred_.Resolve(Result(env, r_.error, framed, recs, &r_));
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  BatchEncoding enc_;
+  BatchDecl d_;
+  uint8_t checksum_[8] = {};
+  const uint8_t* payload_ = nullptr;
+  size_t payload_length_ = 0;
+  Napi::ObjectReference payload_ref_;
+  uint8_t* into_ = nullptr;
+  size_t into_length_ = 0;
+  Napi::ObjectReference into_ref_;
+  IngestError err_;
+  bool checked_ = false;
+  std::vector<uint8_t> own_;
+  std::vector<double> recs_;
+  std::vector<uint8_t> mark_;
+  FrameResult r_;
+};
+
+Napi::Value FrameBatchAsyncJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BatchEncoding enc;
+  BatchDecl d;
+  if (!ParseArgs(info, &enc, &d)) return env.Undefined();
+  auto* w = new FrameWorker(info, enc, d);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 Napi::Object FrameLayout(Napi::Env env) {
@@ -146,5 +260,6 @@ Napi::Object FrameLayout(Napi::Env env) {
 
 void InitIngest(Napi::Env env, Napi::Object exports) {
   exports.Set("frameBatch", Napi::Function::New(env, FrameBatchJs, "frameBatch"));
+  exports.Set("frameBatchAsync", Napi::Function::New(env, FrameBatchAsyncJs, "frameBatchAsync"));
   exports.Set("journalFrameLayout", FrameLayout(env));
 }
