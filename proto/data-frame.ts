@@ -15,10 +15,12 @@
 //   u32  P, the payload's length: the batch's payload; 0 for other messages
 //   M bytes of message, then P bytes of payload
 //
-// The first frame of a connection is a DataHello naming its stream. The
-// reader never allocates per frame: the message and payload land in buffers
-// it keeps (on a plain socket the kernel reads straight into them, see
-// `target`), and a delivered payload is valid only until the callback returns.
+// The first frame of a connection is a DataHello naming its stream. Each
+// frame's message and payload land in buffers of their own (a slice of
+// Node's pool for the message, one allocation for the payload), which the
+// delivered message keeps: the appliance checks a batch's payload on another
+// thread after the callback returned (record-check.ts), so the reader must
+// never write into a buffer it delivered.
 import type { AgentMessage } from './generated/tidemark/v1/AgentMessage'
 import type { AgentMessage__Output } from './generated/tidemark/v1/AgentMessage'
 import { TidemarkError } from './errors'
@@ -52,14 +54,15 @@ const enum Part {
 }
 
 /**
- * Reassembles frames from a byte stream. Either ask `target()` where the
- * next bytes go and report them with `filled(n)` (a net.Socket's `onread`:
- * no copy at all), or hand it chunks with `push` (TLS). A bad frame throws a
- * TidemarkError (PROTOCOL, BATCH_TOO_LARGE) and the reader is done.
+ * Reassembles frames from a byte stream: hand it chunks with `push` (they
+ * are copied into place), or ask `target()` where the next bytes go and
+ * report them with `filled(n)` (a reader that can read into a given buffer:
+ * no copy). A bad frame throws a TidemarkError (PROTOCOL, BATCH_TOO_LARGE)
+ * and the reader is done.
  */
 export class FrameReader {
   private readonly head = Buffer.alloc(FRAME_HEAD_BYTES)
-  private message = Buffer.alloc(4096)
+  private message = Buffer.alloc(0)
   private payload = Buffer.alloc(0)
   private part = Part.Head
   private fill = 0
@@ -135,22 +138,22 @@ export class FrameReader {
     if (this.payloadLength > MAX_FRAME_PAYLOAD) {
       throw new TidemarkError('BATCH_TOO_LARGE', `data channel: a payload of ${this.payloadLength} bytes is over the ${MAX_FRAME_PAYLOAD}-byte limit`)
     }
-    if (this.message.length < this.messageLength) this.message = Buffer.allocUnsafeSlow(this.messageLength)
-    if (this.payload.length < this.payloadLength) this.payload = Buffer.allocUnsafeSlow(Math.max(this.payloadLength, 1024 * 1024))
+    this.message = Buffer.allocUnsafe(this.messageLength)
+    this.payload = this.payloadLength > 0 ? Buffer.allocUnsafeSlow(this.payloadLength) : this.payload
     this.begin(Part.Message)
   }
 
   private onFrame(): void {
     let m: AgentMessage__Output
     try {
-      m = method.requestDeserialize(this.message.subarray(0, this.messageLength))
+      m = method.requestDeserialize(this.message)
     } catch (err) {
       throw new TidemarkError('PROTOCOL', `data channel: a frame's message does not decode: ${(err as Error).message}`)
     }
     if (this.payloadLength > 0) {
       if (m.body !== 'batch' || !m.batch) throw new TidemarkError('PROTOCOL', `data channel: a ${m.body ?? 'empty message'} frame carries a payload`)
       if (m.batch.payload.length > 0) throw new TidemarkError('PROTOCOL', 'data channel: a batch carries its payload twice (in the message and after it)')
-      m.batch.payload = this.payload.subarray(0, this.payloadLength)
+      m.batch.payload = this.payload
     }
     this.begin(Part.Head)
     this.frames++

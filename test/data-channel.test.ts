@@ -6,6 +6,7 @@
 // channel; an agent that cannot reach it says so once and sends them on the
 // stream; an appliance without one (--data-port off) is replicated to as
 // before. All byte-exact.
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -162,6 +163,33 @@ t.test('the data channel refuses lies with a reason, and a bad batch there ends 
     h.writeUInt32LE(MAX_FRAME_PAYLOAD + 1, 8)
     c.write(h)
   }, grpc.status.RESOURCE_EXHAUSTED, /BATCH_TOO_LARGE/)
+
+  // Many frames written at once: each payload must stay as it arrived while
+  // the appliance checks it on another thread, as later frames keep coming.
+  const PIPE = 48 * MiB
+  const p = new Stream(client)
+  p.call.write({ hello: { protocol: PROTOCOL_VERSION, agentId: 'test', volume: 'pipe', generation: 'gen-1', size: PIPE, group: '', ackedSeq: 0 } })
+  const pw = (await p.next('welcome')).welcome!
+  const want = Buffer.alloc(PIPE)
+  const frames: Buffer[] = [frame({ dataHello: { token: pw.dataToken } })]
+  for (let i = 0; i < 48; i++) {
+    const data = crypto.randomBytes(MiB)
+    data.copy(want, i * MiB)
+    const raw = rec(i + 1, i * 2048, 2048, 1, data)
+    frames.push(frame({ batch: encodeBatch(raw, { firstSeq: i + 1, lastSeq: i + 1, recordCount: 1, appBytes: MiB, changedBytes: MiB }, false) }))
+  }
+  frames.push(frame({ progress: { regionsDone: PIPE / 65536, regionsTotal: PIPE / 65536, bytesPerSecond: 0 } }))
+  const pc = dial(pw.dataPort)
+  pc.sock.end(Buffer.concat(frames))
+  for (;;) {
+    const ack = (await p.next('ack')).ack!
+    if (ack.durableSeq === 48) break
+  }
+  p.call.end()
+  t.equal((await p.ended).code, grpc.status.OK, '48 pipelined 1 MiB batches on the data channel: all acknowledged, the stream ends cleanly')
+  const pipeImg = path.join(dir, 'pipe.img')
+  await restore(app.address, 'pipe', 'latest', pipeImg)
+  t.ok(fs.readFileSync(pipeImg).equals(want), 'and restored byte-exact')
 
   const stats = JSON.parse((await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--json'])).stdout)
   const vol = stats.volumes.find((v: { name: string }) => v.name === 'vol')
