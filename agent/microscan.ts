@@ -125,6 +125,8 @@ export class MicroScan {
   /** the replica's fingerprints laid end to end for the native scan, reused */
   private fpRegions = new Float64Array(64)
   private fpAll = new BigUint64Array(64 * SECTORS_PER_REGION)
+  /** a scan on the pool is running (encodeAsync): the next must wait for it */
+  private scanning = false
 
   constructor(opts: MicroScanOptions) {
     if (!Number.isSafeInteger(opts.volumeBytes) || opts.volumeBytes <= 0 || opts.volumeBytes % SECTOR_SIZE !== 0) {
@@ -221,6 +223,28 @@ export class MicroScan {
   encode(batch: RecordBatch, replica: ReplicaFingerprints | null = null, compress = true): EncodedScan {
     const checksum = Buffer.allocUnsafe(8)
     const payload = this.run(batch, replica, compress ? MODE_ENCODE_LZ4 : MODE_ENCODE, checksum)
+    return this.encoded(batch, payload, checksum)
+  }
+
+  /**
+   * encode on libuv's pool, so the agent's main thread goes on pulling and
+   * sending (and volumes scan in parallel). One at a time per scanner, in
+   * pull order: the caller awaits it before the next scan, and the batch's
+   * buffer must not change until it settles.
+   */
+  async encodeAsync(batch: RecordBatch, replica: ReplicaFingerprints | null = null, compress = true): Promise<EncodedScan> {
+    if (this.scanning) throw new TidemarkError('INTERNAL', 'MicroScan: a scan was started while another was running (scans must follow pull order)')
+    this.scanning = true
+    try {
+      const checksum = Buffer.allocUnsafe(8)
+      const payload = await this.run(batch, replica, compress ? MODE_ENCODE_LZ4 : MODE_ENCODE, checksum, true)
+      return this.encoded(batch, payload, checksum)
+    } finally {
+      this.scanning = false
+    }
+  }
+
+  private encoded(batch: RecordBatch, payload: Buffer, checksum: Buffer): EncodedScan {
     const c = this.counts(batch)
     const msg: ChangeBatch = {
       firstSeq: c.firstSeq,
@@ -236,8 +260,11 @@ export class MicroScan {
     return { msg, ...c }
   }
 
-  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null): Buffer {
-    if (!replica) return this.h.scan(batch.buffer, null, null, mode, this.nums, checksum)
+  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null): Buffer
+  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null, onPool: true): Promise<Buffer>
+  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null, onPool = false): Buffer | Promise<Buffer> {
+    const scan = onPool ? this.h.scanAsync.bind(this.h) : this.h.scan.bind(this.h)
+    if (!replica) return scan(batch.buffer, null, null, mode, this.nums, checksum)
     // The fingerprints laid end to end, in the map's order: one crossing, not one per region.
     let sectors = 0
     for (const fp of replica.values()) sectors += fp.length
@@ -253,7 +280,7 @@ export class MicroScan {
       this.fpAll.set(fp, at)
       at += fp.length
     }
-    return this.h.scan(batch.buffer, this.fpRegions.subarray(0, i), this.fpAll.subarray(0, at), mode, this.nums, checksum)
+    return scan(batch.buffer, this.fpRegions.subarray(0, i), this.fpAll.subarray(0, at), mode, this.nums, checksum)
   }
 
   private counts(batch: RecordBatch): ScanCounts {

@@ -20,7 +20,7 @@
 //             sends only sectors that differ (DRBD's checksum resync).
 //   scan      MicroScan drops sectors the replica already holds.
 //   send      the scan's ChangeBatch (xxh64 + LZ4, made in the same native
-//             call), keep it in the window, wait for the
+//             call, on libuv's pool), keep it in the window, wait for the
 //             throttle, write it respecting flow control (write() false ->
 //             'drain'). The batch states the pulled batch's seq range even if
 //             MicroScan dropped every record, so acks still move.
@@ -464,8 +464,8 @@ export class Replicator {
         replica = await this.fetchFingerprints(s, regions)
       }
     }
-    // One native call: scan, checksum, LZ4 (agent/microscan.ts).
-    const out = this.ms.encode(batch, replica)
+    // One native call on libuv's pool: scan, checksum, LZ4 (agent/microscan.ts).
+    const out = await this.ms.encodeAsync(batch, replica)
     this.copy.noteWritten(batch)
     this.held = null
     const msg = out.msg

@@ -4,6 +4,11 @@
 // grpc-js sets the TLS server name to an IP address when connecting to one
 // (DEP0123); a one-line-error CLI must not print that warning.
 process.noDeprecation = true
+// libuv's pool (4 threads by default) runs the daemons' fsyncs, reads,
+// LevelDB and the per-batch checks and scans (frameBatchAsync, scanAsync):
+// with 4, one slow fdatasync and a replica-image round leave the checks of
+// every volume waiting. Read when the pool first starts, so set here.
+if (!process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = '8'
 const path = require('node:path')
 const fs = require('node:fs')
 const main = path.join(__dirname, '..', 'dist', 'cli', 'main.js')

@@ -86,6 +86,8 @@ export interface NativeRecordLayout {
 /** native/src/scan_addon.cc: MicroScan's per-sector work and the ChangeBatch payload, one call per batch. */
 export interface NativeMicroScanHandle {
   scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null): Buffer
+  /** scan on libuv's pool: nums and checksum are written when it resolves; batch and fps must not change until then. */
+  scanAsync(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null): Promise<Buffer>
   clear(): void
   stats(): Float64Array
 }

@@ -228,6 +228,38 @@ t.test('encode: the scan as a ChangeBatch, with the payload rule of proto/change
   }
 })
 
+t.test('encodeAsync on the pool: the same batches and the same cache as encode, one scan at a time', async (t) => {
+  const onThread = new MicroScan({ volumeBytes: GiB })
+  const onPool = new MicroScan({ volumeBytes: GiB })
+  let seed = 99
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
+  for (let i = 0; i < 60; i++) {
+    // Overlapping writes, some repeating what was sent: the cache decides what leaves.
+    const count = 1 + rnd(256)
+    const data = Buffer.alloc(count * SECTOR_SIZE, rnd(3))
+    const b = batch([{ seq: i + 1, sector: rnd(4096), count, kind: RecordKind.Write, data }])
+    const want = onThread.encode(b, null, i % 2 === 0)
+    const got = await onPool.encodeAsync(b, null, i % 2 === 0)
+    if (!(got.msg.payload as Buffer).equals(want.msg.payload as Buffer) || !(got.msg.checksum as Buffer).equals(want.msg.checksum as Buffer) ||
+        got.msg.compression !== want.msg.compression || got.changedBytes !== want.changedBytes || got.records !== want.records) {
+      t.fail(`batch ${i}: the pool's encoding differs from the thread's`)
+      return
+    }
+  }
+  t.pass('60 batches of overlapping writes: the same payloads, checksums, compression and counts')
+  t.same(onPool.stats(), onThread.stats(), 'and the same cache afterwards')
+  const b = batch([{ seq: 100, sector: 0, count: 8, kind: RecordKind.Write, data: sectors(8, 3) }])
+  const first = onPool.encodeAsync(b)
+  await t.rejects(onPool.encodeAsync(b), { code: 'INTERNAL' }, 'a second scan while one runs is refused (scans follow pull order)')
+  await first
+  const lying = Buffer.from(batch([{ seq: 101, sector: 0, count: 2, kind: RecordKind.Write, data: sectors(2, 1) }]).buffer)
+  lying.writeUInt32LE(3, 16) // 3 sectors, 1 KiB of data
+  await t.rejects(onPool.encodeAsync(new RecordBatch(lying)), { code: 'MICROSCAN_BAD_BATCH', message: /holds 1024 bytes of data for 3 sectors/ }, 'a lying batch is refused on the pool in the same words')
+})
+
 t.test('a batch that is not whole records is refused, naming where', async (t) => {
   const ms = new MicroScan({ volumeBytes: GiB })
   const good = batch([{ seq: 1, sector: 0, count: 2, kind: RecordKind.Write, data: sectors(2, 1) }])

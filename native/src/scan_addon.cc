@@ -1,9 +1,12 @@
 // The agent's send path at the Node boundary: one synchronous call per pulled
 // batch scans it (microscan.h) and encodes the result for a ChangeBatch
 // (batch_ingest.h EncodeBatchPayload: xxh64, LZ4), so JavaScript never
-// touches a sector and nothing is allocated per record. Synchronous on
-// purpose: the scanner's cache must change exactly when a batch is produced,
-// in pull order (agent/microscan.ts states the invariant).
+// touches a sector and nothing is allocated per record. The scanner's cache
+// must change exactly when a batch is produced, in pull order
+// (agent/microscan.ts states the invariant): scan runs on the calling
+// thread; scanAsync runs it on libuv's pool (another core: the agent's main
+// thread goes on pulling and sending, and volumes scan in parallel), one at
+// a time per scanner, which its caller awaits before the next.
 //
 //   new NativeMicroScan(volumeBytes, cacheBytes, enabled)
 //   scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null,
@@ -16,6 +19,8 @@
 //     for mode 0, else what the ChangeBatch carries; writes records, app bytes, changed bytes, raw length and
 //     compression (0 none, 1 LZ4) into nums and, unless mode 0, the 8-byte
 //     little-endian checksum into `checksum`.
+//   scanAsync(the same arguments) -> Promise<Buffer>: nums and checksum are
+//     written when it resolves; batch and fps must not change until then.
 //   clear(); stats() -> Float64Array [pages, maxPages, stateBytes,
 //     sectorsSeen, sectorsDropped, misses, evictions]
 //   scanEncodeLayout: the payload rule's constants as compiled, which
@@ -38,10 +43,10 @@ using tidemark::MicroScanner;
 
 enum Num { kRecords, kAppBytes, kChangedBytes, kRawLength, kCompression, kNums };
 
-// Scratch of the thread calling scan (the JavaScript thread), grown to its
-// largest batch and kept: shared by every volume's scanner.
+// Scratch of the thread running a scan (the JavaScript thread, or a pool
+// thread), grown to its largest batch and kept: shared by every volume's
+// scanner on that thread.
 thread_local std::vector<uint8_t> g_lz4;
-thread_local std::vector<tidemark::ReplicaRegion> g_replica;
 
 // Payload memory, reused. A payload lives in the send window until an ack
 // covers it, so it needs memory of its own; a fresh allocation per batch cost
@@ -119,7 +124,8 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeMicroScan",
-                       {InstanceMethod("scan", &NativeMicroScan::Scan), InstanceMethod("clear", &NativeMicroScan::Clear),
+                       {InstanceMethod("scan", &NativeMicroScan::Scan), InstanceMethod("scanAsync", &NativeMicroScan::ScanAsync),
+                        InstanceMethod("clear", &NativeMicroScan::Clear),
                         InstanceMethod("stats", &NativeMicroScan::Stats)});
   }
 
@@ -139,41 +145,62 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
   }
 
  private:
-  Napi::Value Scan(const Napi::CallbackInfo& info) {
+  // A scan's inputs, checked: the batch, the mode, the replica's regions
+  // (pointing into fps), and where the numbers and checksum go.
+  struct Args {
+    const uint8_t* batch = nullptr;
+    size_t batch_length = 0;
+    int mode = 0;
+    double* nums = nullptr;
+    uint8_t* checksum = nullptr;
+    std::vector<tidemark::ReplicaRegion> replica;
+  };
+
+  // The outcome of one scan: the payload block (or an error) and its numbers.
+  struct Outcome {
+    Block block{nullptr, 0};
+    size_t length = 0;
+    double nums[kNums] = {};
+    uint8_t checksum[8] = {};
+    std::string error;
+  };
+
+  bool ParseArgs(const Napi::CallbackInfo& info, Args* a) {
     Napi::Env env = info.Env();
-    if (!s_) return Unusable(env);
+    if (!s_) {
+      Unusable(env);
+      return false;
+    }
     if (info.Length() < 6 || !info[0].IsBuffer() || !info[3].IsNumber() || !info[4].IsTypedArray()) {
       Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan(batch, regions, fps, mode, nums, checksum)").ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
     auto batch = info[0].As<Napi::Buffer<uint8_t>>();
-    const int mode = info[3].As<Napi::Number>().Int32Value();
+    a->batch = batch.Data();
+    a->batch_length = batch.Length();
+    a->mode = info[3].As<Napi::Number>().Int32Value();
     auto nums = info[4].As<Napi::TypedArray>();
     if (nums.TypedArrayType() != napi_float64_array || nums.ElementLength() < kNums) {
       Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: nums must be a Float64Array of " + std::to_string(int(kNums)) + " numbers")
           .ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
-    double* out_nums = nums.As<Napi::Float64Array>().Data();
-    uint8_t* checksum = nullptr;
-    if (mode != 0) {
+    a->nums = nums.As<Napi::Float64Array>().Data();
+    if (a->mode != 0) {
       if (!info[5].IsBuffer() || info[5].As<Napi::Buffer<uint8_t>>().Length() < 8) {
         Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: an encoding scan needs an 8-byte checksum buffer").ThrowAsJavaScriptException();
-        return env.Undefined();
+        return false;
       }
-      checksum = info[5].As<Napi::Buffer<uint8_t>>().Data();
+      a->checksum = info[5].As<Napi::Buffer<uint8_t>>().Data();
     }
-
     // The replica's fingerprints: regions[i] owns the next RegionSectors(regions[i]) u64s of fps.
-    const tidemark::ReplicaRegion* replica = nullptr;
-    g_replica.clear();
     if (info[1].IsTypedArray() && info[2].IsTypedArray()) {
       auto regions = info[1].As<Napi::TypedArray>();
       auto fps = info[2].As<Napi::TypedArray>();
       if (regions.TypedArrayType() != napi_float64_array || fps.TypedArrayType() != napi_biguint64_array) {
         Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: regions must be a Float64Array and fps a BigUint64Array")
             .ThrowAsJavaScriptException();
-        return env.Undefined();
+        return false;
       }
       const double* g = regions.As<Napi::Float64Array>().Data();
       const uint64_t* f = reinterpret_cast<const uint64_t*>(static_cast<const uint8_t*>(fps.ArrayBuffer().Data()) + fps.ByteOffset());
@@ -183,39 +210,109 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
         if (n == 0 || at + n > fps.ElementLength()) {
           Fail(env, "FINGERPRINTS_MALFORMED", "fingerprints for region " + std::to_string(g[i]) + " are missing or outside the volume")
               .ThrowAsJavaScriptException();
-          return env.Undefined();
+          return false;
         }
-        g_replica.push_back(tidemark::ReplicaRegion{uint64_t(g[i]), f + at, n});
+        a->replica.push_back(tidemark::ReplicaRegion{uint64_t(g[i]), f + at, n});
         at += n;
       }
-      replica = g_replica.data();
     }
+    return true;
+  }
 
+  // Scans and encodes on the calling thread, under the scanner's lock.
+  void Run(const Args& a, Outcome* o) {
+    std::lock_guard<std::mutex> g(mu_);
     // The records to send go straight into payload memory; only a batch
     // that LZ4 shrinks is copied again (its compressed form, smaller).
-    Block out = Pool().Take(MicroScanner::OutputBound(batch.Length()));
+    Block out = Pool().Take(MicroScanner::OutputBound(a.batch_length));
     tidemark::ScanResult r;
-    s_->Scan(batch.Data(), batch.Length(), replica, g_replica.size(), out.data, &r);
+    s_->Scan(a.batch, a.batch_length, a.replica.empty() ? nullptr : a.replica.data(), a.replica.size(), out.data, &r);
     if (!r.error.empty()) {
       Pool().Give(out);
-      Fail(env, "MICROSCAN_BAD_BATCH", r.error).ThrowAsJavaScriptException();
+      o->error = r.error;
+      return;
+    }
+    o->nums[kRecords] = double(r.records);
+    o->nums[kAppBytes] = double(r.app_bytes);
+    o->nums[kChangedBytes] = double(r.changed_sectors) * tidemark::kSectorSize;
+    o->nums[kRawLength] = double(r.bytes);
+    o->nums[kCompression] = tidemark::kCompressionNone;
+    o->block = out;
+    o->length = r.bytes;
+    if (a.mode == 0) return;
+    tidemark::EncodedPayload p;
+    tidemark::EncodeBatchPayload(out.data, r.bytes, a.mode == 2, &g_lz4, &p);
+    std::memcpy(o->checksum, &p.checksum, 8);
+    o->nums[kCompression] = p.compression;
+    o->length = p.length;
+    if (p.data == out.data) return;
+    Pool().Give(out);
+    o->block = Pool().Take(p.length);
+    std::memcpy(o->block.data, p.data, p.length);
+  }
+
+  // Back on the JavaScript thread: the numbers and checksum written, the payload wrapped (or the error).
+  static Napi::Value Deliver(Napi::Env env, const Args& a, const Outcome& o, Napi::Error* err) {
+    if (!o.error.empty()) {
+      *err = Fail(env, "MICROSCAN_BAD_BATCH", o.error);
       return env.Undefined();
     }
-    out_nums[kRecords] = double(r.records);
-    out_nums[kAppBytes] = double(r.app_bytes);
-    out_nums[kChangedBytes] = double(r.changed_sectors) * tidemark::kSectorSize;
-    out_nums[kRawLength] = double(r.bytes);
-    out_nums[kCompression] = tidemark::kCompressionNone;
-    if (mode == 0) return Wrap(env, out, r.bytes);
-    tidemark::EncodedPayload p;
-    tidemark::EncodeBatchPayload(out.data, r.bytes, mode == 2, &g_lz4, &p);
-    std::memcpy(checksum, &p.checksum, 8);
-    out_nums[kCompression] = p.compression;
-    if (p.data == out.data) return Wrap(env, out, p.length);
-    Pool().Give(out);
-    Block c = Pool().Take(p.length);
-    std::memcpy(c.data, p.data, p.length);
-    return Wrap(env, c, p.length);
+    std::memcpy(a.nums, o.nums, sizeof o.nums);
+    if (a.checksum) std::memcpy(a.checksum, o.checksum, 8);
+    return Wrap(env, o.block, o.length);
+  }
+
+  Napi::Value Scan(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Args a;
+    if (!ParseArgs(info, &a)) return env.Undefined();
+    Outcome o;
+    Run(a, &o);
+    Napi::Error err;
+    Napi::Value v = Deliver(env, a, o, &err);
+    if (!o.error.empty()) err.ThrowAsJavaScriptException();
+    return v;
+  }
+
+  // scanAsync: Run on a pool thread. The batch, fps, nums and checksum (and
+  // this scanner) are held by references until it settles.
+  class ScanWorker : public Napi::AsyncWorker {
+   public:
+    ScanWorker(const Napi::CallbackInfo& info, NativeMicroScan* self, Args a)
+        : Napi::AsyncWorker(info.Env()), deferred_(Napi::Promise::Deferred::New(info.Env())), self_(self), a_(std::move(a)) {
+      for (size_t i = 0; i < 6 && i < info.Length(); i++) {
+        if (info[i].IsObject()) refs_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+      }
+      refs_.push_back(Napi::Persistent(info.This().As<Napi::Object>()));
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   protected:
+    void Execute() override { self_->Run(a_, &o_); }
+    void OnOK() override {
+      Napi::Error err;
+      Napi::Value v = Deliver(Env(), a_, o_, &err);
+      if (!o_.error.empty()) deferred_.Reject(err.Value());
+      else deferred_.Resolve(v);
+    }
+    void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    NativeMicroScan* self_;
+    Args a_;
+    Outcome o_;
+    std::vector<Napi::ObjectReference> refs_;
+  };
+
+  Napi::Value ScanAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Args a;
+    if (!ParseArgs(info, &a)) return env.Undefined();
+    auto* w = new ScanWorker(info, this, std::move(a));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   // A scanner whose constructor threw has no core.
@@ -226,6 +323,7 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
 
   Napi::Value Clear(const Napi::CallbackInfo& info) {
     if (!s_) return Unusable(info.Env());
+    std::lock_guard<std::mutex> g(mu_);
     s_->Clear();
     return info.Env().Undefined();
   }
@@ -233,6 +331,7 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     if (!s_) return Unusable(info.Env());
     auto a = Napi::Float64Array::New(info.Env(), 7);
+    std::lock_guard<std::mutex> g(mu_);
     const auto& st = s_->stats();
     a[0] = double(s_->pages());
     a[1] = double(s_->max_pages());
@@ -245,6 +344,8 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
   }
 
   std::unique_ptr<MicroScanner> s_;
+  // Held while a scan runs (on whichever thread), and by clear and stats.
+  std::mutex mu_;
 };
 
 }  // namespace
