@@ -134,11 +134,15 @@ export class BatchWriter implements CommitSink {
   /**
    * Appends a batch: `payload` as it arrived with its `encoding` (LZ4 or
    * raw, and its checksum), or raw records the caller made (no encoding).
+   * `released`, once nothing reads `payload` any more (its check settled, or
+   * it was refused before one began).
    */
-  async append(payload: Buffer, batch: BatchInfo, encoding?: PayloadEncoding): Promise<number> {
+  async append(payload: Buffer, batch: BatchInfo, encoding?: PayloadEncoding, released?: () => void): Promise<number> {
     const name = this.l.meta.name
-    if (this.closed) throw new TidemarkError('VOLUME_CLOSED', `volume ${name} is closed`)
-    if (this.fault && !this.mayResume(encoding ? encoding.rawLength : payload.length)) throw this.refusal()
+    if (this.closed || (this.fault && !this.mayResume(encoding ? encoding.rawLength : payload.length))) {
+      released?.()
+      throw this.closed ? new TidemarkError('VOLUME_CLOSED', `volume ${name} is closed`) : this.refusal()
+    }
     const wallMs = Date.now()
     const rawLength = encoding ? encoding.rawLength : payload.length
     // A reused buffer for the frames, when the declared count can be right (record-check refuses it otherwise).
@@ -152,7 +156,7 @@ export class BatchWriter implements CommitSink {
       encoding,
       into
     )
-    check.catch(() => undefined) // handled below, in call order
+    check.then(released, released).catch(() => undefined) // the outcome is handled below, in call order
     if (Number.isSafeInteger(batch.lastSeq) && batch.lastSeq > this.declaredSeq) this.declaredSeq = batch.lastSeq
     const epoch = this.epoch
     const before = this.placedTail

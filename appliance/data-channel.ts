@@ -10,6 +10,11 @@
 // with its stream. A connection that names no live token, sends anything but
 // a DataHello first, or says nothing for HELLO_TIMEOUT_MS is closed, counted
 // by code and logged.
+//
+// A plain connection is read straight into the frame reader's buffers
+// (readInPlace): Node hands 'data' listeners a new 64 KiB buffer per read,
+// and that garbage (a gigabyte per gigabyte received) made V8 run a full
+// collection every 16 MiB, most of the appliance's main-thread time.
 import crypto from 'node:crypto'
 import net from 'node:net'
 import tls from 'node:tls'
@@ -37,7 +42,15 @@ export class DataConnection {
   onClose: (err: Error | null) => void = () => {}
   private closed = false
 
-  constructor(readonly socket: net.Socket) {}
+  constructor(
+    readonly socket: net.Socket,
+    private readonly reader: FrameReader
+  ) {}
+
+  /** A batch payload this connection delivered is no longer read (its check settled): its buffer is reused. */
+  release(payload: Buffer): void {
+    this.reader.release(payload)
+  }
 
   pause(): void {
     this.socket.pause()
@@ -79,7 +92,7 @@ export class DataChannelServer {
     const onSocket = (s: net.Socket): void => self?.accept(s)
     const server = tlsOptions
       ? tls.createServer({ ...tlsOptions, requestCert: true, rejectUnauthorized: true }, onSocket)
-      : net.createServer({ noDelay: true }, onSocket)
+      : net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket)
     server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
       self?.refuse(s, new TidemarkError('UNAUTHENTICATED', `data channel TLS handshake failed: ${err.message}`))
     })
@@ -118,9 +131,8 @@ export class DataChannelServer {
     s.destroy()
   }
 
-  private accept(s: net.Socket): void {
-    this.sockets.add(s)
-    s.setNoDelay(true)
+  private accept(accepted: net.Socket): void {
+    let s = accepted
     let conn: DataConnection | null = null
     const timer = setTimeout(() => this.refuse(s, new TidemarkError('PROTOCOL', `no DataHello within ${HELLO_TIMEOUT_MS / 1000} s`)), HELLO_TIMEOUT_MS)
     const reader = new FrameReader((m) => {
@@ -137,21 +149,30 @@ export class DataChannelServer {
         throw new TidemarkError('PERMISSION_DENIED', `data channel: certificate identity "${who}" is not the stream's ("${stream.identity}")`)
       }
       this.tokens.delete(key)
-      conn = new DataConnection(s)
+      conn = new DataConnection(s, reader)
       stream.attach(conn)
     })
-    s.on('data', (chunk: Buffer) => {
-      try {
-        reader.push(chunk)
-      } catch (err) {
-        const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error).message)
-        clearTimeout(timer)
-        // An attached connection's errors are its stream's to report (and end it).
-        if (conn) conn.ended(e)
-        else this.refuse(s, e)
-        s.destroy()
-      }
-    })
+    const failed = (err: unknown): void => {
+      const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error).message)
+      clearTimeout(timer)
+      // An attached connection's errors are its stream's to report (and end it).
+      if (conn) conn.ended(e)
+      else this.refuse(s, e)
+      s.destroy()
+    }
+    const inPlace = accepted instanceof tls.TLSSocket ? null : readInPlace(accepted, reader, failed)
+    if (inPlace) s = inPlace
+    else {
+      s.on('data', (chunk: Buffer) => {
+        try {
+          reader.push(chunk)
+        } catch (err) {
+          failed(err)
+        }
+      })
+    }
+    this.sockets.add(s)
+    s.setNoDelay(true)
     s.on('end', () => {
       clearTimeout(timer)
       conn?.ended(reader.atBoundary ? null : new TidemarkError('PROTOCOL', 'data channel: the connection ended inside a frame'))
@@ -163,5 +184,39 @@ export class DataChannelServer {
       this.sockets.delete(s)
       conn?.ended(new TidemarkError('DATA_CHANNEL', 'the data channel closed'))
     })
+    s.resume()
   }
+}
+
+/**
+ * The accepted (paused) socket's connection as a socket that reads into
+ * `reader.target()` (net.Socket's `onread`), or null if that cannot be done.
+ * Node 20 offers `onread` only to sockets it creates for a handle, not to a
+ * server's sockets, so this takes the accepted socket's handle (`_handle`,
+ * an internal field that cluster and child_process use the same way) and
+ * closes the now empty socket so the server stops counting it. Where the
+ * field is missing, the caller reads with 'data' events, copying.
+ */
+function readInPlace(accepted: net.Socket, reader: FrameReader, failed: (err: unknown) => void): net.Socket | null {
+  const holder = accepted as unknown as { _handle?: object | null }
+  const handle = holder._handle
+  if (!handle) return null
+  holder._handle = null
+  accepted.destroy()
+  const opts = {
+    handle,
+    onread: {
+      buffer: () => reader.target(),
+      callback: (n: number): boolean => {
+        try {
+          reader.filled(n)
+          return true
+        } catch (err) {
+          failed(err)
+          return false
+        }
+      },
+    },
+  }
+  return new net.Socket(opts as net.SocketConstructorOpts)
 }

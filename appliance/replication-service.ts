@@ -226,7 +226,7 @@ export class ReplicationService {
       }
     }
 
-    const onBatch = (m: AgentMessage__Output): void => {
+    const onBatch = (m: AgentMessage__Output, fromData: boolean): void => {
       const b = m.batch!
       const wireBytes = b.payload.length
       // The cheap checks here; the bytes are decoded and checked in the store's one native call per batch.
@@ -239,6 +239,10 @@ export class ReplicationService {
         source().pause()
       }
       // Issued now, in arrival order; resolves when durable.
+      // A payload from the data channel lives in its reader's buffers: handed back once checked.
+      const conn = fromData ? dataConn : null
+      const payload = b.payload
+      const released = conn ? () => conn.release(payload) : undefined
       const appended = v.append(b.payload, {
         firstSeq: b.firstSeq,
         lastSeq: b.lastSeq,
@@ -246,7 +250,7 @@ export class ReplicationService {
         appBytes: b.appBytes,
         changedBytes: b.changedBytes,
         wireBytes,
-      }, encoding)
+      }, encoding, released)
       // The store validates synchronously enough that a bad batch rejects
       // this promise; nothing of it is journaled.
       ackTail = Promise.all([ackTail, appended]).then(([, durable]) => {
@@ -316,7 +320,7 @@ export class ReplicationService {
         }
         switch (m.body) {
           case 'batch':
-            return onBatch(m)
+            return onBatch(m, fromData)
           case 'fingerprintRequest':
             return onFingerprints(m)
           case 'progress':

@@ -136,8 +136,8 @@ export class VolumeStore implements ImageSource {
 
   // ---- write path (batch-writer.ts) ----
 
-  append(payload: Buffer, batch: BatchInfo, encoding?: PayloadEncoding): Promise<number> {
-    return this.writer.append(payload, batch, encoding)
+  append(payload: Buffer, batch: BatchInfo, encoding?: PayloadEncoding, released?: () => void): Promise<number> {
+    return this.writer.append(payload, batch, encoding, released)
   }
 
   async markFullSyncDone(): Promise<void> {
