@@ -203,74 +203,137 @@ void TestValidateRequest() {
 
 // ---------------------------------------------------------------- RecordRing
 
-// Records with a recognisable body: every data byte is the seq's low byte.
-uint8_t* PutRecord(RecordRing& ring, uint64_t seq, uint32_t data_len) {
-  uint8_t* p = ring.Reserve(kRecordHeaderSize + data_len);
-  if (!p) return nullptr;
+RecordHeader Header(uint64_t seq, uint32_t data_len) {
   RecordHeader h{};
   h.seq = seq;
   h.kind = kRecordWrite;
   h.data_length = data_len;
-  std::memcpy(p, &h, sizeof h);
+  return h;
+}
+
+// Records with a recognisable body: every data byte is the seq's low byte.
+// Committed at once unless the test holds them as being filled.
+uint8_t* PutRecord(RecordRing& ring, uint64_t seq, uint32_t data_len, bool commit = true) {
+  uint8_t* p = ring.Reserve(Header(seq, data_len));
+  if (!p) return nullptr;
   std::memset(p + kRecordHeaderSize, uint8_t(seq), data_len);
-  ring.Commit(kRecordHeaderSize + data_len);
+  if (commit) ring.Commit(p);
   return p;
 }
 
 std::vector<Rec> TakeRecords(RecordRing& ring, size_t max) {
-  const size_t n = ring.PeekBytes(max);
+  const size_t n = ring.BeginTake(max);
   std::vector<uint8_t> buf(n);
-  if (n) ring.Take(buf.data(), n);
+  if (n) {
+    ring.CopyTaken(buf.data());
+    ring.EndTake();
+  }
   return ParseRecords(buf.data(), n);
 }
 
+// What a take of max bytes would be, leaving the records where they are.
+size_t Peek(RecordRing& ring, size_t max) {
+  const size_t n = ring.BeginTake(max);
+  ring.CancelTake();
+  return n;
+}
+
 bool Intact(const Rec& r, uint64_t seq) {
-  return r.h.seq == seq && std::all_of(r.data.begin(), r.data.end(), [&](uint8_t b) { return b == uint8_t(seq); });
+  return r.h.seq == seq && r.h.reserved0 == 0 &&
+         std::all_of(r.data.begin(), r.data.end(), [&](uint8_t b) { return b == uint8_t(seq); });
 }
 
 void TestRecordRing() {
   RecordRing ring(1024);
-  CHECK(ring.empty() && ring.PeekBytes(4096) == 0, "an empty ring has nothing to peek");
+  CHECK(ring.empty() && Peek(ring, 4096) == 0, "an empty ring has nothing to take");
   uint8_t* base = PutRecord(ring, 1, 200);  // 232 bytes each
   PutRecord(ring, 2, 200);
   PutRecord(ring, 3, 200);
   CHECK(base && ring.used() == 696 && ring.records() == 3, "three records are held");
-  CHECK(ring.PeekBytes(1) == 232 && ring.PeekBytes(500) == 464 && ring.PeekBytes(10000) == 696,
-        "PeekBytes counts whole records, at least one");
+  CHECK(Peek(ring, 1) == 232 && Peek(ring, 500) == 464 && Peek(ring, 10000) == 696,
+        "a take counts whole records, at least one");
   auto got = TakeRecords(ring, 1);
-  CHECK(got.size() == 1 && Intact(got[0], 1) && ring.used() == 464, "Take moves the oldest record out");
+  CHECK(got.size() == 1 && Intact(got[0], 1) && ring.used() == 464, "a take moves the oldest record out");
   uint8_t* p4 = PutRecord(ring, 4, 200);
   CHECK(p4 == base + 696, "a record that fits before the end goes at the tail");
   uint8_t* p5 = PutRecord(ring, 5, 200);
   CHECK(p5 == base, "a record that does not fit before the end wraps to the start");
   CHECK(p5 && p5 + 232 <= base + 232, "the wrapped record ends before the oldest unread record");
-  CHECK(ring.Reserve(kRecordHeaderSize + 8) == nullptr, "a full ring returns nullptr instead of unread space");
+  CHECK(ring.Reserve(Header(9, 8)) == nullptr, "a full ring returns nullptr instead of unread space");
   got = TakeRecords(ring, 1 << 20);
   CHECK(got.size() == 4 && Intact(got[0], 2) && Intact(got[1], 3) && Intact(got[2], 4) && Intact(got[3], 5),
         "records come out across the wrap in order, intact");
   CHECK(ring.empty() && ring.records() == 0, "the ring is empty after taking everything");
 
   PutRecord(ring, 6, 600);
-  CHECK(ring.Reserve(kRecordHeaderSize + 400) == nullptr && ring.records() == 1,
+  CHECK(ring.Reserve(Header(9, 400)) == nullptr && ring.records() == 1,
         "a record larger than the free space returns nullptr");
   TakeRecords(ring, 1 << 20);
-  CHECK(ring.Reserve(1025) == nullptr, "a record larger than the ring returns nullptr");
-  CHECK(ring.Reserve(1024) == base, "an empty ring takes a record of its whole capacity");
+  CHECK(ring.Reserve(Header(9, 1025 - kRecordHeaderSize)) == nullptr, "a record larger than the ring returns nullptr");
+  CHECK(ring.Reserve(Header(9, 1024 - kRecordHeaderSize)) == base, "an empty ring takes a record of its whole capacity");
 
-  // Random traffic against a model: every reservation must lie inside the
-  // ring and clear of every unread record, and records come out FIFO, intact.
+  // Producers copy without the lock and may finish out of order: a record
+  // becomes takeable only when every older one is filled.
+  {
+    RecordRing r(4096);
+    uint8_t* a = PutRecord(r, 1, 100, false);
+    uint8_t* b = PutRecord(r, 2, 100, false);
+    const bool b_first = r.Commit(b);
+    CHECK(!b_first && Peek(r, 1 << 20) == 0 && r.filling() == 1 && r.records() == 2,
+          "a record committed before an older one waits for it");
+    CHECK(r.Commit(a) && r.filling() == 0, "committing the older one makes both takeable");
+    auto both = TakeRecords(r, 1 << 20);
+    CHECK(both.size() == 2 && Intact(both[0], 1) && Intact(both[1], 2),
+          "they come out in reservation order, their reserved field 0 again");
+  }
+  // The consumer copies without the lock too: taken bytes are not handed to
+  // producers until EndTake, and falling behind (Clear) keeps them.
+  {
+    RecordRing r(1024);
+    uint8_t* b0 = PutRecord(r, 1, 200);
+    PutRecord(r, 2, 200);
+    CHECK(r.BeginTake(300) == 232, "a take of the oldest record begins");
+    CHECK(PutRecord(r, 3, 200) == b0 + 464 && PutRecord(r, 4, 200) == b0 + 696,
+          "producers reserve after the held records while the take copies");
+    CHECK(PutRecord(r, 5, 200) == nullptr, "the taken record's space is not reused before EndTake");
+    PutRecord(r, 6, 40, false);  // 72 bytes, at 928: a producer still copying
+    const RecordRing::Dropped d = r.Clear();
+    CHECK(d.records == 4 && d.bytes == 3 * 232 + 72 && r.used() == 232 && r.records() == 1 && r.filling() == 0,
+          "Clear drops every record but the taken one (" + std::to_string(d.records) + " records, " +
+              std::to_string(d.bytes) + " bytes)");
+    uint8_t* p7 = PutRecord(r, 7, 200);
+    CHECK(p7 == b0 + 232, "after Clear, reservations go after the taken record");
+    std::vector<uint8_t> buf(232);
+    r.CopyTaken(buf.data());
+    r.EndTake();
+    auto taken = ParseRecords(buf.data(), buf.size());
+    auto rest = TakeRecords(r, 1 << 20);
+    CHECK(taken.size() == 1 && Intact(taken[0], 1) && rest.size() == 1 && Intact(rest[0], 7) && r.empty(),
+          "the taken record arrives intact, then the one reserved after Clear");
+  }
+
+  // Random traffic against a model, with several records being filled at
+  // once, commits out of order, takes that stay open while producers reserve
+  // and commit, and an occasional Clear: every reservation lies inside the
+  // ring and clear of every record held (filling, ready or being taken), and
+  // records come out FIFO, intact, only when every older one is filled.
   RecordRing r2(4096);
-  struct Held { uint64_t seq; const uint8_t* at; size_t n; };
+  struct Held { uint64_t seq; uint8_t* at; size_t n; bool filled; };
   std::deque<Held> model;
+  size_t taking = 0;  // model's first `taking` records are being taken
+  std::vector<uint8_t> take_buf;
   uint8_t* b2 = nullptr;
-  uint64_t seq = 0, puts = 0, wraps = 0;
-  bool in_bounds = true, no_overlap = true, fifo = true, accounting = true;
+  uint64_t seq = 0, puts = 0, wraps = 0, early_commits = 0, takes_open = 0, clears = 0;
+  bool in_bounds = true, no_overlap = true, fifo = true, accounting = true, ready_when = true, take_sizes = true;
   uint32_t x = 12345;
   auto rnd = [&] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5; };
-  for (int step = 0; step < 20000; step++) {
-    if (rnd() % 3 != 0) {
+  for (int step = 0; step < 40000; step++) {
+    const uint32_t op = rnd() % 16;
+    size_t filling = 0;
+    for (const auto& h : model) filling += !h.filled;
+    if (op < 7 && filling < 4) {
       const uint32_t len = (rnd() % 129) * 8;  // the volume's records are 8-byte multiples too
-      uint8_t* p = PutRecord(r2, seq + 1, len);
+      uint8_t* p = PutRecord(r2, seq + 1, len, false);
       if (!p) continue;
       seq++;
       puts++;
@@ -280,26 +343,57 @@ void TestRecordRing() {
       for (const auto& h : model)
         if (p < h.at + h.n && h.at < p + n) no_overlap = false;
       if (!model.empty() && p < model.back().at) wraps++;
-      model.push_back({seq, p, n});
-    } else {
-      for (const auto& r : TakeRecords(r2, rnd() % 3000)) {
+      model.push_back({seq, p, n, false});
+    } else if (op < 12 && filling > 0) {
+      size_t k = rnd() % filling, i = 0;
+      for (; i < model.size(); i++)
+        if (!model[i].filled && k-- == 0) break;
+      bool oldest = true;
+      for (size_t j = 0; j < i; j++) oldest &= model[j].filled;
+      early_commits += !oldest;
+      model[i].filled = true;
+      if (r2.Commit(model[i].at) != oldest) ready_when = false;
+    } else if (op < 14 && taking == 0) {
+      const size_t max = rnd() % 3000;
+      size_t want = 0;
+      for (const auto& h : model) {
+        if (!h.filled || (want > 0 && want + h.n > max)) break;
+        want += h.n;
+        taking++;
+      }
+      if (r2.BeginTake(max) != want) take_sizes = false;
+      takes_open += taking > 0;
+    } else if (op < 15 && taking > 0) {
+      size_t n = 0;
+      for (size_t i = 0; i < taking; i++) n += model[i].n;
+      take_buf.resize(n);
+      r2.CopyTaken(take_buf.data());
+      r2.EndTake();
+      for (const auto& r : ParseRecords(take_buf.data(), n)) {
         if (model.empty() || !Intact(r, model.front().seq)) fifo = false;
         if (!model.empty()) model.pop_front();
       }
+      taking = 0;
+    } else if (op == 15 && rnd() % 64 == 0) {
+      r2.Clear();
+      model.erase(model.begin() + std::ptrdiff_t(taking), model.end());
+      clears++;
     }
-    size_t used = 0;
-    for (const auto& h : model) used += h.n;
-    if (used != r2.used() || model.size() != r2.records()) accounting = false;
+    size_t used = 0, fill = 0;
+    for (const auto& h : model) used += h.n, fill += !h.filled;
+    if (used != r2.used() || model.size() != r2.records() || fill != r2.filling()) accounting = false;
   }
-  CHECK(puts > 5000 && wraps > 100, "random traffic exercised the wrap (" + std::to_string(puts) + " records, " +
-                                        std::to_string(wraps) + " wraps)");
+  CHECK(puts > 5000 && wraps > 100 && early_commits > 1000 && takes_open > 1000 && clears > 5,
+        "random traffic exercised the wrap, early commits, open takes and Clear (" + std::to_string(puts) +
+            " records, " + std::to_string(wraps) + " wraps, " + std::to_string(early_commits) + " early commits, " +
+            std::to_string(clears) + " clears)");
   CHECK(in_bounds, "every reservation lies inside the ring");
-  CHECK(no_overlap, "no reservation overlaps an unread record");
+  CHECK(no_overlap, "no reservation overlaps a record being filled, ready or being taken");
+  CHECK(ready_when, "a commit makes records takeable exactly when it completes the oldest ones");
+  CHECK(take_sizes, "a take is the filled prefix that fits, at least one record");
   CHECK(fifo, "records come out in order with their bytes intact");
-  CHECK(accounting, "used() and records() match the records held");
+  CHECK(accounting, "used(), records() and filling() match the records held");
 }
-
-// ---------------------------------------------------------------- DirtyMap
 
 void TestDirtyMap() {
   TempDir dir;
