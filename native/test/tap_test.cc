@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -736,6 +737,222 @@ void TestVolumeLargeWrite() {
   std::vector<uint8_t> image = f.initial;
   Replay(image, recs);
   CHECK(image == f.Backing(), "replaying the pieces reproduces the write, edges included");
+}
+
+// A sector of a concurrent writer's data: its write's id and its index in
+// the write, then bytes that follow from both, so a record's every byte can
+// be checked where it arrives.
+void FillSector(uint8_t* s, uint32_t id, uint32_t k) {
+  std::memcpy(s, &id, 4);
+  std::memcpy(s + 4, &k, 4);
+  for (uint32_t j = 8; j < kSectorSize; j++) s[j] = uint8_t(id * 131 + k * 7 + j);
+}
+bool SectorIs(const uint8_t* s, uint32_t id, uint32_t k) {
+  uint8_t want[kSectorSize];
+  FillSector(want, id, k);
+  return std::memcmp(s, want, kSectorSize) == 0;
+}
+
+// Several writers and one consumer at once through the Volume API, with a
+// ring small enough to wrap every few writes: the consumer copies records
+// out while writers reserve slots and copy theirs in, some of them split
+// into pieces, between flushes and TimeMarks. Writers stay within a byte
+// budget the consumer gives back as it pulls, so the ring never overflows:
+// every record must arrive once, in seq order, byte-exact.
+void TestVolumePullWhileWriting() {
+  VolumeFixture f;
+  constexpr size_t kSize = 16 << 20, kRing = 8 << 20;
+  CHECK(f.Create(kSize, kRing), "a 16 MiB volume opens with an 8 MiB ring" + Said(f.error));
+  Volume& v = *f.vol;
+  // Free space of three largest records always holds one, wrapped or not.
+  constexpr size_t kLargest = kRecordHeaderSize + (size_t(kMaxRecordSectors) << kSectorShift);
+  std::mutex budget_mu;
+  std::condition_variable budget_cv;
+  size_t budget = kRing - 3 * kLargest;
+  auto spend = [&](size_t n) {
+    std::unique_lock<std::mutex> l(budget_mu);
+    budget_cv.wait(l, [&] { return budget >= n; });
+    budget -= n;
+  };
+  auto refund = [&](size_t n) {
+    std::lock_guard<std::mutex> l(budget_mu);
+    budget += n;
+    budget_cv.notify_all();
+  };
+  std::mutex wake_mu;
+  std::condition_variable wake_cv;
+  bool readable = false;
+  std::atomic<bool> done{false};
+  v.SetReadable([&] {
+    std::lock_guard<std::mutex> l(wake_mu);
+    readable = true;
+    wake_cv.notify_one();
+  });
+
+  // The consumer checks each record as it arrives and replays it.
+  std::vector<uint8_t> image = f.initial;
+  std::map<uint32_t, uint32_t> sectors_seen;  // write id -> sectors received, in order
+  uint64_t last_seq = 0, pulls = 0, empty_pulls = 0, received = 0, flushes = 0, marks = 0;
+  bool ordered = true, exact = true, kinds = true;
+  std::thread consumer([&] {
+    std::vector<uint8_t> buf;
+    for (;;) {
+      const bool finished = done.load();  // every write was committed before this pull
+      const size_t n = v.Pull(256 << 10, [&](size_t k) {
+        buf.resize(k);
+        return buf.data();
+      });
+      if (n == 0) {
+        if (finished) return;
+        // Every other empty pull waits to be told, the rest look again at
+        // once: a consumer that is there when a record becomes takeable
+        // reads it while its writer may still be busy.
+        if (++empty_pulls % 2) {
+          std::this_thread::yield();
+          continue;
+        }
+        std::unique_lock<std::mutex> l(wake_mu);
+        wake_cv.wait(l, [&] { return readable || done.load(); });
+        readable = false;
+        continue;
+      }
+      pulls++;
+      for (size_t at = 0; at < n;) {
+        RecordHeader h;
+        std::memcpy(&h, &buf[at], kRecordHeaderSize);
+        const uint8_t* d = &buf[at + kRecordHeaderSize];
+        ordered &= h.seq > last_seq && h.reserved0 == 0;
+        last_seq = h.seq;
+        received++;
+        if (h.kind == kRecordWrite) {
+          uint32_t id;
+          std::memcpy(&id, d, 4);
+          uint32_t& seen = sectors_seen[id];
+          for (uint32_t k = 0; k < h.count; k++) exact &= SectorIs(d + (size_t(k) << kSectorShift), id, seen + k);
+          seen += h.count;
+          std::memcpy(&image[size_t(h.sector) << kSectorShift], d, h.data_length);
+        } else {
+          flushes += h.kind == kRecordFlush;
+          marks += h.kind == kRecordMark;
+          kinds &= h.kind == kRecordFlush || h.kind == kRecordMark;
+        }
+        at += kRecordHeaderSize + h.data_length;
+      }
+      v.Ack(last_seq);
+      refund(n);
+    }
+  });
+
+  constexpr int kThreads = 4, kPerThread = 150;
+  std::vector<uint32_t> sectors_sent(kThreads * kPerThread + 1, 0);
+  std::atomic<uint64_t> flushes_sent{0}, marks_sent{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; t++) {
+    writers.emplace_back([&, t] {
+      uint32_t x = uint32_t(t) * 104729u + 17;
+      auto rnd = [&x] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5, x; };
+      std::vector<uint8_t> d;
+      for (int i = 0; i < kPerThread; i++) {
+        const uint32_t id = uint32_t(t * kPerThread + i + 1);
+        const uint32_t sectors = rnd() % 40 == 0 ? kMaxRecordSectors + 1 + rnd() % kMaxRecordSectors : 1 + rnd() % 1024;
+        const uint64_t off = uint64_t(rnd() % (kSize / kSectorSize - sectors)) << kSectorShift;
+        d.resize(size_t(sectors) << kSectorShift);
+        for (uint32_t k = 0; k < sectors; k++) FillSector(&d[size_t(k) << kSectorShift], id, k);
+        const size_t pieces = (sectors + kMaxRecordSectors - 1) / kMaxRecordSectors;
+        spend(pieces * kRecordHeaderSize + d.size());
+        failures += v.Write(off, uint32_t(d.size()), d.data(), false) != 0;
+        sectors_sent[id] = sectors;
+        if (rnd() % 16 == 0) {
+          spend(kRecordHeaderSize);
+          failures += v.Flush() != 0;
+          flushes_sent++;
+        }
+        if (rnd() % 32 == 0) {  // a TimeMark, as Tap::Mark takes one
+          const char meta[] = "{\"label\":\"m\"}";
+          spend(kRecordHeaderSize + sizeof meta);
+          auto lock = v.MarkLock();
+          std::string why;
+          if (v.CanMarkLocked(sizeof meta, &why)) {
+            v.MarkLocked(v.seq_space()->Next(), reinterpret_cast<const uint8_t*>(meta), sizeof meta);
+            marks_sent++;
+          } else {
+            failures++;
+          }
+        }
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  {
+    std::lock_guard<std::mutex> l(wake_mu);
+    done = true;
+    wake_cv.notify_one();
+  }
+  consumer.join();
+
+  const VolumeStats s = v.Stats();
+  CHECK(failures == 0 && s.behind_events == 0 && s.dropped_records == 0,
+        "the writes succeed and the ring never overflows (" + std::to_string(s.behind_events) + " behind events)");
+  bool once = sectors_seen.size() == size_t(kThreads * kPerThread);
+  for (uint32_t id = 1; id <= uint32_t(kThreads * kPerThread); id++) once &= sectors_seen[id] == sectors_sent[id];
+  CHECK(once && received == s.records && s.ring_used == 0 && s.ring_records == 0,
+        "every record arrives once (" + std::to_string(received) + " of " + std::to_string(s.records) + ")");
+  CHECK(flushes == flushes_sent && marks == marks_sent && marks > 0 && kinds, "every FLUSH and MARK arrives once");
+  CHECK(ordered, "records arrive in seq order, with the ring's reserved field 0");
+  CHECK(exact, "every record's bytes are its write's bytes, piece by piece");
+  CHECK(pulls > 100, "the consumer pulled while the writers wrote (" + std::to_string(pulls) + " pulls)");
+  CHECK(image == f.Backing(), "replaying the records in seq order gives the backing file");
+  CHECK(v.Stats().dirty_regions == 0, "acking every pulled seq leaves the dirty map clean");
+}
+
+// Writers falling behind while others are still copying into their slots:
+// the volume waits for those copies before it drops the ring, and the resync
+// makes the stream exact again.
+void TestVolumeBehindWhileCopying() {
+  VolumeFixture f;
+  constexpr size_t kSize = 16 << 20;
+  CHECK(f.Create(kSize, 4 << 20), "a 16 MiB volume opens with a 4 MiB ring" + Said(f.error));
+  Volume& v = *f.vol;
+  std::atomic<int> failures{0};
+  std::atomic<bool> pulling{false};
+  std::atomic<int> finished{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; t++) {
+    writers.emplace_back([&, t] {
+      uint32_t x = uint32_t(t) * 7717u + 3;
+      auto rnd = [&x] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5, x; };
+      std::vector<uint8_t> d;
+      for (int i = 0; i < 60; i++) {
+        const uint32_t sectors = 1 + rnd() % (3 * kMaxRecordSectors);
+        const uint64_t off = uint64_t(rnd() % (kSize / kSectorSize - sectors)) << kSectorShift;
+        d.resize(size_t(sectors) << kSectorShift);
+        for (uint32_t k = 0; k < sectors; k++) FillSector(&d[size_t(k) << kSectorShift], uint32_t(t * 100 + i), k);
+        failures += v.Write(off, uint32_t(d.size()), d.data(), false) != 0;
+        if (i == 20 && t == 0) pulling = true;  // the consumer starts once the ring has overflowed
+      }
+      finished++;
+    });
+  }
+  std::vector<Rec> all;
+  while (!pulling) std::this_thread::yield();
+  for (;;) {
+    const bool writing = finished < 4;
+    auto got = PullAll(v, 1 << 20);
+    all.insert(all.end(), got.begin(), got.end());
+    while (v.ResyncStep()) {
+    }
+    if (!writing && got.empty() && !v.wants_resync()) break;
+  }
+  for (auto& w : writers) w.join();
+  const VolumeStats s = v.Stats();
+  CHECK(failures == 0 && s.behind_events >= 1 && s.dropped_records > 0,
+        "concurrent writes overflow the ring and the volume falls behind (" + std::to_string(s.behind_events) +
+            " times)");
+  CHECK(s.mode == int(Mode::kNormal) && s.stale_regions == 0, "the resync ends and the volume is normal again");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, all);
+  CHECK(SeqsIncrease(all) && image == f.Backing(), "replaying the pulled records in seq order gives the backing file");
 }
 
 void TestVolumeResyncFrom() {
@@ -1564,6 +1781,8 @@ int main() {
   TestVolumeRecording();
   TestVolumeBehindAndResync();
   TestVolumeLargeWrite();
+  TestVolumePullWhileWriting();
+  TestVolumeBehindWhileCopying();
   TestVolumeResyncFrom();
   TestVolumeRestart();
   TestNbdServer();
