@@ -6,9 +6,13 @@
 // the order in which they reached the backing store: replaying records in seq
 // order reproduces the file even when connections race on the same sectors.
 // Changes to other sectors reach the backing store in parallel; only the seq,
-// the record and the dirty map are taken under the volume's lock (mu_), which
-// is also the TimeMark barrier: a change has no seq until its pwrite is done,
-// and gets every seq of a split write in one hold of mu_.
+// the record's slot in the ring and the dirty map are taken under the
+// volume's lock (mu_), which is also the TimeMark barrier: a change has no
+// seq until its pwrite is done, and gets every seq of a split write in one
+// hold of mu_. The record's bytes are copied into its slot after mu_ is
+// released; the ring hands records to the consumer in slot (= seq) order
+// only once they are filled, and the consumer copies them out without
+// holding the ring's lock either (RecordRing, record.h).
 //
 // Recording has three modes:
 //   normal     records go to the ring; the dirty map holds their regions until
