@@ -158,17 +158,8 @@ void Volume::MarkDirty(uint64_t first, uint64_t count, uint64_t seq) {
 }
 
 uint8_t* Volume::BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
-                             uint32_t data_length) {
+                             uint32_t data_length, size_t own_filling) {
   if (mode_.load(std::memory_order_relaxed) == Mode::kBehind) return nullptr;
-  const size_t n = kRecordHeaderSize + data_length;
-  ring_mu_.lock();
-  uint8_t* slot = n <= ring_.capacity() ? ring_.Reserve(n) : nullptr;
-  if (!slot) {
-    FallBehind(n > ring_.capacity() ? "a single write is larger than the record buffer"
-                                    : "the record buffer is full (the consumer is not draining)");
-    ring_mu_.unlock();
-    return nullptr;
-  }
   RecordHeader h{};
   h.seq = seq;
   h.sector = first;
@@ -177,27 +168,39 @@ uint8_t* Volume::BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8
   h.flags = flags;
   h.data_length = data_length;
   h.time_ms = NowMs32();
-  std::memcpy(slot, &h, sizeof h);
-  pending_commit_ = n;
+  const size_t n = kRecordHeaderSize + data_length;
+  std::unique_lock<std::mutex> rl(ring_mu_);
+  uint8_t* slot = ring_.Reserve(h);
+  if (!slot) {
+    FallBehind(rl,
+               n > ring_.capacity() ? "a single write is larger than the record buffer"
+                                    : "the record buffer is full (the consumer is not draining)",
+               own_filling);
+    return nullptr;
+  }
+  records_.fetch_add(1, std::memory_order_relaxed);
+  record_bytes_.fetch_add(n, std::memory_order_relaxed);
   return slot + kRecordHeaderSize;
 }
 
-void Volume::EndRecord(bool* notify_later) {
-  const size_t n = pending_commit_;
-  ring_.Commit(n);
-  records_.fetch_add(1, std::memory_order_relaxed);
-  record_bytes_.fetch_add(n, std::memory_order_relaxed);
-  const bool notify = want_notify_;
-  want_notify_ = false;
-  ring_mu_.unlock();
+void Volume::EndRecord(uint8_t* data, bool* notify_later) {
+  bool notify = false;
+  {
+    std::lock_guard<std::mutex> rl(ring_mu_);
+    if (ring_.Commit(data - kRecordHeaderSize)) {
+      notify = want_notify_;
+      want_notify_ = false;
+    }
+    if (behind_waiting_) ring_filled_.notify_all();
+  }
   if (notify_later) *notify_later |= notify;
   else if (notify && readable_) readable_();
 }
 
 void Volume::Marker(uint8_t kind) {
   const uint64_t seq = seq_->Next();
-  if (BeginRecord(seq, 0, 0, kind, 0, 0)) {
-    EndRecord();
+  if (uint8_t* d = BeginRecord(seq, 0, 0, kind, 0, 0)) {
+    EndRecord(d);
     if (kind == kRecordGap) gaps_++;
   }
 }
@@ -227,17 +230,24 @@ bool Volume::CanMarkLocked(size_t data_length, std::string* why) {
 void Volume::MarkLocked(uint64_t seq, const uint8_t* data, uint32_t data_length) {
   uint8_t* d = BeginRecord(seq, 0, 0, kRecordMark, 0, data_length);
   if (!d) return;  // CanMarkLocked said it fits; only a wrapped ring can refuse, and then it fell behind
-  if (data_length) std::memcpy(d, data, data_length);
-  EndRecord();
+  if (data_length) std::memcpy(d, data, data_length);  // at most kMaxMarkData: under mu_, the barrier
+  EndRecord(d);
   marks_++;
 }
 
-void Volume::FallBehind(const char* why) {
-  const uint64_t dropped = ring_.records();
-  const uint64_t dropped_bytes = ring_.used();
-  dropped_records_ += dropped;
-  dropped_bytes_ += dropped_bytes;
-  ring_.Clear();
+void Volume::FallBehind(std::unique_lock<std::mutex>& ring_lock, const char* why, size_t own_filling) {
+  // Other producers may be copying into their slots: the slots must stay
+  // theirs until they commit. They hold no lock this thread holds (only
+  // their range locks), and a copy is at most a few MiB, so the wait is short.
+  if (ring_.filling() > own_filling) {
+    behind_waiting_ = true;
+    ring_filled_.wait(ring_lock, [&] { return ring_.filling() <= own_filling; });
+    behind_waiting_ = false;
+  }
+  // Records being taken stay with the consumer: they left before this.
+  const RecordRing::Dropped dropped = ring_.Clear();
+  dropped_records_ += dropped.records;
+  dropped_bytes_ += dropped.bytes;
   for (const auto& e : last_seq_) SetStale(e.first);
   last_seq_.clear();
   pending_.clear();
@@ -249,8 +259,8 @@ void Volume::FallBehind(const char* why) {
     want_notify_ = false;
     if (readable_) readable_();
   }
-  log_(kLogWarn, "volume " + config_.name + " is behind: " + why + "; dropped " + Num(dropped) + " held records (" +
-                     Num(dropped_bytes) + " bytes), tracking " + Num(stale_count_) +
+  log_(kLogWarn, "volume " + config_.name + " is behind: " + why + "; dropped " + Num(dropped.records) +
+                     " held records (" + Num(dropped.bytes) + " bytes), tracking " + Num(stale_count_) +
                      " stale regions in the dirty map until the consumer drains");
 }
 
@@ -312,33 +322,54 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
     if (offset > lo_b) ok = PreadFull(fd_, head, offset - lo_b, lo_b);
     if (ok && end < hi_b) ok = PreadFull(fd_, tail, hi_b - end, end);
     const int err = errno;
-    std::lock_guard<std::mutex> lk(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
     EndChange(first, last - first);
     if (!ok) {
       // A record would lie about its edges: keep the regions for resync instead.
       if (mode_.load() != Mode::kBehind) {
-        std::lock_guard<std::mutex> rl(ring_mu_);
-        FallBehind("reading the edge sectors of an unaligned write failed");
+        std::unique_lock<std::mutex> rl(ring_mu_);
+        FallBehind(rl, "reading the edge sectors of an unaligned write failed");
       }
       MarkDirty(first, last - first, 0);
       return IoError("read of edge sectors", err);
     }
+    // A piece's record: the client's bytes, widened with the edge sectors.
+    auto fill = [&](uint8_t* d, uint64_t ps, uint64_t pe) {
+      const uint64_t pb = ps << kSectorShift, pend = pe << kSectorShift;
+      const uint64_t lo = std::max(pb, offset), hi = std::min(pend, end);
+      if (lo > pb) std::memcpy(d, head, lo - pb);
+      std::memcpy(d + (lo - pb), data + (lo - offset), hi - lo);
+      if (hi < pend) std::memcpy(d + (hi - pb), tail, pend - hi);
+    };
     // One record per kMaxRecordSectors piece, each with its own seq, all
-    // under one hold of mu_ so no TimeMark falls between them.
+    // reserved under one hold of mu_ so no TimeMark falls between them; the
+    // bytes are copied in after mu_ is released, so other writers and marks
+    // do not wait for up to 32 MiB of memcpy.
+    struct Piece { uint8_t* d; uint64_t ps, pe; };
+    Piece pieces[nbd::kMaxPayload / (kMaxRecordSectors << kSectorShift)];
+    size_t held = 0;
     for (uint64_t ps = first; ps < last; ps += kMaxRecordSectors) {
       const uint64_t pe = std::min<uint64_t>(last, ps + kMaxRecordSectors);
       const uint32_t count = uint32_t(pe - ps);
       const uint64_t seq = seq_->Next();
       volume_seq_.store(seq, std::memory_order_relaxed);
       MarkDirty(ps, count, seq);
-      uint8_t* d = BeginRecord(seq, ps, count, kRecordWrite, fua ? kRecordFlagFua : 0, count << kSectorShift);
-      if (!d) continue;
-      const uint64_t pb = ps << kSectorShift, pend = pe << kSectorShift;
-      const uint64_t lo = std::max(pb, offset), hi = std::min(pend, end);
-      if (lo > pb) std::memcpy(d, head, lo - pb);
-      std::memcpy(d + (lo - pb), data + (lo - offset), hi - lo);
-      if (hi < pend) std::memcpy(d + (hi - pb), tail, pend - hi);
-      EndRecord(&notify);
+      uint8_t* d = BeginRecord(seq, ps, count, kRecordWrite, fua ? kRecordFlagFua : 0, count << kSectorShift, held);
+      if (!d) {
+        held = 0;  // behind: the ring dropped this write's earlier pieces too
+        continue;
+      }
+      if (held < std::size(pieces)) {
+        pieces[held++] = {d, ps, pe};
+      } else {  // longer than an NBD request may be (a direct caller): copied here
+        fill(d, ps, pe);
+        EndRecord(d, &notify);
+      }
+    }
+    lk.unlock();
+    for (size_t i = 0; i < held; i++) {
+      fill(pieces[i].d, pieces[i].ps, pieces[i].pe);
+      EndRecord(pieces[i].d, &notify);
     }
   }
   if (notify && readable_) readable_();
@@ -383,7 +414,7 @@ uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t k
     const uint64_t seq = seq_->Next();
     volume_seq_.store(seq, std::memory_order_relaxed);
     MarkDirty(first, count, seq);
-    if (BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord(&notify);
+    if (uint8_t* d = BeginRecord(seq, first, uint32_t(count), kind, fua ? kRecordFlagFua : 0, 0)) EndRecord(d, &notify);
   }
   if (notify && readable_) readable_();
   (kind == kRecordTrim ? trims_ : zeroes_).fetch_add(1, std::memory_order_relaxed);
@@ -426,7 +457,7 @@ uint32_t Volume::Flush() {
     std::lock_guard<std::mutex> lk(mu_);
     const uint64_t seq = seq_->Next();
     volume_seq_.store(seq, std::memory_order_relaxed);
-    if (BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord(&notify);
+    if (uint8_t* d = BeginRecord(seq, 0, 0, kRecordFlush, 0, 0)) EndRecord(d, &notify);
   }
   if (notify && readable_) readable_();
   flushes_.fetch_add(1, std::memory_order_relaxed);
@@ -452,13 +483,26 @@ size_t Volume::Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc) {
       if (wake_resync_) wake_resync_();
     }
   }
-  std::lock_guard<std::mutex> lk(ring_mu_);
-  const size_t n = ring_.PeekBytes(max);
-  if (n == 0) {
+  size_t n = 0;
+  {
+    std::lock_guard<std::mutex> rl(ring_mu_);
+    n = ring_.BeginTake(max);
+    if (n == 0) {
+      want_notify_ = true;
+      return 0;
+    }
+  }
+  // The taken bytes are the consumer's until EndTake: producers reserve and
+  // commit around them meanwhile, and falling behind keeps them.
+  uint8_t* dst = alloc(n);
+  if (dst) ring_.CopyTaken(dst);
+  std::lock_guard<std::mutex> rl(ring_mu_);
+  if (!dst) {  // the allocation failed (its error is the caller's): the records stay
+    ring_.CancelTake();
     want_notify_ = true;
     return 0;
   }
-  ring_.Take(alloc(n), n);
+  ring_.EndTake();
   return n;
 }
 
@@ -468,14 +512,7 @@ bool Volume::ResyncStep() {
   uint64_t r = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (mode_.load() != Mode::kResyncing) return false;
-    if (stale_count_ == 0) {
-      mode_ = Mode::kNormal;
-      Marker(kRecordExact);
-      log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
-      return false;
-    }
-    if (!ResyncRoomLocked()) return false;
+    if (mode_.load() != Mode::kResyncing || FinishResyncLocked() || !ResyncRoomLocked()) return false;
     r = resync_cursor_ % regions;
     for (;;) {
       const uint64_t w = stale_[r >> 6] >> (r & 63);
@@ -499,7 +536,7 @@ bool Volume::ResyncStep() {
     IoError("resync read", errno);
     return false;
   }
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   // While mu_ was free: the volume may have fallen behind (the region stays
   // stale for the next resync) or the ring filled up.
   if (mode_.load() != Mode::kResyncing || !ResyncRoomLocked()) return false;
@@ -512,15 +549,24 @@ bool Volume::ResyncStep() {
   last_seq_[r] = seq;
   pending_.emplace_back(seq, r);
   if (uint8_t* d = BeginRecord(seq, first, count, kRecordResync, 0, uint32_t(bytes))) {
+    // The copy without mu_ (writers go on); the EXACT marker, if this was
+    // the last stale region, only after it is committed (the marker must
+    // not be the reservation that makes this slot's copy wait on itself).
+    lk.unlock();
     std::memcpy(d, resync_buf_.data(), bytes);
-    EndRecord();
+    EndRecord(d);
     resync_records_.fetch_add(1, std::memory_order_relaxed);
+    lk.lock();
   }
-  if (stale_count_ == 0 && mode_.load() == Mode::kResyncing) {
-    mode_ = Mode::kNormal;
-    Marker(kRecordExact);
-    log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
-  }
+  FinishResyncLocked();
+  return true;
+}
+
+bool Volume::FinishResyncLocked() {
+  if (stale_count_ != 0 || mode_.load() != Mode::kResyncing) return false;
+  mode_ = Mode::kNormal;
+  Marker(kRecordExact);
+  log_(kLogInfo, "volume " + config_.name + ": resync complete; recording normally");
   return true;
 }
 

@@ -6,9 +6,13 @@
 // the order in which they reached the backing store: replaying records in seq
 // order reproduces the file even when connections race on the same sectors.
 // Changes to other sectors reach the backing store in parallel; only the seq,
-// the record and the dirty map are taken under the volume's lock (mu_), which
-// is also the TimeMark barrier: a change has no seq until its pwrite is done,
-// and gets every seq of a split write in one hold of mu_.
+// the record's slot in the ring and the dirty map are taken under the
+// volume's lock (mu_), which is also the TimeMark barrier: a change has no
+// seq until its pwrite is done, and gets every seq of a split write in one
+// hold of mu_. The record's bytes are copied into its slot after mu_ is
+// released; the ring hands records to the consumer in slot (= seq) order
+// only once they are filled, and the consumer copies them out without
+// holding the ring's lock either (RecordRing, record.h).
 //
 // Recording has three modes:
 //   normal     records go to the ring; the dirty map holds their regions until
@@ -108,7 +112,9 @@ class Volume : public Export {
   // Consumer side (TypeScript). Moves whole records (up to max bytes, at
   // least one) out of the ring into memory from alloc(bytes); returns the
   // byte count, 0 if none is held. A pull is also the sign that the consumer
-  // is draining again, which ends a behind period.
+  // is draining again, which ends a behind period. alloc and the copy run
+  // without the ring's lock, so writers are not held up by them. One
+  // consumer per volume: Pull is never called from two threads at once.
   size_t Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc);
   void SetResyncWake(std::function<void()> fn) { wake_resync_ = std::move(fn); }
   void Ack(uint64_t seq);
@@ -159,15 +165,25 @@ class Volume : public Export {
   void MarkDirty(uint64_t first, uint64_t count, uint64_t seq);
   // With mu_ held: reserve a record slot or fall behind. Returns the slot's
   // data pointer (after the header), or nullptr if the record is not kept.
+  // Slots are reserved under mu_, so ring order is seq order; the data may be
+  // copied in after mu_ is released. own_filling: slots the caller reserved
+  // and has not committed yet (the earlier pieces of a split write); if this
+  // one falls behind, they are dropped with the rest and must not be touched.
   uint8_t* BeginRecord(uint64_t seq, uint64_t first, uint32_t count, uint8_t kind, uint8_t flags,
-                       uint32_t data_length);
-  // Commits the reserved record. Tells the consumer records are there if it
-  // asked to be told: at once, or, with notify_later, by setting it so the
-  // caller does once mu_ is free.
-  void EndRecord(bool* notify_later = nullptr);
+                       uint32_t data_length, size_t own_filling = 0);
+  // Commits the record whose data pointer BeginRecord returned (with or
+  // without mu_). Tells the consumer records are there if it asked to be
+  // told: at once, or, with notify_later, by setting it so the caller does
+  // once mu_ is free.
+  void EndRecord(uint8_t* data, bool* notify_later = nullptr);
   // With mu_ held: put a GAP (or EXACT) marker with a fresh seq in the ring.
   void Marker(uint8_t kind);
-  void FallBehind(const char* why);
+  // With mu_ held: the last stale region is in the ring; normal again.
+  bool FinishResyncLocked();
+  // With mu_ and ring_mu_ (held by ring_lock) held: drop the ring's records
+  // and track changes as stale regions. Waits for other producers still
+  // copying into their slots (they need only ring_mu_ to commit).
+  void FallBehind(std::unique_lock<std::mutex>& ring_lock, const char* why, size_t own_filling = 0);
   bool SetStale(uint64_t r);
   uint32_t SyncForFua();
   uint32_t IoError(const char* op, int err);
@@ -194,9 +210,13 @@ class Volume : public Export {
   std::deque<std::pair<uint64_t, uint64_t>> pending_;  // (seq, region) in seq order
   std::atomic<Mode> mode_{Mode::kNormal};
 
-  std::mutex ring_mu_;  // the ring and its cursor; taken inside mu_ by producers
+  // The ring and the flags below; taken inside mu_ by producers, alone by the
+  // consumer and by producers committing. No copy of record data is made
+  // under it (RecordRing: reserve, copy, commit; take, copy, end).
+  std::mutex ring_mu_;
   RecordRing ring_;
-  size_t pending_commit_ = 0;
+  std::condition_variable ring_filled_;  // a commit, while FallBehind waits for one
+  bool behind_waiting_ = false;
   bool want_notify_ = true;
   std::function<void()> readable_;
   std::function<void()> wake_resync_;

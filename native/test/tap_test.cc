@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -203,74 +204,137 @@ void TestValidateRequest() {
 
 // ---------------------------------------------------------------- RecordRing
 
-// Records with a recognisable body: every data byte is the seq's low byte.
-uint8_t* PutRecord(RecordRing& ring, uint64_t seq, uint32_t data_len) {
-  uint8_t* p = ring.Reserve(kRecordHeaderSize + data_len);
-  if (!p) return nullptr;
+RecordHeader Header(uint64_t seq, uint32_t data_len) {
   RecordHeader h{};
   h.seq = seq;
   h.kind = kRecordWrite;
   h.data_length = data_len;
-  std::memcpy(p, &h, sizeof h);
+  return h;
+}
+
+// Records with a recognisable body: every data byte is the seq's low byte.
+// Committed at once unless the test holds them as being filled.
+uint8_t* PutRecord(RecordRing& ring, uint64_t seq, uint32_t data_len, bool commit = true) {
+  uint8_t* p = ring.Reserve(Header(seq, data_len));
+  if (!p) return nullptr;
   std::memset(p + kRecordHeaderSize, uint8_t(seq), data_len);
-  ring.Commit(kRecordHeaderSize + data_len);
+  if (commit) ring.Commit(p);
   return p;
 }
 
 std::vector<Rec> TakeRecords(RecordRing& ring, size_t max) {
-  const size_t n = ring.PeekBytes(max);
+  const size_t n = ring.BeginTake(max);
   std::vector<uint8_t> buf(n);
-  if (n) ring.Take(buf.data(), n);
+  if (n) {
+    ring.CopyTaken(buf.data());
+    ring.EndTake();
+  }
   return ParseRecords(buf.data(), n);
 }
 
+// What a take of max bytes would be, leaving the records where they are.
+size_t Peek(RecordRing& ring, size_t max) {
+  const size_t n = ring.BeginTake(max);
+  ring.CancelTake();
+  return n;
+}
+
 bool Intact(const Rec& r, uint64_t seq) {
-  return r.h.seq == seq && std::all_of(r.data.begin(), r.data.end(), [&](uint8_t b) { return b == uint8_t(seq); });
+  return r.h.seq == seq && r.h.reserved0 == 0 &&
+         std::all_of(r.data.begin(), r.data.end(), [&](uint8_t b) { return b == uint8_t(seq); });
 }
 
 void TestRecordRing() {
   RecordRing ring(1024);
-  CHECK(ring.empty() && ring.PeekBytes(4096) == 0, "an empty ring has nothing to peek");
+  CHECK(ring.empty() && Peek(ring, 4096) == 0, "an empty ring has nothing to take");
   uint8_t* base = PutRecord(ring, 1, 200);  // 232 bytes each
   PutRecord(ring, 2, 200);
   PutRecord(ring, 3, 200);
   CHECK(base && ring.used() == 696 && ring.records() == 3, "three records are held");
-  CHECK(ring.PeekBytes(1) == 232 && ring.PeekBytes(500) == 464 && ring.PeekBytes(10000) == 696,
-        "PeekBytes counts whole records, at least one");
+  CHECK(Peek(ring, 1) == 232 && Peek(ring, 500) == 464 && Peek(ring, 10000) == 696,
+        "a take counts whole records, at least one");
   auto got = TakeRecords(ring, 1);
-  CHECK(got.size() == 1 && Intact(got[0], 1) && ring.used() == 464, "Take moves the oldest record out");
+  CHECK(got.size() == 1 && Intact(got[0], 1) && ring.used() == 464, "a take moves the oldest record out");
   uint8_t* p4 = PutRecord(ring, 4, 200);
   CHECK(p4 == base + 696, "a record that fits before the end goes at the tail");
   uint8_t* p5 = PutRecord(ring, 5, 200);
   CHECK(p5 == base, "a record that does not fit before the end wraps to the start");
   CHECK(p5 && p5 + 232 <= base + 232, "the wrapped record ends before the oldest unread record");
-  CHECK(ring.Reserve(kRecordHeaderSize + 8) == nullptr, "a full ring returns nullptr instead of unread space");
+  CHECK(ring.Reserve(Header(9, 8)) == nullptr, "a full ring returns nullptr instead of unread space");
   got = TakeRecords(ring, 1 << 20);
   CHECK(got.size() == 4 && Intact(got[0], 2) && Intact(got[1], 3) && Intact(got[2], 4) && Intact(got[3], 5),
         "records come out across the wrap in order, intact");
   CHECK(ring.empty() && ring.records() == 0, "the ring is empty after taking everything");
 
   PutRecord(ring, 6, 600);
-  CHECK(ring.Reserve(kRecordHeaderSize + 400) == nullptr && ring.records() == 1,
+  CHECK(ring.Reserve(Header(9, 400)) == nullptr && ring.records() == 1,
         "a record larger than the free space returns nullptr");
   TakeRecords(ring, 1 << 20);
-  CHECK(ring.Reserve(1025) == nullptr, "a record larger than the ring returns nullptr");
-  CHECK(ring.Reserve(1024) == base, "an empty ring takes a record of its whole capacity");
+  CHECK(ring.Reserve(Header(9, 1025 - kRecordHeaderSize)) == nullptr, "a record larger than the ring returns nullptr");
+  CHECK(ring.Reserve(Header(9, 1024 - kRecordHeaderSize)) == base, "an empty ring takes a record of its whole capacity");
 
-  // Random traffic against a model: every reservation must lie inside the
-  // ring and clear of every unread record, and records come out FIFO, intact.
+  // Producers copy without the lock and may finish out of order: a record
+  // becomes takeable only when every older one is filled.
+  {
+    RecordRing r(4096);
+    uint8_t* a = PutRecord(r, 1, 100, false);
+    uint8_t* b = PutRecord(r, 2, 100, false);
+    const bool b_first = r.Commit(b);
+    CHECK(!b_first && Peek(r, 1 << 20) == 0 && r.filling() == 1 && r.records() == 2,
+          "a record committed before an older one waits for it");
+    CHECK(r.Commit(a) && r.filling() == 0, "committing the older one makes both takeable");
+    auto both = TakeRecords(r, 1 << 20);
+    CHECK(both.size() == 2 && Intact(both[0], 1) && Intact(both[1], 2),
+          "they come out in reservation order, their reserved field 0 again");
+  }
+  // The consumer copies without the lock too: taken bytes are not handed to
+  // producers until EndTake, and falling behind (Clear) keeps them.
+  {
+    RecordRing r(1024);
+    uint8_t* b0 = PutRecord(r, 1, 200);
+    PutRecord(r, 2, 200);
+    CHECK(r.BeginTake(300) == 232, "a take of the oldest record begins");
+    CHECK(PutRecord(r, 3, 200) == b0 + 464 && PutRecord(r, 4, 200) == b0 + 696,
+          "producers reserve after the held records while the take copies");
+    CHECK(PutRecord(r, 5, 200) == nullptr, "the taken record's space is not reused before EndTake");
+    PutRecord(r, 6, 40, false);  // 72 bytes, at 928: a producer still copying
+    const RecordRing::Dropped d = r.Clear();
+    CHECK(d.records == 4 && d.bytes == 3 * 232 + 72 && r.used() == 232 && r.records() == 1 && r.filling() == 0,
+          "Clear drops every record but the taken one (" + std::to_string(d.records) + " records, " +
+              std::to_string(d.bytes) + " bytes)");
+    uint8_t* p7 = PutRecord(r, 7, 200);
+    CHECK(p7 == b0 + 232, "after Clear, reservations go after the taken record");
+    std::vector<uint8_t> buf(232);
+    r.CopyTaken(buf.data());
+    r.EndTake();
+    auto taken = ParseRecords(buf.data(), buf.size());
+    auto rest = TakeRecords(r, 1 << 20);
+    CHECK(taken.size() == 1 && Intact(taken[0], 1) && rest.size() == 1 && Intact(rest[0], 7) && r.empty(),
+          "the taken record arrives intact, then the one reserved after Clear");
+  }
+
+  // Random traffic against a model, with several records being filled at
+  // once, commits out of order, takes that stay open while producers reserve
+  // and commit, and an occasional Clear: every reservation lies inside the
+  // ring and clear of every record held (filling, ready or being taken), and
+  // records come out FIFO, intact, only when every older one is filled.
   RecordRing r2(4096);
-  struct Held { uint64_t seq; const uint8_t* at; size_t n; };
+  struct Held { uint64_t seq; uint8_t* at; size_t n; bool filled; };
   std::deque<Held> model;
+  size_t taking = 0;  // model's first `taking` records are being taken
+  std::vector<uint8_t> take_buf;
   uint8_t* b2 = nullptr;
-  uint64_t seq = 0, puts = 0, wraps = 0;
-  bool in_bounds = true, no_overlap = true, fifo = true, accounting = true;
+  uint64_t seq = 0, puts = 0, wraps = 0, early_commits = 0, takes_open = 0, clears = 0;
+  bool in_bounds = true, no_overlap = true, fifo = true, accounting = true, ready_when = true, take_sizes = true;
   uint32_t x = 12345;
   auto rnd = [&] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5; };
-  for (int step = 0; step < 20000; step++) {
-    if (rnd() % 3 != 0) {
+  for (int step = 0; step < 40000; step++) {
+    const uint32_t op = rnd() % 16;
+    size_t filling = 0;
+    for (const auto& h : model) filling += !h.filled;
+    if (op < 7 && filling < 4) {
       const uint32_t len = (rnd() % 129) * 8;  // the volume's records are 8-byte multiples too
-      uint8_t* p = PutRecord(r2, seq + 1, len);
+      uint8_t* p = PutRecord(r2, seq + 1, len, false);
       if (!p) continue;
       seq++;
       puts++;
@@ -280,26 +344,57 @@ void TestRecordRing() {
       for (const auto& h : model)
         if (p < h.at + h.n && h.at < p + n) no_overlap = false;
       if (!model.empty() && p < model.back().at) wraps++;
-      model.push_back({seq, p, n});
-    } else {
-      for (const auto& r : TakeRecords(r2, rnd() % 3000)) {
+      model.push_back({seq, p, n, false});
+    } else if (op < 12 && filling > 0) {
+      size_t k = rnd() % filling, i = 0;
+      for (; i < model.size(); i++)
+        if (!model[i].filled && k-- == 0) break;
+      bool oldest = true;
+      for (size_t j = 0; j < i; j++) oldest &= model[j].filled;
+      early_commits += !oldest;
+      model[i].filled = true;
+      if (r2.Commit(model[i].at) != oldest) ready_when = false;
+    } else if (op < 14 && taking == 0) {
+      const size_t max = rnd() % 3000;
+      size_t want = 0;
+      for (const auto& h : model) {
+        if (!h.filled || (want > 0 && want + h.n > max)) break;
+        want += h.n;
+        taking++;
+      }
+      if (r2.BeginTake(max) != want) take_sizes = false;
+      takes_open += taking > 0;
+    } else if (op < 15 && taking > 0) {
+      size_t n = 0;
+      for (size_t i = 0; i < taking; i++) n += model[i].n;
+      take_buf.resize(n);
+      r2.CopyTaken(take_buf.data());
+      r2.EndTake();
+      for (const auto& r : ParseRecords(take_buf.data(), n)) {
         if (model.empty() || !Intact(r, model.front().seq)) fifo = false;
         if (!model.empty()) model.pop_front();
       }
+      taking = 0;
+    } else if (op == 15 && rnd() % 64 == 0) {
+      r2.Clear();
+      model.erase(model.begin() + std::ptrdiff_t(taking), model.end());
+      clears++;
     }
-    size_t used = 0;
-    for (const auto& h : model) used += h.n;
-    if (used != r2.used() || model.size() != r2.records()) accounting = false;
+    size_t used = 0, fill = 0;
+    for (const auto& h : model) used += h.n, fill += !h.filled;
+    if (used != r2.used() || model.size() != r2.records() || fill != r2.filling()) accounting = false;
   }
-  CHECK(puts > 5000 && wraps > 100, "random traffic exercised the wrap (" + std::to_string(puts) + " records, " +
-                                        std::to_string(wraps) + " wraps)");
+  CHECK(puts > 5000 && wraps > 100 && early_commits > 1000 && takes_open > 1000 && clears > 5,
+        "random traffic exercised the wrap, early commits, open takes and Clear (" + std::to_string(puts) +
+            " records, " + std::to_string(wraps) + " wraps, " + std::to_string(early_commits) + " early commits, " +
+            std::to_string(clears) + " clears)");
   CHECK(in_bounds, "every reservation lies inside the ring");
-  CHECK(no_overlap, "no reservation overlaps an unread record");
+  CHECK(no_overlap, "no reservation overlaps a record being filled, ready or being taken");
+  CHECK(ready_when, "a commit makes records takeable exactly when it completes the oldest ones");
+  CHECK(take_sizes, "a take is the filled prefix that fits, at least one record");
   CHECK(fifo, "records come out in order with their bytes intact");
-  CHECK(accounting, "used() and records() match the records held");
+  CHECK(accounting, "used(), records() and filling() match the records held");
 }
-
-// ---------------------------------------------------------------- DirtyMap
 
 void TestDirtyMap() {
   TempDir dir;
@@ -642,6 +737,222 @@ void TestVolumeLargeWrite() {
   std::vector<uint8_t> image = f.initial;
   Replay(image, recs);
   CHECK(image == f.Backing(), "replaying the pieces reproduces the write, edges included");
+}
+
+// A sector of a concurrent writer's data: its write's id and its index in
+// the write, then bytes that follow from both, so a record's every byte can
+// be checked where it arrives.
+void FillSector(uint8_t* s, uint32_t id, uint32_t k) {
+  std::memcpy(s, &id, 4);
+  std::memcpy(s + 4, &k, 4);
+  for (uint32_t j = 8; j < kSectorSize; j++) s[j] = uint8_t(id * 131 + k * 7 + j);
+}
+bool SectorIs(const uint8_t* s, uint32_t id, uint32_t k) {
+  uint8_t want[kSectorSize];
+  FillSector(want, id, k);
+  return std::memcmp(s, want, kSectorSize) == 0;
+}
+
+// Several writers and one consumer at once through the Volume API, with a
+// ring small enough to wrap every few writes: the consumer copies records
+// out while writers reserve slots and copy theirs in, some of them split
+// into pieces, between flushes and TimeMarks. Writers stay within a byte
+// budget the consumer gives back as it pulls, so the ring never overflows:
+// every record must arrive once, in seq order, byte-exact.
+void TestVolumePullWhileWriting() {
+  VolumeFixture f;
+  constexpr size_t kSize = 16 << 20, kRing = 8 << 20;
+  CHECK(f.Create(kSize, kRing), "a 16 MiB volume opens with an 8 MiB ring" + Said(f.error));
+  Volume& v = *f.vol;
+  // Free space of three largest records always holds one, wrapped or not.
+  constexpr size_t kLargest = kRecordHeaderSize + (size_t(kMaxRecordSectors) << kSectorShift);
+  std::mutex budget_mu;
+  std::condition_variable budget_cv;
+  size_t budget = kRing - 3 * kLargest;
+  auto spend = [&](size_t n) {
+    std::unique_lock<std::mutex> l(budget_mu);
+    budget_cv.wait(l, [&] { return budget >= n; });
+    budget -= n;
+  };
+  auto refund = [&](size_t n) {
+    std::lock_guard<std::mutex> l(budget_mu);
+    budget += n;
+    budget_cv.notify_all();
+  };
+  std::mutex wake_mu;
+  std::condition_variable wake_cv;
+  bool readable = false;
+  std::atomic<bool> done{false};
+  v.SetReadable([&] {
+    std::lock_guard<std::mutex> l(wake_mu);
+    readable = true;
+    wake_cv.notify_one();
+  });
+
+  // The consumer checks each record as it arrives and replays it.
+  std::vector<uint8_t> image = f.initial;
+  std::map<uint32_t, uint32_t> sectors_seen;  // write id -> sectors received, in order
+  uint64_t last_seq = 0, pulls = 0, empty_pulls = 0, received = 0, flushes = 0, marks = 0;
+  bool ordered = true, exact = true, kinds = true;
+  std::thread consumer([&] {
+    std::vector<uint8_t> buf;
+    for (;;) {
+      const bool finished = done.load();  // every write was committed before this pull
+      const size_t n = v.Pull(256 << 10, [&](size_t k) {
+        buf.resize(k);
+        return buf.data();
+      });
+      if (n == 0) {
+        if (finished) return;
+        // Every other empty pull waits to be told, the rest look again at
+        // once: a consumer that is there when a record becomes takeable
+        // reads it while its writer may still be busy.
+        if (++empty_pulls % 2) {
+          std::this_thread::yield();
+          continue;
+        }
+        std::unique_lock<std::mutex> l(wake_mu);
+        wake_cv.wait(l, [&] { return readable || done.load(); });
+        readable = false;
+        continue;
+      }
+      pulls++;
+      for (size_t at = 0; at < n;) {
+        RecordHeader h;
+        std::memcpy(&h, &buf[at], kRecordHeaderSize);
+        const uint8_t* d = &buf[at + kRecordHeaderSize];
+        ordered &= h.seq > last_seq && h.reserved0 == 0;
+        last_seq = h.seq;
+        received++;
+        if (h.kind == kRecordWrite) {
+          uint32_t id;
+          std::memcpy(&id, d, 4);
+          uint32_t& seen = sectors_seen[id];
+          for (uint32_t k = 0; k < h.count; k++) exact &= SectorIs(d + (size_t(k) << kSectorShift), id, seen + k);
+          seen += h.count;
+          std::memcpy(&image[size_t(h.sector) << kSectorShift], d, h.data_length);
+        } else {
+          flushes += h.kind == kRecordFlush;
+          marks += h.kind == kRecordMark;
+          kinds &= h.kind == kRecordFlush || h.kind == kRecordMark;
+        }
+        at += kRecordHeaderSize + h.data_length;
+      }
+      v.Ack(last_seq);
+      refund(n);
+    }
+  });
+
+  constexpr int kThreads = 4, kPerThread = 150;
+  std::vector<uint32_t> sectors_sent(kThreads * kPerThread + 1, 0);
+  std::atomic<uint64_t> flushes_sent{0}, marks_sent{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; t++) {
+    writers.emplace_back([&, t] {
+      uint32_t x = uint32_t(t) * 104729u + 17;
+      auto rnd = [&x] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5, x; };
+      std::vector<uint8_t> d;
+      for (int i = 0; i < kPerThread; i++) {
+        const uint32_t id = uint32_t(t * kPerThread + i + 1);
+        const uint32_t sectors = rnd() % 40 == 0 ? kMaxRecordSectors + 1 + rnd() % kMaxRecordSectors : 1 + rnd() % 1024;
+        const uint64_t off = uint64_t(rnd() % (kSize / kSectorSize - sectors)) << kSectorShift;
+        d.resize(size_t(sectors) << kSectorShift);
+        for (uint32_t k = 0; k < sectors; k++) FillSector(&d[size_t(k) << kSectorShift], id, k);
+        const size_t pieces = (sectors + kMaxRecordSectors - 1) / kMaxRecordSectors;
+        spend(pieces * kRecordHeaderSize + d.size());
+        failures += v.Write(off, uint32_t(d.size()), d.data(), false) != 0;
+        sectors_sent[id] = sectors;
+        if (rnd() % 16 == 0) {
+          spend(kRecordHeaderSize);
+          failures += v.Flush() != 0;
+          flushes_sent++;
+        }
+        if (rnd() % 32 == 0) {  // a TimeMark, as Tap::Mark takes one
+          const char meta[] = "{\"label\":\"m\"}";
+          spend(kRecordHeaderSize + sizeof meta);
+          auto lock = v.MarkLock();
+          std::string why;
+          if (v.CanMarkLocked(sizeof meta, &why)) {
+            v.MarkLocked(v.seq_space()->Next(), reinterpret_cast<const uint8_t*>(meta), sizeof meta);
+            marks_sent++;
+          } else {
+            failures++;
+          }
+        }
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  {
+    std::lock_guard<std::mutex> l(wake_mu);
+    done = true;
+    wake_cv.notify_one();
+  }
+  consumer.join();
+
+  const VolumeStats s = v.Stats();
+  CHECK(failures == 0 && s.behind_events == 0 && s.dropped_records == 0,
+        "the writes succeed and the ring never overflows (" + std::to_string(s.behind_events) + " behind events)");
+  bool once = sectors_seen.size() == size_t(kThreads * kPerThread);
+  for (uint32_t id = 1; id <= uint32_t(kThreads * kPerThread); id++) once &= sectors_seen[id] == sectors_sent[id];
+  CHECK(once && received == s.records && s.ring_used == 0 && s.ring_records == 0,
+        "every record arrives once (" + std::to_string(received) + " of " + std::to_string(s.records) + ")");
+  CHECK(flushes == flushes_sent && marks == marks_sent && marks > 0 && kinds, "every FLUSH and MARK arrives once");
+  CHECK(ordered, "records arrive in seq order, with the ring's reserved field 0");
+  CHECK(exact, "every record's bytes are its write's bytes, piece by piece");
+  CHECK(pulls > 100, "the consumer pulled while the writers wrote (" + std::to_string(pulls) + " pulls)");
+  CHECK(image == f.Backing(), "replaying the records in seq order gives the backing file");
+  CHECK(v.Stats().dirty_regions == 0, "acking every pulled seq leaves the dirty map clean");
+}
+
+// Writers falling behind while others are still copying into their slots:
+// the volume waits for those copies before it drops the ring, and the resync
+// makes the stream exact again.
+void TestVolumeBehindWhileCopying() {
+  VolumeFixture f;
+  constexpr size_t kSize = 16 << 20;
+  CHECK(f.Create(kSize, 4 << 20), "a 16 MiB volume opens with a 4 MiB ring" + Said(f.error));
+  Volume& v = *f.vol;
+  std::atomic<int> failures{0};
+  std::atomic<bool> pulling{false};
+  std::atomic<int> finished{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; t++) {
+    writers.emplace_back([&, t] {
+      uint32_t x = uint32_t(t) * 7717u + 3;
+      auto rnd = [&x] { return x ^= x << 13, x ^= x >> 17, x ^= x << 5, x; };
+      std::vector<uint8_t> d;
+      for (int i = 0; i < 60; i++) {
+        const uint32_t sectors = 1 + rnd() % (3 * kMaxRecordSectors);
+        const uint64_t off = uint64_t(rnd() % (kSize / kSectorSize - sectors)) << kSectorShift;
+        d.resize(size_t(sectors) << kSectorShift);
+        for (uint32_t k = 0; k < sectors; k++) FillSector(&d[size_t(k) << kSectorShift], uint32_t(t * 100 + i), k);
+        failures += v.Write(off, uint32_t(d.size()), d.data(), false) != 0;
+        if (i == 20 && t == 0) pulling = true;  // the consumer starts once the ring has overflowed
+      }
+      finished++;
+    });
+  }
+  std::vector<Rec> all;
+  while (!pulling) std::this_thread::yield();
+  for (;;) {
+    const bool writing = finished < 4;
+    auto got = PullAll(v, 1 << 20);
+    all.insert(all.end(), got.begin(), got.end());
+    while (v.ResyncStep()) {
+    }
+    if (!writing && got.empty() && !v.wants_resync()) break;
+  }
+  for (auto& w : writers) w.join();
+  const VolumeStats s = v.Stats();
+  CHECK(failures == 0 && s.behind_events >= 1 && s.dropped_records > 0,
+        "concurrent writes overflow the ring and the volume falls behind (" + std::to_string(s.behind_events) +
+            " times)");
+  CHECK(s.mode == int(Mode::kNormal) && s.stale_regions == 0, "the resync ends and the volume is normal again");
+  std::vector<uint8_t> image = f.initial;
+  Replay(image, all);
+  CHECK(SeqsIncrease(all) && image == f.Backing(), "replaying the pulled records in seq order gives the backing file");
 }
 
 void TestVolumeResyncFrom() {
@@ -1470,6 +1781,8 @@ int main() {
   TestVolumeRecording();
   TestVolumeBehindAndResync();
   TestVolumeLargeWrite();
+  TestVolumePullWhileWriting();
+  TestVolumeBehindWhileCopying();
   TestVolumeResyncFrom();
   TestVolumeRestart();
   TestNbdServer();
