@@ -270,6 +270,7 @@ export class Agent {
             windowBytes: r.windowBytes,
             waitDrainMs: r.waitDrainMs,
             waitBudgetMs: r.waitBudgetMs,
+            fingerprintRequests: r.fingerprintRequests,
             waitFingerprintsMs: r.waitFingerprintsMs,
             streamErrors: r.streamErrors,
             syncProgress: r.syncProgress,
