@@ -271,6 +271,7 @@ export class Agent {
             waitDrainMs: r.waitDrainMs,
             waitBudgetMs: r.waitBudgetMs,
             fingerprintRequests: r.fingerprintRequests,
+            fingerprintsInFlightMax: r.fingerprintsInFlightMax,
             waitFingerprintsMs: r.waitFingerprintsMs,
             streamErrors: r.streamErrors,
             syncProgress: r.syncProgress,
