@@ -272,6 +272,8 @@ export class Agent {
             windowBytes: r.windowBytes,
             waitDrainMs: r.waitDrainMs,
             waitBudgetMs: r.waitBudgetMs,
+            fingerprintRequests: r.fingerprintRequests,
+            fingerprintsInFlightMax: r.fingerprintsInFlightMax,
             waitFingerprintsMs: r.waitFingerprintsMs,
             streamErrors: r.streamErrors,
             syncProgress: r.syncProgress,

@@ -3,6 +3,7 @@
 // the rest:
 //   replication-session.ts  the gRPC stream (Hello/Welcome, acks, fingerprint requests)
 //   data-channel.ts         the connection beside it that carries the batches
+//   resync-pipeline.ts      pulled batches waiting for their fingerprints, in pull order
 //   send-window.ts          sent, unacknowledged batches within the memory budget
 //   initial-copy.ts         the full copy: pending regions, progress, NAME.sync
 //   volume-state.ts         NAME.gen, NAME.acked, NAME.sync, written asynchronously
@@ -15,9 +16,11 @@
 //   pull      up to 1 MiB from the tap (more while the stream pushes back),
 //             but only while the send window is within the memory budget.
 //   compare   a batch holding RESYNC records asks the appliance for the
-//             fingerprints of their regions first (answered in stream order,
-//             after every batch written before the request), so the resync
-//             sends only sectors that differ (DRBD's checksum resync).
+//             fingerprints of their regions as it is pulled (answered in
+//             stream order, after every batch written before the request), so
+//             the resync sends only sectors that differ (DRBD's checksum
+//             resync). While the reply is out, up to PIPELINE_DEPTH more
+//             batches are pulled and ask theirs; batches leave in pull order.
 //   scan      MicroScan drops sectors the replica already holds.
 //   send      the scan's ChangeBatch (xxh64 + LZ4, made in the same native
 //             call, on libuv's pool), keep it in the window, wait for the
@@ -29,7 +32,7 @@
 //
 // A pulled batch is kept until it has been scanned into the window, so a
 // stream that breaks while waiting for fingerprints costs a second request,
-// never a record.
+// never a record (resync-pipeline.ts asks again, in order, after the resend).
 //
 // If the appliance holds another generation, or less than it once
 // acknowledged, the replica lost data: the MicroScan cache is cleared and the
@@ -42,9 +45,10 @@ import { MAX_BATCH_BYTES, PROTOCOL_VERSION } from '../proto/load'
 import { isResync, RecordKind, REGION_SIZE } from '../proto/record'
 import { RecordBatch } from '../native/record-batch'
 import { InitialCopy, SYNC_FILE_EVERY_MS, type SyncProgressStats } from './initial-copy'
-import type { MicroScan, ReplicaFingerprints } from './microscan'
+import type { MicroScan } from './microscan'
 import { addressHost } from './data-channel'
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, NO_SPACE_BACKOFF_MAX_MS, describeStreamError, Session, SessionClosed, type TlsFiles } from './replication-session'
+import { ResyncPipeline, type PipelineEntry } from './resync-pipeline'
 import { RpoLag } from './rpo-lag'
 import { SendWindow, type WindowEntry } from './send-window'
 import type { Tap } from './tap'
@@ -68,7 +72,6 @@ const PULL_BYTES_BLOCKED = 4 * 1024 * 1024
 /** A pull may add one record past its maximum: at most 1 MiB of data (tap.ts records()). */
 const PULL_SLACK = 1024 * 1024 + 4096
 const WELCOME_TIMEOUT_MS = 30_000
-const MAX_REGIONS_PER_REQUEST = 4096
 
 export interface ReplicatorOptions {
   tap: Tap
@@ -108,6 +111,8 @@ export interface ReplicatorStats {
   windowBatches: number
   windowBytes: number
   fingerprintRequests: number
+  /** the most fingerprint requests waiting for replies at once (the resync's pipelining) */
+  fingerprintsInFlightMax: number
   waitDrainMs: number
   waitBudgetMs: number
   waitFingerprintsMs: number
@@ -128,11 +133,11 @@ export class Replicator {
   private readonly lag = new RpoLag()
   private durableSeq = 0
   /**
-   * Pulled batches land here (one buffer per volume, not one per pull: a new
-   * Buffer per batch kept V8's collector busy). A batch is a view of it until
-   * it is scanned, which copies what is sent; nothing pulls before that.
+   * Pulled batches until they are in the window, in pool buffers (not one
+   * Buffer per pull: a new Buffer per batch kept V8's collector busy).
    */
-  private readonly pullBuf = Buffer.allocUnsafeSlow(PULL_BYTES_BLOCKED + PULL_SLACK)
+  private readonly pipe: ResyncPipeline
+  /** a small pull waiting for more records to join it (not yet in the pipeline) */
   private held: RecordBatch | null = null
   private session: Session | null = null
   private stopped = false
@@ -144,7 +149,6 @@ export class Replicator {
   private backoffWake: (() => void) | null = null
   private readable: Promise<void> | null = null
   private loop: Promise<void> | null = null
-  private fpId = 0
   private lastHadResync = false
   private attempts = 0
   /** errors logged since the stream last made progress: each is logged once */
@@ -159,7 +163,6 @@ export class Replicator {
     wireBytes: 0,
     batches: 0,
     resentBatches: 0,
-    fingerprintRequests: 0,
     streamErrors: 0,
     lastError: null as string | null,
     // Where the loop waits (ms): flow control, the memory budget, fingerprint replies.
@@ -189,6 +192,7 @@ export class Replicator {
         if (this.session?.live) this.sendProgress(this.session)
       },
     })
+    this.pipe = new ResyncPipeline(o.microscan, this.copy, PULL_BYTES_BLOCKED + PULL_SLACK)
     this.stopPromise = new Promise((resolve) => (this.stopWake = resolve))
   }
 
@@ -200,7 +204,7 @@ export class Replicator {
 
   /** True once nothing captured is waiting: the window is acknowledged and the tap holds nothing. */
   caughtUp(): boolean {
-    if (this.window.length || this.held) return false
+    if (this.window.length || this.held || this.pipe.length) return false
     const s = this.tap.stats().find((v) => v.name === this.volume)
     return !!s && s.ringRecords === 0 && s.mode === 'normal' && this.durableSeq >= s.volumeSeq
   }
@@ -272,7 +276,8 @@ export class Replicator {
       ...this.lag.percentiles(),
       windowBatches: this.window.length,
       windowBytes: this.window.bytes,
-      fingerprintRequests: this.st.fingerprintRequests,
+      fingerprintRequests: this.pipe.st.fingerprintRequests,
+      fingerprintsInFlightMax: this.pipe.st.fingerprintsInFlightMax,
       waitDrainMs: Math.round(this.st.waitDrainMs),
       waitBudgetMs: Math.round(this.st.waitBudgetMs),
       waitFingerprintsMs: Math.round(this.st.waitFingerprintsMs),
@@ -399,6 +404,8 @@ export class Replicator {
       if (e.lastSeq <= this.durableSeq) continue
       await this.send(s, e)
     }
+    // Batches pulled on the last stream ask again, now that the window is sent.
+    this.pipe.askAgain(s)
     if (this.copy.complete) this.sendProgress(s)
     while (!this.stopped && !s.isClosed) {
       if (this.window.full) {
@@ -407,43 +414,63 @@ export class Replicator {
         this.st.waitBudgetMs += performance.now() - t0
         continue
       }
-      // Coalesce while the stream pushes back, and during a resync (one
-      // fingerprint round trip per pulled batch).
-      const want = s.blocked || this.lastHadResync ? PULL_BYTES_BLOCKED : PULL_BYTES
-      const max = Math.min(want, Math.floor(this.maxBatch / 2))
-      let batch = this.held ?? this.tap.next(this.volume, max, this.pullBuf)
-      if (batch && !this.held && batch.buffer.length < COALESCE_BYTES && this.window.length > 0) {
-        this.held = batch
-        let timer: NodeJS.Timeout | undefined
-        await Promise.race([this.nextAck(), s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, COALESCE_MS)))])
-        clearTimeout(timer)
-        // The rest of the pull buffer takes the records that follow, so the two are one batch without a copy.
-        const have = batch.buffer.length
-        const more = this.tap.next(this.volume, Math.max(1, max - have), this.pullBuf.subarray(have))
-        if (more) {
-          const joined = more.buffer.buffer === this.pullBuf.buffer && more.buffer.byteOffset === this.pullBuf.byteOffset + have
-          batch = this.held = new RecordBatch(joined ? this.pullBuf.subarray(0, have + more.buffer.length) : Buffer.concat([batch.buffer, more.buffer]))
-        }
-      }
-      if (!batch) {
-        this.readable ??= this.tap.wait(this.volume).then(() => {
-          this.readable = null
-        })
-        // The tap wakes us when records arrive or when it falls behind; the
-        // timer is a safety net (a pull is what starts a resync).
-        let timer: NodeJS.Timeout | undefined
-        await Promise.race([this.readable, s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, 1000)))])
-        clearTimeout(timer)
+      const head = this.pipe.head
+      if (head && this.pipe.ready(head)) {
+        await this.sendBatch(s, head)
         continue
       }
-      this.held = batch
-      await this.sendBatch(s, batch)
+      // While the head waits for fingerprints, pull the next batches and ask
+      // for theirs; what they hold counts against the memory budget already.
+      const room = this.pipe.hasRoom && (!head || this.window.bytes + this.pipe.bytes < this.o.memoryBytes)
+      if (room && (await this.pull(s))) continue
+      if (head) {
+        // The reply, or records to pull (and ask about) meanwhile.
+        const t0 = performance.now()
+        await Promise.race([this.pipe.wait(head), s.closed, this.stopPromise, ...(room ? [this.tapReadable()] : [])])
+        this.st.waitFingerprintsMs += performance.now() - t0
+        continue
+      }
+      // The tap wakes us when records arrive or when it falls behind; the
+      // timer is a safety net (a pull is what starts a resync).
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.tapReadable(), s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, 1000)))])
+      clearTimeout(timer)
     }
   }
 
-  /** Compares (RESYNC regions), scans and sends the held batch; it leaves `held` once in the window. */
-  private async sendBatch(s: Session, batch: RecordBatch): Promise<void> {
-    let regions: number[] = []
+  /** Resolves when the tap may hold records (armed by the last empty pull). */
+  private tapReadable(): Promise<void> {
+    return (this.readable ??= this.tap.wait(this.volume).then(() => {
+      this.readable = null
+    }))
+  }
+
+  /** Pulls a batch into a pool buffer and hands it to the pipeline (which asks for its fingerprints); false: the tap held nothing. */
+  private async pull(s: Session): Promise<boolean> {
+    // Coalesce while the stream pushes back, and during a resync (one
+    // fingerprint round trip per pulled batch).
+    const want = s.blocked || this.lastHadResync ? PULL_BYTES_BLOCKED : PULL_BYTES
+    const max = Math.min(want, Math.floor(this.maxBatch / 2))
+    const buf = this.pipe.buffer()
+    let batch = this.tap.next(this.volume, max, buf)
+    if (batch && batch.buffer.length < COALESCE_BYTES && this.window.length > 0 && this.pipe.length === 0) {
+      this.held = batch
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.nextAck(), s.closed, this.stopPromise, new Promise((r) => (timer = setTimeout(r, COALESCE_MS)))])
+      clearTimeout(timer)
+      // The rest of the pull buffer takes the records that follow, so the two are one batch without a copy.
+      const have = batch.buffer.length
+      const more = this.tap.next(this.volume, Math.max(1, max - have), buf.subarray(have))
+      if (more) {
+        const joined = more.buffer.buffer === buf.buffer && more.buffer.byteOffset === buf.byteOffset + have
+        batch = new RecordBatch(joined ? buf.subarray(0, have + more.buffer.length) : Buffer.concat([batch.buffer, more.buffer]))
+      }
+      this.held = null
+    }
+    if (!batch) {
+      this.pipe.giveBack(buf)
+      return false
+    }
     let hasResync = false
     const marks = this.expectedMarks
     batch.forEach((r) => {
@@ -451,45 +478,27 @@ export class Replicator {
       if (isResync(kind)) hasResync = true
       else if (kind === RecordKind.Mark && marks.has(r.seq)) marks.set(r.seq, true)
     })
-    if (hasResync) regions = this.ms.resyncRegions(batch)
     this.lastHadResync = hasResync
-    let replica: ReplicaFingerprints | null = null
-    if (hasResync && this.ms.enabled) {
-      // A copy to a replica of zeroes asks only about regions written since it began.
-      const ask = this.copy.regionsToAsk(regions)
-      if (ask) {
-        replica = ask.length ? await this.fetchFingerprints(s, ask) : new Map()
-        this.copy.fillZeroes(regions, replica)
-      } else {
-        replica = await this.fetchFingerprints(s, regions)
-      }
-    }
+    this.pipe.add(s, batch, buf, hasResync)
+    return true
+  }
+
+  /** Scans the pipeline's head (its fingerprints in) into the window and sends it. */
+  private async sendBatch(s: Session, p: PipelineEntry): Promise<void> {
+    const batch = p.batch
     // One native call on libuv's pool: scan, checksum, LZ4 (agent/microscan.ts).
-    const out = await this.ms.encodeAsync(batch, replica)
+    const out = await this.ms.encodeAsync(batch, this.pipe.replica(p))
     this.copy.noteWritten(batch)
-    this.held = null
     const msg = out.msg
     if (msg.rawLength! > this.maxBatch) {
       throw new TidemarkError('BATCH_TOO_LARGE', `a batch of ${msg.rawLength} bytes is over the appliance's ${this.maxBatch}-byte limit`)
     }
-    const e = SendWindow.entry(out.firstSeq, out.lastSeq, msg, regions.length, this.copy.regionsToCopy(regions))
+    const e = SendWindow.entry(out.firstSeq, out.lastSeq, msg, p.regions.length, this.copy.regionsToCopy(p.regions))
     this.st.appBytes += out.appBytes
     this.st.changedBytes += out.changedBytes
     this.window.add(e)
+    this.pipe.done(p)
     await this.send(s, e)
-  }
-
-  private async fetchFingerprints(s: Session, regions: number[]): Promise<ReplicaFingerprints> {
-    const replica: ReplicaFingerprints = new Map()
-    for (let i = 0; i < regions.length; i += MAX_REGIONS_PER_REQUEST) {
-      const part = regions.slice(i, i + MAX_REGIONS_PER_REQUEST)
-      this.st.fingerprintRequests++
-      const t0 = performance.now()
-      const bytes = await s.fingerprints(++this.fpId, part)
-      this.st.waitFingerprintsMs += performance.now() - t0
-      for (const [g, fp] of this.ms.parseFingerprints(part, bytes)) replica.set(g, fp)
-    }
-    return replica
   }
 
   private async send(s: Session, e: WindowEntry): Promise<void> {

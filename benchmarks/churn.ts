@@ -112,6 +112,9 @@ interface Burst {
   mbPerSec: number
   behindEvents: number
   droppedRecords: number
+  /** the agent's fingerprint round trips for the resync, and how long its pump waited on them */
+  fingerprintRequests: number
+  waitFingerprintsMs: number
   cpuPerGb: { agent: number; appliance: number; total: number }
   cpu: CpuWindow
 }
@@ -183,6 +186,8 @@ async function burstRun(dir: string, vol: string, app: Appliance): Promise<Burst
       mbPerSec: bytes / 1e6 / durableSeconds,
       behindEvents: fin.behindEvents ?? 0,
       droppedRecords: fin.droppedRecords,
+      fingerprintRequests: Number(fin.fingerprintRequests) || 0,
+      waitFingerprintsMs: Number(fin.waitFingerprintsMs) || 0,
       cpuPerGb: perGb(cpu, bytes),
       cpu,
     }
@@ -214,7 +219,7 @@ async function main(): Promise<void> {
       console.error(`rung ${r} MB/s: reached ${f0(rung.reachedMBps)}, behind ${rung.behindEvents}, RPO p50/p99 ${f0(rung.rpoP50Ms)}/${f0(rung.rpoP99Ms)} ms, ${f1(rung.cpuPerGb.total)} CPU-s/GB`)
     }
     const burst = await burstRun(dir, vol, app)
-    console.error(`burst of ${BURST_MB} MiB: fio ${f1(burst.fioSeconds)} s, durable after ${f1(burst.durableSeconds)} s, behind ${burst.behindEvents}`)
+    console.error(`burst of ${BURST_MB} MiB: fio ${f1(burst.fioSeconds)} s, durable after ${f1(burst.durableSeconds)} s, behind ${burst.behindEvents}, ${burst.fingerprintRequests} fingerprint requests, waited ${f0(burst.waitFingerprintsMs)} ms on them`)
     await app.stop()
     for (let i = 1; i < PEER_ROUNDS; i++) peers.push(await peerRun(dir, BURST_MB))
     const peerMBps = median(peers.map((p) => p.mbPerSec))
@@ -243,7 +248,7 @@ async function main(): Promise<void> {
         ['l', 'r', 'r', 'r', 'l']
       ),
       '',
-      `The burst: fio finished writing after ${f1(burst.fioSeconds)} s; ${burst.behindEvents} behind events, ${f0(burst.droppedRecords)} records dropped (resent from the dirty map).`,
+      `The burst: fio finished writing after ${f1(burst.fioSeconds)} s; ${burst.behindEvents} behind events, ${f0(burst.droppedRecords)} records dropped (resent from the dirty map); the resync asked ${f0(burst.fingerprintRequests)} fingerprint requests and the pump waited ${f0(burst.waitFingerprintsMs)} ms on them.`,
     ]
     console.log(lines.join('\n'))
     writeResults(resultsPath(SHORT ? 'churn-short' : 'churn'), {
