@@ -6,9 +6,9 @@ import t from 'tap'
 import { encodeBatch } from '../proto/change-batch'
 import { initHash } from '../proto/hash'
 import type { AgentMessage } from '../proto/generated/tidemark/v1/AgentMessage'
-import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { BIN, restore, run, startAppliance, tmpdir } from './helpers'
+import { Stream } from './lib/replicate-stream'
 import path from 'node:path'
 import fs from 'node:fs'
 
@@ -28,40 +28,6 @@ function record(seq: number, sector: number, count: number, kind: number, data?:
 function batch(records: Buffer[], firstSeq: number, lastSeq: number, compress = true) {
   const raw = Buffer.concat(records)
   return encodeBatch(raw, { firstSeq, lastSeq, recordCount: records.length, appBytes: 0, changedBytes: 0 }, compress)
-}
-
-/** A Replicate stream: send messages, read what comes back, see how it ends. */
-class Stream {
-  readonly got: ApplianceMessage__Output[] = []
-  readonly ended: Promise<grpc.StatusObject>
-  readonly call: grpc.ClientDuplexStream<AgentMessage, ApplianceMessage__Output>
-  private waiters: Array<() => void> = []
-
-  constructor(client: InstanceType<typeof replicationProto.Replication>) {
-    this.call = client.replicate()
-    this.call.on('data', (m: ApplianceMessage__Output) => {
-      this.got.push(m)
-      for (const w of this.waiters.splice(0)) w()
-    })
-    this.ended = new Promise((resolve) => {
-      this.call.on('status', resolve)
-      this.call.on('error', () => undefined)
-    })
-  }
-
-  send(m: AgentMessage): void {
-    this.call.write(m)
-  }
-
-  async next(body: string): Promise<ApplianceMessage__Output> {
-    for (;;) {
-      const i = this.got.findIndex((m) => m.body === body)
-      if (i >= 0) return this.got.splice(i, 1)[0]
-      await Promise.race([new Promise<void>((r) => this.waiters.push(r)), this.ended.then(() => {
-        throw new Error(`stream ended while waiting for ${body}`)
-      })])
-    }
-  }
 }
 
 function hello(volume: string, generation = 'gen-1') {

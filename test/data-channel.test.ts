@@ -16,46 +16,13 @@ import { encodeBatch } from '../proto/change-batch'
 import { FRAME_MAGIC, MAX_FRAME_PAYLOAD, encodeFrame } from '../proto/data-frame'
 import { initHash } from '../proto/hash'
 import type { AgentMessage } from '../proto/generated/tidemark/v1/AgentMessage'
-import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { BIN, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { Stream } from './lib/replicate-stream'
 import { rec } from './lib/bad-batches'
 
 const SIZE = 4 * 1024 * 1024
 const MiB = 1024 * 1024
-
-/** A Replicate stream: send messages, read what comes back, see how it ends. */
-class Stream {
-  readonly got: ApplianceMessage__Output[] = []
-  readonly ended: Promise<grpc.StatusObject>
-  readonly call: grpc.ClientDuplexStream<AgentMessage, ApplianceMessage__Output>
-  private waiters: Array<() => void> = []
-
-  constructor(client: InstanceType<typeof replicationProto.Replication>) {
-    this.call = client.replicate()
-    this.call.on('data', (m: ApplianceMessage__Output) => {
-      this.got.push(m)
-      for (const w of this.waiters.splice(0)) w()
-    })
-    this.ended = new Promise((resolve) => {
-      this.call.on('status', resolve)
-      this.call.on('error', () => undefined)
-    })
-  }
-
-  async next(body: string): Promise<ApplianceMessage__Output> {
-    for (;;) {
-      const i = this.got.findIndex((m) => m.body === body)
-      if (i >= 0) return this.got.splice(i, 1)[0]
-      await Promise.race([
-        new Promise<void>((r) => this.waiters.push(r)),
-        this.ended.then((st) => {
-          throw new Error(`stream ended (${st.details}) while waiting for ${body}`)
-        }),
-      ])
-    }
-  }
-}
 
 /** A raw connection to the data port: write bytes, see it closed. */
 function dial(port: number): { sock: net.Socket; closed: Promise<void> } {
