@@ -72,6 +72,8 @@ const PULL_BYTES_BLOCKED = 4 * 1024 * 1024
 /** A pull may add one record past its maximum: at most 1 MiB of data (tap.ts records()). */
 const PULL_SLACK = 1024 * 1024 + 4096
 const WELCOME_TIMEOUT_MS = 30_000
+/** Pulled batches from this size up are scanned on libuv's pool; smaller ones on the main thread. */
+const POOL_SCAN_BYTES = 256 * 1024
 
 export interface ReplicatorOptions {
   tap: Tap
@@ -486,8 +488,10 @@ export class Replicator {
   /** Scans the pipeline's head (its fingerprints in) into the window and sends it. */
   private async sendBatch(s: Session, p: PipelineEntry): Promise<void> {
     const batch = p.batch
-    // One native call on libuv's pool: scan, checksum, LZ4 (agent/microscan.ts).
-    const out = await this.ms.encodeAsync(batch, this.pipe.replica(p))
+    // One native call: scan, checksum, LZ4 (agent/microscan.ts). On libuv's pool, except for a
+    // small batch, which the hop to another thread would delay more than scanning it here costs.
+    const replica = this.pipe.replica(p)
+    const out = batch.buffer.length >= POOL_SCAN_BYTES ? await this.ms.encodeAsync(batch, replica) : this.ms.encode(batch, replica)
     this.copy.noteWritten(batch)
     const msg = out.msg
     if (msg.rawLength! > this.maxBatch) {

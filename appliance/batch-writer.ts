@@ -52,7 +52,7 @@ import type { JournalWrite } from './journal'
 import { FramePool } from './frame-pool'
 import { FRAME_HEADER_SIZE, batchFramedSize } from './journal-format'
 import type { CommittedBatch } from './point-maps'
-import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkAndFrameAsync, type FramedBatch } from './record-check'
+import { R_COUNT, R_KIND, R_OFFSET, R_SECTOR, R_SEQ, STRIDE, checkAndFrame, checkAndFrameAsync, type FramedBatch } from './record-check'
 import type { SegmentFile } from './segment'
 import type { TimemarkCatalog } from './timemark-catalog'
 import type { BatchInfo, VolumeLedger } from './volume-ledger'
@@ -79,6 +79,18 @@ const frames = new FramePool()
 
 /** Free space kept beyond a batch before ingest resumes: the index's log and compactions need room too. */
 const SPACE_RESERVE = 16 * 1024 * 1024
+/** Batches from this size up are checked on libuv's pool; smaller ones on the main thread at once. */
+const POOL_CHECK_BYTES = 256 * 1024
+
+/** checkAndFrame as a settled promise, so small batches take the same ordered path as the pool's. */
+function checkNow(...args: Parameters<typeof checkAndFrame>): Promise<FramedBatch> {
+  try {
+    return Promise.resolve(checkAndFrame(...args))
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
 /** After an I/O error, how long until a batch is tried again. */
 const IO_RETRY_MS = 5000
 
@@ -148,14 +160,11 @@ export class BatchWriter implements CommitSink {
     // A reused buffer for the frames, when the declared count can be right (record-check refuses it otherwise).
     const n = batch.recordCount
     const into = Number.isInteger(n) && n >= 0 && n * RECORD_HEADER_SIZE <= rawLength ? frames.acquire(batchFramedSize(rawLength, n)) : undefined
-    // One native call on the pool: decoded, checked and framed (CHANGE records + a COMMIT) into one buffer.
-    const check = checkAndFrameAsync(
-      payload,
-      batch,
-      { volume: name, lastAcceptedSeq: this.declaredSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE, wallMs },
-      encoding,
-      into
-    )
+    // One native call: decoded, checked and framed (CHANGE records + a COMMIT) into one buffer. On
+    // the pool, except for a small batch, which the hop to another thread would delay more than
+    // checking it here costs (a synchronous write, a TimeMark).
+    const ctx = { volume: name, lastAcceptedSeq: this.declaredSeq, sizeSectors: this.l.meta.size / SECTOR_SIZE, wallMs }
+    const check = rawLength >= POOL_CHECK_BYTES ? checkAndFrameAsync(payload, batch, ctx, encoding, into) : checkNow(payload, batch, ctx, encoding, into)
     check.then(released, released).catch(() => undefined) // the outcome is handled below, in call order
     if (Number.isSafeInteger(batch.lastSeq) && batch.lastSeq > this.declaredSeq) this.declaredSeq = batch.lastSeq
     const epoch = this.epoch
