@@ -1,5 +1,5 @@
 // Reads of a volume's image at a durable point (restore, TimeViews,
-// failback, and the fingerprints a resync compares against), and the reader
+// failback), and the reader
 // leases that let compaction and close() wait for them.
 //
 // image.ts reads straight from the segments' and the base image's file
@@ -10,10 +10,7 @@
 // the readers of a base gone awaits drained(base): a promise resolved when
 // the last of them leaves, instead of polling.
 import { TidemarkError } from '../proto/errors'
-import { sectorFingerprints } from '../proto/hash'
-import { SECTOR_SIZE } from '../proto/record'
 import type { BaseImage } from './base-image'
-import { CHUNK_BYTES } from './chunk-index'
 import { imageExtents, readImage } from './image'
 import type { TimemarkCatalog } from './timemark-catalog'
 import type { VolumeLedger } from './volume-ledger'
@@ -149,41 +146,4 @@ export class ImageReads {
   private readAt(seq: number, offset: number, length: number): Promise<Buffer> {
     return this.leases.with(this.l.base, () => readImage(this.l, seq, offset, length))
   }
-
-  /** Per-sector fingerprints of regions as they were at seq (little-endian xxh64 each). */
-  async fingerprintsAt(seq: number, regions: number[]): Promise<Buffer> {
-    this.checkReadable(seq)
-    const size = this.l.meta.size
-    const sizes = regions.map((r) => {
-      const off = r * CHUNK_BYTES
-      if (!Number.isSafeInteger(r) || r < 0 || off >= size) {
-        throw new TidemarkError('REGION_OUT_OF_RANGE', `volume ${this.l.meta.name}: region ${r} is outside the ${size}-byte volume`)
-      }
-      return Math.min(CHUNK_BYTES, size - off)
-    })
-    const total = sizes.reduce((a, b) => a + b, 0) / SECTOR_SIZE
-    const fp = new BigUint64Array(total)
-    // A few regions in flight at once: each is an index walk plus preads.
-    let next = 0
-    const starts: number[] = []
-    for (let i = 0, s = 0; i < regions.length; s += sizes[i] / SECTOR_SIZE, i++) starts.push(s)
-    const worker = async () => {
-      while (next < regions.length) {
-        const i = next++
-        const data = await this.readAt(seq, regions[i] * CHUNK_BYTES, sizes[i])
-        sectorFingerprints(data, fp, starts[i])
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(8, regions.length) }, worker))
-    const out = Buffer.from(fp.buffer, fp.byteOffset, fp.byteLength)
-    return littleEndian(out)
-  }
-}
-
-/** BigUint64Array bytes are host order; the wire wants little-endian (a no-op on x86 and arm64). */
-function littleEndian(b: Buffer): Buffer {
-  if (new Uint8Array(new Uint16Array([1]).buffer)[0] === 1) return b
-  const out = Buffer.allocUnsafe(b.length)
-  for (let i = 0; i < b.length; i += 8) out.writeBigUInt64LE(b.readBigUInt64BE(i), i)
-  return out
 }

@@ -25,7 +25,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { MAP_BASE_FILE, MAP_EXTENT_SIZE, MAP_ZERO_FILE, openPointMap, putExtent, type PointMapHandle, type ReplicaImageHandle } from '../native/appliance-nbd'
 import { SECTOR_SIZE, carriesSectorData } from '../proto/record'
-import { hasEntries } from './index-keys'
+import { TidemarkError } from '../proto/errors'
+import { CHUNK_BYTES, hasEntries } from './index-keys'
 import { CHANGE_DATA_OFFSET } from './journal-format'
 import { BASE, forwardPlans } from './image'
 import type { ReaderLeases } from './image-reads'
@@ -40,6 +41,27 @@ export const LIVE_DELTA_MAX = 256 * 1024
 const WRITE_EXTENTS = 64 * 1024
 /** Longest run one extent holds (its count is 32 bits). */
 const MAX_RUN = 0x7fffffff
+
+/**
+ * The byte ranges of whole regions, adjacent ones joined, for
+ * PointMap.fingerprints: per-sector xxh64s (8 bytes little-endian each) as
+ * the map holds them, what a resync or a failback compares its own sectors
+ * against, read and hashed on a worker thread.
+ */
+export function regionRanges(volume: string, size: number, regions: number[]): Float64Array {
+  const ranges: number[] = []
+  for (const r of regions) {
+    const off = r * CHUNK_BYTES
+    if (!Number.isSafeInteger(r) || r < 0 || off >= size) {
+      throw new TidemarkError('REGION_OUT_OF_RANGE', `volume ${volume}: region ${r} is outside the ${size}-byte volume`)
+    }
+    const len = Math.min(CHUNK_BYTES, size - off)
+    const n = ranges.length
+    if (n && ranges[n - 2] + ranges[n - 1] === off) ranges[n - 1] += len
+    else ranges.push(off, len)
+  }
+  return new Float64Array(ranges)
+}
 
 /** One committed batch, as the batch writer has it. */
 export interface CommittedBatch {

@@ -25,7 +25,7 @@ import { Compactor, type CompactResult } from './compaction'
 import type { GroupCommit } from './group-commit'
 import type { ImageSource } from './image'
 import { ImageReads } from './image-reads'
-import { PointMaps } from './point-maps'
+import { PointMaps, regionRanges } from './point-maps'
 import { ReplicaImage, type ReplicaStatus } from './replica-image'
 import type { PointMapHandle } from '../native/appliance-nbd'
 import type { Journal } from './journal'
@@ -181,10 +181,18 @@ export class VolumeStore implements ImageSource {
   /** Per-sector fingerprints of regions as the durable image holds them, after every append called before. */
   async fingerprints(regions: number[]): Promise<Buffer> {
     await this.writer.settledFor(regions)
-    return this.reads.fingerprintsAt(this.l.durableSeq, regions)
+    // The live map is at durableSeq or newer: batches placed after this
+    // request are the agent's later writes, which it accounts for itself.
+    this.reads.checkReadable(this.l.durableSeq)
+    const ranges = regionRanges(this.l.meta.name, this.l.meta.size, regions)
+    const { map } = await this.maps.newest()
+    return map.fingerprints(ranges)
   }
-  fingerprintsAt(seq: number, regions: number[]): Promise<Buffer> {
-    return this.reads.fingerprintsAt(seq, regions)
+  /** Per-sector fingerprints of regions as they were at seq (failback's compare). */
+  async fingerprintsAt(seq: number, regions: number[]): Promise<Buffer> {
+    this.reads.checkReadable(seq)
+    const ranges = regionRanges(this.l.meta.name, this.l.meta.size, regions)
+    return (await this.maps.get(seq)).fingerprints(ranges)
   }
   checkRetained(seq: number): void {
     this.reads.checkRetained(seq)

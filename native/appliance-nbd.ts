@@ -26,6 +26,8 @@ export interface PointMapHandle {
   deltaExtents(): number
   /** Bytes of the point, read on a worker thread. */
   read(offset: number, length: number): Promise<Buffer>
+  /** xxh64 of every 512-byte sector of (offset, length) pairs (whole sectors), 8 bytes little-endian each, read and hashed on a worker thread. */
+  fingerprints(ranges: Float64Array): Promise<Buffer>
 }
 
 /** What a replica round copied, and the newest journal location the image now holds. */

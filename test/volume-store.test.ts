@@ -158,6 +158,11 @@ t.test('random records: restores at several seqs, reads and fingerprints equal t
   t.ok(fps.equals(Buffer.from(want.buffer)), 'fingerprints equal the model')
   const two = await v.fingerprints([5, 2])
   t.ok(two.equals(Buffer.concat([Buffer.from(want.buffer, 5 * 1024, 1024), Buffer.from(want.buffer, 2 * 1024, 1024)])), 'regions in request order')
+  // An older point (failback's compare) through its own map: its image's fingerprints.
+  const old = new BigUint64Array(SECTORS)
+  sectorFingerprints(someImg, old)
+  t.ok((await v.fingerprintsAt(someSeq, regions)).equals(Buffer.from(old.buffer)), `fingerprints at seq ${someSeq} equal that point's model`)
+  await t.rejects(v.fingerprintsAt(someSeq, [SIZE / 65536]), { code: 'REGION_OUT_OF_RANGE' })
 
   const st = v.stats()
   t.equal(st.appBytes, appBytes, 'app bytes counted')
@@ -187,6 +192,12 @@ t.test('fingerprints reflect appends called just before, and a short last region
   sectorFingerprints(data, want)
   t.equal(fp.length, 64, 'eight sectors in the short region')
   t.ok(fp.equals(Buffer.from(want.buffer)), 'the append called before is reflected')
+  // The live map moves with every append: a second write over half the region shows at once.
+  const half = crypto.randomBytes(2048)
+  void v.append(rec(2, 132, 4, 1, half), meta(2, 2, 1))
+  const fp2 = await v.fingerprints([1])
+  sectorFingerprints(Buffer.concat([data.subarray(0, 2048), half]), want)
+  t.ok(fp2.equals(Buffer.from(want.buffer)), 'a later append is reflected too')
   await t.rejects(v.fingerprints([2]), { code: 'REGION_OUT_OF_RANGE' })
 })
 

@@ -142,7 +142,8 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "PointMap",
                        {InstanceMethod("apply", &PointMap::Apply), InstanceMethod("addFile", &PointMap::AddFile),
-                        InstanceMethod("deltaExtents", &PointMap::DeltaExtents), InstanceMethod("read", &PointMap::Read)});
+                        InstanceMethod("deltaExtents", &PointMap::DeltaExtents), InstanceMethod("read", &PointMap::Read),
+                        InstanceMethod("fingerprints", &PointMap::Fingerprints)});
   }
   static Napi::FunctionReference* ctor;
 
@@ -279,6 +280,71 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
     }
     auto* w = new ReadWorker(env, map_->Snapshot(), uint64_t(info[0].As<Napi::Number>().Int64Value()),
                              uint64_t(info[1].As<Napi::Number>().Int64Value()));
+    w->Queue();
+    return w->Promise();
+  }
+
+  // Per-sector fingerprints of byte ranges of the point, computed where the
+  // bytes are read: a resync asks for hundreds of regions a second, and
+  // reading and hashing them on a worker thread keeps both off the event loop.
+  class FingerprintWorker : public Napi::AsyncWorker {
+   public:
+    FingerprintWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, std::vector<uint64_t> ranges, size_t out_bytes)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), r_(std::move(r)), ranges_(std::move(ranges)),
+          out_(new std::vector<uint8_t>(out_bytes)) {}
+    ~FingerprintWorker() override { delete out_; }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute() override {
+      std::string error;
+      uint8_t* at = out_->data();
+      for (size_t i = 0; i < ranges_.size(); i += 2) {
+        if (!r_->Fingerprints(ranges_[i], ranges_[i + 1], at, &error)) {
+          SetError(error);
+          return;
+        }
+        at += ranges_[i + 1] / tidemark::kMapSector * 8;
+      }
+    }
+    void OnOK() override {
+      std::vector<uint8_t>* v = out_;
+      out_ = nullptr;
+      deferred_.Resolve(Napi::Buffer<uint8_t>::New(Env(), v->data(), v->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* p) { delete p; }, v));
+    }
+    void OnError(const Napi::Error& e) override {
+      e.Set("code", Napi::String::New(Env(), "JOURNAL_IO"));
+      deferred_.Reject(e.Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<tidemark::PointReader> r_;
+    std::vector<uint64_t> ranges_;
+    std::vector<uint8_t>* out_;
+  };
+
+  // fingerprints(ranges) -> Promise<Buffer>: ranges is a Float64Array of
+  // (offset, length) pairs, whole sectors inside the volume (the caller
+  // checked); the Buffer holds 8 little-endian bytes per sector, in order.
+  Napi::Value Fingerprints(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+        info[0].As<Napi::TypedArray>().ElementLength() % 2 != 0) {
+      Fail(env, "MAP_INVALID_ARGUMENT", "fingerprints(ranges) needs a Float64Array of (offset, length) pairs").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Float64Array a = info[0].As<Napi::Float64Array>();
+    std::vector<uint64_t> ranges(a.ElementLength());
+    size_t out_bytes = 0;
+    for (size_t i = 0; i < ranges.size(); i++) {
+      const double d = a[i];
+      if (!(d >= 0) || d > 9007199254740991.0 || (i % 2 == 1 && uint64_t(d) % tidemark::kMapSector != 0)) {
+        Fail(env, "MAP_INVALID_ARGUMENT", "fingerprints(ranges): a range is negative, too large or not whole sectors").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      ranges[i] = uint64_t(d);
+      if (i % 2 == 1) out_bytes += ranges[i] / tidemark::kMapSector * 8;
+    }
+    auto* w = new FingerprintWorker(env, map_->Snapshot(), std::move(ranges), out_bytes);
     w->Queue();
     return w->Promise();
   }

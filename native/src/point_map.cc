@@ -11,6 +11,10 @@
 #include <cstring>
 #include <shared_mutex>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "record.h"
 #include "replica_image.h"
 
 namespace tidemark {
@@ -75,6 +79,22 @@ bool PointReader::Read(uint64_t offset, uint64_t length, uint8_t* out, std::stri
   std::vector<uint8_t> tmp((hi - lo) * kMapSector);
   if (!ReadSectors(lo, hi, tmp.data(), error, would_wait)) return false;
   std::memcpy(out, tmp.data() + (offset - lo * kMapSector), length);
+  return true;
+}
+
+bool PointReader::Fingerprints(uint64_t offset, uint64_t length, uint8_t* out, std::string* error) const {
+  if (offset % kMapSector != 0 || length % kMapSector != 0) {
+    *error = "fingerprints of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " are not whole sectors";
+    return false;
+  }
+  constexpr uint64_t kWindow = 1 << 20;
+  std::vector<uint8_t> buf(std::min(length, kWindow));
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t n = std::min(length - done, kWindow);
+    if (!Read(offset + done, n, buf.data(), error)) return false;
+    for (uint64_t i = 0; i < n; i += kMapSector) StoreU64(out + (done + i) / kMapSector * 8, XXH64(buf.data() + i, kMapSector, 0));
+    done += n;
+  }
   return true;
 }
 

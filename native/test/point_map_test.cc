@@ -13,7 +13,11 @@
 #include <thread>
 
 #include "check.h"
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "point_map.h"
+#include "record.h"
 #include "replica_image.h"
 
 using namespace tidemark;
@@ -138,6 +142,19 @@ void TestAgainstModel() {
   const std::vector<MapExtent> runs2 = m.Runs();
   LiveMap rebuilt(std::make_shared<VectorExtents>(runs2), files, kSectors * kMapSector);
   CHECK(SameAsModel(*rebuilt.Snapshot(), m, data, rng, 200, &why), "a map rebuilt at the newest point reads the same" + Said(why));
+
+  // Fingerprints: one xxh64 per sector of what Read returns, over more than one 1 MiB window.
+  {
+    auto snap = rebuilt.Snapshot();
+    const uint64_t len = std::min<uint64_t>(kSectors * kMapSector, (2 << 20) + 8 * kMapSector);
+    std::vector<uint8_t> bytes(len), fps(len / kMapSector * 8);
+    CHECK(snap->Read(0, len, bytes.data(), &why) && snap->Fingerprints(0, len, fps.data(), &why), "fingerprints of a range" + Said(why));
+    bool same = true;
+    for (uint64_t i = 0; i < len / kMapSector; i++) same = same && LoadU64(fps.data() + i * 8) == XXH64(bytes.data() + i * kMapSector, kMapSector, 0);
+    CHECK(same, "each fingerprint is the xxh64 of the sector Read returns");
+    CHECK(!snap->Fingerprints(512, 100, fps.data(), &why) && why.find("whole sectors") != std::string::npos,
+          "fingerprints of part of a sector fail with a message" + Said(why));
+  }
 
   // Out of range and a file the map names that is not open.
   std::vector<uint8_t> buf(4096);
