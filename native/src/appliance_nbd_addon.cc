@@ -242,21 +242,18 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
     return Napi::Number::New(info.Env(), double(map_->delta_extents()));
   }
 
-  class ReadWorker : public Napi::AsyncWorker {
+  // Bytes made from a point on a worker thread (a read, or its fingerprints),
+  // handed to JavaScript as a Buffer without a copy: the Buffer frees them.
+  class PointBytesWorker : public Napi::AsyncWorker {
    public:
-    ReadWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, uint64_t offset, uint64_t length)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), r_(std::move(r)), offset_(offset),
-          buf_(new std::vector<uint8_t>(length)) {}
-    ~ReadWorker() override { delete buf_; }
+    PointBytesWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, size_t bytes)
+        : Napi::AsyncWorker(env), r_(std::move(r)), out_(new std::vector<uint8_t>(bytes)),
+          deferred_(Napi::Promise::Deferred::New(env)) {}
+    ~PointBytesWorker() override { delete out_; }
     Napi::Promise Promise() { return deferred_.Promise(); }
-    void Execute() override {
-      std::string error;
-      if (!r_->Read(offset_, buf_->size(), buf_->data(), &error)) SetError(error);
-    }
     void OnOK() override {
-      // The bytes become the Buffer's without a copy; the Buffer frees them.
-      std::vector<uint8_t>* v = buf_;
-      buf_ = nullptr;
+      std::vector<uint8_t>* v = out_;
+      out_ = nullptr;
       deferred_.Resolve(Napi::Buffer<uint8_t>::New(Env(), v->data(), v->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* p) { delete p; }, v));
     }
     void OnError(const Napi::Error& e) override {
@@ -264,11 +261,25 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
       deferred_.Reject(e.Value());
     }
 
+   protected:
+    std::shared_ptr<tidemark::PointReader> r_;
+    std::vector<uint8_t>* out_;
+
    private:
     Napi::Promise::Deferred deferred_;
-    std::shared_ptr<tidemark::PointReader> r_;
+  };
+
+  class ReadWorker : public PointBytesWorker {
+   public:
+    ReadWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, uint64_t offset, uint64_t length)
+        : PointBytesWorker(env, std::move(r), length), offset_(offset) {}
+    void Execute() override {
+      std::string error;
+      if (!r_->Read(offset_, out_->size(), out_->data(), &error)) SetError(error);
+    }
+
+   private:
     uint64_t offset_;
-    std::vector<uint8_t>* buf_;
   };
 
   // read(offset, length) -> Promise<Buffer>; the caller checked the range.
@@ -287,13 +298,10 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
   // Per-sector fingerprints of byte ranges of the point, computed where the
   // bytes are read: a resync asks for hundreds of regions a second, and
   // reading and hashing them on a worker thread keeps both off the event loop.
-  class FingerprintWorker : public Napi::AsyncWorker {
+  class FingerprintWorker : public PointBytesWorker {
    public:
     FingerprintWorker(Napi::Env env, std::shared_ptr<tidemark::PointReader> r, std::vector<uint64_t> ranges, size_t out_bytes)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), r_(std::move(r)), ranges_(std::move(ranges)),
-          out_(new std::vector<uint8_t>(out_bytes)) {}
-    ~FingerprintWorker() override { delete out_; }
-    Napi::Promise Promise() { return deferred_.Promise(); }
+        : PointBytesWorker(env, std::move(r), out_bytes), ranges_(std::move(ranges)) {}
     void Execute() override {
       std::string error;
       uint8_t* at = out_->data();
@@ -305,21 +313,9 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
         at += ranges_[i + 1] / tidemark::kMapSector * 8;
       }
     }
-    void OnOK() override {
-      std::vector<uint8_t>* v = out_;
-      out_ = nullptr;
-      deferred_.Resolve(Napi::Buffer<uint8_t>::New(Env(), v->data(), v->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* p) { delete p; }, v));
-    }
-    void OnError(const Napi::Error& e) override {
-      e.Set("code", Napi::String::New(Env(), "JOURNAL_IO"));
-      deferred_.Reject(e.Value());
-    }
 
    private:
-    Napi::Promise::Deferred deferred_;
-    std::shared_ptr<tidemark::PointReader> r_;
     std::vector<uint64_t> ranges_;
-    std::vector<uint8_t>* out_;
   };
 
   // fingerprints(ranges) -> Promise<Buffer>: ranges is a Float64Array of
