@@ -3,6 +3,7 @@
 // logs counts now and then. Without TLS it listens on loopback only, unless
 // told --insecure: an appliance reachable from the network without mutual TLS
 // would journal whatever anyone sends it.
+import type { JournalIo } from './journal'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -37,6 +38,8 @@ export interface ApplianceOptions {
   segmentBytes?: number
   /** Each volume keeps a replica image (replica-image.ts); default true. */
   replicaImages?: boolean
+  /** How journal segments are written (journal.ts JournalIo; default direct). */
+  journalIo?: JournalIo
   statsIntervalMs?: number
   /** Retention rules, first match per volume (retention.ts). */
   retain?: RetentionRule[]
@@ -116,7 +119,7 @@ export class Appliance {
     fs.mkdirSync(opts.dataDir, { recursive: true })
     await initHash()
     const id = applianceId(opts.dataDir)
-    const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages })
+    const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages, journalIo: opts.journalIo })
     const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
     let data: DataChannelServer | null = null
     if (opts.dataPort !== null) {

@@ -53,6 +53,14 @@ import {
 import { SegmentFile, SegmentReader, listSegments, segmentFileName, syncDir } from './segment'
 import type { PendingWrite } from './group-commit'
 
+/** How segments are appended to: O_DIRECT where the file system allows it (segment.ts), or through the page cache. */
+export type JournalIo = 'direct' | 'buffered'
+
+export interface JournalOptions {
+  segmentBytes: number
+  io: JournalIo
+}
+
 export interface Position {
   segment: number
   offset: number
@@ -118,13 +126,16 @@ export class Journal {
   tail: Position = { segment: 1, offset: SEGMENT_HEADER_SIZE }
   /** End of the last batch known durable. */
   durableEnd: Position = { segment: 1, offset: SEGMENT_HEADER_SIZE }
+  private bufferedLogged = false
 
   constructor(
     readonly dir: string,
     readonly volume: string,
     readonly generation: string,
     readonly segmentBytes: number,
-    private readonly log: Logger
+    private readonly log: Logger,
+    /** 'direct': O_DIRECT appends where the file system allows (segment.ts); 'buffered': through the page cache. */
+    readonly io: JournalIo = 'direct'
   ) {}
 
   /** Opens every segment file (creating the first one for a new volume). */
@@ -197,7 +208,10 @@ export class Journal {
       let seg = this.segments.get(first.segment)
       if (!seg) {
         const prev = this.segments.get(first.segment - 1)
-        if (prev) await prev.fh.datasync() // older segments are whole before a newer one holds a batch
+        if (prev) {
+          await prev.endAppends() // no padding is left in a segment that is complete
+          await prev.fh.datasync() // older segments are whole before a newer one holds a batch
+        }
         try {
           seg = await SegmentFile.create(this.dir, first.segment, this.headerFields())
         } catch (e) {
@@ -209,10 +223,18 @@ export class Journal {
       const total = end - first.offset
       let written: number
       try {
-        written = (await seg.fh.writev(bufs, first.offset)).bytesWritten
-        // A short write is the file system running out of room part-way: the
-        // rest, written again, fails with the reason (ENOSPC, EIO, ...).
-        if (written < total) written += (await seg.fh.write(Buffer.concat(bufs).subarray(written), 0, total - written, first.offset + written)).bytesWritten
+        if (this.io === 'direct' && (await seg.appendDirect(bufs, first.offset))) {
+          written = total
+        } else {
+          if (this.io === 'direct' && !this.bufferedLogged) {
+            this.bufferedLogged = true
+            this.log.info({ segment: seg.path }, 'the journal is written through the page cache: its file system refuses O_DIRECT')
+          }
+          written = (await seg.fh.writev(bufs, first.offset)).bytesWritten
+          // A short write is the file system running out of room part-way: the
+          // rest, written again, fails with the reason (ENOSPC, EIO, ...).
+          if (written < total) written += (await seg.fh.write(Buffer.concat(bufs).subarray(written), 0, total - written, first.offset + written)).bytesWritten
+        }
       } catch (e) {
         throw writeError(e as NodeJS.ErrnoException, seg.path, total, `at offset ${first.offset}`)
       }
@@ -381,7 +403,8 @@ export class Journal {
       if (m && Number(m[1]) > to.segment) await fs.promises.rm(path.join(this.dir, name), { force: true })
     }
     const seg = this.segments.get(to.segment)!
-    if (seg.size !== to.offset) await seg.truncate(to.offset)
+    // Always: a failed direct write may have left bytes past the segment's end.
+    await seg.truncate(to.offset)
     await syncDir(this.dir)
     this.tail = { ...to }
     this.durableEnd = { ...to }

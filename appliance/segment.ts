@@ -17,6 +17,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { syncDir } from '../native/atomic-file'
+import { DIRECT_ALIGN, newJournalAppender, type JournalAppender } from '../native/journal-append'
 import {
   FRAME_HEADER_SIZE,
   FRAME_CHANGE,
@@ -67,6 +68,10 @@ export class SegmentFile {
   batches = 0
   firstSeq = 0
   lastSeq = 0
+  /** The O_DIRECT appender while this segment is appended to (opened at its first direct append). */
+  private appender: JournalAppender | null = null
+  /** The file system refused O_DIRECT for this file. */
+  private directRefused = false
 
   private constructor(n: number, p: string, fh: FileHandle, size: number) {
     this.number = n
@@ -124,14 +129,63 @@ export class SegmentFile {
     }
   }
 
+  /**
+   * Appends bufs at offset (the segment's end) with O_DIRECT; false, having
+   * written nothing, when the file system refuses O_DIRECT (the caller
+   * writes through the page cache). The file may then hold up to
+   * DIRECT_ALIGN - 1 zero bytes past `size` until endAppends().
+   */
+  async appendDirect(bufs: Buffer[], offset: number): Promise<boolean> {
+    if (this.directRefused) return false
+    if (!this.appender) {
+      const a = newJournalAppender()
+      if (!(await a.open(this.path, this.size))) {
+        a.close()
+        this.directRefused = true
+        return false
+      }
+      this.appender = a
+    }
+    await this.appender.append(bufs, offset)
+    return true
+  }
+
+  /** The segment is complete or closing: the padding of its last direct write is cut off. */
+  async endAppends(): Promise<void> {
+    const a = this.appender
+    if (!a) return
+    this.appender = null
+    try {
+      await a.trim()
+    } finally {
+      a.close()
+    }
+  }
+
+  /** After a crash: the bytes from `at` to the end of the file are a direct write's zero padding (fewer than a block, all zero). */
+  async zeroPaddingAt(at: number): Promise<boolean> {
+    const n = this.size - at
+    if (n <= 0 || n >= DIRECT_ALIGN) return false
+    const b = Buffer.alloc(n)
+    await this.readExact(b, 0, n, at)
+    return b.every((x) => x === 0)
+  }
+
   async truncate(length: number): Promise<void> {
+    // The appender's kept block is stale once the file is cut: the next append opens a new one.
+    this.appender?.close()
+    this.appender = null
     await this.fh.truncate(length)
     await this.fh.datasync()
     this.size = length
   }
 
-  close(): Promise<void> {
-    return this.fh.close()
+  async close(): Promise<void> {
+    try {
+      await this.endAppends()
+    } finally {
+      await this.fh.close()
+    }
   }
 }
 

@@ -14,6 +14,7 @@
 //
 // attach() is serialised per volume name, so two hellos for one name cannot
 // both create or archive it.
+import type { JournalIo, JournalOptions } from './journal'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
@@ -59,18 +60,18 @@ export class ApplianceStore {
   private constructor(
     readonly dataDir: string,
     private readonly log: Logger,
-    readonly segmentBytes: number,
+    readonly journal: JournalOptions,
     /** Each volume keeps a replica image (replica-image.ts). */
     readonly replicaImages: boolean
   ) {}
 
-  static async open(dataDir: string, logger: Logger, opts: { segmentBytes?: number; replicaImages?: boolean } = {}): Promise<ApplianceStore> {
+  static async open(dataDir: string, logger: Logger, opts: { segmentBytes?: number; replicaImages?: boolean; journalIo?: JournalIo } = {}): Promise<ApplianceStore> {
     const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES
     if (!Number.isInteger(segmentBytes) || segmentBytes < SEGMENT_HEADER_SIZE + 4096 || segmentBytes > MAX_SEGMENT_BYTES) {
       throw new TidemarkError('BAD_CONFIG', `segment size ${segmentBytes} must be between ${SEGMENT_HEADER_SIZE + 4096} and ${MAX_SEGMENT_BYTES} bytes`)
     }
     await initHash()
-    const s = new ApplianceStore(dataDir, logger, segmentBytes, opts.replicaImages ?? true)
+    const s = new ApplianceStore(dataDir, logger, { segmentBytes, io: opts.journalIo ?? 'direct' }, opts.replicaImages ?? true)
     const vdir = s.volumesDir()
     await fs.promises.mkdir(vdir, { recursive: true })
     for (const name of (await fs.promises.readdir(vdir)).sort()) {
@@ -85,7 +86,7 @@ export class ApplianceStore {
         continue
       }
       try {
-        const v = await VolumeStore.open(d, s.commits, logger, segmentBytes, (n) => s.onNoSpace?.(n), s.replicaImages)
+        const v = await VolumeStore.open(d, s.commits, logger, s.journal, (n) => s.onNoSpace?.(n), s.replicaImages)
         if (!s.replicaImages) await removeReplica(d)
         s.vols.set(v.meta.name, v)
         logger.info({ volume: v.meta.name, durableSeq: v.durableSeq }, 'volume opened')
@@ -168,7 +169,7 @@ export class ApplianceStore {
     await VolumeStore.create(tmp, meta)
     await fs.promises.rename(tmp, dir)
     await syncDir(this.volumesDir())
-    const v = await VolumeStore.open(dir, this.commits, this.log, this.segmentBytes, (n) => this.onNoSpace?.(n), this.replicaImages)
+    const v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }

@@ -21,7 +21,7 @@ import type { Logger } from 'pino'
 import type { BaseImage } from './base-image'
 import type { ChunkIndex, IndexBatch, IndexMeta, SegmentSummary } from './chunk-index'
 import type { ImageSource } from './image'
-import { Journal, type CorruptRange } from './journal'
+import { Journal, type CorruptRange, type JournalOptions } from './journal'
 import type { SegmentFile } from './segment'
 
 const CORRUPT_FILE = 'corrupt.json'
@@ -62,9 +62,9 @@ export class VolumeLedger implements ImageSource {
     readonly dir: string,
     readonly meta: VolumeMeta,
     readonly log: Logger,
-    segmentBytes: number
+    journal: JournalOptions
   ) {
-    this.journal = new Journal(path.join(dir, 'segments'), meta.name, meta.generation, segmentBytes, log)
+    this.journal = new Journal(path.join(dir, 'segments'), meta.name, meta.generation, journal.segmentBytes, log, journal.io)
   }
 
   get volume(): string {

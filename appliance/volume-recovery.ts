@@ -107,10 +107,15 @@ export async function recoverVolume(l: VolumeLedger, catalog: TimemarkCatalog): 
   catalog.settle()
   if (res.torn) {
     const seg = j.segments.get(res.torn.segment)!
-    l.log.warn(
-      { segment: seg.name, offset: res.torn.at, bytes: res.torn.bytes, why: res.torn.why },
-      `torn tail: cutting ${res.torn.bytes} bytes off ${seg.name} at offset ${res.torn.at} (a batch that was never acknowledged)`
-    )
+    if (await seg.zeroPaddingAt(res.torn.at)) {
+      // Direct writes pad the last block with zeroes (segment.ts): after a crash they are still there.
+      l.log.info({ segment: seg.name, offset: res.torn.at, bytes: res.torn.bytes }, `cutting ${res.torn.bytes} bytes of zero padding off ${seg.name} at offset ${res.torn.at}`)
+    } else {
+      l.log.warn(
+        { segment: seg.name, offset: res.torn.at, bytes: res.torn.bytes, why: res.torn.why },
+        `torn tail: cutting ${res.torn.bytes} bytes off ${seg.name} at offset ${res.torn.at} (a batch that was never acknowledged)`
+      )
+    }
     await j.truncate(res.torn.segment, res.torn.at)
   }
   l.corrupt = res.corrupt

@@ -28,7 +28,7 @@ import { ImageReads } from './image-reads'
 import { PointMaps, regionRanges } from './point-maps'
 import { ReplicaImage, type ReplicaStatus } from './replica-image'
 import type { PointMapHandle } from '../native/appliance-nbd'
-import type { Journal } from './journal'
+import type { Journal, JournalOptions } from './journal'
 import type { SegmentFile } from './segment'
 import { TimemarkCatalog } from './timemark-catalog'
 import { VolumeLedger, type BatchInfo, type VolumeMeta } from './volume-ledger'
@@ -50,8 +50,8 @@ export class VolumeStore implements ImageSource {
   private _fullSyncDone = false
   private closed = false
 
-  private constructor(dir: string, meta: VolumeMeta, log: Logger, segmentBytes: number) {
-    this.l = new VolumeLedger(dir, meta, log, segmentBytes)
+  private constructor(dir: string, meta: VolumeMeta, log: Logger, journal: JournalOptions) {
+    this.l = new VolumeLedger(dir, meta, log, journal)
     this.catalog = new TimemarkCatalog(this.l)
     this.reads = new ImageReads(this.l, this.catalog)
     this.compactor = new Compactor(this.l, this.catalog, this.reads.leases)
@@ -104,12 +104,12 @@ export class VolumeStore implements ImageSource {
     dir: string,
     commits: GroupCommit,
     log: Logger,
-    segmentBytes: number,
+    journal: JournalOptions,
     onNoSpace: (volume: string) => void = () => {},
     replica = true
   ): Promise<VolumeStore> {
     const meta = JSON.parse(await fs.promises.readFile(path.join(dir, 'meta.json'), 'utf8')) as VolumeMeta
-    const v = new VolumeStore(dir, meta, log.child({ volume: meta.name }), segmentBytes)
+    const v = new VolumeStore(dir, meta, log.child({ volume: meta.name }), journal)
     try {
       v._fullSyncDone = await recoverVolume(v.l, v.catalog)
     } catch (e) {

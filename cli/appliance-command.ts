@@ -78,6 +78,13 @@ export const APPLIANCE = command({
       default: 'on',
       value: check(z.string(), (s) => s === 'on' || s === 'off', () => '--replica-image must be on or off'),
     }),
+    'journal-io': text({
+      label: '--journal-io direct|buffered',
+      help: 'how journal segments are written: direct (O_DIRECT, no copy into\nthe page cache; where the file system refuses it, buffered) or\nbuffered (default direct)',
+      key: 'journalIo',
+      default: 'direct',
+      value: check(z.string(), (s) => s === 'direct' || s === 'buffered', () => '--journal-io must be direct or buffered'),
+    }),
     data: text({ label: '--data DIR', help: 'journals, indexes and volume metadata; created if missing', key: 'data', required: '--data DIR is required' }),
     listen: text({
       label: '--listen HOST:PORT',
@@ -118,14 +125,14 @@ export const APPLIANCE = command({
   tidemark appliance --data DIR --listen HOST:PORT [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure] [--data-port PORT|off]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS] [--scrub-every SECONDS]
-                     [--replica-image on|off] [--stats-interval SECONDS] [--log-level LEVEL]
+                     [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
 `,
 })
 
@@ -153,6 +160,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     allow: a.allow ?? null,
     segmentBytes: a['segment-size'],
     replicaImages: a['replica-image'] !== 'off',
+    journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',
     retain: a.retain ?? [],
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,

@@ -108,6 +108,8 @@ export interface NativeModule {
   PointMap: unknown
   ApplianceExport: unknown
   ApplianceNbd: unknown
+  /** A journal segment's O_DIRECT appender (native/journal-append.ts types it). */
+  JournalAppender: unknown
   /** Byte offsets of native/src/point_map.h's MapExtent, and its size. */
   pointMapLayout: { size: number; sector: number; pos: number; count: number; file: number }
   /**

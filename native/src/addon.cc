@@ -18,6 +18,7 @@ void InitApplianceNbd(Napi::Env env, Napi::Object exports);  // appliance_nbd_ad
 void InitCopy(Napi::Env env, Napi::Object exports);  // copy_addon.cc: class NativeNbdCopy
 void InitIngest(Napi::Env env, Napi::Object exports);  // ingest_addon.cc: frameBatch, journalFrameLayout
 void InitScan(Napi::Env env, Napi::Object exports);    // scan_addon.cc: NativeMicroScan, scanEncodeLayout
+void InitJournalAppend(Napi::Env env, Napi::Object exports);  // journal_append_addon.cc: JournalAppender
 
 namespace {
 
@@ -437,6 +438,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitCopy(env, exports);
   InitIngest(env, exports);
   InitScan(env, exports);
+  InitJournalAppend(env, exports);
   exports.Set("regionSize", Napi::Number::New(env, double(tidemark::kRegionSize)));
   exports.Set("recordHeaderSize", Napi::Number::New(env, double(tidemark::kRecordHeaderSize)));
   exports.Set("recordLayout", RecordLayout(env));
