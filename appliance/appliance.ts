@@ -113,7 +113,7 @@ export class Appliance {
     } else {
       creds = grpc.ServerCredentials.createInsecure()
     }
-    fs.mkdirSync(opts.dataDir, { recursive: true })
+    fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 })
     await initHash()
     const id = applianceId(opts.dataDir)
     const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages })

@@ -94,7 +94,7 @@ export const TIMEMARK_CREATE = command({
     volume: text({ oneOf: { with: ['group'], missing: oneVolumeOrGroup, many: () => oneVolumeOrGroup, emptyIsNone: true } }),
     label: text({ value: convert(z.string(), (l) => {
       const bad = l ? badLabel(l) : null
-      if (bad) throw new Error(`label '${l}' ${bad}`)
+      if (bad) throw new Error(`label ${JSON.stringify(l)} ${bad}`)
       return l
     }) }),
     'hook-timeout': text({ value: limit('--hook-timeout') }),

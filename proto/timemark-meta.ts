@@ -5,6 +5,7 @@
 //
 //   {"v":1, "label":"before-upgrade", "consistency":"app"|"crash",
 //    "wallMs":1795430400000, "group":"db", "note":"quiesce 12 ms"}
+import { badName, cleanNote, MAX_NAME_BYTES } from './bounded-strings'
 import { MAX_MARK_DATA } from './record'
 
 export interface MarkMeta {
@@ -17,14 +18,13 @@ export interface MarkMeta {
   note: string
 }
 
-export const MAX_LABEL_LENGTH = 200
+export const MAX_LABEL_BYTES = MAX_NAME_BYTES
 
-/** Why a label cannot name a TimeMark, or null if it can. */
+/** Why a label cannot name a TimeMark, or null if it can (the message follows the label). */
 export function badLabel(label: string): string | null {
-  if (label.length > MAX_LABEL_LENGTH) return `is longer than ${MAX_LABEL_LENGTH} characters`
+  const bad = badName(label, 'it')
+  if (bad) return bad.replace(/^it /, '')
   if (/^\d+$/.test(label)) return 'is a number (numbers name TimeMarks by id)'
-  // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x1f\x7f]/.test(label)) return 'contains control characters'
   return null
 }
 
@@ -51,7 +51,10 @@ export function parseMarkMeta(b: Buffer): MarkMeta | string {
   }
   if (o.consistency !== 'app' && o.consistency !== 'crash') return `has consistency ${JSON.stringify(o.consistency)}, not app or crash`
   if (typeof o.wallMs !== 'number' || !Number.isSafeInteger(o.wallMs) || o.wallMs < 0) return 'has no wallMs time'
-  if (typeof o.group !== 'string' || o.group.length > 128) return 'has no group string'
+  if (typeof o.group !== 'string') return 'has no group string'
+  const badGroup = badName(o.group, 'group')
+  if (badGroup) return badGroup
   if (o.note !== undefined && typeof o.note !== 'string') return 'has a note that is not a string'
-  return { label: o.label, consistency: o.consistency, wallMs: o.wallMs, group: o.group, note: (o.note as string | undefined) ?? '' }
+  // A note is free text from the agent: kept, but never with control characters.
+  return { label: o.label, consistency: o.consistency, wallMs: o.wallMs, group: o.group, note: cleanNote((o.note as string | undefined) ?? '') }
 }

@@ -78,6 +78,13 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       c.tcp_host = o.Get("tcpHost").As<Napi::String>();
       c.tcp_port = o.Get("tcpPort").As<Napi::Number>().Int32Value();
     }
+    {
+      std::string tls_error;
+      if (!tidemark_addon::NbdServerOptionsFrom(o, &c.nbd, &tls_error)) {
+        Fail(env, "TLS_FILE", tls_error).ThrowAsJavaScriptException();
+        return;
+      }
+    }
     Napi::Array vols = o.Get("volumes").As<Napi::Array>();
     for (uint32_t i = 0; i < vols.Length(); i++) {
       Napi::Object v = vols.Get(i).As<Napi::Object>();
