@@ -239,6 +239,9 @@ export class Agent {
   }
 
   private logStats(msg: string): void {
+    // The listener's refusals, once they happen: someone is knocking.
+    const l = this.tap.listenerStats()
+    if (l.refusedConnections || l.handshakeTimeouts || l.rejectedHandshakes) this.log.info({ nbdListener: l }, msg)
     const repl = this.replicationStats()
     for (const [i, s] of this.tap.stats().entries()) {
       const r = repl[i]

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
-import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats } from '../native/index'
+import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats, type NbdListenerStats } from '../native/index'
 import { TidemarkError } from '../proto/errors'
 import { RecordBatch } from '../native/record-batch'
 import { nbdListenerConfig, type NbdListenerOptions } from '../native/nbd-listener'
@@ -148,6 +148,11 @@ export class Tap extends EventEmitter {
     }
     tap = new Tap(handle, opts, waiters)
     return tap
+  }
+
+  /** The NBD listener's refusals (connection cap, handshake deadline, bad handshakes). */
+  listenerStats(): NbdListenerStats {
+    return this.handle.listenerStats()
   }
 
   /** The TCP port the NBD listener bound (useful with port 0), or 0. */

@@ -199,7 +199,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
 
   const uri = 'unix' in endpoint
     ? `nbd+unix:///${volume}?socket=${endpoint.unix}`
-    : `nbd://${endpoint.tcp.host.includes(':') ? `[${endpoint.tcp.host}]` : endpoint.tcp.host}:${view.tcpPort}/${volume}`
+    : `${exposure.listener.tls ? 'nbds' : 'nbd'}://${endpoint.tcp.host.includes(':') ? `[${endpoint.tcp.host}]` : endpoint.tcp.host}:${view.tcpPort}/${volume}`
   const mode = writable ? 'writable' : 'read-only'
   const served = {
     volume,
