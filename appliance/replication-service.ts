@@ -162,6 +162,9 @@ export class ReplicationService {
         throw new TidemarkError('PROTOCOL', `volume ${h.volume}: size ${h.size} is not a positive multiple of 512`)
       }
       const who = identity ?? h.agentId
+      if (this.auth.tls && identity === null) {
+        throw new TidemarkError('PERMISSION_DENIED', 'the client certificate names no identity (a subject CN or a DNS subjectAltName entry)')
+      }
       if (!this.auth.mayWrite(who, h.volume)) {
         throw new TidemarkError(
           'PERMISSION_DENIED',

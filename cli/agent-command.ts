@@ -31,7 +31,7 @@ const volumeList = convert(
   }
 )
 
-const agentId = check(z.string(), (id) => /^[\x21-\x7e]{1,128}$/.test(id), (id) => `--agent-id '${id}' must be 1 to 128 printable characters without spaces`)
+const agentId = check(z.string(), (id) => /^[\x21-\x7e]{1,128}$/.test(id), (id) => `--agent-id ${JSON.stringify(id)} must be 1 to 128 printable characters without spaces`)
 
 export const AGENT = command({
   name: 'agent',
