@@ -17,7 +17,7 @@
 import { spawn } from 'node:child_process'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
-import { cleanNote } from '../proto/bounded-strings'
+import { cleanNote, escapeControl } from '../proto/bounded-strings'
 import { badLabel, encodeMarkMeta, type MarkMeta } from '../proto/timemark-meta'
 import type { Replicator } from './replicator'
 import type { Tap } from './tap'
@@ -149,7 +149,7 @@ export class TimeMarks {
     const { volumes, group } = this.scope(req)
     const label = req.label ?? ''
     const bad = label ? badLabel(label) : null
-    if (bad) throw new TidemarkError('TIMEMARK_BAD_REQUEST', `label ${JSON.stringify(label)} ${bad}`)
+    if (bad) throw new TidemarkError('TIMEMARK_BAD_REQUEST', `label '${escapeControl(label)}' ${bad}`)
     if (this.replicators.length === 0) {
       throw new TidemarkError('TIMEMARK_NO_APPLIANCE', 'TimeMarks are kept by an appliance; this agent runs without --appliance')
     }

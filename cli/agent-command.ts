@@ -6,6 +6,7 @@ import path from 'node:path'
 import pino from 'pino'
 import { z } from 'zod'
 import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
+import { escapeControl } from '../proto/bounded-strings'
 import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseSize, usage } from './args'
@@ -220,7 +221,7 @@ function configSchedules(v: unknown): TimeMarkSchedule[] {
     const label = o.label ?? 'scheduled'
     if (typeof label !== 'string') throw new Error(`${at}: "label" must be a string`)
     const bad = label ? badLabel(label) : null
-    if (bad) throw new Error(`${at}: label '${label}' ${bad}`)
+    if (bad) throw new Error(`${at}: label '${escapeControl(label)}' ${bad}`)
     for (const k of ['quiesce', 'thaw'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') throw new Error(`${at}: "${k}" must be a shell command string`)
     if (o.hookTimeout !== undefined && (typeof o.hookTimeout !== 'number' || !(o.hookTimeout > 0))) throw new Error(`${at}: "hookTimeout" must be a number of seconds`)
     return {

@@ -26,6 +26,11 @@ export function badName(s: string, what: string): string | null {
   return null
 }
 
+/** `s` for an error message: control characters as \u escapes (\u001b), the rest as it is. */
+export function escapeControl(s: string): string {
+  return s.replace(CONTROL_ALL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
 /** A note as stored and printed: control characters become spaces, and it is cut to MAX_NOTE_BYTES (on a character boundary). */
 export function cleanNote(s: string): string {
   let out = s.replace(CONTROL_ALL, ' ')
