@@ -218,7 +218,11 @@ async function createPartial(path: string, command: string): Promise<fs.promises
     return await fs.promises.open(path, c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, 0o600)
   } catch (err) {
     const e = err as NodeJS.ErrnoException
-    if (e.code !== 'EEXIST' && e.code !== 'ELOOP') throw new TidemarkError('RESTORE_TARGET', `tidemark ${command}: cannot create ${path}: ${e.message}`)
+    if (e.code !== 'EEXIST' && e.code !== 'ELOOP') {
+      // As the native copy says it: "No such file or directory (ENOENT)".
+      const why = /^\w+: ([^,]+),/.exec(e.message)?.[1] ?? e.message
+      throw new TidemarkError('RESTORE_TARGET', `tidemark ${command}: cannot open ${path} for writing: ${why.charAt(0).toUpperCase()}${why.slice(1)} (${e.code})`)
+    }
     let what = 'a file'
     try {
       what = fs.lstatSync(path).isSymbolicLink() ? 'a symbolic link' : 'a file'
