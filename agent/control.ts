@@ -87,6 +87,9 @@ export class ControlServer {
     } finally {
       process.umask(umask)
     }
+    // 0700 as bound (a socket's mode less the umask): owner only already;
+    // 0600 because nothing executes a socket.
+    fs.chmodSync(file, 0o600)
     log.info({ control: `unix:${file}` }, 'control socket listening')
     return new ControlServer(server, file)
   }

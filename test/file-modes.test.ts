@@ -73,7 +73,10 @@ t.test('under umask 022, nothing the appliance, the agent or restore creates is 
   t.equal(sha256(viaNbd), sha256(viaGrpc), 'both restores hold the same bytes')
 
   // While everything runs: sockets, maps and open segments included.
-  t.ok(fs.lstatSync(sock).isSocket() && fs.lstatSync(control).isSocket() && fs.lstatSync(appSock).isSocket(), 'the sockets are there')
+  for (const s of [sock, control, appSock]) {
+    const st = fs.lstatSync(s)
+    t.ok(st.isSocket() && (st.mode & 0o777) === 0o600, `${path.basename(path.dirname(s))}/${path.basename(s)} is a socket, mode 0600`)
+  }
   for (const [what, root] of [['the appliance data directory', data], ['the agent state directory', state], ["the agent's socket directory", run1]] as const) {
     t.same(exposed(root), [], `${what}: nothing open to group or others while running`)
   }
