@@ -32,21 +32,28 @@ export const nbdExposureOptions = {
     key: 'insecureNbd',
     config: z.unknown().transform((v) => (v === true ? true : undefined)),
   }),
-  'nbd-max-connections': text({
-    label: '--nbd-max-connections N',
-    help: `NBD connections open at once (default ${DEFAULT_NBD_MAX_CONNECTIONS}); more are closed at once`,
-    key: 'nbdMaxConnections',
-    default: String(DEFAULT_NBD_MAX_CONNECTIONS),
-    value: check(z.string(), (s) => /^\d+$/.test(s) && Number(s) >= 1 && Number(s) <= 4096, (s) => `--nbd-max-connections '${s}' must be a whole number from 1 to 4096`).transform(Number),
-  }),
-  'nbd-handshake-timeout': text({
-    label: '--nbd-handshake-timeout S',
-    help: `close an NBD client that has not chosen an export within S seconds\n(default ${DEFAULT_NBD_HANDSHAKE_TIMEOUT_MS / 1000})`,
-    key: 'nbdHandshakeTimeout',
-    default: String(DEFAULT_NBD_HANDSHAKE_TIMEOUT_MS / 1000),
-    value: check(z.string(), (s) => /^\d+(\.\d+)?$/.test(s) && Number(s) >= 0.1 && Number(s) <= 3600, (s) => `--nbd-handshake-timeout '${s}' must be a number of seconds from 0.1 to 3600`)
-      .transform((s) => Math.round(Number(s) * 1000)),
-  }),
+  ...nbdLimitOptions(DEFAULT_NBD_MAX_CONNECTIONS),
+}
+
+/** The connection cap and the handshake deadline of an NBD listener (the appliance's too, with its own default cap). */
+export function nbdLimitOptions(defaultMax: number) {
+  return {
+    'nbd-max-connections': text({
+      label: '--nbd-max-connections N',
+      help: `NBD connections open at once (default ${defaultMax}); more are closed at once`,
+      key: 'nbdMaxConnections',
+      default: String(defaultMax),
+      value: check(z.string(), (s) => /^\d+$/.test(s) && Number(s) >= 1 && Number(s) <= 4096, (s) => `--nbd-max-connections '${s}' must be a whole number from 1 to 4096`).transform(Number),
+    }),
+    'nbd-handshake-timeout': text({
+      label: '--nbd-handshake-timeout S',
+      help: `close an NBD client that keeps the handshake waiting for S seconds\n(default ${DEFAULT_NBD_HANDSHAKE_TIMEOUT_MS / 1000}; time the server spends on an option does not count)`,
+      key: 'nbdHandshakeTimeout',
+      default: String(DEFAULT_NBD_HANDSHAKE_TIMEOUT_MS / 1000),
+      value: check(z.string(), (s) => /^\d+(\.\d+)?$/.test(s) && Number(s) >= 0.1 && Number(s) <= 3600, (s) => `--nbd-handshake-timeout '${s}' must be a number of seconds from 0.1 to 3600`)
+        .transform((s) => Math.round(Number(s) * 1000)),
+    }),
+  }
 }
 
 type ExposureValues = {

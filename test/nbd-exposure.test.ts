@@ -210,3 +210,21 @@ t.test('the new agent options read the same from flags and from the config file'
     t.match(r.stderr, re, 'saying what is wrong')
   }
 })
+
+t.test("the appliance's NBD front closes a silent client, and its deadline does not count the server's own work", async (t) => {
+  const dir = tmpdir(t)
+  const appSock = path.join(dir, 'app.sock')
+  const { app, img } = await protectedVolume(t, dir, { size: 16 * MiB, seed: 12, applianceExtra: ['--nbd', `unix:${appSock}`, '--nbd-handshake-timeout', '0.3'] })
+  const t0 = Date.now()
+  const silent = rawConnection({ unix: appSock })
+  t.equal((await silent.greeting).length, 18, 'the silent client got the greeting')
+  const closedAt = await silent.closed
+  t.ok(closedAt - t0 >= 250 && closedAt - t0 < 5000, `and was closed at the deadline (${closedAt - t0} ms)`)
+  // A restore on the appliance's host hands its file over the socket and the
+  // appliance copies the point during the handshake (TIDEMARK_COPY).
+  const out = path.join(dir, 'restored.img')
+  const r = JSON.parse(await must(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'vol', '--seq', 'latest', '--out', out, '--json']))
+  t.equal(r.serverCopy, true, 'a server-side copy ran in the handshake')
+  t.equal(fs.readFileSync(out).equals(fs.readFileSync(img)), true, 'and completed byte-exact')
+  t.equal(await app.stop(), 0, 'the appliance stops cleanly')
+})

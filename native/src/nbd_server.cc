@@ -76,15 +76,17 @@ class Connection {
  public:
   Connection(int fd, uint64_t id, ExportSet& exports, const std::shared_ptr<TlsCredentials>& tls, const LogFn& log,
              std::atomic<uint64_t>& rejected_handshakes, std::atomic<const Export*>* serving = nullptr,
-             std::atomic<bool>* handshaken = nullptr)
+             HandshakeClock* clock = nullptr)
       : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes),
-        serving_(serving), handshaken_(handshaken), in_(kInBuffer) {}
+        serving_(serving), clock_(clock), in_(kInBuffer) {
+    if (clock_) budget_ms_ = clock_->deadline_ms == INT64_MAX ? INT64_MAX : clock_->deadline_ms - HandshakeClock::NowMs();
+  }
 
   ~Connection() { DropPassedFd(); }
 
   void Run() {
     const bool served = Handshake();
-    if (handshaken_) *handshaken_ = true;  // the acceptor's deadline no longer applies
+    if (clock_) clock_->done = true;  // the acceptor's deadline no longer applies
     handshaking_ = false;
     DropPassedFd();
     copy_export_.reset();
@@ -216,6 +218,16 @@ class Connection {
   }
 
   // ---- handshake ----
+  // The deadline runs while we wait for the client and stops while we work
+  // on what it asked (HandshakeClock).
+  void ResumeClock() {
+    if (clock_ && budget_ms_ != INT64_MAX) clock_->deadline_ms = HandshakeClock::NowMs() + budget_ms_;
+  }
+  void PauseClock() {
+    if (!clock_ || budget_ms_ == INT64_MAX) return;
+    budget_ms_ = std::max<int64_t>(0, clock_->deadline_ms - HandshakeClock::NowMs());
+    clock_->deadline_ms = INT64_MAX;
+  }
   uint16_t TransmissionFlags(const Export* v) const {
     uint16_t f = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxCanMultiConn;
     if (v->read_only()) f |= kTxReadOnly;
@@ -265,6 +277,7 @@ class Connection {
     no_zeroes_ = client_flags & kClientFlagNoZeroes;
 
     for (;;) {
+      ResumeClock();
       uint8_t h[16];
       bool partial = false;
       if (!ReadExact(h, 16, &partial)) {
@@ -287,6 +300,7 @@ class Connection {
         RejectHandshake("truncated option " + std::to_string(opt) + " (" + std::to_string(len) + " bytes announced)");
         return false;
       }
+      PauseClock();
       if (tls_creds_ && !tls_ && opt != kOptStartTls && opt != kOptAbort) {
         // Forced TLS (the NBD protocol's name for it): nothing before STARTTLS.
         if (opt == kOptExportName) {
@@ -892,7 +906,8 @@ class Connection {
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
   std::atomic<const Export*>* serving_;  // the server's note of the export chosen (Disconnect)
-  std::atomic<bool>* handshaken_;        // the server's note that the handshake ended (its deadline)
+  HandshakeClock* clock_;                // the handshake's deadline, which the acceptor enforces
+  int64_t budget_ms_ = INT64_MAX;        // of waiting for the client, left when the clock was paused
   // Held for the connection's life: for an appliance export, what keeps its files open.
   std::shared_ptr<Export> vol_;
   bool no_zeroes_ = false;
@@ -1069,12 +1084,12 @@ void NbdServer::AcceptLoop() {
       setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on unix sockets
       auto conn = std::make_unique<Conn>();
       conn->fd = c;
-      conn->deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(handshake_timeout_ms_);
+      if (handshake_timeout_ms_ > 0) conn->clock.deadline_ms = HandshakeClock::NowMs() + handshake_timeout_ms_;
       Conn* raw = conn.get();
       const uint64_t id = next_conn_id_++;
       conn->thread = std::thread([this, raw, id] {
         pthread_setname_np(pthread_self(), "tm-nbd-conn");
-        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_, &raw->serving, &raw->handshaken).Run();
+        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_, &raw->serving, &raw->clock).Run();
         // The client waits for end-of-file after NBD_CMD_DISC: send it now,
         // not when the acceptor next reaps (up to a second later).
         shutdown(raw->fd, SHUT_RDWR);
@@ -1088,12 +1103,13 @@ void NbdServer::AcceptLoop() {
 
 int NbdServer::CutStalledHandshakes(int max_ms) {
   if (handshake_timeout_ms_ <= 0) return max_ms;
-  const auto now = std::chrono::steady_clock::now();
+  const int64_t now = HandshakeClock::NowMs();
   int wait = max_ms;
   std::lock_guard<std::mutex> lk(conns_mu_);
   for (auto& c : conns_) {
-    if (c->done || c->handshaken || c->timed_out) continue;
-    if (now >= c->deadline) {
+    const int64_t deadline = c->clock.deadline_ms;
+    if (c->done || c->clock.done || c->timed_out || deadline == INT64_MAX) continue;
+    if (now >= deadline) {
       // The connection's thread is blocked reading the handshake: shutting
       // the socket down wakes it with end-of-file, and it ends.
       c->timed_out = true;
@@ -1104,8 +1120,7 @@ int NbdServer::CutStalledHandshakes(int max_ms) {
       }
       continue;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c->deadline - now).count() + 1;
-    wait = int(std::min<int64_t>(wait, left));
+    wait = int(std::min<int64_t>(wait, deadline - now + 1));
   }
   return wait;
 }

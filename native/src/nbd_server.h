@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <list>
@@ -35,6 +36,20 @@ namespace tidemark {
 // What a listener admits. A client that connects and never finishes the
 // handshake (or a crowd of them) would otherwise hold a thread each, without
 // end: the cap bounds the threads, the deadline frees the ones that stall.
+// The handshake's deadline, shared by a connection's thread and the
+// acceptor that enforces it. It counts only time spent waiting for the
+// client: while the server works on an option (opening an export, a
+// TIDEMARK_COPY of a whole volume) it is paused, so a slow server never cuts
+// a client that did nothing wrong.
+struct HandshakeClock {
+  std::atomic<bool> done{false};            // the handshake ended (served or refused)
+  std::atomic<int64_t> deadline_ms{INT64_MAX};  // steady-clock ms; INT64_MAX: paused or none
+  static int64_t NowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+};
+
 struct NbdServerOptions {
   std::shared_ptr<TlsCredentials> tls;  // set: every client must STARTTLS (RequireTls)
   int max_connections = 0;              // 0: no cap; else the next one is closed at once
@@ -91,8 +106,7 @@ class NbdServer {
     std::thread thread;
     std::atomic<bool> done{false};
     std::atomic<const Export*> serving{nullptr};  // set once the handshake chose an export
-    std::atomic<bool> handshaken{false};          // the handshake ended (served or refused)
-    std::chrono::steady_clock::time_point deadline;
+    HandshakeClock clock;
     bool timed_out = false;  // the acceptor's only
   };
   void AcceptLoop();
