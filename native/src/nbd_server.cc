@@ -1069,8 +1069,8 @@ void NbdServer::AcceptLoop() {
         if (open >= size_t(max_connections_)) {
           // Closed before a byte is sent: no thread, no buffer. Logged once
           // while the server stays at its cap; every one is counted.
+          refused_connections_++;  // before the close, which the client sees
           ::close(c);
-          refused_connections_++;
           if (!cap_logged_) {
             cap_logged_ = true;
             log_(kLogWarn, "nbd: " + std::to_string(max_connections_) +
@@ -1113,8 +1113,9 @@ int NbdServer::CutStalledHandshakes(int max_ms) {
       // The connection's thread is blocked reading the handshake: shutting
       // the socket down wakes it with end-of-file, and it ends.
       c->timed_out = true;
+      const uint64_t n = handshake_timeouts_++;  // before the shutdown, which the client sees
       shutdown(c->fd, SHUT_RDWR);
-      if (handshake_timeouts_++ < kMaxWarnings) {
+      if (n < kMaxWarnings) {
         log_(kLogWarn, "nbd: a client did not finish the NBD handshake within " + std::to_string(handshake_timeout_ms_) +
                            " ms; closing the connection");
       }
