@@ -8,8 +8,11 @@
 // without its control characters.
 import fs from 'node:fs'
 import path from 'node:path'
+import type { PeerCertificate } from 'node:tls'
 import * as grpc from '@grpc/grpc-js'
 import t from 'tap'
+import { certificateIdentity, subjectAltNames } from '../appliance/authorizer'
+import { parseMarkMeta } from '../proto/timemark-meta'
 import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { BIN, have, makeImage, makePki, must, run, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
@@ -180,4 +183,17 @@ t.test("a quiesce hook's output stays out of the replicated note unless --hook-o
   t.notMatch(loud.note, /[\x00-\x1f\x7f]/, 'without its control characters')
   t.equal(await waitFor(() => listed('loud'), 'the mark at the appliance'), loud.note, 'as replicated')
   t.equal(await agent.stop(), 0, 'the agent stops cleanly')
+})
+
+t.test('the parsers behind the boundaries: quoted SAN values, MARK metadata new and journaled', async (t) => {
+  // Node quotes a SAN value holding a comma: one URI entry, not a DNS one.
+  t.same(subjectAltNames('URI:"spiffe://x, DNS:admin", DNS:real'), [{ type: 'URI', value: 'spiffe://x, DNS:admin' }, { type: 'DNS', value: 'real' }], 'a quoted value is one entry')
+  t.equal(certificateIdentity({ subject: {}, subjectaltname: 'URI:"spiffe://x, DNS:admin"' } as unknown as PeerCertificate), null, 'and names nobody')
+  t.equal(certificateIdentity({ subject: { CN: 'db\x1b[2J' }, subjectaltname: '' } as unknown as PeerCertificate), null, 'a CN with control characters is no identity')
+  const meta = (o: Record<string, unknown>): Buffer => Buffer.from(JSON.stringify({ v: 1, label: 'l', consistency: 'crash', wallMs: 1, group: '', note: '', ...o }))
+  t.match(parseMarkMeta(meta({ note: 'a\x1b]0;x\x07b\nc' })), { note: 'a ]0;x b c' }, 'a note arriving with control characters is stored without them')
+  t.match(parseMarkMeta(meta({ group: 'g'.repeat(129) })), /group is 129 bytes long/, 'a group over 128 bytes is refused at ingest')
+  t.match(parseMarkMeta(meta({ label: 'l'.repeat(150) })), /label is 150 bytes long/, 'so is a label')
+  // Journals written before the bound: read back as written, so history stays readable.
+  t.match(parseMarkMeta(meta({ label: 'l'.repeat(150) }), { journaled: true }), { label: 'l'.repeat(150) }, 'an older journal\'s 150-character label still reads')
 })
