@@ -78,9 +78,7 @@ class Connection {
              std::atomic<uint64_t>& rejected_handshakes, std::atomic<const Export*>* serving = nullptr,
              HandshakeClock* clock = nullptr)
       : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes),
-        serving_(serving), clock_(clock), in_(kInBuffer) {
-    if (clock_) budget_ms_ = clock_->deadline_ms == INT64_MAX ? INT64_MAX : clock_->deadline_ms - HandshakeClock::NowMs();
-  }
+        serving_(serving), clock_(clock), in_(kInBuffer) {}
 
   ~Connection() { DropPassedFd(); }
 
@@ -221,10 +219,13 @@ class Connection {
   // The deadline runs while we wait for the client and stops while we work
   // on what it asked (HandshakeClock).
   void ResumeClock() {
-    if (clock_ && budget_ms_ != INT64_MAX) clock_->deadline_ms = HandshakeClock::NowMs() + budget_ms_;
+    if (!paused_) return;  // running since accept, or no deadline
+    paused_ = false;
+    clock_->deadline_ms = HandshakeClock::NowMs() + budget_ms_;
   }
   void PauseClock() {
-    if (!clock_ || budget_ms_ == INT64_MAX) return;
+    if (!clock_ || paused_ || clock_->deadline_ms == INT64_MAX) return;
+    paused_ = true;
     budget_ms_ = std::max<int64_t>(0, clock_->deadline_ms - HandshakeClock::NowMs());
     clock_->deadline_ms = INT64_MAX;
   }
@@ -907,7 +908,8 @@ class Connection {
   std::atomic<uint64_t>& rejected_handshakes_;
   std::atomic<const Export*>* serving_;  // the server's note of the export chosen (Disconnect)
   HandshakeClock* clock_;                // the handshake's deadline, which the acceptor enforces
-  int64_t budget_ms_ = INT64_MAX;        // of waiting for the client, left when the clock was paused
+  int64_t budget_ms_ = 0;                // of waiting for the client, left when the clock was paused
+  bool paused_ = false;
   // Held for the connection's life: for an appliance export, what keeps its files open.
   std::shared_ptr<Export> vol_;
   bool no_zeroes_ = false;
