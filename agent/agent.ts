@@ -9,6 +9,7 @@
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { initHash } from '../proto/hash'
+import type { NbdListenerOptions } from '../native/nbd-listener'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import { CaptureLogWriter } from './capture-log'
 import { DEFAULT_CACHE_BYTES, MicroScan } from './microscan'
@@ -21,6 +22,8 @@ import { TimeMarks, type CreateTimeMark } from './timemarks'
 export interface AgentOptions {
   stateDir: string
   nbd: { unix?: string; tcp?: { host: string; port: number } }
+  /** TLS, connection cap and handshake deadline of the NBD listener */
+  nbdListener?: NbdListenerOptions
   volumes: Array<{ name: string; path: string }>
   group?: string
   bufferBytes?: number
@@ -44,6 +47,8 @@ export interface AgentOptions {
   control?: string
   /** TimeMarks taken on a schedule */
   schedule?: TimeMarkSchedule[]
+  /** a failed hook's output goes into the (replicated) TimeMark note */
+  hookOutputInNote?: boolean
   logger: Logger
 }
 
@@ -104,6 +109,7 @@ export class Agent {
       unix: opts.nbd.unix,
       tcp: opts.nbd.tcp,
       bufferBytes: opts.bufferBytes,
+      listener: opts.nbdListener,
       logger: log,
     })
     const agent = new Agent(tap, writers, log)
@@ -117,7 +123,7 @@ export class Agent {
     } else {
       tap.volumes.forEach((_, i) => agent.loops.push(agent.drain(i)))
     }
-    agent.timemarks = new TimeMarks(tap, agent.replicators, opts.group, log)
+    agent.timemarks = new TimeMarks(tap, agent.replicators, opts.group, log, opts.hookOutputInNote)
     if (opts.control) {
       try {
         agent.control = await ControlServer.start(opts.control, agent.timemarks, log)
@@ -233,6 +239,9 @@ export class Agent {
   }
 
   private logStats(msg: string): void {
+    // The listener's refusals, once they happen: someone is knocking.
+    const l = this.tap.listenerStats()
+    if (l.refusedConnections || l.handshakeTimeouts || l.rejectedHandshakes) this.log.info({ nbdListener: l }, msg)
     const repl = this.replicationStats()
     for (const [i, s] of this.tap.stats().entries()) {
       const r = repl[i]

@@ -13,15 +13,15 @@ import { controlProto } from '../proto/load'
 import { unaryHandler } from '../proto/unary-handler'
 import type { TimeMarks } from './timemarks'
 
-/** Is something listening on this unix socket? */
-function inUse(file: string): Promise<boolean> {
+/** What answers on this unix socket: a server, nobody (ECONNREFUSED: left by a process that died), or something else (its errno). */
+function probe(file: string): Promise<'live' | 'stale' | string> {
   return new Promise((resolve) => {
     const s = net.connect(file)
     s.once('connect', () => {
       s.destroy()
-      resolve(true)
+      resolve('live')
     })
-    s.once('error', () => resolve(false))
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED' ? 'stale' : e.code ?? e.message))
   })
 }
 
@@ -32,9 +32,22 @@ export class ControlServer {
   ) {}
 
   static async start(file: string, marks: TimeMarks, log: Logger): Promise<ControlServer> {
-    if (fs.existsSync(file)) {
-      if (!fs.statSync(file).isSocket()) throw new TidemarkError('CONTROL_BIND', `--control ${file} exists and is not a socket`)
-      if (await inUse(file)) throw new TidemarkError('CONTROL_BIND', `--control ${file} is in use by another agent`)
+    // Only a stale socket is replaced. lstat, not stat: a symbolic link
+    // there (to a socket or to anything) is refused and left alone.
+    let st: fs.Stats | null = null
+    try {
+      st = fs.lstatSync(file)
+    } catch {
+      // nothing there
+    }
+    if (st) {
+      if (!st.isSocket()) {
+        const what = st.isSymbolicLink() ? 'a symbolic link' : st.isFile() ? 'a regular file' : 'not a socket'
+        throw new TidemarkError('CONTROL_BIND', `--control ${file} exists and is ${what}: refusing to replace it`)
+      }
+      const p = await probe(file)
+      if (p === 'live') throw new TidemarkError('CONTROL_BIND', `--control ${file} is in use by another agent`)
+      if (p !== 'stale') throw new TidemarkError('CONTROL_BIND', `--control ${file} exists and cannot be probed (${p}): refusing to replace it`)
       fs.rmSync(file) // stale, from an agent that was killed
     }
     const server = new grpc.Server()
@@ -59,11 +72,23 @@ export class ControlServer {
         }
       ),
     })
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix:${file}`, grpc.ServerCredentials.createInsecure(), (err) =>
-        err ? reject(new TidemarkError('CONTROL_BIND', `cannot listen on --control ${file}: ${err.message}`)) : resolve()
+    // Bound under umask 077 so the socket file is 0600 from the moment it
+    // exists (a chmod after bind leaves a window in which anyone may connect
+    // and run hooks as us). bin/tidemark.js sets 077 for the whole process;
+    // this holds for an agent started another way too. grpc-js binds on the
+    // event loop, so the umask is restored in the callback.
+    const umask = process.umask(0o077)
+    try {
+      await new Promise<void>((resolve, reject) =>
+        server.bindAsync(`unix:${file}`, grpc.ServerCredentials.createInsecure(), (err) =>
+          err ? reject(new TidemarkError('CONTROL_BIND', `cannot listen on --control ${file}: ${err.message}`)) : resolve()
+        )
       )
-    )
+    } finally {
+      process.umask(umask)
+    }
+    // 0700 as bound (a socket's mode less the umask): owner only already;
+    // 0600 because nothing executes a socket.
     fs.chmodSync(file, 0o600)
     log.info({ control: `unix:${file}` }, 'control socket listening')
     return new ControlServer(server, file)
@@ -71,6 +96,11 @@ export class ControlServer {
 
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()))
-    fs.rmSync(this.file, { force: true })
+    // Ours only: not whatever another process put at the path since.
+    try {
+      if (fs.lstatSync(this.file).isSocket()) fs.rmSync(this.file)
+    } catch {
+      // already gone
+    }
   }
 }

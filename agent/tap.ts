@@ -8,9 +8,10 @@ import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
-import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats } from '../native/index'
+import { EVENT_LOG, EVENT_READABLE, native, type NativeTap, type NativeVolumeStats, type NbdListenerStats } from '../native/index'
 import { TidemarkError } from '../proto/errors'
 import { RecordBatch } from '../native/record-batch'
+import { nbdListenerConfig, type NbdListenerOptions } from '../native/nbd-listener'
 import { REGION_SIZE as RECORD_REGION_SIZE } from '../proto/record'
 
 export interface TapVolume {
@@ -30,6 +31,8 @@ export interface TapOptions {
   tcp?: { host: string; port: number }
   /** record buffer per volume, bytes (default 64 MiB, at least 1 MiB) */
   bufferBytes?: number
+  /** TLS, connection cap and handshake deadline of the NBD listener */
+  listener?: NbdListenerOptions
   logger?: Logger
 }
 
@@ -106,8 +109,8 @@ export class Tap extends EventEmitter {
     if (!Number.isSafeInteger(bufferBytes) || bufferBytes < 1024 * 1024) {
       throw new TidemarkError('TAP_INVALID_ARGUMENT', `bufferBytes must be an integer of at least 1 MiB, not ${bufferBytes}`)
     }
-    fs.mkdirSync(opts.stateDir, { recursive: true })
-    if (opts.unix) fs.mkdirSync(path.dirname(opts.unix), { recursive: true })
+    fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 })
+    if (opts.unix) fs.mkdirSync(path.dirname(opts.unix), { recursive: true, mode: 0o700 })
 
     const log = opts.logger
     const waiters: Array<(() => void) | null> = opts.volumes.map(() => null)
@@ -134,6 +137,7 @@ export class Tap extends EventEmitter {
           unix: opts.unix,
           tcpHost: opts.tcp?.host,
           tcpPort: opts.tcp?.port ?? 0,
+          ...nbdListenerConfig(opts.listener),
           volumes: opts.volumes.map((v) => ({ name: v.name, path: v.path, group: v.group, readOnly: !!v.readOnly })),
         },
         onEvent
@@ -144,6 +148,11 @@ export class Tap extends EventEmitter {
     }
     tap = new Tap(handle, opts, waiters)
     return tap
+  }
+
+  /** The NBD listener's refusals (connection cap, handshake deadline, bad handshakes). */
+  listenerStats(): NbdListenerStats {
+    return this.handle.listenerStats()
   }
 
   /** The TCP port the NBD listener bound (useful with port 0), or 0. */

@@ -17,6 +17,7 @@
 import { spawn } from 'node:child_process'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
+import { cleanNote, escapeControl } from '../proto/bounded-strings'
 import { badLabel, encodeMarkMeta, type MarkMeta } from '../proto/timemark-meta'
 import type { Replicator } from './replicator'
 import type { Tap } from './tap'
@@ -55,7 +56,10 @@ export interface TimeMarkResult {
 interface HookResult {
   ok: boolean
   ms: number
+  /** what went wrong, in our words (no output of the hook's) */
   why: string
+  /** the last line the hook printed (stderr, else stdout), control characters stripped; '' if none */
+  output: string
 }
 
 /** Runs `sh -c cmd` with a time limit; the last line of its stderr (or stdout) explains a failure. */
@@ -76,20 +80,17 @@ export function runHook(what: string, cmd: string, timeoutMs: number): Promise<H
         child.kill('SIGKILL')
       }
     }, timeoutMs)
-    const lastLine = (): string => (err.trim() || out.trim()).split('\n').at(-1)?.slice(0, 300) ?? ''
+    const lastLine = (): string => cleanNote((err.trim() || out.trim()).split('\n').at(-1)?.slice(0, 300) ?? '')
     child.on('error', (e) => {
       clearTimeout(timer)
-      resolve({ ok: false, ms: performance.now() - t0, why: `${what} hook could not start: ${e.message}` })
+      resolve({ ok: false, ms: performance.now() - t0, why: `${what} hook could not start: ${e.message}`, output: '' })
     })
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       const ms = performance.now() - t0
-      if (timedOut) resolve({ ok: false, ms, why: `${what} hook did not finish within ${timeoutMs / 1000} s (killed)` })
-      else if (code === 0) resolve({ ok: true, ms, why: '' })
-      else {
-        const line = lastLine()
-        resolve({ ok: false, ms, why: `${what} hook ${signal ? `was killed by ${signal}` : `exited with ${code}`}${line ? `: ${line}` : ''}` })
-      }
+      if (timedOut) resolve({ ok: false, ms, why: `${what} hook did not finish within ${timeoutMs / 1000} s (killed)`, output: lastLine() })
+      else if (code === 0) resolve({ ok: true, ms, why: '', output: '' })
+      else resolve({ ok: false, ms, why: `${what} hook ${signal ? `was killed by ${signal}` : `exited with ${code}`}`, output: lastLine() })
     })
   })
 }
@@ -103,8 +104,20 @@ export class TimeMarks {
     private readonly tap: Tap,
     private readonly replicators: Replicator[],
     private readonly group: string | undefined,
-    private readonly log: Logger
+    private readonly log: Logger,
+    /**
+     * Put a failed hook's last output line in the mark's note. Off by default:
+     * the note is replicated and shown to whoever lists marks at the
+     * appliance, and a hook's output may hold what the protected server
+     * keeps to itself (paths, errors with credentials, internal names).
+     */
+    private readonly hookOutputInNote = false
   ) {}
+
+  /** A failed hook's words for the note: `why`, and its output only when asked for. */
+  private noteOf(h: HookResult): string {
+    return this.hookOutputInNote && h.output ? `${h.why}: ${h.output}` : h.why
+  }
 
   async create(req: CreateTimeMark): Promise<TimeMarkResult> {
     try {
@@ -136,7 +149,7 @@ export class TimeMarks {
     const { volumes, group } = this.scope(req)
     const label = req.label ?? ''
     const bad = label ? badLabel(label) : null
-    if (bad) throw new TidemarkError('TIMEMARK_BAD_REQUEST', `label '${label}' ${bad}`)
+    if (bad) throw new TidemarkError('TIMEMARK_BAD_REQUEST', `label '${escapeControl(label)}' ${bad}`)
     if (this.replicators.length === 0) {
       throw new TidemarkError('TIMEMARK_NO_APPLIANCE', 'TimeMarks are kept by an appliance; this agent runs without --appliance')
     }
@@ -152,8 +165,8 @@ export class TimeMarks {
       const t = await runHook('thaw', req.thaw, hookMs)
       thawMs = t.ms
       if (!t.ok) {
-        notes.push(t.why)
-        this.log.warn({ volumes, why: t.why }, 'TimeMark: the thaw hook failed')
+        notes.push(this.noteOf(t))
+        this.log.warn({ volumes, why: t.why, output: t.output }, 'TimeMark: the thaw hook failed')
       }
     }
     if (req.quiesce) {
@@ -161,12 +174,16 @@ export class TimeMarks {
       quiesceMs = q.ms
       quiesced = true
       if (!q.ok) {
+        // The error goes back to the local caller only (the control
+        // socket is 0600): it carries the hook's own words.
+        const said = q.output ? `${q.why}: ${q.output}` : q.why
         if (!req.allowCrashConsistent) {
           await thaw()
-          throw new TidemarkError('TIMEMARK_QUIESCE_FAILED', `no TimeMark taken: the ${q.why}${notes.length ? `; ${notes.join('; ')}` : ''}`)
+          throw new TidemarkError('TIMEMARK_QUIESCE_FAILED', `no TimeMark taken: the ${said}${notes.length ? `; ${notes.join('; ')}` : ''}`)
         }
         consistency = 'crash'
-        notes.push(`crash-consistent: the ${q.why}`)
+        this.log.warn({ volumes, why: q.why, output: q.output }, 'TimeMark: the quiesce hook failed; taking a crash-consistent mark')
+        notes.push(`crash-consistent: the ${this.noteOf(q)}`)
       }
     }
     const wallMs = Date.now()
@@ -174,7 +191,7 @@ export class TimeMarks {
     let seq: number
     const t0 = performance.now()
     try {
-      meta.note = notes.join('; ')
+      meta.note = cleanNote(notes.join('; '))
       seq = this.tap.timemark(volumes, encodeMarkMeta(meta))
       for (const r of reps) r.expectMark(seq)
     } catch (err) {
@@ -196,7 +213,7 @@ export class TimeMarks {
       barrierMs,
       thawMs,
       durableMs: 0,
-      note: notes.join('; '),
+      note: cleanNote(notes.join('; ')),
     }
     this.log.info({ ...result }, `TimeMark ${seq} taken${label ? ` (${label})` : ''}: ${consistency}-consistent, ${volumes.join(', ')}`)
     if (req.noWait) return result

@@ -15,6 +15,7 @@ import { MAX_MESSAGE_BYTES } from '../proto/load'
 import { initHash } from '../proto/hash'
 import { AdminService } from './admin-service'
 import { DataChannelServer } from './data-channel'
+import type { NbdListenerOptions } from '../native/nbd-listener'
 import { ApplianceNbdServer, type NbdEndpoint } from './nbd-exports'
 import { Authorizer, type AllowList } from './authorizer'
 import { ReplicationService } from './replication-service'
@@ -47,6 +48,8 @@ export interface ApplianceOptions {
   compactEveryMs?: number
   /** Serve every point over NBD here (nbd-exports.ts). */
   nbd?: NbdEndpoint
+  /** The NBD listener's connection cap and handshake deadline. */
+  nbdListener?: NbdListenerOptions
   /** How often every journal is scrubbed, ms (0: never; scrub.ts). */
   scrubEveryMs?: number
   logger: Logger
@@ -116,7 +119,7 @@ export class Appliance {
     } else {
       creds = grpc.ServerCredentials.createInsecure()
     }
-    fs.mkdirSync(opts.dataDir, { recursive: true })
+    fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 })
     await initHash()
     const id = applianceId(opts.dataDir)
     const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages, journalIo: opts.journalIo })
@@ -136,7 +139,7 @@ export class Appliance {
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
       try {
-        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth }, log)
+        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth, limits: opts.nbdListener }, log)
       } catch (err) {
         await data?.close()
         await store.close()

@@ -12,6 +12,7 @@
 // why the appliance refuses to listen beyond loopback without TLS unless it is
 // told --insecure.
 import type { PeerCertificate } from 'node:tls'
+import { badName } from '../proto/bounded-strings'
 import { TidemarkError } from '../proto/errors'
 
 export type AllowList = Map<string, string[]>
@@ -21,13 +22,60 @@ export interface Caller {
   getAuthContext(): { sslPeerCertificate?: PeerCertificate }
 }
 
-/** A certificate's identity: its subject's CN, else its first DNS subjectAltName, else null. */
+/**
+ * A certificate's identity: its subject's (first) CN, else its first DNS
+ * subjectAltName entry, else null. Only a whole entry of type DNS counts: a
+ * URI, an email or a quoted value that merely contains "DNS:" (a URI SAN
+ * spiffe://x/DNS:admin) names nobody. The native NBD server reads the same
+ * two fields (native/src/nbd_tls.cc IdentityOf). An identity over 128 bytes
+ * or with control characters is none.
+ */
 export function certificateIdentity(cert: PeerCertificate | undefined): string | null {
   if (!cert) return null
-  const cn = cert.subject?.CN
-  if (typeof cn === 'string' && cn) return cn
-  const san = /DNS:([^,\s]+)/.exec(cert.subjectaltname ?? '')
-  return san ? san[1] : null
+  const cns = cert.subject?.CN
+  const cn = Array.isArray(cns) ? cns[0] : cns
+  let id: string | null = null
+  if (typeof cn === 'string' && cn) id = cn
+  else id = subjectAltNames(cert.subjectaltname ?? '').find((e) => e.type === 'DNS' && e.value !== '')?.value ?? null
+  return id !== null && badName(id, 'identity') === null ? id : null
+}
+
+/**
+ * Node's subjectaltname string as its entries: "DNS:a, URI:b, IP Address:c",
+ * entries joined by ", "; a value holding a comma, a quote or other special
+ * characters is a JSON string ("URI:\"x, DNS:y\"" is one URI). Parsed from
+ * the start of each entry, never searched, so text inside one entry cannot
+ * pose as another. An entry that does not parse ends the list.
+ */
+export function subjectAltNames(s: string): Array<{ type: string; value: string }> {
+  const out: Array<{ type: string; value: string }> = []
+  let at = 0
+  while (at < s.length) {
+    const colon = s.indexOf(':', at)
+    if (colon < 0) break
+    const type = s.slice(at, colon)
+    let value: string
+    let end: number
+    if (s[colon + 1] === '"') {
+      const m = /^"(?:[^"\\]|\\.)*"/.exec(s.slice(colon + 1))
+      if (!m) break
+      try {
+        value = JSON.parse(m[0]) as string
+      } catch {
+        break
+      }
+      end = colon + 1 + m[0].length
+    } else {
+      const sep = s.indexOf(', ', colon + 1)
+      end = sep < 0 ? s.length : sep
+      value = s.slice(colon + 1, end)
+    }
+    out.push({ type, value })
+    if (end >= s.length) break
+    if (!s.startsWith(', ', end)) break
+    at = end + 2
+  }
+  return out
 }
 
 export class Authorizer {

@@ -140,7 +140,7 @@ export class Journal {
 
   /** Opens every segment file (creating the first one for a new volume). */
   async open(): Promise<void> {
-    await fs.promises.mkdir(this.dir, { recursive: true })
+    await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 })
     const numbers = await listSegments(this.dir)
     for (const n of numbers) this.segments.set(n, await SegmentFile.open(this.dir, n))
     // A newest segment shorter than a header was being created when the

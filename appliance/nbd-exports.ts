@@ -17,6 +17,7 @@
 // nbds+unix://, tls-creds), and a client opens or lists only the volumes its
 // identity may use (the --allow list, authorizer.ts); without TLS, TCP is
 // loopback only unless --insecure.
+import { nbdListenerConfig, type NbdListenerOptions } from '../native/nbd-listener'
 import type { Logger } from 'pino'
 import {
   listenApplianceNbd,
@@ -90,7 +91,14 @@ export class ApplianceNbdServer {
   static start(
     store: ApplianceStore,
     endpoint: NbdEndpoint,
-    opts: { insecure: boolean; isLoopback: (h: string) => boolean; tls?: { cert: string; key: string; ca: string }; auth: Authorizer },
+    opts: {
+      insecure: boolean
+      isLoopback: (h: string) => boolean
+      tls?: { cert: string; key: string; ca: string }
+      auth: Authorizer
+      /** connection cap and handshake deadline (TLS comes from `tls`) */
+      limits?: Omit<NbdListenerOptions, 'tls'>
+    },
     log: Logger
   ): ApplianceNbdServer {
     if ('tcp' in endpoint && !opts.tls && !opts.insecure && !opts.isLoopback(endpoint.tcp.host)) {
@@ -103,7 +111,7 @@ export class ApplianceNbdServer {
     const tls = opts.tls ? { tlsCert: opts.tls.cert, tlsKey: opts.tls.key, tlsCa: opts.tls.ca } : {}
     try {
       handle = listenApplianceNbd(
-        { ...where, ...tls },
+        { ...where, ...tls, ...nbdListenerConfig(opts.limits) },
         (id, name, identity) => (name === null ? server!.list(id, identity) : server!.open(id, name, identity)),
         (level, message) => nlog[level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : 'debug'](message)
       )

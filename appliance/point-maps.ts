@@ -197,7 +197,7 @@ export class PointMaps {
     const t0 = performance.now()
     const l = this.l
     const base = this.leases.enter(l.base)
-    await fs.promises.mkdir(this.mapsDir, { recursive: true })
+    await fs.promises.mkdir(this.mapsDir, { recursive: true, mode: 0o700 })
     const file = path.join(this.mapsDir, `${l.meta.name}.${seq}.${process.pid}.${Math.random().toString(36).slice(2)}.map`)
     const fh = await fs.promises.open(file, 'w', 0o600)
     try {

@@ -37,7 +37,7 @@ export class PointsBuilder {
     const ms = fullTimeMs(timeLow, this.wallMs)
     if (ms > 0 && (this.times.get(ms) ?? -1) < seq) this.times.set(ms, seq)
     if (kind === RecordKind.Mark) {
-      const m = parseMarkMeta(markData())
+      const m = parseMarkMeta(markData(), { journaled: true })
       // record-check refused bad metadata before it reached the journal.
       if (typeof m === 'string') throw new TidemarkError('RECORD_MALFORMED', `MARK at seq ${seq}: metadata ${m}`)
       const e: CatalogEntry = { seq, label: m.label, consistency: m.consistency, wallMs: m.wallMs, group: m.group, note: m.note, pinned: false }

@@ -26,6 +26,7 @@ import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { REGION_SIZE } from '../proto/record'
 import { batchEncoding } from '../proto/change-batch'
+import { badName } from '../proto/bounded-strings'
 import { TidemarkError } from '../proto/errors'
 import type { AgentMessage__Output } from '../proto/generated/tidemark/v1/AgentMessage'
 import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceMessage'
@@ -154,10 +155,16 @@ export class ReplicationService {
       }
       if (!NAME_RE.test(h.volume)) throw new TidemarkError('PROTOCOL', `volume name ${JSON.stringify(h.volume)} is not valid`)
       if (!h.generation || h.generation.length > 128) throw new TidemarkError('PROTOCOL', 'hello has no valid generation id')
+      // Stored with the volume and shown by stats: bounded, no control characters.
+      const badId = badName(h.agentId ?? '', 'the hello\'s agent id') ?? badName(h.group ?? '', 'the hello\'s group')
+      if (badId) throw new TidemarkError('PROTOCOL', badId)
       if (!Number.isSafeInteger(h.size) || h.size <= 0 || h.size % 512 !== 0) {
         throw new TidemarkError('PROTOCOL', `volume ${h.volume}: size ${h.size} is not a positive multiple of 512`)
       }
       const who = identity ?? h.agentId
+      if (this.auth.tls && identity === null) {
+        throw new TidemarkError('PERMISSION_DENIED', 'the client certificate names no identity (a subject CN or a DNS subjectAltName entry)')
+      }
       if (!this.auth.mayWrite(who, h.volume)) {
         throw new TidemarkError(
           'PERMISSION_DENIED',

@@ -73,7 +73,7 @@ export class ApplianceStore {
     await initHash()
     const s = new ApplianceStore(dataDir, logger, { segmentBytes, io: opts.journalIo ?? 'direct' }, opts.replicaImages ?? true)
     const vdir = s.volumesDir()
-    await fs.promises.mkdir(vdir, { recursive: true })
+    await fs.promises.mkdir(vdir, { recursive: true, mode: 0o700 })
     for (const name of (await fs.promises.readdir(vdir)).sort()) {
       const d = path.join(vdir, name)
       if (name.startsWith('.')) {
@@ -146,7 +146,7 @@ export class ApplianceStore {
       await removeReplica(dir)
       const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
       const archive = path.join(this.dataDir, 'archive')
-      await fs.promises.mkdir(archive, { recursive: true })
+      await fs.promises.mkdir(archive, { recursive: true, mode: 0o700 })
       const to = path.join(archive, `${h.volume}.${NAME_RE.test(old?.generation ?? '') ? old!.generation : 'unknown'}.${stamp}`)
       await fs.promises.rename(dir, to)
       await syncDir(this.volumesDir())
@@ -165,7 +165,7 @@ export class ApplianceStore {
       created: new Date().toISOString(),
     }
     const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
-    await fs.promises.mkdir(tmp)
+    await fs.promises.mkdir(tmp, { mode: 0o700 })
     await VolumeStore.create(tmp, meta)
     await fs.promises.rename(tmp, dir)
     await syncDir(this.volumesDir())

@@ -85,7 +85,7 @@ export class ViewRegistry {
   /** Loads DATA/views/, removing what interrupted creates and deletes left behind. */
   static async open(dataDir: string, log: Logger): Promise<ViewRegistry> {
     const r = new ViewRegistry(path.join(dataDir, 'views'), log)
-    await fs.promises.mkdir(r.dir, { recursive: true })
+    await fs.promises.mkdir(r.dir, { recursive: true, mode: 0o700 })
     for (const e of await fs.promises.readdir(r.dir, { withFileTypes: true })) {
       if (!e.isDirectory()) continue
       const dir = path.join(r.dir, e.name)
@@ -204,7 +204,7 @@ export class ViewRegistry {
         // Left over from a delete that failed part way: nothing in it counts.
         await fs.promises.rm(dir, { recursive: true, force: true })
       }
-      await fs.promises.mkdir(dir)
+      await fs.promises.mkdir(dir, { mode: 0o700 })
       await syncDir(this.dir) // the directory's own entry, so a power cut cannot take the view with it
       await writeFileAtomic(path.join(dir, RECORD), `${JSON.stringify(rec, null, 2)}\n`)
       this.views.set(rec.name, rec)

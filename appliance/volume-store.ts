@@ -95,7 +95,7 @@ export class VolumeStore implements ImageSource {
 
   /** Creates the files of a new volume in `dir` (which exists and is empty). */
   static async create(dir: string, meta: VolumeMeta): Promise<void> {
-    await fs.promises.mkdir(path.join(dir, 'segments'), { recursive: true })
+    await fs.promises.mkdir(path.join(dir, 'segments'), { recursive: true, mode: 0o700 })
     await writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify({ fullSyncDone: false }))
     await writeFileAtomic(path.join(dir, 'meta.json'), JSON.stringify(meta, null, 2) + '\n')
   }

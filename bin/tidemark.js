@@ -9,6 +9,12 @@ process.noDeprecation = true
 // with 4, one slow fdatasync and a replica-image round leave the checks of
 // every volume waiting. Read when the pool first starts, so set here.
 if (!process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = '8'
+// Every file and directory tidemark creates holds a protected disk's bytes
+// or what reaches them (segments, base images, maps, dirty maps, restores,
+// sockets): owner only, whatever umask the shell had (022 would let every
+// local user read every replicated disk). Native code creates files too, so
+// the process umask, set before anything runs, is the one place for it.
+process.umask(0o077)
 const path = require('node:path')
 const fs = require('node:fs')
 const main = path.join(__dirname, '..', 'dist', 'cli', 'main.js')

@@ -6,11 +6,13 @@ import path from 'node:path'
 import pino from 'pino'
 import { z } from 'zod'
 import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
+import { escapeControl } from '../proto/bounded-strings'
 import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, size } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
+import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
 
 const needsAppliance = { option: 'appliance', as: '--appliance HOST:PORT' }
 
@@ -30,7 +32,7 @@ const volumeList = convert(
   }
 )
 
-const agentId = check(z.string(), (id) => /^[\x21-\x7e]{1,128}$/.test(id), (id) => `--agent-id '${id}' must be 1 to 128 printable characters without spaces`)
+const agentId = check(z.string(), (id) => /^[\x21-\x7e]{1,128}$/.test(id), (id) => `--agent-id ${JSON.stringify(id)} must be 1 to 128 printable characters without spaces`)
 
 export const AGENT = command({
   name: 'agent',
@@ -48,7 +50,7 @@ export const AGENT = command({
       label: '--config FILE',
       help:
         'the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
-        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
+        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
       alone: true,
     }),
     state: text({
@@ -64,6 +66,7 @@ export const AGENT = command({
       required: '--nbd unix:PATH|tcp:HOST:PORT is required',
       value: convert(z.string(), (s) => parseEndpoint(s, '--nbd')),
     }),
+    ...nbdExposureOptions,
     volume: list({
       label: '--volume NAME=PATH',
       help: 'a protected volume: a regular file or a block device (repeatable)',
@@ -157,6 +160,13 @@ export const AGENT = command({
       value: check(z.string(), (s) => Number.isFinite(Number(s)) && Number(s) >= 1, (s) => `--timemark-every '${s}' is not a number of seconds (at least 1)`)
         .transform((s): TimeMarkSchedule => ({ everyMs: Number(s) * 1000, label: 'scheduled' })),
     }),
+    'hook-output-in-note': flag({
+      label: '--hook-output-in-note',
+      help: "put a failed quiesce hook's last output line in the TimeMark's note\n(replicated to the appliance; by default only the agent's log has it)",
+      key: 'hookOutputInNote',
+      needs: needsAppliance,
+      config: z.unknown().transform((v) => (v === true ? true : undefined)),
+    }),
     timemarks: text({ key: 'timemarks', configOnly: true, config: z.unknown(), value: convert(z.unknown(), configSchedules) }),
     buffer: text({
       label: '--buffer SIZE',
@@ -172,9 +182,11 @@ export const AGENT = command({
   },
   help: (rows) => `Usage:
   tidemark agent --state DIR --nbd unix:PATH|tcp:HOST:PORT --volume NAME=PATH [--volume NAME=PATH ...]
+                 [--nbd-tls-cert F --nbd-tls-key F --nbd-tls-ca F | --insecure-nbd]
+                 [--nbd-max-connections N] [--nbd-handshake-timeout SECONDS]
                  [--appliance HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
-                 [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--buffer SIZE]
+                 [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
                  [--capture-log DIR] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark agent --config FILE
   tidemark agent --demo
@@ -185,8 +197,9 @@ with --appliance, streams the sectors that really changed to the appliance.
 
 ${rows(
   23,
-  'state', 'nbd', 'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
-  'no-microscan', 'group', 'control', 'timemark-every', 'buffer', 'capture-log', 'stats-interval', 'log-level', 'demo', 'config'
+  'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
+  'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
+  'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'stats-interval', 'log-level', 'demo', 'config'
 )}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
@@ -208,7 +221,7 @@ function configSchedules(v: unknown): TimeMarkSchedule[] {
     const label = o.label ?? 'scheduled'
     if (typeof label !== 'string') throw new Error(`${at}: "label" must be a string`)
     const bad = label ? badLabel(label) : null
-    if (bad) throw new Error(`${at}: label '${label}' ${bad}`)
+    if (bad) throw new Error(`${at}: label '${escapeControl(label)}' ${bad}`)
     for (const k of ['quiesce', 'thaw'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') throw new Error(`${at}: "${k}" must be a shell command string`)
     if (o.hookTimeout !== undefined && (typeof o.hookTimeout !== 'number' || !(o.hookTimeout > 0))) throw new Error(`${at}: "hookTimeout" must be a number of seconds`)
     return {
@@ -223,7 +236,7 @@ function configSchedules(v: unknown): TimeMarkSchedule[] {
 
 /** --demo as the flags it stands for, creating its 1 GiB sparse volume if missing. */
 function demoArgs(home: string): string[] {
-  fs.mkdirSync(home, { recursive: true })
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 })
   const img = path.join(home, 'demo.img')
   if (!fs.existsSync(img)) {
     const fd = fs.openSync(img, 'w')
@@ -239,7 +252,7 @@ function demoArgs(home: string): string[] {
   ]
 }
 
-type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string }
+type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string; nbdWarning?: string }
 
 export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   let p = parseCommand(AGENT, argv)
@@ -285,12 +298,16 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     throw usage('agent', 'TimeMarks (--control, schedules) are kept by an appliance: give --appliance HOST:PORT')
   }
   const captureLog = a['capture-log'] || undefined
-  if (captureLog) fs.mkdirSync(captureLog, { recursive: true })
+  if (captureLog) fs.mkdirSync(captureLog, { recursive: true, mode: 0o700 })
   const ep = a.nbd!
+  const exposure = nbdExposure(a, ep, 'agent')
   return {
     ...repl,
     stateDir: path.resolve(a.state!),
     nbd: 'unix' in ep ? { unix: path.resolve(ep.unix) } : { tcp: ep.tcp },
+    nbdListener: exposure.listener,
+    nbdWarning: exposure.warning,
+    hookOutputInNote: a['hook-output-in-note'] === true,
     volumes: a.volume!.map(([name, p]) => ({ name, path: path.resolve(p) })),
     group: a.group,
     bufferBytes: a.buffer,
@@ -343,6 +360,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     process.stdout.write(AGENT_HELP)
     return 0
   }
+  if (opts.nbdWarning) process.stderr.write(`${opts.nbdWarning}\n`)
   let demo: { address: string; child: ChildProcess } | undefined
   if (opts.demoApplianceDir) {
     demo = await startDemoAppliance(opts.demoApplianceDir)

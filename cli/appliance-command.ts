@@ -9,6 +9,9 @@ import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
+import { nbdLimitOptions } from './nbd-exposure'
+
+const APPLIANCE_NBD_MAX_CONNECTIONS = 64
 
 /** A JSON object whose values become "KEY=VALUE" strings, as the repeated flag gives them. */
 function objectOf(message: string) {
@@ -22,7 +25,7 @@ export const APPLIANCE = command({
     http: text({ refused: '--http (the dashboard) is not in this build yet' }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["VOL", "PREFIX*"]}, "insecure", "segmentSize",\n"dataPort", "statsInterval", "logLevel"}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["VOL", "PREFIX*"]}, "insecure", "segmentSize",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -64,6 +67,8 @@ export const APPLIANCE = command({
       key: 'nbd',
       value: convert(z.string(), (s) => (s ? parseEndpoint(s, '--nbd') : undefined)),
     }),
+    // Restores and TimeViews open several connections each: a higher cap than the agent's.
+    ...nbdLimitOptions(APPLIANCE_NBD_MAX_CONNECTIONS),
     'scrub-every': text({
       label: '--scrub-every S',
       help: 're-read every journal and check its checksums every S seconds\n(default 86400; the first scrub runs min(S, 300) s after start;\n0 = never): damage at rest is found, and points after it refused',
@@ -132,7 +137,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
 `,
 })
 
@@ -154,6 +159,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     dataDir: path.resolve(a.data!),
     listen: hostPort,
     nbd: a.nbd ? ('unix' in a.nbd ? { unix: path.resolve(a.nbd.unix) } : a.nbd) : undefined,
+    nbdListener: { maxConnections: a['nbd-max-connections'], handshakeTimeoutMs: a['nbd-handshake-timeout'] },
     tls,
     insecure: a.insecure === true,
     dataPort: a['data-port'],

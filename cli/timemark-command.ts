@@ -14,6 +14,7 @@ import type { ListTimeMarksRequest } from '../proto/generated/tidemark/v1/ListTi
 import type { ListTimeMarksReply__Output } from '../proto/generated/tidemark/v1/ListTimeMarksReply'
 import type { PinTimeMarkRequest } from '../proto/generated/tidemark/v1/PinTimeMarkRequest'
 import type { TimeMark__Output } from '../proto/generated/tidemark/v1/TimeMark'
+import { escapeControl } from '../proto/bounded-strings'
 import { badLabel } from '../proto/timemark-meta'
 import { usage } from './args'
 import { adminFromFlags, clientOptions, helpOption } from './common-options'
@@ -94,7 +95,7 @@ export const TIMEMARK_CREATE = command({
     volume: text({ oneOf: { with: ['group'], missing: oneVolumeOrGroup, many: () => oneVolumeOrGroup, emptyIsNone: true } }),
     label: text({ value: convert(z.string(), (l) => {
       const bad = l ? badLabel(l) : null
-      if (bad) throw new Error(`label '${l}' ${bad}`)
+      if (bad) throw new Error(`label '${escapeControl(l)}' ${bad}`)
       return l
     }) }),
     'hook-timeout': text({ value: limit('--hook-timeout') }),

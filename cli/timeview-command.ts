@@ -22,6 +22,7 @@ import { TimeView, type TimeViewStats } from '../native/view'
 import { parseEndpoint, parseHostPort } from './args'
 import { adminFromFlags, clientOptions, helpOption, logLevel, pointOf, pointOptions, seconds, size, tlsFiles, transportOption } from './common-options'
 import { command, convert, flag, helpText, parseCommand, text } from './definition'
+import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
 import { isViewAction, runTimeviewAction } from './timeview-views-command'
 
 export const TIMEVIEW = command({
@@ -36,6 +37,7 @@ export const TIMEVIEW = command({
       required: '--nbd unix:PATH|tcp:HOST:PORT is required',
       value: convert(z.string(), (s) => parseEndpoint(s, '--nbd')),
     }),
+    ...nbdExposureOptions,
     writable: flag({
       label: '--writable',
       help: 'add a copy-on-write overlay (for DR tests): writes, trims and zeroes\ngo to an unnamed temporary file in $TMPDIR, reads see them, and it\nis discarded when the TimeView stops; the appliance never sees them',
@@ -57,6 +59,8 @@ export const TIMEVIEW = command({
   help: (rows) => `Usage:
   tidemark timeview --appliance HOST:PORT --volume NAME (--timemark ID|LABEL | --at ISO-TIME | --seq N|latest)
                     --nbd unix:PATH|tcp:HOST:PORT [--writable] [--cache SIZE] [--stats-interval SECONDS]
+                    [--nbd-tls-cert F --nbd-tls-key F --nbd-tls-ca F | --insecure-nbd]
+                    [--nbd-max-connections N] [--nbd-handshake-timeout SECONDS]
                     [--tls-cert F --tls-key F --tls-ca F] [--json] [--log-level LEVEL]
   tidemark timeview create --appliance HOST:PORT --volume NAME (point) --name NAME [--writable] [--json]
   tidemark timeview list   --appliance HOST:PORT [--volume NAME] [--json]
@@ -68,7 +72,8 @@ Serves the volume as it was at the point given, read-only, as an NBD export
 named after the volume, until SIGINT or SIGTERM. Nothing is copied first:
 bytes are read from the appliance when a client asks for them (and cached).
 Replication continues meanwhile; several TimeViews may run at once.
-${rows(23, 'timemark', 'at', 'seq', 'nbd', 'writable', 'transport', 'cache', 'stats-interval', 'json', 'log-level')}
+${rows(23, 'timemark', 'at', 'seq', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections',
+  'nbd-handshake-timeout', 'writable', 'transport', 'cache', 'stats-interval', 'json', 'log-level')}
 
 Attach it:  nbd-client -unix PATH -N NAME /dev/nbd0
             nbdfuse DIR/disk 'nbd+unix:///NAME?socket=PATH'
@@ -113,11 +118,13 @@ export async function runTimeview(argv: string[]): Promise<number> {
   const point = pointOf(a)
   const ep = a.nbd!
   const endpoint = 'unix' in ep ? { unix: path.resolve(ep.unix) } : ep
+  const exposure = nbdExposure(a, ep, 'timeview')
   const cacheBytes = a.cache!
   const interval = a['stats-interval']!
   const logLevel = a['log-level']!
   const writable = a.writable === true
   const client = adminFromFlags(a, 'timeview')
+  if (exposure.warning) process.stderr.write(`${exposure.warning}\n`)
 
   let resolved
   try {
@@ -173,6 +180,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
       description: `tidemark TimeView of ${volume} at ${what}, ${writable ? 'writable (copy-on-write overlay)' : 'read-only'}`,
       writable,
       endpoint,
+      listener: exposure.listener,
       cacheBytes,
       upstream,
       read,
@@ -191,7 +199,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
 
   const uri = 'unix' in endpoint
     ? `nbd+unix:///${volume}?socket=${endpoint.unix}`
-    : `nbd://${endpoint.tcp.host.includes(':') ? `[${endpoint.tcp.host}]` : endpoint.tcp.host}:${view.tcpPort}/${volume}`
+    : `${exposure.listener.tls ? 'nbds' : 'nbd'}://${endpoint.tcp.host.includes(':') ? `[${endpoint.tcp.host}]` : endpoint.tcp.host}:${view.tcpPort}/${volume}`
   const mode = writable ? 'writable' : 'read-only'
   const served = {
     volume,

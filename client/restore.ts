@@ -159,6 +159,8 @@ function prefixed(command: string, err: unknown): Error {
 
 async function restoreOverNbd(source: NbdEndpoint, target: Target, opts: RestoreOptions): Promise<RestoreResult> {
   const path = target.kind === 'file' ? `${target.path}.partial` : target.kind === 'device' ? target.path : null
+  // Ours from here on (the native copy opens it again, O_NOFOLLOW, to write).
+  if (target.kind === 'file') await (await createPartial(path!, opts.command)).close()
   const copy = new NbdCopy({ source, target: target.kind === 'nbd' ? target.addr : path!, tls: opts.tls })
   const onAbort = (): void => copy.cancel()
   opts.signal?.addEventListener('abort', onAbort)
@@ -203,10 +205,41 @@ interface Sink {
 
 const ZEROES = Buffer.alloc(4 << 20)
 
-async function fileSink(target: Target & { kind: 'file' | 'device' }): Promise<Sink> {
+/**
+ * FILE.partial, created by us and nobody else: O_EXCL refuses anything
+ * already at the path (a symbolic link planted to make a restore write, as
+ * its user, wherever it points, or a file someone else could read), and
+ * O_NOFOLLOW a link there; mode 0600 whatever the umask. Nothing found at
+ * the path is followed, truncated or removed.
+ */
+async function createPartial(path: string, command: string): Promise<fs.promises.FileHandle> {
+  const c = fs.constants
+  try {
+    return await fs.promises.open(path, c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, 0o600)
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    if (e.code !== 'EEXIST' && e.code !== 'ELOOP') {
+      // As the native copy says it: "No such file or directory (ENOENT)".
+      const why = /^\w+: ([^,]+),/.exec(e.message)?.[1] ?? e.message
+      throw new TidemarkError('RESTORE_TARGET', `tidemark ${command}: cannot open ${path} for writing: ${why.charAt(0).toUpperCase()}${why.slice(1)} (${e.code})`)
+    }
+    let what = 'a file'
+    try {
+      what = fs.lstatSync(path).isSymbolicLink() ? 'a symbolic link' : 'a file'
+    } catch {
+      // gone meanwhile: still refused, the user runs again
+    }
+    throw new TidemarkError(
+      'RESTORE_PARTIAL_EXISTS',
+      `tidemark ${command}: ${path} already exists (${what}: from an interrupted restore, or put there by someone else) and was neither followed nor overwritten; remove it and run again`
+    )
+  }
+}
+
+async function fileSink(target: Target & { kind: 'file' | 'device' }, command: string): Promise<Sink> {
   const isDevice = target.kind === 'device'
   const path = isDevice ? target.path : `${target.path}.partial`
-  const fh = await fs.promises.open(path, isDevice ? 'r+' : 'w')
+  const fh = isDevice ? await fs.promises.open(path, 'r+') : await createPartial(path, command)
   return {
     size: async (bytes) => {
       if (!isDevice) await fh.truncate(bytes)
@@ -257,7 +290,7 @@ async function nbdSink(addr: NbdAddress, command: string): Promise<Sink> {
 }
 
 async function restoreOverGrpc(client: AdminClient, target: Target, opts: RestoreOptions): Promise<RestoreResult> {
-  const sink = target.kind === 'nbd' ? await nbdSink(target.addr, opts.command) : await fileSink(target)
+  const sink = target.kind === 'nbd' ? await nbdSink(target.addr, opts.command) : await fileSink(target, opts.command)
   let size = 0
   let seq = 0
   let written = 0

@@ -133,6 +133,10 @@ export interface ApplianceNbdConfig {
   tlsCert?: string
   tlsKey?: string
   tlsCa?: string
+  /** connections open at once (0: no cap) */
+  maxConnections?: number
+  /** the handshake deadline, ms of waiting for the client (native default 10 s) */
+  handshakeTimeoutMs?: number
 }
 
 /**

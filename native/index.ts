@@ -41,6 +41,16 @@ export interface NativeVolumeStats {
   mode: 'normal' | 'behind' | 'resyncing'
 }
 
+/** An NBD listener's refusals since it started (native/src/nbd_server.h). */
+export interface NbdListenerStats {
+  /** closed at once: the connection cap was reached */
+  refusedConnections: number
+  /** closed: the handshake did not finish within its deadline */
+  handshakeTimeouts: number
+  /** closed or answered with an error: a bad handshake */
+  rejectedHandshakes: number
+}
+
 export interface NativeTapConfig {
   stateDir: string
   bufferBytes: number
@@ -65,6 +75,7 @@ export interface NativeTap {
   stopServing(): Promise<void>
   tcpPort(): number
   droppedEvents(): number
+  listenerStats(): NbdListenerStats
   resyncFrom(volume: number, region: number): number
   raiseSeq(volume: number, floor: number): void
 }

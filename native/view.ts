@@ -12,6 +12,7 @@
 import os from 'node:os'
 import { TidemarkError } from '../proto/errors'
 import { native } from './index'
+import { nbdListenerConfig, type NbdListenerOptions } from './nbd-listener'
 
 /** Largest read the native side asks for (the Admin.Read limit). */
 export const VIEW_MAX_FETCH = 4 * 1024 * 1024
@@ -26,6 +27,8 @@ export interface TimeViewOptions {
   description: string
   writable: boolean
   endpoint: { unix: string } | { tcp: { host: string; port: number } }
+  /** TLS, connection cap and handshake deadline of the NBD listener */
+  listener?: NbdListenerOptions
   /** where a writable view's overlay lives (an unnamed file; default os.tmpdir()) */
   overlayDir?: string
   /** the chunk cache's budget (default 64 MiB; 0: no cache) */
@@ -125,6 +128,7 @@ export class TimeView {
       overlayDir: o.overlayDir ?? os.tmpdir(),
       cacheBytes,
       readAheadBytes,
+      ...nbdListenerConfig(o.listener),
     }
     if (o.upstream) {
       const u = o.upstream

@@ -5,6 +5,7 @@
 //
 //   {"v":1, "label":"before-upgrade", "consistency":"app"|"crash",
 //    "wallMs":1795430400000, "group":"db", "note":"quiesce 12 ms"}
+import { badName, cleanNote, MAX_NAME_BYTES } from './bounded-strings'
 import { MAX_MARK_DATA } from './record'
 
 export interface MarkMeta {
@@ -17,14 +18,13 @@ export interface MarkMeta {
   note: string
 }
 
-export const MAX_LABEL_LENGTH = 200
+export const MAX_LABEL_BYTES = MAX_NAME_BYTES
 
-/** Why a label cannot name a TimeMark, or null if it can. */
+/** Why a label cannot name a TimeMark, or null if it can (the message follows the label). */
 export function badLabel(label: string): string | null {
-  if (label.length > MAX_LABEL_LENGTH) return `is longer than ${MAX_LABEL_LENGTH} characters`
+  const bad = badName(label, 'it')
+  if (bad) return bad.replace(/^it /, '')
   if (/^\d+$/.test(label)) return 'is a number (numbers name TimeMarks by id)'
-  // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x1f\x7f]/.test(label)) return 'contains control characters'
   return null
 }
 
@@ -34,8 +34,18 @@ export function encodeMarkMeta(m: MarkMeta): Buffer {
   return b
 }
 
-/** The metadata, or a string saying what is wrong with it. */
-export function parseMarkMeta(b: Buffer): MarkMeta | string {
+// What journals written before the 128-byte bound held: labels up to 200
+// characters, groups up to 128. A journal is history: it is read back under
+// the rules it was written under, never refused for a bound added since.
+const JOURNALED_LABEL_CHARS = 200
+const JOURNALED_GROUP_CHARS = 128
+
+/**
+ * The metadata, or a string saying what is wrong with it. `journaled`: read
+ * back from a journal (the catalog's rebuild), under the bounds it was
+ * written under; its strings are still cleaned of control characters.
+ */
+export function parseMarkMeta(b: Buffer, opts: { journaled?: boolean } = {}): MarkMeta | string {
   let o: Record<string, unknown>
   try {
     o = JSON.parse(b.toString('utf8')) as Record<string, unknown>
@@ -45,13 +55,20 @@ export function parseMarkMeta(b: Buffer): MarkMeta | string {
   if (!o || typeof o !== 'object' || Array.isArray(o)) return 'is not a JSON object'
   if (o.v !== 1) return `has version ${JSON.stringify(o.v)}, not 1`
   if (typeof o.label !== 'string') return 'has no label string'
-  if (o.label !== '') {
+  if (opts.journaled) {
+    if (o.label.length > JOURNALED_LABEL_CHARS) return `label is longer than ${JOURNALED_LABEL_CHARS} characters`
+  } else if (o.label !== '') {
     const why = badLabel(o.label)
     if (why) return `label ${why}`
   }
   if (o.consistency !== 'app' && o.consistency !== 'crash') return `has consistency ${JSON.stringify(o.consistency)}, not app or crash`
   if (typeof o.wallMs !== 'number' || !Number.isSafeInteger(o.wallMs) || o.wallMs < 0) return 'has no wallMs time'
-  if (typeof o.group !== 'string' || o.group.length > 128) return 'has no group string'
+  if (typeof o.group !== 'string') return 'has no group string'
+  const badGroup = opts.journaled ? (o.group.length > JOURNALED_GROUP_CHARS ? 'has no group string' : null) : badName(o.group, 'group')
+  if (badGroup) return badGroup
   if (o.note !== undefined && typeof o.note !== 'string') return 'has a note that is not a string'
-  return { label: o.label, consistency: o.consistency, wallMs: o.wallMs, group: o.group, note: (o.note as string | undefined) ?? '' }
+  // A note is free text from the agent: kept, but never with control characters.
+  const label = opts.journaled ? cleanNote(o.label) : o.label
+  const group = opts.journaled ? cleanNote(o.group) : o.group
+  return { label, consistency: o.consistency, wallMs: o.wallMs, group, note: cleanNote((o.note as string | undefined) ?? '') }
 }

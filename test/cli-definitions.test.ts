@@ -81,7 +81,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem',
     '--allow', 'agent-1=v1,v2', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--compact-every', '5',
     '--stats-interval', '1', '--log-level', 'debug', '--nbd', 'unix:app.sock', '--scrub-every', '3600',
-    '--replica-image', 'off', '--data-port', '7410', '--journal-io', 'buffered',
+    '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -99,6 +99,8 @@ t.test('the appliance reads the same settings from flags and from the config key
     replicaImage: 'off',
     dataPort: 7410,
     journalIo: 'buffered',
+    nbdMaxConnections: 10,
+    nbdHandshakeTimeout: 3,
   }
   const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
   t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')

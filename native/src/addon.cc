@@ -57,6 +57,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
                         InstanceMethod("close", &NativeTap::Close),
                         InstanceMethod("stopServing", &NativeTap::StopServing), InstanceMethod("tcpPort", &NativeTap::TcpPort),
                         InstanceMethod("droppedEvents", &NativeTap::DroppedEvents),
+                        InstanceMethod("listenerStats", &NativeTap::ListenerStats),
                         InstanceMethod("resyncFrom", &NativeTap::ResyncFrom),
                         InstanceMethod("raiseSeq", &NativeTap::RaiseSeq),
                         InstanceMethod("timemark", &NativeTap::TimeMark)});
@@ -78,6 +79,13 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
     if (o.Get("tcpHost").IsString()) {
       c.tcp_host = o.Get("tcpHost").As<Napi::String>();
       c.tcp_port = o.Get("tcpPort").As<Napi::Number>().Int32Value();
+    }
+    {
+      std::string tls_error;
+      if (!tidemark_addon::NbdServerOptionsFrom(o, &c.nbd, &tls_error)) {
+        Fail(env, "TLS_FILE", tls_error).ThrowAsJavaScriptException();
+        return;
+      }
     }
     Napi::Array vols = o.Get("volumes").As<Napi::Array>();
     for (uint32_t i = 0; i < vols.Length(); i++) {
@@ -335,6 +343,17 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
   }
   Napi::Value DroppedEvents(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), double(dropped_events_.load()));
+  }
+  // The NBD listener's refusals: over the connection cap, past the handshake
+  // deadline, bad handshakes.
+  Napi::Value ListenerStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    tidemark::NbdServer* s = tap_ ? tap_->server() : nullptr;
+    o.Set("refusedConnections", Napi::Number::New(env, s ? double(s->refused_connections()) : 0));
+    o.Set("handshakeTimeouts", Napi::Number::New(env, s ? double(s->handshake_timeouts()) : 0));
+    o.Set("rejectedHandshakes", Napi::Number::New(env, s ? double(s->rejected_handshakes()) : 0));
+    return o;
   }
 
   class StopWorker : public Napi::AsyncWorker {

@@ -8,9 +8,26 @@
 #include <mutex>
 #include <string>
 
+#include "nbd_server.h"
 #include "view.h"
 
 namespace tidemark_addon {
+
+// What an NBD listener admits, from its config object: "tlsCert", "tlsKey",
+// "tlsCa" (all three: clients must STARTTLS with a certificate the CA
+// signed), "maxConnections", "handshakeTimeoutMs". False (and *error) when
+// the TLS files cannot be loaded.
+inline bool NbdServerOptionsFrom(const Napi::Object& o, tidemark::NbdServerOptions* out, std::string* error) {
+  if (o.Get("maxConnections").IsNumber()) out->max_connections = o.Get("maxConnections").As<Napi::Number>().Int32Value();
+  if (o.Get("handshakeTimeoutMs").IsNumber())
+    out->handshake_timeout_ms = o.Get("handshakeTimeoutMs").As<Napi::Number>().Int32Value();
+  if (o.Get("tlsCert").IsString()) {
+    out->tls = tidemark::TlsCredentials::Load(o.Get("tlsCert").As<Napi::String>(), o.Get("tlsKey").ToString(),
+                                              o.Get("tlsCa").ToString(), error);
+    if (!out->tls) return false;
+  }
+  return true;
+}
 
 inline Napi::Error Fail(Napi::Env env, const char* code, const std::string& msg) {
   Napi::Error e = Napi::Error::New(env, msg);

@@ -529,12 +529,10 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
       Fail(env, "NBD_INVALID_ARGUMENT", "ApplianceNbd config needs unix or tcpHost").ThrowAsJavaScriptException();
       return;
     }
-    std::shared_ptr<tidemark::TlsCredentials> tls;
-    if (o.Get("tlsCert").IsString()) {
+    tidemark::NbdServerOptions nbd_options;
+    {
       std::string error;
-      tls = tidemark::TlsCredentials::Load(o.Get("tlsCert").As<Napi::String>(), o.Get("tlsKey").ToString(),
-                                           o.Get("tlsCa").ToString(), &error);
-      if (!tls) {
+      if (!tidemark_addon::NbdServerOptionsFrom(o, &nbd_options, &error)) {
         Fail(env, "TLS_FILE", error).ThrowAsJavaScriptException();
         return;
       }
@@ -545,7 +543,7 @@ class ApplianceNbd : public Napi::ObjectWrap<ApplianceNbd> {
     server_ = std::make_unique<tidemark::NbdServer>(
         std::static_pointer_cast<tidemark::ExportSet>(exports_),
         [sink = log_](int level, const std::string& msg) { sink->Emit(level, msg); });
-    if (tls) server_->RequireTls(tls);
+    server_->Configure(nbd_options);
     std::string error;
     bool ok = true;
     if (!unix_path.empty()) ok = server_->ListenUnix(unix_path, &error);

@@ -31,7 +31,7 @@ bool DirtyMap::Open(const std::string& path, uint64_t volume_size, bool* reset, 
   regions_ = (volume_size + kRegionSize - 1) >> kRegionShift;
   bytes_ = (regions_ + 7) / 8;
   map_len_ = kHeader + bytes_;
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) {
     *error = "cannot open dirty map " + path + ": " + std::strerror(errno);
     return false;

@@ -490,7 +490,9 @@ bool NbdCopy::Run(const CopyConfig& c, CopyResult* r) {
     s.device = exists && S_ISBLK(st.st_mode);
     r->target_kind = s.device ? "device" : "file";
     s.fd = s.device ? open(c.target_path.c_str(), O_WRONLY | O_CLOEXEC)
-                    : open(c.target_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                    // A file target is never reached through a symbolic link (a
+                    // restore's FILE.partial could be one planted by another user).
+                    : open(c.target_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (s.fd < 0) {
       Fail(CopyError::kTarget, "cannot open " + c.target_path + " for writing: " + ErrnoText(errno));
       return result(false);

@@ -75,14 +75,16 @@ const char* CommandName(uint16_t t) {
 class Connection {
  public:
   Connection(int fd, uint64_t id, ExportSet& exports, const std::shared_ptr<TlsCredentials>& tls, const LogFn& log,
-             std::atomic<uint64_t>& rejected_handshakes, std::atomic<const Export*>* serving = nullptr)
+             std::atomic<uint64_t>& rejected_handshakes, std::atomic<const Export*>* serving = nullptr,
+             HandshakeClock* clock = nullptr)
       : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes),
-        serving_(serving), in_(kInBuffer) {}
+        serving_(serving), clock_(clock), in_(kInBuffer) {}
 
   ~Connection() { DropPassedFd(); }
 
   void Run() {
     const bool served = Handshake();
+    if (clock_) clock_->done = true;  // the acceptor's deadline no longer applies
     handshaking_ = false;
     DropPassedFd();
     copy_export_.reset();
@@ -214,6 +216,19 @@ class Connection {
   }
 
   // ---- handshake ----
+  // The deadline runs while we wait for the client and stops while we work
+  // on what it asked (HandshakeClock).
+  void ResumeClock() {
+    if (!paused_) return;  // running since accept, or no deadline
+    paused_ = false;
+    clock_->deadline_ms = HandshakeClock::NowMs() + budget_ms_;
+  }
+  void PauseClock() {
+    if (!clock_ || paused_ || clock_->deadline_ms == INT64_MAX) return;
+    paused_ = true;
+    budget_ms_ = std::max<int64_t>(0, clock_->deadline_ms - HandshakeClock::NowMs());
+    clock_->deadline_ms = INT64_MAX;
+  }
   uint16_t TransmissionFlags(const Export* v) const {
     uint16_t f = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxCanMultiConn;
     if (v->read_only()) f |= kTxReadOnly;
@@ -263,6 +278,7 @@ class Connection {
     no_zeroes_ = client_flags & kClientFlagNoZeroes;
 
     for (;;) {
+      ResumeClock();
       uint8_t h[16];
       bool partial = false;
       if (!ReadExact(h, 16, &partial)) {
@@ -285,6 +301,7 @@ class Connection {
         RejectHandshake("truncated option " + std::to_string(opt) + " (" + std::to_string(len) + " bytes announced)");
         return false;
       }
+      PauseClock();
       if (tls_creds_ && !tls_ && opt != kOptStartTls && opt != kOptAbort) {
         // Forced TLS (the NBD protocol's name for it): nothing before STARTTLS.
         if (opt == kOptExportName) {
@@ -890,6 +907,9 @@ class Connection {
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
   std::atomic<const Export*>* serving_;  // the server's note of the export chosen (Disconnect)
+  HandshakeClock* clock_;                // the handshake's deadline, which the acceptor enforces
+  int64_t budget_ms_ = 0;                // of waiting for the client, left when the clock was paused
+  bool paused_ = false;
   // Held for the connection's life: for an appliance export, what keeps its files open.
   std::shared_ptr<Export> vol_;
   bool no_zeroes_ = false;
@@ -941,20 +961,37 @@ bool NbdServer::ListenUnix(const std::string& path, std::string* error) {
     *error = std::string("socket: ") + std::strerror(errno);
     return false;
   }
+  // Whoever can connect can read and write the disk: the socket file is
+  // 0600 from the moment it exists. Linux gives a bound socket file the
+  // socket inode's mode less the umask, so setting the mode before bind
+  // leaves no window (a chmod after bind would), whatever the umask.
+  fchmod(fd, 0600);
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     if (errno != EADDRINUSE) {
       *error = "cannot bind " + path + ": " + std::strerror(errno);
       ::close(fd);
       return false;
     }
-    // A socket file is there. If nobody answers on it, it is left over from
-    // a process that died: replace it. If somebody does, refuse.
+    // Something is at the path. Only a socket nobody answers on (left over
+    // from a process that died) is replaced; a live one, a regular file or a
+    // symbolic link (perhaps planted to make us delete what it names) is
+    // refused and left as it is.
+    struct stat st{};
+    if (lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+      const char* what = S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISREG(st.st_mode) ? "a regular file" : "not a socket";
+      *error = "the NBD socket path " + path + " exists and is " + what + ": refusing to replace it (remove it if it is stale)";
+      ::close(fd);
+      return false;
+    }
     const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const bool live = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    const int probe_errno = errno;
     ::close(probe);
-    if (live) {
+    if (live || probe_errno != ECONNREFUSED) {
       ::close(fd);
-      *error = "unix socket " + path + " is in use by another server";
+      *error = live ? "unix socket " + path + " is in use by another server"
+                    : "unix socket " + path + " exists and cannot be probed (" + std::strerror(probe_errno) +
+                          "): refusing to replace it";
       return false;
     }
     unlink(path.c_str());
@@ -969,6 +1006,8 @@ bool NbdServer::ListenUnix(const std::string& path, std::string* error) {
     ::close(fd);
     return false;
   }
+  struct stat st{};
+  if (lstat(path.c_str(), &st) == 0) unix_ino_ = st.st_ino;
   unix_path_ = path;
   listeners_.push_back(fd);
   return true;
@@ -1013,25 +1052,46 @@ void NbdServer::AcceptLoop() {
   std::vector<pollfd> fds;
   for (int l : listeners_) fds.push_back({l, POLLIN, 0});
   if (wake_[0] >= 0) fds.push_back({wake_[0], POLLIN, 0});
+  int wait_ms = 1000;
   while (!stopping_) {
-    const int n = poll(fds.data(), fds.size(), 1000);
+    const int n = poll(fds.data(), fds.size(), wait_ms);
     if (stopping_) break;
     Reap(false);
+    wait_ms = CutStalledHandshakes(1000);
     if (n <= 0) continue;
     for (size_t i = 0; i < listeners_.size(); i++) {
       if (!(fds[i].revents & POLLIN)) continue;
       const int c = accept4(listeners_[i], nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0) continue;
+      std::lock_guard<std::mutex> lk(conns_mu_);
+      if (max_connections_ > 0) {
+        // Reap(false) just ran: what is left is open (or about to close).
+        size_t open = 0;
+        for (auto& k : conns_) open += !k->done;
+        if (open >= size_t(max_connections_)) {
+          // Closed before a byte is sent: no thread, no buffer. Logged once
+          // while the server stays at its cap; every one is counted.
+          refused_connections_++;  // before the close, which the client sees
+          ::close(c);
+          if (!cap_logged_) {
+            cap_logged_ = true;
+            log_(kLogWarn, "nbd: " + std::to_string(max_connections_) +
+                               " connections are open (the cap, --nbd-max-connections): refusing new ones until some close");
+          }
+          continue;
+        }
+        if (open + 1 < size_t(max_connections_)) cap_logged_ = false;
+      }
       const int one = 1;
       setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on unix sockets
       auto conn = std::make_unique<Conn>();
       conn->fd = c;
+      if (handshake_timeout_ms_ > 0) conn->clock.deadline_ms = HandshakeClock::NowMs() + handshake_timeout_ms_;
       Conn* raw = conn.get();
       const uint64_t id = next_conn_id_++;
-      std::lock_guard<std::mutex> lk(conns_mu_);
       conn->thread = std::thread([this, raw, id] {
         pthread_setname_np(pthread_self(), "tm-nbd-conn");
-        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_, &raw->serving).Run();
+        Connection(raw->fd, id, *exports_, tls_, log_, rejected_handshakes_, &raw->serving, &raw->clock).Run();
         // The client waits for end-of-file after NBD_CMD_DISC: send it now,
         // not when the acceptor next reaps (up to a second later).
         shutdown(raw->fd, SHUT_RDWR);
@@ -1039,7 +1099,33 @@ void NbdServer::AcceptLoop() {
       });
       conns_.push_back(std::move(conn));
     }
+    wait_ms = CutStalledHandshakes(wait_ms);
   }
+}
+
+int NbdServer::CutStalledHandshakes(int max_ms) {
+  if (handshake_timeout_ms_ <= 0) return max_ms;
+  const int64_t now = HandshakeClock::NowMs();
+  int wait = max_ms;
+  std::lock_guard<std::mutex> lk(conns_mu_);
+  for (auto& c : conns_) {
+    const int64_t deadline = c->clock.deadline_ms;
+    if (c->done || c->clock.done || c->timed_out || deadline == INT64_MAX) continue;
+    if (now >= deadline) {
+      // The connection's thread is blocked reading the handshake: shutting
+      // the socket down wakes it with end-of-file, and it ends.
+      c->timed_out = true;
+      const uint64_t n = handshake_timeouts_++;  // before the shutdown, which the client sees
+      shutdown(c->fd, SHUT_RDWR);
+      if (n < kMaxWarnings) {
+        log_(kLogWarn, "nbd: a client did not finish the NBD handshake within " + std::to_string(handshake_timeout_ms_) +
+                           " ms; closing the connection");
+      }
+      continue;
+    }
+    wait = int(std::min<int64_t>(wait, deadline - now + 1));
+  }
+  return wait;
 }
 
 void NbdServer::Reap(bool all) {
@@ -1084,7 +1170,11 @@ void NbdServer::Stop() {
   if (acceptor_.joinable()) acceptor_.join();
   for (int l : listeners_) ::close(l);
   listeners_.clear();
-  if (!unix_path_.empty()) unlink(unix_path_.c_str());
+  if (!unix_path_.empty()) {
+    // Only the socket we bound: not whatever another process put there since.
+    struct stat st{};
+    if (lstat(unix_path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == unix_ino_) unlink(unix_path_.c_str());
+  }
   for (int i = 0; i < 2; i++)
     if (wake_[i] >= 0) ::close(wake_[i]);
   // Stop reading: each connection finishes the requests it has read, sends

@@ -48,17 +48,30 @@ namespace {
 std::string Gnutls(const char* what, int rc) { return std::string(what) + ": " + gnutls_strerror(rc); }
 
 // The subject's CN, else the first DNS subjectAltName.
+// An identity is a name we log and match: at most 128 bytes
+// (proto/bounded-strings.ts MAX_NAME_BYTES), no control characters (no NUL
+// to cut it short in a log, no escape to rewrite a terminal).
+std::string Bounded(std::string id) {
+  if (id.size() > 128) return std::string();
+  for (unsigned char c : id)
+    if (c < 0x20 || c == 0x7f) return std::string();
+  return id;
+}
+
+// The subject's first CN, else the first subjectAltName of type DNS (typed
+// by the certificate, never found by searching text: a URI SAN
+// spiffe://x/DNS:admin names nobody). appliance/authorizer.ts reads the same.
 std::string IdentityOf(gnutls_x509_crt_t crt) {
   char buf[1024];
   size_t len = sizeof buf;
   if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &len) == 0 && len > 0) {
-    return std::string(buf, len);
+    return Bounded(std::string(buf, len));
   }
   for (unsigned i = 0;; i++) {
     len = sizeof buf;
     const int type = gnutls_x509_crt_get_subject_alt_name(crt, i, buf, &len, nullptr);
     if (type < 0) break;
-    if (type == GNUTLS_SAN_DNSNAME) return std::string(buf, len);
+    if (type == GNUTLS_SAN_DNSNAME && len > 0) return Bounded(std::string(buf, len));
   }
   return std::string();
 }

@@ -17,7 +17,7 @@ SeqSpace::~SeqSpace() {
 }
 
 bool SeqSpace::Open(const std::string& path, std::string* error) {
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) {
     *error = "cannot open seq file " + path + ": " + std::strerror(errno);
     return false;

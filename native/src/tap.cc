@@ -70,6 +70,7 @@ bool Tap::Open(const TapConfig& config, std::string* error) {
     volumes_.push_back(std::move(v));
   }
   server_ = std::make_unique<NbdServer>(volumes_, log_);
+  server_->Configure(config.nbd);
   if (!config.unix_path.empty() && !server_->ListenUnix(config.unix_path, error)) return false;
   if (!config.tcp_host.empty() && !server_->ListenTcp(config.tcp_host, config.tcp_port, &tcp_port_, error))
     return false;

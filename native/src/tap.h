@@ -30,6 +30,7 @@ struct TapConfig {
   std::string unix_path;           // empty: no unix listener
   std::string tcp_host;            // empty: no TCP listener
   int tcp_port = 0;
+  NbdServerOptions nbd;  // TLS, connection cap, handshake deadline
 };
 
 class Tap {

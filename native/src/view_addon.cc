@@ -174,6 +174,11 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     // upstream: the appliance's own NBD export of the point (nbd_source.h):
     // misses are read natively from it instead of through onFetch.
     std::string error;
+    tidemark::NbdServerOptions nbd_options;
+    if (!tidemark_addon::NbdServerOptionsFrom(o, &nbd_options, &error)) {
+      Fail(env, "TLS_FILE", error).ThrowAsJavaScriptException();
+      return;
+    }
     if (o.Get("upstream").IsObject() && !OpenUpstream(o.Get("upstream").As<Napi::Object>(), c.size, &error)) {
       Fail(env, "VIEW_OPEN_FAILED", error).ThrowAsJavaScriptException();
       return;
@@ -194,6 +199,7 @@ class NativeView : public Napi::ObjectWrap<NativeView> {
     bool ok = view_->Open(&error);
     if (ok) {
       server_ = std::make_unique<NbdServer>(std::vector<std::shared_ptr<tidemark::Export>>{view_}, log);
+      server_->Configure(nbd_options);
       if (!unix_path.empty()) ok = server_->ListenUnix(unix_path, &error);
       if (ok && !tcp_host.empty()) ok = server_->ListenTcp(tcp_host, tcp_port, &tcp_port_, &error);
     }

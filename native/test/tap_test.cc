@@ -1772,6 +1772,73 @@ void TestNbdOverlapping() {
 
 }  // namespace
 
+// What a listener admits: a planted file or link at the socket path is
+// refused and left; the socket is 0600 whatever the umask; past the cap a
+// connection is closed before a byte; a silent client is closed at the
+// handshake deadline, one that finished its handshake is not.
+void TestListenerAdmission() {
+  VolumeFixture f;
+  f.Create(1 << 20, 4 << 20);
+  Log log;
+  std::string error;
+  const std::string sock = f.dir / "nbd.sock";
+  const std::string victim = f.dir / "victim";
+  {
+    FILE* v = std::fopen(victim.c_str(), "w");
+    std::fputs("keep", v);
+    std::fclose(v);
+  }
+  CHECK(symlink(victim.c_str(), sock.c_str()) == 0, "a symbolic link is planted at the socket path");
+  {
+    NbdServer s({f.vol}, log.Fn());
+    CHECK(!s.ListenUnix(sock, &error) && error.find("is a symbolic link") != std::string::npos,
+          "a symbolic link at the socket path is refused" + Said(error));
+  }
+  struct stat st{};
+  CHECK(lstat(sock.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && stat(victim.c_str(), &st) == 0 && st.st_size == 4,
+        "the link and what it names survive");
+  unlink(sock.c_str());
+  CHECK(link(victim.c_str(), sock.c_str()) == 0, "a regular file is planted at the socket path");
+  {
+    NbdServer s({f.vol}, log.Fn());
+    CHECK(!s.ListenUnix(sock, &error) && error.find("is a regular file") != std::string::npos,
+          "a regular file at the socket path is refused" + Said(error));
+  }
+  CHECK(stat(victim.c_str(), &st) == 0 && st.st_nlink == 2, "the file survives");
+  unlink(sock.c_str());
+
+  const mode_t old = umask(022);
+  NbdServer server({f.vol}, log.Fn());
+  NbdServerOptions o;
+  o.max_connections = 2;
+  o.handshake_timeout_ms = 300;
+  server.Configure(o);
+  CHECK(server.ListenUnix(sock, &error), "listens" + Said(error));
+  umask(old);
+  CHECK(lstat(sock.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600,
+        "the socket is 0600 under umask 022 (mode " + std::to_string(st.st_mode & 0777) + ")");
+  server.Start();
+  Client served(ConnectUnix(sock));
+  CHECK(served.fd >= 0 && HandshakeGo(served, "vol"), "a client under the cap GOes");
+  const auto t0 = std::chrono::steady_clock::now();
+  Client silent(ConnectUnix(sock));
+  uint8_t g[18];
+  CHECK(silent.Recv(g, sizeof g), "a second client under the cap gets the greeting");
+  Client over(ConnectUnix(sock));
+  CHECK(over.AtEof(), "a third, over the cap, is closed before a byte is sent");
+  CHECK(server.refused_connections() == 1, "and counted");
+  CHECK(silent.AtEof(), "the silent client is closed");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(secs >= 0.25 && secs < 3, "at the handshake deadline (" + std::to_string(secs) + " s)");
+  CHECK(server.handshake_timeouts() == 1, "and counted");
+  Client::Reply rep;
+  served.Send(Request(nbd::kCmdRead, 0, 7, 0, 4096, {}));
+  std::vector<uint8_t> data(4096);
+  CHECK(served.ReadReply(&rep) && rep.error == 0 && served.Recv(data.data(), data.size()),
+        "the client that finished its handshake is still served past the deadline");
+  server.Stop();
+}
+
 int main() {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   TestValidateRequest();
@@ -1787,6 +1854,7 @@ int main() {
   TestVolumeRestart();
   TestNbdServer();
   TestUnixListenerAndStop();
+  TestListenerAdmission();
   TestTap();
   TestTapMark();
   TestRangeLock();
