@@ -104,7 +104,7 @@ bool DirectAppender::Append(const std::vector<std::pair<const uint8_t*, size_t>>
   }
   uint64_t pos = end_ & ~(kDirectAlign - 1);
   size_t fill = tail_.size();
-  std::memcpy(bounce_, tail_.data(), fill);
+  if (fill > 0) std::memcpy(bounce_, tail_.data(), fill);
   uint64_t total = 0;
   for (const auto& piece : pieces) {
     const uint8_t* p = piece.first;
