@@ -16,7 +16,7 @@
 //            fdatasync every 8 MiB (--fdatasync=8) and at the end: MB/s
 //   ladder   fio at --rate R for TIDEMARK_BENCH_CHURN_SECONDS (15) per rung,
 //            R in TIDEMARK_BENCH_CHURN_RATES (MB/s, default 40,80,100,160,240,
-//            320), the agent restarted per rung so its RPO percentiles hold
+//            320,480,640), the agent restarted per rung so its RPO percentiles hold
 //            only that rung: the rate fio reached, behind-mode events (the
 //            tap's ring overflowed and it fell back to its dirty map),
 //            records dropped, RPO p50/p99 (the agent's lag from capture to
@@ -45,7 +45,7 @@ import { f0, f1, f2, machineInfo, median, table, writeResults } from './lib/repo
 
 const SHORT = Boolean(process.env.TIDEMARK_BENCH_SHORT)
 const VOLUME_BYTES = 1024 * MiB
-const RATES = (process.env.TIDEMARK_BENCH_CHURN_RATES || (SHORT ? '40,100' : '40,80,100,160,240,320'))
+const RATES = (process.env.TIDEMARK_BENCH_CHURN_RATES || (SHORT ? '40,100' : '40,80,100,160,240,320,480,640'))
   .split(',')
   .map(Number)
   .filter((x) => x > 0)
