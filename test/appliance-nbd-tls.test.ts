@@ -4,22 +4,14 @@
 // volume's points byte-equal to restore; a certificate the allow-list does
 // not give the volume is refused with the reason and does not see it listed;
 // a certificate from another CA and a client without TLS get nothing.
-import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { NbdClient, parseNbdUri } from '../client/nbd-client'
 import { BIN, have, makeImage, makePki, must, nbdUri, run, sha256, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
+import { certDir } from './lib/tls-clients'
 
 const MiB = 1024 * 1024
 
-/** A libnbd certificates directory (ca-cert.pem, client-cert.pem, client-key.pem) for `who`. */
-function certDir(pki: string, who: string, into: string): string {
-  fs.mkdirSync(into, { recursive: true })
-  fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(into, 'ca-cert.pem'))
-  fs.copyFileSync(path.join(pki, `${who}.pem`), path.join(into, 'client-cert.pem'))
-  fs.copyFileSync(path.join(pki, `${who}.key`), path.join(into, 'client-key.pem'))
-  return into
-}
 
 t.test('the appliance NBD server requires TLS and maps certificates to volumes', { skip: !have('openssl') && 'openssl is not installed' }, async (t) => {
   const dir = tmpdir(t)

@@ -13,10 +13,10 @@ import * as grpc from '@grpc/grpc-js'
 import t from 'tap'
 import { certificateIdentity, subjectAltNames } from '../appliance/authorizer'
 import { parseMarkMeta } from '../proto/timemark-meta'
-import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { BIN, have, makeImage, makePki, must, run, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 import { Stream } from './lib/replicate-stream'
+import { certDir, helloAs } from './lib/tls-clients'
 
 const MiB = 1024 * 1024
 
@@ -33,38 +33,10 @@ function hello(volume: string, over: { agentId?: string; group?: string } = {}) 
 }
 
 /** A Replicate stream as `who` (over mutual TLS) saying hello for `volume`: welcomed, or how it ended. */
-function attempt(address: string, pki: string, who: string, volume: string): Promise<{ welcome?: boolean; code?: number; details?: string }> {
-  const creds = grpc.credentials.createSsl(
-    fs.readFileSync(path.join(pki, 'ca.pem')),
-    fs.readFileSync(path.join(pki, `${who}.key`)),
-    fs.readFileSync(path.join(pki, `${who}.pem`))
-  )
-  const client = new replicationProto.Replication(address, creds)
-  return new Promise((resolve) => {
-    const call = client.replicate()
-    call.on('data', (m: ApplianceMessage__Output) => {
-      if (m.body === 'welcome') {
-        call.cancel()
-        client.close()
-        resolve({ welcome: true })
-      }
-    })
-    call.on('error', (e: grpc.ServiceError) => {
-      client.close()
-      resolve({ code: e.code, details: e.details })
-    })
-    call.write(hello(volume))
-  })
+function attempt(address: string, pki: string, who: string, volume: string) {
+  return helloAs(address, pki, who, hello(volume))
 }
 
-/** A libnbd certificates directory for `who`. */
-function certDir(pki: string, who: string, into: string): string {
-  fs.mkdirSync(into, { recursive: true })
-  fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(into, 'ca-cert.pem'))
-  fs.copyFileSync(path.join(pki, `${who}.pem`), path.join(into, 'client-cert.pem'))
-  fs.copyFileSync(path.join(pki, `${who}.key`), path.join(into, 'client-key.pem'))
-  return into
-}
 
 t.test('an identity is a CN or a whole DNS SAN entry, never "DNS:" inside a URI', { skip: !have('openssl') && 'openssl is not installed' }, async (t) => {
   const dir = tmpdir(t)

@@ -14,17 +14,10 @@ import t from 'tap'
 import { parseAgentArgs } from '../cli/agent-command'
 import { NbdClient } from '../client/nbd-client'
 import { AgentProcess, BIN, have, makeImage, makePki, must, protectedVolume, run, startTimeview, tmpdir, waitFor } from './helpers'
+import { certDir } from './lib/tls-clients'
 
 const MiB = 1024 * 1024
 
-/** A libnbd / qemu certificates directory (ca-cert.pem, client-cert.pem, client-key.pem) for `who`. */
-function certDir(pki: string, who: string, into: string): string {
-  fs.mkdirSync(into, { recursive: true })
-  fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(into, 'ca-cert.pem'))
-  fs.copyFileSync(path.join(pki, `${who}.pem`), path.join(into, 'client-cert.pem'))
-  fs.copyFileSync(path.join(pki, `${who}.key`), path.join(into, 'client-key.pem'))
-  return into
-}
 
 function nbdTlsArgs(pki: string): string[] {
   return ['--nbd-tls-cert', path.join(pki, 'server.pem'), '--nbd-tls-key', path.join(pki, 'server.key'), '--nbd-tls-ca', path.join(pki, 'ca.pem')]

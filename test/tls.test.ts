@@ -6,37 +6,17 @@ import fs from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import t from 'tap'
-import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { BIN, makePki, run, startAppliance, tmpdir } from './helpers'
+import { helloAs } from './lib/tls-clients'
 
 function hello(volume: string) {
   return { hello: { protocol: PROTOCOL_VERSION, agentId: 'whoever-i-say', volume, generation: 'g1', size: 1 << 20, group: '', ackedSeq: 0 } }
 }
 
 /** Opens a stream as `who` and says hello for `volume`: the first reply, or how it ended. */
-function attempt(address: string, pki: string, who: string, volume: string): Promise<{ welcome?: boolean; code?: number; details?: string }> {
-  const creds = grpc.credentials.createSsl(
-    fs.readFileSync(path.join(pki, 'ca.pem')),
-    fs.readFileSync(path.join(pki, `${who}.key`)),
-    fs.readFileSync(path.join(pki, `${who}.pem`))
-  )
-  const client = new replicationProto.Replication(address, creds)
-  return new Promise((resolve) => {
-    const call = client.replicate()
-    call.on('data', (m: ApplianceMessage__Output) => {
-      if (m.body === 'welcome') {
-        call.cancel()
-        client.close()
-        resolve({ welcome: true })
-      }
-    })
-    call.on('error', (e: grpc.ServiceError) => {
-      client.close()
-      resolve({ code: e.code, details: e.details })
-    })
-    call.write(hello(volume))
-  })
+function attempt(address: string, pki: string, who: string, volume: string) {
+  return helloAs(address, pki, who, hello(volume))
 }
 
 t.test('mutual TLS: identities map to volumes; others are refused', async (t) => {
