@@ -148,13 +148,13 @@ export class Retention {
 
   private async runAll(pressure = false): Promise<void> {
     for (const v of this.store.volumes()) {
-      if (!ruleFor(this.rules, v.meta.name)) continue
+      if (!ruleFor(this.rules, v.name)) continue
       const r = await this.run(v).catch(() => null)
       if (pressure && r?.result) {
         const c = r.result
-        const st = this.status.get(v.meta.name)!
+        const st = this.status.get(v.name)!
         st.pressure = `under disk pressure at ${new Date().toISOString()}: history up to seq ${c.baseSeq} folded into the base image, ${c.segmentsDropped} segments and ${c.expiredTimeMarks} TimeMarks given up, journal ${c.journalBytesBefore} -> ${c.journalBytesAfter} bytes`
-        this.log.warn({ volume: v.meta.name }, `retention ${st.pressure}`)
+        this.log.warn({ volume: v.name }, `retention ${st.pressure}`)
       }
     }
   }
@@ -178,13 +178,13 @@ export class Retention {
   }
 
   private async runNow(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
-    const spec = ruleFor(this.rules, v.meta.name)
+    const spec = ruleFor(this.rules, v.name)
     if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
-    const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null, pressure: null }
-    this.status.set(v.meta.name, st)
+    const st = this.status.get(v.name) ?? { shrinking: null, last: null, error: null, pressure: null }
+    this.status.set(v.name, st)
     try {
-      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.meta.name))
-      if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.meta.name }, plan.shrinking)
+      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.name))
+      if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.name }, plan.shrinking)
       st.shrinking = plan.shrinking
       const result = plan.upTo > 0 ? await v.compact(plan.upTo) : null
       if (result) st.last = result
@@ -192,15 +192,15 @@ export class Retention {
       return { plan, result, rule: spec.text }
     } catch (err) {
       st.error = (err as Error).message
-      this.log.error({ volume: v.meta.name, err: st.error }, `retention failed: ${st.error}`)
+      this.log.error({ volume: v.name, err: st.error }, `retention failed: ${st.error}`)
       throw err
     }
   }
 
   /** What stats shows: the rule, the retained window, the warning. */
   info(v: VolumeStore): Record<string, unknown> {
-    const spec = ruleFor(this.rules, v.meta.name)
-    const st = this.status.get(v.meta.name)
+    const spec = ruleFor(this.rules, v.name)
+    const st = this.status.get(v.name)
     return {
       rule: spec?.text ?? null,
       warning: st?.shrinking ?? null,
