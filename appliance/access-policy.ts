@@ -125,6 +125,13 @@ export function describeAllowList(allow: AllowList): Record<string, string[]> {
   return Object.fromEntries([...allow].map(([who, gs]) => [who, gs.map((g) => `${g.role}:${g.pattern}`)]))
 }
 
+const VERB: Record<Role, string> = { write: 'write', read: 'read', admin: 'administer' }
+
+/** 'certificate identity "db01"' or 'local user uid:1000', as refusals name a caller. */
+export function describeIdentity(identity: string): string {
+  return UID_RE.test(identity) ? `local user ${identity}` : `certificate identity "${escapeControl(identity)}"`
+}
+
 export class AccessPolicy {
   /** Refusals by "identity operation". */
   readonly refusals = new Map<string, number>()
@@ -152,9 +159,12 @@ export class AccessPolicy {
   check(identity: string | null, op: Operation, volume: string | null, anonymous = 'the caller has no identity'): void {
     const role = OPERATION_ROLES[op]
     if (identity !== null && (volume === null ? this.holds(identity, role) : this.allows(identity, role, volume))) return
-    const who = identity === null ? anonymous : `identity "${escapeControl(identity)}"`
-    const what = volume === null ? 'on any volume' : `on volume ${volume}`
-    throw this.refuse(identity ?? '(none)', op, `${op} refused: ${who} needs role ${role} ${what}`)
+    const what = volume === null ? 'any volume' : `volume ${volume}`
+    const message =
+      identity === null
+        ? `${op} refused: ${anonymous} (it needs role ${role} on ${what})`
+        : `${describeIdentity(identity)} may not ${VERB[role]} ${what} (${op} needs role ${role})`
+    throw this.refuse(identity ?? '(none)', op, message)
   }
 
   /** The volumes (of `names`) `identity` may see through the operation's role. */

@@ -79,7 +79,7 @@ export class UnixListener implements UnixPeers {
     await clearPath(file)
     const injector = grpcServer.createConnectionInjector(insecure)
     let self: UnixListener | null = null
-    const server = net.createServer((s) => self?.accept(s, injector) ?? s.destroy())
+    const server = net.createServer((s) => (self ? self.accept(s, injector) : s.destroy()))
     let staging: string
     try {
       staging = fs.mkdtempSync(path.join(path.dirname(file), '.tidemark-listen-')) // 0700
