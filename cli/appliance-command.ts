@@ -99,7 +99,7 @@ export const APPLIANCE = command({
       help:
         'the gRPC listener for agents and for the tidemark CLI: HOST:PORT\n(port 0: any) and/or unix:PATH, where callers are identified by\ntheir uid (uid:N in --allow); give it twice for both',
       key: 'listen',
-      required: '--listen HOST:PORT or unix:PATH is required',
+      required: '--listen HOST:PORT is required (or --listen unix:PATH)',
       config: z
         .union([z.string(), z.array(z.string())], { errorMap: () => ({ message: '"listen" must be an address or a list of them' }) })
         .transform((v) => (Array.isArray(v) ? v : [v])),
