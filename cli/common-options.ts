@@ -94,6 +94,8 @@ export function adminFromFlags(v: ClientValues, command: string): AdminClient {
     }
   }
   const files = tlsFiles(v, command)
+  // Over the unix listener the kernel vouches for us: TLS there would add nothing the appliance checks.
+  if (at.unix && files) throw usage(command, '--appliance unix:PATH takes no --tls-cert/-key/-ca: the appliance identifies you by your uid')
   const read = (f: string): Buffer => {
     try {
       return fs.readFileSync(f)
@@ -108,8 +110,6 @@ export function adminFromFlags(v: ClientValues, command: string): AdminClient {
     const key = read(files.key)
     tls = { cert: read(files.cert), key, ca }
   }
-  // Over the unix listener the kernel vouches for us: TLS there would add nothing the appliance checks.
-  if (at.unix && tls) throw usage(command, '--appliance unix:PATH takes no --tls-cert/-key/-ca: the appliance identifies you by your uid')
   return adminClient({ address: at.unix ? `unix:${at.unix}` : grpcTarget(at.host, at.port), tls })
 }
 
