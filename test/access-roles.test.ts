@@ -269,9 +269,25 @@ t.test('refused at start: roles with callers that cannot be identified', async (
     t.match(r.stderr, re, 'naming the fix')
     t.equal(r.stderr.trim().split('\n').length, 1, 'in one line')
   }
-  // Without an allow-list, plain loopback trusts everyone who reaches it, and says so.
-  const app = await startAppliance(t, { data: path.join(dir, 'data2') })
-  t.match(app.err, /trusting every caller: no TLS and no --allow: everyone who can reach 127\.0\.0\.1/)
+  // A file or a link at the unix listener's path is refused and left alone.
+  const planted = path.join(dir, 'planted')
+  fs.writeFileSync(planted, 'mine')
+  fs.symlinkSync(planted, path.join(dir, 'link'))
+  for (const [name, what] of [['planted', 'a regular file'], ['link', 'a symbolic link']]) {
+    const r = await run(process.execPath, [...base, '--listen', `unix:${path.join(dir, name)}`])
+    t.match(r.stderr, `--listen unix:${path.join(dir, name)} exists and is ${what}: refusing to replace it`, `${what} at the path is refused`)
+  }
+  t.equal(fs.readFileSync(planted, 'utf8'), 'mine', 'and left as it was')
+
+  // Without an allow-list, plain loopback trusts everyone who reaches it, and says so; a unix listener is then 0600.
+  const sockPath = path.join(dir, 'grpc.sock')
+  const app = await startAppliance(t, { data: path.join(dir, 'data2'), extra: ['--listen', `unix:${sockPath}`] })
+  t.match(app.err, /trusting every caller: no TLS and no --allow: everyone who can reach 127\.0\.0\.1 .*; no --allow: the unix listener is 0600/)
+  t.equal(fs.lstatSync(sockPath).mode & 0o777, 0o600, 'without roles only the appliance\'s own user may connect to the unix listener')
+  const st = await run(process.execPath, [BIN, 'stats', '--appliance', `unix:${sockPath}`, '--json'])
+  t.equal(st.code, 0, `stats over the unix listener (${st.stderr.trim()})`)
+  await app.stop()
+  t.notOk(fs.existsSync(sockPath), 'the socket is removed at stop')
 })
 
 t.test('a compromised agent identity cannot remove or hide history', { skip: needs }, async (t) => {
