@@ -30,6 +30,7 @@ import { UnixListener } from './unix-listener'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
 import { Retention, type RetentionRule } from './retention'
+import { settleRetentionLock } from './retention-lock'
 import { Scrubber } from './scrub'
 import { ViewRegistry } from './view-registry'
 
@@ -57,6 +58,8 @@ export interface ApplianceOptions {
   statsIntervalMs?: number
   /** Retention rules, first match per volume (retention.ts). */
   retain?: RetentionRule[]
+  /** --retain-lock (retention-lock.ts): history younger than it is never given up. */
+  retainLock?: { ms: number; text: string } | null
   /** How often retention runs, ms (0: only when asked, `journal compact`). */
   compactEveryMs?: number
   /** Serve every point over NBD here (nbd-exports.ts). */
@@ -171,6 +174,8 @@ export class Appliance {
       creds = grpc.ServerCredentials.createInsecure()
     }
     fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 })
+    // Before anything is opened: a start that would shorten the lock is refused.
+    const lock = await settleRetentionLock(opts.dataDir, opts.retainLock ?? null)
     await initHash()
     const id = applianceId(opts.dataDir)
     const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages, journalIo: opts.journalIo })
@@ -185,7 +190,8 @@ export class Appliance {
       }
     }
     const replication = new ReplicationService(store, auth, log, id, data)
-    const retention = new Retention(store, opts.retain ?? [], log)
+    if (lock) log.info({ retainLock: lock.text, since: lock.since }, `retention lock: no point younger than ${lock.text} is given up, by any rule or request`)
+    const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0)
     store.onNoSpace = (volume) => retention.underPressure(volume)
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {

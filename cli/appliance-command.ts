@@ -4,7 +4,7 @@ import pino from 'pino'
 import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
-import { parseRetentionRule } from '../appliance/retention'
+import { parseDuration, parseRetentionRule } from '../appliance/retention'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
@@ -25,7 +25,7 @@ export const APPLIANCE = command({
     http: text({ refused: '--http (the dashboard) is not in this build yet' }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -56,6 +56,17 @@ export const APPLIANCE = command({
       key: 'retain',
       config: objectOf('"retain" must map volume patterns to retention specs').transform((o) => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`)),
       value: convert(z.array(z.string()), (l) => l.map(parseRetentionRule)),
+    }),
+    'retain-lock': text({
+      label: '--retain-lock DURATION',
+      help:
+        'no point younger than DURATION (30d, 12h) is given up, whatever the\nrules, the journal cap, disk pressure, an unpin or an admin ask;\nkept in DATA/retain-lock.json: it only grows (a shorter one is\nrefused at start, and a start without it keeps it)',
+      key: 'retainLock',
+      value: convert(z.string(), (s) => {
+        const ms = parseDuration(s)
+        if (!ms) throw new Error(`--retain-lock '${s}' must be a duration (30d, 12h, 90m)`)
+        return { ms, text: s }
+      }),
     }),
     'compact-every': text({
       label: '--compact-every S',
@@ -136,7 +147,7 @@ export const APPLIANCE = command({
   help: (rows) => `Usage:
   tidemark appliance --data DIR --listen HOST:PORT|unix:PATH ... [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=ROLE:PATTERN[,...] ...] [--insecure] [--data-port PORT|off]
-                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS] [--scrub-every SECONDS]
+                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
 
@@ -144,7 +155,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
 `,
 })
 
@@ -185,6 +196,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     replicaImages: a['replica-image'] !== 'off',
     journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',
     retain: a.retain ?? [],
+    retainLock: a['retain-lock'] ?? null,
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,
     statsIntervalMs: a['stats-interval']! * 1000,
