@@ -211,7 +211,7 @@ t.test('the unix listener: callers are their uid', { skip: !have('setpriv') || p
   // The unix listener alone.
   const { spawn } = await import('node:child_process')
   const proc = spawn(process.execPath, [BIN, 'appliance', '--data', path.join(dir, 'data'), '--listen', `unix:${grpcSock}`, '--stats-interval', '0',
-    '--allow', 'uid:0=admin:*', '--allow', 'uid:65534=read:vol', '--allow', 'nobody-else=write:vol'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    '--allow', 'uid:0=write:vol,read:*', '--allow', 'uid:65534=read:vol', '--allow', 'nobody-else=write:vol'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let err = ''
   proc.stderr.on('data', (d: Buffer) => (err += d.toString()))
   const exited = new Promise((resolve) => proc.once('exit', resolve))
@@ -233,22 +233,37 @@ t.test('the unix listener: callers are their uid', { skip: !have('setpriv') || p
       ? run(process.execPath, [BIN, ...args])
       : run('env', ['-i', `PATH=${process.env.PATH}`, 'setpriv', '--reuid', String(uid), '--regid', '65534', '--clear-groups', process.execPath, BIN, ...args])
   const at = ['--appliance', `unix:${grpcSock}`]
-  // uid 0 (admin) makes a volume through the same listener: a hello on a stream (no data channel there).
-  const adminHello = await hello(`unix:${grpcSock}`, grpc.credentials.createInsecure(), 'vol')
-  t.equal(adminHello.code, 0, 'uid 0 (admin) replicates over the unix listener')
+  // uid 0 (write:vol) runs an agent on this host: it replicates over the unix listener (batches on its stream).
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, 4 * MiB, 7)
+  const sock = path.join(dir, 'tap.sock')
+  const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', `unix:${grpcSock}`] })
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 512k 64k', '-c', 'flush', nbdUri(sock, 'vol')])
+  const copied = async (): Promise<boolean> => {
+    const r = await as(null, ['stats', ...at, '--volume', 'vol', '--json'])
+    return r.code === 0 && JSON.parse(r.stdout).volumes[0].fullSyncDone
+  }
+  await waitFor(copied, 'the initial copy over the unix listener', 60_000, 100)
+  t.equal(await agent.stop(), 0, 'the agent (uid 0, write:vol) replicated and drained')
   const root = await as(null, ['stats', ...at, '--json'])
   t.equal(root.code, 0, `uid 0 reads stats (${root.stderr.trim()})`)
   t.same(JSON.parse(root.stdout).volumes.map((v: { name: string }) => v.name), ['vol'])
+  const notAdmin = await as(null, ['journal', 'compact', ...at, '--volume', 'vol'])
+  t.match(notAdmin.stderr, /local user uid:0 may not administer volume vol \(Compact needs role admin\)/, 'root on the unix listener is what the allow-list says, no more')
   const reader = await as(65534, ['stats', ...at, '--json'])
   t.equal(reader.code, 0, `uid 65534 (read:vol) reads stats (${reader.stderr.trim()})`)
   t.same(JSON.parse(reader.stdout).volumes.map((v: { name: string }) => v.name), ['vol'])
+  const outDir = path.join(dir, 'out')
+  fs.mkdirSync(outDir)
+  fs.chmodSync(outDir, 0o777)
+  const restored = await as(65534, ['restore', ...at, '--volume', 'vol', '--seq', 'latest', '--out', path.join(outDir, 'vol.img'), '--transport', 'grpc'])
+  t.equal(restored.code, 0, `uid 65534 restores over the unix listener (${restored.stderr.trim()})`)
+  t.equal(sha256(path.join(outDir, 'vol.img')), sha256(img), 'byte-exact')
   const verify = await as(65534, ['journal', 'verify', ...at, '--volume', 'vol'])
   t.equal(verify.code, 1)
   t.match(verify.stderr, /^tidemark journal: PERMISSION_DENIED: local user uid:65534 may not administer volume vol \(JournalVerify needs role admin\)\n$/, 'verify needs admin')
   const stranger = await as(65533, ['stats', ...at])
   t.match(stranger.stderr, /PERMISSION_DENIED: local user uid:65533 may not read any volume \(Stats needs role read\)/, 'an unlisted uid may do nothing')
-  const write = await hello(`unix:${grpcSock}`, grpc.credentials.createInsecure(), 'vol')
-  t.equal(write.code, 0, 'a hello from uid 0 again (admin)')
   const tls = await as(null, ['stats', ...at, '--tls-cert', 'a', '--tls-key', 'b', '--tls-ca', 'c'])
   t.match(tls.stderr, /--appliance unix:PATH takes no --tls-cert/, 'TLS flags with a unix socket are refused')
 })
