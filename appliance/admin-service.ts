@@ -3,8 +3,12 @@
 // Restore streams the image of a volume at a point as extents that are not
 // all zero, in offset order, ~1 MiB each, respecting the client's flow
 // control (a slow disk at the client pauses the reads here, it never buffers
-// the volume in memory). The caller needs the same right to the volume as an
-// agent writing it.
+// the volume in memory).
+//
+// Every method checks one role (access-policy.ts OPERATION_ROLES) before
+// anything else is looked at; a call that names no volume (stats or journal
+// of every volume, listing views) shows only the volumes the caller holds that
+// role on.
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
@@ -33,6 +37,7 @@ import { toStatus } from '../proto/status'
 import { unaryHandler, type UnaryOptions } from '../proto/unary-handler'
 import type { VolumeJournal } from '../proto/generated/tidemark/v1/VolumeJournal'
 import { compactReply, volumeStatsReply } from './admin-replies'
+import { alreadyLogged, type Operation } from './access-policy'
 import type { Authorizer, Caller } from './authorizer'
 import { checkPoint, resolvePoint } from './point-resolver'
 import type { ApplianceNbdServer } from './nbd-exports'
@@ -46,12 +51,19 @@ import type { DeleteViewRequest__Output } from '../proto/generated/tidemark/v1/D
 import type { ListViewsReply } from '../proto/generated/tidemark/v1/ListViewsReply'
 import type { ListViewsRequest__Output } from '../proto/generated/tidemark/v1/ListViewsRequest'
 import type { ViewInfo } from '../proto/generated/tidemark/v1/ViewInfo'
+import type { AcceptGenerationRequest__Output } from '../proto/generated/tidemark/v1/AcceptGenerationRequest'
+import type { AcceptGenerationReply } from '../proto/generated/tidemark/v1/AcceptGenerationReply'
 import { checkViewName, viewDescription, type ViewRecord, type ViewRegistry } from './view-registry'
 
 /** Largest Read (TimeView) request. */
 export const MAX_READ_BYTES = 4 * 1024 * 1024
 /** Most regions one Fingerprints request may name. */
 export const MAX_FINGERPRINT_REGIONS = 1024
+
+/** Journal is two operations: listing and showing read, verify is admin's. */
+function journalOperation(r: JournalRequest__Output): Operation {
+  return r.action === 'VERIFY' ? 'JournalVerify' : 'Journal'
+}
 
 function toTimeMark(e: CatalogEntry): TimeMark {
   return {
@@ -83,28 +95,39 @@ export class AdminService {
 
   addToServer(server: grpc.Server): void {
     // Every request names a volume ("" for all of them, where allowed): the
-    // caller needs the right to it before anything else is looked at.
-    const opts = <Req extends { volume: string }>(context?: (r: Req) => Record<string, unknown>): UnaryOptions<Req> => ({
+    // caller needs the operation's role on it before anything else is looked at.
+    const opts = <Req extends { volume: string }>(op: Operation, context?: (r: Req) => Record<string, unknown>): UnaryOptions<Req> => ({
       log: this.log,
       codeInDetails: true,
-      authorize: (call) => this.authorize(call.request.volume, call),
+      authorize: (call) => {
+        this.auth.require(call, op, call.request.volume || null)
+      },
       context: context ?? ((r) => ({ volume: r.volume })),
     })
     server.addService(adminProto.Admin.service, {
       restore: (call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>) => {
         this.restore(call).catch((err) => {
-          this.log.warn({ volume: call.request.volume, err: (err as Error).message }, 'restore failed')
+          if (!alreadyLogged(err)) this.log.warn({ volume: call.request.volume, err: (err as Error).message }, 'restore failed')
           call.emit('error', toStatus(err))
         })
       },
-      stats: unaryHandler<StatsRequest__Output, StatsReply>('stats', opts(), (call) => this.stats(call.request.volume)),
-      journal: unaryHandler<JournalRequest__Output, JournalReply>('journal', opts(), (call) => this.journal(call.request)),
-      resolve: unaryHandler<ResolveRequest__Output, ResolveReply>('resolve', opts(), async (call) => {
+      stats: unaryHandler<StatsRequest__Output, StatsReply>('stats', opts('Stats'), (call) => this.stats(call.request.volume, call)),
+      journal: unaryHandler<JournalRequest__Output, JournalReply>(
+        'journal',
+        {
+          ...opts<JournalRequest__Output>('Journal'),
+          authorize: (call) => {
+            this.auth.require(call, journalOperation(call.request), call.request.volume || null)
+          },
+        },
+        (call) => this.journal(call.request, call)
+      ),
+      resolve: unaryHandler<ResolveRequest__Output, ResolveReply>('resolve', opts('Resolve'), async (call) => {
         const v = this.volume(call.request.volume)
         const p = await resolvePoint(v, call.request.point)
         return { seq: p.seq, volumeSize: v.meta.size, timemark: p.timemark ? toTimeMark(p.timemark) : null, timeMs: p.timeMs }
       }),
-      read: unaryHandler<ReadRequest__Output, ReadReply>('read', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
+      read: unaryHandler<ReadRequest__Output, ReadReply>('read', opts('Read', (r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
         const r = call.request
         const v = this.volume(r.volume)
         if (r.length > MAX_READ_BYTES) {
@@ -113,7 +136,7 @@ export class AdminService {
         checkPoint(v, r.seq)
         return { data: await v.readMapped(r.seq, r.offset, r.length) }
       }),
-      fingerprints: unaryHandler<FingerprintsRequest__Output, FingerprintsReply>('fingerprints', opts((r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
+      fingerprints: unaryHandler<FingerprintsRequest__Output, FingerprintsReply>('fingerprints', opts('Fingerprints', (r) => ({ volume: r.volume, seq: r.seq })), async (call) => {
         const r = call.request
         const v = this.volume(r.volume)
         if (r.regions.length > MAX_FINGERPRINT_REGIONS) {
@@ -122,18 +145,18 @@ export class AdminService {
         checkPoint(v, r.seq)
         return { fingerprints: await v.fingerprintsAt(r.seq, r.regions) }
       }),
-      pinTimeMark: unaryHandler<PinTimeMarkRequest__Output, TimeMark>('pinTimeMark', opts(), async (call) => {
+      pinTimeMark: unaryHandler<PinTimeMarkRequest__Output, TimeMark>('pinTimeMark', opts('PinTimeMark'), async (call) => {
         const r = call.request
         const v = this.volume(r.volume)
         const p = await resolvePoint(v, { timemark: r.timemark, point: 'timemark' }, { anyPoint: true })
         return toTimeMark(await v.pin(p.timemark!.seq, r.pinned))
       }),
-      compact: unaryHandler<CompactRequest__Output, CompactReply>('compact', opts(), async (call) => {
+      compact: unaryHandler<CompactRequest__Output, CompactReply>('compact', opts('Compact'), async (call) => {
         const v = this.volume(call.request.volume)
         if (!this.retention) throw new TidemarkError('BAD_POINT', 'this appliance has no retention')
-        return compactReply(v.meta.name, await this.retention.run(v))
+        return compactReply(v.name, await this.retention.run(v))
       }),
-      serverInfo: unaryHandler<ServerInfoRequest__Output, ServerInfoReply>('serverInfo', opts(), async () => {
+      serverInfo: unaryHandler<ServerInfoRequest__Output, ServerInfoReply>('serverInfo', opts('ServerInfo'), async () => {
         const e = this.nbd?.endpoint
         return {
           applianceId: this.applianceId,
@@ -141,30 +164,28 @@ export class AdminService {
           nbdTcp: e && 'tcp' in e ? this.nbd!.address.slice(4) : '',
         }
       }),
-      listTimeMarks: unaryHandler<ListTimeMarksRequest__Output, ListTimeMarksReply>('listTimeMarks', opts(), async (call) => {
+      listTimeMarks: unaryHandler<ListTimeMarksRequest__Output, ListTimeMarksReply>('listTimeMarks', opts('ListTimeMarks'), async (call) => {
         const v = this.volume(call.request.volume)
         return { timemarks: (await v.timemarks()).map(toTimeMark) }
       }),
-      createView: unaryHandler<CreateViewRequest__Output, ViewInfo>('createView', opts((r) => ({ volume: r.volume, view: r.name })), (call) =>
+      createView: unaryHandler<CreateViewRequest__Output, ViewInfo>('createView', opts('CreateView', (r) => ({ volume: r.volume, view: r.name })), (call) =>
         this.createView(call.request)
       ),
-      listViews: unaryHandler<ListViewsRequest__Output, ListViewsReply>('listViews', opts(), (call) => {
+      listViews: unaryHandler<ListViewsRequest__Output, ListViewsReply>('listViews', opts('ListViews'), (call) => {
         const views = this.registry()
         if (call.request.volume) this.volume(call.request.volume)
-        const who = this.auth.identity(call)
-        const mayRead = (volume: string): boolean => !this.auth.tls || this.auth.mayWrite(who, volume)
-        const recs = views.records().filter((r) => (!call.request.volume || r.volume === call.request.volume) && mayRead(r.volume))
-        return { views: recs.map((r) => this.viewInfo(r)) }
+        const recs = views.records().filter((r) => !call.request.volume || r.volume === call.request.volume)
+        const mayRead = new Set(this.auth.visible(call, 'ListViews', [...new Set(recs.map((r) => r.volume))]))
+        return { views: recs.filter((r) => mayRead.has(r.volume)).map((r) => this.viewInfo(r)) }
       }),
       deleteView: unaryHandler<DeleteViewRequest__Output, ViewInfo>(
         'deleteView',
         {
           log: this.log,
           codeInDetails: true,
-          // The caller needs the right to the view's volume.
+          // The caller needs the role on the view's volume (on some volume, for a view that does not exist).
           authorize: (call) => {
-            const r = this.views?.record(call.request.name)
-            if (r) this.authorize(r.volume, call)
+            this.auth.require(call, 'DeleteView', this.views?.record(call.request.name)?.volume ?? null)
           },
           context: (r) => ({ view: r.name }),
         },
@@ -173,16 +194,12 @@ export class AdminService {
           return { ...this.viewInfo(r), overlayBytes: 0, uris: [] }
         }
       ),
+      acceptGeneration: unaryHandler<AcceptGenerationRequest__Output, AcceptGenerationReply>(
+        'acceptGeneration',
+        opts('AcceptGeneration', (r) => ({ volume: r.volume, generation: r.generation })),
+        (call) => this.acceptGeneration(call.request)
+      ),
     })
-  }
-
-  /** With TLS, a caller may read the volumes its identity may write ("": every volume, checked by the caller). */
-  private authorize(name: string, caller: Caller): void {
-    if (!name) return
-    const who = this.auth.identity(caller)
-    if (this.auth.tls && !this.auth.mayWrite(who, name)) {
-      throw new TidemarkError('PERMISSION_DENIED', `certificate identity "${who}" may not read volume ${name}`)
-    }
   }
 
   /** The volume a request names (authorize() has let the caller at it). */
@@ -193,7 +210,7 @@ export class AdminService {
   }
 
   private async restore(call: grpc.ServerWritableStream<RestoreRequest__Output, ImageChunk>): Promise<void> {
-    this.authorize(call.request.volume, call)
+    this.auth.require(call, 'Restore', call.request.volume || null)
     const v = this.volume(call.request.volume)
     const { seq } = await resolvePoint(v, call.request.point)
     let cancelled = false
@@ -217,11 +234,19 @@ export class AdminService {
       }
     }
     call.end()
-    this.log.info({ volume: v.meta.name, seq, bytes, ms: Date.now() - t0 }, 'restore served')
+    this.log.info({ volume: v.name, seq, bytes, ms: Date.now() - t0 }, 'restore served')
   }
 
-  private stats(name: string): StatsReply {
-    const vols = name ? [this.volume(name)] : this.store.volumes()
+  /** The volumes a call names: the one it names, else those the caller holds the operation's role on. */
+  private volumesFor(name: string, call: Caller, op: Operation): VolumeStore[] {
+    if (name) return [this.volume(name)]
+    const all = this.store.volumes()
+    const visible = new Set(this.auth.visible(call, op, all.map((v) => v.name)))
+    return all.filter((v) => visible.has(v.name))
+  }
+
+  private stats(name: string, call: Caller): StatsReply {
+    const vols = this.volumesFor(name, call, 'Stats')
     const streams = this.replication.info()
     return {
       appliance: {
@@ -231,21 +256,38 @@ export class AdminService {
         rejected: { ...this.replication.rejected },
       },
       volumes: vols.map((v) =>
-        volumeStatsReply(v.meta.name, v.stats(), this.retention?.info(v) ?? null, streams.find((s) => s.volume === v.meta.name) ?? null)
+        volumeStatsReply(v.name, v.stats(), this.retention?.info(v) ?? null, streams.find((s) => s.volume === v.name) ?? null)
       ),
     }
   }
 
-  private async journal(r: JournalRequest__Output): Promise<JournalReply> {
-    const vols = r.volume ? [this.volume(r.volume)] : this.store.volumes()
+  private async journal(r: JournalRequest__Output, call: Caller): Promise<JournalReply> {
+    const vols = this.volumesFor(r.volume, call, journalOperation(r))
     const out: VolumeJournal[] = []
     for (const v of vols) {
-      const volume = v.meta.name
+      const volume = v.name
       if (r.action === 'SHOW') out.push({ volume, records: await v.show(r.fromSeq, r.limit || 100) })
       else if (r.action === 'VERIFY') out.push({ volume, verify: await v.verify() })
       else out.push({ volume, segments: await v.journal() })
     }
     return { volumes: out }
+  }
+
+  /** An admin accepts the new generation or size a refused agent announced (store.ts acceptGeneration). */
+  private async acceptGeneration(r: AcceptGenerationRequest__Output): Promise<AcceptGenerationReply> {
+    this.volume(r.volume)
+    // A view pins a seq of this history by the volume's name: it would show the new one's bytes.
+    const views = this.views?.records().filter((v) => v.volume === r.volume) ?? []
+    if (views.length) {
+      throw new TidemarkError(
+        'VIEWS_OF_VOLUME',
+        `volume ${r.volume} has views (${views.map((v) => v.name).join(', ')}): delete them first (tidemark timeview delete NAME), they would show the new history`
+      )
+    }
+    await this.replication.endStream(r.volume, `an admin is accepting a new generation of volume ${r.volume}`)
+    const { retiredAs, old, pending } = await this.store.acceptGeneration(r.volume, r.generation)
+    this.log.warn({ volume: r.volume, retiredAs, generation: pending.generation }, `volume ${r.volume}: new generation accepted`)
+    return { volume: r.volume, retiredAs, oldGeneration: old.generation, oldSize: old.size, generation: pending.generation, size: pending.size }
   }
 
   // ---- named views (view-registry.ts) ----
@@ -272,7 +314,7 @@ export class AdminService {
     }
     const rec = await views.create({
       name: r.name,
-      volume: v.meta.name,
+      volume: v.name,
       seq: p.seq,
       writable: r.writable,
       createdAt: new Date().toISOString(),

@@ -1,8 +1,15 @@
 // `tidemark appliance`: the recovery-site daemon. Opens (and recovers) the
-// store under --data, serves Replication and Admin on one gRPC listener, and
-// logs counts now and then. Without TLS it listens on loopback only, unless
-// told --insecure: an appliance reachable from the network without mutual TLS
-// would journal whatever anyone sends it.
+// store under --data, serves Replication and Admin on a TCP listener, a unix
+// one (unix-listener.ts) or both, and logs counts now and then. Without TLS
+// TCP is loopback only, unless told --insecure: an appliance reachable from
+// the network without mutual TLS would journal whatever anyone sends it.
+//
+// With an allow-list (roles, access-policy.ts) every caller must be
+// identified: by its certificate (TCP with TLS) or its uid (the unix
+// listener). Plain TCP identifies nobody, so an allow-list refuses it at start
+// (and --insecure with it), as it refuses an NBD listener without TLS. Without
+// an allow-list plain loopback TCP trusts everyone who can reach it, and the
+// appliance says so at start.
 import type { JournalIo } from './journal'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -17,16 +24,22 @@ import { AdminService } from './admin-service'
 import { DataChannelServer } from './data-channel'
 import type { NbdListenerOptions } from '../native/nbd-listener'
 import { ApplianceNbdServer, type NbdEndpoint } from './nbd-exports'
-import { Authorizer, type AllowList } from './authorizer'
+import { AccessPolicy, describeAllowList, type AllowList } from './access-policy'
+import { Authorizer } from './authorizer'
+import { UnixListener } from './unix-listener'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
 import { Retention, type RetentionRule } from './retention'
+import { settleRetentionLock } from './retention-lock'
 import { Scrubber } from './scrub'
 import { ViewRegistry } from './view-registry'
 
 export interface ApplianceOptions {
   dataDir: string
-  listen: { host: string; port: number }
+  /** The TCP listener (null: the unix listener only). */
+  listen: { host: string; port: number } | null
+  /** The unix listener's socket path (unix-listener.ts). */
+  listenUnix?: string
   tls?: { cert: string; key: string; ca: string }
   insecure?: boolean
   /**
@@ -35,6 +48,7 @@ export interface ApplianceOptions {
    * none (batches then travel on the gRPC streams).
    */
   dataPort?: number | null
+  /** Roles per identity (access-policy.ts); null: none, every caller may everything. */
   allow?: AllowList | null
   segmentBytes?: number
   /** Each volume keeps a replica image (replica-image.ts); default true. */
@@ -44,6 +58,8 @@ export interface ApplianceOptions {
   statsIntervalMs?: number
   /** Retention rules, first match per volume (retention.ts). */
   retain?: RetentionRule[]
+  /** --retain-lock (retention-lock.ts): history younger than it is never given up. */
+  retainLock?: { ms: number; text: string } | null
   /** How often retention runs, ms (0: only when asked, `journal compact`). */
   compactEveryMs?: number
   /** Serve every point over NBD here (nbd-exports.ts). */
@@ -75,6 +91,47 @@ function applianceId(dataDir: string): string {
   }
 }
 
+/**
+ * Refuses at start what would serve callers it cannot identify or should not
+ * trust; each message names the fix.
+ */
+function checkExposure(opts: ApplianceOptions): void {
+  if (!opts.listen && !opts.listenUnix) throw new TidemarkError('USAGE', 'give --listen HOST:PORT, --listen unix:PATH, or both')
+  if (opts.allow) {
+    if (opts.insecure) {
+      throw new TidemarkError('USAGE', '--insecure with --allow: roles need identified callers; drop --insecure and use TLS (--tls-cert, --tls-key, --tls-ca) or --listen unix:PATH')
+    }
+    if (opts.listen && !opts.tls) {
+      throw new TidemarkError(
+        'USAGE',
+        `refusing --listen ${opts.listen.host}:${opts.listen.port} without TLS with an allow-list: plain TCP identifies nobody; give --tls-cert, --tls-key and --tls-ca, or listen only on --listen unix:PATH`
+      )
+    }
+    if (opts.nbd && !opts.tls) {
+      throw new TidemarkError('USAGE', '--nbd without TLS with an allow-list: NBD clients could not be identified; give --tls-cert, --tls-key and --tls-ca (NBD STARTTLS)')
+    }
+  }
+  if (opts.listen && !opts.tls && !opts.insecure && !isLoopback(opts.listen.host)) {
+    throw new TidemarkError('USAGE', `refusing to listen on ${opts.listen.host} without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure`)
+  }
+}
+
+/** What the appliance says at start about who it trusts, or null when every caller is identified. */
+export function trustNote(opts: ApplianceOptions): string | null {
+  if (opts.allow) return null
+  const notes: string[] = []
+  if (opts.listen && !opts.tls) {
+    notes.push(
+      isLoopback(opts.listen.host)
+        ? `no TLS and no --allow: everyone who can reach ${opts.listen.host} (every local user) may replicate, restore, pin and compact every volume`
+        : `--insecure: everyone who can reach ${opts.listen.host} may replicate, restore, pin and compact every volume`
+    )
+  }
+  if (opts.listen && opts.tls) notes.push('no --allow: every certificate the CA signed may replicate, restore, pin and compact every volume')
+  if (opts.listenUnix) notes.push(`no --allow: the unix listener is 0600, the appliance's own user may do everything there`)
+  return notes.length ? notes.join('; ') : null
+}
+
 export class Appliance {
   readonly port: number
   private timer: NodeJS.Timeout | null = null
@@ -85,6 +142,8 @@ export class Appliance {
   nbd: ApplianceNbdServer | null = null
   /** The data channel, unless turned off. */
   data: DataChannelServer | null = null
+  /** The unix listener, with --listen unix:PATH. */
+  unix: UnixListener | null = null
 
   private constructor(
     private readonly server: grpc.Server,
@@ -98,12 +157,7 @@ export class Appliance {
 
   static async start(opts: ApplianceOptions): Promise<Appliance> {
     const log = opts.logger
-    if (!opts.tls && !opts.insecure && !isLoopback(opts.listen.host)) {
-      throw new TidemarkError(
-        'USAGE',
-        `refusing to listen on ${opts.listen.host} without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure`
-      )
-    }
+    checkExposure(opts)
     let creds: grpc.ServerCredentials
     let tlsFiles: { ca: Buffer; cert: Buffer; key: Buffer } | null = null
     if (opts.tls) {
@@ -120,12 +174,14 @@ export class Appliance {
       creds = grpc.ServerCredentials.createInsecure()
     }
     fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 })
+    // Before anything is opened: a start that would shorten the lock is refused.
+    const lock = await settleRetentionLock(opts.dataDir, opts.retainLock ?? null)
     await initHash()
     const id = applianceId(opts.dataDir)
     const store = await ApplianceStore.open(opts.dataDir, log, { segmentBytes: opts.segmentBytes, replicaImages: opts.replicaImages, journalIo: opts.journalIo })
-    const auth = new Authorizer(opts.allow ?? null, !!opts.tls)
+    const auth = new Authorizer(opts.allow ? new AccessPolicy(opts.allow, log) : null, !!opts.tls)
     let data: DataChannelServer | null = null
-    if (opts.dataPort !== null) {
+    if (opts.dataPort !== null && opts.listen) {
       try {
         data = await DataChannelServer.listen(opts.listen.host, opts.dataPort ?? 0, tlsFiles, log)
       } catch (err) {
@@ -134,7 +190,8 @@ export class Appliance {
       }
     }
     const replication = new ReplicationService(store, auth, log, id, data)
-    const retention = new Retention(store, opts.retain ?? [], log)
+    if (lock) log.info({ retainLock: lock.text, since: lock.since }, `retention lock: no point younger than ${lock.text} is given up, by any rule or request`)
+    const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0)
     store.onNoSpace = (volume) => retention.underPressure(volume)
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
@@ -165,19 +222,30 @@ export class Appliance {
     })
     replication.addToServer(server)
     admin.addToServer(server)
-    const host = opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host
-    let port: number
+    let port = 0
+    let unix: UnixListener | null = null
+    const listening = opts.listen ? `${opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host}:${opts.listen.port}` : null
     try {
-      port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(`${host}:${opts.listen.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
-      )
+      if (opts.listen) {
+        const where = listening!
+        port = await new Promise<number>((resolve, reject) =>
+          server.bindAsync(where, creds, (err, p) => (err ? reject(new TidemarkError('LISTEN_FAILED', `cannot listen on ${where}: ${err.message}`)) : resolve(p)))
+        )
+      }
+      if (opts.listenUnix) {
+        unix = await UnixListener.listen(opts.listenUnix, server, grpc.ServerCredentials.createInsecure(), !!opts.allow, log)
+        auth.unix = unix
+      }
     } catch (err) {
+      server.forceShutdown()
       await nbd?.close()
       await data?.close()
       await store.close()
-      throw new TidemarkError('LISTEN_FAILED', `cannot listen on ${host}:${opts.listen.port}: ${(err as Error).message}`)
+      throw err
     }
+    const host = listening ? listening.slice(0, listening.lastIndexOf(':')) : null
     const a = new Appliance(server, store, replication, log, port)
+    a.unix = unix
     a.nbd = nbd
     a.data = data
     a.retention = retention
@@ -186,13 +254,14 @@ export class Appliance {
     a.scrubber.start(opts.scrubEveryMs ?? 86_400_000)
     log.info(
       {
-        listen: `${host}:${port}`,
+        listen: host ? `${host}:${port}` : null,
+        listenUnix: unix ? `unix:${unix.file}` : null,
         data: opts.dataDir,
         tls: !!opts.tls,
         nbd: nbd?.address ?? null,
         dataPort: data?.port ?? null,
-        allowList: opts.allow ? Object.fromEntries(opts.allow) : null,
-        volumes: store.volumes().map((v) => ({ name: v.meta.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
+        allowList: opts.allow ? describeAllowList(opts.allow) : null,
+        volumes: store.volumes().map((v) => ({ name: v.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
       },
       'appliance listening'
     )
@@ -205,7 +274,7 @@ export class Appliance {
   }
 
   private logStats(msg: string): void {
-    for (const v of this.store.volumes()) this.log.info({ volume: v.meta.name, ...v.stats() }, msg)
+    for (const v of this.store.volumes()) this.log.info({ volume: v.name, ...v.stats() }, msg)
     if (Object.keys(this.replication.rejected).length) this.log.info({ rejected: this.replication.rejected }, `${msg}: rejections`)
   }
 
@@ -215,6 +284,7 @@ export class Appliance {
       await this.retention?.stop()
       await this.scrubber?.stop()
       this.replication.closeAll()
+      await this.unix?.close()
       await this.data?.close()
       await this.nbd?.close()
       await new Promise<void>((resolve) => {

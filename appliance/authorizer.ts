@@ -1,25 +1,32 @@
-// Who may write which volume.
+// Who is calling: the identity every appliance service checks against the
+// access policy (access-policy.ts).
 //
-// With mutual TLS an agent is who its certificate says: the subject's CN, or
-// its first DNS subjectAltName when there is no CN. The allow-list maps an
-// identity to the volumes it may write ("db-data", a prefix pattern "db-*",
-// or "*"). With TLS and no allow-list, every certificate the CA signed may
-// write every volume; with an allow-list, an identity that is not in it may
-// write nothing.
+// With mutual TLS a caller is who its certificate says: the subject's CN, or
+// its first DNS subjectAltName when there is no CN. On the appliance's unix
+// listener (unix-listener.ts) a caller is "uid:N", the uid the kernel reports
+// for the connecting process. A certificate naming "uid:..." is no identity,
+// so a certificate can never pass for a local user.
 //
-// Without TLS there is no authenticated identity: the list is checked against
-// the agent id the hello states, which stops mistakes, not attackers. That is
-// why the appliance refuses to listen beyond loopback without TLS unless it is
-// told --insecure.
+// Without an allow-list there are no roles: every caller the transport lets
+// in may do everything (a single-user host or the demo on loopback, which the
+// appliance says at start; with TLS, any certificate the CA signed that names
+// an identity). With an allow-list every caller must be identified (the
+// appliance refuses at start to listen on plain TCP with one), and may do what
+// its grants allow.
 import type { PeerCertificate } from 'node:tls'
 import { badName } from '../proto/bounded-strings'
 import { TidemarkError } from '../proto/errors'
-
-export type AllowList = Map<string, string[]>
+import type { AccessPolicy, Operation } from './access-policy'
 
 /** A gRPC call, as far as identity goes. */
 export interface Caller {
   getAuthContext(): { sslPeerCertificate?: PeerCertificate }
+  getPeer(): string
+}
+
+/** The unix listener's peers: the uid behind a call's peer string, if the call came that way. */
+export interface UnixPeers {
+  uidOf(peer: string): number | undefined
 }
 
 /**
@@ -37,7 +44,8 @@ export function certificateIdentity(cert: PeerCertificate | undefined): string |
   let id: string | null = null
   if (typeof cn === 'string' && cn) id = cn
   else id = subjectAltNames(cert.subjectaltname ?? '').find((e) => e.type === 'DNS' && e.value !== '')?.value ?? null
-  return id !== null && badName(id, 'identity') === null ? id : null
+  // "uid:N" is the unix listener's name for a local user: no certificate may claim it.
+  return id !== null && badName(id, 'identity') === null && !id.startsWith('uid:') ? id : null
 }
 
 /**
@@ -79,48 +87,56 @@ export function subjectAltNames(s: string): Array<{ type: string; value: string 
 }
 
 export class Authorizer {
+  /** The unix listener's peers, once it listens. */
+  unix: UnixPeers | null = null
+
   constructor(
-    private readonly allow: AllowList | null,
+    /** null: no allow-list, no roles (see the top of this file) */
+    readonly policy: AccessPolicy | null,
     readonly tls: boolean
   ) {}
 
-  /** The certificate identity of the caller, or null without TLS. */
+  /** "uid:N" on the unix listener, the certificate identity over TLS, else null. */
   identity(call: Caller): string | null {
+    const uid = this.unix?.uidOf(call.getPeer())
+    if (uid !== undefined) return `uid:${uid}`
     if (!this.tls) return null
     return certificateIdentity(call.getAuthContext()?.sslPeerCertificate)
   }
 
-  mayWrite(who: string | null, volume: string): boolean {
-    if (!this.allow) return !this.tls || who !== null
-    if (who === null) return false
-    const patterns = this.allow.get(who)
-    if (!patterns) return false
-    return patterns.some((p) => p === '*' || p === volume || (p.endsWith('*') && volume.startsWith(p.slice(0, -1))))
+  /** Did the call come through the unix listener? */
+  viaUnix(call: Caller): boolean {
+    return this.unix?.uidOf(call.getPeer()) !== undefined
   }
-}
 
-/**
- * "IDENTITY=VOL1,VOL2" entries (the --allow flag) or a JSON object
- * {"IDENTITY": ["VOL1", "db-*"]} (the config file) as an allow-list.
- */
-export function parseAllowList(entries: string[] | Record<string, unknown>): AllowList {
-  const out: AllowList = new Map()
-  const add = (who: string, vols: unknown): void => {
-    if (!who) throw new TidemarkError('USAGE', 'an allow-list entry has no identity')
-    const list = Array.isArray(vols) ? vols : typeof vols === 'string' ? vols.split(',') : null
-    if (!list || list.length === 0 || list.some((v) => typeof v !== 'string' || !v.trim())) {
-      throw new TidemarkError('USAGE', `allow-list entry for "${who}" must name volumes (NAME, PREFIX*, or *)`)
-    }
-    out.set(who, [...(out.get(who) ?? []), ...list.map((v: string) => v.trim())])
+  /** Refuses the call unless its caller may do `op` on `volume` (null: names none); returns the caller's identity. */
+  require(call: Caller, op: Operation, volume: string | null): string | null {
+    const who = this.identity(call)
+    this.check(who, op, volume, this.tls && !this.viaUnix(call))
+    return who
   }
-  if (Array.isArray(entries)) {
-    for (const e of entries) {
-      const eq = e.indexOf('=')
-      if (eq <= 0) throw new TidemarkError('USAGE', `--allow '${e}' must be IDENTITY=VOLUME[,VOLUME...]`)
-      add(e.slice(0, eq), e.slice(eq + 1))
+
+  /**
+   * The same for an identity already known (NBD's, from the native server).
+   * `certificateExpected`: the caller came over TLS, so it must name an identity even without roles.
+   */
+  check(who: string | null, op: Operation, volume: string | null, certificateExpected: boolean): void {
+    const anonymous = certificateExpected
+      ? 'the client certificate names no identity (a subject CN or a DNS subjectAltName entry)'
+      : 'the caller is not identified (connect with a certificate over TLS, or through the unix listener)'
+    if (!this.policy) {
+      if (certificateExpected && who === null) throw new TidemarkError('PERMISSION_DENIED', `${op} refused: ${anonymous}`)
+      return
     }
-  } else {
-    for (const [who, vols] of Object.entries(entries)) add(who, vols)
+    this.policy.check(who, op, volume, anonymous)
   }
-  return out
+
+  /** Of `names`, the volumes the caller may see through `op`'s role (every one without roles). */
+  visible(call: Caller, op: Operation, names: string[]): string[] {
+    return this.visibleTo(this.identity(call), op, names)
+  }
+
+  visibleTo(who: string | null, op: Operation, names: string[]): string[] {
+    return this.policy ? this.policy.visible(who, op, names) : names
+  }
 }

@@ -15,8 +15,10 @@
 // The gRPC rule: an appliance with TLS requires NBD STARTTLS with a
 // certificate its CA signed on every NBD listener (nbdinfo and qemu speak it:
 // nbds+unix://, tls-creds), and a client opens or lists only the volumes its
-// identity may use (the --allow list, authorizer.ts); without TLS, TCP is
-// loopback only unless --insecure.
+// identity holds the read role on (the --allow list, access-policy.ts);
+// without TLS, TCP is loopback only unless --insecure, and there are no roles
+// to check (the appliance refuses an allow-list with an NBD listener that
+// cannot identify its clients).
 import { nbdListenerConfig, type NbdListenerOptions } from '../native/nbd-listener'
 import type { Logger } from 'pino'
 import {
@@ -145,21 +147,32 @@ export class ApplianceNbdServer {
     this.viewExports.delete(name)
   }
 
-  /** May a client of this identity use the volume? (Without TLS there is no identity to check.) */
+  /**
+   * The native server's identity for a client ("" for none: no TLS, or a
+   * certificate naming nobody) as the policy takes it. A certificate naming
+   * "uid:..." is no identity here either (authorizer.ts).
+   */
+  private who(identity: string): string | null {
+    return identity && !identity.startsWith('uid:') ? identity : null
+  }
+
+  /** May a client of this identity read the volume (the NbdExport role)? */
   private allowed(identity: string, volume: string): boolean {
-    return !this.auth.tls || this.auth.mayWrite(identity || null, volume)
+    const who = this.who(identity)
+    if (!this.auth.policy) return !this.auth.tls || who !== null
+    return this.auth.visibleTo(who, 'NbdExport', [volume]).length === 1
   }
 
   /** NBD_OPT_LIST: each volume's newest point and each view, those the client may use. */
   private list(id: number, identity: string): void {
     const l: Array<{ name: string; description: string }> = []
     for (const v of this.store.volumes()) {
-      if (!this.allowed(identity, v.meta.name)) continue
+      if (!this.allowed(identity, v.name)) continue
       l.push({
-        name: `${v.meta.name}@latest`,
+        name: `${v.name}@latest`,
         description: v.fullSyncDone
-          ? `${v.meta.name} at seq ${v.exactSeq}, the newest exact point (it moves on: a connection keeps the one it opened)`
-          : `${v.meta.name}: initial copy not complete, no point is exact yet`,
+          ? `${v.name} at seq ${v.exactSeq}, the newest exact point (it moves on: a connection keeps the one it opened)`
+          : `${v.name}: initial copy not complete, no point is exact yet`,
       })
     }
     for (const view of this.views?.list() ?? []) if (this.allowed(identity, view.volume)) l.push({ name: view.name, description: view.description })
@@ -200,14 +213,12 @@ export class ApplianceNbdServer {
     }
     const p = await resolvePoint(v, parsed.point)
     const map = await v.pointMap(p.seq)
-    const handle = openApplianceExport({ name, description: describeResolved(v.meta.name, p), size: v.meta.size, writable: false }, map, this.handle)
+    const handle = openApplianceExport({ name, description: describeResolved(v.name, p), size: v.meta.size, writable: false }, map, this.handle)
     return { handle, shared: false }
   }
 
   private authorize(identity: string, volume: string): void {
-    if (!this.allowed(identity, volume)) {
-      throw new TidemarkError('PERMISSION_DENIED', `certificate identity "${identity}" may not read volume ${volume}`)
-    }
+    this.auth.check(this.who(identity), 'NbdExport', volume, this.auth.tls)
   }
 
   private async viewExport(view: ViewExportSpec): Promise<ApplianceExportHandle> {

@@ -32,6 +32,7 @@ import type { AgentMessage__Output } from '../proto/generated/tidemark/v1/AgentM
 import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { MAX_BATCH_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { toStatus } from '../proto/status'
+import { alreadyLogged } from './access-policy'
 import type { Authorizer } from './authorizer'
 import type { DataChannelServer, DataConnection } from './data-channel'
 import type { ApplianceStore } from './store'
@@ -60,7 +61,7 @@ export class ReplicationService {
   readonly rejected: Record<string, number> = {}
   private readonly streams = new Map<Call, StreamInfo>()
   /** the stream that owns each volume, and how to retire it */
-  private readonly active = new Map<string, { call: Call; retire: () => Promise<void> }>()
+  private readonly active = new Map<string, { call: Call; retire: (why?: string) => Promise<void> }>()
 
   constructor(
     private readonly store: ApplianceStore,
@@ -83,6 +84,11 @@ export class ReplicationService {
     return [...this.streams.values()]
   }
 
+  /** Ends the stream replicating `volume`, if any, once its appends settle (an admin is changing the volume). */
+  async endStream(volume: string, why: string): Promise<void> {
+    await this.active.get(volume)?.retire(why)
+  }
+
   /** Ends every stream (the appliance is stopping); agents reconnect later. */
   closeAll(): void {
     for (const call of this.streams.keys()) {
@@ -95,6 +101,7 @@ export class ReplicationService {
     this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
     const status = toStatus(e)
     if (status.code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
+    else if (alreadyLogged(e)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
     else if (LOGGED_BY_STORE.has(e.code)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
     else this.log.warn({ ...ctx, code: e.code }, `replication stream rejected: ${e.message}`)
     call.emit('error', status)
@@ -103,6 +110,7 @@ export class ReplicationService {
   private replicate(call: Call): void {
     const peer = call.getPeer()
     const identity = this.auth.identity(call)
+    const viaUnix = this.auth.viaUnix(call)
     let vol: VolumeStore | null = null
     let info: StreamInfo | null = null
     let done = false
@@ -131,10 +139,10 @@ export class ReplicationService {
     }
     const queued: AgentMessage__Output[] = []
     const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume })
-    const retire = async (): Promise<void> => {
+    const retire = async (why = 'a newer stream from the agent replaced this one'): Promise<void> => {
       if (!done) {
         done = true
-        call.emit('error', { code: grpc.status.ABORTED, details: 'ABORTED: a newer stream from the agent replaced this one' })
+        call.emit('error', { code: grpc.status.ABORTED, details: `ABORTED: ${why}` })
       }
       await tail.catch(() => undefined)
     }
@@ -161,16 +169,12 @@ export class ReplicationService {
       if (!Number.isSafeInteger(h.size) || h.size <= 0 || h.size % 512 !== 0) {
         throw new TidemarkError('PROTOCOL', `volume ${h.volume}: size ${h.size} is not a positive multiple of 512`)
       }
-      const who = identity ?? h.agentId
-      if (this.auth.tls && identity === null) {
-        throw new TidemarkError('PERMISSION_DENIED', 'the client certificate names no identity (a subject CN or a DNS subjectAltName entry)')
-      }
-      if (!this.auth.mayWrite(who, h.volume)) {
-        throw new TidemarkError(
-          'PERMISSION_DENIED',
-          `${identity ? `certificate identity "${identity}"` : `agent "${h.agentId}"`} may not write volume ${h.volume}`
-        )
-      }
+      // The caller's role decides, never the agent id the hello states (anyone can write any id there).
+      this.auth.require(call, 'Replicate', h.volume)
+      // A new generation or size retires the volume's history beside the new
+      // one: only an admin's hello (or any, without roles) does that itself;
+      // a writer's waits for an admin (store.ts, Admin.AcceptGeneration).
+      const accept = !this.auth.policy || (identity !== null && this.auth.policy.allows(identity, 'admin', h.volume))
       // One writer per volume. A newer stream wins: the agent reconnected
       // (after a crash or a cut link) before the old stream's end reached us.
       // The old one is ended and its appends settle before this one starts.
@@ -186,7 +190,7 @@ export class ReplicationService {
         size: h.size,
         group: h.group,
         agentId: h.agentId,
-      })
+      }, { accept })
       vol = volume
       info = {
         volume: h.volume,
@@ -198,7 +202,8 @@ export class ReplicationService {
         lastAckMs: 0,
       }
       this.streams.set(call, info)
-      if (this.data) dataToken = this.data.issue({ identity, attach: (conn) => attachData(conn) })
+      // The data channel is TCP beside the TCP listener: a stream from the unix listener keeps its batches on the stream.
+      if (this.data && !viaUnix) dataToken = this.data.issue({ identity, attach: (conn) => attachData(conn) })
       this.log.info(
         { ...ctx(), agentId: h.agentId, generation: h.generation, durableSeq: volume.durableSeq, fullSync },
         'agent attached'
@@ -210,7 +215,7 @@ export class ReplicationService {
           fullSync,
           applianceId: this.applianceId,
           maxBatchBytes: MAX_BATCH_BYTES,
-          dataPort: this.data?.port ?? 0,
+          dataPort: dataToken ? this.data!.port : 0,
           dataToken: dataToken ?? Buffer.alloc(0),
         },
       })
@@ -352,7 +357,8 @@ export class ReplicationService {
       dataToken = null
       dataConn?.destroy()
       this.streams.delete(call)
-      if (info && this.active.get(info.volume)?.call === call) this.active.delete(info.volume)
+      // Set before the hello attached: a refused attach leaves no owner behind either.
+      for (const [name, a] of this.active) if (a.call === call) this.active.delete(name)
     }
     call.on('end', () => {
       // The agent ends its data connection before the stream: what it carried is handled first.

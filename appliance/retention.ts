@@ -11,7 +11,9 @@
 // A point is kept if any of the time and marks rules keeps it; pinned
 // TimeMarks, the seqs of named views (view-registry.ts), and every point
 // after them, are always kept. Without a rule a
-// volume keeps everything.
+// volume keeps everything. Under a retention lock (retention-lock.ts) no
+// point younger than the lock is given up, by any rule, the size cap or
+// disk pressure.
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import type { ApplianceStore } from './store'
@@ -31,11 +33,18 @@ export interface RetentionRule {
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
 
+/** "30m", "12h", "7d" as ms; null if it is not a duration. */
+export function parseDuration(text: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)([smhdw])$/.exec(text)
+  return m ? Number(m[1]) * UNITS[m[2]] : null
+}
+
 export function parseRetentionSpec(text: string): RetentionSpec {
   const spec: RetentionSpec = { text }
   for (const part of text.split(',').map((p) => p.trim())) {
     let m: RegExpExecArray | null
-    if ((m = /^(\d+(?:\.\d+)?)([smhdw])$/.exec(part))) spec.timeMs = Number(m[1]) * UNITS[m[2]]
+    const ms = parseDuration(part)
+    if (ms !== null) spec.timeMs = ms
     else if ((m = /^(\d+)\s*marks?$/.exec(part))) spec.marks = Number(m[1])
     else if ((m = /^(\d+)([KMGT])i?B?$/i.exec(part))) spec.maxBytes = Number(m[1]) * 1024 ** (' KMGT'.indexOf(m[2].toUpperCase()))
     else throw new TidemarkError('USAGE', `retention '${part}' is not a duration (7d, 12h, 30m), a number of marks (100marks) or a size (20G)`)
@@ -69,7 +78,7 @@ export interface RetentionPlan {
 }
 
 /** What the volume's rule lets go of now. */
-export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = Date.now(), held: number[] = []): Promise<RetentionPlan> {
+export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = Date.now(), held: number[] = [], lockMs = 0): Promise<RetentionPlan> {
   if (!v.fullSyncDone) return { upTo: 0, shrinking: null }
   const floor = v.base?.seq ?? 0
   const wants: number[] = []
@@ -103,6 +112,15 @@ export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = D
       upTo = cut
     }
   }
+  if (lockMs > 0) {
+    // The newest point at least lockMs old may be folded into the base; nothing after it.
+    const at = await v.seqAt(now - lockMs)
+    const locked = at ? at.seq : 0
+    if (upTo > locked) {
+      if (shrinking) shrinking = `the journal (${v.journalBytes} bytes) is over its ${spec.maxBytes}-byte cap, but the retention lock keeps every point after seq ${locked}`
+      upTo = locked
+    }
+  }
   return { upTo: upTo > floor ? upTo : 0, shrinking }
 }
 
@@ -119,7 +137,9 @@ export class Retention {
   constructor(
     private readonly store: ApplianceStore,
     readonly rules: RetentionRule[],
-    private readonly log: Logger
+    private readonly log: Logger,
+    /** --retain-lock, in ms (0: none): no point younger than this is given up. */
+    readonly lockMs = 0
   ) {}
 
   start(everyMs: number): void {
@@ -148,13 +168,13 @@ export class Retention {
 
   private async runAll(pressure = false): Promise<void> {
     for (const v of this.store.volumes()) {
-      if (!ruleFor(this.rules, v.meta.name)) continue
+      if (!ruleFor(this.rules, v.name)) continue
       const r = await this.run(v).catch(() => null)
       if (pressure && r?.result) {
         const c = r.result
-        const st = this.status.get(v.meta.name)!
+        const st = this.status.get(v.name)!
         st.pressure = `under disk pressure at ${new Date().toISOString()}: history up to seq ${c.baseSeq} folded into the base image, ${c.segmentsDropped} segments and ${c.expiredTimeMarks} TimeMarks given up, journal ${c.journalBytesBefore} -> ${c.journalBytesAfter} bytes`
-        this.log.warn({ volume: v.meta.name }, `retention ${st.pressure}`)
+        this.log.warn({ volume: v.name }, `retention ${st.pressure}`)
       }
     }
   }
@@ -178,13 +198,13 @@ export class Retention {
   }
 
   private async runNow(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
-    const spec = ruleFor(this.rules, v.meta.name)
+    const spec = ruleFor(this.rules, v.name)
     if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
-    const st = this.status.get(v.meta.name) ?? { shrinking: null, last: null, error: null, pressure: null }
-    this.status.set(v.meta.name, st)
+    const st = this.status.get(v.name) ?? { shrinking: null, last: null, error: null, pressure: null }
+    this.status.set(v.name, st)
     try {
-      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.meta.name))
-      if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.meta.name }, plan.shrinking)
+      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.name), this.lockMs)
+      if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.name }, plan.shrinking)
       st.shrinking = plan.shrinking
       const result = plan.upTo > 0 ? await v.compact(plan.upTo) : null
       if (result) st.last = result
@@ -192,15 +212,15 @@ export class Retention {
       return { plan, result, rule: spec.text }
     } catch (err) {
       st.error = (err as Error).message
-      this.log.error({ volume: v.meta.name, err: st.error }, `retention failed: ${st.error}`)
+      this.log.error({ volume: v.name, err: st.error }, `retention failed: ${st.error}`)
       throw err
     }
   }
 
   /** What stats shows: the rule, the retained window, the warning. */
   info(v: VolumeStore): Record<string, unknown> {
-    const spec = ruleFor(this.rules, v.meta.name)
-    const st = this.status.get(v.meta.name)
+    const spec = ruleFor(this.rules, v.name)
+    const st = this.status.get(v.name)
     return {
       rule: spec?.text ?? null,
       warning: st?.shrinking ?? null,

@@ -8,12 +8,16 @@
 //                             its meta.json and state.json are durable, so a
 //                             crash never leaves a half-made volume under its
 //                             name (leftovers are removed at open)
-//   DIR/archive/NAME.GEN.TIME old generations moved aside when an agent says
-//                             the disk under that name is a different one;
-//                             nothing is ever deleted
+//   DIR/volumes/NAME.retired-N  an earlier history of NAME: when its agent
+//                             announced a different disk (a new generation)
+//                             or a new size, and an admin (or, without roles,
+//                             the hello itself) accepted it. Served read-only
+//                             under that name (meta.json servedAs); nothing
+//                             an agent sends removes or hides it
+//   DIR/archive/...           where older appliances moved such histories
 //
-// attach() is serialised per volume name, so two hellos for one name cannot
-// both create or archive it.
+// attach() and acceptGeneration() are serialised per volume name, so two
+// hellos for one name cannot both create or retire it.
 import type { JournalIo, JournalOptions } from './journal'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -22,7 +26,7 @@ import { TidemarkError } from '../proto/errors'
 import { initHash } from '../proto/hash'
 import { MAX_NAME_BYTES, MAX_SEGMENT_BYTES, SEGMENT_HEADER_SIZE } from './journal-format'
 import { GroupCommit } from './group-commit'
-import { syncDir } from '../native/atomic-file'
+import { syncDir, writeFileAtomic } from '../native/atomic-file'
 import { removeReplica } from './replica-image'
 import { VolumeStore, type VolumeMeta } from './volume-store'
 
@@ -31,6 +35,19 @@ export { VolumeStore } from './volume-store'
 
 export const DEFAULT_SEGMENT_BYTES = 256 * 1024 * 1024
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
+
+export interface AttachOptions {
+  /** The caller may accept a new generation or size itself (an admin's hello, or no roles at all). */
+  accept?: boolean
+}
+
+/** A new generation or size a refused hello announced. */
+export interface PendingGeneration {
+  generation: string
+  size: number
+  agentId: string
+  at: string
+}
 
 export interface Hello {
   volume: string
@@ -55,6 +72,10 @@ export class ApplianceStore {
   readonly commits = new GroupCommit()
   private readonly vols = new Map<string, VolumeStore>()
   private readonly locks = new Map<string, Promise<unknown>>()
+  /** New generations refused, waiting for an admin (memory only: the agent announces it again on every retry). */
+  private readonly pending = new Map<string, PendingGeneration>()
+  /** Generations accepted, until their hello comes. */
+  private readonly accepted = new Map<string, PendingGeneration>()
   private closed = false
 
   private constructor(
@@ -88,8 +109,8 @@ export class ApplianceStore {
       try {
         const v = await VolumeStore.open(d, s.commits, logger, s.journal, (n) => s.onNoSpace?.(n), s.replicaImages)
         if (!s.replicaImages) await removeReplica(d)
-        s.vols.set(v.meta.name, v)
-        logger.info({ volume: v.meta.name, durableSeq: v.durableSeq }, 'volume opened')
+        s.vols.set(v.name, v)
+        logger.info({ volume: v.name, durableSeq: v.durableSeq }, 'volume opened')
       } catch (e) {
         // One damaged volume must not keep the appliance from serving the others.
         logger.error({ dir: d, err: (e as Error).message }, `volume ${name} cannot be opened`)
@@ -110,18 +131,90 @@ export class ApplianceStore {
     return this.vols.get(name)
   }
 
-  attach(hello: Hello): Promise<{ volume: VolumeStore; fullSync: boolean }> {
-    const prev = this.locks.get(hello.volume) ?? Promise.resolve()
-    const p = prev.catch(() => {}).then(() => this.attachLocked(hello))
+  /** A hello's volume: the one held, or a new one (see attachLocked for a new generation or size). */
+  attach(hello: Hello, opts: AttachOptions = {}): Promise<{ volume: VolumeStore; fullSync: boolean }> {
+    return this.locked(hello.volume, () => this.attachLocked(hello, opts))
+  }
+
+  /** Runs `fn` alone among the attaches and retirements of `volume`. */
+  private locked<T>(volume: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(volume) ?? Promise.resolve()
+    const p = prev.catch(() => {}).then(fn)
     const tail = p.catch(() => {})
-    this.locks.set(hello.volume, tail)
+    this.locks.set(volume, tail)
     void tail.then(() => {
-      if (this.locks.get(hello.volume) === tail) this.locks.delete(hello.volume)
+      if (this.locks.get(volume) === tail) this.locks.delete(volume)
     })
     return p
   }
 
-  private async attachLocked(h: Hello): Promise<{ volume: VolumeStore; fullSync: boolean }> {
+  /** The new generation or size a refused hello announced for `volume`, if any since the appliance started. */
+  pendingGeneration(volume: string): PendingGeneration | undefined {
+    return this.pending.get(volume)
+  }
+
+  /**
+   * An admin accepts the new generation or size an agent announced for
+   * `volume` (and was refused): its history so far is retired beside it,
+   * read-only under NAME.retired-N, and the agent's next hello starts the
+   * new history. `generation` ("" for any) must be the one announced.
+   * The caller has ended the volume's replication stream.
+   */
+  acceptGeneration(volume: string, generation: string): Promise<{ retiredAs: string; old: VolumeMeta; pending: PendingGeneration }> {
+    return this.locked(volume, async () => {
+      const v = this.vols.get(volume)
+      if (!v) throw new TidemarkError('UNKNOWN_VOLUME', `no volume named ${JSON.stringify(volume)} on this appliance`)
+      if (v.retired) throw new TidemarkError('VOLUME_RETIRED', `volume ${volume} is a retired history already`)
+      const pending = this.pending.get(volume)
+      if (!pending) {
+        throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: no agent has announced a new generation or size since the appliance started (generation ${v.meta.generation}, size ${v.meta.size})`)
+      }
+      if (generation && generation !== pending.generation) {
+        throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: the agent announced generation ${pending.generation}, not ${generation}`)
+      }
+      const old = { ...v.meta }
+      const retiredAs = await this.retireLocked(volume, v, v.dir, old, pending)
+      this.pending.delete(volume)
+      this.accepted.set(volume, pending)
+      return { retiredAs, old, pending }
+    })
+  }
+
+  /** Is this hello the generation an admin accepted for its volume (which is then gone)? */
+  private acceptedFor(h: Hello): boolean {
+    const a = this.accepted.get(h.volume)
+    return a !== undefined && a.generation === h.generation && a.size === h.size
+  }
+
+  /**
+   * Retires the history in `dir` (volume `name`, open as `v` or not): its
+   * meta.json says the name it is served under now, the directory moves to
+   * volumes/NAME.retired-N, and it opens again there, read-only.
+   */
+  private async retireLocked(name: string, v: VolumeStore | undefined, dir: string, old: Partial<VolumeMeta> | undefined, next: { generation: string; size: number }): Promise<string> {
+    if (v) await v.close()
+    this.vols.delete(name)
+    // The replica image is only a copy of its newest point: rebuilt on demand if ever needed.
+    await removeReplica(dir)
+    let n = 1
+    while (this.vols.has(`${name}.retired-${n}`) || fs.existsSync(path.join(this.volumesDir(), `${name}.retired-${n}`))) n++
+    const retiredAs = `${name}.retired-${n}`
+    const to = path.join(this.volumesDir(), retiredAs)
+    const metaFile = path.join(dir, 'meta.json')
+    const meta = JSON.parse(await fs.promises.readFile(metaFile, 'utf8')) as VolumeMeta
+    await writeFileAtomic(metaFile, JSON.stringify({ ...meta, servedAs: retiredAs, retiredAt: new Date().toISOString() }, null, 2) + '\n', 0o600)
+    await fs.promises.rename(dir, to)
+    await syncDir(this.volumesDir())
+    const r = await VolumeStore.open(to, this.commits, this.log, this.journal, (x) => this.onNoSpace?.(x), false)
+    this.vols.set(retiredAs, r)
+    this.log.warn(
+      { volume: name, oldGeneration: old?.generation, oldSize: old?.size, generation: next.generation, size: next.size, retiredAs },
+      `volume ${name}: generation ${next.generation} (size ${next.size}) accepted; the history of generation ${old?.generation} (size ${old?.size}) is kept read-only as volume ${retiredAs}`
+    )
+    return retiredAs
+  }
+
+  private async attachLocked(h: Hello, opts: AttachOptions): Promise<{ volume: VolumeStore; fullSync: boolean }> {
     if (this.closed) throw new TidemarkError('STORE_CLOSED', 'the appliance store is closed')
     checkName('volume', h.volume)
     checkName('generation', h.generation)
@@ -129,33 +222,46 @@ export class ApplianceStore {
       throw new TidemarkError('BAD_VOLUME_SIZE', `volume ${h.volume}: size ${h.size} must be a positive multiple of 512`)
     }
     const existing = this.vols.get(h.volume)
+    if (existing?.retired) {
+      throw new TidemarkError(
+        'VOLUME_RETIRED',
+        `volume ${h.volume} is a retired history of volume ${existing.meta.name}, kept read-only: no agent writes it`
+      )
+    }
     if (existing && existing.meta.generation === h.generation && existing.meta.size === h.size) {
       return { volume: existing, fullSync: !existing.fullSyncDone }
     }
     const dir = path.join(this.volumesDir(), h.volume)
     if (existing || fs.existsSync(dir)) {
+      // A different disk under this name (a new generation) or a resized one.
+      // Its history so far is never moved out of reach by an agent: without
+      // an admin's acceptance the hello is refused, and with it the history
+      // is retired beside the new one, restorable under NAME.retired-N.
       const old: Partial<VolumeMeta> | undefined =
         existing?.meta ??
         (await fs.promises
           .readFile(path.join(dir, 'meta.json'), 'utf8')
           .then((t) => JSON.parse(t) as VolumeMeta)
           .catch(() => undefined))
-      if (existing) await existing.close()
-      this.vols.delete(h.volume)
-      // The archive keeps the history; the replica image is only a copy of its newest point.
-      await removeReplica(dir)
-      const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
-      const archive = path.join(this.dataDir, 'archive')
-      await fs.promises.mkdir(archive, { recursive: true, mode: 0o700 })
-      const to = path.join(archive, `${h.volume}.${NAME_RE.test(old?.generation ?? '') ? old!.generation : 'unknown'}.${stamp}`)
-      await fs.promises.rename(dir, to)
-      await syncDir(this.volumesDir())
-      await syncDir(archive)
-      this.log.warn(
-        { volume: h.volume, oldGeneration: old?.generation, oldSize: old?.size, generation: h.generation, size: h.size, archivedTo: to },
-        `volume ${h.volume}: the agent announces generation ${h.generation} (size ${h.size}), the appliance held ${old?.generation} (size ${old?.size}): old journal moved to ${to}, starting a new one`
+      if (!opts.accept) {
+        this.pending.set(h.volume, { generation: h.generation, size: h.size, agentId: h.agentId, at: new Date().toISOString() })
+        throw new TidemarkError(
+          'GENERATION_CHANGED',
+          `volume ${h.volume}: the agent announces generation ${h.generation} (size ${h.size}), the appliance holds generation ${old?.generation} (size ${old?.size}); ` +
+            `its history is kept, and nothing is written until an admin accepts the new one: tidemark volume accept-generation --volume ${h.volume}`
+        )
+      }
+      await this.retireLocked(h.volume, existing, dir, old, h)
+    }
+    const accepted = this.accepted.get(h.volume)
+    if (accepted && !this.acceptedFor(h) && !opts.accept) {
+      throw new TidemarkError(
+        'GENERATION_CHANGED',
+        `volume ${h.volume}: an admin accepted generation ${accepted.generation} (size ${accepted.size}), the agent announces ${h.generation} (size ${h.size}): tidemark volume accept-generation --volume ${h.volume} again`
       )
     }
+    this.pending.delete(h.volume)
+    this.accepted.delete(h.volume)
     const meta: VolumeMeta = {
       name: h.volume,
       generation: h.generation,

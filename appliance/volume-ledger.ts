@@ -33,6 +33,14 @@ export interface VolumeMeta {
   group: string
   agentId: string
   created: string
+  /**
+   * Set on a history an admin retired when its agent announced a new
+   * generation or size (store.ts acceptGeneration): the name it is served
+   * under now (NAME.retired-N), read-only. `name` stays the journal's own.
+   */
+  servedAs?: string
+  /** When it was retired (ISO 8601). */
+  retiredAt?: string
 }
 
 /** What a batch's COMMIT says about it (ChangeBatch fields the journal keeps). */

@@ -77,6 +77,14 @@ export class VolumeStore implements ImageSource {
   get volume(): string {
     return this.l.meta.name
   }
+  /** The name the appliance serves the volume under: its own, or NAME.retired-N for a retired history. */
+  get name(): string {
+    return this.l.meta.servedAs ?? this.l.meta.name
+  }
+  /** A retired history (read-only: no agent writes it again). */
+  get retired(): boolean {
+    return this.l.meta.servedAs !== undefined
+  }
   get sizeBytes(): number {
     return this.l.meta.size
   }

@@ -90,13 +90,14 @@ export const AGENT = command({
     'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error', key: 'logLevel', default: 'info', value: logLevel() }),
     appliance: text({
       label: '--appliance H:P',
-      help: 'replicate every volume to the appliance at HOST:PORT (the first time a\nvolume is protected, it is copied whole, all-zero sectors skipped)',
+      help: 'replicate every volume to the appliance at HOST:PORT (the first time a\nvolume is protected, it is copied whole, all-zero sectors skipped),\nor at unix:PATH, its unix listener on this host (it knows us by uid)',
       key: 'appliance',
       value: check(z.string(), (s) => {
+            if (s.startsWith('unix:')) return s.length > 5
             const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/.exec(s)
             return !!m && Number(m[2]) >= 1 && Number(m[2]) <= 65535
           },
-          (s) => `--appliance '${s}' must be HOST:PORT (a port from 1 to 65535)`
+          (s) => `--appliance '${s}' must be HOST:PORT (a port from 1 to 65535) or unix:PATH`
         )
       ,
     }),
@@ -184,7 +185,7 @@ export const AGENT = command({
   tidemark agent --state DIR --nbd unix:PATH|tcp:HOST:PORT --volume NAME=PATH [--volume NAME=PATH ...]
                  [--nbd-tls-cert F --nbd-tls-key F --nbd-tls-ca F | --insecure-nbd]
                  [--nbd-max-connections N] [--nbd-handshake-timeout SECONDS]
-                 [--appliance HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
+                 [--appliance HOST:PORT|unix:PATH [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
                  [--capture-log DIR] [--stats-interval SECONDS] [--log-level LEVEL]
@@ -272,6 +273,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     const tls = [a['tls-cert'], a['tls-key'], a['tls-ca']]
     const tlsGiven = tls.filter((x) => x !== undefined).length
     if (tlsGiven !== 0 && tlsGiven !== 3) throw usage('agent', '--tls-cert, --tls-key and --tls-ca go together: give all three or none')
+    if (appliance.startsWith('unix:') && tlsGiven) throw usage('agent', '--appliance unix:PATH takes no --tls-cert/-key/-ca: the appliance identifies the agent by its uid')
     for (const [f, flagName] of [[a['tls-cert'], '--tls-cert'], [a['tls-key'], '--tls-key'], [a['tls-ca'], '--tls-ca']] as const) {
       if (f !== undefined && !fs.existsSync(f)) throw usage('agent', `${flagName} ${f} does not exist`)
     }
@@ -283,7 +285,8 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     }
     repl = {
       appliance: {
-        address: appliance,
+        // Batches travel on the streams there (the data channel is TCP): the Welcome names no data port.
+        address: appliance.startsWith('unix:') ? `unix:${path.resolve(appliance.slice(5))}` : appliance,
         tls: tlsGiven ? { cert: path.resolve(a['tls-cert']!), key: path.resolve(a['tls-key']!), ca: path.resolve(a['tls-ca']!) } : undefined,
       },
       throttleBytesPerSecond: a.throttle,

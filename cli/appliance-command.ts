@@ -2,9 +2,9 @@
 import path from 'node:path'
 import pino from 'pino'
 import { z } from 'zod'
-import { Appliance, type ApplianceOptions } from '../appliance/appliance'
-import { parseAllowList } from '../appliance/authorizer'
-import { parseRetentionRule } from '../appliance/retention'
+import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
+import { parseAllowList } from '../appliance/access-policy'
+import { parseDuration, parseRetentionRule } from '../appliance/retention'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
@@ -25,22 +25,25 @@ export const APPLIANCE = command({
     http: text({ refused: '--http (the dashboard) is not in this build yet' }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["VOL", "PREFIX*"]}, "insecure", "segmentSize",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
     'tls-key': text({ key: 'tls.key' }),
     'tls-ca': text({ key: 'tls.ca' }),
     allow: list({
-      label: '--allow ID=VOLS',
-      help: 'certificate identity (CN) ID may write the volumes VOLS (names,\nPREFIX* patterns or *); repeatable. With TLS and no --allow, any\ncertificate the CA signed may write any volume',
+      label: '--allow ID=ROLE:PAT,...',
+      help:
+        'identity ID (a certificate CN, or uid:N for local user N on the\nunix listener) holds ROLE on the volumes PAT names (NAME, PREFIX*\nor *); repeatable. write: replicate them; read: restore, TimeViews,\n' +
+        'NBD exports, stats, journal, TimeMarks; admin: everything, with\npins, compaction, verify, accept-generation. ID=VOL,VOL is write.\nWith --allow every caller is identified (TLS or the unix listener);\n' +
+        'without it every caller may do everything (and it says so at start)',
       key: 'allow',
-      config: objectOf('"allow" must map identities to lists of volumes'),
+      config: objectOf('"allow" must map identities to lists of ROLE:PATTERN grants'),
       value: convert(z.union([z.array(z.string()), z.record(z.unknown())]), (v) => parseAllowList(v)),
     }),
     insecure: flag({
       label: '--insecure',
-      help: 'allow listening beyond loopback without TLS',
+      help: 'allow listening beyond loopback without TLS (never with --allow)',
       key: 'insecure',
       // as it always was: anything but true is false
       config: z.unknown().transform((v) => (v === true ? true : undefined)),
@@ -53,6 +56,17 @@ export const APPLIANCE = command({
       key: 'retain',
       config: objectOf('"retain" must map volume patterns to retention specs').transform((o) => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`)),
       value: convert(z.array(z.string()), (l) => l.map(parseRetentionRule)),
+    }),
+    'retain-lock': text({
+      label: '--retain-lock DURATION',
+      help:
+        'no point younger than DURATION (30d, 12h) is given up, whatever the\nrules, the journal cap, disk pressure, an unpin or an admin ask;\nkept in DATA/retain-lock.json: it only grows (a shorter one is\nrefused at start, and a start without it keeps it)',
+      key: 'retainLock',
+      value: convert(z.string(), (s) => {
+        const ms = parseDuration(s)
+        if (!ms) throw new Error(`--retain-lock '${s}' must be a duration (30d, 12h, 90m)`)
+        return { ms, text: s }
+      }),
     }),
     'compact-every': text({
       label: '--compact-every S',
@@ -91,11 +105,15 @@ export const APPLIANCE = command({
       value: check(z.string(), (s) => s === 'direct' || s === 'buffered', () => '--journal-io must be direct or buffered'),
     }),
     data: text({ label: '--data DIR', help: 'journals, indexes and volume metadata; created if missing', key: 'data', required: '--data DIR is required' }),
-    listen: text({
-      label: '--listen HOST:PORT',
-      help: 'the gRPC listener for agents and for the tidemark CLI (port 0: any)',
+    listen: list({
+      label: '--listen ADDR',
+      help:
+        'the gRPC listener for agents and for the tidemark CLI: HOST:PORT\n(port 0: any) and/or unix:PATH, where callers are identified by\ntheir uid (uid:N in --allow); give it twice for both',
       key: 'listen',
-      required: '--listen HOST:PORT is required',
+      required: '--listen HOST:PORT is required (or --listen unix:PATH)',
+      config: z
+        .union([z.string(), z.array(z.string())], { errorMap: () => ({ message: '"listen" must be an address or a list of them' }) })
+        .transform((v) => (Array.isArray(v) ? v : [v])),
     }),
     'data-port': text({
       label: '--data-port PORT|off',
@@ -127,9 +145,9 @@ export const APPLIANCE = command({
     }),
   },
   help: (rows) => `Usage:
-  tidemark appliance --data DIR --listen HOST:PORT [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
-                     [--allow IDENTITY=VOLUME[,VOLUME...] ...] [--insecure] [--data-port PORT|off]
-                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--compact-every SECONDS] [--scrub-every SECONDS]
+  tidemark appliance --data DIR --listen HOST:PORT|unix:PATH ... [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
+                     [--allow IDENTITY=ROLE:PATTERN[,...] ...] [--insecure] [--data-port PORT|off]
+                     [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
 
@@ -137,7 +155,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
 `,
 })
 
@@ -148,16 +166,26 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
   if (p.help) return 'help'
   const a = p.values
   const tls = tlsFiles(a, 'appliance')
-  const listen = a.listen!
-  let hostPort
-  try {
-    hostPort = parseHostPort(listen, '--listen')
-  } catch (err) {
-    throw usage('appliance', (err as Error).message)
+  let hostPort: { host: string; port: number } | null = null
+  let unixPath: string | undefined
+  for (const l of a.listen!) {
+    if (l.startsWith('unix:')) {
+      if (l.length === 5) throw usage('appliance', "--listen 'unix:' names no socket path")
+      if (unixPath !== undefined) throw usage('appliance', '--listen unix:PATH given twice (one unix listener)')
+      unixPath = path.resolve(l.slice(5))
+      continue
+    }
+    if (hostPort) throw usage('appliance', '--listen HOST:PORT given twice (one TCP listener, and one unix:PATH)')
+    try {
+      hostPort = parseHostPort(l, '--listen')
+    } catch (err) {
+      throw usage('appliance', (err as Error).message)
+    }
   }
   return {
     dataDir: path.resolve(a.data!),
     listen: hostPort,
+    listenUnix: unixPath,
     nbd: a.nbd ? ('unix' in a.nbd ? { unix: path.resolve(a.nbd.unix) } : a.nbd) : undefined,
     nbdListener: { maxConnections: a['nbd-max-connections'], handshakeTimeoutMs: a['nbd-handshake-timeout'] },
     tls,
@@ -168,6 +196,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     replicaImages: a['replica-image'] !== 'off',
     journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',
     retain: a.retain ?? [],
+    retainLock: a['retain-lock'] ?? null,
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,
     statsIntervalMs: a['stats-interval']! * 1000,
@@ -190,9 +219,12 @@ export async function runAppliance(argv: string[]): Promise<number> {
   }
   // Tests and scripts read the bound port from this line (with --listen HOST:0).
   // One write: a reader that waits for "listening" sees the NBD line with it.
+  const trust = trustNote(opts)
   process.stderr.write(
-    `tidemark appliance: listening on ${opts.listen.host}:${appliance.port}\n` +
-      (appliance.data ? `tidemark appliance: data channel on ${opts.listen.host}:${appliance.data.port}\n` : '') +
+    (opts.listen ? `tidemark appliance: listening on ${opts.listen.host}:${appliance.port}\n` : '') +
+      (appliance.unix ? `tidemark appliance: listening on unix:${appliance.unix.file}\n` : '') +
+      (appliance.data && opts.listen ? `tidemark appliance: data channel on ${opts.listen.host}:${appliance.data.port}\n` : '') +
+      (trust ? `tidemark appliance: trusting every caller: ${trust}\n` : '') +
       (appliance.nbd ? `tidemark appliance: serving NBD on ${appliance.nbd.address}\n` : '')
   )
   await new Promise<void>((resolve) => {

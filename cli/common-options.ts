@@ -1,6 +1,7 @@
 // Options and value schemas several commands share: the appliance to talk
 // to (and its TLS files), the point in time, seconds, sizes, log levels.
 import fs from 'node:fs'
+import path from 'node:path'
 import { z } from 'zod'
 import { adminClient, grpcTarget } from '../client/admin-client'
 import { isoTimeMs, seqPoint } from '../client/point'
@@ -39,18 +40,37 @@ export function logLevel(): z.ZodType<string, z.ZodTypeDef, string> {
   return check(z.string(), (s) => LOG_LEVELS.includes(s), () => `--log-level must be one of ${LOG_LEVELS.join(', ')}`)
 }
 
+/**
+ * Where the appliance is: HOST:PORT, or unix:PATH for its unix listener on
+ * this host (it identifies us by our uid). `host` is the host its NBD
+ * endpoints are reached on: this host, for a unix socket.
+ */
+export interface ApplianceAddress {
+  host: string
+  port: number
+  unix?: string
+}
+
+export function parseAppliance(s: string, what = '--appliance'): ApplianceAddress {
+  if (s.startsWith('unix:')) {
+    if (s.length === 5) throw new Error(`${what} 'unix:' names no socket path`)
+    return { host: '127.0.0.1', port: 0, unix: path.resolve(s.slice(5)) }
+  }
+  return parseHostPort(s, what)
+}
+
 /** --appliance and the three TLS flags of the commands that talk to an appliance. */
 export const clientOptions = {
   appliance: text({
     required: '--appliance HOST:PORT is required',
-    value: convert(z.string(), (s) => parseHostPort(s, '--appliance')),
+    value: convert(z.string(), (s) => parseAppliance(s)),
   }),
   'tls-cert': text({}),
   'tls-key': text({}),
   'tls-ca': text({}),
 }
 
-type ClientValues = { appliance?: string | { host: string; port: number }; 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string }
+type ClientValues = { appliance?: string | ApplianceAddress; 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string }
 
 /** The three TLS flags: all or none. */
 export function tlsFiles(v: Omit<ClientValues, 'appliance'>, command: string): { cert: string; key: string; ca: string } | undefined {
@@ -68,12 +88,14 @@ export function adminFromFlags(v: ClientValues, command: string): AdminClient {
   let at = v.appliance
   if (typeof at === 'string') {
     try {
-      at = parseHostPort(at, '--appliance')
+      at = parseAppliance(at)
     } catch (err) {
       throw usage(command, (err as Error).message)
     }
   }
   const files = tlsFiles(v, command)
+  // Over the unix listener the kernel vouches for us: TLS there would add nothing the appliance checks.
+  if (at.unix && files) throw usage(command, '--appliance unix:PATH takes no --tls-cert/-key/-ca: the appliance identifies you by your uid')
   const read = (f: string): Buffer => {
     try {
       return fs.readFileSync(f)
@@ -88,7 +110,7 @@ export function adminFromFlags(v: ClientValues, command: string): AdminClient {
     const key = read(files.key)
     tls = { cert: read(files.cert), key, ca }
   }
-  return adminClient({ address: grpcTarget(at.host, at.port), tls })
+  return adminClient({ address: at.unix ? `unix:${at.unix}` : grpcTarget(at.host, at.port), tls })
 }
 
 /** Exactly one of --timemark ID|LABEL, --at ISO-TIME, --seq N|latest. */

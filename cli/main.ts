@@ -14,6 +14,7 @@ const COMMANDS: Record<string, () => Promise<Run>> = {
   journal: async () => (await import('./inspect-commands')).runJournal,
   timeview: async () => (await import('./timeview-command')).runTimeview,
   timemark: async () => (await import('./timemark-command')).runTimemark,
+  volume: async () => (await import('./volume-command')).runVolume,
 }
 
 const HELP = `tidemark: continuous data protection for block volumes
@@ -29,6 +30,7 @@ Commands:
   stats      an appliance's counters per volume
   timemark   create TimeMarks (through the agent) and list them (at the appliance)
   timeview   serve a volume at a point in time over NBD (read-only, or a copy-on-write overlay)
+  volume     an admin's changes to a volume: accept-generation
 `
 
 const LATER = new Set<string>()

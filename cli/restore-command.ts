@@ -2,8 +2,7 @@
 // reading and writing is client/restore.ts).
 import { describePoint, resolvePoint } from '../client/point'
 import { restorePoint } from '../client/restore'
-import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions, tlsFiles, transportOption } from './common-options'
-import { parseHostPort } from './args'
+import { adminFromFlags, clientOptions, parseAppliance, helpOption, pointOf, pointOptions, tlsFiles, transportOption } from './common-options'
 import { command, flag, helpText, parseCommand, text } from './definition'
 
 export const RESTORE = command({
@@ -49,7 +48,7 @@ export async function runRestore(argv: string[]): Promise<number> {
   const volume = a.volume!
   const out = a.out!
   const client = adminFromFlags(a, 'restore')
-  const applianceHost = typeof a.appliance === 'string' ? parseHostPort(a.appliance, '--appliance').host : a.appliance!.host
+  const applianceHost = typeof a.appliance === 'string' ? parseAppliance(a.appliance).host : a.appliance!.host
   const tty = process.stderr.isTTY && !a.json
   const abort = new AbortController()
   const onSigint = (): void => abort.abort()

@@ -19,8 +19,8 @@ import { TidemarkError } from '../proto/errors'
 import type { ReadReply__Output } from '../proto/generated/tidemark/v1/ReadReply'
 import type { ReadRequest } from '../proto/generated/tidemark/v1/ReadRequest'
 import { TimeView, type TimeViewStats } from '../native/view'
-import { parseEndpoint, parseHostPort } from './args'
-import { adminFromFlags, clientOptions, helpOption, logLevel, pointOf, pointOptions, seconds, size, tlsFiles, transportOption } from './common-options'
+import { parseEndpoint } from './args'
+import { adminFromFlags, clientOptions, parseAppliance, helpOption, logLevel, pointOf, pointOptions, seconds, size, tlsFiles, transportOption } from './common-options'
 import { command, convert, flag, helpText, parseCommand, text } from './definition'
 import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
 import { isViewAction, runTimeviewAction } from './timeview-views-command'
@@ -141,7 +141,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
   let upstream
   let via = 'Admin.Read over gRPC'
   if (transport !== 'grpc') {
-    const applianceHost = typeof a.appliance === 'string' ? parseHostPort(a.appliance, '--appliance').host : a.appliance!.host
+    const applianceHost = typeof a.appliance === 'string' ? parseAppliance(a.appliance).host : a.appliance!.host
     let ep
     try {
       ep = await applianceNbdEndpoint(client, applianceHost, 'timeview')

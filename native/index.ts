@@ -115,6 +115,8 @@ export interface NativeModule {
   recordLayout: NativeRecordLayout
   /** Positional reads on a worker thread: reqs holds (fd, position, length, offset in buf) quadruples. */
   readBatch(buf: Buffer, reqs: Float64Array): Promise<void>
+  /** getsockopt(SO_PEERCRED) on a connected unix socket's fd (appliance/unix-listener.ts). */
+  peerCredentials(fd: number): { uid: number; gid: number; pid: number }
   /** The appliance's NBD server and point maps (native/appliance-nbd.ts types them). */
   PointMap: unknown
   ApplianceExport: unknown

@@ -45,6 +45,11 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   TIMEMARK_NO_APPLIANCE: grpc.status.FAILED_PRECONDITION,
   TIMEMARK_REFUSED: grpc.status.FAILED_PRECONDITION,
   VIEWS_NOT_SERVED: grpc.status.FAILED_PRECONDITION,
+  // A hello's new generation or size waits for an admin (appliance/store.ts); a retired history takes no writes.
+  GENERATION_CHANGED: grpc.status.FAILED_PRECONDITION,
+  NO_PENDING_GENERATION: grpc.status.FAILED_PRECONDITION,
+  VOLUME_RETIRED: grpc.status.FAILED_PRECONDITION,
+  VIEWS_OF_VOLUME: grpc.status.FAILED_PRECONDITION,
   // Gave up part way.
   TIMEMARK_LOST: grpc.status.ABORTED,
   TIMEMARK_QUIESCE_FAILED: grpc.status.ABORTED,

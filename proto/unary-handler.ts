@@ -43,7 +43,8 @@ export function unaryHandler<Req, Res>(
         const fields = { method, ...opts.context?.(call.request), code, err: (err as Error)?.message ?? String(err) }
         // An error without a known code is a fault here, not a refusal of the caller's request.
         if (status.code === statusOf(undefined)) opts.log.error(fields, `${method} failed: ${fields.err}`)
-        else opts.log.warn(fields, `${method} refused: ${fields.err}`)
+        // A refusal its checker logged already (once per caller and method: access-policy.ts) is not logged again.
+        else if ((err as { logged?: unknown })?.logged !== true) opts.log.warn(fields, `${method} refused: ${fields.err}`)
         callback(status)
         return
       }

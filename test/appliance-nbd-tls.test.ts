@@ -25,7 +25,7 @@ t.test('the appliance NBD server requires TLS and maps certificates to volumes',
   const appSock = path.join(dir, 'app.sock')
   const app = await startAppliance(t, {
     data: path.join(dir, 'data'),
-    extra: ['--nbd', `unix:${appSock}`, ...tlsArgs(pki, 'appliance'), '--allow', 'agent=v', '--allow', 'reader=v', '--allow', 'other=w'],
+    extra: ['--nbd', `unix:${appSock}`, ...tlsArgs(pki, 'appliance'), '--allow', 'agent=v', '--allow', 'reader=read:v', '--allow', 'other=read:w'],
   })
   await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', `localhost:${app.port}`, ...tlsArgs(pki, 'agent')] })
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 64k', '-c', 'flush', nbdUri(sock, 'v')])

@@ -298,7 +298,7 @@ t.test('with mutual TLS, a caller sees, makes and deletes only views of the volu
   await reg.create({ ...rec, name: 'view-a', volume: 'vol-a' })
   await reg.create({ ...rec, name: 'view-b', volume: 'vol-b' })
   const tls = (who: string) => tlsArgs(pki, who)
-  const app = await startAppliance(t, { data, extra: [...tls('appliance'), '--allow', 'agent-a=vol-a', '--nbd', `unix:${path.join(dir, 'nbd.sock')}`] })
+  const app = await startAppliance(t, { data, extra: [...tls('appliance'), '--allow', 'agent-a=read:vol-a', '--nbd', `unix:${path.join(dir, 'nbd.sock')}`] })
   const asA = ['--appliance', app.address, ...tls('agent-a')]
   const listed = await tidemarkJson<View[]>(['timeview', 'list', ...asA])
   t.same(listed.map((v) => v.name), ['view-a'], "agent-a lists only vol-a's view")

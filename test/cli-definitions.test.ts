@@ -78,19 +78,20 @@ t.test('the agent reads the same settings from flags and from the config keys of
 t.test('the appliance reads the same settings from flags and from the config keys of its definition', async (t) => {
   const dir = tmpdir(t)
   const argv = [
-    '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem',
-    '--allow', 'agent-1=v1,v2', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--compact-every', '5',
+    '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--listen', 'unix:app-grpc.sock', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem',
+    '--allow', 'agent-1=v1,write:v2', '--allow', 'ops=read:*', '--allow', 'uid:1000=admin:db-*', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--retain-lock', '30d', '--compact-every', '5',
     '--stats-interval', '1', '--log-level', 'debug', '--nbd', 'unix:app.sock', '--scrub-every', '3600',
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
   ]
   const config = {
     data: path.join(dir, 'data'),
-    listen: '127.0.0.1:0',
+    listen: ['127.0.0.1:0', 'unix:app-grpc.sock'],
     tls: { cert: 'c.pem', key: 'k.pem', ca: 'ca.pem' },
-    allow: { 'agent-1': ['v1', 'v2'] },
+    allow: { 'agent-1': ['v1', 'write:v2'], ops: ['read:*'], 'uid:1000': ['admin:db-*'] },
     insecure: true,
     segmentSize: '4M',
     retain: { '*': '7d,100marks' },
+    retainLock: '30d',
     compactEvery: 5,
     statsInterval: 1,
     logLevel: 'debug',

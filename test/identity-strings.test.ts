@@ -48,7 +48,7 @@ t.test('an identity is a CN or a whole DNS SAN entry, never "DNS:" inside a URI'
   const app = await startAppliance(t, {
     data: path.join(dir, 'data'),
     extra: ['--tls-cert', path.join(pki, 'appliance.pem'), '--tls-key', path.join(pki, 'appliance.key'), '--tls-ca', path.join(pki, 'ca.pem'),
-      '--allow', 'admin=*', '--nbd', `unix:${appSock}`],
+      '--allow', 'admin=admin:*', '--nbd', `unix:${appSock}`],
   })
   const address = `localhost:${app.port}`
   t.same(await attempt(address, pki, 'dns', 'vol'), { welcome: true }, 'DNS:admin (a whole entry, after a URI) is admin and may write')

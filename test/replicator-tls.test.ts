@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { have, makeImage, makePki, must, nbdUri, restore, sha256, sleep, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
+import { BIN, have, makeImage, makePki, must, nbdUri, restore, run, sha256, sleep, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -15,11 +15,11 @@ t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs 
   const dir = tmpdir(t)
   const pki = path.join(dir, 'pki')
   const rogue = path.join(dir, 'rogue')
-  await makePki(pki, ['appliance', 'agent-a', 'agent-b'])
+  await makePki(pki, ['appliance', 'agent-a', 'agent-b', 'reader'])
   await makePki(rogue, ['agent-a'])
   // The rogue agent trusts our CA but presents a certificate from its own.
   fs.copyFileSync(path.join(pki, 'ca.pem'), path.join(rogue, 'ca.pem'))
-  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: [...tls(pki, 'appliance'), '--allow', 'agent-a=vol-a'] })
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: [...tls(pki, 'appliance'), '--allow', 'agent-a=vol-a', '--allow', 'reader=read:vol-a'] })
 
   const img = path.join(dir, 'a.img')
   makeImage(img, 8 * MiB, 5)
@@ -32,7 +32,8 @@ t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs 
   t.notOk(good.logs().some((l) => /data channel/.test(String(l.msg))), 'with no complaint from the agent')
   t.equal(await good.stop(), 0, 'the agent with an allowed certificate drains and stops')
   const out = path.join(dir, 'a.restored')
-  await restore(app.address, 'vol-a', 'latest', out, tls(pki, 'agent-a'))
+  // The agent's certificate writes; restoring takes one with the read role.
+  await restore(app.address, 'vol-a', 'latest', out, tls(pki, 'reader'))
   t.equal(sha256(out), sha256(img), 'byte-exact over mutual TLS')
 
   // agent-b is signed by the CA but may not write vol-b.
@@ -46,7 +47,9 @@ t.test('mutual TLS: the allowed agent replicates byte-exact; a refused one logs 
   await retried(denied, 'vol-b', 3)
   const again = denied.logs().filter((l) => /ended the replication stream/.test(String(l.msg)))
   t.equal(again.length, 1, 'the same refusal is logged once, however often it is retried')
-  const attaches = app.logs().filter((l) => /rejected/.test(String(l.msg)) && l.code === 'PERMISSION_DENIED').length
+  // The appliance logs the refusal once per identity and operation, and counts each.
+  const st = await run(process.execPath, [BIN, 'stats', '--appliance', app.address, '--volume', 'vol-a', '--json', ...tls(pki, 'reader')])
+  const attaches = Number(JSON.parse(st.stdout).appliance.rejected.PERMISSION_DENIED ?? 0)
   t.ok(attaches >= 2, `the agent kept retrying with backoff (${attaches} attempts refused)`)
   t.equal(await denied.stop(), 0, 'it still stops cleanly')
 

@@ -537,7 +537,7 @@ t.test('restore from an appliance that requires NBD TLS: the same certificates a
   makeImage(img, 8 * MiB, 12)
   const app = await startAppliance(t, {
     data: path.join(dir, 'data'),
-    extra: ['--nbd', 'tcp:127.0.0.1:0', ...tlsArgs(pki, 'appliance'), '--allow', 'agent=vol', '--allow', 'reader=vol'],
+    extra: ['--nbd', 'tcp:127.0.0.1:0', ...tlsArgs(pki, 'appliance'), '--allow', 'agent=vol', '--allow', 'reader=read:vol'],
   })
   const address = `localhost:${app.port}`
   const sock = path.join(dir, 'tap.sock')

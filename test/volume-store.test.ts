@@ -376,7 +376,7 @@ t.test('a trim spanning more than 256 chunks is one range key, merged by seq on 
   t.equal(chunkKeys, 16 + 1 + 1 + 2, 'no chunk key per trimmed chunk')
 })
 
-t.test('attach: same generation, new volume, new generation or size (old one archived)', async (t) => {
+t.test('attach: same generation, new volume, new generation or size (refused until accepted, then the old one kept beside)', async (t) => {
   const dir = tmpdir(t)
   let store = await ApplianceStore.open(dir, quiet)
   const hello = { volume: 'db', generation: 'gen1', size: SIZE, group: 'grp', agentId: 'agent-1' }
@@ -398,28 +398,40 @@ t.test('attach: same generation, new volume, new generation or size (old one arc
   t.equal(c.fullSync, false, 'full-sync-done survives a reopen')
   t.equal(c.volume.durableSeq, 1, 'durable seq survives a reopen')
 
+  // A new generation from a hello that may not accept it: refused, the history untouched.
+  await t.rejects(store.attach({ ...hello, generation: 'gen2' }), { code: 'GENERATION_CHANGED', message: /tidemark volume accept-generation --volume db/ })
+  t.equal(store.get('db'), c.volume, 'the refused hello leaves the volume as it was')
+  t.same(store.pendingGeneration('db')?.generation, 'gen2', 'and waits for an admin')
+  await t.rejects(store.acceptGeneration('db', 'gen3'), { code: 'NO_PENDING_GENERATION' })
+  const accepted = await store.acceptGeneration('db', 'gen2')
+  t.equal(accepted.retiredAs, 'db.retired-1', 'accepting retires the history beside the volume')
+  await t.rejects(store.attach({ ...hello, generation: 'gen9' }), { code: 'GENERATION_CHANGED' }, 'only the accepted generation starts the new history')
   const d = await store.attach({ ...hello, generation: 'gen2' })
   t.equal(d.fullSync, true, 'a new generation needs a full sync')
   t.equal(d.volume.durableSeq, 0, 'and starts an empty journal')
-  const archived = fs.readdirSync(path.join(dir, 'archive'))
-  t.equal(archived.length, 1, 'the old generation was moved aside')
-  t.match(archived[0], /^db\.gen1\.\d{8}T\d{6}Z$/)
-  t.ok(fs.existsSync(path.join(dir, 'archive', archived[0], 'segments', '00000001.tmj')), 'with its journal')
+  const old = store.get('db.retired-1')!
+  t.ok(old.retired, 'the old history is served read-only under its new name')
+  t.equal(old.meta.generation, 'gen1')
+  t.equal(old.durableSeq, 1, 'with all of its history')
+  t.ok(fs.existsSync(path.join(dir, 'volumes', 'db.retired-1', 'segments', '00000001.tmj')), 'and its journal')
+  await t.rejects(store.attach({ ...hello, volume: 'db.retired-1', generation: 'gen1' }), { code: 'VOLUME_RETIRED' }, 'no agent writes a retired history')
   t.equal(store.get('db'), d.volume)
 
-  // Archives are stamped to the second: the next one starts in a later second.
-  const second = Math.floor(Date.now() / 1000)
-  while (Math.floor(Date.now() / 1000) === second) await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000)))
-  const e = await store.attach({ ...hello, generation: 'gen2', size: SIZE * 2 })
+  // A hello that may accept (an admin's, or any without roles) retires the history itself.
+  const e = await store.attach({ ...hello, generation: 'gen2', size: SIZE * 2 }, { accept: true })
   t.equal(e.fullSync, true, 'a different size is a new volume too')
   t.equal(e.volume.meta.size, SIZE * 2)
-  t.equal(fs.readdirSync(path.join(dir, 'archive')).length, 2)
+  t.ok(store.get('db.retired-2')?.retired, 'the second history is kept beside the first')
+  await store.close()
+  store = await ApplianceStore.open(dir, quiet)
+  t.equal(store.get('db.retired-1')?.durableSeq, 1, 'retired histories are served again after a reopen')
+  t.equal(store.get('db')?.meta.size, SIZE * 2)
 
   const [x, y] = await Promise.all([store.attach({ ...hello, volume: 'twin' }), store.attach({ ...hello, volume: 'twin' })])
   t.equal(x.volume, y.volume, 'concurrent hellos for one new name create it once')
   await t.rejects(store.attach({ ...hello, volume: '../evil' }), { code: 'BAD_VOLUME_NAME' })
   await t.rejects(store.attach({ ...hello, volume: 'ok', size: 1000 }), { code: 'BAD_VOLUME_SIZE' })
-  t.same(store.volumes().map((v) => v.meta.name).sort(), ['db', 'twin'])
+  t.same(store.volumes().map((v) => v.name).sort(), ['db', 'db.retired-1', 'db.retired-2', 'twin'])
   await store.close()
 })
 

@@ -9,8 +9,16 @@
 // Every read must be complete: a short read (the file ends) or an error
 // rejects with the fd, position and errno text. The buffer and the array are
 // kept referenced until the worker is done.
+//
+//   peerCredentials(fd: number) -> { uid, gid, pid }
+// The credentials of the process at the other end of a connected unix
+// socket (getsockopt SO_PEERCRED), as the kernel recorded them at connect():
+// the appliance's unix listener (appliance/unix-listener.ts) identifies its
+// callers by uid this way. Node has no API for it.
 #include <errno.h>
 #include <napi.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -92,6 +100,30 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   return p;
 }
 
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "peerCredentials(fd) expects a file descriptor").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  struct ucred cred {};
+  socklen_t len = sizeof(cred);
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred)) {
+    Napi::Error::New(env, std::string("SO_PEERCRED on fd ") + std::to_string(fd) + ": " + std::strerror(fd < 0 ? EBADF : errno))
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("uid", Napi::Number::New(env, double(cred.uid)));
+  o.Set("gid", Napi::Number::New(env, double(cred.gid)));
+  o.Set("pid", Napi::Number::New(env, double(cred.pid)));
+  return o;
+}
+
 }  // namespace
 
-void InitIo(Napi::Env env, Napi::Object exports) { exports.Set("readBatch", Napi::Function::New(env, ReadBatch, "readBatch")); }
+void InitIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("readBatch", Napi::Function::New(env, ReadBatch, "readBatch"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
+}

@@ -1,6 +1,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { AcceptGenerationReply as _tidemark_v1_AcceptGenerationReply, AcceptGenerationReply__Output as _tidemark_v1_AcceptGenerationReply__Output } from './tidemark/v1/AcceptGenerationReply';
+import type { AcceptGenerationRequest as _tidemark_v1_AcceptGenerationRequest, AcceptGenerationRequest__Output as _tidemark_v1_AcceptGenerationRequest__Output } from './tidemark/v1/AcceptGenerationRequest';
 import type { AdminClient as _tidemark_v1_AdminClient, AdminDefinition as _tidemark_v1_AdminDefinition } from './tidemark/v1/Admin';
 import type { AgentStream as _tidemark_v1_AgentStream, AgentStream__Output as _tidemark_v1_AgentStream__Output } from './tidemark/v1/AgentStream';
 import type { ApplianceStats as _tidemark_v1_ApplianceStats, ApplianceStats__Output as _tidemark_v1_ApplianceStats__Output } from './tidemark/v1/ApplianceStats';
@@ -50,6 +52,8 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   tidemark: {
     v1: {
+      AcceptGenerationReply: MessageTypeDefinition<_tidemark_v1_AcceptGenerationReply, _tidemark_v1_AcceptGenerationReply__Output>
+      AcceptGenerationRequest: MessageTypeDefinition<_tidemark_v1_AcceptGenerationRequest, _tidemark_v1_AcceptGenerationRequest__Output>
       Admin: SubtypeConstructor<typeof grpc.Client, _tidemark_v1_AdminClient> & { service: _tidemark_v1_AdminDefinition }
       AgentStream: MessageTypeDefinition<_tidemark_v1_AgentStream, _tidemark_v1_AgentStream__Output>
       ApplianceStats: MessageTypeDefinition<_tidemark_v1_ApplianceStats, _tidemark_v1_ApplianceStats__Output>

@@ -2,6 +2,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { AcceptGenerationReply as _tidemark_v1_AcceptGenerationReply, AcceptGenerationReply__Output as _tidemark_v1_AcceptGenerationReply__Output } from '../../tidemark/v1/AcceptGenerationReply';
+import type { AcceptGenerationRequest as _tidemark_v1_AcceptGenerationRequest, AcceptGenerationRequest__Output as _tidemark_v1_AcceptGenerationRequest__Output } from '../../tidemark/v1/AcceptGenerationRequest';
 import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from '../../tidemark/v1/CompactReply';
 import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from '../../tidemark/v1/CompactRequest';
 import type { CreateViewRequest as _tidemark_v1_CreateViewRequest, CreateViewRequest__Output as _tidemark_v1_CreateViewRequest__Output } from '../../tidemark/v1/CreateViewRequest';
@@ -29,6 +31,27 @@ import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v
 import type { ViewInfo as _tidemark_v1_ViewInfo, ViewInfo__Output as _tidemark_v1_ViewInfo__Output } from '../../tidemark/v1/ViewInfo';
 
 export interface AdminClient extends grpc.Client {
+  /**
+   * An agent announced a new generation or size for a volume and was refused:
+   * the volume's history so far is kept, read-only and restorable, under a
+   * new name (VOLUME.retired-N), and the agent's next hello starts a new
+   * history under the volume's name. Needs the admin role.
+   */
+  AcceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  AcceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  AcceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  AcceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * An agent announced a new generation or size for a volume and was refused:
+   * the volume's history so far is kept, read-only and restorable, under a
+   * new name (VOLUME.retired-N), and the agent's next hello starts a new
+   * history under the volume's name. Needs the admin role.
+   */
+  acceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  acceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  acceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  acceptGeneration(argument: _tidemark_v1_AcceptGenerationRequest, callback: grpc.requestCallback<_tidemark_v1_AcceptGenerationReply__Output>): grpc.ClientUnaryCall;
+  
   /**
    * Applies the volume's retention now: folds expired history into the base
    * image and reclaims its segments.
@@ -206,6 +229,14 @@ export interface AdminClient extends grpc.Client {
 
 export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * An agent announced a new generation or size for a volume and was refused:
+   * the volume's history so far is kept, read-only and restorable, under a
+   * new name (VOLUME.retired-N), and the agent's next hello starts a new
+   * history under the volume's name. Needs the admin role.
+   */
+  AcceptGeneration: grpc.handleUnaryCall<_tidemark_v1_AcceptGenerationRequest__Output, _tidemark_v1_AcceptGenerationReply>;
+  
+  /**
    * Applies the volume's retention now: folds expired history into the base
    * image and reclaims its segments.
    */
@@ -264,6 +295,7 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface AdminDefinition extends grpc.ServiceDefinition {
+  AcceptGeneration: MethodDefinition<_tidemark_v1_AcceptGenerationRequest, _tidemark_v1_AcceptGenerationReply, _tidemark_v1_AcceptGenerationRequest__Output, _tidemark_v1_AcceptGenerationReply__Output>
   Compact: MethodDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactReply, _tidemark_v1_CompactRequest__Output, _tidemark_v1_CompactReply__Output>
   CreateView: MethodDefinition<_tidemark_v1_CreateViewRequest, _tidemark_v1_ViewInfo, _tidemark_v1_CreateViewRequest__Output, _tidemark_v1_ViewInfo__Output>
   DeleteView: MethodDefinition<_tidemark_v1_DeleteViewRequest, _tidemark_v1_ViewInfo, _tidemark_v1_DeleteViewRequest__Output, _tidemark_v1_ViewInfo__Output>
