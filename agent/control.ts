@@ -3,27 +3,16 @@
 // server. Only a unix socket: who may take TimeMarks (and run hooks as the
 // agent's user) is decided by the socket file's permissions, 0600 here.
 import fs from 'node:fs'
-import net from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import type { CreateTimeMarkRequest__Output } from '../proto/generated/tidemark/v1/CreateTimeMarkRequest'
 import type { CreateTimeMarkReply } from '../proto/generated/tidemark/v1/CreateTimeMarkReply'
 import { controlProto } from '../proto/load'
+import { clearSocketPath } from '../native/unix-socket-path'
 import { unaryHandler } from '../proto/unary-handler'
 import type { TimeMarks } from './timemarks'
 
-/** What answers on this unix socket: a server, nobody (ECONNREFUSED: left by a process that died), or something else (its errno). */
-function probe(file: string): Promise<'live' | 'stale' | string> {
-  return new Promise((resolve) => {
-    const s = net.connect(file)
-    s.once('connect', () => {
-      s.destroy()
-      resolve('live')
-    })
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED' ? 'stale' : e.code ?? e.message))
-  })
-}
 
 export class ControlServer {
   private constructor(
@@ -32,24 +21,7 @@ export class ControlServer {
   ) {}
 
   static async start(file: string, marks: TimeMarks, log: Logger): Promise<ControlServer> {
-    // Only a stale socket is replaced. lstat, not stat: a symbolic link
-    // there (to a socket or to anything) is refused and left alone.
-    let st: fs.Stats | null = null
-    try {
-      st = fs.lstatSync(file)
-    } catch {
-      // nothing there
-    }
-    if (st) {
-      if (!st.isSocket()) {
-        const what = st.isSymbolicLink() ? 'a symbolic link' : st.isFile() ? 'a regular file' : 'not a socket'
-        throw new TidemarkError('CONTROL_BIND', `--control ${file} exists and is ${what}: refusing to replace it`)
-      }
-      const p = await probe(file)
-      if (p === 'live') throw new TidemarkError('CONTROL_BIND', `--control ${file} is in use by another agent`)
-      if (p !== 'stale') throw new TidemarkError('CONTROL_BIND', `--control ${file} exists and cannot be probed (${p}): refusing to replace it`)
-      fs.rmSync(file) // stale, from an agent that was killed
-    }
+    await clearSocketPath(file, 'CONTROL_BIND', `--control ${file}`, 'another agent')
     const server = new grpc.Server()
     server.addService(controlProto.Control.service, {
       // The socket file's permissions are the authorization; its clients print the message as it is.

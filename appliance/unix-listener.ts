@@ -28,38 +28,9 @@ import path from 'node:path'
 import type * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { native } from '../native'
+import { clearSocketPath } from '../native/unix-socket-path'
 import { TidemarkError } from '../proto/errors'
 import type { UnixPeers } from './authorizer'
-
-/** What answers on this unix socket: a server, nobody (left by a process that died), or something else (its errno). */
-function probe(file: string): Promise<'live' | 'stale' | string> {
-  return new Promise((resolve) => {
-    const s = net.connect(file)
-    s.once('connect', () => {
-      s.destroy()
-      resolve('live')
-    })
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED' ? 'stale' : e.code ?? e.message))
-  })
-}
-
-/** Clears PATH for a new socket: nothing there, or a stale socket (removed); anything else is refused. */
-async function clearPath(file: string): Promise<void> {
-  let st: fs.Stats
-  try {
-    st = fs.lstatSync(file)
-  } catch {
-    return
-  }
-  if (!st.isSocket()) {
-    const what = st.isSymbolicLink() ? 'a symbolic link' : st.isFile() ? 'a regular file' : 'not a socket'
-    throw new TidemarkError('LISTEN_FAILED', `--listen unix:${file} exists and is ${what}: refusing to replace it`)
-  }
-  const p = await probe(file)
-  if (p === 'live') throw new TidemarkError('LISTEN_FAILED', `--listen unix:${file} is in use by another process`)
-  if (p !== 'stale') throw new TidemarkError('LISTEN_FAILED', `--listen unix:${file} exists and cannot be probed (${p}): refusing to replace it`)
-  fs.rmSync(file)
-}
 
 export class UnixListener implements UnixPeers {
   private readonly peers = new Map<string, number>()
@@ -76,7 +47,7 @@ export class UnixListener implements UnixPeers {
   ) {}
 
   static async listen(file: string, grpcServer: grpc.Server, insecure: grpc.ServerCredentials, open: boolean, log: Logger): Promise<UnixListener> {
-    await clearPath(file)
+    await clearSocketPath(file, 'LISTEN_FAILED', `--listen unix:${file}`, 'another process')
     const injector = grpcServer.createConnectionInjector(insecure)
     let self: UnixListener | null = null
     const server = net.createServer((s) => (self ? self.accept(s, injector) : s.destroy()))
