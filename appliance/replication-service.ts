@@ -46,6 +46,14 @@ type Call = grpc.ServerDuplexStream<AgentMessage__Output, ApplianceMessage>
 /** Refusals the volume store logged once when its fault began (batch-writer.ts): not logged again per stream. */
 const LOGGED_BY_STORE = new Set(['NO_SPACE', 'JOURNAL_IO', 'JOURNAL_READ_ONLY'])
 
+/**
+ * Fingerprint requests one stream may have unanswered or unread at once. The
+ * agent's resync pipeline keeps at most PIPELINE_DEPTH (4) in flight; a reply
+ * is up to 4096 regions x 1 KiB, so this bounds what one stream can make the
+ * appliance hold for a reader that never reads to 64 MiB.
+ */
+export const MAX_FINGERPRINTS_IN_FLIGHT = 16
+
 export interface StreamInfo {
   volume: string
   agentId: string
@@ -131,6 +139,9 @@ export class ReplicationService {
     // when everything issued so far has been answered.
     let ackTail: Promise<unknown> = Promise.resolve()
     let fpTail: Promise<unknown> = Promise.resolve()
+    // Fingerprint requests not yet answered and flushed to the agent: an
+    // agent that asks without reading the replies is refused, not buffered for.
+    let fpInFlight = 0
     let tail: Promise<unknown> = Promise.resolve()
     const track = (p: Promise<unknown>): void => {
       p.catch(fail)
@@ -152,8 +163,10 @@ export class ReplicationService {
       done = true
       this.reject(call, err, ctx())
     }
-    const send = (m: ApplianceMessage): void => {
-      if (!done) call.write(m)
+    const send = (m: ApplianceMessage, flushed?: () => void): void => {
+      if (done) return
+      if (flushed) call.write(m, flushed)
+      else call.write(m)
     }
 
     const onHello = async (m: AgentMessage__Output): Promise<void> => {
@@ -289,8 +302,15 @@ export class ReplicationService {
         }
       }
       if (regions.length > 4096) throw new TidemarkError('PROTOCOL', `fingerprint request for ${regions.length} regions (at most 4096)`)
+      if (fpInFlight >= MAX_FINGERPRINTS_IN_FLIGHT) {
+        throw new TidemarkError(
+          'TOO_MANY_REQUESTS',
+          `more than ${MAX_FINGERPRINTS_IN_FLIGHT} fingerprint requests in flight on one stream (their replies not yet read by the agent)`
+        )
+      }
+      fpInFlight++
       const fps = v.fingerprints(regions)
-      fpTail = Promise.all([fpTail, fps]).then(([, buf]) => send({ fingerprints: { id: r.id, regions, fingerprints: buf } }))
+      fpTail = Promise.all([fpTail, fps]).then(([, buf]) => send({ fingerprints: { id: r.id, regions, fingerprints: buf } }, () => fpInFlight--))
       track(fpTail)
     }
 

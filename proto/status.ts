@@ -58,6 +58,8 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   BATCH_CHECKSUM: grpc.status.DATA_LOSS,
   JOURNAL_CORRUPT: grpc.status.DATA_LOSS,
   BATCH_TOO_LARGE: grpc.status.RESOURCE_EXHAUSTED,
+  // A stream asked for more than its share (replication-service.ts): a misbehaving agent, refused.
+  TOO_MANY_REQUESTS: grpc.status.RESOURCE_EXHAUSTED,
   // A volume's faults at the appliance (batch-writer.ts): the agent backs off and retries.
   NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
   JOURNAL_IO: grpc.status.UNAVAILABLE,

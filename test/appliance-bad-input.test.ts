@@ -9,6 +9,7 @@ import type { AgentMessage } from '../proto/generated/tidemark/v1/AgentMessage'
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { BIN, restore, run, startAppliance, tmpdir } from './helpers'
 import { Stream } from './lib/replicate-stream'
+import { MAX_FINGERPRINTS_IN_FLIGHT } from '../appliance/replication-service'
 import path from 'node:path'
 import fs from 'node:fs'
 
@@ -131,4 +132,33 @@ t.test('bad batches are refused with a reason, counted, and never journaled', as
   t.equal(incomplete.code, 1)
   t.match(incomplete.stderr, /initial copy is not complete yet/, 'a volume whose initial copy is incomplete is refused')
   t.notOk(fs.existsSync(`${img}.partial`), 'no partial image is left behind')
+})
+
+t.test('an agent that asks for fingerprints without reading the replies is refused, not buffered for', async (t) => {
+  await initHash()
+  const dir = tmpdir(t)
+  const app = await startAppliance(t, { data: path.join(dir, 'data') })
+  const client = new replicationProto.Replication(app.address, grpc.credentials.createInsecure())
+  t.teardown(() => client.close())
+  // A 1 GiB volume: a request for 4096 regions is answered with 4 MiB of fingerprints.
+  const s = new Stream(client)
+  s.send({ hello: { protocol: PROTOCOL_VERSION, agentId: 'test', volume: 'greedy', generation: 'g', size: 1024 * 1024 * 1024, group: '', ackedSeq: 0 } })
+  await s.next('welcome')
+  s.call.pause() // reads nothing more: the replies back up behind HTTP/2 flow control
+  const regions = Array.from({ length: 4096 }, (_, i) => i)
+  for (let id = 1; id <= MAX_FINGERPRINTS_IN_FLIGHT + 8; id++) s.send({ fingerprintRequest: { id, regions } })
+  s.call.resume()
+  const st = await s.ended
+  t.equal(st.code, grpc.status.RESOURCE_EXHAUSTED, 'the stream is refused: RESOURCE_EXHAUSTED')
+  t.match(st.details, new RegExp(`TOO_MANY_REQUESTS: more than ${MAX_FINGERPRINTS_IN_FLIGHT} fingerprint requests in flight`), `and says why (${st.details})`)
+  const replies = s.got.filter((m) => m.body === 'fingerprints').length
+  t.ok(replies <= MAX_FINGERPRINTS_IN_FLIGHT, `no more than ${MAX_FINGERPRINTS_IN_FLIGHT} replies were made for it (${replies})`)
+
+  // A well-behaved stream on the same appliance is answered.
+  const ok = new Stream(client)
+  ok.send(hello('polite'))
+  await ok.next('welcome')
+  ok.send({ fingerprintRequest: { id: 1, regions: [0, 1] } })
+  t.equal((await ok.next('fingerprints')).fingerprints!.fingerprints.length, 2 * 128 * 8, 'a stream that reads its replies gets them')
+  ok.call.end()
 })
