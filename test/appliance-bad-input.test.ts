@@ -138,7 +138,10 @@ t.test('an agent that asks for fingerprints without reading the replies is refus
   await initHash()
   const dir = tmpdir(t)
   const app = await startAppliance(t, { data: path.join(dir, 'data') })
-  const client = new replicationProto.Replication(app.address, grpc.credentials.createInsecure())
+  // As the agent does (replication-session.ts): a 4096-region reply is a little over 4 MiB.
+  const client = new replicationProto.Replication(app.address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  })
   t.teardown(() => client.close())
   // A 1 GiB volume: a request for 4096 regions is answered with 4 MiB of fingerprints.
   const s = new Stream(client)
