@@ -305,8 +305,9 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
     void Execute() override {
       std::string error;
       uint8_t* at = out_->data();
+      std::vector<uint8_t> scratch;  // one read window for every range of the request
       for (size_t i = 0; i < ranges_.size(); i += 2) {
-        if (!r_->Fingerprints(ranges_[i], ranges_[i + 1], at, &error)) {
+        if (!r_->Fingerprints(ranges_[i], ranges_[i + 1], at, &scratch, &error)) {
           SetError(error);
           return;
         }

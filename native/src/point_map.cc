@@ -82,17 +82,18 @@ bool PointReader::Read(uint64_t offset, uint64_t length, uint8_t* out, std::stri
   return true;
 }
 
-bool PointReader::Fingerprints(uint64_t offset, uint64_t length, uint8_t* out, std::string* error) const {
+bool PointReader::Fingerprints(uint64_t offset, uint64_t length, uint8_t* out, std::vector<uint8_t>* scratch, std::string* error) const {
   if (offset % kMapSector != 0 || length % kMapSector != 0) {
     *error = "fingerprints of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " are not whole sectors";
     return false;
   }
   constexpr uint64_t kWindow = 1 << 20;
-  std::vector<uint8_t> buf(std::min(length, kWindow));
+  if (scratch->size() < std::min(length, kWindow)) scratch->resize(std::min(length, kWindow));
+  uint8_t* buf = scratch->data();
   for (uint64_t done = 0; done < length;) {
     const uint64_t n = std::min(length - done, kWindow);
-    if (!Read(offset + done, n, buf.data(), error)) return false;
-    for (uint64_t i = 0; i < n; i += kMapSector) StoreU64(out + (done + i) / kMapSector * 8, XXH64(buf.data() + i, kMapSector, 0));
+    if (!Read(offset + done, n, buf, error)) return false;
+    for (uint64_t i = 0; i < n; i += kMapSector) StoreU64(out + (done + i) / kMapSector * 8, XXH64(buf + i, kMapSector, 0));
     done += n;
   }
   return true;

@@ -140,8 +140,9 @@ class PointReader {
   // One xxh64 (seed 0) per 512-byte sector of [offset, offset+length) (both
   // multiples of 512), stored little-endian at out (length / 512 * 8 bytes):
   // what a resync or a failback compares its own sectors against. Reads in
-  // windows of at most 1 MiB, so memory stays bounded for any range.
-  bool Fingerprints(uint64_t offset, uint64_t length, uint8_t* out, std::string* error) const;
+  // windows of at most 1 MiB into *scratch (kept by the caller across the
+  // ranges of one request), so memory stays bounded for any range.
+  bool Fingerprints(uint64_t offset, uint64_t length, uint8_t* out, std::vector<uint8_t>* scratch, std::string* error) const;
   // Extents in the two layers (stats).
   size_t extents() const { return (base_ ? base_->size() : 0) + (delta_ ? delta_->size() : 0); }
 

@@ -147,12 +147,12 @@ void TestAgainstModel() {
   {
     auto snap = rebuilt.Snapshot();
     const uint64_t len = std::min<uint64_t>(kSectors * kMapSector, (2 << 20) + 8 * kMapSector);
-    std::vector<uint8_t> bytes(len), fps(len / kMapSector * 8);
-    CHECK(snap->Read(0, len, bytes.data(), &why) && snap->Fingerprints(0, len, fps.data(), &why), "fingerprints of a range" + Said(why));
+    std::vector<uint8_t> bytes(len), fps(len / kMapSector * 8), scratch;
+    CHECK(snap->Read(0, len, bytes.data(), &why) && snap->Fingerprints(0, len, fps.data(), &scratch, &why), "fingerprints of a range" + Said(why));
     bool same = true;
     for (uint64_t i = 0; i < len / kMapSector; i++) same = same && LoadU64(fps.data() + i * 8) == XXH64(bytes.data() + i * kMapSector, kMapSector, 0);
     CHECK(same, "each fingerprint is the xxh64 of the sector Read returns");
-    CHECK(!snap->Fingerprints(512, 100, fps.data(), &why) && why.find("whole sectors") != std::string::npos,
+    CHECK(!snap->Fingerprints(512, 100, fps.data(), &scratch, &why) && why.find("whole sectors") != std::string::npos,
           "fingerprints of part of a sector fail with a message" + Said(why));
   }
 
