@@ -18,6 +18,14 @@
 // there; the image is not read from until the first round after the start
 // has finished.
 //
+// A round started because the volume went quiet stops as soon as a batch
+// commits again (the next round, once quiet, copies from the same place):
+// its reads and writes compete with the journal's appends for the disk, and
+// the appends come first. Only a round the volume has waited MAX_WAIT_MS for
+// runs to its end whatever is written meanwhile; the native side writes a
+// round's pages behind it a few MiB at a time, so even that one never
+// queues the whole image ahead of an append.
+//
 // The journal comes first for space: no round runs while the volume refuses
 // batches, or while its file system has less than a reserve free (5 % of
 // it, at least 64 MiB); then the image is set aside and its blocks freed,
@@ -68,6 +76,8 @@ export interface ReplicaStatus {
   bytesCopied: number
   bytesRead: number
   error: string | null
+  /** rounds stopped because the volume was written again */
+  roundsStopped: number
 }
 
 /** The newest point's live map and its seq, from point-maps.ts. */
@@ -83,6 +93,12 @@ export class ReplicaImage {
   private error: string | null = null
   private timer: NodeJS.Timeout | null = null
   private running: Promise<void> | null = null
+  /** The round under way stops when a batch commits (it started because the volume went quiet). */
+  private runningYields = false
+  /** settled(): rounds run to their end */
+  private mustFinish = false
+  /** Rounds stopped because the volume was written again. */
+  private stopped = 0
   private dirtySince = 0
   private lastCommit = 0
   private closed = false
@@ -128,6 +144,7 @@ export class ReplicaImage {
     const now = Date.now()
     this.lastCommit = now
     if (!this.dirtySince) this.dirtySince = now
+    if (this.running && this.runningYields) this.handle.yieldRound()
     if (!this.timer && !this.running) this.schedule(IDLE_MS)
   }
 
@@ -163,15 +180,20 @@ export class ReplicaImage {
   }
 
   status(): ReplicaStatus {
-    return { seq: this.saved?.seq ?? 0, ready: this.ready, rounds: this.rounds, bytesCopied: this.bytesCopied, bytesRead: this.handle.bytesRead(), error: this.error }
+    return { seq: this.saved?.seq ?? 0, ready: this.ready, rounds: this.rounds, bytesCopied: this.bytesCopied, bytesRead: this.handle.bytesRead(), error: this.error, roundsStopped: this.stopped }
   }
 
   /** Runs a round now if anything is left to copy, and waits for it (tests, benchmarks). */
   async settled(): Promise<void> {
-    if (this.running) await this.running
-    if (!this.closed && (!this.ready || this.dirtySince)) {
-      this.clearTimer()
-      await this.run()
+    this.mustFinish = true
+    try {
+      if (this.running) await this.running
+      if (!this.closed && (!this.ready || this.dirtySince)) {
+        this.clearTimer()
+        await this.run()
+      }
+    } finally {
+      this.mustFinish = false
     }
   }
 
@@ -223,6 +245,7 @@ export class ReplicaImage {
   }
 
   private async round(): Promise<void> {
+    const dirtySince = this.dirtySince
     this.dirtySince = 0
     const epoch = this.epoch
     try {
@@ -238,9 +261,20 @@ export class ReplicaImage {
       const full = !saved || saved.baseSeq !== baseSeq || this.error !== null
       // The seq is read in the same turn as the native side takes its snapshot of the map.
       const seq = live.seq
-      const r = await this.handle.round(live.map, full, full ? -1 : saved.file, full ? 0 : saved.pos)
+      this.runningYields = !this.mustFinish && !(dirtySince && Date.now() - dirtySince >= MAX_WAIT_MS)
+      const r = await this.handle.round(live.map, full, full ? -1 : saved.file, full ? 0 : saved.pos, this.runningYields)
+      this.runningYields = false
       if (epoch !== this.epoch) {
         this.handle.invalidate() // set aside meanwhile: what this round copied is gone
+        return
+      }
+      if (r.interrupted) {
+        // Written again: the round waits for the next quiet moment, and the
+        // time the volume has waited for one goes on counting.
+        this.ready = false
+        this.stopped++
+        this.dirtySince = dirtySince || this.dirtySince || Date.now()
+        this.l.log.debug({ copied: r.bytes, stopped: this.stopped }, `replica image of ${this.l.meta.name}: round stopped, the volume is written again`)
         return
       }
       const state: ReplicaState = { generation: this.l.meta.generation, size: this.l.meta.size, baseSeq, seq, file: r.file, pos: r.pos }
@@ -252,6 +286,7 @@ export class ReplicaImage {
       if (this.error) this.l.log.info({ seq }, 'replica image usable again')
       this.error = null
     } catch (e) {
+      this.runningYields = false
       if (epoch !== this.epoch) return
       const err = e as Error & { code?: string }
       if (err.code === 'ENOSPC' || /No space left/i.test(err.message)) {

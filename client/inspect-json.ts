@@ -75,7 +75,7 @@ export function volumeStatsJson(v: VolumeStats__Output): Record<string, unknown>
     retention: retentionJson(v.retention),
     agent: agentJson(v.agent),
     replica: v.replica
-      ? { seq: v.replica.seq, ready: v.replica.ready, rounds: v.replica.rounds, bytesCopied: v.replica.bytesCopied, bytesRead: v.replica.bytesRead, error: orNull(v.replica.error) }
+      ? { seq: v.replica.seq, ready: v.replica.ready, rounds: v.replica.rounds, bytesCopied: v.replica.bytesCopied, bytesRead: v.replica.bytesRead, error: orNull(v.replica.error), roundsStopped: v.replica.roundsStopped }
       : null,
   }
 }

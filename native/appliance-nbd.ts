@@ -36,12 +36,16 @@ export interface ReplicaRound {
   pos: number
   bytes: number
   extents: number
+  /** stopped by yieldRound(): nothing to save, the image stays unusable */
+  interrupted: boolean
 }
 
 /** A volume's replica image (native/src/replica_image.h). */
 export interface ReplicaImageHandle {
   /** Makes the image equal a snapshot of `map` taken now: what is newer than (fromFile, fromPos), or everything when full. */
-  round(map: PointMapHandle, full: boolean, fromFile: number, fromPos: number): Promise<ReplicaRound>
+  round(map: PointMapHandle, full: boolean, fromFile: number, fromPos: number, yieldable?: boolean): Promise<ReplicaRound>
+  /** Stops the yieldable round under way, if any, at its next extent. */
+  yieldRound(): void
   /** Not read from until the next round. */
   invalidate(): void
   /** Bytes readers took from the image instead of the journal. */

@@ -72,7 +72,7 @@ function storeStats(full: boolean): Record<string, unknown> {
     stateSince: full ? '2026-12-02T05:30:00.000Z' : null,
     faults: full ? { no_space: 2, io_error: 1 } : {},
     failed: full ? 'no space left on device: /data/volumes/db/segments/00000004.tmj needs 1048620 more bytes (at offset 2048)' : null,
-    replica: full ? { seq: 2 ** 40, ready: true, rounds: 12, bytesCopied: 3_221_225_472, bytesRead: 17_179_869_184, error: 'replica image of db: copying into the replica image: No space left on device' } : null,
+    replica: full ? { seq: 2 ** 40, ready: true, rounds: 12, bytesCopied: 3_221_225_472, bytesRead: 17_179_869_184, error: 'replica image of db: copying into the replica image: No space left on device', roundsStopped: 3 } : null,
   }
 }
 

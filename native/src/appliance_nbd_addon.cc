@@ -2,9 +2,10 @@
 //
 //   new ReplicaImage(fd)
 //       a volume's replica image (replica_image.h); fd is dup'd.
-//       round(pointMap, full, fromFile, fromPos) -> Promise<{ file, pos,
-//       bytes, extents }> makes it equal a snapshot of the map taken now, on
-//       a worker thread; invalidate(); bytesRead().
+//       round(pointMap, full, fromFile, fromPos, yieldable) -> Promise<{
+//       file, pos, bytes, extents, interrupted }> makes it equal a snapshot
+//       of the map taken now, on a worker thread; yieldRound() stops a
+//       yieldable one; invalidate(); bytesRead().
 //   new PointMap({ path?, size, files: [[file, fd], ...], replica? })
 //       a point's map (point_map.h): the map file, if any, and the files it
 //       names (segment numbers, -2 the base image), whose fds are dup'd here.
@@ -66,7 +67,8 @@ class ReplicaImage : public Napi::ObjectWrap<ReplicaImage> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "ReplicaImage",
-                       {InstanceMethod("round", &ReplicaImage::Round), InstanceMethod("invalidate", &ReplicaImage::Invalidate),
+                       {InstanceMethod("round", &ReplicaImage::Round), InstanceMethod("yieldRound", &ReplicaImage::YieldRound),
+                        InstanceMethod("invalidate", &ReplicaImage::Invalidate),
                         InstanceMethod("bytesRead", &ReplicaImage::BytesRead)});
   }
   static Napi::FunctionReference* ctor;
@@ -92,13 +94,13 @@ class ReplicaImage : public Napi::ObjectWrap<ReplicaImage> {
   class RoundWorker : public Napi::AsyncWorker {
    public:
     RoundWorker(Napi::Env env, std::shared_ptr<tidemark::ReplicaImage> image, std::shared_ptr<const tidemark::PointReader> live,
-                bool full, tidemark::JournalLoc from)
+                bool full, tidemark::JournalLoc from, bool yieldable)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), image_(std::move(image)), live_(std::move(live)),
-          full_(full), from_(from) {}
+          full_(full), from_(from), yieldable_(yieldable) {}
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
       std::string error;
-      if (!image_->Round(live_, full_, from_, &r_, &error)) SetError(error);
+      if (!image_->Round(live_, full_, from_, yieldable_, &r_, &error)) SetError(error);
     }
     void OnOK() override {
       Napi::Object o = Napi::Object::New(Env());
@@ -106,6 +108,7 @@ class ReplicaImage : public Napi::ObjectWrap<ReplicaImage> {
       o.Set("pos", Napi::Number::New(Env(), double(r_.newest.pos)));
       o.Set("bytes", Napi::Number::New(Env(), double(r_.bytes)));
       o.Set("extents", Napi::Number::New(Env(), double(r_.extents)));
+      o.Set("interrupted", Napi::Boolean::New(Env(), r_.interrupted));
       deferred_.Resolve(o);
     }
     void OnError(const Napi::Error& e) override {
@@ -119,10 +122,16 @@ class ReplicaImage : public Napi::ObjectWrap<ReplicaImage> {
     std::shared_ptr<const tidemark::PointReader> live_;
     bool full_;
     tidemark::JournalLoc from_;
+    bool yieldable_;
     tidemark::RoundResult r_;
   };
 
   Napi::Value Round(const Napi::CallbackInfo& info);
+
+  Napi::Value YieldRound(const Napi::CallbackInfo& info) {
+    image_->Yield();
+    return info.Env().Undefined();
+  }
 
   Napi::Value Invalidate(const Napi::CallbackInfo& info) {
     image_->Invalidate();
@@ -350,19 +359,21 @@ class PointMap : public Napi::ObjectWrap<PointMap> {
 };
 Napi::FunctionReference* PointMap::ctor = nullptr;
 
-// round(pointMap, full, fromFile, fromPos): the snapshot is taken now, on the
+// round(pointMap, full, fromFile, fromPos, yieldable): the snapshot is taken now, on the
 // JavaScript thread, so it is the map as the caller sees it.
 Napi::Value ReplicaImage::Round(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(PointMap::ctor->Value()) ||
-      !info[1].IsBoolean() || !info[2].IsNumber() || !info[3].IsNumber()) {
-    Fail(env, "MAP_INVALID_ARGUMENT", "round(pointMap, full, fromFile, fromPos) expects a PointMap, a boolean and two numbers")
+      !info[1].IsBoolean() || !info[2].IsNumber() || !info[3].IsNumber() || (info.Length() > 4 && !info[4].IsBoolean())) {
+    Fail(env, "MAP_INVALID_ARGUMENT",
+         "round(pointMap, full, fromFile, fromPos, yieldable) expects a PointMap, a boolean, two numbers and a boolean")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   const tidemark::JournalLoc from{info[2].As<Napi::Number>().Int32Value(), uint64_t(info[3].As<Napi::Number>().Int64Value())};
   auto* w = new RoundWorker(env, image_, PointMap::Unwrap(info[0].As<Napi::Object>())->map()->Snapshot(),
-                            info[1].As<Napi::Boolean>().Value(), from);
+                            info[1].As<Napi::Boolean>().Value(), from,
+                            info.Length() > 4 && info[4].As<Napi::Boolean>().Value());
   w->Queue();
   return w->Promise();
 }

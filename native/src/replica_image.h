@@ -48,6 +48,7 @@ struct RoundResult {
   JournalLoc newest;      // the newest journal location the image now holds
   uint64_t bytes = 0;     // bytes copied
   uint64_t extents = 0;   // extents copied
+  bool interrupted = false;  // stopped by Yield(): the image stays unusable, newest is not to be saved
 };
 
 class ReplicaImage {
@@ -67,7 +68,17 @@ class ReplicaImage {
   // Makes the image equal `live` (a snapshot of the newest point's map):
   // copies the extents newer than `from`, or all of them when full, then
   // fdatasyncs. On failure the image stays unusable until a full round.
-  bool Round(std::shared_ptr<const PointReader> live, bool full, JournalLoc from, RoundResult* r, std::string* error);
+  // A yieldable round stops early (r->interrupted) once Yield() is called:
+  // the volume is being written again, and its journal appends go first. The
+  // next round from the same `from` copies everything again, so nothing a
+  // stopped round left half done is ever read.
+  bool Round(std::shared_ptr<const PointReader> live, bool full, JournalLoc from, bool yieldable, RoundResult* r,
+             std::string* error);
+
+  // Asks the yieldable round under way to stop (one asked for between
+  // rounds stops the next at its first extent; appliance/replica-image.ts
+  // asks only while one runs).
+  void Yield() { yield_.store(true, std::memory_order_relaxed); }
 
   // Not usable until the next round (the base or the segments changed).
   void Invalidate();
@@ -80,6 +91,7 @@ class ReplicaImage {
   mutable std::shared_mutex mu_;
   std::shared_ptr<const PointReader> same_;  // guarded by mu_
   std::atomic<uint64_t> bytes_read_{0};
+  std::atomic<bool> yield_{false};
   RangeCopier copier_{"", "the replica image"};  // rounds only: one at a time
 };
 

@@ -247,7 +247,7 @@ void TestReplica() {
   all_same("before any round");
   std::string error;
   RoundResult r;
-  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, &r, &error) && r.extents > 0, "a full round copies the newest point" + Said(error));
+  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, false, &r, &error) && r.extents > 0, "a full round copies the newest point" + Said(error));
   const uint64_t read0 = image->bytes_read();
   all_same("caught up");
   CHECK(image->bytes_read() > read0, "reads took bytes from the image");
@@ -256,9 +256,27 @@ void TestReplica() {
   all_same("image behind");
   JournalLoc from = r.newest;
   RoundResult r2;
-  CHECK(image->Round(live.Snapshot(), false, from, &r2, &error) && from < r2.newest, "a delta round copies what came after" + Said(error));
+  CHECK(image->Round(live.Snapshot(), false, from, false, &r2, &error) && from < r2.newest, "a delta round copies what came after" + Said(error));
   CHECK(r2.bytes < r.bytes + 40 * 8 * 700 * kMapSector, "a delta round copies less than everything");
   all_same("caught up again");
+
+  // A yieldable round asked to stop: it copies nothing more, the image is
+  // not read from, and the next round from the same place catches up.
+  write(20);
+  from = r2.newest;
+  image->Yield();
+  RoundResult ry;
+  std::shared_lock<std::shared_mutex> held;
+  CHECK(image->Round(live.Snapshot(), false, from, true, &ry, &error) && ry.interrupted && !image->Hold(&held),
+        "a yieldable round asked to stop stops, and the image is not used" + Said(error));
+  all_same("after a stopped round");
+  image->Yield();
+  CHECK(image->Round(live.Snapshot(), false, from, false, &ry, &error) && !ry.interrupted && from < ry.newest,
+        "a round that may not yield ignores the ask, and catches up from the same place" + Said(error));
+  CHECK(image->Hold(&held) != nullptr, "the image is used again");
+  held = {};
+  r2 = ry;
+  all_same("caught up after a stopped round");
 
   // Rounds on one thread, readers of every point on two others.
   std::atomic<bool> stop{false};
@@ -278,7 +296,7 @@ void TestReplica() {
   for (int i = 0; i < 6; i++) {
     write(10);
     RoundResult ri;
-    if (!image->Round(live.Snapshot(), false, from, &ri, &error)) bad++;
+    if (!image->Round(live.Snapshot(), false, from, false, &ri, &error)) bad++;
     from = ri.newest;
   }
   stop = true;
@@ -300,13 +318,13 @@ void TestReplica() {
   CHECK(torn > 0, "garbage in " + std::to_string(torn) + " newer sectors");
   all_same("image set aside");
   RoundResult rt;
-  CHECK(image->Round(live.Snapshot(), false, from, &rt, &error), "a delta round after a torn one" + Said(error));
+  CHECK(image->Round(live.Snapshot(), false, from, false, &rt, &error), "a delta round after a torn one" + Said(error));
   all_same("after a delta round over a torn one");
 
   // Garbage anywhere (not what a crash leaves): a full round repairs it.
   image->Invalidate();
   CHECK(pwrite(image->fd(), junk.data(), junk.size(), 0) == ssize_t(junk.size()), "garbage written");
-  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, &rt, &error), "a full round" + Said(error));
+  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, false, &rt, &error), "a full round" + Said(error));
   all_same("after a full round over garbage");
 }
 
@@ -332,7 +350,7 @@ void TestCopyTo() {
   }
   std::string error;
   RoundResult r;
-  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, &r, &error), "a full round" + Said(error));
+  CHECK(image->Round(live.Snapshot(), true, JournalLoc{}, false, &r, &error), "a full round" + Said(error));
   points.push_back({live.Snapshot(), m});  // all of it in the image
   for (int i = 0; i < 40; i++) {
     const MapExtent e = RandomExtent(rng);

@@ -21,6 +21,10 @@ export interface ReplicaImageStatus {
    */
   'bytesRead'?: (number | string | Long);
   'error'?: (string);
+  /**
+   * Rounds stopped because the volume was written again (the journal's appends come first).
+   */
+  'roundsStopped'?: (number | string | Long);
   '_error'?: "error";
 }
 
@@ -43,5 +47,9 @@ export interface ReplicaImageStatus__Output {
    */
   'bytesRead': (number);
   'error'?: (string);
+  /**
+   * Rounds stopped because the volume was written again (the journal's appends come first).
+   */
+  'roundsStopped': (number);
   '_error'?: "error";
 }
