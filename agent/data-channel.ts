@@ -65,13 +65,17 @@ export class DataChannel {
     })
   }
 
-  /** Writes one message as a frame; false: wait for 'drain' (onDrain) before the next. */
-  write(m: AgentMessage): boolean {
+  /**
+   * Writes one message as a frame; false: wait for 'drain' (onDrain) before
+   * the next. `written`: called once the socket is done with the bytes
+   * (handed to the kernel, or the socket destroyed).
+   */
+  write(m: AgentMessage, written?: () => void): boolean {
     const { head, payload } = encodeFrame(m)
-    if (!payload) return this.socket.write(head)
+    if (!payload) return this.socket.write(head, written)
     this.socket.cork()
     this.socket.write(head)
-    const ok = this.socket.write(payload)
+    const ok = this.socket.write(payload, written)
     this.socket.uncork()
     return ok
   }

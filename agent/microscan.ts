@@ -230,15 +230,16 @@ export class MicroScan {
    * encode on libuv's pool, so the agent's main thread goes on pulling and
    * sending (and volumes scan in parallel). One at a time per scanner, in
    * pull order: the caller awaits it before the next scan, and the batch's
-   * buffer must not change until it settles.
+   * buffer must not change until it settles. With `into` (outputBound(batch
+   * bytes) or more) the payload is a view of it.
    */
-  async encodeAsync(batch: RecordBatch, replica: ReplicaFingerprints | null = null, compress = true): Promise<EncodedScan> {
+  async encodeAsync(batch: RecordBatch, replica: ReplicaFingerprints | null = null, compress = true, into?: Buffer): Promise<EncodedScan> {
     if (this.scanning) throw new TidemarkError('INTERNAL', 'MicroScan: a scan was started while another was running (scans must follow pull order)')
     this.scanning = true
     try {
       const checksum = Buffer.allocUnsafe(8)
-      const payload = await this.run(batch, replica, compress ? MODE_ENCODE_LZ4 : MODE_ENCODE, checksum, true)
-      return this.encoded(batch, payload, checksum)
+      const got = await this.run(batch, replica, compress ? MODE_ENCODE_LZ4 : MODE_ENCODE, checksum, true, into)
+      return this.encoded(batch, typeof got === 'number' ? into!.subarray(0, got) : got, checksum)
     } finally {
       this.scanning = false
     }
@@ -260,11 +261,16 @@ export class MicroScan {
     return { msg, ...c }
   }
 
+  /** The payload buffer a scan of a batch of this many bytes needs (encodeAsync's `into`). */
+  outputBound(batchBytes: number): number {
+    return this.h.outputBound(batchBytes)
+  }
+
   private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null): Buffer
-  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null, onPool: true): Promise<Buffer>
-  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null, onPool = false): Buffer | Promise<Buffer> {
+  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null, onPool: true, into?: Buffer): Promise<Buffer | number>
+  private run(batch: RecordBatch, replica: ReplicaFingerprints | null, mode: number, checksum: Buffer | null, onPool = false, into?: Buffer): Buffer | number | Promise<Buffer | number> {
     const scan = onPool ? this.h.scanAsync.bind(this.h) : this.h.scan.bind(this.h)
-    if (!replica) return scan(batch.buffer, null, null, mode, this.nums, checksum)
+    if (!replica) return scan(batch.buffer, null, null, mode, this.nums, checksum, into)
     // The fingerprints laid end to end, in the map's order: one crossing, not one per region.
     let sectors = 0
     for (const fp of replica.values()) sectors += fp.length
@@ -280,7 +286,7 @@ export class MicroScan {
       this.fpAll.set(fp, at)
       at += fp.length
     }
-    return scan(batch.buffer, this.fpRegions.subarray(0, i), this.fpAll.subarray(0, at), mode, this.nums, checksum)
+    return scan(batch.buffer, this.fpRegions.subarray(0, i), this.fpAll.subarray(0, at), mode, this.nums, checksum, into)
   }
 
   private counts(batch: RecordBatch): ScanCounts {

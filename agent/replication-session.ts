@@ -194,9 +194,10 @@ export class Session {
     })
   }
 
-  write(m: AgentMessage): void {
+  /** Writes a message; `written`, if given, is called once the stream or data channel no longer needs its bytes (maybe never, if it breaks first). */
+  write(m: AgentMessage, written?: () => void): void {
     if (this.error) throw new SessionClosed(this.error.message)
-    const ok = this.data && !m.hello ? this.data.write(m) : this.call.write(m)
+    const ok = this.data && !m.hello ? this.data.write(m, written) : this.call.write(m, written)
     if (!ok) this.blocked = true
   }
 

@@ -51,6 +51,7 @@ import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, NO_SPACE_BACKOFF_MAX_MS, describeStream
 import { ResyncPipeline, type PipelineEntry } from './resync-pipeline'
 import { RpoLag } from './rpo-lag'
 import { SendWindow, type WindowEntry } from './send-window'
+import { PayloadBuffers } from './payload-buffers'
 import type { Tap } from './tap'
 import type { Throttle } from './throttle'
 import { VolumeState } from './volume-state'
@@ -74,6 +75,8 @@ const PULL_SLACK = 1024 * 1024 + 4096
 const WELCOME_TIMEOUT_MS = 30_000
 /** Pulled batches from this size up are scanned on libuv's pool; smaller ones on the main thread. */
 const POOL_SCAN_BYTES = 256 * 1024
+/** Payload buffers kept for reuse (payload-buffers.ts), at most; and never more than the window's budget. */
+const PAYLOADS_KEPT = 64 * 1024 * 1024
 
 export interface ReplicatorOptions {
   tap: Tap
@@ -131,6 +134,7 @@ export class Replicator {
   private readonly ms: MicroScan
   private readonly state: VolumeState
   private readonly window: SendWindow
+  private readonly payloads: PayloadBuffers
   private readonly copy: InitialCopy
   private readonly lag = new RpoLag()
   private durableSeq = 0
@@ -182,6 +186,7 @@ export class Replicator {
     this.log = o.logger.child({ volume: o.volume })
     const state = (this.state = new VolumeState(o.stateDir, o.volume, this.log))
     this.window = new SendWindow(o.memoryBytes)
+    this.payloads = new PayloadBuffers(Math.min(o.memoryBytes, PAYLOADS_KEPT))
     this.copy = new InitialCopy({
       tap: o.tap,
       volume: o.volume,
@@ -388,7 +393,10 @@ export class Replicator {
       // Nothing the replica was thought to hold can be trusted, and the copy
       // covers every batch still in the window.
       this.ms.clear()
-      this.window.clear()
+      for (const e of this.window.clear()) {
+        e.done = true
+        this.recycle(e)
+      }
       this.durableSeq = w.durableSeq
       this.lag.forgetUpTo(w.durableSeq)
       this.copy.restart(w.durableSeq === 0)
@@ -491,13 +499,25 @@ export class Replicator {
     // One native call: scan, checksum, LZ4 (agent/microscan.ts). On libuv's pool, except for a
     // small batch, which the hop to another thread would delay more than scanning it here costs.
     const replica = this.pipe.replica(p)
-    const out = batch.buffer.length >= POOL_SCAN_BYTES ? await this.ms.encodeAsync(batch, replica) : this.ms.encode(batch, replica)
+    let home: Buffer | null = null
+    let out
+    if (batch.buffer.length >= POOL_SCAN_BYTES) {
+      home = this.payloads.take(this.ms.outputBound(batch.buffer.length))
+      out = await this.ms.encodeAsync(batch, replica, true, home)
+      const payload = out.msg.payload as Buffer
+      if (payload.length * 2 < home.length) {
+        // LZ4 shrank it a lot: a copy of its own, and the big buffer back at once.
+        out.msg.payload = Buffer.from(payload)
+        this.payloads.give(home)
+        home = null
+      }
+    } else out = this.ms.encode(batch, replica)
     this.copy.noteWritten(batch)
     const msg = out.msg
     if (msg.rawLength! > this.maxBatch) {
       throw new TidemarkError('BATCH_TOO_LARGE', `a batch of ${msg.rawLength} bytes is over the appliance's ${this.maxBatch}-byte limit`)
     }
-    const e = SendWindow.entry(out.firstSeq, out.lastSeq, msg, p.regions.length, this.copy.regionsToCopy(p.regions))
+    const e = SendWindow.entry(out.firstSeq, out.lastSeq, msg, p.regions.length, this.copy.regionsToCopy(p.regions), home)
     this.st.appBytes += out.appBytes
     this.st.changedBytes += out.changedBytes
     this.window.add(e)
@@ -513,9 +533,15 @@ export class Replicator {
       await s.drain()
       this.st.waitDrainMs += performance.now() - t0
     }
-    // The ack may have come while we waited.
-    if (e.lastSeq <= this.durableSeq && e.sends > 0) return
-    s.write({ batch: e.msg })
+    // The ack may have come while we waited (or the window was given up: its payload buffer may be another batch's now).
+    if ((e.lastSeq <= this.durableSeq && e.sends > 0) || e.done) return
+    if (e.home) {
+      e.writing++
+      s.write({ batch: e.msg }, () => {
+        e.writing--
+        this.recycle(e)
+      })
+    } else s.write({ batch: e.msg })
     if (e.sends++ > 0) this.st.resentBatches++
     else {
       this.st.batches++
@@ -532,7 +558,11 @@ export class Replicator {
     this.state.raiseAcked(seq)
     if (seq > 0 && !this.stopped) this.tap.ack(this.volume, seq)
     const released = this.window.release(seq)
-    for (const e of released) if (e.copyRegions) this.copy.done(e.copyRegions)
+    for (const e of released) {
+      if (e.copyRegions) this.copy.done(e.copyRegions)
+      e.done = true
+      this.recycle(e)
+    }
     this.lag.acked(seq)
     if (released.length || advanced) {
       // Progress (not the ack every session starts with): the next failure is
@@ -546,6 +576,13 @@ export class Replicator {
     this.ackWaiters = []
     for (const w of waiters) w()
     this.copy.maybeFinish()
+  }
+
+  /** An entry's payload buffer back for later batches, once nothing will read it again. */
+  private recycle(e: WindowEntry): void {
+    if (!e.done || e.writing > 0 || !e.home) return
+    this.payloads.give(e.home)
+    e.home = null
   }
 
   private nextAck(): Promise<void> {

@@ -22,6 +22,12 @@ export interface WindowEntry {
   sends: number
   /** regions of the initial copy this batch carries as RESYNC records */
   copyRegions: number[] | null
+  /** the reused buffer the payload is a view of (payload-buffers.ts), or null */
+  home: Buffer | null
+  /** writes of it the stream or data channel has not reported done */
+  writing: number
+  /** acknowledged or given up: its home may be reused once `writing` is 0 */
+  done: boolean
 }
 
 export class SendWindow {
@@ -44,10 +50,14 @@ export class SendWindow {
     return this.total >= this.budgetBytes
   }
 
-  /** A new entry for an encoded batch (not yet in the window); `regions`: its RESYNC regions, counted for their bookkeeping. */
-  static entry(firstSeq: number, lastSeq: number, msg: ChangeBatch, regions: number, copyRegions: number[] | null): WindowEntry {
-    const payload = msg.payload as Buffer
-    return { firstSeq, lastSeq, msg, bytes: payload.length + ENTRY_OVERHEAD + regions * 8, sends: 0, copyRegions }
+  /**
+   * A new entry for an encoded batch (not yet in the window); `regions`: its
+   * RESYNC regions, counted for their bookkeeping; `home`: the reused buffer
+   * its payload is a view of, counted whole.
+   */
+  static entry(firstSeq: number, lastSeq: number, msg: ChangeBatch, regions: number, copyRegions: number[] | null, home: Buffer | null = null): WindowEntry {
+    const held = home ? home.length : (msg.payload as Buffer).length
+    return { firstSeq, lastSeq, msg, bytes: held + ENTRY_OVERHEAD + regions * 8, sends: 0, copyRegions, home, writing: 0, done: false }
   }
 
   add(e: WindowEntry): void {
@@ -72,9 +82,11 @@ export class SendWindow {
     return this.entries.filter((e) => e.lastSeq > durableSeq).length
   }
 
-  /** The replica lost data: nothing here is worth sending (the copy covers it). */
-  clear(): void {
+  /** The replica lost data: nothing here is worth sending (the copy covers it); returns what was held. */
+  clear(): WindowEntry[] {
+    const all = this.entries
     this.entries = []
     this.total = 0
+    return all
   }
 }

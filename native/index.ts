@@ -96,9 +96,11 @@ export interface NativeRecordLayout {
 
 /** native/src/scan_addon.cc: MicroScan's per-sector work and the ChangeBatch payload, one call per batch. */
 export interface NativeMicroScanHandle {
-  scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null): Buffer
+  scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null, into?: Buffer): Buffer | number
   /** scan on libuv's pool: nums and checksum are written when it resolves; batch and fps must not change until then. */
-  scanAsync(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null): Promise<Buffer>
+  scanAsync(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null, mode: number, nums: Float64Array, checksum: Buffer | null, into?: Buffer): Promise<Buffer | number>
+  /** the payload buffer (into) a scan of a batch of this many bytes needs */
+  outputBound(batchBytes: number): number
   clear(): void
   stats(): Float64Array
 }

@@ -236,20 +236,29 @@ t.test('encodeAsync on the pool: the same batches and the same cache as encode, 
     seed = (seed * 1103515245 + 12345) & 0x7fffffff
     return seed % n
   }
+  const reused = Buffer.alloc(onPool.outputBound(256 * SECTOR_SIZE + 64))
+  const small = Buffer.alloc(64)
   for (let i = 0; i < 60; i++) {
     // Overlapping writes, some repeating what was sent: the cache decides what leaves.
     const count = 1 + rnd(256)
     const data = Buffer.alloc(count * SECTOR_SIZE, rnd(3))
     const b = batch([{ seq: i + 1, sector: rnd(4096), count, kind: RecordKind.Write, data }])
     const want = onThread.encode(b, null, i % 2 === 0)
-    const got = await onPool.encodeAsync(b, null, i % 2 === 0)
+    // Every third batch into the reused payload buffer (the agent's big batches), one too small for it every fifth.
+    const into = i % 3 === 0 ? reused : i % 5 === 0 ? small : undefined
+    const got = await onPool.encodeAsync(b, null, i % 2 === 0, into)
+    const inReused = (got.msg.payload as Buffer).buffer === reused.buffer
+    if (inReused !== (into === reused)) {
+      t.fail(`batch ${i}: the payload ${inReused ? 'is' : 'is not'} in the reused buffer, which was ${into === reused ? '' : 'not '}given`)
+      return
+    }
     if (!(got.msg.payload as Buffer).equals(want.msg.payload as Buffer) || !(got.msg.checksum as Buffer).equals(want.msg.checksum as Buffer) ||
         got.msg.compression !== want.msg.compression || got.changedBytes !== want.changedBytes || got.records !== want.records) {
       t.fail(`batch ${i}: the pool's encoding differs from the thread's`)
       return
     }
   }
-  t.pass('60 batches of overlapping writes: the same payloads, checksums, compression and counts')
+  t.pass('60 batches of overlapping writes: the same payloads, checksums, compression and counts, in a reused buffer or not')
   t.same(onPool.stats(), onThread.stats(), 'and the same cache afterwards')
   const b = batch([{ seq: 100, sector: 0, count: 8, kind: RecordKind.Write, data: sectors(8, 3) }])
   const first = onPool.encodeAsync(b)

@@ -11,16 +11,22 @@
 //   new NativeMicroScan(volumeBytes, cacheBytes, enabled)
 //   scan(batch: Buffer, regions: Float64Array | null, fps: BigUint64Array | null,
 //        mode: 0 raw | 1 encode | 2 encode with LZ4, nums: Float64Array,
-//        checksum: Buffer(8) | null) -> Buffer
+//        checksum: Buffer(8) | null, into?: Buffer) -> Buffer | number
 //     regions/fps: the appliance's fingerprints for the batch's RESYNC
 //     regions, regionSectors(g) u64s per region in the order of `regions`
 //     (null: none fetched). Returns the payload, a Buffer over memory of its
 //     own that the send window can keep (PayloadPool below): the raw records
 //     for mode 0, else what the ChangeBatch carries; writes records, app bytes, changed bytes, raw length and
 //     compression (0 none, 1 LZ4) into nums and, unless mode 0, the 8-byte
-//     little-endian checksum into `checksum`.
-//   scanAsync(the same arguments) -> Promise<Buffer>: nums and checksum are
-//     written when it resolves; batch and fps must not change until then.
+//     little-endian checksum into `checksum`. With `into` of outputBound(
+//     batch.length) bytes or more, the payload is written there instead and
+//     its length returned (the agent's reused payload buffers: a new Buffer
+//     per batch is an ArrayBuffer V8 counts, and at 240 MB/s they forced a
+//     major GC every 20 MB).
+//   outputBound(batchBytes) -> number
+//   scanAsync(the same arguments) -> Promise<Buffer | number>: nums and
+//     checksum are written when it resolves; batch, fps and into must not
+//     change until then.
 //   clear(); stats() -> Float64Array [pages, maxPages, stateBytes,
 //     sectorsSeen, sectorsDropped, misses, evictions]
 //   scanEncodeLayout: the payload rule's constants as compiled, which
@@ -126,6 +132,7 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
     return DefineClass(env, "NativeMicroScan",
                        {InstanceMethod("scan", &NativeMicroScan::Scan), InstanceMethod("scanAsync", &NativeMicroScan::ScanAsync),
                         InstanceMethod("clear", &NativeMicroScan::Clear),
+                        InstanceMethod("outputBound", &NativeMicroScan::OutputBound),
                         InstanceMethod("stats", &NativeMicroScan::Stats)});
   }
 
@@ -154,11 +161,15 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
     double* nums = nullptr;
     uint8_t* checksum = nullptr;
     std::vector<tidemark::ReplicaRegion> replica;
+    // The caller's payload buffer (into), when it holds OutputBound: the payload goes there.
+    uint8_t* into = nullptr;
+    size_t into_length = 0;
   };
 
   // The outcome of one scan: the payload block (or an error) and its numbers.
   struct Outcome {
     Block block{nullptr, 0};
+    bool in_into = false;  // the payload is in Args::into, not in block
     size_t length = 0;
     double nums[kNums] = {};
     uint8_t checksum[8] = {};
@@ -193,6 +204,15 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
       }
       a->checksum = info[5].As<Napi::Buffer<uint8_t>>().Data();
     }
+    if (info.Length() > 6 && !info[6].IsUndefined()) {
+      if (!info[6].IsBuffer()) {
+        Fail(env, "MICROSCAN_INVALID_ARGUMENT", "scan: into must be a Buffer").ThrowAsJavaScriptException();
+        return false;
+      }
+      auto into = info[6].As<Napi::Buffer<uint8_t>>();
+      a->into = into.Data();
+      a->into_length = into.Length();
+    }
     // The replica's fingerprints: regions[i] owns the next RegionSectors(regions[i]) u64s of fps.
     if (info[1].IsTypedArray() && info[2].IsTypedArray()) {
       auto regions = info[1].As<Napi::TypedArray>();
@@ -222,13 +242,15 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
   // Scans and encodes on the calling thread, under the scanner's lock.
   void Run(const Args& a, Outcome* o) {
     std::lock_guard<std::mutex> g(mu_);
-    // The records to send go straight into payload memory; only a batch
-    // that LZ4 shrinks is copied again (its compressed form, smaller).
-    Block out = Pool().Take(MicroScanner::OutputBound(a.batch_length));
+    // The records to send go straight into payload memory (the caller's
+    // buffer when it is big enough); only a batch that LZ4 shrinks is copied
+    // again (its compressed form, smaller).
+    const bool into = a.into && a.into_length >= MicroScanner::OutputBound(a.batch_length);
+    Block out = into ? Block{a.into, 0} : Pool().Take(MicroScanner::OutputBound(a.batch_length));
     tidemark::ScanResult r;
     s_->Scan(a.batch, a.batch_length, a.replica.empty() ? nullptr : a.replica.data(), a.replica.size(), out.data, &r);
     if (!r.error.empty()) {
-      Pool().Give(out);
+      if (!into) Pool().Give(out);
       o->error = r.error;
       return;
     }
@@ -237,7 +259,8 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
     o->nums[kChangedBytes] = double(r.changed_sectors) * tidemark::kSectorSize;
     o->nums[kRawLength] = double(r.bytes);
     o->nums[kCompression] = tidemark::kCompressionNone;
-    o->block = out;
+    o->in_into = into;
+    if (!into) o->block = out;
     o->length = r.bytes;
     if (a.mode == 0) return;
     tidemark::EncodedPayload p;
@@ -246,6 +269,10 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
     o->nums[kCompression] = p.compression;
     o->length = p.length;
     if (p.data == out.data) return;
+    if (into) {
+      std::memcpy(a.into, p.data, p.length);  // p.data is the LZ4 scratch, never into
+      return;
+    }
     Pool().Give(out);
     o->block = Pool().Take(p.length);
     std::memcpy(o->block.data, p.data, p.length);
@@ -259,6 +286,7 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
     }
     std::memcpy(a.nums, o.nums, sizeof o.nums);
     if (a.checksum) std::memcpy(a.checksum, o.checksum, 8);
+    if (o.in_into) return Napi::Number::New(env, double(o.length));
     return Wrap(env, o.block, o.length);
   }
 
@@ -280,7 +308,7 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
    public:
     ScanWorker(const Napi::CallbackInfo& info, NativeMicroScan* self, Args a)
         : Napi::AsyncWorker(info.Env()), deferred_(Napi::Promise::Deferred::New(info.Env())), self_(self), a_(std::move(a)) {
-      for (size_t i = 0; i < 6 && i < info.Length(); i++) {
+      for (size_t i = 0; i < 7 && i < info.Length(); i++) {
         if (info[i].IsObject()) refs_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
       }
       refs_.push_back(Napi::Persistent(info.This().As<Napi::Object>()));
@@ -319,6 +347,15 @@ class NativeMicroScan : public Napi::ObjectWrap<NativeMicroScan> {
   Napi::Value Unusable(Napi::Env env) {
     Fail(env, "MICROSCAN_INVALID_ARGUMENT", "this scanner was not constructed").ThrowAsJavaScriptException();
     return env.Undefined();
+  }
+
+  // outputBound(batchBytes): the payload buffer a scan of such a batch needs (into).
+  Napi::Value OutputBound(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0)) {
+      Fail(info.Env(), "MICROSCAN_INVALID_ARGUMENT", "outputBound(batchBytes)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    return Napi::Number::New(info.Env(), double(MicroScanner::OutputBound(size_t(info[0].As<Napi::Number>().DoubleValue()))));
   }
 
   Napi::Value Clear(const Napi::CallbackInfo& info) {
