@@ -5,12 +5,14 @@
 // one throttle for the link. Without one, a volume's records go to one of two
 // local sinks: the capture log (durable, then acknowledged, so the dirty map
 // tracks exactly what the log lacks), or nowhere (consumed, counted,
-// acknowledged).
+// acknowledged). In assessment mode (agent/assessment.ts) they are scanned
+// and encoded as if for the wire, counted, and acknowledged.
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { initHash } from '../proto/hash'
 import type { NbdListenerOptions } from '../native/nbd-listener'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
+import { Assessment } from './assessment'
 import { CaptureLogWriter } from './capture-log'
 import { DEFAULT_CACHE_BYTES, MicroScan } from './microscan'
 import { applianceClient, Replicator, type ReplicatorStats, type TlsFiles } from './replicator'
@@ -41,6 +43,8 @@ export interface AgentOptions {
   fingerprintCacheBytes?: number
   /** false: send every captured sector (for comparisons) */
   microscan?: boolean
+  /** replicate nowhere: measure what replication would send (agent/assessment.ts) */
+  assess?: boolean
   /** how this agent names itself to the appliance (default: the host name) */
   agentId?: string
   /** unix socket path for `tidemark timemark create` */
@@ -83,6 +87,8 @@ export class Agent {
   timemarks!: TimeMarks
   private control: ControlServer | null = null
   private readonly schedules: NodeJS.Timeout[] = []
+  /** --assess: what replication would have sent */
+  assessment: Assessment | null = null
 
   private constructor(tap: Tap, writers: Array<CaptureLogWriter | null>, log: Logger) {
     this.tap = tap
@@ -93,9 +99,9 @@ export class Agent {
   static async start(opts: AgentOptions): Promise<Agent> {
     const log = opts.logger
     const writers: Array<CaptureLogWriter | null> = []
-    if (opts.appliance) await initHash()
+    if (opts.appliance || opts.assess) await initHash()
     for (const v of opts.volumes) {
-      if (!opts.captureLogDir || opts.appliance) {
+      if (!opts.captureLogDir || opts.appliance || opts.assess) {
         writers.push(null)
         continue
       }
@@ -120,6 +126,8 @@ export class Agent {
         await tap.close()
         throw err
       }
+    } else if (opts.assess) {
+      agent.assessment = new Assessment(tap, opts.fingerprintCacheBytes ?? DEFAULT_CACHE_BYTES, log)
     } else {
       tap.volumes.forEach((_, i) => agent.loops.push(agent.drain(i)))
     }
@@ -147,7 +155,9 @@ export class Agent {
           : undefined,
         sink: opts.appliance
           ? `appliance ${opts.appliance.address}${opts.appliance.tls ? ' (mutual TLS)' : ''}`
-          : opts.captureLogDir
+          : opts.assess
+            ? 'assessment: replicated nowhere, measured as if sent'
+            : opts.captureLogDir
             ? `capture log in ${opts.captureLogDir}`
             : 'none (records are counted and acknowledged)',
       },
@@ -321,6 +331,7 @@ export class Agent {
       await this.tap.close()
       this.abort.abort()
       await Promise.all(this.loops)
+      await this.assessment?.stop()
       this.logStats('final stats')
       for (const w of this.writers) w?.close()
     })()

@@ -12,6 +12,7 @@ import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, size } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
+import { assessmentTable } from './assessment-table'
 import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
 
 const needsAppliance = { option: 'appliance', as: '--appliance HOST:PORT' }
@@ -175,6 +176,22 @@ export const AGENT = command({
       key: 'buffer',
       value: convert(z.string(), (s) => (s ? parseSize(s, '--buffer') : undefined)),
     }),
+    assess: flag({
+      label: '--assess',
+      help:
+        'assessment mode: serve and capture as usual, replicate nowhere; MicroScan\nand LZ4 measure what would be sent. At the end (--duration, or\nSIGINT/SIGTERM) prints application, changed and wire bytes per\n' +
+        'minute, the WAN bandwidth that keeps the RPO under 1 s, 10 s and\n1 min, and the journal growth per day',
+      key: 'assess',
+      config: z.unknown().transform((v) => (v === true ? true : undefined)),
+    }),
+    duration: text({
+      label: '--duration S',
+      help: 'with --assess: stop after S seconds and print the report',
+      key: 'duration',
+      needs: { option: 'assess', as: '--assess' },
+      value: check(z.string(), (s) => Number.isFinite(Number(s)) && Number(s) > 0, (s) => `--duration '${s}' is not a positive number of seconds`).transform(Number),
+    }),
+    json: flag({ label: '--json', help: 'with --assess: the report as JSON on stdout', needs: { option: 'assess', as: '--assess' } }),
     'capture-log': text({
       label: '--capture-log DIR',
       help: 'without --appliance: make records durable in DIR/NAME.tmcap before\nacknowledging them (a local sink)',
@@ -189,6 +206,7 @@ export const AGENT = command({
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
                  [--capture-log DIR] [--stats-interval SECONDS] [--log-level LEVEL]
+  tidemark agent --assess --state DIR --nbd ENDPOINT --volume NAME=PATH ... [--duration SECONDS] [--json]
   tidemark agent --config FILE
   tidemark agent --demo
 
@@ -200,7 +218,8 @@ ${rows(
   23,
   'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
   'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
-  'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'stats-interval', 'log-level', 'demo', 'config'
+  'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'assess', 'duration', 'json',
+  'stats-interval', 'log-level', 'demo', 'config'
 )}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
@@ -253,7 +272,7 @@ function demoArgs(home: string): string[] {
   ]
 }
 
-type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string; nbdWarning?: string }
+type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string; nbdWarning?: string; durationMs?: number; json?: boolean }
 
 export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   let p = parseCommand(AGENT, argv)
@@ -267,6 +286,9 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   }
   const a = p.values
   const appliance = a.appliance || undefined
+  if (a.assess && (appliance || a['capture-log'] || a.control || a['timemark-every'] || a.timemarks?.length)) {
+    throw usage('agent', '--assess replicates nowhere: it takes no --appliance, --capture-log, --control or TimeMark schedule')
+  }
   let repl: Partial<AgentOptions> = {}
   if (appliance) {
     if (a['capture-log']) throw usage('agent', '--capture-log is the local sink when there is no appliance; give one or the other')
@@ -318,7 +340,11 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     statsIntervalMs: a['stats-interval']! * 1000,
     control: a.control,
     schedule,
-    logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'agent' } }),
+    assess: a.assess === true,
+    durationMs: a.duration !== undefined ? a.duration * 1000 : undefined,
+    json: a.json === true,
+    // Assessment mode prints its report on stdout: the log goes to stderr there.
+    logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'agent' } }, a.assess ? pino.destination(2) : undefined),
     logLevel: a['log-level']!,
     demoApplianceDir,
   }
@@ -388,12 +414,16 @@ export async function runAgent(argv: string[]): Promise<number> {
     throw err
   }
   await new Promise<void>((resolve) => {
-    const stop = (sig: string): void => {
-      opts.logger.info({ signal: sig }, 'stopping')
+    let timer: NodeJS.Timeout | undefined
+    const stop = (why: string): void => {
+      clearTimeout(timer)
+      opts.logger.info({ signal: why }, 'stopping')
       agent.stop().then(stopDemo).then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
+    if (opts.durationMs) timer = setTimeout(() => stop('--duration'), opts.durationMs)
   })
+  if (agent.assessment) process.stdout.write(opts.json ? JSON.stringify(agent.assessment.report(), null, 2) + '\n' : assessmentTable(agent.assessment.report()))
   return 0
 }
