@@ -9,7 +9,9 @@ import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
 import { escapeControl } from '../proto/bounded-strings'
 import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
-import { parseEndpoint, parseSize, usage } from './args'
+import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
+import { startAgentHttp } from './agent-http'
+import { checkHttpExposure } from './http-server'
 import { helpOption, logLevel, seconds, size } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
 import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
@@ -50,7 +52,7 @@ export const AGENT = command({
       label: '--config FILE',
       help:
         'the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
-        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
+        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote", "http",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
       alone: true,
     }),
     state: text({
@@ -86,6 +88,12 @@ export const AGENT = command({
       key: 'statsInterval',
       default: '10',
       value: seconds('--stats-interval'),
+    }),
+    http: text({
+      label: '--http HOST:PORT',
+      help: 'serve Prometheus metrics at /metrics (port 0: any; the bound address\nis printed). Loopback only unless the agent has --tls-cert/-key/-ca:\nthen HTTPS, for client certificates its CA signed. The byte counters\nare kept in --state DIR (NAME.counters) across restarts',
+      key: 'http',
+      value: convert(z.string(), (s) => (s ? parseHostPort(s, '--http') : undefined)),
     }),
     'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error', key: 'logLevel', default: 'info', value: logLevel() }),
     appliance: text({
@@ -188,7 +196,7 @@ export const AGENT = command({
                  [--appliance HOST:PORT|unix:PATH [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
-                 [--capture-log DIR] [--stats-interval SECONDS] [--log-level LEVEL]
+                 [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark agent --config FILE
   tidemark agent --demo
 
@@ -200,7 +208,7 @@ ${rows(
   23,
   'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
   'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
-  'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'stats-interval', 'log-level', 'demo', 'config'
+  'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'http', 'stats-interval', 'log-level', 'demo', 'config'
 )}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
@@ -253,7 +261,13 @@ function demoArgs(home: string): string[] {
   ]
 }
 
-type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string; nbdWarning?: string }
+type AgentArgs = AgentOptions & {
+  logLevel: string
+  demoApplianceDir?: string
+  nbdWarning?: string
+  /** --http: the metrics listener, and its TLS files (the agent's own) */
+  http?: { host: string; port: number; tls?: { cert: string; key: string; ca: string } }
+}
 
 export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   let p = parseCommand(AGENT, argv)
@@ -304,6 +318,14 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   if (captureLog) fs.mkdirSync(captureLog, { recursive: true, mode: 0o700 })
   const ep = a.nbd!
   const exposure = nbdExposure(a, ep, 'agent')
+  const httpTls = repl.appliance?.tls
+  if (a.http) {
+    try {
+      checkHttpExposure({ ...a.http, tls: httpTls })
+    } catch (err) {
+      throw usage('agent', (err as Error).message)
+    }
+  }
   return {
     ...repl,
     stateDir: path.resolve(a.state!),
@@ -321,6 +343,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'agent' } }),
     logLevel: a['log-level']!,
     demoApplianceDir,
+    http: a.http ? { ...a.http, tls: httpTls } : undefined,
   }
 }
 
@@ -387,10 +410,27 @@ export async function runAgent(argv: string[]): Promise<number> {
     }
     throw err
   }
+  let http: Awaited<ReturnType<typeof startAgentHttp>> | null = null
+  if (opts.http) {
+    try {
+      http = await startAgentHttp(agent, { ...opts.http, stateDir: opts.stateDir, log: opts.logger })
+    } catch (err) {
+      await agent.stop()
+      await stopDemo()
+      if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark agent: ${err.message}`)
+      throw err
+    }
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       opts.logger.info({ signal: sig }, 'stopping')
-      agent.stop().then(stopDemo).then(resolve, resolve)
+      // Metrics until the agent stopped; then its final counters are saved.
+      agent
+        .stop()
+        .then(() => http?.close())
+        .then(() => http?.saveCounters())
+        .then(stopDemo)
+        .then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
