@@ -271,7 +271,7 @@ export class Replicator {
   /** Called about every 100 ms with the volume's newest seq and the tap's mode, for the RPO lag and points. */
   sample(volumeSeq: number, now: number, mode: string = 'normal'): void {
     this.lag.sample(volumeSeq, now, this.durableSeq)
-    this.clock.sample(volumeSeq, Date.now(), mode === 'normal' && this.copy.complete)
+    this.clock.sample(volumeSeq, Date.now(), mode === 'normal' && !this.copy.inProgress)
   }
 
   /** RPO lags resolved since `from` (rpo-lag.ts resolvedSince), for the agent's histogram. */
@@ -284,7 +284,7 @@ export class Replicator {
     const connected = !!this.session?.welcome && !this.session.isClosed
     if (!connected) return this.st.lastError?.includes('NO_SPACE') ? 'no_space' : 'disconnected'
     const mode = this.tap.stats().find((v) => v.name === this.volume)?.mode
-    if (!this.copy.complete) return 'initial_copy'
+    if (this.copy.inProgress) return 'initial_copy'
     return mode === 'behind' ? 'behind' : mode === 'resyncing' ? 'resync' : 'normal'
   }
 

@@ -42,6 +42,21 @@ t.test('--http beyond loopback without TLS is refused at start, with one line th
   const roles = await run(process.execPath, [BIN, 'appliance', '--data', path.join(dir, 'data2'), '--listen', `unix:${path.join(dir, 'a.sock')}`, '--allow', 'uid:0=read:*', '--http', '127.0.0.1:0'])
   t.equal(roles.code, 2)
   t.match(roles.stderr, /refusing --http 127\.0\.0\.1:0 without TLS with an allow-list/)
+
+  // The targets' values are checked at start too, one line each.
+  for (const [arg, why] of [
+    ['vol=fast', /--rpo-target 'vol=fast': 'fast' is not a duration/],
+    ['vol=1m,30s', /the error threshold is below the warning threshold/],
+    ['=30s', /must be PATTERN=WARN\[,ERROR\]/],
+  ] as const) {
+    const r = await run(process.execPath, [BIN, 'appliance', '--data', path.join(dir, 'data3'), '--listen', '127.0.0.1:0', '--rpo-target', arg])
+    t.equal(r.code, 2, `--rpo-target ${arg} refused`)
+    t.match(r.stderr, why)
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+  }
+  const h = await run(process.execPath, [BIN, 'appliance', '--data', path.join(dir, 'data3'), '--listen', '127.0.0.1:0', '--history-target', 'vol*=soon'])
+  t.equal(h.code, 2)
+  t.match(h.stderr, /--history-target 'vol\*=soon': 'soon' is not a duration/)
 })
 
 t.test('read-only JSON status: volumes, one volume, the store; POST is 405, an unknown path 404', async (t) => {

@@ -79,6 +79,17 @@ t.test('app, changed and wire bytes: a write of N counts N, a rewrite of the sam
   const b3 = totals(await scrape(url2))
   t.same({ app: b3.app, changed: b3.changed, wire: b3.wire }, { app: b2.app, changed: b2.changed, wire: b2.wire }, 'the byte counters survived the restart')
   t.equal(b3.writes, 0, 'the tap request counters start over with the process')
+  // The restarted agent (its initial copy done in the earlier process) reports RPO points again:
+  // seconds after the restart, the appliance's RPO is still small (without new points it would be
+  // counting from before the stop).
+  const restarted = Date.now()
+  const rpoAfter = await waitFor(async () => {
+    const e = await scrape(appUrl)
+    const r = sample(e, 'tidemark_volume_rpo_seconds', { volume: 'vol' })
+    return Date.now() - restarted > 4000 && sample(e, 'tidemark_volume_state', { volume: 'vol', state: 'normal' }) === 1 && r < 2 ? r : null
+  }, "the appliance's RPO after the agent's restart", 30_000, 200)
+  t.ok(rpoAfter < 2, `RPO ${rpoAfter} s after the restart`)
+  t.equal(sample(await scrape(url2), 'tidemark_volume_state', { volume: 'vol', state: 'normal' }), 1, "the restarted agent's state")
 })
 
 t.test('an agent stopped with SIGSTOP: the appliance sees its RPO grow past the target, and recover after SIGCONT', async (t) => {
