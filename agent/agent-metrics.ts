@@ -69,7 +69,8 @@ export class AgentMetrics {
       registers: [reg],
       collect() {
         this.reset()
-        agent.replication().forEach((r) => this.set({ volume: r.volume }, r.backlogBytes()))
+        const tap = agent.tap.stats()
+        agent.replication().forEach((r, i) => this.set({ volume: r.volume }, r.backlogBytes(tap[i])))
       },
     })
     new Gauge({
@@ -93,8 +94,9 @@ export class AgentMetrics {
         const tap = agent.tap.stats()
         volumes.forEach((volume, i) => {
           // Without an appliance there is no stream: the tap's mode is the state.
-          const m = tap[i]?.mode
-          const now = rs[i] ? rs[i].volumeState() : m === 'behind' ? 'behind' : m === 'resyncing' ? 'resync' : 'normal'
+          const t = tap[i]
+          const m = t?.mode
+          const now = rs[i] ? rs[i].volumeState(t) : m === 'behind' ? 'behind' : m === 'resyncing' ? 'resync' : 'normal'
           for (const state of VOLUME_STATES) this.set({ volume, state }, state === now ? 1 : 0)
         })
       },
@@ -110,7 +112,7 @@ export class AgentMetrics {
         const tap = agent.tap.stats()
         volumes.forEach((volume, i) => {
           const t = tap[i]
-          this.set({ volume }, rs[i] ? rs[i].resyncRemainingBytes() : t && t.mode !== 'normal' ? t.dirtyRegions * t.regionSize : 0)
+          this.set({ volume }, rs[i] ? rs[i].resyncRemainingBytes(t) : t && t.mode !== 'normal' ? t.dirtyRegions * t.regionSize : 0)
         })
       },
     })

@@ -53,7 +53,7 @@ import { ResyncPipeline, type PipelineEntry } from './resync-pipeline'
 import { RpoLag } from './rpo-lag'
 import { CaptureClock } from './capture-clock'
 import { SendWindow, type WindowEntry } from './send-window'
-import type { Tap } from './tap'
+import type { Tap, VolumeStats } from './tap'
 import type { Throttle } from './throttle'
 import { VolumeState } from './volume-state'
 
@@ -279,18 +279,23 @@ export class Replicator {
     return this.lag.resolvedSince(from)
   }
 
+  // What the metrics and the heartbeats say of the volume. Each takes the
+  // tap's stats of it when the caller has them (a heartbeat reads them once).
+
+  private tapStats(): VolumeStats | undefined {
+    return this.tap.stats().find((v) => v.name === this.volume)
+  }
+
   /** The volume's state as its metrics and heartbeats name it. */
-  volumeState(): 'normal' | 'behind' | 'resync' | 'initial_copy' | 'disconnected' | 'no_space' {
+  volumeState(v = this.tapStats()): 'normal' | 'behind' | 'resync' | 'initial_copy' | 'disconnected' | 'no_space' {
     const connected = !!this.session?.welcome && !this.session.isClosed
     if (!connected) return this.st.lastError?.includes('NO_SPACE') ? 'no_space' : 'disconnected'
-    const mode = this.tap.stats().find((v) => v.name === this.volume)?.mode
     if (this.copy.inProgress) return 'initial_copy'
-    return mode === 'behind' ? 'behind' : mode === 'resyncing' ? 'resync' : 'normal'
+    return v?.mode === 'behind' ? 'behind' : v?.mode === 'resyncing' ? 'resync' : 'normal'
   }
 
   /** Bytes still to resend: the dirty regions of a resync, or the rest of the initial copy. */
-  resyncRemainingBytes(): number {
-    const v = this.tap.stats().find((x) => x.name === this.volume)
+  resyncRemainingBytes(v = this.tapStats()): number {
     if (!v) return 0
     const p = this.copy.progress()
     if (p && !p.complete) return Math.min(v.size, (p.regionsTotal - p.regionsDone) * REGION_SIZE)
@@ -298,24 +303,26 @@ export class Replicator {
   }
 
   /** Captured and not yet acknowledged: the tap's buffer and the send window. */
-  backlogBytes(): number {
-    const v = this.tap.stats().find((x) => x.name === this.volume)
+  backlogBytes(v = this.tapStats()): number {
     return (v?.ringUsed ?? 0) + this.window.bytes + this.pipe.bytes
   }
 
+  /** Every HEARTBEAT_MS on a pumping stream: the RPO point, the state, the backlog (replication.proto Heartbeat). */
   private heartbeat(): void {
     const s = this.session
     if (!s || s !== this.pumping || !s.live) return
     const p = this.clock.current()
-    const state = this.volumeState()
+    const v = this.tapStats()
+    const state = this.volumeState(v)
     try {
       s.write({
         heartbeat: {
           seq: p?.seq ?? 0,
           capturedBeforeMs: p?.capturedBeforeMs ?? 0,
+          // the stream is live, so never disconnected or no_space here
           state: state === 'disconnected' || state === 'no_space' ? 'normal' : state,
-          backlogBytes: this.backlogBytes(),
-          resyncRemainingBytes: this.resyncRemainingBytes(),
+          backlogBytes: this.backlogBytes(v),
+          resyncRemainingBytes: this.resyncRemainingBytes(v),
         },
       })
     } catch {
