@@ -3,7 +3,7 @@
 // their /metrics parsed as Prometheus text (test/lib/prom-text.ts).
 import path from 'node:path'
 import t from 'tap'
-import { must, protectedVolume, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { have, must, protectedVolume, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 import { httpUrl, sample, scrape, type Exposition } from './lib/prom-text'
 
 const MiB = 1024 * 1024
@@ -145,4 +145,40 @@ t.test('a volume the appliance knows has its series from the start, before any a
   // With no agent since the start, the RPO counts from the newest durable batch: it is not 0, and it grows.
   const r1 = await waitFor(async () => sample(await scrape(`${await urlOf(app, 'appliance')}/metrics`), 'tidemark_volume_rpo_seconds', { volume: 'vol' }), 'a seeded RPO')
   await waitFor(async () => sample(await scrape(`${await urlOf(app, 'appliance')}/metrics`), 'tidemark_volume_rpo_seconds', { volume: 'vol' }) > r1 + 0.2, 'the RPO to grow')
+})
+
+t.test('a paused appliance pushes the agent behind: its metrics say so and what it must resend, then normal again', { skip: have('fio') ? false : 'needs fio' }, async (t) => {
+  const dir = tmpdir(t)
+  const v = await protectedVolume(t, dir, {
+    size: 32 * MiB,
+    seed: 9,
+    applianceExtra: ['--http', '127.0.0.1:0'],
+    // A small tap buffer and send window: the 16 MiB below cannot wait in memory.
+    agentExtra: ['--http', '127.0.0.1:0', '--buffer', '1M', '--memory', '1M'],
+  })
+  const agentUrl = `${await urlOf(v.agent, 'agent')}/metrics`
+  const appUrl = `${await urlOf(v.app, 'appliance')}/metrics`
+  v.app.proc.kill('SIGSTOP')
+  t.teardown(() => v.app.proc.kill('SIGCONT'))
+  // fio's buffers are random bytes: nothing compresses them away.
+  await must('fio', ['--name=w', '--ioengine=nbd', `--uri=${v.uri}`, '--rw=write', '--bs=1M', '--size=16M', '--output=/dev/null'])
+  const behind = await waitFor(async () => {
+    const e = await scrape(agentUrl)
+    return sample(e, 'tidemark_volume_state', { volume: 'vol', state: 'behind' }) === 1 ? e : null
+  }, 'the agent to report its volume behind')
+  for (const state of STATES) t.equal(sample(behind, 'tidemark_volume_state', { volume: 'vol', state }), state === 'behind' ? 1 : 0, `behind, not ${state}`)
+  t.ok(sample(behind, 'tidemark_volume_resync_remaining_bytes', { volume: 'vol' }) >= 8 * MiB, 'most of what fio wrote is to be resent')
+  t.ok(sample(behind, 'tidemark_agent_backlog_bytes', { volume: 'vol' }) > 0, 'a backlog')
+
+  v.app.proc.kill('SIGCONT')
+  const back = await waitFor(async () => {
+    const e = await scrape(agentUrl)
+    return sample(e, 'tidemark_volume_state', { volume: 'vol', state: 'normal' }) === 1 && sample(e, 'tidemark_agent_backlog_bytes', { volume: 'vol' }) === 0 ? e : null
+  }, 'the agent to resync and be normal again', 60_000)
+  t.equal(sample(back, 'tidemark_volume_resync_remaining_bytes', { volume: 'vol' }), 0, 'nothing left to resend')
+  await waitFor(async () => {
+    const e = await scrape(appUrl)
+    return sample(e, 'tidemark_volume_state', { volume: 'vol', state: 'normal' }) === 1 && sample(e, 'tidemark_volume_rpo_seconds', { volume: 'vol' }) < 2
+  }, "the appliance's view: normal, a small RPO")
+  t.pass('the appliance agrees')
 })
