@@ -6,15 +6,15 @@
 // replicator resolved since the last scrape (rpo-lag.ts resolvedSince).
 //
 // Every volume's series exist from the first scrape (zero). The byte
-// counters survive a restart (persisted-counters.ts); the tap's request
+// counters survive a restart (persisted-counters.ts, which the agent's command
+// runs whether or not it serves metrics); the tap's request
 // counters are the native tap's, which start at zero with the process, as
 // Prometheus expects of a counter after a restart.
-import type { Logger } from 'pino'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { VOLUME_STATES } from '../client/status-api'
 import { metricsRegistry, setCounter } from '../proto/metrics-registry'
 import type { Agent } from './agent'
-import { PersistedCounters, SAVE_EVERY_MS } from './persisted-counters'
+import type { AgentByteCounters } from './persisted-counters'
 
 /** Seconds; an RPO beyond 10 minutes is "very late" whatever its exact value. */
 const RPO_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600]
@@ -29,22 +29,15 @@ const TAP_OPS = [
 
 export class AgentMetrics {
   readonly registry: Registry
-  private readonly counters: PersistedCounters[]
   private readonly rpoSeen: number[]
-  private readonly timer: NodeJS.Timeout
 
-  constructor(
-    private readonly agent: Agent,
-    stateDir: string,
-    log: Logger
-  ) {
+  constructor(agent: Agent, counters: AgentByteCounters | null) {
     const reg = (this.registry = metricsRegistry('agent'))
     const volumes = agent.tap.volumes
     const repl = (): ReturnType<Agent['replicationStats']> => agent.replicationStats()
-    this.counters = volumes.map((v) => new PersistedCounters(stateDir, v, log))
     this.rpoSeen = volumes.map(() => 0)
-    const totals = (): Array<{ volume: string; appBytes: number; changedBytes: number; wireBytes: number }> =>
-      repl().map((r, i) => ({ volume: r.volume, ...this.counters[i].total(r) }))
+    // Without kept counters (no appliance, no replicated volume) the process's own.
+    const totals = (): Array<{ volume: string; appBytes: number; changedBytes: number; wireBytes: number }> => counters?.totals() ?? repl()
     const self = this
 
     const bytes = (name: string, help: string, key: 'appBytes' | 'changedBytes' | 'wireBytes'): void => {
@@ -143,20 +136,6 @@ export class AgentMetrics {
     })
     // Every replicated volume's histogram exists before its first sample.
     for (const r of agent.replication()) hist.zero({ volume: r.volume })
-
-    this.timer = setInterval(() => this.save(), SAVE_EVERY_MS)
-    this.timer.unref()
-  }
-
-  private save(): void {
-    this.agent.replicationStats().forEach((r, i) => this.counters[i].save(r))
-  }
-
-  /** Saves the counters a last time (after the agent stopped: its stats are final). */
-  async close(): Promise<void> {
-    clearInterval(this.timer)
-    this.save()
-    await Promise.all(this.counters.map((c) => c.flush()))
   }
 
   metrics(): Promise<string> {

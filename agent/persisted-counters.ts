@@ -6,7 +6,8 @@
 //
 // Written like the other state files (native/atomic-file.ts: temp file,
 // fsync, rename), every SAVE_EVERY_MS while the numbers move and once at
-// stop. A crash loses at most the last interval's counts: the counter then
+// stop, whether or not anything scrapes them (AgentByteCounters runs with
+// every replicating agent). A crash loses at most the last interval's counts: the counter then
 // steps back a little at the next start, which Prometheus takes for a reset,
 // as it would without this file. A file that cannot be read is logged and
 // started over from zero.
@@ -14,6 +15,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { AtomicFileWriter } from '../native/atomic-file'
+import type { Agent } from './agent'
 
 export const SAVE_EVERY_MS = 10_000
 
@@ -69,5 +71,37 @@ export class PersistedCounters {
 
   flush(): Promise<void> {
     return this.writer.flush().catch(() => undefined) // logged by the writer's onError
+  }
+}
+
+/** Every replicated volume's counters, kept for an agent: saved every SAVE_EVERY_MS and at close. */
+export class AgentByteCounters {
+  private readonly files: PersistedCounters[]
+  private readonly timer: NodeJS.Timeout
+
+  constructor(
+    private readonly agent: Agent,
+    stateDir: string,
+    log: Logger
+  ) {
+    this.files = agent.replication().map((r) => new PersistedCounters(stateDir, r.volume, log))
+    this.timer = setInterval(() => this.save(), SAVE_EVERY_MS)
+    this.timer.unref()
+  }
+
+  /** Each replicated volume's totals across restarts, in tap order. */
+  totals(): Array<ByteCounts & { volume: string }> {
+    return this.agent.replicationStats().map((r, i) => ({ volume: r.volume, ...this.files[i].total(r) }))
+  }
+
+  private save(): void {
+    this.agent.replicationStats().forEach((r, i) => this.files[i].save(r))
+  }
+
+  /** Saves a last time: call after the agent stopped, when its counts are final. */
+  async close(): Promise<void> {
+    clearInterval(this.timer)
+    this.save()
+    await Promise.all(this.files.map((f) => f.flush()))
   }
 }

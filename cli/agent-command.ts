@@ -10,6 +10,7 @@ import { escapeControl } from '../proto/bounded-strings'
 import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
+import { AgentByteCounters } from '../agent/persisted-counters'
 import { startAgentHttp } from './agent-http'
 import { checkHttpExposure } from './http-server'
 import { helpOption, logLevel, seconds, size } from './common-options'
@@ -410,12 +411,15 @@ export async function runAgent(argv: string[]): Promise<number> {
     }
     throw err
   }
+  // The byte counters go on across restarts (NAME.counters), scraped or not.
+  const counters = agent.replication().length ? new AgentByteCounters(agent, opts.stateDir, opts.logger) : null
   let http: Awaited<ReturnType<typeof startAgentHttp>> | null = null
   if (opts.http) {
     try {
-      http = await startAgentHttp(agent, { ...opts.http, stateDir: opts.stateDir, log: opts.logger })
+      http = await startAgentHttp(agent, { ...opts.http, counters, log: opts.logger })
     } catch (err) {
       await agent.stop()
+      await counters?.close()
       await stopDemo()
       if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark agent: ${err.message}`)
       throw err
@@ -428,7 +432,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       agent
         .stop()
         .then(() => http?.close())
-        .then(() => http?.saveCounters())
+        .then(() => counters?.close())
         .then(stopDemo)
         .then(resolve, resolve)
     }

@@ -5,25 +5,16 @@
 import type { Logger } from 'pino'
 import type { Agent } from '../agent/agent'
 import { AgentMetrics } from '../agent/agent-metrics'
+import type { AgentByteCounters } from '../agent/persisted-counters'
 import { HttpServer, metricsReply, notFound, type HttpReply } from './http-server'
 
 export async function startAgentHttp(
   agent: Agent,
-  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; stateDir: string; log: Logger }
-): Promise<{ close(): Promise<void>; saveCounters(): Promise<void> }> {
-  const metrics = new AgentMetrics(agent, o.stateDir, o.log)
+  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; counters: AgentByteCounters | null; log: Logger }
+): Promise<{ close(): Promise<void> }> {
+  const metrics = new AgentMetrics(agent, o.counters)
   const router = async (path: string): Promise<HttpReply> =>
     path === '/metrics' ? metricsReply(await metrics.metrics()) : notFound(path, '/metrics')
-  let server: HttpServer
-  try {
-    server = await HttpServer.start({ host: o.host, port: o.port, tls: o.tls, name: 'tidemark agent', router, log: o.log })
-  } catch (err) {
-    await metrics.close()
-    throw err
-  }
-  return {
-    close: () => server.close(),
-    // After the agent stopped: its counters are final.
-    saveCounters: () => metrics.close(),
-  }
+  const server = await HttpServer.start({ host: o.host, port: o.port, tls: o.tls, name: 'tidemark agent', router, log: o.log })
+  return { close: () => server.close() }
 }

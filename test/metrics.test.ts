@@ -72,12 +72,19 @@ t.test('app, changed and wire bytes: a write of N counts N, a rewrite of the sam
   t.equal(sample(app, 'tidemark_build_info', { role: 'appliance' }), 1)
   t.notOk(app.samples.some((s) => 'timemark' in s.labels), 'no TimeMark label')
 
-  // Restarted, the agent's byte counters go on from where they were (NAME.counters in --state).
+  // Restarted, the agent's byte counters go on from where they were (NAME.counters in --state),
+  // also through a run that served no metrics: 64 KiB written then count as well.
   await v.agent.stop()
+  const unscraped = await startAgent(t, { ...v.agentArgs, extra: (v.agentArgs.extra ?? []).filter((x, i, a) => x !== '--http' && a[i - 1] !== '--http') })
+  t.notOk(httpUrl(unscraped.err), 'this run serves no metrics')
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 0 64k', v.uri])
+  await unscraped.stop()
   const again = await startAgent(t, { ...v.agentArgs })
   const url2 = `${await urlOf(again, 'restarted agent')}/metrics`
   const b3 = totals(await scrape(url2))
-  t.same({ app: b3.app, changed: b3.changed, wire: b3.wire }, { app: b2.app, changed: b2.changed, wire: b2.wire }, 'the byte counters survived the restart')
+  t.equal(b3.app, b2.app + 64 * 1024, 'app bytes: what the earlier runs counted, the unscraped one included')
+  t.equal(b3.changed, b2.changed + 64 * 1024, 'changed bytes too')
+  t.ok(b3.wire > b2.wire, 'and wire bytes')
   t.equal(b3.writes, 0, 'the tap request counters start over with the process')
   // The restarted agent (its initial copy done in the earlier process) reports RPO points again:
   // seconds after the restart, the appliance's RPO is still small (without new points it would be
