@@ -166,3 +166,39 @@ t.test('HTTPS with client certificates and the allow-list: each caller sees the 
   // Without a client certificate (the server's CA trusted all the same) the TLS handshake itself fails.
   await t.rejects(get(`${base}/api/v1/volumes`, { ca: as('reader').tls.ca }), 'no certificate, no answer')
 })
+
+t.test("the agent's metrics beyond loopback: HTTPS, for certificates its CA signed only", async (t) => {
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  await makePki(pki, ['appliance', 'agent', 'prometheus'])
+  await makePki(path.join(dir, 'other'), ['intruder'], 'otherca')
+  const v = await protectedVolume(t, dir, {
+    size: 4 * MiB,
+    seed: 6,
+    applianceExtra: tlsArgs(pki, 'appliance'),
+    // Every address: allowed, since the agent has TLS files.
+    agentExtra: [...tlsArgs(pki, 'agent'), '--http', '0.0.0.0:0'],
+  })
+  const printed = await waitFor(() => httpUrl(v.agent.err), "the agent's http line")
+  t.match(printed, /^https:\/\/0\.0\.0\.0:\d+$/)
+  // Reached on loopback, where the agent's certificate names the address (IP:127.0.0.1).
+  const url = `${printed.replace('0.0.0.0', '127.0.0.1')}/metrics`
+  const ca = fs.readFileSync(path.join(pki, 'ca.pem'))
+  const get = (tls: { cert?: Buffer; key?: Buffer; ca: Buffer }): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      https
+        .get(url, tls, (res) => {
+          let body = ''
+          res.setEncoding('utf8')
+          res.on('data', (d: string) => (body += d))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+        })
+        .on('error', reject)
+    })
+  const ok = await get({ cert: fs.readFileSync(path.join(pki, 'prometheus.pem')), key: fs.readFileSync(path.join(pki, 'prometheus.key')), ca })
+  t.equal(ok.status, 200)
+  t.ok(parseExposition(ok.body).samples.some((s) => s.name === 'tidemark_agent_app_bytes_total' && s.labels.volume === 'vol'), 'the volume\'s series')
+  const other = path.join(dir, 'other')
+  await t.rejects(get({ cert: fs.readFileSync(path.join(other, 'intruder.pem')), key: fs.readFileSync(path.join(other, 'intruder.key')), ca }), 'a certificate of another CA gets no answer')
+  await t.rejects(get({ ca }), 'nor does a caller without one')
+})
