@@ -199,7 +199,7 @@ export class Agent {
     this.lagTimer = setInterval(() => {
       const now = performance.now()
       const stats = this.tap.stats()
-      this.replicators.forEach((r, i) => r.sample(stats[i].volumeSeq, now))
+      this.replicators.forEach((r, i) => r.sample(stats[i].volumeSeq, now, stats[i].mode))
     }, LAG_SAMPLE_MS)
     this.lagTimer.unref()
   }
@@ -220,6 +220,11 @@ export class Agent {
     }, s.everyMs)
     t.unref()
     this.schedules.push(t)
+  }
+
+  /** The volumes' replicators, in tap order (empty without an appliance): what the metrics read. */
+  replication(): readonly Replicator[] {
+    return this.replicators
   }
 
   /** Per-volume replication counters (empty without an appliance). */

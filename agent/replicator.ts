@@ -8,6 +8,7 @@
 //   initial-copy.ts         the full copy: pending regions, progress, NAME.sync
 //   volume-state.ts         NAME.gen, NAME.acked, NAME.sync, written asynchronously
 //   rpo-lag.ts              the RPO lag and its percentiles
+//   capture-clock.ts        the RPO points batches and heartbeats report to the appliance
 //
 // One loop per volume, strictly in order:
 //   connect   open the stream, send Hello, wait for the Welcome. Its durable
@@ -50,9 +51,10 @@ import { addressHost } from './data-channel'
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, NO_SPACE_BACKOFF_MAX_MS, describeStreamError, Session, SessionClosed, type TlsFiles } from './replication-session'
 import { ResyncPipeline, type PipelineEntry } from './resync-pipeline'
 import { RpoLag } from './rpo-lag'
+import { CaptureClock } from './capture-clock'
 import { SendWindow, type WindowEntry } from './send-window'
 import { PayloadBuffers } from './payload-buffers'
-import type { Tap } from './tap'
+import type { Tap, VolumeStats } from './tap'
 import type { Throttle } from './throttle'
 import { VolumeState } from './volume-state'
 
@@ -77,6 +79,8 @@ const WELCOME_TIMEOUT_MS = 30_000
 const POOL_SCAN_BYTES = 256 * 1024
 /** Payload buffers kept for reuse (payload-buffers.ts), at most; and never more than the window's budget. */
 const PAYLOADS_KEPT = 64 * 1024 * 1024
+/** How often a live stream reports the volume's RPO point and state (replication.proto Heartbeat). */
+export const HEARTBEAT_MS = 1000
 
 export interface ReplicatorOptions {
   tap: Tap
@@ -137,6 +141,10 @@ export class Replicator {
   private readonly payloads: PayloadBuffers
   private readonly copy: InitialCopy
   private readonly lag = new RpoLag()
+  private readonly clock = new CaptureClock()
+  /** the session whose pump runs: heartbeats go only there (not between the Welcome and the data channel) */
+  private pumping: Session | null = null
+  private heartbeatTimer: NodeJS.Timeout | null = null
   private durableSeq = 0
   /**
    * Pulled batches until they are in the window, in pool buffers (not one
@@ -207,6 +215,8 @@ export class Replicator {
     this.loop ??= this.run()
     this.progressTimer = setInterval(() => this.copy.tick(), SYNC_FILE_EVERY_MS)
     this.progressTimer.unref()
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_MS)
+    this.heartbeatTimer.unref()
   }
 
   /** True once nothing captured is waiting: the window is acknowledged and the tap holds nothing. */
@@ -256,15 +266,73 @@ export class Replicator {
     this.stopped = true
     this.stopWake?.()
     if (this.progressTimer) clearInterval(this.progressTimer)
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer)
     this.session?.end()
     await this.loop
     this.copy.save(true)
     await this.state.flush()
   }
 
-  /** Called about every 100 ms with the volume's newest seq, for the RPO lag. */
-  sample(volumeSeq: number, now: number): void {
+  /** Called about every 100 ms with the volume's newest seq and the tap's mode, for the RPO lag and points. */
+  sample(volumeSeq: number, now: number, mode: string = 'normal'): void {
     this.lag.sample(volumeSeq, now, this.durableSeq)
+    this.clock.sample(volumeSeq, Date.now(), mode === 'normal' && !this.copy.inProgress)
+  }
+
+  /** RPO lags resolved since `from` (rpo-lag.ts resolvedSince), for the agent's histogram. */
+  rpoLagsSince(from: number): { lagsMs: number[]; count: number } {
+    return this.lag.resolvedSince(from)
+  }
+
+  // What the metrics and the heartbeats say of the volume. Each takes the
+  // tap's stats of it when the caller has them (a heartbeat reads them once).
+
+  private tapStats(): VolumeStats | undefined {
+    return this.tap.stats().find((v) => v.name === this.volume)
+  }
+
+  /** The volume's state as its metrics and heartbeats name it. */
+  volumeState(v = this.tapStats()): 'normal' | 'behind' | 'resync' | 'initial_copy' | 'disconnected' | 'no_space' {
+    const connected = !!this.session?.welcome && !this.session.isClosed
+    if (!connected) return this.st.lastError?.includes('NO_SPACE') ? 'no_space' : 'disconnected'
+    if (this.copy.inProgress) return 'initial_copy'
+    return v?.mode === 'behind' ? 'behind' : v?.mode === 'resyncing' ? 'resync' : 'normal'
+  }
+
+  /** Bytes still to resend: the dirty regions of a resync, or the rest of the initial copy. */
+  resyncRemainingBytes(v = this.tapStats()): number {
+    if (!v) return 0
+    const p = this.copy.progress()
+    if (p && !p.complete) return Math.min(v.size, (p.regionsTotal - p.regionsDone) * REGION_SIZE)
+    return v.mode === 'normal' ? 0 : Math.min(v.size, v.dirtyRegions * v.regionSize)
+  }
+
+  /** Captured and not yet acknowledged: the tap's buffer and the send window. */
+  backlogBytes(v = this.tapStats()): number {
+    return (v?.ringUsed ?? 0) + this.window.bytes + this.pipe.bytes
+  }
+
+  /** Every HEARTBEAT_MS on a pumping stream: the RPO point, the state, the backlog (replication.proto Heartbeat). */
+  private heartbeat(): void {
+    const s = this.session
+    if (!s || s !== this.pumping || !s.live) return
+    const p = this.clock.current()
+    const v = this.tapStats()
+    const state = this.volumeState(v)
+    try {
+      s.write({
+        heartbeat: {
+          seq: p?.seq ?? 0,
+          capturedBeforeMs: p?.capturedBeforeMs ?? 0,
+          // the stream is live, so never disconnected or no_space here
+          state: state === 'disconnected' || state === 'no_space' ? 'normal' : state,
+          backlogBytes: this.backlogBytes(v),
+          resyncRemainingBytes: this.resyncRemainingBytes(v),
+        },
+      })
+    } catch {
+      // the stream closed: the next one reports again
+    }
   }
 
   stats(): ReplicatorStats {
@@ -320,6 +388,7 @@ export class Replicator {
         this.welcome(w)
         const dataErr = await s.openData(addressHost(this.o.appliance), this.o.tls)
         if (dataErr) this.dataChannelFailed(dataErr)
+        this.pumping = s
         await this.pump(s)
         // The pump also ends without a throw when the stream closes while it waits on an ack or
         // on the tap: the appliance's reason is the session's, and must be reported all the same.
@@ -328,6 +397,7 @@ export class Replicator {
         // A request that was waiting when the stream ended fails with SessionClosed; the reason is the session's.
         if (!this.stopped) this.streamFailed(err instanceof SessionClosed && s?.error && !(s.error instanceof SessionClosed) ? s.error : (err as Error))
       } finally {
+        if (this.pumping === s) this.pumping = null
         s?.close(new SessionClosed('session over'))
         if (this.session === s) this.session = null
       }
@@ -399,6 +469,7 @@ export class Replicator {
       }
       this.durableSeq = w.durableSeq
       this.lag.forgetUpTo(w.durableSeq)
+      this.clock.reset()
       this.copy.restart(w.durableSeq === 0)
       // After the copy's NAME.sync was queued: see volume-state.ts.
       this.state.resetAcked(w.durableSeq)
@@ -514,6 +585,7 @@ export class Replicator {
     } else out = this.ms.encode(batch, replica)
     this.copy.noteWritten(batch)
     const msg = out.msg
+    msg.capturedBeforeMs = this.clock.forBatch(out.lastSeq)
     if (msg.rawLength! > this.maxBatch) {
       throw new TidemarkError('BATCH_TOO_LARGE', `a batch of ${msg.rawLength} bytes is over the appliance's ${this.maxBatch}-byte limit`)
     }
@@ -564,6 +636,7 @@ export class Replicator {
       this.recycle(e)
     }
     this.lag.acked(seq)
+    this.clock.acked(seq)
     if (released.length || advanced) {
       // Progress (not the ack every session starts with): the next failure is
       // news again, and reconnects start fast. An appliance that welcomes the

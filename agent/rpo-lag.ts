@@ -58,6 +58,19 @@ export class RpoLag {
     return this.samples.length ? Math.round(performance.now() - this.samples[0][1]) : 0
   }
 
+  /**
+   * The lags (ms) resolved since `from` (a count this returned before; 0 at
+   * first), for a histogram that reads them when scraped instead of being
+   * told on every ack. At most the ring's size: older ones are gone.
+   */
+  resolvedSince(from: number): { lagsMs: number[]; count: number } {
+    const n = this.resolvedCount
+    const start = Math.max(from, n - RESOLVED_KEPT)
+    const lagsMs: number[] = []
+    for (let i = start; i < n; i++) lagsMs.push(this.resolved[i % RESOLVED_KEPT])
+    return { lagsMs, count: n }
+  }
+
   percentiles(): RpoPercentiles {
     const n = Math.min(this.resolvedCount, RESOLVED_KEPT)
     if (n === 0) return { rpoP50Ms: null, rpoP99Ms: null, rpoSamples: 0 }

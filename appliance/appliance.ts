@@ -144,6 +144,8 @@ export class Appliance {
   data: DataChannelServer | null = null
   /** The unix listener, with --listen unix:PATH. */
   unix: UnixListener | null = null
+  /** Who may do what: the HTTP listener (cli/appliance-http.ts) checks its callers here too. */
+  auth!: Authorizer
 
   private constructor(
     private readonly server: grpc.Server,
@@ -246,6 +248,7 @@ export class Appliance {
     const host = listening ? listening.slice(0, listening.lastIndexOf(':')) : null
     const a = new Appliance(server, store, replication, log, port)
     a.unix = unix
+    a.auth = auth
     a.nbd = nbd
     a.data = data
     a.retention = retention

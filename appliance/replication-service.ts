@@ -33,6 +33,7 @@ import type { ApplianceMessage } from '../proto/generated/tidemark/v1/ApplianceM
 import { MAX_BATCH_BYTES, PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { toStatus } from '../proto/status'
 import { alreadyLogged } from './access-policy'
+import { AgentReports } from './agent-reports'
 import type { Authorizer } from './authorizer'
 import type { DataChannelServer, DataConnection } from './data-channel'
 import type { ApplianceStore } from './store'
@@ -76,7 +77,9 @@ export class ReplicationService {
     private readonly auth: Authorizer,
     private readonly log: Logger,
     private readonly applianceId: string,
-    private readonly data: DataChannelServer | null = null
+    private readonly data: DataChannelServer | null = null,
+    /** RPO points, states and progress the agents report (agent-reports.ts) */
+    readonly reports: AgentReports = new AgentReports()
   ) {
     // Connections the data channel refuses count with the streams' rejections.
     if (data) data.rejected = this.rejected
@@ -205,6 +208,7 @@ export class ReplicationService {
         agentId: h.agentId,
       }, { accept })
       vol = volume
+      this.reports.attached(h.volume, volume.durableSeq)
       info = {
         volume: h.volume,
         agentId: h.agentId,
@@ -286,9 +290,11 @@ export class ReplicationService {
         }
         info!.batches++
         info!.lastAckMs = Date.now()
+        this.reports.durable(v.meta.name, durable as number)
         send({ ack: { durableSeq: durable as number } })
       })
       track(ackTail)
+      this.reports.batch(v.meta.name, b.lastSeq, b.capturedBeforeMs)
     }
 
     const onFingerprints = (m: AgentMessage__Output): void => {
@@ -317,6 +323,7 @@ export class ReplicationService {
     const onProgress = (m: AgentMessage__Output): void => {
       const p = m.progress!
       const v = vol!
+      this.reports.progress(v.meta.name, p)
       if (p.regionsTotal > 0 && p.regionsDone >= p.regionsTotal && !v.fullSyncDone) {
         track(
           v.markFullSyncDone().then(() => {
@@ -357,6 +364,8 @@ export class ReplicationService {
             return onFingerprints(m)
           case 'progress':
             return onProgress(m)
+          case 'heartbeat':
+            return this.reports.heartbeat(vol.meta.name, m.heartbeat!)
           case 'hello':
             throw new TidemarkError('PROTOCOL', 'a second hello on one stream')
           default:

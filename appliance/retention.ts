@@ -63,9 +63,14 @@ export function parseRetentionRule(arg: string): RetentionRule {
 }
 
 export function ruleFor(rules: RetentionRule[], volume: string): RetentionSpec | null {
+  return firstMatch(rules, volume)?.spec ?? null
+}
+
+/** The first rule whose pattern (NAME, PREFIX* or *) matches the volume: --retain's, and the targets' (volume-targets.ts). */
+export function firstMatch<R extends { pattern: string }>(rules: R[], volume: string): R | null {
   for (const r of rules) {
     const p = r.pattern
-    if (p === '*' || p === volume || (p.endsWith('*') && volume.startsWith(p.slice(0, -1)))) return r.spec
+    if (p === '*' || p === volume || (p.endsWith('*') && volume.startsWith(p.slice(0, -1)))) return r
   }
   return null
 }

@@ -9,7 +9,10 @@ import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
 import { escapeControl } from '../proto/bounded-strings'
 import { badLabel } from '../proto/timemark-meta'
 import { TidemarkError } from '../proto/errors'
-import { parseEndpoint, parseSize, usage } from './args'
+import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
+import { AgentByteCounters } from '../agent/persisted-counters'
+import { startAgentHttp } from './agent-http'
+import { checkHttpExposure } from './http-server'
 import { helpOption, logLevel, seconds, size } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
 import { assessmentTable } from './assessment-table'
@@ -51,7 +54,7 @@ export const AGENT = command({
       label: '--config FILE',
       help:
         'the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
-        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
+        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote", "http",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
       alone: true,
     }),
     state: text({
@@ -87,6 +90,12 @@ export const AGENT = command({
       key: 'statsInterval',
       default: '10',
       value: seconds('--stats-interval'),
+    }),
+    http: text({
+      label: '--http HOST:PORT',
+      help: 'serve Prometheus metrics at /metrics (port 0: any; the bound address\nis printed). Loopback only unless the agent has --tls-cert/-key/-ca:\nthen HTTPS, for client certificates its CA signed. The byte counters\nare kept in --state DIR (NAME.counters) across restarts',
+      key: 'http',
+      value: convert(z.string(), (s) => (s ? parseHostPort(s, '--http') : undefined)),
     }),
     'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error', key: 'logLevel', default: 'info', value: logLevel() }),
     appliance: text({
@@ -205,7 +214,7 @@ export const AGENT = command({
                  [--appliance HOST:PORT|unix:PATH [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
-                 [--capture-log DIR] [--stats-interval SECONDS] [--log-level LEVEL]
+                 [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark agent --assess --state DIR --nbd ENDPOINT --volume NAME=PATH ... [--duration SECONDS] [--json]
   tidemark agent --config FILE
   tidemark agent --demo
@@ -219,7 +228,7 @@ ${rows(
   'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
   'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
   'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'assess', 'duration', 'json',
-  'stats-interval', 'log-level', 'demo', 'config'
+  'http', 'stats-interval', 'log-level', 'demo', 'config'
 )}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
@@ -272,7 +281,17 @@ function demoArgs(home: string): string[] {
   ]
 }
 
-type AgentArgs = AgentOptions & { logLevel: string; demoApplianceDir?: string; nbdWarning?: string; durationMs?: number; json?: boolean }
+type AgentArgs = AgentOptions & {
+  logLevel: string
+  demoApplianceDir?: string
+  nbdWarning?: string
+  /** --http: the metrics listener, and its TLS files (the agent's own) */
+  http?: { host: string; port: number; tls?: { cert: string; key: string; ca: string } }
+  /** --assess --duration */
+  durationMs?: number
+  /** --assess --json */
+  json?: boolean
+}
 
 export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   let p = parseCommand(AGENT, argv)
@@ -326,6 +345,14 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   if (captureLog) fs.mkdirSync(captureLog, { recursive: true, mode: 0o700 })
   const ep = a.nbd!
   const exposure = nbdExposure(a, ep, 'agent')
+  const httpTls = repl.appliance?.tls
+  if (a.http) {
+    try {
+      checkHttpExposure({ ...a.http, tls: httpTls })
+    } catch (err) {
+      throw usage('agent', (err as Error).message)
+    }
+  }
   return {
     ...repl,
     stateDir: path.resolve(a.state!),
@@ -347,6 +374,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'agent' } }, a.assess ? pino.destination(2) : undefined),
     logLevel: a['log-level']!,
     demoApplianceDir,
+    http: a.http ? { ...a.http, tls: httpTls } : undefined,
   }
 }
 
@@ -413,12 +441,32 @@ export async function runAgent(argv: string[]): Promise<number> {
     }
     throw err
   }
+  // The byte counters go on across restarts (NAME.counters), scraped or not.
+  const counters = agent.replication().length ? new AgentByteCounters(agent, opts.stateDir, opts.logger) : null
+  let http: Awaited<ReturnType<typeof startAgentHttp>> | null = null
+  if (opts.http) {
+    try {
+      http = await startAgentHttp(agent, { ...opts.http, counters, log: opts.logger })
+    } catch (err) {
+      await agent.stop()
+      await counters?.close()
+      await stopDemo()
+      if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark agent: ${err.message}`)
+      throw err
+    }
+  }
   await new Promise<void>((resolve) => {
     let timer: NodeJS.Timeout | undefined
     const stop = (why: string): void => {
       clearTimeout(timer)
       opts.logger.info({ signal: why }, 'stopping')
-      agent.stop().then(stopDemo).then(resolve, resolve)
+      // Metrics until the agent stopped; then its final counters are saved.
+      agent
+        .stop()
+        .then(() => http?.close())
+        .then(() => counters?.close())
+        .then(stopDemo)
+        .then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))

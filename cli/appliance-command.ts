@@ -5,6 +5,9 @@ import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
 import { parseDuration, parseRetentionRule } from '../appliance/retention'
+import { parseHistoryTarget, parseRpoTarget, type VolumeTargets } from '../appliance/volume-targets'
+import { startApplianceHttp } from './appliance-http'
+import { checkHttpExposure } from './http-server'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
@@ -22,10 +25,30 @@ export const APPLIANCE = command({
   name: 'appliance',
   options: {
     ...helpOption,
-    http: text({ refused: '--http (the dashboard) is not in this build yet' }),
+    http: text({
+      label: '--http HOST:PORT',
+      help: 'serve Prometheus metrics at /metrics and the read-only JSON status at\n/api/v1/volumes[/NAME] and /api/v1/store (port 0: any; the bound\naddress is printed). Loopback only unless --tls-cert/-key/-ca: then\n' +
+        'HTTPS with client certificates, and with --allow the read role on\nthe volumes shown',
+      key: 'http',
+      value: convert(z.string(), (s) => (s ? parseHostPort(s, '--http') : undefined)),
+    }),
+    'rpo-target': list({
+      label: '--rpo-target PAT=WARN[,ERROR]',
+      help: 'the RPO the volumes PAT names should keep (NAME, PREFIX* or *; the\nfirst matching rule applies): a warning and an optional error\nthreshold (30s, 5m or seconds); repeatable',
+      key: 'rpoTarget',
+      config: objectOf('"rpoTarget" must map volume patterns to WARN[,ERROR] durations').transform((o) => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`)),
+      value: convert(z.array(z.string()), (l) => l.map(parseRpoTarget)),
+    }),
+    'history-target': list({
+      label: '--history-target PAT=DUR',
+      help: 'how far back the journal of the volumes PAT names should reach\n(7d, 12h); repeatable',
+      key: 'historyTarget',
+      config: objectOf('"historyTarget" must map volume patterns to durations').transform((o) => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`)),
+      value: convert(z.array(z.string()), (l) => l.map(parseHistoryTarget)),
+    }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "http", "rpoTarget": {"PAT": "WARN[,ERROR]"},\n"historyTarget": {"PAT": "DURATION"}}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -149,19 +172,23 @@ export const APPLIANCE = command({
                      [--allow IDENTITY=ROLE:PATTERN[,...] ...] [--insecure] [--data-port PORT|off]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
+                     [--http HOST:PORT] [--rpo-target PATTERN=WARN[,ERROR] ...] [--history-target PATTERN=DURATION ...]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'config')}
 `,
 })
 
 export const APPLIANCE_HELP = helpText(APPLIANCE)
 
-export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
+/** The appliance's options, and the operator plane's, which the CLI serves beside it (appliance-http.ts). */
+export type ApplianceArgs = ApplianceOptions & { http?: { host: string; port: number }; targets: VolumeTargets }
+
+export function parseApplianceArgs(argv: string[]): ApplianceArgs | 'help' {
   const p = parseCommand(APPLIANCE, argv)
   if (p.help) return 'help'
   const a = p.values
@@ -182,7 +209,16 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
       throw usage('appliance', (err as Error).message)
     }
   }
+  if (a.http) {
+    try {
+      checkHttpExposure({ ...a.http, tls, allowList: !!a.allow })
+    } catch (err) {
+      throw usage('appliance', (err as Error).message)
+    }
+  }
   return {
+    http: a.http,
+    targets: { rpo: a['rpo-target'] ?? [], history: a['history-target'] ?? [] },
     dataDir: path.resolve(a.data!),
     listen: hostPort,
     listenUnix: unixPath,
@@ -227,10 +263,22 @@ export async function runAppliance(argv: string[]): Promise<number> {
       (trust ? `tidemark appliance: trusting every caller: ${trust}\n` : '') +
       (appliance.nbd ? `tidemark appliance: serving NBD on ${appliance.nbd.address}\n` : '')
   )
+  let http: Awaited<ReturnType<typeof startApplianceHttp>> | null = null
+  if (opts.http) {
+    try {
+      http = await startApplianceHttp(appliance, { ...opts.http, tls: opts.tls, targets: opts.targets, dataDir: opts.dataDir, log: opts.logger })
+    } catch (err) {
+      await appliance.stop()
+      if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark appliance: ${err.message}`)
+      throw err
+    }
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       opts.logger.info({ signal: sig }, 'stopping')
-      appliance.stop().then(resolve, resolve)
+      Promise.resolve(http?.close())
+        .then(() => appliance.stop())
+        .then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))

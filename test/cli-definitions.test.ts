@@ -56,6 +56,7 @@ t.test('the agent reads the same settings from flags and from the config keys of
     buffer: '8M',
     'stats-interval': '3',
     'log-level': 'warn',
+    http: '127.0.0.1:9100',
   }
   const argv: string[] = []
   const config: Record<string, unknown> = {}
@@ -82,6 +83,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--allow', 'agent-1=v1,write:v2', '--allow', 'ops=read:*', '--allow', 'uid:1000=admin:db-*', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--retain-lock', '30d', '--compact-every', '5',
     '--stats-interval', '1', '--log-level', 'debug', '--nbd', 'unix:app.sock', '--scrub-every', '3600',
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
+    '--http', '127.0.0.1:0', '--rpo-target', '*=30s,2m', '--rpo-target', 'db*=5', '--history-target', 'db*=7d',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -102,6 +104,9 @@ t.test('the appliance reads the same settings from flags and from the config key
     journalIo: 'buffered',
     nbdMaxConnections: 10,
     nbdHandshakeTimeout: 3,
+    http: '127.0.0.1:0',
+    rpoTarget: { '*': '30s,2m', 'db*': 5 },
+    historyTarget: { 'db*': '7d' },
   }
   const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
   t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')

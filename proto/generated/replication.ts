@@ -8,6 +8,7 @@ import type { ChangeBatch as _tidemark_v1_ChangeBatch, ChangeBatch__Output as _t
 import type { DataHello as _tidemark_v1_DataHello, DataHello__Output as _tidemark_v1_DataHello__Output } from './tidemark/v1/DataHello';
 import type { FingerprintRequest as _tidemark_v1_FingerprintRequest, FingerprintRequest__Output as _tidemark_v1_FingerprintRequest__Output } from './tidemark/v1/FingerprintRequest';
 import type { Fingerprints as _tidemark_v1_Fingerprints, Fingerprints__Output as _tidemark_v1_Fingerprints__Output } from './tidemark/v1/Fingerprints';
+import type { Heartbeat as _tidemark_v1_Heartbeat, Heartbeat__Output as _tidemark_v1_Heartbeat__Output } from './tidemark/v1/Heartbeat';
 import type { Hello as _tidemark_v1_Hello, Hello__Output as _tidemark_v1_Hello__Output } from './tidemark/v1/Hello';
 import type { ReplicationClient as _tidemark_v1_ReplicationClient, ReplicationDefinition as _tidemark_v1_ReplicationDefinition } from './tidemark/v1/Replication';
 import type { SyncProgress as _tidemark_v1_SyncProgress, SyncProgress__Output as _tidemark_v1_SyncProgress__Output } from './tidemark/v1/SyncProgress';
@@ -28,6 +29,7 @@ export interface ProtoGrpcType {
       DataHello: MessageTypeDefinition<_tidemark_v1_DataHello, _tidemark_v1_DataHello__Output>
       FingerprintRequest: MessageTypeDefinition<_tidemark_v1_FingerprintRequest, _tidemark_v1_FingerprintRequest__Output>
       Fingerprints: MessageTypeDefinition<_tidemark_v1_Fingerprints, _tidemark_v1_Fingerprints__Output>
+      Heartbeat: MessageTypeDefinition<_tidemark_v1_Heartbeat, _tidemark_v1_Heartbeat__Output>
       Hello: MessageTypeDefinition<_tidemark_v1_Hello, _tidemark_v1_Hello__Output>
       Replication: SubtypeConstructor<typeof grpc.Client, _tidemark_v1_ReplicationClient> & { service: _tidemark_v1_ReplicationDefinition }
       SyncProgress: MessageTypeDefinition<_tidemark_v1_SyncProgress, _tidemark_v1_SyncProgress__Output>

@@ -5,6 +5,7 @@ import type { ChangeBatch as _tidemark_v1_ChangeBatch, ChangeBatch__Output as _t
 import type { FingerprintRequest as _tidemark_v1_FingerprintRequest, FingerprintRequest__Output as _tidemark_v1_FingerprintRequest__Output } from '../../tidemark/v1/FingerprintRequest';
 import type { SyncProgress as _tidemark_v1_SyncProgress, SyncProgress__Output as _tidemark_v1_SyncProgress__Output } from '../../tidemark/v1/SyncProgress';
 import type { DataHello as _tidemark_v1_DataHello, DataHello__Output as _tidemark_v1_DataHello__Output } from '../../tidemark/v1/DataHello';
+import type { Heartbeat as _tidemark_v1_Heartbeat, Heartbeat__Output as _tidemark_v1_Heartbeat__Output } from '../../tidemark/v1/Heartbeat';
 
 export interface AgentMessage {
   'hello'?: (_tidemark_v1_Hello | null);
@@ -15,7 +16,8 @@ export interface AgentMessage {
    * Only as the first frame on a data channel (proto/data-frame.ts).
    */
   'dataHello'?: (_tidemark_v1_DataHello | null);
-  'body'?: "hello"|"batch"|"fingerprintRequest"|"progress"|"dataHello";
+  'heartbeat'?: (_tidemark_v1_Heartbeat | null);
+  'body'?: "hello"|"batch"|"fingerprintRequest"|"progress"|"dataHello"|"heartbeat";
 }
 
 export interface AgentMessage__Output {
@@ -27,5 +29,6 @@ export interface AgentMessage__Output {
    * Only as the first frame on a data channel (proto/data-frame.ts).
    */
   'dataHello'?: (_tidemark_v1_DataHello__Output | null);
-  'body'?: "hello"|"batch"|"fingerprintRequest"|"progress"|"dataHello";
+  'heartbeat'?: (_tidemark_v1_Heartbeat__Output | null);
+  'body'?: "hello"|"batch"|"fingerprintRequest"|"progress"|"dataHello"|"heartbeat";
 }

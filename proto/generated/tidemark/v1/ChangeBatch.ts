@@ -27,6 +27,14 @@ export interface ChangeBatch {
    */
   'appBytes'?: (number | string | Long);
   'changedBytes'?: (number | string | Long);
+  /**
+   * The RPO point this batch carries: every write the agent captured before
+   * this wall-clock time (its clock, ms since the epoch) has a seq at or
+   * below last_seq, so once the batch is durable nothing captured before it
+   * can be lost. 0: unknown (the volume is resyncing or being copied, when
+   * seqs do not order the writes still missing).
+   */
+  'capturedBeforeMs'?: (number | string | Long);
 }
 
 /**
@@ -53,4 +61,12 @@ export interface ChangeBatch__Output {
    */
   'appBytes': (number);
   'changedBytes': (number);
+  /**
+   * The RPO point this batch carries: every write the agent captured before
+   * this wall-clock time (its clock, ms since the epoch) has a seq at or
+   * below last_seq, so once the batch is durable nothing captured before it
+   * can be lost. 0: unknown (the volume is resyncing or being copied, when
+   * seqs do not order the writes still missing).
+   */
+  'capturedBeforeMs': (number);
 }

@@ -1,0 +1,125 @@
+// The appliance's Prometheus metrics (served at /metrics by cli/http-server.ts
+// with `tidemark appliance --http HOST:PORT`). Each scrape takes one snapshot
+// of every volume's status (volume-status.ts, the same the JSON API serves,
+// so the two never disagree) and the collect() callbacks read it; nothing is
+// counted on the ingest path for them.
+//
+// Every known volume's series exist from the first scrape (zero). The byte
+// counter is the volume's own (kept in its index), so it never goes
+// backwards across a reconnect or a restart; the rejection counter is the
+// process's, reset by a restart as Prometheus expects. Targets exist only
+// for volumes a --rpo-target / --history-target rule names.
+import { Counter, Gauge, type Registry } from 'prom-client'
+import { VOLUME_STATES, type StoreStatus, type VolumeStatus } from '../client/status-api'
+import { metricsRegistry, setCounter } from '../proto/metrics-registry'
+import type { ReplicationService } from './replication-service'
+import type { VolumeStatusSource } from './volume-status'
+
+export class ApplianceMetrics {
+  readonly registry: Registry
+  private volumes: VolumeStatus[] = []
+  private store: StoreStatus | null = null
+  private scraping: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    private readonly status: VolumeStatusSource,
+    replication: ReplicationService
+  ) {
+    const reg = (this.registry = metricsRegistry('appliance'))
+    const self = this
+    const perVolume = (name: string, help: string, value: (v: VolumeStatus) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['volume'],
+        registers: [reg],
+        collect() {
+          this.reset()
+          for (const v of self.volumes) {
+            const x = value(v)
+            if (x !== null) this.set({ volume: v.volume }, x)
+          }
+        },
+      })
+    }
+    new Counter({
+      name: 'tidemark_appliance_received_bytes_total',
+      help: 'Batch payload bytes received from the volume\'s agents and journaled (as they crossed the wire).',
+      labelNames: ['volume'],
+      registers: [reg],
+      collect() {
+        setCounter(this, self.volumes.map((v) => [{ volume: v.volume }, v.bytes.wire]))
+      },
+    })
+    perVolume('tidemark_appliance_journal_bytes', 'Bytes of the volume\'s journal segments on disk.', (v) => v.journal.bytes)
+    // Unknown until an agent reports (or the journal says when its newest batch came): 0, never absent.
+    perVolume(
+      'tidemark_volume_rpo_seconds',
+      'What would be lost if the protected site vanished now: now minus the newest time before which every captured write is durable here.',
+      (v) => v.rpo.seconds ?? 0
+    )
+    new Gauge({
+      name: 'tidemark_volume_rpo_target_seconds',
+      help: 'The --rpo-target thresholds of the volume, by severity (warning, error).',
+      labelNames: ['volume', 'severity'],
+      registers: [reg],
+      collect() {
+        this.reset()
+        for (const v of self.volumes) {
+          if (v.rpo.targetSeconds !== null) this.set({ volume: v.volume, severity: 'warning' }, v.rpo.targetSeconds)
+          if (v.rpo.errorSeconds !== null) this.set({ volume: v.volume, severity: 'error' }, v.rpo.errorSeconds)
+        }
+      },
+    })
+    perVolume('tidemark_journal_history_seconds', 'How far back the volume\'s journal reaches: from its oldest point to now.', (v) => v.history.seconds)
+    perVolume('tidemark_journal_history_target_seconds', 'The --history-target of the volume.', (v) => v.history.targetSeconds)
+    perVolume('tidemark_timemarks', 'TimeMarks in the volume\'s catalog.', (v) => v.timemarks)
+    perVolume(
+      'tidemark_timemark_last_timestamp_seconds',
+      'When the volume\'s newest TimeMark was taken (Unix seconds; 0: none).',
+      (v) => (v.lastTimeMark ? Date.parse(v.lastTimeMark.time) / 1000 : 0)
+    )
+    perVolume('tidemark_volume_resync_remaining_bytes', 'Bytes the volume\'s agent still has to resend (its last report; 0 when none).', (v) => (v.sync?.remainingBytes ?? 0))
+    new Gauge({
+      name: 'tidemark_volume_state',
+      help: 'One series per state, 1 for the state the volume is in: normal, behind, resync, initial_copy, disconnected, no_space.',
+      labelNames: ['volume', 'state'],
+      registers: [reg],
+      collect() {
+        this.reset()
+        for (const v of self.volumes) for (const state of VOLUME_STATES) this.set({ volume: v.volume, state }, state === v.state ? 1 : 0)
+      },
+    })
+    new Counter({
+      name: 'tidemark_appliance_rejected_total',
+      help: 'Replication streams, batches and data connections refused, by error code (since the appliance started).',
+      labelNames: ['code'],
+      registers: [reg],
+      collect() {
+        setCounter(this, Object.entries(replication.rejected).map(([code, n]) => [{ code }, n]))
+      },
+    })
+    new Gauge({
+      name: 'tidemark_store_free_bytes',
+      help: 'Bytes the appliance may still write on the file system holding its --data directory.',
+      registers: [reg],
+      collect() {
+        if (self.store) this.set(self.store.freeBytes)
+      },
+    })
+    // The alerts slice sets these; registered now so dashboards and rules can name them.
+    new Gauge({ name: 'tidemark_alerts_firing', help: '1 for each alert firing, by alert and severity.', labelNames: ['alert', 'severity'], registers: [reg] })
+  }
+
+  /** The exposition text for the volumes named (all: null), after one snapshot of their status. */
+  metrics(visible: string[] | null): Promise<string> {
+    // One scrape at a time: the collect() callbacks read the snapshot this scrape took.
+    const run = this.scraping.then(async () => {
+      this.volumes = await this.status.volumes(visible)
+      this.store = await this.status.storeStatus()
+      return this.registry.metrics()
+    })
+    this.scraping = run.catch(() => undefined)
+    return run
+  }
+}

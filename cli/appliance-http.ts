@@ -1,0 +1,86 @@
+// `tidemark appliance --http HOST:PORT`: the appliance's routes on the
+// operator plane's listener (http-server.ts):
+//   /metrics                 Prometheus (appliance/appliance-metrics.ts)
+//   /api/v1/volumes[/NAME]   the JSON status (client/status-api.ts)
+//   /api/v1/store            the store's free space
+// With an allow-list, every route needs the `read` role (Admin.Stats's) on
+// some volume, and shows only the volumes the caller holds it on; /metrics
+// drops the other volumes' series from its text.
+import type { Logger } from 'pino'
+import type { Appliance } from '../appliance/appliance'
+import { ApplianceMetrics } from '../appliance/appliance-metrics'
+import type { Authorizer } from '../appliance/authorizer'
+import { VolumeStatusSource } from '../appliance/volume-status'
+import type { VolumeTargets } from '../appliance/volume-targets'
+import { STATUS_API } from '../client/status-api'
+import { TidemarkError } from '../proto/errors'
+import { HttpServer, metricsReply, notFound, type HttpCaller, type HttpReply } from './http-server'
+
+const ROUTES = `/metrics, ${STATUS_API}/volumes, ${STATUS_API}/volumes/NAME and ${STATUS_API}/store`
+
+/** Keeps the lines of an exposition text whose volume label (if any) is one of `visible`. */
+export function onlyVolumes(text: string, visible: Set<string>): string {
+  return text
+    .split('\n')
+    .filter((line) => {
+      if (line.startsWith('#')) return true
+      const m = /[{,]volume="((?:[^"\\]|\\.)*)"/.exec(line)
+      return !m || visible.has(m[1].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c)))
+    })
+    .join('\n')
+}
+
+export async function startApplianceHttp(
+  appliance: Appliance,
+  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; targets: VolumeTargets; dataDir: string; log: Logger }
+): Promise<{ server: HttpServer; close(): Promise<void> }> {
+  const status = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, o.targets, o.dataDir)
+  const metrics = new ApplianceMetrics(status, appliance.replication)
+  const auth: Authorizer = appliance.auth
+  status.start()
+  // null: every volume (no allow-list)
+  const visible = (c: HttpCaller): string[] | null => {
+    if (!auth.policy) {
+      auth.check(c.identity, 'Stats', null, c.tls)
+      return null
+    }
+    auth.check(c.identity, 'Stats', null, c.tls)
+    return auth.visibleTo(c.identity, 'Stats', status.names())
+  }
+  const router = async (path: string, c: HttpCaller): Promise<HttpReply> => {
+    if (path === '/metrics') {
+      const names = visible(c)
+      const text = await metrics.metrics(names)
+      return metricsReply(names ? onlyVolumes(text, new Set(names)) : text)
+    }
+    if (path === `${STATUS_API}/volumes` || path === `${STATUS_API}/volumes/`) {
+      return { status: 200, body: { volumes: await status.volumes(visible(c)) } }
+    }
+    if (path.startsWith(`${STATUS_API}/volumes/`)) {
+      const name = path.slice(`${STATUS_API}/volumes/`.length)
+      auth.check(c.identity, 'Stats', name, c.tls)
+      const v = status.volume(name)
+      if (!v) throw new TidemarkError('UNKNOWN_VOLUME', `the appliance has no volume ${JSON.stringify(name)}`)
+      return { status: 200, body: await status.status(v) }
+    }
+    if (path === `${STATUS_API}/store`) {
+      visible(c)
+      return { status: 200, body: await status.storeStatus() }
+    }
+    return notFound(path, ROUTES)
+  }
+  let server: HttpServer
+  try {
+    server = await HttpServer.start({ host: o.host, port: o.port, tls: o.tls, name: 'tidemark appliance', router, log: o.log })
+  } catch (err) {
+    status.stop()
+    throw err
+  }
+  return {
+    server,
+    close: async () => {
+      status.stop()
+      await server.close()
+    },
+  }
+}
