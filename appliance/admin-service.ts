@@ -197,7 +197,7 @@ export class AdminService {
       acceptGeneration: unaryHandler<AcceptGenerationRequest__Output, AcceptGenerationReply>(
         'acceptGeneration',
         opts('AcceptGeneration', (r) => ({ volume: r.volume, generation: r.generation })),
-        (call) => this.acceptGeneration(call.request)
+        (call) => this.acceptGeneration(call.request, this.auth.identity(call))
       ),
     })
   }
@@ -274,7 +274,7 @@ export class AdminService {
   }
 
   /** An admin accepts the new generation or size a refused agent announced (store.ts acceptGeneration). */
-  private async acceptGeneration(r: AcceptGenerationRequest__Output): Promise<AcceptGenerationReply> {
+  private async acceptGeneration(r: AcceptGenerationRequest__Output, identity: string | null): Promise<AcceptGenerationReply> {
     this.volume(r.volume)
     // A view pins a seq of this history by the volume's name: it would show the new one's bytes.
     const views = this.views?.records().filter((v) => v.volume === r.volume) ?? []
@@ -285,7 +285,7 @@ export class AdminService {
       )
     }
     await this.replication.endStream(r.volume, `an admin is accepting a new generation of volume ${r.volume}`)
-    const { retiredAs, old, pending } = await this.store.acceptGeneration(r.volume, r.generation)
+    const { retiredAs, old, pending } = await this.store.acceptGeneration(r.volume, r.generation, identity)
     this.log.warn({ volume: r.volume, retiredAs, generation: pending.generation }, `volume ${r.volume}: new generation accepted`)
     return { volume: r.volume, retiredAs, oldGeneration: old.generation, oldSize: old.size, generation: pending.generation, size: pending.size }
   }

@@ -26,6 +26,7 @@ import type { NbdListenerOptions } from '../native/nbd-listener'
 import { ApplianceNbdServer, type NbdEndpoint } from './nbd-exports'
 import { AccessPolicy, describeAllowList, type AllowList } from './access-policy'
 import { Authorizer } from './authorizer'
+import { IdentityLimits, type IdentityLimitOptions } from './identity-limits'
 import { UnixListener } from './unix-listener'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
@@ -50,6 +51,8 @@ export interface ApplianceOptions {
   dataPort?: number | null
   /** Roles per identity (access-policy.ts); null: none, every caller may everything. */
   allow?: AllowList | null
+  /** Caps per identity (identity-limits.ts); none by default. */
+  limits?: IdentityLimitOptions
   segmentBytes?: number
   /** Each volume keeps a replica image (replica-image.ts); default true. */
   replicaImages?: boolean
@@ -190,6 +193,11 @@ export class Appliance {
       }
     }
     const replication = new ReplicationService(store, auth, log, id, data)
+    const limits = new IdentityLimits(opts.limits ?? {}, log)
+    limits.rejected = replication.rejected
+    for (const v of store.volumes()) if (v.meta.createdBy) limits.noteCreated(v.meta.createdBy, v.meta.name)
+    replication.limits = limits
+    store.limits = limits
     if (lock) log.info({ retainLock: lock.text, since: lock.since }, `retention lock: no point younger than ${lock.text} is given up, by any rule or request`)
     const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0)
     store.onNoSpace = (volume) => retention.underPressure(volume)
@@ -261,6 +269,7 @@ export class Appliance {
         nbd: nbd?.address ?? null,
         dataPort: data?.port ?? null,
         allowList: opts.allow ? describeAllowList(opts.allow) : null,
+        limits: limits.describe(),
         volumes: store.volumes().map((v) => ({ name: v.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
       },
       'appliance listening'

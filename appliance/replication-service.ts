@@ -35,6 +35,7 @@ import { toStatus } from '../proto/status'
 import { alreadyLogged } from './access-policy'
 import type { Authorizer } from './authorizer'
 import type { DataChannelServer, DataConnection } from './data-channel'
+import { alreadyCounted, type IdentityLimits } from './identity-limits'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
 
@@ -67,6 +68,8 @@ export interface StreamInfo {
 export class ReplicationService {
   /** rejections by code, across every stream */
   readonly rejected: Record<string, number> = {}
+  /** Caps per identity (identity-limits.ts): streams, volume size, and through the store volumes created. */
+  limits: IdentityLimits | null = null
   private readonly streams = new Map<Call, StreamInfo>()
   /** the stream that owns each volume, and how to retire it */
   private readonly active = new Map<string, { call: Call; retire: (why?: string) => Promise<void> }>()
@@ -106,7 +109,8 @@ export class ReplicationService {
 
   private reject(call: Call, err: unknown, ctx: Record<string, unknown>): void {
     const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error)?.message ?? String(err))
-    this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
+    // The limits per identity count their refusals themselves (they also refuse outside streams).
+    if (!alreadyCounted(e)) this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
     const status = toStatus(e)
     if (status.code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
     else if (alreadyLogged(e)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
@@ -125,6 +129,8 @@ export class ReplicationService {
     let pendingBytes = 0
     let paused = false
     let attaching = false
+    // This stream's place under --limit-streams, given back when it ends.
+    let releaseStream: () => void = () => {}
     // The data channel: its token (until used or the stream ends), its connection once attached.
     let dataToken: Buffer | null = null
     let dataConn: DataConnection | null = null
@@ -184,6 +190,7 @@ export class ReplicationService {
       }
       // The caller's role decides, never the agent id the hello states (anyone can write any id there).
       this.auth.require(call, 'Replicate', h.volume)
+      this.limits?.checkVolumeSize(identity, h.volume, h.size)
       // A new generation or size retires the volume's history beside the new
       // one: only an admin's hello (or any, without roles) does that itself;
       // a writer's waits for an admin (store.ts, Admin.AcceptGeneration).
@@ -196,6 +203,9 @@ export class ReplicationService {
         this.log.info({ ...ctx() }, 'a newer stream replaces the one replicating this volume')
         await other.retire()
       }
+      // Taken once the stream it replaces has ended, so a reconnecting agent at its cap is not refused.
+      if (done) return
+      if (this.limits) releaseStream = this.limits.acquireStream(identity, h.volume)
       this.active.set(h.volume, { call, retire })
       const { volume, fullSync } = await this.store.attach({
         volume: h.volume,
@@ -203,7 +213,7 @@ export class ReplicationService {
         size: h.size,
         group: h.group,
         agentId: h.agentId,
-      }, { accept })
+      }, { accept, identity })
       vol = volume
       info = {
         volume: h.volume,
@@ -373,6 +383,7 @@ export class ReplicationService {
     })
     const cleanup = (): void => {
       done = true
+      releaseStream()
       if (dataToken) this.data?.revoke(dataToken)
       dataToken = null
       dataConn?.destroy()

@@ -28,6 +28,7 @@ import { MAX_NAME_BYTES, MAX_SEGMENT_BYTES, SEGMENT_HEADER_SIZE } from './journa
 import { GroupCommit } from './group-commit'
 import { syncDir, writeFileAtomic } from '../native/atomic-file'
 import { removeReplica } from './replica-image'
+import type { IdentityLimits } from './identity-limits'
 import { VolumeStore, type VolumeMeta } from './volume-store'
 
 export type { VolumeMeta } from './volume-store'
@@ -39,6 +40,8 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
 export interface AttachOptions {
   /** The caller may accept a new generation or size itself (an admin's hello, or no roles at all). */
   accept?: boolean
+  /** Who sent the hello (null: unidentified), for the limits per identity. */
+  identity?: string | null
 }
 
 /** A new generation or size a refused hello announced. */
@@ -69,6 +72,8 @@ function checkName(what: string, v: string): void {
 export class ApplianceStore {
   /** Told when a volume runs out of space (retention may free some, as its rules allow). */
   onNoSpace: ((volume: string) => void) | null = null
+  /** Caps on volumes created per identity and retired histories per volume (identity-limits.ts); null: none. */
+  limits: IdentityLimits | null = null
   readonly commits = new GroupCommit()
   private readonly vols = new Map<string, VolumeStore>()
   private readonly locks = new Map<string, Promise<unknown>>()
@@ -160,7 +165,7 @@ export class ApplianceStore {
    * new history. `generation` ("" for any) must be the one announced.
    * The caller has ended the volume's replication stream.
    */
-  acceptGeneration(volume: string, generation: string): Promise<{ retiredAs: string; old: VolumeMeta; pending: PendingGeneration }> {
+  acceptGeneration(volume: string, generation: string, identity: string | null = null): Promise<{ retiredAs: string; old: VolumeMeta; pending: PendingGeneration }> {
     return this.locked(volume, async () => {
       const v = this.vols.get(volume)
       if (!v) throw new TidemarkError('UNKNOWN_VOLUME', `no volume named ${JSON.stringify(volume)} on this appliance`)
@@ -172,12 +177,20 @@ export class ApplianceStore {
       if (generation && generation !== pending.generation) {
         throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: the agent announced generation ${pending.generation}, not ${generation}`)
       }
+      this.limits?.beforeRetire(identity, volume, await this.retiredCount(volume))
       const old = { ...v.meta }
       const retiredAs = await this.retireLocked(volume, v, v.dir, old, pending)
       this.pending.delete(volume)
       this.accepted.set(volume, pending)
       return { retiredAs, old, pending }
     })
+  }
+
+  /** How many retired histories of `name` (NAME.retired-N) the store keeps. */
+  private async retiredCount(name: string): Promise<number> {
+    const prefix = `${name}.retired-`
+    const n = (await fs.promises.readdir(this.volumesDir())).filter((d) => d.startsWith(prefix) && /^\d+$/.test(d.slice(prefix.length))).length
+    return n
   }
 
   /** Is this hello the generation an admin accepted for its volume (which is then gone)? */
@@ -251,14 +264,19 @@ export class ApplianceStore {
             `its history is kept, and nothing is written until an admin accepts the new one: tidemark volume accept-generation --volume ${h.volume}`
         )
       }
+      // Refused here, before anything moves: a cap never leaves a history retired without its successor.
+      this.limits?.beforeRetire(opts.identity ?? null, h.volume, await this.retiredCount(h.volume))
+      this.limits?.beforeCreate(opts.identity ?? null, h.volume)
       await this.retireLocked(h.volume, existing, dir, old, h)
-    }
-    const accepted = this.accepted.get(h.volume)
-    if (accepted && !this.acceptedFor(h) && !opts.accept) {
-      throw new TidemarkError(
-        'GENERATION_CHANGED',
-        `volume ${h.volume}: an admin accepted generation ${accepted.generation} (size ${accepted.size}), the agent announces ${h.generation} (size ${h.size}): tidemark volume accept-generation --volume ${h.volume} again`
-      )
+    } else {
+      const accepted = this.accepted.get(h.volume)
+      if (accepted && !this.acceptedFor(h) && !opts.accept) {
+        throw new TidemarkError(
+          'GENERATION_CHANGED',
+          `volume ${h.volume}: an admin accepted generation ${accepted.generation} (size ${accepted.size}), the agent announces ${h.generation} (size ${h.size}): tidemark volume accept-generation --volume ${h.volume} again`
+        )
+      }
+      this.limits?.beforeCreate(opts.identity ?? null, h.volume)
     }
     this.pending.delete(h.volume)
     this.accepted.delete(h.volume)
@@ -269,6 +287,7 @@ export class ApplianceStore {
       group: h.group ?? '',
       agentId: h.agentId ?? '',
       created: new Date().toISOString(),
+      ...(opts.identity ? { createdBy: opts.identity } : {}),
     }
     const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
     await fs.promises.mkdir(tmp, { mode: 0o700 })

@@ -13,6 +13,11 @@ import { nbdLimitOptions } from './nbd-exposure'
 
 const APPLIANCE_NBD_MAX_CONNECTIONS = 64
 
+/** A cap per identity: a whole number, 0 (the default) for none. */
+function cap(flagName: string) {
+  return check(z.string(), (s) => /^\d+$/.test(s.trim()), (s) => `${flagName} '${s}' is not a whole number (0: no limit)`).transform((s) => Number(s) || undefined)
+}
+
 /** A JSON object whose values become "KEY=VALUE" strings, as the repeated flag gives them. */
 function objectOf(message: string) {
   return z.record(z.unknown(), { errorMap: () => ({ message }) })
@@ -25,7 +30,7 @@ export const APPLIANCE = command({
     http: text({ refused: '--http (the dashboard) is not in this build yet' }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout"}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "limits": {"streams", "volumes", "volumeSize",\n"retired"}}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -67,6 +72,36 @@ export const APPLIANCE = command({
         if (!ms) throw new Error(`--retain-lock '${s}' must be a duration (30d, 12h, 90m)`)
         return { ms, text: s }
       }),
+    }),
+    // Limits per identity (appliance/identity-limits.ts): unlimited unless given, see LIMITS_HELP.
+    'limit-streams': text({
+      label: '--limit-streams N',
+      help: 'replication streams one identity may have open at once (one per\nvolume it replicates)',
+      key: 'limits.streams',
+      default: '0',
+      value: cap('--limit-streams'),
+    }),
+    'limit-volumes': text({
+      label: '--limit-volumes N',
+      help: 'volumes one identity may create (each remembers its creator; a new\ngeneration of a volume it created is not a new one)',
+      key: 'limits.volumes',
+      default: '0',
+      value: cap('--limit-volumes'),
+    }),
+    'limit-volume-size': text({
+      label: '--limit-volume-size SZ',
+      help: 'the largest volume a hello may announce, a size (500G, 2048G)',
+      key: 'limits.volumeSize',
+      default: '0',
+      value: convert(z.string(), (s) => parseSize(s, '--limit-volume-size') || undefined),
+    }),
+    'limit-retired': text({
+      label: '--limit-retired N',
+      help: "retired histories (NAME.retired-N) kept per volume: past it a new\ngeneration is refused (accept-generation says why); history is never\ndeleted to make room.\n" +
+        'Each limit is off (0) unless given: the right numbers depend on the\nfleet, and a cap an existing setup hits would stop protecting a real\nserver. A refusal is RESOURCE_EXHAUSTED naming identity, limit, value',
+      key: 'limits.retired',
+      default: '0',
+      value: cap('--limit-retired'),
     }),
     'compact-every': text({
       label: '--compact-every S',
@@ -147,6 +182,7 @@ export const APPLIANCE = command({
   help: (rows) => `Usage:
   tidemark appliance --data DIR --listen HOST:PORT|unix:PATH ... [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=ROLE:PATTERN[,...] ...] [--insecure] [--data-port PORT|off]
+                     [--limit-streams N] [--limit-volumes N] [--limit-volume-size SIZE] [--limit-retired N]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
@@ -155,7 +191,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
 `,
 })
 
@@ -192,6 +228,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     insecure: a.insecure === true,
     dataPort: a['data-port'],
     allow: a.allow ?? null,
+    limits: { streams: a['limit-streams'], volumes: a['limit-volumes'], volumeSize: a['limit-volume-size'], retired: a['limit-retired'] },
     segmentBytes: a['segment-size'],
     replicaImages: a['replica-image'] !== 'off',
     journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',

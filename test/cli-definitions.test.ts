@@ -82,6 +82,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--allow', 'agent-1=v1,write:v2', '--allow', 'ops=read:*', '--allow', 'uid:1000=admin:db-*', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--retain-lock', '30d', '--compact-every', '5',
     '--stats-interval', '1', '--log-level', 'debug', '--nbd', 'unix:app.sock', '--scrub-every', '3600',
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
+    '--limit-streams', '4', '--limit-volumes', '2', '--limit-volume-size', '64G', '--limit-retired', '3',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -102,10 +103,13 @@ t.test('the appliance reads the same settings from flags and from the config key
     journalIo: 'buffered',
     nbdMaxConnections: 10,
     nbdHandshakeTimeout: 3,
+    limits: { streams: 4, volumes: 2, volumeSize: '64G', retired: 3 },
   }
   const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
   t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')
   const file = path.join(dir, 'appliance.json')
   fs.writeFileSync(file, JSON.stringify(config))
   t.equal(plain(parseApplianceArgs(['--config', file])), plain(parseApplianceArgs(argv)), 'the same options either way')
+  const parsed = parseApplianceArgs(argv)
+  t.same(parsed !== 'help' && parsed.limits, { streams: 4, volumes: 2, volumeSize: 64 * 1024 ** 3, retired: 3 }, 'the limits per identity, converted')
 })
