@@ -30,7 +30,7 @@ import { IdentityLimits, type IdentityLimitOptions } from './identity-limits'
 import { UnixListener } from './unix-listener'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
-import { Retention, type RetentionRule } from './retention'
+import { Retention, type MarkRate, type RetentionRule } from './retention'
 import { settleRetentionLock } from './retention-lock'
 import { Scrubber } from './scrub'
 import { ViewRegistry } from './view-registry'
@@ -63,6 +63,8 @@ export interface ApplianceOptions {
   retain?: RetentionRule[]
   /** --retain-lock (retention-lock.ts): history younger than it is never given up. */
   retainLock?: { ms: number; text: string } | null
+  /** --limit-mark-rate (retention.ts): how far an "N marks" rule may reach; null or absent: off. */
+  markRate?: MarkRate | null
   /** How often retention runs, ms (0: only when asked, `journal compact`). */
   compactEveryMs?: number
   /** Serve every point over NBD here (nbd-exports.ts). */
@@ -199,7 +201,7 @@ export class Appliance {
     replication.limits = limits
     store.limits = limits
     if (lock) log.info({ retainLock: lock.text, since: lock.since }, `retention lock: no point younger than ${lock.text} is given up, by any rule or request`)
-    const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0)
+    const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0, opts.markRate ?? null)
     store.onNoSpace = (volume) => retention.underPressure(volume)
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
@@ -270,6 +272,7 @@ export class Appliance {
         dataPort: data?.port ?? null,
         allowList: opts.allow ? describeAllowList(opts.allow) : null,
         limits: limits.describe(),
+        markRate: opts.markRate?.text ?? null,
         volumes: store.volumes().map((v) => ({ name: v.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
       },
       'appliance listening'

@@ -4,7 +4,7 @@ import pino from 'pino'
 import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
-import { parseDuration, parseRetentionRule } from '../appliance/retention'
+import { DEFAULT_MARK_RATE, parseDuration, parseMarkRate, parseRetentionRule } from '../appliance/retention'
 import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
@@ -30,7 +30,7 @@ export const APPLIANCE = command({
     http: text({ refused: '--http (the dashboard) is not in this build yet' }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "limits": {"streams", "volumes", "volumeSize",\n"retired"}}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "limits": {"streams", "volumes", "volumeSize",\n"retired", "markRate"}}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -102,6 +102,14 @@ export const APPLIANCE = command({
       key: 'limits.retired',
       default: '0',
       value: cap('--limit-retired'),
+    }),
+    'limit-mark-rate': text({
+      label: '--limit-mark-rate R',
+      help: `R is COUNT/PERIOD (12/h, 10/30m) or off; default ${DEFAULT_MARK_RATE}. An "N marks"\nrule never gives up a point younger than N x PERIOD / COUNT, so a\n` +
+        'flood of TimeMarks from an agent cannot push older history out.\nMarks are never refused; slower marking loses nothing',
+      key: 'limits.markRate',
+      default: DEFAULT_MARK_RATE,
+      value: convert(z.string(), (s) => parseMarkRate(s)),
     }),
     'compact-every': text({
       label: '--compact-every S',
@@ -182,7 +190,7 @@ export const APPLIANCE = command({
   help: (rows) => `Usage:
   tidemark appliance --data DIR --listen HOST:PORT|unix:PATH ... [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=ROLE:PATTERN[,...] ...] [--insecure] [--data-port PORT|off]
-                     [--limit-streams N] [--limit-volumes N] [--limit-volume-size SIZE] [--limit-retired N]
+                     [--limit-streams N] [--limit-volumes N] [--limit-volume-size SIZE] [--limit-retired N] [--limit-mark-rate R]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
   tidemark appliance --config FILE
@@ -191,7 +199,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'stats-interval', 'config')}
 `,
 })
 
@@ -234,6 +242,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceOptions | 'help' {
     journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',
     retain: a.retain ?? [],
     retainLock: a['retain-lock'] ?? null,
+    markRate: a['limit-mark-rate'] ?? null,
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,
     statsIntervalMs: a['stats-interval']! * 1000,

@@ -51,7 +51,8 @@ t.test('compaction keeps every retained point byte-exact, refuses expired ones, 
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
   const data = path.join(dir, 'data')
-  const applianceArgs = ['--segment-size', '1M', '--retain', 'v=2marks', '--compact-every', '0']
+  // Marks made seconds apart expire at once: no mark rate floor (test/mark-flood.test.ts has it).
+  const applianceArgs = ['--segment-size', '1M', '--retain', 'v=2marks', '--limit-mark-rate', 'off', '--compact-every', '0']
   let app = await startAppliance(t, { data, extra: applianceArgs })
   const port = app.port
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
