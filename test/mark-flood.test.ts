@@ -3,10 +3,18 @@
 // agent marks a point, then floods marks; a compaction under the rate cap
 // keeps the point restorable byte-exact and says why in stats and the log.
 // The same data directory restarted without the cap folds the point away,
-// which is what the flood would have done.
+// which is what the flood would have done. And records whose capture times
+// claim to be weeks old are not aged out by a window rule: ages are also
+// measured on the appliance's clock.
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
+import * as grpc from '@grpc/grpc-js'
 import t from 'tap'
+import { encodeBatch } from '../proto/change-batch'
+import { initHash } from '../proto/hash'
+import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
+import { Stream } from './lib/replicate-stream'
 import { BIN, have, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
@@ -71,4 +79,38 @@ t.test('a flood of TimeMarks cannot push out history under a marks rule', { skip
   const gone = await run(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'v', '--timemark', 'before-flood', '--out', path.join(dir, 'x.img')])
   t.not(gone.code, 0, 'and it no longer restores')
   fs.rmSync(path.join(dir, 'x.img'), { force: true })
+})
+
+t.test('records claiming to be weeks old are not aged out early by a window rule', async (t) => {
+  await initHash()
+  const dir = tmpdir(t)
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--retain', 'v=1h', '--compact-every', '0', '--segment-size', '1M', '--data-port', 'off'] })
+  const client = new replicationProto.Replication(app.address, grpc.credentials.createInsecure())
+  t.teardown(() => client.close())
+  const s = new Stream(client)
+  s.send({ hello: { protocol: PROTOCOL_VERSION, agentId: 'liar', volume: 'v', generation: 'g1', size: 4 * MiB, group: '', ackedSeq: 0 } })
+  await s.next('welcome')
+  // Each record says it was captured 20 days ago (the header's low 32 bits of capture ms).
+  const forged = (Date.now() - 20 * 86_400_000) % 2 ** 32
+  for (let seq = 1; seq <= 6; seq++) {
+    const h = Buffer.alloc(32)
+    h.writeBigUInt64LE(BigInt(seq), 0)
+    h.writeBigUInt64LE(BigInt(((seq - 1) % 4) * 2048), 8)
+    h.writeUInt32LE(1024, 16)
+    h[20] = 1 // WRITE
+    h.writeUInt32LE(512 * 1024, 24)
+    h.writeUInt32LE(forged, 28)
+    const raw = Buffer.concat([h, crypto.randomBytes(512 * 1024)])
+    s.send({ batch: encodeBatch(raw, { firstSeq: seq, lastSeq: seq, recordCount: 1, appBytes: raw.length, changedBytes: raw.length }, false) })
+    t.equal((await s.next('ack')).ack!.durableSeq, seq)
+  }
+  s.send({ progress: { regionsDone: 64, regionsTotal: 64, bytesPerSecond: 0 } })
+  s.call.end()
+  await s.ended
+  await waitFor(async () => (await stats(app.address)).fullSyncDone, 'the initial copy to count as done')
+  const at = new Date(Date.now() - 19 * 86_400_000).toISOString()
+  const r = await json<{ seq: number }>('restore', '--appliance', app.address, '--volume', 'v', '--at', at, '--out', path.join(dir, 'x.img'))
+  t.equal(r.seq, 6, 'the forged times are in the time index: "19 days ago" resolves to the newest point')
+  await json('journal', 'compact', '--appliance', app.address, '--volume', 'v')
+  t.equal((await stats(app.address)).base, null, 'yet the 1h window folds nothing the appliance committed within the hour')
 })
