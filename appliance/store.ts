@@ -15,6 +15,10 @@
 //                             under that name (meta.json servedAs); nothing
 //                             an agent sends removes or hides it
 //   DIR/archive/...           where older appliances moved such histories
+//   DIR/volumes/NAME/pending-generation.json
+//                             the new generation or size a refused hello
+//                             announced, until an admin accepts it
+//                             (pending-generation.ts): kept across restarts
 //
 // attach() and acceptGeneration() are serialised per volume name, so two
 // hellos for one name cannot both create or retire it.
@@ -29,6 +33,7 @@ import { GroupCommit } from './group-commit'
 import { syncDir, writeFileAtomic } from '../native/atomic-file'
 import { removeReplica } from './replica-image'
 import type { IdentityLimits } from './identity-limits'
+import { loadPending, removePending, savePending, type PendingGeneration } from './pending-generation'
 import { VolumeStore, type VolumeMeta } from './volume-store'
 
 export type { VolumeMeta } from './volume-store'
@@ -44,13 +49,7 @@ export interface AttachOptions {
   identity?: string | null
 }
 
-/** A new generation or size a refused hello announced. */
-export interface PendingGeneration {
-  generation: string
-  size: number
-  agentId: string
-  at: string
-}
+export type { PendingGeneration } from './pending-generation'
 
 export interface Hello {
   volume: string
@@ -77,7 +76,7 @@ export class ApplianceStore {
   readonly commits = new GroupCommit()
   private readonly vols = new Map<string, VolumeStore>()
   private readonly locks = new Map<string, Promise<unknown>>()
-  /** New generations refused, waiting for an admin (memory only: the agent announces it again on every retry). */
+  /** New generations refused, waiting for an admin (and kept in each volume's pending-generation.json). */
   private readonly pending = new Map<string, PendingGeneration>()
   /** Generations accepted, until their hello comes. */
   private readonly accepted = new Map<string, PendingGeneration>()
@@ -115,7 +114,9 @@ export class ApplianceStore {
         const v = await VolumeStore.open(d, s.commits, logger, s.journal, (n) => s.onNoSpace?.(n), s.replicaImages)
         if (!s.replicaImages) await removeReplica(d)
         s.vols.set(v.name, v)
-        logger.info({ volume: v.name, durableSeq: v.durableSeq }, 'volume opened')
+        const pending = v.retired ? undefined : await loadPending(d, logger)
+        if (pending) s.pending.set(v.name, pending)
+        logger.info({ volume: v.name, durableSeq: v.durableSeq, ...(pending ? { pendingGeneration: pending.generation, pendingSize: pending.size } : {}) }, 'volume opened')
       } catch (e) {
         // One damaged volume must not keep the appliance from serving the others.
         logger.error({ dir: d, err: (e as Error).message }, `volume ${name} cannot be opened`)
@@ -153,7 +154,7 @@ export class ApplianceStore {
     return p
   }
 
-  /** The new generation or size a refused hello announced for `volume`, if any since the appliance started. */
+  /** The new generation or size a refused hello announced for `volume`, if any (kept across restarts). */
   pendingGeneration(volume: string): PendingGeneration | undefined {
     return this.pending.get(volume)
   }
@@ -172,7 +173,7 @@ export class ApplianceStore {
       if (v.retired) throw new TidemarkError('VOLUME_RETIRED', `volume ${volume} is a retired history already`)
       const pending = this.pending.get(volume)
       if (!pending) {
-        throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: no agent has announced a new generation or size since the appliance started (generation ${v.meta.generation}, size ${v.meta.size})`)
+        throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: no agent has announced a new generation or size (generation ${v.meta.generation}, size ${v.meta.size})`)
       }
       if (generation && generation !== pending.generation) {
         throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: the agent announced generation ${pending.generation}, not ${generation}`)
@@ -218,6 +219,8 @@ export class ApplianceStore {
     await writeFileAtomic(metaFile, JSON.stringify({ ...meta, servedAs: retiredAs, retiredAt: new Date().toISOString() }, null, 2) + '\n', 0o600)
     await fs.promises.rename(dir, to)
     await syncDir(this.volumesDir())
+    // What was pending for it is accepted now; a retired history has nothing pending.
+    await removePending(to)
     const r = await VolumeStore.open(to, this.commits, this.log, this.journal, (x) => this.onNoSpace?.(x), false)
     this.vols.set(retiredAs, r)
     this.log.warn(
@@ -257,7 +260,15 @@ export class ApplianceStore {
           .then((t) => JSON.parse(t) as VolumeMeta)
           .catch(() => undefined))
       if (!opts.accept) {
-        this.pending.set(h.volume, { generation: h.generation, size: h.size, agentId: h.agentId, at: new Date().toISOString() })
+        const p = { generation: h.generation, size: h.size, agentId: h.agentId ?? '', at: new Date().toISOString() }
+        const prev = this.pending.get(h.volume)
+        this.pending.set(h.volume, p)
+        // Kept on disk so an admin can accept after a restart; rewritten only when what is announced changes (agents retry every few seconds).
+        if (!prev || prev.generation !== p.generation || prev.size !== p.size || prev.agentId !== p.agentId) {
+          await savePending(dir, p).catch((err) =>
+            this.log.warn({ volume: h.volume, err: (err as Error).message }, `volume ${h.volume}: the pending generation is not kept on disk (${(err as Error).message}); it is in memory until a restart`)
+          )
+        }
         throw new TidemarkError(
           'GENERATION_CHANGED',
           `volume ${h.volume}: the agent announces generation ${h.generation} (size ${h.size}), the appliance holds generation ${old?.generation} (size ${old?.size}); ` +
