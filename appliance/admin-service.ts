@@ -248,12 +248,17 @@ export class AdminService {
   private stats(name: string, call: Caller): StatsReply {
     const vols = this.volumesFor(name, call, 'Stats')
     const streams = this.replication.info()
+    // Appliance-wide counts tell of every volume (and of callers refused before naming one): an
+    // admin of every volume sees them, anyone else the counts of the volumes they may read.
+    const counts = this.auth.seesEverything(call)
+      ? { streams: streams.length, rejected: { ...this.replication.rejected } }
+      : this.replication.countsFor(new Set(this.auth.visible(call, 'Stats', this.store.volumes().map((v) => v.name))))
     return {
       appliance: {
         id: this.applianceId,
         startedAt: this.startedAt.toISOString(),
-        streams: streams.length,
-        rejected: { ...this.replication.rejected },
+        streams: counts.streams,
+        rejected: counts.rejected,
       },
       volumes: vols.map((v) =>
         volumeStatsReply(v.name, v.stats(), this.retention?.info(v) ?? null, streams.find((s) => s.volume === v.name) ?? null)

@@ -196,7 +196,7 @@ export class Appliance {
     }
     const replication = new ReplicationService(store, auth, log, id, data)
     const limits = new IdentityLimits(opts.limits ?? {}, log)
-    limits.rejected = replication.rejected
+    limits.count = (code, volume) => replication.countRejection(code, volume)
     for (const v of store.volumes()) if (v.meta.createdBy) limits.noteCreated(v.meta.createdBy, v.meta.name)
     replication.limits = limits
     store.limits = limits

@@ -71,8 +71,8 @@ export class IdentityLimits {
   private readonly created = new Map<string, Set<string>>()
   /** Refusals logged, by "identity limit": each is logged the first time only. */
   private readonly logged = new Set<string>()
-  /** The appliance's rejection counters (replication-service.ts `rejected`), counted by code. */
-  rejected: Record<string, number> = {}
+  /** Counts a refusal with the appliance's rejections (replication-service.ts countRejection). */
+  count: (code: string, volume: string | null) => void = () => {}
 
   constructor(
     readonly opts: IdentityLimitOptions,
@@ -96,7 +96,7 @@ export class IdentityLimits {
   checkVolumeSize(identity: string | null, volume: string, size: number): void {
     const cap = this.opts.volumeSize
     if (!cap || size <= cap) return
-    this.refuse(identity, 'volumeSize', `${who(identity)}: volume ${volume} of ${size} bytes is over the volume size limit (--limit-volume-size ${cap} bytes)`)
+    this.refuse(identity, volume, 'volumeSize', `${who(identity)}: volume ${volume} of ${size} bytes is over the volume size limit (--limit-volume-size ${cap} bytes)`)
   }
 
   /**
@@ -108,7 +108,7 @@ export class IdentityLimits {
     const n = this.open.get(key) ?? 0
     const cap = this.opts.streams
     if (cap && n >= cap) {
-      this.refuse(identity, 'streams', `${who(identity)} has ${n} replication streams open, the limit (--limit-streams ${cap}): a stream for volume ${volume} is refused`)
+      this.refuse(identity, volume, 'streams', `${who(identity)} has ${n} replication streams open, the limit (--limit-streams ${cap}): a stream for volume ${volume} is refused`)
     }
     this.open.set(key, n + 1)
     let released = false
@@ -133,7 +133,7 @@ export class IdentityLimits {
     const cap = this.opts.volumes
     const n = mine?.size ?? 0
     if (cap && n >= cap) {
-      this.refuse(identity, 'volumes', `${who(identity)} has created ${n} volumes, the limit (--limit-volumes ${cap}): volume ${volume} is not created`)
+      this.refuse(identity, volume, 'volumes', `${who(identity)} has created ${n} volumes, the limit (--limit-volumes ${cap}): volume ${volume} is not created`)
     }
     this.noteCreated(key, volume)
   }
@@ -147,14 +147,15 @@ export class IdentityLimits {
     if (!cap || kept < cap) return
     this.refuse(
       identity,
+      volume,
       'retired',
       `${who(identity)}: volume ${volume} keeps ${kept} retired ${kept === 1 ? 'history' : 'histories'}, the limit (--limit-retired ${cap}): a new generation would retire one more, and nothing is deleted to make room (raise the limit to accept it)`
     )
   }
 
-  private refuse(identity: string | null, limit: keyof typeof LIMIT_CODES, message: string): never {
+  private refuse(identity: string | null, volume: string, limit: keyof typeof LIMIT_CODES, message: string): never {
     const code = LIMIT_CODES[limit]
-    this.rejected[code] = (this.rejected[code] ?? 0) + 1
+    this.count(code, volume)
     const key = `${identity ?? UNIDENTIFIED} ${limit}`
     if (!this.logged.has(key)) {
       this.logged.add(key)

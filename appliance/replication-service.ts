@@ -68,6 +68,11 @@ export interface StreamInfo {
 export class ReplicationService {
   /** rejections by code, across every stream */
   readonly rejected: Record<string, number> = {}
+  /**
+   * The same per volume, for stats callers who may see only some volumes.
+   * Only volumes the store holds: hellos naming made-up volumes grow nothing.
+   */
+  private readonly rejectedOf = new Map<string, Record<string, number>>()
   /** Caps per identity (identity-limits.ts): streams, volume size, and through the store volumes created. */
   limits: IdentityLimits | null = null
   private readonly streams = new Map<Call, StreamInfo>()
@@ -107,10 +112,26 @@ export class ReplicationService {
     }
   }
 
+  /** Counts a rejection by code, appliance-wide and for `volume` if the store holds it. */
+  countRejection(code: string, volume: string | null): void {
+    this.rejected[code] = (this.rejected[code] ?? 0) + 1
+    if (volume === null || !this.store.get(volume)) return
+    let of = this.rejectedOf.get(volume)
+    if (!of) this.rejectedOf.set(volume, (of = {}))
+    of[code] = (of[code] ?? 0) + 1
+  }
+
+  /** Open streams and rejections of the `volumes` a caller may see (stats for a caller who may not see them all). */
+  countsFor(volumes: Set<string>): { streams: number; rejected: Record<string, number> } {
+    const rejected: Record<string, number> = {}
+    for (const v of volumes) for (const [code, n] of Object.entries(this.rejectedOf.get(v) ?? {})) rejected[code] = (rejected[code] ?? 0) + n
+    return { streams: [...this.streams.values()].filter((s) => volumes.has(s.volume)).length, rejected }
+  }
+
   private reject(call: Call, err: unknown, ctx: Record<string, unknown>): void {
     const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error)?.message ?? String(err))
     // The limits per identity count their refusals themselves (they also refuse outside streams).
-    if (!alreadyCounted(e)) this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
+    if (!alreadyCounted(e)) this.countRejection(e.code, typeof ctx.volume === 'string' ? ctx.volume : null)
     const status = toStatus(e)
     if (status.code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
     else if (alreadyLogged(e)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
@@ -129,6 +150,8 @@ export class ReplicationService {
     let pendingBytes = 0
     let paused = false
     let attaching = false
+    // The volume the hello named, for counting a refusal before it attached.
+    let helloVolume: string | undefined
     // This stream's place under --limit-streams, given back when it ends.
     let releaseStream: () => void = () => {}
     // The data channel: its token (until used or the stream ends), its connection once attached.
@@ -155,7 +178,7 @@ export class ReplicationService {
       tail.catch(() => undefined) // reported through fail() above
     }
     const queued: AgentMessage__Output[] = []
-    const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume })
+    const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume ?? helloVolume })
     const retire = async (why = 'a newer stream from the agent replaced this one'): Promise<void> => {
       if (!done) {
         done = true
@@ -181,6 +204,7 @@ export class ReplicationService {
         throw new TidemarkError('PROTOCOL', `protocol version ${h.protocol} is not supported (this appliance speaks ${PROTOCOL_VERSION})`)
       }
       if (!NAME_RE.test(h.volume)) throw new TidemarkError('PROTOCOL', `volume name ${JSON.stringify(h.volume)} is not valid`)
+      helloVolume = h.volume
       if (!h.generation || h.generation.length > 128) throw new TidemarkError('PROTOCOL', 'hello has no valid generation id')
       // Stored with the volume and shown by stats: bounded, no control characters.
       const badId = badName(h.agentId ?? '', 'the hello\'s agent id') ?? badName(h.group ?? '', 'the hello\'s group')
