@@ -7,7 +7,8 @@
 // With an allow-list (roles, access-policy.ts) every caller must be
 // identified: by its certificate (TCP with TLS) or its uid (the unix
 // listener). Plain TCP identifies nobody, so an allow-list refuses it at start
-// (and --insecure with it), as it refuses an NBD listener without TLS. Without
+// (and --insecure with it), as it refuses a TCP NBD listener without TLS (on
+// a unix socket NBD clients are their uid, nbd-exports.ts). Without
 // an allow-list plain loopback TCP trusts everyone who can reach it, and the
 // appliance says so at start.
 import type { JournalIo } from './journal'
@@ -112,8 +113,9 @@ function checkExposure(opts: ApplianceOptions): void {
         `refusing --listen ${opts.listen.host}:${opts.listen.port} without TLS with an allow-list: plain TCP identifies nobody; give --tls-cert, --tls-key and --tls-ca, or listen only on --listen unix:PATH`
       )
     }
-    if (opts.nbd && !opts.tls) {
-      throw new TidemarkError('USAGE', '--nbd without TLS with an allow-list: NBD clients could not be identified; give --tls-cert, --tls-key and --tls-ca (NBD STARTTLS)')
+    // On a unix socket NBD clients are identified by uid (nbd-exports.ts); over TCP only by certificate.
+    if (opts.nbd && 'tcp' in opts.nbd && !opts.tls) {
+      throw new TidemarkError('USAGE', '--nbd tcp: without TLS with an allow-list: NBD clients could not be identified; give --tls-cert, --tls-key and --tls-ca (NBD STARTTLS), or --nbd unix:PATH (clients identified by uid)')
     }
   }
   if (opts.listen && !opts.tls && !opts.insecure && !isLoopback(opts.listen.host)) {
@@ -206,7 +208,7 @@ export class Appliance {
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
       try {
-        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth, limits: opts.nbdListener }, log)
+        nbd = await ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth, limits: opts.nbdListener }, log)
       } catch (err) {
         await data?.close()
         await store.close()

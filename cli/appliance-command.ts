@@ -120,7 +120,7 @@ export const APPLIANCE = command({
     }),
     nbd: text({
       label: '--nbd ENDPOINT',
-      help: 'serve every point over NBD: unix:PATH or tcp:HOST:PORT (port 0:\nany). Exports VOLUME@latest, VOLUME@seq=N, VOLUME@mark=ID|LABEL,\nVOLUME@at=ISO-TIME (read-only) and the views timeview create makes;\nTCP is loopback only unless --insecure',
+      help: 'serve every point over NBD: unix:PATH or tcp:HOST:PORT (port 0:\nany). Exports VOLUME@latest, VOLUME@seq=N, VOLUME@mark=ID|LABEL,\nVOLUME@at=ISO-TIME (read-only) and the views timeview create makes;\nTCP is loopback only unless --insecure. With --allow and no TLS,\nunix:PATH clients are their uid (uid:N) and the socket is 0666',
       key: 'nbd',
       value: convert(z.string(), (s) => (s ? parseEndpoint(s, '--nbd') : undefined)),
     }),

@@ -274,7 +274,7 @@ t.test('refused at start: roles with callers that cannot be identified', async (
   const cases: Array<[string[], RegExp]> = [
     [['--listen', '127.0.0.1:0', '--allow', 'ops=read:*'], /refusing --listen 127\.0\.0\.1:0 without TLS with an allow-list: plain TCP identifies nobody/],
     [['--listen', `unix:${path.join(dir, 's')}`, '--allow', 'ops=read:*', '--insecure'], /--insecure with --allow: roles need identified callers/],
-    [['--listen', `unix:${path.join(dir, 's')}`, '--allow', 'ops=read:*', '--nbd', `unix:${path.join(dir, 'n')}`], /--nbd without TLS with an allow-list: NBD clients could not be identified/],
+    [['--listen', `unix:${path.join(dir, 's')}`, '--allow', 'ops=read:*', '--nbd', 'tcp:127.0.0.1:0'], /--nbd tcp: without TLS with an allow-list: NBD clients could not be identified; .* or --nbd unix:PATH \(clients identified by uid\)/],
     [['--listen', '127.0.0.1:0', '--listen', '127.0.0.1:1'], /--listen HOST:PORT given twice/],
     [['--listen', '127.0.0.1:0', '--allow', 'ops=own:*'], /unknown role "own"/],
   ]
