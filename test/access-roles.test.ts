@@ -225,7 +225,7 @@ t.test('the unix listener: callers are their uid', { skip: !have('setpriv') || p
   const st = fs.lstatSync(grpcSock)
   t.ok(st.isSocket(), 'the socket is in place')
   t.equal(st.mode & 0o777, 0o666, 'anyone may connect: the allow-list decides what each uid may do')
-  t.same(fs.readdirSync(dir).filter((n) => n.startsWith('.tidemark-listen-')), [], 'the 0700 directory it was bound in is gone')
+  t.same(fs.readdirSync(dir).filter((n) => n.startsWith('.tidemark-sock-')), [], 'the 0700 directory it was bound in is gone')
 
   // Another uid runs the CLI with a clean environment (the test runner's NODE_OPTIONS write where only we may).
   const as = (uid: number | null, args: string[]) =>
