@@ -125,17 +125,19 @@ export class IdentityLimits {
    * Called by the store just before it creates `volume` for `identity`:
    * refuses past --limit-volumes, else counts it. Synchronous, so two hellos
    * creating two volumes at once cannot both pass the last free place.
+   * Returns what gives the place back if the creation fails.
    */
-  beforeCreate(identity: string | null, volume: string): void {
+  beforeCreate(identity: string | null, volume: string): () => void {
     const key = identity ?? UNIDENTIFIED
     const mine = this.created.get(key)
-    if (mine?.has(volume)) return
+    if (mine?.has(volume)) return () => {}
     const cap = this.opts.volumes
     const n = mine?.size ?? 0
     if (cap && n >= cap) {
       this.refuse(identity, volume, 'volumes', `${who(identity)} has created ${n} volumes, the limit (--limit-volumes ${cap}): volume ${volume} is not created`)
     }
     this.noteCreated(key, volume)
+    return () => void this.created.get(key)?.delete(volume)
   }
 
   /**

@@ -248,6 +248,8 @@ export class ApplianceStore {
       return { volume: existing, fullSync: !existing.fullSyncDone }
     }
     const dir = path.join(this.volumesDir(), h.volume)
+    // Gives the creation back to the limits per identity if it fails (the volume is then not created).
+    let undoCreate: (() => void) | undefined
     if (existing || fs.existsSync(dir)) {
       // A different disk under this name (a new generation) or a resized one.
       // Its history so far is never moved out of reach by an agent: without
@@ -277,8 +279,11 @@ export class ApplianceStore {
       }
       // Refused here, before anything moves: a cap never leaves a history retired without its successor.
       this.limits?.beforeRetire(opts.identity ?? null, h.volume, await this.retiredCount(h.volume))
-      this.limits?.beforeCreate(opts.identity ?? null, h.volume)
-      await this.retireLocked(h.volume, existing, dir, old, h)
+      undoCreate = this.limits?.beforeCreate(opts.identity ?? null, h.volume)
+      await this.retireLocked(h.volume, existing, dir, old, h).catch((err) => {
+        undoCreate?.()
+        throw err
+      })
     } else {
       const accepted = this.accepted.get(h.volume)
       if (accepted && !this.acceptedFor(h) && !opts.accept) {
@@ -287,7 +292,7 @@ export class ApplianceStore {
           `volume ${h.volume}: an admin accepted generation ${accepted.generation} (size ${accepted.size}), the agent announces ${h.generation} (size ${h.size}): tidemark volume accept-generation --volume ${h.volume} again`
         )
       }
-      this.limits?.beforeCreate(opts.identity ?? null, h.volume)
+      undoCreate = this.limits?.beforeCreate(opts.identity ?? null, h.volume)
     }
     this.pending.delete(h.volume)
     this.accepted.delete(h.volume)
@@ -300,12 +305,19 @@ export class ApplianceStore {
       created: new Date().toISOString(),
       ...(opts.identity ? { createdBy: opts.identity } : {}),
     }
-    const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
-    await fs.promises.mkdir(tmp, { mode: 0o700 })
-    await VolumeStore.create(tmp, meta)
-    await fs.promises.rename(tmp, dir)
-    await syncDir(this.volumesDir())
-    const v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+    let v: VolumeStore
+    try {
+      const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
+      await fs.promises.mkdir(tmp, { mode: 0o700 })
+      await VolumeStore.create(tmp, meta)
+      await fs.promises.rename(tmp, dir)
+      await syncDir(this.volumesDir())
+      v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+    } catch (err) {
+      // Not created (a crash leaves .NAME.new-*, removed at open; a renamed one counts again from its meta.json at start).
+      undoCreate?.()
+      throw err
+    }
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }
