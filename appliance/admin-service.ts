@@ -197,7 +197,7 @@ export class AdminService {
       acceptGeneration: unaryHandler<AcceptGenerationRequest__Output, AcceptGenerationReply>(
         'acceptGeneration',
         opts('AcceptGeneration', (r) => ({ volume: r.volume, generation: r.generation })),
-        (call) => this.acceptGeneration(call.request)
+        (call) => this.acceptGeneration(call.request, this.auth.identity(call))
       ),
     })
   }
@@ -248,12 +248,17 @@ export class AdminService {
   private stats(name: string, call: Caller): StatsReply {
     const vols = this.volumesFor(name, call, 'Stats')
     const streams = this.replication.info()
+    // Appliance-wide counts tell of every volume (and of callers refused before naming one): an
+    // admin of every volume sees them, anyone else the counts of the volumes they may read.
+    const counts = this.auth.seesEverything(call)
+      ? { streams: streams.length, rejected: { ...this.replication.rejected } }
+      : this.replication.countsFor(new Set(this.auth.visible(call, 'Stats', this.store.volumes().map((v) => v.name))))
     return {
       appliance: {
         id: this.applianceId,
         startedAt: this.startedAt.toISOString(),
-        streams: streams.length,
-        rejected: { ...this.replication.rejected },
+        streams: counts.streams,
+        rejected: counts.rejected,
       },
       volumes: vols.map((v) =>
         volumeStatsReply(v.name, v.stats(), this.retention?.info(v) ?? null, streams.find((s) => s.volume === v.name) ?? null)
@@ -274,7 +279,7 @@ export class AdminService {
   }
 
   /** An admin accepts the new generation or size a refused agent announced (store.ts acceptGeneration). */
-  private async acceptGeneration(r: AcceptGenerationRequest__Output): Promise<AcceptGenerationReply> {
+  private async acceptGeneration(r: AcceptGenerationRequest__Output, identity: string | null): Promise<AcceptGenerationReply> {
     this.volume(r.volume)
     // A view pins a seq of this history by the volume's name: it would show the new one's bytes.
     const views = this.views?.records().filter((v) => v.volume === r.volume) ?? []
@@ -285,7 +290,7 @@ export class AdminService {
       )
     }
     await this.replication.endStream(r.volume, `an admin is accepting a new generation of volume ${r.volume}`)
-    const { retiredAs, old, pending } = await this.store.acceptGeneration(r.volume, r.generation)
+    const { retiredAs, old, pending } = await this.store.acceptGeneration(r.volume, r.generation, identity)
     this.log.warn({ volume: r.volume, retiredAs, generation: pending.generation }, `volume ${r.volume}: new generation accepted`)
     return { volume: r.volume, retiredAs, oldGeneration: old.generation, oldSize: old.size, generation: pending.generation, size: pending.size }
   }

@@ -7,7 +7,8 @@
 // With an allow-list (roles, access-policy.ts) every caller must be
 // identified: by its certificate (TCP with TLS) or its uid (the unix
 // listener). Plain TCP identifies nobody, so an allow-list refuses it at start
-// (and --insecure with it), as it refuses an NBD listener without TLS. Without
+// (and --insecure with it), as it refuses a TCP NBD listener without TLS (on
+// a unix socket NBD clients are their uid, nbd-exports.ts). Without
 // an allow-list plain loopback TCP trusts everyone who can reach it, and the
 // appliance says so at start.
 import type { JournalIo } from './journal'
@@ -26,10 +27,11 @@ import type { NbdListenerOptions } from '../native/nbd-listener'
 import { ApplianceNbdServer, type NbdEndpoint } from './nbd-exports'
 import { AccessPolicy, describeAllowList, type AllowList } from './access-policy'
 import { Authorizer } from './authorizer'
+import { IdentityLimits, type IdentityLimitOptions } from './identity-limits'
 import { UnixListener } from './unix-listener'
 import { ReplicationService } from './replication-service'
 import { ApplianceStore } from './store'
-import { Retention, type RetentionRule } from './retention'
+import { Retention, type MarkRate, type RetentionRule } from './retention'
 import { settleRetentionLock } from './retention-lock'
 import { Scrubber } from './scrub'
 import { ViewRegistry } from './view-registry'
@@ -50,6 +52,8 @@ export interface ApplianceOptions {
   dataPort?: number | null
   /** Roles per identity (access-policy.ts); null: none, every caller may everything. */
   allow?: AllowList | null
+  /** Caps per identity (identity-limits.ts); none by default. */
+  limits?: IdentityLimitOptions
   segmentBytes?: number
   /** Each volume keeps a replica image (replica-image.ts); default true. */
   replicaImages?: boolean
@@ -60,6 +64,8 @@ export interface ApplianceOptions {
   retain?: RetentionRule[]
   /** --retain-lock (retention-lock.ts): history younger than it is never given up. */
   retainLock?: { ms: number; text: string } | null
+  /** --limit-mark-rate (retention.ts): how far an "N marks" rule may reach; null or absent: off. */
+  markRate?: MarkRate | null
   /** How often retention runs, ms (0: only when asked, `journal compact`). */
   compactEveryMs?: number
   /** Serve every point over NBD here (nbd-exports.ts). */
@@ -107,8 +113,9 @@ function checkExposure(opts: ApplianceOptions): void {
         `refusing --listen ${opts.listen.host}:${opts.listen.port} without TLS with an allow-list: plain TCP identifies nobody; give --tls-cert, --tls-key and --tls-ca, or listen only on --listen unix:PATH`
       )
     }
-    if (opts.nbd && !opts.tls) {
-      throw new TidemarkError('USAGE', '--nbd without TLS with an allow-list: NBD clients could not be identified; give --tls-cert, --tls-key and --tls-ca (NBD STARTTLS)')
+    // On a unix socket NBD clients are identified by uid (nbd-exports.ts); over TCP only by certificate.
+    if (opts.nbd && 'tcp' in opts.nbd && !opts.tls) {
+      throw new TidemarkError('USAGE', '--nbd tcp: without TLS with an allow-list: NBD clients could not be identified; give --tls-cert, --tls-key and --tls-ca (NBD STARTTLS), or --nbd unix:PATH (clients identified by uid)')
     }
   }
   if (opts.listen && !opts.tls && !opts.insecure && !isLoopback(opts.listen.host)) {
@@ -192,13 +199,18 @@ export class Appliance {
       }
     }
     const replication = new ReplicationService(store, auth, log, id, data)
+    const limits = new IdentityLimits(opts.limits ?? {}, log)
+    limits.count = (code, volume) => replication.countRejection(code, volume)
+    for (const v of store.volumes()) if (v.meta.createdBy) limits.noteCreated(v.meta.createdBy, v.meta.name)
+    replication.limits = limits
+    store.limits = limits
     if (lock) log.info({ retainLock: lock.text, since: lock.since }, `retention lock: no point younger than ${lock.text} is given up, by any rule or request`)
-    const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0)
+    const retention = new Retention(store, opts.retain ?? [], log, lock?.ms ?? 0, opts.markRate ?? null)
     store.onNoSpace = (volume) => retention.underPressure(volume)
     let nbd: ApplianceNbdServer | null = null
     if (opts.nbd) {
       try {
-        nbd = ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth, limits: opts.nbdListener }, log)
+        nbd = await ApplianceNbdServer.start(store, opts.nbd, { insecure: !!opts.insecure, isLoopback, tls: opts.tls, auth, limits: opts.nbdListener }, log)
       } catch (err) {
         await data?.close()
         await store.close()
@@ -264,6 +276,8 @@ export class Appliance {
         nbd: nbd?.address ?? null,
         dataPort: data?.port ?? null,
         allowList: opts.allow ? describeAllowList(opts.allow) : null,
+        limits: limits.describe(),
+        markRate: opts.markRate?.text ?? null,
         volumes: store.volumes().map((v) => ({ name: v.name, durableSeq: v.durableSeq, generation: v.meta.generation })),
       },
       'appliance listening'

@@ -131,6 +131,17 @@ export class Authorizer {
     this.policy.check(who, op, volume, anonymous)
   }
 
+  /**
+   * May the caller see appliance-wide counts, which include every volume's
+   * and those of no volume? Without roles everyone may; with them an admin
+   * of every volume (admin:*).
+   */
+  seesEverything(call: Caller): boolean {
+    if (!this.policy) return true
+    const who = this.identity(call)
+    return who !== null && this.policy.allows(who, 'admin', '*')
+  }
+
   /** Of `names`, the volumes the caller may see through `op`'s role (every one without roles). */
   visible(call: Caller, op: Operation, names: string[]): string[] {
     return this.visibleTo(this.identity(call), op, names)

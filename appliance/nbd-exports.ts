@@ -18,8 +18,17 @@
 // identity holds the read role on (the --allow list, access-policy.ts);
 // without TLS, TCP is loopback only unless --insecure, and there are no roles
 // to check (the appliance refuses an allow-list with an NBD listener that
-// cannot identify its clients).
+// cannot identify its clients: TCP without TLS).
+//
+// On a unix socket without TLS a client is the local user the kernel reports
+// (native/src/nbd_server.cc PeerUidIdentity, "uid:N" as in the allow-list).
+// With an allow-list that socket is 0666, like the gRPC unix listener: the
+// allow-list decides per uid, and an unlisted uid opens and lists nothing.
+// It is bound in a 0700 directory and renamed into place with its mode
+// (native/unix-socket-path.ts publishSocket). Without one it stays 0600.
+import fs from 'node:fs'
 import { nbdListenerConfig, type NbdListenerOptions } from '../native/nbd-listener'
+import { clearSocketPath, publishSocket } from '../native/unix-socket-path'
 import type { Logger } from 'pino'
 import {
   listenApplianceNbd,
@@ -81,6 +90,8 @@ export class ApplianceNbdServer {
   private readonly viewExports = new Map<string, ApplianceExportHandle>()
   opened = 0
   refused = 0
+  /** The socket published at the unix endpoint (publishSocket), removed at close if it is still ours. */
+  private published: { file: string; ino: number } | null = null
 
   private constructor(
     private readonly handle: ApplianceNbdHandle,
@@ -90,7 +101,7 @@ export class ApplianceNbdServer {
     readonly endpoint: NbdEndpoint
   ) {}
 
-  static start(
+  static async start(
     store: ApplianceStore,
     endpoint: NbdEndpoint,
     opts: {
@@ -102,26 +113,49 @@ export class ApplianceNbdServer {
       limits?: Omit<NbdListenerOptions, 'tls'>
     },
     log: Logger
-  ): ApplianceNbdServer {
+  ): Promise<ApplianceNbdServer> {
     if ('tcp' in endpoint && !opts.tls && !opts.insecure && !opts.isLoopback(endpoint.tcp.host)) {
       throw new TidemarkError('USAGE', `refusing to serve NBD on ${endpoint.tcp.host} without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure`)
     }
     let server: ApplianceNbdServer | undefined
     const nlog = log.child({ component: 'nbd' })
     let handle: ApplianceNbdHandle
-    const where = 'unix' in endpoint ? { unix: endpoint.unix } : { tcpHost: endpoint.tcp.host, tcpPort: endpoint.tcp.port }
     const tls = opts.tls ? { tlsCert: opts.tls.cert, tlsKey: opts.tls.key, tlsCa: opts.tls.ca } : {}
-    try {
-      handle = listenApplianceNbd(
-        { ...where, ...tls, ...nbdListenerConfig(opts.limits) },
-        (id, name, identity) => (name === null ? server!.list(id, identity) : server!.open(id, name, identity)),
-        (level, message) => nlog[level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : 'debug'](message)
-      )
-    } catch (err) {
-      throw new TidemarkError('LISTEN_FAILED', `cannot serve NBD: ${(err as Error).message}`)
+    const listen = (where: Record<string, unknown>): ApplianceNbdHandle => {
+      try {
+        return listenApplianceNbd(
+          { ...where, ...tls, ...nbdListenerConfig(opts.limits) },
+          (id, name, identity) => (name === null ? server!.list(id, identity) : server!.open(id, name, identity)),
+          (level, message) => nlog[level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : 'debug'](message)
+        )
+      } catch (err) {
+        throw new TidemarkError('LISTEN_FAILED', `cannot serve NBD: ${(err as Error).message}`)
+      }
+    }
+    // Local users by uid: the allow-list decides, so any of them may connect (see the top of this file).
+    const byUid = 'unix' in endpoint && !opts.tls && opts.auth.policy !== null
+    let published: { file: string; ino: number } | null = null
+    if (byUid) {
+      const file = endpoint.unix
+      await clearSocketPath(file, 'LISTEN_FAILED', `--nbd unix:${file}`, 'another process')
+      let h: ApplianceNbdHandle | null = null
+      try {
+        const ino = await publishSocket(file, 0o666, (at) => {
+          h = listen({ unix: at })
+        })
+        published = { file, ino }
+      } catch (err) {
+        await (h as ApplianceNbdHandle | null)?.close()
+        throw err instanceof TidemarkError ? err : new TidemarkError('LISTEN_FAILED', `cannot serve NBD on unix:${file}: ${(err as Error).message}`)
+      }
+      handle = h!
+      nlog.info({ nbd: `unix:${file}`, mode: '0666' }, 'NBD clients on the unix socket are identified by uid')
+    } else {
+      handle = listen('unix' in endpoint ? { unix: endpoint.unix } : { tcpHost: endpoint.tcp.host, tcpPort: endpoint.tcp.port })
     }
     const bound: NbdEndpoint = 'unix' in endpoint ? endpoint : { tcp: { host: endpoint.tcp.host, port: handle.tcpPort() } }
     server = new ApplianceNbdServer(handle, store, opts.auth, nlog, bound)
+    server.published = published
     return server
   }
 
@@ -153,7 +187,10 @@ export class ApplianceNbdServer {
    * "uid:..." is no identity here either (authorizer.ts).
    */
   private who(identity: string): string | null {
-    return identity && !identity.startsWith('uid:') ? identity : null
+    if (!identity) return null
+    // Only the native server's SO_PEERCRED says "uid:N", and only on a unix socket without TLS.
+    if (identity.startsWith('uid:')) return 'unix' in this.endpoint && !this.auth.tls ? identity : null
+    return identity
   }
 
   /** May a client of this identity read the volume (the NbdExport role)? */
@@ -246,5 +283,13 @@ export class ApplianceNbdServer {
     await this.handle.close()
     for (const h of this.viewExports.values()) h.close()
     this.viewExports.clear()
+    // The native server removes the socket it bound, which was renamed: this one is ours to remove (if still ours).
+    const p = this.published
+    this.published = null
+    try {
+      if (p && fs.lstatSync(p.file).ino === p.ino) fs.rmSync(p.file)
+    } catch {
+      // gone already
+    }
   }
 }

@@ -36,6 +36,7 @@ import { alreadyLogged } from './access-policy'
 import { AgentReports } from './agent-reports'
 import type { Authorizer } from './authorizer'
 import type { DataChannelServer, DataConnection } from './data-channel'
+import { alreadyCounted, type IdentityLimits } from './identity-limits'
 import type { ApplianceStore } from './store'
 import type { VolumeStore } from './volume-store'
 
@@ -68,6 +69,13 @@ export interface StreamInfo {
 export class ReplicationService {
   /** rejections by code, across every stream */
   readonly rejected: Record<string, number> = {}
+  /**
+   * The same per volume, for stats callers who may see only some volumes.
+   * Only volumes the store holds: hellos naming made-up volumes grow nothing.
+   */
+  private readonly rejectedOf = new Map<string, Record<string, number>>()
+  /** Caps per identity (identity-limits.ts): streams, volume size, and through the store volumes created. */
+  limits: IdentityLimits | null = null
   private readonly streams = new Map<Call, StreamInfo>()
   /** the stream that owns each volume, and how to retire it */
   private readonly active = new Map<string, { call: Call; retire: (why?: string) => Promise<void> }>()
@@ -107,9 +115,26 @@ export class ReplicationService {
     }
   }
 
+  /** Counts a rejection by code, appliance-wide and for `volume` if the store holds it. */
+  countRejection(code: string, volume: string | null): void {
+    this.rejected[code] = (this.rejected[code] ?? 0) + 1
+    if (volume === null || !this.store.get(volume)) return
+    let of = this.rejectedOf.get(volume)
+    if (!of) this.rejectedOf.set(volume, (of = {}))
+    of[code] = (of[code] ?? 0) + 1
+  }
+
+  /** Open streams and rejections of the `volumes` a caller may see (stats for a caller who may not see them all). */
+  countsFor(volumes: Set<string>): { streams: number; rejected: Record<string, number> } {
+    const rejected: Record<string, number> = {}
+    for (const v of volumes) for (const [code, n] of Object.entries(this.rejectedOf.get(v) ?? {})) rejected[code] = (rejected[code] ?? 0) + n
+    return { streams: [...this.streams.values()].filter((s) => volumes.has(s.volume)).length, rejected }
+  }
+
   private reject(call: Call, err: unknown, ctx: Record<string, unknown>): void {
     const e = err instanceof TidemarkError ? err : new TidemarkError('INTERNAL', (err as Error)?.message ?? String(err))
-    this.rejected[e.code] = (this.rejected[e.code] ?? 0) + 1
+    // The limits per identity count their refusals themselves (they also refuse outside streams).
+    if (!alreadyCounted(e)) this.countRejection(e.code, typeof ctx.volume === 'string' ? ctx.volume : null)
     const status = toStatus(e)
     if (status.code === grpc.status.INTERNAL) this.log.error({ ...ctx, err }, `replication stream failed: ${e.message}`)
     else if (alreadyLogged(e)) this.log.debug({ ...ctx, code: e.code }, `replication stream refused: ${e.message}`)
@@ -128,6 +153,10 @@ export class ReplicationService {
     let pendingBytes = 0
     let paused = false
     let attaching = false
+    // The volume the hello named, for counting a refusal before it attached.
+    let helloVolume: string | undefined
+    // This stream's place under --limit-streams, given back when it ends.
+    let releaseStream: () => void = () => {}
     // The data channel: its token (until used or the stream ends), its connection once attached.
     let dataToken: Buffer | null = null
     let dataConn: DataConnection | null = null
@@ -152,7 +181,7 @@ export class ReplicationService {
       tail.catch(() => undefined) // reported through fail() above
     }
     const queued: AgentMessage__Output[] = []
-    const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume })
+    const ctx = (): Record<string, unknown> => ({ peer, identity, volume: info?.volume ?? helloVolume })
     const retire = async (why = 'a newer stream from the agent replaced this one'): Promise<void> => {
       if (!done) {
         done = true
@@ -178,6 +207,7 @@ export class ReplicationService {
         throw new TidemarkError('PROTOCOL', `protocol version ${h.protocol} is not supported (this appliance speaks ${PROTOCOL_VERSION})`)
       }
       if (!NAME_RE.test(h.volume)) throw new TidemarkError('PROTOCOL', `volume name ${JSON.stringify(h.volume)} is not valid`)
+      helloVolume = h.volume
       if (!h.generation || h.generation.length > 128) throw new TidemarkError('PROTOCOL', 'hello has no valid generation id')
       // Stored with the volume and shown by stats: bounded, no control characters.
       const badId = badName(h.agentId ?? '', 'the hello\'s agent id') ?? badName(h.group ?? '', 'the hello\'s group')
@@ -187,6 +217,7 @@ export class ReplicationService {
       }
       // The caller's role decides, never the agent id the hello states (anyone can write any id there).
       this.auth.require(call, 'Replicate', h.volume)
+      this.limits?.checkVolumeSize(identity, h.volume, h.size)
       // A new generation or size retires the volume's history beside the new
       // one: only an admin's hello (or any, without roles) does that itself;
       // a writer's waits for an admin (store.ts, Admin.AcceptGeneration).
@@ -199,6 +230,9 @@ export class ReplicationService {
         this.log.info({ ...ctx() }, 'a newer stream replaces the one replicating this volume')
         await other.retire()
       }
+      // Taken once the stream it replaces has ended, so a reconnecting agent at its cap is not refused.
+      if (done) return
+      if (this.limits) releaseStream = this.limits.acquireStream(identity, h.volume)
       this.active.set(h.volume, { call, retire })
       const { volume, fullSync } = await this.store.attach({
         volume: h.volume,
@@ -206,7 +240,7 @@ export class ReplicationService {
         size: h.size,
         group: h.group,
         agentId: h.agentId,
-      }, { accept })
+      }, { accept, identity })
       vol = volume
       this.reports.attached(h.volume, volume.durableSeq)
       info = {
@@ -382,6 +416,7 @@ export class ReplicationService {
     })
     const cleanup = (): void => {
       done = true
+      releaseStream()
       if (dataToken) this.data?.revoke(dataToken)
       dataToken = null
       dataConn?.destroy()

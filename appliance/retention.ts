@@ -14,6 +14,21 @@
 // volume keeps everything. Under a retention lock (retention-lock.ts) no
 // point younger than the lock is given up, by any rule, the size cap or
 // disk pressure.
+//
+// Only the appliance's own clock and rules decide what goes, never what an
+// agent says (a compromised agent must not shorten history):
+// - Ages are measured by when the appliance committed a point (its batch's
+//   commit time), as well as by the capture time the agent wrote in its
+//   records: a point is old only when both say so, so records claiming to be
+//   weeks old are not let go of early, by a window or by the lock.
+// - An "N marks" rule counts TimeMarks, which agents create. A flood of marks
+//   would push the older ones out in seconds. With a mark rate cap
+//   (--limit-mark-rate COUNT/PERIOD, on by default) the marks rule never gives
+//   up a point younger than N x PERIOD / COUNT: what N marks take at the
+//   fastest rate an honest agent marks. Agents marking slower lose nothing;
+//   faster ones keep more (the floor holds), and retention says so in stats
+//   and the log. Marks are never refused: a refused mark would stop
+//   replication of the writes around it.
 import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import type { ApplianceStore } from './store'
@@ -29,6 +44,25 @@ export interface RetentionSpec {
 export interface RetentionRule {
   pattern: string
   spec: RetentionSpec
+}
+
+/** --limit-mark-rate: at most `count` TimeMarks per `periodMs` count toward a marks rule's reach. */
+export interface MarkRate {
+  count: number
+  periodMs: number
+  text: string
+}
+
+/** The default mark rate: one every 5 minutes, faster than most schedules of application-consistent marks. */
+export const DEFAULT_MARK_RATE = '12/h'
+
+/** "12/h", "10/30m" (COUNT/PERIOD, PERIOD a duration or a unit) as a rate; "off" as null. */
+export function parseMarkRate(text: string): MarkRate | null {
+  if (text === 'off') return null
+  const m = /^([1-9]\d*)\/(\d+(?:\.\d+)?)?([smhdw])$/.exec(text.trim())
+  const periodMs = m ? (m[2] === undefined ? 1 : Number(m[2])) * UNITS[m[3]] : 0
+  if (!m || !(periodMs > 0)) throw new TidemarkError('USAGE', `--limit-mark-rate '${text}' must be COUNT/PERIOD (12/h, 10/30m) or off`)
+  return { count: Number(m[1]), periodMs, text }
 }
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
@@ -80,20 +114,59 @@ export interface RetentionPlan {
   upTo: number
   /** Set when the size cap forces history out that the time or marks rules would keep. */
   shrinking: string | null
+  /** Set when the mark rate cap keeps history a flood of TimeMarks would push out. */
+  marksHeld?: string | null
+}
+
+/**
+ * The newest seq the appliance had committed by `ms`, by its own clock (the
+ * commit times of its batches), or the base's seq if none: nothing an agent
+ * writes moves it. Commit times grow with seq, so a binary search over the
+ * batch index: a few dozen lookups.
+ */
+export async function committedBy(v: VolumeStore, ms: number): Promise<number> {
+  let lo = v.base?.seq ?? 0
+  let hi = v.durableSeq
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi + 1) / 2)
+    const at = await v.timeOfSeq(mid)
+    if (at !== 0 && at <= ms) lo = mid
+    else hi = mid - 1
+  }
+  return lo
 }
 
 /** What the volume's rule lets go of now. */
-export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = Date.now(), held: number[] = [], lockMs = 0): Promise<RetentionPlan> {
+export async function retentionPlan(
+  v: VolumeStore,
+  spec: RetentionSpec,
+  now = Date.now(),
+  held: number[] = [],
+  lockMs = 0,
+  markRate: MarkRate | null = null
+): Promise<RetentionPlan> {
   if (!v.fullSyncDone) return { upTo: 0, shrinking: null }
   const floor = v.base?.seq ?? 0
   const wants: number[] = []
-  if (spec.timeMs !== undefined) {
-    const at = await v.seqAt(now - spec.timeMs)
-    wants.push(at ? at.seq : 0)
+  // Old by the agent's capture times and by the appliance's commit times (see the top of this file).
+  const olderThan = async (ms: number): Promise<number> => {
+    const at = await v.seqAt(now - ms)
+    return at ? Math.min(at.seq, await committedBy(v, now - ms)) : 0
   }
+  if (spec.timeMs !== undefined) wants.push(await olderThan(spec.timeMs))
+  let marksHeld: string | null = null
   if (spec.marks !== undefined) {
     const marks = await v.timemarks()
-    wants.push(marks.length > spec.marks ? marks[marks.length - spec.marks].seq : 0)
+    let want = marks.length > spec.marks ? marks[marks.length - spec.marks].seq : 0
+    if (want > 0 && markRate) {
+      const floorMs = (spec.marks * markRate.periodMs) / markRate.count
+      const reach = await committedBy(v, now - floorMs)
+      if (want > reach) {
+        marksHeld = `TimeMarks came faster than --limit-mark-rate ${markRate.text}: the ${spec.marks}marks rule keeps every point of the last ${Math.round(floorMs / 1000)} s (history after seq ${reach}), not only the newest ${spec.marks} marks`
+        want = reach
+      }
+    }
+    wants.push(want)
   }
   let upTo = wants.length ? Math.min(...wants) : 0
   // Seqs held like pinned marks: named views' (held).
@@ -119,14 +192,13 @@ export async function retentionPlan(v: VolumeStore, spec: RetentionSpec, now = D
   }
   if (lockMs > 0) {
     // The newest point at least lockMs old may be folded into the base; nothing after it.
-    const at = await v.seqAt(now - lockMs)
-    const locked = at ? at.seq : 0
+    const locked = await olderThan(lockMs)
     if (upTo > locked) {
       if (shrinking) shrinking = `the journal (${v.journalBytes} bytes) is over its ${spec.maxBytes}-byte cap, but the retention lock keeps every point after seq ${locked}`
       upTo = locked
     }
   }
-  return { upTo: upTo > floor ? upTo : 0, shrinking }
+  return { upTo: upTo > floor ? upTo : 0, shrinking, marksHeld }
 }
 
 /** Runs each volume's retention every so often, and on request. */
@@ -134,7 +206,7 @@ export class Retention {
   private timer: NodeJS.Timeout | null = null
   private running: Promise<unknown> = Promise.resolve()
   /** Per volume: the last plan's warning, the last compaction, what was given up under disk pressure. */
-  readonly status = new Map<string, { shrinking: string | null; last: CompactResult | null; error: string | null; pressure: string | null }>()
+  readonly status = new Map<string, { shrinking: string | null; marksHeld: string | null; last: CompactResult | null; error: string | null; pressure: string | null }>()
   /** Seqs of a volume kept as if pinned: the named views' (appliance.ts sets it to ViewRegistry.seqsOf). */
   holds: (volume: string) => number[] = () => []
   private readonly inFlight = new Set<Promise<unknown>>()
@@ -144,7 +216,9 @@ export class Retention {
     readonly rules: RetentionRule[],
     private readonly log: Logger,
     /** --retain-lock, in ms (0: none): no point younger than this is given up. */
-    readonly lockMs = 0
+    readonly lockMs = 0,
+    /** --limit-mark-rate (null: off): how far a marks rule may reach. */
+    readonly markRate: MarkRate | null = null
   ) {}
 
   start(everyMs: number): void {
@@ -205,12 +279,15 @@ export class Retention {
   private async runNow(v: VolumeStore): Promise<{ plan: RetentionPlan; result: CompactResult | null; rule: string | null }> {
     const spec = ruleFor(this.rules, v.name)
     if (!spec) return { plan: { upTo: 0, shrinking: null }, result: null, rule: null }
-    const st = this.status.get(v.name) ?? { shrinking: null, last: null, error: null, pressure: null }
+    const st = this.status.get(v.name) ?? { shrinking: null, marksHeld: null, last: null, error: null, pressure: null }
     this.status.set(v.name, st)
     try {
-      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.name), this.lockMs)
+      const plan = await retentionPlan(v, spec, Date.now(), this.holds(v.name), this.lockMs, this.markRate)
       if (plan.shrinking && plan.shrinking !== st.shrinking) this.log.warn({ volume: v.name }, plan.shrinking)
       st.shrinking = plan.shrinking
+      // Logged when it starts holding, not on every run while it does.
+      if (plan.marksHeld && !st.marksHeld) this.log.warn({ volume: v.name, code: 'MARK_RATE' }, `volume ${v.name}: ${plan.marksHeld}`)
+      st.marksHeld = plan.marksHeld ?? null
       const result = plan.upTo > 0 ? await v.compact(plan.upTo) : null
       if (result) st.last = result
       st.error = null
@@ -228,7 +305,7 @@ export class Retention {
     const st = this.status.get(v.name)
     return {
       rule: spec?.text ?? null,
-      warning: st?.shrinking ?? null,
+      warning: [st?.shrinking, st?.marksHeld].filter(Boolean).join('; ') || null,
       lastCompaction: st?.last ?? null,
       error: st?.error ?? null,
       pressure: st?.pressure ?? null,

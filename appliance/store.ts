@@ -15,6 +15,10 @@
 //                             under that name (meta.json servedAs); nothing
 //                             an agent sends removes or hides it
 //   DIR/archive/...           where older appliances moved such histories
+//   DIR/volumes/NAME/pending-generation.json
+//                             the new generation or size a refused hello
+//                             announced, until an admin accepts it
+//                             (pending-generation.ts): kept across restarts
 //
 // attach() and acceptGeneration() are serialised per volume name, so two
 // hellos for one name cannot both create or retire it.
@@ -28,6 +32,8 @@ import { MAX_NAME_BYTES, MAX_SEGMENT_BYTES, SEGMENT_HEADER_SIZE } from './journa
 import { GroupCommit } from './group-commit'
 import { syncDir, writeFileAtomic } from '../native/atomic-file'
 import { removeReplica } from './replica-image'
+import type { IdentityLimits } from './identity-limits'
+import { loadPending, removePending, savePending, type PendingGeneration } from './pending-generation'
 import { VolumeStore, type VolumeMeta } from './volume-store'
 
 export type { VolumeMeta } from './volume-store'
@@ -39,15 +45,11 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
 export interface AttachOptions {
   /** The caller may accept a new generation or size itself (an admin's hello, or no roles at all). */
   accept?: boolean
+  /** Who sent the hello (null: unidentified), for the limits per identity. */
+  identity?: string | null
 }
 
-/** A new generation or size a refused hello announced. */
-export interface PendingGeneration {
-  generation: string
-  size: number
-  agentId: string
-  at: string
-}
+export type { PendingGeneration } from './pending-generation'
 
 export interface Hello {
   volume: string
@@ -69,10 +71,12 @@ function checkName(what: string, v: string): void {
 export class ApplianceStore {
   /** Told when a volume runs out of space (retention may free some, as its rules allow). */
   onNoSpace: ((volume: string) => void) | null = null
+  /** Caps on volumes created per identity and retired histories per volume (identity-limits.ts); null: none. */
+  limits: IdentityLimits | null = null
   readonly commits = new GroupCommit()
   private readonly vols = new Map<string, VolumeStore>()
   private readonly locks = new Map<string, Promise<unknown>>()
-  /** New generations refused, waiting for an admin (memory only: the agent announces it again on every retry). */
+  /** New generations refused, waiting for an admin (and kept in each volume's pending-generation.json). */
   private readonly pending = new Map<string, PendingGeneration>()
   /** Generations accepted, until their hello comes. */
   private readonly accepted = new Map<string, PendingGeneration>()
@@ -110,7 +114,9 @@ export class ApplianceStore {
         const v = await VolumeStore.open(d, s.commits, logger, s.journal, (n) => s.onNoSpace?.(n), s.replicaImages)
         if (!s.replicaImages) await removeReplica(d)
         s.vols.set(v.name, v)
-        logger.info({ volume: v.name, durableSeq: v.durableSeq }, 'volume opened')
+        const pending = v.retired ? undefined : await loadPending(d, logger)
+        if (pending) s.pending.set(v.name, pending)
+        logger.info({ volume: v.name, durableSeq: v.durableSeq, ...(pending ? { pendingGeneration: pending.generation, pendingSize: pending.size } : {}) }, 'volume opened')
       } catch (e) {
         // One damaged volume must not keep the appliance from serving the others.
         logger.error({ dir: d, err: (e as Error).message }, `volume ${name} cannot be opened`)
@@ -148,7 +154,7 @@ export class ApplianceStore {
     return p
   }
 
-  /** The new generation or size a refused hello announced for `volume`, if any since the appliance started. */
+  /** The new generation or size a refused hello announced for `volume`, if any (kept across restarts). */
   pendingGeneration(volume: string): PendingGeneration | undefined {
     return this.pending.get(volume)
   }
@@ -160,24 +166,32 @@ export class ApplianceStore {
    * new history. `generation` ("" for any) must be the one announced.
    * The caller has ended the volume's replication stream.
    */
-  acceptGeneration(volume: string, generation: string): Promise<{ retiredAs: string; old: VolumeMeta; pending: PendingGeneration }> {
+  acceptGeneration(volume: string, generation: string, identity: string | null = null): Promise<{ retiredAs: string; old: VolumeMeta; pending: PendingGeneration }> {
     return this.locked(volume, async () => {
       const v = this.vols.get(volume)
       if (!v) throw new TidemarkError('UNKNOWN_VOLUME', `no volume named ${JSON.stringify(volume)} on this appliance`)
       if (v.retired) throw new TidemarkError('VOLUME_RETIRED', `volume ${volume} is a retired history already`)
       const pending = this.pending.get(volume)
       if (!pending) {
-        throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: no agent has announced a new generation or size since the appliance started (generation ${v.meta.generation}, size ${v.meta.size})`)
+        throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: no agent has announced a new generation or size (generation ${v.meta.generation}, size ${v.meta.size})`)
       }
       if (generation && generation !== pending.generation) {
         throw new TidemarkError('NO_PENDING_GENERATION', `volume ${volume}: the agent announced generation ${pending.generation}, not ${generation}`)
       }
+      this.limits?.beforeRetire(identity, volume, await this.retiredCount(volume))
       const old = { ...v.meta }
       const retiredAs = await this.retireLocked(volume, v, v.dir, old, pending)
       this.pending.delete(volume)
       this.accepted.set(volume, pending)
       return { retiredAs, old, pending }
     })
+  }
+
+  /** How many retired histories of `name` (NAME.retired-N) the store keeps. */
+  private async retiredCount(name: string): Promise<number> {
+    const prefix = `${name}.retired-`
+    const n = (await fs.promises.readdir(this.volumesDir())).filter((d) => d.startsWith(prefix) && /^\d+$/.test(d.slice(prefix.length))).length
+    return n
   }
 
   /** Is this hello the generation an admin accepted for its volume (which is then gone)? */
@@ -205,6 +219,8 @@ export class ApplianceStore {
     await writeFileAtomic(metaFile, JSON.stringify({ ...meta, servedAs: retiredAs, retiredAt: new Date().toISOString() }, null, 2) + '\n', 0o600)
     await fs.promises.rename(dir, to)
     await syncDir(this.volumesDir())
+    // What was pending for it is accepted now; a retired history has nothing pending.
+    await removePending(to)
     const r = await VolumeStore.open(to, this.commits, this.log, this.journal, (x) => this.onNoSpace?.(x), false)
     this.vols.set(retiredAs, r)
     this.log.warn(
@@ -232,6 +248,8 @@ export class ApplianceStore {
       return { volume: existing, fullSync: !existing.fullSyncDone }
     }
     const dir = path.join(this.volumesDir(), h.volume)
+    // Gives the creation back to the limits per identity if it fails (the volume is then not created).
+    let undoCreate: (() => void) | undefined
     if (existing || fs.existsSync(dir)) {
       // A different disk under this name (a new generation) or a resized one.
       // Its history so far is never moved out of reach by an agent: without
@@ -244,21 +262,37 @@ export class ApplianceStore {
           .then((t) => JSON.parse(t) as VolumeMeta)
           .catch(() => undefined))
       if (!opts.accept) {
-        this.pending.set(h.volume, { generation: h.generation, size: h.size, agentId: h.agentId, at: new Date().toISOString() })
+        const p = { generation: h.generation, size: h.size, agentId: h.agentId ?? '', at: new Date().toISOString() }
+        const prev = this.pending.get(h.volume)
+        this.pending.set(h.volume, p)
+        // Kept on disk so an admin can accept after a restart; rewritten only when what is announced changes (agents retry every few seconds).
+        if (!prev || prev.generation !== p.generation || prev.size !== p.size || prev.agentId !== p.agentId) {
+          await savePending(dir, p).catch((err) =>
+            this.log.warn({ volume: h.volume, err: (err as Error).message }, `volume ${h.volume}: the pending generation is not kept on disk (${(err as Error).message}); it is in memory until a restart`)
+          )
+        }
         throw new TidemarkError(
           'GENERATION_CHANGED',
           `volume ${h.volume}: the agent announces generation ${h.generation} (size ${h.size}), the appliance holds generation ${old?.generation} (size ${old?.size}); ` +
             `its history is kept, and nothing is written until an admin accepts the new one: tidemark volume accept-generation --volume ${h.volume}`
         )
       }
-      await this.retireLocked(h.volume, existing, dir, old, h)
-    }
-    const accepted = this.accepted.get(h.volume)
-    if (accepted && !this.acceptedFor(h) && !opts.accept) {
-      throw new TidemarkError(
-        'GENERATION_CHANGED',
-        `volume ${h.volume}: an admin accepted generation ${accepted.generation} (size ${accepted.size}), the agent announces ${h.generation} (size ${h.size}): tidemark volume accept-generation --volume ${h.volume} again`
-      )
+      // Refused here, before anything moves: a cap never leaves a history retired without its successor.
+      this.limits?.beforeRetire(opts.identity ?? null, h.volume, await this.retiredCount(h.volume))
+      undoCreate = this.limits?.beforeCreate(opts.identity ?? null, h.volume)
+      await this.retireLocked(h.volume, existing, dir, old, h).catch((err) => {
+        undoCreate?.()
+        throw err
+      })
+    } else {
+      const accepted = this.accepted.get(h.volume)
+      if (accepted && !this.acceptedFor(h) && !opts.accept) {
+        throw new TidemarkError(
+          'GENERATION_CHANGED',
+          `volume ${h.volume}: an admin accepted generation ${accepted.generation} (size ${accepted.size}), the agent announces ${h.generation} (size ${h.size}): tidemark volume accept-generation --volume ${h.volume} again`
+        )
+      }
+      undoCreate = this.limits?.beforeCreate(opts.identity ?? null, h.volume)
     }
     this.pending.delete(h.volume)
     this.accepted.delete(h.volume)
@@ -269,13 +303,21 @@ export class ApplianceStore {
       group: h.group ?? '',
       agentId: h.agentId ?? '',
       created: new Date().toISOString(),
+      ...(opts.identity ? { createdBy: opts.identity } : {}),
     }
-    const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
-    await fs.promises.mkdir(tmp, { mode: 0o700 })
-    await VolumeStore.create(tmp, meta)
-    await fs.promises.rename(tmp, dir)
-    await syncDir(this.volumesDir())
-    const v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+    let v: VolumeStore
+    try {
+      const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
+      await fs.promises.mkdir(tmp, { mode: 0o700 })
+      await VolumeStore.create(tmp, meta)
+      await fs.promises.rename(tmp, dir)
+      await syncDir(this.volumesDir())
+      v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+    } catch (err) {
+      // Not created (a crash leaves .NAME.new-*, removed at open; a renamed one counts again from its meta.json at start).
+      undoCreate?.()
+      throw err
+    }
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }

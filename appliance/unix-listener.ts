@@ -24,11 +24,10 @@
 // stale socket at PATH is replaced, never a file, a link or a live socket.
 import fs from 'node:fs'
 import net from 'node:net'
-import path from 'node:path'
 import type * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { native } from '../native'
-import { clearSocketPath } from '../native/unix-socket-path'
+import { clearSocketPath, publishSocket } from '../native/unix-socket-path'
 import { TidemarkError } from '../proto/errors'
 import type { UnixPeers } from './authorizer'
 
@@ -51,30 +50,22 @@ export class UnixListener implements UnixPeers {
     const injector = grpcServer.createConnectionInjector(insecure)
     let self: UnixListener | null = null
     const server = net.createServer((s) => (self ? self.accept(s, injector) : s.destroy()))
-    let staging: string
+    let ino: number
     try {
-      staging = fs.mkdtempSync(path.join(path.dirname(file), '.tidemark-listen-')) // 0700
-    } catch (err) {
-      throw new TidemarkError('LISTEN_FAILED', `cannot listen on unix:${file}: ${(err as Error).message}`)
-    }
-    const bound = path.join(staging, 's')
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject)
-        server.listen(bound, () => {
-          server.off('error', reject)
-          resolve()
+      ino = await publishSocket(file, open ? 0o666 : 0o600, (at) =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject)
+          server.listen(at, () => {
+            server.off('error', reject)
+            resolve()
+          })
         })
-      })
-      fs.chmodSync(bound, open ? 0o666 : 0o600)
-      fs.renameSync(bound, file)
+      )
     } catch (err) {
       server.close()
       throw new TidemarkError('LISTEN_FAILED', `cannot listen on unix:${file}: ${(err as Error).message}`)
-    } finally {
-      fs.rmSync(staging, { recursive: true, force: true })
     }
-    self = new UnixListener(server, file, fs.lstatSync(file).ino, log)
+    self = new UnixListener(server, file, ino, log)
     log.info({ listen: `unix:${file}`, mode: open ? '0666' : '0600' }, 'unix listener: callers identified by uid')
     return self
   }

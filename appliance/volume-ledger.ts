@@ -41,6 +41,8 @@ export interface VolumeMeta {
   servedAs?: string
   /** When it was retired (ISO 8601). */
   retiredAt?: string
+  /** The identity whose hello created it, when the caller had one (identity-limits.ts counts them). */
+  createdBy?: string
 }
 
 /** What a batch's COMMIT says about it (ChangeBatch fields the journal keeps). */

@@ -4,7 +4,7 @@ import pino from 'pino'
 import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
-import { parseDuration, parseRetentionRule } from '../appliance/retention'
+import { DEFAULT_MARK_RATE, parseDuration, parseMarkRate, parseRetentionRule } from '../appliance/retention'
 import { parseHistoryTarget, parseRpoTarget, type VolumeTargets } from '../appliance/volume-targets'
 import { startApplianceHttp } from './appliance-http'
 import { checkHttpExposure } from './http-server'
@@ -15,6 +15,11 @@ import { check, command, convert, flag, helpText, list, parseCommand, text } fro
 import { nbdLimitOptions } from './nbd-exposure'
 
 const APPLIANCE_NBD_MAX_CONNECTIONS = 64
+
+/** A cap per identity: a whole number, 0 (the default) for none. */
+function cap(flagName: string) {
+  return check(z.string(), (s) => /^\d+$/.test(s.trim()), (s) => `${flagName} '${s}' is not a whole number (0: no limit)`).transform((s) => Number(s) || undefined)
+}
 
 /** A JSON object whose values become "KEY=VALUE" strings, as the repeated flag gives them. */
 function objectOf(message: string) {
@@ -48,7 +53,7 @@ export const APPLIANCE = command({
     }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "http", "rpoTarget": {"PAT": "WARN[,ERROR]"},\n"historyTarget": {"PAT": "DURATION"}}',
+      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "limits": {"streams", "volumes", "volumeSize",\n"retired", "markRate"}, "http", "rpoTarget":\n{"PAT": "WARN[,ERROR]"}, "historyTarget": {"PAT": "DURATION"}}',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -91,6 +96,44 @@ export const APPLIANCE = command({
         return { ms, text: s }
       }),
     }),
+    // Limits per identity (appliance/identity-limits.ts): unlimited unless given, see LIMITS_HELP.
+    'limit-streams': text({
+      label: '--limit-streams N',
+      help: 'replication streams one identity may have open at once (one per\nvolume it replicates)',
+      key: 'limits.streams',
+      default: '0',
+      value: cap('--limit-streams'),
+    }),
+    'limit-volumes': text({
+      label: '--limit-volumes N',
+      help: 'volumes one identity may create (each remembers its creator; a new\ngeneration of a volume it created is not a new one)',
+      key: 'limits.volumes',
+      default: '0',
+      value: cap('--limit-volumes'),
+    }),
+    'limit-volume-size': text({
+      label: '--limit-volume-size SZ',
+      help: 'the largest volume a hello may announce, a size (500G, 2048G)',
+      key: 'limits.volumeSize',
+      default: '0',
+      value: convert(z.string(), (s) => parseSize(s, '--limit-volume-size') || undefined),
+    }),
+    'limit-retired': text({
+      label: '--limit-retired N',
+      help: "retired histories (NAME.retired-N) kept per volume: past it a new\ngeneration is refused (accept-generation says why); history is never\ndeleted to make room.\n" +
+        'Each limit is off (0) unless given: the right numbers depend on the\nfleet, and a cap an existing setup hits would stop protecting a real\nserver. A refusal is RESOURCE_EXHAUSTED naming identity, limit, value',
+      key: 'limits.retired',
+      default: '0',
+      value: cap('--limit-retired'),
+    }),
+    'limit-mark-rate': text({
+      label: '--limit-mark-rate R',
+      help: `R is COUNT/PERIOD (12/h, 10/30m) or off; default ${DEFAULT_MARK_RATE}. An "N marks"\nrule never gives up a point younger than N x PERIOD / COUNT, so a\n` +
+        'flood of TimeMarks from an agent cannot push older history out.\nMarks are never refused; slower marking loses nothing',
+      key: 'limits.markRate',
+      default: DEFAULT_MARK_RATE,
+      value: convert(z.string(), (s) => parseMarkRate(s)),
+    }),
     'compact-every': text({
       label: '--compact-every S',
       help: 'apply retention every S seconds (default 60; 0 = only on\ntidemark journal compact)',
@@ -100,7 +143,7 @@ export const APPLIANCE = command({
     }),
     nbd: text({
       label: '--nbd ENDPOINT',
-      help: 'serve every point over NBD: unix:PATH or tcp:HOST:PORT (port 0:\nany). Exports VOLUME@latest, VOLUME@seq=N, VOLUME@mark=ID|LABEL,\nVOLUME@at=ISO-TIME (read-only) and the views timeview create makes;\nTCP is loopback only unless --insecure',
+      help: 'serve every point over NBD: unix:PATH or tcp:HOST:PORT (port 0:\nany). Exports VOLUME@latest, VOLUME@seq=N, VOLUME@mark=ID|LABEL,\nVOLUME@at=ISO-TIME (read-only) and the views timeview create makes;\nTCP is loopback only unless --insecure. With --allow and no TLS,\nunix:PATH clients are their uid (uid:N) and the socket is 0666',
       key: 'nbd',
       value: convert(z.string(), (s) => (s ? parseEndpoint(s, '--nbd') : undefined)),
     }),
@@ -170,6 +213,7 @@ export const APPLIANCE = command({
   help: (rows) => `Usage:
   tidemark appliance --data DIR --listen HOST:PORT|unix:PATH ... [--nbd unix:PATH|tcp:HOST:PORT] [--tls-cert F --tls-key F --tls-ca F]
                      [--allow IDENTITY=ROLE:PATTERN[,...] ...] [--insecure] [--data-port PORT|off]
+                     [--limit-streams N] [--limit-volumes N] [--limit-volume-size SIZE] [--limit-retired N] [--limit-mark-rate R]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
                      [--http HOST:PORT] [--rpo-target PATTERN=WARN[,ERROR] ...] [--history-target PATTERN=DURATION ...]
@@ -179,7 +223,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'segment-size', 'retain', 'retain-lock', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'config')}
 `,
 })
 
@@ -228,11 +272,13 @@ export function parseApplianceArgs(argv: string[]): ApplianceArgs | 'help' {
     insecure: a.insecure === true,
     dataPort: a['data-port'],
     allow: a.allow ?? null,
+    limits: { streams: a['limit-streams'], volumes: a['limit-volumes'], volumeSize: a['limit-volume-size'], retired: a['limit-retired'] },
     segmentBytes: a['segment-size'],
     replicaImages: a['replica-image'] !== 'off',
     journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',
     retain: a.retain ?? [],
     retainLock: a['retain-lock'] ?? null,
+    markRate: a['limit-mark-rate'] ?? null,
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,
     statsIntervalMs: a['stats-interval']! * 1000,

@@ -5,6 +5,7 @@
 // regular file or a socket some process still answers on.
 import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { TidemarkError } from '../proto/errors'
 
 /** What answers on this unix socket: a server, nobody (ECONNREFUSED: left by a process that died), or something else (its errno). */
@@ -40,4 +41,25 @@ export async function clearSocketPath(file: string, code: string, what: string, 
   if (p === 'live') throw new TidemarkError(code, `${what} is in use by ${user}`)
   if (p !== 'stale') throw new TidemarkError(code, `${what} exists and cannot be probed (${p}): refusing to replace it`)
   fs.rmSync(file)
+}
+
+/**
+ * Binds a socket with `bind(at)` inside a fresh 0700 directory beside `file`
+ * (nobody can connect to it, or swap it, before its mode is set), gives it
+ * `mode`, and renames it to `file`, which the caller has cleared
+ * (clearSocketPath): it appears there complete, with its mode. Returns its
+ * inode, so that only this socket is removed later. For a socket wider than
+ * 0600, which a mode set before bind cannot give under umask 077.
+ */
+export async function publishSocket(file: string, mode: number, bind: (at: string) => Promise<void> | void): Promise<number> {
+  const staging = fs.mkdtempSync(path.join(path.dirname(file), '.tidemark-sock-'))
+  try {
+    const at = path.join(staging, 's')
+    await bind(at)
+    fs.chmodSync(at, mode)
+    fs.renameSync(at, file)
+    return fs.lstatSync(file).ino
+  } finally {
+    fs.rmSync(staging, { recursive: true, force: true })
+  }
 }

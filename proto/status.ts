@@ -60,6 +60,11 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   BATCH_TOO_LARGE: grpc.status.RESOURCE_EXHAUSTED,
   // A stream asked for more than its share (replication-service.ts): a misbehaving agent, refused.
   TOO_MANY_REQUESTS: grpc.status.RESOURCE_EXHAUSTED,
+  // An identity over one of its caps (appliance/identity-limits.ts): configuration, not a fault; retrying does not help.
+  STREAM_LIMIT: grpc.status.RESOURCE_EXHAUSTED,
+  VOLUME_LIMIT: grpc.status.RESOURCE_EXHAUSTED,
+  VOLUME_SIZE_LIMIT: grpc.status.RESOURCE_EXHAUSTED,
+  RETIRED_LIMIT: grpc.status.RESOURCE_EXHAUSTED,
   // A volume's faults at the appliance (batch-writer.ts): the agent backs off and retries.
   NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
   JOURNAL_IO: grpc.status.UNAVAILABLE,

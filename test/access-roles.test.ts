@@ -225,7 +225,7 @@ t.test('the unix listener: callers are their uid', { skip: !have('setpriv') || p
   const st = fs.lstatSync(grpcSock)
   t.ok(st.isSocket(), 'the socket is in place')
   t.equal(st.mode & 0o777, 0o666, 'anyone may connect: the allow-list decides what each uid may do')
-  t.same(fs.readdirSync(dir).filter((n) => n.startsWith('.tidemark-listen-')), [], 'the 0700 directory it was bound in is gone')
+  t.same(fs.readdirSync(dir).filter((n) => n.startsWith('.tidemark-sock-')), [], 'the 0700 directory it was bound in is gone')
 
   // Another uid runs the CLI with a clean environment (the test runner's NODE_OPTIONS write where only we may).
   const as = (uid: number | null, args: string[]) =>
@@ -274,7 +274,7 @@ t.test('refused at start: roles with callers that cannot be identified', async (
   const cases: Array<[string[], RegExp]> = [
     [['--listen', '127.0.0.1:0', '--allow', 'ops=read:*'], /refusing --listen 127\.0\.0\.1:0 without TLS with an allow-list: plain TCP identifies nobody/],
     [['--listen', `unix:${path.join(dir, 's')}`, '--allow', 'ops=read:*', '--insecure'], /--insecure with --allow: roles need identified callers/],
-    [['--listen', `unix:${path.join(dir, 's')}`, '--allow', 'ops=read:*', '--nbd', `unix:${path.join(dir, 'n')}`], /--nbd without TLS with an allow-list: NBD clients could not be identified/],
+    [['--listen', `unix:${path.join(dir, 's')}`, '--allow', 'ops=read:*', '--nbd', 'tcp:127.0.0.1:0'], /--nbd tcp: without TLS with an allow-list: NBD clients could not be identified; .* or --nbd unix:PATH \(clients identified by uid\)/],
     [['--listen', '127.0.0.1:0', '--listen', '127.0.0.1:1'], /--listen HOST:PORT given twice/],
     [['--listen', '127.0.0.1:0', '--allow', 'ops=own:*'], /unknown role "own"/],
   ]

@@ -84,6 +84,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--stats-interval', '1', '--log-level', 'debug', '--nbd', 'unix:app.sock', '--scrub-every', '3600',
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
     '--http', '127.0.0.1:0', '--rpo-target', '*=30s,2m', '--rpo-target', 'db*=5', '--history-target', 'db*=7d',
+    '--limit-streams', '4', '--limit-volumes', '2', '--limit-volume-size', '64G', '--limit-retired', '3', '--limit-mark-rate', '10/30m',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -107,10 +108,16 @@ t.test('the appliance reads the same settings from flags and from the config key
     http: '127.0.0.1:0',
     rpoTarget: { '*': '30s,2m', 'db*': 5 },
     historyTarget: { 'db*': '7d' },
+    limits: { streams: 4, volumes: 2, volumeSize: '64G', retired: 3, markRate: '10/30m' },
   }
   const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
   t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')
   const file = path.join(dir, 'appliance.json')
   fs.writeFileSync(file, JSON.stringify(config))
   t.equal(plain(parseApplianceArgs(['--config', file])), plain(parseApplianceArgs(argv)), 'the same options either way')
+  const parsed = parseApplianceArgs(argv)
+  t.same(parsed !== 'help' && parsed.limits, { streams: 4, volumes: 2, volumeSize: 64 * 1024 ** 3, retired: 3 }, 'the limits per identity, converted')
+  t.same(parsed !== 'help' && parsed.markRate, { count: 10, periodMs: 30 * 60_000, text: '10/30m' }, 'the mark rate')
+  const dflt = parseApplianceArgs(['--data', 'd', '--listen', '127.0.0.1:0'])
+  t.same(dflt !== 'help' && dflt.markRate, { count: 12, periodMs: 3_600_000, text: '12/h' }, 'a mark rate cap is on by default')
 })

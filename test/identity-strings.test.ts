@@ -44,17 +44,21 @@ t.test('an identity is a CN or a whole DNS SAN entry, never "DNS:" inside a URI'
   await makePki(pki, ['appliance'])
   await makeCert(pki, 'spiffe', '/O=tidemark test', 'URI:spiffe://x/DNS:admin')
   await makeCert(pki, 'dns', '/O=tidemark test', 'URI:spiffe://x/y,DNS:admin')
+  // A certificate posing as a local user (the unix sockets' uid:N identities).
+  await makeCert(pki, 'fakeroot', '/CN=uid:0', 'DNS:localhost')
   const appSock = path.join(dir, 'app.sock')
   const app = await startAppliance(t, {
     data: path.join(dir, 'data'),
     extra: ['--tls-cert', path.join(pki, 'appliance.pem'), '--tls-key', path.join(pki, 'appliance.key'), '--tls-ca', path.join(pki, 'ca.pem'),
-      '--allow', 'admin=admin:*', '--nbd', `unix:${appSock}`],
+      '--allow', 'admin=admin:*', '--allow', 'uid:0=admin:*', '--nbd', `unix:${appSock}`],
   })
   const address = `localhost:${app.port}`
   t.same(await attempt(address, pki, 'dns', 'vol'), { welcome: true }, 'DNS:admin (a whole entry, after a URI) is admin and may write')
   const spoof = await attempt(address, pki, 'spiffe', 'vol')
   t.equal(spoof.code, grpc.status.PERMISSION_DENIED, 'URI:spiffe://x/DNS:admin is not admin')
   t.match(spoof.details, /the client certificate names no identity/, 'it names nobody, and is told so')
+  const fake = await attempt(address, pki, 'fakeroot', 'vol')
+  t.match(fake.details, /PERMISSION_DENIED: .*the client certificate names no identity/, 'a certificate CN uid:0 is not the local root')
 
   // The native NBD front reads the same two fields.
   const uri = (who: string): string => `nbds+unix:///?socket=${appSock}&tls-certificates=${certDir(pki, who, path.join(dir, `certs-${who}`))}`
@@ -64,6 +68,9 @@ t.test('an identity is a CN or a whole DNS SAN entry, never "DNS:" inside a URI'
   const r = await run('nbdinfo', ['--list', uri('spiffe')])
   t.not(r.code, 0, 'over NBD, the URI SAN certificate gets nothing')
   t.notMatch(r.stdout + r.stderr, /vol@latest/, 'not even the list')
+  const f = await run('nbdinfo', ['--list', uri('fakeroot')])
+  t.not(f.code, 0, 'over NBD, a certificate CN uid:0 gets nothing either')
+  t.notMatch(f.stdout + f.stderr, /vol@latest/, 'not even the list')
   await waitFor(() => /the client certificate names no identity/.test(app.out + app.err), 'the appliance to log why')
   t.pass('the appliance logs that the certificate names no identity')
 })

@@ -6,7 +6,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { parseRetentionSpec, ruleFor, parseRetentionRule } from '../appliance/retention'
+import { parseMarkRate, parseRetentionSpec, ruleFor, parseRetentionRule } from '../appliance/retention'
 import { BIN, eventually, makeImage, must, nbdUri, restore, run, sha256, sleep, startAgent, startAppliance, tmpdir, type ApplianceProcess } from './helpers'
 
 const MiB = 1024 * 1024
@@ -42,6 +42,10 @@ t.test('retention specs', async (t) => {
   const r = await run(process.execPath, [BIN, 'appliance', '--data', '/tmp/x', '--listen', '127.0.0.1:0', '--retain', 'v=soon'])
   t.equal(r.code, 2, 'a bad --retain is a usage error')
   t.match(r.stderr, /retention 'soon' is not a duration/)
+  t.same(parseMarkRate('12/h'), { count: 12, periodMs: 3_600_000, text: '12/h' }, 'a mark rate: COUNT/UNIT')
+  t.same(parseMarkRate('10/30m'), { count: 10, periodMs: 1_800_000, text: '10/30m' }, 'or COUNT/DURATION')
+  t.equal(parseMarkRate('off'), null, 'off: no cap')
+  for (const bad of ['12', '0/h', '12/hour', '12/0m']) t.throws(() => parseMarkRate(bad), { code: 'USAGE', message: /must be COUNT\/PERIOD \(12\/h, 10\/30m\) or off/ }, `${bad} is refused`)
 })
 
 t.test('compaction keeps every retained point byte-exact, refuses expired ones, honours pins, and survives kill -9', async (t) => {
@@ -51,7 +55,8 @@ t.test('compaction keeps every retained point byte-exact, refuses expired ones, 
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
   const data = path.join(dir, 'data')
-  const applianceArgs = ['--segment-size', '1M', '--retain', 'v=2marks', '--compact-every', '0']
+  // Marks made seconds apart expire at once: no mark rate floor (test/mark-flood.test.ts has it).
+  const applianceArgs = ['--segment-size', '1M', '--retain', 'v=2marks', '--limit-mark-rate', 'off', '--compact-every', '0']
   let app = await startAppliance(t, { data, extra: applianceArgs })
   const port = app.port
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })

@@ -71,6 +71,21 @@ const char* CommandName(uint16_t t) {
   }
 }
 
+// A client on a unix socket is the uid the kernel recorded when it
+// connected (SO_PEERCRED): "uid:N", as the appliance's gRPC unix listener
+// names local users (appliance/unix-listener.ts). That is its identity
+// until STARTTLS replaces it with its certificate's (which can never be
+// "uid:...", nbd_tls.cc). A TCP client has none.
+std::string PeerUidIdentity(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 || ss.ss_family != AF_UNIX) return std::string();
+  ucred cred{};
+  socklen_t clen = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || clen != sizeof cred) return std::string();
+  return "uid:" + std::to_string(cred.uid);
+}
+
 // One client connection: handshake, then requests served concurrently.
 class Connection {
  public:
@@ -78,7 +93,9 @@ class Connection {
              std::atomic<uint64_t>& rejected_handshakes, std::atomic<const Export*>* serving = nullptr,
              HandshakeClock* clock = nullptr)
       : fd_(fd), id_(id), exports_(exports), tls_creds_(tls), log_(log), rejected_handshakes_(rejected_handshakes),
-        serving_(serving), clock_(clock), in_(kInBuffer) {}
+        serving_(serving), clock_(clock), in_(kInBuffer) {
+    identity_ = PeerUidIdentity(fd_);
+  }
 
   ~Connection() { DropPassedFd(); }
 
@@ -903,7 +920,7 @@ class Connection {
   ExportSet& exports_;
   const std::shared_ptr<TlsCredentials>& tls_creds_;
   std::unique_ptr<TlsSession> tls_;  // after STARTTLS
-  std::string identity_;             // the client certificate's, with TLS
+  std::string identity_;             // the client certificate's with TLS, else uid:N on a unix socket
   const LogFn& log_;
   std::atomic<uint64_t>& rejected_handshakes_;
   std::atomic<const Export*>* serving_;  // the server's note of the export chosen (Disconnect)
