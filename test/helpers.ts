@@ -290,6 +290,10 @@ export async function startAgent(
 ): Promise<AgentProcess> {
   const argv = [BIN, 'agent', '--state', args.state, '--nbd', `unix:${args.sock}`]
   if (!args.extra?.includes('--stats-interval')) argv.push('--stats-interval', '0')
+  // Tests that ask for stats lines read them as a probe of the agent's counters
+  // (replicatedSeq: "a line logged after this call"): at debug the agent logs
+  // every tick's line, not only the ones whose counts changed.
+  else if (!args.extra.includes('--log-level')) argv.push('--log-level', 'debug')
   for (const [n, p] of Object.entries(args.volumes)) argv.push('--volume', `${n}=${p}`)
   if (args.captureLog) argv.push('--capture-log', args.captureLog)
   argv.push(...(args.extra ?? []))
