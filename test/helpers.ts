@@ -398,7 +398,8 @@ export async function startAppliance(
   args: { data: string; port?: number; host?: string; extra?: string[]; env?: Record<string, string> }
 ): Promise<ApplianceProcess> {
   const host = args.host ?? '127.0.0.1'
-  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `${host}:${args.port ?? 0}`, '--stats-interval', '0']
+  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `${host}:${args.port ?? 0}`]
+  if (!args.extra?.includes('--stats-interval')) argv.push('--stats-interval', '0')
   argv.push(...(args.extra ?? []))
   const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...args.env } })
   const a = new ApplianceProcess(proc)
