@@ -56,6 +56,7 @@ t.test('the agent reads the same settings from flags and from the config keys of
     buffer: '8M',
     'stats-interval': '3',
     'log-level': 'warn',
+    'log-format': 'json',
   }
   const argv: string[] = []
   const config: Record<string, unknown> = {}
@@ -82,6 +83,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--allow', 'agent-1=v1,write:v2', '--allow', 'ops=read:*', '--allow', 'uid:1000=admin:db-*', '--insecure', '--segment-size', '4M', '--retain', '*=7d,100marks', '--retain-lock', '30d', '--compact-every', '5',
     '--stats-interval', '1', '--log-level', 'debug', '--nbd', 'unix:app.sock', '--scrub-every', '3600',
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
+    '--log-format', 'pretty',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -95,6 +97,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     compactEvery: 5,
     statsInterval: 1,
     logLevel: 'debug',
+    logFormat: 'pretty',
     nbd: 'unix:app.sock',
     scrubEvery: 3600,
     replicaImage: 'off',
