@@ -129,7 +129,7 @@ export const APPLIANCE = command({
     }),
     'stats-interval': text({
       label: '--stats-interval S',
-      help: 'log counts every S seconds (default 10, 0 = never)',
+      help: 'check the counts every S seconds and log them when they changed,\nor once a minute when idle (default 10, 0 = never)',
       key: 'statsInterval',
       default: '10',
       value: seconds('--stats-interval'),
