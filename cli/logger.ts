@@ -8,12 +8,13 @@
 // sonic-boom), so the last lines before an exit -- "final stats", the line
 // that says why it stopped -- can be lost. prettyFactory is the same
 // formatting as a plain function; the destination below calls it and
-// writes the line before pino's call returns, through the same synchronous
-// sonic-boom pino uses for JSON.
+// writes the line before pino's call returns, through a synchronous
+// sonic-boom, as the JSON lines are written.
 import tty from 'node:tty'
 import pino, { type Logger } from 'pino'
 import { prettyFactory } from 'pino-pretty'
 import { z } from 'zod'
+import { escapeControl } from '../proto/bounded-strings'
 import { check } from './definition'
 
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const
@@ -44,23 +45,48 @@ export function isPretty(format: LogFormat, fd: number): boolean {
 
 export function createLogger(o: LoggerOptions): Logger {
   const opts = { level: o.level, base: o.base }
+  // Synchronous for JSON too (pino's own default for stdout is not): these daemons log a few lines a
+  // second at most, and the ones written just before a crash or an exit are the ones worth having.
   if (!isPretty(o.format, o.fd)) return pino(opts, pino.destination({ fd: o.fd, sync: true }))
   // Colour only for a terminal (a forced --log-format pretty into a file stays plain), and never with NO_COLOR (no-color.org).
   const colorize = tty.isatty(o.fd) && !process.env.NO_COLOR
   const format = prettyFactory({
     colorize,
-    // one line per event: the fields after the message as compact JSON
-    singleLine: true,
     translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
-    // Fields a reader does not need on every line, or that the message prefix already shows.
-    ignore: 'pid,hostname,component,volume',
-    messageFormat: '{component}{if volume} {volume}{end}: {msg}',
-    // An error's stack is for a bug report, not a terminal line: its message is kept (below).
-    errorLikeObjectKeys: [],
+    // The whole line after the level is ours (readableMessage): pino-pretty's own object rendering would
+    // be JSON (singleLine) or one field per line.
+    messageFormat: readableMessage,
+    hideObject: true,
+    ignore: 'pid,hostname',
   })
   // sonic-boom in sync mode, as for JSON: it retries a pipe that is full (EAGAIN) instead of dropping the line.
   const dest = pino.destination({ fd: o.fd, sync: true })
   return pino({ ...opts, serializers: { err: oneLineError } }, { write: (line: string) => dest.write(format(line)) })
+}
+
+/** Shown by the line's head (or by pino-pretty's time and level) rather than as fields. */
+const HEAD_FIELDS = new Set(['pid', 'hostname', 'component', 'volume', 'level', 'time'])
+
+/**
+ * "agent v: stats mode=normal writes=3 ... syncProgress={...}": who and what, then the fields as
+ * key=value (strings bare when they are one printable word, else quoted; objects as compact JSON), dimmed.
+ * Control characters are escaped, as pino-pretty does for its own messages: a hook's output or a peer's
+ * text must not drive the terminal.
+ */
+function readableMessage(log: Record<string, unknown>, messageKey: string, _level: string, extras: { colors: { gray(s: string): string } }): string {
+  const who = `${escapeControl(String(log.component ?? 'tidemark'))}${log.volume !== undefined ? ` ${fieldValue(log.volume)}` : ''}`
+  const head = `${who}: ${escapeControl(String(log[messageKey] ?? ''))}`
+  const fields = Object.entries(log)
+    .filter(([k, v]) => !HEAD_FIELDS.has(k) && k !== messageKey && v !== undefined)
+    .map(([k, v]) => `${escapeControl(k)}=${fieldValue(v)}`)
+    .join(' ')
+  return fields ? `${head} ${extras.colors.gray(fields)}` : head
+}
+
+function fieldValue(v: unknown): string {
+  if (typeof v === 'string') return /^[\x21-\x7e]+$/.test(v) && !v.includes('"') ? v : JSON.stringify(v)
+  // JSON.stringify escapes control characters in strings at any depth
+  return JSON.stringify(v) ?? String(v)
 }
 
 /** An error as its message and code on one line (pino's default serializer keeps the stack, which spans many). */

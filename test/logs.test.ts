@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import t from 'tap'
-import { BIN, have, makeImage, must, nbdUri, run, ServiceProcess, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, have, makeImage, must, nbdUri, ROOT, run, ServiceProcess, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 const PRETTY_LINE = /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN|ERROR|DEBUG): /
@@ -23,9 +23,19 @@ t.test('into a pipe: JSON lines; --log-format pretty: one readable line per even
   t.ok(lines.length > 0, 'it logged')
   t.same(lines.filter((l) => !PRETTY_LINE.test(l)), [], 'every line is a readable one: time, level, then the message')
   t.notOk(/\x1b\[/.test(agent.out), 'no colour codes where no terminal reads them')
-  t.ok(lines.some((l) => /INFO: agent: serving \{/.test(l)), 'the event first, its fields after')
+  t.ok(lines.some((l) => /INFO: agent: serving nbd=unix:\S+nbd\.sock volumes=\[\{"name":"v"/.test(l)), 'the event first, then its fields as key=value')
   // Written before pino's call returns: the lines logged on the way out are not lost.
-  t.match(lines.at(-1), /INFO: agent v: final stats \{.*"ackedSeq":/, 'the final stats line is the last one, per volume')
+  t.match(lines.at(-1), /INFO: agent v: final stats mode=\w+ writes=0 .* ackedSeq=\d+ /, 'the final stats line is the last one, per volume')
+})
+
+t.test('pretty lines escape control characters: text from a hook or a peer cannot drive the terminal', async (t) => {
+  const logger = path.join(ROOT, 'dist', 'cli', 'logger.js')
+  const script = `const l = require(${JSON.stringify(logger)}).createLogger({ level: 'info', format: 'pretty', base: { component: 'agent' }, fd: 1 });
+    l.warn({ volume: 'v', output: 'frozen\\u001b[2J', nested: { s: '\\u0007' } }, 'hook said \\u001b]0;owned\\u0007')`
+  const r = await run(process.execPath, ['-e', script])
+  t.equal(r.code, 0, `the logging script runs ${r.stderr}`)
+  t.notOk(/[\x00-\x09\x0b-\x1f\x7f]/.test(r.stdout), 'no control character but the newline reaches the output')
+  t.match(r.stdout, /WARN: agent v: hook said \\u001b\]0;owned\\u0007 output="frozen\\u001b\[2J" nested=\{"s":"\\u0007"\}\n$/, 'they are shown as \\u escapes')
 })
 
 t.test('on a terminal the default is readable lines', { skip: !have('script') && 'script (util-linux) is not installed' }, async (t) => {
