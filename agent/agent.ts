@@ -10,6 +10,7 @@
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { initHash } from '../proto/hash'
+import { StatsLineGate } from '../proto/stats-line-gate'
 import type { NbdListenerOptions } from '../native/nbd-listener'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import { Assessment } from './assessment'
@@ -80,6 +81,8 @@ export class Agent {
   private readonly abort = new AbortController()
   private readonly loops: Array<Promise<void>> = []
   private timer: NodeJS.Timeout | null = null
+  // A lag that grows while disconnected, a copy's rate and time left: they move with the clock alone.
+  private readonly statsGate = new StatsLineGate(['rpoLagMs', 'syncProgress.mbPerSecond', 'syncProgress.secondsLeft'])
   private lagTimer: NodeJS.Timeout | null = null
   private stopping: Promise<void> | null = null
   private replicators: Replicator[] = []
@@ -253,58 +256,61 @@ export class Agent {
     return this.tap.stats()
   }
 
-  private logStats(msg: string): void {
+  /** The periodic line: at info when it changed since it was last logged (or a minute passed), else at debug; the final one always. */
+  private logStats(msg: string, always = false): void {
     // The listener's refusals, once they happen: someone is knocking.
     const l = this.tap.listenerStats()
-    if (l.refusedConnections || l.handshakeTimeouts || l.rejectedHandshakes) this.log.info({ nbdListener: l }, msg)
+    if (l.refusedConnections || l.handshakeTimeouts || l.rejectedHandshakes) {
+      if (always || this.statsGate.due('', { nbdListener: l })) this.log.info({ nbdListener: l }, msg)
+      else this.log.debug({ nbdListener: l }, msg)
+    }
     const repl = this.replicationStats()
     for (const [i, s] of this.tap.stats().entries()) {
       const r = repl[i]
-      this.log.info(
-        {
-          volume: s.name,
-          mode: s.mode,
-          writes: s.writes,
-          flushes: s.flushes,
-          trims: s.trims,
-          zeroes: s.zeroes,
-          bytesWritten: s.bytesWritten,
-          records: s.records,
-          recordBytes: s.recordBytes,
-          droppedRecords: s.droppedRecords,
-          behindEvents: s.behindEvents,
-          resyncRecords: s.resyncRecords,
-          dirtyRegions: s.dirtyRegions,
-          staleRegions: s.staleRegions,
-          lastSeq: s.lastSeq,
-          ackedSeq: s.ackedSeq,
-          rejected: s.rejected,
-          connections: s.connections,
-          ...(r && {
-            connected: r.connected,
-            dataChannel: r.dataChannel,
-            appBytes: r.appBytes,
-            changedBytes: r.changedBytes,
-            wireBytes: r.wireBytes,
-            batches: r.batches,
-            resentBatches: r.resentBatches,
-            durableSeq: r.durableSeq,
-            rpoLagMs: r.rpoLagMs,
-            rpoP50Ms: r.rpoP50Ms,
-            rpoP99Ms: r.rpoP99Ms,
-            rpoSamples: r.rpoSamples,
-            windowBytes: r.windowBytes,
-            waitDrainMs: r.waitDrainMs,
-            waitBudgetMs: r.waitBudgetMs,
-            fingerprintRequests: r.fingerprintRequests,
-            fingerprintsInFlightMax: r.fingerprintsInFlightMax,
-            waitFingerprintsMs: r.waitFingerprintsMs,
-            streamErrors: r.streamErrors,
-            syncProgress: r.syncProgress,
-          }),
-        },
-        msg
-      )
+      const line = {
+        volume: s.name,
+        mode: s.mode,
+        writes: s.writes,
+        flushes: s.flushes,
+        trims: s.trims,
+        zeroes: s.zeroes,
+        bytesWritten: s.bytesWritten,
+        records: s.records,
+        recordBytes: s.recordBytes,
+        droppedRecords: s.droppedRecords,
+        behindEvents: s.behindEvents,
+        resyncRecords: s.resyncRecords,
+        dirtyRegions: s.dirtyRegions,
+        staleRegions: s.staleRegions,
+        lastSeq: s.lastSeq,
+        ackedSeq: s.ackedSeq,
+        rejected: s.rejected,
+        connections: s.connections,
+        ...(r && {
+          connected: r.connected,
+          dataChannel: r.dataChannel,
+          appBytes: r.appBytes,
+          changedBytes: r.changedBytes,
+          wireBytes: r.wireBytes,
+          batches: r.batches,
+          resentBatches: r.resentBatches,
+          durableSeq: r.durableSeq,
+          rpoLagMs: r.rpoLagMs,
+          rpoP50Ms: r.rpoP50Ms,
+          rpoP99Ms: r.rpoP99Ms,
+          rpoSamples: r.rpoSamples,
+          windowBytes: r.windowBytes,
+          waitDrainMs: r.waitDrainMs,
+          waitBudgetMs: r.waitBudgetMs,
+          fingerprintRequests: r.fingerprintRequests,
+          fingerprintsInFlightMax: r.fingerprintsInFlightMax,
+          waitFingerprintsMs: r.waitFingerprintsMs,
+          streamErrors: r.streamErrors,
+          syncProgress: r.syncProgress,
+        }),
+      }
+      if (always || this.statsGate.due(s.name, line)) this.log.info(line, msg)
+      else this.log.debug(line, msg)
     }
   }
 
@@ -337,7 +343,7 @@ export class Agent {
       this.abort.abort()
       await Promise.all(this.loops)
       await this.assessment?.stop()
-      this.logStats('final stats')
+      this.logStats('final stats', true)
       for (const w of this.writers) w?.close()
     })()
     return this.stopping

@@ -21,6 +21,7 @@ import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 import { MAX_MESSAGE_BYTES } from '../proto/load'
 import { initHash } from '../proto/hash'
+import { StatsLineGate } from '../proto/stats-line-gate'
 import { AdminService } from './admin-service'
 import { DataChannelServer } from './data-channel'
 import type { NbdListenerOptions } from '../native/nbd-listener'
@@ -142,6 +143,8 @@ export function trustNote(opts: ApplianceOptions): string | null {
 export class Appliance {
   readonly port: number
   private timer: NodeJS.Timeout | null = null
+  // The history kept is measured up to now: it grows by the second while nothing happens.
+  private readonly statsGate = new StatsLineGate(['retainedWindowSeconds'])
   private retention: Retention | null = null
   private scrubber: Scrubber | null = null
   private stopping: Promise<void> | null = null
@@ -290,9 +293,18 @@ export class Appliance {
     return a
   }
 
-  private logStats(msg: string): void {
-    for (const v of this.store.volumes()) this.log.info({ volume: v.name, ...v.stats() }, msg)
-    if (Object.keys(this.replication.rejected).length) this.log.info({ rejected: this.replication.rejected }, `${msg}: rejections`)
+  /** The periodic lines: at info when they changed since last logged (or a minute passed), else at debug; the final ones always. */
+  private logStats(msg: string, always = false): void {
+    for (const v of this.store.volumes()) {
+      const line = { volume: v.name, ...v.stats() }
+      if (always || this.statsGate.due(v.name, line)) this.log.info(line, msg)
+      else this.log.debug(line, msg)
+    }
+    const rejected = this.replication.rejected
+    if (Object.keys(rejected).length) {
+      if (always || this.statsGate.due('', { rejected })) this.log.info({ rejected }, `${msg}: rejections`)
+      else this.log.debug({ rejected }, `${msg}: rejections`)
+    }
   }
 
   stop(): Promise<void> {
@@ -314,7 +326,7 @@ export class Appliance {
           resolve()
         })
       })
-      this.logStats('final stats')
+      this.logStats('final stats', true)
       await this.store.close()
     })()
     return this.stopping

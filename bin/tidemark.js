@@ -29,7 +29,11 @@ require(main)
       process.exitCode = code
     },
     (err) => {
-      process.stderr.write(`${err && err.name === 'TidemarkError' ? err.message : `tidemark: ${err && err.stack}`}\n`)
+      // A system call that failed (ENOENT, EACCES, ENOTDIR on a path the user gave) says what and where in
+      // its message: one line, as for tidemark's own errors. Anything else is a bug: its stack helps the report.
+      const line =
+        err && err.name === 'TidemarkError' ? err.message : err && err.syscall ? `tidemark ${process.argv[2]}: ${err.message}` : `tidemark: ${err && err.stack}`
+      process.stderr.write(`${line}\n`)
       process.exitCode = err && err.code === 'USAGE' ? 2 : 1
     }
   )

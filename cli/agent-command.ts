@@ -3,7 +3,6 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import pino from 'pino'
 import { z } from 'zod'
 import { Agent, type AgentOptions, type TimeMarkSchedule } from '../agent/agent'
 import { escapeControl } from '../proto/bounded-strings'
@@ -16,6 +15,7 @@ import { checkHttpExposure } from './http-server'
 import { helpOption, logLevel, seconds, size } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
 import { assessmentTable } from './assessment-table'
+import { LOG_FORMAT_HELP, createLogger, logFormat } from './logger'
 import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
 
 const needsAppliance = { option: 'appliance', as: '--appliance HOST:PORT' }
@@ -53,8 +53,8 @@ export const AGENT = command({
     config: text({
       label: '--config FILE',
       help:
-        'the same settings as JSON: {"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
-        '"buffer", "captureLog", "statsInterval", "logLevel", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote", "http",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
+        'the same settings in YAML (.yaml, .yml) or JSON (contrib/agent.yaml):\n{"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
+        '"buffer", "captureLog", "statsInterval", "logLevel", "logFormat", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote", "http", "assess",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
       alone: true,
     }),
     state: text({
@@ -86,7 +86,7 @@ export const AGENT = command({
     }),
     'stats-interval': text({
       label: '--stats-interval S',
-      help: 'log counts every S seconds (default 10, 0 = never)',
+      help: 'check the counts every S seconds and log them when they changed,\nor once a minute when idle (default 10, 0 = never)',
       key: 'statsInterval',
       default: '10',
       value: seconds('--stats-interval'),
@@ -98,6 +98,7 @@ export const AGENT = command({
       value: convert(z.string(), (s) => (s ? parseHostPort(s, '--http') : undefined)),
     }),
     'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error', key: 'logLevel', default: 'info', value: logLevel() }),
+    'log-format': text({ label: '--log-format F', help: LOG_FORMAT_HELP, key: 'logFormat', default: 'auto', value: logFormat() }),
     appliance: text({
       label: '--appliance H:P',
       help: 'replicate every volume to the appliance at HOST:PORT (the first time a\nvolume is protected, it is copied whole, all-zero sectors skipped),\nor at unix:PATH, its unix listener on this host (it knows us by uid)',
@@ -214,7 +215,7 @@ export const AGENT = command({
                  [--appliance HOST:PORT|unix:PATH [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
-                 [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL]
+                 [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL] [--log-format auto|json|pretty]
   tidemark agent --assess --state DIR --nbd ENDPOINT --volume NAME=PATH ... [--duration SECONDS] [--json]
   tidemark agent --config FILE
   tidemark agent --demo
@@ -228,7 +229,7 @@ ${rows(
   'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
   'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
   'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'assess', 'duration', 'json',
-  'http', 'stats-interval', 'log-level', 'demo', 'config'
+  'http', 'stats-interval', 'log-level', 'log-format', 'demo', 'config'
 )}
 
 Attach a volume:  nbd-client -unix PATH -N NAME /dev/nbd0
@@ -371,7 +372,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     durationMs: a.duration !== undefined ? a.duration * 1000 : undefined,
     json: a.json === true,
     // Assessment mode prints its report on stdout: the log goes to stderr there.
-    logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'agent' } }, a.assess ? pino.destination(2) : undefined),
+    logger: createLogger({ level: a['log-level']!, format: a['log-format']!, base: { pid: process.pid, component: 'agent' }, fd: a.assess ? 2 : 1 }),
     logLevel: a['log-level']!,
     demoApplianceDir,
     http: a.http ? { ...a.http, tls: httpTls } : undefined,

@@ -1,6 +1,5 @@
 // tidemark appliance: parse, start, run until SIGTERM/SIGINT.
 import path from 'node:path'
-import pino from 'pino'
 import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
@@ -12,6 +11,7 @@ import { TidemarkError } from '../proto/errors'
 import { parseEndpoint, parseHostPort, parseSize, usage } from './args'
 import { helpOption, logLevel, seconds, tlsFiles } from './common-options'
 import { check, command, convert, flag, helpText, list, parseCommand, text } from './definition'
+import { LOG_FORMAT_HELP, createLogger, logFormat } from './logger'
 import { nbdLimitOptions } from './nbd-exposure'
 
 const APPLIANCE_NBD_MAX_CONNECTIONS = 64
@@ -53,7 +53,9 @@ export const APPLIANCE = command({
     }),
     config: text({
       label: '--config FILE',
-      help: 'the same as JSON: {"data", "listen", "tls": {"cert", "key", "ca"},\n"allow": {"ID": ["ROLE:PAT"]}, "insecure", "segmentSize", "retainLock",\n"dataPort", "statsInterval", "logLevel", "nbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "limits": {"streams", "volumes", "volumeSize",\n"retired", "markRate"}, "http", "rpoTarget":\n{"PAT": "WARN[,ERROR]"}, "historyTarget": {"PAT": "DURATION"}}',
+      help:
+        'the same settings in YAML (.yaml, .yml) or JSON: data, listen,\ntls: {cert, key, ca}, allow: {ID: [ROLE:PAT, ...]}, insecure,\nretain: {PAT: SPEC}, retainLock, compactEvery, scrubEvery, segmentSize,\n' +
+        'replicaImage, journalIo, dataPort, statsInterval, logLevel, logFormat,\nnbd, nbdMaxConnections, nbdHandshakeTimeout, limits: {streams, volumes,\nvolumeSize, retired, markRate}, http, rpoTarget: {PAT: WARN[,ERROR]},\nhistoryTarget: {PAT: DURATION} (contrib/appliance.yaml)',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -193,12 +195,13 @@ export const APPLIANCE = command({
     }),
     'stats-interval': text({
       label: '--stats-interval S',
-      help: 'log counts every S seconds (default 10, 0 = never)',
+      help: 'check the counts every S seconds and log them when they changed,\nor once a minute when idle (default 10, 0 = never)',
       key: 'statsInterval',
       default: '10',
       value: seconds('--stats-interval'),
     }),
-    'log-level': text({ key: 'logLevel', default: 'info', value: logLevel() }),
+    'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error', key: 'logLevel', default: 'info', value: logLevel() }),
+    'log-format': text({ label: '--log-format F', help: LOG_FORMAT_HELP, key: 'logFormat', default: 'auto', value: logFormat() }),
     'segment-size': text({
       label: '--segment-size SIZE',
       help: 'journal segment size (default 256M)',
@@ -216,14 +219,14 @@ export const APPLIANCE = command({
                      [--limit-streams N] [--limit-volumes N] [--limit-volume-size SIZE] [--limit-retired N] [--limit-mark-rate R]
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
-                     [--http HOST:PORT] [--rpo-target PATTERN=WARN[,ERROR] ...] [--history-target PATTERN=DURATION ...]
+                     [--http HOST:PORT] [--rpo-target PATTERN=WARN[,ERROR] ...] [--history-target PATTERN=DURATION ...] [--log-format auto|json|pretty]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'log-level', 'log-format', 'config')}
 `,
 })
 
@@ -282,7 +285,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceArgs | 'help' {
     compactEveryMs: a['compact-every']! * 1000,
     scrubEveryMs: a['scrub-every']! * 1000,
     statsIntervalMs: a['stats-interval']! * 1000,
-    logger: pino({ level: a['log-level']!, base: { pid: process.pid, component: 'appliance' } }),
+    logger: createLogger({ level: a['log-level']!, format: a['log-format']!, base: { pid: process.pid, component: 'appliance' }, fd: 1 }),
   }
 }
 

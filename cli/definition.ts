@@ -18,10 +18,10 @@
 //   as they are, and none reads the same settings from a JSON file.
 // What is left to each command is what spans several options (TLS flags all
 // or none, options that need --appliance, --control only with an appliance).
-import fs from 'node:fs'
 import { parseArgs as tokenize } from 'node:util'
 import { z } from 'zod'
 import { usage } from './args'
+import { readConfigFile, type ConfigFile } from './config-file'
 
 /** One option. T is the value the command receives (undefined when not given). */
 export interface Opt<T> {
@@ -184,11 +184,16 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
   const values: Record<string, unknown> = {}
   const given = new Set<string>()
   const config = raw.get('config')?.[0]
-  if (config !== undefined && opts.config?.alone) {
-    for (const [n, v] of readConfig(c, config)) {
+  // With a config file, what is wrong with a setting is said of its key, at its line.
+  let blame = (_name: string, message: string): string => message
+  const inFile = config !== undefined && opts.config?.alone === true
+  if (inFile) {
+    const read = readConfig(c, config)
+    for (const [n, v] of read.values) {
       values[n] = v
       given.add(n)
     }
+    blame = read.blame
   } else {
     for (const [n, v] of raw) {
       const o = opts[n]
@@ -197,7 +202,12 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
     }
   }
   const missing = (n: string, o: Opt<unknown>): boolean => o.required !== undefined && (!given.has(n) || values[n] === '')
-  if (c.requiredFirst) for (const [n, o] of Object.entries(opts)) if (missing(n, o)) throw usage(cmd, o.required!)
+  const required = (o: Opt<unknown>): string => {
+    if (!inFile || !o.key) return o.required!
+    // "--nbd unix:PATH|tcp:HOST:PORT is required": the setting and its form, for the key
+    return `config ${config}: "${o.key}" is required (${o.required!.replace(/ is required$/, '')})`
+  }
+  if (c.requiredFirst) for (const [n, o] of Object.entries(opts)) if (missing(n, o)) throw usage(cmd, required(o))
   // Each option in the order of the definition: its group, presence, what it needs, its value.
   for (const [n, o] of Object.entries(opts)) {
     if (o.oneOf) {
@@ -206,33 +216,56 @@ export function parseCommand<O extends Options>(c: Command<O>, argv: string[]): 
       if (names.length > 1) throw usage(cmd, o.oneOf.many(names.map((x) => `--${x}`)))
     }
     // An empty value ("--state=") is as good as none where one is required.
-    if (missing(n, o)) throw usage(cmd, o.required!)
+    if (missing(n, o)) throw usage(cmd, required(o))
     if (!given.has(n)) {
       if (o.default === undefined) continue
     } else if (o.needs && !given.has(o.needs.option)) {
-      throw usage(cmd, `--${n} needs ${o.needs.as}`)
+      const other = opts[o.needs.option].key
+      throw usage(cmd, inFile && o.key && other ? `config ${config}: "${o.key}" needs "${other}"` : `--${n} needs ${o.needs.as}`)
     }
     const input = given.has(n) ? values[n] : o.kind === 'list' ? [o.default] : o.default
     const r = o.value.safeParse(input)
-    if (!r.success) throw usage(cmd, r.error.issues[0].message)
+    if (!r.success) throw usage(cmd, given.has(n) ? blame(n, r.error.issues[0].message) : r.error.issues[0].message)
     values[n] = r.data
   }
   return { help: false, values: values as Values<O>, given: given as Set<keyof O & string> }
 }
 
-/** --config FILE: a JSON object of the options' keys; each value through the option's config schema. */
-function readConfig<O extends Options>(c: Command<O>, file: string): Map<string, unknown> {
+/**
+ * --config FILE (YAML or JSON, cli/config-file.ts): an object of the options' keys, each value through the
+ * option's config schema; and how to say what is wrong with a key's value: its file, line and key path.
+ */
+function readConfig<O extends Options>(c: Command<O>, file: string): { values: Map<string, unknown>; blame: (name: string, message: string) => string } {
   const cmd = c.name
-  let j: Record<string, unknown>
+  let f: ConfigFile
   try {
-    j = JSON.parse(fs.readFileSync(file, 'utf8'))
+    f = readConfigFile(file)
   } catch (err) {
-    throw usage(cmd, `cannot read config ${file}: ${(err as Error).message}`)
+    throw usage(cmd, (err as Error).message)
   }
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw usage(cmd, `config ${file} must be a JSON object`)
+  const j = f.data
   const keyed = Object.entries(c.options).filter(([, o]) => o.key !== undefined)
-  const top = new Set(keyed.map(([, o]) => o.key!.split('.')[0]))
-  for (const k of Object.keys(j)) if (!top.has(k)) throw usage(cmd, `config ${file}: unknown key "${k}"`)
+  const known = new Set(keyed.map(([, o]) => o.key!))
+  const top = new Set([...known].map((k) => k.split('.')[0]))
+  for (const k of Object.keys(j)) if (!top.has(k)) throw usage(cmd, `${f.at([k])}: unknown key "${k}"`)
+  // Objects of dotted keys ("tls": {"cert", "key", "ca"}): an object, of those keys only.
+  for (const t of top) {
+    const inner = [...known].filter((k) => k.startsWith(`${t}.`)).map((k) => k.slice(t.length + 1))
+    if (!inner.length || j[t] === undefined) continue
+    const v = j[t]
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw usage(cmd, `${f.at([t])}: "${t}" must be an object of ${inner.map((k) => `"${k}"`).join(', ')}`)
+    for (const k of Object.keys(v)) if (!inner.includes(k)) throw usage(cmd, `${f.at([t, k])}: unknown key "${t}.${k}"`)
+  }
+  const blame = (name: string, message: string): string => {
+    const key = c.options[name].key
+    if (!key) return message
+    const at = f.at(key.split('.'))
+    // The value checks speak of the flag ("--stats-interval 'x' is not ..."): in a file, of its key.
+    const flag = `--${name}`
+    if (message.startsWith(`${flag} `)) return `${at}: "${key}"${message.slice(flag.length)}`
+    const bare = message.replace(/^config /, '')
+    return bare.includes(`"${key.split('.')[0]}"`) ? `${at}: ${bare}` : `${at}: "${key}": ${bare}`
+  }
   const out = new Map<string, unknown>()
   for (const [n, o] of keyed) {
     const path = o.key!.split('.')
@@ -241,9 +274,9 @@ function readConfig<O extends Options>(c: Command<O>, file: string): Map<string,
     if (v === undefined) continue
     const schema = o.config ?? configString(o.key!)
     const r = schema.safeParse(v)
-    if (!r.success) throw usage(cmd, `config ${file}: ${r.error.issues[0].message}`)
+    if (!r.success) throw usage(cmd, blame(n, r.error.issues[0].message))
     if (r.data === undefined) continue
     out.set(n, r.data)
   }
-  return out
+  return { values: out, blame }
 }

@@ -59,8 +59,11 @@ if (require.main === module) {
       process.exitCode = code
     },
     (err: unknown) => {
-      const e = err as Error & { code?: string }
-      process.stderr.write(`${e instanceof TidemarkError ? e.message : `tidemark: ${e.stack ?? e}`}\n`)
+      const e = err as Error & { code?: string; syscall?: string }
+      // A system call that failed (ENOENT, EACCES, ENOTDIR on a path the user gave) says what and where in its
+      // message: one line, as for our own errors. Anything else is a bug, and its stack helps the report.
+      const line = e instanceof TidemarkError ? e.message : e.syscall ? `tidemark ${process.argv[2]}: ${e.message}` : `tidemark: ${e.stack ?? e}`
+      process.stderr.write(`${line}\n`)
       process.exitCode = e instanceof TidemarkError && e.code === 'USAGE' ? 2 : 1
     }
   )

@@ -9,7 +9,6 @@
 // copy-on-write overlay for DR tests: writes stay in an unnamed temporary
 // file that disappears when the view closes and never reach the appliance.
 import path from 'node:path'
-import pino from 'pino'
 import { z } from 'zod'
 import { clientError, unary } from '../client/admin-client'
 import { applianceNbdEndpoint } from '../client/restore'
@@ -22,6 +21,7 @@ import { TimeView, type TimeViewStats } from '../native/view'
 import { parseEndpoint } from './args'
 import { adminFromFlags, clientOptions, parseAppliance, helpOption, logLevel, pointOf, pointOptions, seconds, size, tlsFiles, transportOption } from './common-options'
 import { command, convert, flag, helpText, parseCommand, text } from './definition'
+import { LOG_FORMAT_HELP, createLogger, logFormat } from './logger'
 import { nbdExposure, nbdExposureOptions } from './nbd-exposure'
 import { isViewAction, runTimeviewAction } from './timeview-views-command'
 
@@ -54,6 +54,7 @@ export const TIMEVIEW = command({
     }),
     json: flag({ label: '--json', help: 'print what is served as one JSON object instead of a line' }),
     'log-level': text({ label: '--log-level LEVEL', help: 'trace, debug, info (default), warn, error (pino lines on stderr)', default: 'info', value: logLevel() }),
+    'log-format': text({ label: '--log-format F', help: LOG_FORMAT_HELP, default: 'auto', value: logFormat() }),
     ...clientOptions,
   },
   help: (rows) => `Usage:
@@ -61,7 +62,7 @@ export const TIMEVIEW = command({
                     --nbd unix:PATH|tcp:HOST:PORT [--writable] [--cache SIZE] [--stats-interval SECONDS]
                     [--nbd-tls-cert F --nbd-tls-key F --nbd-tls-ca F | --insecure-nbd]
                     [--nbd-max-connections N] [--nbd-handshake-timeout SECONDS]
-                    [--tls-cert F --tls-key F --tls-ca F] [--json] [--log-level LEVEL]
+                    [--tls-cert F --tls-key F --tls-ca F] [--json] [--log-level LEVEL] [--log-format auto|json|pretty]
   tidemark timeview create --appliance HOST:PORT --volume NAME (point) --name NAME [--writable] [--json]
   tidemark timeview list   --appliance HOST:PORT [--volume NAME] [--json]
   tidemark timeview delete --appliance HOST:PORT --name NAME [--json]
@@ -73,7 +74,7 @@ named after the volume, until SIGINT or SIGTERM. Nothing is copied first:
 bytes are read from the appliance when a client asks for them (and cached).
 Replication continues meanwhile; several TimeViews may run at once.
 ${rows(23, 'timemark', 'at', 'seq', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections',
-  'nbd-handshake-timeout', 'writable', 'transport', 'cache', 'stats-interval', 'json', 'log-level')}
+  'nbd-handshake-timeout', 'writable', 'transport', 'cache', 'stats-interval', 'json', 'log-level', 'log-format')}
 
 Attach it:  nbd-client -unix PATH -N NAME /dev/nbd0
             nbdfuse DIR/disk 'nbd+unix:///NAME?socket=PATH'
@@ -162,7 +163,7 @@ export async function runTimeview(argv: string[]): Promise<number> {
   }
   // stdout carries the one line (or JSON object) saying what is served; the
   // pino lines go to stderr so a script can read stdout alone.
-  const logger = pino({ level: logLevel, base: { pid: process.pid, component: 'timeview', volume, seq } }, pino.destination(2))
+  const logger = createLogger({ level: logLevel, format: a['log-format']!, base: { pid: process.pid, component: 'timeview', volume, seq }, fd: 2 })
 
   const read = async (offset: number, length: number): Promise<Buffer> => {
     try {

@@ -19,7 +19,7 @@ t.test('agent --nbd tcp: nbdinfo, qemu-io and nbdcopy over nbd://; failback to a
   const app = await startAppliance(t, { data: path.join(dir, 'data') })
   // Port 0: the tap picks a free port and the agent logs it (no race for a port).
   const argv = [BIN, 'agent', '--state', path.join(dir, 'state'), '--nbd', 'tcp:127.0.0.1:0', '--volume', `vol=${img}`,
-    '--appliance', app.address, '--stats-interval', '0.2']
+    '--appliance', app.address, '--stats-interval', '0.2', '--log-level', 'debug'] // debug: a stats line every tick (replicatedSeq reads them)
   const agent = new AgentProcess(spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] }), '')
   t.teardown(() => agent.stop())
   const serving = await agent.waitForLog(/^serving$/)

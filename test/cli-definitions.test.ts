@@ -57,6 +57,7 @@ t.test('the agent reads the same settings from flags and from the config keys of
     'stats-interval': '3',
     'log-level': 'warn',
     http: '127.0.0.1:9100',
+    'log-format': 'json',
   }
   const argv: string[] = []
   const config: Record<string, unknown> = {}
@@ -85,6 +86,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
     '--http', '127.0.0.1:0', '--rpo-target', '*=30s,2m', '--rpo-target', 'db*=5', '--history-target', 'db*=7d',
     '--limit-streams', '4', '--limit-volumes', '2', '--limit-volume-size', '64G', '--limit-retired', '3', '--limit-mark-rate', '10/30m',
+    '--log-format', 'pretty',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -98,6 +100,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     compactEvery: 5,
     statsInterval: 1,
     logLevel: 'debug',
+    logFormat: 'pretty',
     nbd: 'unix:app.sock',
     scrubEvery: 3600,
     replicaImage: 'off',

@@ -290,6 +290,10 @@ export async function startAgent(
 ): Promise<AgentProcess> {
   const argv = [BIN, 'agent', '--state', args.state, '--nbd', `unix:${args.sock}`]
   if (!args.extra?.includes('--stats-interval')) argv.push('--stats-interval', '0')
+  // Tests that ask for stats lines read them as a probe of the agent's counters
+  // (replicatedSeq: "a line logged after this call"): at debug the agent logs
+  // every tick's line, not only the ones whose counts changed.
+  else if (!args.extra.includes('--log-level')) argv.push('--log-level', 'debug')
   for (const [n, p] of Object.entries(args.volumes)) argv.push('--volume', `${n}=${p}`)
   if (args.captureLog) argv.push('--capture-log', args.captureLog)
   argv.push(...(args.extra ?? []))
@@ -394,7 +398,8 @@ export async function startAppliance(
   args: { data: string; port?: number; host?: string; extra?: string[]; env?: Record<string, string> }
 ): Promise<ApplianceProcess> {
   const host = args.host ?? '127.0.0.1'
-  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `${host}:${args.port ?? 0}`, '--stats-interval', '0']
+  const argv = [BIN, 'appliance', '--data', args.data, '--listen', `${host}:${args.port ?? 0}`]
+  if (!args.extra?.includes('--stats-interval')) argv.push('--stats-interval', '0')
   argv.push(...(args.extra ?? []))
   const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...args.env } })
   const a = new ApplianceProcess(proc)
