@@ -60,6 +60,9 @@ export const OPERATION_ROLES = {
   ListViews: 'read',
   DeleteView: 'read',
   AcceptGeneration: 'admin',
+  // the audit trail of recovery-plan actions (audit-trail.ts)
+  RecordAudit: 'admin',
+  ListAudit: 'read',
   // the appliance's NBD server (nbd-exports.ts): opening and listing exports
   NbdExport: 'read',
 } as const satisfies Record<string, Role>

@@ -53,6 +53,11 @@ import type { ListViewsRequest__Output } from '../proto/generated/tidemark/v1/Li
 import type { ViewInfo } from '../proto/generated/tidemark/v1/ViewInfo'
 import type { AcceptGenerationRequest__Output } from '../proto/generated/tidemark/v1/AcceptGenerationRequest'
 import type { AcceptGenerationReply } from '../proto/generated/tidemark/v1/AcceptGenerationReply'
+import type { RecordAuditRequest__Output } from '../proto/generated/tidemark/v1/RecordAuditRequest'
+import type { AuditEntry as AuditEntryMsg } from '../proto/generated/tidemark/v1/AuditEntry'
+import type { ListAuditRequest__Output } from '../proto/generated/tidemark/v1/ListAuditRequest'
+import type { ListAuditReply } from '../proto/generated/tidemark/v1/ListAuditReply'
+import type { AuditEntry, AuditTrail } from './audit-trail'
 import { checkViewName, viewDescription, type ViewRecord, type ViewRegistry } from './view-registry'
 
 /** Largest Read (TimeView) request. */
@@ -81,6 +86,8 @@ function toTimeMark(e: CatalogEntry): TimeMark {
 export class AdminService {
   /** Named views (timeview create|list|delete); null: this appliance keeps none. */
   views: ViewRegistry | null = null
+  /** The audit trail of recovery-plan actions; null: this appliance keeps none. */
+  audit: AuditTrail | null = null
 
   constructor(
     private readonly store: ApplianceStore,
@@ -194,12 +201,69 @@ export class AdminService {
           return { ...this.viewInfo(r), overlayBytes: 0, uris: [] }
         }
       ),
+      recordAudit: unaryHandler<RecordAuditRequest__Output, AuditEntryMsg>(
+        'recordAudit',
+        {
+          log: this.log,
+          codeInDetails: true,
+          // admin on every volume the entry names (on some volume, for an entry that names none)
+          authorize: (call) => {
+            const vols = call.request.volumes
+            if (!vols.length) this.auth.require(call, 'RecordAudit', null)
+            for (const v of vols) this.auth.require(call, 'RecordAudit', v)
+          },
+          context: (r) => ({ action: r.action, plan: r.plan }),
+        },
+        (call) => this.recordAudit(call.request, this.auth.identity(call))
+      ),
+      listAudit: unaryHandler<ListAuditRequest__Output, ListAuditReply>(
+        'listAudit',
+        {
+          log: this.log,
+          codeInDetails: true,
+          authorize: (call) => {
+            this.auth.require(call, 'ListAudit', null)
+          },
+        },
+        async (call) => {
+          const trail = this.trail()
+          const all = await trail.list(0)
+          // Entries whose every volume the caller may read; those naming none, only to who sees everything.
+          const names = [...new Set(all.flatMap((e) => e.volumes))]
+          const mayRead = new Set(this.auth.visible(call, 'ListAudit', names))
+          const everything = this.auth.seesEverything(call)
+          let shown = all.filter((e) => (e.volumes.length ? e.volumes.every((v) => mayRead.has(v)) : everything))
+          if (call.request.limit > 0) shown = shown.slice(-call.request.limit)
+          const verdict = call.request.verify ? await trail.verify() : null
+          return { entries: shown.map(toAuditEntry), verified: verdict?.ok ?? false, problem: verdict?.problem ?? '' }
+        }
+      ),
       acceptGeneration: unaryHandler<AcceptGenerationRequest__Output, AcceptGenerationReply>(
         'acceptGeneration',
         opts('AcceptGeneration', (r) => ({ volume: r.volume, generation: r.generation })),
         (call) => this.acceptGeneration(call.request, this.auth.identity(call))
       ),
     })
+  }
+
+  private trail(): AuditTrail {
+    if (!this.audit) throw new TidemarkError('AUDIT_UNAVAILABLE', 'this appliance keeps no audit trail')
+    return this.audit
+  }
+
+  private async recordAudit(r: RecordAuditRequest__Output, who: string | null): Promise<AuditEntryMsg> {
+    let details: Record<string, unknown> = {}
+    if (r.detailsJson) {
+      try {
+        details = JSON.parse(r.detailsJson) as Record<string, unknown>
+      } catch {
+        throw new TidemarkError('AUDIT_BAD_ENTRY', 'audit details_json is not JSON')
+      }
+      if (!details || typeof details !== 'object' || Array.isArray(details)) throw new TidemarkError('AUDIT_BAD_ENTRY', 'audit details_json must be a JSON object')
+    }
+    const e = await this.trail().append(who, { action: r.action, plan: r.plan, point: r.point, result: r.result, durationMs: Number(r.durationMs), volumes: r.volumes, details })
+    this.log.info({ audit: e.seq, action: e.action, plan: e.plan, result: e.result, who: e.who }, `audit: ${e.action} of plan ${e.plan}: ${e.result}`)
+    return toAuditEntry(e)
   }
 
   /** The volume a request names (authorize() has let the caller at it). */
@@ -351,5 +415,21 @@ export class AdminService {
       overlayBytes: this.views?.overlayBytes(r.name) ?? 0,
       uris: this.views?.uris(r.name) ?? [],
     }
+  }
+}
+
+function toAuditEntry(e: AuditEntry): AuditEntryMsg {
+  return {
+    seq: e.seq,
+    time: e.time,
+    who: e.who,
+    action: e.action,
+    plan: e.plan,
+    point: e.point,
+    result: e.result,
+    durationMs: e.durationMs,
+    volumes: e.volumes,
+    detailsJson: JSON.stringify(e.details ?? {}),
+    hash: e.hash,
   }
 }

@@ -35,6 +35,7 @@ import { ApplianceStore } from './store'
 import { Retention, type MarkRate, type RetentionRule } from './retention'
 import { settleRetentionLock } from './retention-lock'
 import { Scrubber } from './scrub'
+import { AuditTrail } from './audit-trail'
 import { ViewRegistry } from './view-registry'
 
 export interface ApplianceOptions {
@@ -221,6 +222,7 @@ export class Appliance {
       }
     }
     const admin = new AdminService(store, replication, auth, log, id, retention, nbd)
+    admin.audit = await AuditTrail.open(opts.dataDir)
     // Named views (timeview create): kept in DATA/views, served by the NBD
     // server, their seqs held from retention.
     const views = await ViewRegistry.open(opts.dataDir, log)

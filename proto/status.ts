@@ -21,6 +21,7 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   RECORD_MALFORMED: grpc.status.INVALID_ARGUMENT,
   TIMEMARK_BAD_REQUEST: grpc.status.INVALID_ARGUMENT,
   VIEW_BAD_NAME: grpc.status.INVALID_ARGUMENT,
+  AUDIT_BAD_ENTRY: grpc.status.INVALID_ARGUMENT,
   // Names that do not exist.
   UNKNOWN_TIMEMARK: grpc.status.NOT_FOUND,
   UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
@@ -70,6 +71,8 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   JOURNAL_IO: grpc.status.UNAVAILABLE,
   // The data channel beside a Replicate stream broke (appliance/data-channel.ts): the agent reconnects.
   DATA_CHANNEL: grpc.status.UNAVAILABLE,
+  // The appliance keeps no audit trail (appliance/audit-trail.ts).
+  AUDIT_UNAVAILABLE: grpc.status.FAILED_PRECONDITION,
   JOURNAL_READ_ONLY: grpc.status.FAILED_PRECONDITION,
   PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
 }

@@ -6,6 +6,7 @@ import type { AcceptGenerationRequest as _tidemark_v1_AcceptGenerationRequest, A
 import type { AdminClient as _tidemark_v1_AdminClient, AdminDefinition as _tidemark_v1_AdminDefinition } from './tidemark/v1/Admin';
 import type { AgentStream as _tidemark_v1_AgentStream, AgentStream__Output as _tidemark_v1_AgentStream__Output } from './tidemark/v1/AgentStream';
 import type { ApplianceStats as _tidemark_v1_ApplianceStats, ApplianceStats__Output as _tidemark_v1_ApplianceStats__Output } from './tidemark/v1/ApplianceStats';
+import type { AuditEntry as _tidemark_v1_AuditEntry, AuditEntry__Output as _tidemark_v1_AuditEntry__Output } from './tidemark/v1/AuditEntry';
 import type { BaseImage as _tidemark_v1_BaseImage, BaseImage__Output as _tidemark_v1_BaseImage__Output } from './tidemark/v1/BaseImage';
 import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from './tidemark/v1/CompactReply';
 import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from './tidemark/v1/CompactRequest';
@@ -19,6 +20,8 @@ import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tide
 import type { InexactWindow as _tidemark_v1_InexactWindow, InexactWindow__Output as _tidemark_v1_InexactWindow__Output } from './tidemark/v1/InexactWindow';
 import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as _tidemark_v1_JournalReply__Output } from './tidemark/v1/JournalReply';
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from './tidemark/v1/JournalRequest';
+import type { ListAuditReply as _tidemark_v1_ListAuditReply, ListAuditReply__Output as _tidemark_v1_ListAuditReply__Output } from './tidemark/v1/ListAuditReply';
+import type { ListAuditRequest as _tidemark_v1_ListAuditRequest, ListAuditRequest__Output as _tidemark_v1_ListAuditRequest__Output } from './tidemark/v1/ListAuditRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from './tidemark/v1/ListTimeMarksReply';
 import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from './tidemark/v1/ListTimeMarksRequest';
 import type { ListViewsReply as _tidemark_v1_ListViewsReply, ListViewsReply__Output as _tidemark_v1_ListViewsReply__Output } from './tidemark/v1/ListViewsReply';
@@ -27,6 +30,7 @@ import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMark
 import type { PointInTime as _tidemark_v1_PointInTime, PointInTime__Output as _tidemark_v1_PointInTime__Output } from './tidemark/v1/PointInTime';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from './tidemark/v1/ReadReply';
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from './tidemark/v1/ReadRequest';
+import type { RecordAuditRequest as _tidemark_v1_RecordAuditRequest, RecordAuditRequest__Output as _tidemark_v1_RecordAuditRequest__Output } from './tidemark/v1/RecordAuditRequest';
 import type { RecordInfo as _tidemark_v1_RecordInfo, RecordInfo__Output as _tidemark_v1_RecordInfo__Output } from './tidemark/v1/RecordInfo';
 import type { Rejections as _tidemark_v1_Rejections, Rejections__Output as _tidemark_v1_Rejections__Output } from './tidemark/v1/Rejections';
 import type { ReplicaImageStatus as _tidemark_v1_ReplicaImageStatus, ReplicaImageStatus__Output as _tidemark_v1_ReplicaImageStatus__Output } from './tidemark/v1/ReplicaImageStatus';
@@ -57,6 +61,7 @@ export interface ProtoGrpcType {
       Admin: SubtypeConstructor<typeof grpc.Client, _tidemark_v1_AdminClient> & { service: _tidemark_v1_AdminDefinition }
       AgentStream: MessageTypeDefinition<_tidemark_v1_AgentStream, _tidemark_v1_AgentStream__Output>
       ApplianceStats: MessageTypeDefinition<_tidemark_v1_ApplianceStats, _tidemark_v1_ApplianceStats__Output>
+      AuditEntry: MessageTypeDefinition<_tidemark_v1_AuditEntry, _tidemark_v1_AuditEntry__Output>
       BaseImage: MessageTypeDefinition<_tidemark_v1_BaseImage, _tidemark_v1_BaseImage__Output>
       CompactReply: MessageTypeDefinition<_tidemark_v1_CompactReply, _tidemark_v1_CompactReply__Output>
       CompactRequest: MessageTypeDefinition<_tidemark_v1_CompactRequest, _tidemark_v1_CompactRequest__Output>
@@ -70,6 +75,8 @@ export interface ProtoGrpcType {
       InexactWindow: MessageTypeDefinition<_tidemark_v1_InexactWindow, _tidemark_v1_InexactWindow__Output>
       JournalReply: MessageTypeDefinition<_tidemark_v1_JournalReply, _tidemark_v1_JournalReply__Output>
       JournalRequest: MessageTypeDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalRequest__Output>
+      ListAuditReply: MessageTypeDefinition<_tidemark_v1_ListAuditReply, _tidemark_v1_ListAuditReply__Output>
+      ListAuditRequest: MessageTypeDefinition<_tidemark_v1_ListAuditRequest, _tidemark_v1_ListAuditRequest__Output>
       ListTimeMarksReply: MessageTypeDefinition<_tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksReply__Output>
       ListTimeMarksRequest: MessageTypeDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksRequest__Output>
       ListViewsReply: MessageTypeDefinition<_tidemark_v1_ListViewsReply, _tidemark_v1_ListViewsReply__Output>
@@ -78,6 +85,7 @@ export interface ProtoGrpcType {
       PointInTime: MessageTypeDefinition<_tidemark_v1_PointInTime, _tidemark_v1_PointInTime__Output>
       ReadReply: MessageTypeDefinition<_tidemark_v1_ReadReply, _tidemark_v1_ReadReply__Output>
       ReadRequest: MessageTypeDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadRequest__Output>
+      RecordAuditRequest: MessageTypeDefinition<_tidemark_v1_RecordAuditRequest, _tidemark_v1_RecordAuditRequest__Output>
       RecordInfo: MessageTypeDefinition<_tidemark_v1_RecordInfo, _tidemark_v1_RecordInfo__Output>
       Rejections: MessageTypeDefinition<_tidemark_v1_Rejections, _tidemark_v1_Rejections__Output>
       ReplicaImageStatus: MessageTypeDefinition<_tidemark_v1_ReplicaImageStatus, _tidemark_v1_ReplicaImageStatus__Output>

@@ -4,6 +4,7 @@ import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import type { AcceptGenerationReply as _tidemark_v1_AcceptGenerationReply, AcceptGenerationReply__Output as _tidemark_v1_AcceptGenerationReply__Output } from '../../tidemark/v1/AcceptGenerationReply';
 import type { AcceptGenerationRequest as _tidemark_v1_AcceptGenerationRequest, AcceptGenerationRequest__Output as _tidemark_v1_AcceptGenerationRequest__Output } from '../../tidemark/v1/AcceptGenerationRequest';
+import type { AuditEntry as _tidemark_v1_AuditEntry, AuditEntry__Output as _tidemark_v1_AuditEntry__Output } from '../../tidemark/v1/AuditEntry';
 import type { CompactReply as _tidemark_v1_CompactReply, CompactReply__Output as _tidemark_v1_CompactReply__Output } from '../../tidemark/v1/CompactReply';
 import type { CompactRequest as _tidemark_v1_CompactRequest, CompactRequest__Output as _tidemark_v1_CompactRequest__Output } from '../../tidemark/v1/CompactRequest';
 import type { CreateViewRequest as _tidemark_v1_CreateViewRequest, CreateViewRequest__Output as _tidemark_v1_CreateViewRequest__Output } from '../../tidemark/v1/CreateViewRequest';
@@ -13,6 +14,8 @@ import type { FingerprintsRequest as _tidemark_v1_FingerprintsRequest, Fingerpri
 import type { ImageChunk as _tidemark_v1_ImageChunk, ImageChunk__Output as _tidemark_v1_ImageChunk__Output } from '../../tidemark/v1/ImageChunk';
 import type { JournalReply as _tidemark_v1_JournalReply, JournalReply__Output as _tidemark_v1_JournalReply__Output } from '../../tidemark/v1/JournalReply';
 import type { JournalRequest as _tidemark_v1_JournalRequest, JournalRequest__Output as _tidemark_v1_JournalRequest__Output } from '../../tidemark/v1/JournalRequest';
+import type { ListAuditReply as _tidemark_v1_ListAuditReply, ListAuditReply__Output as _tidemark_v1_ListAuditReply__Output } from '../../tidemark/v1/ListAuditReply';
+import type { ListAuditRequest as _tidemark_v1_ListAuditRequest, ListAuditRequest__Output as _tidemark_v1_ListAuditRequest__Output } from '../../tidemark/v1/ListAuditRequest';
 import type { ListTimeMarksReply as _tidemark_v1_ListTimeMarksReply, ListTimeMarksReply__Output as _tidemark_v1_ListTimeMarksReply__Output } from '../../tidemark/v1/ListTimeMarksReply';
 import type { ListTimeMarksRequest as _tidemark_v1_ListTimeMarksRequest, ListTimeMarksRequest__Output as _tidemark_v1_ListTimeMarksRequest__Output } from '../../tidemark/v1/ListTimeMarksRequest';
 import type { ListViewsReply as _tidemark_v1_ListViewsReply, ListViewsReply__Output as _tidemark_v1_ListViewsReply__Output } from '../../tidemark/v1/ListViewsReply';
@@ -20,6 +23,7 @@ import type { ListViewsRequest as _tidemark_v1_ListViewsRequest, ListViewsReques
 import type { PinTimeMarkRequest as _tidemark_v1_PinTimeMarkRequest, PinTimeMarkRequest__Output as _tidemark_v1_PinTimeMarkRequest__Output } from '../../tidemark/v1/PinTimeMarkRequest';
 import type { ReadReply as _tidemark_v1_ReadReply, ReadReply__Output as _tidemark_v1_ReadReply__Output } from '../../tidemark/v1/ReadReply';
 import type { ReadRequest as _tidemark_v1_ReadRequest, ReadRequest__Output as _tidemark_v1_ReadRequest__Output } from '../../tidemark/v1/ReadRequest';
+import type { RecordAuditRequest as _tidemark_v1_RecordAuditRequest, RecordAuditRequest__Output as _tidemark_v1_RecordAuditRequest__Output } from '../../tidemark/v1/RecordAuditRequest';
 import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from '../../tidemark/v1/ResolveReply';
 import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from '../../tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from '../../tidemark/v1/RestoreRequest';
@@ -123,6 +127,15 @@ export interface AdminClient extends grpc.Client {
   journal(argument: _tidemark_v1_JournalRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
   journal(argument: _tidemark_v1_JournalRequest, callback: grpc.requestCallback<_tidemark_v1_JournalReply__Output>): grpc.ClientUnaryCall;
   
+  ListAudit(argument: _tidemark_v1_ListAuditRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  ListAudit(argument: _tidemark_v1_ListAuditRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  ListAudit(argument: _tidemark_v1_ListAuditRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  ListAudit(argument: _tidemark_v1_ListAuditRequest, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  listAudit(argument: _tidemark_v1_ListAuditRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  listAudit(argument: _tidemark_v1_ListAuditRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  listAudit(argument: _tidemark_v1_ListAuditRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  listAudit(argument: _tidemark_v1_ListAuditRequest, callback: grpc.requestCallback<_tidemark_v1_ListAuditReply__Output>): grpc.ClientUnaryCall;
+  
   ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
   ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
   ListTimeMarks(argument: _tidemark_v1_ListTimeMarksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ListTimeMarksReply__Output>): grpc.ClientUnaryCall;
@@ -170,6 +183,27 @@ export interface AdminClient extends grpc.Client {
   read(argument: _tidemark_v1_ReadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
   read(argument: _tidemark_v1_ReadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
   read(argument: _tidemark_v1_ReadRequest, callback: grpc.requestCallback<_tidemark_v1_ReadReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * The audit trail of recovery-plan actions (appliance/audit-trail.ts): one
+   * entry per action, hash-chained, with the caller's identity. Recording
+   * needs admin on every volume the entry names; listing shows the entries
+   * whose volumes the caller may read.
+   */
+  RecordAudit(argument: _tidemark_v1_RecordAuditRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  RecordAudit(argument: _tidemark_v1_RecordAuditRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  RecordAudit(argument: _tidemark_v1_RecordAuditRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  RecordAudit(argument: _tidemark_v1_RecordAuditRequest, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  /**
+   * The audit trail of recovery-plan actions (appliance/audit-trail.ts): one
+   * entry per action, hash-chained, with the caller's identity. Recording
+   * needs admin on every volume the entry names; listing shows the entries
+   * whose volumes the caller may read.
+   */
+  recordAudit(argument: _tidemark_v1_RecordAuditRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  recordAudit(argument: _tidemark_v1_RecordAuditRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  recordAudit(argument: _tidemark_v1_RecordAuditRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
+  recordAudit(argument: _tidemark_v1_RecordAuditRequest, callback: grpc.requestCallback<_tidemark_v1_AuditEntry__Output>): grpc.ClientUnaryCall;
   
   /**
    * Which seq a point names, and whether it can be restored.
@@ -259,6 +293,8 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   
   Journal: grpc.handleUnaryCall<_tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply>;
   
+  ListAudit: grpc.handleUnaryCall<_tidemark_v1_ListAuditRequest__Output, _tidemark_v1_ListAuditReply>;
+  
   ListTimeMarks: grpc.handleUnaryCall<_tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply>;
   
   ListViews: grpc.handleUnaryCall<_tidemark_v1_ListViewsRequest__Output, _tidemark_v1_ListViewsReply>;
@@ -272,6 +308,14 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
    * Bytes of a volume at a seq (TimeViews read through this).
    */
   Read: grpc.handleUnaryCall<_tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply>;
+  
+  /**
+   * The audit trail of recovery-plan actions (appliance/audit-trail.ts): one
+   * entry per action, hash-chained, with the caller's identity. Recording
+   * needs admin on every volume the entry names; listing shows the entries
+   * whose volumes the caller may read.
+   */
+  RecordAudit: grpc.handleUnaryCall<_tidemark_v1_RecordAuditRequest__Output, _tidemark_v1_AuditEntry>;
   
   /**
    * Which seq a point names, and whether it can be restored.
@@ -301,10 +345,12 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   DeleteView: MethodDefinition<_tidemark_v1_DeleteViewRequest, _tidemark_v1_ViewInfo, _tidemark_v1_DeleteViewRequest__Output, _tidemark_v1_ViewInfo__Output>
   Fingerprints: MethodDefinition<_tidemark_v1_FingerprintsRequest, _tidemark_v1_FingerprintsReply, _tidemark_v1_FingerprintsRequest__Output, _tidemark_v1_FingerprintsReply__Output>
   Journal: MethodDefinition<_tidemark_v1_JournalRequest, _tidemark_v1_JournalReply, _tidemark_v1_JournalRequest__Output, _tidemark_v1_JournalReply__Output>
+  ListAudit: MethodDefinition<_tidemark_v1_ListAuditRequest, _tidemark_v1_ListAuditReply, _tidemark_v1_ListAuditRequest__Output, _tidemark_v1_ListAuditReply__Output>
   ListTimeMarks: MethodDefinition<_tidemark_v1_ListTimeMarksRequest, _tidemark_v1_ListTimeMarksReply, _tidemark_v1_ListTimeMarksRequest__Output, _tidemark_v1_ListTimeMarksReply__Output>
   ListViews: MethodDefinition<_tidemark_v1_ListViewsRequest, _tidemark_v1_ListViewsReply, _tidemark_v1_ListViewsRequest__Output, _tidemark_v1_ListViewsReply__Output>
   PinTimeMark: MethodDefinition<_tidemark_v1_PinTimeMarkRequest, _tidemark_v1_TimeMark, _tidemark_v1_PinTimeMarkRequest__Output, _tidemark_v1_TimeMark__Output>
   Read: MethodDefinition<_tidemark_v1_ReadRequest, _tidemark_v1_ReadReply, _tidemark_v1_ReadRequest__Output, _tidemark_v1_ReadReply__Output>
+  RecordAudit: MethodDefinition<_tidemark_v1_RecordAuditRequest, _tidemark_v1_AuditEntry, _tidemark_v1_RecordAuditRequest__Output, _tidemark_v1_AuditEntry__Output>
   Resolve: MethodDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveReply, _tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply__Output>
   Restore: MethodDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_ImageChunk, _tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk__Output>
   ServerInfo: MethodDefinition<_tidemark_v1_ServerInfoRequest, _tidemark_v1_ServerInfoReply, _tidemark_v1_ServerInfoRequest__Output, _tidemark_v1_ServerInfoReply__Output>
