@@ -128,9 +128,9 @@ t.test('every method against write, read, admin, another volume\'s reader and an
   // What each role may do: the expected outcome of every call is "not denied" for these, PERMISSION_DENIED otherwise.
   const may: Record<string, readonly string[]> = {
     agent: ['Replicate'],
-    reader: ['Restore', 'Stats', 'StatsAll', 'Journal', 'JournalAll', 'Resolve', 'Read', 'ListTimeMarks', 'Fingerprints', 'ServerInfo', 'CreateView', 'ListViews', 'DeleteView', 'NbdExport'],
+    reader: ['Restore', 'Stats', 'StatsAll', 'Journal', 'JournalAll', 'Resolve', 'Read', 'ListTimeMarks', 'Fingerprints', 'ServerInfo', 'CreateView', 'ListViews', 'DeleteView', 'NbdExport', 'ListAudit'],
     boss: ['*'],
-    other: ['StatsAll', 'JournalAll', 'ServerInfo', 'ListViews', 'DeleteView'],
+    other: ['StatsAll', 'JournalAll', 'ServerInfo', 'ListViews', 'DeleteView', 'ListAudit'],
     stranger: [],
   }
   const calls: Array<[string, (c: AdminClient, w: string) => Promise<Outcome>]> = [
@@ -153,6 +153,8 @@ t.test('every method against write, read, admin, another volume\'s reader and an
     ['ListViews', (c) => unaryCall(c, 'listViews', { volume: '' })],
     ['DeleteView', (c, w) => unaryCall(c, 'deleteView', { name: `view-${w}` })],
     ['AcceptGeneration', (c) => unaryCall(c, 'acceptGeneration', { volume: 'vol', generation: '' })],
+    ['RecordAudit', (c, w) => unaryCall(c, 'recordAudit', { action: 'plan test', plan: `p-${w}`, point: 'latest', result: 'passed', durationMs: 1, volumes: ['vol'], detailsJson: '{}' })],
+    ['ListAudit', (c) => unaryCall(c, 'listAudit', { limit: 0, verify: false })],
   ]
   // JournalShow is the Journal operation, verify of one or all journals JournalVerify.
   const op = (name: string): string => (name === 'JournalShow' ? 'Journal' : name === 'JournalVerifyAll' ? 'JournalVerify' : name)
