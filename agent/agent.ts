@@ -280,6 +280,7 @@ export class Agent {
         droppedRecords: s.droppedRecords,
         behindEvents: s.behindEvents,
         resyncRecords: s.resyncRecords,
+        resyncHoles: s.resyncHoles,
         dirtyRegions: s.dirtyRegions,
         staleRegions: s.staleRegions,
         lastSeq: s.lastSeq,

@@ -50,7 +50,7 @@ import os from 'node:os'
 import type { ChangeBatch } from '../proto/generated/tidemark/v1/ChangeBatch'
 import type { RecordBatch } from '../native/record-batch'
 import { native, type NativeMicroScanHandle } from '../native'
-import { REGION_SIZE, RecordKind, SECTOR_SIZE, SECTORS_PER_REGION } from '../proto/record'
+import { isHoleResync, REGION_SIZE, RecordKind, SECTOR_SIZE, SECTORS_PER_REGION } from '../proto/record'
 import { TidemarkError } from '../proto/errors'
 
 // The cache's page is the dirty map's region (proto/record.ts), re-exported
@@ -158,7 +158,8 @@ export class MicroScan {
     const out: number[] = []
     let last = -1
     batch.forEach((r) => {
-      if (r.kind !== RecordKind.Resync) return
+      // A hole sent as a ZERO record stands for a RESYNC record: its region's fingerprints decide whether it is sent.
+      if (r.kind !== RecordKind.Resync && !isHoleResync(r.kind, r.flags)) return
       const r0 = Math.floor(r.sector / SECTORS_PER_REGION)
       const r1 = Math.floor((r.sector + Math.max(r.count, 1) - 1) / SECTORS_PER_REGION)
       for (let g = r0; g <= r1; g++) if (g !== last && !out.includes(g)) out.push((last = g))

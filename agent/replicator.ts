@@ -43,7 +43,7 @@ import { TidemarkError } from '../proto/errors'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
 import type { Welcome__Output } from '../proto/generated/tidemark/v1/Welcome'
 import { MAX_BATCH_BYTES, PROTOCOL_VERSION } from '../proto/load'
-import { isResync, RecordKind, REGION_SIZE } from '../proto/record'
+import { isHoleResync, isResync, RecordKind, REGION_SIZE } from '../proto/record'
 import { RecordBatch } from '../native/record-batch'
 import { InitialCopy, SYNC_FILE_EVERY_MS, type SyncProgressStats } from './initial-copy'
 import type { MicroScan } from './microscan'
@@ -556,7 +556,7 @@ export class Replicator {
     const marks = this.expectedMarks
     batch.forEach((r) => {
       const kind: number = r.kind
-      if (isResync(kind)) hasResync = true
+      if (isResync(kind) || isHoleResync(kind, r.flags)) hasResync = true
       else if (kind === RecordKind.Mark && marks.has(r.seq)) marks.set(r.seq, true)
     })
     this.lastHadResync = hasResync

@@ -18,6 +18,8 @@ export interface NativeVolumeStats {
   droppedRecords: number
   droppedBytes: number
   resyncRecords: number
+  /** of those, regions that were holes in the volume's file: ZERO records with RECORD_FLAG_RESYNC, nothing read */
+  resyncHoles: number
   behindEvents: number
   marks: number
   gaps: number

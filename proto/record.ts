@@ -64,6 +64,16 @@ export const MIN_RECORD_KIND = RecordKind.Write
 export const MAX_RECORD_KIND = RecordKind.Exact
 
 export const RECORD_FLAG_FUA = 1
+/**
+ * On a ZERO record: the resync of a region that is a hole in the volume's
+ * file, standing for a RESYNC record of zeroes (same seq, same region).
+ */
+export const RECORD_FLAG_RESYNC = 2
+
+/** A ZERO record that is the resync of a hole (it counts as the region copied). */
+export function isHoleResync(kind: number, flags: number): boolean {
+  return kind === RecordKind.Zero && (flags & RECORD_FLAG_RESYNC) !== 0
+}
 
 const KIND_NAMES: readonly string[] = ['', 'write', 'trim', 'zero', 'flush', 'resync', 'mark', 'gap', 'exact']
 

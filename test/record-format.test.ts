@@ -11,6 +11,7 @@ import { Tap } from '../agent/tap'
 import {
   MAX_MARK_DATA,
   RECORD_FLAG_FUA,
+  RECORD_FLAG_RESYNC,
   RECORD_HEADER_SIZE,
   REGION_SIZE,
   RecordField,
@@ -64,6 +65,7 @@ t.test('proto/record.ts and native/src/record.h agree field by field', async (t)
     t.equal(RecordKind[key], value, `RecordKind.${key} = ${value}`)
   }
   t.equal(RECORD_FLAG_FUA, n.flags.fua, 'the FUA flag')
+  t.equal(RECORD_FLAG_RESYNC, n.flags.resync, 'the resync-of-a-hole flag')
   t.equal(MAX_MARK_DATA, n.maxMarkData, 'the MARK metadata limit')
   t.equal(SECTOR_SIZE, n.sectorSize, 'the sector size')
   t.equal(REGION_SIZE, n.regionSize, 'the region size')

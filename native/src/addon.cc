@@ -314,6 +314,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       n("droppedRecords", s.dropped_records);
       n("droppedBytes", s.dropped_bytes);
       n("resyncRecords", s.resync_records);
+      n("resyncHoles", s.resync_holes);
       n("behindEvents", s.behind_events);
       n("marks", s.marks);
       n("gaps", s.gaps);
@@ -437,6 +438,7 @@ Napi::Object RecordLayout(Napi::Env env) {
   kinds.Set("exact", num(tidemark::kRecordExact));
   Napi::Object flags = Napi::Object::New(env);
   flags.Set("fua", num(tidemark::kRecordFlagFua));
+  flags.Set("resync", num(tidemark::kRecordFlagResync));
   Napi::Object o = Napi::Object::New(env);
   o.Set("headerSize", num(sizeof(RecordHeader)));
   o.Set("fields", fields);

@@ -248,6 +248,13 @@ void MicroScanner::Scan(const uint8_t* raw, size_t length, const ReplicaRegion* 
         r->changed_sectors += count - uint32_t(run_start);
         r->records++;
       }
+    } else if (kind == kRecordZero && (rec[offsetof(RecordHeader, flags)] & kRecordFlagResync) && enabled_ &&
+               KnownZero(first, count)) {
+      // The resync of a hole (volume.cc) in a region the replica already
+      // holds as zeroes: nothing to send, as for a RESYNC record of zeroes.
+      st_.sectors_seen += count;
+      st_.sectors_dropped += count;
+      SetZero(first, count);
     } else if (kind == kRecordTrim || kind == kRecordZero) {
       // Metadata only: the header as captured, with no data.
       std::memcpy(w, rec, kRecordHeaderSize);
@@ -264,6 +271,25 @@ void MicroScanner::Scan(const uint8_t* raw, size_t length, const ReplicaRegion* 
     at += n;
   }
   r->bytes = size_t(w - out);
+}
+
+bool MicroScanner::KnownZero(uint64_t first, uint32_t count) {
+  if (count == 0 || first >= total_sectors_ || first + count > total_sectors_) return false;
+  for (uint64_t s = first; s < first + count; s++) {
+    const uint64_t g = s / kScanSectorsPerRegion;
+    const uint32_t off = uint32_t(s - g * kScanSectorsPerRegion);
+    // The cache page holds the replica's fingerprints (loaded at the batch's
+    // start) as the records before this one in the batch changed them.
+    const int64_t slot = Find(g);
+    uint64_t known = slot >= 0 ? PageFps(uint32_t(slot))[off] : 0;
+    if (slot < 0) {
+      // No page (the cache is full): the replica's own, if this batch has not touched the sector.
+      const Touched* tm = FindTouched(g);
+      if (tm && off < tm->fps->sectors && !(tm->bits[off >> 6] & (uint64_t(1) << (off & 63)))) known = tm->fps->fps[off];
+    }
+    if (known != zero_fp_) return false;
+  }
+  return true;
 }
 
 void MicroScanner::FillZero(uint64_t g, int64_t slot, uint64_t first, uint64_t end) {

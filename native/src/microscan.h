@@ -103,6 +103,8 @@ class MicroScanner {
   int64_t Find(uint64_t region) const;
   Touched* FindTouched(uint64_t region);
   void SetZero(uint64_t first, uint64_t count);
+  // Does the replica (as this batch has left it so far) read [first, first+count) as zeroes?
+  bool KnownZero(uint64_t first, uint32_t count);
   void FillZero(uint64_t region, int64_t slot, uint64_t first, uint64_t end);
 
   // The region -> slot table (linear probing, backward-shift deletion).

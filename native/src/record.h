@@ -60,6 +60,12 @@ constexpr uint32_t kMaxMarkData = 4096;
 
 enum RecordFlags : uint8_t {
   kRecordFlagFua = 1,
+  // On a ZERO record: a resync of a region that is a hole in the volume's
+  // file (SEEK_DATA found no data in it), sent as "these sectors read as
+  // zeroes" instead of a RESYNC record of 64 KiB of zeroes. It stands for the
+  // RESYNC record exactly (same seq, same region), so the initial copy counts
+  // it as copied.
+  kRecordFlagResync = 2,
 };
 
 struct RecordHeader {

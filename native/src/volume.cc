@@ -506,6 +506,20 @@ size_t Volume::Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc) {
   return n;
 }
 
+namespace {
+
+// No data in [off, off+len) of a regular file: SEEK_DATA from off finds none
+// before its end. Data written but not yet on disk counts as data (the file
+// systems answer from the page cache too). A file system without SEEK_DATA
+// says the whole file is data, or refuses (EINVAL): then it is read.
+bool RangeIsHole(int fd, uint64_t off, uint64_t len) {
+  const off_t d = lseek(fd, off_t(off), SEEK_DATA);
+  if (d < 0) return errno == ENXIO;  // no data from off to the end of the file
+  return uint64_t(d) >= off + len;
+}
+
+}  // namespace
+
 bool Volume::ResyncStep() {
   if (mode_.load() != Mode::kResyncing) return false;
   const uint64_t regions = dirty_.regions();
@@ -532,7 +546,10 @@ bool Volume::ResyncStep() {
   // The region's range lock: no change to it is between its pwrite and its
   // seq while it is read, so the RESYNC record is exact at its seq.
   RangeLock::Hold hold = ranges_.Lock(first, first + count);
-  if (!PreadFull(fd_, resync_buf_.data(), bytes, first << kSectorShift)) {
+  // A region that is a hole in the file is not read: a ZERO record says the
+  // same in 32 bytes (the initial copy of a thin disk reads only its data).
+  const bool hole = !is_block_ && RangeIsHole(fd_, first << kSectorShift, bytes);
+  if (!hole && !PreadFull(fd_, resync_buf_.data(), bytes, first << kSectorShift)) {
     IoError("resync read", errno);
     return false;
   }
@@ -548,7 +565,13 @@ bool Volume::ResyncStep() {
   dirty_.Set(r);
   last_seq_[r] = seq;
   pending_.emplace_back(seq, r);
-  if (uint8_t* d = BeginRecord(seq, first, count, kRecordResync, 0, uint32_t(bytes))) {
+  if (hole) {
+    if (uint8_t* d = BeginRecord(seq, first, count, kRecordZero, kRecordFlagResync, 0)) {
+      EndRecord(d);
+      resync_records_.fetch_add(1, std::memory_order_relaxed);
+      resync_holes_.fetch_add(1, std::memory_order_relaxed);
+    }
+  } else if (uint8_t* d = BeginRecord(seq, first, count, kRecordResync, 0, uint32_t(bytes))) {
     // The copy without mu_ (writers go on); the EXACT marker, if this was
     // the last stale region, only after it is committed (the marker must
     // not be the reservation that makes this slot's copy wait on itself).
@@ -644,6 +667,7 @@ VolumeStats Volume::Stats() {
   s.dropped_records = dropped_records_;
   s.dropped_bytes = dropped_bytes_;
   s.resync_records = resync_records_;
+  s.resync_holes = resync_holes_;
   s.behind_events = behind_events_;
   s.marks = marks_;
   s.gaps = gaps_;

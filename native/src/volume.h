@@ -80,6 +80,7 @@ struct VolumeStats {
   uint64_t reads, writes, trims, zeroes, flushes;
   uint64_t bytes_read, bytes_written;
   uint64_t records, record_bytes, dropped_records, dropped_bytes, resync_records, behind_events;
+  uint64_t resync_holes;
   uint64_t marks, gaps;
   uint64_t rejected, io_errors, connections, connections_total;
   uint64_t last_seq, acked_seq;
@@ -226,6 +227,7 @@ class Volume : public Export {
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
   std::atomic<uint64_t> records_{0}, record_bytes_{0}, dropped_records_{0}, dropped_bytes_{0};
   std::atomic<uint64_t> resync_records_{0}, behind_events_{0};
+  std::atomic<uint64_t> resync_holes_{0};  // resync records that were holes (ZERO records, no read)
   std::atomic<uint64_t> marks_{0}, gaps_{0};
   std::atomic<uint64_t> rejected_{0}, io_errors_{0}, connections_{0}, connections_total_{0};
   std::atomic<uint64_t> acked_seq_{0};

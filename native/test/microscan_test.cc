@@ -226,6 +226,28 @@ void TestResync() {
   auto c = Scan(fresh, Rec(30, 0, kPerRegion, kRecordResync, Bytes(size_t(kPerRegion) * kSectorSize, 0)), zr, true);
   CHECK(c.r.records == 0 && c.r.app_bytes == 0, "an all-zero region is not sent to a new replica (and is not app bytes)");
 
+  // A hole the tap sent as a flagged ZERO record (volume.cc): dropped where
+  // the replica already reads as zeroes, sent where it holds data.
+  {
+    MicroScanner h(kGiB, 256 << 20, true);
+    auto dropped = Scan(h, Rec(50, 0, kPerRegion, kRecordZero, {}, kRecordFlagResync), zr, true);
+    CHECK(dropped.r.records == 0 && dropped.r.bytes == 0, "a hole over a replica of zeroes is not sent");
+    std::vector<uint64_t> some(kPerRegion, Fp(zero.data()));
+    some[9] = Fp(A.data());
+    std::vector<ReplicaRegion> sr{{1, some.data(), kPerRegion}};
+    auto sent = Scan(h, Rec(51, kPerRegion, kPerRegion, kRecordZero, {}, kRecordFlagResync), sr, true);
+    CHECK(sent.recs.size() == 1 && sent.recs[0].h.kind == kRecordZero && sent.recs[0].h.flags == kRecordFlagResync &&
+              sent.recs[0].h.data_length == 0,
+          "a hole over a replica that holds data there is sent, as the header it is");
+    CHECK(Scan(h, Rec(52, kPerRegion, kPerRegion, kRecordZero, {}, kRecordFlagResync)).r.records == 0,
+          "then the cache knows the region reads as zeroes");
+    CHECK(Scan(h, Rec(53, 5 * kPerRegion, kPerRegion, kRecordZero, {}, kRecordFlagResync)).r.records == 1,
+          "without fingerprints or a cached page, a hole is sent");
+    MicroScanner off(kGiB, 256 << 20, false);
+    CHECK(Scan(off, Rec(54, 0, kPerRegion, kRecordZero, {}, kRecordFlagResync), zr, true).r.records == 1,
+          "with MicroScan off, every hole is sent");
+  }
+
   // Without fetched fingerprints a RESYNC compares with the cache.
   MicroScanner cold(kGiB, 256 << 20, true);
   CHECK(Scan(cold, Rec(40, 0, 4, kRecordResync, Sectors(4, 3))).r.changed_sectors == 4, "a resync with no fingerprints: all misses, sent");

@@ -682,17 +682,20 @@ void TestVolumeBehindAndResync() {
   CHECK(s.mode == int(Mode::kNormal) && s.stale_regions == 0, "the resync completes and the volume is normal again");
   std::set<uint64_t> resynced;
   bool whole_regions = true;
-  for (const auto& r : all)
-    if (r.h.kind == kRecordResync) {
+  for (const auto& r : all) {
+    // Region 9 was trimmed (its blocks punched out of the file): a hole, sent as a flagged ZERO record.
+    const bool hole = r.h.kind == kRecordZero && (r.h.flags & kRecordFlagResync);
+    if (r.h.kind == kRecordResync || hole) {
       resynced.insert(r.h.sector / 128);
-      whole_regions &= r.h.sector % 128 == 0 && r.h.count == 128 && r.data.size() == kRegionSize;
+      whole_regions &= r.h.sector % 128 == 0 && r.h.count == 128 && r.data.size() == (hole ? 0 : kRegionSize);
     }
+  }
   CHECK(resynced == std::set<uint64_t>({0, 1, 2, 3, 7, 9}) && s.resync_records == 6 && whole_regions,
-        "each stale region is emitted once as a whole-region RESYNC record");
+        "each stale region is emitted once as a whole-region RESYNC record (a hole as a flagged ZERO record)");
   CHECK(SeqsIncrease(all), "pulled seqs are strictly increasing across behind and resync");
   uint64_t last_resync = 0, exact_seq = 0, exacts = 0;
   for (const auto& r : all) {
-    if (r.h.kind == kRecordResync) last_resync = r.h.seq;
+    if (r.h.kind == kRecordResync || (r.h.kind == kRecordZero && (r.h.flags & kRecordFlagResync))) last_resync = r.h.seq;
     if (r.h.kind == kRecordExact) exact_seq = r.h.seq, exacts++;
   }
   CHECK(exacts == 1 && exact_seq > last_resync, "one EXACT marker follows the last RESYNC record");
@@ -994,6 +997,68 @@ void TestVolumeResyncFrom() {
   CHECK(SeqsIncrease(all) && image == f.Backing(), "replaying in seq order is exact while the application writes");
   v.Ack(v.Mark());
   CHECK(v.Stats().dirty_regions == 0, "acking the copy leaves the dirty map clean");
+}
+
+// The copy of a thin disk: regions that are holes in the file are not read
+// and come as ZERO records flagged as resyncs; regions with data (on disk or
+// only in the page cache, and one written during the copy) as RESYNC records.
+void TestVolumeResyncHoles() {
+  VolumeFixture f;
+  const size_t size = 16 * kRegionSize;
+  f.initial.assign(size, 0);
+  {
+    const int fd = ::open(f.disk().c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    const auto data = Pattern(kRegionSize, 31);
+    const bool ok = fd >= 0 && ftruncate(fd, off_t(size)) == 0 &&
+                    pwrite(fd, data.data(), 4096, off_t(3 * kRegionSize + 8192)) == 4096 && fsync(fd) == 0 &&
+                    pwrite(fd, data.data(), kRegionSize, off_t(7 * kRegionSize)) == ssize_t(kRegionSize);  // page cache only
+    if (fd >= 0) ::close(fd);
+    CHECK(ok, "a sparse disk with data in regions 3 and 7");
+    std::memcpy(&f.initial[3 * kRegionSize + 8192], data.data(), 4096);
+    std::memcpy(&f.initial[7 * kRegionSize], data.data(), kRegionSize);
+  }
+  CHECK(f.Reopen(4 << 20), "a volume opens" + Said(f.error));
+  Volume& v = *f.vol;
+  const int pfd = ::open(f.disk().c_str(), O_RDONLY | O_CLOEXEC);
+  const off_t probe = pfd >= 0 ? lseek(pfd, 0, SEEK_DATA) : -1;
+  if (pfd >= 0) ::close(pfd);
+  if (probe < off_t(3 * kRegionSize) || probe > off_t(3 * kRegionSize + 8192)) {
+    CHECK(true, "this file system does not report holes (SEEK_DATA): the hole path is not exercised here");
+    return;
+  }
+  std::vector<Rec> all = PullAll(v);
+  CHECK(v.ResyncFrom(0) == 16, "the whole volume is to be copied");
+  const auto data = Pattern(8192, 37);
+  bool wrote = false;
+  for (int i = 0; i < 200 && v.wants_resync(); i++) {
+    if (!v.ResyncStep()) {
+      auto got = PullAll(v);
+      all.insert(all.end(), got.begin(), got.end());
+    }
+    if (!wrote && v.Stats().stale_regions == 6) {  // the application writes into a hole during the copy
+      v.Write(12 * kRegionSize + 512, 8192, data.data(), false);
+      wrote = true;
+    }
+  }
+  auto rest = PullAll(v);
+  all.insert(all.end(), rest.begin(), rest.end());
+  std::set<uint64_t> resynced, holes;
+  for (const auto& r : all) {
+    if (r.h.kind == kRecordResync) resynced.insert(r.h.sector / 128);
+    if (r.h.kind == kRecordZero && (r.h.flags & kRecordFlagResync) && r.data.empty() && r.h.count == 128) holes.insert(r.h.sector / 128);
+  }
+  std::set<uint64_t> expect_holes;
+  for (uint64_t g = 0; g < 16; g++)
+    if (g != 3 && g != 7 && !(wrote && g == 12)) expect_holes.insert(g);
+  const bool twelve = resynced.count(12) == 1 || holes.count(12) == 1;  // copied before or after the write
+  holes.erase(12);
+  expect_holes.erase(12);
+  CHECK(resynced.count(3) && resynced.count(7) && twelve && holes == expect_holes,
+        "regions with data (on disk or only cached) come as RESYNC records, holes as flagged ZERO records");
+  CHECK(v.Stats().resync_holes >= expect_holes.size() && v.Stats().resync_records == 16, "every region counted as a resync record, the holes among them");
+  std::vector<uint8_t> image(size, 0xEE);  // a replica holding junk: the ZERO records must clear it
+  Replay(image, all);
+  CHECK(SeqsIncrease(all) && image == f.Backing(), "replaying in seq order is exact, holes included");
 }
 
 void TestVolumeRestart() {
@@ -1851,6 +1916,7 @@ int main() {
   TestVolumePullWhileWriting();
   TestVolumeBehindWhileCopying();
   TestVolumeResyncFrom();
+  TestVolumeResyncHoles();
   TestVolumeRestart();
   TestNbdServer();
   TestUnixListenerAndStop();
