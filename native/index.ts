@@ -90,7 +90,7 @@ export interface NativeRecordLayout {
   /** byte width of each header field */
   fieldSizes: Record<'seq' | 'sector' | 'count' | 'kind' | 'flags' | 'reserved' | 'dataLength' | 'time', number>
   kinds: Record<'write' | 'trim' | 'zero' | 'flush' | 'resync' | 'mark' | 'gap' | 'exact', number>
-  flags: { fua: number }
+  flags: { fua: number; resync: number }
   maxMarkData: number
   sectorSize: number
   regionSize: number
