@@ -10,8 +10,8 @@
 // So the disk used is fixed per volume (about 0.35 MB + 4.1 MB) whatever the
 // uptime. A minute is written when the next one starts, and the minute in
 // progress at close() is written then; at open, the minutes the 1 s ring
-// holds but the 1 min ring lacks (a SIGKILL mid-minute) are rebuilt from it,
-// and the minute in progress is taken up where it was.
+// holds whole are written again from it (a SIGKILL mid-minute lost one), and
+// the minute in progress is taken up where it was.
 //
 // Sampling reads the same status() the API and /metrics serve, so a chart
 // can never disagree with them. A ring file per volume is opened the first
@@ -95,18 +95,20 @@ class Track {
     this.count.fill(0)
   }
 
-  /** After a restart: rebuilds the minutes the 1 s ring holds and the 1 min ring lacks, and takes up the current one. */
+  /**
+   * After a restart: rewrites every minute the 1 s ring holds whole from its
+   * seconds (a crash lost the minute in progress, or a close wrote it half
+   * done and the run after it added more), and takes up the current one. The
+   * 1 s ring holds every sample that went into a minute, so rewriting a
+   * minute it holds whole gives what the live sums gave; the oldest minute,
+   * partly overwritten already, is left as it was written.
+   */
   recover(nowMs: number): void {
-    const fine = this.fine.read(nowMs - FINE_SLOTS * SECOND, nowMs)
-    const have = new Set(this.coarse.read(nowMs - FINE_SLOTS * SECOND, nowMs).t)
-    const current = Math.floor(nowMs / MINUTE)
-    for (let i = 0; i < fine.t.length; i++) {
-      const m = Math.floor(fine.t[i] / MINUTE)
-      if (m !== current && have.has(m * MINUTE)) continue
-      this.add(fine.t[i], fine.values.map((col) => col[i]))
-    }
+    const firstWhole = Math.ceil((nowMs - (FINE_SLOTS - 1) * SECOND) / MINUTE) * MINUTE
+    const fine = this.fine.read(firstWhole, nowMs)
+    for (let i = 0; i < fine.t.length; i++) this.add(fine.t[i], fine.values.map((col) => col[i]))
     // A past minute left in the sums goes to disk now; the current one stays open.
-    if (this.minute !== current) {
+    if (this.minute !== Math.floor(nowMs / MINUTE)) {
       this.flush()
       this.minute = 0
     }
