@@ -268,10 +268,13 @@
     const reply = await getJson(`${API}/series?volume=${encodeURIComponent(name)}`)
     $('#range-note').textContent = `last hour at ${reply.step}, ${reply.t.length} points`
     for (const c of Object.keys(CHARTS)) drawChart(c, reply)
-    const v = volumes.find((x) => x.volume === name)
-    $('#reductions').textContent = v
-      ? `(reduction: app → changed ${fmtRatio(v.bytes.app, v.bytes.changed)}, changed → wire ${fmtRatio(v.bytes.changed, v.bytes.wire)})`
-      : ''
+    // The reductions over the window drawn, not since the volume's creation:
+    // those totals count the initial copy as changed bytes the application never wrote.
+    const sum = (k) => (reply[k] || []).reduce((a, x) => a + (x || 0), 0)
+    const app = sum('appBytesPerSecond')
+    const changed = sum('changedBytesPerSecond')
+    const wire = sum('wireBytesPerSecond')
+    $('#reductions').textContent = `(reduction over the last hour: app → changed ${fmtRatio(app, changed)}, changed → wire ${fmtRatio(changed, wire)})`
   }
 
   // ---- TimeMark timelines ----------------------------------------------------
