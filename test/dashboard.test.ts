@@ -3,14 +3,16 @@
 // and agent replicating a volume that qemu-io wrote: the page loads with no
 // console error, shows the volume and the values the JSON API returns, its
 // charts draw, a screenshot is saved; then the appliance restarts and the
-// series API still holds the points from before, with a gap.
+// series API still holds the points from before, with a gap. Over HTTPS,
+// the page needs only the transport and what it reads needs the read role.
 import fs from 'node:fs'
+import https from 'node:https'
 import path from 'node:path'
 import t from 'tap'
 import { chromium, type Browser, type ConsoleMessage } from 'playwright-core'
 import { getSeries, getTimeMarks } from '../client/series-api'
 import { getJson, getVolumes, StatusApiError, type VolumeStatus } from '../client/status-api'
-import { BIN, clockPast, must, protectedVolume, run, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, clockPast, makePki, must, protectedVolume, run, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
 import { httpUrl } from './lib/prom-text'
 
 const CHROMIUM = '/usr/bin/chromium'
@@ -166,4 +168,39 @@ t.test('the dashboard in headless Chromium shows what the API says, draws its ch
   t.ok(minutes.t.length >= 1 && minutes.t[0] <= lastBefore, 'the 1 min series holds the minute from before too')
   const store = await getSeries(base2, 'store')
   t.ok(store.t.some((x) => x <= lastBefore) && store.freeBytes?.every((f) => f === null || f > 0), "the store's free space, from before as well")
+})
+
+t.test("over HTTPS with an allow-list: the page needs a client certificate only, the series and TimeMarks the read role", async (t) => {
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  await makePki(pki, ['appliance', 'reader', 'stranger'])
+  const app = await startAppliance(t, {
+    data: path.join(dir, 'data'),
+    extra: [...tlsArgs(pki, 'appliance'), '--allow', 'reader=read:vol', '--allow', 'stranger=read:other*', '--http', '127.0.0.1:0'],
+  })
+  const base = await waitFor(() => httpUrl(app.err), "the appliance's http line")
+  const as = (who: string): { tls: { cert: Buffer; key: Buffer; ca: Buffer } } => ({
+    tls: { cert: fs.readFileSync(path.join(pki, `${who}.pem`)), key: fs.readFileSync(path.join(pki, `${who}.key`)), ca: fs.readFileSync(path.join(pki, 'ca.pem')) },
+  })
+  const status = async (p: Promise<unknown>): Promise<number> => {
+    try {
+      await p
+      return 200
+    } catch (err) {
+      if (err instanceof StatusApiError) return err.status
+      throw err
+    }
+  }
+  // The page is HTML, not JSON: its status through node's https with the stranger's certificate.
+  const pageStatus = await new Promise<number>((resolve, reject) => {
+    https.get(`${base}/`, as('stranger').tls, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    }).on('error', reject)
+  })
+  t.equal(pageStatus, 200, 'the page for any certificate the CA signed')
+  t.equal(await status(getSeries(base, { volume: 'vol' }, {}, as('stranger'))), 403, "another volume's series is refused")
+  t.equal(await status(getTimeMarks(base, 'vol', as('stranger'))), 403, "and its TimeMarks")
+  t.equal(await status(getSeries(base, { volume: 'vol' }, {}, as('reader'))), 404, 'the reader passes the role check (no such volume yet)')
+  t.equal(await status(getSeries(base, 'store', {}, as('reader'))), 200, "the store's series for a caller with read somewhere")
 })
