@@ -95,14 +95,15 @@ export class SeriesRing {
     if (!Number.isInteger(shape.columns) || shape.columns < 1 || !Number.isInteger(shape.stepMs) || shape.stepMs < 1 || !Number.isInteger(shape.slots) || shape.slots < 1) {
       throw new TidemarkError('INVALID_ARGUMENT', `a series ring needs whole positive columns, stepMs and slots (got ${JSON.stringify(shape)})`)
     }
-    let fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
+    // Owner-only, like every file the appliance creates: the series tell volumes' names and activity.
+    let fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
     const head = Buffer.alloc(HEADER_SIZE)
     const n = fs.readSync(fd, head, 0, HEADER_SIZE, 0)
     let fresh = false
     if (n !== HEADER_SIZE || !sameHeader(head, shape) || fs.fstatSync(fd).size !== ringFileSize(shape)) {
       fs.closeSync(fd)
       // Truncate to zero first so no record of another shape survives at an offset this one reads.
-      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o644)
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600)
       fs.ftruncateSync(fd, ringFileSize(shape))
       fs.writeSync(fd, encodeHeader(shape), 0, HEADER_SIZE, 0)
       fresh = true

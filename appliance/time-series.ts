@@ -139,7 +139,7 @@ export class TimeSeries {
   }
 
   start(): void {
-    fs.mkdirSync(this.dir, { recursive: true })
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
     this.tick()
     this.timer = setInterval(() => this.tick(), SECOND)
     this.timer.unref()
@@ -176,7 +176,7 @@ export class TimeSeries {
   private track(key: string, columns: number, nowMs: number): Track {
     let tr = this.tracks.get(key)
     if (tr) return tr
-    fs.mkdirSync(this.dir, { recursive: true })
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
     const fine = SeriesRing.open(path.join(this.dir, `${key}.1s.ring`), { columns, stepMs: SECOND, slots: FINE_SLOTS })
     const coarse = SeriesRing.open(path.join(this.dir, `${key}.1m.ring`), { columns, stepMs: MINUTE, slots: COARSE_SLOTS })
     tr = new Track(fine, coarse, key === STORE_KEY ? -1 : VOLUME_COLUMNS.indexOf('rpoSeconds'))

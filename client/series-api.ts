@@ -8,7 +8,8 @@
 //
 // `to` defaults to now, `from` to an hour before `to`; `step` to 1s when
 // `from` is within the last hour (the 1 s ring's reach), else 1m. A 1m point
-// is the minute's average, except rpoSeconds: the minute's worst (max).
+// is the minute's average, except rpoSeconds: the minute's worst (max). The
+// rates are the status API's, each over about the 10 s before its sample.
 // Columns, not rows: t[i] goes with every column's [i], as charts take them.
 // Only the points the appliance holds are listed: where it was down (or
 // not yet sampling), consecutive times are more than one step apart.

@@ -89,6 +89,8 @@ class FakeVolumes implements SeriesSource {
 t.test('samples at 1 s and 1 min (average, max for the RPO), bounded, across a close and a crash mid-minute', async (t) => {
   const dir = path.join(tmpdir(t), 'timeseries')
   const src = new FakeVolumes()
+  const umask = process.umask(0o022) // the usual shell default: the modes below must not rely on a stricter one
+  t.teardown(() => process.umask(umask))
   let ts = new TimeSeries(dir, src)
   // Minute 0: RPO 1..6 s, app rate 100..600 B/s, one sample with the RPO not known.
   for (let i = 0; i < 6; i++) {
@@ -153,4 +155,6 @@ t.test('samples at 1 s and 1 min (average, max for the RPO), bounded, across a c
     ['_store.1s.ring', ringFileSize({ columns: 1, stepMs: 1000, slots: FINE_SLOTS })],
     ['_store.1m.ring', ringFileSize({ columns: 1, stepMs: 60_000, slots: COARSE_SLOTS })],
   ]), 'two rings per volume and two for the store, each its fixed size')
+  t.equal(fs.statSync(dir).mode & 0o777, 0o700, 'the directory is owner-only')
+  t.same(fs.readdirSync(dir).filter((f) => (fs.statSync(path.join(dir, f)).mode & 0o777) !== 0o600), [], 'and so is every file')
 })
