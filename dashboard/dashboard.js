@@ -39,8 +39,9 @@
     if (s < 86400) return `${(s / 3600).toFixed(1)} h`
     return `${(s / 86400).toFixed(1)} d`
   }
+  // A reduction needs bytes on both sides: heartbeats alone put a few bytes on the wire with nothing changed.
   function fmtRatio(a, b) {
-    return b > 0 ? `${(a / b).toFixed(1)}×` : '—'
+    return a > 0 && b > 0 ? `${(a / b).toFixed(1)}×` : '—'
   }
   function fmtTime(iso) {
     return iso ? new Date(iso).toLocaleString() : '—'
