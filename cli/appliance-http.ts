@@ -3,6 +3,7 @@
 //   /metrics                 Prometheus (appliance/appliance-metrics.ts)
 //   /api/v1/volumes[/NAME]   the JSON status (client/status-api.ts)
 //   /api/v1/store            the store's free space
+//   /, /api/v1/series, /api/v1/volumes/NAME/timemarks   the dashboard (dashboard-http.ts)
 // With an allow-list, every route needs the `read` role (Admin.Stats's) on
 // some volume, and shows only the volumes the caller holds it on; /metrics
 // drops the other volumes' series from its text.
@@ -12,8 +13,10 @@ import { ApplianceMetrics } from '../appliance/appliance-metrics'
 import type { Authorizer } from '../appliance/authorizer'
 import { VolumeStatusSource } from '../appliance/volume-status'
 import type { VolumeTargets } from '../appliance/volume-targets'
+import { TimeSeries } from '../appliance/time-series'
 import { STATUS_API } from '../client/status-api'
 import { TidemarkError } from '../proto/errors'
+import { DASHBOARD_ROUTES, dashboardRoutes } from './dashboard-http'
 import { HttpServer, metricsReply, notFound, type HttpCaller, type HttpReply } from './http-server'
 
 const ROUTES = `/metrics, ${STATUS_API}/volumes, ${STATUS_API}/volumes/NAME and ${STATUS_API}/store`
@@ -37,7 +40,10 @@ export async function startApplianceHttp(
   const status = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, o.targets, o.dataDir)
   const metrics = new ApplianceMetrics(status, appliance.replication)
   const auth: Authorizer = appliance.auth
+  const series = new TimeSeries(TimeSeries.dirOf(o.dataDir), status, o.log)
+  const dashboard = dashboardRoutes({ status, series, auth })
   status.start()
+  series.start()
   // null: every volume (no allow-list)
   const visible = (c: HttpCaller): string[] | null => {
     if (!auth.policy) {
@@ -47,7 +53,9 @@ export async function startApplianceHttp(
     auth.check(c.identity, 'Stats', null, c.tls)
     return auth.visibleTo(c.identity, 'Stats', status.names())
   }
-  const router = async (path: string, c: HttpCaller): Promise<HttpReply> => {
+  const router = async (path: string, c: HttpCaller, query: URLSearchParams): Promise<HttpReply> => {
+    const page = await dashboard(path, c, query)
+    if (page) return page
     if (path === '/metrics') {
       const names = visible(c)
       const text = await metrics.metrics(names)
@@ -67,19 +75,21 @@ export async function startApplianceHttp(
       visible(c)
       return { status: 200, body: await status.storeStatus() }
     }
-    return notFound(path, ROUTES)
+    return notFound(path, `${ROUTES}, ${DASHBOARD_ROUTES}`)
   }
   let server: HttpServer
   try {
     server = await HttpServer.start({ host: o.host, port: o.port, tls: o.tls, name: 'tidemark appliance', router, log: o.log })
   } catch (err) {
     status.stop()
+    await series.close()
     throw err
   }
   return {
     server,
     close: async () => {
       status.stop()
+      await series.close()
       await server.close()
     },
   }

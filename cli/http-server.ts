@@ -37,7 +37,8 @@ export interface HttpCaller {
   tls: boolean
 }
 
-export type Router = (path: string, caller: HttpCaller) => Promise<HttpReply>
+/** `path` is decoded; `query` is the URL's search parameters (the series API reads its range there). */
+export type Router = (path: string, caller: HttpCaller, query: URLSearchParams) => Promise<HttpReply>
 
 export interface HttpServerOptions {
   host: string
@@ -71,7 +72,8 @@ export class HttpServer {
     checkHttpExposure(o)
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       const send = (r: HttpReply): void => {
-        const text = r.type ? String(r.body) : `${JSON.stringify(r.body, null, 2)}\n`
+        // A Buffer (a static file of the dashboard) goes out as its bytes.
+        const text = r.type ? (Buffer.isBuffer(r.body) ? r.body : String(r.body)) : `${JSON.stringify(r.body, null, 2)}\n`
         res.writeHead(r.status, { 'content-type': r.type ?? 'application/json; charset=utf-8', 'cache-control': 'no-store' })
         res.end(text)
       }
@@ -81,8 +83,11 @@ export class HttpServer {
         return
       }
       let path: string
+      let query: URLSearchParams
       try {
-        path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
+        const url = new URL(req.url ?? '/', 'http://x')
+        path = decodeURIComponent(url.pathname)
+        query = url.searchParams
       } catch {
         send({ status: 400, body: { error: `the path ${JSON.stringify(req.url)} is not valid` } })
         return
@@ -90,9 +95,10 @@ export class HttpServer {
       const caller: HttpCaller = o.tls
         ? { identity: certificateIdentity((req.socket as TLSSocket).getPeerCertificate?.()), tls: true }
         : { identity: null, tls: false }
-      o.router(path, caller).then(send, (err: unknown) => {
+      o.router(path, caller, query).then(send, (err: unknown) => {
         if (err instanceof TidemarkError && err.code === 'PERMISSION_DENIED') return send({ status: 403, body: { error: err.message } })
         if (err instanceof TidemarkError && err.code.startsWith('UNKNOWN')) return send({ status: 404, body: { error: err.message } })
+        if (err instanceof TidemarkError && err.code === 'INVALID_ARGUMENT') return send({ status: 400, body: { error: err.message } })
         o.log.error({ err, path }, `http ${path} failed: ${(err as Error).message}`)
         send({ status: 500, body: { error: (err as Error).message } })
       })
