@@ -12,6 +12,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { VOLUME_STATES, type StoreStatus, type VolumeStatus } from '../client/status-api'
 import { metricsRegistry, setCounter } from '../proto/metrics-registry'
+import type { PlanProofStatus } from './plan-schedule'
 import type { ReplicationService } from './replication-service'
 import type { VolumeStatusSource } from './volume-status'
 
@@ -19,6 +20,9 @@ export class ApplianceMetrics {
   readonly registry: Registry
   private volumes: VolumeStatus[] = []
   private store: StoreStatus | null = null
+  /** the scheduled plan tests (plan-schedule.ts), shown to a caller who may see every volume */
+  private plans: PlanProofStatus[] = []
+  private planSource: (() => PlanProofStatus[]) | null = null
   private scraping: Promise<unknown> = Promise.resolve()
 
   constructor(
@@ -107,16 +111,42 @@ export class ApplianceMetrics {
         if (self.store) this.set(self.store.freeBytes)
       },
     })
+    // Continuous recoverability proof (plan-schedule.ts): one series per scheduled plan, once it has run.
+    const perPlan = (name: string, help: string, value: (p: PlanProofStatus) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['plan'],
+        registers: [reg],
+        collect() {
+          this.reset()
+          for (const p of self.plans) {
+            const x = value(p)
+            if (x !== null) this.set({ plan: p.plan }, x)
+          }
+        },
+      })
+    }
+    perPlan('tidemark_plan_last_success_timestamp_seconds', 'When the plan\'s scheduled test last passed (every check green).', (p) => (p.lastSuccess === null ? null : p.lastSuccess / 1000))
+    perPlan('tidemark_plan_rto_seconds', 'The recovery time the plan\'s last passed test measured: start to every check green.', (p) => p.rtoSeconds)
+    perPlan('tidemark_plan_last_run_timestamp_seconds', 'When the plan\'s scheduled test last ran.', (p) => (p.lastRun === null ? null : p.lastRun / 1000))
+    perPlan('tidemark_plan_last_result', '1 if the plan\'s last scheduled test passed, 0 if it failed.', (p) => (p.lastResult === null ? null : p.lastResult === 'passed' ? 1 : 0))
     // The alerts slice sets these; registered now so dashboards and rules can name them.
     new Gauge({ name: 'tidemark_alerts_firing', help: '1 for each alert firing, by alert and severity.', labelNames: ['alert', 'severity'], registers: [reg] })
   }
 
+  /** The scheduled plan tests to report (plan-schedule.ts). */
+  setPlans(source: () => PlanProofStatus[]): void {
+    this.planSource = source
+  }
+
   /** The exposition text for the volumes named (all: null), after one snapshot of their status. */
-  metrics(visible: string[] | null): Promise<string> {
+  metrics(visible: string[] | null, showPlans = visible === null): Promise<string> {
     // One scrape at a time: the collect() callbacks read the snapshot this scrape took.
     const run = this.scraping.then(async () => {
       this.volumes = await this.status.volumes(visible)
       this.store = await this.status.storeStatus()
+      this.plans = showPlans && this.planSource ? this.planSource() : []
       return this.registry.metrics()
     })
     this.scraping = run.catch(() => undefined)

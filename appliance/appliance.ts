@@ -36,6 +36,7 @@ import { Retention, type MarkRate, type RetentionRule } from './retention'
 import { settleRetentionLock } from './retention-lock'
 import { Scrubber } from './scrub'
 import { AuditTrail } from './audit-trail'
+import { PlanSchedule, type ScheduledPlan } from './plan-schedule'
 import { ViewRegistry } from './view-registry'
 
 export interface ApplianceOptions {
@@ -76,6 +77,8 @@ export interface ApplianceOptions {
   nbdListener?: NbdListenerOptions
   /** How often every journal is scrubbed, ms (0: never; scrub.ts). */
   scrubEveryMs?: number
+  /** Recovery plans tested on a schedule (plan-schedule.ts). */
+  plans?: ScheduledPlan[]
   logger: Logger
 }
 
@@ -148,6 +151,8 @@ export class Appliance {
   private readonly statsGate = new StatsLineGate(['retainedWindowSeconds'])
   private retention: Retention | null = null
   private scrubber: Scrubber | null = null
+  /** Recovery plans tested on a schedule (plan-schedule.ts). */
+  plans: PlanSchedule | null = null
   private stopping: Promise<void> | null = null
   /** The NBD server, with --nbd. */
   nbd: ApplianceNbdServer | null = null
@@ -272,6 +277,13 @@ export class Appliance {
     retention.start(opts.compactEveryMs ?? 60_000)
     a.scrubber = new Scrubber(store, log)
     a.scrubber.start(opts.scrubEveryMs ?? 86_400_000)
+    // The scheduled plan tests reach this appliance as an operator would: its unix listener, else its TCP one.
+    a.plans = new PlanSchedule(
+      opts.plans ?? [],
+      () => (unix ? { appliance: `unix:${unix.file}` } : { appliance: `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`, tls: opts.tls }),
+      log
+    )
+    a.plans.start()
     log.info(
       {
         listen: host ? `${host}:${port}` : null,
@@ -314,6 +326,7 @@ export class Appliance {
       if (this.timer) clearInterval(this.timer)
       await this.retention?.stop()
       await this.scrubber?.stop()
+      await this.plans?.close()
       this.replication.closeAll()
       await this.unix?.close()
       await this.data?.close()

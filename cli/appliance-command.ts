@@ -3,6 +3,7 @@ import path from 'node:path'
 import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
+import { parsePlanSchedule } from '../appliance/plan-schedule'
 import { DEFAULT_MARK_RATE, parseDuration, parseMarkRate, parseRetentionRule } from '../appliance/retention'
 import { parseHistoryTarget, parseRpoTarget, type VolumeTargets } from '../appliance/volume-targets'
 import { startApplianceHttp } from './appliance-http'
@@ -54,7 +55,7 @@ export const APPLIANCE = command({
     config: text({
       label: '--config FILE',
       help:
-        'the same settings in YAML (.yaml, .yml) or JSON: data, listen,\ntls: {cert, key, ca}, allow: {ID: [ROLE:PAT, ...]}, insecure,\nretain: {PAT: SPEC}, retainLock, compactEvery, scrubEvery, segmentSize,\n' +
+        'the same settings in YAML (.yaml, .yml) or JSON: data, listen,\ntls: {cert, key, ca}, allow: {ID: [ROLE:PAT, ...]}, insecure,\nretain: {PAT: SPEC}, retainLock, compactEvery, scrubEvery, segmentSize,\nplans: [{file, every}], ' +
         'replicaImage, journalIo, dataPort, statsInterval, logLevel, logFormat,\nnbd, nbdMaxConnections, nbdHandshakeTimeout, limits: {streams, volumes,\nvolumeSize, retired, markRate}, http, rpoTarget: {PAT: WARN[,ERROR]},\nhistoryTarget: {PAT: DURATION} (contrib/appliance.yaml)',
       alone: true,
     }),
@@ -77,6 +78,17 @@ export const APPLIANCE = command({
       key: 'insecure',
       // as it always was: anything but true is false
       config: z.unknown().transform((v) => (v === true ? true : undefined)),
+    }),
+    plan: list({
+      label: '--plan FILE=EVERY',
+      help:
+        'test the recovery plan FILE (as tidemark plan test does) every EVERY\n(30m, 12h, 1d), first a minute after start: the result goes to the\naudit trail and the plan metrics, and a failed or overdue test is an\n' +
+        "alert. Runs against this appliance's unix listener (else its TCP one\nwith its own TLS files): with --allow, grant that identity admin on\nthe plan's volumes. Repeatable",
+      key: 'plans',
+      config: z
+        .array(z.object({ file: z.string(), every: z.string() }).strict(), { errorMap: () => ({ message: '"plans" must be a list of {file, every}' }) })
+        .transform((l) => l.map((x) => `${x.file}=${x.every}`)),
+      value: convert(z.array(z.string()), (l) => l.map(parsePlanSchedule)),
     }),
     retain: list({
       label: '--retain PAT=SPEC',
@@ -226,7 +238,7 @@ The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'log-level', 'log-format', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'plan', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'log-level', 'log-format', 'config')}
 `,
 })
 
@@ -280,6 +292,7 @@ export function parseApplianceArgs(argv: string[]): ApplianceArgs | 'help' {
     replicaImages: a['replica-image'] !== 'off',
     journalIo: a['journal-io'] === 'buffered' ? 'buffered' : 'direct',
     retain: a.retain ?? [],
+    plans: a.plan ?? [],
     retainLock: a['retain-lock'] ?? null,
     markRate: a['limit-mark-rate'] ?? null,
     compactEveryMs: a['compact-every']! * 1000,

@@ -39,6 +39,8 @@ export async function startApplianceHttp(
 ): Promise<{ server: HttpServer; close(): Promise<void> }> {
   const status = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, o.targets, o.dataDir)
   const metrics = new ApplianceMetrics(status, appliance.replication)
+  const plans = appliance.plans
+  if (plans) metrics.setPlans(() => plans.status())
   const auth: Authorizer = appliance.auth
   const series = new TimeSeries(TimeSeries.dirOf(o.dataDir), status, o.log)
   const dashboard = dashboardRoutes({ status, series, auth })
@@ -58,7 +60,8 @@ export async function startApplianceHttp(
     if (page) return page
     if (path === '/metrics') {
       const names = visible(c)
-      const text = await metrics.metrics(names)
+      // Plans name no volume: their series go to who may see every volume (no roles, or admin of *).
+      const text = await metrics.metrics(names, !auth.policy || (c.identity !== null && auth.policy.allows(c.identity, 'admin', '*')))
       return metricsReply(names ? onlyVolumes(text, new Set(names)) : text)
     }
     if (path === `${STATUS_API}/volumes` || path === `${STATUS_API}/volumes/`) {

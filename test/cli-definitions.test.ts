@@ -86,7 +86,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--replica-image', 'off', '--data-port', '7410', '--nbd-max-connections', '10', '--nbd-handshake-timeout', '3', '--journal-io', 'buffered',
     '--http', '127.0.0.1:0', '--rpo-target', '*=30s,2m', '--rpo-target', 'db*=5', '--history-target', 'db*=7d',
     '--limit-streams', '4', '--limit-volumes', '2', '--limit-volume-size', '64G', '--limit-retired', '3', '--limit-mark-rate', '10/30m',
-    '--log-format', 'pretty',
+    '--log-format', 'pretty', '--plan', 'shop.yaml=24h', '--plan', 'hr.yml=30m',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -112,6 +112,7 @@ t.test('the appliance reads the same settings from flags and from the config key
     rpoTarget: { '*': '30s,2m', 'db*': 5 },
     historyTarget: { 'db*': '7d' },
     limits: { streams: 4, volumes: 2, volumeSize: '64G', retired: 3, markRate: '10/30m' },
+    plans: [{ file: 'shop.yaml', every: '24h' }, { file: 'hr.yml', every: '30m' }],
   }
   const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
   t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')
@@ -121,6 +122,13 @@ t.test('the appliance reads the same settings from flags and from the config key
   const parsed = parseApplianceArgs(argv)
   t.same(parsed !== 'help' && parsed.limits, { streams: 4, volumes: 2, volumeSize: 64 * 1024 ** 3, retired: 3 }, 'the limits per identity, converted')
   t.same(parsed !== 'help' && parsed.markRate, { count: 10, periodMs: 30 * 60_000, text: '10/30m' }, 'the mark rate')
+  t.same(parsed !== 'help' && parsed.plans, [
+    { file: path.resolve('shop.yaml'), everyMs: 86_400_000, every: '24h' },
+    { file: path.resolve('hr.yml'), everyMs: 1_800_000, every: '30m' },
+  ], 'the scheduled plans')
+  for (const [bad, why] of [['shop.yaml', /must be FILE=EVERY/], ['shop.yaml=daily', /'daily' is not a period/], ['shop.yaml=0m', /under a minute/]] as const) {
+    t.throws(() => parseApplianceArgs(['--data', 'd', '--listen', '127.0.0.1:0', '--plan', bad]), { message: why }, `--plan ${bad} is refused`)
+  }
   const dflt = parseApplianceArgs(['--data', 'd', '--listen', '127.0.0.1:0'])
   t.same(dflt !== 'help' && dflt.markRate, { count: 12, periodMs: 3_600_000, text: '12/h' }, 'a mark rate cap is on by default')
 })
