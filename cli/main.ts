@@ -15,6 +15,7 @@ const COMMANDS: Record<string, () => Promise<Run>> = {
   timeview: async () => (await import('./timeview-command')).runTimeview,
   timemark: async () => (await import('./timemark-command')).runTimemark,
   volume: async () => (await import('./volume-command')).runVolume,
+  plan: async () => (await import('./plan-command')).runPlan,
 }
 
 const HELP = `tidemark: continuous data protection for block volumes
@@ -31,6 +32,7 @@ Commands:
   timemark   create TimeMarks (through the agent) and list them (at the appliance)
   timeview   serve a volume at a point in time over NBD (read-only, or a copy-on-write overlay)
   volume     an admin's changes to a volume: accept-generation
+  plan       recovery plans: validate a plan, test it as an isolated failover of real VMs
 `
 
 const LATER = new Set<string>()
