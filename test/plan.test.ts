@@ -1,0 +1,162 @@
+// Recovery plans through real processes: an appliance serving NBD on a unix
+// socket, an agent protecting a volume that holds a small Linux guest's root
+// (test/lib/guest.ts), a TimeMark; then `tidemark plan validate` on good and
+// bad plan files, and `tidemark plan test` booting the guest from a writable
+// view inside a network namespace under qemu (TCG), passing and failing,
+// each torn down to nothing (no view, no namespace, no qemu) with the
+// appliance's journal exactly as before.
+import fs from 'node:fs'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import type { PlanRunReport } from '../client/plans/runner'
+import { tidemark, tidemarkJson, volumeStats } from './claims-helpers'
+import { buildGuest, type Guest } from './lib/guest'
+import { have, makeImage, must, nbdUri, startAgent, startAppliance, tmpdir } from './helpers'
+
+const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy']
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function netnsList(): Promise<string> {
+  return (await must('ip', ['netns', 'list'])).toString()
+}
+
+/** The guest, or why these tests cannot run here (they need the tools, root for namespaces, and a guest). */
+function guestOrWhy(): Guest | string {
+  const missing = TOOLS.filter((c) => !have(c))
+  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
+  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
+  try {
+    return buildGuest()
+  } catch (err) {
+    return `no guest can be built here: ${(err as Error).message}`
+  }
+}
+const built = guestOrWhy()
+
+t.test('recovery plans: validate and an isolated test failover of a real VM', { skip: typeof built === 'string' ? built : false }, async (t) => {
+  const guest = built as Guest
+  const dir = tmpdir(t, 'tidemark-plan-')
+
+  // Production: an appliance with NBD on a unix socket, an agent protecting a volume holding the guest's root.
+  const img = path.join(dir, 'prod.img')
+  makeImage(img, guest.rootSize, null)
+  const exportsSock = path.join(dir, 'appliance-nbd.sock')
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--nbd', `unix:${exportsSock}`] })
+  const sock = path.join(dir, 'nbd.sock')
+  const control = path.join(dir, 'control.sock')
+  await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
+  await app.waitForLog(/initial copy complete/, 120_000)
+  await must('nbdcopy', [guest.rootImage, nbdUri(sock, 'vol')])
+  const mark = await tidemarkJson<{ seq: number; durable: boolean }>(['timemark', 'create', '--control', `unix:${control}`, '--volume', 'vol', '--label', 'plan-mark'])
+  t.ok(mark.durable, 'a TimeMark after the guest root was written, durable at the appliance')
+
+  const writePlan = (name: string, text: string): string => {
+    const f = path.join(dir, name)
+    fs.writeFileSync(f, text)
+    return f
+  }
+  const goodPlan = (opts: { check?: string; point?: string; append?: string } = {}): string => `name: shop
+point: ${opts.point ?? 'mark=plan-mark'}
+machines:
+  - name: db
+    boot: 1
+    cpus: 1
+    memory: 256M
+    disks: [vol]
+    kernel: ${guest.kernel}
+    initrd: ${guest.initrd}
+    append: ${opts.append ?? 'console=ttyS0 panic=-1 tm.role=db'}
+    check: ${opts.check ?? "{ console: 'tm-boot role=db lines=\\d+', timeout: 120 }"}
+`
+
+  await t.test('plan validate accepts a good plan and resolves its disks at the mark', async (t) => {
+    const f = writePlan('good.yaml', goodPlan())
+    const r = await tidemark(['plan', 'validate', '--appliance', app.address, '--plan', f, '--json'])
+    t.equal(r.code, 0, `exits 0 ${r.stderr}`)
+    const out = JSON.parse(r.stdout) as { valid: boolean; disks: Array<{ volume: string; seq: number; point: string }> }
+    t.equal(out.valid, true)
+    t.match(out.disks, [{ volume: 'vol', seq: mark.seq, point: /TimeMark .*plan-mark/ }], 'the disk resolves to the TimeMark\'s seq')
+    const human = await tidemark(['plan', 'validate', '--appliance', app.address, '--plan', f, '--seq', 'latest'])
+    t.equal(human.code, 0, `--seq latest overrides the plan's point ${human.stderr}`)
+    t.match(human.stdout, /^plan shop: valid: 1 machine, 1 disk at seq \d+/)
+  })
+
+  await t.test('plan validate refuses bad plans, one line per problem with its line', async (t) => {
+    const cases: Array<{ what: string; text: string; line: RegExp }> = [
+      { what: 'an unknown volume', text: goodPlan().replace('disks: [vol]', 'disks: [nope]'), line: /plan \S+, line 8: machines\[0\]\.disks\[0\]: volume nope is not on this appliance/ },
+      {
+        what: 'a duplicate machine',
+        text: `${goodPlan()}  - name: db\n    boot: 2\n    disks: [other]\n`,
+        line: /plan \S+, line 13: machines\[1\]\.name: machine db is named twice/,
+      },
+      { what: 'a missing kernel', text: goodPlan().replace(guest.kernel, path.join(dir, 'no-such-vmlinuz')), line: /plan \S+, line 9: machines\[0\]\.kernel: \S+no-such-vmlinuz: no such file/ },
+      { what: 'a seq that does not exist', text: goodPlan({ point: 'seq=99999999' }), line: /plan \S+, line 2: machines\[0\]\.disks\[0\]: volume vol at the plan's point: seq 99999999 of volume vol is not durable here yet/ },
+      { what: 'a point before the volume\'s history', text: goodPlan({ point: 'at=2001-01-01T00:00:00Z' }), line: /plan \S+, line 2: .*holds nothing recorded at or before 2001-01-01/ },
+      {
+        what: 'an unknown network',
+        text: goodPlan().replace('    check:', '    network: { name: lan, address: 10.77.0.2/24 }\n    check:') + 'networks:\n  app: { test: isolated }\n',
+        line: /plan \S+, line 12: machines\[0\]\.network\.name: network lan is not declared under networks: \(declared: app\)/,
+      },
+      { what: 'a boot group that is not a positive integer', text: goodPlan().replace('boot: 1', 'boot: 0'), line: /plan \S+, line 5: machines\[0\]\.boot: must be a positive integer/ },
+    ]
+    for (const [i, c] of cases.entries()) {
+      const f = writePlan(`bad-${i}.yaml`, c.text)
+      const r = await tidemark(['plan', 'validate', '--appliance', app.address, '--plan', f])
+      t.equal(r.code, 1, `${c.what}: exits 1`)
+      t.match(r.stderr, c.line, `${c.what}: ${r.stderr.trim()}`)
+      t.equal(r.stderr.trim().split('\n').length, 1, `${c.what}: one line`)
+    }
+  })
+
+  const journal = async (): Promise<{ durableSeq: number; journalBytes: unknown; segments: number }> => {
+    const s = await volumeStats(app.address, 'vol')
+    return { durableSeq: s.durableSeq, journalBytes: s.journalBytes, segments: s.segments }
+  }
+  const tornDown = async (t: Test, report: PlanRunReport): Promise<void> => {
+    const views = await tidemarkJson<unknown[]>(['timeview', 'list', '--appliance', app.address])
+    t.same(views, [], 'no views are left on the appliance')
+    t.notMatch(await netnsList(), report.netns, `no network namespace ${report.netns} is left`)
+    for (const m of report.machines) if (m.pid !== null) t.notOk(alive(m.pid), `qemu of ${m.name} (pid ${m.pid}) is gone`)
+  }
+
+  await t.test('plan test boots the machine from a view of the mark and tears everything down', async (t) => {
+    const before = await journal()
+    const f = writePlan('test.yaml', goodPlan())
+    const r = await tidemark(['plan', 'test', '--appliance', app.address, '--plan', f, '--json'], { timeoutMs: 300_000 })
+    t.equal(r.code, 0, `exits 0 ${r.stderr}`)
+    const report = JSON.parse(r.stdout) as PlanRunReport
+    t.match(report, { plan: 'shop', action: 'test', result: 'passed' }, 'the test passed')
+    t.ok(report.rtoSeconds !== null && report.rtoSeconds > 0, `an RTO is measured (${report.rtoSeconds} s)`)
+    const db = report.machines[0]
+    t.match(db, { name: 'db', check: { kind: 'console', result: 'green', detail: /tm-boot role=db lines=0/ } }, 'its console check is green')
+    t.ok(db.bootSeconds !== null && db.bootSeconds > 0 && db.bootSeconds <= report.rtoSeconds!, `boot seconds are reported (${db.bootSeconds})`)
+    t.match(db.disks, [{ volume: 'vol', seq: mark.seq, view: new RegExp(`^plan-shop-test-db-vol-${report.runId}$`) }], 'the disk was a view at the mark')
+    t.equal(db.consoleTail, undefined, 'no console tail when the check is green')
+    t.same(report.teardownProblems, [])
+    await tornDown(t, report)
+    t.same(await journal(), before, 'the journal is as before: durable seq, bytes and segments (the VM wrote to its view only)')
+  })
+
+  await t.test('a check that fails fails the run with the console tail, and tears down', async (t) => {
+    const before = await journal()
+    const f = writePlan('failing.yaml', goodPlan({ check: "{ console: 'never-says-this', timeout: 15 }" }))
+    const r = await tidemark(['plan', 'test', '--appliance', app.address, '--plan', f, '--json'], { timeoutMs: 300_000 })
+    t.equal(r.code, 1, 'exits 1')
+    t.match(r.stderr, /^tidemark plan test: plan shop failed: boot group 1: the check of db failed\n$/, 'one line says why')
+    const report = JSON.parse(r.stdout) as PlanRunReport
+    t.match(report, { result: 'failed', rtoSeconds: null })
+    const db = report.machines[0]
+    t.match(db, { check: { result: 'failed', detail: /did not match \/never-says-this\/ within 15 s/ }, bootSeconds: null })
+    t.ok(db.consoleTail && db.consoleTail.length > 0, 'the console tail is in the report', { tail: db.consoleTail })
+    await tornDown(t, report)
+    t.same(await journal(), before, 'the journal is as before')
+  })
+})
