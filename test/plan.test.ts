@@ -9,11 +9,12 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { PlanRunReport } from '../client/plans/runner'
-import { tidemark, tidemarkJson, volumeStats } from './claims-helpers'
+import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
 import { buildGuest, type Guest } from './lib/guest'
-import { have, makeImage, must, nbdUri, startAgent, startAppliance, tmpdir } from './helpers'
+import { BIN, have, makeImage, must, nbdUri, run, startAgent, startAppliance, tmpdir } from './helpers'
 
-const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy']
+// (the host's busybox wget crashes on a static glibc build: GNU wget for the web check)
+const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy', 'wget']
 
 function alive(pid: number): boolean {
   try {
@@ -29,17 +30,19 @@ async function netnsList(): Promise<string> {
 }
 
 /** The guest, or why these tests cannot run here (they need the tools, root for namespaces, and a guest). */
-function guestOrWhy(): Guest | string {
+function guestOrWhy(network: boolean): Guest | string {
   const missing = TOOLS.filter((c) => !have(c))
   if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
   if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
   try {
-    return buildGuest()
+    return buildGuest(undefined, { network })
   } catch (err) {
-    return `no guest can be built here: ${(err as Error).message}`
+    return `no ${network ? 'network ' : ''}guest can be built here: ${(err as Error).message}`
   }
 }
-const built = guestOrWhy()
+const built = guestOrWhy(false)
+// virtio_net and an address from the kernel command line: the two-machine plan's guest
+const builtNet = typeof built === 'string' ? built : guestOrWhy(true)
 
 t.test('recovery plans: validate and an isolated test failover of a real VM', { skip: typeof built === 'string' ? built : false }, async (t) => {
   const guest = built as Guest
@@ -158,5 +161,85 @@ machines:
     t.ok(db.consoleTail && db.consoleTail.length > 0, 'the console tail is in the report', { tail: db.consoleTail })
     await tornDown(t, report)
     t.same(await journal(), before, 'the journal is as before')
+  })
+
+  await t.test('two machines in boot order on an isolated network: web reaches db, nothing reaches out (--keep)', { skip: typeof builtNet === 'string' ? builtNet : false }, async (t) => {
+    const net = builtNet as Guest
+    // A second agent: db and web in one consistency group, each disk the network guest's root.
+    const imgs = { db: path.join(dir, 'db.img'), web: path.join(dir, 'web.img') }
+    for (const f of Object.values(imgs)) makeImage(f, net.rootSize, null)
+    const sock2 = path.join(dir, 'nbd2.sock')
+    const control2 = path.join(dir, 'control2.sock')
+    await startAgent(t, { state: path.join(dir, 'state2'), sock: sock2, volumes: imgs, extra: ['--appliance', app.address, '--control', `unix:${control2}`, '--group', 'shop'] })
+    for (const v of ['db', 'web']) {
+      await waitFor(`the initial copy of ${v}`, async () => (await volumeStats(app.address, v).catch(() => undefined))?.fullSyncDone, 120_000)
+      await must('nbdcopy', [net.rootImage, nbdUri(sock2, v)])
+    }
+    await tidemarkJson(['timemark', 'create', '--control', `unix:${control2}`, '--group', 'shop', '--label', 'net-mark'])
+
+    const f = writePlan('net.yaml', `name: net
+point: mark=net-mark
+machines:
+  - name: db
+    boot: 1
+    disks: [db]
+    kernel: ${net.kernel}
+    initrd: ${net.initrd}
+    append: console=ttyS0 panic=-1 tm.role=db
+    network: { name: app, address: 10.77.0.2/24 }
+    check: { console: 'tm-net 10.77.0.2/24', timeout: 120 }
+  - name: web
+    boot: 2
+    disks: [web]
+    kernel: ${net.kernel}
+    initrd: ${net.initrd}
+    append: console=ttyS0 panic=-1 tm.role=web tm.peer=10.77.0.2
+    network: { name: app, address: 10.77.0.3/24 }
+    check: { command: 'wget -q -T 2 -t 1 -O- http://10.77.0.3/health', timeout: 120 }
+networks:
+  app: { test: isolated, failover: br-prod }
+`)
+    const validated = await tidemarkJson<{ disks: Array<{ volume: string; seq: number; group: string }> }>(['plan', 'validate', '--appliance', app.address, '--plan', f])
+    t.equal(new Set(validated.disks.map((d) => d.seq)).size, 1, 'the two volumes of the group resolve to one seq')
+    t.same(validated.disks.map((d) => d.group), ['shop', 'shop'])
+
+    const before = await Promise.all(['db', 'web'].map((v) => volumeStats(app.address, v).then((s) => [s.durableSeq, s.journalBytes])))
+    const r = await tidemark(['plan', 'test', '--appliance', app.address, '--plan', f, '--keep', '--json'], { timeoutMs: 400_000 })
+    const report = JSON.parse(r.stdout) as PlanRunReport
+    // Whatever happens below, what was kept goes at the end.
+    const removeKept = async (): Promise<void> => {
+      for (const c of report.kept?.remove ?? []) await run('sh', ['-c', c.replace(/^tidemark /, `'${process.execPath}' '${BIN}' `)])
+      for (const v of report.kept?.vms ?? []) await waitFor(`qemu ${v.pid} to exit`, () => !alive(v.pid), 30_000)
+    }
+    t.teardown(removeKept)
+    t.equal(r.code, 0, `exits 0 ${r.stderr}`)
+    t.match(report, { result: 'passed', networks: [{ network: 'app', bridge: /^tmbr/, address: '10.77.0.254/24' }] })
+    const [db, web] = report.machines
+    t.match(db, { name: 'db', check: { result: 'green', detail: /tm-net 10\.77\.0\.2\/24/ } })
+    t.match(web, { name: 'web', check: { result: 'green', detail: /peer 10\.77\.0\.2 ok/ } }, 'web served its health page after it pinged db over the isolated network')
+    t.ok(web.startedAtSeconds! >= db.startedAtSeconds! + db.bootSeconds! - 0.2, `web (boot 2) started when db (boot 1) was green (${web.startedAtSeconds} s, db green at ${db.startedAtSeconds! + db.bootSeconds!} s)`)
+    t.ok(report.routes.length > 0 && report.routes.every((l) => /^10\.77\.0\.0\/24 dev tmbr0 /.test(l)), `the namespace's only route is the plan's subnet (${report.routes.join('; ')})`)
+
+    // Kept: look inside the namespace while the VMs run.
+    t.match(report.kept, { netns: report.netns, views: [/^plan-net-test-db-db-/, /^plan-net-test-web-web-/] })
+    t.equal(report.kept!.vms.length, 2)
+    for (const v of report.kept!.vms) t.ok(alive(v.pid), `${v.machine}'s qemu runs on (pid ${v.pid})`)
+    const inside = (cmd: string) => run('ip', ['netns', 'exec', report.netns, 'sh', '-c', cmd], { timeoutMs: 30_000 })
+    const pingDb = await inside('busybox ping -c 1 -W 5 10.77.0.2')
+    t.equal(pingDb.code, 0, `db answers a ping inside the namespace ${pingDb.stderr}`)
+    const hostRoute = await run('ip', ['-4', '-o', 'route', 'get', '1.1.1.1'])
+    const hostAddr = /\bsrc (\S+)/.exec(hostRoute.stdout)?.[1]
+    if (hostAddr) {
+      const out = await inside(`busybox ping -c 1 -W 2 ${hostAddr}`)
+      t.match(out.stderr, /Network is unreachable/, `the host's address ${hostAddr} is unreachable from the namespace: ${out.stderr.trim()}`)
+    }
+    const outside = await inside('busybox ping -c 1 -W 2 1.1.1.1')
+    t.match(outside.stderr, /Network is unreachable/, `nothing outside is reachable from the namespace: ${outside.stderr.trim()}`)
+
+    await removeKept()
+    t.same(await tidemarkJson<unknown[]>(['timeview', 'list', '--appliance', app.address]), [], 'the printed commands remove the views')
+    t.notMatch(await netnsList(), report.netns, 'and the namespace')
+    const after = await Promise.all(['db', 'web'].map((v) => volumeStats(app.address, v).then((s) => [s.durableSeq, s.journalBytes])))
+    t.same(after, before, 'the journals of db and web are as before')
   })
 })

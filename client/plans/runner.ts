@@ -29,6 +29,8 @@ export interface MachineReport {
   disks: Array<{ volume: string; view: string; seq: number }>
   /** qemu's pid while it ran */
   pid: number | null
+  /** seconds from the run's start to qemu's start; null when it was not started */
+  startedAtSeconds: number | null
   /** seconds from starting qemu to its check green; null when it did not get there */
   bootSeconds: number | null
   check: { kind: 'console' | 'command' | 'none'; spec: string; timeoutSeconds: number; result: 'green' | 'failed' | 'not run'; detail: string }
@@ -52,6 +54,8 @@ export interface PlanRunReport {
   rtoSeconds: number | null
   netns: string
   networks: Array<{ network: string; bridge: string; address?: string }>
+  /** the namespace's routes when the machines ran: the plan's subnets on its bridges, never a way out */
+  routes: string[]
   machines: MachineReport[]
   /** what was left running (--keep) and how to remove it */
   kept?: { vms: Array<{ machine: string; pid: number; console: string }>; netns: string; views: string[]; remove: string[] }
@@ -145,11 +149,13 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     rtoSeconds: null,
     netns: netnsName,
     networks: [],
+    routes: [],
     machines: plan.machines.map((m) => ({
       name: m.name,
       boot: m.boot,
       disks: resolved.disks.filter((d) => d.machine === m.name).map((d) => ({ volume: d.volume, view: testViewName(plan.name, m.name, d.volume, runId), seq: d.seq })),
       pid: null,
+      startedAtSeconds: null,
       bootSeconds: null,
       check: {
         kind: m.check ? (m.check.console !== undefined ? 'console' : 'command') : 'none',
@@ -186,6 +192,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
 
     netns = await PlanNetns.create(netnsName, plan)
     report.networks = netns.bridges.map((b) => ({ network: b.network, bridge: b.device, ...(b.address ? { address: b.address } : {}) }))
+    report.routes = await netns.routes()
     o.progress(`plan ${plan.name}: network namespace ${netnsName} (${netns.bridges.length} bridge${netns.bridges.length === 1 ? '' : 's'}, no route out)`)
 
     for (const group of bootGroups(plan)) {
@@ -207,6 +214,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
         )
         vms.set(m.name, vm)
         r.pid = vm.pid ?? null
+        r.startedAtSeconds = Math.round((vm.startedAt - t0) / 100) / 10
         try {
           r.check.detail = await waitForCheck(vm, m, netns!, o.signal)
           r.check.result = 'green'
