@@ -5,7 +5,9 @@
 // view inside a network namespace under qemu (TCG), passing and failing,
 // each torn down to nothing (no view, no namespace, no qemu) with the
 // appliance's journal exactly as before.
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { PlanRunReport } from '../client/plans/runner'
@@ -161,6 +163,31 @@ machines:
     t.ok(db.consoleTail && db.consoleTail.length > 0, 'the console tail is in the report', { tail: db.consoleTail })
     await tornDown(t, report)
     t.same(await journal(), before, 'the journal is as before')
+  })
+
+  await t.test('an interrupted plan test (SIGINT) still tears everything down', async (t) => {
+    const f = writePlan('interrupted.yaml', goodPlan({ check: "{ console: 'never-says-this', timeout: 300 }" }))
+    const p = spawn(process.execPath, [BIN, 'plan', 'test', '--appliance', app.address, '--plan', f, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    p.stdout.on('data', (d) => (out += d))
+    p.stderr.on('data', (d) => (err += d))
+    const exited = new Promise<number | null>((resolve) => p.on('close', (code) => resolve(code)))
+    t.teardown(async () => {
+      if (p.exitCode === null) p.kill('SIGKILL')
+      await exited
+    })
+    // Interrupted once its VM runs: the namespace is there and qemu has written to the console.
+    await waitFor('the run\'s network namespace', async () => /tidemark-plan-shop-/.test(await netnsList()), 120_000)
+    const tmp = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('tidemark-plan-shop-'))
+    await waitFor('the VM\'s console', () => tmp.some((d) => fs.existsSync(path.join(os.tmpdir(), d, 'db.console')) && fs.statSync(path.join(os.tmpdir(), d, 'db.console')).size > 0), 120_000)
+    p.kill('SIGINT')
+    t.equal(await exited, 1, 'exits 1')
+    t.match(err, /^tidemark plan test: plan shop failed: interrupted/m, 'and says it was interrupted')
+    const report = JSON.parse(out) as PlanRunReport
+    t.match(report, { result: 'failed', machines: [{ check: { result: 'failed' } }] })
+    t.same(report.teardownProblems, [])
+    await tornDown(t, report)
   })
 
   await t.test('two machines in boot order on an isolated network: web reaches db, nothing reaches out (--keep)', { skip: typeof builtNet === 'string' ? builtNet : false }, async (t) => {

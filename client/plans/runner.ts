@@ -196,6 +196,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     o.progress(`plan ${plan.name}: network namespace ${netnsName} (${netns.bridges.length} bridge${netns.bridges.length === 1 ? '' : 's'}, no route out)`)
 
     for (const group of bootGroups(plan)) {
+      if (o.signal?.aborted) throw new Interrupted('interrupted')
       o.progress(`plan ${plan.name}: boot group ${group.boot}: ${group.machines.map((m) => m.name).join(', ')}`)
       const waits = group.machines.map(async (m) => {
         const r = report.machines.find((x) => x.name === m.name)!
