@@ -178,9 +178,15 @@ machines:
       await exited
     })
     // Interrupted once its VM runs: the namespace is there and qemu has written to the console.
-    await waitFor('the run\'s network namespace', async () => /tidemark-plan-shop-/.test(await netnsList()), 120_000)
-    const tmp = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('tidemark-plan-shop-'))
-    await waitFor('the VM\'s console', () => tmp.some((d) => fs.existsSync(path.join(os.tmpdir(), d, 'db.console')) && fs.statSync(path.join(os.tmpdir(), d, 'db.console')).size > 0), 120_000)
+    const ns = await waitFor('the run\'s network namespace', async () => /tidemark-plan-shop-[0-9a-f]+/.exec(await netnsList())?.[0], 120_000)
+    const console = (): string | undefined => {
+      const d = fs.readdirSync(os.tmpdir()).find((x) => x.startsWith(`${ns}-`))
+      return d && path.join(os.tmpdir(), d, 'db.console')
+    }
+    await waitFor('the VM\'s console', () => {
+      const c = console()
+      return c !== undefined && fs.existsSync(c) && fs.statSync(c).size > 0
+    }, 120_000)
     p.kill('SIGINT')
     t.equal(await exited, 1, 'exits 1')
     t.match(err, /^tidemark plan test: plan shop failed: interrupted/m, 'and says it was interrupted')
@@ -244,7 +250,7 @@ networks:
     const [db, web] = report.machines
     t.match(db, { name: 'db', check: { result: 'green', detail: /tm-net 10\.77\.0\.2\/24/ } })
     t.match(web, { name: 'web', check: { result: 'green', detail: /peer 10\.77\.0\.2 ok/ } }, 'web served its health page after it pinged db over the isolated network')
-    t.ok(web.startedAtSeconds! >= db.startedAtSeconds! + db.bootSeconds! - 0.2, `web (boot 2) started when db (boot 1) was green (${web.startedAtSeconds} s, db green at ${db.startedAtSeconds! + db.bootSeconds!} s)`)
+    t.ok(web.startedAtSeconds! >= db.greenAtSeconds!, `web (boot 2) started once db (boot 1) was green (at ${web.startedAtSeconds} s; db green at ${db.greenAtSeconds} s)`)
     t.ok(report.routes.length > 0 && report.routes.every((l) => /^10\.77\.0\.0\/24 dev tmbr0 /.test(l)), `the namespace's only route is the plan's subnet (${report.routes.join('; ')})`)
 
     // Kept: look inside the namespace while the VMs run.
@@ -268,5 +274,32 @@ networks:
     t.notMatch(await netnsList(), report.netns, 'and the namespace')
     const after = await Promise.all(['db', 'web'].map((v) => volumeStats(app.address, v).then((s) => [s.durableSeq, s.journalBytes])))
     t.same(after, before, 'the journals of db and web are as before')
+
+    await t.test('a machine whose check fails stops the checks of its boot group at once', async (t) => {
+      const g = writePlan('group-fails.yaml', `name: net
+point: mark=net-mark
+machines:
+  - name: db
+    boot: 1
+    disks: [db]
+    kernel: ${net.kernel}
+    initrd: ${net.initrd}
+    check: { console: 'never-says-this', timeout: 10 }
+  - name: web
+    boot: 1
+    disks: [web]
+    kernel: ${net.kernel}
+    initrd: ${net.initrd}
+    check: { console: 'never-says-this-either', timeout: 600 }
+`)
+      const started = Date.now()
+      const r = await tidemark(['plan', 'test', '--appliance', app.address, '--plan', g, '--json'], { timeoutMs: 400_000 })
+      t.equal(r.code, 1, 'exits 1')
+      t.ok(Date.now() - started < 300_000, 'long before web\'s own timeout')
+      const report = JSON.parse(r.stdout) as PlanRunReport
+      t.match(report, { error: 'boot group 1: the check of db failed' })
+      t.match(report.machines, [{ name: 'db', check: { result: 'failed' } }, { name: 'web', check: { result: 'stopped' } }])
+      await tornDown(t, report)
+    })
   })
 })

@@ -17,7 +17,7 @@ export interface CommandResult {
 }
 
 /** Runs a command to completion; output is stdout and stderr together, the last 64 KiB. */
-export function runCommand(cmd: string, args: string[], timeoutMs = 60_000): Promise<CommandResult> {
+export function runCommand(cmd: string, args: string[], timeoutMs = 60_000, signal?: AbortSignal): Promise<CommandResult> {
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let output = ''
@@ -26,15 +26,16 @@ export function runCommand(cmd: string, args: string[], timeoutMs = 60_000): Pro
     }
     p.stdout.on('data', take)
     p.stderr.on('data', take)
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs)
-    p.on('error', (err) => {
+    const kill = (): void => void p.kill('SIGKILL')
+    const timer = setTimeout(kill, timeoutMs)
+    signal?.addEventListener('abort', kill, { once: true })
+    const done = (r: CommandResult): void => {
       clearTimeout(timer)
-      resolve({ code: null, output: err.message })
-    })
-    p.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, output })
-    })
+      signal?.removeEventListener('abort', kill)
+      resolve(r)
+    }
+    p.on('error', (err) => done({ code: null, output: err.message }))
+    p.on('close', (code) => done({ code, output }))
   })
 }
 
@@ -126,9 +127,9 @@ export class PlanNetns {
   }
 
   /** Runs a shell command inside the namespace (a plan's command check). */
-  shell(command: string, timeoutMs: number): Promise<CommandResult> {
+  shell(command: string, timeoutMs: number, signal?: AbortSignal): Promise<CommandResult> {
     const [cmd, args] = this.exec(['sh', '-c', command])
-    return runCommand(cmd, args, timeoutMs)
+    return runCommand(cmd, args, timeoutMs, signal)
   }
 
   /** The namespace's routes (for a report, and for tests that there is none out). */

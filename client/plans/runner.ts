@@ -33,7 +33,10 @@ export interface MachineReport {
   startedAtSeconds: number | null
   /** seconds from starting qemu to its check green; null when it did not get there */
   bootSeconds: number | null
-  check: { kind: 'console' | 'command' | 'none'; spec: string; timeoutSeconds: number; result: 'green' | 'failed' | 'not run'; detail: string }
+  /** seconds from the run's start to its check green; null when it did not get there */
+  greenAtSeconds: number | null
+  /** stopped: its check was cut short because another machine of its boot group failed */
+  check: { kind: 'console' | 'command' | 'none'; spec: string; timeoutSeconds: number; result: 'green' | 'failed' | 'stopped' | 'not run'; detail: string }
   /** the last lines of the serial console, when the check failed */
   consoleTail?: string
 }
@@ -117,7 +120,7 @@ async function waitForCheck(vm: PlanVm, m: PlanMachine, netns: PlanNetns, signal
   let last = ''
   for (;;) {
     const left = deadline - Date.now()
-    const r = await netns.shell(c.command!, Math.max(left, 1000))
+    const r = await netns.shell(c.command!, Math.max(left, 1000), signal)
     if (r.code === 0) return `command exited 0${r.output.trim() ? `: ${r.output.trim().split('\n').at(-1)!.slice(0, 200)}` : ''}`
     last = `exit ${r.code ?? 'killed at the timeout'}${r.output.trim() ? `: ${r.output.trim().split('\n').at(-1)!.slice(0, 200)}` : ''}`
     if (signal?.aborted) throw new Interrupted('interrupted')
@@ -156,6 +159,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
       disks: resolved.disks.filter((d) => d.machine === m.name).map((d) => ({ volume: d.volume, view: testViewName(plan.name, m.name, d.volume, runId), seq: d.seq })),
       pid: null,
       startedAtSeconds: null,
+      greenAtSeconds: null,
       bootSeconds: null,
       check: {
         kind: m.check ? (m.check.console !== undefined ? 'console' : 'command') : 'none',
@@ -198,6 +202,9 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     for (const group of bootGroups(plan)) {
       if (o.signal?.aborted) throw new Interrupted('interrupted')
       o.progress(`plan ${plan.name}: boot group ${group.boot}: ${group.machines.map((m) => m.name).join(', ')}`)
+      // One machine of the group failing ends its siblings' waits: the run has failed, say so now.
+      const sibling = new AbortController()
+      const signal = o.signal ? AbortSignal.any([o.signal, sibling.signal]) : sibling.signal
       const waits = group.machines.map(async (m) => {
         const r = report.machines.find((x) => x.name === m.name)!
         const files = resolved.files.get(m.name) ?? {}
@@ -217,23 +224,31 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
         r.pid = vm.pid ?? null
         r.startedAtSeconds = Math.round((vm.startedAt - t0) / 100) / 10
         try {
-          r.check.detail = await waitForCheck(vm, m, netns!, o.signal)
+          r.check.detail = await waitForCheck(vm, m, netns!, signal)
           r.check.result = 'green'
-          r.bootSeconds = Math.round((Date.now() - vm.startedAt) / 100) / 10
+          const now = Date.now()
+          r.bootSeconds = Math.round((now - vm.startedAt) / 100) / 10
+          r.greenAtSeconds = Math.round((now - t0) / 100) / 10
           o.progress(`plan ${plan.name}: ${m.name}: green after ${r.bootSeconds} s (${r.check.detail})`)
         } catch (err) {
+          if (err instanceof Interrupted && !o.signal?.aborted) {
+            r.check.result = 'stopped'
+            r.check.detail = 'stopped: another machine of this boot group failed'
+            throw err
+          }
           r.check.result = 'failed'
-          r.check.detail = (err as Error).message
+          r.check.detail = err instanceof Interrupted ? 'interrupted' : (err as Error).message
           r.consoleTail = vm.consoleTail()
           o.progress(`plan ${plan.name}: ${m.name}: ${r.check.detail}`)
+          sibling.abort()
           throw err
         }
       })
       const results = await Promise.allSettled(waits)
-      const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected')
-      if (failed) {
+      if (results.some((x) => x.status === 'rejected')) {
+        if (o.signal?.aborted) throw new Interrupted('interrupted')
         const names = report.machines.filter((x) => x.boot === group.boot && x.check.result === 'failed').map((x) => x.name)
-        throw failed.reason instanceof Interrupted ? failed.reason : new Error(`boot group ${group.boot}: the check of ${names.join(', ')} failed`)
+        throw new Error(`boot group ${group.boot}: the check of ${names.join(', ')} failed`)
       }
     }
     report.rtoSeconds = Math.round((Date.now() - t0) / 100) / 10
