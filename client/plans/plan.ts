@@ -200,7 +200,9 @@ export function checkPlan(src: PlanSource): { plan: Plan; problems: [] } | { pla
         add(issue.path, issue.message)
       }
     }
-    return { plan: null, problems }
+    // zod reports unknown keys after the other problems of their object: the file's order reads better.
+    const line = (x: PlanProblem): number => Number(/, line (\d+)$/.exec(x.where)?.[1] ?? Infinity)
+    return { plan: null, problems: problems.map((x, i) => [x, i] as const).sort((a, b) => line(a[0]) - line(b[0]) || a[1] - b[1]).map(([x]) => x) }
   }
   const plan = r.data
 

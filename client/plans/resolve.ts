@@ -44,7 +44,8 @@ export interface ResolvedPlan {
 
 /** The appliance's message without the "CODE: " gRPC carries it with. */
 function reason(err: unknown): string {
-  return fromStatus(err).message.replace(/^[A-Z][A-Z0-9_]*: /, '')
+  // (grpc-js ends a refused connection's message with an empty "Resolution note:")
+  return fromStatus(err).message.replace(/^[A-Z][A-Z0-9_]*: /, '').replace(/\s*Resolution note:\s*$/, '')
 }
 
 function resolve(client: AdminClient, volume: string, point: PointInTime): Promise<ResolveReply__Output> {
