@@ -11,7 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { PlanRunReport } from '../client/plans/runner'
-import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
+import { freePort, tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
 import { buildGuest, type Guest } from './lib/guest'
 import { BIN, have, makeImage, must, nbdUri, run, startAgent, startAppliance, tmpdir } from './helpers'
 
@@ -54,7 +54,7 @@ t.test('recovery plans: validate and an isolated test failover of a real VM', { 
   const img = path.join(dir, 'prod.img')
   makeImage(img, guest.rootSize, null)
   const exportsSock = path.join(dir, 'appliance-nbd.sock')
-  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--nbd', `unix:${exportsSock}`] })
+  let app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--nbd', `unix:${exportsSock}`] })
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
   await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { vol: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
@@ -301,5 +301,22 @@ machines:
       t.match(report.machines, [{ name: 'db', check: { result: 'failed' } }, { name: 'web', check: { result: 'stopped' } }])
       await tornDown(t, report)
     })
+  })
+
+  await t.test('an appliance serving NBD on TCP only: the run relays its disks into the namespace', async (t) => {
+    // The namespace has no route to the host's TCP: the run relays a unix socket of its own.
+    const port = app.port
+    await app.stop()
+    const nbdPort = await freePort()
+    app = await startAppliance(t, { data: path.join(dir, 'data'), port, extra: ['--nbd', `tcp:127.0.0.1:${nbdPort}`] })
+    const before = await journal()
+    const f = writePlan('tcp.yaml', goodPlan())
+    const r = await tidemark(['plan', 'test', '--appliance', app.address, '--plan', f, '--json'], { timeoutMs: 300_000 })
+    t.equal(r.code, 0, `exits 0 ${r.stderr}`)
+    const report = JSON.parse(r.stdout) as PlanRunReport
+    t.match(report, { nbd: new RegExp(`^tcp:127\\.0\\.0\\.1:${nbdPort}, relayed from unix:`) }, 'the disks went through the relay')
+    t.match(report, { result: 'passed', machines: [{ check: { result: 'green', detail: /tm-boot role=db lines=0/ } }] }, 'the VM booted from the view over the relay')
+    await tornDown(t, report)
+    t.same(await journal(), before, 'the journal is as before')
   })
 })

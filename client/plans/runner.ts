@@ -55,6 +55,8 @@ export interface PlanRunReport {
   error?: string
   /** seconds from the start to every check green; null when the run failed */
   rtoSeconds: number | null
+  /** where the VMs read their disks: the appliance's NBD unix socket, or its TCP endpoint relayed */
+  nbd: string
   netns: string
   networks: Array<{ network: string; bridge: string; address?: string }>
   /** the namespace's routes when the machines ran: the plan's subnets on its bridges, never a way out */
@@ -150,6 +152,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     finishedAt: '',
     result: 'failed',
     rtoSeconds: null,
+    nbd: resolved.nbd.unix ? `unix:${resolved.nbd.unix}` : `tcp:${resolved.nbd.tcp}`,
     netns: netnsName,
     networks: [],
     routes: [],
@@ -184,6 +187,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
       const [, host, port] = /^(.*):(\d+)$/.exec(resolved.nbd.tcp)!
       relay = await NbdRelay.listen(path.join(dir, 'nbd.sock'), host.replace(/^\[|\]$/g, ''), Number(port))
       socket = relay.path
+      report.nbd = `tcp:${resolved.nbd.tcp}, relayed from unix:${relay.path}`
     }
     for (const m of report.machines) {
       for (const d of m.disks) {
@@ -259,7 +263,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
   } finally {
     if (o.keep) {
       for (const vm of vms.values()) if (vm.alive) vm.release()
-      relay?.close() // a relay cannot outlive this process: VMs kept on a TCP-only appliance lose their disks
+      void relay?.close() // a relay cannot outlive this process: VMs kept on a TCP-only appliance lose their disks
       const kept = [...vms.entries()].filter(([, vm]) => vm.alive).map(([machine, vm]) => ({ machine, pid: vm.pid!, console: vm.spec.console }))
       report.kept = {
         vms: kept,
