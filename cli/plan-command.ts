@@ -142,6 +142,7 @@ function humanReport(r: PlanRunReport): string {
     for (const v of r.kept.vms) out.push(`    VM ${v.machine}: pid ${v.pid}, console ${v.console}`)
     if (r.kept.netns) out.push(`    network namespace ${r.kept.netns}`)
     for (const v of r.kept.views) out.push(`    view ${v}`)
+    if (r.kept.note) out.push(`    note: ${r.kept.note}`)
     out.push('  remove them with:', ...r.kept.remove.map((c) => `    ${c}`))
   } else {
     out.push(`  torn down: ${r.machines.filter((m) => m.pid !== null).length} VMs stopped, namespace ${r.netns} deleted, views deleted`)

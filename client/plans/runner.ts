@@ -63,7 +63,7 @@ export interface PlanRunReport {
   routes: string[]
   machines: MachineReport[]
   /** what was left running (--keep) and how to remove it */
-  kept?: { vms: Array<{ machine: string; pid: number; console: string }>; netns: string; views: string[]; remove: string[] }
+  kept?: { vms: Array<{ machine: string; pid: number; console: string }>; netns: string; views: string[]; remove: string[]; note?: string }
   /** teardown steps that failed (each also fails the run) */
   teardownProblems: string[]
 }
@@ -275,6 +275,9 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
           ...views.map((v) => `tidemark timeview delete --appliance ${quote(o.appliance)} --name ${v}`),
           `rm -r ${quote(dir)}`,
         ],
+        ...(relay && kept.length
+          ? { note: 'the appliance serves NBD on TCP only: the kept VMs lost their disks when plan test exited (its relay into the namespace ends with it); the views are kept' }
+          : {}),
       }
     } else {
       await teardown(report, { vms, netns, views, relay, dir, client })
