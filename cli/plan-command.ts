@@ -133,8 +133,8 @@ function pointFlag(p: PointInTime): string {
 function humanReport(r: PlanRunReport): string {
   const out = [`plan ${r.plan}: test ${r.result}${r.rtoSeconds !== null ? `: RTO ${r.rtoSeconds} s` : r.error ? `: ${r.error}` : ''}`, `  point: ${r.point}`]
   for (const m of r.machines) {
-    const boot = m.bootSeconds !== null ? `, green after ${m.bootSeconds} s` : ''
-    out.push(`  ${m.name} (boot ${m.boot}): ${m.check.result}${boot}${m.check.detail ? `: ${m.check.detail}` : ''}`)
+    const result = m.check.result === 'green' && m.bootSeconds !== null ? `green after ${m.bootSeconds} s` : m.check.result
+    out.push(`  ${m.name} (boot ${m.boot}): ${result}${m.check.detail ? `: ${m.check.detail}` : ''}`)
     if (m.consoleTail !== undefined) out.push('    console tail:', ...(m.consoleTail ? m.consoleTail.split('\n').map((l) => `    | ${l}`) : ['    (the console was empty)']))
   }
   if (r.kept) {
@@ -145,7 +145,8 @@ function humanReport(r: PlanRunReport): string {
     if (r.kept.note) out.push(`    note: ${r.kept.note}`)
     out.push('  remove them with:', ...r.kept.remove.map((c) => `    ${c}`))
   } else {
-    out.push(`  torn down: ${r.machines.filter((m) => m.pid !== null).length} VMs stopped, namespace ${r.netns} deleted, views deleted`)
+    const n = r.machines.filter((m) => m.pid !== null).length
+    out.push(`  torn down: ${n} VM${n === 1 ? '' : 's'} stopped, namespace ${r.netns} deleted, views deleted`)
     for (const p of r.teardownProblems) out.push(`  teardown problem: ${p}`)
   }
   return `${out.join('\n')}\n`

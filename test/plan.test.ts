@@ -150,6 +150,16 @@ machines:
     t.same(await journal(), before, 'the journal is as before: durable seq, bytes and segments (the VM wrote to its view only)')
   })
 
+  await t.test('without --json, plan test reports in lines', async (t) => {
+    const f = writePlan('lines.yaml', goodPlan())
+    const r = await tidemark(['plan', 'test', '--appliance', app.address, '--plan', f], { timeoutMs: 300_000 })
+    t.equal(r.code, 0, `exits 0 ${r.stderr}`)
+    t.match(r.stdout, /^plan shop: test passed: RTO [\d.]+ s\n  point: TimeMark \d+ 'plan-mark'/, 'the result and the RTO first, then the point')
+    t.match(r.stdout, /\n  db \(boot 1\): green after [\d.]+ s: console matched: tm-boot role=db lines=0/, 'a line per machine')
+    t.match(r.stdout, /\n  torn down: 1 VM stopped, namespace tidemark-plan-shop-[0-9a-f]+ deleted, views deleted\n$/, 'and the teardown')
+    t.equal(r.stderr, '', 'no progress lines when stderr is not a terminal')
+  })
+
   await t.test('a check that fails fails the run with the console tail, and tears down', async (t) => {
     const before = await journal()
     const f = writePlan('failing.yaml', goodPlan({ check: "{ console: 'never-says-this', timeout: 15 }" }))
