@@ -29,7 +29,7 @@ export interface AuditEntryJson extends PlanRun {
 }
 
 /** Records one plan action in the appliance's trail, as the caller's identity; resolves once it is on the appliance's disk. */
-export async function recordPlanRun(admin: AdminClient, run: PlanRun): Promise<AuditEntryJson> {
+export async function recordAudit(admin: AdminClient, run: PlanRun): Promise<AuditEntryJson> {
   const e = await unary<RecordAuditRequest, AuditEntry__Output>(admin.recordAudit.bind(admin), {
     action: run.action,
     plan: run.plan,

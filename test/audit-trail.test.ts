@@ -8,7 +8,7 @@ import path from 'node:path'
 import t from 'tap'
 import { AUDIT_LOG, AuditTrail, type AuditRecord } from '../appliance/audit-trail'
 import { adminClient } from '../client/admin-client'
-import { recordPlanRun } from '../client/plan-audit'
+import { recordAudit } from '../client/plan-audit'
 import { BIN, have, run, startAppliance, tmpdir, waitFor } from './helpers'
 
 const run1: AuditRecord = { action: 'plan test', plan: 'shop', point: 'mark=nightly', result: 'passed', durationMs: 41_200, volumes: ['db-root'], details: { rtoSeconds: 41.2 } }
@@ -68,9 +68,9 @@ t.test('through the appliance: recorded with the caller identity and role, read 
 
   const admin = adminClient({ address: `unix:${sock}` })
   t.teardown(() => admin.close())
-  const e1 = await recordPlanRun(admin, run1)
+  const e1 = await recordAudit(admin, run1)
   t.equal(e1.who, 'uid:0', 'recorded as the caller the kernel named')
-  await recordPlanRun(admin, { ...run1, plan: 'hr', volumes: ['hr-root'], result: 'failed' })
+  await recordAudit(admin, { ...run1, plan: 'hr', volumes: ['hr-root'], result: 'failed' })
 
   const as = (uid: number | null, args: string[]) =>
     uid === null
@@ -90,7 +90,7 @@ t.test('through the appliance: recorded with the caller identity and role, read 
   t.match(table.stdout, /\| 1 \| \S+ \| uid:0 \| plan test \| shop \| mark=nightly \| 41\.2 \| passed \|/, 'a table for people')
 
   // A reader may not record; the trail is unchanged by the refusal.
-  const readerClientScript = `const {adminClient}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'client', 'admin-client.js'))});const {recordPlanRun}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'client', 'plan-audit.js'))});const c=adminClient({address:'unix:${sock}'});recordPlanRun(c,{action:'plan test',plan:'shop',point:'',result:'passed',durationMs:1,volumes:['db-root'],details:{}}).then(()=>{console.log('recorded');process.exit(0)},(e)=>{console.log(e.message);process.exit(1)})`
+  const readerClientScript = `const {adminClient}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'client', 'admin-client.js'))});const {recordAudit}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'client', 'plan-audit.js'))});const c=adminClient({address:'unix:${sock}'});recordAudit(c,{action:'plan test',plan:'shop',point:'',result:'passed',durationMs:1,volumes:['db-root'],details:{}}).then(()=>{console.log('recorded');process.exit(0)},(e)=>{console.log(e.message);process.exit(1)})`
   const refused = await run('env', ['-i', `PATH=${process.env.PATH}`, 'setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, '-e', readerClientScript])
   t.match(refused.stdout, /local user uid:65534 may not administer volume db-root \(RecordAudit needs role admin\)/, 'recording needs admin')
 

@@ -9,6 +9,7 @@ import { AGENT, parseAgentArgs } from '../cli/agent-command'
 import { APPLIANCE, parseApplianceArgs } from '../cli/appliance-command'
 import type { Command, Options } from '../cli/definition'
 import { FAILBACK } from '../cli/failback-command'
+import { PLAN_TEST, PLAN_VALIDATE } from '../cli/plan-command'
 import { RESTORE } from '../cli/restore-command'
 import { TIMEVIEW } from '../cli/timeview-command'
 import { BIN, makeImage, run, tmpdir } from './helpers'
@@ -19,11 +20,13 @@ const commands: Array<[string, Command<Options>]> = [
   ['restore', RESTORE as unknown as Command<Options>],
   ['timeview', TIMEVIEW as unknown as Command<Options>],
   ['failback', FAILBACK as unknown as Command<Options>],
+  ['plan validate', PLAN_VALIDATE as unknown as Command<Options>],
+  ['plan test', PLAN_TEST as unknown as Command<Options>],
 ]
 
 t.test('--help shows a row for every option that has one', async (t) => {
   for (const [name, def] of commands) {
-    const r = await run(process.execPath, [BIN, name, '--help'])
+    const r = await run(process.execPath, [BIN, ...name.split(' '), '--help'])
     t.equal(r.code, 0, `${name} --help`)
     for (const [flag, o] of Object.entries(def.options)) {
       if (!o.label) continue

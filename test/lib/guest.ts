@@ -16,6 +16,15 @@
 // The kernel command line names the role (tm.role=, the text of the lines it
 // writes), so two VMs booted from points of one disk write different lines.
 //
+// An opt-in variant (buildGuest(dir, { network: true })) adds virtio_net and,
+// before the workload, brings up eth0 with the address the kernel command
+// line gives (tidemark.address=A.B.C.D/N, as `plan test` passes a plan
+// machine's address), serves /www with busybox httpd on port 80, and, given
+// tm.peer=ADDR, pings ADDR until it answers; /www/health then exists:
+//   tm-net ADDRESS                               eth0 is up with the address
+//   tm-peer ADDR ok                              the peer answered a ping
+// Without a peer, /www/health exists as soon as httpd runs.
+//
 // The build is cached under the system's temporary directory, keyed by the
 // kernel version and a hash of this recipe, so a second test or a benchmark
 // reuses it; a build goes to a fresh directory renamed into place, so two
@@ -88,6 +97,31 @@ while :; do
   echo "tm-line $role $i"
 done
 `
+
+// The network variant's addition to ROOT_INIT, after /proc is mounted.
+const ROOT_NETWORK = `for a in $(cat /proc/cmdline); do
+  case $a in tidemark.address=*) addr=\${a#tidemark.address=} ;; tm.peer=*) peer=\${a#tm.peer=} ;; esac
+done
+if [ -n "$addr" ]; then
+  ip link set lo up
+  ip link set eth0 up
+  ip addr add $addr dev eth0 || echo "tm-fail ip addr add $addr"
+  echo "tm-net $addr"
+  mkdir -p /www
+  rm -f /www/health
+  httpd -p 80 -h /www
+  if [ -n "$peer" ]; then
+    (until ping -c 1 -W 1 $peer > /dev/null 2>&1; do sleep 0.2; done; echo "peer $peer ok" > /www/health; echo "tm-peer $peer ok") &
+  else
+    echo ok > /www/health
+  fi
+fi
+`
+
+/** The root's /sbin/init: the workload, after the network when the variant has it. */
+function rootInit(network: boolean): string {
+  return network ? ROOT_INIT.replace('mount -t proc proc /proc\n', `mount -t proc proc /proc\n${ROOT_NETWORK}`) : ROOT_INIT
+}
 
 function sh(cmd: string, args: string[], opts: { input?: Buffer; cwd?: string } = {}): Buffer {
   const r = spawnSync(cmd, args, { input: opts.input, cwd: opts.cwd, maxBuffer: 256 * 1024 * 1024 })
@@ -172,7 +206,7 @@ function installBusybox(busybox: string, dir: string): void {
   }
 }
 
-function build(kernel: { version: string; image: string }, busybox: string, modules: string[], into: string): void {
+function build(kernel: { version: string; image: string }, busybox: string, modules: string[], into: string, init: string): void {
   // The initramfs: busybox, the modules (uncompressed) and the order to load them in.
   const ird = path.join(into, 'initramfs')
   fs.mkdirSync(path.join(ird, 'lib', 'modules'), { recursive: true })
@@ -195,7 +229,7 @@ function build(kernel: { version: string; image: string }, busybox: string, modu
   const rd = path.join(into, 'rootfs')
   installBusybox(busybox, rd)
   for (const d of ['sbin', 'proc', 'sys', 'dev', 'data', 'tmp']) fs.mkdirSync(path.join(rd, d))
-  fs.writeFileSync(path.join(rd, 'sbin', 'init'), ROOT_INIT, { mode: 0o755 })
+  fs.writeFileSync(path.join(rd, 'sbin', 'init'), init, { mode: 0o755 })
   sh('mkfs.ext4', ['-q', '-F', '-L', 'tmroot', '-E', 'root_owner=0:0', '-d', rd, path.join(into, 'root.img'), `${ROOT_SIZE / 1024}k`])
   fs.rmSync(rd, { recursive: true })
 
@@ -206,13 +240,16 @@ function build(kernel: { version: string; image: string }, busybox: string, modu
  * The guest: built once per kernel version and recipe, then reused from the
  * cache (`cacheDir`, by default under the system's temporary directory).
  */
-export function buildGuest(cacheDir = path.join(os.tmpdir(), 'tidemark-guest')): Guest {
+export function buildGuest(cacheDir = path.join(os.tmpdir(), 'tidemark-guest'), opts: { network?: boolean } = {}): Guest {
   const kernel = findKernel()
   const busybox = findBusybox()
-  const modules = moduleFiles(kernel.version, [...VIRTIO, ...EXT4])
+  const network = opts.network === true
+  const modules = moduleFiles(kernel.version, [...VIRTIO, ...(network ? ['virtio_net'] : []), ...EXT4])
+  const init = rootInit(network)
+  // (the plain guest's recipe is what it always was, so its cache stays valid)
   const recipe = crypto
     .createHash('sha256')
-    .update(JSON.stringify([INITRAMFS_INIT, ROOT_INIT, ROOT_SIZE, modules, fs.statSync(busybox).size, fs.statSync(kernel.image).mtimeMs]))
+    .update(JSON.stringify([INITRAMFS_INIT, init, ROOT_SIZE, modules, fs.statSync(busybox).size, fs.statSync(kernel.image).mtimeMs]))
     .digest('hex')
     .slice(0, 12)
   const dir = path.join(cacheDir, `${kernel.version}-${recipe}`)
@@ -227,7 +264,7 @@ export function buildGuest(cacheDir = path.join(os.tmpdir(), 'tidemark-guest')):
   fs.mkdirSync(cacheDir, { recursive: true })
   const tmp = fs.mkdtempSync(path.join(cacheDir, '.build-'))
   try {
-    build(kernel, busybox, modules, tmp)
+    build(kernel, busybox, modules, tmp, init)
     fs.renameSync(tmp, dir)
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true })

@@ -1,0 +1,320 @@
+// `plan test`: an isolated test failover of a plan's real VMs.
+//
+// 1. a writable view of every disk at the resolved seq (copy-on-write on the
+//    appliance: the journal, the index and replication never see the test);
+// 2. a network namespace with a bridge per plan network and no route out;
+// 3. the machines, boot group by boot group: a group starts when every
+//    check of the group before it is green;
+// 4. the report: per machine its boot seconds and check, the console's tail
+//    when the check failed, and the plan's RTO (start to all checks green);
+// 5. teardown, always, whatever happened (VMs killed and waited for, the
+//    namespace deleted, the views deleted), unless --keep;
+// 6. the run recorded, in one place (recordPlanRun).
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
+import { createView, deleteView } from '../timeview-views'
+import { NbdRelay } from './nbd-relay'
+import { PlanNetns } from './netns'
+import { bootGroups, RUN_ID_CHARS, testViewName, type Plan, type PlanMachine } from './plan'
+import { recordPlanRun } from './record'
+import type { ResolvedPlan } from './resolve'
+import { PlanVm } from './vm'
+
+export interface MachineReport {
+  name: string
+  boot: number
+  disks: Array<{ volume: string; view: string; seq: number }>
+  /** qemu's pid while it ran */
+  pid: number | null
+  /** seconds from the run's start to qemu's start; null when it was not started */
+  startedAtSeconds: number | null
+  /** seconds from starting qemu to its check green; null when it did not get there */
+  bootSeconds: number | null
+  /** seconds from the run's start to its check green; null when it did not get there */
+  greenAtSeconds: number | null
+  /** stopped: its check was cut short because another machine of its boot group failed */
+  check: { kind: 'console' | 'command' | 'none'; spec: string; timeoutSeconds: number; result: 'green' | 'failed' | 'stopped' | 'not run'; detail: string }
+  /** the last lines of the serial console, when the check failed */
+  consoleTail?: string
+}
+
+export interface PlanRunReport {
+  plan: string
+  action: 'test'
+  runId: string
+  appliance: string
+  /** what the point named, per disk seq (one line for a person) */
+  point: string
+  startedAt: string
+  finishedAt: string
+  result: 'passed' | 'failed'
+  /** why it failed, one line */
+  error?: string
+  /** seconds from the start to every check green; null when the run failed */
+  rtoSeconds: number | null
+  /** where the VMs read their disks: the appliance's NBD unix socket, or its TCP endpoint relayed */
+  nbd: string
+  netns: string
+  networks: Array<{ network: string; bridge: string; address?: string }>
+  /** the namespace's routes when the machines ran: the plan's subnets on its bridges, never a way out */
+  routes: string[]
+  machines: MachineReport[]
+  /** what was left running (--keep) and how to remove it */
+  kept?: { vms: Array<{ machine: string; pid: number; console: string }>; netns: string; views: string[]; remove: string[]; note?: string }
+  /** teardown steps that failed (each also fails the run) */
+  teardownProblems: string[]
+  /** the run's entry in the appliance's audit trail, or why it has none (record.ts) */
+  audit?: { seq: number; who: string } | { error: string }
+}
+
+export interface PlanTestOptions {
+  client: AdminClient
+  /** --appliance as given (for the report, and the --keep removal commands) */
+  appliance: string
+  plan: Plan
+  resolved: ResolvedPlan
+  keep: boolean
+  json: boolean
+  /** a progress line (on a terminal) */
+  progress: (line: string) => void
+  /** aborts the run (SIGINT): teardown still runs */
+  signal?: AbortSignal
+}
+
+const POLL_MS = 250
+
+/** Waits for `ms` or the abort, whichever comes first (a check's retry pause, not a synchronization). */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done(): void {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+class Interrupted extends Error {}
+
+/** Waits for a machine's check; resolves with the detail of its green, throws an Error with why it failed. */
+async function waitForCheck(vm: PlanVm, m: PlanMachine, netns: PlanNetns, signal?: AbortSignal): Promise<string> {
+  const c = m.check
+  const deadline = Date.now() + (c?.timeout ?? 0) * 1000
+  const dead = (): Error => new Error(`qemu ${vm.alive ? 'is running' : 'exited'} before the check was green${vm.qemuSaid() ? `: ${vm.qemuSaid().split('\n').at(-1)}` : ''}`)
+  if (!c) {
+    if (!vm.alive) throw dead()
+    return 'no check: the VM started'
+  }
+  if (c.console !== undefined) {
+    const re = new RegExp(c.console, 'm')
+    for (;;) {
+      const found = re.exec(vm.console())
+      if (found) return `console matched: ${found[0].slice(0, 200)}`
+      if (signal?.aborted) throw new Interrupted('interrupted')
+      if (!vm.alive) throw dead()
+      if (Date.now() >= deadline) throw new Error(`the console did not match /${c.console}/ within ${c.timeout} s`)
+      await pause(POLL_MS, signal)
+    }
+  }
+  let last = ''
+  for (;;) {
+    const left = deadline - Date.now()
+    const r = await netns.shell(c.command!, Math.max(left, 1000), signal)
+    if (r.code === 0) return `command exited 0${r.output.trim() ? `: ${r.output.trim().split('\n').at(-1)!.slice(0, 200)}` : ''}`
+    last = `exit ${r.code ?? 'killed at the timeout'}${r.output.trim() ? `: ${r.output.trim().split('\n').at(-1)!.slice(0, 200)}` : ''}`
+    if (signal?.aborted) throw new Interrupted('interrupted')
+    if (!vm.alive) throw dead()
+    if (Date.now() >= deadline) throw new Error(`the command did not exit 0 within ${c.timeout} s (last: ${last})`)
+    await pause(Math.min(1000, Math.max(0, deadline - Date.now())), signal)
+  }
+}
+
+function quote(s: string): string {
+  return /^[A-Za-z0-9_./:=@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
+}
+
+export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
+  const { plan, resolved, client } = o
+  const t0 = Date.now()
+  const runId = crypto.randomBytes(RUN_ID_CHARS).toString('hex').slice(0, RUN_ID_CHARS)
+  const netnsName = `tidemark-plan-${plan.name}-${runId}`
+  const seqs = [...new Set(resolved.disks.map((d) => d.seq))]
+  const report: PlanRunReport = {
+    plan: plan.name,
+    action: 'test',
+    runId,
+    appliance: o.appliance,
+    point: [...new Set(resolved.disks.map((d) => d.point))].join('; '),
+    startedAt: new Date(t0).toISOString(),
+    finishedAt: '',
+    result: 'failed',
+    rtoSeconds: null,
+    nbd: resolved.nbd.unix ? `unix:${resolved.nbd.unix}` : `tcp:${resolved.nbd.tcp}`,
+    netns: netnsName,
+    networks: [],
+    routes: [],
+    machines: plan.machines.map((m) => ({
+      name: m.name,
+      boot: m.boot,
+      disks: resolved.disks.filter((d) => d.machine === m.name).map((d) => ({ volume: d.volume, view: testViewName(plan.name, m.name, d.volume, runId), seq: d.seq })),
+      pid: null,
+      startedAtSeconds: null,
+      greenAtSeconds: null,
+      bootSeconds: null,
+      check: {
+        kind: m.check ? (m.check.console !== undefined ? 'console' : 'command') : 'none',
+        spec: m.check?.console ?? m.check?.command ?? '',
+        timeoutSeconds: m.check?.timeout ?? 0,
+        result: 'not run',
+        detail: '',
+      },
+    })),
+    teardownProblems: [],
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tidemark-plan-${plan.name}-${runId}-`))
+  const views: string[] = []
+  const vms = new Map<string, PlanVm>()
+  let netns: PlanNetns | null = null
+  let relay: NbdRelay | null = null
+  try {
+    // The views first: what the appliance refuses is refused before anything runs.
+    o.progress(`plan ${plan.name}: test run ${runId} at ${seqs.length === 1 ? `seq ${seqs[0]}` : `seqs ${seqs.join(', ')}`} (${report.point})`)
+    let socket = resolved.nbd.unix
+    if (!socket) {
+      const [, host, port] = /^(.*):(\d+)$/.exec(resolved.nbd.tcp)!
+      relay = await NbdRelay.listen(path.join(dir, 'nbd.sock'), host.replace(/^\[|\]$/g, ''), Number(port))
+      socket = relay.path
+      report.nbd = `tcp:${resolved.nbd.tcp}, relayed from unix:${relay.path}`
+    }
+    for (const m of report.machines) {
+      for (const d of m.disks) {
+        if (o.signal?.aborted) throw new Interrupted('interrupted')
+        await createView(client, { volume: d.volume, point: { seq: d.seq }, name: d.view, writable: true }, 'plan test')
+        views.push(d.view)
+      }
+    }
+    o.progress(`plan ${plan.name}: ${views.length} writable view${views.length === 1 ? '' : 's'} created`)
+
+    netns = await PlanNetns.create(netnsName, plan)
+    report.networks = netns.bridges.map((b) => ({ network: b.network, bridge: b.device, ...(b.address ? { address: b.address } : {}) }))
+    report.routes = await netns.routes()
+    o.progress(`plan ${plan.name}: network namespace ${netnsName} (${netns.bridges.length} bridge${netns.bridges.length === 1 ? '' : 's'}, no route out)`)
+
+    for (const group of bootGroups(plan)) {
+      if (o.signal?.aborted) throw new Interrupted('interrupted')
+      o.progress(`plan ${plan.name}: boot group ${group.boot}: ${group.machines.map((m) => m.name).join(', ')}`)
+      // One machine of the group failing ends its siblings' waits: the run has failed, say so now.
+      const sibling = new AbortController()
+      const signal = o.signal ? AbortSignal.any([o.signal, sibling.signal]) : sibling.signal
+      const waits = group.machines.map(async (m) => {
+        const r = report.machines.find((x) => x.name === m.name)!
+        const files = resolved.files.get(m.name) ?? {}
+        const vm = new PlanVm(
+          {
+            machine: m,
+            disks: r.disks.map((d) => `nbd+unix:///${d.view}?socket=${socket}`),
+            kernel: files.kernel,
+            initrd: files.initrd,
+            nic: netns!.nics.find((n) => n.machine === m.name),
+            console: path.join(dir, `${m.name}.console`),
+            detached: o.keep,
+          },
+          netns!
+        )
+        vms.set(m.name, vm)
+        r.pid = vm.pid ?? null
+        r.startedAtSeconds = Math.round((vm.startedAt - t0) / 100) / 10
+        try {
+          r.check.detail = await waitForCheck(vm, m, netns!, signal)
+          r.check.result = 'green'
+          const now = Date.now()
+          r.bootSeconds = Math.round((now - vm.startedAt) / 100) / 10
+          r.greenAtSeconds = Math.round((now - t0) / 100) / 10
+          o.progress(`plan ${plan.name}: ${m.name}: green after ${r.bootSeconds} s (${r.check.detail})`)
+        } catch (err) {
+          if (err instanceof Interrupted && !o.signal?.aborted) {
+            r.check.result = 'stopped'
+            r.check.detail = 'stopped: another machine of this boot group failed'
+            throw err
+          }
+          r.check.result = 'failed'
+          r.check.detail = err instanceof Interrupted ? 'interrupted' : (err as Error).message
+          r.consoleTail = vm.consoleTail()
+          o.progress(`plan ${plan.name}: ${m.name}: ${r.check.detail}`)
+          sibling.abort()
+          throw err
+        }
+      })
+      const results = await Promise.allSettled(waits)
+      if (results.some((x) => x.status === 'rejected')) {
+        if (o.signal?.aborted) throw new Interrupted('interrupted')
+        const names = report.machines.filter((x) => x.boot === group.boot && x.check.result === 'failed').map((x) => x.name)
+        throw new Error(`boot group ${group.boot}: the check of ${names.join(', ')} failed`)
+      }
+    }
+    report.rtoSeconds = Math.round((Date.now() - t0) / 100) / 10
+    report.result = 'passed'
+    o.progress(`plan ${plan.name}: every check green: RTO ${report.rtoSeconds} s`)
+  } catch (err) {
+    report.error = err instanceof Interrupted ? 'interrupted: the run was stopped before every check was green' : (err as Error).message
+  } finally {
+    if (o.keep) {
+      for (const vm of vms.values()) if (vm.alive) vm.release()
+      void relay?.close() // a relay cannot outlive this process: VMs kept on a TCP-only appliance lose their disks
+      const kept = [...vms.entries()].filter(([, vm]) => vm.alive).map(([machine, vm]) => ({ machine, pid: vm.pid!, console: vm.spec.console }))
+      report.kept = {
+        vms: kept,
+        netns: netns ? netnsName : '',
+        views,
+        remove: [
+          ...(kept.length ? [`kill ${kept.map((k) => k.pid).join(' ')}`] : []),
+          ...(netns ? [`ip netns delete ${netnsName}`] : []),
+          ...views.map((v) => `tidemark timeview delete --appliance ${quote(o.appliance)} --name ${v}`),
+          `rm -r ${quote(dir)}`,
+        ],
+        ...(relay && kept.length
+          ? { note: 'the appliance serves NBD on TCP only: the kept VMs lost their disks when plan test exited (its relay into the namespace ends with it); the views are kept' }
+          : {}),
+      }
+    } else {
+      await teardown(report, { vms, netns, views, relay, dir, client })
+      if (report.teardownProblems.length) {
+        report.result = 'failed'
+        report.error ??= `teardown: ${report.teardownProblems[0]}`
+      }
+    }
+    report.finishedAt = new Date().toISOString()
+  }
+  await recordPlanRun(o.client, report, { json: o.json })
+  return report
+}
+
+/** VMs killed and waited for, then the namespace (nothing runs in it), then the views (no VM reads them), then the files. */
+async function teardown(
+  report: PlanRunReport,
+  r: { vms: Map<string, PlanVm>; netns: PlanNetns | null; views: string[]; relay: NbdRelay | null; dir: string; client: AdminClient }
+): Promise<void> {
+  const problems = report.teardownProblems
+  await Promise.all([...r.vms.values()].map((vm) => vm.kill()))
+  if (r.netns) {
+    try {
+      await r.netns.delete()
+    } catch (err) {
+      problems.push(`network namespace ${r.netns.name}: ${(err as Error).message}`)
+    }
+  }
+  await r.relay?.close()
+  for (const v of r.views) {
+    try {
+      await deleteView(r.client, v, 'plan test')
+    } catch (err) {
+      problems.push(`view ${v}: ${(err as Error).message}`)
+    }
+  }
+  fs.rmSync(r.dir, { recursive: true, force: true })
+}

@@ -1,0 +1,110 @@
+// One plan machine as a qemu-system-x86_64 process inside the run's network
+// namespace: its disks over NBD from the appliance's views (virtio, the first
+// disk the boot disk), its NIC on a tap of its network's bridge, its serial
+// console captured to a file the checks read.
+//
+// TCG, not KVM: /dev/kvm exists on the machines this runs on but hangs guests,
+// and a test that proves nothing because its VM hung is worse than a slow one.
+//
+// `ip netns exec` execs qemu in place, so the child's pid is qemu's: killing
+// it kills the VM, and its exit is the VM's.
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import type { PlanNetns, PlanNic } from './netns'
+import type { PlanMachine } from './plan'
+
+export interface VmSpec {
+  machine: PlanMachine
+  /** NBD URIs of the machine's disks, in the plan's order (nbd+unix:///VIEW?socket=PATH) */
+  disks: string[]
+  kernel?: string
+  initrd?: string
+  nic?: PlanNic
+  console: string
+  /** survives this process (plan test --keep) */
+  detached: boolean
+}
+
+/** qemu's command line for the machine. */
+export function qemuArgs(s: VmSpec): string[] {
+  const m = s.machine
+  const args = ['-accel', 'tcg', '-m', String(m.memory), '-smp', String(m.cpus), '-name', m.name]
+  // No default devices, no display; a guest that resets exits (a reboot loop would look like a slow boot).
+  args.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot')
+  if (s.kernel) {
+    args.push('-kernel', s.kernel)
+    if (s.initrd) args.push('-initrd', s.initrd)
+    // The address is the plan's, for guests that configure themselves from the command line.
+    const address = m.network ? ` tidemark.address=${m.network.address}` : ''
+    args.push('-append', `${m.append ?? 'console=ttyS0'}${address}`)
+  }
+  args.push('-chardev', `file,id=con,path=${s.console}`, '-serial', 'chardev:con')
+  for (const [i, uri] of s.disks.entries()) {
+    args.push('-drive', `file=${uri},format=raw,if=none,id=disk${i},cache=none`)
+    args.push('-device', `virtio-blk-pci,drive=disk${i}${i === 0 && !s.kernel ? ',bootindex=1' : ''}`)
+  }
+  if (s.nic) {
+    args.push('-netdev', `tap,id=net0,ifname=${s.nic.tap},script=no,downscript=no`)
+    args.push('-device', `virtio-net-pci,netdev=net0,mac=${s.nic.mac}`)
+  }
+  return args
+}
+
+export class PlanVm {
+  readonly proc: ChildProcess
+  readonly exited: Promise<string>
+  readonly startedAt = Date.now()
+  private stderr = ''
+
+  constructor(
+    readonly spec: VmSpec,
+    netns: PlanNetns
+  ) {
+    fs.writeFileSync(spec.console, '')
+    const [cmd, args] = netns.exec(['qemu-system-x86_64', ...qemuArgs(spec)])
+    this.proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: spec.detached })
+    this.proc.stderr!.on('data', (d) => (this.stderr = (this.stderr + d).slice(-4096)))
+    this.exited = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited ${code}`))
+      this.proc.on('error', (e) => resolve(`could not start: ${e.message}`))
+    })
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid
+  }
+
+  get alive(): boolean {
+    return this.proc.pid !== undefined && this.proc.exitCode === null && this.proc.signalCode === null
+  }
+
+  /** What qemu said on stderr (why it exited, when it did). */
+  qemuSaid(): string {
+    return this.stderr.trim()
+  }
+
+  console(): string {
+    try {
+      return fs.readFileSync(this.spec.console, 'utf8')
+    } catch {
+      return ''
+    }
+  }
+
+  /** The last lines of the console (for a report of a failed check). */
+  consoleTail(lines = 20): string {
+    return this.console().replace(/\r/g, '').split('\n').slice(-lines - 1).join('\n').trimEnd()
+  }
+
+  /** Lets this process exit while the VM runs on (--keep). */
+  release(): void {
+    this.proc.stderr!.destroy()
+    this.proc.unref()
+  }
+
+  /** Kills qemu and waits for it to exit. */
+  async kill(): Promise<void> {
+    if (this.alive) this.proc.kill('SIGKILL')
+    await this.exited
+  }
+}
