@@ -10,8 +10,9 @@
 // process's, reset by a restart as Prometheus expects. Targets exist only
 // for volumes a --rpo-target / --history-target rule names.
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { VOLUME_STATES, type StoreStatus, type VolumeStatus } from '../client/status-api'
+import { VOLUME_STATES, type Alert, type StoreStatus, type VolumeStatus } from '../client/status-api'
 import { metricsRegistry, setCounter } from '../proto/metrics-registry'
+import type { AlertEngine } from './alerts'
 import type { ReplicationService } from './replication-service'
 import type { VolumeStatusSource } from './volume-status'
 
@@ -19,11 +20,13 @@ export class ApplianceMetrics {
   readonly registry: Registry
   private volumes: VolumeStatus[] = []
   private store: StoreStatus | null = null
+  private alerts: Alert[] = []
   private scraping: Promise<unknown> = Promise.resolve()
 
   constructor(
     private readonly status: VolumeStatusSource,
-    replication: ReplicationService
+    replication: ReplicationService,
+    private readonly alertEngine: AlertEngine
   ) {
     const reg = (this.registry = metricsRegistry('appliance'))
     const self = this
@@ -107,8 +110,17 @@ export class ApplianceMetrics {
         if (self.store) this.set(self.store.freeBytes)
       },
     })
-    // The alerts slice sets these; registered now so dashboards and rules can name them.
-    new Gauge({ name: 'tidemark_alerts_firing', help: '1 for each alert firing, by alert and severity.', labelNames: ['alert', 'severity'], registers: [reg] })
+    // Firing alerts only (1), as Prometheus's own ALERTS series: a resolved alert's series goes away.
+    new Gauge({
+      name: 'tidemark_alerts_firing',
+      help: '1 for each alert firing (alerts.ts), by alert, severity and volume (none for the store\'s).',
+      labelNames: ['alert', 'severity', 'volume'],
+      registers: [reg],
+      collect() {
+        this.reset()
+        for (const a of self.alerts) this.set(a.volume === null ? { alert: a.name, severity: a.severity } : { alert: a.name, severity: a.severity, volume: a.volume }, 1)
+      },
+    })
   }
 
   /** The exposition text for the volumes named (all: null), after one snapshot of their status. */
@@ -117,6 +129,7 @@ export class ApplianceMetrics {
     const run = this.scraping.then(async () => {
       this.volumes = await this.status.volumes(visible)
       this.store = await this.status.storeStatus()
+      this.alerts = this.alertEngine.firing(visible)
       return this.registry.metrics()
     })
     this.scraping = run.catch(() => undefined)
