@@ -1,0 +1,153 @@
+// The appliance's alerts (appliance/alerts.ts, alert-rules.ts), through real
+// processes: an agent stopped with SIGSTOP breaches its RPO target and the
+// alert shows in GET /api/v1/alerts, in tidemark_alerts_firing, in the log and
+// through --alert-command, then ends after SIGCONT; a journal cap gives
+// history up and HistoryShrinking fires (JournalNearLimit before it); a store
+// on a small tmpfs that a file fills raises StoreNearlyFull.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { getAlerts, type Alert } from '../client/status-api'
+import type { AlertEvent } from '../appliance/alert-command'
+import { BIN, must, protectedVolume, run, startAppliance, tmpdir, waitFor, type ApplianceProcess } from './helpers'
+import { httpUrl, scrape } from './lib/prom-text'
+
+const MiB = 1024 * 1024
+
+/** The tidemark_alerts_firing series of a scrape, as "ALERT/SEVERITY/VOLUME" strings. */
+async function firingSeries(base: string): Promise<string[]> {
+  const e = await scrape(`${base}/metrics`)
+  return e.samples.filter((s) => s.name === 'tidemark_alerts_firing' && s.value === 1).map((s) => `${s.labels.alert}/${s.labels.severity}/${s.labels.volume ?? ''}`)
+}
+
+/** What --alert-command received so far (the test's command appends each stdin to one file). */
+function received(file: string): AlertEvent[] {
+  if (!fs.existsSync(file)) return []
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as AlertEvent)
+}
+
+const find = (alerts: Alert[], name: string, volume: string | null = 'vol'): Alert | undefined => alerts.find((a) => a.name === name && a.volume === volume)
+
+t.test('a stopped agent raises RpoBreach within target + 2 s, and SIGCONT clears it: API, metric, log, --alert-command', async (t) => {
+  const dir = tmpdir(t)
+  const got = path.join(dir, 'alerts.jsonl')
+  const v = await protectedVolume(t, dir, {
+    size: 4 * MiB,
+    seed: 3,
+    applianceExtra: ['--http', '127.0.0.1:0', '--rpo-target', 'vol=3s,60s', '--history-target', 'vol=1h', '--alert-command', `cat >> ${got}`],
+  })
+  const base = await waitFor(() => httpUrl(v.app.err), "the appliance's http line")
+  // The initial copy may have let the RPO grow past 3 s: wait for everything to be quiet.
+  // A young volume's history (seconds) is far under its 1 h target, and that is no alert: nothing was given up.
+  await waitFor(async () => (await getAlerts(base)).alerts.length === 0, 'no alert firing once the copy is done', 30_000, 200)
+  t.same(await firingSeries(base), [], 'no tidemark_alerts_firing series')
+  const before = received(got).length
+
+  const pid = v.agent.proc.pid!
+  process.kill(pid, 'SIGSTOP')
+  const stoppedAt = Date.now()
+  try {
+    const a = await waitFor(async () => find((await getAlerts(base)).alerts, 'RpoBreach'), 'RpoBreach in /api/v1/alerts', 20_000, 100)
+    const took = (Date.now() - stoppedAt) / 1000
+    t.ok(took <= 3 + 2, `RpoBreach within the 3 s target + 2 s (${took.toFixed(1)} s)`)
+    t.equal(a.severity, 'warning', 'under the 60 s error threshold: a warning')
+    t.equal(a.threshold, 3)
+    t.ok(a.value > 3, `value ${a.value} s, past the threshold`)
+    t.ok(Date.parse(a.since) >= stoppedAt - 1000, 'since: when it started')
+    t.match(a.summary, /^volume vol: RPO .* above its warning threshold of 3\.0 s$/)
+    t.ok(a.action.length > 20, 'says what to do')
+    t.notOk(find((await getAlerts(base)).alerts, 'AgentDisconnected'), 'a stopped agent is still attached: not disconnected')
+
+    const series = await waitFor(async () => ((await firingSeries(base)).includes('RpoBreach/warning/vol') ? firingSeries(base) : null), 'the firing series')
+    t.ok(series.includes('RpoBreach/warning/vol'), 'tidemark_alerts_firing{alert="RpoBreach",severity="warning",volume="vol"} 1')
+    const line = await v.app.waitForLog(/^alert RpoBreach \(warning\) firing on volume vol: /)
+    t.equal(line.level, 40, 'logged as a warning')
+    const fired = await waitFor(() => received(got).slice(before).find((e) => e.name === 'RpoBreach' && e.state === 'firing'), '--alert-command to receive the start')
+    t.equal(fired.volume, 'vol')
+    t.equal(fired.severity, 'warning')
+    t.equal(fired.since, a.since, 'the same alert the API shows')
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+
+  await waitFor(async () => !find((await getAlerts(base)).alerts, 'RpoBreach'), 'RpoBreach to end after SIGCONT', 30_000, 100)
+  t.pass('RpoBreach ended after SIGCONT')
+  t.notOk((await firingSeries(base)).some((s) => s.startsWith('RpoBreach/')), 'its series is gone')
+  const ended = await v.app.waitForLog(/^alert RpoBreach resolved on volume vol after \d+ s$/)
+  t.equal(ended.level, 30, 'logged at info')
+  const resolved = await waitFor(() => received(got).slice(before).find((e) => e.name === 'RpoBreach' && e.state === 'resolved'), '--alert-command to receive the end')
+  t.equal(resolved.volume, 'vol')
+  const mine = received(got).slice(before).filter((e) => e.name === 'RpoBreach')
+  t.same(mine.map((e) => e.state), ['firing', 'resolved'], 'one start and one end, in order')
+  const lines = v.app.logs().filter((l) => /^alert RpoBreach/.test(String(l.msg)) && Date.parse(String((l.alert as Alert).since)) >= stoppedAt - 1000)
+  t.equal(lines.length, 2, 'one line when it started and one when it ended')
+})
+
+t.test('a journal cap: JournalNearLimit over 90 % of it, HistoryShrinking once compaction gives history up', async (t) => {
+  const dir = tmpdir(t)
+  const v = await protectedVolume(t, dir, {
+    size: 4 * MiB,
+    seed: 5,
+    applianceExtra: ['--http', '127.0.0.1:0', '--segment-size', '1M', '--retain', 'vol=30d,3M', '--compact-every', '0', '--history-target', 'vol=1h'],
+  })
+  const base = await waitFor(() => httpUrl(v.app.err), "the appliance's http line")
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x41 0 2M', v.uri])
+  const near = await waitFor(async () => find((await getAlerts(base)).alerts, 'JournalNearLimit'), 'JournalNearLimit', 30_000, 200)
+  t.equal(near.severity, 'warning')
+  t.equal(near.threshold, Math.round(0.9 * 3 * MiB * 1000) / 1000, '90 % of the 3M cap')
+  t.ok(near.value > 3 * MiB, `the journal's bytes (${near.value})`)
+  t.notOk(find((await getAlerts(base)).alerts, 'HistoryShrinking'), 'nothing given up yet: the history is young, not shrinking')
+
+  const c = await run(process.execPath, [BIN, 'journal', 'compact', '--appliance', v.app.address, '--volume', 'vol', '--json'])
+  t.equal(c.code, 0, c.stderr)
+  const h = await waitFor(async () => find((await getAlerts(base)).alerts, 'HistoryShrinking'), 'HistoryShrinking after the cap gave history up', 30_000, 200)
+  t.equal(h.severity, 'error', 'seconds of a 1 h target: under 75 %')
+  t.equal(h.threshold, 0.75 * 3600)
+  t.ok(h.value < 60, `the history left (${h.value} s)`)
+  t.match(h.summary, /^volume vol: the journal reaches back .*, under 75 % of its target of 60\.0 min$/)
+  t.match(h.action, /journal cap/)
+  await v.app.waitForLog(/^alert HistoryShrinking \(error\) firing on volume vol/)
+})
+
+t.test('StoreNearlyFull: a file fills the small file system under --data, and removing it clears the alert', async (t) => {
+  const dir = tmpdir(t)
+  const mnt = path.join(dir, 'store')
+  fs.mkdirSync(mnt)
+  const m = await run('mount', ['-t', 'tmpfs', '-o', 'size=32m', 'tmpfs', mnt])
+  if (m.code !== 0) {
+    t.skip(`cannot mount a tmpfs here: ${m.stderr.trim()}`)
+    return
+  }
+  let app: ApplianceProcess | null = null
+  // After the appliance has exited: nothing holds the mount then.
+  t.teardown(async () => {
+    await app?.stop()
+    await run('umount', [mnt])
+  })
+  app = await startAppliance(t, { data: path.join(mnt, 'data'), extra: ['--http', '127.0.0.1:0'] })
+  const base = await waitFor(() => httpUrl(app!.err), "the appliance's http line")
+  // Evaluated at least once with room to spare: no alert.
+  await app.waitForLog(/http listening/)
+  t.same((await getAlerts(base)).alerts, [], 'a roomy store: nothing firing')
+
+  const st = fs.statfsSync(mnt)
+  const fill = Math.floor(st.bavail * st.bsize - 0.03 * st.blocks * st.bsize)
+  const filler = path.join(mnt, 'filler')
+  await must('fallocate', ['-l', String(fill), filler])
+  const a = await waitFor(async () => find((await getAlerts(base)).alerts, 'StoreNearlyFull', null), 'StoreNearlyFull', 20_000, 100)
+  t.equal(a.severity, 'error', 'about 3 % free: under the 5 % error threshold')
+  t.equal(a.threshold, 5)
+  t.ok(a.value < 5 && a.value > 0, `value: the percent free (${a.value})`)
+  t.equal(a.volume, null, "the store's, not a volume's")
+  t.match(a.summary, /^the store's file system has .* free of 32\.0 MiB/)
+  t.ok((await firingSeries(base)).includes('StoreNearlyFull/error/'), 'its series, without a volume label')
+
+  fs.rmSync(filler)
+  await waitFor(async () => !find((await getAlerts(base)).alerts, 'StoreNearlyFull', null), 'StoreNearlyFull to end', 20_000, 100)
+  await app.waitForLog(/^alert StoreNearlyFull resolved on the store after \d+ s$/)
+  t.pass('it ended, with one line')
+})
