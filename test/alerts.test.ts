@@ -119,7 +119,7 @@ t.test('StoreNearlyFull: a file fills the small file system under --data, and re
   fs.mkdirSync(mnt)
   const m = await run('mount', ['-t', 'tmpfs', '-o', 'size=32m', 'tmpfs', mnt])
   if (m.code !== 0) {
-    t.skip(`cannot mount a tmpfs here: ${m.stderr.trim()}`)
+    t.plan(0, `skipped: cannot mount a tmpfs here: ${m.stderr.trim()}`)
     return
   }
   let app: ApplianceProcess | null = null
