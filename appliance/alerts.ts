@@ -88,7 +88,8 @@ export class AlertEngine {
       const k = key(c)
       held.add(k)
       const was = this.firingNow.get(k)
-      const a: Alert = { ...c, since: was?.since ?? new Date(now).toISOString() }
+      // The API's order of keys: what, how bad, where, since when, then the numbers and the words.
+      const a: Alert = { name: c.name, severity: c.severity, volume: c.volume, since: was?.since ?? new Date(now).toISOString(), value: c.value, threshold: c.threshold, summary: c.summary, action: c.action }
       this.firingNow.set(k, a)
       if (!was) {
         this.log.warn({ alert: a }, `alert ${a.name} (${a.severity}) firing on ${where(a)}: ${a.summary}`)

@@ -76,6 +76,12 @@ export class ApplianceMetrics {
     })
     perVolume('tidemark_journal_history_seconds', 'How far back the volume\'s journal reaches: from its oldest point to now.', (v) => v.history.seconds)
     perVolume('tidemark_journal_history_target_seconds', 'The --history-target of the volume.', (v) => v.history.targetSeconds)
+    // What tells a shrinking history from a young one (HistoryShrinking, here and in contrib/prometheus).
+    perVolume(
+      'tidemark_journal_history_trimmed',
+      'Whether retention has given up the volume\'s oldest history (1): its journal no longer reaches back to its creation.',
+      (v) => (v.history.trimmed ? 1 : 0)
+    )
     perVolume('tidemark_timemarks', 'TimeMarks in the volume\'s catalog.', (v) => v.timemarks)
     perVolume(
       'tidemark_timemark_last_timestamp_seconds',
@@ -108,6 +114,14 @@ export class ApplianceMetrics {
       registers: [reg],
       collect() {
         if (self.store) this.set(self.store.freeBytes)
+      },
+    })
+    new Gauge({
+      name: 'tidemark_store_size_bytes',
+      help: 'The size of the file system holding the appliance\'s --data directory (StoreNearlyFull compares the free bytes with it).',
+      registers: [reg],
+      collect() {
+        if (self.store) this.set(self.store.totalBytes)
       },
     })
     // Firing alerts only (1), as Prometheus's own ALERTS series: a resolved alert's series goes away.
