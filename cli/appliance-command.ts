@@ -46,7 +46,7 @@ export const APPLIANCE = command({
     ...helpOption,
     http: text({
       label: '--http HOST:PORT',
-      help: 'serve Prometheus metrics at /metrics and the read-only JSON status at\n/api/v1/volumes[/NAME] and /api/v1/store (port 0: any; the bound\naddress is printed). Loopback only unless --tls-cert/-key/-ca: then\n' +
+      help: 'serve Prometheus metrics at /metrics and the read-only JSON status at\n/api/v1/volumes[/NAME], /api/v1/store and /api/v1/alerts (port 0:\nany; the bound address is printed). Loopback only unless --tls-cert/-key/-ca: then\n' +
         'HTTPS with client certificates, and with --allow the read role on\nthe volumes shown',
       key: 'http',
       value: convert(z.string(), (s) => (s ? parseHostPort(s, '--http') : undefined)),
