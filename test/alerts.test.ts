@@ -151,3 +151,46 @@ t.test('StoreNearlyFull: a file fills the small file system under --data, and re
   await app.waitForLog(/^alert StoreNearlyFull resolved on the store after \d+ s$/)
   t.pass('it ended, with one line')
 })
+
+t.test('a hanging --alert-command is killed after its timeout and a failing one logged, while alerts go on', async (t) => {
+  const dir = tmpdir(t)
+  const first = path.join(dir, 'first')
+  const pidFile = path.join(dir, 'hung.pid')
+  // The first run hangs (its pid noted), every later one fails with a reason on stderr.
+  const script = path.join(dir, 'notify.sh')
+  fs.writeFileSync(script, `#!/bin/sh\nif [ ! -e ${first} ]; then touch ${first}; echo $$ > ${pidFile}; exec sleep 60; fi\necho "pager unreachable" >&2\nexit 3\n`, { mode: 0o755 })
+  const v = await protectedVolume(t, dir, {
+    size: 4 * MiB,
+    seed: 13,
+    applianceExtra: ['--http', '127.0.0.1:0', '--rpo-target', 'vol=2s', '--alert-command', script, '--alert-command-timeout', '4s'],
+  })
+  const base = await waitFor(() => httpUrl(v.app.err), "the appliance's http line")
+  await waitFor(async () => (await getAlerts(base)).alerts.length === 0, 'no alert firing once the copy is done', 30_000, 200)
+  await v.agent.stop()
+
+  // Both alerts show while the first command still hangs: evaluation does not wait for it.
+  const both = await waitFor(async () => {
+    const a = (await getAlerts(base)).alerts
+    return find(a, 'RpoBreach') && find(a, 'AgentDisconnected') ? a : null
+  }, 'RpoBreach and AgentDisconnected', 20_000, 100)
+  t.equal(both.length, 2)
+  t.ok(fs.existsSync(pidFile), 'the first command is running')
+  t.notOk(v.app.logs().some((l) => /did not finish/.test(String(l.msg))), 'and not yet killed')
+
+  const killed = await v.app.waitForLog(/^--alert-command for \w+ on vol \(firing\) did not finish within 4 s and was killed$/)
+  t.equal(killed.level, 50, 'logged as an error')
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'))
+  // Gone, or a zombie that only waits for whoever inherited it to reap it: either way no longer running.
+  const alive = (): boolean => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z'
+    } catch {
+      return false
+    }
+  }
+  t.notOk(alive(), `the hung command (pid ${pid}) is gone with its process group`)
+  const failed = await v.app.waitForLog(/^--alert-command for \w+ on vol \(firing\) failed \(exit 3\): pager unreachable$/)
+  t.equal(failed.level, 50)
+  const lines = v.app.logs().filter((l) => /^--alert-command/.test(String(l.msg)))
+  t.equal(lines.length, 2, 'one line per run: the one killed and the one that failed')
+})
