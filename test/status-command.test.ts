@@ -3,10 +3,11 @@
 // alert's name when one fires), an initial copy gets a progress bar, and
 // --watch on a pipe prints plain blocks until SIGINT.
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { getAlerts, getStore, getVolumes, type VolumeStatus } from '../client/status-api'
-import { BIN, exitOf, makeImage, protectedVolume, run, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, exitOf, have, makeImage, protectedVolume, run, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 import { httpUrl } from './lib/prom-text'
 
 const MiB = 1024 * 1024
@@ -109,4 +110,30 @@ t.test('an initial copy shows a progress bar with rate and ETA; --watch on a pip
     t.match(b, /^vol +\S+ /m, 'and has the volume line')
     t.match(b, /^store: /m, 'and the store line')
   }
+})
+
+t.test('--watch on a terminal redraws in place', { skip: !have('script') && 'script (util-linux) is not installed' }, async (t) => {
+  const dir = tmpdir(t)
+  const app = await startAppliance(t, { data: path.join(dir, 'data'), extra: ['--http', '127.0.0.1:0'] })
+  const base = await waitFor(() => httpUrl(app.err), "the appliance's http line")
+  // script(1) gives the command a pseudo-terminal; the shell notes the pid that SIGINT goes to.
+  const pidFile = path.join(dir, 'status.pid')
+  const inner = `echo $$ > ${pidFile}; exec ${process.execPath} ${BIN} status --appliance ${base} --watch 0.3`
+  const term = spawn('script', ['-qec', inner, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const exited = exitOf(term)
+  t.teardown(async () => {
+    term.kill('SIGKILL')
+    await exited
+  })
+  let out = ''
+  term.stdout.on('data', (d) => (out += d))
+  const clears = (): number => out.split('\x1b[H\x1b[2J').length - 1
+  await waitFor(() => clears() >= 2, 'two redraws', 30_000, 100)
+  process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGINT')
+  t.equal(await exited, 0, 'SIGINT ends it with exit 0')
+  t.ok(out.startsWith('\x1b[H\x1b[2J'), 'each refresh homes the cursor and clears the screen first')
+  const last = out.split('\x1b[H\x1b[2J').pop()!
+  t.match(last, /every 0\.3 s/, 'its heading says how often')
+  t.match(last, /\(no volumes\)/, 'an appliance without volumes says so')
+  t.match(last, /^store: /m, "and shows the store's line")
 })
