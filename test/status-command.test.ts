@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { getAlerts, getStore, getVolumes, type VolumeStatus } from '../client/status-api'
-import { BIN, exitOf, have, makeImage, protectedVolume, run, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, exitOf, have, makeImage, makePki, tlsArgs, protectedVolume, run, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 import { httpUrl } from './lib/prom-text'
 
 const MiB = 1024 * 1024
@@ -136,4 +136,25 @@ t.test('--watch on a terminal redraws in place', { skip: !have('script') && 'scr
   t.match(last, /every 0\.3 s/, 'its heading says how often')
   t.match(last, /\(no volumes\)/, 'an appliance without volumes says so')
   t.match(last, /^store: /m, "and shows the store's line")
+})
+
+t.test('HTTPS: status with a client certificate sees what its identity may read', { skip: !have('openssl') && 'openssl is not installed' }, async (t) => {
+  const dir = tmpdir(t)
+  const pki = path.join(dir, 'pki')
+  await makePki(pki, ['appliance', 'agent', 'reader'])
+  const v = await protectedVolume(t, dir, {
+    size: 4 * MiB,
+    seed: 17,
+    applianceExtra: [...tlsArgs(pki, 'appliance'), '--allow', 'agent=write:vol', '--allow', 'reader=read:vol', '--http', '127.0.0.1:0'],
+    agentExtra: tlsArgs(pki, 'agent'),
+  })
+  const base = await waitFor(() => httpUrl(v.app.err), "the appliance's http line")
+  const reader = ['--tls-cert', path.join(pki, 'reader.pem'), '--tls-key', path.join(pki, 'reader.key'), '--tls-ca', path.join(pki, 'ca.pem')]
+  const json = JSON.parse(await status('--appliance', base.replace('https://', ''), ...reader, '--json')) as { volumes: VolumeStatus[] }
+  t.same(json.volumes.map((x) => x.volume), ['vol'], 'HOST:PORT with TLS files is HTTPS, and the reader sees its volume')
+  t.match(await status('--appliance', base, ...reader), /^vol +normal /m, 'the lines over HTTPS')
+  const bare = await run(process.execPath, [BIN, 'status', '--appliance', base])
+  t.equal(bare.code, 2)
+  t.match(bare.stderr, /^tidemark status: --appliance https:\/\/127\.0\.0\.1:\d+ is HTTPS: give --tls-cert, --tls-key and --tls-ca/)
+  t.equal(bare.stderr.trim().split('\n').length, 1, 'one line')
 })
