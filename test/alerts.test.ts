@@ -7,7 +7,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { getAlerts, type Alert } from '../client/status-api'
+import { getAlerts, getVolumes, type Alert } from '../client/status-api'
 import type { AlertEvent } from '../appliance/alert-command'
 import { BIN, must, protectedVolume, run, startAppliance, tmpdir, waitFor, type ApplianceProcess } from './helpers'
 import { httpUrl, scrape } from './lib/prom-text'
@@ -193,4 +193,38 @@ t.test('a hanging --alert-command is killed after its timeout and a failing one 
   t.equal(failed.level, 50)
   const lines = v.app.logs().filter((l) => /^--alert-command/.test(String(l.msg)))
   t.equal(lines.length, 2, 'one line per run: the one killed and the one that failed')
+})
+
+t.test('ResyncWithoutProgress past --alert-stall-after while a resync is stopped, and its end when it goes on', async (t) => {
+  const dir = tmpdir(t)
+  const v = await protectedVolume(t, dir, {
+    // zeroes: the initial copy sends little, so the 1 MB/s cap below costs seconds only in the resync
+    size: 32 * MiB,
+    seed: null,
+    applianceExtra: ['--http', '127.0.0.1:0', '--alert-stall-after', '3s'],
+    // A 1 MiB buffer and 1 MB/s on the wire: fio's 16 MiB push the agent behind, and the resync takes many seconds.
+    agentExtra: ['--buffer', '1M', '--throttle', '1'],
+  })
+  const base = await waitFor(() => httpUrl(v.app.err), "the appliance's http line")
+  await must('fio', ['--name=push', '--ioengine=nbd', `--uri=${v.uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=16M', '--output-format=json'])
+  const resync = await waitFor(async () => (await getVolumes(base)).volumes.find((x) => x.sync?.kind === 'resync' && (x.sync.remainingBytes ?? 0) > 0), 'a resync with bytes remaining', 30_000, 100)
+  t.ok(resync.state === 'resync' || resync.state === 'behind', `behind or resyncing (${resync.state})`)
+  t.notOk(find((await getAlerts(base)).alerts, 'ResyncWithoutProgress'), 'a resync that moves: no alert')
+
+  const pid = v.agent.proc.pid!
+  process.kill(pid, 'SIGSTOP')
+  const stoppedAt = Date.now()
+  try {
+    const stall = await waitFor(async () => find((await getAlerts(base)).alerts, 'ResyncWithoutProgress'), 'ResyncWithoutProgress', 30_000, 100)
+    // The last progress the appliance saw came with a heartbeat (one a second) before the stop.
+    t.ok(Date.now() - stoppedAt >= 2000, `not before 3 s without progress (${Date.now() - stoppedAt} ms after the stop)`)
+    t.equal(stall.threshold, 3, '--alert-stall-after 3s')
+    t.ok(stall.value > 3, `no progress for ${stall.value} s`)
+    t.match(stall.summary, /^volume vol: a resync made no progress for .* \(.* remaining\)$/)
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  await waitFor(async () => !find((await getAlerts(base)).alerts, 'ResyncWithoutProgress'), 'the alert to end once the resync moves again', 60_000, 200)
+  await v.app.waitForLog(/^alert ResyncWithoutProgress resolved on volume vol after \d+ s$/)
+  t.pass('it ended')
 })
