@@ -10,9 +10,10 @@
 // process's, reset by a restart as Prometheus expects. Targets exist only
 // for volumes a --rpo-target / --history-target rule names.
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { VOLUME_STATES, type StoreStatus, type VolumeStatus } from '../client/status-api'
+import { VOLUME_STATES, type Alert, type StoreStatus, type VolumeStatus } from '../client/status-api'
 import { metricsRegistry, setCounter } from '../proto/metrics-registry'
 import type { PlanProofStatus } from './plan-schedule'
+import type { AlertEngine } from './alerts'
 import type { ReplicationService } from './replication-service'
 import type { VolumeStatusSource } from './volume-status'
 
@@ -23,11 +24,13 @@ export class ApplianceMetrics {
   /** the scheduled plan tests (plan-schedule.ts), shown to a caller who may see every volume */
   private plans: PlanProofStatus[] = []
   private planSource: (() => PlanProofStatus[]) | null = null
+  private alerts: Alert[] = []
   private scraping: Promise<unknown> = Promise.resolve()
 
   constructor(
     private readonly status: VolumeStatusSource,
-    replication: ReplicationService
+    replication: ReplicationService,
+    private readonly alertEngine: AlertEngine
   ) {
     const reg = (this.registry = metricsRegistry('appliance'))
     const self = this
@@ -77,6 +80,12 @@ export class ApplianceMetrics {
     })
     perVolume('tidemark_journal_history_seconds', 'How far back the volume\'s journal reaches: from its oldest point to now.', (v) => v.history.seconds)
     perVolume('tidemark_journal_history_target_seconds', 'The --history-target of the volume.', (v) => v.history.targetSeconds)
+    // What tells a shrinking history from a young one (HistoryShrinking, here and in contrib/prometheus).
+    perVolume(
+      'tidemark_journal_history_trimmed',
+      'Whether retention has given up the volume\'s oldest history (1): its journal no longer reaches back to its creation.',
+      (v) => (v.history.trimmed ? 1 : 0)
+    )
     perVolume('tidemark_timemarks', 'TimeMarks in the volume\'s catalog.', (v) => v.timemarks)
     perVolume(
       'tidemark_timemark_last_timestamp_seconds',
@@ -131,8 +140,25 @@ export class ApplianceMetrics {
     perPlan('tidemark_plan_rto_seconds', 'The recovery time the plan\'s last passed test measured: start to every check green.', (p) => p.rtoSeconds)
     perPlan('tidemark_plan_last_run_timestamp_seconds', 'When the plan\'s scheduled test last ran.', (p) => (p.lastRun === null ? null : p.lastRun / 1000))
     perPlan('tidemark_plan_last_result', '1 if the plan\'s last scheduled test passed, 0 if it failed.', (p) => (p.lastResult === null ? null : p.lastResult === 'passed' ? 1 : 0))
-    // The alerts slice sets these; registered now so dashboards and rules can name them.
-    new Gauge({ name: 'tidemark_alerts_firing', help: '1 for each alert firing, by alert and severity.', labelNames: ['alert', 'severity'], registers: [reg] })
+    new Gauge({
+      name: 'tidemark_store_size_bytes',
+      help: 'The size of the file system holding the appliance\'s --data directory (StoreNearlyFull compares the free bytes with it).',
+      registers: [reg],
+      collect() {
+        if (self.store) this.set(self.store.totalBytes)
+      },
+    })
+    // Firing alerts only (1), as Prometheus's own ALERTS series: a resolved alert's series goes away.
+    new Gauge({
+      name: 'tidemark_alerts_firing',
+      help: '1 for each alert firing (alerts.ts), by alert, severity and volume (none for the store\'s).',
+      labelNames: ['alert', 'severity', 'volume'],
+      registers: [reg],
+      collect() {
+        this.reset()
+        for (const a of self.alerts) this.set(a.volume === null ? { alert: a.name, severity: a.severity } : { alert: a.name, severity: a.severity, volume: a.volume }, 1)
+      },
+    })
   }
 
   /** The scheduled plan tests to report (plan-schedule.ts). */
@@ -147,6 +173,7 @@ export class ApplianceMetrics {
       this.volumes = await this.status.volumes(visible)
       this.store = await this.status.storeStatus()
       this.plans = showPlans && this.planSource ? this.planSource() : []
+      this.alerts = this.alertEngine.firing(visible)
       return this.registry.metrics()
     })
     this.scraping = run.catch(() => undefined)

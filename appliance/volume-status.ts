@@ -36,6 +36,7 @@ interface StoreStats {
   inexactWindows: Array<{ start: number; end: number }>
   retainedSince: string
   retainedWindowSeconds: number
+  base: { seq: number; timeMs: number } | null
   state: string
 }
 
@@ -169,7 +170,7 @@ export class VolumeStatusSource {
         targetSeconds: t.rpo?.warnSeconds ?? null,
         errorSeconds: t.rpo?.errorSeconds ?? null,
       },
-      history: { seconds: s.retainedWindowSeconds, since: s.retainedSince, targetSeconds: t.history?.seconds ?? null },
+      history: { seconds: s.retainedWindowSeconds, since: s.retainedSince, targetSeconds: t.history?.seconds ?? null, trimmed: !!s.base?.timeMs },
       journal: { bytes: s.journalBytes, segments: s.segments, durableSeq: s.durableSeq },
       bytes: { app: s.appBytes, changed: s.changedBytes, wire: s.wireBytes },
       rates: this.rates(v.name),

@@ -4,8 +4,12 @@ import { z } from 'zod'
 import { Appliance, trustNote, type ApplianceOptions } from '../appliance/appliance'
 import { parseAllowList } from '../appliance/access-policy'
 import { parsePlanSchedule } from '../appliance/plan-schedule'
-import { DEFAULT_MARK_RATE, parseDuration, parseMarkRate, parseRetentionRule } from '../appliance/retention'
+import { DEFAULT_MARK_RATE, firstMatch, parseDuration, parseMarkRate, parseRetentionRule } from '../appliance/retention'
 import { parseHistoryTarget, parseRpoTarget, type VolumeTargets } from '../appliance/volume-targets'
+import { AlertCommand } from '../appliance/alert-command'
+import { AlertRules } from '../appliance/alert-rules'
+import { AlertEngine } from '../appliance/alerts'
+import { VolumeStatusSource } from '../appliance/volume-status'
 import { startApplianceHttp } from './appliance-http'
 import { checkHttpExposure } from './http-server'
 import { TidemarkError } from '../proto/errors'
@@ -22,6 +26,16 @@ function cap(flagName: string) {
   return check(z.string(), (s) => /^\d+$/.test(s.trim()), (s) => `${flagName} '${s}' is not a whole number (0: no limit)`).transform((s) => Number(s) || undefined)
 }
 
+/** A duration (30s, 10m, 2h) or plain seconds, as seconds above 0. */
+function duration(flagName: string) {
+  return convert(z.string(), (s) => {
+    const t = s.trim()
+    const ms = /^\d+(\.\d+)?$/.test(t) ? Number(t) * 1000 : parseDuration(t)
+    if (ms === null || !(ms > 0)) throw new Error(`${flagName} '${s}' is not a duration (30s, 10m, 2h or seconds)`)
+    return ms / 1000
+  })
+}
+
 /** A JSON object whose values become "KEY=VALUE" strings, as the repeated flag gives them. */
 function objectOf(message: string) {
   return z.record(z.unknown(), { errorMap: () => ({ message }) })
@@ -33,7 +47,7 @@ export const APPLIANCE = command({
     ...helpOption,
     http: text({
       label: '--http HOST:PORT',
-      help: 'serve Prometheus metrics at /metrics and the read-only JSON status at\n/api/v1/volumes[/NAME] and /api/v1/store (port 0: any; the bound\naddress is printed). Loopback only unless --tls-cert/-key/-ca: then\n' +
+      help: 'serve Prometheus metrics at /metrics and the read-only JSON status at\n/api/v1/volumes[/NAME], /api/v1/store and /api/v1/alerts (port 0:\nany; the bound address is printed). Loopback only unless --tls-cert/-key/-ca: then\n' +
         'HTTPS with client certificates, and with --allow the read role on\nthe volumes shown',
       key: 'http',
       value: convert(z.string(), (s) => (s ? parseHostPort(s, '--http') : undefined)),
@@ -52,11 +66,37 @@ export const APPLIANCE = command({
       config: objectOf('"historyTarget" must map volume patterns to durations').transform((o) => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`)),
       value: convert(z.array(z.string()), (l) => l.map(parseHistoryTarget)),
     }),
+    'alert-command': text({
+      label: '--alert-command CMD',
+      help: 'run CMD (with /bin/sh -c) when an alert starts, changes severity or\nends, with the alert as JSON on its stdin (GET /api/v1/alerts\'s\nshape plus "state": "firing" or "resolved"); one at a time, in order',
+      key: 'alertCommand',
+    }),
+    'alert-command-timeout': text({
+      label: '--alert-command-timeout D',
+      help: 'kill an --alert-command still running after D (default 10s)',
+      key: 'alertCommandTimeout',
+      default: '10s',
+      value: duration('--alert-command-timeout'),
+    }),
+    'alert-behind-after': text({
+      label: '--alert-behind-after D',
+      help: 'the Behind alert fires for a volume behind for longer than D\n(default 10m)',
+      key: 'alertBehindAfter',
+      default: '10m',
+      value: duration('--alert-behind-after'),
+    }),
+    'alert-stall-after': text({
+      label: '--alert-stall-after D',
+      help: 'ResyncWithoutProgress fires for a resync or initial copy whose\nremaining bytes did not shrink for D (default 5m)',
+      key: 'alertStallAfter',
+      default: '5m',
+      value: duration('--alert-stall-after'),
+    }),
     config: text({
       label: '--config FILE',
       help:
         'the same settings in YAML (.yaml, .yml) or JSON: data, listen,\ntls: {cert, key, ca}, allow: {ID: [ROLE:PAT, ...]}, insecure,\nretain: {PAT: SPEC}, retainLock, compactEvery, scrubEvery, segmentSize,\nplans: [{file, every}], ' +
-        'replicaImage, journalIo, dataPort, statsInterval, logLevel, logFormat,\nnbd, nbdMaxConnections, nbdHandshakeTimeout, limits: {streams, volumes,\nvolumeSize, retired, markRate}, http, rpoTarget: {PAT: WARN[,ERROR]},\nhistoryTarget: {PAT: DURATION} (contrib/appliance.yaml)',
+        'replicaImage, journalIo, dataPort, statsInterval, logLevel, logFormat,\nnbd, nbdMaxConnections, nbdHandshakeTimeout, limits: {streams, volumes,\nvolumeSize, retired, markRate}, http, rpoTarget: {PAT: WARN[,ERROR]},\nhistoryTarget: {PAT: DURATION}, alertCommand, alertCommandTimeout,\nalertBehindAfter, alertStallAfter (contrib/appliance.yaml)',
       alone: true,
     }),
     'tls-cert': text({ label: '--tls-cert/-key/-ca', help: 'require mutual TLS: agents present certificates signed by the CA', key: 'tls.cert' }),
@@ -232,20 +272,25 @@ export const APPLIANCE = command({
                      [--segment-size SIZE] [--retain PATTERN=SPEC ...] [--retain-lock DURATION] [--compact-every SECONDS] [--scrub-every SECONDS]
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
                      [--http HOST:PORT] [--rpo-target PATTERN=WARN[,ERROR] ...] [--history-target PATTERN=DURATION ...] [--log-format auto|json|pretty]
+                     [--alert-command CMD] [--alert-command-timeout D] [--alert-behind-after D] [--alert-stall-after D]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
 each batch is checksummed, journaled and fsynced before it is acknowledged, and
 indexed so that any durable point can be restored.
 
-${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'plan', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'stats-interval', 'log-level', 'log-format', 'config')}
+${rows(24, 'data', 'listen', 'data-port', 'nbd', 'nbd-max-connections', 'nbd-handshake-timeout', 'tls-cert', 'allow', 'insecure', 'limit-streams', 'limit-volumes', 'limit-volume-size', 'limit-retired', 'segment-size', 'retain', 'retain-lock', 'limit-mark-rate', 'compact-every', 'scrub-every', 'plan', 'replica-image', 'journal-io', 'http', 'rpo-target', 'history-target', 'alert-command', 'alert-command-timeout', 'alert-behind-after', 'alert-stall-after', 'stats-interval', 'log-level', 'log-format', 'config')}
 `,
 })
 
 export const APPLIANCE_HELP = helpText(APPLIANCE)
 
 /** The appliance's options, and the operator plane's, which the CLI serves beside it (appliance-http.ts). */
-export type ApplianceArgs = ApplianceOptions & { http?: { host: string; port: number }; targets: VolumeTargets }
+export type ApplianceArgs = ApplianceOptions & {
+  http?: { host: string; port: number }
+  targets: VolumeTargets
+  alerts: { command: string | null; commandTimeoutSeconds: number; behindAfterSeconds: number; stallAfterSeconds: number }
+}
 
 export function parseApplianceArgs(argv: string[]): ApplianceArgs | 'help' {
   const p = parseCommand(APPLIANCE, argv)
@@ -278,6 +323,12 @@ export function parseApplianceArgs(argv: string[]): ApplianceArgs | 'help' {
   return {
     http: a.http,
     targets: { rpo: a['rpo-target'] ?? [], history: a['history-target'] ?? [] },
+    alerts: {
+      command: a['alert-command'] || null,
+      commandTimeoutSeconds: a['alert-command-timeout']!,
+      behindAfterSeconds: a['alert-behind-after']!,
+      stallAfterSeconds: a['alert-stall-after']!,
+    },
     dataDir: path.resolve(a.data!),
     listen: hostPort,
     listenUnix: unixPath,
@@ -325,11 +376,30 @@ export async function runAppliance(argv: string[]): Promise<number> {
       (trust ? `tidemark appliance: trusting every caller: ${trust}\n` : '') +
       (appliance.nbd ? `tidemark appliance: serving NBD on ${appliance.nbd.address}\n` : '')
   )
+  // Alerts run with or without --http: their log lines and --alert-command stand alone.
+  const alertStatus = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, opts.targets, opts.dataDir)
+  const alerts = new AlertEngine(
+    alertStatus,
+    new AlertRules({
+      behindAfterSeconds: opts.alerts.behindAfterSeconds,
+      stallAfterSeconds: opts.alerts.stallAfterSeconds,
+      journalCap: (volume) => firstMatch(opts.retain ?? [], volume)?.spec.maxBytes ?? null,
+    }),
+    opts.logger,
+    opts.alerts.command ? new AlertCommand(opts.alerts.command, opts.alerts.commandTimeoutSeconds * 1000, opts.logger) : null
+  )
+  alertStatus.start()
+  alerts.start()
+  const stopAlerts = async (): Promise<void> => {
+    alertStatus.stop()
+    await alerts.stop()
+  }
   let http: Awaited<ReturnType<typeof startApplianceHttp>> | null = null
   if (opts.http) {
     try {
-      http = await startApplianceHttp(appliance, { ...opts.http, tls: opts.tls, targets: opts.targets, dataDir: opts.dataDir, log: opts.logger })
+      http = await startApplianceHttp(appliance, { ...opts.http, tls: opts.tls, targets: opts.targets, dataDir: opts.dataDir, log: opts.logger, alerts })
     } catch (err) {
+      await stopAlerts()
       await appliance.stop()
       if (err instanceof TidemarkError) throw new TidemarkError(err.code, `tidemark appliance: ${err.message}`)
       throw err
@@ -339,6 +409,7 @@ export async function runAppliance(argv: string[]): Promise<number> {
     const stop = (sig: string): void => {
       opts.logger.info({ signal: sig }, 'stopping')
       Promise.resolve(http?.close())
+        .then(stopAlerts)
         .then(() => appliance.stop())
         .then(resolve, resolve)
     }

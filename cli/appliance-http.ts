@@ -4,11 +4,13 @@
 //   /api/v1/volumes[/NAME]   the JSON status (client/status-api.ts)
 //   /api/v1/store            the store's free space
 //   /, /api/v1/series, /api/v1/volumes/NAME/timemarks   the dashboard (dashboard-http.ts)
+//   /api/v1/alerts           the alerts firing (appliance/alerts.ts)
 // With an allow-list, every route needs the `read` role (Admin.Stats's) on
 // some volume, and shows only the volumes the caller holds it on; /metrics
 // drops the other volumes' series from its text.
 import type { Logger } from 'pino'
 import type { Appliance } from '../appliance/appliance'
+import type { AlertEngine } from '../appliance/alerts'
 import { ApplianceMetrics } from '../appliance/appliance-metrics'
 import type { Authorizer } from '../appliance/authorizer'
 import { VolumeStatusSource } from '../appliance/volume-status'
@@ -19,7 +21,7 @@ import { TidemarkError } from '../proto/errors'
 import { DASHBOARD_ROUTES, dashboardRoutes } from './dashboard-http'
 import { HttpServer, metricsReply, notFound, type HttpCaller, type HttpReply } from './http-server'
 
-const ROUTES = `/metrics, ${STATUS_API}/volumes, ${STATUS_API}/volumes/NAME and ${STATUS_API}/store`
+const ROUTES = `/metrics, ${STATUS_API}/volumes, ${STATUS_API}/volumes/NAME, ${STATUS_API}/store and ${STATUS_API}/alerts`
 
 /** Keeps the lines of an exposition text whose volume label (if any) is one of `visible`. */
 export function onlyVolumes(text: string, visible: Set<string>): string {
@@ -35,10 +37,10 @@ export function onlyVolumes(text: string, visible: Set<string>): string {
 
 export async function startApplianceHttp(
   appliance: Appliance,
-  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; targets: VolumeTargets; dataDir: string; log: Logger }
+  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; targets: VolumeTargets; dataDir: string; log: Logger; alerts: AlertEngine }
 ): Promise<{ server: HttpServer; close(): Promise<void> }> {
   const status = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, o.targets, o.dataDir)
-  const metrics = new ApplianceMetrics(status, appliance.replication)
+  const metrics = new ApplianceMetrics(status, appliance.replication, o.alerts)
   const plans = appliance.plans
   if (plans) metrics.setPlans(() => plans.status())
   const auth: Authorizer = appliance.auth
@@ -77,6 +79,9 @@ export async function startApplianceHttp(
     if (path === `${STATUS_API}/store`) {
       visible(c)
       return { status: 200, body: await status.storeStatus() }
+    }
+    if (path === `${STATUS_API}/alerts`) {
+      return { status: 200, body: { alerts: o.alerts.firing(visible(c)) } }
     }
     return notFound(path, `${ROUTES}, ${DASHBOARD_ROUTES}`)
   }

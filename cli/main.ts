@@ -11,6 +11,7 @@ const COMMANDS: Record<string, () => Promise<Run>> = {
   restore: async () => (await import('./restore-command')).runRestore,
   failback: async () => (await import('./failback-command')).runFailback,
   stats: async () => (await import('./inspect-commands')).runStats,
+  status: async () => (await import('./status-command')).runStatus,
   journal: async () => (await import('./inspect-commands')).runJournal,
   timeview: async () => (await import('./timeview-command')).runTimeview,
   timemark: async () => (await import('./timemark-command')).runTimemark,
@@ -29,6 +30,7 @@ Commands:
   failback   make a production volume equal to a point, sending only differing sectors
   journal    inspect an appliance's journal: ls, show, verify
   stats      an appliance's counters per volume
+  status     each volume's state, RPO, history, rates and alerts, from the appliance's --http API (--watch)
   timemark   create TimeMarks (through the agent) and list them (at the appliance)
   timeview   serve a volume at a point in time over NBD (read-only, or a copy-on-write overlay)
   volume     an admin's changes to a volume: accept-generation

@@ -7,6 +7,7 @@
 //   GET /api/v1/volumes        {"volumes": [VolumeStatus, ...]}   the volumes the caller may read
 //   GET /api/v1/volumes/NAME   VolumeStatus                       404 if unknown (or not the caller's)
 //   GET /api/v1/store          StoreStatus
+//   GET /api/v1/alerts         {"alerts": [Alert, ...]}        the alerts firing now (appliance/alerts.ts)
 //
 // Units are in the names: bytes, seconds, bytes per second; times are ISO
 // strings. null means "not known" (no agent has reported it since the
@@ -51,6 +52,12 @@ export interface VolumeStatus {
     since: string
     /** --history-target */
     targetSeconds: number | null
+    /**
+     * retention has given up the oldest history (the journal no longer reaches
+     * back to the volume's creation): a history under its target is then
+     * shrinking, not young
+     */
+    trimmed: boolean
   }
   journal: { bytes: number; segments: number; durableSeq: number }
   /** since the volume was created here: what the application wrote, what really changed, what crossed the wire */
@@ -82,6 +89,42 @@ export interface StoreStatus {
   /** every volume's journal together */
   journalBytes: number
   volumes: number
+}
+
+/** The alerts the appliance evaluates every second (appliance/alert-rules.ts says when each fires). */
+export const ALERT_NAMES = [
+  'RpoBreach',
+  'ReplicationStale',
+  'HistoryShrinking',
+  'JournalNearLimit',
+  'StoreNearlyFull',
+  'Behind',
+  'ResyncWithoutProgress',
+  'AgentDisconnected',
+] as const
+export type AlertName = (typeof ALERT_NAMES)[number]
+export type AlertSeverity = 'warning' | 'error'
+
+/** One alert firing: one per name and volume, at its worst severity now. */
+export interface Alert {
+  name: AlertName
+  severity: AlertSeverity
+  /** null for the store's alerts */
+  volume: string | null
+  /** when it started firing (a change of severity keeps it) */
+  since: string
+  /** what was measured, in the unit of `threshold` (seconds, bytes or percent: the summary says) */
+  value: number
+  /** the threshold of `severity` it crossed */
+  threshold: number
+  /** one line: what is wrong */
+  summary: string
+  /** what to do about it */
+  action: string
+}
+
+export interface AlertsReply {
+  alerts: Alert[]
 }
 
 /** An API answer that was not 200: the status and the server's one-line reason. */
@@ -141,4 +184,8 @@ export function getVolume(base: string, name: string, opts?: FetchOptions): Prom
 
 export function getStore(base: string, opts?: FetchOptions): Promise<StoreStatus> {
   return getJson<StoreStatus>(base, `${STATUS_API}/store`, opts)
+}
+
+export function getAlerts(base: string, opts?: FetchOptions): Promise<AlertsReply> {
+  return getJson<AlertsReply>(base, `${STATUS_API}/alerts`, opts)
 }

@@ -4,7 +4,7 @@
 # says exactly what to install.
 set -euo pipefail
 need=(qemu-io nbdkit nbdinfo nbdcopy fio nbdfuse fusermount3 fuse2fs sqlite3 e2fsck mkfs.ext4 debugfs clang++ openssl strace
-      qemu-system-x86_64 busybox cpio modinfo chromium)
+      qemu-system-x86_64 busybox cpio modinfo chromium promtool)
 missing=()
 for c in "${need[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
 # The VM test's guest (test/lib/guest.ts): a kernel with its modules, and a static busybox.
@@ -16,7 +16,7 @@ pkg-config --exists gnutls 2>/dev/null || missing+=(gnutls)
 pkg-config --exists liblz4 libxxhash 2>/dev/null || missing+=(liblz4 libxxhash)
 [ ${#missing[@]} -eq 0 ] && exit 0
 pkgs=(qemu-utils nbdkit libnbd-bin fio fuse3 fuse2fs sqlite3 e2fsprogs clang libclang-rt-14-dev cmake openssl strace pkg-config libgnutls28-dev liblz4-dev libxxhash-dev
-      qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio kmod xz-utils)
+      qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio kmod xz-utils prometheus)
 # The dashboard test's headless browser, installed on its own without its
 # recommends (they pull in a desktop's worth of fonts, themes and audio the
 # headless test never uses); the packages above keep apt's default.

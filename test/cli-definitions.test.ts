@@ -90,6 +90,8 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--http', '127.0.0.1:0', '--rpo-target', '*=30s,2m', '--rpo-target', 'db*=5', '--history-target', 'db*=7d',
     '--limit-streams', '4', '--limit-volumes', '2', '--limit-volume-size', '64G', '--limit-retired', '3', '--limit-mark-rate', '10/30m',
     '--log-format', 'pretty', '--plan', 'shop.yaml=24h', '--plan', 'hr.yml=30m',
+    '--log-format', 'pretty',
+    '--alert-command', 'logger -t tidemark', '--alert-command-timeout', '30s', '--alert-behind-after', '15m', '--alert-stall-after', '120',
   ]
   const config = {
     data: path.join(dir, 'data'),
@@ -116,6 +118,10 @@ t.test('the appliance reads the same settings from flags and from the config key
     historyTarget: { 'db*': '7d' },
     limits: { streams: 4, volumes: 2, volumeSize: '64G', retired: 3, markRate: '10/30m' },
     plans: [{ file: 'shop.yaml', every: '24h' }, { file: 'hr.yml', every: '30m' }],
+    alertCommand: 'logger -t tidemark',
+    alertCommandTimeout: '30s',
+    alertBehindAfter: '15m',
+    alertStallAfter: 120,
   }
   const keys = new Set(Object.values(APPLIANCE.options).flatMap((o) => (o.key ? [o.key.split('.')[0]] : [])))
   t.same([...keys].sort(), Object.keys(config).sort(), 'every config key of the definition is exercised')
@@ -132,6 +138,8 @@ t.test('the appliance reads the same settings from flags and from the config key
   for (const [bad, why] of [['shop.yaml', /must be FILE=EVERY/], ['shop.yaml=daily', /'daily' is not a period/], ['shop.yaml=0m', /under a minute/]] as const) {
     t.throws(() => parseApplianceArgs(['--data', 'd', '--listen', '127.0.0.1:0', '--plan', bad]), { message: why }, `--plan ${bad} is refused`)
   }
+  t.same(parsed !== 'help' && parsed.alerts, { command: 'logger -t tidemark', commandTimeoutSeconds: 30, behindAfterSeconds: 900, stallAfterSeconds: 120 }, 'the alert settings, in seconds')
   const dflt = parseApplianceArgs(['--data', 'd', '--listen', '127.0.0.1:0'])
+  t.same(dflt !== 'help' && dflt.alerts, { command: null, commandTimeoutSeconds: 10, behindAfterSeconds: 600, stallAfterSeconds: 300 }, 'the alert defaults: 10 s, 10 min, 5 min')
   t.same(dflt !== 'help' && dflt.markRate, { count: 12, periodMs: 3_600_000, text: '12/h' }, 'a mark rate cap is on by default')
 })

@@ -156,7 +156,7 @@ machines:
     t.equal(r.code, 0, `exits 0 ${r.stderr}`)
     t.match(r.stdout, /^plan shop: test passed: RTO [\d.]+ s\n  point: TimeMark \d+ 'plan-mark'/, 'the result and the RTO first, then the point')
     t.match(r.stdout, /\n  db \(boot 1\): green after [\d.]+ s: console matched: tm-boot role=db lines=0/, 'a line per machine')
-    t.match(r.stdout, /\n  torn down: 1 VM stopped, namespace tidemark-plan-shop-[0-9a-f]+ deleted, views deleted\n$/, 'and the teardown')
+    t.match(r.stdout, /\n  torn down: 1 VM stopped, namespace tidemark-plan-shop-[0-9a-f]+ deleted, views deleted\n  recorded in the appliance's audit trail: entry \d+, by \(unidentified\)\n$/, 'and the teardown, and the audit entry')
     t.equal(r.stderr, '', 'no progress lines when stderr is not a terminal')
   })
 

@@ -70,7 +70,7 @@ class FakeVolumes implements SeriesSource {
         state: 'normal',
         agent: { id: 'a', connected: true, identity: null, peer: null, since: null, lastHeard: null },
         rpo: { seconds: this.rpo, capturedBefore: null, targetSeconds: 10, errorSeconds: null },
-        history: { seconds: 100, since: '', targetSeconds: null },
+        history: { seconds: 100, since: '', targetSeconds: null, trimmed: false },
         journal: { bytes: 4096, segments: 1, durableSeq: 1 },
         bytes: { app: 0, changed: 0, wire: 0 },
         rates: { appBytesPerSecond: this.app, changedBytesPerSecond: 0, wireBytesPerSecond: 0 },
