@@ -90,7 +90,6 @@ t.test('the appliance reads the same settings from flags and from the config key
     '--http', '127.0.0.1:0', '--rpo-target', '*=30s,2m', '--rpo-target', 'db*=5', '--history-target', 'db*=7d',
     '--limit-streams', '4', '--limit-volumes', '2', '--limit-volume-size', '64G', '--limit-retired', '3', '--limit-mark-rate', '10/30m',
     '--log-format', 'pretty', '--plan', 'shop.yaml=24h', '--plan', 'hr.yml=30m',
-    '--log-format', 'pretty',
     '--alert-command', 'logger -t tidemark', '--alert-command-timeout', '30s', '--alert-behind-after', '15m', '--alert-stall-after', '120',
   ]
   const config = {
