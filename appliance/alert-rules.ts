@@ -15,6 +15,8 @@
 //                          did not improve for --alert-stall-after, while connected
 //   AgentDisconnected      no agent attached for longer than the RPO target (error:
 //                          its error threshold), or 60 s without a target
+//   PlanTestFailed         a recovery plan's last scheduled test failed (error)
+//   PlanTestOverdue        no scheduled test of a plan has passed for two of its periods
 //
 // Four rules need to know since when something holds, which one status does
 // not say: the rules keep that per volume (VolumeMemory), starting from the
@@ -22,12 +24,14 @@
 // its worst severity only; the engine (alerts.ts) turns the conditions of
 // successive evaluations into starts and ends.
 import type { AlertName, AlertSeverity, StoreStatus, VolumeStatus } from '../client/status-api'
+import type { PlanProofStatus } from './plan-schedule'
 
 /** An alert's condition as one evaluation sees it (alerts.ts adds `since`). */
 export interface Condition {
   name: AlertName
   severity: AlertSeverity
   volume: string | null
+  plan?: string
   value: number
   threshold: number
   summary: string
@@ -41,6 +45,8 @@ export interface AlertRuleOptions {
   stallAfterSeconds: number
   /** the --retain journal cap of a volume, null without one */
   journalCap: (volume: string) => number | null
+  /** the scheduled plan tests (plan-schedule.ts) */
+  plans?: () => PlanProofStatus[]
 }
 
 /** AgentDisconnected's threshold for a volume without an RPO target. */
@@ -115,7 +121,41 @@ export class AlertRules {
         })
       }
     }
+    for (const p of this.o.plans?.() ?? []) this.plan(now, p, out)
     return out
+  }
+
+  /** A scheduled plan test that failed, or none passed for two periods: the journal is not proven recoverable. */
+  private plan(now: number, p: PlanProofStatus, out: Condition[]): void {
+    const run = `tidemark plan test --plan ${p.file}`
+    if (p.lastResult === 'failed') {
+      out.push({
+        name: 'PlanTestFailed',
+        severity: 'error',
+        volume: null,
+        plan: p.plan,
+        value: p.lastSuccess === null ? 0 : Math.round((now - p.lastSuccess) / 1000),
+        threshold: 0,
+        summary: `the scheduled test of recovery plan ${p.plan} failed: ${p.lastError ?? 'a check failed'}`,
+        action: `run ${run} to see its report (each machine's check and console tail); fix the plan or the recovery site before it is needed`,
+      })
+      return
+    }
+    const last = p.lastSuccess ?? p.scheduledSince
+    const overdue = (now - last) / 1000
+    const limit = (2 * p.everyMs) / 1000
+    if (overdue > limit) {
+      out.push({
+        name: 'PlanTestOverdue',
+        severity: 'warning',
+        volume: null,
+        plan: p.plan,
+        value: Math.round(overdue),
+        threshold: limit,
+        summary: `no scheduled test of recovery plan ${p.plan} has passed for ${secs(overdue)} (it runs every ${secs(p.everyMs / 1000)})${p.running ? '; one is running' : ''}`,
+        action: `see the appliance's log for the plan's runs, or run ${run}`,
+      })
+    }
   }
 
   private volume(now: number, v: VolumeStatus, out: Condition[]): void {

@@ -23,12 +23,12 @@ import type { VolumeStatusSource } from './volume-status'
 
 export const EVALUATE_EVERY_MS = 1000
 
-function key(c: { name: string; volume: string | null }): string {
-  return `${c.name}\0${c.volume ?? ''}`
+function key(c: { name: string; volume: string | null; plan?: string }): string {
+  return `${c.name}\0${c.volume ?? ''}\0${c.plan ?? ''}`
 }
 
-function where(a: { volume: string | null }): string {
-  return a.volume === null ? 'the store' : `volume ${a.volume}`
+function where(a: { volume: string | null; plan?: string }): string {
+  return a.plan !== undefined ? `plan ${a.plan}` : a.volume === null ? 'the store' : `volume ${a.volume}`
 }
 
 export class AlertEngine {
@@ -89,7 +89,17 @@ export class AlertEngine {
       held.add(k)
       const was = this.firingNow.get(k)
       // The API's order of keys: what, how bad, where, since when, then the numbers and the words.
-      const a: Alert = { name: c.name, severity: c.severity, volume: c.volume, since: was?.since ?? new Date(now).toISOString(), value: c.value, threshold: c.threshold, summary: c.summary, action: c.action }
+      const a: Alert = {
+        name: c.name,
+        severity: c.severity,
+        volume: c.volume,
+        ...(c.plan !== undefined ? { plan: c.plan } : {}),
+        since: was?.since ?? new Date(now).toISOString(),
+        value: c.value,
+        threshold: c.threshold,
+        summary: c.summary,
+        action: c.action,
+      }
       this.firingNow.set(k, a)
       if (!was) {
         this.log.warn({ alert: a }, `alert ${a.name} (${a.severity}) firing on ${where(a)}: ${a.summary}`)

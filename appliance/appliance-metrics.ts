@@ -151,12 +151,15 @@ export class ApplianceMetrics {
     // Firing alerts only (1), as Prometheus's own ALERTS series: a resolved alert's series goes away.
     new Gauge({
       name: 'tidemark_alerts_firing',
-      help: '1 for each alert firing (alerts.ts), by alert, severity and volume (none for the store\'s).',
-      labelNames: ['alert', 'severity', 'volume'],
+      help: '1 for each alert firing (alerts.ts), by alert, severity and volume (none for the store\'s), or plan for a recovery plan\'s.',
+      labelNames: ['alert', 'severity', 'volume', 'plan'],
       registers: [reg],
       collect() {
         this.reset()
-        for (const a of self.alerts) this.set(a.volume === null ? { alert: a.name, severity: a.severity } : { alert: a.name, severity: a.severity, volume: a.volume }, 1)
+        for (const a of self.alerts) {
+          const where = a.plan !== undefined ? { plan: a.plan } : a.volume === null ? {} : { volume: a.volume }
+          this.set({ alert: a.name, severity: a.severity, ...where }, 1)
+        }
       },
     })
   }

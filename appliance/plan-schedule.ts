@@ -23,6 +23,7 @@ import type { Logger } from 'pino'
 import { TidemarkError } from '../proto/errors'
 
 const FIRST_RUN_MS = 60_000
+const MIN_EVERY_MS = 10_000
 const RUN_TIMEOUT_MS = 30 * 60_000
 /** What the child printed last, kept for the log when it fails. */
 const TAIL_BYTES = 4096
@@ -46,6 +47,8 @@ export interface PlanProofStatus {
   rtoSeconds: number | null
   lastError: string | null
   runs: number
+  /** when the schedule began (the appliance started): an overdue test counts from here until one passes */
+  scheduledSince: number
 }
 
 /** How the child reaches this appliance: `--appliance` and the TLS flags. */
@@ -54,16 +57,16 @@ export interface SelfAddress {
   tls?: { cert: string; key: string; ca: string }
 }
 
-/** `every` as milliseconds: 30m, 12h, 1d (at least a minute). */
+/** `every` as milliseconds: 30m, 12h, 1d (at least MIN_EVERY_MS: a lab proves a plan every few seconds). */
 export function parsePlanSchedule(spec: string): ScheduledPlan {
   const eq = spec.lastIndexOf('=')
   if (eq <= 0 || eq === spec.length - 1) throw new TidemarkError('USAGE', `--plan '${spec}' must be FILE=EVERY (e.g. shop.yaml=24h)`)
   const file = spec.slice(0, eq)
   const every = spec.slice(eq + 1)
-  const m = /^(\d+)(m|h|d)$/.exec(every)
+  const m = /^(\d+)(s|m|h|d)$/.exec(every)
   if (!m) throw new TidemarkError('USAGE', `--plan ${file}: '${every}' is not a period (30m, 12h, 1d)`)
-  const everyMs = Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd']
-  if (everyMs < 60_000) throw new TidemarkError('USAGE', `--plan ${file}: every '${every}' is under a minute`)
+  const everyMs = Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd']
+  if (everyMs < MIN_EVERY_MS) throw new TidemarkError('USAGE', `--plan ${file}: every '${every}' is under ${MIN_EVERY_MS / 1000} s`)
   return { file: path.resolve(file), everyMs, every }
 }
 
@@ -85,6 +88,7 @@ class PlanProof {
       rtoSeconds: null,
       lastError: null,
       runs: 0,
+      scheduledSince: Date.now(),
     }
   }
 }

@@ -384,6 +384,7 @@ export async function runAppliance(argv: string[]): Promise<number> {
       behindAfterSeconds: opts.alerts.behindAfterSeconds,
       stallAfterSeconds: opts.alerts.stallAfterSeconds,
       journalCap: (volume) => firstMatch(opts.retain ?? [], volume)?.spec.maxBytes ?? null,
+      plans: () => appliance.plans?.status() ?? [],
     }),
     opts.logger,
     opts.alerts.command ? new AlertCommand(opts.alerts.command, opts.alerts.commandTimeoutSeconds * 1000, opts.logger) : null

@@ -101,6 +101,9 @@ export const ALERT_NAMES = [
   'Behind',
   'ResyncWithoutProgress',
   'AgentDisconnected',
+  // the appliance's scheduled plan tests (appliance/plan-schedule.ts)
+  'PlanTestFailed',
+  'PlanTestOverdue',
 ] as const
 export type AlertName = (typeof ALERT_NAMES)[number]
 export type AlertSeverity = 'warning' | 'error'
@@ -109,8 +112,10 @@ export type AlertSeverity = 'warning' | 'error'
 export interface Alert {
   name: AlertName
   severity: AlertSeverity
-  /** null for the store's alerts */
+  /** null for the store's alerts and the plans' */
   volume: string | null
+  /** the recovery plan, for PlanTestFailed and PlanTestOverdue */
+  plan?: string
   /** when it started firing (a change of severity keeps it) */
   since: string
   /** what was measured, in the unit of `threshold` (seconds, bytes or percent: the summary says) */

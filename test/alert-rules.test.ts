@@ -112,3 +112,20 @@ t.test('AgentDisconnected: the RPO target, or 60 s without one; JournalNearLimit
   t.same(store(99), ['StoreNearlyFull/warning'])
   t.same(store(49), ['StoreNearlyFull/error'])
 })
+
+t.test('scheduled plan tests: a failed one is an error at once; none passed for two periods is overdue', async (t) => {
+  const DAY = 86_400_000
+  let plans = [{ plan: 'shop', file: '/etc/tidemark/shop.yaml', everyMs: DAY, running: false, lastRun: null as number | null, lastResult: null as 'passed' | 'failed' | null, lastSuccess: null as number | null, rtoSeconds: null, lastError: null as string | null, runs: 0, scheduledSince: T0 }]
+  const r = new AlertRules({ behindAfterSeconds: 600, stallAfterSeconds: 300, journalCap: () => null, plans: () => plans })
+  t.same(names(r.evaluate(T0 + DAY, [], STORE)), [], 'not run yet, within two periods: nothing')
+  const late = r.evaluate(T0 + 2 * DAY + 1000, [], STORE)
+  t.same(names(late), ['PlanTestOverdue/warning'], 'no pass for two periods since the schedule began: overdue')
+  t.equal(late[0].plan, 'shop')
+  plans = [{ ...plans[0], lastRun: T0 + DAY, lastResult: 'failed', lastError: 'machine db: check timed out', runs: 1 }]
+  const failed = r.evaluate(T0 + DAY + 5000, [], STORE)
+  t.same(names(failed), ['PlanTestFailed/error'], 'a failed run: an error at once')
+  t.match(failed[0].summary, /plan shop failed: machine db: check timed out/)
+  plans = [{ ...plans[0], lastRun: T0 + 2 * DAY, lastResult: 'passed', lastSuccess: T0 + 2 * DAY, lastError: null, runs: 2 }]
+  t.same(names(r.evaluate(T0 + 3 * DAY, [], STORE)), [], 'a passed run clears both')
+  t.same(names(r.evaluate(T0 + 4 * DAY + 1000, [], STORE)), ['PlanTestOverdue/warning'], 'and two periods without another pass is overdue again')
+})
