@@ -384,32 +384,34 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
  * any free one), so the embedded default shows the whole job: capture,
  * replication, restore. Resolves with its address once it listens.
  */
-async function startDemoAppliance(dataDir: string): Promise<{ address: string; child: ChildProcess }> {
+async function startDemoAppliance(dataDir: string): Promise<{ address: string; http: string | null; child: ChildProcess }> {
   const bin = path.join(__dirname, '..', '..', 'bin', 'tidemark.js')
-  const child = spawn(process.execPath, [bin, 'appliance', '--data', dataDir, '--listen', '127.0.0.1:0'], {
+  // With its dashboard and status API on a loopback port of its own (port 0: any free one).
+  const child = spawn(process.execPath, [bin, 'appliance', '--data', dataDir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], {
     stdio: ['ignore', 'inherit', 'pipe'],
     // Its own process group: Ctrl-C reaches the agent only, which drains to
     // the appliance first and then stops it.
     detached: true,
   })
   let err = ''
-  const address = await new Promise<string>((resolve, reject) => {
+  const [address, http] = await new Promise<[string, string]>((resolve, reject) => {
     const onData = (d: Buffer): void => {
       err += d
       const m = /listening on (127\.0\.0\.1:\d+)/.exec(err)
-      if (!m) return
+      const h = /http listening on (http:\/\/\S+)/.exec(err)
+      if (!m || !h) return
       child.stderr!.off('data', onData)
       child.off('exit', onExit)
       process.stderr.write(err)
       child.stderr!.pipe(process.stderr)
-      resolve(m[1])
+      resolve([m[1], h[1].replace(/\/$/, '')])
     }
     const onExit = (code: number | null): void =>
       reject(new TidemarkError('DEMO_FAILED', `tidemark agent: the demo appliance exited ${code}: ${err.trim()}`))
     child.stderr!.on('data', onData)
     child.once('exit', onExit)
   })
-  return { address, child }
+  return { address, http, child }
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
@@ -419,11 +421,20 @@ export async function runAgent(argv: string[]): Promise<number> {
     return 0
   }
   if (opts.nbdWarning) process.stderr.write(`${opts.nbdWarning}\n`)
-  let demo: { address: string; child: ChildProcess } | undefined
+  let demo: { address: string; http: string | null; child: ChildProcess } | undefined
   if (opts.demoApplianceDir) {
     demo = await startDemoAppliance(opts.demoApplianceDir)
     opts.appliance = { address: demo.address }
-    opts.logger.info({ appliance: demo.address, data: opts.demoApplianceDir, restore: `npx tidemark restore --appliance ${demo.address} --volume demo --seq latest --out demo-copy.img` }, 'demo: replicating to an appliance of its own')
+    opts.logger.info(
+      {
+        appliance: demo.address,
+        data: opts.demoApplianceDir,
+        dashboard: `${demo.http}/`,
+        status: `npx tidemark status --appliance ${demo.http} --watch 2`,
+        restore: `npx tidemark restore --appliance ${demo.address} --volume demo --seq latest --out demo-copy.img`,
+      },
+      `demo: replicating to an appliance of its own; its dashboard is ${demo.http}/`
+    )
   }
   const stopDemo = async (): Promise<void> => {
     if (!demo || demo.child.exitCode !== null) return

@@ -28,7 +28,7 @@ t.test('agent --demo: the README walk-through, then Ctrl-C drains to the applian
   const demo = new ServiceProcess(proc)
   t.teardown(() => demo.stop())
 
-  const started = await demo.waitForLog(/^demo: replicating to an appliance of its own$/, 60_000)
+  const started = await demo.waitForLog(/^demo: replicating to an appliance of its own; its dashboard is http:\/\/127\.0\.0\.1:\d+\/$/, 60_000)
   const address = String(started.appliance)
   t.match(address, /^127\.0\.0\.1:\d+$/, `the demo's appliance listens on loopback (${address})`)
   t.match(demo.err, new RegExp(`listening on ${address}`), 'and says so on stderr, as the README tells the user to look for')
@@ -44,6 +44,16 @@ t.test('agent --demo: the README walk-through, then Ctrl-C drains to the applian
   const mark = await tidemarkJson<{ durable: boolean; seq: number }>(
     ['timemark', 'create', '--control', 'unix:.tidemark/control.sock', '--volume', 'demo', '--label', 'before-upgrade'], { cwd: dir })
   t.ok(mark.durable, 'a TimeMark is taken through ./.tidemark/control.sock and held by the appliance')
+  // The quick start's status view and dashboard, at the URL the demo printed.
+  const dashboard = String(started.dashboard)
+  t.match(dashboard, /^http:\/\/127\.0\.0\.1:\d+\/$/, `the demo prints its dashboard's URL (${dashboard})`)
+  t.equal(started.status, `npx tidemark status --appliance ${dashboard.slice(0, -1)} --watch 2`, 'and the status command to watch it')
+  const page = await fetch(dashboard)
+  t.equal(page.status, 200, 'the dashboard answers')
+  t.match(await page.text(), /<html/i, 'with its page')
+  const status = await tidemark(['status', '--appliance', dashboard.slice(0, -1)], { cwd: dir })
+  t.equal(status.code, 0, `tidemark status answers (${status.stderr.trim()})`)
+  t.match(status.stdout, /demo/, 'and shows the demo volume')
   const stats = await tidemark(['stats', '--appliance', address], { cwd: dir })
   t.equal(stats.code, 0, 'stats answers')
   t.match(stats.stdout, /\| demo \| \d+ \|/, 'and lists the demo volume')
