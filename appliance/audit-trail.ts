@@ -20,6 +20,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { writeFileAtomic } from '../native/atomic-file'
+import type { AuditEntryJson, PlanRun } from '../client/plan-audit'
 import { TidemarkError } from '../proto/errors'
 
 export const AUDIT_LOG = 'audit.log'
@@ -30,23 +31,9 @@ const MAX_FIELD_BYTES = 256
 const MAX_DETAILS_BYTES = 16 * 1024
 const HASH_TAIL = /,"hash":"([0-9a-f]{64})"\}$/
 
-export interface AuditRecord {
-  action: string
-  plan: string
-  point: string
-  result: string
-  durationMs: number
-  volumes: string[]
-  details: Record<string, unknown>
-}
-
-export interface AuditEntry extends AuditRecord {
-  seq: number
-  time: string
-  /** the caller's identity (certificate CN, uid:N), or "(unidentified)" without one */
-  who: string
-  hash: string
-}
+/** What a caller records, and an entry as it reads back (client/plan-audit.ts: the one definition). */
+export type AuditRecord = PlanRun
+export type AuditEntry = AuditEntryJson
 
 export interface AuditVerdict {
   ok: boolean

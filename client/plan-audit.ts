@@ -24,6 +24,7 @@ export interface PlanRun {
 export interface AuditEntryJson extends PlanRun {
   seq: number
   time: string
+  /** the caller's identity as the appliance saw it (certificate CN, uid:N), or "(unidentified)" */
   who: string
   hash: string
 }

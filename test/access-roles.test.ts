@@ -13,7 +13,7 @@ import { AccessPolicy, OPERATION_ROLES, parseAllowList } from '../appliance/acce
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { adminProto, PROTOCOL_VERSION, replicationProto } from '../proto/load'
-import { BIN, have, makeImage, makePki, must, nbdUri, run, sha256, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
+import { BIN, have, makeImage, makePki, must, nbdUri, run, runAsUid, sha256, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 const DENIED = grpc.status.PERMISSION_DENIED
@@ -233,7 +233,7 @@ t.test('the unix listener: callers are their uid', { skip: !have('setpriv') || p
   const as = (uid: number | null, args: string[]) =>
     uid === null
       ? run(process.execPath, [BIN, ...args])
-      : run('env', ['-i', `PATH=${process.env.PATH}`, 'setpriv', '--reuid', String(uid), '--regid', '65534', '--clear-groups', process.execPath, BIN, ...args])
+      : runAsUid(uid, process.execPath, [BIN, ...args])
   const at = ['--appliance', `unix:${grpcSock}`]
   // uid 0 (write:vol) runs an agent on this host: it replicates over the unix listener (batches on its stream).
   const img = path.join(dir, 'prod.img')

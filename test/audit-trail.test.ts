@@ -9,7 +9,7 @@ import t from 'tap'
 import { AUDIT_LOG, AuditTrail, type AuditRecord } from '../appliance/audit-trail'
 import { adminClient } from '../client/admin-client'
 import { recordAudit } from '../client/plan-audit'
-import { BIN, have, run, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, have, run, runAsUid, tmpdir, waitFor } from './helpers'
 
 const run1: AuditRecord = { action: 'plan test', plan: 'shop', point: 'mark=nightly', result: 'passed', durationMs: 41_200, volumes: ['db-root'], details: { rtoSeconds: 41.2 } }
 
@@ -75,7 +75,7 @@ t.test('through the appliance: recorded with the caller identity and role, read 
   const as = (uid: number | null, args: string[]) =>
     uid === null
       ? run(process.execPath, [BIN, ...args])
-      : run('env', ['-i', `PATH=${process.env.PATH}`, 'setpriv', '--reuid', String(uid), '--regid', '65534', '--clear-groups', process.execPath, BIN, ...args])
+      : runAsUid(uid, process.execPath, [BIN, ...args])
   const at = ['--appliance', `unix:${sock}`]
   const all = await as(null, ['plan', 'audit', ...at, '--json', '--verify'])
   t.equal(all.code, 0, `an admin lists and verifies (${all.stderr.trim()})`)
@@ -91,7 +91,7 @@ t.test('through the appliance: recorded with the caller identity and role, read 
 
   // A reader may not record; the trail is unchanged by the refusal.
   const readerClientScript = `const {adminClient}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'client', 'admin-client.js'))});const {recordAudit}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'client', 'plan-audit.js'))});const c=adminClient({address:'unix:${sock}'});recordAudit(c,{action:'plan test',plan:'shop',point:'',result:'passed',durationMs:1,volumes:['db-root'],details:{}}).then(()=>{console.log('recorded');process.exit(0)},(e)=>{console.log(e.message);process.exit(1)})`
-  const refused = await run('env', ['-i', `PATH=${process.env.PATH}`, 'setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, '-e', readerClientScript])
+  const refused = await runAsUid(65534, process.execPath, ['-e', readerClientScript])
   t.match(refused.stdout, /local user uid:65534 may not administer volume db-root \(RecordAudit needs role admin\)/, 'recording needs admin')
 
   // An edited line: --verify names it and exits 1.

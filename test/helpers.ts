@@ -521,3 +521,13 @@ export async function makePki(dir: string, names: string[], caName = 'ca'): Prom
 export function tlsArgs(dir: string, who: string): string[] {
   return ['--tls-cert', path.join(dir, `${who}.pem`), '--tls-key', path.join(dir, `${who}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
 }
+
+/**
+ * A command run as another local user (uid; gid 65534, no groups) with a
+ * clean environment (the test runner's NODE_OPTIONS name files only we may
+ * read): what the appliance's unix listener and NBD socket see as uid:N.
+ * `env`: extra variables. Needs root and setpriv.
+ */
+export function runAsUid(uid: number, cmd: string, args: string[], env: string[] = []): Promise<RunResult> {
+  return run('env', ['-i', `PATH=${process.env.PATH}`, ...env, 'setpriv', '--reuid', String(uid), '--regid', '65534', '--clear-groups', cmd, ...args])
+}

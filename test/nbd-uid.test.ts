@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { BIN, have, makeImage, must, nbdUri, run, sha256, startAgent, tmpdir, waitFor } from './helpers'
+import { BIN, have, makeImage, must, nbdUri, run, runAsUid, sha256, startAgent, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 const needs = process.getuid?.() !== 0 || !have('setpriv') ? 'needs root and setpriv' : !have('nbdinfo') || !have('qemu-io') ? 'needs nbdinfo and qemu-io' : false
@@ -51,7 +51,7 @@ t.test('NBD clients on the unix socket are their uid', { skip: needs }, async (t
 
   const as = (uid: number, cmd: string, args: string[]) =>
     // LIBNBD_DEBUG: nbdinfo then prints the server's reason for a refusal.
-    run('env', ['-i', `PATH=${process.env.PATH}`, 'LIBNBD_DEBUG=1', 'setpriv', '--reuid', String(uid), '--regid', '65534', '--clear-groups', cmd, ...args])
+    runAsUid(uid, cmd, args, ['LIBNBD_DEBUG=1'])
   const uri = `nbd+unix:///vol@latest?socket=${nbdSock}`
   const root = await run('nbdinfo', [uri])
   t.equal(root.code, 0, `uid 0 (read:vol) opens vol@latest (${root.stderr.trim()})`)
