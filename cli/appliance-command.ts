@@ -273,6 +273,7 @@ export const APPLIANCE = command({
                      [--replica-image on|off] [--journal-io direct|buffered] [--stats-interval SECONDS] [--log-level LEVEL]
                      [--http HOST:PORT] [--rpo-target PATTERN=WARN[,ERROR] ...] [--history-target PATTERN=DURATION ...] [--log-format auto|json|pretty]
                      [--alert-command CMD] [--alert-command-timeout D] [--alert-behind-after D] [--alert-stall-after D]
+                     [--plan FILE=EVERY ...]
   tidemark appliance --config FILE
 
 The recovery-site journal: agents stream every change of their volumes here;
@@ -377,6 +378,7 @@ export async function runAppliance(argv: string[]): Promise<number> {
       (appliance.nbd ? `tidemark appliance: serving NBD on ${appliance.nbd.address}\n` : '')
   )
   // Alerts run with or without --http: their log lines and --alert-command stand alone.
+  // The HTTP routes read the same status (one sampler of the volumes' rates).
   const alertStatus = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, opts.targets, opts.dataDir)
   const alerts = new AlertEngine(
     alertStatus,
@@ -398,7 +400,7 @@ export async function runAppliance(argv: string[]): Promise<number> {
   let http: Awaited<ReturnType<typeof startApplianceHttp>> | null = null
   if (opts.http) {
     try {
-      http = await startApplianceHttp(appliance, { ...opts.http, tls: opts.tls, targets: opts.targets, dataDir: opts.dataDir, log: opts.logger, alerts })
+      http = await startApplianceHttp(appliance, { ...opts.http, tls: opts.tls, dataDir: opts.dataDir, log: opts.logger, alerts, status: alertStatus })
     } catch (err) {
       await stopAlerts()
       await appliance.stop()

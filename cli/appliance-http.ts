@@ -14,7 +14,6 @@ import type { AlertEngine } from '../appliance/alerts'
 import { ApplianceMetrics } from '../appliance/appliance-metrics'
 import type { Authorizer } from '../appliance/authorizer'
 import { VolumeStatusSource } from '../appliance/volume-status'
-import type { VolumeTargets } from '../appliance/volume-targets'
 import { TimeSeries } from '../appliance/time-series'
 import { STATUS_API } from '../client/status-api'
 import { TidemarkError } from '../proto/errors'
@@ -37,16 +36,16 @@ export function onlyVolumes(text: string, visible: Set<string>): string {
 
 export async function startApplianceHttp(
   appliance: Appliance,
-  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; targets: VolumeTargets; dataDir: string; log: Logger; alerts: AlertEngine }
+  // status: the volumes' status the alerts read too (started and stopped by the caller: one sampler, not two)
+  o: { host: string; port: number; tls?: { cert: string; key: string; ca: string }; dataDir: string; log: Logger; alerts: AlertEngine; status: VolumeStatusSource }
 ): Promise<{ server: HttpServer; close(): Promise<void> }> {
-  const status = new VolumeStatusSource(appliance.store, appliance.replication, appliance.replication.reports, o.targets, o.dataDir)
+  const status = o.status
   const metrics = new ApplianceMetrics(status, appliance.replication, o.alerts)
   const plans = appliance.plans
   if (plans) metrics.setPlans(() => plans.status())
   const auth: Authorizer = appliance.auth
   const series = new TimeSeries(TimeSeries.dirOf(o.dataDir), status, o.log)
   const dashboard = dashboardRoutes({ status, series, auth })
-  status.start()
   series.start()
   // null: every volume (no allow-list)
   const visible = (c: HttpCaller): string[] | null => {
@@ -89,14 +88,12 @@ export async function startApplianceHttp(
   try {
     server = await HttpServer.start({ host: o.host, port: o.port, tls: o.tls, name: 'tidemark appliance', router, log: o.log })
   } catch (err) {
-    status.stop()
     await series.close()
     throw err
   }
   return {
     server,
     close: async () => {
-      status.stop()
       await series.close()
       await server.close()
     },
