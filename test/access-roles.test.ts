@@ -13,7 +13,7 @@ import { AccessPolicy, OPERATION_ROLES, parseAllowList } from '../appliance/acce
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import type { ApplianceMessage__Output } from '../proto/generated/tidemark/v1/ApplianceMessage'
 import { adminProto, PROTOCOL_VERSION, replicationProto } from '../proto/load'
-import { BIN, have, makeImage, makePki, must, nbdUri, run, runAsUid, sha256, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
+import { BIN, have, makeImage, makePki, must, nbdUri, otherUsersCannotRun, run, runAsUid, sha256, startAgent, startAppliance, tlsArgs, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 const DENIED = grpc.status.PERMISSION_DENIED
@@ -199,7 +199,7 @@ t.test('every method against write, read, admin, another volume\'s reader and an
   t.equal(await agent.stop(), 0, 'the agent (write) replicated throughout')
 })
 
-t.test('the unix listener: callers are their uid', { skip: !have('setpriv') || process.getuid?.() !== 0 ? 'needs root and setpriv' : false }, async (t) => {
+t.test('the unix listener: callers are their uid', { skip: otherUsersCannotRun() }, async (t) => {
   const dir = tmpdir(t)
   fs.chmodSync(dir, 0o711) // other users may reach the socket; the allow-list decides what they may do
   const grpcSock = path.join(dir, 'grpc.sock')

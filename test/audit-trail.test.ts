@@ -9,7 +9,7 @@ import t from 'tap'
 import { AUDIT_LOG, AuditTrail, type AuditRecord } from '../appliance/audit-trail'
 import { adminClient } from '../client/admin-client'
 import { recordAudit } from '../client/plan-audit'
-import { BIN, have, run, runAsUid, tmpdir, waitFor } from './helpers'
+import { BIN, otherUsersCannotRun, run, runAsUid, tmpdir, waitFor } from './helpers'
 
 const run1: AuditRecord = { action: 'plan test', plan: 'shop', point: 'mark=nightly', result: 'passed', durationMs: 41_200, volumes: ['db-root'], details: { rtoSeconds: 41.2 } }
 
@@ -47,9 +47,9 @@ t.test('the chain: appended, listed, verified; an edit, a removal and a cut end 
   await t.rejects(trail.append('ops', { ...run1, result: 'ok\x1b[2J' }), { code: 'AUDIT_BAD_ENTRY', message: /control characters/ }, 'and hold no control characters')
 })
 
-const asRoot = process.getuid?.() === 0 && have('setpriv')
+const asOthers = otherUsersCannotRun()
 
-t.test('through the appliance: recorded with the caller identity and role, read back per grant', { skip: asRoot ? false : 'needs root and setpriv' }, async (t) => {
+t.test('through the appliance: recorded with the caller identity and role, read back per grant', { skip: asOthers }, async (t) => {
   const dir = tmpdir(t)
   fs.chmodSync(dir, 0o711) // another uid reaches the socket; the allow-list decides what it may do
   const sock = path.join(dir, 'grpc.sock')

@@ -531,3 +531,16 @@ export function tlsArgs(dir: string, who: string): string[] {
 export function runAsUid(uid: number, cmd: string, args: string[], env: string[] = []): Promise<RunResult> {
   return run('env', ['-i', `PATH=${process.env.PATH}`, ...env, 'setpriv', '--reuid', String(uid), '--regid', '65534', '--clear-groups', cmd, ...args])
 }
+
+/**
+ * Why commands cannot run as another local user here, or false: root and
+ * setpriv, and a checkout other users may reach (the CLI they run is this
+ * one; a clone under a 0700 directory, as mktemp -d makes, is ours alone).
+ */
+export function otherUsersCannotRun(): string | false {
+  if (process.getuid?.() !== 0 || !have('setpriv')) return 'needs root and setpriv'
+  for (let d = ROOT; ; d = path.dirname(d)) {
+    if ((fs.statSync(d).mode & 0o001) === 0) return `other users cannot reach the checkout (${d} is not searchable by them), so they cannot run its CLI`
+    if (path.dirname(d) === d) return false
+  }
+}

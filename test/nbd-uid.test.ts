@@ -8,10 +8,10 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { BIN, have, makeImage, must, nbdUri, run, runAsUid, sha256, startAgent, tmpdir, waitFor } from './helpers'
+import { BIN, have, makeImage, must, nbdUri, otherUsersCannotRun, run, runAsUid, sha256, startAgent, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
-const needs = process.getuid?.() !== 0 || !have('setpriv') ? 'needs root and setpriv' : !have('nbdinfo') || !have('qemu-io') ? 'needs nbdinfo and qemu-io' : false
+const needs = otherUsersCannotRun() || (!have('nbdinfo') || !have('qemu-io') ? 'needs nbdinfo and qemu-io' : false)
 
 t.test('NBD clients on the unix socket are their uid', { skip: needs }, async (t) => {
   const dir = tmpdir(t)
