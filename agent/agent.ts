@@ -281,6 +281,7 @@ export class Agent {
         behindEvents: s.behindEvents,
         resyncRecords: s.resyncRecords,
         resyncHoles: s.resyncHoles,
+        writebacks: s.writebacks,
         dirtyRegions: s.dirtyRegions,
         staleRegions: s.staleRegions,
         lastSeq: s.lastSeq,

@@ -20,6 +20,8 @@ export interface NativeVolumeStats {
   resyncRecords: number
   /** of those, regions that were holes in the volume's file: ZERO records with RECORD_FLAG_RESYNC, nothing read */
   resyncHoles: number
+  /** write-behind rounds: the volume file's dirty pages written to its disk every 8 MiB written */
+  writebacks: number
   behindEvents: number
   marks: number
   gaps: number

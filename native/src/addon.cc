@@ -315,6 +315,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       n("droppedBytes", s.dropped_bytes);
       n("resyncRecords", s.resync_records);
       n("resyncHoles", s.resync_holes);
+      n("writebacks", s.writebacks);
       n("behindEvents", s.behind_events);
       n("marks", s.marks);
       n("gaps", s.gaps);

@@ -67,6 +67,11 @@ bool Tap::Open(const TapConfig& config, std::string* error) {
       resync_kick_ = true;
       resync_cv_.notify_one();
     });
+    v->SetWriteBehindWake([this] {
+      std::lock_guard<std::mutex> lk(writeback_mu_);
+      writeback_kick_ = true;
+      writeback_cv_.notify_one();
+    });
     volumes_.push_back(std::move(v));
   }
   server_ = std::make_unique<NbdServer>(volumes_, log_);
@@ -80,6 +85,7 @@ bool Tap::Open(const TapConfig& config, std::string* error) {
   }
   server_->Start();
   resync_ = std::thread([this] { ResyncLoop(); });
+  writeback_ = std::thread([this] { WriteBehindLoop(); });
   open_ = true;
   return true;
 }
@@ -139,6 +145,23 @@ void Tap::ResyncLoop() {
   }
 }
 
+void Tap::WriteBehindLoop() {
+  std::unique_lock<std::mutex> lk(writeback_mu_);
+  while (!writeback_stop_) {
+    writeback_cv_.wait(lk, [this] { return writeback_stop_ || writeback_kick_; });
+    writeback_kick_ = false;
+    if (writeback_stop_) break;
+    lk.unlock();
+    // Round after round while writers keep up with it; the wake is edge
+    // triggered (one per kWriteBehindBytes), so look again before sleeping.
+    for (bool again = true; again;) {
+      again = false;
+      for (auto& v : volumes_) again |= v->WriteBehind();
+    }
+    lk.lock();
+  }
+}
+
 void Tap::Close() {
   if (server_) server_->Stop();
   {
@@ -147,6 +170,12 @@ void Tap::Close() {
     resync_cv_.notify_one();
   }
   if (resync_.joinable()) resync_.join();
+  {
+    std::lock_guard<std::mutex> lk(writeback_mu_);
+    writeback_stop_ = true;
+    writeback_cv_.notify_one();
+  }
+  if (writeback_.joinable()) writeback_.join();
   for (auto& v : volumes_) v->Close();
   open_ = false;
 }

@@ -62,6 +62,7 @@ class Tap {
 
  private:
   void ResyncLoop();
+  void WriteBehindLoop();
 
   LogFn log_;
   std::map<std::string, std::shared_ptr<SeqSpace>> seqs_;
@@ -73,6 +74,13 @@ class Tap {
   std::condition_variable resync_cv_;
   bool resync_stop_ = false;
   bool resync_kick_ = false;
+  // Write-behind of every volume's dirty pages (Volume::WriteBehind): off the
+  // writers' path, so an application's write never waits for the disk here.
+  std::thread writeback_;
+  std::mutex writeback_mu_;
+  std::condition_variable writeback_cv_;
+  bool writeback_stop_ = false;
+  bool writeback_kick_ = false;
   bool open_ = false;
 };
 

@@ -375,7 +375,26 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
   if (notify && readable_) readable_();
   writes_.fetch_add(1, std::memory_order_relaxed);
   bytes_written_.fetch_add(length, std::memory_order_relaxed);
+  const uint64_t before = unwritten_back_.fetch_add(length, std::memory_order_relaxed);
+  if (before < kWriteBehindBytes && before + length >= kWriteBehindBytes && wake_writeback_) wake_writeback_();
   return fua ? SyncForFua() : 0;
+}
+
+bool Volume::WriteBehind() {
+  const uint64_t waiting = unwritten_back_.load(std::memory_order_relaxed);
+  if (waiting < kWriteBehindBytes) return false;
+  // What writers add meanwhile stays counted for the next round.
+  unwritten_back_.fetch_sub(waiting, std::memory_order_relaxed);
+  // Write the pages back and wait, so at most about kWriteBehindBytes of this
+  // volume sit in the disk's queue at once. Errors are not this thread's to
+  // report: a failed page is the next fdatasync's (a FLUSH's) error, as it
+  // would be without write-behind; a file system without sync_file_range is
+  // left to the kernel's own writeback.
+  const unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+  while (sync_file_range(fd_, 0, 0, flags) != 0 && errno == EINTR) {
+  }
+  writebacks_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 uint32_t Volume::ZeroAligned(uint64_t first, uint64_t count, bool fua, uint8_t kind, bool punch) {
@@ -668,6 +687,7 @@ VolumeStats Volume::Stats() {
   s.dropped_bytes = dropped_bytes_;
   s.resync_records = resync_records_;
   s.resync_holes = resync_holes_;
+  s.writebacks = writebacks_;
   s.behind_events = behind_events_;
   s.marks = marks_;
   s.gaps = gaps_;
