@@ -43,8 +43,8 @@ export interface ResolvedDisk {
 
 export interface ResolvedPlan {
   disks: ResolvedDisk[]
-  /** the appliance's NBD endpoints the views are served on */
-  nbd: { unix: string; tcp: string }
+  /** the appliance's NBD endpoints the views are served on; tls: they require STARTTLS with a client certificate */
+  nbd: { unix: string; tcp: string; tls: boolean }
   /** kernel and initrd paths, made absolute (relative ones are relative to the plan file) */
   files: Map<string, { kernel?: string; initrd?: string }>
 }
@@ -69,7 +69,9 @@ export async function resolvePlan(
   plan: Plan,
   src: PlanSource,
   point: PointInTime,
-  pointFrom: string | null
+  pointFrom: string | null,
+  /** whether the command was given a certificate (--tls-*) its VMs can show the appliance's NBD; undefined: not asked */
+  clientTls?: boolean
 ): Promise<{ resolved: ResolvedPlan; problems: PlanProblem[] }> {
   const problems: PlanProblem[] = []
   const add = (keys: Array<string | number>, pathText: string, message: string): void => {
@@ -96,11 +98,14 @@ export async function resolvePlan(
     files.set(m.name, f)
   }
 
-  let nbd = { unix: '', tcp: '' }
+  let nbd = { unix: '', tcp: '', tls: false }
   try {
     const info = await unary<{ volume: string }, ServerInfoReply__Output>(client.serverInfo.bind(client), { volume: '' })
-    nbd = { unix: info.nbdUnix, tcp: info.nbdTcp }
+    nbd = { unix: info.nbdUnix, tcp: info.nbdTcp, tls: info.nbdTls }
     if (!nbd.unix && !nbd.tcp) add([], '', 'the appliance serves no NBD: start it with --nbd unix:PATH or --nbd tcp:HOST:PORT, the VMs read their disks there')
+    else if (nbd.tls && clientTls === false) {
+      add([], '', "the appliance's NBD requires TLS and the VMs read their disks there with this command's certificate: reach the appliance over TCP with --tls-cert, --tls-key and --tls-ca")
+    }
   } catch (err) {
     // Nothing else can be asked of an appliance that does not answer: one line, not one per disk.
     add([], '', `the appliance did not answer: ${reason(err)}`)
