@@ -10,7 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { PlanRunReport } from '../client/plans/runner'
-import { freePort, tidemark, tidemarkJson } from './claims-helpers'
+import { freePort, tidemark, tidemarkJson, waitFor } from './claims-helpers'
 import { buildGuest, type Guest } from './lib/guest'
 import { have, makeImage, makePki, must, nbdUri, startAgent, startAppliance, tlsArgs, tmpdir } from './helpers'
 
@@ -111,5 +111,20 @@ machines:
     const nbdPort = await freePort()
     app = await startAppliance(t, { data, port, extra: ['--nbd', `tcp:127.0.0.1:${nbdPort}`, ...tlsArgs(pki, 'appliance')] })
     await passes(t, new RegExp(`^tcp:127\\.0\\.0\\.1:${nbdPort} with TLS, relayed from unix:`))
+  })
+
+  await t.test('scheduled by an appliance with TLS and a unix listener: its runs go over TCP with its certificate, and pass', async (t) => {
+    const port = app.port
+    await app.stop()
+    app = await startAppliance(t, {
+      data,
+      port,
+      extra: ['--nbd', `unix:${exportsSock}`, '--listen', `unix:${unixListener}`, '--plan', `${plan}=10s`, ...tlsArgs(pki, 'appliance')],
+    })
+    const done = await waitFor('a scheduled run to finish', () => app.logs().find((l) => /^scheduled test of plan shop (passed|failed)/.test(String(l.msg))), 120_000)
+    t.match(done, { msg: /^scheduled test of plan shop passed: RTO [\d.]+ s$/ }, `the scheduled test passed ${String(done.err ?? '')}`)
+    const trail = await tidemarkJson<{ entries: Array<{ action: string; result: string; who: string }> }>(['plan', 'audit', '--appliance', at(), ...tlsArgs(pki, 'planner')])
+    t.match(trail.entries.at(-1), { action: 'plan test', result: 'passed', who: 'appliance' }, "recorded under the appliance's certificate")
+    t.equal(await app.stop(), 0)
   })
 })
