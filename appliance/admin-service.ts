@@ -169,6 +169,7 @@ export class AdminService {
           applianceId: this.applianceId,
           nbdUnix: e && 'unix' in e ? e.unix : '',
           nbdTcp: e && 'tcp' in e ? this.nbd!.address.slice(4) : '',
+          nbdTls: this.nbd?.requiresTls ?? false,
         }
       }),
       listTimeMarks: unaryHandler<ListTimeMarksRequest__Output, ListTimeMarksReply>('listTimeMarks', opts('ListTimeMarks'), async (call) => {

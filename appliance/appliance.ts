@@ -278,9 +278,12 @@ export class Appliance {
     a.scrubber = new Scrubber(store, log)
     a.scrubber.start(opts.scrubEveryMs ?? 86_400_000)
     // The scheduled plan tests reach this appliance as an operator would: its unix listener, else its TCP one.
+    // With TLS on its NBD, TCP with its own TLS files even when it has a unix listener: the plan's VMs
+    // must show a certificate there, and a command on the unix listener has none to give them.
+    const viaUnix = unix && !(opts.tls && nbd && host)
     a.plans = new PlanSchedule(
       opts.plans ?? [],
-      () => (unix ? { appliance: `unix:${unix.file}` } : { appliance: `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`, tls: opts.tls }),
+      () => (unix && viaUnix ? { appliance: `unix:${unix.file}` } : { appliance: `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`, tls: opts.tls }),
       log
     )
     a.plans.start()

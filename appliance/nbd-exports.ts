@@ -165,6 +165,11 @@ export class ApplianceNbdServer {
     return 'unix' in e ? `unix:${e.unix}` : `tcp:${e.tcp.host.includes(':') ? `[${e.tcp.host}]` : e.tcp.host}:${e.tcp.port}`
   }
 
+  /** Whether clients must STARTTLS with a certificate (the appliance has TLS: see the top of this file). */
+  get requiresTls(): boolean {
+    return this.auth.tls
+  }
+
   /** Named views (view-registry.ts) join the exports. */
   setViewSource(src: ViewSource): void {
     this.views = src

@@ -13,7 +13,7 @@ import { TidemarkError } from '../proto/errors'
 import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
 import type { PointInTime } from '../proto/generated/tidemark/v1/PointInTime'
 import { usage } from './args'
-import { adminFromFlags, clientOptions, helpOption, pointOptions } from './common-options'
+import { adminFromFlags, clientOptions, helpOption, pointOptions, tlsFiles } from './common-options'
 import { readConfigFile } from './config-file'
 import { command, flag, helpText, parseCommand, text, type Command, type Options } from './definition'
 
@@ -66,8 +66,9 @@ An isolated test failover: validates the plan (as plan validate), makes a
 writable copy-on-write view of every disk at the point (the journal and
 replication are untouched), creates a network namespace with a bridge per plan
 network and no route out, and boots the machines in boot order under
-qemu-system-x86_64 -accel tcg, their disks over the appliance's NBD. A boot
-group starts when every check of the one before is green. Reports each
+qemu-system-x86_64 -accel tcg, their disks over the appliance's NBD (where
+it requires TLS, with this command's --tls-* certificate). A boot group
+starts when every check of the one before is green. Reports each
 machine's boot seconds and check (the console's tail when it failed) and the
 plan's RTO: start to every check green. Then everything is torn down.
 Exits 1 when a check fails. Needs root (network namespaces, tap devices).
@@ -107,11 +108,11 @@ interface Checked {
 }
 
 /** The schema, then the appliance and host; every problem found, at once. */
-async function validate(client: AdminClient, src: PlanSource, override: { point: PointInTime; from: string } | null): Promise<Checked> {
+async function validate(client: AdminClient, src: PlanSource, override: { point: PointInTime; from: string } | null, clientTls: boolean): Promise<Checked> {
   const c = checkPlan(src)
   if (!c.plan) return { plan: null, resolved: null, problems: c.problems }
   const point = override?.point ?? parsePlanPoint(c.plan.point)!
-  const r = await resolvePlan(client, c.plan, src, point, override?.from ?? null)
+  const r = await resolvePlan(client, c.plan, src, point, override?.from ?? null, clientTls)
   return { plan: c.plan, resolved: r.resolved, problems: r.problems }
 }
 
@@ -182,8 +183,10 @@ export async function runPlan(argv: string[]): Promise<number> {
   }
   const src = readPlan(a.plan!, def.name)
   const client = adminFromFlags(a, def.name)
+  // (the VMs read their disks with this certificate when the appliance's NBD requires TLS)
+  const tls = tlsFiles(a, def.name)
   try {
-    const checked = await validate(client, src, override)
+    const checked = await validate(client, src, override, tls !== undefined)
     if (checked.problems.length) {
       if (a.json) process.stdout.write(`${JSON.stringify({ plan: checked.plan?.name ?? null, valid: false, problems: checked.problems.map((x) => ({ ...x, line: problemLine(x) })) })}\n`)
       for (const x of checked.problems) process.stderr.write(`tidemark ${def.name}: ${problemLine(x)}\n`)
@@ -223,6 +226,8 @@ export async function runPlan(argv: string[]): Promise<number> {
           if (tty) process.stderr.write(`${line}\n`)
         },
         signal: abort.signal,
+        // (with TLS the appliance is reached over TCP: --appliance unix:PATH takes no certificate)
+        tls: tls && { ...tls, hostname: a.appliance!.host },
       })
     } finally {
       process.off('SIGINT', stop)

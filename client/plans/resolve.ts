@@ -6,9 +6,16 @@
 //
 // Consistency groups: the volumes of a group share one seq space, so one seq
 // is one instant for all of them. A TimeMark or a seq names the same seq in
-// each; latest and at=TIME are answered per volume, and a volume that saw no
-// write lately can answer lower. The plan's disks of one group then go to the
-// lowest answer (an instant every one of them has) and each is checked there.
+// each; latest and at=TIME are answered per volume, from that volume's own
+// records, and a volume that saw no write lately answers lower:
+// - at=TIME: the group's instant at TIME is the highest answer (no volume of
+//   the group wrote between a lower answer and it: that seq was handed out
+//   before TIME). The lowest answer would drop the writes the other volumes
+//   made before TIME.
+// - but a volume can be read only up to its newest exact seq (its stream is
+//   its own; a seq past it may still be on the way), so the group's seq is at
+//   most the lowest of those; latest is exactly that.
+// The plan's disks of one group then all go to that seq, each checked there.
 import fs from 'node:fs'
 import path from 'node:path'
 import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
@@ -36,8 +43,8 @@ export interface ResolvedDisk {
 
 export interface ResolvedPlan {
   disks: ResolvedDisk[]
-  /** the appliance's NBD endpoints the views are served on */
-  nbd: { unix: string; tcp: string }
+  /** the appliance's NBD endpoints the views are served on; tls: they require STARTTLS with a client certificate */
+  nbd: { unix: string; tcp: string; tls: boolean }
   /** kernel and initrd paths, made absolute (relative ones are relative to the plan file) */
   files: Map<string, { kernel?: string; initrd?: string }>
 }
@@ -62,7 +69,9 @@ export async function resolvePlan(
   plan: Plan,
   src: PlanSource,
   point: PointInTime,
-  pointFrom: string | null
+  pointFrom: string | null,
+  /** whether the command was given a certificate (--tls-*) its VMs can show the appliance's NBD; undefined: not asked */
+  clientTls?: boolean
 ): Promise<{ resolved: ResolvedPlan; problems: PlanProblem[] }> {
   const problems: PlanProblem[] = []
   const add = (keys: Array<string | number>, pathText: string, message: string): void => {
@@ -89,11 +98,14 @@ export async function resolvePlan(
     files.set(m.name, f)
   }
 
-  let nbd = { unix: '', tcp: '' }
+  let nbd = { unix: '', tcp: '', tls: false }
   try {
     const info = await unary<{ volume: string }, ServerInfoReply__Output>(client.serverInfo.bind(client), { volume: '' })
-    nbd = { unix: info.nbdUnix, tcp: info.nbdTcp }
+    nbd = { unix: info.nbdUnix, tcp: info.nbdTcp, tls: info.nbdTls }
     if (!nbd.unix && !nbd.tcp) add([], '', 'the appliance serves no NBD: start it with --nbd unix:PATH or --nbd tcp:HOST:PORT, the VMs read their disks there')
+    else if (nbd.tls && clientTls === false) {
+      add([], '', "the appliance's NBD requires TLS and the VMs read their disks there with this command's certificate: reach the appliance over TCP with --tls-cert, --tls-key and --tls-ca")
+    }
   } catch (err) {
     // Nothing else can be asked of an appliance that does not answer: one line, not one per disk.
     add([], '', `the appliance did not answer: ${reason(err)}`)
@@ -144,7 +156,9 @@ export async function resolvePlan(
       add(keys, `machines[${keys[1]}].disks[${keys[3]}]`, `consistency group ${group}: the point names different seqs (${members.map((d) => `${d.volume} ${d.seq}`).join(', ')}): the group's volumes must share one seq space`)
       continue
     }
-    const seq = Math.min(...seqs)
+    // latest answered each volume's newest exact seq; at=TIME answered at most that.
+    const readable = Math.min(...members.map((d) => (point.atMs !== undefined ? (known.get(d.volume)?.exactSeq ?? d.seq) : d.seq)))
+    const seq = point.atMs !== undefined ? Math.min(Math.max(...seqs), readable) : readable
     for (const d of members) {
       if (d.seq === seq) continue
       try {

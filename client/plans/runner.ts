@@ -82,6 +82,12 @@ export interface PlanTestOptions {
   progress: (line: string) => void
   /** aborts the run (SIGINT): teardown still runs */
   signal?: AbortSignal
+  /**
+   * the command's --tls-* files and the host name of --appliance: the VMs
+   * show this certificate when the appliance's NBD requires TLS, and check
+   * the appliance's against that name
+   */
+  tls?: { cert: string; key: string; ca: string; hostname: string }
 }
 
 const POLL_MS = 250
@@ -184,12 +190,20 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
   try {
     // The views first: what the appliance refuses is refused before anything runs.
     o.progress(`plan ${plan.name}: test run ${runId} at ${seqs.length === 1 ? `seq ${seqs[0]}` : `seqs ${seqs.join(', ')}`} (${report.point})`)
+    // TLS on the appliance's NBD: qemu reads the disks with the command's own
+    // certificate, from a directory in the run's (0700, removed at teardown).
+    let tls: { dir: string; hostname: string } | undefined
+    if (resolved.nbd.tls) {
+      if (!o.tls) throw new Error("the appliance's NBD requires TLS: give plan test --tls-cert, --tls-key and --tls-ca (the VMs show that certificate)")
+      tls = { dir: qemuTlsDir(path.join(dir, 'tls'), o.tls), hostname: o.tls.hostname }
+      report.nbd += ' with TLS'
+    }
     let socket = resolved.nbd.unix
     if (!socket) {
       const [, host, port] = /^(.*):(\d+)$/.exec(resolved.nbd.tcp)!
       relay = await NbdRelay.listen(path.join(dir, 'nbd.sock'), host.replace(/^\[|\]$/g, ''), Number(port))
       socket = relay.path
-      report.nbd = `tcp:${resolved.nbd.tcp}, relayed from unix:${relay.path}`
+      report.nbd = `tcp:${resolved.nbd.tcp}${tls ? ' with TLS' : ''}, relayed from unix:${relay.path}`
     }
     for (const m of report.machines) {
       for (const d of m.disks) {
@@ -222,6 +236,7 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
             initrd: files.initrd,
             nic: netns!.nics.find((n) => n.machine === m.name),
             console: path.join(dir, `${m.name}.console`),
+            tls,
             detached: o.keep,
           },
           netns!
@@ -292,6 +307,23 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
   }
   await recordPlanRun(o.client, report, { json: o.json })
   return report
+}
+
+/**
+ * qemu's tls-creds-x509 directory (its file names) from the command's TLS
+ * files: 0700, as the key inside it is the command's private key.
+ */
+function qemuTlsDir(into: string, tls: { cert: string; key: string; ca: string }): string {
+  fs.mkdirSync(into, { mode: 0o700 })
+  for (const [from, name] of [
+    [tls.ca, 'ca-cert.pem'],
+    [tls.cert, 'client-cert.pem'],
+    [tls.key, 'client-key.pem'],
+  ] as const) {
+    fs.copyFileSync(from, path.join(into, name))
+    fs.chmodSync(path.join(into, name), 0o600)
+  }
+  return into
 }
 
 /** VMs killed and waited for, then the namespace (nothing runs in it), then the views (no VM reads them), then the files. */

@@ -3,6 +3,15 @@
 // disk the boot disk), its NIC on a tap of its network's bridge, its serial
 // console captured to a file the checks read.
 //
+// An appliance with TLS requires NBD STARTTLS with a client certificate:
+// qemu then gets a tls-creds-x509 object over a directory holding the
+// certificate (ca-cert.pem, client-cert.pem, client-key.pem, qemu's names)
+// and each drive names it; the drives are spelt as options (a URI has no
+// place for tls-creds). A unix socket has no host name to check the
+// appliance's certificate against, so the drive names the one the command
+// reached the appliance by (its --appliance HOST, which gRPC's TLS checked
+// the same certificate against).
+//
 // TCG, not KVM: /dev/kvm exists on the machines this runs on but hangs guests,
 // and a test that proves nothing because its VM hung is worse than a slow one.
 //
@@ -10,6 +19,7 @@
 // it kills the VM, and its exit is the VM's.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import { parseNbdUri } from '../nbd-client'
 import type { PlanNetns, PlanNic } from './netns'
 import type { PlanMachine } from './plan'
 
@@ -21,6 +31,8 @@ export interface VmSpec {
   initrd?: string
   nic?: PlanNic
   console: string
+  /** the disks are read over NBD with TLS: a qemu tls-creds-x509 directory (its client certificate) and the appliance's host name */
+  tls?: { dir: string; hostname: string }
   /** survives this process (plan test --keep) */
   detached: boolean
 }
@@ -39,8 +51,9 @@ export function qemuArgs(s: VmSpec): string[] {
     args.push('-append', `${m.append ?? 'console=ttyS0'}${address}`)
   }
   args.push('-chardev', `file,id=con,path=${s.console}`, '-serial', 'chardev:con')
+  if (s.tls) args.push('-object', `tls-creds-x509,id=tls0,endpoint=client,dir=${optionValue(s.tls.dir)}`)
   for (const [i, uri] of s.disks.entries()) {
-    args.push('-drive', `file=${uri},format=raw,if=none,id=disk${i},cache=none`)
+    args.push('-drive', `${s.tls ? tlsDrive(uri, s.tls.hostname) : `file=${uri}`},format=raw,if=none,id=disk${i},cache=none`)
     args.push('-device', `virtio-blk-pci,drive=disk${i}${i === 0 && !s.kernel ? ',bootindex=1' : ''}`)
   }
   if (s.nic) {
@@ -48,6 +61,18 @@ export function qemuArgs(s: VmSpec): string[] {
     args.push('-device', `virtio-net-pci,netdev=net0,mac=${s.nic.mac}`)
   }
   return args
+}
+
+/** A value inside a qemu option list (a comma is doubled). */
+function optionValue(v: string): string {
+  return v.replace(/,/g, ',,')
+}
+
+/** An NBD URI as the nbd driver's options, with the run's TLS credentials. */
+function tlsDrive(uri: string, hostname: string): string {
+  const u = parseNbdUri(uri)
+  if (!u || !('unix' in u)) throw new Error(`${uri}: a plan VM's TLS disk must be an nbd+unix:// URI`)
+  return `file.driver=nbd,file.server.type=unix,file.server.path=${optionValue(u.unix)},file.export=${optionValue(u.export)},file.tls-creds=tls0,file.tls-hostname=${optionValue(hostname)}`
 }
 
 export class PlanVm {

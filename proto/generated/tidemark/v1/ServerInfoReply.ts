@@ -11,6 +11,11 @@ export interface ServerInfoReply {
    * HOST:PORT of `appliance --nbd tcp:HOST:PORT` ("" if none).
    */
   'nbdTcp'?: (string);
+  /**
+   * The NBD server requires STARTTLS with a certificate the appliance's CA
+   * signed (the appliance has --tls-*): a client (a plan's VMs) must bring one.
+   */
+  'nbdTls'?: (boolean);
 }
 
 export interface ServerInfoReply__Output {
@@ -23,4 +28,9 @@ export interface ServerInfoReply__Output {
    * HOST:PORT of `appliance --nbd tcp:HOST:PORT` ("" if none).
    */
   'nbdTcp': (string);
+  /**
+   * The NBD server requires STARTTLS with a certificate the appliance's CA
+   * signed (the appliance has --tls-*): a client (a plan's VMs) must bring one.
+   */
+  'nbdTls': (boolean);
 }
