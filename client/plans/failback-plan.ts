@@ -10,7 +10,9 @@
 //    The target is the production agent's NBD export of the volume (the
 //    plan's machines[].production.nbd), so every sector written is captured
 //    by the production agent and replicated to the recovery appliance:
-//    forward protection goes on without a reseed;
+//    forward protection goes on without a reseed; with the production
+//    agent's control socket (production.control) the point written is marked
+//    there, a TimeMark `failback-RUNID` on the recovery appliance;
 // 3. the recovery VMs killed, their taps deleted, the failover agent
 //    stopped, the recovered disks and the run removed (its report kept in
 //    history/);
@@ -137,6 +139,23 @@ export async function runPlanFailback(o: PlanFailbackOptions): Promise<PlanRunRe
         o.progress(`plan ${plan.name}: ${d.volume}: ${r.sectors} sectors compared, ${r.bytesSent / 512} written to ${target.what}`)
       } finally {
         await target.close()
+      }
+    }
+
+    // Where the production agents' control sockets are known, the point production was written to is
+    // marked there (a TimeMark on the recovery appliance): forward protection resumes from a named point.
+    const label = `failback-${s.runId}`
+    for (const d of disks) {
+      const m = plan.machines.find((x) => x.name === d.machine)!
+      if (!m.production?.control) continue
+      const c = controlClient(m.production.control)
+      try {
+        const pm = await createTimeMark(c, { volume: d.volume as string, label, waitTimeoutMs: 600_000 }, Date.now() + 660_000)
+        d.productionMark = { id: pm.id, seq: pm.seq, label: pm.label, durable: pm.durable }
+      } catch (err) {
+        throw new Error(`the TimeMark of ${d.volume as string} through the production agent's ${m.production.control}: ${(err as Error).message}`)
+      } finally {
+        c.close()
       }
     }
 

@@ -152,8 +152,10 @@ const machine = z
             nbd: z
               .string({ required_error: 'is required: unix:PATH or tcp:HOST:PORT, the production agent\'s NBD endpoint', invalid_type_error: 'must be unix:PATH or tcp:HOST:PORT' })
               .regex(/^(unix:.+|tcp:[^:]+:\d{1,5})$/, 'must be unix:PATH or tcp:HOST:PORT (the production agent\'s NBD endpoint)'),
+            // the production agent's control socket: failback marks the point it wrote (a TimeMark on the recovery appliance)
+            control: z.string({ invalid_type_error: 'must be unix:PATH' }).regex(/^unix:.+$/, 'must be unix:PATH (the production agent\'s --control)').optional(),
           },
-          { invalid_type_error: 'must be a mapping: { nbd: unix:PATH | tcp:HOST:PORT }' }
+          { invalid_type_error: 'must be a mapping: { nbd: unix:PATH | tcp:HOST:PORT, control: unix:PATH }' }
         )
         .strict()
         .optional(),
