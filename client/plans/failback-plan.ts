@@ -28,6 +28,7 @@ import { TidemarkError } from '../../proto/errors'
 import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
 import { controlClient, createTimeMark } from '../control-client'
 import { applianceSource, failback } from '../failback'
+import { initHash } from '../../proto/hash'
 import { openTarget } from '../failback-target'
 import { bootInOrder, machineReport } from './boot'
 import { runOf } from './commit'
@@ -94,6 +95,7 @@ export async function runPlanFailback(o: PlanFailbackOptions): Promise<PlanRunRe
   const production = new Map<string, PlanVm>()
   const taps: string[] = []
   try {
+    await initHash()
     for (const v of s.vms) {
       if (!processAlive(v)) continue
       await qmpCommand(v.qmp, 'stop')
@@ -204,7 +206,7 @@ export async function runPlanFailback(o: PlanFailbackOptions): Promise<PlanRunRe
     o.progress(`plan ${plan.name}: production is back (${Math.round((Date.now() - t0) / 100) / 10} s)`)
   } catch (err) {
     report.error = (err as Error).message
-    if (wrote && !production.size) report.error += ' (production was written in part: run plan failback again to finish, it writes only what still differs)'
+    if (wrote && !production.size) report.error += ' (production may have been written in part: run plan failback again to finish, it writes only what still differs)'
     // The recovery site serves on: resume what was paused.
     for (const v of paused) await qmpCommand(v.qmp, 'cont').catch((e: Error) => report.teardownProblems.push(`resume ${v.machine}: ${e.message}`))
     await Promise.all([...production.values()].map((vm) => vm.kill()))
