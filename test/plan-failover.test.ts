@@ -241,9 +241,21 @@ reverse: { appliance: 'unix:${bSock}' }
 
   await t.test('rollback after a second failover: everything as before', async (t) => {
     const beforeAgain = await journal()
-    const r = await plan('failover', ['--json', '--seq', 'latest'], true)
+    // A deadline of a second: past by the time the VM is up.
+    const r = await plan('failover', ['--json', '--seq', 'latest', '--commit-within', '1s'], true)
     t.equal(r.code, 0, `exits 0 ${r.stderr}`)
     const s = readState()!
+    const due = await waitFor('the commit deadline to pass', async () => {
+      const st = await tidemarkJson<{ plans: PlanStatus[] }>(['plan', 'status', '--state', stateDir])
+      return st.plans[0].rollbackDue ? st.plans[0] : undefined
+    }, 30_000)
+    t.ok(due.deadlineLeftSeconds! < 0, 'plan status says rollback due')
+    const human = await tidemark(['plan', 'status', '--state', stateDir])
+    t.match(human.stdout, /^plan shop: failed-over \(run [0-9a-f]+\) .*; rollback due \(the deadline passed .* ago\)\n  failover agent: pid \d+ running, replicating nowhere/, human.stdout)
+    const late = await plan('commit', [])
+    t.equal(late.code, 1, 'commit past the deadline exits 1')
+    t.match(oneLine(late.stderr), [/^tidemark plan commit: the commit deadline of plan shop passed at .*: roll back \(plan rollback\), then fail over again$/], late.stderr)
+    t.equal(readState()!.phase, 'failed-over', 'and changes nothing')
     const rb = await plan('rollback', ['--json'])
     t.equal(rb.code, 0, `exits 0 ${rb.stderr}`)
     t.match(JSON.parse(rb.stdout), { action: 'rollback', result: 'passed' })
