@@ -7,15 +7,10 @@
 // a target that is part old, part point; running it again finishes the job,
 // since it sends only what still differs.
 import { z } from 'zod'
-import { clientError, unary } from '../client/admin-client'
-import { failback, type FailbackResult, type FailbackSource } from '../client/failback'
+import { applianceSource, failback, type FailbackResult } from '../client/failback'
 import { openTarget, parseTarget, type FailbackTarget } from '../client/failback-target'
 import { describePoint, resolvePoint } from '../client/point'
 import { TidemarkError } from '../proto/errors'
-import type { FingerprintsReply__Output } from '../proto/generated/tidemark/v1/FingerprintsReply'
-import type { FingerprintsRequest } from '../proto/generated/tidemark/v1/FingerprintsRequest'
-import type { ReadReply__Output } from '../proto/generated/tidemark/v1/ReadReply'
-import type { ReadRequest } from '../proto/generated/tidemark/v1/ReadRequest'
 import { initHash } from '../proto/hash'
 import { adminFromFlags, clientOptions, helpOption, pointOf, pointOptions } from './common-options'
 import { command, convert, flag, helpText, parseCommand, text } from './definition'
@@ -95,24 +90,7 @@ export async function runFailback(argv: string[]): Promise<number> {
         `tidemark failback: ${target.what} is ${target.size} bytes but volume ${volume} is ${resolved.volumeSize} bytes; refusing to write a volume onto a target of another size`
       )
     }
-    const source: FailbackSource = {
-      fingerprints: async (regions) => {
-        try {
-          const r = await unary<FingerprintsRequest, FingerprintsReply__Output>(client.fingerprints.bind(client), { volume, seq, regions })
-          return r.fingerprints
-        } catch (err) {
-          throw clientError('failback', err)
-        }
-      },
-      read: async (offset, length) => {
-        try {
-          const r = await unary<ReadRequest, ReadReply__Output>(client.read.bind(client), { volume, seq, offset, length })
-          return r.data
-        } catch (err) {
-          throw clientError('failback', err)
-        }
-      },
-    }
+    const source = applianceSource(client, volume, seq, 'failback')
     const tty = process.stderr.isTTY && !json
     const where = target.what
     const t0 = Date.now()

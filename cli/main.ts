@@ -34,7 +34,8 @@ Commands:
   timemark   create TimeMarks (through the agent) and list them (at the appliance)
   timeview   serve a volume at a point in time over NBD (read-only, or a copy-on-write overlay)
   volume     an admin's changes to a volume: accept-generation
-  plan       recovery plans: validate a plan, test it as an isolated failover of real VMs, the audit trail
+  plan       recovery plans: validate, test (an isolated failover of real VMs), failover, commit,
+             rollback, failback, status, the audit trail
 `
 
 const LATER = new Set<string>()

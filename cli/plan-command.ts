@@ -1,8 +1,8 @@
 // tidemark plan validate | test: recovery plans (client/plans/). validate
 // checks a plan file and then the appliance and host it would run on; test
 // runs it as an isolated test failover of real VMs and tears it down.
-// audit reads the appliance's trail of plan actions (plan-audit-command.ts).
-// failover, commit, rollback, failback and status come later (issue 13).
+// audit reads the appliance's trail of plan actions (plan-audit-command.ts);
+// failover, commit, rollback, failback and status are plan-failover-command.ts.
 import fs from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
@@ -19,9 +19,9 @@ import { command, flag, helpText, parseCommand, text, type Command, type Options
 
 // The point flags override the plan's point, so none of them is required here.
 const { oneOf: _required, ...timemarkOption } = pointOptions.timemark
-const overridePoint = { ...pointOptions, timemark: timemarkOption }
+export const overridePoint = { ...pointOptions, timemark: timemarkOption }
 
-const common = {
+export const common = {
   ...helpOption,
   plan: text({ label: '--plan FILE', help: 'the plan: YAML or JSON (see README, "Recovery plans")', required: '--plan FILE is required', value: z.string() }),
   ...overridePoint,
@@ -29,7 +29,7 @@ const common = {
   ...clientOptions,
 }
 
-const POINT_HELP = `The point is the plan's (point: latest | mark=LABEL|ID | at=ISO-TIME | seq=N),
+export const POINT_HELP = `The point is the plan's (point: latest | mark=LABEL|ID | at=ISO-TIME | seq=N),
 or one of these instead:`
 
 export const PLAN_VALIDATE = command({
@@ -78,20 +78,29 @@ ${rows(23, 'plan', 'keep', 'json')}
 `,
 })
 
-const LATER = ['failover', 'commit', 'rollback', 'failback', 'status']
+const FAILOVER_ACTIONS = ['failover', 'commit', 'rollback', 'failback', 'status']
 
-const HELP = `Usage: tidemark plan validate|test --appliance HOST:PORT --plan FILE ...   (tidemark plan ACTION --help)
+const HELP = `Usage: tidemark plan validate|test|failover --appliance HOST:PORT --plan FILE ...   (tidemark plan ACTION --help)
+       tidemark plan commit|rollback --plan FILE [--state DIR]
+       tidemark plan failback --appliance HOST:PORT --plan FILE [--state DIR]
+       tidemark plan status [--state DIR]
        tidemark plan audit --appliance HOST:PORT [--verify] [--json]
 
 Recovery plans: the machines to boot from protected volumes, in which order,
 on which isolated networks, and how to tell each one is up.
   validate   check a plan file, and the appliance and host it would run on
   test       an isolated test failover of the plan's real VMs, torn down after
+  failover   the real thing, for when production is gone: the plan's VMs on
+             recovered disks at this site, on the failover network
+  commit     keep a failover: its volumes replicate to the reverse appliance
+  rollback   discard a failover that was not committed: everything as before
+  failback   bring production back to a final point of the recovery site
+  status     the failed-over plans here: phase, deadline, agent, VMs
   audit      the appliance's trail of plan actions (--verify: its hash chain)
 `
 
 /** The plan file as a PlanSource: read, parsed, lines for errors said of "plan FILE". */
-function readPlan(file: string, cmd: string): PlanSource {
+export function readPlan(file: string, cmd: string): PlanSource {
   try {
     const c = readConfigFile(file)
     return { file, data: c.data, at: (keys) => c.at(keys).replace(/^config /, 'plan ') }
@@ -101,14 +110,14 @@ function readPlan(file: string, cmd: string): PlanSource {
   }
 }
 
-interface Checked {
+export interface Checked {
   plan: Plan | null
   resolved: ResolvedPlan | null
   problems: PlanProblem[]
 }
 
 /** The schema, then the appliance and host; every problem found, at once. */
-async function validate(client: AdminClient, src: PlanSource, override: { point: PointInTime; from: string } | null, clientTls: boolean): Promise<Checked> {
+export async function validate(client: AdminClient, src: PlanSource, override: { point: PointInTime; from: string } | null, clientTls: boolean): Promise<Checked> {
   const c = checkPlan(src)
   if (!c.plan) return { plan: null, resolved: null, problems: c.problems }
   const point = override?.point ?? parsePlanPoint(c.plan.point)!
@@ -116,7 +125,7 @@ async function validate(client: AdminClient, src: PlanSource, override: { point:
   return { plan: c.plan, resolved: r.resolved, problems: r.problems }
 }
 
-function onPath(cmd: string): boolean {
+export function onPath(cmd: string): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => {
     try {
       fs.accessSync(path.join(d, cmd), fs.constants.X_OK)
@@ -128,7 +137,7 @@ function onPath(cmd: string): boolean {
 }
 
 /** The flag a point came from, for messages: "--timemark nightly", "--seq 12". */
-function pointFlag(p: PointInTime): string {
+export function pointFlag(p: PointInTime): string {
   if (p.timemark !== undefined) return `--timemark ${p.timemark}`
   if (p.atMs !== undefined) return `--at ${new Date(Number(p.atMs)).toISOString()}`
   return `--seq ${p.latest ? 'latest' : p.seq}`
@@ -164,8 +173,8 @@ export async function runPlan(argv: string[]): Promise<number> {
     return action ? 0 : 2
   }
   if (action === 'audit') return (await import('./plan-audit-command')).runPlanAudit(rest)
-  if (LATER.includes(action)) throw usage('plan', `plan ${action} is not in this build yet (plan validate, test and audit are)`)
-  if (action !== 'validate' && action !== 'test') throw usage('plan', `unknown action '${action}' (validate or test)`)
+  if (FAILOVER_ACTIONS.includes(action)) return (await import('./plan-failover-command')).runPlanFailoverAction(action, rest)
+  if (action !== 'validate' && action !== 'test') throw usage('plan', `unknown action '${action}' (validate, test, failover, commit, rollback, failback, status or audit)`)
   const def = (action === 'validate' ? PLAN_VALIDATE : PLAN_TEST) as unknown as Command<typeof PLAN_TEST.options & Options>
   const p = parseCommand(def, rest)
   if (p.help) {

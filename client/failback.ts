@@ -24,6 +24,12 @@
 // target still receives only the differing sectors).
 import os from 'node:os'
 import { TidemarkError } from '../proto/errors'
+import type { AdminClient } from '../proto/generated/tidemark/v1/Admin'
+import type { FingerprintsReply__Output } from '../proto/generated/tidemark/v1/FingerprintsReply'
+import type { FingerprintsRequest } from '../proto/generated/tidemark/v1/FingerprintsRequest'
+import type { ReadReply__Output } from '../proto/generated/tidemark/v1/ReadReply'
+import type { ReadRequest } from '../proto/generated/tidemark/v1/ReadRequest'
+import { clientError, unary } from './admin-client'
 import { SECTOR, sectorFingerprints } from '../proto/hash'
 import { REGION_SIZE } from '../proto/record'
 import type { FailbackTarget } from './failback-target'
@@ -49,6 +55,28 @@ export interface FailbackSource {
   /** Little-endian xxh64 per sector of each 64 KiB region (the last may be short). */
   fingerprints(regions: number[]): Promise<Buffer>
   read(offset: number, length: number): Promise<Buffer>
+}
+
+/** A volume at a seq as an appliance serves it: Admin.Fingerprints and Admin.Read; errors name `command`. */
+export function applianceSource(client: AdminClient, volume: string, seq: number, command: string): FailbackSource {
+  return {
+    fingerprints: async (regions) => {
+      try {
+        const r = await unary<FingerprintsRequest, FingerprintsReply__Output>(client.fingerprints.bind(client), { volume, seq, regions })
+        return r.fingerprints
+      } catch (err) {
+        throw clientError(command, err)
+      }
+    },
+    read: async (offset, length) => {
+      try {
+        const r = await unary<ReadRequest, ReadReply__Output>(client.read.bind(client), { volume, seq, offset, length })
+        return r.data
+      } catch (err) {
+        throw clientError(command, err)
+      }
+    },
+  }
 }
 
 export interface FailbackOptions {

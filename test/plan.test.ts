@@ -261,13 +261,13 @@ networks:
     t.match(db, { name: 'db', check: { result: 'green', detail: /tm-net 10\.77\.0\.2\/24/ } })
     t.match(web, { name: 'web', check: { result: 'green', detail: /peer 10\.77\.0\.2 ok/ } }, 'web served its health page after it pinged db over the isolated network')
     t.ok(web.startedAtSeconds! >= db.greenAtSeconds!, `web (boot 2) started once db (boot 1) was green (at ${web.startedAtSeconds} s; db green at ${db.greenAtSeconds} s)`)
-    t.ok(report.routes.length > 0 && report.routes.every((l) => /^10\.77\.0\.0\/24 dev tmbr0 /.test(l)), `the namespace's only route is the plan's subnet (${report.routes.join('; ')})`)
+    t.ok(report.routes!.length > 0 && report.routes!.every((l) => /^10\.77\.0\.0\/24 dev tmbr0 /.test(l)), `the namespace's only route is the plan's subnet (${report.routes!.join('; ')})`)
 
     // Kept: look inside the namespace while the VMs run.
     t.match(report.kept, { netns: report.netns, views: [/^plan-net-test-db-db-/, /^plan-net-test-web-web-/] })
     t.equal(report.kept!.vms.length, 2)
     for (const v of report.kept!.vms) t.ok(alive(v.pid), `${v.machine}'s qemu runs on (pid ${v.pid})`)
-    const inside = (cmd: string) => run('ip', ['netns', 'exec', report.netns, 'sh', '-c', cmd], { timeoutMs: 30_000 })
+    const inside = (cmd: string) => run('ip', ['netns', 'exec', report.netns!, 'sh', '-c', cmd], { timeoutMs: 30_000 })
     const pingDb = await inside('busybox ping -c 1 -W 5 10.77.0.2')
     t.equal(pingDb.code, 0, `db answers a ping inside the namespace ${pingDb.stderr}`)
     const hostRoute = await run('ip', ['-4', '-o', 'route', 'get', '1.1.1.1'])

@@ -144,6 +144,21 @@ const machine = z
         .strict()
         .optional(),
       check: check.optional(),
+      // Where the machine's production disks are after a failback: the production agent's NBD
+      // endpoint, its exports named after the volumes (plan failback writes there, production boots there).
+      production: z
+        .object(
+          {
+            nbd: z
+              .string({ required_error: 'is required: unix:PATH or tcp:HOST:PORT, the production agent\'s NBD endpoint', invalid_type_error: 'must be unix:PATH or tcp:HOST:PORT' })
+              .regex(/^(unix:.+|tcp:[^:]+:\d{1,5})$/, 'must be unix:PATH or tcp:HOST:PORT (the production agent\'s NBD endpoint)'),
+            // the production agent's control socket: failback marks the point it wrote (a TimeMark on the recovery appliance)
+            control: z.string({ invalid_type_error: 'must be unix:PATH' }).regex(/^unix:.+$/, 'must be unix:PATH (the production agent\'s --control)').optional(),
+          },
+          { invalid_type_error: 'must be a mapping: { nbd: unix:PATH | tcp:HOST:PORT, control: unix:PATH }' }
+        )
+        .strict()
+        .optional(),
     },
     { invalid_type_error: 'must be a mapping of the machine settings (name, boot, disks, ...)' }
   )
@@ -170,7 +185,24 @@ const planSchema = z
         { invalid_type_error: 'must be a mapping of network names' }
       )
       .default({}),
-    reverse: z.object({ appliance: z.string({ required_error: 'is required: HOST:PORT' }) }, { invalid_type_error: 'must be a mapping: { appliance: HOST:PORT }' }).strict().optional(),
+    // Where the recovered volumes replicate once a failover is committed (reverse protection).
+    reverse: z
+      .object(
+        {
+          appliance: z.string({ required_error: 'is required: HOST:PORT or unix:PATH', invalid_type_error: 'must be HOST:PORT or unix:PATH' }),
+          tlsCert: z.string({ invalid_type_error: 'must be a file path' }).optional(),
+          tlsKey: z.string({ invalid_type_error: 'must be a file path' }).optional(),
+          tlsCa: z.string({ invalid_type_error: 'must be a file path' }).optional(),
+        },
+        { invalid_type_error: 'must be a mapping: { appliance: HOST:PORT, tlsCert: F, tlsKey: F, tlsCa: F }' }
+      )
+      .strict()
+      .superRefine((r, ctx) => {
+        const n = [r.tlsCert, r.tlsKey, r.tlsCa].filter((x) => x !== undefined).length
+        if (n !== 0 && n !== 3) ctx.addIssue({ code: 'custom', message: 'tlsCert, tlsKey and tlsCa go together: give all three or none' })
+        if (n && r.appliance.startsWith('unix:')) ctx.addIssue({ code: 'custom', path: ['appliance'], message: 'a unix:PATH appliance takes no TLS files (it knows the agent by its uid)' })
+      })
+      .optional(),
   })
   .strict()
 

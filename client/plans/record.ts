@@ -1,5 +1,5 @@
-// Where a finished plan run is recorded: the one place every `plan test`
-// (and later failover, commit, rollback, failback) passes through when it is
+// Where a finished plan run is recorded: the one place every `plan test`,
+// failover, commit, rollback and failback passes through when it is
 // over, whatever its result. The appliance's audit trail (appliance/audit-trail.ts)
 // gets one entry, under the identity the command connected with; then the
 // report goes to stdout for --json, with the entry's number in it.
@@ -32,6 +32,7 @@ export async function recordPlanRun(client: AdminClient, report: PlanRunReport, 
         ...(report.error ? { error: report.error } : {}),
         machines: report.machines.map((m) => ({ name: m.name, boot: m.boot, bootSeconds: m.bootSeconds, check: m.check.result })),
         kept: report.kept !== undefined,
+        ...(report.details ?? {}),
       },
     })
     report.audit = { seq: e.seq, who: e.who }

@@ -18,32 +18,22 @@ import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
 import { createView, deleteView } from '../timeview-views'
 import { NbdRelay } from './nbd-relay'
 import { PlanNetns } from './netns'
-import { bootGroups, RUN_ID_CHARS, testViewName, type Plan, type PlanMachine } from './plan'
+import { bootInOrder, Interrupted, machineReport, type MachineReport } from './boot'
+import { RUN_ID_CHARS, testViewName, type Plan } from './plan'
 import { recordPlanRun } from './record'
 import type { ResolvedPlan } from './resolve'
 import { PlanVm } from './vm'
 
-export interface MachineReport {
-  name: string
-  boot: number
-  disks: Array<{ volume: string; view: string; seq: number }>
-  /** qemu's pid while it ran */
-  pid: number | null
-  /** seconds from the run's start to qemu's start; null when it was not started */
-  startedAtSeconds: number | null
-  /** seconds from starting qemu to its check green; null when it did not get there */
-  bootSeconds: number | null
-  /** seconds from the run's start to its check green; null when it did not get there */
-  greenAtSeconds: number | null
-  /** stopped: its check was cut short because another machine of its boot group failed */
-  check: { kind: 'console' | 'command' | 'none'; spec: string; timeoutSeconds: number; result: 'green' | 'failed' | 'stopped' | 'not run'; detail: string }
-  /** the last lines of the serial console, when the check failed */
-  consoleTail?: string
-}
+export type { MachineReport } from './boot'
 
+/**
+ * The report of one plan action: `plan test` fills the network fields;
+ * failover, commit, rollback and failback say what they did in `details`
+ * (and the audit trail gets the same details).
+ */
 export interface PlanRunReport {
   plan: string
-  action: 'test'
+  action: 'test' | 'failover' | 'commit' | 'rollback' | 'failback'
   runId: string
   appliance: string
   /** what the point named, per disk seq (one line for a person) */
@@ -53,19 +43,22 @@ export interface PlanRunReport {
   result: 'passed' | 'failed'
   /** why it failed, one line */
   error?: string
-  /** seconds from the start to every check green; null when the run failed */
+  /** seconds from the start to every check green; null when the run failed (or booted nothing) */
   rtoSeconds: number | null
-  /** where the VMs read their disks: the appliance's NBD unix socket, or its TCP endpoint relayed */
-  nbd: string
-  netns: string
-  networks: Array<{ network: string; bridge: string; address?: string }>
-  /** the namespace's routes when the machines ran: the plan's subnets on its bridges, never a way out */
-  routes: string[]
+  /** test: where the VMs read their disks: the appliance's NBD unix socket, or its TCP endpoint relayed */
+  nbd?: string
+  /** test: the run's network namespace */
+  netns?: string
+  networks?: Array<{ network: string; bridge: string; address?: string }>
+  /** test: the namespace's routes when the machines ran: the plan's subnets on its bridges, never a way out */
+  routes?: string[]
   machines: MachineReport[]
   /** what was left running (--keep) and how to remove it */
   kept?: { vms: Array<{ machine: string; pid: number; console: string }>; netns: string; views: string[]; remove: string[]; note?: string }
   /** teardown steps that failed (each also fails the run) */
   teardownProblems: string[]
+  /** what an action other than test did (also recorded in the audit trail) */
+  details?: Record<string, unknown>
   /** the run's entry in the appliance's audit trail, or why it has none (record.ts) */
   audit?: { seq: number; who: string } | { error: string }
 }
@@ -88,56 +81,6 @@ export interface PlanTestOptions {
    * the appliance's against that name
    */
   tls?: { cert: string; key: string; ca: string; hostname: string }
-}
-
-const POLL_MS = 250
-
-/** Waits for `ms` or the abort, whichever comes first (a check's retry pause, not a synchronization). */
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done(): void {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, { once: true })
-  })
-}
-
-class Interrupted extends Error {}
-
-/** Waits for a machine's check; resolves with the detail of its green, throws an Error with why it failed. */
-async function waitForCheck(vm: PlanVm, m: PlanMachine, netns: PlanNetns, signal?: AbortSignal): Promise<string> {
-  const c = m.check
-  const deadline = Date.now() + (c?.timeout ?? 0) * 1000
-  const dead = (): Error => new Error(`qemu ${vm.alive ? 'is running' : 'exited'} before the check was green${vm.qemuSaid() ? `: ${vm.qemuSaid().split('\n').at(-1)}` : ''}`)
-  if (!c) {
-    if (!vm.alive) throw dead()
-    return 'no check: the VM started'
-  }
-  if (c.console !== undefined) {
-    const re = new RegExp(c.console, 'm')
-    for (;;) {
-      const found = re.exec(vm.console())
-      if (found) return `console matched: ${found[0].slice(0, 200)}`
-      if (signal?.aborted) throw new Interrupted('interrupted')
-      if (!vm.alive) throw dead()
-      if (Date.now() >= deadline) throw new Error(`the console did not match /${c.console}/ within ${c.timeout} s`)
-      await pause(POLL_MS, signal)
-    }
-  }
-  let last = ''
-  for (;;) {
-    const left = deadline - Date.now()
-    const r = await netns.shell(c.command!, Math.max(left, 1000), signal)
-    if (r.code === 0) return `command exited 0${r.output.trim() ? `: ${r.output.trim().split('\n').at(-1)!.slice(0, 200)}` : ''}`
-    last = `exit ${r.code ?? 'killed at the timeout'}${r.output.trim() ? `: ${r.output.trim().split('\n').at(-1)!.slice(0, 200)}` : ''}`
-    if (signal?.aborted) throw new Interrupted('interrupted')
-    if (!vm.alive) throw dead()
-    if (Date.now() >= deadline) throw new Error(`the command did not exit 0 within ${c.timeout} s (last: ${last})`)
-    await pause(Math.min(1000, Math.max(0, deadline - Date.now())), signal)
-  }
 }
 
 function quote(s: string): string {
@@ -164,22 +107,12 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     netns: netnsName,
     networks: [],
     routes: [],
-    machines: plan.machines.map((m) => ({
-      name: m.name,
-      boot: m.boot,
-      disks: resolved.disks.filter((d) => d.machine === m.name).map((d) => ({ volume: d.volume, view: testViewName(plan.name, m.name, d.volume, runId), seq: d.seq })),
-      pid: null,
-      startedAtSeconds: null,
-      greenAtSeconds: null,
-      bootSeconds: null,
-      check: {
-        kind: m.check ? (m.check.console !== undefined ? 'console' : 'command') : 'none',
-        spec: m.check?.console ?? m.check?.command ?? '',
-        timeoutSeconds: m.check?.timeout ?? 0,
-        result: 'not run',
-        detail: '',
-      },
-    })),
+    machines: plan.machines.map((m) =>
+      machineReport(
+        m,
+        resolved.disks.filter((d) => d.machine === m.name).map((d) => ({ volume: d.volume, view: testViewName(plan.name, m.name, d.volume, runId), seq: d.seq }))
+      )
+    ),
     teardownProblems: [],
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tidemark-plan-${plan.name}-${runId}-`))
@@ -208,8 +141,8 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     for (const m of report.machines) {
       for (const d of m.disks) {
         if (o.signal?.aborted) throw new Interrupted('interrupted')
-        await createView(client, { volume: d.volume, point: { seq: d.seq }, name: d.view, writable: true }, 'plan test')
-        views.push(d.view)
+        await createView(client, { volume: d.volume, point: { seq: d.seq }, name: d.view!, writable: true }, 'plan test')
+        views.push(d.view!)
       }
     }
     o.progress(`plan ${plan.name}: ${views.length} writable view${views.length === 1 ? '' : 's'} created`)
@@ -219,14 +152,11 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
     report.routes = await netns.routes()
     o.progress(`plan ${plan.name}: network namespace ${netnsName} (${netns.bridges.length} bridge${netns.bridges.length === 1 ? '' : 's'}, no route out)`)
 
-    for (const group of bootGroups(plan)) {
-      if (o.signal?.aborted) throw new Interrupted('interrupted')
-      o.progress(`plan ${plan.name}: boot group ${group.boot}: ${group.machines.map((m) => m.name).join(', ')}`)
-      // One machine of the group failing ends its siblings' waits: the run has failed, say so now.
-      const sibling = new AbortController()
-      const signal = o.signal ? AbortSignal.any([o.signal, sibling.signal]) : sibling.signal
-      const waits = group.machines.map(async (m) => {
-        const r = report.machines.find((x) => x.name === m.name)!
+    await bootInOrder({
+      plan,
+      machines: report.machines,
+      t0,
+      start: (m, r) => {
         const files = resolved.files.get(m.name) ?? {}
         const vm = new PlanVm(
           {
@@ -242,36 +172,12 @@ export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
           netns!
         )
         vms.set(m.name, vm)
-        r.pid = vm.pid ?? null
-        r.startedAtSeconds = Math.round((vm.startedAt - t0) / 100) / 10
-        try {
-          r.check.detail = await waitForCheck(vm, m, netns!, signal)
-          r.check.result = 'green'
-          const now = Date.now()
-          r.bootSeconds = Math.round((now - vm.startedAt) / 100) / 10
-          r.greenAtSeconds = Math.round((now - t0) / 100) / 10
-          o.progress(`plan ${plan.name}: ${m.name}: green after ${r.bootSeconds} s (${r.check.detail})`)
-        } catch (err) {
-          if (err instanceof Interrupted && !o.signal?.aborted) {
-            r.check.result = 'stopped'
-            r.check.detail = 'stopped: another machine of this boot group failed'
-            throw err
-          }
-          r.check.result = 'failed'
-          r.check.detail = err instanceof Interrupted ? 'interrupted' : (err as Error).message
-          r.consoleTail = vm.consoleTail()
-          o.progress(`plan ${plan.name}: ${m.name}: ${r.check.detail}`)
-          sibling.abort()
-          throw err
-        }
-      })
-      const results = await Promise.allSettled(waits)
-      if (results.some((x) => x.status === 'rejected')) {
-        if (o.signal?.aborted) throw new Interrupted('interrupted')
-        const names = report.machines.filter((x) => x.boot === group.boot && x.check.result === 'failed').map((x) => x.name)
-        throw new Error(`boot group ${group.boot}: the check of ${names.join(', ')} failed`)
-      }
-    }
+        return vm
+      },
+      shell: (command, timeoutMs, signal) => netns!.shell(command, timeoutMs, signal),
+      progress: o.progress,
+      signal: o.signal,
+    })
     report.rtoSeconds = Math.round((Date.now() - t0) / 100) / 10
     report.result = 'passed'
     o.progress(`plan ${plan.name}: every check green: RTO ${report.rtoSeconds} s`)

@@ -17,6 +17,13 @@
 //
 // `ip netns exec` execs qemu in place, so the child's pid is qemu's: killing
 // it kills the VM, and its exit is the VM's.
+//
+// A failover's VMs (no namespace: the host's network, a tap on the plan's
+// failover bridge) outlive the command that starts them: their disks are
+// -blockdev nbd nodes with reconnect-delay, so a restart of the failover
+// agent under them (plan commit) stalls their I/O for a moment instead of
+// failing it; a QMP socket lets plan failback pause them; qemu's stderr goes
+// to a file, since nobody reads a pipe once the command has exited.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import { parseNbdUri } from '../nbd-client'
@@ -33,8 +40,23 @@ export interface VmSpec {
   console: string
   /** the disks are read over NBD with TLS: a qemu tls-creds-x509 directory (its client certificate) and the appliance's host name */
   tls?: { dir: string; hostname: string }
-  /** survives this process (plan test --keep) */
+  /** survives this process (plan test --keep, failover) */
   detached: boolean
+  /** a QMP socket to create (unix:PATH, server) */
+  qmp?: string
+  /** seconds qemu keeps a disk's I/O waiting for its NBD server to come back; unset: -drive as given */
+  reconnectDelay?: number
+  /** qemu's stderr goes to this file (else a pipe read while this process runs) */
+  log?: string
+}
+
+/** A disk's NBD URI as -blockdev options that reconnect (qemu's nbd driver: server.*, export, reconnect-delay). */
+function blockdev(uri: string, id: string, delay: number): string {
+  const a = parseNbdUri(uri)
+  if (!a) throw new Error(`${uri} is not an NBD URI`)
+  const esc = (v: string): string => v.replace(/,/g, ',,')
+  const server = 'unix' in a ? `server.type=unix,server.path=${esc(a.unix)}` : `server.type=inet,server.host=${esc(a.host)},server.port=${a.port}`
+  return `driver=nbd,node-name=${id},${server},export=${esc(a.export)},reconnect-delay=${delay}`
 }
 
 /** qemu's command line for the machine. */
@@ -52,8 +74,11 @@ export function qemuArgs(s: VmSpec): string[] {
   }
   args.push('-chardev', `file,id=con,path=${s.console}`, '-serial', 'chardev:con')
   if (s.tls) args.push('-object', `tls-creds-x509,id=tls0,endpoint=client,dir=${optionValue(s.tls.dir)}`)
+  if (s.qmp) args.push('-qmp', `unix:${s.qmp},server=on,wait=off`)
   for (const [i, uri] of s.disks.entries()) {
-    args.push('-drive', `${s.tls ? tlsDrive(uri, s.tls.hostname) : `file=${uri}`},format=raw,if=none,id=disk${i},cache=none`)
+    // Reconnecting disks (failover: the local failover agent's exports) take no TLS.
+    if (s.reconnectDelay !== undefined) args.push('-blockdev', blockdev(uri, `disk${i}`, s.reconnectDelay))
+    else args.push('-drive', `${s.tls ? tlsDrive(uri, s.tls.hostname) : `file=${uri}`},format=raw,if=none,id=disk${i},cache=none`)
     args.push('-device', `virtio-blk-pci,drive=disk${i}${i === 0 && !s.kernel ? ',bootindex=1' : ''}`)
   }
   if (s.nic) {
@@ -81,14 +106,20 @@ export class PlanVm {
   readonly startedAt = Date.now()
   private stderr = ''
 
+  /** netns: where qemu runs (null: this process's network namespace) */
   constructor(
     readonly spec: VmSpec,
-    netns: PlanNetns
+    netns: PlanNetns | null
   ) {
     fs.writeFileSync(spec.console, '')
-    const [cmd, args] = netns.exec(['qemu-system-x86_64', ...qemuArgs(spec)])
-    this.proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: spec.detached })
-    this.proc.stderr!.on('data', (d) => (this.stderr = (this.stderr + d).slice(-4096)))
+    const [cmd, args] = netns ? netns.exec(['qemu-system-x86_64', ...qemuArgs(spec)]) : ['qemu-system-x86_64', qemuArgs(spec)]
+    const log = spec.log ? fs.openSync(spec.log, 'w') : null
+    try {
+      this.proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', log ?? 'pipe'], detached: spec.detached })
+    } finally {
+      if (log !== null) fs.closeSync(log)
+    }
+    this.proc.stderr?.on('data', (d) => (this.stderr = (this.stderr + d).slice(-4096)))
     this.exited = new Promise((resolve) => {
       this.proc.on('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited ${code}`))
       this.proc.on('error', (e) => resolve(`could not start: ${e.message}`))
@@ -105,6 +136,13 @@ export class PlanVm {
 
   /** What qemu said on stderr (why it exited, when it did). */
   qemuSaid(): string {
+    if (this.spec.log) {
+      try {
+        return fs.readFileSync(this.spec.log, 'utf8').slice(-4096).trim()
+      } catch {
+        return ''
+      }
+    }
     return this.stderr.trim()
   }
 
@@ -123,7 +161,7 @@ export class PlanVm {
 
   /** Lets this process exit while the VM runs on (--keep). */
   release(): void {
-    this.proc.stderr!.destroy()
+    this.proc.stderr?.destroy()
     this.proc.unref()
   }
 

@@ -1,0 +1,101 @@
+// `plan commit`: keep a failover. The failover agent is restarted with the
+// plan's reverse appliance (reverse protection: the recovered volumes, and
+// every write the recovery VMs make from here on, replicate there; the first
+// time, a whole copy) and a control socket (TimeMarks, which plan failback
+// takes). The VMs run on through the restart: their disks reconnect
+// (qemu's reconnect-delay) and see a pause. The run's phase becomes
+// `committed` and the deadline no longer applies.
+//
+// Refused, changing nothing: with no run, when committed already, past the
+// deadline (roll back, and fail over again if the point still is the one),
+// or when the plan names no reverse appliance.
+import { TidemarkError } from '../../proto/errors'
+import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
+import { failoverAgentArgv, reverseCopyStatus, startFailoverAgent, stopFailoverAgent, type ReverseTarget } from './failover-agent'
+import { processAlive, readRun, writeRun, type FailoverState, type RunPaths } from './failover-state'
+import { runActionReport } from './failover'
+import type { Plan } from './plan'
+import { recordPlanRun } from './record'
+import type { PlanRunReport } from './runner'
+import { pause } from './boot'
+
+/** The run a commit, rollback or failback acts on, or the one line saying why there is none. */
+export function runOf(p: RunPaths, command: string, what: string): FailoverState {
+  const s = readRun(p)
+  if (!s) throw new TidemarkError('NO_RUN', `tidemark ${command}: plan ${p.plan} has no failover in ${p.stateDir} (no ${p.file}): nothing to ${what}`)
+  return s
+}
+
+/** The plan's reverse appliance as the agent takes it, or the refusal. */
+export function reverseOf(plan: Plan, command: string): ReverseTarget {
+  const r = plan.reverse
+  if (!r) throw new TidemarkError('NO_REVERSE', `tidemark ${command}: plan ${plan.name} names no reverse appliance (reverse: { appliance: HOST:PORT }): the recovered volumes replicate there once committed`)
+  return { appliance: r.appliance, ...(r.tlsCert ? { tls: { cert: r.tlsCert, key: r.tlsKey!, ca: r.tlsCa! } } : {}) }
+}
+
+/** Refusals of plan commit: everything that can refuse is checked before anything changes. */
+export function checkCommit(p: RunPaths, plan: Plan, now = Date.now()): { state: FailoverState; reverse: ReverseTarget } {
+  const s = runOf(p, 'plan commit', 'commit (plan failover first)')
+  if (s.phase === 'committed') throw new TidemarkError('COMMITTED', `tidemark plan commit: plan ${s.plan} was committed already at ${s.reverse?.committedAt} (replicating to ${s.reverse?.appliance})`)
+  const deadline = Date.parse(s.commitDeadline)
+  if (now > deadline) {
+    throw new TidemarkError(
+      'COMMIT_DEADLINE',
+      `tidemark plan commit: the commit deadline of plan ${s.plan} passed at ${s.commitDeadline} (${Math.round((now - deadline) / 60000)} min ago): roll back (plan rollback), then fail over again`
+    )
+  }
+  return { state: s, reverse: reverseOf(plan, 'plan commit') }
+}
+
+export interface CommitOptions {
+  client: AdminClient
+  plan: Plan
+  paths: RunPaths
+  /** wait for the reverse appliance's initial copy of every volume */
+  wait: boolean
+  json: boolean
+  progress: (line: string) => void
+}
+
+export async function runCommit(o: CommitOptions): Promise<PlanRunReport> {
+  const p = o.paths
+  const { state: s, reverse } = checkCommit(p, o.plan)
+  const report = runActionReport(s, o.plan, 'commit')
+  const t0 = Date.now()
+  const volumes = s.disks.map((d) => d.volume)
+  try {
+    o.progress(`plan ${s.plan}: restarting the failover agent (pid ${s.agent.pid}) to replicate to ${reverse.appliance}`)
+    await stopFailoverAgent(s.agent)
+    try {
+      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes, reverse))
+    } catch (err) {
+      // The VMs need their disks: the agent as it was, then the error.
+      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes))
+      writeRun(p, s)
+      throw err
+    }
+    s.phase = 'committed'
+    s.reverse = { appliance: reverse.appliance, committedAt: new Date().toISOString() }
+    writeRun(p, s)
+    o.progress(`plan ${s.plan}: committed: agent pid ${s.agent.pid} replicating to ${reverse.appliance}`)
+    if (o.wait) {
+      for (;;) {
+        const st = reverseCopyStatus(p, volumes)
+        if (Object.values(st).every((v) => v === 'complete')) break
+        if (!processAlive(s.agent)) throw new Error(`the failover agent (pid ${s.agent.pid}) exited before the initial copy to ${reverse.appliance} was complete`)
+        await pause(250)
+      }
+      o.progress(`plan ${s.plan}: ${reverse.appliance} holds the initial copy of ${volumes.join(', ')}`)
+    }
+    const vms = s.vms.map((v) => ({ machine: v.machine, pid: v.pid, alive: processAlive(v) }))
+    const dead = vms.filter((v) => !v.alive)
+    if (dead.length) throw new Error(`the VM of ${dead.map((v) => `${v.machine} (pid ${v.pid})`).join(', ')} is not running`)
+    report.result = 'passed'
+    report.details = { reverse: reverse.appliance, agentPid: s.agent.pid, initialCopy: reverseCopyStatus(p, volumes), vms, seconds: Math.round((Date.now() - t0) / 100) / 10 }
+  } catch (err) {
+    report.error = (err as Error).message
+  }
+  report.finishedAt = new Date().toISOString()
+  await recordPlanRun(o.client, report, { json: o.json })
+  return report
+}
