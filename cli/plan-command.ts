@@ -78,7 +78,7 @@ ${rows(23, 'plan', 'keep', 'json')}
 `,
 })
 
-const FAILOVER_ACTIONS = ['failover', 'commit', 'rollback', 'failback', 'status']
+const FAILOVER_ACTIONS = ['failover', 'commit', 'rollback', 'failback', 'status', 'watch']
 
 const HELP = `Usage: tidemark plan validate|test|failover --appliance HOST:PORT --plan FILE ...   (tidemark plan ACTION --help)
        tidemark plan commit|rollback --plan FILE [--state DIR]
@@ -96,6 +96,7 @@ on which isolated networks, and how to tell each one is up.
   rollback   discard a failover that was not committed: everything as before
   failback   bring production back to a final point of the recovery site
   status     the failed-over plans here: phase, deadline, agent, VMs
+  watch      (started by plan failover --at-deadline): acts at the deadline
   audit      the appliance's trail of plan actions (--verify: its hash chain)
 `
 

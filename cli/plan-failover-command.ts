@@ -1,14 +1,18 @@
-// tidemark plan failover | commit | rollback | failback | status: a plan's
-// real failover and its way back (client/plans/failover.ts, commit.ts,
-// rollback.ts, failback-plan.ts, status.ts). The run's state lives in
-// --state DIR (failover-state.ts); commit and rollback find the recovery
-// appliance there, so they take only the plan.
+// tidemark plan failover | commit | rollback | failback | status | watch: a
+// plan's real failover and its way back (client/plans/failover.ts, commit.ts,
+// rollback.ts, failback-plan.ts, status.ts, deadline-watcher.ts). The run's
+// state lives in --state DIR (failover-state.ts); commit and rollback find
+// the recovery appliance there, so they take only the plan. `plan watch` is
+// what `plan failover --at-deadline rollback|commit` starts, not an
+// operator's command: it acts at the deadline through runRollback and
+// runCommit, as the commands do.
 import path from 'node:path'
 import { z } from 'zod'
 import { checkCommit, reverseOf, runCommit, runOf } from '../client/plans/commit'
 import { checkFailback, runPlanFailback } from '../client/plans/failback-plan'
 import { refuseRunning, runFailover } from '../client/plans/failover'
-import { DEFAULT_STATE_DIR, RunPaths } from '../client/plans/failover-state'
+import { waitForDeadline } from '../client/plans/deadline-watcher'
+import { DEFAULT_STATE_DIR, RunPaths, type AtDeadline } from '../client/plans/failover-state'
 import { failoverNetworkProblems } from '../client/plans/host-network'
 import { checkPlan, problemLine, type Plan } from '../client/plans/plan'
 import { checkRollback, runRollback } from '../client/plans/rollback'
@@ -40,10 +44,17 @@ export const PLAN_FAILOVER = command({
       default: '4h',
       value: check(z.string(), (s) => (parseDuration(s) ?? 0) > 0, (s) => `--commit-within '${s}' is not a duration such as 30m, 4h or 2d`).transform((s) => parseDuration(s)!),
     }),
+    'at-deadline': text({
+      label: '--at-deadline ACTION',
+      help: 'none (default): the operator decides; rollback or commit: a watcher\n(plan watch, detached) does it at the deadline unless the run was\ncommitted or rolled back before',
+      default: 'none',
+      value: check(z.string(), (s) => ['none', 'rollback', 'commit'].includes(s), (s) => `--at-deadline '${s}' is not none, rollback or commit`).transform((s) => s as AtDeadline),
+    }),
   },
   help: (rows) => `Usage:
   tidemark plan failover --appliance HOST:PORT --plan FILE [--timemark ID|LABEL | --at ISO-TIME | --seq N|latest]
-                         [--state DIR] [--commit-within DURATION] [--json] [--tls-cert F --tls-key F --tls-ca F]
+                         [--state DIR] [--commit-within DURATION] [--at-deadline none|rollback|commit]
+                         [--json] [--tls-cert F --tls-key F --tls-ca F]
 
 The real failover, for when production is gone. Validates the plan (as plan
 validate; and every machine network's failover bridge exists here), restores
@@ -52,11 +63,16 @@ agent serving them over NBD (every write captured, replicated nowhere until
 plan commit) and boots the machines in boot order with their checks,
 detached, each NIC a tap on its network's failover bridge. Reports each
 machine's boot seconds and the RTO; the run stays in DIR/PLAN until plan
-commit, rollback or failback. A failure half way tears down what it started.
-Refused while the plan has a run in DIR. Needs root (taps).
+commit, rollback or failback. The run is written (phase failing-over) before
+the first disk is restored and as each process starts, so a failover killed
+half way is "interrupted" in plan status and plan rollback removes it; a
+failure it sees tears down what it started. Refused while the plan has a run
+in DIR (a second failover started at the same moment included: the one line
+names the other's pid). With --at-deadline rollback|commit a detached watcher
+(plan watch) rolls back or commits at the deadline. Needs root (taps).
 ${POINT_HELP}
 ${rows(27, 'timemark', 'at', 'seq')}
-${rows(27, 'plan', 'state', 'commit-within', 'json')}
+${rows(27, 'plan', 'state', 'commit-within', 'at-deadline', 'json')}
 `,
 })
 
@@ -74,8 +90,9 @@ export const PLAN_COMMIT = command({
 
 Keeps a failover: the failover agent restarts replicating to the plan's
 reverse appliance (reverse: { appliance: HOST:PORT }), with a control socket;
-the VMs run on (their disks reconnect). Refused past the commit deadline or
-when the plan is not failed-over. Recorded in the recovery appliance's audit
+the VMs run on (their disks reconnect); the deadline's watcher, if any, is
+stopped first. Refused past the commit deadline, when the plan is not
+failed-over, or while its failover runs or was interrupted. Recorded in the recovery appliance's audit
 trail (the one the failover read, as DIR/PLAN/failover.json names it).
 
 ${rows(23, 'plan', 'state', 'wait', 'json')}
@@ -90,8 +107,10 @@ export const PLAN_ROLLBACK = command({
 
 Discards a failover that was not committed: its VMs killed, their taps
 deleted, the failover agent stopped, the recovered disks and the run removed
-(the report is kept in DIR/PLAN/history/). The recovery appliance was only
-read from: everything is as before the failover.
+(the report is kept in DIR/PLAN/history/), the deadline's watcher stopped.
+The recovery appliance was only read from: everything is as before the
+failover. An interrupted failover (its process gone before it finished) is
+rolled back the same way: every process and tap its run names.
 
 ${rows(23, 'plan', 'state', 'json')}
 `,
@@ -124,11 +143,30 @@ export const PLAN_STATUS = command({
   tidemark plan status [--state DIR] [--json]
 
 Every failed-over plan in DIR: its phase, point, age, the time left to
-commit (or "rollback due"), the failover agent (alive, where it replicates,
+commit (or "rollback due"), what happens at the deadline and its watcher,
+a failover still running or "interrupted: plan rollback removes it", the
+failover agent (alive, where it replicates,
 the reverse initial copy) and each VM (alive, pid); and the production VMs
 plan failback started.
 
 ${rows(23, 'state', 'json')}
+`,
+})
+
+export const PLAN_WATCH = command({
+  name: 'plan watch',
+  options: { ...helpOption, ...planFile, ...state },
+  help: (rows) => `Usage:
+  tidemark plan watch --plan FILE [--state DIR]
+
+Started (detached) by plan failover --at-deadline rollback|commit, not by
+hand: waits for the commit deadline of the plan's run in DIR, then rolls it
+back or commits it as plan rollback and plan commit do, the audit entry
+saying it was done at the deadline. It exits doing nothing when the run ends
+or changes first (committed, rolled back, another run, an interrupted
+failover); plan commit and plan rollback stop it. Logs to DIR/PLAN/watcher.log.
+
+${rows(23, 'plan', 'state')}
 `,
 })
 
@@ -138,6 +176,7 @@ const DEFS: Record<string, Command<Options>> = {
   rollback: PLAN_ROLLBACK as unknown as Command<Options>,
   failback: PLAN_FAILBACK as unknown as Command<Options>,
   status: PLAN_STATUS as unknown as Command<Options>,
+  watch: PLAN_WATCH as unknown as Command<Options>,
 }
 
 /** The plan file, schema-checked only (commit, rollback and failback ask no appliance about it). */
@@ -199,6 +238,7 @@ export async function runPlanFailoverAction(action: string, argv: string[]): Pro
   const planArg = path.resolve(a.plan as string)
 
   if (action === 'failover') return failover(a, planArg, stateDir)
+  if (action === 'watch') return watch(planArg, stateDir)
 
   const plan = schemaPlan(planArg, cmd)
   const paths = new RunPaths(stateDir, plan.name)
@@ -241,6 +281,7 @@ async function failover(a: Record<string, unknown>, planArg: string, stateDir: s
   const src = readPlan(planArg, cmd)
   const early = checkPlan(src)
   if (early.plan) refuseRunning(new RunPaths(stateDir, early.plan.name), cmd)
+  if (early.plan && a['at-deadline'] === 'commit') reverseOf(early.plan, `${cmd} --at-deadline commit`)
   const client = adminFromFlags(a as never, cmd)
   try {
     const tls = tlsFiles(a as never, cmd)
@@ -267,6 +308,7 @@ async function failover(a: Record<string, unknown>, planArg: string, stateDir: s
         resolved: checked.resolved!,
         stateDir,
         commitWithinMs: a['commit-within'] as number,
+        atDeadline: a['at-deadline'] as AtDeadline,
         json: a.json === true,
         progress: progress(a.json === true),
         signal: abort.signal,
@@ -276,6 +318,38 @@ async function failover(a: Record<string, unknown>, planArg: string, stateDir: s
       process.off('SIGINT', stop)
       process.off('SIGTERM', stop)
     }
+  } finally {
+    client.close()
+  }
+}
+
+/** `plan watch`: the deadline's watcher. Its log lines go to DIR/PLAN/watcher.log (its stdout). */
+async function watch(planArg: string, stateDir: string): Promise<number> {
+  const cmd = 'plan watch'
+  const plan = schemaPlan(planArg, cmd)
+  const paths = new RunPaths(stateDir, plan.name)
+  const s0 = runOf(paths, cmd, 'watch')
+  const log = (line: string): void => void process.stdout.write(`${new Date().toISOString()} ${line}\n`)
+  if (s0.atDeadline === 'none') throw new TidemarkError('NO_DEADLINE_ACTION', `tidemark ${cmd}: run ${s0.runId} of plan ${plan.name} was failed over with --at-deadline none: nothing to do at its deadline`)
+  log(`pid ${process.pid} watching run ${s0.runId} of plan ${plan.name}: ${s0.atDeadline} at its commit deadline`)
+  // SIGTERM (plan commit, plan rollback) while waiting: exit doing nothing.
+  const abort = new AbortController()
+  process.once('SIGTERM', () => abort.abort())
+  const end = await waitForDeadline(paths, s0.runId, abort.signal)
+  if (!end.act) {
+    log(`nothing to do: ${end.why}`)
+    return 0
+  }
+  const s = end.state
+  log(`the commit deadline ${s.commitDeadline} is here: ${s.atDeadline === 'commit' ? 'committing' : 'rolling back'} run ${s.runId}`)
+  const client = adminFromFlags({ appliance: s.appliance, 'tls-cert': s.applianceTls?.cert, 'tls-key': s.applianceTls?.key, 'tls-ca': s.applianceTls?.ca }, cmd)
+  try {
+    const report =
+      s.atDeadline === 'commit'
+        ? await runCommit({ client, plan, paths, wait: false, json: false, progress: log, atDeadline: true })
+        : await runRollback({ client, plan, paths, json: false, progress: log, atDeadline: true })
+    log(`${report.action} ${report.result}${report.error ? `: ${report.error}` : ''}${report.audit && 'seq' in report.audit ? ` (audit entry ${report.audit.seq}, by ${report.audit.who})` : ''}`)
+    return report.result === 'passed' ? 0 : 1
   } finally {
     client.close()
   }

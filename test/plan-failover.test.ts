@@ -71,7 +71,7 @@ t.test('plan failover, commit, failback and rollback of a real VM', { skip: type
   t.teardown(async () => {
     const s = readState()
     const prod = readJson<ProductionState>(path.join(runDir, 'production.json'))
-    for (const pid of [...(s?.vms.map((v) => v.pid) ?? []), ...(s ? [s.agent.pid] : []), ...(prod?.vms.map((v) => v.pid) ?? [])]) await killPid(pid)
+    for (const pid of [...(s?.vms.map((v) => v.pid) ?? []), ...(s?.agent ? [s.agent.pid] : []), ...(prod?.vms.map((v) => v.pid) ?? [])]) await killPid(pid)
   })
 
   // A: the recovery appliance; B: the reverse one.
@@ -157,8 +157,8 @@ reverse: { appliance: 'unix:${bSock}' }
     const s = readState()!
     t.match(s, { plan: 'shop', phase: 'failed-over', runId: failover.runId, disks: [{ volume: 'vol', seq: mark.seq, image: path.join(runDir, 'disks', 'vol.img') }] })
     t.ok(Date.parse(s.commitDeadline) - Date.parse(s.failedOverAt) === 2 * 3600_000, 'the commit deadline is --commit-within after the failover')
-    t.ok(alive(s.agent.pid), `the failover agent runs (pid ${s.agent.pid})`)
-    t.notOk(s.agent.argv.includes('--appliance'), 'and replicates nowhere')
+    t.ok(alive(s.agent!.pid), `the failover agent runs (pid ${s.agent!.pid})`)
+    t.notOk(s.agent!.argv.includes('--appliance'), 'and replicates nowhere')
     t.ok(alive(s.vms[0].pid), `the VM runs on after the command exited (pid ${s.vms[0].pid})`)
     const link = await must('ip', ['-n', ns, '-o', 'link', 'show', 'master', 'br-prod'])
     t.match(link, s.vms[0].tap, `its tap ${s.vms[0].tap} is on br-prod`)
@@ -186,8 +186,8 @@ reverse: { appliance: 'unix:${bSock}' }
     t.match(report, { action: 'commit', result: 'passed', details: { initialCopy: { vol: 'complete' } } })
     const s = readState()!
     t.match(s, { phase: 'committed', reverse: { appliance: `unix:${bSock}` } })
-    t.not(s.agent.pid, s0.agent.pid, 'a new agent')
-    t.ok(s.agent.argv.includes('--appliance'), 'replicating to B')
+    t.not(s.agent!.pid, s0.agent!.pid, 'a new agent')
+    t.ok(s.agent!.argv.includes('--appliance'), 'replicating to B')
     t.ok(alive(s.vms[0].pid), 'the VM is the same process')
     const n = consoleLines()
     await waitFor('the VM to write after the agent restart', () => consoleLines() > n + 5, 120_000)
@@ -227,7 +227,7 @@ reverse: { appliance: 'unix:${bSock}' }
     const bootLine = /tm-boot role=rec lines=(\d+)/.exec(report.machines[0].check.detail)
     t.equal(Number(bootLine?.[1]), recovered.lines.length, `production booted finding the recovery VM's ${recovered.lines.length} lines`)
     for (const v of s.vms) t.notOk(alive(v.pid), `the recovery VM ${v.machine} is gone`)
-    t.notOk(alive(s.agent.pid), 'the failover agent is gone')
+    t.notOk(alive(s.agent!.pid), 'the failover agent is gone')
     t.notOk(fs.existsSync(path.join(runDir, 'disks')), 'the recovered disks are gone')
     t.notOk(readState(), 'the run is gone')
     t.ok(fs.readdirSync(path.join(runDir, 'history')).some((f) => f.endsWith('-failback.json')), 'its report is in history/')
@@ -260,7 +260,7 @@ reverse: { appliance: 'unix:${bSock}' }
     t.equal(rb.code, 0, `exits 0 ${rb.stderr}`)
     t.match(JSON.parse(rb.stdout), { action: 'rollback', result: 'passed' })
     for (const v of s.vms) t.notOk(alive(v.pid), `VM ${v.machine} is gone`)
-    t.notOk(alive(s.agent.pid), 'the agent is gone')
+    t.notOk(alive(s.agent!.pid), 'the agent is gone')
     t.same(fs.readdirSync(runDir).sort(), ['history', 'production', 'production.json'], 'no run is left: only the history and the production record')
     // (production's tap stays: its VM is production's, which no plan command stops)
     const taps = (await must('ip', ['-n', ns, '-o', 'link', 'show', 'master', 'br-prod'])).split('\n').filter((l) => l.includes(s.vms[0].tap))

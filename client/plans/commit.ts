@@ -12,7 +12,7 @@
 import { TidemarkError } from '../../proto/errors'
 import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
 import { failoverAgentArgv, reverseCopyStatus, startFailoverAgent, stopFailoverAgent, type ReverseTarget } from './failover-agent'
-import { processAlive, readRun, writeRun, type FailoverState, type RunPaths } from './failover-state'
+import { interrupted, processAlive, readRun, stopProcess, writeRun, type FailoverState, type RunPaths } from './failover-state'
 import { runActionReport } from './failover'
 import type { Plan } from './plan'
 import { recordPlanRun } from './record'
@@ -33,12 +33,20 @@ export function reverseOf(plan: Plan, command: string): ReverseTarget {
   return { appliance: r.appliance, ...(r.tlsCert ? { tls: { cert: r.tlsCert, key: r.tlsKey!, ca: r.tlsCa! } } : {}) }
 }
 
-/** Refusals of plan commit: everything that can refuse is checked before anything changes. */
-export function checkCommit(p: RunPaths, plan: Plan, now = Date.now()): { state: FailoverState; reverse: ReverseTarget } {
+/**
+ * Refusals of plan commit: everything that can refuse is checked before anything changes.
+ * `atDeadline`: the deadline watcher's commit (--at-deadline commit), made at the deadline and not refused for it.
+ */
+export function checkCommit(p: RunPaths, plan: Plan, now = Date.now(), atDeadline = false): { state: FailoverState; reverse: ReverseTarget } {
   const s = runOf(p, 'plan commit', 'commit (plan failover first)')
   if (s.phase === 'committed') throw new TidemarkError('COMMITTED', `tidemark plan commit: plan ${s.plan} was committed already at ${s.reverse?.committedAt} (replicating to ${s.reverse?.appliance})`)
+  if (s.phase === 'failing-over') {
+    throw interrupted(s)
+      ? new TidemarkError('PLAN_INTERRUPTED', `tidemark plan commit: plan ${s.plan}'s failover (run ${s.runId}, pid ${s.failover.pid}) was interrupted before it finished: there is nothing whole to keep; plan rollback removes it`)
+      : new TidemarkError('PLAN_FAILING_OVER', `tidemark plan commit: plan ${s.plan} is still being failed over by pid ${s.failover.pid} (run ${s.runId}): commit once it has failed over`)
+  }
   const deadline = Date.parse(s.commitDeadline)
-  if (now > deadline) {
+  if (now > deadline && !atDeadline) {
     throw new TidemarkError(
       'COMMIT_DEADLINE',
       `tidemark plan commit: the commit deadline of plan ${s.plan} passed at ${s.commitDeadline} (${Math.round((now - deadline) / 60000)} min ago): roll back (plan rollback), then fail over again`
@@ -55,26 +63,40 @@ export interface CommitOptions {
   wait: boolean
   json: boolean
   progress: (line: string) => void
+  /** the deadline watcher's commit (--at-deadline commit): not refused for the deadline, and the audit entry says so */
+  atDeadline?: boolean
 }
 
 export async function runCommit(o: CommitOptions): Promise<PlanRunReport> {
   const p = o.paths
-  const { state: s, reverse } = checkCommit(p, o.plan)
+  const { state: s, reverse } = checkCommit(p, o.plan, Date.now(), o.atDeadline)
   const report = runActionReport(s, o.plan, 'commit')
   const t0 = Date.now()
   const volumes = s.disks.map((d) => d.volume)
+  // Recorded as it starts: a commit killed half way leaves the run naming the agent that runs.
+  const onStart = (ref: FailoverState['agent']): void => {
+    s.agent = ref
+    writeRun(p, s)
+  }
   try {
-    o.progress(`plan ${s.plan}: restarting the failover agent (pid ${s.agent.pid}) to replicate to ${reverse.appliance}`)
-    await stopFailoverAgent(s.agent)
+    // A manual commit ends the deadline's watcher first: it must not act on the run this commit changes.
+    if (s.watcher && s.watcher.pid !== process.pid) {
+      o.progress(`plan ${s.plan}: stopping the commit deadline's watcher (pid ${s.watcher.pid})`)
+      await stopProcess(s.watcher, 'SIGTERM')
+    }
+    const old = s.agent!
+    o.progress(`plan ${s.plan}: restarting the failover agent (pid ${old.pid}) to replicate to ${reverse.appliance}`)
+    await stopFailoverAgent(old)
     try {
-      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes, reverse))
+      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes, reverse), { onStart })
     } catch (err) {
       // The VMs need their disks: the agent as it was, then the error.
-      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes))
+      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes), { onStart })
       writeRun(p, s)
       throw err
     }
     s.phase = 'committed'
+    delete s.watcher
     s.reverse = { appliance: reverse.appliance, committedAt: new Date().toISOString() }
     writeRun(p, s)
     o.progress(`plan ${s.plan}: committed: agent pid ${s.agent.pid} replicating to ${reverse.appliance}`)
@@ -91,7 +113,10 @@ export async function runCommit(o: CommitOptions): Promise<PlanRunReport> {
     const dead = vms.filter((v) => !v.alive)
     if (dead.length) throw new Error(`the VM of ${dead.map((v) => `${v.machine} (pid ${v.pid})`).join(', ')} is not running`)
     report.result = 'passed'
-    report.details = { reverse: reverse.appliance, agentPid: s.agent.pid, initialCopy: reverseCopyStatus(p, volumes), vms, seconds: Math.round((Date.now() - t0) / 100) / 10 }
+    report.details = {
+      ...(o.atDeadline ? { trigger: `at the deadline (${s.commitDeadline}): plan failover --at-deadline commit; by the watcher, pid ${process.pid}` } : {}),
+      reverse: reverse.appliance,
+      agentPid: s.agent.pid, initialCopy: reverseCopyStatus(p, volumes), vms, seconds: Math.round((Date.now() - t0) / 100) / 10 }
   } catch (err) {
     report.error = (err as Error).message
   }

@@ -33,7 +33,7 @@ import { openTarget } from '../failback-target'
 import { bootInOrder, machineReport } from './boot'
 import { runOf } from './commit'
 import { createTaps, hostShell, runActionReport, startHostVm } from './failover'
-import { finishRun, processAlive, processRef, writeProduction, type FailoverState, type RunPaths, type RunVm } from './failover-state'
+import { finishRun, interrupted, processAlive, processRef, writeProduction, type FailoverState, type RunPaths, type RunVm } from './failover-state'
 import { deleteTap } from './host-network'
 import type { Plan, PlanMachine } from './plan'
 import { qmpCommand } from './qmp'
@@ -51,6 +51,11 @@ export function productionUri(m: PlanMachine, volume: string): string {
 /** Refusals of plan failback, before anything changes. */
 export function checkFailback(p: RunPaths, plan: Plan): FailoverState {
   const s = runOf(p, 'plan failback', 'fail back (plan failover, then plan commit)')
+  if (s.phase === 'failing-over') {
+    throw interrupted(s)
+      ? new TidemarkError('PLAN_INTERRUPTED', `tidemark plan failback: plan ${s.plan}'s failover (run ${s.runId}, pid ${s.failover.pid}) was interrupted before it finished: nothing to fail back from; plan rollback removes it`)
+      : new TidemarkError('PLAN_FAILING_OVER', `tidemark plan failback: plan ${s.plan} is still being failed over by pid ${s.failover.pid} (run ${s.runId}): fail back from a committed failover`)
+  }
   if (s.phase !== 'committed') {
     throw new TidemarkError(
       'NOT_COMMITTED',
@@ -170,7 +175,7 @@ export async function runPlanFailback(o: PlanFailbackOptions): Promise<PlanRunRe
     const t1 = Date.now()
     const dir = p.productionDir()
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-    const nics = await createTaps(plan, 'tp', s.runId, taps)
+    const nics = await createTaps(plan, 'tp', s.runId, (tap) => taps.push(tap))
     report.machines = plan.machines.map((m) => machineReport(m, s.disks.filter((d) => d.machine === m.name).map((d) => ({ volume: d.volume, seq: mark.seq }))))
     await bootInOrder({
       plan,

@@ -15,7 +15,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { TidemarkError } from '../../proto/errors'
-import { processRef, stopProcess, type ProcessRef, type RunPaths } from './failover-state'
+import { processRef, processStartTicks, stopProcess, type ProcessRef, type RunPaths } from './failover-state'
 
 /** bin/tidemark.js of this build (dist/client/plans/ -> bin/). */
 export const TIDEMARK_BIN = path.join(__dirname, '..', '..', '..', 'bin', 'tidemark.js')
@@ -62,7 +62,8 @@ export function agentLogTail(p: RunPaths, lines = 5): string {
  * reverse appliance, its control socket) answers; an agent that exits first
  * is an error carrying the end of its log.
  */
-export async function startFailoverAgent(p: RunPaths, argv: string[], timeoutMs = 60_000): Promise<ProcessRef & { argv: string[] }> {
+export async function startFailoverAgent(p: RunPaths, argv: string[], opts: { timeoutMs?: number; onStart?: (ref: ProcessRef & { argv: string[] }) => void } = {}): Promise<ProcessRef & { argv: string[] }> {
+  const timeoutMs = opts.timeoutMs ?? 60_000
   const log = fs.openSync(p.agentLog, 'a', 0o600)
   let proc
   try {
@@ -70,6 +71,9 @@ export async function startFailoverAgent(p: RunPaths, argv: string[], timeoutMs 
   } finally {
     fs.closeSync(log)
   }
+  // Recorded (the caller's run) before it can matter: while it comes up, a SIGKILL of the caller leaves it named.
+  const ticks = proc.pid === undefined ? null : processStartTicks(proc.pid)
+  if (ticks !== null) opts.onStart?.({ pid: proc.pid!, startTicks: ticks, startedAt: new Date().toISOString(), argv })
   let exited: string | null = null
   proc.on('exit', (code, signal) => (exited = signal ? `killed by ${signal}` : `exited ${code}`))
   proc.on('error', (e) => (exited = `could not start: ${e.message}`))

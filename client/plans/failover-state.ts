@@ -1,12 +1,13 @@
 // What a failed-over plan leaves on the recovery host, and the one module that
 // reads and writes it. A plan's run lives in STATE/PLAN/:
 //
-//   failover.json     the run: phase, point, deadline, the agent's and VMs' processes
+//   failover.json     the run: phase, point, deadline, every process and tap it started
 //   disks/VOL.img     the recovered disks (restored at the point, then written by the VMs)
 //   agent/            the failover agent's --state
 //   nbd.sock          the failover agent's NBD exports (the VMs' disks)
 //   control.sock      its control socket (TimeMarks; once committed)
 //   agent.log         its log
+//   watcher.log       the commit deadline's watcher's log (--at-deadline rollback|commit)
 //   MACHINE.console   a VM's serial console; MACHINE.qmp its QMP socket; MACHINE.qemu.log its stderr
 //   history/          the final report of every run that was rolled back or failed back
 //   production.json   the production VMs plan failback started (for plan status)
@@ -14,6 +15,17 @@
 // failover.json is replaced atomically (a temporary file, fsync, rename,
 // fsync of the directory), so a crash leaves the old run or the new one,
 // never half of one. A run exists exactly when failover.json does.
+//
+// A failover claims the plan by creating failover.json (phase failing-over)
+// before it restores a disk or starts a process: written whole to a file of
+// its own, then hard-linked to failover.json, which fails when the name
+// exists (O_EXCL's atomicity, with the content already in place), so of two
+// failovers started together exactly one has a run and the other is refused
+// naming it. From there the run is rewritten as each process starts (the
+// watcher, the agent, each VM) and before each tap is made, so a SIGKILL at
+// any point leaves a run naming everything there is to remove: plan status
+// calls it interrupted (phase failing-over, its failover process gone) and
+// plan rollback removes it.
 //
 // Processes are named by pid and their start time (/proc/PID/stat field 22,
 // clock ticks since boot): a pid the kernel handed to someone else since is
@@ -51,17 +63,37 @@ export interface FailoverState {
   /** --tls-* of the failover, absolute; commit and rollback record with them */
   applianceTls?: { cert: string; key: string; ca: string }
   runId: string
-  phase: 'failed-over' | 'committed'
+  /** failing-over: the failover is running (or was interrupted: its process is gone) */
+  phase: 'failing-over' | 'failed-over' | 'committed'
+  /** the `plan failover` process that owns a failing-over run */
+  failover: ProcessRef
+  startedAt: string
   /** what the point named, for a person */
   point: string
   disks: Array<{ machine: string; volume: string; seq: number; image: string }>
+  /** '' while failing over */
   failedOverAt: string
-  /** plan commit is refused after this; plan status says "rollback due" */
+  /** plan commit is refused after this; plan status says "rollback due" ('' while failing over) */
   commitDeadline: string
-  agent: ProcessRef & { argv: string[] }
+  commitWithinMs: number
+  /** what happens at the deadline: none (the operator decides), or the watcher rolls back or commits */
+  atDeadline: AtDeadline
+  /** the deadline's watcher (`plan watch`), with --at-deadline rollback|commit, until the run is committed */
+  watcher?: ProcessRef
+  /** null until the agent is started (failing over) */
+  agent: (ProcessRef & { argv: string[] }) | null
   vms: RunVm[]
+  /** every tap the run made, recorded before it is made */
+  taps: string[]
   /** once committed: where the recovered volumes replicate */
   reverse?: { appliance: string; committedAt: string }
+}
+
+export type AtDeadline = 'none' | 'rollback' | 'commit'
+
+/** Whether a failing-over run's failover process is gone: nobody will finish or tear it down but plan rollback. */
+export function interrupted(s: FailoverState): boolean {
+  return s.phase === 'failing-over' && !processAlive(s.failover)
 }
 
 /** The production VMs plan failback started, for plan status. */
@@ -121,9 +153,9 @@ export class RunPaths {
   }
 }
 
-/** Writes JSON atomically: FILE.tmp, fsync, rename over FILE, fsync of the directory. */
-function writeAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp`
+/** FILE.PID.tmp written and fsynced (a name of this process's: two processes never share one). */
+function writeTemp(file: string, value: unknown): string {
+  const tmp = `${file}.${process.pid}.tmp`
   const fd = fs.openSync(tmp, 'w', 0o600)
   try {
     fs.writeSync(fd, `${JSON.stringify(value, null, 2)}\n`)
@@ -131,13 +163,22 @@ function writeAtomic(file: string, value: unknown): void {
   } finally {
     fs.closeSync(fd)
   }
-  fs.renameSync(tmp, file)
-  const dfd = fs.openSync(path.dirname(file), 'r')
+  return tmp
+}
+
+function fsyncDir(dir: string): void {
+  const dfd = fs.openSync(dir, 'r')
   try {
     fs.fsyncSync(dfd)
   } finally {
     fs.closeSync(dfd)
   }
+}
+
+/** Writes JSON atomically: a temporary file, fsync, rename over FILE, fsync of the directory. */
+function writeAtomic(file: string, value: unknown): void {
+  fs.renameSync(writeTemp(file, value), file)
+  fsyncDir(path.dirname(file))
 }
 
 function readJson<T>(file: string): T | null {
@@ -157,6 +198,32 @@ function readJson<T>(file: string): T | null {
 
 export function readRun(p: RunPaths): FailoverState | null {
   return readJson<FailoverState>(p.file)
+}
+
+/**
+ * Creates the run, or returns the one that is there (and creates nothing):
+ * link(2) of a complete temporary file fails with EEXIST when failover.json
+ * exists, so exactly one of two racing failovers gets the plan.
+ */
+export function claimRun(p: RunPaths, s: FailoverState): FailoverState | null {
+  fs.mkdirSync(p.dir, { recursive: true, mode: 0o700 })
+  const tmp = writeTemp(p.file, s)
+  try {
+    for (;;) {
+      try {
+        fs.linkSync(tmp, p.file)
+        fsyncDir(p.dir)
+        return null
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      // (a run that ended between the link and this read: try again)
+      const other = readRun(p)
+      if (other) return other
+    }
+  } finally {
+    fs.rmSync(tmp, { force: true })
+  }
 }
 
 export function writeRun(p: RunPaths, s: FailoverState): void {

@@ -10,6 +10,7 @@
 // Boot order is a number per machine, not a list of dependencies: machines
 // with the same number start together, a group starts when every check of
 // the group before it is green. A cycle cannot be written that way.
+import path from 'node:path'
 import { z } from 'zod'
 import type { PointInTime } from '../../proto/generated/tidemark/v1/PointInTime'
 import { isoTimeMs } from '../point'
@@ -281,8 +282,16 @@ export function checkPlan(src: PlanSource): { plan: Plan; problems: [] } | { pla
       }
     }
   }
-  return problems.length ? { plan: null, problems } : { plan, problems: [] }
+  if (problems.length) return { plan: null, problems }
+  // The reverse appliance's TLS files, like kernel and initrd, are relative to the plan file: made absolute
+  // here, once, for every command that reads the plan (commit and failback run from anywhere).
+  const rev = plan.reverse
+  if (rev) for (const key of REVERSE_TLS_KEYS) if (rev[key] !== undefined) rev[key] = path.resolve(path.dirname(path.resolve(src.file)), rev[key])
+  return { plan, problems: [] }
 }
+
+/** The reverse appliance's TLS files in a plan: reverse.tlsCert, tlsKey, tlsCa. */
+export const REVERSE_TLS_KEYS = ['tlsCert', 'tlsKey', 'tlsCa'] as const
 
 /** Hex digits of a run's id, in the names of what the run creates. */
 export const RUN_ID_CHARS = 6

@@ -27,7 +27,7 @@ import type { StatsRequest } from '../../proto/generated/tidemark/v1/StatsReques
 import { fromStatus } from '../../proto/status'
 import { unary } from '../admin-client'
 import { describePoint } from '../point'
-import type { Plan, PlanProblem, PlanSource } from './plan'
+import { REVERSE_TLS_KEYS, type Plan, type PlanProblem, type PlanSource } from './plan'
 
 export interface ResolvedDisk {
   machine: string
@@ -96,6 +96,19 @@ export async function resolvePlan(
       }
     }
     files.set(m.name, f)
+  }
+  // The reverse appliance's TLS files (checkPlan made them absolute, relative to the plan file): commit reads them.
+  for (const key of REVERSE_TLS_KEYS) {
+    const file = plan.reverse?.[key]
+    if (file === undefined) continue
+    try {
+      if (!fs.statSync(file).isFile()) throw new Error('not a regular file')
+      fs.accessSync(file, fs.constants.R_OK)
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'not readable' : e.message
+      add(['reverse', key], `reverse.${key}`, `${file}: ${why}`)
+    }
   }
 
   let nbd = { unix: '', tcp: '', tls: false }
