@@ -10,7 +10,7 @@ import { APPLIANCE, parseApplianceArgs } from '../cli/appliance-command'
 import type { Command, Options } from '../cli/definition'
 import { FAILBACK } from '../cli/failback-command'
 import { PLAN_TEST, PLAN_VALIDATE } from '../cli/plan-command'
-import { PLAN_COMMIT, PLAN_FAILBACK, PLAN_FAILOVER, PLAN_ROLLBACK, PLAN_STATUS } from '../cli/plan-failover-command'
+import { PLAN_COMMIT, PLAN_FAILBACK, PLAN_FAILOVER, PLAN_ROLLBACK, PLAN_STATUS, PLAN_WATCH } from '../cli/plan-failover-command'
 import { RESTORE } from '../cli/restore-command'
 import { TIMEVIEW } from '../cli/timeview-command'
 import { BIN, makeImage, run, tmpdir } from './helpers'
@@ -28,6 +28,7 @@ const commands: Array<[string, Command<Options>]> = [
   ['plan rollback', PLAN_ROLLBACK as unknown as Command<Options>],
   ['plan failback', PLAN_FAILBACK as unknown as Command<Options>],
   ['plan status', PLAN_STATUS as unknown as Command<Options>],
+  ['plan watch', PLAN_WATCH as unknown as Command<Options>],
 ]
 
 t.test('--help shows a row for every option that has one', async (t) => {

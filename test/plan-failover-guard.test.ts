@@ -136,7 +136,7 @@ reverse: ${reverseBlock}
     BIN,
     'plan',
     action,
-    ...(action === 'failover' ? ['--appliance', `unix:${aSock}`] : []),
+    ...(action === 'failover' || action === 'failback' ? ['--appliance', `unix:${aSock}`] : []),
     '--plan',
     planFile,
     '--state',
@@ -178,6 +178,9 @@ reverse: ${reverseBlock}
     const commit = await plan('commit', toB, stateDir)
     t.equal(commit.code, 1, 'commit of an interrupted failover exits 1')
     t.match(oneLine(commit.stderr), [/^tidemark plan commit: plan shop's failover \(run [0-9a-f]+, pid \d+\) was interrupted before it finished: .*plan rollback removes it$/], commit.stderr)
+    const fb = await plan('failback', toB, stateDir)
+    t.equal(fb.code, 1, 'failback of an interrupted failover exits 1')
+    t.match(oneLine(fb.stderr), [/^tidemark plan failback: plan shop's failover \(run [0-9a-f]+, pid \d+\) was interrupted before it finished: .*plan rollback removes it$/], fb.stderr)
     const again = await plan('failover', toB, stateDir)
     t.equal(again.code, 1, 'a new failover over it exits 1')
     t.match(oneLine(again.stderr), [/^tidemark plan failover: plan shop has an interrupted failover .*: plan rollback removes it$/], again.stderr)
