@@ -3,9 +3,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { connectable } from '../client/socket-probe'
+export { connectable }
 
 export const ROOT = path.resolve(__dirname, '..')
 export const BIN = path.join(ROOT, 'bin', 'tidemark.js')
@@ -86,17 +87,6 @@ export function nbdUri(sock: string, name: string): string {
   return `nbd+unix:///${name}?socket=${sock}`
 }
 
-/** Whether something accepts connections on the unix socket `sock`. */
-export function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
 
 /** A tidemark process started by a test: its output, its pino lines, stopping it. */
 export class ServiceProcess {

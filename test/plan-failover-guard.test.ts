@@ -22,40 +22,19 @@ import type { FailoverState } from '../client/plans/failover-state'
 import type { PlanRunReport } from '../client/plans/runner'
 import type { PlanStatus } from '../client/plans/status'
 import { tidemark, tidemarkJson, waitFor } from './claims-helpers'
-import { buildGuest, type Guest } from './lib/guest'
+import { type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
 import { BIN, exitOf, have, makeImage, must, nbdUri, run, startAgent, startAppliance, tmpdir } from './helpers'
 
-const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy']
-
-function guestOrWhy(): Guest | string {
-  const missing = TOOLS.filter((c) => !have(c))
-  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
-  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
-  try {
-    return buildGuest()
-  } catch (err) {
-    return `no guest can be built here: ${(err as Error).message}`
-  }
-}
-const built = guestOrWhy()
-
-/** The process is there and is not a zombie (a detached VM's parent may be gone). */
-function alive(pid: number): boolean {
-  try {
-    return !/^\S+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
-}
+const built = planGuestOrWhy()
 
 async function killPid(pid: number): Promise<void> {
-  if (!alive(pid)) return
+  if (!processRuns(pid)) return
   try {
     process.kill(pid, 'SIGKILL')
   } catch {
     return
   }
-  await waitFor(`pid ${pid} to exit`, () => !alive(pid), 30_000)
+  await waitFor(`pid ${pid} to exit`, () => !processRuns(pid), 30_000)
 }
 
 const oneLine = (stderr: string): string[] => stderr.split('\n').filter(Boolean)
@@ -108,21 +87,8 @@ t.test('failover guards: interrupted runs, one failover at a time, the deadline 
     const f = path.join(dir, name)
     fs.writeFileSync(
       f,
-      `name: shop
-point: mark=before-failover
-machines:
-  - name: db
-    boot: 1
-    disks: [vol]
-    kernel: ${guest.kernel}
-    initrd: ${guest.initrd}
-    append: console=ttyS0 panic=-1 tm.role=rec
-    network: { name: app, address: 10.77.0.2/24 }
-    check: { console: 'tm-boot role=rec lines=\\d+', timeout: 240 }
-networks:
-  app: { test: isolated, failover: br-prod }
-reverse: ${reverseBlock}
-`
+      guestPlanYaml(guest, { mark: 'before-failover', role: 'rec', timeout: 240, failover: 'br-prod', plan: `reverse: ${reverseBlock}
+` })
     )
     return f
   }
@@ -164,12 +130,12 @@ reverse: ${reverseBlock}
     }, 300_000)
     t.equal(s.phase, 'failing-over', 'the run is failing-over while the VM boots')
     t.equal(s.failover.pid, child.pid, 'owned by the failover process (ip netns exec execs it)')
-    t.ok(s.agent && alive(s.agent.pid), 'the agent was recorded before the VM started')
-    t.ok(s.watcher && alive(s.watcher.pid), 'and the watcher')
+    t.ok(s.agent && processRuns(s.agent.pid), 'the agent was recorded before the VM started')
+    t.ok(s.watcher && processRuns(s.watcher.pid), 'and the watcher')
     t.same(s.taps, [s.vms[0].tap], 'and the tap, before it was made')
     child.kill('SIGKILL')
     await exited
-    t.ok(alive(s.vms[0].pid), 'the VM runs on without the failover')
+    t.ok(processRuns(s.vms[0].pid), 'the VM runs on without the failover')
 
     const st = await status(stateDir)
     t.match(st, [{ plan: 'shop', phase: 'failing-over', interrupted: true, failoverPid: child.pid }])
@@ -184,13 +150,13 @@ reverse: ${reverseBlock}
     const again = await plan('failover', toB, stateDir)
     t.equal(again.code, 1, 'a new failover over it exits 1')
     t.match(oneLine(again.stderr), [/^tidemark plan failover: plan shop has an interrupted failover .*: plan rollback removes it$/], again.stderr)
-    await waitFor('the watcher to see the failover gone and exit', () => !alive(s.watcher!.pid), 30_000)
+    await waitFor('the watcher to see the failover gone and exit', () => !processRuns(s.watcher!.pid), 30_000)
 
     const rb = await plan('rollback', toB, stateDir, ['--json'])
     t.equal(rb.code, 0, `rollback exits 0 ${rb.stderr}`)
     t.match(JSON.parse(rb.stdout), { action: 'rollback', result: 'passed', details: { interrupted: /was gone/ } })
-    t.notOk(alive(s.vms[0].pid), 'no qemu')
-    t.notOk(alive(s.agent!.pid), 'no agent')
+    t.notOk(processRuns(s.vms[0].pid), 'no qemu')
+    t.notOk(processRuns(s.agent!.pid), 'no agent')
     t.notOk((await taps()).includes(s.vms[0].tap), `no tap ${s.vms[0].tap} on br-prod`)
     t.same(fs.readdirSync(path.join(stateDir, 'shop')), ['history'], 'no run, no disks: only the history')
   })
@@ -210,13 +176,13 @@ reverse: ${reverseBlock}
     t.match(report, { result: 'passed', runId: claimed.runId, details: { atDeadline: 'rollback' } })
     const s = readState(stateDir)!
     t.equal(s.phase, 'failed-over')
-    t.ok(s.watcher && alive(s.watcher.pid), `its watcher runs (pid ${s.watcher?.pid})`)
+    t.ok(s.watcher && processRuns(s.watcher.pid), `its watcher runs (pid ${s.watcher?.pid})`)
 
     await waitFor('the watcher to roll back at the deadline', () => !readState(stateDir), 120_000)
     t.ok(Date.now() >= Date.parse(s.commitDeadline), 'not before the deadline')
-    t.notOk(alive(s.vms[0].pid), 'the VM is gone')
-    t.notOk(alive(s.agent!.pid), 'the agent is gone')
-    await waitFor('the watcher to exit', () => !alive(s.watcher!.pid), 30_000)
+    t.notOk(processRuns(s.vms[0].pid), 'the VM is gone')
+    t.notOk(processRuns(s.agent!.pid), 'the agent is gone')
+    await waitFor('the watcher to exit', () => !processRuns(s.watcher!.pid), 30_000)
     t.notOk((await taps()).includes(s.vms[0].tap), 'the tap is gone')
     t.ok(fs.readdirSync(path.join(stateDir, 'shop', 'history')).some((f) => f.endsWith('-rollback.json')), 'its report is in history/')
     const entry = (await audit()).find((e) => e.action === 'plan rollback' && e.details.runId === s.runId)
@@ -235,8 +201,8 @@ reverse: ${reverseBlock}
     t.ok(Date.parse(s.reverse!.committedAt) >= Date.parse(s0.commitDeadline), 'at the deadline, not before')
     t.ok(s.agent!.argv.includes('--appliance') && s.agent!.argv.includes(`unix:${reverse.b}`), 'the agent replicates to B')
     t.notOk(s.watcher, 'the run names no watcher once committed')
-    await waitFor('the watcher to exit', () => !alive(s0.watcher!.pid), 60_000)
-    t.ok(alive(s.vms[0].pid), 'the VM runs on')
+    await waitFor('the watcher to exit', () => !processRuns(s0.watcher!.pid), 60_000)
+    t.ok(processRuns(s.vms[0].pid), 'the VM runs on')
     await waitFor('the initial copy to B', async () => (await status(stateDir))[0].agent?.initialCopy?.vol === 'complete', 180_000)
     const entry = (await audit()).find((e) => e.action === 'plan commit' && e.details.runId === s.runId)
     t.match(entry, { result: 'passed', details: { trigger: /^at the deadline .*--at-deadline commit/, reverse: `unix:${reverse.b}` } })
@@ -251,13 +217,13 @@ reverse: ${reverseBlock}
     t.match(human.stdout, new RegExp(`\\n  at the deadline: roll back \\(watcher pid ${s0.watcher!.pid} running\\)\\n`), human.stdout)
     const c = await plan('commit', toC, stateDir, ['--json'])
     t.equal(c.code, 0, `commit exits 0 ${c.stderr}`)
-    t.notOk(alive(s0.watcher!.pid), 'the watcher has exited when commit returns')
+    t.notOk(processRuns(s0.watcher!.pid), 'the watcher has exited when commit returns')
     t.match(fs.readFileSync(path.join(stateDir, 'shop', 'watcher.log'), 'utf8'), /nothing to do/, 'it did nothing')
     // Past the deadline the watcher would have acted: the run is as commit left it.
     await waitFor('the deadline to pass', () => Date.now() > Date.parse(s0.commitDeadline) + 2000, 60_000)
     const s = readState(stateDir)!
     t.match(s, { phase: 'committed', runId: s0.runId })
-    t.ok(alive(s.vms[0].pid), 'the VM runs')
+    t.ok(processRuns(s.vms[0].pid), 'the VM runs')
     t.same(
       (await audit()).filter((e) => e.details.runId === s0.runId).map((e) => `${e.action} ${e.result}`),
       ['plan failover passed', 'plan commit passed'],

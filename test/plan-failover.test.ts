@@ -17,41 +17,19 @@ import type { FailoverState, ProductionState } from '../client/plans/failover-st
 import type { PlanRunReport } from '../client/plans/runner'
 import type { PlanStatus } from '../client/plans/status'
 import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
-import { buildGuest, guestLog, qmp, type Guest } from './lib/guest'
-import { BIN, differingSectors, have, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir } from './helpers'
+import { guestLog, qmp, type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
+import { BIN, differingSectors, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir } from './helpers'
 
-const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy']
-
-function guestOrWhy(): Guest | string {
-  const missing = TOOLS.filter((c) => !have(c))
-  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
-  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
-  try {
-    return buildGuest()
-  } catch (err) {
-    return `no guest can be built here: ${(err as Error).message}`
-  }
-}
-const built = guestOrWhy()
-
-/** The process is there and is not a zombie (a detached VM's parent may be gone). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !/^\S+ \(.*\) [ZX] /.test(stat)
-  } catch {
-    return false
-  }
-}
+const built = planGuestOrWhy()
 
 async function killPid(pid: number): Promise<void> {
-  if (!alive(pid)) return
+  if (!processRuns(pid)) return
   try {
     process.kill(pid, 'SIGKILL')
   } catch {
     return
   }
-  await waitFor(`pid ${pid} to exit`, () => !alive(pid), 30_000)
+  await waitFor(`pid ${pid} to exit`, () => !processRuns(pid), 30_000)
 }
 
 t.test('plan failover, commit, failback and rollback of a real VM', { skip: typeof built === 'string' ? built : false }, async (t) => {
@@ -96,22 +74,16 @@ t.test('plan failover, commit, failback and rollback of a real VM', { skip: type
     const f = path.join(dir, name)
     fs.writeFileSync(
       f,
-      `name: shop
-point: mark=before-failover
-machines:
-  - name: db
-    boot: 1
-    disks: [vol]
-    kernel: ${guest.kernel}
-    initrd: ${guest.initrd}
-    append: console=ttyS0 panic=-1 tm.role=rec
-    network: { name: app, address: 10.77.0.2/24 }
-    check: { console: 'tm-boot role=rec lines=\\d+', timeout: 240 }
-    production: { nbd: 'unix:${prodSock}', control: 'unix:${prodControl}' }
-networks:
-  app: { test: isolated, failover: ${bridge} }
-reverse: { appliance: 'unix:${bSock}' }
-`
+      guestPlanYaml(guest, {
+        mark: 'before-failover',
+        role: 'rec',
+        timeout: 240,
+        failover: bridge,
+        machine: `    production: { nbd: 'unix:${prodSock}', control: 'unix:${prodControl}' }
+`,
+        plan: `reverse: { appliance: 'unix:${bSock}' }
+`,
+      })
     )
     return f
   }
@@ -157,9 +129,9 @@ reverse: { appliance: 'unix:${bSock}' }
     const s = readState()!
     t.match(s, { plan: 'shop', phase: 'failed-over', runId: failover.runId, disks: [{ volume: 'vol', seq: mark.seq, image: path.join(runDir, 'disks', 'vol.img') }] })
     t.ok(Date.parse(s.commitDeadline) - Date.parse(s.failedOverAt) === 2 * 3600_000, 'the commit deadline is --commit-within after the failover')
-    t.ok(alive(s.agent!.pid), `the failover agent runs (pid ${s.agent!.pid})`)
+    t.ok(processRuns(s.agent!.pid), `the failover agent runs (pid ${s.agent!.pid})`)
     t.notOk(s.agent!.argv.includes('--appliance'), 'and replicates nowhere')
-    t.ok(alive(s.vms[0].pid), `the VM runs on after the command exited (pid ${s.vms[0].pid})`)
+    t.ok(processRuns(s.vms[0].pid), `the VM runs on after the command exited (pid ${s.vms[0].pid})`)
     const link = await must('ip', ['-n', ns, '-o', 'link', 'show', 'master', 'br-prod'])
     t.match(link, s.vms[0].tap, `its tap ${s.vms[0].tap} is on br-prod`)
     t.same(await journal(), before, "A's journal is untouched")
@@ -188,7 +160,7 @@ reverse: { appliance: 'unix:${bSock}' }
     t.match(s, { phase: 'committed', reverse: { appliance: `unix:${bSock}` } })
     t.not(s.agent!.pid, s0.agent!.pid, 'a new agent')
     t.ok(s.agent!.argv.includes('--appliance'), 'replicating to B')
-    t.ok(alive(s.vms[0].pid), 'the VM is the same process')
+    t.ok(processRuns(s.vms[0].pid), 'the VM is the same process')
     const n = consoleLines()
     await waitFor('the VM to write after the agent restart', () => consoleLines() > n + 5, 120_000)
     // The recovered disk against B: the VM paused, a mark through the failover agent.
@@ -226,8 +198,8 @@ reverse: { appliance: 'unix:${bSock}' }
     const recovered = guestLog(markImg, dir)
     const bootLine = /tm-boot role=rec lines=(\d+)/.exec(report.machines[0].check.detail)
     t.equal(Number(bootLine?.[1]), recovered.lines.length, `production booted finding the recovery VM's ${recovered.lines.length} lines`)
-    for (const v of s.vms) t.notOk(alive(v.pid), `the recovery VM ${v.machine} is gone`)
-    t.notOk(alive(s.agent!.pid), 'the failover agent is gone')
+    for (const v of s.vms) t.notOk(processRuns(v.pid), `the recovery VM ${v.machine} is gone`)
+    t.notOk(processRuns(s.agent!.pid), 'the failover agent is gone')
     t.notOk(fs.existsSync(path.join(runDir, 'disks')), 'the recovered disks are gone')
     t.notOk(readState(), 'the run is gone')
     t.ok(fs.readdirSync(path.join(runDir, 'history')).some((f) => f.endsWith('-failback.json')), 'its report is in history/')
@@ -259,8 +231,8 @@ reverse: { appliance: 'unix:${bSock}' }
     const rb = await plan('rollback', ['--json'])
     t.equal(rb.code, 0, `exits 0 ${rb.stderr}`)
     t.match(JSON.parse(rb.stdout), { action: 'rollback', result: 'passed' })
-    for (const v of s.vms) t.notOk(alive(v.pid), `VM ${v.machine} is gone`)
-    t.notOk(alive(s.agent!.pid), 'the agent is gone')
+    for (const v of s.vms) t.notOk(processRuns(v.pid), `VM ${v.machine} is gone`)
+    t.notOk(processRuns(s.agent!.pid), 'the agent is gone')
     t.same(fs.readdirSync(runDir).sort(), ['history', 'production', 'production.json'], 'no run is left: only the history and the production record')
     // (production's tap stays: its VM is production's, which no plan command stops)
     const taps = (await must('ip', ['-n', ns, '-o', 'link', 'show', 'master', 'br-prod'])).split('\n').filter((l) => l.includes(s.vms[0].tap))

@@ -13,7 +13,7 @@ import type { AuditEntryJson } from '../client/plan-audit'
 import { getAlerts } from '../client/status-api'
 import { tidemarkJson } from './claims-helpers'
 import { have, must, makeImage, nbdUri, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
-import { buildGuest, type Guest } from './lib/guest'
+import { type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
 import { httpUrl, sample, scrape } from './lib/prom-text'
 
 const needs = have('qemu-system-x86_64') && have('ip') ? false : 'plan test needs qemu-system-x86_64 and ip'
@@ -47,28 +47,7 @@ t.test('a scheduled plan whose test fails raises PlanTestFailed, and its metrics
   t.equal(await app.stop(), 0, 'the appliance stops cleanly, its plan runs with it')
 })
 
-/** The guest, or why a passing plan cannot run here (root for namespaces, the tools to build the guest). */
-function guestOrWhy(): Guest | string {
-  if (needs) return needs
-  const missing = ['busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy'].filter((c) => !have(c))
-  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
-  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
-  try {
-    return buildGuest()
-  } catch (err) {
-    return `no guest can be built here: ${(err as Error).message}`
-  }
-}
-const built = guestOrWhy()
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
+const built = needs || planGuestOrWhy()
 
 /** Processes whose command line contains `text` (read from /proc, to check they are gone later). */
 function pidsWith(text: string): Array<{ pid: number; cmd: string }> {
@@ -108,17 +87,7 @@ t.test('a scheduled plan that boots its guest passes: metrics, audit trail, no a
   const plan = path.join(dir, 'shop.yaml')
   fs.writeFileSync(
     plan,
-    `name: shop
-point: mark=proof-mark
-machines:
-  - name: db
-    boot: 1
-    disks: [vol]
-    kernel: ${guest.kernel}
-    initrd: ${guest.initrd}
-    append: console=ttyS0 panic=-1 tm.role=db
-    check: { console: 'tm-boot role=db lines=\\d+', timeout: 120 }
-`
+    guestPlanYaml(guest, { mark: 'proof-mark', role: 'db', timeout: 120 })
   )
   const listener = path.join(dir, 'app.sock')
   const app = await startAppliance(t, { data, extra: ['--nbd', `unix:${exportsSock}`, '--http', '127.0.0.1:0', '--plan', `${plan}=10s`, '--listen', `unix:${listener}`] })
@@ -163,7 +132,7 @@ machines:
   t.equal(runners.length, 1, `as does its plan test (pid ${runners[0]?.pid})`)
   t.match((await must('ip', ['netns', 'list'])).toString(), ns, `in its namespace ${ns}`)
   t.equal(await app.stop(), 0, 'the appliance stops cleanly in the middle of a run')
-  for (const p of [...qemu, ...runners]) t.notOk(alive(p.pid), `pid ${p.pid} was waited for (${p.cmd.split(' ').slice(0, 3).join(' ')} ...)`)
+  for (const p of [...qemu, ...runners]) t.notOk(processRuns(p.pid), `pid ${p.pid} was waited for (${p.cmd.split(' ').slice(0, 3).join(' ')} ...)`)
   t.notMatch((await must('ip', ['netns', 'list'])).toString(), ns, `its network namespace ${ns} is deleted`)
   t.same(pidsWith(`${ns}-`), [], 'nothing of the run is left running')
   t.ok(app.logs().some((l) => /^scheduled test of plan shop stopped with the appliance/.test(String(l.msg))), 'the cut run is logged as stopped, not as a failed proof')

@@ -11,31 +11,10 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { PlanRunReport } from '../client/plans/runner'
 import { freePort, tidemark, tidemarkJson, waitFor } from './claims-helpers'
-import { buildGuest, type Guest } from './lib/guest'
-import { have, makeImage, makePki, must, nbdUri, startAgent, startAppliance, tlsArgs, tmpdir } from './helpers'
+import { type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
+import { makeImage, makePki, must, nbdUri, startAgent, startAppliance, tlsArgs, tmpdir } from './helpers'
 
-const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy', 'openssl']
-
-function guestOrWhy(): Guest | string {
-  const missing = TOOLS.filter((c) => !have(c))
-  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
-  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
-  try {
-    return buildGuest()
-  } catch (err) {
-    return `no guest can be built here: ${(err as Error).message}`
-  }
-}
-const built = guestOrWhy()
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
+const built = planGuestOrWhy({ tools: ['openssl'] })
 
 t.test('plan test boots VMs from an appliance whose NBD requires TLS', { skip: typeof built === 'string' ? built : false }, async (t) => {
   const guest = built as Guest
@@ -63,17 +42,7 @@ t.test('plan test boots VMs from an appliance whose NBD requires TLS', { skip: t
   const plan = path.join(dir, 'shop.yaml')
   fs.writeFileSync(
     plan,
-    `name: shop
-point: mark=tls-mark
-machines:
-  - name: db
-    boot: 1
-    disks: [vol]
-    kernel: ${guest.kernel}
-    initrd: ${guest.initrd}
-    append: console=ttyS0 panic=-1 tm.role=db
-    check: { console: 'tm-boot role=db lines=\\d+', timeout: 120 }
-`
+    guestPlanYaml(guest, { mark: 'tls-mark', role: 'db', timeout: 120 })
   )
 
   /** A passing run over TLS, torn down to nothing (its certificate directory included). */
@@ -86,7 +55,7 @@ machines:
     t.same(report.teardownProblems, [])
     t.same(await tidemarkJson<unknown[]>(['timeview', 'list', '--appliance', at(), ...tlsArgs(pki, 'planner')]), [], 'no views are left')
     t.notMatch((await must('ip', ['netns', 'list'])).toString(), report.netns, 'no namespace is left')
-    for (const m of report.machines) if (m.pid !== null) t.notOk(alive(m.pid), `qemu (pid ${m.pid}) is gone`)
+    for (const m of report.machines) if (m.pid !== null) t.notOk(processRuns(m.pid), `qemu (pid ${m.pid}) is gone`)
     t.notOk(
       fs.readdirSync(os.tmpdir()).some((d) => d.startsWith(`tidemark-plan-shop-${report.runId}-`)),
       "the run's directory, with its copy of the private key, is removed"

@@ -12,39 +12,18 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { PlanRunReport } from '../client/plans/runner'
 import { freePort, tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
-import { buildGuest, type Guest } from './lib/guest'
-import { BIN, have, makeImage, must, nbdUri, run, startAgent, startAppliance, tmpdir } from './helpers'
+import { type Guest, planGuestOrWhy, processRuns } from './lib/guest'
+import { BIN, makeImage, must, nbdUri, run, startAgent, startAppliance, tmpdir } from './helpers'
 
 // (the host's busybox wget crashes on a static glibc build: GNU wget for the web check)
-const TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy', 'wget']
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 async function netnsList(): Promise<string> {
   return (await must('ip', ['netns', 'list'])).toString()
 }
 
-/** The guest, or why these tests cannot run here (they need the tools, root for namespaces, and a guest). */
-function guestOrWhy(network: boolean): Guest | string {
-  const missing = TOOLS.filter((c) => !have(c))
-  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
-  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
-  try {
-    return buildGuest(undefined, { network })
-  } catch (err) {
-    return `no ${network ? 'network ' : ''}guest can be built here: ${(err as Error).message}`
-  }
-}
-const built = guestOrWhy(false)
+const built = planGuestOrWhy({ tools: ['wget'] })
 // virtio_net and an address from the kernel command line: the two-machine plan's guest
-const builtNet = typeof built === 'string' ? built : guestOrWhy(true)
+const builtNet = typeof built === 'string' ? built : planGuestOrWhy({ network: true, tools: ['wget'] })
 
 t.test('recovery plans: validate and an isolated test failover of a real VM', { skip: typeof built === 'string' ? built : false }, async (t) => {
   const guest = built as Guest
@@ -129,7 +108,7 @@ machines:
     const views = await tidemarkJson<unknown[]>(['timeview', 'list', '--appliance', app.address])
     t.same(views, [], 'no views are left on the appliance')
     t.notMatch(await netnsList(), report.netns, `no network namespace ${report.netns} is left`)
-    for (const m of report.machines) if (m.pid !== null) t.notOk(alive(m.pid), `qemu of ${m.name} (pid ${m.pid}) is gone`)
+    for (const m of report.machines) if (m.pid !== null) t.notOk(processRuns(m.pid), `qemu of ${m.name} (pid ${m.pid}) is gone`)
   }
 
   await t.test('plan test boots the machine from a view of the mark and tears everything down', async (t) => {
@@ -252,7 +231,7 @@ networks:
     // Whatever happens below, what was kept goes at the end.
     const removeKept = async (): Promise<void> => {
       for (const c of report.kept?.remove ?? []) await run('sh', ['-c', c.replace(/^tidemark /, `'${process.execPath}' '${BIN}' `)])
-      for (const v of report.kept?.vms ?? []) await waitFor(`qemu ${v.pid} to exit`, () => !alive(v.pid), 30_000)
+      for (const v of report.kept?.vms ?? []) await waitFor(`qemu ${v.pid} to exit`, () => !processRuns(v.pid), 30_000)
     }
     t.teardown(removeKept)
     t.equal(r.code, 0, `exits 0 ${r.stderr}`)
@@ -266,7 +245,7 @@ networks:
     // Kept: look inside the namespace while the VMs run.
     t.match(report.kept, { netns: report.netns, views: [/^plan-net-test-db-db-/, /^plan-net-test-web-web-/] })
     t.equal(report.kept!.vms.length, 2)
-    for (const v of report.kept!.vms) t.ok(alive(v.pid), `${v.machine}'s qemu runs on (pid ${v.pid})`)
+    for (const v of report.kept!.vms) t.ok(processRuns(v.pid), `${v.machine}'s qemu runs on (pid ${v.pid})`)
     const inside = (cmd: string) => run('ip', ['netns', 'exec', report.netns!, 'sh', '-c', cmd], { timeoutMs: 30_000 })
     const pingDb = await inside('busybox ping -c 1 -W 5 10.77.0.2')
     t.equal(pingDb.code, 0, `db answers a ping inside the namespace ${pingDb.stderr}`)

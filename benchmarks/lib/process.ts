@@ -3,8 +3,9 @@
 // what they print or on a socket, SIGTERM then SIGKILL on stop), and a
 // registry that kills whatever is still running when the benchmark exits.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import net from 'node:net'
 import { BIN, MiB } from './env'
+import { connectable } from '../../client/socket-probe'
+export { connectable }
 
 export type Log = Record<string, any>
 
@@ -78,17 +79,6 @@ export function requireTools(tools: string[], hint: string): void {
   for (const c of tools) if (!have(c)) throw new Error(`${c} is needed (${hint})`)
 }
 
-/** Does something accept connections on this unix socket? */
-export function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
 
 /** Every process started through Proc and not yet stopped. */
 const live = new Set<Proc>()

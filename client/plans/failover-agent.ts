@@ -12,10 +12,10 @@
 // one), so the control socket exists from commit on.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
 import { TidemarkError } from '../../proto/errors'
 import { processRef, processStartTicks, stopProcess, type ProcessRef, type RunPaths } from './failover-state'
+import { connectable } from '../socket-probe'
 
 /** bin/tidemark.js of this build (dist/client/plans/ -> bin/). */
 export const TIDEMARK_BIN = path.join(__dirname, '..', '..', '..', 'bin', 'tidemark.js')
@@ -37,16 +37,6 @@ export function failoverAgentArgv(p: RunPaths, plan: string, volumes: string[], 
   return argv
 }
 
-function connectable(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock)
-    c.on('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on('error', () => resolve(false))
-  })
-}
 
 /** The last lines of the agent's log, for an error. */
 export function agentLogTail(p: RunPaths, lines = 5): string {

@@ -22,7 +22,6 @@
 // A failure half way tears down what it started (VMs, taps, agent, watcher,
 // disks) and leaves no run. The recovery appliance is only read: the journal, the
 // index and replication never see a failover (DESIGN contract 6).
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import type { AdminClient } from '../../proto/generated/tidemark/v1/Admin'
 import { restorePoint } from '../restore'
@@ -32,10 +31,10 @@ import { startWatcher, watcherLog } from './deadline-watcher'
 import { claimRun, interrupted, processRef, processStartTicks, readRun, RunPaths, stopProcess, writeRun, type AtDeadline, type FailoverState } from './failover-state'
 import { createTap, deleteTap, tapName } from './host-network'
 import { runCommand } from './netns'
-import { RUN_ID_CHARS, type Plan, type PlanMachine } from './plan'
+import type { Plan, PlanMachine } from './plan'
 import { recordPlanRun } from './record'
 import type { ResolvedPlan } from './resolve'
-import type { PlanRunReport } from './runner'
+import { newRunId, reportStart, type PlanRunReport } from './runner'
 import { PlanVm } from './vm'
 import { TidemarkError } from '../../proto/errors'
 
@@ -131,19 +130,11 @@ export async function createTaps(plan: Plan, prefix: 'tf' | 'tp', runId: string,
 export async function runFailover(o: FailoverOptions): Promise<PlanRunReport> {
   const { plan, resolved, client } = o
   const t0 = Date.now()
-  const runId = crypto.randomBytes(RUN_ID_CHARS).toString('hex').slice(0, RUN_ID_CHARS)
+  const runId = newRunId()
   const p = new RunPaths(o.stateDir, plan.name)
   const seqs = [...new Set(resolved.disks.map((d) => d.seq))]
   const report: PlanRunReport = {
-    plan: plan.name,
-    action: 'failover',
-    runId,
-    appliance: o.appliance,
-    point: [...new Set(resolved.disks.map((d) => d.point))].join('; '),
-    startedAt: new Date(t0).toISOString(),
-    finishedAt: '',
-    result: 'failed',
-    rtoSeconds: null,
+    ...reportStart(plan, 'failover', runId, o.appliance, resolved, t0),
     machines: plan.machines.map((m) =>
       machineReport(
         m,

@@ -87,22 +87,34 @@ function quote(s: string): string {
   return /^[A-Za-z0-9_./:=@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
 }
 
-export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
-  const { plan, resolved, client } = o
-  const t0 = Date.now()
-  const runId = crypto.randomBytes(RUN_ID_CHARS).toString('hex').slice(0, RUN_ID_CHARS)
-  const netnsName = `tidemark-plan-${plan.name}-${runId}`
-  const seqs = [...new Set(resolved.disks.map((d) => d.seq))]
-  const report: PlanRunReport = {
+/** A new run's id: RUN_ID_CHARS hex digits (part of view, namespace and tap names). */
+export function newRunId(): string {
+  return crypto.randomBytes(RUN_ID_CHARS).toString('hex').slice(0, RUN_ID_CHARS)
+}
+
+/** What every run's report starts with: the plan, the action, where, the point, when; failed until it passes. */
+export function reportStart(plan: Plan, action: PlanRunReport['action'], runId: string, appliance: string, resolved: ResolvedPlan, t0: number) {
+  return {
     plan: plan.name,
-    action: 'test',
+    action,
     runId,
-    appliance: o.appliance,
+    appliance,
     point: [...new Set(resolved.disks.map((d) => d.point))].join('; '),
     startedAt: new Date(t0).toISOString(),
     finishedAt: '',
-    result: 'failed',
+    result: 'failed' as PlanRunReport['result'],
     rtoSeconds: null,
+  }
+}
+
+export async function runPlanTest(o: PlanTestOptions): Promise<PlanRunReport> {
+  const { plan, resolved, client } = o
+  const t0 = Date.now()
+  const runId = newRunId()
+  const netnsName = `tidemark-plan-${plan.name}-${runId}`
+  const seqs = [...new Set(resolved.disks.map((d) => d.seq))]
+  const report: PlanRunReport = {
+    ...reportStart(plan, 'test', runId, o.appliance, resolved, t0),
     nbd: resolved.nbd.unix ? `unix:${resolved.nbd.unix}` : `tcp:${resolved.nbd.tcp}`,
     netns: netnsName,
     networks: [],

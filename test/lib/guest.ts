@@ -34,6 +34,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { have } from '../helpers'
 
 export interface Guest {
   kernelVersion: string
@@ -442,4 +443,53 @@ export function qmp(sock: string, execute: string, args?: Record<string, unknown
     p.on('error', reject)
     p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(err.trim() || `qmp.js exited ${code}`))))
   })
+}
+
+/** What a plan test needs on the host to build a guest and boot it in a network namespace. */
+export const PLAN_TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'cpio', 'modinfo', 'mkfs.ext4', 'nbdcopy']
+
+/**
+ * A guest for a plan test (test/plan*.test.ts), or why none can run here:
+ * a missing tool (PLAN_TOOLS and `tools`), not root (namespaces and tap
+ * devices), or a guest that cannot be built.
+ */
+export function planGuestOrWhy(opts: { network?: boolean; tools?: string[] } = {}): Guest | string {
+  const missing = [...PLAN_TOOLS, ...(opts.tools ?? [])].filter((c) => !have(c))
+  if (missing.length) return `missing ${missing.join(', ')} (scripts/test-deps.sh installs them)`
+  if (process.getuid?.() !== 0) return 'network namespaces and tap devices need root'
+  try {
+    return buildGuest(undefined, { network: opts.network === true })
+  } catch (err) {
+    return `no ${opts.network ? 'network ' : ''}guest can be built here: ${(err as Error).message}`
+  }
+}
+
+/** The process runs and is not a zombie (a detached VM's parent may be gone, or may not have reaped it yet). */
+export function processRuns(pid: number): boolean {
+  try {
+    return !/^\S+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+/**
+ * A one-machine plan ("shop", machine db) booting the guest from volume
+ * `vol` at TimeMark `mark`, green when the guest's console says it booted
+ * (tm-boot role=ROLE). `failover`: the machine on network app (10.77.0.2/24),
+ * whose failover bridge that is; `machine` and `plan`: more YAML lines for the
+ * machine and for the plan.
+ */
+export function guestPlanYaml(guest: Guest, o: { mark: string; role: string; timeout: number; failover?: string; machine?: string; plan?: string }): string {
+  return `name: shop
+point: mark=${o.mark}
+machines:
+  - name: db
+    boot: 1
+    disks: [vol]
+    kernel: ${guest.kernel}
+    initrd: ${guest.initrd}
+    append: console=ttyS0 panic=-1 tm.role=${o.role}
+${o.failover ? '    network: { name: app, address: 10.77.0.2/24 }\n' : ''}    check: { console: 'tm-boot role=${o.role} lines=\\d+', timeout: ${o.timeout} }
+${o.machine ?? ''}${o.failover ? `networks:\n  app: { test: isolated, failover: ${o.failover} }\n` : ''}${o.plan ?? ''}`
 }
