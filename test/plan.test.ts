@@ -90,6 +90,7 @@ machines:
         line: /plan \S+, line 12: machines\[0\]\.network\.name: network lan is not declared under networks: \(declared: app\)/,
       },
       { what: 'a boot group that is not a positive integer', text: goodPlan().replace('boot: 1', 'boot: 0'), line: /plan \S+, line 5: machines\[0\]\.boot: must be a positive integer/ },
+      { what: 'an accelerator qemu is not given here', text: goodPlan().replace('boot: 1', 'boot: 1\n    accel: warp'), line: /plan \S+, line 6: machines\[0\]\.accel: must be tcg, kvm or auto/ },
     ]
     for (const [i, c] of cases.entries()) {
       const f = writePlan(`bad-${i}.yaml`, c.text)

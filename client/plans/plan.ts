@@ -131,6 +131,12 @@ const machine = z
           invalid_type_error: 'must be a list of volume names',
         })
         .min(1, 'must name at least one volume'),
+      // tcg by default: it works on every host. KVM is much faster where it works, but on some
+      // hosts /dev/kvm exists and hangs guests (nested virtualization): kvm or auto is the operator's
+      // choice (auto: qemu tries KVM and falls back to TCG when KVM cannot start).
+      accel: z
+        .enum(['tcg', 'kvm', 'auto'], { errorMap: () => ({ message: 'must be tcg, kvm or auto (KVM, else TCG)' }) })
+        .default('tcg'),
       kernel: z.string({ invalid_type_error: 'must be a file path' }).min(1, 'must be a file path').optional(),
       initrd: z.string({ invalid_type_error: 'must be a file path' }).min(1, 'must be a file path').optional(),
       append: z.string({ invalid_type_error: 'must be a kernel command line (a string)' }).optional(),

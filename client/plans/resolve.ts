@@ -96,6 +96,14 @@ export async function resolvePlan(
       }
     }
     files.set(m.name, f)
+    if (m.accel === 'kvm') {
+      try {
+        fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK)
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        add(['machines', i, 'accel'], `machines[${i}].accel`, `kvm: /dev/kvm ${e.code === 'ENOENT' ? 'does not exist here' : `cannot be opened for reading and writing (${e.code})`}: use tcg, or auto (KVM when it starts, else TCG)`)
+      }
+    }
   }
   // The reverse appliance's TLS files (checkPlan made them absolute, relative to the plan file): commit reads them.
   for (const key of REVERSE_TLS_KEYS) {

@@ -12,8 +12,9 @@
 // reached the appliance by (its --appliance HOST, which gRPC's TLS checked
 // the same certificate against).
 //
-// TCG, not KVM: /dev/kvm exists on the machines this runs on but hangs guests,
-// and a test that proves nothing because its VM hung is worse than a slow one.
+// TCG unless the machine says `accel: kvm` or `auto`: /dev/kvm exists on the
+// machines this was built on but hangs guests, and a proof that proves
+// nothing because its VM hung is worse than a slow one.
 //
 // `ip netns exec` execs qemu in place, so the child's pid is qemu's: killing
 // it kills the VM, and its exit is the VM's.
@@ -62,7 +63,8 @@ function blockdev(uri: string, id: string, delay: number): string {
 /** qemu's command line for the machine. */
 export function qemuArgs(s: VmSpec): string[] {
   const m = s.machine
-  const args = ['-accel', 'tcg', '-m', String(m.memory), '-smp', String(m.cpus), '-name', m.name]
+  const accel = m.accel === 'auto' ? ['-accel', 'kvm', '-accel', 'tcg'] : ['-accel', m.accel]
+  const args = [...accel, '-m', String(m.memory), '-smp', String(m.cpus), '-name', m.name]
   // No default devices, no display; a guest that resets exits (a reboot loop would look like a slow boot).
   args.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot')
   if (s.kernel) {
