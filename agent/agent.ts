@@ -52,6 +52,12 @@ export interface AgentOptions {
   control?: string
   /** TimeMarks taken on a schedule */
   schedule?: TimeMarkSchedule[]
+  /**
+   * Volumes the appliance holds a seed of (Admin.SeedVolume), by name: the
+   * generation each continues, its initial copy comparing every region
+   * (volume-state.ts)
+   */
+  seeded?: Record<string, string>
   /** a failed hook's output goes into the (replicated) TimeMark note */
   hookOutputInNote?: boolean
   logger: Logger
@@ -196,6 +202,7 @@ export class Agent {
             enabled: opts.microscan ?? true,
           }),
           logger: this.log,
+          seededGeneration: opts.seeded?.[name],
         })
     )
     for (const r of this.replicators) r.start()
