@@ -164,6 +164,10 @@ export const AGENT = command({
       help: 'the appliance holds a seed of volume NAME under generation GEN\n(tidemark volume seed): continue that generation, its initial copy\nsending only the sectors that differ from the seed (repeatable)',
       key: 'seeded',
       needs: needsAppliance,
+      // the config file's form: {"NAME": "GENERATION"}
+      config: convert(z.record(z.string(), { errorMap: () => ({ message: '"seeded" must map volume names to generations' }) }), (o) =>
+        Object.entries(o).map(([n, g]) => `${n}=${g}`)
+      ),
       value: convert(z.array(z.string()), (l): Record<string, string> => {
         const out: Record<string, string> = {}
         for (const v of l) {
