@@ -10,6 +10,7 @@
 // that cannot be read) and a kill -9 during a seed are tested against
 // appliances of their own: each leaves nothing behind.
 import { spawn } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -60,8 +61,14 @@ t.test('plan commit seeds the reverse appliance from the old production disk', {
   const B = await startAppliance(t, { data: bData, extra: ['--listen', `unix:${bSock}`, '--nbd', `unix:${path.join(dir, 'b-nbd.sock')}`] })
 
   // Production: the guest's root on P, replicating to A, and a TimeMark.
+  // Its disk: the guest's root filesystem, then 32 MiB of data past its end (which the guest
+  // never touches): most of what a whole copy would send, and where our writes below go.
   const img = path.join(dir, 'prod.img')
   fs.copyFileSync(guest.rootImage, img)
+  const fd = fs.openSync(img, 'r+')
+  for (let i = 0; i < 32; i++) fs.writeSync(fd, crypto.randomBytes(1024 * 1024), 0, 1024 * 1024, guest.rootSize + i * 1024 * 1024)
+  fs.closeSync(fd)
+  const size = guest.rootSize + 32 * 1024 * 1024
   const prodSock = path.join(dir, 'prod-nbd.sock')
   const prodControl = path.join(dir, 'prod-control.sock')
   const prodArgs = { state: path.join(dir, 'prod-state'), sock: prodSock, volumes: { vol: img }, extra: ['--appliance', A.address, '--control', `unix:${prodControl}`] }
@@ -104,10 +111,10 @@ reverse: { appliance: 'unix:${bSock}' }
   const disk = path.join(runDir, 'disks', 'vol.img')
 
   // The recovery VM paused (its own writes so far stay), then writes of our own through the failover
-  // agent, at the end of the guest's disk (free blocks of its filesystem): the sectors B must get.
+  // agent, past the guest's filesystem: with the VM's, the sectors B must get.
   await qmp(s0.vms[0].qmp, 'stop')
   const failoverNbd = nbdUri(path.join(runDir, 'nbd.sock'), 'vol')
-  const end = guest.rootSize
+  const end = size
   await must('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${end - 64 * 1024} 64k`, '-c', `write -P 0x5b ${end - 2 * 1024 * 1024} 4k`, '-c', 'flush', failoverNbd])
 
   // Production's agent is back: its disk still holds the mark (nothing wrote it since).

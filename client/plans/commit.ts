@@ -5,8 +5,8 @@
 // takes). Before that, the reverse appliance seeds each volume from the old
 // production disk where it can (reverse-seed.ts): the copy then sends only
 // the sectors that differ from it, and a whole copy only where there is no
-// production disk to seed from. The VMs run on through the restart: their disks reconnect
-// (qemu's reconnect-delay) and see a pause. The run's phase becomes
+// production disk to seed from. The VMs run on through the restart: their
+// disks reconnect (qemu's reconnect-delay) and see a pause. The run's phase becomes
 // `committed` and the deadline no longer applies.
 //
 // Refused, changing nothing: with no run, when committed already, past the
