@@ -10,6 +10,7 @@
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { initHash } from '../proto/hash'
+import { SEED_SEQ } from '../proto/seed'
 import { StatsLineGate } from '../proto/stats-line-gate'
 import type { NbdListenerOptions } from '../native/nbd-listener'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
@@ -120,7 +121,8 @@ export class Agent {
     }
     const tap = Tap.open({
       stateDir: opts.stateDir,
-      volumes: opts.volumes.map((v) => ({ ...v, group: opts.group })),
+      // A seeded volume's seqs start above the seed's point (proto/seed.ts), before the first write.
+      volumes: opts.volumes.map((v) => ({ ...v, group: opts.group, seqFloor: opts.seeded?.[v.name] ? SEED_SEQ : 0 })),
       unix: opts.nbd.unix,
       tcp: opts.nbd.tcp,
       bufferBytes: opts.bufferBytes,

@@ -23,9 +23,10 @@ import { NbdCopy } from '../native/nbd-copy'
 import { BaseImage } from './base-image'
 import { CHUNK_BYTES } from './chunk-index'
 import { crashPoint } from './crash-points'
+import { SEED_SEQ } from '../proto/seed'
 
-/** The seq of a seeded volume's first point; its agent's seqs follow it (the Welcome raises them). */
-export const SEED_SEQ = 1
+/** The seeded point's seq: its agent's seqs start above it (proto/seed.ts). */
+export { SEED_SEQ }
 export const SEED_LABEL = 'seed'
 
 export interface SeedSource {

@@ -232,3 +232,75 @@ t.test('SeedVolume refuses a caller without admin and a source it cannot read; a
   await again.stop()
   t.equal(await src.stop(), 0)
 })
+
+t.test('a seeded volume lives on: its agent continues it, retention folds the seed, a restart keeps it all', async (t) => {
+  const MiB = 1024 * 1024
+  const dir = tmpdir(t, 'tidemark-seed-life-')
+  // The disk as production left it, and the copy an agent serves.
+  const old = path.join(dir, 'old.img')
+  fs.writeFileSync(old, Buffer.alloc(8 * MiB))
+  const fd = fs.openSync(old, 'r+')
+  fs.writeSync(fd, crypto.randomBytes(3 * MiB), 0, 3 * MiB, MiB)
+  fs.closeSync(fd)
+  const img = path.join(dir, 'new.img')
+  fs.copyFileSync(old, img)
+  const src = await startAgent(t, { state: path.join(dir, 'src-state'), sock: path.join(dir, 'src.sock'), volumes: { v: old } })
+  const data = path.join(dir, 'data')
+  const appArgs = ['--segment-size', '1M', '--retain', 'v=2marks', '--limit-mark-rate', 'off', '--compact-every', '0']
+  let app = await startAppliance(t, { data, extra: appArgs })
+  const seeded = await tidemarkJson<{ generation: string; dataBytes: number }>(['volume', 'seed', '--appliance', app.address, '--volume', 'v', '--generation', 'gen-seed', '--source', nbdUri(src.sock, 'v'), '--size', String(8 * MiB)])
+  t.equal(seeded.dataBytes, 3 * MiB, 'the seed wrote the source\'s data, its zeroes left as holes')
+  t.equal(await src.stop(), 0)
+
+  const sock = path.join(dir, 'nbd.sock')
+  const control = path.join(dir, 'control.sock')
+  const agentArgs = { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`, '--seeded', 'v=gen-seed'] }
+  // What changed on the disk since the seed's source was read (as the recovery VMs' writes before a commit): 9 sectors.
+  const w = fs.openSync(img, 'r+')
+  fs.writeSync(w, Buffer.alloc(4096, 0x44), 0, 4096, 2 * MiB)
+  fs.writeSync(w, Buffer.alloc(512, 0x45), 0, 512, 6 * MiB)
+  fs.closeSync(w)
+  let agent = await startAgent(t, agentArgs)
+  // A write at once, before the agent's Welcome: its seq is above the seed's all the same.
+  await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x46 7M 512', '-c', 'flush', nbdUri(sock, 'v')])
+  await app.waitForLog(/initial copy complete/, 60_000)
+  t.notMatch(app.out, /SEQ_OUT_OF_ORDER/, 'no batch collides with the seed\'s seq')
+  const st = await volumeStats(app.address, 'v')
+  t.match(st, { generation: 'gen-seed', fullSyncDone: true }, 'the agent continued the seed')
+  // (the early write's sector may go twice: as the write, and again in the copy of its region)
+  const sent = Number(st.changedBytes) / 512
+  t.ok(sent >= 10 && sent <= 11, `it sent only the 10 sectors that differ from the seed (${sent})`)
+  const latest = path.join(dir, 'latest.img')
+  await restore(app.address, 'v', 'latest', latest)
+  t.equal(sha256(latest), sha256(img), 'the latest point equals the agent\'s disk')
+  t.equal(fs.readFileSync(path.join(dir, 'state', 'v.gen'), 'utf8').trim(), 'gen-seed', 'NAME.gen names the seed\'s generation')
+
+  // Enough writes and marks to fill segments; then retention folds the seed away.
+  const snap = new Map<string, string>()
+  for (let k = 1; k <= 4; k++) {
+    await must('qemu-io', ['-f', 'raw', '-c', `write -P ${k * 17} ${(k % 3) * MiB + 512} 1536k`, nbdUri(sock, 'v')])
+    await tidemarkJson(['timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', `m${k}`])
+    const copy = path.join(dir, `m${k}.img`)
+    fs.copyFileSync(img, copy)
+    snap.set(`m${k}`, copy)
+  }
+  // A restart with --seeded still given changes nothing: the generation is the seed's already.
+  t.equal(await agent.stop(), 0)
+  agent = await startAgent(t, agentArgs)
+  const c = await tidemarkJson<{ compaction: { baseSeq: number; segmentsDropped: number } | null }>(['journal', 'compact', '--appliance', app.address, '--volume', 'v'])
+  t.ok(c.compaction && c.compaction.baseSeq > 1 && c.compaction.segmentsDropped > 0, `retention folded the seed and ${c.compaction?.segmentsDropped} segments into a new base at seq ${c.compaction?.baseSeq}`)
+  const gone = await tidemark(['restore', '--appliance', app.address, '--volume', 'v', '--timemark', 'seed', '--out', path.join(dir, 'x.img')])
+  t.match(oneLine(gone.stderr), [/no TimeMark labelled/], 'the seed mark expired with it')
+  t.equal(await agent.stop(), 0)
+  await app.stop()
+  app = await startAppliance(t, { data, extra: appArgs })
+  for (const l of ['m3', 'm4']) {
+    const out = path.join(dir, `r-${l}.img`)
+    await must(process.execPath, [BIN, 'restore', '--appliance', app.address, '--volume', 'v', '--timemark', l, '--out', out])
+    t.equal(sha256(out), sha256(snap.get(l)!), `after a restart, ${l} restores byte-exact`)
+  }
+  const v = await tidemarkJson<Record<string, { ok: boolean; problems: string[] }>>(['journal', 'verify', '--appliance', app.address, '--volume', 'v'])
+  t.same(v.v.problems, [], 'the journal verifies')
+  const after = await volumeStats(app.address, 'v')
+  t.match(after, { generation: 'gen-seed', seed: { seq: 1, dataBytes: 3 * MiB }, replica: { ready: true } }, 'stats still show where the volume came from; its replica image is ready')
+})
