@@ -10,6 +10,7 @@
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { initHash } from '../proto/hash'
+import { SEED_SEQ } from '../proto/seed'
 import { StatsLineGate } from '../proto/stats-line-gate'
 import type { NbdListenerOptions } from '../native/nbd-listener'
 import type { ReplicationClient } from '../proto/generated/tidemark/v1/Replication'
@@ -52,6 +53,12 @@ export interface AgentOptions {
   control?: string
   /** TimeMarks taken on a schedule */
   schedule?: TimeMarkSchedule[]
+  /**
+   * Volumes the appliance holds a seed of (Admin.SeedVolume), by name: the
+   * generation each continues, its initial copy comparing every region
+   * (volume-state.ts)
+   */
+  seeded?: Record<string, string>
   /** a failed hook's output goes into the (replicated) TimeMark note */
   hookOutputInNote?: boolean
   logger: Logger
@@ -114,7 +121,8 @@ export class Agent {
     }
     const tap = Tap.open({
       stateDir: opts.stateDir,
-      volumes: opts.volumes.map((v) => ({ ...v, group: opts.group })),
+      // A seeded volume's seqs start above the seed's point (proto/seed.ts), before the first write.
+      volumes: opts.volumes.map((v) => ({ ...v, group: opts.group, seqFloor: opts.seeded?.[v.name] ? SEED_SEQ : 0 })),
       unix: opts.nbd.unix,
       tcp: opts.nbd.tcp,
       bufferBytes: opts.bufferBytes,
@@ -196,6 +204,7 @@ export class Agent {
             enabled: opts.microscan ?? true,
           }),
           logger: this.log,
+          seededGeneration: opts.seeded?.[name],
         })
     )
     for (const r of this.replicators) r.start()

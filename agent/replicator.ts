@@ -98,6 +98,8 @@ export interface ReplicatorOptions {
   memoryBytes: number
   microscan: MicroScan
   logger: Logger
+  /** the appliance holds a seed of this volume under this generation (agent --seeded, volume-state.ts) */
+  seededGeneration?: string
 }
 
 export interface ReplicatorStats {
@@ -192,7 +194,8 @@ export class Replicator {
     this.tap = o.tap
     this.ms = o.microscan
     this.log = o.logger.child({ volume: o.volume })
-    const state = (this.state = new VolumeState(o.stateDir, o.volume, this.log))
+    const seed = o.seededGeneration ? { generation: o.seededGeneration, regions: Math.ceil(o.tap.volumeSize(o.volume) / REGION_SIZE) } : undefined
+    const state = (this.state = new VolumeState(o.stateDir, o.volume, this.log, seed))
     this.window = new SendWindow(o.memoryBytes)
     this.payloads = new PayloadBuffers(Math.min(o.memoryBytes, PAYLOADS_KEPT))
     this.copy = new InitialCopy({

@@ -20,6 +20,8 @@ export interface TapVolume {
   /** volumes in one group share one seq space (one TimeMark covers all) */
   group?: string
   readOnly?: boolean
+  /** never hand out a seq at or below this one, from the first write on (a seeded volume: proto/seed.ts) */
+  seqFloor?: number
 }
 
 export interface TapOptions {
@@ -138,7 +140,7 @@ export class Tap extends EventEmitter {
           tcpHost: opts.tcp?.host,
           tcpPort: opts.tcp?.port ?? 0,
           ...nbdListenerConfig(opts.listener),
-          volumes: opts.volumes.map((v) => ({ name: v.name, path: v.path, group: v.group, readOnly: !!v.readOnly })),
+          volumes: opts.volumes.map((v) => ({ name: v.name, path: v.path, group: v.group, readOnly: !!v.readOnly, seqFloor: v.seqFloor ?? 0 })),
         },
         onEvent
       )

@@ -11,6 +11,15 @@
 //                (JSON, one line), so a restart resumes it instead of starting
 //                at zero. Removed once the appliance holds a complete copy.
 //
+// A seeded volume (`agent --seeded NAME=GENERATION`: the appliance made the
+// volume from another copy of the disk under GENERATION, Admin.SeedVolume)
+// takes that generation instead of its own, NAME.acked 0 and NAME.sync
+// "copy from region 0", so the copy compares every region's fingerprints
+// with the seed and sends only the sectors that differ. Written in that
+// order, NAME.gen last: a crash before it leaves the old generation, and the
+// next start adopts the seed again; once NAME.gen names it, a start with the
+// same flag changes nothing.
+//
 // Every write goes through native/atomic-file.ts (temp file, fsync, rename,
 // fsync of the directory: a crash leaves the old file or the new one), and
 // none blocks the event loop, which also serves the replication stream and
@@ -90,8 +99,10 @@ export class VolumeState {
   private readonly genFile: string
   private readonly syncFile: string
   private readonly ackWriter: AtomicFileWriter
-  /** NAME.gen's contents until they are durable (the first protection of the volume) */
+  /** NAME.gen's contents until they are durable (the first protection of the volume, or a seed adopted) */
   private genPending: string | null = null
+  /** A seed adopted: NAME.sync is written before NAME.gen (see above). */
+  private seedSync: SyncRecord | null = null
   private genWrite: Promise<void> | null = null
   /** NAME.sync writes and removals, in the order they were asked for */
   private syncChain: Promise<void> = Promise.resolve()
@@ -108,7 +119,13 @@ export class VolumeState {
    * The first time the volume is protected it makes a generation, written by
    * durable().
    */
-  constructor(stateDir: string, volume: string, private readonly log: Logger) {
+  constructor(
+    stateDir: string,
+    volume: string,
+    private readonly log: Logger,
+    /** the appliance holds a seed of this volume under this generation (agent --seeded) */
+    seed?: { generation: string; regions: number }
+  ) {
     this.genFile = path.join(stateDir, `${volume}.gen`)
     this.syncFile = path.join(stateDir, `${volume}.sync`)
     const ackFile = path.join(stateDir, `${volume}.acked`)
@@ -121,7 +138,13 @@ export class VolumeState {
     })
     const gen = readOrNull(this.genFile)?.toString('utf8').trim()
     this.acked = 0
-    if (!gen) {
+    if (seed && gen !== seed.generation) {
+      this.generation = seed.generation
+      this.genPending = `${this.generation}\n`
+      this.ackWriter.set(ackedBytes(0))
+      this.seedSync = { generation: seed.generation, nextRegion: 0, regions: seed.regions }
+      log.info({ generation: this.generation, previous: gen ?? null }, 'the appliance holds a seed of this volume: continuing its generation, copying every region by fingerprint compare')
+    } else if (!gen) {
       this.generation = crypto.randomUUID()
       this.genPending = `${this.generation}\n`
       // NAME.acked first (durable() flushes it before NAME.gen): a new
@@ -134,8 +157,9 @@ export class VolumeState {
       if (b && b.length >= ACKED_BYTES) this.acked = Number(b.readBigUInt64LE(0))
       else this.ackWriter.set(ackedBytes(0))
     }
-    const text = readOrNull(this.syncFile)
-    if (text !== null) {
+    const text = this.seedSync ? null : readOrNull(this.syncFile)
+    if (this.seedSync) this.sync = this.seedSync
+    else if (text !== null) {
       try {
         this.sync = JSON.parse(text.toString('utf8')) as SyncRecord
       } catch {
@@ -155,11 +179,13 @@ export class VolumeState {
       this.ackWriter.set(ackedBytes(this.acked))
       try {
         await this.ackWriter.flush()
+        if (this.seedSync) await writeFileAtomic(this.syncFile, `${JSON.stringify(this.seedSync)}\n`)
         await writeFileAtomic(this.genFile, this.genPending!)
       } catch (e) {
         throw new TidemarkError('STATE_WRITE', `cannot save the volume's new generation in ${this.genFile}: ${(e as Error).message}`)
       }
       this.genPending = null
+      this.seedSync = null
     })().finally(() => (this.genWrite = null))
     await this.genWrite
   }

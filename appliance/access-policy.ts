@@ -60,6 +60,8 @@ export const OPERATION_ROLES = {
   ListViews: 'read',
   DeleteView: 'read',
   AcceptGeneration: 'admin',
+  // a new volume from a disk the appliance reads (volume-seed.ts)
+  SeedVolume: 'admin',
   // the audit trail of recovery-plan actions (audit-trail.ts)
   RecordAudit: 'admin',
   ListAudit: 'read',

@@ -50,6 +50,7 @@ interface StoreStats {
   stateSince: string | null
   faults: Record<string, number>
   replica: ReplicaStatus | null
+  seed: { source: string; seq: number; seededAt: string; dataBytes: number } | null
 }
 
 /** Retention.info(). */
@@ -125,6 +126,7 @@ export function volumeStatsReply(
     stateSince: opt(s.stateSince),
     faults: { ...s.faults },
     replica: s.replica ? { ...s.replica, error: opt(s.replica.error) } : null,
+    seed: s.seed ? { ...s.seed } : null,
     retention: status,
     agent: stream,
   }

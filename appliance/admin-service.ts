@@ -53,6 +53,9 @@ import type { ListViewsRequest__Output } from '../proto/generated/tidemark/v1/Li
 import type { ViewInfo } from '../proto/generated/tidemark/v1/ViewInfo'
 import type { AcceptGenerationRequest__Output } from '../proto/generated/tidemark/v1/AcceptGenerationRequest'
 import type { AcceptGenerationReply } from '../proto/generated/tidemark/v1/AcceptGenerationReply'
+import type { SeedVolumeRequest__Output } from '../proto/generated/tidemark/v1/SeedVolumeRequest'
+import type { SeedVolumeReply } from '../proto/generated/tidemark/v1/SeedVolumeReply'
+import { SEED_SEQ, seedSource } from './volume-seed'
 import type { RecordAuditRequest__Output } from '../proto/generated/tidemark/v1/RecordAuditRequest'
 import type { AuditEntry as AuditEntryMsg } from '../proto/generated/tidemark/v1/AuditEntry'
 import type { ListAuditRequest__Output } from '../proto/generated/tidemark/v1/ListAuditRequest'
@@ -244,6 +247,11 @@ export class AdminService {
         opts('AcceptGeneration', (r) => ({ volume: r.volume, generation: r.generation })),
         (call) => this.acceptGeneration(call.request, this.auth.identity(call))
       ),
+      seedVolume: unaryHandler<SeedVolumeRequest__Output, SeedVolumeReply>(
+        'seedVolume',
+        opts('SeedVolume', (r) => ({ volume: r.volume, generation: r.generation, source: r.source })),
+        (call) => this.seedVolume(call.request, this.auth.identity(call))
+      ),
     })
   }
 
@@ -358,6 +366,21 @@ export class AdminService {
     const { retiredAs, old, pending } = await this.store.acceptGeneration(r.volume, r.generation, identity)
     this.log.warn({ volume: r.volume, retiredAs, generation: pending.generation }, `volume ${r.volume}: new generation accepted`)
     return { volume: r.volume, retiredAs, oldGeneration: old.generation, oldSize: old.size, generation: pending.generation, size: pending.size }
+  }
+
+  /** A new volume whose first point is the disk at r.source, read by this appliance (volume-seed.ts). */
+  private async seedVolume(r: SeedVolumeRequest__Output, identity: string | null): Promise<SeedVolumeReply> {
+    const source = seedSource(r.source, r.volume)
+    const { volume, seed } = await this.store.seed({ volume: r.volume, generation: r.generation, source, size: r.size }, identity)
+    return {
+      volume: volume.name,
+      generation: volume.meta.generation,
+      size: seed.size,
+      seq: SEED_SEQ,
+      dataBytes: seed.dataBytes,
+      zeroBytes: seed.zeroBytes,
+      seconds: seed.ms / 1000,
+    }
   }
 
   // ---- named views (view-registry.ts) ----

@@ -9,7 +9,8 @@
 //   base-<seq>.img       the image at seq, sparse (holes read as zeroes)
 //   base-<seq>.map       one bit per 64 KiB chunk: the chunk holds data in the image
 // A compaction writes the new .img and .map completely (fsynced) before it
-// replaces base.json; anything base.json does not name is a leftover of a
+// replaces base.json (so does a seed, Admin.SeedVolume, adopting an image it
+// copied from a disk: the volume's first point); anything base.json does not name is a leftover of a
 // compaction that did not commit and is deleted at open. Segments up to
 // throughSegment were folded into the base and are deleted at open if a
 // crash left them behind.
@@ -19,6 +20,9 @@ import type { FileHandle } from 'node:fs/promises'
 import type { CatalogEntry, InexactWindow } from './chunk-index'
 import { syncDir } from './segment'
 import { crashPoint } from './crash-points'
+
+/** Bytes read at once while mapping an adopted image (a multiple of every chunk size). */
+const ADOPT_READ_BYTES = 4 * 1024 * 1024
 
 export interface BaseState {
   seq: number
@@ -77,6 +81,44 @@ export class BaseImage {
     const fh = await fs.promises.open(path.join(dir, state.file), 'r')
     const map = new Uint8Array(await fs.promises.readFile(path.join(dir, state.map)))
     return new BaseImage(state, fh, map, path.join(dir, state.file))
+  }
+
+  /**
+   * Makes an image written by someone else (Admin.SeedVolume's copy of a
+   * disk, already complete and fsynced as DIR/base-SEQ.img) the base: its
+   * chunk map from what the image holds (a chunk of zeroes reads as a hole),
+   * then base.json. The same commit order as write(): until base.json names
+   * it, the image is a leftover.
+   */
+  static async adopt(dir: string, sizeBytes: number, chunkBytes: number, state: Omit<BaseState, 'file' | 'map'>): Promise<void> {
+    const file = `base-${state.seq}.img`
+    const mapFile = `base-${state.seq}.map`
+    const map = new Uint8Array(Math.ceil(Math.ceil(sizeBytes / chunkBytes) / 8))
+    const fh = await fs.promises.open(path.join(dir, file), 'r')
+    try {
+      const st = await fh.stat()
+      if (st.size !== sizeBytes) throw new Error(`${file} holds ${st.size} bytes, not the volume's ${sizeBytes}`)
+      const buf = Buffer.alloc(ADOPT_READ_BYTES)
+      const zero = Buffer.alloc(chunkBytes)
+      for (let at = 0; at < sizeBytes; at += ADOPT_READ_BYTES) {
+        const n = Math.min(ADOPT_READ_BYTES, sizeBytes - at)
+        const { bytesRead } = await fh.read(buf, 0, n, at)
+        if (bytesRead !== n) throw new Error(`${file}: short read at offset ${at}`)
+        for (let o = 0; o < n; o += chunkBytes) {
+          const end = Math.min(n, o + chunkBytes)
+          if (buf.compare(zero, 0, end - o, o, end) !== 0) {
+            const c = (at + o) / chunkBytes
+            map[c >>> 3] |= 1 << (c & 7)
+          }
+        }
+      }
+    } finally {
+      await fh.close()
+    }
+    await writeDurable(path.join(dir, mapFile), Buffer.from(map))
+    const full: BaseState = { ...state, file, map: mapFile }
+    await writeDurable(path.join(dir, 'base.json'), Buffer.from(JSON.stringify(full, null, 1)))
+    await syncDir(dir)
   }
 
   /**

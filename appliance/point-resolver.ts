@@ -62,9 +62,12 @@ export async function resolvePoint(v: VolumeStore, p: PointInTime__Output | null
 }
 
 export function checkPoint(v: VolumeStore, seq: number): void {
-  if (!v.fullSyncDone) {
+  // A seeded volume's seed (volume-seed.ts) is a whole image before any copy.
+  const seed = v.meta.seed !== undefined && seq <= v.meta.seed.seq
+  if (!v.fullSyncDone && !seed) {
     // Sectors the copy has not reached yet would read as zeroes: no point
-    // of this volume is a true image until the copy completes.
+    // of this volume is a true image until the copy completes (points
+    // above a seed lie in the copy's inexact window until then too).
     throw new TidemarkError(
       'INITIAL_COPY_INCOMPLETE',
       `volume ${v.meta.name}: the initial copy is not complete yet, so no point restores exactly (see tidemark stats)`

@@ -14,6 +14,8 @@
 //                             the hello itself) accepted it. Served read-only
 //                             under that name (meta.json servedAs); nothing
 //                             an agent sends removes or hides it
+//   (Admin.SeedVolume makes a volume the same way, its base image copied
+//   from a disk into .NAME.new-* before the rename: volume-seed.ts)
 //   DIR/archive/...           where older appliances moved such histories
 //   DIR/volumes/NAME/pending-generation.json
 //                             the new generation or size a refused hello
@@ -35,6 +37,7 @@ import { removeReplica } from './replica-image'
 import type { IdentityLimits } from './identity-limits'
 import { loadPending, removePending, savePending, type PendingGeneration } from './pending-generation'
 import { VolumeStore, type VolumeMeta } from './volume-store'
+import { SEED_SEQ, writeSeed, type SeedResult, type SeedSource } from './volume-seed'
 
 export type { VolumeMeta } from './volume-store'
 export { VolumeStore } from './volume-store'
@@ -321,6 +324,68 @@ export class ApplianceStore {
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }
+  }
+
+  /**
+   * A new volume whose first point is the disk at `source` (volume-seed.ts),
+   * under the generation its agent will announce. Refused, creating nothing,
+   * when the name is taken (by any generation, a retired history included)
+   * or the source cannot be read whole.
+   */
+  seed(s: { volume: string; generation: string; source: SeedSource; size: number; group?: string }, identity: string | null = null): Promise<{ volume: VolumeStore; seed: SeedResult }> {
+    return this.locked(s.volume, async () => {
+      if (this.closed) throw new TidemarkError('STORE_CLOSED', 'the appliance store is closed')
+      checkName('volume', s.volume)
+      checkName('generation', s.generation)
+      if (s.size && (!Number.isSafeInteger(s.size) || s.size % 512 !== 0)) {
+        throw new TidemarkError('BAD_VOLUME_SIZE', `volume ${s.volume}: size ${s.size} must be a positive multiple of 512`)
+      }
+      const dir = path.join(this.volumesDir(), s.volume)
+      const existing = this.vols.get(s.volume)
+      if (existing || fs.existsSync(dir)) {
+        throw new TidemarkError(
+          'VOLUME_EXISTS',
+          `cannot seed volume ${s.volume}: this appliance holds it already (generation ${existing?.meta.generation ?? 'unknown'}${existing?.retired ? `, a retired history of ${existing.meta.name}` : ''}); a seed only makes a new volume`
+        )
+      }
+      const undoCreate = this.limits?.beforeCreate(identity, s.volume)
+      const tmp = path.join(this.volumesDir(), `.${s.volume}.new-${process.pid}-${Date.now()}`)
+      let v: VolumeStore
+      let r: SeedResult
+      try {
+        await fs.promises.mkdir(tmp, { mode: 0o700 })
+        try {
+          r = await writeSeed(tmp, s.volume, s.source, s.size)
+          const meta: VolumeMeta = {
+            name: s.volume,
+            generation: s.generation,
+            size: r.size,
+            group: s.group ?? '',
+            agentId: '',
+            created: new Date().toISOString(),
+            ...(identity ? { createdBy: identity } : {}),
+            seed: { source: s.source.uri, seq: SEED_SEQ, seededAt: new Date().toISOString(), dataBytes: r.dataBytes },
+          }
+          // state.json says the initial copy is not done: the agent's first hello copies, comparing fingerprints.
+          await VolumeStore.create(tmp, meta)
+        } catch (err) {
+          await fs.promises.rm(tmp, { recursive: true, force: true })
+          throw err
+        }
+        // The commit: the volume exists, whole, from here on.
+        await fs.promises.rename(tmp, dir)
+        await syncDir(this.volumesDir())
+        v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+      } catch (err) {
+        undoCreate?.()
+        throw err
+      }
+      this.vols.set(s.volume, v)
+      this.pending.delete(s.volume)
+      this.accepted.delete(s.volume)
+      this.log.info({ volume: s.volume, generation: s.generation, size: r.size, source: s.source.uri, dataBytes: r.dataBytes, ms: r.ms }, `volume ${s.volume} seeded from ${s.source.uri}`)
+      return { volume: v, seed: r }
+    })
   }
 
   async close(): Promise<void> {

@@ -60,6 +60,8 @@ export function volumeStats(l: VolumeLedger, w: BatchWriter, catalog: TimemarkCa
     stateSince: w.state.since ? new Date(w.state.since).toISOString() : null,
     faults: { ...w.faults },
     failed: w.state.reason,
+    // Where the first point came from, on a volume Admin.SeedVolume made.
+    seed: l.meta.seed ?? null,
   }
 }
 

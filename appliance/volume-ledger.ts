@@ -43,6 +43,8 @@ export interface VolumeMeta {
   retiredAt?: string
   /** The identity whose hello created it, when the caller had one (identity-limits.ts counts them). */
   createdBy?: string
+  /** Set on a volume Admin.SeedVolume created (volume-seed.ts): where its first point came from. */
+  seed?: { source: string; seq: number; seededAt: string; dataBytes: number }
 }
 
 /** What a batch's COMMIT says about it (ChangeBatch fields the journal keeps). */

@@ -51,7 +51,9 @@ export async function verifyVolume(l: VolumeLedger, opts: { quiet?: boolean } = 
     if (res.end.segment !== until.segment || res.end.offset !== until.offset) {
       problems.push(`the last intact COMMIT ends at ${res.end.segment}:${res.end.offset}, the durable end is ${until.segment}:${until.offset}`)
     }
-    if (res.lastSeq !== seqLimit) problems.push(`the segments end at seq ${res.lastSeq}, the durable seq is ${seqLimit}`)
+    // A journal empty above its base (a seeded volume before its agent's first batch) ends at the base.
+    const lastSeq = Math.max(res.lastSeq, floor)
+    if (lastSeq !== seqLimit) problems.push(`the segments end at seq ${lastSeq}, the durable seq is ${seqLimit}`)
     await l.mergeCorrupt(res.corrupt)
     const found = new Digest()
     await snapshot.forEach((k, v, seq) => {

@@ -159,6 +159,25 @@ export const AGENT = command({
       value: z.boolean().transform((off) => !off),
     }),
     group: text({ label: '--group NAME', help: 'put every volume in one consistency group (one seq space)', key: 'group' }),
+    seeded: list({
+      label: '--seeded NAME=GEN',
+      help: 'the appliance holds a seed of volume NAME under generation GEN\n(tidemark volume seed): continue that generation, its initial copy\nsending only the sectors that differ from the seed (repeatable)',
+      key: 'seeded',
+      needs: needsAppliance,
+      // the config file's form: {"NAME": "GENERATION"}
+      config: convert(z.record(z.string(), { errorMap: () => ({ message: '"seeded" must map volume names to generations' }) }), (o) =>
+        Object.entries(o).map(([n, g]) => `${n}=${g}`)
+      ),
+      value: convert(z.array(z.string()), (l): Record<string, string> => {
+        const out: Record<string, string> = {}
+        for (const v of l) {
+          const m = /^([^=]+)=([A-Za-z0-9][A-Za-z0-9._-]{0,127})$/.exec(v)
+          if (!m) throw new Error(`--seeded '${v}' must be NAME=GENERATION (a generation is 1-128 of A-Z a-z 0-9 . _ -)`)
+          out[m[1]] = m[2]
+        }
+        return out
+      }),
+    }),
     control: text({
       label: '--control unix:PATH',
       help: 'the control socket for tidemark timemark create (mode 0600)',
@@ -214,7 +233,7 @@ export const AGENT = command({
                  [--nbd-max-connections N] [--nbd-handshake-timeout SECONDS]
                  [--appliance HOST:PORT|unix:PATH [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
-                 [--group NAME] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
+                 [--group NAME] [--seeded NAME=GEN ...] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
                  [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL] [--log-format auto|json|pretty]
   tidemark agent --assess --state DIR --nbd ENDPOINT --volume NAME=PATH ... [--duration SECONDS] [--json]
   tidemark agent --config FILE
@@ -228,7 +247,7 @@ ${rows(
   23,
   'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
   'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
-  'no-microscan', 'group', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'assess', 'duration', 'json',
+  'no-microscan', 'group', 'seeded', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'assess', 'duration', 'json',
   'http', 'stats-interval', 'log-level', 'log-format', 'demo', 'config'
 )}
 
@@ -342,6 +361,9 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
   if ((a.control || schedule.length) && !appliance && !demoApplianceDir) {
     throw usage('agent', 'TimeMarks (--control, schedules) are kept by an appliance: give --appliance HOST:PORT')
   }
+  for (const n of Object.keys(a.seeded ?? {})) {
+    if (!a.volume!.some(([name]) => name === n)) throw usage('agent', `--seeded names volume ${n}, which no --volume serves`)
+  }
   const captureLog = a['capture-log'] || undefined
   if (captureLog) fs.mkdirSync(captureLog, { recursive: true, mode: 0o700 })
   const ep = a.nbd!
@@ -363,6 +385,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     hookOutputInNote: a['hook-output-in-note'] === true,
     volumes: a.volume!.map(([name, p]) => ({ name, path: path.resolve(p) })),
     group: a.group,
+    seeded: a.seeded,
     bufferBytes: a.buffer,
     captureLogDir: captureLog ? path.resolve(captureLog) : undefined,
     statsIntervalMs: a['stats-interval']! * 1000,

@@ -33,7 +33,7 @@ Commands:
   status     each volume's state, RPO, history, rates and alerts, from the appliance's --http API (--watch)
   timemark   create TimeMarks (through the agent) and list them (at the appliance)
   timeview   serve a volume at a point in time over NBD (read-only, or a copy-on-write overlay)
-  volume     an admin's changes to a volume: accept-generation
+  volume     an admin's changes to a volume: accept-generation, seed
   plan       recovery plans: validate, test (an isolated failover of real VMs), failover, commit,
              rollback, failback, status, the audit trail
 `

@@ -77,6 +77,7 @@ export function volumeStatsJson(v: VolumeStats__Output): Record<string, unknown>
     replica: v.replica
       ? { seq: v.replica.seq, ready: v.replica.ready, rounds: v.replica.rounds, bytesCopied: v.replica.bytesCopied, bytesRead: v.replica.bytesRead, error: orNull(v.replica.error), roundsStopped: v.replica.roundsStopped }
       : null,
+    seed: v.seed ? { source: v.seed.source, seq: v.seed.seq, seededAt: v.seed.seededAt, dataBytes: v.seed.dataBytes } : null,
   }
 }
 

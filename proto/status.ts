@@ -27,6 +27,14 @@ const STATUS_OF: Readonly<Record<string, grpc.status>> = {
   UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
   UNKNOWN_VIEW: grpc.status.NOT_FOUND,
   VIEW_EXISTS: grpc.status.ALREADY_EXISTS,
+  // Admin.SeedVolume (appliance/volume-seed.ts): only a new volume, from a source it can read whole.
+  VOLUME_EXISTS: grpc.status.ALREADY_EXISTS,
+  BAD_SEED_SOURCE: grpc.status.INVALID_ARGUMENT,
+  BAD_VOLUME_NAME: grpc.status.INVALID_ARGUMENT,
+  BAD_GENERATION: grpc.status.INVALID_ARGUMENT,
+  BAD_VOLUME_SIZE: grpc.status.INVALID_ARGUMENT,
+  SEED_SOURCE: grpc.status.FAILED_PRECONDITION,
+  SEED_SIZE: grpc.status.FAILED_PRECONDITION,
   TIMEMARK_UNKNOWN_GROUP: grpc.status.NOT_FOUND,
   TIMEMARK_UNKNOWN_VOLUME: grpc.status.NOT_FOUND,
   // Positions outside what exists.

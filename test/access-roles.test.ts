@@ -153,6 +153,8 @@ t.test('every method against write, read, admin, another volume\'s reader and an
     ['ListViews', (c) => unaryCall(c, 'listViews', { volume: '' })],
     ['DeleteView', (c, w) => unaryCall(c, 'deleteView', { name: `view-${w}` })],
     ['AcceptGeneration', (c) => unaryCall(c, 'acceptGeneration', { volume: 'vol', generation: '' })],
+    // (the admin's is refused after the check: vol exists)
+    ['SeedVolume', (c) => unaryCall(c, 'seedVolume', { volume: 'vol', generation: 'seeded', source: `nbd+unix:///vol?socket=${sock}`, size: 0 })],
     ['RecordAudit', (c, w) => unaryCall(c, 'recordAudit', { action: 'plan test', plan: `p-${w}`, point: 'latest', result: 'passed', durationMs: 1, volumes: ['vol'], detailsJson: '{}' })],
     ['ListAudit', (c) => unaryCall(c, 'listAudit', { limit: 0, verify: false })],
   ]

@@ -73,6 +73,7 @@ function storeStats(full: boolean): Record<string, unknown> {
     faults: full ? { no_space: 2, io_error: 1 } : {},
     failed: full ? 'no space left on device: /data/volumes/db/segments/00000004.tmj needs 1048620 more bytes (at offset 2048)' : null,
     replica: full ? { seq: 2 ** 40, ready: true, rounds: 12, bytesCopied: 3_221_225_472, bytesRead: 17_179_869_184, error: 'replica image of db: copying into the replica image: No space left on device', roundsStopped: 3 } : null,
+    seed: full ? { source: 'nbd+unix:///db?socket=/run/prod/nbd.sock', seq: 1, seededAt: '2026-12-02T04:30:00.000Z', dataBytes: 1_073_741_824 } : null,
   }
 }
 
@@ -89,8 +90,8 @@ t.test('stats --json prints what the appliance used to send as JSON', async (t) 
     const stats = storeStats(full)
     const ret = retention(full)
     // What admin-service.ts built and JSON.stringify'd before the replies were typed.
-    const { replica, ...rest } = stats
-    const before = { appliance, volumes: [{ name: 'db', ...rest, retention: ret, agent: full ? agent : null, replica }] }
+    const { replica, seed, ...rest } = stats
+    const before = { appliance, volumes: [{ name: 'db', ...rest, retention: ret, agent: full ? agent : null, replica, seed }] }
     const reply = { appliance: { ...appliance }, volumes: [volumeStatsReply('db', stats, ret, full ? agent : null)] }
     t.equal(JSON.stringify(statsJson(wire<StatsReply__Output>('Stats', reply))), JSON.stringify(before), full ? 'every field set' : 'nullable fields unset')
   }

@@ -62,6 +62,7 @@ t.test('the agent reads the same settings from flags and from the config keys of
     'agent-id': 'agent-1',
     'no-microscan': true,
     group: 'g',
+    seeded: ['v=gen-1'],
     control: `unix:${path.join(dir, 'control.sock')}`,
     buffer: '8M',
     'stats-interval': '3',
@@ -76,8 +77,8 @@ t.test('the agent reads the same settings from flags and from the config keys of
     t.ok(key, `--${flag} has a config key`)
     if (Array.isArray(v)) for (const x of v) argv.push(`--${flag}`, x)
     else argv.push(...(v === true ? [`--${flag}`] : [`--${flag}`, v]))
-    // the config file's forms: volumes as a map, microscan as on/off
-    config[key!] = flag === 'volume' ? { v: img } : flag === 'no-microscan' ? false : v
+    // the config file's forms: volumes and seeds as maps, microscan as on/off
+    config[key!] = flag === 'volume' ? { v: img } : flag === 'seeded' ? { v: 'gen-1' } : flag === 'no-microscan' ? false : v
   }
   const file = path.join(dir, 'agent.json')
   fs.writeFileSync(file, JSON.stringify(config))

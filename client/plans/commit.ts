@@ -1,9 +1,12 @@
 // `plan commit`: keep a failover. The failover agent is restarted with the
 // plan's reverse appliance (reverse protection: the recovered volumes, and
 // every write the recovery VMs make from here on, replicate there; the first
-// time, a whole copy) and a control socket (TimeMarks, which plan failback
-// takes). The VMs run on through the restart: their disks reconnect
-// (qemu's reconnect-delay) and see a pause. The run's phase becomes
+// time, a copy) and a control socket (TimeMarks, which plan failback
+// takes). Before that, the reverse appliance seeds each volume from the old
+// production disk where it can (reverse-seed.ts): the copy then sends only
+// the sectors that differ from it, and a whole copy only where there is no
+// production disk to seed from. The VMs run on through the restart: their
+// disks reconnect (qemu's reconnect-delay) and see a pause. The run's phase becomes
 // `committed` and the deadline no longer applies.
 //
 // Refused, changing nothing: with no run, when committed already, past the
@@ -18,6 +21,8 @@ import type { Plan } from './plan'
 import { recordPlanRun } from './record'
 import type { PlanRunReport } from './runner'
 import { pause } from './boot'
+import { adminClient } from '../admin-client'
+import { reverseSent, seedReverse, type SeedOutcome } from './reverse-seed'
 
 /** The run a commit, rollback or failback acts on, or the one line saying why there is none. */
 export function runOf(p: RunPaths, command: string, what: string): FailoverState {
@@ -78,17 +83,22 @@ export async function runCommit(o: CommitOptions): Promise<PlanRunReport> {
     s.agent = ref
     writeRun(p, s)
   }
+  const b = adminClient({ address: reverse.appliance, tls: reverse.tls })
+  let seeds: SeedOutcome[] = []
   try {
     // A manual commit ends the deadline's watcher first: it must not act on the run this commit changes.
     if (s.watcher && s.watcher.pid !== process.pid) {
       o.progress(`plan ${s.plan}: stopping the commit deadline's watcher (pid ${s.watcher.pid})`)
       await stopProcess(s.watcher, 'SIGTERM')
     }
+    // While the VMs run on undisturbed: a seed reads the whole production disk.
+    seeds = await seedReverse(b, reverse.appliance, o.plan, s, p, o.progress)
+    const seeded = Object.fromEntries(seeds.filter((x) => x.seeded).map((x) => [x.volume, x.generation!]))
     const old = s.agent!
     o.progress(`plan ${s.plan}: restarting the failover agent (pid ${old.pid}) to replicate to ${reverse.appliance}`)
     await stopFailoverAgent(old)
     try {
-      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes, reverse), { onStart })
+      s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes, reverse, seeded), { onStart })
     } catch (err) {
       // The VMs need their disks: the agent as it was, then the error.
       s.agent = await startFailoverAgent(p, failoverAgentArgv(p, s.plan, volumes), { onStart })
@@ -112,13 +122,29 @@ export async function runCommit(o: CommitOptions): Promise<PlanRunReport> {
     const vms = s.vms.map((v) => ({ machine: v.machine, pid: v.pid, alive: processAlive(v) }))
     const dead = vms.filter((v) => !v.alive)
     if (dead.length) throw new Error(`the VM of ${dead.map((v) => `${v.machine} (pid ${v.pid})`).join(', ')} is not running`)
+    // What the copy sent to B per volume (with --wait: the whole copy, and what the VMs wrote meanwhile).
+    const sent = await reverseSent(b, volumes)
+    const reverseSeed = seeds.map((x) => ({ ...x, sectorsSent: sent[x.volume]?.sectors ?? null, wireBytes: sent[x.volume]?.wireBytes ?? null }))
+    for (const x of reverseSeed) {
+      o.progress(
+        `plan ${s.plan}: volume ${x.volume}: ${x.seeded ? `seeded on ${reverse.appliance} from ${x.source}` : `not seeded (${x.why}): copied whole`}; ${x.sectorsSent ?? '?'} sectors sent ${o.wait ? '' : 'so far'}`.trimEnd()
+      )
+    }
     report.result = 'passed'
     report.details = {
       ...(o.atDeadline ? { trigger: `at the deadline (${s.commitDeadline}): plan failover --at-deadline commit; by the watcher, pid ${process.pid}` } : {}),
       reverse: reverse.appliance,
-      agentPid: s.agent.pid, initialCopy: reverseCopyStatus(p, volumes), vms, seconds: Math.round((Date.now() - t0) / 100) / 10 }
+      agentPid: s.agent.pid,
+      initialCopy: reverseCopyStatus(p, volumes),
+      reverseSeed,
+      vms,
+      seconds: Math.round((Date.now() - t0) / 100) / 10,
+    }
   } catch (err) {
     report.error = (err as Error).message
+    if (seeds.length) report.details = { reverse: reverse.appliance, reverseSeed: seeds }
+  } finally {
+    b.close()
   }
   report.finishedAt = new Date().toISOString()
   await recordPlanRun(o.client, report, { json: o.json })

@@ -25,14 +25,19 @@ export interface ReverseTarget {
   tls?: { cert: string; key: string; ca: string }
 }
 
-/** The agent's arguments (after node): its state, NBD socket and volumes, the plan's name as its group; with a reverse appliance, replication and control. */
-export function failoverAgentArgv(p: RunPaths, plan: string, volumes: string[], reverse?: ReverseTarget): string[] {
+/**
+ * The agent's arguments (after node): its state, NBD socket and volumes, the
+ * plan's name as its group; with a reverse appliance, replication and
+ * control, and the volumes it seeded (reverse-seed.ts) with their generations.
+ */
+export function failoverAgentArgv(p: RunPaths, plan: string, volumes: string[], reverse?: ReverseTarget, seeded: Record<string, string> = {}): string[] {
   const argv = [TIDEMARK_BIN, 'agent', '--state', p.agentState, '--nbd', `unix:${p.nbdSock}`]
   for (const v of volumes) argv.push('--volume', `${v}=${p.disk(v)}`)
   argv.push('--group', plan, '--stats-interval', '5')
   if (reverse) {
     argv.push('--appliance', reverse.appliance, '--control', `unix:${p.controlSock}`)
     if (reverse.tls) argv.push('--tls-cert', reverse.tls.cert, '--tls-key', reverse.tls.key, '--tls-ca', reverse.tls.ca)
+    for (const [v, g] of Object.entries(seeded)) argv.push('--seeded', `${v}=${g}`)
   }
   return argv
 }

@@ -95,6 +95,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       vc.path = v.Get("path").As<Napi::String>();
       if (v.Get("group").IsString()) vc.group = v.Get("group").As<Napi::String>();
       vc.read_only = v.Get("readOnly").ToBoolean();
+      if (v.Get("seqFloor").IsNumber()) vc.seq_floor = uint64_t(v.Get("seqFloor").As<Napi::Number>().Int64Value());
       c.volumes.push_back(vc);
     }
     events_ = EventFn::New(env, info[1].As<Napi::Function>(), "tidemark-tap-events", 4096, 1);

@@ -62,6 +62,7 @@ bool Tap::Open(const TapConfig& config, std::string* error) {
     c.read_only = vc.read_only;
     auto v = std::make_shared<Volume>(c, seq, log_);
     if (!v->Open(error)) return false;
+    if (vc.seq_floor) v->RaiseSeq(vc.seq_floor);
     v->SetResyncWake([this] {
       std::lock_guard<std::mutex> lk(resync_mu_);
       resync_kick_ = true;

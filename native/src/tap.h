@@ -21,6 +21,10 @@ struct TapVolumeConfig {
   std::string path;
   std::string group;  // empty: the volume has its own sequence space
   bool read_only = false;
+  // Never hand out a seq at or below this one (a volume the appliance already
+  // holds a point of, at this seq: a seed). Applied before the listener
+  // starts, so no write is ever captured below it.
+  uint64_t seq_floor = 0;
 };
 
 struct TapConfig {

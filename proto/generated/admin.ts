@@ -38,6 +38,8 @@ import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as
 import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from './tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from './tidemark/v1/RestoreRequest';
 import type { RetentionStatus as _tidemark_v1_RetentionStatus, RetentionStatus__Output as _tidemark_v1_RetentionStatus__Output } from './tidemark/v1/RetentionStatus';
+import type { SeedVolumeReply as _tidemark_v1_SeedVolumeReply, SeedVolumeReply__Output as _tidemark_v1_SeedVolumeReply__Output } from './tidemark/v1/SeedVolumeReply';
+import type { SeedVolumeRequest as _tidemark_v1_SeedVolumeRequest, SeedVolumeRequest__Output as _tidemark_v1_SeedVolumeRequest__Output } from './tidemark/v1/SeedVolumeRequest';
 import type { SegmentInfo as _tidemark_v1_SegmentInfo, SegmentInfo__Output as _tidemark_v1_SegmentInfo__Output } from './tidemark/v1/SegmentInfo';
 import type { ServerInfoReply as _tidemark_v1_ServerInfoReply, ServerInfoReply__Output as _tidemark_v1_ServerInfoReply__Output } from './tidemark/v1/ServerInfoReply';
 import type { ServerInfoRequest as _tidemark_v1_ServerInfoRequest, ServerInfoRequest__Output as _tidemark_v1_ServerInfoRequest__Output } from './tidemark/v1/ServerInfoRequest';
@@ -47,6 +49,7 @@ import type { TimeMark as _tidemark_v1_TimeMark, TimeMark__Output as _tidemark_v
 import type { VerifyResult as _tidemark_v1_VerifyResult, VerifyResult__Output as _tidemark_v1_VerifyResult__Output } from './tidemark/v1/VerifyResult';
 import type { ViewInfo as _tidemark_v1_ViewInfo, ViewInfo__Output as _tidemark_v1_ViewInfo__Output } from './tidemark/v1/ViewInfo';
 import type { VolumeJournal as _tidemark_v1_VolumeJournal, VolumeJournal__Output as _tidemark_v1_VolumeJournal__Output } from './tidemark/v1/VolumeJournal';
+import type { VolumeSeed as _tidemark_v1_VolumeSeed, VolumeSeed__Output as _tidemark_v1_VolumeSeed__Output } from './tidemark/v1/VolumeSeed';
 import type { VolumeStats as _tidemark_v1_VolumeStats, VolumeStats__Output as _tidemark_v1_VolumeStats__Output } from './tidemark/v1/VolumeStats';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
@@ -93,6 +96,8 @@ export interface ProtoGrpcType {
       ResolveRequest: MessageTypeDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveRequest__Output>
       RestoreRequest: MessageTypeDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_RestoreRequest__Output>
       RetentionStatus: MessageTypeDefinition<_tidemark_v1_RetentionStatus, _tidemark_v1_RetentionStatus__Output>
+      SeedVolumeReply: MessageTypeDefinition<_tidemark_v1_SeedVolumeReply, _tidemark_v1_SeedVolumeReply__Output>
+      SeedVolumeRequest: MessageTypeDefinition<_tidemark_v1_SeedVolumeRequest, _tidemark_v1_SeedVolumeRequest__Output>
       SegmentInfo: MessageTypeDefinition<_tidemark_v1_SegmentInfo, _tidemark_v1_SegmentInfo__Output>
       ServerInfoReply: MessageTypeDefinition<_tidemark_v1_ServerInfoReply, _tidemark_v1_ServerInfoReply__Output>
       ServerInfoRequest: MessageTypeDefinition<_tidemark_v1_ServerInfoRequest, _tidemark_v1_ServerInfoRequest__Output>
@@ -102,6 +107,7 @@ export interface ProtoGrpcType {
       VerifyResult: MessageTypeDefinition<_tidemark_v1_VerifyResult, _tidemark_v1_VerifyResult__Output>
       ViewInfo: MessageTypeDefinition<_tidemark_v1_ViewInfo, _tidemark_v1_ViewInfo__Output>
       VolumeJournal: MessageTypeDefinition<_tidemark_v1_VolumeJournal, _tidemark_v1_VolumeJournal__Output>
+      VolumeSeed: MessageTypeDefinition<_tidemark_v1_VolumeSeed, _tidemark_v1_VolumeSeed__Output>
       VolumeStats: MessageTypeDefinition<_tidemark_v1_VolumeStats, _tidemark_v1_VolumeStats__Output>
     }
   }

@@ -27,6 +27,8 @@ import type { RecordAuditRequest as _tidemark_v1_RecordAuditRequest, RecordAudit
 import type { ResolveReply as _tidemark_v1_ResolveReply, ResolveReply__Output as _tidemark_v1_ResolveReply__Output } from '../../tidemark/v1/ResolveReply';
 import type { ResolveRequest as _tidemark_v1_ResolveRequest, ResolveRequest__Output as _tidemark_v1_ResolveRequest__Output } from '../../tidemark/v1/ResolveRequest';
 import type { RestoreRequest as _tidemark_v1_RestoreRequest, RestoreRequest__Output as _tidemark_v1_RestoreRequest__Output } from '../../tidemark/v1/RestoreRequest';
+import type { SeedVolumeReply as _tidemark_v1_SeedVolumeReply, SeedVolumeReply__Output as _tidemark_v1_SeedVolumeReply__Output } from '../../tidemark/v1/SeedVolumeReply';
+import type { SeedVolumeRequest as _tidemark_v1_SeedVolumeRequest, SeedVolumeRequest__Output as _tidemark_v1_SeedVolumeRequest__Output } from '../../tidemark/v1/SeedVolumeRequest';
 import type { ServerInfoReply as _tidemark_v1_ServerInfoReply, ServerInfoReply__Output as _tidemark_v1_ServerInfoReply__Output } from '../../tidemark/v1/ServerInfoReply';
 import type { ServerInfoRequest as _tidemark_v1_ServerInfoRequest, ServerInfoRequest__Output as _tidemark_v1_ServerInfoRequest__Output } from '../../tidemark/v1/ServerInfoRequest';
 import type { StatsReply as _tidemark_v1_StatsReply, StatsReply__Output as _tidemark_v1_StatsReply__Output } from '../../tidemark/v1/StatsReply';
@@ -234,6 +236,39 @@ export interface AdminClient extends grpc.Client {
   restore(argument: _tidemark_v1_RestoreRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_tidemark_v1_ImageChunk__Output>;
   
   /**
+   * A new volume whose first point is a disk the appliance reads itself from
+   * an NBD export (reverse protection after a failover: the old production
+   * disk, next to this appliance, still holds most of what the recovered
+   * volume holds). The volume is created under `generation`, so the agent
+   * that announces it continues this history: its initial copy compares
+   * fingerprints and sends only the sectors that differ. The bytes become the
+   * volume's base image at seq 1 (TimeMark "seed"), written and fsynced
+   * before the volume appears under its name: a crash during the seed leaves
+   * no volume. Refused for a volume that exists (any generation) or a source
+   * that cannot be read, creating nothing. Needs the admin role on the volume.
+   */
+  SeedVolume(argument: _tidemark_v1_SeedVolumeRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  SeedVolume(argument: _tidemark_v1_SeedVolumeRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  SeedVolume(argument: _tidemark_v1_SeedVolumeRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  SeedVolume(argument: _tidemark_v1_SeedVolumeRequest, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * A new volume whose first point is a disk the appliance reads itself from
+   * an NBD export (reverse protection after a failover: the old production
+   * disk, next to this appliance, still holds most of what the recovered
+   * volume holds). The volume is created under `generation`, so the agent
+   * that announces it continues this history: its initial copy compares
+   * fingerprints and sends only the sectors that differ. The bytes become the
+   * volume's base image at seq 1 (TimeMark "seed"), written and fsynced
+   * before the volume appears under its name: a crash during the seed leaves
+   * no volume. Refused for a volume that exists (any generation) or a source
+   * that cannot be read, creating nothing. Needs the admin role on the volume.
+   */
+  seedVolume(argument: _tidemark_v1_SeedVolumeRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  seedVolume(argument: _tidemark_v1_SeedVolumeRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  seedVolume(argument: _tidemark_v1_SeedVolumeRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  seedVolume(argument: _tidemark_v1_SeedVolumeRequest, callback: grpc.requestCallback<_tidemark_v1_SeedVolumeReply__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * What this appliance serves besides gRPC: its NBD endpoints (restore reads
    * a point through them when it can reach them).
    */
@@ -329,6 +364,20 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Restore: grpc.handleServerStreamingCall<_tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk>;
   
   /**
+   * A new volume whose first point is a disk the appliance reads itself from
+   * an NBD export (reverse protection after a failover: the old production
+   * disk, next to this appliance, still holds most of what the recovered
+   * volume holds). The volume is created under `generation`, so the agent
+   * that announces it continues this history: its initial copy compares
+   * fingerprints and sends only the sectors that differ. The bytes become the
+   * volume's base image at seq 1 (TimeMark "seed"), written and fsynced
+   * before the volume appears under its name: a crash during the seed leaves
+   * no volume. Refused for a volume that exists (any generation) or a source
+   * that cannot be read, creating nothing. Needs the admin role on the volume.
+   */
+  SeedVolume: grpc.handleUnaryCall<_tidemark_v1_SeedVolumeRequest__Output, _tidemark_v1_SeedVolumeReply>;
+  
+  /**
    * What this appliance serves besides gRPC: its NBD endpoints (restore reads
    * a point through them when it can reach them).
    */
@@ -353,6 +402,7 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   RecordAudit: MethodDefinition<_tidemark_v1_RecordAuditRequest, _tidemark_v1_AuditEntry, _tidemark_v1_RecordAuditRequest__Output, _tidemark_v1_AuditEntry__Output>
   Resolve: MethodDefinition<_tidemark_v1_ResolveRequest, _tidemark_v1_ResolveReply, _tidemark_v1_ResolveRequest__Output, _tidemark_v1_ResolveReply__Output>
   Restore: MethodDefinition<_tidemark_v1_RestoreRequest, _tidemark_v1_ImageChunk, _tidemark_v1_RestoreRequest__Output, _tidemark_v1_ImageChunk__Output>
+  SeedVolume: MethodDefinition<_tidemark_v1_SeedVolumeRequest, _tidemark_v1_SeedVolumeReply, _tidemark_v1_SeedVolumeRequest__Output, _tidemark_v1_SeedVolumeReply__Output>
   ServerInfo: MethodDefinition<_tidemark_v1_ServerInfoRequest, _tidemark_v1_ServerInfoReply, _tidemark_v1_ServerInfoRequest__Output, _tidemark_v1_ServerInfoReply__Output>
   Stats: MethodDefinition<_tidemark_v1_StatsRequest, _tidemark_v1_StatsReply, _tidemark_v1_StatsRequest__Output, _tidemark_v1_StatsReply__Output>
 }

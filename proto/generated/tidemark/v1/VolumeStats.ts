@@ -7,6 +7,7 @@ import type { BaseImage as _tidemark_v1_BaseImage, BaseImage__Output as _tidemar
 import type { RetentionStatus as _tidemark_v1_RetentionStatus, RetentionStatus__Output as _tidemark_v1_RetentionStatus__Output } from '../../tidemark/v1/RetentionStatus';
 import type { AgentStream as _tidemark_v1_AgentStream, AgentStream__Output as _tidemark_v1_AgentStream__Output } from '../../tidemark/v1/AgentStream';
 import type { ReplicaImageStatus as _tidemark_v1_ReplicaImageStatus, ReplicaImageStatus__Output as _tidemark_v1_ReplicaImageStatus__Output } from '../../tidemark/v1/ReplicaImageStatus';
+import type { VolumeSeed as _tidemark_v1_VolumeSeed, VolumeSeed__Output as _tidemark_v1_VolumeSeed__Output } from '../../tidemark/v1/VolumeSeed';
 import type { Long } from '@grpc/proto-loader';
 
 export interface VolumeStats {
@@ -74,6 +75,10 @@ export interface VolumeStats {
    * Unset when the appliance keeps no replica images (--replica-image off).
    */
   'replica'?: (_tidemark_v1_ReplicaImageStatus | null);
+  /**
+   * Set on a volume Admin.SeedVolume created: where its first point came from.
+   */
+  'seed'?: (_tidemark_v1_VolumeSeed | null);
   '_failed'?: "failed";
   '_stateReason'?: "stateReason";
   '_stateSince'?: "stateSince";
@@ -144,6 +149,10 @@ export interface VolumeStats__Output {
    * Unset when the appliance keeps no replica images (--replica-image off).
    */
   'replica': (_tidemark_v1_ReplicaImageStatus__Output | null);
+  /**
+   * Set on a volume Admin.SeedVolume created: where its first point came from.
+   */
+  'seed': (_tidemark_v1_VolumeSeed__Output | null);
   '_failed'?: "failed";
   '_stateReason'?: "stateReason";
   '_stateSince'?: "stateSince";
