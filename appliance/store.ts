@@ -313,9 +313,7 @@ export class ApplianceStore {
       const tmp = path.join(this.volumesDir(), `.${h.volume}.new-${process.pid}-${Date.now()}`)
       await fs.promises.mkdir(tmp, { mode: 0o700 })
       await VolumeStore.create(tmp, meta)
-      await fs.promises.rename(tmp, dir)
-      await syncDir(this.volumesDir())
-      v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+      v = await this.commitNewVolume(tmp, dir)
     } catch (err) {
       // Not created (a crash leaves .NAME.new-*, removed at open; a renamed one counts again from its meta.json at start).
       undoCreate?.()
@@ -324,6 +322,13 @@ export class ApplianceStore {
     this.vols.set(h.volume, v)
     this.log.info({ volume: h.volume, generation: h.generation, size: h.size }, 'new volume')
     return { volume: v, fullSync: true }
+  }
+
+  /** The commit of a new volume made whole in `tmp` (.NAME.new-*): from here on it exists, under `dir`. */
+  private async commitNewVolume(tmp: string, dir: string): Promise<VolumeStore> {
+    await fs.promises.rename(tmp, dir)
+    await syncDir(this.volumesDir())
+    return VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
   }
 
   /**
@@ -372,10 +377,7 @@ export class ApplianceStore {
           await fs.promises.rm(tmp, { recursive: true, force: true })
           throw err
         }
-        // The commit: the volume exists, whole, from here on.
-        await fs.promises.rename(tmp, dir)
-        await syncDir(this.volumesDir())
-        v = await VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+        v = await this.commitNewVolume(tmp, dir)
       } catch (err) {
         undoCreate?.()
         throw err

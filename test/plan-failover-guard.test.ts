@@ -24,29 +24,17 @@ import type { PlanStatus } from '../client/plans/status'
 import { tidemark, tidemarkJson, waitFor } from './claims-helpers'
 import { type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
 import { BIN, exitOf, have, makeImage, must, nbdUri, run, startAgent, startAppliance, tmpdir } from './helpers'
+import { failoverNetwork, killPid } from './lib/plan-site'
 
 const built = planGuestOrWhy()
-
-async function killPid(pid: number): Promise<void> {
-  if (!processRuns(pid)) return
-  try {
-    process.kill(pid, 'SIGKILL')
-  } catch {
-    return
-  }
-  await waitFor(`pid ${pid} to exit`, () => !processRuns(pid), 30_000)
-}
 
 const oneLine = (stderr: string): string[] => stderr.split('\n').filter(Boolean)
 
 t.test('failover guards: interrupted runs, one failover at a time, the deadline enforced', { skip: typeof built === 'string' ? built : false }, async (t) => {
   const guest = built as Guest
   const dir = tmpdir(t, 'tidemark-guard-')
-  const ns = `tmfg-${process.pid}`
-  await must('ip', ['netns', 'add', ns])
-  t.teardown(() => run('ip', ['netns', 'delete', ns]))
-  await must('ip', ['-n', ns, 'link', 'add', 'br-prod', 'type', 'bridge'])
-  await must('ip', ['-n', ns, 'link', 'set', 'br-prod', 'up'])
+  // The failover network: br-prod in a namespace of the test's own, deleted at the end.
+  const ns = await failoverNetwork(t, 'tmfg')
 
   const stateDirs: string[] = []
   const readState = (stateDir: string): FailoverState | null => {

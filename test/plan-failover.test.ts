@@ -19,18 +19,9 @@ import type { PlanStatus } from '../client/plans/status'
 import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
 import { guestLog, qmp, type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
 import { BIN, differingSectors, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir } from './helpers'
+import { failoverNetwork, killPid } from './lib/plan-site'
 
 const built = planGuestOrWhy()
-
-async function killPid(pid: number): Promise<void> {
-  if (!processRuns(pid)) return
-  try {
-    process.kill(pid, 'SIGKILL')
-  } catch {
-    return
-  }
-  await waitFor(`pid ${pid} to exit`, () => !processRuns(pid), 30_000)
-}
 
 t.test('plan failover, commit, failback and rollback of a real VM', { skip: typeof built === 'string' ? built : false }, async (t) => {
   const guest = built as Guest
@@ -39,11 +30,7 @@ t.test('plan failover, commit, failback and rollback of a real VM', { skip: type
   const runDir = path.join(stateDir, 'shop')
 
   // The failover network: br-prod in a namespace of the test's own, deleted at the end.
-  const ns = `tmft-${process.pid}`
-  await must('ip', ['netns', 'add', ns])
-  t.teardown(() => run('ip', ['netns', 'delete', ns]))
-  await must('ip', ['-n', ns, 'link', 'add', 'br-prod', 'type', 'bridge'])
-  await must('ip', ['-n', ns, 'link', 'set', 'br-prod', 'up'])
+  const ns = await failoverNetwork(t, 'tmft')
 
   // Whatever a run left (detached VMs, agents), killed at the end: the state says which.
   t.teardown(async () => {

@@ -18,11 +18,11 @@ import type { FailoverState, ProductionState } from '../client/plans/failover-st
 import type { PlanRunReport } from '../client/plans/runner'
 import type { SeedOutcome } from '../client/plans/reverse-seed'
 import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
-import { qmp, type Guest } from './lib/guest'
-import { alive, failoverNetwork, guestOrWhy, killPid } from './lib/plan-site'
+import { guestPlanYaml, planGuestOrWhy, qmp, type Guest } from './lib/guest'
+import { failoverNetwork, killPid } from './lib/plan-site'
 import { BIN, differingSectors, must, nbdUri, restore, run, ServiceProcess, sha256, startAgent, startAppliance, tmpdir } from './helpers'
 
-const built = guestOrWhy(['qemu-io'])
+const built = planGuestOrWhy({ tools: ['qemu-io'] })
 
 const oneLine = (stderr: string): string[] => stderr.split('\n').filter(Boolean)
 
@@ -80,22 +80,14 @@ t.test('plan commit seeds the reverse appliance from the old production disk', {
   const planFile = path.join(dir, 'shop.yaml')
   fs.writeFileSync(
     planFile,
-    `name: shop
-point: mark=before-failover
-machines:
-  - name: db
-    boot: 1
-    disks: [vol]
-    kernel: ${guest.kernel}
-    initrd: ${guest.initrd}
-    append: console=ttyS0 panic=-1 tm.role=rec
-    network: { name: app, address: 10.77.0.2/24 }
-    check: { console: 'tm-boot role=rec lines=\\d+', timeout: 240 }
-    production: { nbd: 'unix:${prodSock}', control: 'unix:${prodControl}' }
-networks:
-  app: { test: isolated, failover: br-prod }
-reverse: { appliance: 'unix:${bSock}' }
-`
+    guestPlanYaml(guest, {
+      mark: 'before-failover',
+      role: 'rec',
+      timeout: 240,
+      failover: 'br-prod',
+      machine: `    production: { nbd: 'unix:${prodSock}', control: 'unix:${prodControl}' }\n`,
+      plan: `reverse: { appliance: 'unix:${bSock}' }\n`,
+    })
   )
   const plan = (action: string, args: string[], withAppliance = false) =>
     run('ip', ['netns', 'exec', ns, process.execPath, BIN, 'plan', action, ...(withAppliance ? ['--appliance', `unix:${aSock}`] : []), '--plan', planFile, '--state', stateDir, ...args], {
