@@ -156,7 +156,8 @@ machines:
   })
 
   await t.test('an interrupted plan test (SIGINT) still tears everything down', async (t) => {
-    const f = writePlan('interrupted.yaml', goodPlan({ check: "{ console: 'never-says-this', timeout: 300 }" }))
+    // A plan name of its own: the namespace it looks for is this run's even when another test runs plans.
+    const f = writePlan('interrupted.yaml', goodPlan({ check: "{ console: 'never-says-this', timeout: 300 }" }).replace('name: shop', 'name: sigint'))
     const p = spawn(process.execPath, [BIN, 'plan', 'test', '--appliance', app.address, '--plan', f, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
@@ -168,7 +169,7 @@ machines:
       await exited
     })
     // Interrupted once its VM runs: the namespace is there and qemu has written to the console.
-    const ns = await waitFor('the run\'s network namespace', async () => /tidemark-plan-shop-[0-9a-f]+/.exec(await netnsList())?.[0], 120_000)
+    const ns = await waitFor('the run\'s network namespace', async () => /tidemark-plan-sigint-[0-9a-f]+/.exec(await netnsList())?.[0], 120_000)
     const console = (): string | undefined => {
       const d = fs.readdirSync(os.tmpdir()).find((x) => x.startsWith(`${ns}-`))
       return d && path.join(os.tmpdir(), d, 'db.console')
@@ -179,7 +180,7 @@ machines:
     }, 120_000)
     p.kill('SIGINT')
     t.equal(await exited, 1, 'exits 1')
-    t.match(err, /^tidemark plan test: plan shop failed: interrupted/m, 'and says it was interrupted')
+    t.match(err, /^tidemark plan test: plan sigint failed: interrupted/m, 'and says it was interrupted')
     const report = JSON.parse(out) as PlanRunReport
     t.match(report, { result: 'failed', machines: [{ check: { result: 'failed' } }] })
     t.same(report.teardownProblems, [])
