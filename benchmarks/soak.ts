@@ -409,8 +409,12 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
       const written = await w.done.catch(() => 0)
       let bit: boolean | undefined
       if (fault === 'disk-full') {
-        // Held until the appliance has met it (or the workload wrote nothing it had to journal).
-        bit = await waitFor('the appliance out of space', () => noSpaceLines() > spaceLines, 10_000).then(() => true, () => false)
+        // Held until the appliance has met it. The workload may have been journaled whole before
+        // the disk filled, or may still be on its way from a loaded agent: one more second of
+        // writes after the fill always has to reach the full journal, and a busy machine gets
+        // a minute to get it there.
+        await fioWorkload(rig, rng, 1, 8).done.catch(() => 0)
+        bit = await waitFor('the appliance out of space', () => noSpaceLines() > spaceLines, 60_000).then(() => true, () => false)
         disk!.free()
       }
       if (!rig.appliance.alive) await rig.startAppliance()
