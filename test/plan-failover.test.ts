@@ -13,13 +13,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import type { FailoverState, ProductionState } from '../client/plans/failover-state'
+import type { FailoverState } from '../client/plans/failover-state'
 import type { PlanRunReport } from '../client/plans/runner'
 import type { PlanStatus } from '../client/plans/status'
 import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
 import { guestLog, qmp, type Guest, planGuestOrWhy, processRuns, guestPlanYaml } from './lib/guest'
 import { BIN, differingSectors, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir } from './helpers'
-import { failoverNetwork, killPid } from './lib/plan-site'
+import { failoverNetwork, killPid, killRunLeftovers } from './lib/plan-site'
 
 const built = planGuestOrWhy()
 
@@ -33,11 +33,7 @@ t.test('plan failover, commit, failback and rollback of a real VM', { skip: type
   const ns = await failoverNetwork(t, 'tmft')
 
   // Whatever a run left (detached VMs, agents), killed at the end: the state says which.
-  t.teardown(async () => {
-    const s = readState()
-    const prod = readJson<ProductionState>(path.join(runDir, 'production.json'))
-    for (const pid of [...(s?.vms.map((v) => v.pid) ?? []), ...(s?.agent ? [s.agent.pid] : []), ...(prod?.vms.map((v) => v.pid) ?? [])]) await killPid(pid)
-  })
+  killRunLeftovers(t, runDir)
 
   // A: the recovery appliance; B: the reverse one.
   const aSock = path.join(dir, 'a.sock')

@@ -14,12 +14,12 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import type { FailoverState, ProductionState } from '../client/plans/failover-state'
+import type { FailoverState } from '../client/plans/failover-state'
 import type { PlanRunReport } from '../client/plans/runner'
 import type { SeedOutcome } from '../client/plans/reverse-seed'
 import { tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
 import { guestPlanYaml, planGuestOrWhy, qmp, type Guest } from './lib/guest'
-import { failoverNetwork, killPid } from './lib/plan-site'
+import { failoverNetwork, killPid, killRunLeftovers } from './lib/plan-site'
 import { BIN, differingSectors, must, nbdUri, restore, run, ServiceProcess, sha256, startAgent, startAppliance, tmpdir } from './helpers'
 
 const built = planGuestOrWhy({ tools: ['qemu-io'] })
@@ -48,11 +48,8 @@ t.test('plan commit seeds the reverse appliance from the old production disk', {
   const ns = await failoverNetwork(t, 'tmrs')
   const readJson = <T>(f: string): T | null => (fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as T) : null)
   const readState = (): FailoverState | null => readJson<FailoverState>(path.join(runDir, 'failover.json'))
-  t.teardown(async () => {
-    const s = readState()
-    const prod = readJson<ProductionState>(path.join(runDir, 'production.json'))
-    for (const pid of [...(s?.vms.map((v) => v.pid) ?? []), ...(s?.agent ? [s.agent.pid] : []), ...(prod?.vms.map((v) => v.pid) ?? [])]) await killPid(pid)
-  })
+  // Whatever a run left (detached VMs, agents), killed at the end: the state says which.
+  killRunLeftovers(t, runDir)
 
   const aSock = path.join(dir, 'a.sock')
   const A = await startAppliance(t, { data: path.join(dir, 'a'), extra: ['--listen', `unix:${aSock}`, '--nbd', `unix:${path.join(dir, 'a-nbd.sock')}`] })
