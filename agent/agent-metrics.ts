@@ -120,6 +120,24 @@ export class AgentMetrics {
         setCounter(this, rows)
       },
     })
+    new Counter({
+      name: 'tidemark_agent_congestion_waits_total',
+      help: 'Writes that found the record buffer full and waited for replication to make room, instead of the volume falling behind (since the agent started).',
+      labelNames: ['volume'],
+      registers: [reg],
+      collect() {
+        setCounter(this, agent.tap.stats().map((s) => [{ volume: s.name }, s.congestionWaits]))
+      },
+    })
+    new Counter({
+      name: 'tidemark_agent_congestion_wait_seconds_total',
+      help: 'Time writes spent waiting for room in the record buffer: what a burst faster than replication cost the application (since the agent started).',
+      labelNames: ['volume'],
+      registers: [reg],
+      collect() {
+        setCounter(this, agent.tap.stats().map((s) => [{ volume: s.name }, s.congestionWaitMs / 1000]))
+      },
+    })
     const hist = new Histogram({
       name: 'tidemark_agent_rpo_seconds',
       help: 'Time from a write (sampled every 100 ms) to the appliance acknowledging it durable.',

@@ -31,6 +31,8 @@ export interface AgentOptions {
   volumes: Array<{ name: string; path: string }>
   group?: string
   bufferBytes?: number
+  /** how long a write may wait for room in a full record buffer before the volume falls behind, ms (default 1000; 0: at once) */
+  congestionWaitMs?: number
   /** directory for per-volume capture logs (NAME.tmcap) */
   captureLogDir?: string
   /** how often to log counts, ms (0: never) */
@@ -126,6 +128,7 @@ export class Agent {
       unix: opts.nbd.unix,
       tcp: opts.nbd.tcp,
       bufferBytes: opts.bufferBytes,
+      congestionWaitMs: opts.congestionWaitMs,
       listener: opts.nbdListener,
       logger: log,
     })
@@ -291,6 +294,8 @@ export class Agent {
         resyncRecords: s.resyncRecords,
         resyncHoles: s.resyncHoles,
         writebacks: s.writebacks,
+        congestionWaits: s.congestionWaits,
+        congestionWaitMs: s.congestionWaitMs,
         dirtyRegions: s.dirtyRegions,
         staleRegions: s.staleRegions,
         lastSeq: s.lastSeq,

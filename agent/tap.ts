@@ -33,6 +33,11 @@ export interface TapOptions {
   tcp?: { host: string; port: number }
   /** record buffer per volume, bytes (default 64 MiB, at least 1 MiB) */
   bufferBytes?: number
+  /**
+   * how long a write may wait for room in a full record buffer, while the
+   * consumer drains it, before the volume falls behind, ms (default 1000; 0: at once)
+   */
+  congestionWaitMs?: number
   /** TLS, connection cap and handshake deadline of the NBD listener */
   listener?: NbdListenerOptions
   logger?: Logger
@@ -46,6 +51,8 @@ export interface DirtyRange {
 }
 
 export const DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+/** native/src/volume.h kDefaultCongestionWaitMs */
+export const DEFAULT_CONGESTION_WAIT_MS = 1000
 export const DEFAULT_BATCH_BYTES = 1024 * 1024
 // The dirty map's region is the format's REGION_SIZE (proto/record.ts); the
 // addon reports its own, and a build where the two differ must not start.
@@ -111,6 +118,10 @@ export class Tap extends EventEmitter {
     if (!Number.isSafeInteger(bufferBytes) || bufferBytes < 1024 * 1024) {
       throw new TidemarkError('TAP_INVALID_ARGUMENT', `bufferBytes must be an integer of at least 1 MiB, not ${bufferBytes}`)
     }
+    const congestionWaitMs = opts.congestionWaitMs ?? DEFAULT_CONGESTION_WAIT_MS
+    if (!Number.isSafeInteger(congestionWaitMs) || congestionWaitMs < 0 || congestionWaitMs > 60_000) {
+      throw new TidemarkError('TAP_INVALID_ARGUMENT', `congestionWaitMs must be an integer from 0 to 60000, not ${congestionWaitMs}`)
+    }
     fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 })
     if (opts.unix) fs.mkdirSync(path.dirname(opts.unix), { recursive: true, mode: 0o700 })
 
@@ -136,6 +147,7 @@ export class Tap extends EventEmitter {
         {
           stateDir: opts.stateDir,
           bufferBytes,
+          congestionWaitMs,
           unix: opts.unix,
           tcpHost: opts.tcp?.host,
           tcpPort: opts.tcp?.port ?? 0,

@@ -28,12 +28,12 @@
 //
 // Crash semantics. NAME.acked is written behind the acks: the tap is told at
 // once and the file follows (at most one write in flight and one queued,
-// whatever the ack rate). After a crash it may hold a lower seq than the
+// whatever the ack rate, and at most one every ACKED_WRITE_EVERY_MS). After a crash it may hold a lower seq than the
 // agent had seen. That is safe: the file only ever holds seqs the appliance
 // really acknowledged as durable, so a lower one never raises a false alarm
 // and never loses a record (the tap's dirty map, not this file, is what
 // resends unacknowledged regions after a restart). All it can miss is an
-// appliance that loses acknowledged data in the same few milliseconds as the
+// appliance that loses acknowledged data in the same quarter second as the
 // agent crashes, the double fault; before, the value was written in place
 // without fsync and a host crash could lose it too.
 // The one write that must not lag is a *lower* acked seq (the copy starts
@@ -58,6 +58,8 @@ export interface SyncRecord {
 }
 
 const ACKED_BYTES = 8
+/** NAME.acked is written at most this often (values in between coalesce): see "Crash semantics" above. */
+const ACKED_WRITE_EVERY_MS = 250
 /** A failing NAME.acked write is logged at most this often (acks keep coming). */
 const ACK_ERROR_LOG_MS = 60_000
 
@@ -135,7 +137,7 @@ export class VolumeState {
       if (now - this.lastAckErrorAt < ACK_ERROR_LOG_MS) return
       this.lastAckErrorAt = now
       this.log.error({ err, file: ackFile }, 'cannot save the highest acknowledged seq; a restart may not notice an appliance that lost data')
-    })
+    }, 0o644, ACKED_WRITE_EVERY_MS)
     const gen = readOrNull(this.genFile)?.toString('utf8').trim()
     this.acked = 0
     if (seed && gen !== seed.generation) {

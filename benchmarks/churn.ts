@@ -60,6 +60,9 @@ const PEER_ROUNDS = SHORT ? 1 : 3
 const DATA_CHANNEL = process.env.TIDEMARK_BENCH_DATA_CHANNEL !== 'off'
 /** Where the protected volume of the "apart" RPO rung lives: another device than the journal's. */
 const APART_DIR = process.env.TIDEMARK_BENCH_APART_DIR || '/dev/shm'
+/** agent --congestion-wait for every run (seconds; unset: the agent's default). 0 measures falling behind at once, as before it existed. */
+const CONGESTION_WAIT = process.env.TIDEMARK_BENCH_CONGESTION_WAIT
+const CONGESTION_ARGS = CONGESTION_WAIT !== undefined ? ['--congestion-wait', CONGESTION_WAIT] : []
 
 // Targets from issue 10.
 const TARGET_SUSTAINED = 0.8
@@ -104,6 +107,9 @@ interface Rung {
   behindEvents: number
   droppedRecords: number
   resyncRecords: number
+  /** writes that found the record buffer full and waited for room (agent --congestion-wait), and their wait in all */
+  congestionWaits: number
+  congestionWaitMs: number
   rpoP50Ms: number | null
   rpoP99Ms: number | null
   maxRpoLagMs: number
@@ -118,6 +124,8 @@ interface Burst {
   mbPerSec: number
   behindEvents: number
   droppedRecords: number
+  congestionWaits: number
+  congestionWaitMs: number
   /** the agent's fingerprint round trips for the resync, and how long its pump waited on them */
   fingerprintRequests: number
   waitFingerprintsMs: number
@@ -127,7 +135,7 @@ interface Burst {
 
 /** A fresh agent on the volume (its RPO percentiles and counters start empty), caught up. */
 async function freshAgent(dir: string, vol: string, app: Appliance, name = 'vol'): Promise<Agent> {
-  const agent = await Agent.start(dir, name === 'vol' ? 'churn' : `churn-${name}`, { [name]: vol }, app.address, ['--stats-interval', '0.25'])
+  const agent = await Agent.start(dir, name === 'vol' ? 'churn' : `churn-${name}`, { [name]: vol }, app.address, ['--stats-interval', '0.25', ...CONGESTION_ARGS])
   await agent.waitLog((l) => l.msg === 'connected to the appliance', 'a connection to the appliance')
   await agent.caughtUp()
   return agent
@@ -153,6 +161,8 @@ async function rungRun(dir: string, vol: string, app: Appliance, mbps: number, n
       behindEvents: fin.behindEvents ?? 0,
       droppedRecords: fin.droppedRecords,
       resyncRecords: fin.resyncRecords,
+      congestionWaits: Number(fin.congestionWaits) || 0,
+      congestionWaitMs: Number(fin.congestionWaitMs) || 0,
       rpoP50Ms: fin.rpoP50Ms ?? null,
       rpoP99Ms: fin.rpoP99Ms ?? null,
       maxRpoLagMs: Math.max(0, ...during.map((l) => Number(l.rpoLagMs) || 0)),
@@ -166,7 +176,7 @@ async function rungRun(dir: string, vol: string, app: Appliance, mbps: number, n
 
 async function burstRun(dir: string, vol: string, app: Appliance): Promise<Burst> {
   // Stats lines every 100 ms: the moment the agent is caught up is known to a tenth of a second.
-  const agent = await Agent.start(dir, 'churn', { vol }, app.address, ['--stats-interval', '0.1'])
+  const agent = await Agent.start(dir, 'churn', { vol }, app.address, ['--stats-interval', '0.1', ...CONGESTION_ARGS])
   try {
     await agent.waitLog((l) => l.msg === 'connected to the appliance', 'a connection to the appliance')
     await agent.caughtUp()
@@ -192,6 +202,8 @@ async function burstRun(dir: string, vol: string, app: Appliance): Promise<Burst
       mbPerSec: bytes / 1e6 / durableSeconds,
       behindEvents: fin.behindEvents ?? 0,
       droppedRecords: fin.droppedRecords,
+      congestionWaits: Number(fin.congestionWaits) || 0,
+      congestionWaitMs: Number(fin.congestionWaitMs) || 0,
       fingerprintRequests: Number(fin.fingerprintRequests) || 0,
       waitFingerprintsMs: Number(fin.waitFingerprintsMs) || 0,
       cpuPerGb: perGb(cpu, bytes),
@@ -255,11 +267,11 @@ async function main(): Promise<void> {
     for (const r of RATES) {
       const rung = await rungRun(dir, vol, app, r)
       rungs.push(rung)
-      console.error(`rung ${r} MB/s: reached ${f0(rung.reachedMBps)}, behind ${rung.behindEvents}, RPO p50/p99 ${f0(rung.rpoP50Ms)}/${f0(rung.rpoP99Ms)} ms, ${f1(rung.cpuPerGb.total)} CPU-s/GB`)
+      console.error(`rung ${r} MB/s: reached ${f0(rung.reachedMBps)}, ${rung.congestionWaits} writes waited ${f0(rung.congestionWaitMs)} ms, behind ${rung.behindEvents}, RPO p50/p99 ${f0(rung.rpoP50Ms)}/${f0(rung.rpoP99Ms)} ms, ${f1(rung.cpuPerGb.total)} CPU-s/GB`)
     }
     const burst = await burstRun(dir, vol, app)
     const apart = await apartRun(dir, app, vol)
-    console.error(`burst of ${BURST_MB} MiB: fio ${f1(burst.fioSeconds)} s, durable after ${f1(burst.durableSeconds)} s, behind ${burst.behindEvents}, ${burst.fingerprintRequests} fingerprint requests, waited ${f0(burst.waitFingerprintsMs)} ms on them`)
+    console.error(`burst of ${BURST_MB} MiB: fio ${f1(burst.fioSeconds)} s, durable after ${f1(burst.durableSeconds)} s, ${burst.congestionWaits} writes waited ${f0(burst.congestionWaitMs)} ms, behind ${burst.behindEvents}, ${burst.fingerprintRequests} fingerprint requests, waited ${f0(burst.waitFingerprintsMs)} ms on them`)
     await app.stop()
     for (let i = 1; i < PEER_ROUNDS; i++) peers.push(await peerRun(dir, BURST_MB))
     const peerMBps = median(peers.map((p) => p.mbPerSec))
@@ -272,9 +284,9 @@ async function main(): Promise<void> {
       `Churn through the tap, one volume, 1 MiB sequential incompressible writes (fio nbd engine, iodepth 4); peer: fio to a plain file, fdatasync every 8 MiB, median of ${PEER_ROUNDS}: ${f0(peerMBps)} MB/s.`,
       '',
       ...table(
-        ['offered MB/s', 'reached MB/s', 'behind events', 'records dropped', 'RPO p50 ms', 'RPO p99 ms', 'max lag ms', 'agent CPU-s/GB', 'appliance CPU-s/GB'],
-        rungs.map((r) => [f0(r.offeredMBps), f0(r.reachedMBps), r.behindEvents, f0(r.droppedRecords), f0(r.rpoP50Ms), f0(r.rpoP99Ms), f0(r.maxRpoLagMs), f1(r.cpuPerGb.agent), f1(r.cpuPerGb.appliance)]),
-        ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']
+        ['offered MB/s', 'reached MB/s', 'behind events', 'records dropped', 'writes that waited for room (ms in all)', 'RPO p50 ms', 'RPO p99 ms', 'max lag ms', 'agent CPU-s/GB', 'appliance CPU-s/GB'],
+        rungs.map((r) => [f0(r.offeredMBps), f0(r.reachedMBps), r.behindEvents, f0(r.droppedRecords), `${f0(r.congestionWaits)} (${f0(r.congestionWaitMs)})`, f0(r.rpoP50Ms), f0(r.rpoP99Ms), f0(r.maxRpoLagMs), f1(r.cpuPerGb.agent), f1(r.cpuPerGb.appliance)]),
+        ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']
       ),
       '',
       ...table(
@@ -289,7 +301,7 @@ async function main(): Promise<void> {
         ['l', 'r', 'r', 'r', 'l']
       ),
       '',
-      `The burst: fio finished writing after ${f1(burst.fioSeconds)} s; ${burst.behindEvents} behind events, ${f0(burst.droppedRecords)} records dropped (resent from the dirty map); the resync asked ${f0(burst.fingerprintRequests)} fingerprint requests and the pump waited ${f0(burst.waitFingerprintsMs)} ms on them.`,
+      `The burst: fio finished writing after ${f1(burst.fioSeconds)} s; ${f0(burst.congestionWaits)} writes waited for room in the record buffer (${f0(burst.congestionWaitMs)} ms in all); ${burst.behindEvents} behind events, ${f0(burst.droppedRecords)} records dropped (resent from the dirty map); the resync asked ${f0(burst.fingerprintRequests)} fingerprint requests and the pump waited ${f0(burst.waitFingerprintsMs)} ms on them.`,
     ]
     console.log(lines.join('\n'))
     writeResults(resultsPath(SHORT ? 'churn-short' : 'churn'), {
@@ -298,6 +310,7 @@ async function main(): Promise<void> {
       cpus: os.cpus().length,
       rungSeconds: RUNG_SECONDS,
       dataChannel: DATA_CHANNEL,
+      congestionWait: CONGESTION_WAIT ?? 'default',
       peers,
       peerMBps,
       rungs,

@@ -54,7 +54,7 @@ export const AGENT = command({
       label: '--config FILE',
       help:
         'the same settings in YAML (.yaml, .yml) or JSON (contrib/agent.yaml):\n{"state", "nbd", "volumes": {"NAME": "PATH"},\n"appliance", "tlsCert", "tlsKey", "tlsCa", "throttle", "memory",\n"fingerprintCache", "agentId", "microscan" (true/false), "group",\n' +
-        '"buffer", "captureLog", "statsInterval", "logLevel", "logFormat", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote", "http", "assess",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
+        '"buffer", "congestionWait", "captureLog", "statsInterval", "logLevel", "logFormat", "control",\n"nbdTlsCert", "nbdTlsKey", "nbdTlsCa", "insecureNbd", "nbdMaxConnections",\n"nbdHandshakeTimeout", "hookOutputInNote", "http", "assess",\n"timemarks": [{"every": SECONDS, "label", "quiesce": CMD, "thaw": CMD,\n"hookTimeout": SECONDS}]}',
       alone: true,
     }),
     state: text({
@@ -205,6 +205,12 @@ export const AGENT = command({
       key: 'buffer',
       value: convert(z.string(), (s) => (s ? parseSize(s, '--buffer') : undefined)),
     }),
+    'congestion-wait': text({
+      label: '--congestion-wait S',
+      help: 'when the record buffer is full while replication drains it, a write\nwaits up to S seconds for room before the volume falls behind\n(default 1; 0 = fall behind at once)',
+      key: 'congestionWait',
+      value: check(z.string(), (s) => Number.isFinite(Number(s)) && Number(s) >= 0 && Number(s) <= 60, (s) => `--congestion-wait '${s}' is not a number of seconds from 0 to 60`).transform(Number),
+    }),
     assess: flag({
       label: '--assess',
       help:
@@ -234,7 +240,7 @@ export const AGENT = command({
                  [--appliance HOST:PORT|unix:PATH [--tls-cert F --tls-key F --tls-ca F] [--throttle MBPS]
                   [--memory SIZE] [--fingerprint-cache SIZE] [--agent-id ID] [--no-microscan]]
                  [--group NAME] [--seeded NAME=GEN ...] [--control unix:PATH] [--timemark-every SECONDS] [--hook-output-in-note] [--buffer SIZE]
-                 [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL] [--log-format auto|json|pretty]
+                 [--congestion-wait SECONDS] [--capture-log DIR] [--http HOST:PORT] [--stats-interval SECONDS] [--log-level LEVEL] [--log-format auto|json|pretty]
   tidemark agent --assess --state DIR --nbd ENDPOINT --volume NAME=PATH ... [--duration SECONDS] [--json]
   tidemark agent --config FILE
   tidemark agent --demo
@@ -247,7 +253,7 @@ ${rows(
   23,
   'state', 'nbd', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'insecure-nbd', 'nbd-max-connections', 'nbd-handshake-timeout',
   'volume', 'appliance', 'tls-cert', 'tls-key', 'tls-ca', 'throttle', 'memory', 'fingerprint-cache', 'agent-id',
-  'no-microscan', 'group', 'seeded', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'capture-log', 'assess', 'duration', 'json',
+  'no-microscan', 'group', 'seeded', 'control', 'timemark-every', 'hook-output-in-note', 'buffer', 'congestion-wait', 'capture-log', 'assess', 'duration', 'json',
   'http', 'stats-interval', 'log-level', 'log-format', 'demo', 'config'
 )}
 
@@ -387,6 +393,7 @@ export function parseAgentArgs(argv: string[]): AgentArgs | 'help' {
     group: a.group,
     seeded: a.seeded,
     bufferBytes: a.buffer,
+    congestionWaitMs: a['congestion-wait'] !== undefined ? Math.round(a['congestion-wait'] * 1000) : undefined,
     captureLogDir: captureLog ? path.resolve(captureLog) : undefined,
     statsIntervalMs: a['stats-interval']! * 1000,
     control: a.control,

@@ -22,6 +22,11 @@ export interface NativeVolumeStats {
   resyncHoles: number
   /** write-behind rounds: the volume file's dirty pages written to its disk every 8 MiB written */
   writebacks: number
+  /** writes that waited for room in a full record buffer instead of falling behind, and their wait in all (ms) */
+  congestionWaits: number
+  congestionWaitMs: number
+  /** writes waiting for room now */
+  congestionWaiting: number
   behindEvents: number
   marks: number
   gaps: number
@@ -58,6 +63,7 @@ export interface NbdListenerStats {
 export interface NativeTapConfig {
   stateDir: string
   bufferBytes: number
+  congestionWaitMs?: number
   unix?: string
   tcpHost?: string
   tcpPort?: number

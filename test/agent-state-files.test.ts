@@ -8,6 +8,7 @@ import path from 'node:path'
 import pino from 'pino'
 import t from 'tap'
 import { VolumeState } from '../agent/volume-state'
+import { AtomicFileWriter } from '../native/atomic-file'
 import { tmpdir } from './helpers'
 
 const log = pino({ level: 'silent' })
@@ -91,4 +92,23 @@ t.test('a lowered acked seq (the copy starts over) waits until the new NAME.sync
   s.raiseAcked(4)
   await s.flush()
   t.equal(ackedOnDisk(dir), 4n)
+})
+
+t.test('a writer with a minimum interval coalesces what is set meanwhile, and flush() does not wait for the interval', async (t) => {
+  const dir = tmpdir(t)
+  const file = path.join(dir, 'f')
+  const errors: Error[] = []
+  const w = new AtomicFileWriter(file, (e) => errors.push(e), 0o644, 60_000)
+  w.set('1')
+  while (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== '1') await new Promise((r) => setImmediate(r))
+  for (let i = 2; i <= 50; i++) w.set(String(i))
+  // The next write waits out the minute after the first; a fresh read would show any write before it.
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(fs.readFileSync(file, 'utf8'), '1', 'nothing is written again within the interval')
+  const t0 = performance.now()
+  await w.flush()
+  t.ok(performance.now() - t0 < 30_000, 'flush() writes the newest value now, not after the interval')
+  t.equal(fs.readFileSync(file, 'utf8'), '50', 'the newest value is on disk')
+  t.same(fs.readdirSync(dir), ['f'], 'no temp file is left')
+  t.same(errors, [])
 })

@@ -75,6 +75,7 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
     TapConfig c;
     c.state_dir = o.Get("stateDir").As<Napi::String>();
     c.buffer_bytes = size_t(o.Get("bufferBytes").As<Napi::Number>().Int64Value());
+    if (o.Get("congestionWaitMs").IsNumber()) c.congestion_wait_ms = o.Get("congestionWaitMs").As<Napi::Number>().Uint32Value();
     if (o.Get("unix").IsString()) c.unix_path = o.Get("unix").As<Napi::String>();
     if (o.Get("tcpHost").IsString()) {
       c.tcp_host = o.Get("tcpHost").As<Napi::String>();
@@ -317,6 +318,9 @@ class NativeTap : public Napi::ObjectWrap<NativeTap> {
       n("resyncRecords", s.resync_records);
       n("resyncHoles", s.resync_holes);
       n("writebacks", s.writebacks);
+      n("congestionWaits", s.congestion_waits);
+      n("congestionWaitMs", s.congestion_wait_ms);
+      n("congestionWaiting", s.congestion_waiting);
       n("behindEvents", s.behind_events);
       n("marks", s.marks);
       n("gaps", s.gaps);

@@ -59,6 +59,7 @@ bool Tap::Open(const TapConfig& config, std::string* error) {
     c.path = vc.path;
     c.state_dir = config.state_dir;
     c.buffer_bytes = config.buffer_bytes;
+    c.congestion_wait_ms = config.congestion_wait_ms;
     c.read_only = vc.read_only;
     auto v = std::make_shared<Volume>(c, seq, log_);
     if (!v->Open(error)) return false;

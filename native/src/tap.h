@@ -31,6 +31,7 @@ struct TapConfig {
   std::vector<TapVolumeConfig> volumes;
   std::string state_dir;
   size_t buffer_bytes = 64 << 20;  // per volume
+  uint32_t congestion_wait_ms = kDefaultCongestionWaitMs;  // VolumeConfig
   std::string unix_path;           // empty: no unix listener
   std::string tcp_host;            // empty: no TCP listener
   int tcp_port = 0;

@@ -253,6 +253,7 @@ void Volume::FallBehind(std::unique_lock<std::mutex>& ring_lock, const char* why
   pending_.clear();
   mode_ = Mode::kBehind;
   behind_events_++;
+  if (room_waiters_) ring_room_.notify_all();  // their records would not be kept now
   // A consumer waiting for records would wait forever: none come while
   // behind, and only its next pull starts the resync. Wake it (non-blocking).
   if (want_notify_) {
@@ -300,6 +301,8 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
   const uint64_t first = offset >> kSectorShift;
   const uint64_t last = (end + kSectorSize - 1) >> kSectorShift;
   bool notify = false;  // the consumer is told after mu_ is free (it is a syscall)
+  const uint64_t npieces = (last - first + kMaxRecordSectors - 1) / kMaxRecordSectors;
+  const size_t promised = AdmitWrite(size_t(npieces * kRecordHeaderSize + ((last - first) << kSectorShift)));
   {
     // The range lock orders this change against overlapping ones from its
     // pwrite to its seq, so the one that lands last has the higher seq.
@@ -310,6 +313,7 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
     }
     if (!PwriteFull(fd_, data, length, offset)) {
       const int err = errno;
+      if (promised) Unpromise(promised);
       std::lock_guard<std::mutex> lk(mu_);
       EndChange(first, last - first);
       return IoError("write", err);
@@ -325,6 +329,7 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
     std::unique_lock<std::mutex> lk(mu_);
     EndChange(first, last - first);
     if (!ok) {
+      if (promised) Unpromise(promised);
       // A record would lie about its edges: keep the regions for resync instead.
       if (mode_.load() != Mode::kBehind) {
         std::unique_lock<std::mutex> rl(ring_mu_);
@@ -366,6 +371,7 @@ uint32_t Volume::Write(uint64_t offset, uint32_t length, const uint8_t* data, bo
         EndRecord(d, &notify);
       }
     }
+    if (promised) Unpromise(promised);  // reserved (or dropped behind): no longer owed
     lk.unlock();
     for (size_t i = 0; i < held; i++) {
       fill(pieces[i].d, pieces[i].ps, pieces[i].pe);
@@ -522,7 +528,41 @@ size_t Volume::Pull(size_t max, const std::function<uint8_t*(size_t)>& alloc) {
     return 0;
   }
   ring_.EndTake();
+  last_take_ = std::chrono::steady_clock::now();
+  if (room_waiters_) ring_room_.notify_all();
   return n;
+}
+
+size_t Volume::AdmitWrite(size_t n) {
+  // Room for a wrap's gap too: a record that does not fit before the ring's
+  // end goes to its start, leaving the end unused.
+  constexpr size_t kWrapGap = kRecordHeaderSize + (size_t(kMaxRecordSectors) << kSectorShift);
+  const uint32_t limit_ms = config_.congestion_wait_ms;
+  if (limit_ms == 0 || mode_.load() == Mode::kBehind) return 0;
+  std::unique_lock<std::mutex> rl(ring_mu_);
+  if (n + kWrapGap > ring_.capacity()) return 0;  // a ring this small cannot be gated: as before
+  auto room = [&] { return ring_.used() + promised_ + n + kWrapGap <= ring_.capacity(); };
+  if (!room()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (t0 - last_take_ > std::chrono::milliseconds(kConsumerIdleMs)) return 0;  // not draining: fall behind
+    room_waiters_++;
+    const bool got = ring_room_.wait_until(rl, t0 + std::chrono::milliseconds(limit_ms), [&] {
+      return room() || mode_.load() == Mode::kBehind;
+    });
+    room_waiters_--;
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+    congestion_waits_.fetch_add(1, std::memory_order_relaxed);
+    congestion_wait_us_.fetch_add(uint64_t(us.count()), std::memory_order_relaxed);
+    if (!got || mode_.load() == Mode::kBehind) return 0;  // the write's reservation falls behind (or already is)
+  }
+  promised_ += n;
+  return n;
+}
+
+void Volume::Unpromise(size_t n) {
+  std::lock_guard<std::mutex> rl(ring_mu_);
+  promised_ -= n;
+  if (room_waiters_) ring_room_.notify_all();
 }
 
 namespace {
@@ -688,6 +728,8 @@ VolumeStats Volume::Stats() {
   s.resync_records = resync_records_;
   s.resync_holes = resync_holes_;
   s.writebacks = writebacks_;
+  s.congestion_waits = congestion_waits_;
+  s.congestion_wait_ms = congestion_wait_us_ / 1000;
   s.behind_events = behind_events_;
   s.marks = marks_;
   s.gaps = gaps_;
@@ -711,6 +753,7 @@ VolumeStats Volume::Stats() {
     s.ring_used = ring_.used();
     s.ring_capacity = ring_.capacity();
     s.ring_records = ring_.records();
+    s.congestion_waiting = room_waiters_;
   }
   return s;
 }

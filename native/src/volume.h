@@ -41,6 +41,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -63,11 +64,24 @@ namespace tidemark {
 enum LogLevel { kLogDebug = 20, kLogInfo = 30, kLogWarn = 40, kLogError = 50 };
 using LogFn = std::function<void(int level, const std::string& msg)>;
 
+// A burst faster than the link is absorbed by the record buffer; past it,
+// falling behind drops every held record and costs a resync and every exact
+// point until it ends. While the consumer is draining, a write that finds the
+// buffer full waits for room instead (DRBD's on-congestion block), so the
+// application slows to the replication rate for the moment of the burst. A
+// consumer that has taken nothing for kConsumerIdleMs is not draining: then,
+// or once a write has waited congestion_wait_ms, the volume falls behind.
+constexpr uint32_t kDefaultCongestionWaitMs = 1000;
+constexpr uint32_t kConsumerIdleMs = 1000;
+
 struct VolumeConfig {
   std::string name;
   std::string path;
   std::string state_dir;
   size_t buffer_bytes = 64 << 20;
+  // How long a write may wait for room in a full record buffer while the
+  // consumer is draining, before the volume falls behind (0: at once).
+  uint32_t congestion_wait_ms = kDefaultCongestionWaitMs;
   bool read_only = false;
 };
 
@@ -90,6 +104,8 @@ struct VolumeStats {
   uint64_t records, record_bytes, dropped_records, dropped_bytes, resync_records, behind_events;
   uint64_t resync_holes;
   uint64_t writebacks;  // write-behind rounds: the volume's dirty pages sent to its disk (WriteBehind)
+  uint64_t congestion_waits, congestion_wait_ms;  // writes that waited for room in the record buffer, and how long in all
+  uint64_t congestion_waiting;                    // writes waiting for room now
   uint64_t marks, gaps;
   uint64_t rejected, io_errors, connections, connections_total;
   uint64_t last_seq, acked_seq;
@@ -200,6 +216,13 @@ class Volume : public Export {
   // and track changes as stale regions. Waits for other producers still
   // copying into their slots (they need only ring_mu_ to commit).
   void FallBehind(std::unique_lock<std::mutex>& ring_lock, const char* why, size_t own_filling = 0);
+  // Before a write's change: while the consumer drains, wait (no lock held)
+  // until the ring has room for the write's n record bytes, and promise them
+  // to it so writers admitted together do not overfill it. Returns the bytes
+  // promised, which the caller gives back (Unpromise) once its records are
+  // reserved; 0 if none were (behind, a ring too small to gate, no consumer).
+  size_t AdmitWrite(size_t n);
+  void Unpromise(size_t n);
   bool SetStale(uint64_t r);
   uint32_t SyncForFua();
   uint32_t IoError(const char* op, int err);
@@ -233,6 +256,10 @@ class Volume : public Export {
   RecordRing ring_;
   std::condition_variable ring_filled_;  // a commit, while FallBehind waits for one
   bool behind_waiting_ = false;
+  std::condition_variable ring_room_;  // a take freed space, or the volume fell behind (AdmitWrite waits)
+  size_t room_waiters_ = 0;
+  size_t promised_ = 0;  // record bytes of admitted writes not reserved yet
+  std::chrono::steady_clock::time_point last_take_{};
   bool want_notify_ = true;
   std::function<void()> readable_;
   std::function<void()> wake_resync_;
@@ -244,8 +271,9 @@ class Volume : public Export {
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
   std::atomic<uint64_t> records_{0}, record_bytes_{0}, dropped_records_{0}, dropped_bytes_{0};
   std::atomic<uint64_t> resync_records_{0}, behind_events_{0};
-  std::atomic<uint64_t> resync_holes_{0};
-  std::atomic<uint64_t> writebacks_{0};  // resync records that were holes (ZERO records, no read)
+  std::atomic<uint64_t> resync_holes_{0};  // resync records that were holes (ZERO records, no read)
+  std::atomic<uint64_t> writebacks_{0};
+  std::atomic<uint64_t> congestion_waits_{0}, congestion_wait_us_{0};
   std::atomic<uint64_t> marks_{0}, gaps_{0};
   std::atomic<uint64_t> rejected_{0}, io_errors_{0}, connections_{0}, connections_total_{0};
   std::atomic<uint64_t> acked_seq_{0};

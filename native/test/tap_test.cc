@@ -107,6 +107,8 @@ struct VolumeFixture {
   std::shared_ptr<Volume> vol;
   std::string error;
 
+  uint32_t congestion_wait_ms = kDefaultCongestionWaitMs;
+
   bool Create(size_t size, size_t buffer_bytes) {
     initial = Pattern(size, 1);
     WriteFile(disk(), initial);
@@ -123,6 +125,7 @@ struct VolumeFixture {
     c.state_dir = dir.path();
     c.buffer_bytes = buffer_bytes;
     c.read_only = read_only;
+    c.congestion_wait_ms = congestion_wait_ms;
     vol = std::make_shared<Volume>(c, seq, log.Fn());
     return vol->Open(&error);
   }
@@ -710,6 +713,93 @@ void TestVolumeBehindAndResync() {
                                           std::to_string(v.Stats().dirty_regions) + ")");
   v.Ack(v.Mark());
   CHECK(v.Stats().dirty_regions == 0, "acking after the resync clears the dirty map");
+}
+
+// A full record buffer while the consumer drains: the write waits for room
+// (counted), nothing is dropped, and the records replay to the backing file.
+// With no consumer draining, past the wait, or with the wait off, the volume
+// falls behind as before.
+void TestVolumeCongestionWait() {
+  constexpr uint32_t kMiB = 1 << 20;
+  const auto data = Pattern(kMiB, 4), other = Pattern(kMiB, 5);
+  // A 4 MiB ring admits two 1 MiB writes without a wait (room for a wrap's
+  // gap is kept): the third waits, though it would fit; a fourth does not fit.
+  auto fill = [&](Volume& v) {
+    v.Write(0, kMiB, data.data(), false);
+    v.Write(kMiB, kMiB, data.data(), false);
+  };
+  {
+    VolumeFixture f;
+    f.congestion_wait_ms = 60000;  // longer than any machine takes to pull below
+    CHECK(f.Create(8 * kMiB, 4 * kMiB), "a volume opens with a 4 MiB record buffer" + Said(f.error));
+    Volume& v = *f.vol;
+    std::vector<Rec> all = PullAll(v);  // the consumer is there (it pulled, if nothing)
+    v.Write(5 * kMiB, 4096, data.data(), false);
+    for (auto& r : PullAll(v)) all.push_back(std::move(r));
+    fill(v);
+    std::atomic<bool> done{false};
+    std::thread writer([&] {
+      v.Write(2 * kMiB, kMiB, other.data(), false);
+      done = true;
+    });
+    // The writer is waiting for room once it is counted as such in the ring's waiters;
+    // without a pull it can only go on after the minute.
+    for (int i = 0; i < 20000 && !done && v.Stats().congestion_waiting == 0; i++) usleep(1000);
+    CHECK(!done, "a write that finds the buffer full waits while the consumer drains");
+    for (auto& r : PullAll(v)) all.push_back(std::move(r));
+    writer.join();
+    for (auto& r : PullAll(v)) all.push_back(std::move(r));
+    VolumeStats s = v.Stats();
+    CHECK(s.behind_events == 0 && s.dropped_records == 0 && s.mode == int(Mode::kNormal),
+          "a pull made room: the volume did not fall behind");
+    CHECK(s.congestion_waits == 1, "the wait is counted (" + std::to_string(s.congestion_waits) + ")");
+    std::vector<uint8_t> image = f.initial;
+    Replay(image, all);
+    CHECK(all.size() == 4 && SeqsIncrease(all) && image == f.Backing(), "every write is a record, in order, replaying to the backing file");
+  }
+  {
+    VolumeFixture f;
+    f.congestion_wait_ms = 60000;
+    CHECK(f.Create(8 * kMiB, 4 * kMiB), "a second volume opens" + Said(f.error));
+    Volume& v = *f.vol;
+    fill(v);
+    v.Write(2 * kMiB, kMiB, data.data(), false);
+    v.Write(3 * kMiB, kMiB, data.data(), false);
+    VolumeStats s = v.Stats();
+    CHECK(s.behind_events == 1 && s.congestion_waits == 0, "with no consumer ever draining, a full buffer falls behind at once");
+  }
+  {
+    VolumeFixture f;
+    f.congestion_wait_ms = 50;
+    CHECK(f.Create(8 * kMiB, 4 * kMiB), "a third volume opens" + Said(f.error));
+    Volume& v = *f.vol;
+    PullAll(v);
+    v.Write(5 * kMiB, 4096, data.data(), false);
+    PullAll(v);
+    fill(v);
+    // Nobody pulls: each waits its 50 ms; the third then fits, the fourth falls behind.
+    v.Write(2 * kMiB, kMiB, data.data(), false);
+    CHECK(v.Stats().behind_events == 0, "a write that still fits after its wait is kept");
+    v.Write(3 * kMiB, kMiB, data.data(), false);
+    VolumeStats s = v.Stats();
+    CHECK(s.behind_events == 1 && s.congestion_waits == 2 && s.congestion_wait_ms >= 90,
+          "a buffer still full after the wait falls behind (" + std::to_string(s.congestion_wait_ms) + " ms waited)");
+    CHECK(f.log.Has("is behind"), "and says so");
+  }
+  {
+    VolumeFixture f;
+    f.congestion_wait_ms = 0;
+    CHECK(f.Create(8 * kMiB, 4 * kMiB), "a fourth volume opens" + Said(f.error));
+    Volume& v = *f.vol;
+    PullAll(v);
+    v.Write(5 * kMiB, 4096, data.data(), false);
+    PullAll(v);
+    fill(v);
+    v.Write(2 * kMiB, kMiB, data.data(), false);
+    v.Write(3 * kMiB, kMiB, data.data(), false);
+    VolumeStats s = v.Stats();
+    CHECK(s.behind_events == 1 && s.congestion_waits == 0, "with the wait off, a full buffer falls behind at once");
+  }
 }
 
 void TestVolumeLargeWrite() {
@@ -1952,6 +2042,7 @@ int main() {
   TestSeqSpace();
   TestVolumeRecording();
   TestVolumeBehindAndResync();
+  TestVolumeCongestionWait();
   TestVolumeLargeWrite();
   TestVolumePullWhileWriting();
   TestVolumeBehindWhileCopying();
