@@ -1,7 +1,8 @@
 // The write path at high churn (issue 10): fio writing as fast as it can
 // through the tap, with --verify, into a volume whose record ring is far
 // smaller than the burst, so the tap falls behind, keeps only its dirty map
-// and resyncs while the application goes on writing. Whatever the rate, the
+// and resyncs while the application goes on writing; and into the default
+// ring faster than the link drains it, so writes wait for room instead. Whatever the rate, the
 // application's reads verify, the replica converges byte-exact, and a kill -9
 // of either side in the middle of a burst costs a resync, never a byte.
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -54,6 +55,24 @@ t.test('fio unthrottled with --verify through a 1 MiB ring: the tap goes behind 
   t.equal(await agent.stop(), 0, 'the agent drains to the appliance and stops cleanly')
   const fin = agent.logs().find((l) => l.msg === 'final stats' && l.volume === 'vol')
   t.ok(Number(fin?.behindEvents) > 0, `the tap went behind (${fin?.behindEvents} times, ${fin?.droppedRecords} records dropped) and resynced`)
+  await converged(t, app.address, img, dir, 'the restored point equals the volume')
+})
+
+t.test('a burst faster than the link through the default 64 MiB ring: writes wait for room, the tap never goes behind, and the replica is byte-exact', async (t) => {
+  const dir = tmpdir(t)
+  // 40 MB/s on the wire and 8 MiB in flight: fio's 160 MiB cannot all be held, so the ring fills and writes wait.
+  const { img, app, agent, uri } = await protectedVolume(t, dir, { size: 192 * MiB, seed: 24, agentExtra: ['--throttle', '40', '--memory', '8M'] })
+  const out = await must('fio', [
+    '--ioengine=nbd', `--uri=${uri}`, '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--refill_buffers', '--output-format=json',
+    '--name=seq', '--rw=write', '--bs=1M', '--iodepth=4', '--size=160M',
+  ], { cwd: dir, timeoutMs: 600_000 })
+  t.equal(JSON.parse(out.slice(out.indexOf('{'))).jobs[0].error, 0, 'fio verified every block it wrote')
+  t.equal(await agent.stop(), 0, 'the agent drains to the appliance and stops cleanly')
+  const fin = agent.logs().find((l) => l.msg === 'final stats' && l.volume === 'vol')
+  t.equal(Number(fin?.behindEvents), 0, 'the tap never went behind')
+  t.equal(Number(fin?.droppedRecords), 0, 'no record was dropped')
+  t.ok(Number(fin?.congestionWaits) > 0 && Number(fin?.congestionWaitMs) > 0,
+    `writes waited for room instead (${fin?.congestionWaits} writes, ${fin?.congestionWaitMs} ms in all)`)
   await converged(t, app.address, img, dir, 'the restored point equals the volume')
 })
 

@@ -171,12 +171,16 @@ t.test('a paused appliance pushes the agent behind: its metrics say so and what 
   await must('fio', ['--name=w', '--ioengine=nbd', `--uri=${v.uri}`, '--rw=write', '--bs=1M', '--size=16M', '--output=/dev/null'])
   // Behind; or, on a busy machine where the stopped appliance's keepalive runs out first (10 s + 5 s),
   // disconnected, which the state series puts first. Either way the bytes to resend are counted.
+  // The backlog is the resync's first pulled batch, waiting for the stopped appliance's
+  // fingerprints: it follows the fall behind by the agent's next pull, which also
+  // makes the state resync (a resync that cannot move while the appliance is stopped).
   let seen = ''
   const behind = await waitFor(async () => {
     const e = await scrape(agentUrl)
-    for (const state of ['behind', 'disconnected']) if (sample(e, 'tidemark_volume_state', { volume: 'vol', state }) === 1) seen = state
-    return seen ? e : null
-  }, 'the agent to report its volume behind', 60_000)
+    seen = ''
+    for (const state of ['behind', 'resync', 'disconnected']) if (sample(e, 'tidemark_volume_state', { volume: 'vol', state }) === 1) seen = state
+    return seen && sample(e, 'tidemark_agent_backlog_bytes', { volume: 'vol' }) > 0 ? e : null
+  }, 'the agent to report its volume behind, with a backlog', 60_000)
   for (const state of STATES) t.equal(sample(behind, 'tidemark_volume_state', { volume: 'vol', state }), state === seen ? 1 : 0, `${seen}, not ${state}`)
   t.ok(sample(behind, 'tidemark_volume_resync_remaining_bytes', { volume: 'vol' }) >= 8 * MiB, 'most of what fio wrote is to be resent')
   t.ok(sample(behind, 'tidemark_agent_backlog_bytes', { volume: 'vol' }) > 0, 'a backlog')
