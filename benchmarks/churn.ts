@@ -62,6 +62,8 @@ const DATA_CHANNEL = process.env.TIDEMARK_BENCH_DATA_CHANNEL !== 'off'
 const APART_DIR = process.env.TIDEMARK_BENCH_APART_DIR || '/dev/shm'
 /** agent --congestion-wait for every run (seconds; unset: the agent's default). 0 measures falling behind at once, as before it existed. */
 const CONGESTION_WAIT = process.env.TIDEMARK_BENCH_CONGESTION_WAIT
+/** appliance --replica-image on|off (unset: the appliance's default, on). Off shows what its rounds cost the RPO rungs. */
+const REPLICA_IMAGE = process.env.TIDEMARK_BENCH_REPLICA_IMAGE
 const CONGESTION_ARGS = CONGESTION_WAIT !== undefined ? ['--congestion-wait', CONGESTION_WAIT] : []
 
 // Targets from issue 10.
@@ -256,7 +258,7 @@ async function main(): Promise<void> {
     const peers: Peer[] = [await peerRun(dir, BURST_MB)]
     const vol = path.join(dir, 'vol.img')
     sparseFile(vol, VOLUME_BYTES)
-    app = await Appliance.start(path.join(dir, 'data'), DATA_CHANNEL ? [] : ['--data-port', 'off'])
+    app = await Appliance.start(path.join(dir, 'data'), [...(DATA_CHANNEL ? [] : ['--data-port', 'off']), ...(REPLICA_IMAGE ? ['--replica-image', REPLICA_IMAGE] : [])])
     // The initial copy of a sparse volume sends nothing; then every run starts from a caught-up agent.
     const first = await Agent.start(dir, 'churn', { vol }, app.address)
     await first.caughtUp()
@@ -311,6 +313,7 @@ async function main(): Promise<void> {
       rungSeconds: RUNG_SECONDS,
       dataChannel: DATA_CHANNEL,
       congestionWait: CONGESTION_WAIT ?? 'default',
+      replicaImage: REPLICA_IMAGE ?? 'default',
       peers,
       peerMBps,
       rungs,
