@@ -33,7 +33,7 @@ import { initHash } from '../proto/hash'
 import { MAX_NAME_BYTES, MAX_SEGMENT_BYTES, SEGMENT_HEADER_SIZE } from './journal-format'
 import { GroupCommit } from './group-commit'
 import { syncDir, writeFileAtomic } from '../native/atomic-file'
-import { removeReplica } from './replica-image'
+import { removeReplica, ReplicaRounds } from './replica-image'
 import type { IdentityLimits } from './identity-limits'
 import { loadPending, removePending, savePending, type PendingGeneration } from './pending-generation'
 import { VolumeStore, type VolumeMeta } from './volume-store'
@@ -93,6 +93,14 @@ export class ApplianceStore {
     readonly replicaImages: boolean
   ) {}
 
+  /** The volumes' replica rounds, which give way to every volume's appends (replica-image.ts). */
+  private readonly replicaRounds = new ReplicaRounds()
+
+  /** What VolumeStore.open takes for a volume's replica image: the store's rounds, or none. */
+  private get replicas(): ReplicaRounds | null {
+    return this.replicaImages ? this.replicaRounds : null
+  }
+
   static async open(dataDir: string, logger: Logger, opts: { segmentBytes?: number; replicaImages?: boolean; journalIo?: JournalIo } = {}): Promise<ApplianceStore> {
     const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES
     if (!Number.isInteger(segmentBytes) || segmentBytes < SEGMENT_HEADER_SIZE + 4096 || segmentBytes > MAX_SEGMENT_BYTES) {
@@ -114,7 +122,7 @@ export class ApplianceStore {
         continue
       }
       try {
-        const v = await VolumeStore.open(d, s.commits, logger, s.journal, (n) => s.onNoSpace?.(n), s.replicaImages)
+        const v = await VolumeStore.open(d, s.commits, logger, s.journal, (n) => s.onNoSpace?.(n), s.replicas)
         if (!s.replicaImages) await removeReplica(d)
         s.vols.set(v.name, v)
         const pending = v.retired ? undefined : await loadPending(d, logger)
@@ -224,7 +232,7 @@ export class ApplianceStore {
     await syncDir(this.volumesDir())
     // What was pending for it is accepted now; a retired history has nothing pending.
     await removePending(to)
-    const r = await VolumeStore.open(to, this.commits, this.log, this.journal, (x) => this.onNoSpace?.(x), false)
+    const r = await VolumeStore.open(to, this.commits, this.log, this.journal, (x) => this.onNoSpace?.(x), null)
     this.vols.set(retiredAs, r)
     this.log.warn(
       { volume: name, oldGeneration: old?.generation, oldSize: old?.size, generation: next.generation, size: next.size, retiredAs },
@@ -328,7 +336,7 @@ export class ApplianceStore {
   private async commitNewVolume(tmp: string, dir: string): Promise<VolumeStore> {
     await fs.promises.rename(tmp, dir)
     await syncDir(this.volumesDir())
-    return VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicaImages)
+    return VolumeStore.open(dir, this.commits, this.log, this.journal, (n) => this.onNoSpace?.(n), this.replicas)
   }
 
   /**

@@ -26,7 +26,7 @@ import type { GroupCommit } from './group-commit'
 import type { ImageSource } from './image'
 import { ImageReads } from './image-reads'
 import { PointMaps, regionRanges } from './point-maps'
-import { ReplicaImage, type ReplicaStatus } from './replica-image'
+import { ReplicaImage, type ReplicaRounds, type ReplicaStatus } from './replica-image'
 import type { PointMapHandle } from '../native/appliance-nbd'
 import type { Journal, JournalOptions } from './journal'
 import type { SegmentFile } from './segment'
@@ -114,7 +114,8 @@ export class VolumeStore implements ImageSource {
     log: Logger,
     journal: JournalOptions,
     onNoSpace: (volume: string) => void = () => {},
-    replica = true
+    /** the store's replica rounds; null: the volume keeps no replica image */
+    replica: ReplicaRounds | null = null
   ): Promise<VolumeStore> {
     const meta = JSON.parse(await fs.promises.readFile(path.join(dir, 'meta.json'), 'utf8')) as VolumeMeta
     const v = new VolumeStore(dir, meta, log.child({ volume: meta.name }), journal)
@@ -136,7 +137,7 @@ export class VolumeStore implements ImageSource {
       v.replica?.changed()
     })
     if (replica) {
-      v.replica = await ReplicaImage.open(v.l, () => v.maps.newest(), () => (v.writer.state.state === 'normal' ? null : v.writer.state.state))
+      v.replica = await ReplicaImage.open(v.l, () => v.maps.newest(), () => (v.writer.state.state === 'normal' ? null : v.writer.state.state), replica)
       v.maps.useReplica(v.replica.handle)
     }
     return v

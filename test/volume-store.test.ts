@@ -10,7 +10,8 @@ import pino from 'pino'
 import t, { type Test } from 'tap'
 import { ApplianceStore, type VolumeStore } from '../appliance/store'
 import { initHash, sectorFingerprints } from '../proto/hash'
-import { tmpdir } from './helpers'
+import { IDLE_MS } from '../appliance/replica-image'
+import { tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 const SIZE = 8 * MiB
@@ -514,4 +515,34 @@ t.test('replica image: mapped reads of every point equal the model while it is b
   t.notOk(fs.existsSync(path.join(v.dir, 'replica.img')), 'its file is removed')
   await check('without a replica image')
   await store.close()
+})
+
+t.test("replica rounds give way to every volume's appends: a quiet volume's round waits while another volume is written, then catches up", async (t) => {
+  const dir = tmpdir(t)
+  const store = await ApplianceStore.open(dir, quiet, { segmentBytes: 64 * MiB })
+  t.teardown(() => store.close())
+  const hello = { generation: 'g1', size: 64 * MiB, group: '', agentId: 'a1' }
+  const { volume: a } = await store.attach({ ...hello, volume: 'a' })
+  const { volume: b } = await store.attach({ ...hello, volume: 'b' })
+  await Promise.all([a.replicaSettled(), b.replicaSettled()])
+  // 32 MiB for a's next round to copy.
+  let seqA = 1
+  for (let i = 0; i < 32; i++, seqA++) {
+    const r = rec(seqA, i * 2048, 2048, 1)
+    await a.append(r, meta(seqA, seqA, 1, r.length))
+  }
+  const before = a.replicaStatus()!
+  // b written without a pause for three of a's quiet periods: a's round does not run to its end
+  // (it does not start, or it is stopped by b's next batch).
+  let seqB = 1
+  for (const end = Date.now() + 3 * IDLE_MS; Date.now() < end; seqB++) {
+    const r = rec(seqB, (seqB % 512) * 128, 128, 1)
+    await b.append(r, meta(seqB, seqB, 1, r.length))
+  }
+  const during = a.replicaStatus()!
+  t.equal(during.rounds, before.rounds, `no round of a finished while b was written (${seqB - 1} batches to b, ${during.roundsStopped} of a's rounds stopped)`)
+  t.not(during.seq, seqA - 1, "a's image does not hold its newest point yet")
+  // b quiet: a's round runs and catches up.
+  await waitFor(async () => a.replicaStatus()!.seq === seqA - 1, "a's round once the store is quiet", 60_000, 50)
+  t.ok(a.replicaStatus()!.ready, "a's image is usable")
 })
