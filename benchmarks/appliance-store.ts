@@ -20,7 +20,7 @@
 // both (the machine has the RAM); the numbers are CPU and syscall bound.
 //
 // Environment: TIDEMARK_BENCH_DIR (os.tmpdir()), TIDEMARK_BENCH_INGEST_MB
-// per volume (128), TIDEMARK_BENCH_INGEST_ROUNDS (1; rounds alternate the
+// per volume (128), TIDEMARK_BENCH_INGEST_ROUNDS (3; rounds alternate the
 // peer and tidemark, medians reported), TIDEMARK_BENCH_PARTS (ingest,restore),
 // TIDEMARK_BENCH_RESTORE_GB (2), TIDEMARK_BENCH_OUT. CPU is this process's
 // (user and sys), per GB ingested, for tidemark and the peer alike.
@@ -34,7 +34,7 @@ import { MiB, envNumber, removeDir, resultsPath, scratchDir } from './lib/env'
 import { median, writeResults } from './lib/report'
 
 const INGEST_MB = Number(process.env.TIDEMARK_BENCH_INGEST_MB || 128)
-const INGEST_ROUNDS = Math.floor(envNumber('TIDEMARK_BENCH_INGEST_ROUNDS', 1))
+const INGEST_ROUNDS = Math.floor(envNumber('TIDEMARK_BENCH_INGEST_ROUNDS', 3))
 const PARTS = (process.env.TIDEMARK_BENCH_PARTS || 'ingest,restore').split(',').map((x) => x.trim())
 for (const p of PARTS) if (p !== 'ingest' && p !== 'restore') throw new Error(`unknown part '${p}' (known: ingest, restore)`)
 const RESTORE_GB = Number(process.env.TIDEMARK_BENCH_RESTORE_GB || 2)

@@ -2,6 +2,7 @@
 // point maps, exports over them, and the appliance's NBD server. The layout
 // of a map extent (native/src/point_map.h) is encoded here and nowhere else
 // in TypeScript.
+import { writeU64LE } from '../proto/record'
 import { native } from './index'
 
 /** A file a map names besides segments: the base image. Sectors in no extent read as zeroes. */
@@ -13,8 +14,8 @@ export const MAP_EXTENT_SIZE = L.size
 
 /** Writes one extent at byte `at` of buf. */
 export function putExtent(buf: Buffer, at: number, sector: number, count: number, file: number, pos: number): void {
-  buf.writeBigUInt64LE(BigInt(sector), at + L.sector)
-  buf.writeBigUInt64LE(BigInt(pos), at + L.pos)
+  writeU64LE(buf, at + L.sector, sector)
+  writeU64LE(buf, at + L.pos, pos)
   buf.writeUInt32LE(count, at + L.count)
   buf.writeInt32LE(file, at + L.file)
 }

@@ -185,12 +185,20 @@ export function decodeRecordHeader(b: Buffer, at: number): RecordHeader {
   }
 }
 
+/**
+ * Writes a u64 (a seq, a sector, a byte position: below 2^53) little-endian as
+ * two u32 halves: writeBigUInt64LE(BigInt(v)) allocates a BigInt per call,
+ * which showed in the appliance's ingest profile (a point-map extent per record).
+ */
+export function writeU64LE(b: Buffer, at: number, v: number): void {
+  b.writeUInt32LE(v % 0x100000000, at)
+  b.writeUInt32LE(Math.floor(v / 0x100000000), at + 4)
+}
+
 /** Writes a header at b[at..at+32) (reserved = 0). The data, if any, follows it. */
 export function encodeRecordHeader(b: Buffer, at: number, h: RecordHeader): void {
-  b.writeUInt32LE(h.seq % 0x100000000, at + RecordField.seq)
-  b.writeUInt32LE(Math.floor(h.seq / 0x100000000), at + RecordField.seq + 4)
-  b.writeUInt32LE(h.sector % 0x100000000, at + RecordField.sector)
-  b.writeUInt32LE(Math.floor(h.sector / 0x100000000), at + RecordField.sector + 4)
+  writeU64LE(b, at + RecordField.seq, h.seq)
+  writeU64LE(b, at + RecordField.sector, h.sector)
   b.writeUInt32LE(h.count, at + RecordField.count)
   b[at + RecordField.kind] = h.kind
   b[at + RecordField.flags] = h.flags
@@ -205,8 +213,7 @@ export function encodeRecordHeader(b: Buffer, at: number, h: RecordHeader): void
  * that keep its seq, kind, flags and time).
  */
 export function setRecordSectors(b: Buffer, at: number, sector: number, count: number, dataLength: number): void {
-  b.writeUInt32LE(sector % 0x100000000, at + RecordField.sector)
-  b.writeUInt32LE(Math.floor(sector / 0x100000000), at + RecordField.sector + 4)
+  writeU64LE(b, at + RecordField.sector, sector)
   b.writeUInt32LE(count, at + RecordField.count)
   b.writeUInt32LE(dataLength, at + RecordField.dataLength)
 }
