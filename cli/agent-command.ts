@@ -125,7 +125,7 @@ export const AGENT = command({
     }),
     memory: text({
       label: '--memory SIZE',
-      help: 'memory for sent, unacknowledged batches (default 64M); past it the\nagent stops pulling and the tap keeps only its dirty map',
+      help: 'memory for sent, unacknowledged batches (default 64M); past it the\nagent stops pulling, the record buffer fills (--congestion-wait) and\nthen the tap keeps only its dirty map',
       key: 'memory',
       needs: needsAppliance,
       value: convert(z.string(), (s) => {
