@@ -10,7 +10,7 @@ import t from 'tap'
 import { adminClient, unary } from '../client/admin-client'
 import { NbdClient, parseNbdUri } from '../client/nbd-client'
 import type { ServerInfoReply__Output } from '../proto/generated/tidemark/v1/ServerInfoReply'
-import { BIN, killAndWait, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, initialCopyDone, killAndWait, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 import { tidemarkJson, volumeStats } from './claims-helpers'
 
 const MiB = 1024 * 1024
@@ -53,7 +53,7 @@ t.test('every point of a volume is an NBD export of the appliance', async (t) =>
   })
   t.match(app.err, /serving NBD on unix:/, 'the appliance says where it serves NBD')
   await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
-  await waitFor(async () => (await volumeStats(app.address, 'v')).fullSyncDone, 'the initial copy', 120_000, 100)
+  await waitFor(() => initialCopyDone(app.address, 'v'), 'the initial copy', 120_000, 100)
   const exportUri = (name: string): string => `nbd+unix:///${name}?socket=${appSock}`
 
   // fio writes the volume for the whole test; points are read while it runs.

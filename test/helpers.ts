@@ -159,6 +159,20 @@ export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 30_
   }
 }
 
+/**
+ * The appliance holds a complete initial copy of the volume (`tidemark stats`);
+ * false also while the agent's first Hello has not made the volume yet, which
+ * on a busy machine can be after the test's first look.
+ */
+export async function initialCopyDone(address: string, volume: string): Promise<boolean> {
+  const r = await run(process.execPath, [BIN, 'stats', '--appliance', address, '--volume', volume, '--json'])
+  if (r.code !== 0) {
+    if (/UNKNOWN_VOLUME/.test(r.stderr)) return false
+    throw new Error(`tidemark stats exited ${r.code}: ${r.stderr}`)
+  }
+  return JSON.parse(r.stdout).volumes[0].fullSyncDone === true
+}
+
 /** As eventually(), but throws "`what` did not happen within N ms" at the timeout. */
 export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = 30_000, everyMs = 50): Promise<NonNullable<T>> {
   const v = await eventually(check, timeoutMs, everyMs)

@@ -15,7 +15,7 @@ import { encodeBatch } from '../proto/change-batch'
 import { initHash } from '../proto/hash'
 import { PROTOCOL_VERSION, replicationProto } from '../proto/load'
 import { Stream } from './lib/replicate-stream'
-import { BIN, have, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
+import { BIN, have, initialCopyDone, makeImage, must, nbdUri, restore, run, sha256, startAgent, startAppliance, tmpdir, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -34,16 +34,6 @@ async function json<T>(...args: string[]): Promise<T> {
 
 const stats = async (address: string): Promise<VolumeStats> => (await json<{ volumes: VolumeStats[] }>('stats', '--appliance', address, '--volume', 'v')).volumes[0]
 
-/** The initial copy is done; false also while the agent's first Hello has not made the volume yet (a busy machine). */
-async function copied(address: string): Promise<boolean> {
-  try {
-    return (await stats(address)).fullSyncDone
-  } catch (e) {
-    if (/UNKNOWN_VOLUME/.test((e as Error).message)) return false
-    throw e
-  }
-}
-
 t.test('a flood of TimeMarks cannot push out history under a marks rule', { skip: !have('qemu-io') && 'qemu-io is not installed' }, async (t) => {
   const dir = tmpdir(t)
   const data = path.join(dir, 'data')
@@ -55,7 +45,7 @@ t.test('a flood of TimeMarks cannot push out history under a marks rule', { skip
   const sock = path.join(dir, 'nbd.sock')
   const control = path.join(dir, 'control.sock')
   const agent = await startAgent(t, { state: path.join(dir, 'state'), sock, volumes: { v: img }, extra: ['--appliance', app.address, '--control', `unix:${control}`] })
-  await waitFor(() => copied(app.address), 'the initial copy', 60_000, 100)
+  await waitFor(() => initialCopyDone(app.address, 'v'), 'the initial copy', 60_000, 100)
   await must('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 256k', '-c', 'flush', nbdUri(sock, 'v')])
   const kept = await json<{ id: number }>('timemark', 'create', '--control', `unix:${control}`, '--volume', 'v', '--label', 'before-flood')
   const expected = sha256(img)
@@ -117,7 +107,7 @@ t.test('records claiming to be weeks old are not aged out early by a window rule
   s.send({ progress: { regionsDone: 64, regionsTotal: 64, bytesPerSecond: 0 } })
   s.call.end()
   await s.ended
-  await waitFor(() => copied(app.address), 'the initial copy to count as done')
+  await waitFor(() => initialCopyDone(app.address, 'v'), 'the initial copy to count as done')
   const at = new Date(Date.now() - 19 * 86_400_000).toISOString()
   const r = await json<{ seq: number }>('restore', '--appliance', app.address, '--volume', 'v', '--at', at, '--out', path.join(dir, 'x.img'))
   t.equal(r.seq, 6, 'the forged times are in the time index: "19 days ago" resolves to the newest point')
