@@ -56,8 +56,10 @@ import {
   isKnownKind,
   isMarker,
   recordCount,
+  readU64LE as readU64,
   recordDataLength,
   recordKind,
+  writeU64LE as writeU64,
 } from '../proto/record'
 
 export const SEGMENT_MAGIC = Buffer.from('TIDEJRNL', 'latin1')
@@ -257,14 +259,8 @@ export { SECTOR_SIZE, RECORD_HEADER_SIZE }
 
 // ---- u64 as JS numbers (seqs and sectors stay below 2^53) -----------------------------
 
-export function writeU64(b: Buffer, at: number, v: number): void {
-  b.writeUInt32LE(v >>> 0, at)
-  b.writeUInt32LE(Math.floor(v / 0x100000000), at + 4)
-}
-
-export function readU64(b: Buffer, at: number): number {
-  return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x100000000
-}
+// Little-endian: proto/record.ts has the one writer and reader.
+export { readU64, writeU64 }
 
 export function writeU64BE(b: Buffer, at: number, v: number): void {
   b.writeUInt32BE(Math.floor(v / 0x100000000), at)

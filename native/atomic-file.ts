@@ -55,7 +55,9 @@ export class AtomicFileWriter {
   private pending: string | Buffer | null = null
   private running: Promise<void> | null = null
   private lastError: Error | null = null
-  /** ends the pause between two writes early (flush() wants the newest value now) */
+  /** flush() wants the newest value now: no pause between writes until the drain ends */
+  private urgent = false
+  /** ends a pause under way */
   private hurry: (() => void) | null = null
 
   /**
@@ -81,12 +83,11 @@ export class AtomicFileWriter {
 
   /** Resolves once every value set so far is on disk; rejects with the last write's error. */
   async flush(): Promise<void> {
-    this.hurry?.()
-    while (this.running) {
-      const r = this.running
+    if (this.running) {
+      this.urgent = true
       this.hurry?.()
-      await r
     }
+    while (this.running) await this.running
     if (this.lastError) {
       const e = this.lastError
       this.lastError = null
@@ -108,7 +109,7 @@ export class AtomicFileWriter {
           this.onError(this.lastError)
         }
         const rest = this.minIntervalMs - (performance.now() - t0)
-        if (this.pending !== null && rest > 0) {
+        if (this.pending !== null && rest > 0 && !this.urgent) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(() => {
               this.hurry = null
@@ -124,6 +125,7 @@ export class AtomicFileWriter {
       }
     } finally {
       this.running = null
+      this.urgent = false
     }
   }
 }

@@ -117,15 +117,16 @@ export function expectedDataLength(kind: number, count: number): number {
 
 // ---- readers (b: the buffer, at: the record's first byte) ----------------------------
 
-function u64(b: Buffer, at: number): number {
+/** Reads a u64 little-endian as a number (seqs, sectors and byte positions stay below 2^53). */
+export function readU64LE(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x100000000
 }
 
 export function recordSeq(b: Buffer, at: number): number {
-  return u64(b, at + RecordField.seq)
+  return readU64LE(b, at + RecordField.seq)
 }
 export function recordSector(b: Buffer, at: number): number {
-  return u64(b, at + RecordField.sector)
+  return readU64LE(b, at + RecordField.sector)
 }
 export function recordCount(b: Buffer, at: number): number {
   return b.readUInt32LE(at + RecordField.count)

@@ -110,5 +110,13 @@ t.test('a writer with a minimum interval coalesces what is set meanwhile, and fl
   t.ok(performance.now() - t0 < 30_000, 'flush() writes the newest value now, not after the interval')
   t.equal(fs.readFileSync(file, 'utf8'), '50', 'the newest value is on disk')
   t.same(fs.readdirSync(dir), ['f'], 'no temp file is left')
+
+  // flush() while a write is on its way, with a newer value queued behind it: no pause after the write either.
+  w.set('51')
+  w.set('52')
+  const t1 = performance.now()
+  await w.flush()
+  t.ok(performance.now() - t1 < 30_000, 'flush() during a write does not wait for the interval after it')
+  t.equal(fs.readFileSync(file, 'utf8'), '52', 'and the queued value is on disk')
   t.same(errors, [])
 })
