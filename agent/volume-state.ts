@@ -28,8 +28,8 @@
 //
 // Crash semantics. NAME.acked is written behind the acks: the tap is told at
 // once and the file follows (at most one write in flight and one queued,
-// whatever the ack rate, and at most one every ACKED_WRITE_EVERY_MS). After a crash it may hold a lower seq than the
-// agent had seen. That is safe: the file only ever holds seqs the appliance
+// whatever the ack rate, and at most one every ACKED_WRITE_EVERY_MS). After a
+// crash it may hold a lower seq than the agent had seen. That is safe: the file only ever holds seqs the appliance
 // really acknowledged as durable, so a lower one never raises a false alarm
 // and never loses a record (the tap's dirty map, not this file, is what
 // resends unacknowledged regions after a restart). All it can miss is an

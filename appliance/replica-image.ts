@@ -110,10 +110,10 @@ export class ReplicaRounds {
     this.images.delete(r)
   }
 
-  /** A batch committed to `from`'s volume: every other volume's yieldable round stops. */
-  committed(from: ReplicaImage): void {
+  /** A batch committed to one of the volumes: every yieldable round stops, its own volume's too. */
+  committed(): void {
     this.lastCommit = Date.now()
-    for (const r of this.images) if (r !== from) r.yieldToOthers()
+    for (const r of this.images) r.giveWay()
   }
 }
 
@@ -132,7 +132,6 @@ export class ReplicaImage {
   /** Rounds stopped because the volume was written again. */
   private stopped = 0
   private dirtySince = 0
-  private lastCommit = 0
   private closed = false
   /** Bumped when the image is set aside: a round that started before keeps nothing. */
   private epoch = 0
@@ -178,18 +177,16 @@ export class ReplicaImage {
     }
   }
 
-  /** A batch committed: a round will follow once the volume is quiet. */
+  /** A batch committed: a round will follow once the store is quiet. */
   changed(): void {
     const now = Date.now()
-    this.lastCommit = now
     if (!this.dirtySince) this.dirtySince = now
-    if (this.running && this.runningYields) this.handle.yieldRound()
-    this.store.committed(this)
+    this.store.committed()
     if (!this.timer && !this.running) this.schedule(IDLE_MS)
   }
 
-  /** Another volume of the store committed a batch: a round that waits for quiet gives way. */
-  yieldToOthers(): void {
+  /** A volume of the store committed a batch: a round that waits for quiet gives way. */
+  giveWay(): void {
     if (this.running && this.runningYields) this.handle.yieldRound()
   }
 
@@ -261,7 +258,7 @@ export class ReplicaImage {
     this.timer = setTimeout(() => {
       this.timer = null
       const now = Date.now()
-      const quietFor = now - Math.max(this.lastCommit, this.store.lastCommit)
+      const quietFor = now - this.store.lastCommit
       if (this.dirtySince && quietFor < IDLE_MS && now - this.dirtySince < MAX_WAIT_MS) {
         this.schedule(IDLE_MS - quietFor)
         return
