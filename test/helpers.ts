@@ -287,6 +287,25 @@ export async function unmountWhenFree(target: string, opts: { timeoutMs?: number
   if (r.code !== 0) throw new Error(`umount ${target} exited ${r.code}: ${r.stderr.trim()}; in use by: ${processesUsing(target).join('; ') || 'nobody we can see'}`)
 }
 
+/**
+ * fusermount3 -u MNT. The kernel lets go of a loop device's backing file in
+ * its own time after umount (the loop device's autoclear runs from a work
+ * queue), and until it has, the fuse mount is busy: a busy mount is retried
+ * for up to `timeoutMs`. With `lazyAtLast` (teardown), a mount still busy
+ * then is detached lazily, so nothing is left behind, and the test still
+ * fails naming it.
+ */
+export async function unmountFuse(mnt: string, opts: { timeoutMs?: number; lazyAtLast?: boolean } = {}): Promise<void> {
+  let r: RunResult | undefined
+  await eventually(async () => {
+    r = await run('fusermount3', ['-u', mnt])
+    return r.code === 0 || !/busy/i.test(r.stderr)
+  }, opts.timeoutMs ?? 20_000, 100)
+  if (!r || r.code === 0) return
+  if (opts.lazyAtLast) await run('fusermount3', ['-u', '-z', mnt])
+  throw new Error(`fusermount3 -u ${mnt} exited ${r.code}: ${r.stderr.trim()}; in use by: ${processesUsing(mnt).join('; ') || 'nobody we can see'}`)
+}
+
 /** Starts `tidemark agent` as the CLI would and waits until its socket answers. */
 export async function startAgent(
   t: { teardown(fn: () => unknown): void },
@@ -493,12 +512,16 @@ export async function mountOverNbd(
   let fuseUp = true
   let mounted = false
   const takeDown = async (killUsers: boolean): Promise<void> => {
-    if (mounted) await unmountWhenFree(fsdir, { killUsers })
-    mounted = false
-    if (fuseUp) await must('fusermount3', ['-u', mnt])
-    fuseUp = false
-    if (killUsers) await killAndWait(fuse, 'SIGTERM')
-    else await exitOf(fuse)
+    try {
+      if (mounted) await unmountWhenFree(fsdir, { killUsers })
+      mounted = false
+      if (fuseUp) await unmountFuse(mnt, { lazyAtLast: killUsers })
+      fuseUp = false
+    } finally {
+      // At teardown nbdfuse goes whatever happened above: a test never hangs on it.
+      if (killUsers) await killAndWait(fuse, 'SIGTERM')
+    }
+    await exitOf(fuse)
   }
   t.teardown(() => takeDown(true))
   await waitFor(() => fs.existsSync(path.join(mnt, 'disk')) || fuse.exitCode !== null, 'nbdfuse to expose the volume', 10_000, 20)

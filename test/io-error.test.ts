@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { BIN, exitOf, killAndWait, makeImage, must, nbdUri, run, sha256, startAgent, startAppliance, tmpdir, unmountWhenFree, waitFor } from './helpers'
+import { BIN, killAndWait, makeImage, must, nbdUri, run, sha256, startAgent, startAppliance, tmpdir, unmountFuse, unmountWhenFree, waitFor } from './helpers'
 
 const MiB = 1024 * 1024
 
@@ -55,8 +55,11 @@ for (const { io, cause } of MODES) t.test(`${io} journal writes: a failed write 
     fs.rmSync(trigger, { force: true })
     await stopAll() // every process with files on the mount is gone first
     if (mounted) await unmountWhenFree(data, { killUsers: true })
-    await must('fusermount3', ['-u', fuseDir])
-    await exitOf(fuse)
+    try {
+      await unmountFuse(fuseDir, { lazyAtLast: true })
+    } finally {
+      await killAndWait(fuse, 'SIGTERM')
+    }
     await killAndWait(nbdkit, 'SIGTERM')
   })
 
