@@ -9,7 +9,11 @@
 // Device names are short (the kernel allows 15 characters) and only mean
 // something inside the namespace, so two runs never collide on them.
 import { spawn } from 'node:child_process'
+import path from 'node:path'
 import { ipString, parseCidr, type Plan } from './plan'
+
+/** Where `ip netns add` binds a namespace (iproute2's NETNS_RUN_DIR). */
+const NETNS_DIR = '/run/netns'
 
 export interface CommandResult {
   code: number | null
@@ -121,9 +125,18 @@ export class PlanNetns {
     return ns
   }
 
-  /** The command line that runs ARGS inside the namespace. */
+  /**
+   * The command line that runs ARGS inside the namespace: its network only.
+   * Not `ip netns exec`, which also gives the command a mount namespace of
+   * its own, a copy of the host's mount table: where the host's mounts are
+   * private (containers), every file system mounted when a test VM started
+   * then stays busy on the host until the VM ends (an operator's umount
+   * succeeds, but the device under it, a loop device or a FUSE mount, cannot
+   * be released). nsenter joins the network namespace and execs ARGS in
+   * place, so the child's pid is still the command's.
+   */
   exec(args: string[]): [string, string[]] {
-    return ['ip', ['netns', 'exec', this.name, ...args]]
+    return ['nsenter', [`--net=${path.join(NETNS_DIR, this.name)}`, '--', ...args]]
   }
 
   /** Runs a shell command inside the namespace (a plan's command check). */

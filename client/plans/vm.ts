@@ -16,8 +16,8 @@
 // machines this was built on but hangs guests, and a proof that proves
 // nothing because its VM hung is worse than a slow one.
 //
-// `ip netns exec` execs qemu in place, so the child's pid is qemu's: killing
-// it kills the VM, and its exit is the VM's.
+// `nsenter --net` (PlanNetns.exec) execs qemu in place, so the child's pid
+// is qemu's: killing it kills the VM, and its exit is the VM's.
 //
 // A failover's VMs (no namespace: the host's network, a tap on the plan's
 // failover bridge) outlive the command that starts them: their disks are
