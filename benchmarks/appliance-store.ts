@@ -30,6 +30,7 @@ import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
 import { ApplianceStore } from '../appliance/store'
+import { processCpu } from './lib/cpu'
 import { MiB, envNumber, removeDir, resultsPath, scratchDir } from './lib/env'
 import { median, writeResults } from './lib/report'
 
@@ -70,6 +71,7 @@ async function ingest(dir: string) {
   const recordSectors = 32
   const perBatch = MiB / (recordSectors * 512)
   const cpu0 = process.cpuUsage()
+  const threads0 = processCpu(process.pid)
   const r0 = store.commits.rounds
   const s0 = store.commits.syncs
   const ms0 = { ...store.commits.ms }
@@ -103,6 +105,7 @@ async function ingest(dir: string) {
   )
   const secs = Number(process.hrtime.bigint() - t0) / 1e9
   const cpu = process.cpuUsage(cpu0)
+  const threads1 = processCpu(process.pid)
   const bytes = 8 * batches * MiB
   const res = {
     volumes: 8,
@@ -117,6 +120,11 @@ async function ingest(dir: string) {
     cpuUserPct: (cpu.user / 1e6 / secs) * 100,
     cpuSysPct: (cpu.system / 1e6 / secs) * 100,
     ...cpuPerGB(cpu, bytes),
+    // Cores in use: the whole process (its libuv pool threads decode, frame,
+    // write and fdatasync the volumes' batches side by side) and its main
+    // thread alone (the JavaScript that places and indexes them).
+    cores: (threads1.total - threads0.total) / secs,
+    mainCores: (threads1.main - threads0.main) / secs,
     // Summed stage times (write of round N+1 overlaps fsync + index of round N).
     stageSeconds: {
       write: (store.commits.ms.write - ms0.write) / 1000,
@@ -266,6 +274,7 @@ async function main() {
         `| group commit: batches per round | ${(ing.batches / ing.rounds).toFixed(1)} (${ing.rounds} rounds, ${ing.fsyncs} fsyncs) | | |`,
         `| ingest CPU (user / sys, % of one core) | ${median(ings.map((x) => x.cpuUserPct)).toFixed(0)} / ${median(ings.map((x) => x.cpuSysPct)).toFixed(0)} | | |`,
         `| ingest CPU-s per GB (user / sys) | ${median(ings.map((x) => x.cpuPerGB)).toFixed(2)} (${median(ings.map((x) => x.cpuUserPerGB)).toFixed(2)} / ${median(ings.map((x) => x.cpuSysPerGB)).toFixed(2)}) | ${median(peers.map((x) => x.cpuPerGB)).toFixed(2)} (${median(peers.map((x) => x.cpuUserPerGB)).toFixed(2)} / ${median(peers.map((x) => x.cpuSysPerGB)).toFixed(2)}) | ${(median(ings.map((x) => x.cpuPerGB)) / median(peers.map((x) => x.cpuPerGB))).toFixed(2)} |`,
+        `| ingest cores (all threads / main thread) | ${median(ings.map((x) => x.cores)).toFixed(2)} / ${median(ings.map((x) => x.mainCores)).toFixed(2)} | | |`,
         `| ingest stage time, s (write / fsync / index; of ${ing.seconds.toFixed(1)} s) | ${ing.stageSeconds.write.toFixed(1)} / ${ing.stageSeconds.fsync.toFixed(1)} / ${ing.stageSeconds.index.toFixed(1)} | | |`
       )
     }
