@@ -288,12 +288,13 @@ export async function unmountWhenFree(target: string, opts: { timeoutMs?: number
 }
 
 /**
- * fusermount3 -u MNT. The kernel lets go of a loop device's backing file in
- * its own time after umount (the loop device's autoclear runs from a work
- * queue), and until it has, the fuse mount is busy: a busy mount is retried
- * for up to `timeoutMs`. With `lazyAtLast` (teardown), a mount still busy
- * then is detached lazily, so nothing is left behind, and the test still
- * fails naming it.
+ * fusermount3 -u MNT, retried for up to `timeoutMs` while the mount is busy
+ * with no process of ours holding it: a loop device over MNT's file may not
+ * have let go yet when umount of the file system on it returns. (The busy
+ * mounts CI saw had another cause, fixed in PlanNetns.exec: a test VM's
+ * private copy of the host's mounts.) With `lazyAtLast` (teardown), a mount
+ * still busy then is detached lazily, so nothing is left behind, and the test
+ * still fails, naming it.
  */
 export async function unmountFuse(mnt: string, opts: { timeoutMs?: number; lazyAtLast?: boolean } = {}): Promise<void> {
   let r: RunResult | undefined

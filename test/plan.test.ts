@@ -10,6 +10,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { NETNS_DIR } from '../client/plans/netns'
 import type { PlanRunReport } from '../client/plans/runner'
 import { freePort, tidemark, tidemarkJson, volumeStats, waitFor } from './claims-helpers'
 import { type Guest, planGuestOrWhy, processRuns } from './lib/guest'
@@ -248,14 +249,14 @@ networks:
     t.match(report.kept, { netns: report.netns, views: [/^plan-net-test-db-db-/, /^plan-net-test-web-web-/] })
     t.equal(report.kept!.vms.length, 2)
     const ns = (pid: number | 'self', kind: 'net' | 'mnt') => fs.readlinkSync(`/proc/${pid}/ns/${kind}`)
-    const netnsInode = `net:[${fs.statSync(`/run/netns/${report.netns}`).ino}]`
+    const netnsInode = `net:[${fs.statSync(path.join(NETNS_DIR, report.netns!)).ino}]`
     for (const v of report.kept!.vms) {
       t.ok(processRuns(v.pid), `${v.machine}'s qemu runs on (pid ${v.pid})`)
       t.equal(ns(v.pid, 'net'), netnsInode, `${v.machine}'s qemu is in the run's network namespace`)
       // A mount namespace of its own would hold a copy of every host mount, busy until the VM ends.
       t.equal(ns(v.pid, 'mnt'), ns('self', 'mnt'), `${v.machine}'s qemu shares the host's mounts, pinning none`)
     }
-    const inside = (cmd: string) => run('nsenter', [`--net=/run/netns/${report.netns}`, 'sh', '-c', cmd], { timeoutMs: 30_000 })
+    const inside = (cmd: string) => run('nsenter', [`--net=${path.join(NETNS_DIR, report.netns!)}`, 'sh', '-c', cmd], { timeoutMs: 30_000 })
     const pingDb = await inside('busybox ping -c 1 -W 5 10.77.0.2')
     t.equal(pingDb.code, 0, `db answers a ping inside the namespace ${pingDb.stderr}`)
     const hostRoute = await run('ip', ['-4', '-o', 'route', 'get', '1.1.1.1'])

@@ -13,7 +13,7 @@ import path from 'node:path'
 import { ipString, parseCidr, type Plan } from './plan'
 
 /** Where `ip netns add` binds a namespace (iproute2's NETNS_RUN_DIR). */
-const NETNS_DIR = '/run/netns'
+export const NETNS_DIR = '/run/netns'
 
 export interface CommandResult {
   code: number | null
